@@ -1,0 +1,3 @@
+from instaset.cli import main
+
+main()

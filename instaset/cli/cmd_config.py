@@ -1,0 +1,90 @@
+"""``instaset init``, ``instaset config schema|show`` and ``instaset workflows validate``.
+
+:data:`config_app` and :data:`workflows_app` are the sub-Typers; other command modules add
+commands to them (e.g. ``workflows test``). Config errors are printed one problem per line on
+stderr, exactly as :class:`~instaset.errors.ConfigError` words them, and exit with code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import typer
+import yaml
+
+from instaset.cli.app import STATE, app, fail
+from instaset.config import (
+    Config,
+    config_json_schema,
+    config_to_json,
+    load_config,
+    render_init_config,
+)
+from instaset.errors import ConfigError
+from instaset.paths import CONFIG_FILENAME, ensure_data_dir
+
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+workflows_app = typer.Typer(help="Check and try the workflows.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(workflows_app, name="workflows")
+
+
+def load_or_exit() -> Config:
+    """The config named by ``--config``/``INSTASET_CONFIG`` or the default one; on a
+    :class:`ConfigError` print its lines on stderr (no Rich: it would wrap them) and exit 1."""
+    try:
+        return load_config(STATE.config_path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            typer.echo(line, err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def init(
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing config file."),
+) -> None:
+    """Write a commented config.yaml into the data directory (or to --config)."""
+    if STATE.config_path is not None:
+        target = STATE.config_path.expanduser()
+        target.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        target = ensure_data_dir() / CONFIG_FILENAME
+    if target.exists() and not force:
+        raise fail(f"{target} already exists; use --force to overwrite it")
+    # 0600: the file holds no secret now, but it is where people paste one later.
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(render_init_config())
+    typer.echo(str(target))
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of config.yaml (point your editor's YAML plugin at it)."""
+    typer.echo(json.dumps(config_json_schema(), indent=2))
+
+
+@config_app.command("show")
+def config_show(
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+) -> None:
+    """Print the effective config (file, defaults and env overrides); secrets as ***."""
+    data = config_to_json(load_or_exit())
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    source = data.pop("source")
+    typer.echo(f"# source: {source or 'built-in defaults (no config file)'}")
+    typer.echo(yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n"))
+
+
+@workflows_app.command("validate")
+def workflows_validate() -> None:
+    """Check the config and its workflows; exit 1 with file:line errors."""
+    config = load_or_exit()
+    typer.echo(f"config OK: {len(config.workflows)} workflows")
+
+
+__all__ = ["config_app", "load_or_exit", "workflows_app"]

@@ -1,0 +1,209 @@
+"""``instaset serve``: the webhook listener and the worker in one asyncio process.
+
+Contract: :func:`run_daemon` returns (exit 0) after SIGTERM/SIGINT once the listener stopped
+accepting, in-flight jobs finished or the grace period ran out, and the database closed.
+Only one daemon runs per database (a lock file next to it): that is what lets a restart make
+every job the previous process left "running" due again at once, instead of waiting for the
+lease to lapse after a kill -9.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import secrets as pysecrets
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from aiohttp import web
+
+from instaset.config import Config
+from instaset.errors import InstasetError, StoreError
+from instaset.metrics import Metrics
+from instaset.pipeline import Pipeline
+from instaset.store import history
+from instaset.store import jobs as jobstore
+from instaset.store.db import Database, open_database
+from instaset.store.ingest import IngestWriter
+from instaset.webhook import WebContext, make_app
+from instaset.worker import Handler, Worker, WorkerSettings
+
+log = logging.getLogger("instaset")
+
+
+@contextlib.contextmanager
+def single_instance(db_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<db>.lock`` for the daemon's lifetime."""
+    lock_path = db_path.with_name(db_path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fh: IO[str] = open(lock_path, "w")  # noqa: SIM115 - held for the whole context
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InstasetError(
+                f"another instaset serve is already running on {db_path} "
+                "(stop it first, or point storage.path at another database)"
+            ) from None
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+def worker_settings(config: Config) -> WorkerSettings:
+    w = config.worker
+    return WorkerSettings(
+        concurrency=w.concurrency, lease_seconds=w.lease_seconds, backoff_base=w.backoff_base,
+        backoff_cap=w.backoff_cap, poll_interval=w.poll_interval, shutdown_grace=w.shutdown_grace,
+        job_timeout=max(1.0, w.lease_seconds * 0.75),
+    )
+
+
+@dataclass
+class Runtime:
+    """Everything one daemon owns. Built by :func:`runtime`, torn down when it exits."""
+
+    config: Config
+    db: Database
+    metrics: Metrics
+    writer: IngestWriter
+    worker: Worker
+    pipeline: Pipeline
+    web: WebContext
+    wake: asyncio.Event
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time
+
+
+@contextlib.asynccontextmanager
+async def runtime(
+    config: Config, *, secrets: list[bytes] | None = None, clock: Callable[[], float] = time.time
+) -> AsyncIterator[Runtime]:
+    """Open the database and build the pieces (nothing listens or runs yet)."""
+    db = await open_database(config.storage.db_path(), synchronous=config.storage.synchronous)
+    try:
+        metrics = Metrics()
+        wake = asyncio.Event()
+        writer = IngestWriter(
+            await db.connect_extra(), wake=wake, max_attempts=config.worker.max_attempts,
+            clock=clock,
+        )
+        pipeline = Pipeline(
+            db, pause_for_seconds=config.handoff.pause_for.total_seconds(), clock=clock
+        )
+        handlers: dict[str, Handler] = {"process_event": pipeline.process_event}
+
+        def on_finish(job: jobstore.Job, outcome: str, latency: float) -> None:
+            metrics.job_latency.labels(job.kind, outcome).observe(max(0.0, latency))
+
+        worker = Worker(
+            db, handlers, worker_settings(config), wake=wake, clock=clock, on_finish=on_finish
+        )
+        verify = config.instagram.verify_token
+        web_ctx = WebContext(
+            db=db, writer=writer, metrics=metrics,
+            secrets=secrets if secrets is not None else config.instagram.webhook_secrets(),
+            verify_token=verify.get_secret_value() if verify is not None else None,
+            max_body_bytes=config.server.max_body_bytes,
+        )
+        yield Runtime(config, db, metrics, writer, worker, pipeline, web_ctx, wake, handlers,
+                      clock)
+    finally:
+        await db.close()
+
+
+async def run_daemon(
+    config: Config, *, host: str, port: int, sandbox: bool = False,
+    announce: Callable[[str], None] | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT. Returns the process exit code."""
+    say = announce or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    db_path = config.storage.db_path()
+    with single_instance(db_path):
+        sandbox_ctx: contextlib.AbstractAsyncContextManager[object]
+        secrets = config.instagram.webhook_secrets()
+        if sandbox and not secrets:
+            # The sandbox signs its webhooks with a secret only this process knows.
+            secrets = [pysecrets.token_hex(16).encode()]
+        async with runtime(config, secrets=secrets) as rt:
+            released = await jobstore.release_all_running(rt.db)
+            if released:
+                log.info("%d jobs left running by the previous process are due again", released)
+            sandbox_ctx = contextlib.nullcontext()
+            if sandbox:
+                from instaset.sandbox_runtime import attach_sandbox
+
+                sandbox_ctx = attach_sandbox(rt, secret=secrets[0].decode(), say=say)
+            app = make_app(rt.web)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+            await runner.setup()
+            site = web.TCPSite(runner, host, port, reuse_address=True)
+            try:
+                await site.start()
+            except OSError as exc:
+                await runner.cleanup()
+                raise InstasetError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            bound = _bound_port(runner, port)
+            stop = asyncio.Event()
+            worker_stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            rt.writer.start()
+            worker_task = asyncio.create_task(rt.worker.run(worker_stop), name="worker")
+            try:
+                async with sandbox_ctx:
+                    say(f"instaset listening on http://{host}:{bound} (pid {os.getpid()})")
+                    await _until(stop, worker_task)
+            finally:
+                # Stop accepting first; every request already accepted is committed before
+                # the writer stops; then the worker finishes its in-flight jobs.
+                await runner.cleanup()
+                await rt.writer.stop()
+                worker_stop.set()
+                await worker_task
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+    say("instaset stopped")
+    return 0
+
+
+async def _until(stop: asyncio.Event, worker_task: asyncio.Task[None]) -> None:
+    """Wait for a stop signal; a worker that died on its own stops the daemon too."""
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({stopper, worker_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if worker_task.done() and not worker_task.cancelled() and worker_task.exception():
+        raise InstasetError(f"the worker stopped: {worker_task.exception()}")
+
+
+def _bound_port(runner: web.AppRunner, fallback: int) -> int:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return int(addr[1])
+    return fallback
+
+
+def check_database(path: Path) -> None:
+    if path.exists() and path.is_dir():
+        raise StoreError(f"storage.path {path} is a directory; point it at a file")
+
+
+async def ensure_account(
+    rt: Runtime, account_id: str, username: str | None, *, sandbox: bool = False
+) -> None:
+    await history.upsert_account(
+        rt.db, account_id, username=username, now=rt.clock(), sandbox=sandbox
+    )

@@ -1,0 +1,510 @@
+"""``decide()``: which workflow an event fires and what to do (pure: no I/O, no clock, no
+randomness; variants are picked by a hash of the event's dedupe key, so a replay of the same
+history decides the same).
+
+Order of business for one event:
+
+1. Events caused by the business (echoes, its own comments) change nothing and fire nothing.
+2. Bookkeeping: an inbound DM or button tap updates ``last_inbound_at`` (the 24 h window)
+   and clears ``is_new``; a comment records the commenter's username when unknown.
+3. ``standby`` events (another app owns the thread) and paused conversations
+   (``paused_until > now``) stop here: bookkeeping only.
+4. A pending question (``awaiting``) consumes the next inbound DM (text or quick-reply tap):
+   a valid answer is stored in the field and the workflow continues after its ``ask`` step;
+   an invalid one is re-asked (``retry`` text, else the prompt) up to ``max_retries`` times,
+   then ``on_fail`` applies (``stop``: drop the question; ``continue``: go on without the
+   field; ``handoff``: pause and notify the creator). A question older than the window is
+   dropped and the message goes through the triggers. Other events (button taps, comments)
+   go through the triggers and leave the question pending.
+5. Triggers, by priority (higher first, then file order). The first workflow whose trigger
+   matches and whose ``when`` holds fires. ``first_message`` needs a contact that never
+   messaged; ``fallback`` fires only on an inbound DM text when *no* trigger matched (a
+   keyword blocked by its cooldown does not fall back).
+6. Steps run in order until the end, an ``ask`` (waits for the answer), a ``delay`` (returns
+   a :class:`~instaset.engine.actions.Schedule`; the daemon calls :func:`resume` at
+   ``run_at``) or a ``handoff`` (pauses).
+
+Messaging rules while running steps: a DM (text, media, buttons, template, booking offer,
+typing, AI auto-reply) needs the 24 h window open, else it is refused with a trace line. On a
+comment, the first message becomes the comment's one private reply (refused if the comment
+is over 7 days old); later messages go as DMs only if the contact's window is open (they
+messaged within 24 h), else they are refused. A public reply needs a top-level, non-live
+comment. An ``ask`` whose field is already known is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from instaset.engine.actions import (
+    Action,
+    Button,
+    GenerateAIReply,
+    HandOff,
+    Notify,
+    OfferBooking,
+    PrivateReply,
+    PublicReply,
+    QuickReplySpec,
+    RemoveTag,
+    Schedule,
+    ScoreLead,
+    SendButtons,
+    SendMedia,
+    SendTemplate,
+    SendText,
+    SetField,
+    SetStage,
+    SetTag,
+    TemplateCard,
+    TypingOn,
+)
+from instaset.engine.conditions import check_conditions, fmt_time
+from instaset.engine.model import ActionStep, AskSpec, AskType, ButtonSpec, OnFail, Workflow
+from instaset.engine.settings import EngineSettings
+from instaset.engine.state import Awaiting, ConversationState
+from instaset.engine.templating import render
+from instaset.engine.triggers import fold, inbound_dm, match_trigger
+from instaset.events import CommentEvent, Event, EventKind, MessageEvent, PostbackEvent
+
+__all__ = [
+    "PRIVATE_REPLY_MAX_AGE",
+    "Decision",
+    "decide",
+    "needs_follower",
+    "resume",
+    "validate_answer",
+]
+
+#: A comment accepts its private reply for 7 days.
+PRIVATE_REPLY_MAX_AGE = 7 * 86400
+
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$")
+_PHONE_STRIP_RE = re.compile(r"[\s().\-/]")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one event (or one scheduled continuation).
+
+    ``workflow`` is the workflow that fired or continued (``None``: nothing did);
+    ``actions`` are to be executed in order; ``state`` is the conversation's new state, to be
+    stored as-is; ``trace`` says why, one line per fact, for logs, ``workflows test`` and
+    replay reports."""
+
+    workflow: str | None
+    actions: tuple[Action, ...]
+    state: ConversationState
+    trace: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _Run:
+    """Mutable scratch for running steps; frozen into a Decision at the end."""
+
+    wf: Workflow
+    state: ConversationState
+    settings: EngineSettings
+    now: float
+    seed: str
+    text: str | None = None
+    comment: CommentEvent | None = None
+    comment_id: str | None = None
+    private_used: bool = False
+    actions: list[Action] = field(default_factory=list)
+    trace: list[str] = field(default_factory=list)
+
+    def note(self, step: int, message: str) -> None:
+        self.trace.append(f"{self.wf.name} step {step + 1}: {message}")
+
+    def render(self, template: str) -> str:
+        st = self.state
+        values = {**st.fields, "username": st.username or ""}
+        if not values.get("first_name") and st.fields.get("name"):
+            values["first_name"] = st.fields["name"].split()[0]
+        extra = {"text": self.text} if self.text else None
+        return render(template, values, extra)
+
+    def pick(self, texts: Sequence[str], step: int) -> str:
+        if len(texts) == 1:
+            return texts[0]
+        digest = hashlib.sha256(f"{self.seed}|{self.wf.name}|{step}".encode()).digest()
+        return texts[int.from_bytes(digest[:8], "big") % len(texts)]
+
+    def window_open(self) -> bool:
+        return self.state.window_open(self.now, self.settings.window_seconds)
+
+    def message(self, step: int, what: str, as_dm: Action, as_private: Action | None) -> bool:
+        """Emit a message to the contact under the messaging rules; False if refused."""
+        if self.comment_id is not None and not self.private_used:
+            if as_private is None:
+                self.note(step, f"refused {what}: a comment's private reply can only be text")
+                return False
+            if self.comment is not None and self.now - self.comment.occurred_at > (
+                PRIVATE_REPLY_MAX_AGE
+            ):
+                self.note(step, f"refused {what}: comment is older than 7 days")
+                return False
+            self.private_used = True
+            self.actions.append(as_private)
+            return True
+        if not self.window_open():
+            why = (
+                "a commenter gets one private reply until they answer"
+                if self.comment_id is not None
+                else "24 h window closed"
+            )
+            self.note(step, f"refused {what}: {why}")
+            return False
+        self.actions.append(as_dm)
+        return True
+
+
+def _bookkeep(event: Event, state: ConversationState) -> ConversationState:
+    if event.is_from_business:
+        return state
+    inbound = inbound_dm(event) is not None or isinstance(event, PostbackEvent)
+    if inbound:
+        last = state.last_inbound_at
+        at = event.occurred_at if last is None else max(last, event.occurred_at)
+        state = replace(state, last_inbound_at=at, is_new=False)
+    if isinstance(event, CommentEvent) and event.from_username and not state.username:
+        state = replace(state, username=event.from_username)
+    return state
+
+
+def decide(
+    event: Event,
+    state: ConversationState,
+    workflows: Sequence[Workflow],
+    settings: EngineSettings,
+    now: float,
+) -> Decision:
+    """Decide what ``event`` does to the conversation in ``state`` (see the module docs)."""
+    if event.is_from_business:
+        return Decision(None, (), state, ("ignored: sent by the business (echo or own comment)",))
+    new_state = _bookkeep(event, state)
+    if event.standby:
+        return Decision(None, (), new_state, ("standby: another app controls this thread",))
+    if state.paused(now):
+        assert state.paused_until is not None
+        msg = f"paused until {fmt_time(state.paused_until)}: no automation"
+        return Decision(None, (), new_state, (msg,))
+    trace: list[str] = []
+    dm = inbound_dm(event)
+    aw = new_state.awaiting
+    if aw is not None and dm is not None:
+        wf = _find(workflows, aw.workflow)
+        ask = _ask_at(wf, aw.step)
+        if wf is None or ask is None:
+            trace.append(f"dropped question for {aw.workflow}: workflow or step no longer exists")
+            new_state = replace(new_state, awaiting=None)
+        elif now - aw.asked_at >= settings.window_seconds:
+            asked = fmt_time(aw.asked_at)
+            trace.append(f"dropped stale question for {aw.workflow} (asked {asked})")
+            new_state = replace(new_state, awaiting=None)
+        else:
+            return _answer(wf, ask, aw, dm, new_state, settings, now, event.dedupe_key)
+    ordered = sorted(enumerate(workflows), key=lambda p: (-p[1].priority, p[0]))
+    matched_any = False
+    for _, wf in ordered:
+        if not wf.enabled:
+            continue
+        reason = match_trigger(wf.trigger, event, state.is_new)
+        if reason is None:
+            continue
+        matched_any = True
+        failure = check_conditions(wf.name, wf.when, new_state, settings, now)
+        if failure is not None:
+            trace.append(f"skipped {wf.name}: {reason}, but {failure}")
+            continue
+        trace.append(f"{wf.name}: {reason}")
+        return _fire(wf, event, new_state, settings, now, trace)
+    if not matched_any and dm is not None and dm.text:
+        for _, wf in ordered:
+            if not wf.enabled or wf.trigger.fallback is None:
+                continue
+            failure = check_conditions(wf.name, wf.when, new_state, settings, now)
+            if failure is not None:
+                trace.append(f"skipped {wf.name}: fallback, but {failure}")
+                continue
+            trace.append(f"{wf.name}: fallback (no other workflow matched)")
+            return _fire(wf, event, new_state, settings, now, trace)
+    if not trace:
+        trace.append(f"no workflow matched {event.kind.value}")
+    return Decision(None, (), new_state, tuple(trace))
+
+
+def resume(
+    state: ConversationState,
+    workflows: Sequence[Workflow],
+    settings: EngineSettings,
+    workflow_name: str,
+    step: int,
+    now: float,
+    *,
+    comment_id: str | None = None,
+) -> Decision:
+    """Continue ``workflow_name`` at ``step`` (0-based) after a ``delay``: the payload of a
+    :class:`~instaset.engine.actions.Schedule`. Nothing runs while the conversation is paused
+    or if the workflow was removed or disabled since."""
+    if state.paused(now):
+        assert state.paused_until is not None
+        msg = f"{workflow_name}: continuation dropped, paused until {fmt_time(state.paused_until)}"
+        return Decision(None, (), state, (msg,))
+    wf = _find(workflows, workflow_name)
+    if wf is None or not wf.enabled or step >= len(wf.actions):
+        msg = f"{workflow_name}: continuation dropped, workflow or step no longer exists"
+        return Decision(None, (), state, (msg,))
+    seed = f"resume|{state.contact_id}|{step}|{state.fired.get(wf.name, 0.0)!r}"
+    run = _Run(wf, state, settings, now, seed, comment_id=comment_id)
+    # A private reply already sent before the delay used the comment's one message.
+    run.private_used = comment_id is not None and any(
+        s.kind in ("reply", "private_reply", "ask", "media", "template", "buttons")
+        or (s.kind == "ai_reply" and s.ai_reply is not None and s.ai_reply.mode == "auto")
+        for s in wf.actions[:step]
+    )
+    run.trace.append(f"{wf.name}: continuing at step {step + 1} after a delay")
+    _steps(run, step)
+    return _finish(run)
+
+
+# --- internals ----------------------------------------------------------------------------
+
+
+def _find(workflows: Sequence[Workflow], name: str) -> Workflow | None:
+    return next((wf for wf in workflows if wf.name == name), None)
+
+
+def _ask_at(wf: Workflow | None, step: int) -> AskSpec | None:
+    if wf is None or step >= len(wf.actions):
+        return None
+    return wf.actions[step].ask
+
+
+def _finish(run: _Run) -> Decision:
+    return Decision(run.wf.name, tuple(run.actions), run.state, tuple(run.trace))
+
+
+def _fire(
+    wf: Workflow,
+    event: Event,
+    state: ConversationState,
+    settings: EngineSettings,
+    now: float,
+    trace: list[str],
+) -> Decision:
+    state = replace(state, fired=state.fired.set(wf.name, now))
+    run = _Run(wf, state, settings, now, event.dedupe_key, trace=trace)
+    if isinstance(event, CommentEvent):
+        run.comment, run.comment_id, run.text = event, event.comment_id, event.text
+    elif isinstance(event, MessageEvent):
+        run.text = event.text
+    _steps(run, 0)
+    return _finish(run)
+
+
+def validate_answer(ask: AskSpec, text: str | None, payload: str | None) -> str | None:
+    """The value to store for an answer to ``ask``, or ``None`` when it is invalid.
+
+    email: trimmed, domain lowercased; phone: 7-15 digits, separators dropped, ``+`` kept;
+    choice: the configured choice (matched case- and accent-insensitively, by text or
+    quick-reply payload); text: any non-empty text."""
+    answer = (text or "").strip()
+    if ask.type is AskType.EMAIL:
+        if not _EMAIL_RE.match(answer):
+            return None
+        local, _, domain = answer.rpartition("@")
+        return f"{local}@{domain.lower()}"
+    if ask.type is AskType.PHONE:
+        compact = _PHONE_STRIP_RE.sub("", answer)
+        digits = compact[1:] if compact.startswith("+") else compact
+        if not digits.isdigit() or not 7 <= len(digits) <= 15:
+            return None
+        return compact
+    if ask.type is AskType.CHOICE:
+        for candidate in (payload, answer):
+            if candidate:
+                for choice in ask.choices:
+                    if fold(choice) == fold(candidate):
+                        return choice
+        return None
+    return answer or None
+
+
+def _answer(
+    wf: Workflow,
+    ask: AskSpec,
+    aw: Awaiting,
+    dm: MessageEvent,
+    state: ConversationState,
+    settings: EngineSettings,
+    now: float,
+    seed: str,
+) -> Decision:
+    run = _Run(wf, state, settings, now, seed, text=dm.text)
+    value = validate_answer(ask, dm.text, dm.quick_reply_payload)
+    if value is not None:
+        run.state = replace(state, awaiting=None, fields=state.fields.set(ask.field, value))
+        run.actions.append(SetField(ask.field, value))
+        run.trace.append(f"{wf.name}: captured {ask.field} ({ask.type.value})")
+        _steps(run, aw.step + 1)
+        return _finish(run)
+    if aw.retries < ask.max_retries:
+        run.trace.append(
+            f"{wf.name}: invalid {ask.type.value} for {ask.field}, "
+            f"asking again ({aw.retries + 1}/{ask.max_retries})"
+        )
+        if _send_question(run, aw.step, ask, retry=True):
+            run.state = replace(state, awaiting=replace(aw, retries=aw.retries + 1, asked_at=now))
+        else:
+            run.state = replace(state, awaiting=None)
+        return _finish(run)
+    run.state = replace(state, awaiting=None)
+    run.trace.append(
+        f"{wf.name}: no valid {ask.field} after {ask.max_retries} retries, {ask.on_fail.value}"
+    )
+    if ask.on_fail is OnFail.CONTINUE:
+        _steps(run, aw.step + 1)
+    elif ask.on_fail is OnFail.HANDOFF:
+        _handoff(run, aw.step, None, f"could not capture {ask.field}")
+    return _finish(run)
+
+
+def _send_question(run: _Run, i: int, ask: AskSpec, *, retry: bool) -> bool:
+    template = ask.retry if retry and ask.retry is not None else ask.prompt
+    text = run.render(template)
+    qrs = tuple(QuickReplySpec(c, c) for c in ask.choices)
+    return run.message(i, "ask", SendText(text, qrs), PrivateReply(run.comment_id or "", text))
+
+
+def _handoff(run: _Run, i: int, pause_for: int | None, note: str | None) -> None:
+    pause = pause_for or run.settings.default_pause_seconds
+    until = run.now + pause
+    run.state = replace(run.state, paused_until=until, awaiting=None)
+    who = f"@{run.state.username}" if run.state.username else run.state.contact_id
+    run.actions.append(HandOff(pause, note or ""))
+    run.actions.append(Notify(f"{who} needs you ({run.wf.name})" + (f": {note}" if note else "")))
+    run.note(i, f"handed off, automation paused until {fmt_time(until)}")
+
+
+def _button(b: ButtonSpec, run: _Run) -> Button:
+    return Button(b.title, run.render(b.url) if b.url else None, b.payload)
+
+
+def _steps(run: _Run, start: int) -> None:
+    """Run ``run.wf``'s steps from ``start`` until the end or a step that suspends."""
+    for i in range(start, len(run.wf.actions)):
+        if not _step(run, i, run.wf.actions[i]):
+            return
+
+
+def _step(run: _Run, i: int, step: ActionStep) -> bool:
+    """Run one step; False when the workflow suspends or ends here."""
+    st = run.state
+    if step.reply is not None:
+        text = run.render(run.pick(step.reply.texts(), i))
+        qrs = tuple(QuickReplySpec(q.title, q.effective_payload) for q in step.reply.quick_replies)
+        run.message(i, "reply", SendText(text, qrs), PrivateReply(run.comment_id or "", text))
+    elif step.private_reply is not None:
+        if run.comment_id is None or run.private_used:
+            run.note(i, "skipped private_reply: not answering an unanswered comment")
+        else:
+            text = run.render(run.pick(step.private_reply.texts(), i))
+            run.message(i, "private_reply", SendText(text), PrivateReply(run.comment_id, text))
+    elif step.public_reply is not None:
+        c = run.comment
+        if c is None or c.kind is not EventKind.COMMENT or c.is_reply:
+            run.note(i, "skipped public_reply: only top-level post comments take public replies")
+        else:
+            text = run.render(run.pick(step.public_reply.texts(), i))
+            run.actions.append(PublicReply(c.comment_id, text))
+    elif step.tag is not None:
+        for tag in step.tag:
+            run.actions.append(SetTag(tag))
+        run.state = replace(st, tags=st.tags | set(step.tag))
+    elif step.untag is not None:
+        for tag in step.untag:
+            run.actions.append(RemoveTag(tag))
+        run.state = replace(st, tags=st.tags - set(step.untag))
+    elif step.set_ is not None:
+        fields = st.fields
+        for name, template in step.set_.items():
+            value = run.render(template)
+            run.actions.append(SetField(name, value))
+            fields = fields.set(name, value)
+        run.state = replace(st, fields=fields)
+    elif step.stage is not None:
+        run.actions.append(SetStage(step.stage))
+        run.state = replace(st, stage=step.stage)
+    elif step.ask is not None:
+        ask = step.ask
+        if st.fields.get(ask.field):
+            run.note(i, f"{ask.field} already known, question skipped")
+            return True
+        if not _send_question(run, i, ask, retry=False):
+            run.note(i, "stopped: the question could not be sent")
+            return False
+        aw = Awaiting(run.wf.name, i, ask.field, ask.type.value, 0, run.now)
+        run.state = replace(run.state, awaiting=aw)
+        run.note(i, f"waiting for {ask.field}")
+        return False
+    elif step.delay is not None:
+        if i + 1 < len(run.wf.actions):
+            at = run.now + step.delay
+            run.actions.append(Schedule(at, run.wf.name, i + 1, run.comment_id))
+            run.note(i, f"continues at {fmt_time(at)}")
+        return False
+    elif step.ai_reply is not None:
+        mode = step.ai_reply.mode
+        if mode == "off":
+            run.note(i, "ai_reply is off")
+        elif mode == "draft":
+            run.actions.append(GenerateAIReply("draft", run.comment_id))
+        else:
+            run.message(
+                i, "ai_reply", GenerateAIReply("auto"), GenerateAIReply("auto", run.comment_id)
+            )
+    elif step.handoff is not None:
+        note = run.render(step.handoff.note) if step.handoff.note else None
+        _handoff(run, i, step.handoff.pause_for, note)
+        return False
+    elif step.notify is not None:
+        run.actions.append(Notify(run.render(step.notify)))
+    elif step.media is not None:
+        run.message(i, "media", SendMedia(step.media.type, step.media.url), None)
+    elif step.buttons is not None:
+        buttons = tuple(_button(b, run) for b in step.buttons.buttons)
+        run.message(i, "buttons", SendButtons(run.render(step.buttons.text), buttons), None)
+    elif step.template is not None:
+        cards = tuple(
+            TemplateCard(
+                run.render(e.title),
+                run.render(e.subtitle) if e.subtitle else None,
+                e.image_url,
+                e.url,
+                tuple(_button(b, run) for b in e.buttons),
+            )
+            for e in step.template.elements
+        )
+        run.message(i, "template", SendTemplate(cards), None)
+    elif step.score is not None:
+        run.actions.append(ScoreLead(step.score.points, step.score.reason))
+    elif step.offer_booking is not None:
+        intro = run.render(step.offer_booking.text) if step.offer_booking.text else None
+        run.message(i, "offer_booking", OfferBooking(intro), None)
+    elif step.typing is not None:
+        if run.window_open():
+            run.actions.append(TypingOn())
+        else:
+            run.note(i, "skipped typing: 24 h window closed")
+    return True
+
+
+def needs_follower(workflows: Sequence[Workflow]) -> bool:
+    """Whether any enabled workflow has a ``follower`` condition, i.e. whether the daemon
+    should look up the contact's follow status (user profile API) before deciding."""
+    return any(wf.enabled and wf.when.follower is not None for wf in workflows)

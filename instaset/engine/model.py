@@ -1,0 +1,557 @@
+"""The workflow language: pydantic models of the ``workflows:`` section of config.yaml.
+
+A workflow is *when this happens* (``trigger``), *if these hold* (``when``), *do these*
+(``actions``)::
+
+    workflows:
+      - name: free-guide
+        priority: 10                    # higher runs first; ties: order in the file
+        trigger:
+          dm: {keywords: [guide, "free guide"], match: word}
+          comment: {keywords: [guide], media: any}   # several triggers = any of them
+        when:
+          tags_none: [customer]
+          cooldown: 24h
+        actions:
+          - reply: "Hey {first_name|there}! Here's the guide: {link:guide}"
+          - public_reply: ["Check your DMs!", "Sent 📩"]
+          - tag: lead
+
+Every model is ``extra="forbid"`` (an unknown key is an error, so typos are caught) and
+frozen. Step and trigger mappings hold exactly one kind (``- reply: ...``), and most values
+have a short form (a string for a text, ``true`` for an empty block, a list for variants).
+Hard Meta limits (13 quick replies, 20-character titles, 3 buttons, 10 template elements) are
+validation errors. Keys that are Python keywords use aliases: ``set`` (``set_``) and ``from``
+(``from_``); suggestions for unknown keys should use the aliases.
+
+Durations are ``"30s"``, ``"15m"``, ``"12h"``, ``"7d"``, combinations (``"1h30m"``) or plain
+seconds; times of day are ``"HH:MM"`` in the creator's timezone.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from instaset.engine.values import (
+    ClockTime,
+    Days,
+    Duration,
+    StrList,
+    YamlStr,
+    check_field_name,
+    check_template,
+    parse_clock,
+    parse_days,
+    parse_duration,
+    true_is_empty,
+    unbool,
+)
+
+__all__ = [
+    "ActionStep",
+    "AskSpec",
+    "AskType",
+    "ButtonSpec",
+    "ButtonsSpec",
+    "CommentTrigger",
+    "Conditions",
+    "DMTrigger",
+    "Duration",
+    "EmptyTrigger",
+    "FieldTest",
+    "HandoffSpec",
+    "Hours",
+    "MatchMode",
+    "MediaSpec",
+    "OnFail",
+    "PostbackTrigger",
+    "QuickReply",
+    "ReferralTrigger",
+    "ReplySpec",
+    "ScoreSpec",
+    "TemplateElement",
+    "TemplateSpec",
+    "TextSpec",
+    "Trigger",
+    "TriggerKeywords",
+    "Workflow",
+    "check_workflow_names",
+    "parse_clock",
+    "parse_days",
+    "parse_duration",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- triggers -----------------------------------------------------------------------------
+
+
+class MatchMode(StrEnum):
+    """How keywords are compared with a text (always case- and accent-insensitive).
+
+    - ``word`` (default): the keyword appears as whole word(s): "guide" matches "the guide!"
+      but not "guidelines".
+    - ``any_word``: any single word of the keyword appears as a whole word.
+    - ``contains``: the keyword appears anywhere, even inside a word.
+    - ``exact``: the whole message is the keyword (surrounding spaces and punctuation ignored).
+    - ``regex``: a Python regular expression searched in the text.
+    """
+
+    WORD = "word"
+    ANY_WORD = "any_word"
+    CONTAINS = "contains"
+    EXACT = "exact"
+    REGEX = "regex"
+
+
+class TriggerKeywords(_Model):
+    """Keywords plus a match mode; an empty keyword list matches any text."""
+
+    keywords: StrList = ()
+    match: MatchMode = MatchMode.WORD
+
+    @model_validator(mode="after")
+    def _check_keywords(self) -> TriggerKeywords:
+        for kw in self.keywords:
+            if not kw.strip():
+                raise ValueError("keywords must not be empty strings")
+            if self.match is MatchMode.REGEX:
+                try:
+                    re.compile(kw)
+                except re.error as exc:
+                    raise ValueError(f"invalid regex {kw!r}: {exc}") from None
+        return self
+
+
+class DMTrigger(TriggerKeywords):
+    """An inbound DM text (story replies and quick-reply taps included) matching keywords."""
+
+    @model_validator(mode="after")
+    def _need_keywords(self) -> DMTrigger:
+        if not self.keywords:
+            raise ValueError("dm needs keywords (use fallback: true to answer any message)")
+        return self
+
+
+class CommentTrigger(TriggerKeywords):
+    """A comment (or live comment) matching keywords (none = any comment).
+
+    ``media``: ``any`` or a list of media ids. ``replies``: also fire on replies to comments
+    (default: top-level comments only).
+    """
+
+    media: Literal["any"] | StrList = "any"
+    replies: bool = False
+
+
+class EmptyTrigger(_Model):
+    """A trigger with no options (``story_mention: true``, ``first_message: true``)."""
+
+
+class PostbackTrigger(_Model):
+    """A button, quick-reply, ice-breaker or persistent-menu tap with one of these payloads."""
+
+    payload: StrList = Field(min_length=1)
+
+
+class ReferralTrigger(_Model):
+    """An ig.me link or ad referral with one of these ``ref`` values (none = any referral)."""
+
+    ref: StrList = ()
+
+
+Empty = Annotated[EmptyTrigger | None, BeforeValidator(true_is_empty)]
+
+
+class Trigger(_Model):
+    """What starts a workflow. Several kinds in one trigger mean *any of them*."""
+
+    dm: DMTrigger | None = None
+    comment: CommentTrigger | None = None
+    live_comment: CommentTrigger | None = None
+    story_reply: TriggerKeywords | None = None
+    story_mention: Empty = None
+    postback: PostbackTrigger | None = None
+    referral: ReferralTrigger | None = None
+    first_message: Empty = None
+    fallback: Empty = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_blocks(cls, data: Any) -> Any:
+        # ``story_mention:`` with no value is YAML null: the creator means "on".
+        if isinstance(data, dict):
+            return {k: ({} if v is None else v) for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Trigger:
+        if not self.kinds():
+            raise ValueError(
+                "trigger needs one of: dm, comment, live_comment, story_reply, story_mention, "
+                "postback, referral, first_message, fallback"
+            )
+        return self
+
+    def kinds(self) -> tuple[str, ...]:
+        """The trigger kinds set, in declaration order."""
+        return tuple(name for name in type(self).model_fields if getattr(self, name) is not None)
+
+    @property
+    def on_comments(self) -> bool:
+        return self.comment is not None or self.live_comment is not None
+
+
+# --- conditions ---------------------------------------------------------------------------
+
+
+def _field_test_shorthand(value: object) -> object:
+    if isinstance(value, str):
+        return {"equals": value}
+    if isinstance(value, list):
+        return {"one_of": value}
+    return value
+
+
+class FieldTest(_Model):
+    """A test on one contact field: ``{exists: true}``, ``{equals: pro}``, ``{one_of: [a, b]}``
+    (a plain string means ``equals``; values compare case-insensitively)."""
+
+    exists: bool | None = None
+    equals: str | None = None
+    one_of: tuple[str, ...] | None = None
+
+
+class Hours(_Model):
+    """A weekly time span in the creator's timezone. ``from`` after ``to`` spans midnight
+    (``22:00``-``08:00``); such a span belongs to the day it starts on."""
+
+    days: Days = tuple(range(7))
+    from_: ClockTime = Field(0, alias="from")
+    to: ClockTime = 1440
+
+
+class Conditions(_Model):
+    """Everything listed must hold for the workflow to fire (``when:``)."""
+
+    tags_any: StrList = ()
+    tags_all: StrList = ()
+    tags_none: StrList = ()
+    fields: dict[str, Annotated[FieldTest, BeforeValidator(_field_test_shorthand)]] = Field(
+        default_factory=dict
+    )
+    stage: StrList = ()
+    window_open: bool | None = None
+    hours: Hours | None = None
+    quiet_hours: Hours | None = None
+    follower: bool | None = None
+    cooldown: Duration | None = None
+
+    @model_validator(mode="after")
+    def _check_names(self) -> Conditions:
+        for name in self.fields:
+            check_field_name(name)
+        return self
+
+
+# --- actions ------------------------------------------------------------------------------
+
+
+def _text_shorthand(value: object) -> object:
+    if isinstance(value, str):
+        return {"text": value}
+    if isinstance(value, list):
+        return {"variants": value}
+    return value
+
+
+class TextSpec(_Model):
+    """One text, or ``variants`` of which one is picked per event (deterministically)."""
+
+    text: str | None = None
+    variants: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_text(self) -> TextSpec:
+        if (self.text is None) == (not self.variants):
+            raise ValueError("give either text or variants (a list of texts), not both")
+        for t in self.texts():
+            if not t.strip():
+                raise ValueError("texts must not be empty")
+            check_template(t)
+        return self
+
+    def texts(self) -> tuple[str, ...]:
+        return (self.text,) if self.text is not None else self.variants
+
+
+def _quick_reply_shorthand(value: object) -> object:
+    value = unbool(value)
+    return {"title": value} if isinstance(value, str) else value
+
+
+class QuickReply(_Model):
+    """A quick-reply chip: ``title`` (<= 20 characters) and ``payload`` (default: the title)."""
+
+    title: YamlStr = Field(min_length=1, max_length=20)
+    payload: YamlStr | None = None
+
+    @property
+    def effective_payload(self) -> str:
+        return self.payload if self.payload is not None else self.title
+
+
+class ReplySpec(TextSpec):
+    """A DM text with optional quick replies (at most 13)."""
+
+    quick_replies: tuple[Annotated[QuickReply, BeforeValidator(_quick_reply_shorthand)], ...] = (
+        Field(default=(), max_length=13)
+    )
+
+
+class AskType(StrEnum):
+    TEXT = "text"
+    EMAIL = "email"
+    PHONE = "phone"
+    CHOICE = "choice"
+
+
+class OnFail(StrEnum):
+    """What happens after ``max_retries`` invalid answers: ``stop`` the workflow silently,
+    ``continue`` with the next step without the field, or ``handoff`` to the creator."""
+
+    STOP = "stop"
+    CONTINUE = "continue"
+    HANDOFF = "handoff"
+
+
+class AskSpec(_Model):
+    """Ask a question, wait for the answer, validate it and store it in ``field``."""
+
+    field: str
+    prompt: str = Field(min_length=1)
+    type: AskType = AskType.TEXT
+    choices: StrList = Field(default=(), max_length=13)
+    retry: str | None = None
+    max_retries: int = Field(2, ge=0, le=10)
+    on_fail: OnFail = OnFail.STOP
+
+    @model_validator(mode="after")
+    def _check(self) -> AskSpec:
+        check_field_name(self.field)
+        check_template(self.prompt)
+        if self.retry is not None:
+            check_template(self.retry)
+        if self.type is AskType.CHOICE and not self.choices:
+            raise ValueError("type: choice needs choices")
+        if self.choices and self.type is not AskType.CHOICE:
+            raise ValueError("choices are only used with type: choice")
+        for c in self.choices:
+            if not 1 <= len(c) <= 20:
+                raise ValueError(f"choice {c!r} must be 1-20 characters (it is a quick reply)")
+        return self
+
+
+def _ai_shorthand(value: object) -> object:
+    if isinstance(value, str):
+        return {"mode": value}
+    return {} if value is True or value is None else value
+
+
+class AISpec(_Model):
+    """``auto`` sends the AI's reply, ``draft`` saves it for the creator, ``off`` does nothing."""
+
+    mode: Literal["auto", "draft", "off"] = "auto"
+
+
+class HandoffSpec(_Model):
+    """Pause automation for this contact (default pause from settings) and notify the creator."""
+
+    pause_for: Duration | None = None
+    note: str | None = None
+
+
+class MediaSpec(_Model):
+    type: Literal["image", "video", "audio", "file"]
+    url: str = Field(pattern=r"^https?://")
+
+
+class ButtonSpec(_Model):
+    """A button: opens ``url``, or sends ``payload`` back as a postback."""
+
+    title: YamlStr = Field(min_length=1, max_length=20)
+    url: str | None = Field(None, pattern=r"^(https?://|\{link:)")
+    payload: YamlStr | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ButtonSpec:
+        if (self.url is None) == (self.payload is None):
+            raise ValueError("a button needs either url or payload")
+        return self
+
+
+class ButtonsSpec(_Model):
+    """A text (<= 640 characters) with 1-3 buttons."""
+
+    text: str = Field(min_length=1, max_length=640)
+    buttons: tuple[ButtonSpec, ...] = Field(min_length=1, max_length=3)
+
+
+class TemplateElement(_Model):
+    title: str = Field(min_length=1, max_length=80)
+    subtitle: str | None = Field(None, max_length=80)
+    image_url: str | None = None
+    url: str | None = None
+    buttons: tuple[ButtonSpec, ...] = Field(default=(), max_length=3)
+
+
+class TemplateSpec(_Model):
+    """A generic template (carousel) of 1-10 cards."""
+
+    elements: tuple[TemplateElement, ...] = Field(min_length=1, max_length=10)
+
+
+def _score_shorthand(value: object) -> object:
+    return {"points": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class ScoreSpec(_Model):
+    points: int
+    reason: str = ""
+
+
+class OfferBookingSpec(_Model):
+    """Offer booking slots (the booking feature sends them); optional intro text."""
+
+    text: str | None = None
+
+
+_Text = Annotated[TextSpec, BeforeValidator(_text_shorthand)]
+
+_STEP_KINDS = (
+    "reply",
+    "private_reply",
+    "public_reply",
+    "tag",
+    "untag",
+    "set",
+    "stage",
+    "ask",
+    "delay",
+    "ai_reply",
+    "handoff",
+    "notify",
+    "media",
+    "template",
+    "buttons",
+    "score",
+    "offer_booking",
+    "typing",
+)
+
+
+class ActionStep(_Model):
+    """One step of a workflow: a mapping with exactly one of the kinds below."""
+
+    reply: Annotated[ReplySpec, BeforeValidator(_text_shorthand)] | None = None
+    private_reply: _Text | None = None
+    public_reply: _Text | None = None
+    tag: StrList | None = None
+    untag: StrList | None = None
+    set_: dict[str, str] | None = Field(None, alias="set")
+    stage: str | None = None
+    ask: AskSpec | None = None
+    delay: Duration | None = None
+    ai_reply: Annotated[AISpec, BeforeValidator(_ai_shorthand)] | None = None
+    handoff: Annotated[HandoffSpec, BeforeValidator(true_is_empty)] | None = None
+    notify: str | None = None
+    media: MediaSpec | None = None
+    template: TemplateSpec | None = None
+    buttons: ButtonsSpec | None = None
+    score: Annotated[ScoreSpec, BeforeValidator(_score_shorthand)] | None = None
+    offer_booking: Annotated[OfferBookingSpec, BeforeValidator(true_is_empty)] | None = None
+    typing: Literal[True] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_blocks(cls, data: Any) -> Any:
+        # ``- handoff:`` / ``- offer_booking:`` with no value mean "with defaults".
+        if isinstance(data, dict):
+            return {
+                k: ({} if v is None and k in ("handoff", "offer_booking", "ai_reply") else v)
+                for k, v in data.items()
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ActionStep:
+        kinds = [k for k in _STEP_KINDS if self.value(k) is not None]
+        if len(kinds) != 1:
+            found = ", ".join(kinds) if kinds else "nothing"
+            raise ValueError(
+                f"each step is exactly one of {', '.join(_STEP_KINDS)} (found {found}); "
+                "start a new '- ' item for each step"
+            )
+        if self.set_ is not None:
+            for name, value in self.set_.items():
+                check_field_name(name)
+                check_template(value)
+        if self.notify is not None:
+            check_template(self.notify)
+        return self
+
+    def value(self, kind: str) -> Any:
+        return getattr(self, "set_" if kind == "set" else kind)
+
+    @property
+    def kind(self) -> str:
+        """The step kind (``reply``, ``ask``, ``set`` ...)."""
+        return next(k for k in _STEP_KINDS if self.value(k) is not None)
+
+
+# --- workflow -----------------------------------------------------------------------------
+
+
+class Workflow(_Model):
+    """A named automation: trigger, conditions (``when``) and ordered steps (``actions``)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str | None = None
+    enabled: bool = True
+    priority: int = 0
+    trigger: Trigger
+    when: Conditions = Field(default_factory=Conditions)
+    actions: tuple[ActionStep, ...]
+
+    @model_validator(mode="after")
+    def _check_steps(self) -> Workflow:
+        if not self.actions:
+            raise ValueError("actions needs at least one step")
+        for i, step in enumerate(self.actions, start=1):
+            if step.kind in ("private_reply", "public_reply") and not self.trigger.on_comments:
+                raise ValueError(
+                    f"step {i} ({step.kind}) only works on comments: add a comment or "
+                    "live_comment trigger, or use reply"
+                )
+        return self
+
+
+def check_workflow_names(workflows: list[Workflow] | tuple[Workflow, ...]) -> list[str]:
+    """Problems with a set of workflows taken together (duplicate names); empty if fine.
+
+    Names are how cooldowns, scheduled continuations and pending questions refer to a
+    workflow, so they must be unique."""
+    seen: set[str] = set()
+    problems: list[str] = []
+    for wf in workflows:
+        if wf.name in seen:
+            problems.append(f"workflow name {wf.name!r} is used twice; names must be unique")
+        seen.add(wf.name)
+    return problems

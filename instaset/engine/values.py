@@ -1,0 +1,184 @@
+"""Scalar value types of the workflow language: durations, times of day, weekdays, and the
+YAML shorthands (a string where a list is expected, ``true`` for an empty block, YAML 1.1
+booleans in text positions). Also the field-name and template checks shared by the models."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BeforeValidator
+
+from instaset.engine.templating import placeholders
+
+__all__ = [
+    "ClockTime",
+    "Days",
+    "Duration",
+    "StrList",
+    "YamlStr",
+    "as_tuple",
+    "check_field_name",
+    "check_template",
+    "parse_clock",
+    "parse_days",
+    "parse_duration",
+    "true_is_empty",
+    "unbool",
+]
+
+
+_DURATION_RE = re.compile(r"(\d+)\s*([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: object) -> int:
+    """``"30s" | "15m" | "12h" | "7d" | "2w" | "1h30m" | 90`` -> seconds (> 0)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 15m, 12h or 7d")
+    if isinstance(value, int):
+        seconds = value
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        if text.isdigit():
+            seconds = int(text)
+        else:
+            parts = _DURATION_RE.findall(text)
+            if not parts or "".join(n + u for n, u in parts) != text:
+                raise ValueError(f"{value!r} is not a duration (use 30s, 15m, 12h, 7d or 1h30m)")
+            seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+    else:
+        raise ValueError("expected a duration such as 30s, 15m, 12h or 7d")
+    if seconds <= 0:
+        raise ValueError("a duration must be longer than zero")
+    return seconds
+
+
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+"""Seconds, written in YAML as ``30s``, ``15m``, ``12h``, ``7d`` (or plain seconds)."""
+
+_CLOCK_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
+
+
+def parse_clock(value: object) -> int:
+    """``"09:00"`` -> minutes after midnight (0..1440; ``"24:00"`` is the end of the day).
+
+    An int is accepted because YAML 1.1 reads an unquoted ``18:00`` as the base-60 number
+    1080, which is exactly the minutes after midnight.
+    """
+    if isinstance(value, bool):
+        raise ValueError('expected a time of day such as "09:00"')
+    if isinstance(value, int):
+        minutes = value
+    elif isinstance(value, str) and (m := _CLOCK_RE.match(value.strip())):
+        hours, mins = int(m.group(1)), int(m.group(2))
+        if mins >= 60:
+            raise ValueError(f"{value!r} is not a time of day")
+        minutes = hours * 60 + mins
+    else:
+        raise ValueError(f'{value!r} is not a time of day (use "HH:MM", e.g. "09:00")')
+    if not 0 <= minutes <= 1440:
+        raise ValueError(f"{value!r} is not a time of day between 00:00 and 24:00")
+    return minutes
+
+
+ClockTime = Annotated[int, BeforeValidator(parse_clock)]
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_ALIASES = {
+    "weekdays": "mon-fri",
+    "weekends": "sat-sun",
+    "daily": "mon-sun",
+    "every day": "mon-sun",
+}
+
+
+def _day(name: str) -> int:
+    key = name.strip().lower()[:3]
+    if key not in _DAYS:
+        raise ValueError(f"{name!r} is not a day (use mon, tue, wed, thu, fri, sat, sun)")
+    return _DAYS.index(key)
+
+
+def parse_days(value: object) -> tuple[int, ...]:
+    """``"mon-fri"``, ``[mon, wed, sat-sun]``, ``weekdays``, ``weekends``, ``daily`` ->
+    sorted weekday numbers (Monday = 0). Ranges may wrap (``fri-mon``)."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise ValueError("expected days such as mon-fri or [mon, wed, fri]")
+    days: set[int] = set()
+    for item in items:
+        if isinstance(item, int) and not isinstance(item, bool) and 0 <= item <= 6:
+            days.add(item)
+            continue
+        if not isinstance(item, str):
+            raise ValueError(f"{item!r} is not a day")
+        text = _DAY_ALIASES.get(item.strip().lower(), item)
+        if "-" in text:
+            first, last = (_day(p) for p in text.split("-", 1))
+            span = (last - first) % 7
+            days.update((first + i) % 7 for i in range(span + 1))
+        else:
+            days.add(_day(text))
+    return tuple(sorted(days))
+
+
+Days = Annotated[tuple[int, ...], BeforeValidator(parse_days)]
+
+
+def unbool(value: object) -> object:
+    """YAML 1.1 reads unquoted yes/no/on/off as booleans; in a text position (keywords,
+    titles, payloads, choices) the creator meant the word: ``Yes`` / ``No``."""
+    if value is True:
+        return "Yes"
+    if value is False:
+        return "No"
+    return value
+
+
+YamlStr = Annotated[str, BeforeValidator(unbool)]
+
+
+def as_tuple(value: object) -> object:
+    """A single string where a list is expected becomes a one-item list."""
+    if isinstance(value, str | bool):
+        return (unbool(value),)
+    if isinstance(value, list | tuple):
+        return tuple(unbool(v) for v in value)
+    return value
+
+
+def true_is_empty(value: object) -> object:
+    """``first_message: true`` / ``story_mention:`` (null) mean an empty block."""
+    if value is True:
+        return {}
+    return value
+
+
+StrList = Annotated[tuple[str, ...], BeforeValidator(as_tuple)]
+_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def check_field_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise ValueError(
+            f"field name {name!r} must be lowercase letters, digits and _ (e.g. email, plan)"
+        )
+    return name
+
+
+_PLACEHOLDER_LIKE_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\|[^{}]*)?\}")
+
+
+def check_template(text: str) -> str:
+    """Reject ``{Username}``-style placeholders, which would otherwise be sent literally."""
+    for m in _PLACEHOLDER_LIKE_RE.finditer(text):
+        name = m.group(1)
+        if not _NAME_RE.match(name):
+            raise ValueError(
+                f"placeholder {{{name}}} must be lowercase letters, digits and _ "
+                f"(did you mean {{{name.lower()}}}?)"
+            )
+    for name in placeholders(text):
+        check_field_name(name)
+    return text

@@ -1,0 +1,746 @@
+"""Meta Instagram webhook payloads as frozen event objects.
+
+:func:`parse_webhook` turns one decoded webhook body (an envelope object, or the array of
+envelopes Meta's docs sometimes show) into a flat list of :class:`Event`, one per item of every
+``entry[].messaging[]``, ``entry[].standby[]`` and ``entry[].changes[]`` (and one per item of
+any other list an entry carries). Contracts:
+
+* Strict only at the top: :class:`~instaset.errors.PayloadError` is raised when the body is not
+  an object or an array of objects, or an envelope has no ``entry`` list. Nothing else is ever
+  raised for decoded JSON input; below the envelope, anything malformed or unknown becomes an
+  :class:`UnknownEvent` (stored and skipped by the engine, never dropped silently).
+* ``Event.raw`` is the compact, key-sorted JSON of a one-item envelope holding exactly that
+  item, so ``parse_webhook(json.loads(ev.raw)) == [ev]``. The store keeps it as the raw row.
+* ``Event.dedupe_key`` depends only on what Meta repeats on a redelivery (ids, the item's own
+  ``timestamp``), never on ``entry.time`` (the *send* time, which changes on retries) nor on
+  whether the item arrived in ``standby[]``.
+* Times are UTC unix seconds; Meta sends ms on messaging items and seconds on changes, so
+  :func:`normalise_timestamp` decides by magnitude.
+
+This module does no I/O and imports only the standard library and :mod:`instaset.errors`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from instaset.errors import PayloadError
+
+JSONObject = dict[str, Any]
+
+
+class EventKind(StrEnum):
+    MESSAGE = "message"  # inbound DM from a person
+    ECHO = "echo"  # a message sent by the business account (is_echo)
+    MESSAGE_DELETED = "message_deleted"  # message.is_deleted (unsend)
+    MESSAGE_EDIT = "message_edit"
+    REACTION = "reaction"  # react and unreact
+    READ = "read"
+    POSTBACK = "postback"  # ice breakers, persistent menu, template buttons
+    REFERRAL = "referral"  # standalone messaging_referral
+    OPTIN = "optin"
+    COMMENT = "comment"  # changes field "comments"
+    LIVE_COMMENT = "live_comment"  # changes field "live_comments"
+    MENTION = "mention"  # changes field "mentions"
+    UNKNOWN = "unknown"  # anything else: stored and skipped
+
+
+# --------------------------------------------------------------------------- value objects
+
+
+# Types whose own name reads badly; the rest read fine with "_" as a space.
+_ATTACHMENT_LABELS = {
+    "share": "shared post",
+    "ig_post": "post",
+    "ig_reel": "reel",
+    "ig_story": "story",
+}
+_DESCRIBE_MAX = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """One ``message.attachments[]`` element. ``type`` is Meta's string verbatim ("" if
+    absent); ``media_id`` is ``payload.reel_video_id`` / ``ig_post_media_id`` / ``id``;
+    ``payload`` is the compact JSON of the payload as received ("null" if absent)."""
+
+    type: str
+    url: str | None
+    title: str | None
+    media_id: str | None
+    payload: str
+
+    def describe(self) -> str:
+        """A one-line placeholder for inboxes and prompts: ``[image]``, ``[reel: caption]``,
+        ``[story mention]``. Unknown types show their own name; titles are collapsed to one
+        line and cut at 60 characters."""
+        label = _ATTACHMENT_LABELS.get(self.type) or _one_line(self.type.replace("_", " "))
+        label = label or "attachment"
+        title = _one_line(self.title or "")
+        return f"[{label}: {title}]" if title else f"[{label}]"
+
+
+@dataclass(frozen=True, slots=True)
+class StoryRef:
+    """``message.reply_to.story``: the story a DM replies to (CDN URLs expire in ~24 h)."""
+
+    id: str | None
+    url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Referral:
+    """An ig.me link or ad referral (standalone or inside ``message.referral``)."""
+
+    ref: str | None
+    source: str | None
+    type: str | None
+    ad_id: str | None
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Common shape of every event. ``account_id`` is ``entry.id`` as a string ("" if
+    unusable); ``contact_id`` is the person's IGSID (None when unknown or for mentions).
+    ``raw`` (and text fields) keep lone surrogates if the body had unpaired ``\\udXXX``
+    escapes: such strings cannot be encoded as plain UTF-8."""
+
+    kind: EventKind
+    account_id: str
+    dedupe_key: str
+    occurred_at: float
+    contact_id: str | None
+    standby: bool
+    raw: str = field(repr=False)
+
+    @property
+    def is_from_business(self) -> bool:
+        """True when the business account itself caused the event (echoes, its own comments).
+        Such events must never trigger automation."""
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class MessagingEvent(Event):
+    """Base of the events that come from a ``messaging[]``/``standby[]`` item."""
+
+    sender_id: str | None
+    recipient_id: str | None
+
+    @property
+    def is_from_business(self) -> bool:
+        return self.sender_id is not None and self.sender_id == self.account_id
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEvent(MessagingEvent):
+    """A DM (kind MESSAGE) or the echo of one the business sent (kind ECHO)."""
+
+    mid: str
+    text: str | None
+    attachments: tuple[Attachment, ...]
+    is_echo: bool
+    is_self: bool
+    is_unsupported: bool
+    quick_reply_payload: str | None
+    reply_to_mid: str | None
+    reply_to_story: StoryRef | None
+    referral: Referral | None
+
+    @property
+    def is_from_business(self) -> bool:
+        return self.is_echo or (self.sender_id is not None and self.sender_id == self.account_id)
+
+    @property
+    def preview(self) -> str:
+        """Text and attachment placeholders on one line, e.g. ``"look [image]"``."""
+        parts = [self.text] if self.text else []
+        parts.extend(a.describe() for a in self.attachments)
+        if not parts and self.is_unsupported:
+            parts.append("[unsupported message]")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDeletedEvent(MessagingEvent):
+    mid: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEditEvent(MessagingEvent):
+    mid: str
+    text: str | None
+    num_edit: int  # 0 when Meta's value is missing or not a number
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionEvent(MessagingEvent):
+    mid: str
+    action: str  # "react" / "unreact" (inferred from reaction/emoji when absent)
+    reaction: str | None
+    emoji: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadEvent(MessagingEvent):
+    mid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PostbackEvent(MessagingEvent):
+    mid: str | None
+    title: str | None
+    payload: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferralEvent(MessagingEvent):
+    referral: Referral
+
+
+@dataclass(frozen=True, slots=True)
+class OptinEvent(MessagingEvent):
+    payload: str | None
+    ref: str | None
+    optin_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommentEvent(Event):
+    """A comment (kind COMMENT) or live comment (kind LIVE_COMMENT); ``contact_id`` is
+    ``from.id``."""
+
+    comment_id: str
+    text: str | None
+    from_id: str | None
+    from_username: str | None
+    media_id: str | None
+    media_product_type: str | None
+    parent_id: str | None
+
+    @property
+    def is_reply(self) -> bool:
+        return self.parent_id is not None
+
+    @property
+    def is_from_business(self) -> bool:
+        # The business's own replies come back as comments too: answering them would loop.
+        return self.from_id is not None and self.from_id == self.account_id
+
+
+@dataclass(frozen=True, slots=True)
+class MentionEvent(Event):
+    media_id: str | None
+    comment_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEvent(Event):
+    """Anything not understood. ``field`` is the changes field or messaging key seen."""
+
+    field: str | None
+    reason: str
+
+
+# --------------------------------------------------------------------------- scalars
+
+_MAX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z; beyond that a value is garbage
+_MS_THRESHOLD = 1e12  # 1e12 s is year 33658, so anything larger must be milliseconds
+_NUMBER = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,30})?")
+_NUM_EDIT = re.compile(r"[0-9]{1,18}")
+_MAX_ID_INT = 10**40  # str() of huge ints raises; no real id is near this
+
+
+def normalise_timestamp(value: object) -> float | None:
+    """Meta time value -> UTC unix seconds, or None if unusable.
+
+    Numbers (and digit strings) above 1e12 are milliseconds, others seconds; ISO 8601
+    strings (Chatwoot fixtures) are accepted, naive ones taken as UTC. Booleans, non-positive,
+    non-finite and post-9999 values are unusable."""
+    if isinstance(value, bool):
+        return None
+    number: float
+    if isinstance(value, int):
+        if value <= 0 or value > _MAX_SECONDS * 1000:
+            return None
+        number = float(value)
+    elif isinstance(value, float):
+        number = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if _NUMBER.fullmatch(text):
+            number = float(text)
+        else:
+            return _parse_iso(text)
+    else:
+        return None
+    if not math.isfinite(number) or number <= 0:
+        return None
+    if number > _MS_THRESHOLD:
+        number /= 1000.0
+    return number if number <= _MAX_SECONDS else None
+
+
+def _parse_iso(text: str) -> float | None:
+    try:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = moment.timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
+    return seconds if seconds > 0 else None
+
+
+def _id(value: object) -> str | None:
+    """An id as a string: non-empty strings verbatim, ints stringified. Floats are never ids
+    (a 17-digit id as a float has already lost digits)."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < _MAX_ID_INT:
+        return str(value)
+    return None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _obj(value: object) -> JSONObject | None:
+    return value if isinstance(value, dict) else None
+
+
+def _id_of(value: object) -> str | None:
+    """``{"id": ...}`` -> the id (sender, recipient, from, media)."""
+    obj = _obj(value)
+    return _id(obj.get("id")) if obj is not None else None
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= _DESCRIBE_MAX else line[: _DESCRIBE_MAX - 1] + "…"
+
+
+def _canon(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+def _digest(*parts: object) -> str:
+    # surrogatepass: JSON may carry lone "\udXXX" escapes, which plain UTF-8 cannot encode.
+    data = _canon(list(parts)).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def _num_edit(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 <= value < 10**18 else 0
+    if isinstance(value, str) and _NUM_EDIT.fullmatch(value.strip()):
+        return int(value.strip())
+    if isinstance(value, float) and value.is_integer() and 0 <= value < 1e18:
+        return int(value)
+    return 0
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_webhook(payload: object) -> list[Event]:
+    """Decoded webhook body -> events, in delivery order. See the module docstring for the
+    contract; raises :class:`PayloadError` only for an unusable top level."""
+    envelopes = _envelopes(payload)
+    try:
+        return [event for envelope in envelopes for event in _parse_envelope(envelope)]
+    except RecursionError:
+        # json.loads accepts nesting close to the recursion limit that json.dumps, called a few
+        # frames deeper, cannot re-serialise. Refusing the body beats crashing the handler.
+        raise PayloadError("webhook body is nested too deeply to process") from None
+
+
+def _envelopes(payload: object) -> list[JSONObject]:
+    if isinstance(payload, dict):
+        labelled = [("webhook body", payload)]
+    elif isinstance(payload, list):
+        labelled = []
+        for index, item in enumerate(payload):
+            if not isinstance(item, dict):
+                raise PayloadError(
+                    f"webhook body array element {index} is {_json_type(item)}, "
+                    "expected an envelope object"
+                )
+            labelled.append((f"webhook body array element {index}", item))
+    else:
+        raise PayloadError(
+            f"webhook body is {_json_type(payload)}, expected an object or an array of objects"
+        )
+    for where, envelope in labelled:
+        if "entry" not in envelope:
+            raise PayloadError(f"{where} has no 'entry' list")
+        if not isinstance(envelope["entry"], list):
+            raise PayloadError(
+                f"{where}: 'entry' is {_json_type(envelope['entry'])}, expected a list"
+            )
+    return [envelope for _, envelope in labelled]
+
+
+def _json_type(value: object) -> str:
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number"}
+    names |= {str: "a string", list: "an array", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    """Where an item came from: enough to rebuild its one-item envelope and fill the common
+    attributes."""
+
+    object_name: str
+    entry: JSONObject
+    key: str | None  # None: the entry itself is malformed and is the item
+    account_id: str
+    entry_time: float | None
+
+    @property
+    def standby(self) -> bool:
+        return self.key == "standby"
+
+    def raw(self, item: object) -> str:
+        if self.key is None:  # the entry itself is malformed: keep it whole
+            return _canon({"object": self.object_name, "entry": [item]})
+        entry: JSONObject = {k: self.entry[k] for k in ("id", "time") if k in self.entry}
+        entry[self.key] = [item]
+        return _canon({"object": self.object_name, "entry": [entry]})
+
+    def when(self, *candidates: object) -> float:
+        for candidate in candidates:
+            seconds = normalise_timestamp(candidate)
+            if seconds is not None:
+                return seconds
+        return self.entry_time if self.entry_time is not None else 0.0
+
+    def common(
+        self, kind: EventKind, key: str, contact: str | None, item: object, when: float
+    ) -> JSONObject:
+        """Keyword arguments for the attributes every :class:`Event` has."""
+        return {
+            "kind": kind,
+            "account_id": self.account_id,
+            "dedupe_key": key,
+            "occurred_at": when,
+            "contact_id": contact,
+            "standby": self.standby,
+            "raw": self.raw(item),
+        }
+
+    def unknown(self, item: object, hashed: object, field: str | None, reason: str) -> Event:
+        obj = _obj(hashed)
+        when = self.when(obj.get("timestamp") if obj is not None else None)
+        key = "unk:" + _digest(self.account_id, hashed)
+        return UnknownEvent(
+            **self.common(EventKind.UNKNOWN, key, None, item, when), field=field, reason=reason
+        )
+
+
+_ENTRY_META = ("id", "time")
+
+
+def _parse_envelope(envelope: JSONObject) -> Iterator[Event]:
+    obj = envelope.get("object")
+    obj_name = obj if isinstance(obj, str) else "instagram"
+    for entry in envelope["entry"]:
+        if not isinstance(entry, dict):
+            ctx = _Ctx(obj_name, {}, None, "", None)
+            yield ctx.unknown(entry, entry, None, f"entry is {_json_type(entry)}, not an object")
+            continue
+        account_id = _id(entry.get("id")) or ""
+        entry_time = normalise_timestamp(entry.get("time"))
+        for key, value in entry.items():
+            if key in _ENTRY_META or value is None:
+                continue
+            ctx = _Ctx(obj_name, entry, key, account_id, entry_time)
+            # A lone object where a list belongs is taken as a one-item list (lenient, and
+            # the raw envelope then holds [value], which parses the same way).
+            for item in value if isinstance(value, list) else [value]:
+                yield _parse_item(ctx, item)
+
+
+def _parse_item(ctx: _Ctx, item: object) -> Event:
+    if ctx.key in ("messaging", "standby"):
+        return _parse_messaging(ctx, item, item)
+    if ctx.key == "changes":
+        return _parse_change(ctx, item)
+    return ctx.unknown(item, item, ctx.key, f"unknown entry key {ctx.key!r}")
+
+
+# Checked in this order (never dict order: raw is key-sorted, so dict order changes on a
+# round trip).
+_MESSAGING_KEYS = ("message", "message_edit", "reaction", "read", "postback", "referral", "optin")
+_MESSAGING_META = frozenset({"sender", "recipient", "timestamp"})
+
+# Dashboard "Test" deliveries put messaging items in changes[] under these field names.
+_MESSAGING_FIELDS = frozenset(
+    {"messages", "message_echoes", "message_edit", "message_reactions", "messaging_optins"}
+    | {"messaging_postbacks", "messaging_referral", "messaging_seen"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Msg:
+    """The common part of one messaging item, parsed once."""
+
+    ctx: _Ctx
+    item: object  # what goes into raw (a change item for dashboard-style deliveries)
+    body: JSONObject  # the messaging item itself
+    sender_id: str | None
+    recipient_id: str | None
+    occurred_at: float
+
+    @property
+    def timestamp(self) -> object:
+        return self.body.get("timestamp")
+
+    def common(self, kind: EventKind, dedupe_key: str, contact_id: str | None) -> JSONObject:
+        common = self.ctx.common(kind, dedupe_key, contact_id, self.item, self.occurred_at)
+        return common | {"sender_id": self.sender_id, "recipient_id": self.recipient_id}
+
+    @property
+    def contact(self) -> str | None:
+        """The person: the recipient when the business is the sender, else the sender."""
+        if self.sender_id is not None and self.sender_id == self.ctx.account_id:
+            return self.recipient_id
+        return self.sender_id
+
+    def unknown(self, field: str | None, reason: str) -> Event:
+        return self.ctx.unknown(self.item, self.body, field, reason)
+
+
+def _parse_messaging(ctx: _Ctx, item: object, body: object) -> Event:
+    obj = _obj(body)
+    if obj is None:
+        return ctx.unknown(item, body, None, f"messaging item is {_json_type(body)}")
+    m = _Msg(
+        ctx=ctx,
+        item=item,
+        body=obj,
+        sender_id=_id_of(obj.get("sender")),
+        recipient_id=_id_of(obj.get("recipient")),
+        occurred_at=ctx.when(obj.get("timestamp")),
+    )
+    for key in _MESSAGING_KEYS:
+        if key not in obj:
+            continue
+        value = _obj(obj[key])
+        if value is None:
+            return m.unknown(key, f"{key} is {_json_type(obj[key])}, expected an object")
+        return _HANDLERS[key](m, value)
+    others = sorted(k for k in obj if k not in _MESSAGING_META)
+    return m.unknown(others[0] if others else None, "no known event in messaging item")
+
+
+def _message(m: _Msg, msg: JSONObject) -> Event:
+    mid = _id(msg.get("mid"))
+    if mid is None:
+        return m.unknown("message", "message has no mid")
+    if msg.get("is_deleted") is True:
+        return MessageDeletedEvent(
+            **m.common(EventKind.MESSAGE_DELETED, f"del:{mid}", m.contact), mid=mid
+        )
+    is_echo = msg.get("is_echo") is True
+    raw_attachments = msg.get("attachments")
+    if isinstance(raw_attachments, dict):
+        raw_attachments = [raw_attachments]
+    attachments = tuple(
+        _attachment(a)
+        for a in (raw_attachments if isinstance(raw_attachments, list) else [])
+        if isinstance(a, dict)
+    )
+    quick_reply = _obj(msg.get("quick_reply"))
+    reply_to = _obj(msg.get("reply_to")) or {}
+    story = _obj(reply_to.get("story"))
+    referral = _obj(msg.get("referral"))
+    return MessageEvent(
+        **m.common(
+            EventKind.ECHO if is_echo else EventKind.MESSAGE,
+            f"msg:{mid}",
+            m.recipient_id if is_echo else m.sender_id,
+        ),
+        mid=mid,
+        text=_text(msg.get("text")),
+        attachments=attachments,
+        is_echo=is_echo,
+        is_self=msg.get("is_self") is True,
+        is_unsupported=msg.get("is_unsupported") is True,
+        quick_reply_payload=_text(quick_reply.get("payload")) if quick_reply else None,
+        reply_to_mid=_id(reply_to.get("mid")),
+        reply_to_story=StoryRef(_id(story.get("id")), _text(story.get("url"))) if story else None,
+        referral=_referral(referral) if referral is not None else None,
+    )
+
+
+def _attachment(att: JSONObject) -> Attachment:
+    payload = _obj(att.get("payload")) or {}
+    media_id = None
+    for key in ("reel_video_id", "ig_post_media_id", "id"):
+        media_id = _id(payload.get(key))
+        if media_id is not None:
+            break
+    return Attachment(
+        type=_text(att.get("type")) or "",
+        url=_text(payload.get("url")) or _text(att.get("url")),
+        title=_text(payload.get("title")) or _text(att.get("title")),
+        media_id=media_id,
+        payload=_canon(att.get("payload")),
+    )
+
+
+def _referral(ref: JSONObject) -> Referral:
+    return Referral(
+        ref=_text(ref.get("ref")),
+        source=_text(ref.get("source")),
+        type=_text(ref.get("type")),
+        ad_id=_id(ref.get("ad_id")),
+    )
+
+
+def _message_edit(m: _Msg, edit: JSONObject) -> Event:
+    mid = _id(edit.get("mid"))
+    if mid is None:
+        return m.unknown("message_edit", "message_edit has no mid")
+    num_edit = _num_edit(edit.get("num_edit"))
+    return MessageEditEvent(
+        **m.common(EventKind.MESSAGE_EDIT, f"edit:{mid}:{num_edit}", m.contact),
+        mid=mid,
+        text=_text(edit.get("text")),
+        num_edit=num_edit,
+    )
+
+
+def _reaction(m: _Msg, reaction: JSONObject) -> Event:
+    mid = _id(reaction.get("mid"))
+    if mid is None:
+        return m.unknown("reaction", "reaction has no mid")
+    name, emoji = _text(reaction.get("reaction")), _text(reaction.get("emoji"))
+    action = _text(reaction.get("action")) or ("react" if name or emoji else "unreact")
+    digest = _digest(m.ctx.account_id, m.sender_id, mid, action, name, m.timestamp)
+    return ReactionEvent(
+        **m.common(EventKind.REACTION, f"react:{digest}", m.contact),
+        mid=mid,
+        action=action,
+        reaction=name,
+        emoji=emoji,
+    )
+
+
+def _read(m: _Msg, read: JSONObject) -> Event:
+    mid = _id(read.get("mid"))
+    if mid is not None:
+        key = f"read:{m.ctx.account_id}:{m.sender_id or ''}:{mid}"
+    else:
+        key = "read:" + _digest(m.ctx.account_id, m.sender_id, read, m.timestamp)
+    return ReadEvent(**m.common(EventKind.READ, key, m.contact), mid=mid)
+
+
+def _postback(m: _Msg, postback: JSONObject) -> Event:
+    mid = _id(postback.get("mid"))
+    payload = _text(postback.get("payload"))
+    # Ice-breaker taps may come without a mid; the item timestamp then tells taps apart.
+    key = (
+        f"pb:{mid}" if mid else "pb:" + _digest(m.ctx.account_id, m.sender_id, payload, m.timestamp)
+    )
+    return PostbackEvent(
+        **m.common(EventKind.POSTBACK, key, m.contact),
+        mid=mid,
+        title=_text(postback.get("title")),
+        payload=payload,
+    )
+
+
+def _standalone_referral(m: _Msg, referral: JSONObject) -> Event:
+    key = "ref:" + _digest(m.ctx.account_id, m.sender_id, referral, m.timestamp)
+    return ReferralEvent(
+        **m.common(EventKind.REFERRAL, key, m.contact), referral=_referral(referral)
+    )
+
+
+def _optin(m: _Msg, optin: JSONObject) -> Event:
+    key = "optin:" + _digest(m.ctx.account_id, m.sender_id, optin, m.timestamp)
+    return OptinEvent(
+        **m.common(EventKind.OPTIN, key, m.contact),
+        payload=_text(optin.get("payload")),
+        ref=_text(optin.get("ref")),
+        optin_type=_text(optin.get("type")),
+    )
+
+
+_HANDLERS = {
+    "message": _message,
+    "message_edit": _message_edit,
+    "reaction": _reaction,
+    "read": _read,
+    "postback": _postback,
+    "referral": _standalone_referral,
+    "optin": _optin,
+}
+
+
+def _parse_change(ctx: _Ctx, item: object) -> Event:
+    change = _obj(item)
+    if change is None:
+        return ctx.unknown(item, item, None, f"change is {_json_type(item)}, expected an object")
+    name = _text(change.get("field"))
+    value = _obj(change.get("value"))
+    if name is None:
+        return ctx.unknown(item, item, None, "change has no field name")
+    if value is None:
+        return ctx.unknown(item, item, name, f"change {name!r} has no value object")
+    if name in ("comments", "live_comments"):
+        return _comment(ctx, item, name, value)
+    if name == "mentions":
+        return _mention(ctx, item, value)
+    if name in _MESSAGING_FIELDS:
+        return _parse_messaging(ctx, item, value)
+    return ctx.unknown(item, item, name, f"unsupported change field {name!r}")
+
+
+def _comment(ctx: _Ctx, item: object, name: str, value: JSONObject) -> Event:
+    comment_id = _id(value.get("id")) or _id(value.get("comment_id"))
+    if comment_id is None:
+        return ctx.unknown(item, item, name, "comment has no id")
+    sender = _obj(value.get("from")) or {}
+    media = _obj(value.get("media")) or {}
+    from_id = _id(sender.get("id"))
+    live = name == "live_comments"
+    kind, key = (EventKind.LIVE_COMMENT, "live") if live else (EventKind.COMMENT, "comment")
+    when = ctx.when(value.get("timestamp"), value.get("created_time"))
+    return CommentEvent(
+        **ctx.common(kind, f"{key}:{comment_id}", from_id, item, when),
+        comment_id=comment_id,
+        text=_text(value.get("text")),
+        from_id=from_id,
+        from_username=_text(sender.get("username")),
+        media_id=_id(media.get("id")),
+        media_product_type=_text(media.get("media_product_type")),
+        parent_id=_id(value.get("parent_id")),
+    )
+
+
+def _mention(ctx: _Ctx, item: object, value: JSONObject) -> Event:
+    comment_id, media_id = _id(value.get("comment_id")), _id(value.get("media_id"))
+    if comment_id is None and media_id is None:
+        return ctx.unknown(item, item, "mentions", "mention has neither comment_id nor media_id")
+    when = ctx.when(value.get("timestamp"), value.get("created_time"))
+    return MentionEvent(
+        **ctx.common(EventKind.MENTION, f"mention:{comment_id or media_id}", None, item, when),
+        media_id=media_id,
+        comment_id=comment_id,
+    )

@@ -1,0 +1,41 @@
+"""Prometheus metrics of one running daemon (a registry per app, so tests don't collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.events = Counter(
+            "instaset_events", "Webhook events stored, by kind", ["kind"], registry=self.registry
+        )
+        self.webhook_requests = Counter(
+            "instaset_webhook_requests", "POST /webhook requests by HTTP status", ["status"],
+            registry=self.registry,
+        )
+        self.rejections = Counter(
+            "instaset_webhook_rejections", "Rejected webhook requests by reason", ["reason"],
+            registry=self.registry,
+        )
+        self.duplicates = Counter(
+            "instaset_webhook_duplicates", "Events already stored or for unconnected accounts",
+            registry=self.registry,
+        )
+        self.jobs = Gauge("instaset_jobs", "Jobs by state", ["state"], registry=self.registry)
+        self.queue_depth = Gauge(
+            "instaset_queue_depth", "Jobs ready or running", registry=self.registry
+        )
+        self.job_latency = Histogram(
+            "instaset_job_latency_seconds", "From a job being due to it finishing, by kind",
+            ["kind", "outcome"], registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+        self.sends = Counter(
+            "instaset_sends", "Outgoing actions by kind and outcome", ["kind", "outcome"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

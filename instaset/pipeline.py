@@ -1,0 +1,183 @@
+"""Processing one stored event: history, conversation state, and the automation's decision.
+
+Contract of :meth:`Pipeline.process_event` (the ``process_event`` job handler): everything an
+event changes (contact, conversation, history, engine state, the jobs of the actions it
+decided) commits in ONE transaction together with the event's ``processed_at`` mark. A rerun
+after a crash finds the mark and does nothing, so an event is processed exactly once even
+though jobs are delivered at least once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiosqlite
+
+from instaset.events import (
+    CommentEvent,
+    Event,
+    EventKind,
+    MessageDeletedEvent,
+    MessageEditEvent,
+    MessageEvent,
+    PostbackEvent,
+    ReactionEvent,
+    parse_webhook,
+)
+from instaset.queue import NewJob, PermanentJobError, RetryLater, enqueue_in
+from instaset.store import history
+from instaset.store.db import Database
+from instaset.store.jobs import Job
+
+log = logging.getLogger("instaset.worker")
+
+# How long an echo with no matching send waits for an in-flight send of ours to record its
+# message id, before we conclude the creator typed it in the Instagram app.
+ECHO_SETTLE_SECONDS = 10.0
+
+
+class Automation(Protocol):
+    """Decides what to do about an event (workflows). Runs inside the event's transaction
+    and returns the jobs to enqueue with it."""
+
+    async def plan(
+        self, conn: aiosqlite.Connection, event: Event, *, is_new_contact: bool, now: float
+    ) -> list[NewJob]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EchoOrigin:
+    sent_by: str  # "automation" or "human"
+    in_flight: bool  # a send of ours to this contact has not recorded its outcome yet
+
+
+class SendLedger(Protocol):
+    """Correlates echoes with our own sends (implemented by the sending side)."""
+
+    async def echo_origin(
+        self, conn: aiosqlite.Connection, account_id: str, contact_id: str, mid: str
+    ) -> EchoOrigin: ...
+
+
+def attachments_json(ev: MessageEvent) -> list[dict[str, Any]]:
+    return [{"type": a.type, "url": a.url, "title": a.title} for a in ev.attachments]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        automation: Automation | None = None,
+        ledger: SendLedger | None = None,
+        pause_for_seconds: float = 12 * 3600,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.automation = automation
+        self.ledger = ledger
+        self.pause_for_seconds = pause_for_seconds
+        self.clock = clock
+
+    async def process_event(self, job: Job) -> None:
+        event_id = int(job.payload["event_id"])
+        row = await history.get_event(self.db, event_id)
+        if row is None:
+            return  # purged since: nothing to do
+        if row["processed_at"] is not None:
+            return
+        parsed = parse_webhook(json.loads(row["raw"]))
+        if len(parsed) != 1:
+            raise PermanentJobError(f"stored event {event_id} does not parse to one event")
+        event = parsed[0]
+        now = self.clock()
+        async with self.db.tx() as conn:
+            if await history.is_processed(conn, event_id):
+                return
+            await self._apply(conn, event, event_id, row["received_at"], now)
+            await history.mark_processed(conn, event_id, now)
+
+    async def _apply(
+        self, conn: aiosqlite.Connection, event: Event, event_id: int, received_at: float,
+        now: float,
+    ) -> None:
+        acct = event.account_id
+        contact = event.contact_id
+        is_new = False
+        if contact and contact != acct:
+            username = event.from_username if isinstance(event, CommentEvent) else None
+            is_new = await history.touch_contact(conn, acct, contact, now, username=username)
+        if isinstance(event, MessageEvent) and contact:
+            if event.kind == EventKind.ECHO:
+                await self._apply_echo(conn, event, event_id, received_at, now)
+                return  # the business's own messages never trigger automation
+            await history.insert_message(
+                conn, account_id=acct, contact_id=contact, mid=event.mid, direction="in",
+                sent_by="contact", text=event.text, attachments=attachments_json(event),
+                created_at=event.occurred_at or now, event_id=event_id,
+                reply_to=event.reply_to_mid,
+            )
+            await history.update_conversation(
+                conn, acct, contact, now, inbound_at=event.occurred_at or now,
+                message_at=event.occurred_at or now, unread_delta=1,
+            )
+        elif isinstance(event, PostbackEvent) and contact:
+            # A tap on an ice breaker, menu or button opens the 24 h window like a message.
+            await history.insert_message(
+                conn, account_id=acct, contact_id=contact, mid=event.mid, direction="in",
+                sent_by="contact", text=event.title,
+                attachments=[{"type": "postback", "url": None, "title": event.payload}],
+                created_at=event.occurred_at or now, event_id=event_id,
+            )
+            await history.update_conversation(
+                conn, acct, contact, now, inbound_at=event.occurred_at or now,
+                message_at=event.occurred_at or now, unread_delta=1,
+            )
+        elif isinstance(event, MessageDeletedEvent):
+            await history.mark_message_deleted(conn, event.mid, now)
+        elif isinstance(event, MessageEditEvent):
+            await history.edit_message(conn, event.mid, event.text)
+        elif isinstance(event, ReactionEvent):
+            who = "contact" if contact != acct else "business"
+            reaction = (event.emoji or event.reaction) if event.action == "react" else None
+            await history.set_reaction(conn, event.mid, who, reaction)
+        if self.automation is not None and not event.is_from_business:
+            jobs = await self.automation.plan(conn, event, is_new_contact=is_new, now=now)
+            if jobs:
+                await enqueue_in(conn, jobs, now)
+
+    async def _apply_echo(
+        self, conn: aiosqlite.Connection, event: MessageEvent, event_id: int,
+        received_at: float, now: float,
+    ) -> None:
+        acct, contact = event.account_id, event.contact_id
+        assert contact is not None
+        origin = EchoOrigin("human", in_flight=False)
+        if self.ledger is not None:
+            origin = await self.ledger.echo_origin(conn, acct, contact, event.mid)
+        if origin.sent_by == "human" and origin.in_flight and now - received_at < (
+            ECHO_SETTLE_SECONDS
+        ):
+            # Our send may have reached Meta and not yet recorded its message id: look again
+            # shortly instead of mistaking our own message for the creator's.
+            raise RetryLater(1.0, "echo waits for an in-flight send", count_attempt=False)
+        inserted = await history.insert_message(
+            conn, account_id=acct, contact_id=contact, mid=event.mid, direction="out",
+            sent_by=origin.sent_by, text=event.text, attachments=attachments_json(event),
+            created_at=event.occurred_at or now, event_id=event_id,
+        )
+        await history.update_conversation(
+            conn, acct, contact, now, message_at=event.occurred_at or now,
+        )
+        if origin.sent_by == "human" and inserted:
+            # The creator answered in the Instagram app: hand the thread to them.
+            await history.update_conversation(
+                conn, acct, contact, now, paused_until=now + self.pause_for_seconds,
+                unread_delta=-(10**6),
+            )
+            log.info("creator replied to %s in the app; automation paused", contact)

@@ -1,0 +1,45 @@
+"""The built-in Instagram sandbox: a real aiohttp server speaking Meta's wire format toward
+the daemon (Send API, comments, Conversations API, subscriptions, messenger profile, Business
+Login OAuth, typed error envelopes, signed echo webhooks), with user simulation, a request
+transcript and fault injection. Used by ``serve --sandbox``, ``demo``, ``simulate`` and tests.
+
+Rules it enforces like Meta: a user may be messaged within 24 h of their last message (7 days
+with the ``HUMAN_AGENT`` tag); a comment gets one private reply, within 7 days; texts are at
+most 1000 UTF-8 bytes; unknown recipients, bad tokens and revoked tokens get Meta's real
+error bodies.
+"""
+
+from instaset.sandbox.model import (
+    Comment,
+    Conversation,
+    Fault,
+    Recorded,
+    StoredMessage,
+    Undelivered,
+)
+from instaset.sandbox.server import Sandbox, run_sandbox
+from instaset.sandbox.wire import (
+    build_comment_payload,
+    build_dm_payload,
+    build_echo_payload,
+    meta_dumps,
+    sign,
+    signed_delivery,
+)
+
+__all__ = [
+    "Comment",
+    "Conversation",
+    "Fault",
+    "Recorded",
+    "Sandbox",
+    "StoredMessage",
+    "Undelivered",
+    "build_comment_payload",
+    "build_dm_payload",
+    "build_echo_payload",
+    "meta_dumps",
+    "run_sandbox",
+    "sign",
+    "signed_delivery",
+]

@@ -1,0 +1,551 @@
+"""The built-in Instagram: a real aiohttp server that answers like ``graph.instagram.com`` and
+``api.instagram.com`` for one professional account, stores conversations and comments,
+enforces the messaging window and private-reply rules, sends signed echo webhooks, records
+every request, and breaks on demand (:class:`Fault`).
+
+Routes live under ``/vNN.N/...`` and unversioned. One catch-all handler dispatches on the
+path segments because Graph's ``/{id}`` routes (comment, conversation, message, account)
+cannot be told apart by pattern."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+import aiohttp
+from aiohttp import web
+
+from instaset.sandbox.faults import FaultQueue, fault_response
+from instaset.sandbox.messaging import SendSpec, parse_send
+from instaset.sandbox.model import (
+    Comment,
+    Conversation,
+    Fault,
+    Recorded,
+    StoredMessage,
+    Undelivered,
+)
+from instaset.sandbox.oauth import OAuthRoutes, TokenBook
+from instaset.sandbox.views import (
+    as_list,
+    bearer,
+    conversation_json,
+    conversations_page,
+    me_json,
+    message_json,
+    messenger_profile,
+    read_body,
+    requested_fields,
+    subscribed_apps,
+)
+from instaset.sandbox.wire import (
+    USER_NOT_FOUND_BODY,
+    USER_NOT_FOUND_STATUS,
+    WINDOW_CLOSED_BODY,
+    WINDOW_CLOSED_STATUS,
+    build_comment_payload,
+    build_dm_payload,
+    build_echo_payload,
+    graph_error,
+    iso_time,
+    new_conversation_id,
+    new_mid,
+    signed_delivery,
+    unknown_object,
+)
+
+log = logging.getLogger("instaset.sandbox")
+
+WINDOW_SECONDS = 24 * 3600.0
+HUMAN_AGENT_SECONDS = 7 * 86400.0
+PRIVATE_REPLY_SECONDS = 7 * 86400.0
+_VERSION = re.compile(r"v\d+\.\d+")
+_KEPT_HEADERS = ("Authorization", "Content-Type", "User-Agent")
+
+
+class Sandbox:
+    """A fake Meta for one Instagram professional account. See the package docstring."""
+
+    def __init__(
+        self,
+        *,
+        app_secret: str,
+        account_id: str = "17841400000000001",
+        username: str = "sandbox_creator",
+        token: str = "IGAAsandbox-token",
+        webhook_url: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.app_secret = app_secret
+        self.account_id = account_id
+        self.username = username
+        self.token = token
+        self.webhook_url = webhook_url
+        self.clock = clock
+        self.app_user_id = "26" + account_id[-15:].rjust(15, "0")  # app-scoped, not the IG id
+        self.echo_delay = 0.05
+        self.delivery_attempts = 3
+        self.retry_delay = 0.05
+        self.echo_comment_replies = True  # Meta also sends `comments` for the account's own
+        self.oauth_shape: Literal["data", "flat"] = "data"
+        self.base_url: str | None = None
+        self.transcript: list[Recorded] = []
+        self.undelivered: list[Undelivered] = []
+        self.deliveries: list[tuple[dict[str, object], int]] = []
+        self.users: dict[str, str] = {}
+        self.subscribed: list[str] = []
+        self.messenger_profile: dict[str, object] = {}
+        self.comments: dict[str, Comment] = {}
+        self.tokens = TokenBook(clock, token)
+        self._oauth = OAuthRoutes(
+            self.tokens,
+            app_secret=app_secret,
+            app_user_id=self.app_user_id,
+            shape=lambda: self.oauth_shape,
+        )
+        self._convs: dict[str, Conversation] = {}  # by IGSID
+        self._conv_ids: dict[str, Conversation] = {}
+        self._messages: dict[str, tuple[Conversation, StoredMessage]] = {}
+        self._last_inbound: dict[str, float] = {}
+        self._faults = FaultQueue()
+        self._seq = itertools.count(1)
+        self._comment_seq = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=16 * 1024**2)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.on_shutdown.append(self._on_shutdown)
+        app.on_cleanup.append(self._on_cleanup)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on ``host:port`` (0 picks a free port); returns the base URL."""
+        self._closing = asyncio.Event()
+        runner = web.AppRunner(self.make_app(), access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        self._runner = runner
+        bound = runner.addresses[0][1]
+        self.base_url = f"http://{host}:{bound}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        """Stop serving, cancel pending webhook deliveries and close the client session."""
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.aclose()
+
+    async def __aenter__(self) -> Sandbox:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def aclose(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _on_shutdown(self, _app: web.Application) -> None:
+        self._closing.set()  # releases handlers hanging in drop_after_send
+
+    async def _on_cleanup(self, _app: web.Application) -> None:
+        await self.aclose()
+
+    async def drain(self) -> None:
+        """Wait until every scheduled webhook delivery has finished (delivered or given up)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- control -------------------------------------------------------------------------
+
+    def inject(self, fault: Fault) -> None:
+        self._faults.inject(fault)
+
+    def revoke_token(self, token: str | None = None) -> None:
+        """Invalidate ``token``, or every token issued so far: calls then answer 190."""
+        self.tokens.revoke(token)
+
+    def drop_subscription(self) -> None:
+        self.subscribed.clear()
+
+    def add_user(self, igsid: str, username: str) -> None:
+        self.users[igsid] = username
+
+    def sends(self) -> list[Recorded]:
+        """Recorded message sends (DMs and private replies), without sender actions."""
+        return [
+            r
+            for r in self.transcript
+            if r.method == "POST" and r.route.endswith("/messages") and "message" in r.json
+        ]
+
+    def thread(self, igsid: str) -> list[StoredMessage]:
+        conv = self._convs.get(igsid)
+        return list(conv.messages) if conv else []
+
+    # -- user simulation -----------------------------------------------------------------
+
+    async def user_sends_dm(
+        self, igsid: str, text: str, *, deliver: bool = True, **extras: object
+    ) -> dict[str, object]:
+        """The user ``igsid`` DMs the account: store it (opening the 24 h window), build the
+        webhook and, with ``deliver``, POST it signed to ``webhook_url``. ``extras`` go into
+        ``message`` (``attachments``, ``quick_reply``, ``reply_to``...)."""
+        if igsid not in self.users:
+            self.add_user(igsid, f"user_{igsid}")
+        now = self.clock()
+        mid = new_mid(self.account_id)
+        atts = extras.get("attachments")
+        self._store(igsid, StoredMessage(mid, igsid, "in", text or None, as_list(atts), now))
+        self._last_inbound[igsid] = now
+        payload = build_dm_payload(
+            self.account_id, igsid, text, mid, int(now * 1000), extras=extras
+        )
+        if deliver:
+            await self.deliver(payload)
+        return payload
+
+    async def user_comments(
+        self,
+        igsid: str,
+        text: str,
+        media_id: str,
+        *,
+        parent_id: str | None = None,
+        deliver: bool = True,
+    ) -> dict[str, object]:
+        """The user comments on ``media_id`` (comments do not open the DM window)."""
+        username = self.users.setdefault(igsid, f"user_{igsid}")
+        comment = self._new_comment(igsid, username, text, media_id, parent_id)
+        payload = build_comment_payload(
+            self.account_id,
+            igsid,
+            username,
+            text,
+            media_id,
+            comment.id,
+            int(comment.at),
+            parent_id=parent_id,
+        )
+        if deliver:
+            await self.deliver(payload)
+        return payload
+
+    def build_signed(self, payload: object) -> tuple[bytes, dict[str, str]]:
+        """Raw body and headers of a delivery signed with ``app_secret``."""
+        return signed_delivery(payload, self.app_secret)
+
+    async def deliver(self, payload: dict[str, object]) -> int:
+        """POST ``payload`` signed to ``webhook_url``; returns the HTTP status. Raises
+        ``ConnectionError`` when the webhook cannot be reached."""
+        if not self.webhook_url:
+            raise ValueError("the sandbox has no webhook_url to deliver to")
+        raw, headers = self.build_signed(payload)
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        try:
+            async with self._session.post(
+                self.webhook_url, data=raw, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
+            ) as resp:
+                await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ConnectionError(
+                f"cannot deliver webhook to {self.webhook_url}: {type(exc).__name__}"
+            ) from None
+        self.deliveries.append((payload, status))
+        return status
+
+    def _emit(self, payload: dict[str, object]) -> None:
+        """Deliver in the background after ``echo_delay``, retrying a few times."""
+        if self.webhook_url:
+            task = asyncio.get_running_loop().create_task(self._deliver_later(payload))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _deliver_later(self, payload: dict[str, object]) -> None:
+        await asyncio.sleep(self.echo_delay)
+        reason = "not attempted"
+        for attempt in range(max(1, self.delivery_attempts)):
+            if attempt:
+                await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
+            try:
+                status = await self.deliver(payload)
+            except (ConnectionError, ValueError) as exc:
+                reason = str(exc)
+                continue
+            if 200 <= status < 300:
+                return
+            reason = f"HTTP {status}"
+        log.warning("sandbox gave up delivering a webhook: %s", reason)
+        self.undelivered.append(Undelivered(payload, reason))
+
+    # -- store ---------------------------------------------------------------------------
+
+    def _store(self, igsid: str, msg: StoredMessage) -> Conversation:
+        conv = self._convs.get(igsid)
+        if conv is None:
+            conv = Conversation(new_conversation_id(self.account_id, igsid), igsid)
+            self._convs[igsid] = conv
+            self._conv_ids[conv.id] = conv
+        conv.messages.append(msg)
+        conv.updated_at = msg.at
+        conv.seq = next(self._seq)
+        self._messages[msg.mid] = (conv, msg)
+        return conv
+
+    def _new_comment(
+        self, igsid: str, username: str, text: str, media_id: str, parent_id: str | None
+    ) -> Comment:
+        cid = f"1790{next(self._comment_seq):013d}"
+        comment = Comment(cid, igsid, username, text, media_id, self.clock(), parent_id)
+        self.comments[cid] = comment
+        return comment
+
+    # -- request handling ----------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body, fields = await read_body(request)
+        params = {**dict(request.query.items()), **fields}
+        headers = {h: request.headers[h] for h in _KEPT_HEADERS if h in request.headers}
+        self.transcript.append(
+            Recorded(
+                request.method,
+                request.path,
+                dict(request.query.items()),
+                body,
+                headers,
+                self.clock(),
+            )
+        )
+        fault = self._faults.take(request.path_qs)
+        if fault is not None and fault.kind == "delay":
+            await self._wait(fault.delay)
+        elif fault is not None and fault.kind != "drop_after_send":
+            return fault_response(fault)
+        segs = [s for s in request.path.split("/") if s]
+        if segs and _VERSION.fullmatch(segs[0]):
+            segs = segs[1:]
+        response = await self._route(request, segs, params, body)
+        if fault is not None and fault.kind == "drop_after_send":
+            if fault.delay > 0:
+                await self._wait(fault.delay)
+            elif request.transport is not None:
+                request.transport.close()
+        return response
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
+
+    async def _route(
+        self, request: web.Request, segs: list[str], params: dict[str, str], body: object
+    ) -> web.StreamResponse:
+        method = request.method
+        if segs[:1] == ["oauth"]:
+            return self._oauth_route(method, segs[1:], params)
+        token = bearer(request) or params.get("access_token")
+        if segs == ["access_token"] and method == "GET":
+            return self._oauth.exchange(params, token)
+        if segs == ["refresh_access_token"] and method == "GET":
+            return self._oauth.refresh(params, token)
+        problem = self.tokens.problem(token)
+        if problem is not None:
+            return problem
+        if len(segs) == 1:
+            return self._node(method, segs[0], params)
+        if len(segs) == 2:
+            obj, edge = segs
+            if edge == "replies" and method == "POST":
+                return self._comment_reply(obj, params)
+            if edge in ("messages", "subscribed_apps", "messenger_profile", "conversations"):
+                if obj not in (self.account_id, "me"):
+                    return unknown_object(method, obj)
+                return self._account_edge(request, edge, params, body)
+        return graph_error(400, 2500, f"Unknown path components: /{'/'.join(segs)}")
+
+    def _oauth_route(self, method: str, rest: list[str], params: dict[str, str]) -> web.Response:
+        if rest == ["authorize"] and method == "GET":
+            return self._oauth.authorize(params)
+        if rest in (["authorize", "allow"], ["authorize", "deny"]) and method == "GET":
+            return self._oauth.decide(params, allow=rest[1] == "allow")
+        if rest == ["access_token"] and method == "POST":
+            return self._oauth.access_token(params)
+        return web.Response(status=404, text="not found")
+
+    def _account_edge(
+        self, request: web.Request, edge: str, params: dict[str, str], body: object
+    ) -> web.Response:
+        method = request.method
+        if edge == "messages" and method == "POST":
+            spec = parse_send(body if isinstance(body, Mapping) else {})
+            return spec if isinstance(spec, web.Response) else self._send(spec)
+        if edge == "subscribed_apps":
+            return subscribed_apps(method, params, self.subscribed)
+        if edge == "messenger_profile":
+            return messenger_profile(method, params, body, self.messenger_profile)
+        if edge == "conversations" and method == "GET":
+            convs = [c for c in self._convs.values() if c.messages]
+            return conversations_page(convs, params, request.url, self._conversation_json)
+        return unknown_object(method, edge)
+
+    # -- Send API ------------------------------------------------------------------------
+
+    def _send(self, spec: SendSpec) -> web.Response:
+        now = self.clock()
+        if spec.comment_id is not None:
+            return self._private_reply(spec, now)
+        rid = spec.recipient_id or ""
+        if rid not in self.users:
+            return web.json_response(USER_NOT_FOUND_BODY, status=USER_NOT_FOUND_STATUS)
+        if spec.kind == "action":
+            return web.json_response({"recipient_id": rid})
+        if spec.kind in ("react", "unreact"):
+            found = self._messages.get(spec.reacted_mid or "")
+            if found is None or found[0].igsid != rid:
+                return graph_error(
+                    400,
+                    100,
+                    "(#100) The message_id is invalid for this recipient",
+                    type="IGApiException",
+                )
+            return web.json_response({"recipient_id": rid})
+        last = self._last_inbound.get(rid)
+        allowed = HUMAN_AGENT_SECONDS if spec.human_agent else WINDOW_SECONDS
+        if last is None or now - last > allowed:
+            return web.json_response(WINDOW_CLOSED_BODY, status=WINDOW_CLOSED_STATUS)
+        return self._deliver_send(rid, spec.message, now)
+
+    def _private_reply(self, spec: SendSpec, now: float) -> web.Response:
+        comment = self.comments.get(spec.comment_id or "")
+        if comment is None or comment.deleted or comment.igsid == self.account_id:
+            return graph_error(
+                400,
+                100,
+                "(#100) The comment_id does not name a comment that can be replied to",
+                type="IGApiException",
+            )
+        if comment.private_replied:
+            # Messenger's answer to a second private reply to the same activity.
+            return graph_error(400, 10900, "Activity already replied to", type="IGApiException")
+        if now - comment.at > PRIVATE_REPLY_SECONDS:
+            return graph_error(
+                403,
+                10,
+                "This message is sent outside of allowed window.",
+                subcode=2534022,
+                type="IGApiException",
+            )
+        comment.private_replied = True
+        return self._deliver_send(comment.igsid, spec.message, now)
+
+    def _deliver_send(self, igsid: str, message: Mapping[str, object], now: float) -> web.Response:
+        mid = new_mid(self.account_id)
+        atts = message.get("attachments") or (
+            [message["attachment"]] if "attachment" in message else []
+        )
+        text = message.get("text")
+        stored = StoredMessage(
+            mid, igsid, "out", text if isinstance(text, str) else None, as_list(atts), now
+        )
+        self._store(igsid, stored)
+        self._emit(build_echo_payload(self.account_id, igsid, message, mid, int(now * 1000)))
+        return web.json_response({"recipient_id": igsid, "message_id": mid})
+
+    # -- comments and nodes --------------------------------------------------------------
+
+    def _comment_reply(self, comment_id: str, params: dict[str, str]) -> web.Response:
+        parent = self.comments.get(comment_id)
+        if parent is None or parent.deleted:
+            return unknown_object("POST", comment_id)
+        text = params.get("message", "")
+        if not text.strip():
+            return graph_error(400, 100, "(#100) The parameter message is required")
+        if parent.parent_id is not None or parent.hidden:
+            return graph_error(
+                400, 100, "(#100) Replies are only allowed on visible top-level comments"
+            )
+        reply = self._new_comment(self.account_id, self.username, text, parent.media_id, parent.id)
+        if self.echo_comment_replies:
+            self._emit(
+                build_comment_payload(
+                    self.account_id,
+                    self.account_id,
+                    self.username,
+                    text,
+                    parent.media_id,
+                    reply.id,
+                    int(reply.at),
+                    parent_id=parent.id,
+                )
+            )
+        return web.json_response({"id": reply.id})
+
+    def _node(self, method: str, obj: str, params: dict[str, str]) -> web.Response:
+        fields = requested_fields(params)
+        if obj in ("me", self.account_id) and method == "GET":
+            return web.json_response(
+                me_json(self.account_id, self.app_user_id, self.username, fields)
+            )
+        if obj in self.comments and not self.comments[obj].deleted:
+            comment = self.comments[obj]
+            if method == "POST" and "hide" in params:
+                comment.hidden = params["hide"].lower() == "true"
+                return web.json_response({"success": True})
+            if method == "DELETE":
+                comment.deleted = True
+                return web.json_response({"success": True})
+            if method == "GET":
+                return web.json_response(
+                    {
+                        "id": comment.id,
+                        "text": comment.text,
+                        "hidden": comment.hidden,
+                        "username": comment.username,
+                        "timestamp": iso_time(comment.at),
+                    }
+                )
+        if method == "GET" and obj in self._conv_ids:
+            return web.json_response(self._conversation_json(self._conv_ids[obj], fields))
+        if method == "GET" and obj in self._messages:
+            conv, msg = self._messages[obj]
+            return web.json_response(message_json(conv, msg, fields, self._me_ref(), self.users))
+        return unknown_object(method, obj)
+
+    def _me_ref(self) -> dict[str, str]:
+        return {"username": self.username, "id": self.account_id}
+
+    def _conversation_json(self, conv: Conversation, fields: set[str]) -> dict[str, object]:
+        return conversation_json(conv, fields, self._me_ref(), self.users)
+
+
+async def run_sandbox(host: str = "127.0.0.1", port: int = 0, **kw: object) -> Sandbox:
+    """Start a :class:`Sandbox` (``kw`` are its constructor arguments) and return it serving;
+    ``sandbox.base_url`` is where to point ``graph_url``/``api_url``/``auth_url``. The caller
+    owns it and must ``await sandbox.stop()``."""
+    sandbox = Sandbox(**kw)  # type: ignore[arg-type]
+    await sandbox.start(host, port)
+    log.info("sandbox serving on %s for account %s", sandbox.base_url, sandbox.account_id)
+    return sandbox

@@ -1,0 +1,192 @@
+"""SQL for contacts, conversations, events and the message history.
+
+Functions taking ``conn`` run inside a transaction the caller holds (``Database.tx()``), so
+that an event's effects and its ``processed_at`` mark commit together: reprocessing an event
+after a crash is then a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from types import EllipsisType
+from typing import Any
+
+import aiosqlite
+
+from instaset.store.db import Database
+
+
+# -- accounts --------------------------------------------------------------------------------
+async def upsert_account(
+    db: Database, account_id: str, *, username: str | None, now: float,
+    app_scoped_id: str | None = None, sandbox: bool = False, state: str = "connected",
+    token_expires_at: float | None = None, subscribed_fields: Sequence[str] = (),
+) -> None:
+    await db.execute(
+        "INSERT INTO accounts(id, app_scoped_id, username, state, token_expires_at,"
+        " token_issued_at, subscribed_fields, sandbox, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(id) DO UPDATE SET username = coalesce(excluded.username, username),"
+        " app_scoped_id = coalesce(excluded.app_scoped_id, app_scoped_id),"
+        " state = excluded.state, token_expires_at = excluded.token_expires_at,"
+        " token_issued_at = excluded.token_issued_at,"
+        " subscribed_fields = excluded.subscribed_fields, sandbox = excluded.sandbox,"
+        " updated_at = excluded.updated_at",
+        (account_id, app_scoped_id, username, state, token_expires_at, now,
+         json.dumps(list(subscribed_fields)), int(sandbox), now, now),
+    )
+
+
+async def set_account_state(db: Database, account_id: str, state: str, now: float) -> int:
+    return await db.execute(
+        "UPDATE accounts SET state = ?, updated_at = ? WHERE id = ?", (state, now, account_id)
+    )
+
+
+async def get_account(db: Database, account_id: str) -> sqlite3.Row | None:
+    return await db.fetchone("SELECT * FROM accounts WHERE id = ?", (account_id,))
+
+
+async def list_accounts(db: Database) -> list[sqlite3.Row]:
+    return await db.fetchall("SELECT * FROM accounts ORDER BY created_at, id")
+
+
+# -- events ----------------------------------------------------------------------------------
+async def get_event(db: Database, event_id: int) -> sqlite3.Row | None:
+    return await db.fetchone("SELECT * FROM events WHERE id = ?", (event_id,))
+
+
+async def is_processed(conn: aiosqlite.Connection, event_id: int) -> bool:
+    rows = list(await conn.execute_fetchall(
+        "SELECT processed_at FROM events WHERE id = ?", (event_id,)
+    ))
+    return not rows or rows[0][0] is not None
+
+
+async def mark_processed(conn: aiosqlite.Connection, event_id: int, now: float) -> None:
+    await conn.execute("UPDATE events SET processed_at = ? WHERE id = ?", (now, event_id))
+
+
+# -- contacts and conversations --------------------------------------------------------------
+async def touch_contact(
+    conn: aiosqlite.Connection, account_id: str, contact_id: str, now: float,
+    username: str | None = None,
+) -> bool:
+    """Create the contact and its conversation if new. Returns True when the contact is new."""
+    cur = await conn.execute(
+        "INSERT INTO contacts(account_id, id, username, first_seen_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT(account_id, id) DO NOTHING",
+        (account_id, contact_id, username, now, now),
+    )
+    new = cur.rowcount == 1
+    if not new and username:
+        await conn.execute(
+            "UPDATE contacts SET username = ?, updated_at = ? WHERE account_id = ? AND id = ?"
+            " AND username IS NOT ?",
+            (username, now, account_id, contact_id, username),
+        )
+    await conn.execute(
+        "INSERT INTO conversations(account_id, contact_id, updated_at) VALUES (?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
+        (account_id, contact_id, now),
+    )
+    return new
+
+
+async def get_conversation(
+    conn: aiosqlite.Connection, account_id: str, contact_id: str
+) -> sqlite3.Row | None:
+    rows = list(await conn.execute_fetchall(
+        "SELECT c.*, k.username FROM conversations c JOIN contacts k"
+        " ON k.account_id = c.account_id AND k.id = c.contact_id"
+        " WHERE c.account_id = ? AND c.contact_id = ?",
+        (account_id, contact_id),
+    ))
+    return rows[0] if rows else None
+
+
+async def update_conversation(
+    conn: aiosqlite.Connection, account_id: str, contact_id: str, now: float, *,
+    state: str | None = None, inbound_at: float | None = None,
+    message_at: float | None = None, paused_until: float | EllipsisType | None = ...,
+    unread_delta: int = 0,
+) -> None:
+    sets = ["updated_at = ?"]
+    params: list[Any] = [now]
+    if state is not None:
+        sets.append("state = ?")
+        params.append(state)
+    if inbound_at is not None:
+        sets.append("last_inbound_at = max(coalesce(last_inbound_at, 0), ?)")
+        params.append(inbound_at)
+    if message_at is not None:
+        sets.append("last_message_at = max(coalesce(last_message_at, 0), ?)")
+        params.append(message_at)
+    if not isinstance(paused_until, EllipsisType):
+        sets.append("paused_until = ?")
+        params.append(paused_until)
+    if unread_delta:
+        sets.append("unread = max(0, unread + ?)")
+        params.append(unread_delta)
+    params += [account_id, contact_id]
+    await conn.execute(
+        f"UPDATE conversations SET {', '.join(sets)} WHERE account_id = ? AND contact_id = ?",
+        params,
+    )
+
+
+# -- messages --------------------------------------------------------------------------------
+async def insert_message(
+    conn: aiosqlite.Connection, *, account_id: str, contact_id: str, mid: str | None,
+    direction: str, sent_by: str, text: str | None, attachments: list[dict[str, Any]],
+    created_at: float, event_id: int | None = None, reply_to: str | None = None,
+) -> bool:
+    """Insert one history row; a ``mid`` already stored is left alone (returns False)."""
+    cur = await conn.execute(
+        "INSERT INTO messages(account_id, contact_id, mid, direction, sent_by, text,"
+        " attachments, reply_to, event_id, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(mid) DO NOTHING",
+        (account_id, contact_id, mid, direction, sent_by, text,
+         json.dumps(attachments, ensure_ascii=False), reply_to, event_id, created_at),
+    )
+    return cur.rowcount == 1
+
+
+async def mark_message_deleted(conn: aiosqlite.Connection, mid: str, now: float) -> int:
+    cur = await conn.execute(
+        "UPDATE messages SET deleted_at = coalesce(deleted_at, ?) WHERE mid = ?", (now, mid)
+    )
+    return cur.rowcount
+
+
+async def edit_message(conn: aiosqlite.Connection, mid: str, text: str | None) -> int:
+    """Replace the text, appending the previous text to ``edits`` (oldest first)."""
+    cur = await conn.execute(
+        "UPDATE messages SET edits = json_insert(edits, '$[#]', text), text = ?"
+        " WHERE mid = ? AND text IS NOT ?",
+        (text, mid, text),
+    )
+    return cur.rowcount
+
+
+async def set_reaction(
+    conn: aiosqlite.Connection, mid: str, who: str, reaction: str | None
+) -> int:
+    if reaction is None:
+        sql = "UPDATE messages SET reactions = json_remove(reactions, ?) WHERE mid = ?"
+        cur = await conn.execute(sql, (f'$."{who}"', mid))
+    else:
+        sql = "UPDATE messages SET reactions = json_set(reactions, ?, ?) WHERE mid = ?"
+        cur = await conn.execute(sql, (f'$."{who}"', reaction, mid))
+    return cur.rowcount
+
+
+async def thread(db: Database, account_id: str, contact_id: str, limit: int = 200
+                 ) -> list[sqlite3.Row]:
+    return await db.fetchall(
+        "SELECT * FROM (SELECT * FROM messages WHERE account_id = ? AND contact_id = ?"
+        " ORDER BY created_at DESC, id DESC LIMIT ?) ORDER BY created_at, id",
+        (account_id, contact_id, limit),
+    )

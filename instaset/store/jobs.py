@@ -1,0 +1,185 @@
+"""SQL of the durable job queue (policy such as backoff lives in instaset.queue).
+
+States: ready -> running -> done | ready (retry) | dead (dead letter). A running job whose
+lease expired is claimable again: that is how work survives a crash or kill -9.
+Completion and failure are fenced on (id, worker, state='running'), so a worker that lost
+its lease cannot overwrite the outcome of the worker that took the job over.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from instaset.store.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    kind: str
+    key: str
+    payload: Mapping[str, Any]
+    attempts: int
+    max_attempts: int
+    run_at: float
+    created_at: float
+    worker: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        return cls(
+            id=row["id"],
+            kind=row["kind"],
+            key=row["key"],
+            payload=json.loads(row["payload"]),
+            attempts=row["attempts"],
+            max_attempts=row["max_attempts"],
+            run_at=row["run_at"],
+            created_at=row["created_at"],
+            worker=row["worker"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to enqueue. ``key`` is its idempotency key: enqueueing a key twice is a no-op."""
+
+    kind: str
+    key: str
+    payload: Mapping[str, Any]
+    run_at: float
+    max_attempts: int = 6
+
+
+ENQUEUE_SQL = (
+    "INSERT INTO jobs(kind, key, payload, run_at, max_attempts, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING"
+)
+
+
+async def enqueue_in(conn: aiosqlite.Connection, jobs: Sequence[NewJob], now: float) -> None:
+    """Enqueue inside a transaction the caller holds (so jobs commit with their cause)."""
+    await conn.executemany(
+        ENQUEUE_SQL,
+        [
+            (j.kind, j.key, json.dumps(j.payload, separators=(",", ":")), j.run_at,
+             j.max_attempts, now)
+            for j in jobs
+        ],
+    )
+
+
+async def enqueue(db: Database, jobs: Sequence[NewJob], now: float) -> None:
+    async with db.tx() as conn:
+        await enqueue_in(conn, jobs, now)
+
+
+_CLAIM_SQL = """
+UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = ?, lease_until = ?,
+       started_at = ?
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE (state = 'ready' AND run_at <= ?) OR (state = 'running' AND lease_until < ?)
+    ORDER BY run_at, id LIMIT ?)
+RETURNING *
+"""
+
+
+async def claim(db: Database, worker: str, now: float, lease: float, limit: int) -> list[Job]:
+    """Atomically lease up to ``limit`` due jobs (one UPDATE ... RETURNING statement, so two
+    claimers can never take the same job)."""
+    async with db.tx() as conn:
+        rows = await conn.execute_fetchall(_CLAIM_SQL, (worker, now + lease, now, now, now, limit))
+    jobs = [Job.from_row(r) for r in rows]
+    jobs.sort(key=lambda j: (j.run_at, j.id))
+    return jobs
+
+
+async def complete(db: Database, job: Job, now: float) -> bool:
+    """Mark done. False if this worker no longer holds the lease."""
+    return (
+        await db.execute(
+            "UPDATE jobs SET state = 'done', finished_at = ?, lease_until = NULL, last_error = NULL"
+            " WHERE id = ? AND worker = ? AND state = 'running'",
+            (now, job.id, job.worker),
+        )
+        == 1
+    )
+
+
+async def complete_in(conn: aiosqlite.Connection, job: Job, now: float) -> bool:
+    """Mark done inside the caller's transaction (a handler's effects and its completion
+    then commit together)."""
+    cur = await conn.execute(
+        "UPDATE jobs SET state = 'done', finished_at = ?, lease_until = NULL, last_error = NULL"
+        " WHERE id = ? AND worker = ? AND state = 'running'",
+        (now, job.id, job.worker),
+    )
+    return cur.rowcount == 1
+
+
+async def reschedule(
+    db: Database, job: Job, *, run_at: float, error: str | None, dead: bool,
+    count_attempt: bool = True,
+) -> bool:
+    """Put the job back (ready at ``run_at``) or dead-letter it. ``count_attempt=False`` is
+    for deferrals that are not failures (e.g. waiting for a rate budget)."""
+    state = "dead" if dead else "ready"
+    return (
+        await db.execute(
+            "UPDATE jobs SET state = ?, run_at = ?, last_error = ?, lease_until = NULL,"
+            " attempts = attempts - ?, finished_at = CASE WHEN ? = 'dead' THEN ? END"
+            " WHERE id = ? AND worker = ? AND state = 'running'",
+            (state, run_at, error, 0 if count_attempt else 1, state, run_at, job.id, job.worker),
+        )
+        == 1
+    )
+
+
+async def release_all_running(db: Database) -> int:
+    """Make every running job due now. Only safe while no other worker process runs on this
+    database, which ``instaset serve`` guarantees with its lock file."""
+    return await db.execute(
+        "UPDATE jobs SET state = 'ready', lease_until = NULL WHERE state = 'running'"
+    )
+
+
+async def next_due_at(db: Database) -> float | None:
+    row = await db.fetchone(
+        "SELECT min(CASE WHEN state = 'ready' THEN run_at ELSE lease_until END) FROM jobs"
+        " WHERE state IN ('ready', 'running')"
+    )
+    return float(row[0]) if row and row[0] is not None else None
+
+
+async def counts_by_state(db: Database) -> dict[str, int]:
+    rows = await db.fetchall("SELECT state, count(*) FROM jobs GROUP BY state")
+    counts = {"ready": 0, "running": 0, "done": 0, "dead": 0}
+    counts.update({r[0]: int(r[1]) for r in rows})
+    return counts
+
+
+async def get(db: Database, job_id: int) -> sqlite3.Row | None:
+    return await db.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
+
+
+async def list_jobs(db: Database, state: str | None = None, limit: int = 100) -> list[sqlite3.Row]:
+    if state is None:
+        return await db.fetchall("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
+    return await db.fetchall(
+        "SELECT * FROM jobs WHERE state = ? ORDER BY id DESC LIMIT ?", (state, limit)
+    )
+
+
+async def requeue_dead(db: Database, now: float) -> int:
+    return await db.execute(
+        "UPDATE jobs SET state = 'ready', attempts = 0, run_at = ?, finished_at = NULL"
+        " WHERE state = 'dead'",
+        (now,),
+    )

@@ -1,0 +1,184 @@
+"""The HTTP side of the daemon: Meta's webhook, health and metrics.
+
+``POST /webhook`` contract: the raw bytes are checked against ``X-Hub-Signature-256`` with
+either configured secret (constant-time); missing signature 401, wrong 403, nothing stored.
+Then the body is parsed (malformed 400), split into events, and the events and their jobs are
+committed (group commit) before the 200. Oversized bodies get 413. No input produces a 500:
+an unexpected failure while storing answers 503 so that Meta redelivers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from instaset.errors import PayloadError
+from instaset.events import parse_webhook
+from instaset.metrics import Metrics
+from instaset.store import jobs as jobstore
+from instaset.store.db import Database
+from instaset.store.ingest import EventRow, IngestWriter
+
+log = logging.getLogger("instaset.webhook")
+
+
+@dataclass
+class WebContext:
+    """What the HTTP handlers need. ``extra_routes`` lets other features add routes."""
+
+    db: Database
+    writer: IngestWriter
+    metrics: Metrics
+    secrets: Sequence[bytes]
+    verify_token: str | None
+    max_body_bytes: int = 4 * 1024 * 1024
+    started_at: float = field(default_factory=time.time)
+    extra_routes: list[web.RouteDef] = field(default_factory=list)
+
+
+CTX = web.AppKey("ctx", WebContext)
+
+
+def signature_ok(raw: bytes, header: str, secrets: Sequence[bytes]) -> bool:
+    """True when ``header`` (``sha256=<hex>``) is the HMAC-SHA256 of ``raw`` under any secret."""
+    if not header.startswith("sha256="):
+        return False
+    given = header[7:].strip().lower()
+    ok = False
+    for secret in secrets:
+        expected = hmac.new(secret, raw, hashlib.sha256).hexdigest()
+        # No short-circuit: every secret is compared, so timing says nothing about which.
+        ok = hmac.compare_digest(given, expected) | ok
+    return ok
+
+
+def _reject(ctx: WebContext, status: int, reason: str, text: str) -> web.Response:
+    ctx.metrics.rejections.labels(reason).inc()
+    ctx.metrics.webhook_requests.labels(str(status)).inc()
+    log.info("webhook rejected: %s (%d)", reason, status)
+    return web.json_response({"error": text}, status=status)
+
+
+async def verify(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    q = request.query
+    token = q.get("hub.verify_token", "")
+    challenge = q.get("hub.challenge", "")
+    expected = ctx.verify_token
+    if (
+        q.get("hub.mode") == "subscribe"
+        and expected
+        and hmac.compare_digest(token.encode(), expected.encode())
+        and challenge.isalnum()  # never reflect markup back (XSS)
+        and len(challenge) <= 256
+    ):
+        return web.Response(text=challenge, content_type="text/plain")
+    return web.Response(status=403, text="verification failed", content_type="text/plain")
+
+
+async def receive(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    if request.content_length is not None and request.content_length > ctx.max_body_bytes:
+        return _reject(ctx, 413, "too_large", "body too large")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _reject(ctx, 413, "too_large", "body too large")
+    if not ctx.secrets:
+        return _reject(ctx, 403, "no_secret", "no app secret configured; set instagram.app_secret")
+    header = request.headers.get("X-Hub-Signature-256")
+    if not header:
+        return _reject(ctx, 401, "missing_signature", "missing X-Hub-Signature-256")
+    if not signature_ok(raw, header, ctx.secrets):
+        return _reject(ctx, 403, "bad_signature", "signature does not match")
+    try:
+        payload = json.loads(raw)
+        events = parse_webhook(payload)
+        for e in events:
+            # JSON may carry a lone surrogate (\ud800) that no UTF-8 text column can hold.
+            e.raw.encode("utf-8")
+    except (ValueError, RecursionError, PayloadError) as exc:
+        # JSONDecodeError, UnicodeDecodeError and UnicodeEncodeError are ValueErrors.
+        return _reject(ctx, 400, "malformed", f"malformed payload: {str(exc)[:200]}")
+    rows = [
+        EventRow(e.dedupe_key, e.account_id, str(e.kind), e.contact_id, e.occurred_at, e.raw)
+        for e in events
+    ]
+    try:
+        result = await ctx.writer.submit(rows)
+    except Exception as exc:  # storage trouble is ours, not Meta's: ask for a redelivery
+        log.error("could not store %d events: %s", len(rows), exc)
+        return _reject(ctx, 503, "storage_error", "temporarily unavailable")
+    for e in events:
+        ctx.metrics.events.labels(str(e.kind)).inc()
+    ctx.metrics.duplicates.inc(len(rows) - result.stored)
+    ctx.metrics.webhook_requests.labels("200").inc()
+    return web.Response(text="EVENT_RECEIVED", content_type="text/plain")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    body: dict[str, object] = {"status": "ok", "uptime_s": round(time.time() - ctx.started_at, 1)}
+    try:
+        counts = await jobstore.counts_by_state(ctx.db)
+        rows = await ctx.db.fetchall("SELECT id, username, state FROM accounts ORDER BY id")
+        body["database"] = "ok"
+        body["queue_depth"] = counts["ready"] + counts["running"]
+        body["jobs"] = counts
+        body["accounts"] = [
+            {"id": r["id"], "username": r["username"], "state": r["state"]} for r in rows
+        ]
+    except Exception as exc:
+        body.update(status="degraded", database=f"error: {type(exc).__name__}")
+        return web.json_response(body, status=503)
+    return web.json_response(body)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    counts = await jobstore.counts_by_state(ctx.db)
+    for state, n in counts.items():
+        ctx.metrics.jobs.labels(state).set(n)
+    ctx.metrics.queue_depth.set(counts["ready"] + counts["running"])
+    return web.Response(
+        body=ctx.metrics.render(), content_type="text/plain", charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def never_500(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Last line of defence: an unexpected error answers 503 (retry later), never a 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return web.json_response({"error": "temporarily unavailable"}, status=503)
+
+
+def make_app(ctx: WebContext) -> web.Application:
+    # client_max_size makes aiohttp refuse bigger bodies with 413 before we buffer them.
+    app = web.Application(client_max_size=ctx.max_body_bytes, middlewares=[never_500])
+    app[CTX] = ctx
+    app.add_routes(
+        [
+            web.get("/webhook", verify),
+            web.post("/webhook", receive),
+            web.get("/healthz", healthz),
+            web.get("/metrics", metrics),
+            *ctx.extra_routes,
+        ]
+    )
+    return app

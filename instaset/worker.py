@@ -1,0 +1,165 @@
+"""The worker: claims due jobs and runs their handlers under a concurrency limit.
+
+Contract:
+- ``Worker.run(stop)`` loops until ``stop`` is set, then stops claiming, waits up to
+  ``shutdown_grace`` seconds for in-flight jobs and cancels the rest (their leases lapse and
+  the jobs run again on the next start: handlers are idempotent).
+- ``Worker.run_burst()`` processes jobs until none is due, then returns (tests, demo, CLI).
+- A handler returning normally completes its job (unless it completed it itself inside its
+  own transaction); :class:`RetryLater` reschedules; :class:`PermanentJobError` dead-letters;
+  any other exception retries with exponential backoff and jitter until ``max_attempts``,
+  then dead-letters. A job that outlives its timeout is treated as failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from instaset.queue import PermanentJobError, RetryLater, backoff_delay
+from instaset.store import jobs as jobstore
+from instaset.store.db import Database
+from instaset.store.jobs import Job
+
+log = logging.getLogger("instaset.worker")
+
+Handler = Callable[[Job], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    concurrency: int = 8
+    lease_seconds: float = 120.0
+    backoff_base: float = 2.0
+    backoff_cap: float = 600.0
+    poll_interval: float = 1.0
+    shutdown_grace: float = 10.0
+    job_timeout: float = 90.0
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        handlers: Mapping[str, Handler],
+        settings: WorkerSettings,
+        *,
+        wake: asyncio.Event | None = None,
+        clock: Callable[[], float] = time.time,
+        on_finish: Callable[[Job, str, float], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.handlers = dict(handlers)
+        self.settings = settings
+        self.wake = wake if wake is not None else asyncio.Event()
+        self.clock = clock
+        self.on_finish = on_finish
+        self.name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    # -- one job ---------------------------------------------------------------------------
+    async def _run_job(self, job: Job) -> None:
+        handler = self.handlers.get(job.kind)
+        outcome = "done"
+        try:
+            if handler is None:
+                raise PermanentJobError(f"no handler for job kind {job.kind!r}")
+            await asyncio.wait_for(handler(job), timeout=self.settings.job_timeout)
+            await jobstore.complete(self.db, job, self.clock())
+        except RetryLater as exc:
+            outcome = "deferred"
+            await jobstore.reschedule(
+                self.db, job, run_at=self.clock() + exc.delay, error=exc.reason,
+                dead=exc.count_attempt and job.attempts >= job.max_attempts,
+                count_attempt=exc.count_attempt,
+            )
+        except PermanentJobError as exc:
+            outcome = "dead"
+            log.warning("job %s %s dead: %s", job.id, job.kind, exc)
+            await jobstore.reschedule(self.db, job, run_at=self.clock(), error=str(exc), dead=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            dead = job.attempts >= job.max_attempts
+            outcome = "dead" if dead else "retry"
+            delay = backoff_delay(
+                job.attempts, base=self.settings.backoff_base, cap=self.settings.backoff_cap
+            )
+            err = f"{type(exc).__name__}: {exc}"
+            log.warning("job %s %s failed (try %d/%d): %s", job.id, job.kind, job.attempts,
+                        job.max_attempts, err)
+            log.debug("%s", traceback.format_exc())
+            await jobstore.reschedule(
+                self.db, job, run_at=self.clock() + delay, error=err[:2000], dead=dead
+            )
+        if self.on_finish is not None:
+            self.on_finish(job, outcome, self.clock() - job.run_at)
+
+    # -- loops -----------------------------------------------------------------------------
+    async def _claim(self, limit: int) -> list[Job]:
+        return await jobstore.claim(
+            self.db, self.name, self.clock(), self.settings.lease_seconds, limit
+        )
+
+    async def run_burst(self, *, max_rounds: int = 10_000) -> int:
+        """Run due jobs until none is left; returns how many ran."""
+        ran = 0
+        for _ in range(max_rounds):
+            batch = await self._claim(self.settings.concurrency)
+            if not batch:
+                return ran
+            await asyncio.gather(*(self._run_job(j) for j in batch))
+            ran += len(batch)
+        return ran
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("worker %s started (concurrency %d)", self.name, self.settings.concurrency)
+        while not stop.is_set():
+            free = self.settings.concurrency - len(self._inflight)
+            batch = await self._claim(free) if free > 0 else []
+            for job in batch:
+                task = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+            if batch and len(batch) == free:
+                continue  # more may be due right now
+            await self._sleep(stop)
+        await self._drain()
+        log.info("worker %s stopped", self.name)
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        """Wait for a wake-up (new jobs committed), a finished job, the next due time or stop."""
+        self.wake.clear()
+        timeout = self.settings.poll_interval
+        waiters: list[asyncio.Future[object]] = [
+            asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())
+        ]
+        waiters.extend(asyncio.ensure_future(asyncio.shield(t)) for t in list(self._inflight))
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+            # Retrieve cancellations so nothing warns about unretrieved exceptions.
+            await asyncio.gather(*waiters, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        if not self._inflight:
+            return
+        log.info("waiting up to %.1fs for %d in-flight jobs", self.settings.shutdown_grace,
+                 len(self._inflight))
+        _done, pending = await asyncio.wait(
+            set(self._inflight), timeout=self.settings.shutdown_grace
+        )
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

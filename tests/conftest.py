@@ -1,0 +1,53 @@
+"""Shared fixtures: a real SQLite database in a temp dir, and signing helpers."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from instaset.store import history
+from instaset.store.db import Database, open_database
+
+DATA = Path(__file__).parent / "data"
+SECRET = "test-app-secret"
+SECRET2 = "test-meta-app-secret"
+
+
+def load(name: str) -> object:
+    return json.loads((DATA / name).read_text("utf-8"))
+
+
+def raw_fixture(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+def sign(body: bytes, secret: str = SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the real data directory or a config in the cwd."""
+    monkeypatch.setenv("INSTASET_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("INSTASET_CONFIG", raising=False)
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await open_database(tmp_path / "test.db")
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+async def connect_account(db: Database, account_id: str, username: str = "creator") -> None:
+    await history.upsert_account(db, account_id, username=username, now=1.0)

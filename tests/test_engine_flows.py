@@ -1,0 +1,500 @@
+"""Engine actions and multi-step flows: every step kind, comment-to-DM, ask-and-capture,
+delay and resume, handoff, serialisation round trips."""
+
+# Table rows read best one per line, so long lines are allowed here.
+# ruff: noqa: E501
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import yaml
+
+from instaset.engine import (
+    Action,
+    Awaiting,
+    Button,
+    ConversationState,
+    Decision,
+    EngineSettings,
+    GenerateAIReply,
+    HandOff,
+    Notify,
+    OfferBooking,
+    PrivateReply,
+    PublicReply,
+    QuickReplySpec,
+    RemoveTag,
+    Schedule,
+    ScoreLead,
+    SendButtons,
+    SendMedia,
+    SendTemplate,
+    SendText,
+    SetField,
+    SetStage,
+    SetTag,
+    TemplateCard,
+    TypingOn,
+    Workflow,
+    action_from_dict,
+    decide,
+    resume,
+)
+from instaset.events import CommentEvent, Event, EventKind, MessageEvent
+
+ACCOUNT = "17841400000000001"
+USER = "5260000000000001"
+NOW = 1_717_408_800.0  # 2024-06-03T10:00:00Z
+SETTINGS = EngineSettings(ACCOUNT, timezone="UTC", default_pause_seconds=43200)
+
+
+def dm(text: str | None, *, key: str = "mid.1", at: float = NOW, qr: str | None = None) -> Event:
+    return MessageEvent(
+        kind=EventKind.MESSAGE, account_id=ACCOUNT, dedupe_key=key, occurred_at=at,
+        contact_id=USER, standby=False, raw="{}", sender_id=USER, recipient_id=ACCOUNT,
+        mid=key, text=text, attachments=(), is_echo=False, is_self=False,
+        is_unsupported=False, quick_reply_payload=qr, reply_to_mid=None, reply_to_story=None,
+        referral=None,
+    )  # fmt: skip
+
+
+def comment(
+    text: str = "guide", *, parent: str | None = None, live: bool = False, at: float = NOW
+) -> Event:
+    return CommentEvent(
+        kind=EventKind.LIVE_COMMENT if live else EventKind.COMMENT, account_id=ACCOUNT,
+        dedupe_key="c.17900", occurred_at=at, contact_id=USER, standby=False, raw="{}",
+        comment_id="17900", text=text, from_id=USER, from_username="anna", media_id="m1",
+        media_product_type="REELS", parent_id=parent,
+    )  # fmt: skip
+
+
+def state(**kw: Any) -> ConversationState:
+    kw.setdefault("is_new", False)
+    return ConversationState(ACCOUNT, USER, **kw)
+
+
+def workflows(text: str) -> list[Workflow]:
+    return [Workflow.model_validate(w) for w in yaml.safe_load(text)]
+
+
+def steps_wf(steps: str, trigger: str = "{dm: {keywords: [go]}}") -> list[Workflow]:
+    return workflows(f"- name: w\n  trigger: {trigger}\n  actions:\n{steps}")
+
+
+# --- every step kind in a DM --------------------------------------------------------------
+
+STEP_ROWS: list[tuple[str, str, tuple[Action, ...]]] = [
+    ("reply", "- reply: 'Hi {username}, {first_name|friend}! {link:guide}'",
+     (SendText("Hi anna, friend! {link:guide}"),)),
+    ("reply-first-name", "- {set: {name: Anna Smith}}\n- reply: 'Hi {first_name}'",
+     (SetField("name", "Anna Smith"), SendText("Hi Anna"))),
+    ("reply-echoes-text", "- reply: 'You said: {text}'", (SendText("You said: go now"),)),
+    ("reply-quick", "- reply: {text: Pick one, quick_replies: [Yes, {title: Later, payload: LATER}]}",
+     (SendText("Pick one", (QuickReplySpec("Yes", "Yes"), QuickReplySpec("Later", "LATER"))),)),
+    ("tag", "- tag: [lead, warm]", (SetTag("lead"), SetTag("warm"))),
+    ("untag", "- untag: cold", (RemoveTag("cold"),)),
+    ("set", "- set: {source: dm, plan: pro}", (SetField("source", "dm"), SetField("plan", "pro"))),
+    ("stage", "- stage: engaged", (SetStage("engaged"),)),
+    ("ai-auto", "- ai_reply: auto", (GenerateAIReply("auto"),)),
+    ("ai-draft", "- ai_reply: {mode: draft}", (GenerateAIReply("draft"),)),
+    ("ai-off", "- ai_reply: 'off'", ()),
+    ("notify", "- notify: 'Hot lead: {username}'", (Notify("Hot lead: anna"),)),
+    ("media", "- media: {type: image, url: 'https://x.example/a.jpg'}",
+     (SendMedia("image", "https://x.example/a.jpg"),)),
+    ("buttons", "- buttons: {text: 'Book?', buttons: [{title: Book, url: '{link:cal}'}, {title: No, payload: 'NO'}]}",
+     (SendButtons("Book?", (Button("Book", "{link:cal}"), Button("No", None, "NO"))),)),
+    ("template", "- template: {elements: [{title: 'Guide for {username}', subtitle: Free, image_url: 'https://x.example/g.png', buttons: [{title: Get, payload: GET}]}]}",
+     (SendTemplate((TemplateCard("Guide for anna", "Free", "https://x.example/g.png", None,
+                                 (Button("Get", None, "GET"),)),)),)),
+    ("score", "- score: {points: 10, reason: asked for price}", (ScoreLead(10, "asked for price"),)),
+    ("score-short", "- score: 5", (ScoreLead(5, ""),)),
+    ("offer-booking", "- offer_booking: true", (OfferBooking(None),)),
+    ("offer-booking-text", "- offer_booking: {text: 'Pick a slot, {username}'}", (OfferBooking("Pick a slot, anna"),)),
+    ("typing", "- typing: on\n- reply: hi", (TypingOn(), SendText("hi"))),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("steps", "expected"), [pytest.param(*r[1:], id=r[0]) for r in STEP_ROWS])
+def test_step_kind(steps: str, expected: tuple[Action, ...]) -> None:
+    st = state(username="anna", tags=frozenset({"cold"}))
+    decision = decide(dm("go now"), st, steps_wf("    " + steps.replace("\n", "\n    ") + "\n"),
+                      SETTINGS, NOW)  # fmt: skip
+    assert decision.workflow == "w"
+    assert decision.actions == expected
+
+
+def test_state_changing_steps_update_state() -> None:
+    wfs = steps_wf("    - tag: [lead]\n    - untag: cold\n    - set: {plan: pro}\n"
+                   "    - stage: engaged\n")  # fmt: skip
+    decision = decide(dm("go"), state(tags=frozenset({"cold", "x"})), wfs, SETTINGS, NOW)
+    assert decision.state.tags == {"lead", "x"}
+    assert decision.state.fields == {"plan": "pro"}
+    assert decision.state.stage == "engaged"
+
+
+def test_window_closed_refuses_sends_but_keeps_bookkeeping() -> None:
+    # A continuation two days after the last message: the window is closed.
+    wfs = steps_wf("    - delay: 2d\n    - reply: hello\n    - media: {type: image, url: "
+                   "'https://x.example/a.jpg'}\n    - tag: followed-up\n    - notify: done\n")  # fmt: skip
+    first = decide(dm("go"), state(), wfs, SETTINGS, NOW)
+    assert first.actions == (Schedule(NOW + 2 * 86400, "w", 1),)
+    later = resume(first.state, wfs, SETTINGS, "w", 1, NOW + 2 * 86400)
+    assert later.actions == (SetTag("followed-up"), Notify("done"))
+    assert sum("24 h window closed" in line for line in later.trace) == 2
+
+
+# --- comments -----------------------------------------------------------------------------
+
+COMMENT_WF = """
+- name: guide
+  trigger: {comment: {keywords: [guide]}, live_comment: {keywords: [guide]}}
+  actions:
+    - private_reply: "Hey {username}! Here it is: {link:guide}"
+    - public_reply: ["Check your DMs!", "Sent 📩", "Done, look in your inbox"]
+    - reply: "And one more thing"
+    - tag: commenter
+"""
+
+
+def test_comment_private_and_public_reply() -> None:
+    decision = decide(comment("GUIDE please"), state(), workflows(COMMENT_WF), SETTINGS, NOW)
+    assert decision.workflow == "guide"
+    assert decision.actions[0] == PrivateReply("17900", "Hey anna! Here it is: {link:guide}")
+    public = decision.actions[1]
+    assert isinstance(public, PublicReply) and public.comment_id == "17900"
+    assert public.text in ("Check your DMs!", "Sent 📩", "Done, look in your inbox")
+    # One private reply per comment; no open window, so the second message is refused.
+    assert decision.actions[2:] == (SetTag("commenter"),)
+    assert any("one private reply until they answer" in line for line in decision.trace)
+
+
+def test_comment_with_open_window_allows_a_dm_after_the_private_reply() -> None:
+    st = state(last_inbound_at=NOW - 600)
+    decision = decide(comment("guide"), st, workflows(COMMENT_WF), SETTINGS, NOW)
+    assert decision.actions[2] == SendText("And one more thing")
+
+
+def test_reply_step_becomes_the_private_reply_on_a_comment() -> None:
+    wfs = workflows("""
+- name: both
+  trigger: {dm: {keywords: [guide]}, comment: {keywords: [guide]}}
+  actions: [{reply: "Here: {link:guide}"}]
+""")
+    on_comment = decide(comment("guide"), state(), wfs, SETTINGS, NOW)
+    assert on_comment.actions == (PrivateReply("17900", "Here: {link:guide}"),)
+    on_dm = decide(dm("guide"), state(), wfs, SETTINGS, NOW)
+    assert on_dm.actions == (SendText("Here: {link:guide}"),)
+
+
+@pytest.mark.parametrize(
+    ("event", "expected_kinds", "trace"),
+    [
+        (comment("guide", parent="17000"), ("private_reply", "set_tag"), "top-level"),
+        (comment("guide", live=True), ("private_reply", "set_tag"), "top-level"),
+        (comment("guide", at=NOW - 8 * 86400), ("public_reply", "set_tag"), "older than 7 days"),
+    ],
+    ids=["reply-comment", "live", "old-comment"],
+)
+def test_comment_limits(event: Event, expected_kinds: tuple[str, ...], trace: str) -> None:
+    wfs = workflows(
+        COMMENT_WF.replace(
+            "comment: {keywords: [guide]}", "comment: {keywords: [guide], replies: true}"
+        )
+    )
+    decision = decide(event, state(), wfs, SETTINGS, NOW)
+    assert tuple(a.type for a in decision.actions) == expected_kinds
+    assert any(trace in line for line in decision.trace), decision.trace
+
+
+def test_public_reply_variants_rotate_by_comment() -> None:
+    wfs = workflows(COMMENT_WF)
+    seen = set()
+    for i in range(15):
+        ev = comment("guide")
+        assert isinstance(ev, CommentEvent)
+        ev = replace(ev, dedupe_key=f"c.{i}", comment_id=str(i))
+        decision = decide(ev, state(), wfs, SETTINGS, NOW)
+        public = decision.actions[1]
+        assert isinstance(public, PublicReply)
+        seen.add(public.text)
+        assert decide(ev, state(), wfs, SETTINGS, NOW) == decision
+    assert len(seen) > 1
+
+
+# --- ask and capture ----------------------------------------------------------------------
+
+ASK_WF = """
+- name: lead
+  trigger: {dm: {keywords: [guide]}}
+  actions:
+    - reply: Sure!
+    - ask: {field: email, prompt: "What's your email?", type: email,
+            retry: "Hmm, that doesn't look like an email", max_retries: 2, on_fail: %s}
+    - reply: "Sent to {email} 📩"
+    - tag: lead
+"""
+
+
+def ask_wfs(on_fail: str = "stop") -> list[Workflow]:
+    return workflows(ASK_WF % on_fail)
+
+
+def test_ask_waits_then_captures_and_continues() -> None:
+    wfs = ask_wfs()
+    first = decide(dm("guide"), state(), wfs, SETTINGS, NOW)
+    assert first.actions == (SendText("Sure!"), SendText("What's your email?"))
+    assert first.state.awaiting == Awaiting("lead", 1, "email", "email", 0, NOW)
+    # The answer is consumed by the question even though it also contains the keyword.
+    answer = decide(dm(" Anna@Example.COM ", key="mid.2"), first.state, wfs, SETTINGS, NOW + 30)
+    assert answer.workflow == "lead"
+    assert answer.actions == (
+        SetField("email", "Anna@example.com"),
+        SendText("Sent to Anna@example.com 📩"),
+        SetTag("lead"),
+    )
+    assert answer.state.awaiting is None
+    assert answer.state.fields["email"] == "Anna@example.com"
+    assert "lead" in answer.state.tags
+
+
+def test_ask_survives_a_restart_through_json() -> None:
+    wfs = ask_wfs()
+    first = decide(dm("guide"), state(), wfs, SETTINGS, NOW)
+    restored = ConversationState.from_json(first.state.to_json())
+    assert restored == first.state
+    answer = decide(dm("a@b.io", key="mid.2"), restored, wfs, SETTINGS, NOW + 30)
+    assert answer.state.fields["email"] == "a@b.io"
+
+
+@pytest.mark.parametrize(
+    ("on_fail", "final_actions", "paused"),
+    [
+        ("stop", (), False),
+        ("continue", (SendText("Sent to  📩"), SetTag("lead")), False),
+        ("handoff", (HandOff(43200, "could not capture email"), Notify(
+            f"{USER} needs you (lead): could not capture email")), True),
+    ],
+)  # fmt: skip
+def test_ask_reasks_then_gives_up(
+    on_fail: str, final_actions: tuple[Action, ...], paused: bool
+) -> None:
+    wfs = ask_wfs(on_fail)
+    st = decide(dm("guide"), state(), wfs, SETTINGS, NOW).state
+    for n in (1, 2):
+        again = decide(dm("nope", key=f"bad.{n}"), st, wfs, SETTINGS, NOW + n)
+        assert again.actions == (SendText("Hmm, that doesn't look like an email"),)
+        assert again.state.awaiting is not None and again.state.awaiting.retries == n
+        assert any(f"asking again ({n}/2)" in line for line in again.trace)
+        st = again.state
+    final = decide(dm("still no", key="bad.3"), st, wfs, SETTINGS, NOW + 3)
+    assert final.actions == final_actions
+    assert final.state.awaiting is None
+    assert (final.state.paused_until == NOW + 3 + 43200) == paused
+    assert any(f"after 2 retries, {on_fail}" in line for line in final.trace)
+
+
+@pytest.mark.parametrize(
+    ("ask", "text", "qr", "stored"),
+    [
+        ("{field: phone, prompt: 'Phone?', type: phone}", "+34 600-123 456", None, "+34600123456"),
+        ("{field: phone, prompt: 'Phone?', type: phone}", "call me", None, None),
+        ("{field: phone, prompt: 'Phone?', type: phone}", "12345", None, None),
+        ("{field: email, prompt: 'Email?', type: email}", "a@b", None, None),
+        ("{field: goal, prompt: 'Goal?'}", "  Lose weight ", None, "Lose weight"),
+        ("{field: level, prompt: 'Level?', type: choice, choices: [Beginner, Pro]}", "pro", None, "Pro"),
+        ("{field: level, prompt: 'Level?', type: choice, choices: [Beginner, Pro]}", "x", "Beginner", "Beginner"),
+        ("{field: level, prompt: 'Level?', type: choice, choices: [Beginner, Pro]}", "expert", None, None),
+    ],
+)  # fmt: skip
+def test_answer_validation(ask: str, text: str, qr: str | None, stored: str | None) -> None:
+    wfs = steps_wf(f"    - ask: {ask}\n    - tag: answered\n")
+    first = decide(dm("go"), state(), wfs, SETTINGS, NOW)
+    aw = first.state.awaiting
+    assert aw is not None
+    answer = decide(dm(text, key="mid.2", qr=qr), first.state, wfs, SETTINGS, NOW + 5)
+    if stored is None:
+        assert answer.state.awaiting is not None and answer.state.awaiting.retries == 1
+        assert aw.field not in answer.state.fields
+    else:
+        assert answer.state.fields[aw.field] == stored
+        assert answer.actions == (SetField(aw.field, stored), SetTag("answered"))
+
+
+def test_choice_question_offers_quick_replies() -> None:
+    wfs = steps_wf(
+        "    - ask: {field: level, prompt: 'Level?', type: choice, choices: [Beginner, Pro]}\n"
+    )
+    decision = decide(dm("go"), state(), wfs, SETTINGS, NOW)
+    assert decision.actions == (
+        SendText("Level?", (QuickReplySpec("Beginner", "Beginner"), QuickReplySpec("Pro", "Pro"))),
+    )
+
+
+def test_ask_skipped_when_field_known() -> None:
+    decision = decide(dm("guide"), state(fields={"email": "a@b.io"}), ask_wfs(), SETTINGS, NOW)
+    assert decision.actions == (SendText("Sure!"), SendText("Sent to a@b.io 📩"), SetTag("lead"))
+    assert decision.state.awaiting is None
+
+
+def test_stale_question_is_dropped_and_triggers_run() -> None:
+    wfs = ask_wfs()
+    st = decide(dm("guide"), state(), wfs, SETTINGS, NOW).state
+    later = NOW + 2 * 86400
+    decision = decide(dm("guide", key="mid.9", at=later), st, wfs, SETTINGS, later)
+    assert any("dropped stale question" in line for line in decision.trace)
+    assert decision.actions == (SendText("Sure!"), SendText("What's your email?"))
+    assert decision.state.awaiting == Awaiting("lead", 1, "email", "email", 0, later)
+
+
+def test_ask_on_a_comment_uses_the_private_reply_then_continues_in_dms() -> None:
+    wfs = workflows("""
+- name: c
+  trigger: {comment: {keywords: [guide]}}
+  actions:
+    - ask: {field: email, prompt: "Where should I send it?", type: email}
+    - reply: "Sent to {email}"
+""")
+    first = decide(comment("guide"), state(), wfs, SETTINGS, NOW)
+    assert first.actions == (PrivateReply("17900", "Where should I send it?"),)
+    answer = decide(dm("a@b.io", key="mid.2"), first.state, wfs, SETTINGS, NOW + 60)
+    assert answer.actions == (SetField("email", "a@b.io"), SendText("Sent to a@b.io"))
+
+
+# --- delay, resume, handoff ---------------------------------------------------------------
+
+DELAY_WF = """
+- name: drip
+  trigger: {dm: {keywords: [guide]}, comment: {keywords: [guide]}}
+  actions:
+    - reply: Here you go
+    - delay: 10m
+    - reply: ["Did you read it?", "Any questions?"]
+    - delay: 1h
+    - tag: nurtured
+"""
+
+
+def test_delay_schedules_and_resume_continues() -> None:
+    wfs = workflows(DELAY_WF)
+    first = decide(dm("guide"), state(), wfs, SETTINGS, NOW)
+    assert first.actions == (SendText("Here you go"), Schedule(NOW + 600, "drip", 2))
+    second = resume(first.state, wfs, SETTINGS, "drip", 2, NOW + 600)
+    assert second.workflow == "drip"
+    text = second.actions[0]
+    assert isinstance(text, SendText) and text.text in ("Did you read it?", "Any questions?")
+    assert second.actions[1:] == (Schedule(NOW + 600 + 3600, "drip", 4),)
+    assert resume(first.state, wfs, SETTINGS, "drip", 2, NOW + 600) == second
+    third = resume(second.state, wfs, SETTINGS, "drip", 4, NOW + 4200)
+    assert third.actions == (SetTag("nurtured"),)
+    assert Schedule.type in {a.type for a in first.actions}
+
+
+def test_delay_after_a_comment_keeps_the_comment() -> None:
+    wfs = workflows(DELAY_WF)
+    first = decide(comment("guide"), state(), wfs, SETTINGS, NOW)
+    assert first.actions == (
+        PrivateReply("17900", "Here you go"),
+        Schedule(NOW + 600, "drip", 2, "17900"),
+    )
+    # The private reply was used before the delay and the contact never answered.
+    later = resume(first.state, wfs, SETTINGS, "drip", 2, NOW + 600, comment_id="17900")
+    assert later.actions == (Schedule(NOW + 4200, "drip", 4, "17900"),)
+    assert any("one private reply" in line for line in later.trace)
+    # Had they answered in DMs meanwhile, the follow-up goes as a DM.
+    answered = ConversationState.from_dict({**first.state.to_dict(), "last_inbound_at": NOW + 300})
+    dm_later = resume(answered, wfs, SETTINGS, "drip", 2, NOW + 600, comment_id="17900")
+    assert isinstance(dm_later.actions[0], SendText)
+
+
+@pytest.mark.parametrize(
+    ("st", "name", "step", "trace"),
+    [
+        (state(paused_until=NOW + 1000), "drip", 2, "paused until"),
+        (state(), "gone", 2, "no longer exists"),
+        (state(), "drip", 9, "no longer exists"),
+    ],
+)
+def test_resume_dropped(st: ConversationState, name: str, step: int, trace: str) -> None:
+    decision = resume(st, workflows(DELAY_WF), SETTINGS, name, step, NOW)
+    assert decision == Decision(None, (), st, decision.trace)
+    assert trace in decision.trace[0]
+
+
+def test_handoff_pauses_and_notifies_then_stops() -> None:
+    wfs = steps_wf(
+        "    - handoff: {pause_for: 2h, note: 'wants {plan|a call}'}\n    - reply: never\n"
+    )
+    decision = decide(dm("go"), state(username="anna"), wfs, SETTINGS, NOW)
+    assert decision.actions == (
+        HandOff(7200, "wants a call"),
+        Notify("@anna needs you (w): wants a call"),
+    )
+    assert decision.state.paused_until == NOW + 7200
+    # While paused, the same keyword fires nothing.
+    again = decide(dm("go", key="mid.2"), decision.state, wfs, SETTINGS, NOW + 60)
+    assert again.actions == () and again.workflow is None
+
+
+def test_handoff_default_pause() -> None:
+    decision = decide(dm("go"), state(), steps_wf("    - handoff:\n"), SETTINGS, NOW)
+    assert decision.actions[0] == HandOff(43200, "")
+    assert decision.state.paused_until == NOW + 43200
+
+
+# --- serialisation ------------------------------------------------------------------------
+
+ALL_ACTIONS: list[Action] = [
+    SendText("hi {link:x}", (QuickReplySpec("Yes", "Y"),)),
+    SendMedia("video", "https://x.example/v.mp4"),
+    SendButtons("Book?", (Button("Go", url="https://x.example"), Button("No", payload="N"))),
+    SendTemplate((TemplateCard("T", "S", "https://x.example/i.png", "https://x.example",
+                               (Button("B", payload="P"),)), TemplateCard("Bare"))),
+    PrivateReply("c1", "hey"),
+    PublicReply("c1", "thanks"),
+    GenerateAIReply("auto", "c1"),
+    GenerateAIReply("draft"),
+    SetTag("lead"),
+    RemoveTag("cold"),
+    SetField("email", "a@b.io"),
+    SetStage("engaged"),
+    ScoreLead(10, "price"),
+    OfferBooking("Pick one"),
+    OfferBooking(),
+    HandOff(3600, "note"),
+    Notify("text"),
+    Schedule(1717408800.5, "drip", 3, "c1"),
+    Schedule(1.0, "drip", 1),
+    TypingOn(),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("action", ALL_ACTIONS, ids=lambda a: a.type)
+def test_action_round_trip(action: Action) -> None:
+    payload = json.loads(json.dumps(action.to_dict()))
+    assert payload["type"] == action.type
+    assert action_from_dict(payload) == action
+
+
+def test_action_from_dict_rejects_unknown() -> None:
+    with pytest.raises(ValueError, match="unknown action type 'explode'"):
+        action_from_dict({"type": "explode"})
+    with pytest.raises(ValueError, match="bad set_tag action"):
+        action_from_dict({"type": "set_tag"})
+
+
+def test_state_json_round_trip() -> None:
+    st = state(
+        username="anna", tags=frozenset({"lead", "vip"}), fields={"email": "a@b.io", "plan": "ñ"},
+        stage="engaged", last_inbound_at=NOW, paused_until=NOW + 5, is_new=False,
+        awaiting=Awaiting("lead", 2, "email", "email", 1, NOW), fired={"lead": NOW - 1.5},
+        follower=True,
+    )  # fmt: skip
+    text = st.to_json()
+    assert ConversationState.from_json(text) == st
+    assert hash(ConversationState.from_json(text)) == hash(st)
+    assert ConversationState.from_json(state().to_json()) == state()

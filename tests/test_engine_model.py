@@ -1,0 +1,279 @@
+"""The workflow language: parsing, shorthands, validation errors, and templating."""
+
+# Table rows read best one per line, so long lines are allowed here.
+# ruff: noqa: E501
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from instaset.engine import (
+    ConversationState,
+    EngineSettings,
+    FrozenMap,
+    SendText,
+    Workflow,
+    check_workflow_names,
+    decide,
+    fold,
+    link_names,
+    match_keywords,
+    parse_duration,
+    placeholders,
+    render,
+)
+from instaset.engine.model import MatchMode, TriggerKeywords, parse_clock, parse_days
+
+CREATOR_YAML = """
+workflows:
+  - name: free-guide
+    description: Send the free guide to anyone who asks, in DMs or in comments
+    priority: 10
+    trigger:
+      dm: {keywords: ["guide", "free guide", "guía"], match: word}
+      comment: {keywords: [guide], media: ["17890012345"], replies: false}
+    when:
+      tags_none: [customer]
+      cooldown: 24h
+    actions:
+      - reply: "Hey {first_name|there}! Here's the guide: {link:guide}"
+      - public_reply: {variants: ["Check your DMs!", "Sent 📩"]}
+      - tag: lead
+      - ask: {field: email, prompt: "Want the bonus chapter? What's your email?", type: email,
+              retry: "That doesn't look like an email", max_retries: 2}
+      - reply: {text: "Done! Want to book a call?", quick_replies: [Yes, No]}
+  - name: book
+    trigger:
+      postback: {payload: ["Yes", BOOK]}
+    when: {hours: {days: mon-fri, from: "09:00", to: "18:00"}, quiet_hours: {from: 22:00, to: 08:00}}
+    actions:
+      - offer_booking: true
+      - score: {points: 20, reason: wants a call}
+  - name: thanks-for-the-mention
+    trigger: {story_mention: true}
+    actions:
+      - reply: "Thank you for sharing! 🙏"
+      - notify: "@{username} mentioned you in a story"
+  - name: human
+    trigger: {dm: {keywords: [human, agent, person], match: any_word}}
+    actions:
+      - handoff: {pause_for: 12h, note: asked for a human}
+  - name: later
+    trigger: {fallback: true}
+    when: {quiet_hours: {from: "22:00", to: "08:00"}}
+    actions:
+      - delay: 30s
+      - ai_reply: {mode: auto}
+"""
+
+
+def test_creator_example_parses() -> None:
+    wfs = [Workflow.model_validate(w) for w in yaml.safe_load(CREATOR_YAML)["workflows"]]
+    assert [w.name for w in wfs] == [
+        "free-guide",
+        "book",
+        "thanks-for-the-mention",
+        "human",
+        "later",
+    ]
+    assert check_workflow_names(wfs) == []
+    guide = wfs[0]
+    assert guide.trigger.kinds() == ("dm", "comment")
+    assert guide.when.cooldown == 86400
+    assert [s.kind for s in guide.actions] == ["reply", "public_reply", "tag", "ask", "reply"]
+    reply = guide.actions[4].reply
+    assert reply is not None and [q.title for q in reply.quick_replies] == ["Yes", "No"]
+    book = wfs[1]
+    assert book.trigger.postback is not None and book.trigger.postback.payload == ("Yes", "BOOK")
+    assert book.when.hours is not None and book.when.hours.days == (0, 1, 2, 3, 4)
+    assert book.when.quiet_hours is not None
+    assert (book.when.quiet_hours.from_, book.when.quiet_hours.to) == (1320, 480)
+    assert wfs[4].actions[0].delay == 30
+
+
+def test_duplicate_names_reported() -> None:
+    w = Workflow.model_validate(
+        {"name": "a", "trigger": {"fallback": True}, "actions": [{"tag": "x"}]}
+    )
+    assert check_workflow_names([w, w]) == ["workflow name 'a' is used twice; names must be unique"]
+
+
+def _wf(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "name": "w",
+        "trigger": {"dm": {"keywords": ["go"]}},
+        "actions": [{"reply": "hi"}],
+    }
+    base.update(over)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("data", "loc", "message"),
+    [
+        (_wf(trigger={"dmm": {"keywords": ["go"]}}), "trigger.dmm", "Extra inputs are not permitted"),
+        (_wf(trigger={}), "trigger", "trigger needs one of: dm, comment"),
+        (_wf(trigger={"dm": {}}), "trigger.dm", "dm needs keywords"),
+        (_wf(trigger={"dm": {"keywords": ["("], "match": "regex"}}), "trigger.dm", "invalid regex"),
+        (_wf(trigger={"dm": {"keywords": ["go"], "match": "fuzzy"}}), "trigger.dm.match", "'word', 'any_word'"),
+        (_wf(actions=[]), "", "actions needs at least one step"),
+        (_wf(actions=[{"reply": "x", "tag": "y"}]), "actions.0", "found reply, tag"),
+        (_wf(actions=[{"replly": "x"}]), "actions.0.replly", "Extra inputs"),
+        (_wf(actions=[{"private_reply": "x"}]), "", "only works on comments"),
+        (_wf(actions=[{"delay": "10 minutes"}]), "actions.0.delay", "is not a duration"),
+        (_wf(actions=[{"reply": {"text": "x", "quick_replies": [f"q{i}" for i in range(14)]}}]),
+         "actions.0.reply.quick_replies", "at most 13"),
+        (_wf(actions=[{"reply": {"text": "x", "quick_replies": ["a" * 21]}}]),
+         "actions.0.reply.quick_replies.0.title", "at most 20"),
+        (_wf(actions=[{"reply": {"text": "x", "variants": ["y"]}}]), "actions.0.reply", "not both"),
+        (_wf(actions=[{"ask": {"field": "Email", "prompt": "?"}}]), "actions.0.ask", "must be lowercase"),
+        (_wf(actions=[{"ask": {"field": "level", "prompt": "?", "type": "choice"}}]), "actions.0.ask", "needs choices"),
+        (_wf(actions=[{"reply": "Hi {First}"}]), "actions.0.reply", "did you mean {first}?"),
+        (_wf(actions=[{"buttons": {"text": "x", "buttons": [{"title": "a"}]}}]), "actions.0.buttons.buttons.0", "either url or payload"),
+        (_wf(actions=[{"media": {"type": "gif", "url": "https://x"}}]), "actions.0.media.type", "'image'"),
+        (_wf(when={"hours": {"from": "25:00"}}), "when.hours.from", "between 00:00 and 24:00"),
+        (_wf(when={"hours": {"days": "funday"}}), "when.hours.days", "is not a day"),
+        (_wf(when={"cooldwn": "1h"}), "when.cooldwn", "Extra inputs"),
+        (_wf(name="has space"), "name", "should match pattern"),
+    ],
+)  # fmt: skip
+def test_validation_errors(data: dict[str, Any], loc: str, message: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Workflow.model_validate(data)
+    errors = info.value.errors()
+    assert any(".".join(str(p) for p in e["loc"]) == loc and message in e["msg"] for e in errors), (
+        errors
+    )
+
+
+def test_models_are_frozen() -> None:
+    w = Workflow.model_validate(_wf())
+    with pytest.raises(ValidationError):
+        w.priority = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("15m", 900), ("12h", 43200), ("7d", 604800), ("2w", 1209600),
+     ("1h30m", 5400), ("90", 90), (45, 45), (" 1H ", 3600)],
+)  # fmt: skip
+def test_parse_duration(text: object, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "10 minutes", "h", "1x", 0, -5, True, "1h-30m", 1.5])
+def test_parse_duration_rejects(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+@pytest.mark.parametrize(
+    ("value", "days"),
+    [("mon-fri", (0, 1, 2, 3, 4)), (["sat", "sun"], (5, 6)), ("fri-mon", (0, 4, 5, 6)),
+     ("weekends", (5, 6)), ("daily", tuple(range(7))), (["Monday", "wed"], (0, 2))],
+)  # fmt: skip
+def test_parse_days(value: object, days: tuple[int, ...]) -> None:
+    assert parse_days(value) == days
+
+
+@pytest.mark.parametrize(
+    ("value", "minutes"), [("09:00", 540), ("24:00", 1440), ("0:05", 5), (1080, 1080)]
+)
+def test_parse_clock(value: object, minutes: int) -> None:
+    assert parse_clock(value) == minutes
+
+
+def test_yaml_booleans_in_text_positions_become_words() -> None:
+    data = yaml.safe_load("""
+name: w
+trigger: {dm: {keywords: [yes, no]}, postback: {payload: [Yes]}}
+actions: [{reply: {text: ok, quick_replies: [Yes, No]}}]
+""")
+    w = Workflow.model_validate(data)
+    assert w.trigger.dm is not None and w.trigger.dm.keywords == ("Yes", "No")
+    assert match_keywords(w.trigger.dm, "yes please") == "Yes"
+    reply = w.actions[0].reply
+    assert reply is not None
+    assert [(q.title, q.effective_payload) for q in reply.quick_replies] == [
+        ("Yes", "Yes"),
+        ("No", "No"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "keyword", "text", "hit"),
+    [
+        (MatchMode.WORD, "café", "CAFE time", True),
+        (MatchMode.WORD, "cafe", "cafeteria", False),
+        (MatchMode.CONTAINS, "cafe", "cafeteria", True),
+        (MatchMode.EXACT, "¿precio?", "Precio", True),
+        (MatchMode.EXACT, "🔥", " 🔥 ", True),
+        (MatchMode.ANY_WORD, "book call", "let's CALL", True),
+        (MatchMode.WORD, "ñandú", "NANDU", True),
+        (MatchMode.WORD, "straße", "STRASSE", True),
+        (MatchMode.REGEX, r"^\d{3}$", "123", True),
+    ],
+)  # fmt: skip
+def test_match_modes(mode: MatchMode, keyword: str, text: str, hit: bool) -> None:
+    spec = TriggerKeywords(keywords=(keyword,), match=mode)
+    assert (match_keywords(spec, text) == keyword) == hit
+
+
+def test_fold() -> None:
+    assert fold("  Guía\tGRATIS ") == "guia gratis"
+    assert fold("❤️") == fold("❤")
+
+
+# --- templating ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "values", "extra", "out"),
+    [
+        ("Hi {username}!", {"username": "anna"}, None, "Hi anna!"),
+        ("Hi {first_name|there}!", {}, None, "Hi there!"),
+        ("Hi {first_name|there}!", {"first_name": "Ana"}, None, "Hi Ana!"),
+        ("Your plan: {plan}.", {}, None, "Your plan: ."),
+        ("Get it: {link:guide}", {"link": "x"}, None, "Get it: {link:guide}"),
+        ("Set {a, b} and {} and {Upper}", {}, None, "Set {a, b} and {} and {Upper}"),
+        ("You said {text}", {"text": "old"}, {"text": "new"}, "You said new"),
+    ],
+)  # fmt: skip
+def test_render(
+    template: str, values: dict[str, str], extra: dict[str, str] | None, out: str
+) -> None:
+    assert render(template, values, extra) == out
+
+
+def test_placeholders_and_links() -> None:
+    t = "Hi {username}, {email|no email} {link:guide} {link:call-2}"
+    assert placeholders(t) == {"username", "email"}
+    assert link_names(t) == {"guide", "call-2"}
+
+
+def test_engine_renders_fields_in_replies() -> None:
+    data = yaml.safe_load("""
+name: w
+trigger: {fallback: true}
+actions: [{reply: "Hi {first_name|there}, your plan is {plan}: {link:plans}"}]
+""")
+    from instaset.events import EventKind, MessageEvent
+
+    ev = MessageEvent(
+        kind=EventKind.MESSAGE, account_id="acc", dedupe_key="m", occurred_at=100.0,
+        contact_id="u", standby=False, raw="{}", sender_id="u", recipient_id="acc", mid="m",
+        text="hello", attachments=(), is_echo=False, is_self=False, is_unsupported=False,
+        quick_reply_payload=None, reply_to_mid=None, reply_to_story=None, referral=None,
+    )  # fmt: skip
+    st = ConversationState("acc", "u", fields=FrozenMap({"plan": "pro"}), is_new=False)
+    decision = decide(ev, st, [Workflow.model_validate(data)], EngineSettings("acc"), 100.0)
+    assert decision.actions == (SendText("Hi there, your plan is pro: {link:plans}"),)
+
+
+def test_settings_reject_unknown_timezone() -> None:
+    with pytest.raises(ValueError, match="unknown timezone 'Mars/Base'"):
+        EngineSettings("acc", timezone="Mars/Base")

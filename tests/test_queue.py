@@ -1,0 +1,199 @@
+"""The durable queue and the worker: claims, leases, retries, backoff, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from instaset.queue import NewJob, PermanentJobError, RetryLater, backoff_delay
+from instaset.store import jobs as jobstore
+from instaset.store.db import Database, open_database
+from instaset.store.jobs import Job
+from instaset.worker import Worker, WorkerSettings
+
+
+class Clock:
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def test_enqueue_is_idempotent_by_key(db: Database) -> None:
+    job = NewJob("x", "k1", {"a": 1}, run_at=0)
+    await jobstore.enqueue(db, [job, job], now=0)
+    await jobstore.enqueue(db, [NewJob("x", "k1", {"a": 2}, run_at=0)], now=0)
+    rows = await db.fetchall("SELECT key, payload FROM jobs")
+    assert [(r[0], r[1]) for r in rows] == [("k1", '{"a":1}')]
+
+
+async def test_claim_only_due_jobs_in_order(db: Database) -> None:
+    await jobstore.enqueue(
+        db,
+        [NewJob("x", "late", {}, run_at=50), NewJob("x", "b", {}, run_at=5),
+         NewJob("x", "a", {}, run_at=1)],
+        now=0,
+    )
+    claimed = await jobstore.claim(db, "w1", now=10, lease=30, limit=10)
+    assert [j.key for j in claimed] == ["a", "b"]
+    assert all(j.attempts == 1 for j in claimed)
+    assert await jobstore.claim(db, "w2", now=10, lease=30, limit=10) == []
+
+
+async def test_concurrent_claimers_never_share_a_job(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    dbs = [await open_database(path) for _ in range(4)]
+    try:
+        await jobstore.enqueue(
+            dbs[0], [NewJob("x", f"k{i}", {}, run_at=0) for i in range(400)], now=0
+        )
+
+        async def claimer(d: Database, name: str) -> list[int]:
+            got: list[int] = []
+            while batch := await jobstore.claim(d, name, now=1, lease=60, limit=7):
+                got += [j.id for j in batch]
+            return got
+
+        results = await asyncio.gather(*(claimer(d, f"w{i}") for i, d in enumerate(dbs)))
+        all_ids = [i for r in results for i in r]
+        assert len(all_ids) == 400
+        assert len(set(all_ids)) == 400
+        assert sum(1 for r in results if r) >= 2  # the claimers really competed
+    finally:
+        for d in dbs:
+            await d.close()
+
+
+async def test_expired_lease_makes_job_due_again_and_fences_old_owner(db: Database) -> None:
+    await jobstore.enqueue(db, [NewJob("x", "k", {}, run_at=0)], now=0)
+    [first] = await jobstore.claim(db, "crashed", now=1, lease=10, limit=1)
+    assert await jobstore.claim(db, "other", now=5, lease=10, limit=1) == []  # still leased
+    [again] = await jobstore.claim(db, "other", now=12, lease=10, limit=1)
+    assert again.id == first.id and again.attempts == 2 and again.worker == "other"
+    assert await jobstore.complete(db, first, now=13) is False  # the old owner lost it
+    assert await jobstore.complete(db, again, now=13) is True
+    row = await jobstore.get(db, first.id)
+    assert row is not None and row["state"] == "done"
+
+
+@pytest.mark.parametrize(
+    ("attempts", "low", "high"),
+    [(1, 1.0, 2.0), (2, 2.0, 4.0), (3, 4.0, 8.0), (6, 32.0, 64.0), (20, 300.0, 600.0)],
+)
+def test_backoff_schedule(attempts: int, low: float, high: float) -> None:
+    rng = random.Random(attempts)
+    for _ in range(50):
+        d = backoff_delay(attempts, base=2.0, cap=600.0, rng=rng)
+        assert low <= d <= high
+
+
+def _worker(db: Database, handlers: dict, clock: Clock, **kw: float) -> Worker:  # type: ignore[type-arg]
+    settings = WorkerSettings(concurrency=4, lease_seconds=60, backoff_base=2, backoff_cap=600,
+                              poll_interval=0.01, shutdown_grace=1.0, **kw)
+    return Worker(db, handlers, settings, clock=clock)
+
+
+async def test_failures_retry_with_backoff_then_dead_letter(db: Database) -> None:
+    clock = Clock()
+    calls: list[int] = []
+
+    async def flaky(job: Job) -> None:
+        calls.append(job.attempts)
+        raise RuntimeError("boom")
+
+    await jobstore.enqueue(db, [NewJob("flaky", "k", {}, run_at=0, max_attempts=3)], now=0)
+    w = _worker(db, {"flaky": flaky}, clock)
+    run_ats = []
+    for _ in range(3):
+        assert await w.run_burst() == 1
+        row = await db.fetchone("SELECT * FROM jobs")
+        assert row is not None
+        run_ats.append(row["run_at"] - clock.t)
+        clock.t = row["run_at"] + 0.001
+    assert calls == [1, 2, 3]
+    assert row["state"] == "dead" and "RuntimeError: boom" in row["last_error"]
+    assert 1.0 <= run_ats[0] <= 2.0 and 2.0 <= run_ats[1] <= 4.0  # growing backoff
+    assert await w.run_burst() == 0
+
+
+async def test_retry_later_without_counting_and_permanent_error(db: Database) -> None:
+    clock = Clock()
+    seen: list[int] = []
+
+    async def defer(job: Job) -> None:
+        seen.append(job.attempts)
+        if len(seen) < 4:
+            raise RetryLater(5, "waiting for budget", count_attempt=False)
+
+    async def broken(job: Job) -> None:
+        raise PermanentJobError("cannot ever work")
+
+    await jobstore.enqueue(
+        db,
+        [NewJob("defer", "d", {}, run_at=0, max_attempts=2), NewJob("broken", "b", {}, run_at=0)],
+        now=0,
+    )
+    w = _worker(db, {"defer": defer, "broken": broken}, clock)
+    for _ in range(4):
+        await w.run_burst()
+        clock.t += 5
+    rows = {r["key"]: r for r in await db.fetchall("SELECT * FROM jobs")}
+    assert rows["d"]["state"] == "done"
+    assert seen == [1, 1, 1, 1]  # deferrals spent no tries, though max_attempts is 2
+    assert rows["b"]["state"] == "dead" and rows["b"]["attempts"] == 1
+
+
+async def test_unknown_kind_is_dead_lettered(db: Database) -> None:
+    await jobstore.enqueue(db, [NewJob("nope", "k", {}, run_at=0)], now=0)
+    await _worker(db, {}, Clock()).run_burst()
+    row = await db.fetchone("SELECT state, last_error FROM jobs")
+    assert row is not None and row[0] == "dead" and "no handler" in row[1]
+
+
+async def test_graceful_run_finishes_inflight_then_stops(db: Database) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+    done: list[str] = []
+
+    async def slow(job: Job) -> None:
+        started.set()
+        await release.wait()
+        done.append(job.key)
+
+    await jobstore.enqueue(db, [NewJob("slow", "s", {}, run_at=0)], now=0)
+    w = Worker(db, {"slow": slow}, WorkerSettings(poll_interval=0.01, shutdown_grace=5))
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop))
+    await asyncio.wait_for(started.wait(), 10)
+    stop.set()
+    await asyncio.sleep(0.05)
+    assert not task.done()  # waits for the in-flight job
+    release.set()
+    await asyncio.wait_for(task, 10)
+    assert done == ["s"]
+    row = await db.fetchone("SELECT state FROM jobs")
+    assert row is not None and row[0] == "done"
+
+
+async def test_grace_period_cancels_and_job_runs_again_later(db: Database) -> None:
+    async def hang(job: Job) -> None:
+        await asyncio.Event().wait()
+
+    await jobstore.enqueue(db, [NewJob("hang", "h", {}, run_at=0)], now=0)
+    w = Worker(db, {"hang": hang}, WorkerSettings(poll_interval=0.01, shutdown_grace=0.05))
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop))
+    for _ in range(500):
+        row = await db.fetchone("SELECT state FROM jobs")
+        if row is not None and row[0] == "running":
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert await jobstore.release_all_running(db) == 1
+    row = await db.fetchone("SELECT state FROM jobs")
+    assert row is not None and row[0] == "ready"

@@ -1,0 +1,275 @@
+"""POST /webhook end to end: signatures, storage, dedupe, batches, limits, never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from instaset.config import Config
+from instaset.daemon import Runtime, runtime
+from instaset.events import parse_webhook
+from instaset.webhook import make_app
+from tests.conftest import DATA, SECRET, SECRET2, connect_account, sign
+
+ClientFactory = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
+
+WEBHOOK_FIXTURES = sorted(
+    [p for p in DATA.glob("*.json") if "entry" in p.read_text("utf-8")]
+    + list((DATA / "events").glob("*.json"))
+)
+
+
+def make_config(tmp_path: Path, **server: Any) -> Config:
+    return Config.model_validate(
+        {
+            "instagram": {"app_secret": SECRET, "meta_app_secret": SECRET2,
+                          "verify_token": "meatyhamhock"},
+            "storage": {"path": str(tmp_path / "wh.db")},
+            "server": {"max_body_bytes": 2_000_000, **server},
+        }
+    )
+
+
+@pytest.fixture
+async def rt(tmp_path: Path) -> AsyncIterator[Runtime]:
+    async with runtime(make_config(tmp_path)) as r:
+        r.writer.start()
+        try:
+            yield r
+        finally:
+            await r.writer.stop()
+
+
+@pytest.fixture
+async def client(rt: Runtime, aiohttp_client: ClientFactory) -> TestClient:  # type: ignore[type-arg]
+    return await aiohttp_client(make_app(rt.web))
+
+
+async def post(client: TestClient, body: bytes, secret: str | None = SECRET,  # type: ignore[type-arg]
+               header: str | None = None) -> int:
+    headers = {"Content-Type": "application/json"}
+    if header is not None:
+        headers["X-Hub-Signature-256"] = header
+    elif secret is not None:
+        headers["X-Hub-Signature-256"] = sign(body, secret)
+    data = io.BytesIO(body) if len(body) > 1_000_000 else body
+    resp = await client.post("/webhook", data=data, headers=headers)
+    await resp.read()
+    return resp.status
+
+
+def dm(mid: str, text: str = "hi", account: str = "17841400000000001",
+       sender: str = "555") -> dict[str, Any]:
+    return {"object": "instagram", "entry": [{"id": account, "time": 1740157200749, "messaging": [
+        {"sender": {"id": sender}, "recipient": {"id": account}, "timestamp": 1740157200421,
+         "message": {"mid": mid, "text": text}}]}]}
+
+
+async def event_count(rt: Runtime) -> int:
+    row = await rt.db.fetchone("SELECT count(*) FROM events")
+    assert row is not None
+    return int(row[0])
+
+
+# -- verification ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("query", "status", "body"),
+    [
+        ("hub.mode=subscribe&hub.verify_token=meatyhamhock&hub.challenge=1158201444", 200,
+         "1158201444"),
+        ("hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1158201444", 403, None),
+        ("hub.mode=unsubscribe&hub.verify_token=meatyhamhock&hub.challenge=1", 403, None),
+        ("hub.mode=subscribe&hub.verify_token=meatyhamhock&hub.challenge=<script>", 403, None),
+        ("", 403, None),
+    ],
+)
+async def test_verification(client: TestClient, query: str, status: int,  # type: ignore[type-arg]
+                            body: str | None) -> None:
+    resp = await client.get(f"/webhook?{query}")
+    assert resp.status == status
+    if body is not None:
+        assert await resp.text() == body
+
+
+# -- signatures ------------------------------------------------------------------------------
+async def test_signatures(client: TestClient, rt: Runtime) -> None:  # type: ignore[type-arg]
+    await connect_account(rt.db, "17841400000000001")
+    body = json.dumps(dm("m-sig")).encode()
+    assert await post(client, body, secret=None) == 401
+    assert await post(client, body, secret="not-the-secret") == 403
+    assert await post(client, body, header="sha1=abc") == 403
+    assert await post(client, body, header="sha256=") == 403
+    assert await event_count(rt) == 0  # nothing stored on a mismatch
+    assert await post(client, body, secret=SECRET2) == 200  # the second secret works
+    assert await post(client, body, secret=SECRET) == 200
+    assert await event_count(rt) == 1
+
+
+async def test_raw_bytes_with_meta_escapes_verify_and_parse(
+    client: TestClient, rt: Runtime  # type: ignore[type-arg]
+) -> None:
+    await connect_account(rt.db, "17841400000000001")
+    raw = (DATA / "events" / "escapes.json").read_bytes()
+    assert b"\\/" in raw and b"\\ud83d\\ude00" in raw
+    reserialised = json.dumps(json.loads(raw)).encode()
+    assert await post(client, raw, header=sign(reserialised)) == 403  # only raw bytes verify
+    assert await post(client, raw) == 200
+    await rt.worker.run_burst()
+    row = await rt.db.fetchone("SELECT text FROM messages WHERE mid = 'mid-escapes'")
+    assert row is not None and row[0] == "see https://example.com/a/b 😀 Olá"
+
+
+# -- every fixture is stored as the right events ---------------------------------------------
+@pytest.mark.parametrize("path", WEBHOOK_FIXTURES, ids=lambda p: p.name)
+async def test_fixture_stored_as_parsed(client: TestClient, rt: Runtime,  # type: ignore[type-arg]
+                                        path: Path) -> None:
+    raw = path.read_bytes()
+    expected = parse_webhook(json.loads(raw))
+    for account in {e.account_id for e in expected}:
+        await connect_account(rt.db, account)
+    assert await post(client, raw) == 200
+    rows = await rt.db.fetchall("SELECT dedupe_key, kind, account_id, raw FROM events ORDER BY id")
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        (e.dedupe_key, str(e.kind), e.account_id) for e in expected
+    ]
+    # The stored raw item parses back to the same event.
+    assert [parse_webhook(json.loads(r[3]))[0] for r in rows] == expected
+    jobs = await rt.db.fetchall("SELECT key FROM jobs WHERE kind = 'process_event'")
+    assert sorted(j[0] for j in jobs) == sorted(f"event:{e.dedupe_key}" for e in expected)
+    assert await rt.worker.run_burst() == len(expected)
+    left = await rt.db.fetchone("SELECT count(*) FROM events WHERE processed_at IS NULL")
+    assert left is not None and left[0] == 0
+
+
+# -- batching, dedupe, accounts --------------------------------------------------------------
+async def test_thousand_item_batch_in_one_post(client: TestClient, rt: Runtime) -> None:  # type: ignore[type-arg]
+    await connect_account(rt.db, "17841400000000001")
+    entries = []
+    for e in range(10):
+        entries.append({"id": "17841400000000001", "time": 1740157200749, "messaging": [
+            {"sender": {"id": f"u{i}"}, "recipient": {"id": "17841400000000001"},
+             "timestamp": 1740157200421 + i, "message": {"mid": f"m{e}-{i}", "text": "x"}}
+            for i in range(100)]})
+    body = json.dumps({"object": "instagram", "entry": entries}).encode()
+    assert await post(client, body) == 200
+    assert await event_count(rt) == 1000
+    row = await rt.db.fetchone("SELECT count(*) FROM jobs")
+    assert row is not None and row[0] == 1000
+
+
+async def test_redelivery_is_stored_once(client: TestClient, rt: Runtime) -> None:  # type: ignore[type-arg]
+    await connect_account(rt.db, "17841400000000001")
+    first = dm("m-redeliver")
+    again = dm("m-redeliver")
+    again["entry"][0]["time"] = 1740157299999  # Meta's retry carries a new send time
+    for payload in (first, again, first):
+        assert await post(client, json.dumps(payload).encode()) == 200
+    assert await event_count(rt) == 1
+    await rt.worker.run_burst()
+    assert await post(client, json.dumps(first).encode()) == 200  # after processing too
+    row = await rt.db.fetchone("SELECT count(*) FROM jobs")
+    assert row is not None and row[0] == 1
+    msgs = await rt.db.fetchone("SELECT count(*) FROM messages")
+    assert msgs is not None and msgs[0] == 1
+
+
+async def test_events_for_unconnected_accounts_are_dropped(
+    client: TestClient, rt: Runtime  # type: ignore[type-arg]
+) -> None:
+    await connect_account(rt.db, "17841400000000001")
+    body = {"object": "instagram", "entry": [
+        dm("m-ours")["entry"][0], dm("m-theirs", account="999")["entry"][0]]}
+    assert await post(client, json.dumps(body).encode()) == 200
+    rows = await rt.db.fetchall("SELECT dedupe_key FROM events")
+    assert [r[0] for r in rows] == ["msg:m-ours"]
+
+
+async def test_concurrent_requests_share_commits(client: TestClient, rt: Runtime) -> None:  # type: ignore[type-arg]
+    await connect_account(rt.db, "17841400000000001")
+    bodies = [json.dumps(dm(f"c{i}")).encode() for i in range(200)]
+    statuses = await asyncio.gather(*(post(client, b) for b in bodies))
+    assert statuses == [200] * 200
+    assert await event_count(rt) == 200
+    assert rt.writer.batches < 200  # group commit: some requests shared a transaction
+
+
+# -- bad input -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"not json", b"[1, 2]", b'{"entry": 5}', b'"just a string"', b"\xff\xfe\x00",
+     b'{"object":"instagram","entry":[{"id":"1","messaging":[{"message":{"mid":"x","text":"\\ud800"}}]}]}',
+     b"[" * 100_000],
+)
+async def test_malformed_bodies_are_400(client: TestClient, rt: Runtime,  # type: ignore[type-arg]
+                                        body: bytes) -> None:
+    await connect_account(rt.db, "1")
+    assert await post(client, body) == 400
+    assert await event_count(rt) == 0
+
+
+async def test_oversized_body_is_413(client: TestClient, rt: Runtime) -> None:  # type: ignore[type-arg]
+    body = b'{"entry":[' + b" " * 2_100_000 + b"]}"
+    assert await post(client, body) == 413
+    assert await event_count(rt) == 0
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=2000))
+async def test_arbitrary_bytes_never_500(client: TestClient, body: bytes) -> None:  # type: ignore[type-arg]
+    for secret in (SECRET, "wrong"):
+        assert await post(client, body, secret=secret) in {200, 400, 403}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.sampled_from(["entry", "id", "messaging", "changes", "standby",
+                                       "message", "mid", "text", "sender", "recipient",
+                                       "field", "value", "time", "timestamp", "object"])
+                      | st.text(max_size=5), children, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=json_values)
+async def test_arbitrary_json_never_500(client: TestClient, rt: Runtime,  # type: ignore[type-arg]
+                                        payload: object) -> None:
+    await connect_account(rt.db, "1")
+    body = json.dumps(payload).encode()
+    assert await post(client, body) in {200, 400}
+    wrapped = json.dumps({"object": "instagram", "entry": [
+        {"id": "1", "time": 1, "messaging": [payload], "changes": [payload]}]}).encode()
+    assert await post(client, wrapped) in {200, 400}
+
+
+# -- health and metrics ----------------------------------------------------------------------
+async def test_healthz_and_metrics(client: TestClient, rt: Runtime) -> None:  # type: ignore[type-arg]
+    await connect_account(rt.db, "17841400000000001", "coach")
+    assert await post(client, json.dumps(dm("m-h")).encode()) == 200
+    assert await post(client, b"{}", secret="bad") == 403
+    resp = await client.get("/healthz")
+    health = await resp.json()
+    assert resp.status == 200
+    assert health["status"] == "ok" and health["database"] == "ok"
+    assert health["queue_depth"] == 1
+    assert health["accounts"] == [
+        {"id": "17841400000000001", "username": "coach", "state": "connected"}]
+    await rt.worker.run_burst()
+    text = await (await client.get("/metrics")).text()
+    assert 'instaset_events_total{kind="message"} 1.0' in text
+    assert 'instaset_webhook_rejections_total{reason="bad_signature"} 1.0' in text
+    assert 'instaset_jobs{state="done"} 1.0' in text
+    assert "instaset_queue_depth 0.0" in text
+    assert 'instaset_job_latency_seconds_count{kind="process_event",outcome="done"}' in text
