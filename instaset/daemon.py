@@ -14,7 +14,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import secrets as pysecrets
 import signal
 import sys
 import time
@@ -23,12 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import aiohttp
 from aiohttp import web
 
+from instaset.automation import WorkflowAutomation
 from instaset.config import Config
+from instaset.engine import EngineSettings
 from instaset.errors import InstasetError, StoreError
+from instaset.graph import GraphClient
 from instaset.metrics import Metrics
+from instaset.notify import Notifier
+from instaset.outbox import Deliverer, StaticTokens, TokenProvider
 from instaset.pipeline import Pipeline
+from instaset.ratelimit import Budgets, budgets_from_config
 from instaset.store import history
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database, open_database
@@ -37,6 +43,10 @@ from instaset.webhook import WebContext, make_app
 from instaset.worker import Handler, Worker, WorkerSettings
 
 log = logging.getLogger("instaset")
+
+# The secret the sandbox signs its webhooks with when the config has none. It protects
+# nothing real: the sandbox only ever talks to this daemon on this machine.
+SANDBOX_SECRET = "instaset-sandbox-secret"
 
 
 @contextlib.contextmanager
@@ -81,27 +91,63 @@ class Runtime:
     pipeline: Pipeline
     web: WebContext
     wake: asyncio.Event
+    graph: GraphClient
+    deliverer: Deliverer
+    budgets: Budgets
     handlers: dict[str, Handler] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
 
 
+def engine_settings(config: Config, account_id: str) -> EngineSettings:
+    return EngineSettings(
+        account_id=account_id, timezone=config.timezone,
+        default_pause_seconds=int(config.handoff.pause_for.total_seconds()),
+    )
+
+
 @contextlib.asynccontextmanager
 async def runtime(
-    config: Config, *, secrets: list[bytes] | None = None, clock: Callable[[], float] = time.time
+    config: Config, *, secrets: list[bytes] | None = None, clock: Callable[[], float] = time.time,
+    graph_url: str | None = None, tokens: TokenProvider | None = None,
+    account_id: str = "",
 ) -> AsyncIterator[Runtime]:
-    """Open the database and build the pieces (nothing listens or runs yet)."""
+    """Open the database and build the pieces (nothing listens or runs yet).
+    ``graph_url`` overrides ``instagram.graph_url``/``api_url`` (the sandbox)."""
     db = await open_database(config.storage.db_path(), synchronous=config.storage.synchronous)
+    session = aiohttp.ClientSession()
     try:
         metrics = Metrics()
+        ig = config.instagram
+        graph = GraphClient(
+            session, graph_url=graph_url or ig.graph_url, api_version=ig.api_version,
+            api_url=graph_url or ig.api_url,
+        )
+        rl = config.rate_limits
+        budgets = budgets_from_config(
+            rl.text_per_second, rl.media_per_second, rl.private_replies_per_hour
+        )
+        deliverer = Deliverer(
+            db, graph, tokens or StaticTokens({}), budgets, metrics=metrics, clock=clock
+        )
+        automation = WorkflowAutomation(
+            db, config.workflows, engine_settings(config, account_id), clock=clock
+        )
+        notifier = Notifier(db, config.notify, clock=clock)
         wake = asyncio.Event()
         writer = IngestWriter(
             await db.connect_extra(), wake=wake, max_attempts=config.worker.max_attempts,
             clock=clock,
         )
         pipeline = Pipeline(
-            db, pause_for_seconds=config.handoff.pause_for.total_seconds(), clock=clock
+            db, automation=automation, ledger=deliverer,
+            pause_for_seconds=config.handoff.pause_for.total_seconds(), clock=clock,
         )
-        handlers: dict[str, Handler] = {"process_event": pipeline.process_event}
+        handlers: dict[str, Handler] = {
+            "process_event": pipeline.process_event,
+            "send": deliverer.deliver,
+            "resume_flow": automation.resume_flow,
+            "notify": notifier.handle,
+        }
 
         def on_finish(job: jobstore.Job, outcome: str, latency: float) -> None:
             metrics.job_latency.labels(job.kind, outcome).observe(max(0.0, latency))
@@ -116,9 +162,10 @@ async def runtime(
             verify_token=verify.get_secret_value() if verify is not None else None,
             max_body_bytes=config.server.max_body_bytes,
         )
-        yield Runtime(config, db, metrics, writer, worker, pipeline, web_ctx, wake, handlers,
-                      clock)
+        yield Runtime(config, db, metrics, writer, worker, pipeline, web_ctx, wake, graph,
+                      deliverer, budgets, handlers, clock)
     finally:
+        await session.close()
         await db.close()
 
 
@@ -130,20 +177,39 @@ async def run_daemon(
     say = announce or (lambda msg: print(msg, file=sys.stderr, flush=True))
     db_path = config.storage.db_path()
     with single_instance(db_path):
-        sandbox_ctx: contextlib.AbstractAsyncContextManager[object]
         secrets = config.instagram.webhook_secrets()
-        if sandbox and not secrets:
-            # The sandbox signs its webhooks with a secret only this process knows.
-            secrets = [pysecrets.token_hex(16).encode()]
-        async with runtime(config, secrets=secrets) as rt:
+        async with contextlib.AsyncExitStack() as stack:
+            graph_url: str | None = None
+            tokens: TokenProvider | None = None
+            account_id = config.sandbox.account_id if sandbox else ""
+            box = None
+            if sandbox:
+                from instaset.sandbox import Sandbox
+
+                if not secrets:
+                    secrets = [SANDBOX_SECRET.encode()]
+                box = Sandbox(
+                    app_secret=secrets[0].decode(), account_id=config.sandbox.account_id,
+                    username=config.sandbox.username,
+                )
+                graph_url = await box.start(port=config.sandbox.port)
+                stack.push_async_callback(box.stop)
+                tokens = StaticTokens({box.account_id: box.token})
+                say(f"sandbox Instagram at {graph_url} (account @{box.username})")
+            rt = await stack.enter_async_context(
+                runtime(config, secrets=secrets, graph_url=graph_url, tokens=tokens,
+                        account_id=account_id)
+            )
+            if box is not None:
+                await history.upsert_account(
+                    rt.db, box.account_id, username=box.username, now=rt.clock(), sandbox=True
+                )
+                from instaset.simulate import sandbox_routes
+
+                rt.web.extra_routes.extend(sandbox_routes(box))
             released = await jobstore.release_all_running(rt.db)
             if released:
                 log.info("%d jobs left running by the previous process are due again", released)
-            sandbox_ctx = contextlib.nullcontext()
-            if sandbox:
-                from instaset.sandbox_runtime import attach_sandbox
-
-                sandbox_ctx = attach_sandbox(rt, secret=secrets[0].decode(), say=say)
             app = make_app(rt.web)
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
             await runner.setup()
@@ -154,6 +220,8 @@ async def run_daemon(
                 await runner.cleanup()
                 raise InstasetError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
             bound = _bound_port(runner, port)
+            if box is not None:
+                box.webhook_url = f"http://{_connect_host(host)}:{bound}/webhook"
             stop = asyncio.Event()
             worker_stop = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -162,9 +230,8 @@ async def run_daemon(
             rt.writer.start()
             worker_task = asyncio.create_task(rt.worker.run(worker_stop), name="worker")
             try:
-                async with sandbox_ctx:
-                    say(f"instaset listening on http://{host}:{bound} (pid {os.getpid()})")
-                    await _until(stop, worker_task)
+                say(f"instaset listening on http://{host}:{bound} (pid {os.getpid()})")
+                await _until(stop, worker_task)
             finally:
                 # Stop accepting first; every request already accepted is committed before
                 # the writer stops; then the worker finishes its in-flight jobs.
@@ -187,6 +254,10 @@ async def _until(stop: asyncio.Event, worker_task: asyncio.Task[None]) -> None:
         stopper.cancel()
     if worker_task.done() and not worker_task.cancelled() and worker_task.exception():
         raise InstasetError(f"the worker stopped: {worker_task.exception()}")
+
+
+def _connect_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
 def _bound_port(runner: web.AppRunner, fallback: int) -> int:

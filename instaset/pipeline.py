@@ -54,13 +54,15 @@ class Automation(Protocol):
 class EchoOrigin:
     sent_by: str  # "automation" or "human"
     in_flight: bool  # a send of ours to this contact has not recorded its outcome yet
+    ours: bool = False  # the echo is of a send instaset made (automation or inbox reply)
 
 
 class SendLedger(Protocol):
     """Correlates echoes with our own sends (implemented by the sending side)."""
 
     async def echo_origin(
-        self, conn: aiosqlite.Connection, account_id: str, contact_id: str, mid: str
+        self, conn: aiosqlite.Connection, account_id: str, contact_id: str, mid: str,
+        text: str | None,
     ) -> EchoOrigin: ...
 
 
@@ -159,10 +161,8 @@ class Pipeline:
         assert contact is not None
         origin = EchoOrigin("human", in_flight=False)
         if self.ledger is not None:
-            origin = await self.ledger.echo_origin(conn, acct, contact, event.mid)
-        if origin.sent_by == "human" and origin.in_flight and now - received_at < (
-            ECHO_SETTLE_SECONDS
-        ):
+            origin = await self.ledger.echo_origin(conn, acct, contact, event.mid, event.text)
+        if not origin.ours and origin.in_flight and now - received_at < ECHO_SETTLE_SECONDS:
             # Our send may have reached Meta and not yet recorded its message id: look again
             # shortly instead of mistaking our own message for the creator's.
             raise RetryLater(1.0, "echo waits for an in-flight send", count_attempt=False)
@@ -174,7 +174,7 @@ class Pipeline:
         await history.update_conversation(
             conn, acct, contact, now, message_at=event.occurred_at or now,
         )
-        if origin.sent_by == "human" and inserted:
+        if not origin.ours and inserted:
             # The creator answered in the Instagram app: hand the thread to them.
             await history.update_conversation(
                 conn, acct, contact, now, paused_until=now + self.pause_for_seconds,

@@ -190,3 +190,29 @@ async def thread(db: Database, account_id: str, contact_id: str, limit: int = 20
         " ORDER BY created_at DESC, id DESC LIMIT ?) ORDER BY created_at, id",
         (account_id, contact_id, limit),
     )
+
+
+# -- notifications ---------------------------------------------------------------------------
+async def add_notification(
+    db: Database, *, key: str, account_id: str | None, contact_id: str | None, kind: str,
+    text: str, now: float,
+) -> bool:
+    """Record a notification once per key. Returns False when it was already recorded."""
+    return (
+        await db.execute(
+            "INSERT INTO notifications(key, account_id, contact_id, kind, text, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+            (key, account_id, contact_id, kind, text, now),
+        )
+        == 1
+    )
+
+
+async def mark_notification_delivered(db: Database, key: str, now: float) -> None:
+    await db.execute("UPDATE notifications SET delivered_at = ? WHERE key = ?", (now, key))
+
+
+async def recent_notifications(db: Database, limit: int = 50) -> list[sqlite3.Row]:
+    return await db.fetchall(
+        "SELECT * FROM notifications ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
+    )

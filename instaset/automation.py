@@ -1,0 +1,211 @@
+"""The glue between the pure engine and the durable world.
+
+:class:`WorkflowAutomation` loads a conversation's state, calls :func:`engine.decide`, stores
+the new state and turns the decision's actions into durable work inside the event's
+transaction: sends (one ordered chain per decision, so "hi" never overtakes "welcome"),
+notifications, continuations after a ``delay`` and AI replies. Keys derive from the event's
+dedupe key and the action's position, so a reprocessed event enqueues nothing new.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import aiosqlite
+
+from instaset.engine import (
+    ConversationState,
+    Decision,
+    EngineSettings,
+    GenerateAIReply,
+    HandOff,
+    Notify,
+    PrivateReply,
+    PublicReply,
+    Schedule,
+    SendButtons,
+    SendMedia,
+    SendTemplate,
+    SendText,
+    TypingOn,
+    Workflow,
+    decide,
+    resume,
+)
+from instaset.events import CommentEvent, Event
+from instaset.outbox import Outgoing, enqueue_sends
+from instaset.queue import NewJob
+from instaset.rules import SendKind
+from instaset.store import history
+from instaset.store.db import Database
+from instaset.store.jobs import Job
+
+log = logging.getLogger("instaset.worker")
+
+
+def load_state(row: Any, account_id: str, contact_id: str) -> ConversationState:
+    """The engine state of a conversation row; the row's columns are authoritative for the
+    facts other subsystems also change (window, pause, username)."""
+    raw = row["state"] if row is not None else "{}"
+    data = json.loads(raw) if raw else {}
+    state = (
+        ConversationState.from_dict(data) if data.get("account_id")
+        else ConversationState(account_id=account_id, contact_id=contact_id)
+    )
+    if row is not None:
+        state = replace(
+            state, last_inbound_at=row["last_inbound_at"], paused_until=row["paused_until"],
+            username=row["username"] or state.username,
+        )
+    return state
+
+
+def _template_json(action: SendButtons | SendTemplate) -> str:
+    if isinstance(action, SendButtons):
+        buttons = [_button(b.title, b.url, b.payload) for b in action.buttons]
+        return json.dumps({"type": "button", "text": action.text, "buttons": buttons})
+    elements = []
+    for card in action.elements:
+        el: dict[str, Any] = {"title": card.title}
+        if card.subtitle:
+            el["subtitle"] = card.subtitle
+        if card.image_url:
+            el["image_url"] = card.image_url
+        if card.url:
+            el["default_action"] = {"type": "web_url", "url": card.url}
+        if card.buttons:
+            el["buttons"] = [_button(b.title, b.url, b.payload) for b in card.buttons]
+        elements.append(el)
+    return json.dumps({"type": "generic", "elements": elements})
+
+
+def _button(title: str, url: str | None, payload: str | None) -> dict[str, str]:
+    if url:
+        return {"type": "web_url", "url": url, "title": title}
+    return {"type": "postback", "title": title, "payload": payload or title}
+
+
+class WorkflowAutomation:
+    def __init__(
+        self,
+        db: Database,
+        workflows: Sequence[Workflow],
+        settings: EngineSettings,
+        *,
+        clock: Callable[[], float],
+        on_decision: Callable[[Decision], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.workflows = list(workflows)
+        self.settings = settings
+        self.clock = clock
+        self.on_decision = on_decision
+
+    async def plan(
+        self, conn: aiosqlite.Connection, event: Event, *, is_new_contact: bool, now: float
+    ) -> list[NewJob]:
+        contact = event.contact_id
+        if contact is None or contact == event.account_id:
+            return []
+        row = await history.get_conversation(conn, event.account_id, contact)
+        state = load_state(row, event.account_id, contact)
+        decision = decide(event, state, self.workflows, self.settings, now)
+        comment_at = event.occurred_at if isinstance(event, CommentEvent) else None
+        return await self._persist(conn, decision, event.dedupe_key, now, comment_at)
+
+    async def _persist(
+        self, conn: aiosqlite.Connection, decision: Decision, key: str, now: float,
+        comment_at: float | None,
+    ) -> list[NewJob]:
+        st = decision.state
+        await history.update_conversation(
+            conn, st.account_id, st.contact_id, now, state=st.to_json(),
+            paused_until=st.paused_until,
+        )
+        if decision.workflow:
+            log.info("%s -> %s: %s", st.contact_id, decision.workflow, "; ".join(decision.trace))
+        if self.on_decision is not None:
+            self.on_decision(decision)
+        outs: list[Outgoing] = []
+        jobs: list[NewJob] = []
+        base = dict(account_id=st.account_id, contact_id=st.contact_id, workflow=decision.workflow)
+        for n, action in enumerate(decision.actions):
+            k = f"{key}:{n}"
+            match action:
+                case SendText():
+                    outs.append(Outgoing(
+                        key=f"send:{k}", kind=SendKind.TEXT, text=action.text,
+                        quick_replies=tuple((q.title, q.payload) for q in action.quick_replies),
+                        **base))  # type: ignore[arg-type]
+                case SendMedia():
+                    outs.append(Outgoing(key=f"send:{k}", kind=SendKind.MEDIA,
+                                         media_type=action.kind, media_url=action.url,
+                                         **base))  # type: ignore[arg-type]
+                case SendButtons() | SendTemplate():
+                    outs.append(Outgoing(key=f"send:{k}", kind=SendKind.TEMPLATE,
+                                         template=_template_json(action),
+                                         **base))  # type: ignore[arg-type]
+                case PrivateReply():
+                    outs.append(Outgoing(key=f"send:{k}", kind=SendKind.PRIVATE_REPLY,
+                                         comment_id=action.comment_id, comment_at=comment_at,
+                                         text=action.text, **base))  # type: ignore[arg-type]
+                case PublicReply():
+                    outs.append(Outgoing(key=f"send:{k}", kind=SendKind.PUBLIC_REPLY,
+                                         comment_id=action.comment_id, text=action.text,
+                                         **base))  # type: ignore[arg-type]
+                case TypingOn():
+                    outs.append(Outgoing(key=f"send:{k}", kind=SendKind.SENDER_ACTION,
+                                         action="typing_on", **base))  # type: ignore[arg-type]
+                case Notify():
+                    jobs.append(notify_job(k, st.account_id, st.contact_id, "notify",
+                                           action.text, now))
+                case HandOff():
+                    note = action.note or "automation handed this conversation to you"
+                    who = f"@{st.username}" if st.username else st.contact_id
+                    jobs.append(notify_job(k, st.account_id, st.contact_id, "handoff",
+                                           f"{who}: {note}", now))
+                case Schedule():
+                    jobs.append(NewJob("resume_flow", f"resume:{k}", {
+                        "account_id": st.account_id, "contact_id": st.contact_id,
+                        "workflow": action.workflow, "step": action.step,
+                        "comment_id": action.comment_id, "comment_at": comment_at,
+                    }, run_at=action.run_at))
+                case GenerateAIReply():
+                    jobs.append(NewJob("ai_reply", f"ai:{k}", {
+                        "account_id": st.account_id, "contact_id": st.contact_id,
+                        "mode": action.mode, "comment_id": action.comment_id,
+                        "comment_at": comment_at, "workflow": decision.workflow,
+                    }, run_at=now, max_attempts=4))
+                case _:
+                    pass  # tags, fields, stage, score: already in the new state
+        if outs:
+            await enqueue_sends(conn, outs, now)
+        return jobs
+
+    async def resume_flow(self, job: Job) -> None:
+        """The ``resume_flow`` job: continue a workflow after its ``delay``."""
+        p = job.payload
+        acct, contact = str(p["account_id"]), str(p["contact_id"])
+        now = self.clock()
+        async with self.db.tx() as conn:
+            row = await history.get_conversation(conn, acct, contact)
+            state = load_state(row, acct, contact)
+            decision = resume(state, self.workflows, self.settings, str(p["workflow"]),
+                              int(p["step"]), now, comment_id=p.get("comment_id"))
+            jobs = await self._persist(conn, decision, f"resume:{job.key}", now,
+                                       p.get("comment_at"))
+            if jobs:
+                from instaset.queue import enqueue_in
+
+                await enqueue_in(conn, jobs, now)
+
+
+def notify_job(key: str, account_id: str | None, contact_id: str | None, kind: str, text: str,
+               now: float) -> NewJob:
+    return NewJob("notify", f"notify:{key}", {
+        "key": key, "account_id": account_id, "contact_id": contact_id, "kind": kind,
+        "text": text}, run_at=now)

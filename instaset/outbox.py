@@ -1,0 +1,342 @@
+"""Outgoing actions: enqueue them durably and deliver each exactly once.
+
+Contract:
+- :func:`enqueue_sends` writes one ``sends`` row per part (text over 1000 bytes is split at
+  sentence or word boundaries) and one ``send`` job for the first part, inside the caller's
+  transaction; later parts are enqueued only when the previous part went out, so they arrive
+  in order. The idempotency key of each row is its primary key: enqueueing it again is a no-op.
+- :meth:`Deliverer.deliver` (the ``send`` job handler) checks the sending rules first (a
+  refusal makes no Graph call and is recorded with its reason), waits for the account's rate
+  budget without spending a try, marks the row ``in_flight`` before calling Meta, and records
+  the message id with the history row when Meta answers.
+- Unknown outcome (a timeout after the request left): the row stays ``in_flight``. If Meta
+  did deliver it, its echo arrives and :meth:`Deliverer.echo_origin` recognises it (same
+  contact, same text) and marks the row sent; the retry then finds it sent and does nothing.
+  Only if no echo arrives within ``echo_wait`` seconds is the request sent again: the one
+  residual window for a duplicate (Meta accepted it and its echo was lost).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Protocol
+
+import aiosqlite
+
+from instaset.errors import (
+    GraphError,
+    InvalidParameter,
+    PermissionMissing,
+    Throttled,
+    TokenInvalid,
+    Transient,
+    UserUnavailable,
+    WindowClosed,
+)
+from instaset.graph import GraphClient, QuickReply, SendResult, split_text
+from instaset.metrics import Metrics
+from instaset.pipeline import EchoOrigin
+from instaset.queue import NewJob, RetryLater, enqueue_in
+from instaset.ratelimit import Budgets, SendClass
+from instaset.rules import Clearance, SendFacts, SendKind, check_send
+from instaset.store import history
+from instaset.store import sends as sendstore
+from instaset.store.db import Database
+from instaset.store.jobs import Job
+
+log = logging.getLogger("instaset.graph")
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One outgoing action. ``key`` is its idempotency key (e.g. ``send:{event}:{n}``)."""
+
+    key: str
+    kind: SendKind
+    account_id: str
+    contact_id: str | None = None
+    comment_id: str | None = None
+    comment_at: float | None = None
+    text: str | None = None
+    quick_replies: tuple[tuple[str, str], ...] = ()  # (title, payload)
+    media_type: str | None = None
+    media_url: str | None = None
+    template: str | None = None  # JSON: {"type": "generic"|"button", ...}
+    action: str | None = None  # sender action, or the reaction for REACT
+    target_mid: str | None = None  # the message a reaction applies to
+    sent_by: str = "automation"
+    workflow: str | None = None
+    next_key: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Outgoing:
+        d: dict[str, Any] = json.loads(text)
+        d["kind"] = SendKind(d["kind"])
+        d["quick_replies"] = tuple(tuple(q) for q in d.get("quick_replies", ()))
+        return cls(**d)
+
+    @property
+    def send_class(self) -> SendClass:
+        if self.kind == SendKind.PRIVATE_REPLY:
+            return SendClass.PRIVATE_REPLY
+        if self.kind == SendKind.PUBLIC_REPLY:
+            return SendClass.PUBLIC_REPLY
+        if self.kind == SendKind.MEDIA and self.media_type != "image":
+            return SendClass.MEDIA
+        return SendClass.TEXT
+
+
+def split_parts(out: Outgoing) -> list[Outgoing]:
+    """Split a long text (over 1000 UTF-8 bytes) into ordered parts; quick replies ride on
+    the last part, where the person will see them."""
+    if out.kind not in (SendKind.TEXT, SendKind.PRIVATE_REPLY) or not out.text:
+        return [out]
+    chunks = split_text(out.text)
+    if len(chunks) <= 1:
+        return [out]
+    keys = [out.key] + [f"{out.key}#{i}" for i in range(2, len(chunks) + 1)]
+    parts: list[Outgoing] = []
+    for i, (key, chunk) in enumerate(zip(keys, chunks, strict=True)):
+        last = i == len(chunks) - 1
+        part = replace(out, key=key, text=chunk, quick_replies=out.quick_replies if last else ())
+        if i > 0 and out.kind == SendKind.PRIVATE_REPLY:
+            # Only one private reply per comment: the rest continue as DMs in the thread
+            # once the person answers. Here they follow as plain texts.
+            part = replace(part, kind=SendKind.TEXT, comment_id=None)
+        parts.append(part)
+    return parts
+
+
+def send_job(key: str, run_at: float) -> NewJob:
+    return NewJob("send", f"send:{key}", {"key": key}, run_at=run_at, max_attempts=8)
+
+
+async def enqueue_sends(
+    conn: aiosqlite.Connection, outs: Sequence[Outgoing], now: float, run_at: float | None = None
+) -> list[str]:
+    """Persist the sends of one decision as ONE ordered chain (long texts split into parts)
+    and the job of its first link; each link enqueues the next when it is done (sent or
+    refused), so the person sees them in order. Returns the keys."""
+    parts = [part for out in outs for part in split_parts(out)]
+    if not parts:
+        return []
+    chained = [
+        replace(p, next_key=parts[i + 1].key if i + 1 < len(parts) else None)
+        for i, p in enumerate(parts)
+    ]
+    rows = [
+        (p.key, p.account_id, p.contact_id, p.comment_id, str(p.kind), p.to_json(), p.sent_by,
+         p.workflow, now)
+        for p in chained
+    ]
+    await sendstore.insert_sends(conn, rows)
+    await enqueue_in(conn, [send_job(chained[0].key, now if run_at is None else run_at)], now)
+    return [p.key for p in chained]
+
+
+class TokenProvider(Protocol):
+    async def token(self, account_id: str) -> str | None: ...
+
+
+class StaticTokens:
+    """Tokens held in memory (the sandbox, tests)."""
+
+    def __init__(self, tokens: Mapping[str, str]) -> None:
+        self.tokens = dict(tokens)
+
+    async def token(self, account_id: str) -> str | None:
+        return self.tokens.get(account_id)
+
+
+_FINAL_ERRORS: dict[type[GraphError], str] = {
+    WindowClosed: "window_closed",
+    UserUnavailable: "user_unavailable",
+    PermissionMissing: "permission_missing",
+    InvalidParameter: "invalid_parameter",
+}
+
+
+class Deliverer:
+    def __init__(
+        self,
+        db: Database,
+        graph: GraphClient,
+        tokens: TokenProvider,
+        budgets: Budgets,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        echo_wait: float = 15.0,
+        on_refused: Callable[[Outgoing, str, str], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.graph = graph
+        self.tokens = tokens
+        self.budgets = budgets
+        self.metrics = metrics
+        self.clock = clock
+        self.echo_wait = echo_wait
+        self.on_refused = on_refused
+
+    def _count(self, out: Outgoing, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.sends.labels(str(out.kind), outcome).inc()
+
+    async def _refuse(self, out: Outgoing, state: str, reason: str, detail: str) -> None:
+        now = self.clock()
+        async with self.db.tx() as conn:
+            await sendstore.set_state_in(conn, out.key, state, now, reason=reason)
+            if out.next_key:  # the rest of the chain still gets its own verdict
+                await enqueue_in(conn, [send_job(out.next_key, now)], now)
+        self._count(out, reason)
+        log.info("send %s %s: %s (%s)", out.key, state, reason, detail)
+        if self.on_refused is not None:
+            self.on_refused(out, reason, detail)
+
+    async def deliver(self, job: Job) -> None:
+        key = str(job.payload["key"])
+        row = await sendstore.get_send(self.db, key)
+        if row is None or row["state"] in ("sent", "refused", "failed"):
+            return  # done before (a redelivered job), or purged
+        out = Outgoing.from_json(row["body"])
+        now = self.clock()
+        ctx = await sendstore.send_context(
+            self.db, out.account_id, out.contact_id, out.comment_id, out.key
+        )
+        facts = SendFacts(
+            kind=out.kind, human=out.sent_by == "human",
+            account_state=ctx["account_state"] if ctx else "disconnected",
+            last_inbound_at=ctx["last_inbound_at"] if ctx else None,
+            paused_until=ctx["paused_until"] if ctx else None,
+            comment_at=out.comment_at,
+            private_reply_used=bool(ctx["private_reply_used"]) if ctx else False,
+            quick_reply_titles=tuple(t for t, _ in out.quick_replies),
+        )
+        verdict = check_send(facts, now)
+        if not isinstance(verdict, Clearance):
+            await self._refuse(out, "refused", verdict.reason, verdict.detail)
+            return
+        if row["state"] == "in_flight":
+            # The last try may have reached Meta. Its echo, if any, marks the row sent.
+            if now - row["updated_at"] < self.echo_wait:
+                raise RetryLater(
+                    1.0, "waiting for the echo of a send with an unknown outcome",
+                    count_attempt=False,
+                )
+            log.warning("send %s: no echo after an unknown outcome; sending again", key)
+        wait = self.budgets.reserve(out.account_id, out.send_class)
+        if wait > 0:
+            raise RetryLater(wait, "waiting for the rate budget", count_attempt=False)
+        token = await self.tokens.token(out.account_id)
+        if not token:
+            await self._refuse(out, "refused", "no_token",
+                               "no access token stored; run `instaset connect`")
+            return
+        await sendstore.set_state(self.db, key, "in_flight", now, attempt=True)
+        try:
+            result = await self._call(out, token, verdict.human_agent_tag)
+        except TokenInvalid as exc:
+            async with self.db.tx() as conn:
+                await sendstore.set_account_state_in(conn, out.account_id, "reconnect_needed",
+                                                     self.clock())
+            await self._refuse(out, "refused", "token_invalid", exc.describe())
+            return
+        except Throttled as exc:
+            delay = exc.retry_after if exc.retry_after is not None else 60.0
+            self.budgets.block(out.account_id, out.send_class, delay)
+            await sendstore.set_state(self.db, key, "pending", self.clock())
+            raise RetryLater(delay, f"throttled by Meta: {exc.describe()}") from None
+        except Transient as exc:
+            if not exc.outcome_unknown:
+                await sendstore.set_state(self.db, key, "pending", self.clock())
+            self._count(out, "transient")
+            raise
+        except GraphError as exc:
+            reason = next(
+                (slug for cls, slug in _FINAL_ERRORS.items() if isinstance(exc, cls)), "graph_error"
+            )
+            await self._refuse(out, "failed", reason, exc.describe())
+            return
+        await self._record_sent(out, result)
+
+    async def _record_sent(self, out: Outgoing, result: SendResult) -> None:
+        now = self.clock()
+        async with self.db.tx() as conn:
+            await sendstore.mark_sent_in(conn, out.key, result.message_id, now)
+            contact = out.contact_id or result.recipient_id
+            if contact and out.kind in (SendKind.TEXT, SendKind.MEDIA, SendKind.TEMPLATE,
+                                        SendKind.PRIVATE_REPLY):
+                await history.touch_contact(conn, out.account_id, contact, now)
+                attachments = (
+                    [{"type": out.media_type, "url": out.media_url, "title": None}]
+                    if out.kind == SendKind.MEDIA else []
+                )
+                await history.insert_message(
+                    conn, account_id=out.account_id, contact_id=contact, mid=result.message_id,
+                    direction="out", sent_by=out.sent_by, text=out.text,
+                    attachments=attachments, created_at=now,
+                )
+                await history.update_conversation(conn, out.account_id, contact, now,
+                                                  message_at=now)
+            if out.next_key:
+                await enqueue_in(conn, [send_job(out.next_key, now)], now)
+        self._count(out, "sent")
+
+    async def _call(self, out: Outgoing, token: str, human_agent: bool) -> SendResult:
+        g, acct = self.graph, out.account_id
+        to = out.contact_id or ""
+        match out.kind:
+            case SendKind.TEXT:
+                qrs = [QuickReply(title=t, payload=p) for t, p in out.quick_replies]
+                return await g.send_text(acct, to, out.text or "", token=token,
+                                         quick_replies=qrs, human_agent=human_agent)
+            case SendKind.PRIVATE_REPLY:
+                return await g.private_reply(acct, out.comment_id or "", out.text or "",
+                                             token=token)
+            case SendKind.PUBLIC_REPLY:
+                new_id = await g.public_reply(out.comment_id or "", out.text or "", token=token)
+                return SendResult(None, new_id)
+            case SendKind.MEDIA:
+                return await g.send_attachment(acct, to, out.media_type or "image",
+                                               out.media_url or "", token=token)
+            case SendKind.TEMPLATE:
+                tpl = json.loads(out.template or "{}")
+                if tpl.get("type") == "button":
+                    return await g.send_button_template(acct, to, tpl.get("text", ""),
+                                                        tpl.get("buttons", []), token=token)
+                return await g.send_generic_template(acct, to, tpl.get("elements", []),
+                                                     token=token)
+            case SendKind.SENDER_ACTION:
+                await g.sender_action(acct, to, out.action or "typing_on",  # type: ignore[arg-type]
+                                      token=token)
+                return SendResult(to, None)
+            case SendKind.REACT:
+                if out.action:
+                    await g.react(acct, to, out.target_mid or "", out.action, token=token)
+                else:
+                    await g.unreact(acct, to, out.target_mid or "", token=token)
+                return SendResult(to, None)
+
+    # -- echo correlation (the pipeline's SendLedger) ----------------------------------------
+    async def echo_origin(
+        self, conn: aiosqlite.Connection, account_id: str, contact_id: str, mid: str,
+        text: str | None,
+    ) -> EchoOrigin:
+        row = await sendstore.send_by_message_id(conn, mid)
+        if row is not None:
+            return EchoOrigin(row["sent_by"], in_flight=False, ours=True)
+        flying = await sendstore.in_flight_sends(conn, account_id, contact_id)
+        for send in flying:
+            if Outgoing.from_json(send["body"]).text == text:
+                # A send whose outcome we did not learn: Meta delivered it after all.
+                await sendstore.mark_sent_in(conn, send["key"], mid, self.clock())
+                log.info("send %s confirmed by its echo", send["key"])
+                return EchoOrigin(send["sent_by"], in_flight=False, ours=True)
+        return EchoOrigin("human", in_flight=bool(flying), ours=False)

@@ -1,0 +1,105 @@
+"""SQL of outgoing actions (the ``sends`` table): one row per idempotency key."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+import aiosqlite
+
+from instaset.store.db import Database
+
+
+async def insert_sends(conn: aiosqlite.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    """rows: (key, account_id, contact_id, comment_id, kind, body, sent_by, workflow, now)."""
+    await conn.executemany(
+        "INSERT INTO sends(key, account_id, contact_id, comment_id, kind, body, sent_by,"
+        " workflow, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?9, ?9)"
+        " ON CONFLICT(key) DO NOTHING",
+        rows,
+    )
+
+
+async def get_send(db: Database, key: str) -> sqlite3.Row | None:
+    return await db.fetchone("SELECT * FROM sends WHERE key = ?", (key,))
+
+
+async def send_context(
+    db: Database, account_id: str, contact_id: str | None, comment_id: str | None, key: str
+) -> sqlite3.Row | None:
+    """Account state, window facts and whether the comment's private reply is used."""
+    return await db.fetchone(
+        "SELECT a.state AS account_state, c.last_inbound_at, c.paused_until,"
+        " (SELECT count(*) FROM sends s WHERE s.comment_id = ?3 AND s.kind = 'private_reply'"
+        "   AND s.state IN ('in_flight', 'sent') AND s.key != ?4) AS private_reply_used"
+        " FROM accounts a LEFT JOIN conversations c"
+        "   ON c.account_id = a.id AND c.contact_id = ?2"
+        " WHERE a.id = ?1",
+        (account_id, contact_id, comment_id, key),
+    )
+
+
+async def set_state(
+    db: Database, key: str, state: str, now: float, *, reason: str | None = None,
+    attempt: bool = False,
+) -> None:
+    await db.execute(
+        "UPDATE sends SET state = ?, reason = coalesce(?, reason), updated_at = ?,"
+        " attempts = attempts + ? WHERE key = ?",
+        (state, reason, now, int(attempt), key),
+    )
+
+
+async def set_state_in(
+    conn: aiosqlite.Connection, key: str, state: str, now: float, *, reason: str | None = None
+) -> None:
+    await conn.execute(
+        "UPDATE sends SET state = ?, reason = coalesce(?, reason), updated_at = ? WHERE key = ?",
+        (state, reason, now, key),
+    )
+
+
+async def mark_sent_in(
+    conn: aiosqlite.Connection, key: str, message_id: str | None, now: float
+) -> None:
+    await conn.execute(
+        "UPDATE sends SET state = 'sent', message_id = coalesce(?, message_id), updated_at = ?,"
+        " reason = NULL WHERE key = ?",
+        (message_id, now, key),
+    )
+
+
+async def send_by_message_id(
+    conn: aiosqlite.Connection, message_id: str
+) -> sqlite3.Row | None:
+    rows = list(await conn.execute_fetchall(
+        "SELECT * FROM sends WHERE message_id = ?", (message_id,)
+    ))
+    return rows[0] if rows else None
+
+
+async def in_flight_sends(
+    conn: aiosqlite.Connection, account_id: str, contact_id: str
+) -> list[sqlite3.Row]:
+    return list(await conn.execute_fetchall(
+        "SELECT * FROM sends WHERE account_id = ? AND contact_id = ? AND state = 'in_flight'"
+        " ORDER BY created_at",
+        (account_id, contact_id),
+    ))
+
+
+async def set_account_state_in(
+    conn: aiosqlite.Connection, account_id: str, state: str, now: float
+) -> None:
+    await conn.execute(
+        "UPDATE accounts SET state = ?, updated_at = ? WHERE id = ?", (state, now, account_id)
+    )
+
+
+async def refusals_by_reason(db: Database, since: float) -> dict[str, int]:
+    rows = await db.fetchall(
+        "SELECT reason, count(*) FROM sends WHERE state IN ('refused', 'failed')"
+        " AND updated_at >= ? GROUP BY reason",
+        (since,),
+    )
+    return {r[0] or "unknown": int(r[1]) for r in rows}
