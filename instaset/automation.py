@@ -164,10 +164,9 @@ class WorkflowAutomation:
                     jobs.append(notify_job(k, st.account_id, st.contact_id, "notify",
                                            action.text, now))
                 case HandOff():
-                    note = action.note or "automation handed this conversation to you"
-                    who = f"@{st.username}" if st.username else st.contact_id
-                    jobs.append(notify_job(k, st.account_id, st.contact_id, "handoff",
-                                           f"{who}: {note}", now))
+                    # The engine also emits a Notify for the creator; the pause is in the
+                    # new state. Messages decided before the handoff still go out.
+                    outs = [replace(o, before_handoff=True) for o in outs]
                 case Schedule():
                     jobs.append(NewJob("resume_flow", f"resume:{k}", {
                         "account_id": st.account_id, "contact_id": st.contact_id,

@@ -28,13 +28,15 @@ from aiohttp import web
 from instaset.automation import WorkflowAutomation
 from instaset.config import Config
 from instaset.engine import EngineSettings
-from instaset.errors import InstasetError, StoreError
+from instaset.errors import InstasetError
 from instaset.graph import GraphClient
 from instaset.metrics import Metrics
 from instaset.notify import Notifier
 from instaset.outbox import Deliverer, StaticTokens, TokenProvider
 from instaset.pipeline import Pipeline
 from instaset.ratelimit import Budgets, budgets_from_config
+from instaset.sandbox import Sandbox
+from instaset.simulate import sandbox_routes
 from instaset.store import history
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database, open_database
@@ -169,23 +171,30 @@ async def runtime(
         await db.close()
 
 
-async def run_daemon(
+@dataclass
+class Serving:
+    """A running daemon: its runtime, the URL it listens on, and the sandbox if any."""
+
+    rt: Runtime
+    url: str
+    sandbox: Sandbox | None
+    worker_task: asyncio.Task[None]
+
+
+@contextlib.asynccontextmanager
+async def serving(
     config: Config, *, host: str, port: int, sandbox: bool = False,
-    announce: Callable[[str], None] | None = None,
-) -> int:
-    """Serve until SIGTERM/SIGINT. Returns the process exit code."""
-    say = announce or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    db_path = config.storage.db_path()
-    with single_instance(db_path):
+    say: Callable[[str], None] = lambda _msg: None,
+) -> AsyncIterator[Serving]:
+    """Listen and work until the context exits; then stop accepting, commit everything
+    already accepted, and let the worker finish its in-flight jobs (within the grace)."""
+    with single_instance(config.storage.db_path()):
         secrets = config.instagram.webhook_secrets()
         async with contextlib.AsyncExitStack() as stack:
             graph_url: str | None = None
             tokens: TokenProvider | None = None
-            account_id = config.sandbox.account_id if sandbox else ""
-            box = None
+            box: Sandbox | None = None
             if sandbox:
-                from instaset.sandbox import Sandbox
-
                 if not secrets:
                     secrets = [SANDBOX_SECRET.encode()]
                 box = Sandbox(
@@ -198,40 +207,31 @@ async def run_daemon(
                 say(f"sandbox Instagram at {graph_url} (account @{box.username})")
             rt = await stack.enter_async_context(
                 runtime(config, secrets=secrets, graph_url=graph_url, tokens=tokens,
-                        account_id=account_id)
+                        account_id=box.account_id if box else "")
             )
             if box is not None:
                 await history.upsert_account(
                     rt.db, box.account_id, username=box.username, now=rt.clock(), sandbox=True
                 )
-                from instaset.simulate import sandbox_routes
-
                 rt.web.extra_routes.extend(sandbox_routes(box))
             released = await jobstore.release_all_running(rt.db)
             if released:
                 log.info("%d jobs left running by the previous process are due again", released)
-            app = make_app(rt.web)
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+            runner = web.AppRunner(make_app(rt.web), access_log=None, shutdown_timeout=5.0)
             await runner.setup()
-            site = web.TCPSite(runner, host, port, reuse_address=True)
             try:
-                await site.start()
+                await web.TCPSite(runner, host, port, reuse_address=True).start()
             except OSError as exc:
                 await runner.cleanup()
                 raise InstasetError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-            bound = _bound_port(runner, port)
+            url = f"http://{_connect_host(host)}:{_bound_port(runner, port)}"
             if box is not None:
-                box.webhook_url = f"http://{_connect_host(host)}:{bound}/webhook"
-            stop = asyncio.Event()
+                box.webhook_url = f"{url}/webhook"
             worker_stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
             rt.writer.start()
             worker_task = asyncio.create_task(rt.worker.run(worker_stop), name="worker")
             try:
-                say(f"instaset listening on http://{host}:{bound} (pid {os.getpid()})")
-                await _until(stop, worker_task)
+                yield Serving(rt, url, box, worker_task)
             finally:
                 # Stop accepting first; every request already accepted is committed before
                 # the writer stops; then the worker finishes its in-flight jobs.
@@ -239,8 +239,25 @@ async def run_daemon(
                 await rt.writer.stop()
                 worker_stop.set()
                 await worker_task
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
+
+
+async def run_daemon(
+    config: Config, *, host: str, port: int, sandbox: bool = False,
+    announce: Callable[[str], None] | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT. Returns the process exit code."""
+    say = announce or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with serving(config, host=host, port=port, sandbox=sandbox, say=say) as srv:
+            say(f"instaset listening on {srv.url} (pid {os.getpid()})")
+            await _until(stop, srv.worker_task)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
     say("instaset stopped")
     return 0
 
@@ -265,16 +282,3 @@ def _bound_port(runner: web.AppRunner, fallback: int) -> int:
         if isinstance(addr, tuple) and len(addr) >= 2:
             return int(addr[1])
     return fallback
-
-
-def check_database(path: Path) -> None:
-    if path.exists() and path.is_dir():
-        raise StoreError(f"storage.path {path} is a directory; point it at a file")
-
-
-async def ensure_account(
-    rt: Runtime, account_id: str, username: str | None, *, sandbox: bool = False
-) -> None:
-    await history.upsert_account(
-        rt.db, account_id, username=username, now=rt.clock(), sandbox=sandbox
-    )

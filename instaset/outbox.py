@@ -71,6 +71,7 @@ class Outgoing:
     sent_by: str = "automation"
     workflow: str | None = None
     next_key: str | None = None
+    before_handoff: bool = False  # decided together with a handoff: the pause follows it
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
@@ -214,7 +215,7 @@ class Deliverer:
             kind=out.kind, human=out.sent_by == "human",
             account_state=ctx["account_state"] if ctx else "disconnected",
             last_inbound_at=ctx["last_inbound_at"] if ctx else None,
-            paused_until=ctx["paused_until"] if ctx else None,
+            paused_until=None if out.before_handoff else (ctx["paused_until"] if ctx else None),
             comment_at=out.comment_at,
             private_reply_used=bool(ctx["private_reply_used"]) if ctx else False,
             quick_reply_titles=tuple(t for t, _ in out.quick_replies),

@@ -42,6 +42,8 @@ from instaset.engine import (
     Workflow,
     action_from_dict,
     decide,
+    is_message,
+    needs_follower,
     resume,
 )
 from instaset.events import CommentEvent, Event, EventKind, MessageEvent
@@ -498,3 +500,17 @@ def test_state_json_round_trip() -> None:
     assert ConversationState.from_json(text) == st
     assert hash(ConversationState.from_json(text)) == hash(st)
     assert ConversationState.from_json(state().to_json()) == state()
+
+
+def test_is_message_marks_what_needs_the_window() -> None:
+    sends = {a.type for a in ALL_ACTIONS if is_message(a)}
+    assert sends == {"send_text", "send_media", "send_buttons", "send_template",
+                     "generate_ai_reply", "offer_booking", "typing_on"}  # fmt: skip
+    assert not is_message(GenerateAIReply("draft"))
+
+
+def test_needs_follower() -> None:
+    plain = steps_wf("    - tag: x\n")
+    gated = workflows("- {name: f, trigger: {fallback: true}, when: {follower: true}, actions: [{tag: x}]}")
+    assert not needs_follower(plain)
+    assert needs_follower(plain + gated)

@@ -37,6 +37,9 @@ EXPECTED_SCHEMA: dict[str, list[str]] = {
         "key", "account_id", "contact_id", "comment_id", "kind", "body", "state", "sent_by",
         "message_id", "reason", "workflow", "attempts", "created_at", "updated_at",
     ],
+    "notifications": [
+        "id", "key", "account_id", "contact_id", "kind", "text", "created_at", "delivered_at",
+    ],
 }  # fmt: skip
 
 

@@ -1,0 +1,62 @@
+"""``instaset demo`` and ``instaset simulate``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import typer
+
+from instaset.cli.app import STATE, app, handle_errors, out_console
+from instaset.config import load_config
+
+simulate_app = typer.Typer(help="Send Meta-shaped webhooks to a running instaset.",
+                           no_args_is_help=True)
+app.add_typer(simulate_app, name="simulate")
+
+
+@app.command()
+@handle_errors
+def demo() -> None:
+    """Play a scripted scene through the real pipeline against the built-in sandbox."""
+    from instaset.demo import play
+
+    raise typer.Exit(asyncio.run(play(out_console)))
+
+
+def _simulate(kind: str, user: str, text: str, media: str | None, url: str | None) -> None:
+    from instaset.daemon import SANDBOX_SECRET
+    from instaset.simulate import simulate
+
+    config = load_config(STATE.config_path)
+    base = url or f"http://127.0.0.1:{config.server.port}"
+    secrets = config.instagram.webhook_secrets()
+    result = asyncio.run(simulate(
+        base, kind, user, text, media=media,
+        secret=secrets[0].decode() if secrets else SANDBOX_SECRET,
+        account_id=config.sandbox.account_id,
+    ))
+    typer.echo(json.dumps(result))
+
+
+@simulate_app.command("dm")
+@handle_errors
+def simulate_dm(
+    user: str = typer.Argument(..., help="Username or Instagram-scoped id of the sender."),
+    text: str = typer.Argument(..., help="The message text."),
+    url: str | None = typer.Option(None, help="Base URL of the daemon (default: server.port)."),
+) -> None:
+    """A user sends a DM."""
+    _simulate("dm", user, text, None, url)
+
+
+@simulate_app.command("comment")
+@handle_errors
+def simulate_comment(
+    user: str = typer.Argument(..., help="Username or Instagram-scoped id of the commenter."),
+    text: str = typer.Argument(..., help="The comment text."),
+    media: str = typer.Option("17900000000000001", "--media", help="Media id commented on."),
+    url: str | None = typer.Option(None, help="Base URL of the daemon (default: server.port)."),
+) -> None:
+    """A user comments on a post or reel."""
+    _simulate("comment", user, text, media, url)

@@ -1,0 +1,315 @@
+"""The sending side end to end: the daemon (webhook, pipeline, automation, outbox, worker)
+against the built-in sandbox as a real Graph server on 127.0.0.1. Assertions are made on
+what the sandbox received (its transcript) and on what the daemon recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from instaset.outbox import Outgoing
+from instaset.rules import SendKind
+from instaset.sandbox import Fault
+from tests.sending_harness import ACCT, Clock, Harness, open_harness
+
+IGSID = "1129842642640637"
+OTHER = "2229842642640638"
+HOUR = 3600.0
+DAY = 24 * HOUR
+GUIDE_TEXT = "Here is the free guide: https://example.com/guide"
+GUIDE = {"name": "guide", "trigger": {"dm": {"keywords": ["guide"]}},
+         "actions": [{"reply": GUIDE_TEXT}]}
+COMMENT_REPLY = "Sent you the guide in DMs!"
+COMMENT_GUIDE = {"name": "comment-guide", "trigger": {"comment": {"keywords": ["guide"]}},
+                 "actions": [{"private_reply": COMMENT_REPLY}]}
+
+MakeHarness = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+async def make_harness(tmp_path: Path) -> AsyncIterator[MakeHarness]:
+    """``await make_harness(workflows=..., clock=..., ...)``: a started sandbox + daemon
+    (options of :func:`tests.sending_harness.open_harness`), torn down after the test."""
+    async with contextlib.AsyncExitStack() as stack:
+        count = 0
+
+        async def make(**options: Any) -> Harness:
+            nonlocal count
+            count += 1
+            return await stack.enter_async_context(
+                open_harness(tmp_path, name=f"h{count}", **options)
+            )
+
+        yield make
+
+
+def body_of(h: Harness, igsid: str) -> list[dict[str, object]]:
+    return [r.json for r in h.graph_sends(igsid)]
+
+
+# -- 1. a keyword DM gets exactly one reply, recorded once, echo without a pause ---------------
+async def test_dm_keyword_reply_end_to_end(make_harness: MakeHarness) -> None:
+    h = await make_harness(workflows=[GUIDE])
+    await h.dm(IGSID, "hi, can I get the guide?")
+    await h.settle()
+
+    sends = h.graph_sends(IGSID)
+    assert len(sends) == 1
+    assert sends[0].json == {"recipient": {"id": IGSID}, "message": {"text": GUIDE_TEXT}}
+    assert sends[0].route == f"/{ACCT}/messages"
+    assert sends[0].headers["Authorization"] == f"Bearer {h.sandbox.token}"
+    assert "access_token" not in sends[0].query
+
+    out = [m for m in h.sandbox.thread(IGSID) if m.direction == "out"]
+    assert len(out) == 1
+    mid = out[0].mid
+    rows = await h.messages(IGSID, "out")
+    assert [(r["mid"], r["sent_by"], r["text"]) for r in rows] == [(mid, "automation", GUIDE_TEXT)]
+
+    # The echo of our own send arrived and was processed: no pause, no second history row.
+    echoes = await h.echo_events(IGSID)
+    assert len(echoes) == 1 and echoes[0]["processed_at"] is not None
+    assert echoes[0]["dedupe_key"] == f"msg:{mid}"
+    conv = await h.conversation(IGSID)
+    assert conv["paused_until"] is None
+    sent = await h.rt.db.fetchall("SELECT state, message_id, sent_by FROM sends")
+    assert [tuple(r) for r in sent] == [("sent", mid, "automation")]
+
+
+# -- 2. every send kind's request body, as Meta documents it ----------------------------------
+BUTTONS = [{"type": "web_url", "url": "https://example.com/book", "title": "Book"},
+           {"type": "postback", "title": "More", "payload": "MORE"}]
+ELEMENTS = [{"title": "Guide", "subtitle": "Free", "image_url": "https://example.com/g.png",
+             "default_action": {"type": "web_url", "url": "https://example.com/g"},
+             "buttons": [{"type": "web_url", "url": "https://example.com/g", "title": "Open"}]}]
+
+
+async def test_each_send_kind_has_metas_request_body(make_harness: MakeHarness) -> None:
+    h = await make_harness()
+    await h.dm(IGSID, "hello")
+    comment = await h.sandbox.user_comments(IGSID, "nice post", "18000000000000001")
+    await h.settle()
+    comment_id = str(comment["entry"][0]["changes"][0]["value"]["id"])  # type: ignore[index]
+    base: dict[str, Any] = {"account_id": ACCT, "contact_id": IGSID}
+    outs = [
+        Outgoing(key="k-qr", kind=SendKind.TEXT, text="Pick one",
+                 quick_replies=(("Yes", "YES"), ("No", "NO")), **base),
+        Outgoing(key="k-media", kind=SendKind.MEDIA, media_type="image",
+                 media_url="https://example.com/p.png", **base),
+        Outgoing(key="k-button", kind=SendKind.TEMPLATE,
+                 template=json.dumps({"type": "button", "text": "Ready?", "buttons": BUTTONS}),
+                 **base),
+        Outgoing(key="k-generic", kind=SendKind.TEMPLATE,
+                 template=json.dumps({"type": "generic", "elements": ELEMENTS}), **base),
+        Outgoing(key="k-private", kind=SendKind.PRIVATE_REPLY, comment_id=comment_id,
+                 comment_at=h.clock(), text="Thanks! Details in DM", **base),
+        Outgoing(key="k-public", kind=SendKind.PUBLIC_REPLY, comment_id=comment_id,
+                 text="Check your DMs", **base),
+        Outgoing(key="k-typing", kind=SendKind.SENDER_ACTION, action="typing_on", **base),
+    ]
+    assert await h.enqueue(*outs) == [o.key for o in outs]
+    await h.settle()
+
+    messages = f"/{ACCT}/messages"
+    got = [(r.route, r.body) for r in h.graph_posts()]
+    assert got == [
+        (messages, {"recipient": {"id": IGSID}, "message": {
+            "text": "Pick one", "quick_replies": [
+                {"content_type": "text", "title": "Yes", "payload": "YES"},
+                {"content_type": "text", "title": "No", "payload": "NO"}]}}),
+        (messages, {"recipient": {"id": IGSID}, "message": {"attachment": {
+            "type": "image", "payload": {"url": "https://example.com/p.png"}}}}),
+        (messages, {"recipient": {"id": IGSID}, "message": {"attachment": {
+            "type": "template", "payload": {
+                "template_type": "button", "text": "Ready?", "buttons": BUTTONS}}}}),
+        (messages, {"recipient": {"id": IGSID}, "message": {"attachment": {
+            "type": "template", "payload": {"template_type": "generic", "elements": ELEMENTS}}}}),
+        (messages, {"recipient": {"comment_id": comment_id},
+                    "message": {"text": "Thanks! Details in DM"}}),
+        (f"/{comment_id}/replies", {"message": "Check your DMs"}),
+        (messages, {"recipient": {"id": IGSID}, "sender_action": "typing_on"}),
+    ]
+    public = h.graph_posts()[5]
+    assert public.headers["Content-Type"].startswith("application/x-www-form-urlencoded")
+    assert public.query == {}  # the text rides in the body, never in the URL
+    for r in h.graph_posts():
+        assert r.headers["Authorization"] == f"Bearer {h.sandbox.token}"
+    rows = await h.rt.db.fetchall("SELECT key, state, reason FROM sends ORDER BY created_at")
+    assert {r["key"]: (r["state"], r["reason"]) for r in rows} == {
+        o.key: ("sent", None) for o in outs}
+    # What Meta stored: the DMs in the thread, the public reply under the comment.
+    replies = [c for c in h.sandbox.comments.values() if c.parent_id == comment_id]
+    assert [c.text for c in replies] == ["Check your DMs"]
+    assert h.sandbox.comments[comment_id].private_replied
+
+
+# -- 3. a closed window refuses without calling Graph -----------------------------------------
+async def test_window_refusal_makes_no_graph_call(make_harness: MakeHarness) -> None:
+    clock = Clock(frozen=True)
+    h = await make_harness(clock=clock)
+    await h.dm(IGSID, "hello")
+    await h.settle()
+    clock.advance(25 * HOUR)
+    await h.enqueue(h.text("late", IGSID, "sorry for the wait"))
+    await h.settle()
+    row = await h.send_row("late")
+    assert (row["state"], row["reason"], row["attempts"]) == ("refused", "window_closed", 0)
+    assert h.graph_posts() == []
+    # Inside the window the same send would have gone out (the refusal is about time).
+    await h.dm(IGSID, "still there?")
+    await h.enqueue(h.text("fresh", IGSID, "yes!"))
+    await h.settle()
+    assert (await h.send_row("fresh"))["state"] == "sent"
+    assert body_of(h, IGSID) == [{"recipient": {"id": IGSID}, "message": {"text": "yes!"}}]
+
+
+# -- 4. a redelivered comment gets one private reply -------------------------------------------
+async def test_redelivered_comment_gets_one_private_reply(make_harness: MakeHarness) -> None:
+    h = await make_harness(workflows=[COMMENT_GUIDE])
+    payload = await h.sandbox.user_comments(IGSID, "guide please!", "18000000000000001",
+                                            deliver=False)
+    comment_id = payload["entry"][0]["changes"][0]["value"]["id"]  # type: ignore[index]
+    statuses = await asyncio.gather(h.post(payload), h.post(payload))
+    assert statuses == [200, 200]
+    assert await h.post(payload) == 200
+    await h.settle()
+    assert await h.post(payload) == 200  # and once more after it was processed
+    await h.settle()
+    private = [r for r in h.sandbox.transcript
+               if r.json.get("recipient") == {"comment_id": comment_id}]
+    assert len(private) == 1
+    assert private[0].json == {"recipient": {"comment_id": comment_id},
+                               "message": {"text": COMMENT_REPLY}}
+    rows = await h.rt.db.fetchall("SELECT state FROM sends WHERE comment_id = ?", (comment_id,))
+    assert [r["state"] for r in rows] == ["sent"]
+    events = await h.rt.db.fetchall("SELECT id FROM events WHERE kind = 'comment'")
+    assert len(events) == 1
+
+
+# -- 5. echoes: ours are recognised, the creator's pause automation ---------------------------
+async def test_creator_echo_pauses_automation_until_the_pause_ends(
+    make_harness: MakeHarness,
+) -> None:
+    clock = Clock(frozen=True)
+    h = await make_harness(workflows=[GUIDE], clock=clock, pause_for="2h")
+    await h.dm(IGSID, "guide")
+    await h.settle()
+    assert len(h.graph_sends(IGSID)) == 1
+    assert len(await h.echo_events(IGSID)) == 1  # the echo of our reply came back...
+    assert (await h.conversation(IGSID))["paused_until"] is None  # ...and paused nothing
+
+    # The creator types in the Instagram app: an echo instaset has no send for.
+    await h.creator_types(IGSID, "Hey, it's me, let me help you personally")
+    await h.settle()
+    now = clock()
+    conv = await h.conversation(IGSID)
+    assert conv["paused_until"] == pytest.approx(now + 2 * HOUR)
+    typed = [r for r in await h.messages(IGSID, "out") if r["sent_by"] == "human"]
+    assert [r["text"] for r in typed] == ["Hey, it's me, let me help you personally"]
+
+    clock.advance(HOUR)  # still paused: the keyword gets no automated answer
+    await h.dm(IGSID, "guide again please")
+    await h.settle()
+    assert len(h.graph_sends(IGSID)) == 1
+    rows = await h.rt.db.fetchall("SELECT key, state, reason FROM sends")
+    assert all(r["state"] == "sent" or r["reason"] == "paused" for r in rows)
+    assert sum(r["state"] == "sent" for r in rows) == 1
+
+    clock.advance(HOUR + 1)  # the pause is over
+    await h.dm(IGSID, "guide?")
+    await h.settle()
+    assert body_of(h, IGSID) == [
+        {"recipient": {"id": IGSID}, "message": {"text": GUIDE_TEXT}}] * 2
+    assert (await h.conversation(IGSID))["paused_until"] == pytest.approx(now + 2 * HOUR)
+
+
+# -- 6. unknown outcome: the echo settles it, no duplicate ------------------------------------
+async def test_unknown_outcome_is_settled_by_the_echo(make_harness: MakeHarness) -> None:
+    h = await make_harness(workflows=[GUIDE], graph_timeout=0.5)
+    # Meta does the work, then never answers: the client times out.
+    h.sandbox.inject(Fault("drop_after_send", path_contains="/messages", delay=30.0))
+    await h.dm(IGSID, "guide")
+    await h.settle(advance_up_to=60.0)
+
+    sends = h.graph_sends(IGSID)
+    assert len(sends) == 1
+    (mid,) = [m.mid for m in h.sandbox.thread(IGSID) if m.direction == "out"]
+    (row,) = await h.rt.db.fetchall("SELECT * FROM sends")
+    assert (row["state"], row["message_id"], row["attempts"]) == ("sent", mid, 1)
+    out = await h.messages(IGSID, "out")
+    assert [(r["mid"], r["sent_by"]) for r in out] == [(mid, "automation")]
+    assert (await h.conversation(IGSID))["paused_until"] is None
+    job = await h.job_row(f"send:{row['key']}")
+    assert job["state"] == "done" and job["attempts"] == 2  # it did retry, and found it sent
+
+
+# -- 7. 5xx answers are retried with exponential backoff --------------------------------------
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("status", path_contains="/messages", times=2, status=500),
+        Fault("graph_error", path_contains="/messages", times=2, status=503, code=2),
+    ],
+    ids=["http-500", "graph-transient"],
+)
+async def test_server_errors_are_retried_with_backoff(
+    make_harness: MakeHarness, fault: Fault
+) -> None:
+    clock = Clock(frozen=True)
+    h = await make_harness(clock=clock, worker={"backoff_base": 2.0, "backoff_cap": 600})
+    await h.dm(IGSID, "hello")
+    await h.settle()
+    h.sandbox.inject(fault)
+    await h.enqueue(h.text("retry-me", IGSID, "this goes through eventually"))
+
+    t0 = clock()
+    await h.settle()  # first try fails; the retry is in the future
+    row, job = await h.send_row("retry-me"), await h.job_row("send:retry-me")
+    assert (row["state"], row["attempts"]) == ("pending", 1)
+    assert (job["state"], job["attempts"]) == ("ready", 1)
+    assert 1.0 <= job["run_at"] - t0 <= 2.0  # 2**1 with jitter U(0.5, 1)
+    assert "Transient" in job["last_error"]
+
+    clock.advance(job["run_at"] - t0)
+    t1 = clock()
+    await h.settle()  # second try fails too: the delay doubles
+    row, job = await h.send_row("retry-me"), await h.job_row("send:retry-me")
+    assert (row["state"], row["attempts"], job["attempts"]) == ("pending", 2, 2)
+    assert 2.0 <= job["run_at"] - t1 <= 4.0  # 2**2 with jitter
+
+    await h.settle(advance_up_to=10.0)
+    row, job = await h.send_row("retry-me"), await h.job_row("send:retry-me")
+    assert (row["state"], row["attempts"], job["state"], job["attempts"]) == ("sent", 3, "done", 3)
+    assert len(h.graph_sends(IGSID)) == 3  # two failures, one success: no more, no less
+    assert len([m for m in h.sandbox.thread(IGSID) if m.direction == "out"]) == 1
+
+
+# -- 8. a revoked token: refused, account needs reconnecting, no more Graph calls ------------
+async def test_revoked_token_stops_sending_for_the_account(make_harness: MakeHarness) -> None:
+    h = await make_harness()
+    await h.dm(IGSID, "hello")
+    await h.dm(OTHER, "hi there")
+    await h.settle()
+    h.sandbox.revoke_token()
+    await h.enqueue(h.text("first", IGSID, "hello back"))
+    await h.settle()
+    row = await h.send_row("first")
+    assert (row["state"], row["reason"]) == ("refused", "token_invalid")
+    assert await h.account_state() == "reconnect_needed"
+    calls = len(h.sandbox.transcript)
+    assert calls == 1
+
+    await h.enqueue(h.text("second", OTHER, "hi"), h.text("third", IGSID, "again"))
+    await h.dm(IGSID, "are you there?")  # webhooks still arrive and are processed
+    await h.settle()
+    assert len(h.sandbox.transcript) == calls  # nothing more reached Graph
+    for key in ("second", "third"):
+        row = await h.send_row(key)
+        assert (row["state"], row["reason"]) == ("refused", "account_reconnect_needed")
+    assert len(await h.messages(IGSID, "in")) == 2
