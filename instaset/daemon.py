@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import importlib
 import logging
 import os
 import signal
@@ -40,7 +41,10 @@ from instaset.simulate import sandbox_routes
 from instaset.store import history
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database, open_database
+from instaset.queue import NewJob
 from instaset.store.ingest import IngestWriter
+from instaset.store.jobs import Job
+from instaset.tokens import default_tokens
 from instaset.webhook import WebContext, make_app
 from instaset.worker import Handler, Worker, WorkerSettings
 
@@ -98,6 +102,43 @@ class Runtime:
     budgets: Budgets
     handlers: dict[str, Handler] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
+    tokens: TokenProvider = field(default_factory=lambda: StaticTokens({}))
+    periodic: dict[str, float] = field(default_factory=dict)  # job kind -> interval (s)
+
+    def add_periodic(self, kind: str, interval: float, handler: Handler) -> None:
+        """Run ``handler`` every ``interval`` seconds through the durable queue: one job per
+        time slot (key ``periodic:{kind}:{slot}``), each scheduling the next, so a restart
+        neither skips nor doubles a run."""
+
+        async def run_and_reschedule(job: Job) -> None:
+            await handler(job)
+            await jobstore.enqueue(self.db, [periodic_job(kind, interval, self.clock())],
+                                   self.clock())
+
+        self.handlers[kind] = run_and_reschedule
+        self.periodic[kind] = interval
+
+    async def start_periodic(self) -> None:
+        now = self.clock()
+        await jobstore.enqueue(
+            self.db, [periodic_job(k, iv, now - iv) for k, iv in self.periodic.items()], now
+        )
+
+
+def periodic_job(kind: str, interval: float, after: float) -> NewJob:
+    """The job of the first slot that starts after ``after``."""
+    slot = int(after // interval) + 1
+    return NewJob(kind, f"periodic:{kind}:{slot}", {"slot": slot}, run_at=slot * interval)
+
+
+# Feature modules: each has ``install(rt: Runtime) -> None`` that registers its job handlers,
+# periodic jobs and HTTP routes. Listed here so that the daemon's shape is visible in one place.
+FEATURES: tuple[str, ...] = ()
+
+
+def install_features(rt: Runtime) -> None:
+    for name in FEATURES:
+        importlib.import_module(name).install(rt)
 
 
 def engine_settings(config: Config, account_id: str) -> EngineSettings:
@@ -128,9 +169,8 @@ async def runtime(
         budgets = budgets_from_config(
             rl.text_per_second, rl.media_per_second, rl.private_replies_per_hour
         )
-        deliverer = Deliverer(
-            db, graph, tokens or StaticTokens({}), budgets, metrics=metrics, clock=clock
-        )
+        token_provider = tokens if tokens is not None else default_tokens(config)
+        deliverer = Deliverer(db, graph, token_provider, budgets, metrics=metrics, clock=clock)
         automation = WorkflowAutomation(
             db, config.workflows, engine_settings(config, account_id), clock=clock
         )
@@ -164,8 +204,10 @@ async def runtime(
             verify_token=verify.get_secret_value() if verify is not None else None,
             max_body_bytes=config.server.max_body_bytes,
         )
-        yield Runtime(config, db, metrics, writer, worker, pipeline, web_ctx, wake, graph,
-                      deliverer, budgets, handlers, clock)
+        rt = Runtime(config, db, metrics, writer, worker, pipeline, web_ctx, wake, graph,
+                     deliverer, budgets, handlers, clock, token_provider)
+        install_features(rt)
+        yield rt
     finally:
         await session.close()
         await db.close()
@@ -228,6 +270,7 @@ async def serving(
             if box is not None:
                 box.webhook_url = f"{url}/webhook"
             worker_stop = asyncio.Event()
+            await rt.start_periodic()
             rt.writer.start()
             worker_task = asyncio.create_task(rt.worker.run(worker_stop), name="worker")
             try:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from instaset.outbox import Outgoing
+from instaset.outbox import Outgoing, enqueue_sends
 from instaset.rules import SendKind
 from instaset.sandbox import Fault
 from tests.sending_harness import ACCT, Clock, Harness, open_harness
@@ -313,3 +313,62 @@ async def test_revoked_token_stops_sending_for_the_account(make_harness: MakeHar
         row = await h.send_row(key)
         assert (row["state"], row["reason"]) == ("refused", "account_reconnect_needed")
     assert len(await h.messages(IGSID, "in")) == 2
+
+
+# -- 9. the text budget holds under a burst of 500 sends --------------------------------------
+def max_in_window(times: Sequence[float], window: float) -> int:
+    """The most of ``times`` in any half-open interval [t, t + window)."""
+    ts = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(ts):
+        j = max(j, i)
+        while j < len(ts) and ts[j] < t + window:
+            j += 1
+        best = max(best, j - i)
+    return best
+
+
+async def test_burst_of_500_respects_the_text_budget(make_harness: MakeHarness) -> None:
+    h = await make_harness(rate_limits={"text_per_second": 20})
+    contacts = [f"3{i:015d}" for i in range(500)]
+    items: list[object] = []
+    for igsid in contacts:  # each stored at the sandbox (window open), delivered in one batch
+        payload = await h.sandbox.user_sends_dm(igsid, "hi", deliver=False)
+        items.extend(payload["entry"][0]["messaging"])  # type: ignore[index]
+    batch = {"object": "instagram", "entry": [{"id": ACCT, "time": int(h.clock() * 1000),
+                                               "messaging": items}]}
+    assert await h.post(batch) == 200
+    await h.settle()
+    keys = [f"burst:{c}" for c in contacts]
+    async with h.rt.db.tx() as conn:  # 500 independent chains, all due at once
+        for key, igsid in zip(keys, contacts, strict=True):
+            await enqueue_sends(conn, [h.text(key, igsid, f"hello {igsid}")], h.clock())
+
+    stop = asyncio.Event()
+    worker = asyncio.create_task(h.rt.worker.run(stop))
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                row = await h.rt.db.fetchone(
+                    "SELECT count(*) FROM sends WHERE state NOT IN ('pending', 'in_flight')")
+                assert row is not None
+                if row[0] == len(keys):
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await worker
+    await h.settle()
+
+    states = await h.rt.db.fetchall("SELECT state, count(*) FROM sends GROUP BY state")
+    assert [tuple(r) for r in states] == [("sent", 500)]
+    sends = h.graph_sends()
+    assert sorted(_recipient_id(r.json) for r in sends) == sorted(contacts)  # none dropped
+    assert max_in_window([r.at for r in sends], 1.0) <= 20
+    import sys; print("DBG", [max_in_window([r.at for r in sends], w) for w in (1.0, 1.03, 1.05, 1.1, 2.0)], sends[-1].at - sends[0].at, file=sys.stderr)
+
+
+def _recipient_id(body: dict[str, object]) -> str:
+    rec = body["recipient"]
+    assert isinstance(rec, dict)
+    return str(rec["id"])

@@ -1,0 +1,1 @@
+-- 0003: reserved for accounts, secrets and Meta's callbacks.

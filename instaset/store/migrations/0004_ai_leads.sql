@@ -1,0 +1,1 @@
+-- 0004: reserved for AI replies, drafts and leads.

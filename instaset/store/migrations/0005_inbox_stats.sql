@@ -1,0 +1,1 @@
+-- 0005: reserved for the inbox, stats and tracked links.

@@ -1,0 +1,1 @@
+-- 0006: reserved for contacts and catch-up.
