@@ -16,6 +16,7 @@ import importlib
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -35,13 +36,13 @@ from instaset.metrics import Metrics
 from instaset.notify import Notifier
 from instaset.outbox import Deliverer, StaticTokens, TokenProvider
 from instaset.pipeline import Pipeline
+from instaset.queue import NewJob
 from instaset.ratelimit import Budgets, budgets_from_config
 from instaset.sandbox import Sandbox
 from instaset.simulate import sandbox_routes
 from instaset.store import history
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database, open_database
-from instaset.queue import NewJob
 from instaset.store.ingest import IngestWriter
 from instaset.store.jobs import Job
 from instaset.tokens import default_tokens
@@ -226,7 +227,7 @@ class Serving:
 @contextlib.asynccontextmanager
 async def serving(
     config: Config, *, host: str, port: int, sandbox: bool = False,
-    say: Callable[[str], None] = lambda _msg: None,
+    say: Callable[[str], None] = lambda _msg: None, ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Serving]:
     """Listen and work until the context exits; then stop accepting, commit everything
     already accepted, and let the worker finish its in-flight jobs (within the grace)."""
@@ -262,11 +263,14 @@ async def serving(
             runner = web.AppRunner(make_app(rt.web), access_log=None, shutdown_timeout=5.0)
             await runner.setup()
             try:
-                await web.TCPSite(runner, host, port, reuse_address=True).start()
+                await web.TCPSite(
+                    runner, host, port, reuse_address=True, ssl_context=ssl_context
+                ).start()
             except OSError as exc:
                 await runner.cleanup()
                 raise InstasetError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-            url = f"http://{_connect_host(host)}:{_bound_port(runner, port)}"
+            scheme = "https" if ssl_context is not None else "http"
+            url = f"{scheme}://{_connect_host(host)}:{_bound_port(runner, port)}"
             if box is not None:
                 box.webhook_url = f"{url}/webhook"
             worker_stop = asyncio.Event()
@@ -284,9 +288,21 @@ async def serving(
                 await worker_task
 
 
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server TLS context from PEM files, with a clear error when they do not load."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise InstasetError(
+            f"cannot load the TLS certificate {cert} / key {key}: {exc}; both must be PEM files"
+        ) from None
+    return ctx
+
+
 async def run_daemon(
     config: Config, *, host: str, port: int, sandbox: bool = False,
-    announce: Callable[[str], None] | None = None,
+    announce: Callable[[str], None] | None = None, ssl_context: ssl.SSLContext | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT. Returns the process exit code."""
     say = announce or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -295,7 +311,8 @@ async def run_daemon(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with serving(config, host=host, port=port, sandbox=sandbox, say=say) as srv:
+        async with serving(config, host=host, port=port, sandbox=sandbox, say=say,
+                           ssl_context=ssl_context) as srv:
             say(f"instaset listening on {srv.url} (pid {os.getpid()})")
             await _until(stop, srv.worker_task)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from instaset.cli import cmd_config, cmd_demo, cmd_serve  # noqa: F401
+from instaset.cli import cmd_ops  # noqa: F401
 from instaset.cli.app import app
 
 

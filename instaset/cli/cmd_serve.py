@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import typer
 
 from instaset.cli.app import STATE, app, handle_errors
 from instaset.config import load_config
-from instaset.daemon import run_daemon
+from instaset.daemon import run_daemon, tls_context
+from instaset.errors import InstasetError
 from instaset.logsetup import setup_logging
 
 
@@ -21,16 +23,22 @@ def serve(
     host: str | None = typer.Option(None, help="Listen address (default: server.host)."),
     port: int | None = typer.Option(None, help="Listen port (default: server.port)."),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate (HTTPS)."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key (HTTPS)."),
 ) -> None:
     """Run the webhook listener and the worker. SIGTERM or Ctrl-C stops it gracefully."""
     setup_logging(log_level)
     config = load_config(STATE.config_path)
+    if (tls_cert is None) != (tls_key is None):
+        raise InstasetError("--tls-cert and --tls-key go together; give both or neither")
+    ssl_context = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
     code = asyncio.run(
         run_daemon(
             config,
             host=host or config.server.host,
             port=config.server.port if port is None else port,
             sandbox=sandbox,
+            ssl_context=ssl_context,
         )
     )
     raise typer.Exit(code)

@@ -129,6 +129,24 @@ class Database:
         row = await self.fetchone("SELECT max(version) FROM schema_migrations")
         return int(row[0]) if row and row[0] is not None else 0
 
+    async def backup_to(self, dest: Path) -> None:
+        """Copy the live database to ``dest`` with SQLite's online backup API: consistent even
+        while the daemon writes (it sees one snapshot), and never blocks the writer for long."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".part")
+        tmp.unlink(missing_ok=True)
+        target = await aiosqlite.connect(str(tmp))
+        try:
+            async with self._lock:
+                await self.main.backup(target, pages=256)
+        finally:
+            await target.close()
+        tmp.replace(dest)
+
+    async def integrity_ok(self) -> bool:
+        row = await self.fetchone("PRAGMA integrity_check")
+        return row is not None and row[0] == "ok"
+
     async def close(self) -> None:
         for conn in self._extra:
             await conn.close()
@@ -183,6 +201,20 @@ def _split_sql(script: str) -> list[str]:
     if buf.strip():
         statements.append(buf.strip())
     return statements
+
+
+def inspect_schema_version(path: Path) -> int:
+    """The schema version of an instaset database file, without migrating it; raises
+    StoreError when the file is not an instaset database."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not an instaset database ({exc})") from None
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 async def open_database(path: Path, *, synchronous: Synchronous = "FULL") -> Database:
