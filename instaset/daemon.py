@@ -260,6 +260,10 @@ async def serving(
             released = await jobstore.release_all_running(rt.db)
             if released:
                 log.info("%d jobs left running by the previous process are due again", released)
+            # The writer runs before the first request can arrive: a restart with Meta's
+            # backlog waiting must not answer 503 to the first deliveries.
+            await rt.start_periodic()
+            rt.writer.start()
             runner = web.AppRunner(make_app(rt.web), access_log=None, shutdown_timeout=5.0)
             await runner.setup()
             try:
@@ -268,14 +272,13 @@ async def serving(
                 ).start()
             except OSError as exc:
                 await runner.cleanup()
+                await rt.writer.stop()
                 raise InstasetError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
             scheme = "https" if ssl_context is not None else "http"
             url = f"{scheme}://{_connect_host(host)}:{_bound_port(runner, port)}"
             if box is not None:
                 box.webhook_url = f"{url}/webhook"
             worker_stop = asyncio.Event()
-            await rt.start_periodic()
-            rt.writer.start()
             worker_task = asyncio.create_task(rt.worker.run(worker_stop), name="worker")
             try:
                 yield Serving(rt, url, box, worker_task)

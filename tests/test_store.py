@@ -40,6 +40,57 @@ EXPECTED_SCHEMA: dict[str, list[str]] = {
     "notifications": [
         "id", "key", "account_id", "contact_id", "kind", "text", "created_at", "delivered_at",
     ],
+    # 0003: accounts and Meta's callbacks
+    "oauth_states": [
+        "state", "redirect_uri", "created_at", "expires_at", "used_at", "outcome", "account_id",
+        "detail",
+    ],
+    "deletion_receipts": [
+        "code", "matched", "status", "summary", "requested_at", "completed_at",
+    ],
+    # 0004: AI replies, leads, bookings
+    "ai_drafts": [
+        "id", "key", "account_id", "contact_id", "comment_id", "text", "intent", "confidence",
+        "reason", "state", "created_at", "updated_at",
+    ],
+    "ai_calls": [
+        "id", "job_key", "attempt", "account_id", "contact_id", "backend", "model", "outcome",
+        "prompt_tokens", "output_tokens", "total_tokens", "latency_ms", "error", "created_at",
+    ],
+    "lead_facts": [
+        "key", "account_id", "contact_id", "source", "name", "value", "evidence", "points",
+        "created_at",
+    ],
+    "leads": [
+        "account_id", "contact_id", "score", "stage", "reasons", "rules_hash", "qualified_at",
+        "updated_at",
+    ],
+    "bookings": [
+        "id", "key", "account_id", "contact_id", "start_at", "end_at", "title", "status",
+        "created_at", "updated_at",
+    ],
+    # 0005: inbox, stats and tracked links
+    "links": ["code", "url", "account_id", "contact_id", "send_key", "workflow", "created_at"],
+    "clicks": ["id", "code", "account_id", "contact_id", "at"],
+    # 0006: contacts and catch-up
+    "contact_changes": [
+        "id", "account_id", "contact_id", "field", "action", "old_value", "new_value",
+        "changed_by", "changed_at",
+    ],
+    "contact_profiles": [
+        "account_id", "contact_id", "name", "username", "profile_pic", "follower_count",
+        "is_user_follow_business", "is_business_follow_user", "fetched_at", "error",
+    ],
+    "catchup_accounts": [
+        "account_id", "checked_at", "subscribed_at", "backfilled_at", "resubscribed_at",
+    ],
+    "catchup_runs": [
+        "id", "account_id", "reason", "since", "started_at", "finished_at", "api_calls",
+        "conversations", "recovered", "unavailable", "error",
+    ],
+    "recovered_events": [
+        "event_id", "run_id", "account_id", "contact_id", "mid", "username", "recovered_at",
+    ],
 }  # fmt: skip
 
 
@@ -92,3 +143,28 @@ async def test_newer_database_is_refused_with_a_clear_message(tmp_path: Path) ->
 def test_migrations_are_numbered_without_gaps() -> None:
     versions = [m.version for m in migrations()]
     assert versions == list(range(1, len(versions) + 1))
+
+
+async def test_cancelled_transaction_start_leaves_no_open_transaction(db: Database) -> None:
+    """Regression: a job timeout cancelling a handler inside BEGIN IMMEDIATE left the shared
+    connection in a transaction holding the write lock, so every later write failed."""
+    import asyncio
+
+    async def slow_tx() -> None:
+        async with db.tx() as conn:
+            await conn.execute("INSERT INTO jobs(kind, key, run_at, created_at)"
+                               " VALUES ('x', 'never', 0, 0)")
+            await asyncio.sleep(10)
+
+    for delay in (0, 0.0005, 0.001, 0.005, 0.02):
+        task = asyncio.create_task(slow_tx())
+        await asyncio.sleep(delay)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not db.main.in_transaction
+    async with db.tx() as conn:  # the next transaction works and nothing half-done remains
+        await conn.execute("INSERT INTO jobs(kind, key, run_at, created_at)"
+                           " VALUES ('x', 'ok', 0, 0)")
+    rows = await db.fetchall("SELECT key FROM jobs")
+    assert [r[0] for r in rows] == ["ok"]

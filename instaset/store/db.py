@@ -93,13 +93,17 @@ class Database:
     async def tx(self) -> AsyncIterator[aiosqlite.Connection]:
         """A write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error)."""
         async with self._lock:
-            await self.main.execute("BEGIN IMMEDIATE")
             try:
+                # BEGIN inside the try: a cancellation (a job timeout) can land while BEGIN
+                # runs in aiosqlite's thread; the ROLLBACK queued after it then undoes it,
+                # instead of leaving the connection holding the write lock for ever.
+                await self.main.execute("BEGIN IMMEDIATE")
                 yield self.main
+                await self.main.execute("COMMIT")
             except BaseException:
-                await self.main.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    await self.main.execute("ROLLBACK")
                 raise
-            await self.main.execute("COMMIT")
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:
