@@ -81,10 +81,20 @@ def config_show(
 
 
 @workflows_app.command("validate")
-def workflows_validate() -> None:
+def workflows_validate(
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
+) -> None:
     """Check the config and its workflows; exit 1 with file:line errors."""
     config = load_or_exit()
     typer.echo(f"config OK: {len(config.workflows)} workflows")
+    from instaset.workflow_lint import lint_config
+
+    # Warnings go to stderr: stdout stays one line for scripts.
+    warnings = lint_config(config)
+    for warning in warnings:
+        typer.echo(warning.format(), err=True)
+    if strict and warnings:
+        raise typer.Exit(1)
 
 
 __all__ = ["config_app", "load_or_exit", "workflows_app"]

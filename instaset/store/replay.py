@@ -1,0 +1,85 @@
+"""Read-only SQL for ``instaset workflows replay`` and ``workflows test``.
+
+Every function here only reads (through :meth:`Database.fetchall`/``read()``), so replay can
+run beside a live daemon: SQLite's WAL lets readers proceed while the daemon writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from instaset.store.db import Database
+
+__all__ = [
+    "accounts",
+    "conversation_row",
+    "conversation_rows",
+    "events_between",
+    "find_contact",
+    "human_echo_event_ids",
+]
+
+
+async def events_between(db: Database, since: float | None, until: float) -> list[sqlite3.Row]:
+    """Stored events with ``since <= occurred_at <= until`` (all when ``since`` is None), in
+    the order they happened. Within one second they keep their arrival order: comment times
+    are whole seconds while DM times have milliseconds, so a comment made after a DM in the
+    same second would otherwise sort first. Columns: id, dedupe_key, account_id, kind,
+    contact_id, occurred_at, raw."""
+    return await db.fetchall(
+        "SELECT id, dedupe_key, account_id, kind, contact_id, occurred_at, raw FROM events"
+        " WHERE occurred_at >= ? AND occurred_at <= ?"
+        " ORDER BY CAST(occurred_at AS INTEGER), id",
+        (since if since is not None else float("-inf"), until),
+    )
+
+
+async def human_echo_event_ids(db: Database, since: float | None) -> set[int]:
+    """Ids of echo events that were the creator typing in the Instagram app (the pipeline
+    recorded them as ``sent_by = 'human'``): replay pauses automation there, like the daemon."""
+    rows = await db.fetchall(
+        "SELECT event_id FROM messages WHERE sent_by = 'human' AND direction = 'out'"
+        " AND event_id IS NOT NULL AND created_at >= ?",
+        (since if since is not None else float("-inf"),),
+    )
+    return {int(r[0]) for r in rows}
+
+
+async def conversation_rows(db: Database) -> list[sqlite3.Row]:
+    """Every conversation with its contact's username (the shape
+    :func:`instaset.automation.load_state` reads)."""
+    return await db.fetchall(
+        "SELECT c.*, k.username FROM conversations c JOIN contacts k"
+        " ON k.account_id = c.account_id AND k.id = c.contact_id"
+    )
+
+
+async def conversation_row(
+    db: Database, account_id: str, contact_id: str
+) -> sqlite3.Row | None:
+    """One conversation (with the contact's username), or None."""
+    return await db.fetchone(
+        "SELECT c.*, k.username FROM conversations c JOIN contacts k"
+        " ON k.account_id = c.account_id AND k.id = c.contact_id"
+        " WHERE c.account_id = ? AND c.contact_id = ?",
+        (account_id, contact_id),
+    )
+
+
+async def find_contact(db: Database, who: str, account_id: str | None) -> sqlite3.Row | None:
+    """The contact whose Instagram-scoped id or username (without ``@``) is ``who``, in
+    ``account_id`` when given; the most recently updated one when several match."""
+    name = who.lstrip("@")
+    sql = "SELECT account_id, id, username FROM contacts WHERE (id = ? OR username = ?)"
+    params: list[object] = [name, name]
+    if account_id is not None:
+        sql += " AND account_id = ?"
+        params.append(account_id)
+    return await db.fetchone(sql + " ORDER BY updated_at DESC LIMIT 1", params)
+
+
+async def accounts(db: Database) -> list[sqlite3.Row]:
+    """Connected accounts (id, username), oldest first."""
+    return await db.fetchall(
+        "SELECT id, username FROM accounts WHERE state = 'connected' ORDER BY created_at, id"
+    )

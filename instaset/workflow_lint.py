@@ -1,0 +1,487 @@
+"""Lints for ``instaset workflows validate``: things that load fine but will not do what the
+creator expects. Warnings only; the schema (``instaset.engine.model``) already rejects what
+cannot work at all (13+ quick replies, 20+ character titles, unknown keys...).
+
+Contract: :func:`lint_workflows` is pure and deterministic (warnings in file order: by
+workflow, then by position inside it); :func:`lint_config` adds ``file:line`` by reading the
+YAML the config came from. Every warning has a stable ``code``:
+
+- ``text-too-long``: a text over Instagram's limit after templating (DMs and private
+  replies: 1000 bytes; public replies: 2200 characters; button texts: 640; card titles and
+  subtitles: 80), with placeholders at their longest expected size (:data:`ASSUMED_SIZES`).
+- ``quick-replies-on-comment`` / ``comment-reply-not-text``: on a comment, a workflow's first
+  message is the comment's private reply, which is text only: quick replies are dropped and
+  media, buttons, templates and booking offers are refused.
+- ``shadowed``: a workflow that never fires because one that runs first (higher priority,
+  or same priority and earlier in the file) has the same trigger and no conditions.
+- ``duplicate-keyword``: the same keyword in two workflows' triggers of the same kind.
+- ``keyword-never-matches``, ``keyword-punctuation``, ``regex-matches-everything``,
+  ``regex-accents``, ``no-media``: keywords that, after case and accent folding, never (or
+  always, or only sometimes) match.
+- ``unknown-link`` / ``malformed-link``: ``{link:NAME}`` tokens naming no defined link, or
+  written so that they would be sent literally. (Nothing defines named links yet: plain
+  URLs are tracked automatically by :mod:`instaset.links`, so every token is flagged.)
+- ``unknown-field``: a template or condition naming a contact field that no workflow sets
+  (``set:`` or ``ask:``) and that has no fallback (``{plan|basic}``): it renders empty.
+- ``unreachable-step``: steps after a ``handoff`` (which ends the workflow), or a ``delay``
+  with nothing after it.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from instaset.config import Config
+from instaset.engine import LINK_TOKEN_RE, MatchMode, Workflow, fold, render
+from instaset.engine.model import ActionStep, CommentTrigger, Conditions, TriggerKeywords
+from instaset.engine.templating import BUILTIN_PLACEHOLDERS
+
+__all__ = [
+    "ASSUMED_SIZES",
+    "LintWarning",
+    "lint_config",
+    "lint_workflows",
+]
+
+Path_ = tuple[str | int, ...]
+
+#: Bytes a placeholder is assumed to take when checking lengths after templating:
+#: Instagram usernames have at most 30 characters; ``text`` (the message answered) and other
+#: contact fields are taken at a generous typical size; a ``{link:NAME}`` at a short URL's.
+#: With ``server.public_url`` set, plain URLs count at their tracked length.
+ASSUMED_SIZES: dict[str, int] = {"username": 30, "first_name": 30, "text": 100, "field": 50,
+                                 "link": 60}
+
+_DM_BYTES = 1000
+_CHAR_LIMITS = {"public": 2200, "buttons": 640, "card": 80}
+_PLACEHOLDER_RE = re.compile(r"\{([a-z_][a-z0-9_]*)(\|[^{}]*)?\}")
+_URL_RE = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
+_LINKISH_RE = re.compile(r"\{\s*link\s*:([^{}]*)\}")
+#: Fields filled outside workflows (the user profile lookup).
+_PROFILE_FIELDS = frozenset({"name"})
+_MESSAGE_KINDS = ("reply", "private_reply", "ask", "media", "buttons", "template",
+                  "offer_booking", "ai_reply")
+
+
+@dataclass(frozen=True, slots=True)
+class LintWarning:
+    """One warning. ``path`` is the YAML location (``("workflows", 2, "actions", 0,
+    "reply")``, keys spelled as in YAML); ``line``/``file`` are filled by :func:`lint_config`."""
+
+    code: str
+    workflow: str
+    where: str
+    message: str
+    path: Path_
+    line: int | None = None
+    file: str | None = None
+
+    def format(self) -> str:
+        """``config.yaml:57: warning: free-guide: step 1 (reply): ... [text-too-long]``."""
+        loc = self.file or "config"
+        if self.line is not None:
+            loc += f":{self.line}"
+        where = f"{self.where}: " if self.where else ""
+        return f"{loc}: warning: {self.workflow}: {where}{self.message} [{self.code}]"
+
+    def to_json(self) -> dict[str, object]:
+        return {"code": self.code, "workflow": self.workflow, "where": self.where,
+                "message": self.message, "file": self.file, "line": self.line}
+
+
+# --- texts --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Text:
+    path: Path_  # relative to the step
+    template: str
+    kind: str  # dm, public, buttons, card, url, internal
+    label: str
+
+
+def _step_texts(step: ActionStep) -> Iterator[_Text]:
+    kind = step.kind
+    if kind in ("reply", "private_reply", "public_reply"):
+        spec = step.value(kind)
+        limit = "public" if kind == "public_reply" else "dm"
+        if spec.text is not None:
+            yield _Text((kind, "text"), spec.text, limit, "text")
+        for k, v in enumerate(spec.variants):
+            yield _Text((kind, "variants", k), v, limit, f"variant {k + 1}")
+    elif step.ask is not None:
+        yield _Text(("ask", "prompt"), step.ask.prompt, "dm", "prompt")
+        if step.ask.retry is not None:
+            yield _Text(("ask", "retry"), step.ask.retry, "dm", "retry text")
+    elif step.buttons is not None:
+        yield _Text(("buttons", "text"), step.buttons.text, "buttons", "text")
+        for k, b in enumerate(step.buttons.buttons):
+            if b.url:
+                yield _Text(("buttons", "buttons", k, "url"), b.url, "url", f"button {k + 1}")
+    elif step.template is not None:
+        for e, el in enumerate(step.template.elements):
+            base: Path_ = ("template", "elements", e)
+            yield _Text((*base, "title"), el.title, "card", f"card {e + 1} title")
+            if el.subtitle:
+                yield _Text((*base, "subtitle"), el.subtitle, "card", f"card {e + 1} subtitle")
+            for k, b in enumerate(el.buttons):
+                if b.url:
+                    yield _Text((*base, "buttons", k, "url"), b.url, "url",
+                                f"card {e + 1} button {k + 1}")
+    elif step.offer_booking is not None and step.offer_booking.text:
+        yield _Text(("offer_booking", "text"), step.offer_booking.text, "dm", "text")
+    elif step.notify is not None:
+        yield _Text(("notify",), step.notify, "internal", "text")
+    elif step.handoff is not None and step.handoff.note:
+        yield _Text(("handoff", "note"), step.handoff.note, "internal", "note")
+    elif step.set_ is not None:
+        for name, value in step.set_.items():
+            yield _Text(("set", name), value, "internal", f"value of {name}")
+
+
+def _worst_case(template: str, url_size: int | None) -> str:
+    names = {m.group(1) for m in _PLACEHOLDER_RE.finditer(template)}
+    values = {n: "x" * ASSUMED_SIZES.get(n, ASSUMED_SIZES["field"]) for n in names}
+    rendered = render(template, values)
+    if url_size is not None:  # link tracking rewrites every URL to {public_url}/l/CODE
+        rendered = _URL_RE.sub("x" * url_size, rendered)
+    return LINK_TOKEN_RE.sub("x" * ASSUMED_SIZES["link"], rendered)
+
+
+def _length_problem(t: _Text, url_size: int | None) -> str | None:
+    if t.kind not in ("dm", *_CHAR_LIMITS):
+        return None
+    text = _worst_case(t.template, url_size if t.kind != "public" else None)
+    templated = text != t.template
+    after = " after templating" if templated else ""
+    if t.kind == "dm":
+        size = len(text.encode("utf-8"))
+        if size > _DM_BYTES:
+            return (f"{t.label} is {size} bytes{after}; Instagram rejects messages over "
+                    f"{_DM_BYTES} bytes" + (_ASSUMPTION if templated else ""))
+        return None
+    limit = _CHAR_LIMITS[t.kind]
+    if len(text) > limit:
+        return (f"{t.label} is {len(text)} characters{after}; the limit is {limit}"
+                + (_ASSUMPTION if templated else ""))
+    return None
+
+
+_ASSUMPTION = (f" (counting {{username}} as {ASSUMED_SIZES['username']}, fields as "
+               f"{ASSUMED_SIZES['field']}, {{text}} as {ASSUMED_SIZES['text']} and links as "
+               f"{ASSUMED_SIZES['link']} bytes)")
+
+
+# --- the lints ----------------------------------------------------------------------------
+
+
+def _step_where(i: int, step: ActionStep) -> str:
+    return f"step {i + 1} ({step.kind})"
+
+
+def _order(workflows: Sequence[Workflow]) -> list[tuple[int, Workflow]]:
+    """Enabled workflows in the order ``decide`` tries them."""
+    ranked = sorted(enumerate(workflows), key=lambda p: (-p[1].priority, p[0]))
+    return [(i, wf) for i, wf in ranked if wf.enabled]
+
+
+def _runs_first(wa: Workflow, wb: Workflow) -> str:
+    if wa.priority != wb.priority:
+        return f"priority {wa.priority} over {wb.priority}"
+    return "same priority, earlier in the file"
+
+
+def _shadowed(workflows: Sequence[Workflow]) -> Iterator[LintWarning]:
+    order = _order(workflows)
+    for pos, (ib, b) in enumerate(order):
+        kinds = b.trigger.kinds()
+        for _ia, a in order[:pos]:
+            if a.when != Conditions():
+                continue
+            if all(getattr(a.trigger, k) == getattr(b.trigger, k) for k in kinds):
+                yield LintWarning(
+                    "shadowed", b.name, "trigger",
+                    f"never fires: {a.name} has the same trigger ({', '.join(kinds)}), no "
+                    f"conditions, and runs first ({_runs_first(a, b)})",
+                    ("workflows", ib, "trigger"))
+                break
+
+
+def _keyword_specs(wf: Workflow) -> Iterator[tuple[str, TriggerKeywords]]:
+    for kind in ("dm", "comment", "live_comment", "story_reply"):
+        spec = getattr(wf.trigger, kind)
+        if spec is not None:
+            yield kind, spec
+
+
+def _media_overlap(a: TriggerKeywords, b: TriggerKeywords) -> bool:
+    if not isinstance(a, CommentTrigger) or not isinstance(b, CommentTrigger):
+        return True
+    if a.media == "any" or b.media == "any":
+        return True
+    return bool(set(a.media) & set(b.media))
+
+
+def _duplicates(workflows: Sequence[Workflow], shadowed: set[str]) -> Iterator[LintWarning]:
+    seen: dict[tuple[str, str], tuple[int, Workflow, TriggerKeywords]] = {}
+    order = _order(workflows)
+    for ib, b in order:
+        if b.name in shadowed:
+            continue  # already reported as a whole
+        for kind, spec in _keyword_specs(b):
+            for k, kw in enumerate(spec.keywords):
+                norm = kw if spec.match is MatchMode.REGEX else fold(kw)
+                first = seen.get((kind, norm))
+                if first is None or first[1].name == b.name or not _media_overlap(first[2],
+                                                                                  spec):
+                    seen.setdefault((kind, norm), (ib, b, spec))
+                    continue
+                _ia, a, _ = first
+                effect = ("here it only fires when their conditions fail" if a.when != Conditions()
+                          else "it never fires here for this keyword")
+                yield LintWarning(
+                    "duplicate-keyword", b.name, f"trigger {kind}",
+                    f"keyword {kw!r} is also in {a.name}, which runs first "
+                    f"({_runs_first(a, b)}): {effect}",
+                    ("workflows", ib, "trigger", kind, "keywords", k))
+
+
+def _is_punct(ch: str) -> bool:
+    return unicodedata.category(ch)[0] == "P"
+
+
+def _codepoints(text: str) -> str:
+    return " ".join(f"U+{ord(c):04X}" for c in text)
+
+
+def _strip_punct(text: str) -> str:
+    start, end = 0, len(text)
+    while start < end and _is_punct(text[start]):
+        start += 1
+    while end > start and _is_punct(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
+def _keyword_problems(wf: Workflow, i: int) -> Iterator[LintWarning]:
+    for kind, spec in _keyword_specs(wf):
+        base: Path_ = ("workflows", i, "trigger", kind)
+        where = f"trigger {kind}"
+        if isinstance(spec, CommentTrigger) and spec.media != "any" and not spec.media:
+            yield LintWarning("no-media", wf.name, where,
+                              "media: [] lists no post, so no comment ever matches "
+                              "(use media: any, or list media ids)", (*base, "media"))
+        for k, kw in enumerate(spec.keywords):
+            path: Path_ = (*base, "keywords", k)
+            if spec.match is MatchMode.REGEX:
+                rx = re.compile(kw, re.IGNORECASE)
+                if rx.search("") is not None:
+                    yield LintWarning("regex-matches-everything", wf.name, where,
+                                      f"regex {kw!r} matches an empty string, so it matches "
+                                      "every message", path)
+                elif any(unicodedata.combining(c) for c in unicodedata.normalize("NFKD", kw)):
+                    yield LintWarning("regex-accents", wf.name, where,
+                                      f"regex {kw!r} has accents: a message typed without them "
+                                      f"({fold(kw)!r}) does not match; use a character class "
+                                      "such as [ií]", path)
+                continue
+            folded = fold(kw)
+            if not folded:
+                yield LintWarning("keyword-never-matches", wf.name, where,
+                                  f"keyword {kw!r} ({_codepoints(kw)}) is empty once accents "
+                                  "and variation selectors are removed, so it never matches", path)
+            elif spec.match is MatchMode.EXACT and all(_is_punct(c) or c.isspace()
+                                                       for c in folded):
+                yield LintWarning("keyword-never-matches", wf.name, where,
+                                  f"keyword {kw!r} is only punctuation, which exact matching "
+                                  "ignores: it matches only messages that are punctuation",
+                                  path)
+            elif spec.match in (MatchMode.WORD, MatchMode.ANY_WORD) and (
+                _is_punct(folded[0]) or _is_punct(folded[-1])
+            ):
+                yield LintWarning("keyword-punctuation", wf.name, where,
+                                  f"keyword {kw!r} has punctuation at an edge: in "
+                                  f"{spec.match.value} mode the message must contain it too, "
+                                  f"so {_strip_punct(folded)!r} alone does not match", path)
+
+
+def _first_message_step(wf: Workflow) -> tuple[int, ActionStep] | None:
+    for i, step in enumerate(wf.actions):
+        if step.kind in _MESSAGE_KINDS:
+            if step.ai_reply is not None and step.ai_reply.mode != "auto":
+                continue
+            return i, step
+    return None
+
+
+def _comment_problems(wf: Workflow, i: int) -> Iterator[LintWarning]:
+    if not wf.trigger.on_comments:
+        return
+    first = _first_message_step(wf)
+    if first is None:
+        return
+    n, step = first
+    path: Path_ = ("workflows", i, "actions", n)
+    if step.reply is not None and step.reply.quick_replies:
+        yield LintWarning("quick-replies-on-comment", wf.name, _step_where(n, step),
+                          "on a comment this reply is the comment's private reply, which "
+                          "cannot carry quick replies: they are dropped", (*path, "reply"))
+    elif step.ask is not None and step.ask.choices:
+        yield LintWarning("quick-replies-on-comment", wf.name, _step_where(n, step),
+                          "on a comment this question is the comment's private reply, which "
+                          "cannot carry the choices as quick replies", (*path, "ask"))
+    elif step.kind in ("media", "buttons", "template", "offer_booking"):
+        yield LintWarning("comment-reply-not-text", wf.name, _step_where(n, step),
+                          f"on a comment the first message is the private reply, which can "
+                          f"only be text: this {step.kind} is refused (start with a reply)",
+                          (*path, step.kind))
+
+
+def _unreachable(wf: Workflow, i: int) -> Iterator[LintWarning]:
+    for n, step in enumerate(wf.actions):
+        if step.handoff is not None and n + 1 < len(wf.actions):
+            later = len(wf.actions) - n - 1
+            yield LintWarning("unreachable-step", wf.name, _step_where(n + 1, wf.actions[n + 1]),
+                              f"never runs: the handoff in step {n + 1} ends the workflow "
+                              f"({later} step{'s' if later > 1 else ''} after it)",
+                              ("workflows", i, "actions", n + 1))
+            return
+        if step.delay is not None and n + 1 == len(wf.actions):
+            yield LintWarning("unreachable-step", wf.name, _step_where(n, step),
+                              "a delay at the end waits for nothing; remove it or add steps "
+                              "after it", ("workflows", i, "actions", n))
+
+
+def _set_fields(workflows: Sequence[Workflow]) -> set[str]:
+    out: set[str] = set(_PROFILE_FIELDS)
+    for wf in workflows:
+        for step in wf.actions:
+            if step.set_ is not None:
+                out.update(step.set_)
+            if step.ask is not None:
+                out.add(step.ask.field)
+    return out
+
+
+def _text_problems(wf: Workflow, i: int, known_fields: set[str], links: Collection[str],
+                   url_size: int | None) -> Iterator[LintWarning]:
+    for n, step in enumerate(wf.actions):
+        where = _step_where(n, step)
+        for t in _step_texts(step):
+            path: Path_ = ("workflows", i, "actions", n, *t.path)
+            problem = _length_problem(t, url_size)
+            if problem:
+                yield LintWarning("text-too-long", wf.name, where, problem, path)
+            for m in _PLACEHOLDER_RE.finditer(t.template):
+                name, fallback = m.group(1), m.group(2)
+                if fallback is None and name not in BUILTIN_PLACEHOLDERS | known_fields:
+                    yield LintWarning("unknown-field", wf.name, where,
+                                      f"{t.label} uses {{{name}}}, which no workflow sets "
+                                      f"(set: or ask:), so it renders empty; set it or give "
+                                      f"a fallback: {{{name}|...}}", path)
+            for m in _LINKISH_RE.finditer(t.template):
+                token, name = m.group(0), m.group(1)
+                if not LINK_TOKEN_RE.fullmatch(token):
+                    yield LintWarning("malformed-link", wf.name, where,
+                                      f"{token} is not a tracked link and would be sent as "
+                                      "written; link names are letters, digits, '.', '_' and "
+                                      "'-' with no spaces: {link:NAME}", path)
+                elif name not in links:
+                    why = (f"names no tracked link (defined: {', '.join(sorted(links))})"
+                           if links else
+                           "is sent as written: no named links are defined (http(s) URLs in "
+                           "texts are tracked automatically, so write the URL itself)")
+                    yield LintWarning("unknown-link", wf.name, where, f"{token} {why}", path)
+    for name in wf.when.fields:
+        if name not in known_fields:
+            yield LintWarning("unknown-field", wf.name, "when",
+                              f"condition on field {name!r}, which no workflow sets (set: or "
+                              "ask:)", ("workflows", i, "when", "fields", name))
+
+
+def lint_workflows(
+    workflows: Sequence[Workflow], *, links: Collection[str] = (),
+    tracked_url_size: int | None = None,
+) -> list[LintWarning]:
+    """Warnings about ``workflows`` (see the module docs). ``links``: the names of the
+    named links defined in the config (none so far: every ``{link:NAME}`` is flagged);
+    ``tracked_url_size``: the length of a tracked URL (``{public_url}/l/CODE``) when link
+    tracking rewrites URLs, for the length checks."""
+    shadow = list(_shadowed(workflows))
+    shadowed = {w.workflow for w in shadow}
+    fields = _set_fields(workflows)
+    out: list[LintWarning] = [*shadow, *_duplicates(workflows, shadowed)]
+    for i, wf in enumerate(workflows):
+        out += _keyword_problems(wf, i)
+        out += _comment_problems(wf, i)
+        out += _unreachable(wf, i)
+        out += _text_problems(wf, i, fields, links, tracked_url_size)
+    return sorted(out, key=lambda w: _sort_key(w.path))
+
+
+_KEY_ORDER = {"trigger": 0, "when": 1, "actions": 2}
+
+
+def _sort_key(path: Path_) -> tuple[tuple[int, int, str], ...]:
+    """File order: by workflow, then trigger, when, actions, then position."""
+    return tuple((p, 0, "") if isinstance(p, int) else (-1, _KEY_ORDER.get(p, 9), p)
+                 for p in path)
+
+
+def _config_links(config: Config) -> Collection[str]:
+    # Named links would be a ``links:`` section; until the config has one, none exist.
+    links = getattr(config, "links", None)
+    if links is None:
+        return ()
+    if isinstance(links, dict):
+        return set(links)
+    return {str(getattr(item, "name", item)) for item in links}
+
+
+def _line_of(root: yaml.Node | None, path: Path_) -> int | None:
+    """The line (1-based) of the deepest part of ``path`` present in the YAML: the key's line
+    when that part is a mapping key (``- reply:``), else the item's."""
+    node = root
+    found: yaml.Node | None = None
+    for part in path:
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            pairs = [(k, v) for k, v in node.value
+                     if isinstance(k, yaml.ScalarNode) and k.value == part]
+            if pairs:
+                found, node = pairs[-1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and (
+            0 <= part < len(node.value)
+        ):
+            node = found = node.value[part]
+    return found.start_mark.line + 1 if found is not None else None
+
+
+def lint_config(
+    config: Config, *, text: str | None = None, filename: str | None = None
+) -> list[LintWarning]:
+    """:func:`lint_workflows` on ``config``, each warning located at ``file:line`` in the
+    YAML it was loaded from (``text`` overrides reading ``config.source``, ``filename``
+    the name shown), sorted by workflow, then line."""
+    public = config.server.public_url
+    # instaset.links rewrites each URL to {public_url}/l/ + a 10-character code.
+    url_size = len(public.rstrip("/")) + 13 if public else None
+    warnings = lint_workflows(config.workflows, links=_config_links(config),
+                              tracked_url_size=url_size)
+    if filename is None:
+        filename = str(config.source) if config.source is not None else "config.yaml"
+    root: yaml.Node | None = None
+    try:
+        if text is None and config.source is not None:
+            text = Path(config.source).read_text("utf-8")
+        if text is not None:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        root = None  # the config itself loaded; lines are a nicety
+    located = [replace(w, file=filename, line=_line_of(root, w.path)) for w in warnings]
+    return sorted(located, key=lambda w: (w.path[1], w.line or 0))
