@@ -39,6 +39,7 @@ from instaset.pipeline import Pipeline
 from instaset.queue import NewJob
 from instaset.ratelimit import Budgets, budgets_from_config
 from instaset.sandbox import Sandbox
+from instaset.secrets import app_secrets, open_secrets
 from instaset.simulate import sandbox_routes
 from instaset.store import history
 from instaset.store import jobs as jobstore
@@ -134,7 +135,7 @@ def periodic_job(kind: str, interval: float, after: float) -> NewJob:
 
 # Feature modules: each has ``install(rt: Runtime) -> None`` that registers its job handlers,
 # periodic jobs and HTTP routes. Listed here so that the daemon's shape is visible in one place.
-FEATURES: tuple[str, ...] = ()
+FEATURES: tuple[str, ...] = ("instaset.accounts",)
 
 
 def install_features(rt: Runtime) -> None:
@@ -233,6 +234,10 @@ async def serving(
     already accepted, and let the worker finish its in-flight jobs (within the grace)."""
     with single_instance(config.storage.db_path()):
         secrets = config.instagram.webhook_secrets()
+        if not sandbox:
+            # An app secret may also live in the secret store instead of the config.
+            with contextlib.suppress(InstasetError):
+                secrets = app_secrets(config, open_secrets(config))
         async with contextlib.AsyncExitStack() as stack:
             graph_url: str | None = None
             tokens: TokenProvider | None = None

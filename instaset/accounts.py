@@ -1,0 +1,603 @@
+"""Accounts: Business Login (``instaset connect``), token lifecycle, disconnect, and Meta's
+deauthorize and data-deletion callbacks.
+
+Contracts:
+
+- Connect: :meth:`AccountService.begin` stores a random ``state`` and gives the authorize URL.
+  ``GET /oauth/callback`` (:meth:`AccountService.handle_callback`) claims the state once (an
+  unknown, reused or expired state is refused before anything else), then exchanges the code
+  (both response shapes), gets the long-lived token, reads ``/me`` (its ``user_id`` is the
+  account id used everywhere), stores the token in the secret store, upserts the account and
+  subscribes :data:`WEBHOOK_FIELDS`. The outcome is written to the state's row, which the
+  waiting ``connect`` reads: the callback may run in the daemon or in connect's own listener.
+- Tokens: the ``refresh_tokens`` periodic job refreshes a token older than 24 h once it is
+  within :data:`REFRESH_WITHIN` of expiry. A failed refresh within :data:`WARN_WITHIN` of
+  expiry notifies (once per token); code 190, an expired or a missing token marks the account
+  ``reconnect_needed`` and notifies (once per token). An account the sender marked
+  ``reconnect_needed`` is notified the same way.
+- Meta's callbacks (``POST /meta/deauthorize``, ``POST /meta/data-deletion``): a
+  ``signed_request`` is verified with every configured app secret; malformed 400, wrong
+  signature or stale ``issued_at`` 403, never 500. The signed ``user_id`` is matched against
+  accounts (id, app-scoped id), then contacts. Data deletion answers
+  ``{"url", "confirmation_code"}`` and keeps a receipt without personal data.
+- No token or app secret ever reaches a log line, an exception message or a page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import re
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from secrets import token_hex, token_urlsafe
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import web
+
+from instaset.automation import notify_job
+from instaset.config import Config
+from instaset.errors import GraphError, InstasetError, InvalidParameter, TokenInvalid, Transient
+from instaset.graph import GraphClient
+from instaset.oauth_pages import deletion_status_page, not_found_page, result_page
+from instaset.queue import enqueue
+from instaset.secrets import SecretStore, app_secrets, open_secrets, token_key
+from instaset.store import accounts as acctstore
+from instaset.store import history
+from instaset.store.db import Database
+from instaset.store.jobs import Job
+
+if TYPE_CHECKING:
+    from instaset.daemon import Runtime
+    from instaset.outbox import Outgoing
+
+log = logging.getLogger("instaset.accounts")
+
+SCOPES = (
+    "instagram_business_basic",
+    "instagram_business_manage_messages",
+    "instagram_business_manage_comments",
+)
+WEBHOOK_FIELDS = (
+    "messages", "messaging_postbacks", "messaging_seen", "message_reactions",
+    "messaging_referral", "comments", "live_comments",
+)  # fmt: skip
+DAY = 86400.0
+STATE_TTL = 1800.0  # an authorize URL is good for 30 minutes
+LONG_LIVED = 60 * DAY  # assumed lifetime when Meta did not say (dashboard tokens)
+REFRESH_MIN_AGE = DAY  # Meta refuses to refresh younger tokens
+REFRESH_WITHIN = 30 * DAY  # refresh from day 30 of 60
+WARN_WITHIN = 7 * DAY
+REFRESH_INTERVAL = 3600.0
+SIGNED_REQUEST_MAX_AGE = DAY
+CLOCK_SKEW = 300.0
+MAX_SIGNED_REQUEST = 8192
+_CODE = re.compile(r"[A-Za-z0-9]{1,64}")
+_B64URL = re.compile(r"[A-Za-z0-9_\-]+=*")
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackResult:
+    """What ``/oauth/callback`` answers (``outcome``: connected, denied or failed)."""
+
+    outcome: str
+    headline: str
+    detail: str
+    status: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class DisconnectResult:
+    account_id: str
+    unsubscribed: bool
+    token_deleted: bool
+    deleted: dict[str, int] = field(default_factory=dict)
+
+
+class SignedRequestError(InstasetError):
+    """A ``signed_request`` that is refused; ``status`` is 400 (malformed) or 403."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+def redirect_uri(config: Config) -> str:
+    """``instagram.redirect_uri``, else ``<server.public_url>/oauth/callback``, else the local
+    listener's callback URL."""
+    if config.instagram.redirect_uri:
+        return config.instagram.redirect_uri
+    if config.server.public_url:
+        return config.server.public_url.rstrip("/") + "/oauth/callback"
+    host = config.server.host if config.server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    return f"http://{host}:{config.server.port}/oauth/callback"
+
+
+def authorize_url(config: Config, state: str, redirect: str) -> str:
+    query = urlencode({
+        "client_id": config.instagram.app_id, "redirect_uri": redirect, "response_type": "code",
+        "scope": ",".join(SCOPES), "state": state,
+    })
+    return f"{config.instagram.auth_url.rstrip('/')}/oauth/authorize?{query}"
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace(
+        "+00:00", "Z")
+
+
+def _explain(exc: InstasetError) -> str:
+    """Why a connect failed, in words; GraphError messages are already token-free."""
+    text = str(exc)
+    if isinstance(exc, InvalidParameter) and re.search(r"code|verification", text, re.I):
+        return ("The authorization code expired or was already used (a code works once, "
+                "within an hour). Run `instaset connect` again.")
+    if isinstance(exc, Transient):
+        return f"Instagram could not be reached; try again in a minute ({text})."
+    return f"Instagram refused the connection: {text}"
+
+
+class AccountService:
+    """Everything the feature does; the routes, the periodic job and the CLI call this."""
+
+    def __init__(
+        self, config: Config, db: Database, graph: GraphClient,
+        store: SecretStore | None = None, *, clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.graph = graph
+        self._store = store
+        self.clock = clock
+
+    @property
+    def store(self) -> SecretStore:
+        if self._store is None:  # opened lazily: a daemon that never needs it never warns
+            self._store = open_secrets(self.config)
+        return self._store
+
+    async def _get(self, key: str) -> str | None:
+        return await asyncio.to_thread(self.store.get, key)
+
+    async def _set(self, key: str, value: str) -> None:
+        await asyncio.to_thread(self.store.set, key, value)
+
+    async def _delete(self, key: str) -> bool:
+        return await asyncio.to_thread(self.store.delete, key)
+
+    async def secrets(self) -> list[bytes]:
+        """The app secrets (config/env first, then the secret store)."""
+        return await asyncio.to_thread(app_secrets, self.config, self.store)
+
+    # -- connect ---------------------------------------------------------------------------
+    async def begin(self) -> tuple[str, str]:
+        """A new connect attempt: ``(state, authorize URL)``."""
+        if not self.config.instagram.app_id:
+            raise InstasetError("instagram.app_id is not set; copy your Instagram app id from "
+                                "Meta's App Dashboard into the config")
+        if not await self.secrets():
+            raise InstasetError("no Instagram app secret is configured; set env "
+                                "INSTASET_APP_SECRET or instagram.app_secret")
+        state = token_urlsafe(24)
+        redirect = redirect_uri(self.config)
+        await acctstore.create_state(self.db, state, redirect, self.clock(), STATE_TTL)
+        return state, authorize_url(self.config, state, redirect)
+
+    async def handle_callback(self, query: Mapping[str, str]) -> CallbackResult:
+        """The OAuth redirect. Never raises for anything Meta or the browser sent."""
+        state = query.get("state", "")
+        row = await acctstore.claim_state(self.db, state, self.clock()) if state else None
+        if row is None:
+            return CallbackResult(
+                "failed", "This sign-in could not be verified",
+                "The sign-in link is unknown, expired or was already used (wrong state), so "
+                "nothing was connected.", 400)
+        if query.get("error"):
+            detail = (query.get("error_description") or query.get("error_reason")
+                      or query["error"])[:300]
+            result = CallbackResult("denied", "Access was not granted",
+                                    f"Instagram says: {detail}. Nothing was connected.")
+        elif not query.get("code"):
+            result = CallbackResult("failed", "Connection failed",
+                                    "Instagram sent no authorization code.", 400)
+        else:
+            try:
+                info = await self.complete_code(query["code"], str(row["redirect_uri"]))
+            except InstasetError as exc:
+                result = CallbackResult("failed", "Connection failed", _explain(exc), 400)
+            else:
+                await acctstore.finish_state(self.db, state, "connected", info.account_id,
+                                         info.summary())
+                return CallbackResult("connected", f"Connected @{info.username or '?'}",
+                                      info.summary())
+        await acctstore.finish_state(self.db, state, result.outcome, None, result.detail)
+        log.info("connect %s: %s", result.outcome, result.detail)
+        return result
+
+    async def complete_code(self, code: str, redirect: str) -> Connected:
+        secret = (await self.secrets())[0].decode()
+        grant = await self.graph.exchange_code(
+            client_id=self.config.instagram.app_id, client_secret=secret,
+            redirect_uri=redirect, code=code,
+        )
+        long = await self.graph.long_lived_token(grant.access_token, client_secret=secret)
+        return await self.store_token(long.access_token, long.expires_in, grant.user_id)
+
+    async def store_token(
+        self, token: str, expires_in: int | None, scoped_hint: str | None = None
+    ) -> Connected:
+        """Check ``token`` with ``/me``, store it, upsert the account and subscribe it."""
+        me = await self.graph.me(token=token)
+        account_id = me.get("user_id")
+        if not isinstance(account_id, str) or not account_id:
+            raise GraphError("Meta's /me answer had no user_id; is this an Instagram "
+                             "professional account token?")
+        raw_name, raw_id = me.get("username"), me.get("id")
+        username = raw_name if isinstance(raw_name, str) and raw_name else None
+        scoped = raw_id if isinstance(raw_id, str) and raw_id else scoped_hint
+        now = self.clock()
+        expires_at = now + expires_in if expires_in else None
+        await self._set(token_key(account_id), token)  # before the row: never a row without
+        subscribed: tuple[str, ...] = ()
+        warning = None
+        try:
+            await self.graph.subscribe(account_id, WEBHOOK_FIELDS, token=token)
+            subscribed = WEBHOOK_FIELDS
+        except GraphError as exc:
+            warning = f"the webhook subscription failed ({exc}); run `instaset connect` again"
+            log.warning("account %s: %s", account_id, warning)
+        await history.upsert_account(
+            self.db, account_id, username=username, now=now,
+            app_scoped_id=scoped, token_expires_at=expires_at, subscribed_fields=subscribed,
+        )
+        log.info("connected account %s (@%s)", account_id, username)
+        return Connected(account_id, username, scoped, expires_at, subscribed, warning)
+
+    # -- token lifecycle -------------------------------------------------------------------
+    async def refresh_job(self, job: Job) -> None:
+        """The ``refresh_tokens`` periodic job: see the module docstring."""
+        del job
+        now = self.clock()
+        for row in await history.list_accounts(self.db):
+            if row["sandbox"] or row["state"] == "disconnected":
+                continue
+            try:
+                await self._lifecycle(row, now)
+            except InstasetError as exc:  # one account's trouble must not stop the others
+                log.warning("token check of account %s failed: %s", row["id"], exc)
+
+    async def _lifecycle(self, row: sqlite3.Row, now: float) -> None:
+        acct = str(row["id"])
+        issued = float(row["token_issued_at"] or row["created_at"])
+        expires = float(row["token_expires_at"] or issued + LONG_LIVED)
+        if row["state"] == "reconnect_needed":
+            await self._notify_reconnect(row, "Meta no longer accepts its token", now)
+            return
+        if now >= expires:
+            await self.mark_reconnect(row, "its token expired", now)
+            return
+        if now - issued < REFRESH_MIN_AGE or expires - now > REFRESH_WITHIN:
+            return
+        token = await self._get(token_key(acct))
+        if token is None:
+            await self.mark_reconnect(row, "no token is stored for it", now)
+            return
+        try:
+            grant = await self.graph.refresh_token(token)
+        except TokenInvalid:
+            await self.mark_reconnect(row, "Meta rejected its token (code 190)", now)
+            return
+        except GraphError as exc:
+            log.warning("could not refresh the token of account %s: %s", acct, exc)
+            if expires - now <= WARN_WITHIN:
+                day = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%d")
+                text = (f"The access token of @{row['username'] or acct} expires on {day} and "
+                        f"could not be refreshed ({exc}). Run `instaset connect` before then.")
+                await self._notify(f"token-expiring:{acct}:{int(issued)}", acct, text, now)
+            return
+        await self._set(token_key(acct), grant.access_token)
+        new_expiry = now + (grant.expires_in or LONG_LIVED)
+        await acctstore.set_token_times(self.db, acct, now, new_expiry, now)
+        log.info("refreshed the token of account %s; it expires %s", acct, _iso(new_expiry))
+
+    async def mark_reconnect(self, row: sqlite3.Row, why: str, now: float) -> None:
+        await history.set_account_state(self.db, str(row["id"]), "reconnect_needed", now)
+        await self._notify_reconnect(row, why, now)
+
+    async def _notify_reconnect(self, row: sqlite3.Row, why: str, now: float) -> None:
+        acct = str(row["id"])
+        issued = int(row["token_issued_at"] or row["created_at"])
+        text = (f"Instagram account @{row['username'] or acct} needs reconnecting: {why}. "
+                "Automation for it is stopped; run `instaset connect`.")
+        await self._notify(f"token-reconnect:{acct}:{issued}", acct, text, now)
+
+    async def notify_reconnect(self, account_id: str) -> None:
+        """For the sender's 190: notify once per token that the account needs reconnecting."""
+        row = await history.get_account(self.db, account_id)
+        if row is not None:
+            await self._notify_reconnect(row, "Meta rejected its token (code 190)", self.clock())
+
+    async def _notify(self, key: str, account_id: str, text: str, now: float) -> None:
+        await enqueue(self.db, [notify_job(key, account_id, None, "token", text, now)], now)
+
+    # -- disconnect ------------------------------------------------------------------------
+    async def disconnect(self, account_id: str, *, purge: bool) -> DisconnectResult:
+        """Unsubscribe (best effort), delete the token, stop automation (state
+        ``disconnected``); with ``purge`` delete every row of the account in one transaction."""
+        row = await history.get_account(self.db, account_id)
+        if row is None:
+            raise InstasetError(f"no connected account {account_id}; see `instaset accounts`")
+        token = await self._get(token_key(account_id))
+        unsubscribed = False
+        if token is not None and not row["sandbox"]:
+            try:
+                await self.graph.unsubscribe(account_id, token=token)
+                unsubscribed = True
+            except GraphError as exc:
+                log.warning("could not unsubscribe account %s (continuing): %s", account_id, exc)
+        had = await self._delete(token_key(account_id))
+        deleted: dict[str, int] = {}
+        if purge:
+            async with self.db.tx() as conn:
+                deleted = await acctstore.delete_account_data(conn, account_id)
+        else:
+            await acctstore.set_disconnected(self.db, account_id, self.clock())
+        if had:
+            deleted["tokens"] = 1
+        return DisconnectResult(account_id, unsubscribed, had, deleted)
+
+    # -- Meta's callbacks ------------------------------------------------------------------
+    async def deauthorize(self, user_id: str) -> list[str]:
+        """Remove the tokens of the accounts ``user_id`` names and stop their automation."""
+        ids = await acctstore.accounts_for_user(self.db, user_id)
+        for acct in ids:
+            await self._delete(token_key(acct))
+            await acctstore.set_disconnected(self.db, acct, self.clock())
+        log.info("deauthorize callback: %d account(s) disconnected", len(ids))
+        return ids
+
+    async def delete_data(self, user_id: str) -> tuple[str, dict[str, int]]:
+        """Delete what ``user_id`` names (accounts first, else contacts); keep a receipt.
+        Returns ``(confirmation code, {table: rows deleted})``."""
+        ids = await acctstore.accounts_for_user(self.db, user_id)
+        found = await acctstore.contacts_for_user(self.db, user_id)
+        contacts = [c for c in found if c[0] not in ids]
+        counts: dict[str, int] = {}
+        for acct in ids:  # tokens first: a crash then leaves data but no way to use it
+            if await self._delete(token_key(acct)):
+                counts["tokens"] = counts.get("tokens", 0) + 1
+        code = token_hex(10).upper()
+        now = self.clock()
+        async with self.db.tx() as conn:
+            parts = [await acctstore.delete_account_data(conn, a) for a in ids]
+            parts += [await acctstore.delete_contact_data(conn, a, c) for a, c in contacts]
+            for part in parts:
+                for table, n in part.items():
+                    counts[table] = counts.get(table, 0) + n
+            matched = "account" if ids else "contact" if contacts else "nothing"
+            await acctstore.add_receipt(conn, code, matched, counts, now)
+        log.info("data deletion %s: matched %s, deleted %s", code, matched, counts)
+        return code, counts
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """A freshly connected account. ``warning`` says what did not work (subscription)."""
+
+    account_id: str
+    username: str | None
+    app_scoped_id: str | None
+    expires_at: float | None
+    subscribed: tuple[str, ...]
+    warning: str | None = None
+
+    def summary(self) -> str:
+        expiry = _iso(self.expires_at) or "unknown (refreshed automatically)"
+        text = (f"Instagram account @{self.username or '?'} ({self.account_id}) is connected; "
+                f"its token expires {expiry}; webhook fields: {len(self.subscribed)}.")
+        return f"{text} Warning: {self.warning}." if self.warning else text
+
+
+# -- signed_request ----------------------------------------------------------------------------
+def _b64url(text: str) -> bytes:
+    if not _B64URL.fullmatch(text):
+        raise ValueError("not base64url")
+    stripped = text.rstrip("=")
+    return base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
+
+
+def parse_signed_request(
+    value: str, keys: Sequence[bytes], *, now: float,
+    max_age: float = SIGNED_REQUEST_MAX_AGE,
+) -> dict[str, object]:
+    """Verify Meta's ``<base64url sig>.<base64url payload>`` and return the payload, with
+    ``user_id`` as a string. Raises :class:`SignedRequestError` (400 or 403)."""
+    if not keys:
+        raise SignedRequestError(403, "no app secret is configured")
+    parts = value.strip().split(".")
+    if len(value) > MAX_SIGNED_REQUEST or len(parts) != 2 or not all(parts):
+        raise SignedRequestError(400, "signed_request is not <signature>.<payload>")
+    sig_text, payload_text = parts
+    try:
+        signature = _b64url(sig_text)
+        payload = json.loads(_b64url(payload_text))
+    except (ValueError, binascii.Error, RecursionError):
+        raise SignedRequestError(400, "signed_request is not base64url-encoded JSON") from None
+    if not isinstance(payload, dict):
+        raise SignedRequestError(400, "the signed_request payload is not an object")
+    algorithm = payload.get("algorithm")
+    if not isinstance(algorithm, str) or algorithm.upper() != "HMAC-SHA256":
+        raise SignedRequestError(400, "unsupported signed_request algorithm")
+    ok = False
+    for secret in keys:  # every secret is compared: timing says nothing about which
+        expected = hmac.new(secret, payload_text.encode(), hashlib.sha256).digest()
+        ok = hmac.compare_digest(signature, expected) | ok
+    if not ok:
+        raise SignedRequestError(403, "signed_request signature does not match")
+    issued = payload.get("issued_at")
+    if isinstance(issued, bool) or not isinstance(issued, int | float):
+        raise SignedRequestError(400, "signed_request has no issued_at")
+    if now - issued > max_age or issued - now > CLOCK_SKEW:
+        raise SignedRequestError(403, "signed_request is stale (issued_at too old or in the "
+                                      "future)")
+    user = payload.get("user_id")
+    if isinstance(user, bool) or not isinstance(user, str | int) or not str(user).strip():
+        raise SignedRequestError(400, "signed_request has no user_id")
+    payload["user_id"] = str(user).strip()
+    return payload
+
+
+# -- HTTP --------------------------------------------------------------------------------------
+def callback_route(service: AccountService) -> web.RouteDef:
+    async def callback(request: web.Request) -> web.Response:
+        r = await service.handle_callback(request.query)
+        return result_page(r.outcome, r.headline, r.detail, r.status)
+
+    return web.get("/oauth/callback", callback)
+
+
+def meta_routes(service: AccountService) -> list[web.RouteDef]:
+    async def signed_user(request: web.Request) -> str | web.Response:
+        try:
+            form = await request.post()
+        except ValueError:
+            form = None
+        value = form.get("signed_request") if form is not None else None
+        if not isinstance(value, str) or not value:
+            return web.json_response({"error": "missing signed_request"}, status=400)
+        try:
+            payload = parse_signed_request(value, await service.secrets(), now=service.clock())
+        except SignedRequestError as exc:
+            log.info("signed_request refused on %s: %s", request.path, exc)
+            return web.json_response({"error": str(exc)}, status=exc.status)
+        return str(payload["user_id"])
+
+    async def deauthorize(request: web.Request) -> web.Response:
+        user = await signed_user(request)
+        if isinstance(user, web.Response):
+            return user
+        await service.deauthorize(user)
+        return web.json_response({"success": True})
+
+    async def data_deletion(request: web.Request) -> web.Response:
+        user = await signed_user(request)
+        if isinstance(user, web.Response):
+            return user
+        code, _counts = await service.delete_data(user)
+        base = service.config.server.public_url or str(request.url.origin())
+        url = f"{base.rstrip('/')}/meta/data-deletion/{code}"
+        return web.json_response({"url": url, "confirmation_code": code})
+
+    async def status(request: web.Request) -> web.Response:
+        code = request.match_info["code"]
+        row = await acctstore.get_receipt(service.db, code) if _CODE.fullmatch(code) else None
+        if row is None:
+            return not_found_page(code[:64])
+        return deletion_status_page(row["code"], row["status"], row["summary"],
+                                    row["requested_at"], row["completed_at"])
+
+    return [
+        web.post("/meta/deauthorize", deauthorize),
+        web.post("/meta/data-deletion", data_deletion),
+        web.get("/meta/data-deletion/{code}", status),
+    ]
+
+
+async def _wait_for_outcome(db: Database, state: str, timeout: float) -> sqlite3.Row:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        row = await acctstore.get_state(db, state)
+        if row is not None and row["outcome"] is not None:
+            return row
+        if loop.time() >= deadline:
+            raise InstasetError(f"no answer from Instagram within {timeout:g} s; run "
+                                "`instaset connect` again and finish signing in sooner")
+        await asyncio.sleep(0.2)
+
+
+async def _callback_served(host: str, port: int) -> bool:
+    """True when something at host:port answers /oauth/callback (a running daemon)."""
+    url = f"http://{host}:{port}/oauth/callback"
+    try:
+        async with aiohttp.ClientSession() as session, session.get(
+            url, timeout=aiohttp.ClientTimeout(total=5)
+        ) as resp:
+            return resp.status != 404
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+async def run_connect(
+    service: AccountService, *, open_browser: Callable[[str], Awaitable[None]] | None,
+    say: Callable[[str], None], show_url: Callable[[str], None] | None = None,
+    timeout: float = 600.0,
+) -> sqlite3.Row:
+    """The OAuth flow of ``instaset connect``: listen on server.host:server.port unless a
+    daemon already serves the callback there, show/open the URL, wait for the outcome.
+    Returns the account row; raises :class:`InstasetError` with the reason otherwise."""
+    state, url = await service.begin()
+    host = service.config.server.host
+    port = service.config.server.port
+    runner: web.AppRunner | None = None
+    app = web.Application()
+    app.add_routes([callback_route(service)])
+    candidate = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await candidate.setup()
+    try:
+        await web.TCPSite(candidate, host, port).start()
+        runner = candidate
+    except OSError:
+        await candidate.cleanup()
+        if not await _callback_served(host if host not in ("0.0.0.0", "::") else "127.0.0.1",
+                                      port):
+            raise InstasetError(
+                f"cannot listen on {host}:{port} for the OAuth callback and no instaset daemon "
+                "answers there; stop what uses the port or change server.port") from None
+        say(f"the running instaset daemon on port {port} will receive the callback")
+    try:
+        say("Open this URL to connect your Instagram account:")
+        (show_url or say)(url)
+        if open_browser is not None:
+            await open_browser(url)
+        row = await _wait_for_outcome(service.db, state, timeout)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+    if row["outcome"] != "connected":
+        raise InstasetError(f"not connected: {row['detail']}")
+    account = await history.get_account(service.db, str(row["account_id"]))
+    if account is None:
+        raise InstasetError("the account was connected but then removed")
+    return account
+
+
+def install(rt: Runtime) -> None:
+    """Routes (callback, Meta's callbacks), the ``refresh_tokens`` job, 190 notifications."""
+    service = AccountService(rt.config, rt.db, rt.graph, clock=rt.clock)
+    rt.web.extra_routes.extend([callback_route(service), *meta_routes(service)])
+    rt.add_periodic("refresh_tokens", REFRESH_INTERVAL, service.refresh_job)
+    tasks: set[asyncio.Task[None]] = set()
+    previous = rt.deliverer.on_refused
+
+    def on_refused(out: Outgoing, reason: str, detail: str) -> None:
+        if previous is not None:
+            previous(out, reason, detail)
+        if reason == "token_invalid":  # the periodic job notifies too if this is lost
+            task = asyncio.get_running_loop().create_task(service.notify_reconnect(
+                out.account_id))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    rt.deliverer.on_refused = on_refused
+

@@ -1,0 +1,199 @@
+"""``instaset connect [--no-browser] [--token]``, ``instaset accounts [--json]`` and
+``instaset disconnect [ACCOUNT] [--purge] [--yes]``.
+
+Output never contains a token or an app secret: ``accounts`` shows ids, names, expiry,
+subscribed fields and state only. Progress goes to stderr; the authorize URL (with
+``--no-browser``) and the listings go to stdout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import sqlite3
+import sys
+import webbrowser
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import aiohttp
+import typer
+
+from instaset.accounts import AccountService, run_connect
+from instaset.cli.app import app, handle_errors, is_tty
+from instaset.cli.cmd_config import load_or_exit
+from instaset.config import Config
+from instaset.errors import InstasetError
+from instaset.graph import GraphClient
+from instaset.store import accounts as accountstore
+from instaset.store import history
+from instaset.store.db import open_database
+
+
+@contextlib.asynccontextmanager
+async def _service(config: Config) -> AsyncIterator[AccountService]:
+    db = await open_database(config.storage.db_path(), synchronous=config.storage.synchronous)
+    try:
+        async with aiohttp.ClientSession() as session:
+            ig = config.instagram
+            graph = GraphClient(session, graph_url=ig.graph_url, api_version=ig.api_version,
+                                api_url=ig.api_url)
+            yield AccountService(config, db, graph)
+    finally:
+        await db.close()
+
+
+def _say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def account_json(row: sqlite3.Row) -> dict[str, object]:
+    """An account as ``accounts --json`` shows it (never the token)."""
+    return {
+        "id": row["id"], "username": row["username"], "app_scoped_id": row["app_scoped_id"],
+        "state": row["state"], "token_expires_at": _iso(row["token_expires_at"]),
+        "token_issued_at": _iso(row["token_issued_at"]),
+        "subscribed_fields": json.loads(row["subscribed_fields"] or "[]"),
+        "sandbox": bool(row["sandbox"]),
+    }
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "unknown"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _read_token() -> str:
+    if is_tty():
+        token = getpass.getpass("Paste the access token (input is hidden): ")
+    else:
+        token = sys.stdin.read()
+    token = token.strip()
+    if not token or any(c.isspace() for c in token):
+        raise InstasetError("no access token on stdin; pipe exactly one token, e.g. "
+                            "`instaset connect --token < token.txt`")
+    return token
+
+
+async def _open_browser(url: str) -> None:
+    # webbrowser may run a blocking command (BROWSER=...): keep the callback listener serving.
+    if not await asyncio.to_thread(webbrowser.open, url):
+        _say("could not open a browser; open the URL above yourself")
+
+
+@app.command()
+@handle_errors
+def connect(
+    no_browser: bool = typer.Option(
+        False, "--no-browser", help="Print the sign-in URL instead of opening a browser."),
+    token: bool = typer.Option(
+        False, "--token", help="Read an access token (e.g. from Meta's App Dashboard) from "
+        "stdin instead of signing in."),
+    timeout: float = typer.Option(
+        600.0, "--timeout", min=1.0, help="Seconds to wait for the sign-in to finish."),
+) -> None:
+    """Connect an Instagram professional account (Business Login) and subscribe its webhooks."""
+    config = load_or_exit()
+    raw = _read_token() if token else None
+
+    async def go() -> None:
+        async with _service(config) as service:
+            if raw is not None:
+                info = await service.store_token(raw, None)
+                _say(info.summary())
+                return
+            row = await run_connect(
+                service, open_browser=None if no_browser else _open_browser, say=_say,
+                show_url=typer.echo, timeout=timeout)
+            fields = json.loads(row["subscribed_fields"] or "[]")
+            _say(f"connected @{row['username']} ({row['id']}); token expires "
+                 f"{_when(row['token_expires_at'])}; webhook fields: {', '.join(fields) or 'none'}")
+
+    asyncio.run(go())
+
+
+@app.command()
+@handle_errors
+def accounts(
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+) -> None:
+    """Connected accounts: id, username, token expiry, webhook subscription, state."""
+    config = load_or_exit()
+
+    async def go() -> list[dict[str, object]]:
+        db = await open_database(config.storage.db_path(),
+                                 synchronous=config.storage.synchronous)
+        try:
+            return [account_json(r) for r in await history.list_accounts(db)]
+        finally:
+            await db.close()
+
+    rows = asyncio.run(go())
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no account is connected; run `instaset connect`")
+        return
+    for r in rows:
+        fields = r["subscribed_fields"]
+        count = len(fields) if isinstance(fields, list) else 0
+        typer.echo(f"{r['id']}  @{r['username'] or '?'}  {r['state']}  token expires "
+                   f"{r['token_expires_at'] or 'unknown'}  webhook fields: {count}")
+
+
+@app.command()
+@handle_errors
+def disconnect(
+    account: str | None = typer.Argument(
+        None, help="Account id or @username (optional when only one is connected)."),
+    purge: bool = typer.Option(False, "--purge", help="Also delete all of its stored data."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Unsubscribe an account, delete its tokens and stop its automation."""
+    config = load_or_exit()
+
+    async def resolve() -> tuple[str, str | None]:
+        db = await open_database(config.storage.db_path(),
+                                 synchronous=config.storage.synchronous)
+        try:
+            rows = (await accountstore.find_account(db, account) if account
+                    else await history.list_accounts(db))
+        finally:
+            await db.close()
+        if len(rows) == 1:
+            return str(rows[0]["id"]), rows[0]["username"]
+        if not rows:
+            raise InstasetError(f"no account {account!r}; see `instaset accounts`" if account
+                                else "no account is connected")
+        names = ", ".join(f"{r['id']} (@{r['username']})" for r in rows)
+        raise InstasetError(f"several accounts match; name one of: {names}")
+
+    account_id, username = asyncio.run(resolve())
+    what = f"@{username} ({account_id})" if username else account_id
+    action = "disconnect and DELETE ALL DATA of" if purge else "disconnect"
+    if not yes:
+        if not is_tty():
+            raise InstasetError(f"refusing to {action} {what} without confirmation; "
+                                "pass --yes")
+        typer.confirm(f"{action[0].upper()}{action[1:]} {what}?", abort=True)
+
+    async def go() -> None:
+        async with _service(config) as service:
+            result = await service.disconnect(account_id, purge=purge)
+        _say(f"disconnected {what}" + ("" if result.unsubscribed
+                                       else " (could not unsubscribe its webhooks)"))
+        if purge:
+            counts = ", ".join(f"{t}: {n}" for t, n in sorted(result.deleted.items()))
+            _say(f"deleted {counts or 'nothing'}")
+
+    asyncio.run(go())
