@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -24,13 +24,16 @@ from instaset.engine import (
     GenerateAIReply,
     HandOff,
     Notify,
+    OfferBooking,
     PrivateReply,
     PublicReply,
     Schedule,
+    ScoreLead,
     SendButtons,
     SendMedia,
     SendTemplate,
     SendText,
+    SetStage,
     TypingOn,
     Workflow,
     decide,
@@ -45,6 +48,11 @@ from instaset.store.db import Database
 from instaset.store.jobs import Job
 
 log = logging.getLogger("instaset.worker")
+
+OfferBookingHook = Callable[
+    [aiosqlite.Connection, str, str, str, str | None, str | None, float],
+    Awaitable[list[Outgoing]],
+]
 
 
 def load_state(row: Any, account_id: str, contact_id: str) -> ConversationState:
@@ -104,6 +112,9 @@ class WorkflowAutomation:
         self.settings = settings
         self.clock = clock
         self.on_decision = on_decision
+        # Set by the AI/booking feature: the message offering free slots, built inside the
+        # decision's transaction so it keeps its place in the chain of sends.
+        self.offer_booking: OfferBookingHook | None = None
 
     async def plan(
         self, conn: aiosqlite.Connection, event: Event, *, is_new_contact: bool, now: float
@@ -179,8 +190,24 @@ class WorkflowAutomation:
                         "mode": action.mode, "comment_id": action.comment_id,
                         "comment_at": comment_at, "workflow": decision.workflow,
                     }, run_at=now, max_attempts=4))
+                case OfferBooking():
+                    if self.offer_booking is not None:
+                        offer = await self.offer_booking(
+                            conn, st.account_id, st.contact_id, f"send:{k}", action.text,
+                            decision.workflow, now)
+                        outs.extend(offer)
+                        if not offer:
+                            jobs.append(notify_job(k, st.account_id, st.contact_id, "booking",
+                                                   "no free booking slot to offer", now))
+                case ScoreLead() | SetStage():
+                    points = action.points if isinstance(action, ScoreLead) else 0
+                    reason = action.reason if isinstance(action, ScoreLead) else ""
+                    jobs.append(NewJob("lead_score", f"lead:{k}", {
+                        "account_id": st.account_id, "contact_id": st.contact_id,
+                        "points": points, "reason": reason or f"workflow {decision.workflow}",
+                        "workflow": decision.workflow}, run_at=now))
                 case _:
-                    pass  # tags, fields, stage, score: already in the new state
+                    pass  # tags, fields: already in the new state
         if outs:
             await enqueue_sends(conn, outs, now)
         return jobs

@@ -32,7 +32,7 @@ import os
 import re
 import types
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -52,7 +52,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from instaset.engine.model import Workflow, check_workflow_names
+from instaset.engine.model import Hours, Workflow, check_workflow_names
 from instaset.errors import ConfigError
 from instaset.paths import data_dir, default_config_path
 
@@ -231,6 +231,104 @@ class AIConfig(_Model):
         return None
 
 
+class LeadRule(_Model):
+    """One named scoring rule: ``points`` (negative allowed) when its single check holds for
+    the contact; each rule counts at most once per contact. Checks: ``keywords`` (an inbound
+    message contains one, as whole words, case- and accent-insensitive), ``regex`` (searched
+    in inbound messages), ``field`` (a contact field is set; with ``equals``, set to that
+    value), ``tag`` (the contact has it), ``ai_fact`` (the AI extracted that lead fact, e.g.
+    budget, timeline, goal)."""
+
+    name: str = Field(min_length=1)
+    points: int
+    keywords: list[str] = Field(default_factory=list)
+    regex: str | None = None
+    field: str | None = None
+    equals: str | None = None
+    tag: str | None = None
+    ai_fact: str | None = None
+
+    @model_validator(mode="after")
+    def _one_check(self) -> LeadRule:
+        checks = [k for k in ("keywords", "regex", "field", "tag", "ai_fact") if getattr(self, k)]
+        if len(checks) != 1:
+            raise ValueError(
+                "a lead rule needs exactly one of keywords, regex, field, tag, ai_fact"
+                + (f" (got {', '.join(checks)})" if checks else "")
+            )
+        if self.equals is not None and self.field is None:
+            raise ValueError("'equals' only goes with 'field'")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
+        return self
+
+
+def _default_lead_rules() -> list[LeadRule]:
+    return [
+        LeadRule(name="asked_price", points=15,
+                 keywords=["price", "prices", "cost", "how much", "pricing", "rates"]),
+        LeadRule(name="wants_a_call", points=20,
+                 keywords=["call", "book", "booking", "coaching", "consultation"]),
+        LeadRule(name="gave_email", points=15, field="email"),
+        LeadRule(name="budget", points=20, ai_fact="budget"),
+        LeadRule(name="timeline", points=15, ai_fact="timeline"),
+        LeadRule(name="goal", points=10, ai_fact="goal"),
+        LeadRule(name="not_interested", points=-40,
+                 keywords=["not interested", "no thanks", "unsubscribe"]),
+    ]
+
+
+class LeadsConfig(_Model):
+    """Lead scoring: the score is the sum of the rules that hold plus workflow ``score``
+    steps; at ``qualified_at`` points a lead becomes qualified (and you are notified once)."""
+
+    qualified_at: int = Field(default=50, ge=1)
+    rules: list[LeadRule] = Field(default_factory=_default_lead_rules)
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, rules: list[LeadRule]) -> list[LeadRule]:
+        seen: set[str] = set()
+        for rule in rules:
+            if rule.name in seen:
+                raise ValueError(f"two lead rules are named {rule.name!r}")
+            seen.add(rule.name)
+        return rules
+
+
+def _default_availability() -> list[Hours]:
+    return [Hours.model_validate({"days": "mon-fri", "from": "09:00", "to": "17:00"})]
+
+
+class BookingConfig(_Model):
+    """Appointment slots, in the top-level ``timezone``: weekly ``availability`` minus
+    ``blackout`` dates and existing bookings, ``slot_length`` long, ``buffer`` apart, from
+    ``min_notice`` ahead up to ``horizon`` ahead."""
+
+    enabled: bool = False
+    title: str = "Call"
+    slot_length: Duration = timedelta(minutes=30)
+    buffer: Duration = timedelta(0)
+    min_notice: Duration = timedelta(hours=2)
+    horizon: Duration = timedelta(days=14)
+    offer: int = Field(default=5, ge=1, le=13)
+    availability: list[Hours] = Field(default_factory=_default_availability)
+    blackout: list[date] = Field(default_factory=list)
+    intro: str = "Here are my next free times ({timezone}). Tap one to book it:"
+    confirmation: str = "You're booked for {when} ({timezone}). See you then!"
+    unavailable: str = "Sorry, that time is no longer free. Here are the next ones:"
+
+    @field_validator("slot_length")
+    @classmethod
+    def _positive_length(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 60:
+            raise ValueError("slot_length must be at least 1 minute")
+        return value
+
+
 class RetentionConfig(_Model):
     days: int = Field(default=90, ge=1)
 
@@ -253,7 +351,7 @@ class SandboxConfig(_Model):
 
 _SECTIONS = (
     "instagram", "server", "storage", "worker", "rate_limits", "handoff",
-    "ai", "retention", "secrets", "notify", "sandbox",
+    "ai", "retention", "secrets", "notify", "sandbox", "leads", "booking",
 )  # fmt: skip
 
 
@@ -271,6 +369,8 @@ class Config(_Model):
     secrets: SecretsConfig = Field(default_factory=SecretsConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    leads: LeadsConfig = Field(default_factory=LeadsConfig)
+    booking: BookingConfig = Field(default_factory=BookingConfig)
     timezone: str = "UTC"
     workflows: list[Workflow] = Field(default_factory=list)
     source: SkipJsonSchema[Path | None] = Field(default=None, exclude=True)
@@ -754,10 +854,13 @@ __all__ = [
     "ENV_OVERRIDES",
     "AIConfig",
     "AIExample",
+    "BookingConfig",
     "Config",
     "Duration",
     "HandoffConfig",
     "InstagramConfig",
+    "LeadRule",
+    "LeadsConfig",
     "NotifyConfig",
     "RateLimitConfig",
     "RetentionConfig",

@@ -19,7 +19,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -106,6 +106,7 @@ class Runtime:
     clock: Callable[[], float] = time.time
     tokens: TokenProvider = field(default_factory=lambda: StaticTokens({}))
     periodic: dict[str, float] = field(default_factory=dict)  # job kind -> interval (s)
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     def add_periodic(self, kind: str, interval: float, handler: Handler) -> None:
         """Run ``handler`` every ``interval`` seconds through the durable queue: one job per
@@ -119,6 +120,13 @@ class Runtime:
 
         self.handlers[kind] = run_and_reschedule
         self.periodic[kind] = interval
+
+    async def start(self) -> None:
+        """What a starting daemon does before it listens: schedule the periodic jobs and
+        run the features' start hooks."""
+        await self.start_periodic()
+        for hook in self.on_start:
+            await hook()
 
     async def start_periodic(self) -> None:
         now = self.clock()
@@ -135,7 +143,7 @@ def periodic_job(kind: str, interval: float, after: float) -> NewJob:
 
 # Feature modules: each has ``install(rt: Runtime) -> None`` that registers its job handlers,
 # periodic jobs and HTTP routes. Listed here so that the daemon's shape is visible in one place.
-FEATURES: tuple[str, ...] = ("instaset.accounts",)
+FEATURES: tuple[str, ...] = ("instaset.accounts", "instaset.catchup", "instaset.ai.feature")
 
 
 def install_features(rt: Runtime) -> None:
@@ -169,7 +177,9 @@ async def runtime(
         )
         rl = config.rate_limits
         budgets = budgets_from_config(
-            rl.text_per_second, rl.media_per_second, rl.private_replies_per_hour
+            rl.text_per_second, rl.media_per_second, rl.private_replies_per_hour,
+            # An injected clock (tests, replay) drives the budgets too.
+            clock=time.monotonic if clock is time.time else clock,
         )
         token_provider = tokens if tokens is not None else default_tokens(config)
         deliverer = Deliverer(db, graph, token_provider, budgets, metrics=metrics, clock=clock)
@@ -267,7 +277,7 @@ async def serving(
                 log.info("%d jobs left running by the previous process are due again", released)
             # The writer runs before the first request can arrive: a restart with Meta's
             # backlog waiting must not answer 503 to the first deliveries.
-            await rt.start_periodic()
+            await rt.start()
             rt.writer.start()
             runner = web.AppRunner(make_app(rt.web), access_log=None, shutdown_timeout=5.0)
             await runner.setup()

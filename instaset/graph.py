@@ -57,6 +57,10 @@ ME_FIELDS = (
     "followers_count,follows_count,media_count"
 )
 
+PROFILE_FIELDS = (
+    "name,username,profile_pic,follower_count,is_user_follow_business,is_business_follow_user"
+)
+
 _WINDOW_MESSAGE = re.compile(r"allowed window|outside (of )?(the )?(allowed |messaging )?window")
 # Token-looking strings: Instagram user tokens (IGAA/IGAB/IGQV...) and Facebook tokens (EAA...).
 _TOKENISH = re.compile(r"\b(?:IG[A-Z]{2}|EAA)[A-Za-z0-9_\-]{16,}")
@@ -742,6 +746,23 @@ class GraphClient:
         for key in ("user_id", "id"):
             if key in result:
                 result[key] = _str_or_none(result[key])
+        return result
+
+    async def user_profile(
+        self, igsid: str, *, token: str, fields: str = PROFILE_FIELDS
+    ) -> dict[str, object]:
+        """The User Profile API: ``GET /{igsid}`` (name, username, profile picture, follower
+        count, who follows whom). Meta answers only for a person who messaged the account (or
+        tapped an ice breaker or menu item); otherwise code 230, "User consent is required to
+        access user profile", which raises :class:`PermissionMissing`."""
+        out = await self._call(
+            "GET", "user_profile", self._url(igsid), token, params={"fields": fields}
+        )
+        if not isinstance(out, Mapping):
+            raise GraphError("Meta's user profile answer was not an object")
+        result = dict(out)
+        if "id" in result:
+            result["id"] = _str_or_none(result["id"])
         return result
 
     async def subscribe(self, ig_id: str, fields: Sequence[str], *, token: str) -> None:

@@ -232,14 +232,16 @@ class Deliverer:
                     count_attempt=False,
                 )
             log.warning("send %s: no echo after an unknown outcome; sending again", key)
-        wait = self.budgets.reserve(out.account_id, out.send_class)
-        if wait > 0:
-            raise RetryLater(wait, "waiting for the rate budget", count_attempt=False)
         token = await self.tokens.token(out.account_id)
         if not token:
             await self._refuse(out, "refused", "no_token",
                                "no access token stored; run `instaset connect`")
             return
+        # The budget is taken last, right before the request, so nothing slow between the
+        # two can bunch requests up at Meta's end.
+        wait = self.budgets.reserve(out.account_id, out.send_class, out.key)
+        if wait > 0:
+            raise RetryLater(wait, "waiting for the rate budget", count_attempt=False)
         await sendstore.set_state(self.db, key, "in_flight", now, attempt=True)
         try:
             result = await self._call(out, token, verdict.human_agent_tag)
@@ -326,6 +328,21 @@ class Deliverer:
                 return SendResult(to, None)
 
     # -- echo correlation (the pipeline's SendLedger) ----------------------------------------
+    async def own_comment(
+        self, conn: aiosqlite.Connection, parent_id: str | None, text: str | None,
+        comment_id: str,
+    ) -> bool:
+        """Meta's ``comments`` webhook for the account's own reply: it settles a public reply
+        whose outcome we did not learn, so it is not posted twice."""
+        if not parent_id:
+            return False
+        for send in await sendstore.in_flight_public_replies(conn, parent_id):
+            if Outgoing.from_json(send["body"]).text == text:
+                await sendstore.mark_sent_in(conn, send["key"], comment_id, self.clock())
+                log.info("public reply %s confirmed by its comment webhook", send["key"])
+                return True
+        return False
+
     async def echo_origin(
         self, conn: aiosqlite.Connection, account_id: str, contact_id: str, mid: str,
         text: str | None,

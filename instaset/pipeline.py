@@ -65,6 +65,11 @@ class SendLedger(Protocol):
         text: str | None,
     ) -> EchoOrigin: ...
 
+    async def own_comment(
+        self, conn: aiosqlite.Connection, parent_id: str | None, text: str | None,
+        comment_id: str,
+    ) -> bool: ...
+
 
 def attachments_json(ev: MessageEvent) -> list[dict[str, Any]]:
     return [{"type": a.type, "url": a.url, "title": a.title} for a in ev.attachments]
@@ -114,6 +119,15 @@ class Pipeline:
         if contact and contact != acct:
             username = event.from_username if isinstance(event, CommentEvent) else None
             is_new = await history.touch_contact(conn, acct, contact, now, username=username)
+            if is_new and isinstance(event, MessageEvent | PostbackEvent) and (
+                not event.is_from_business
+            ):
+                # Their profile (username, name) may be fetched now that they wrote to us;
+                # a separate job, so the lookup never delays this reply.
+                await enqueue_in(conn, [NewJob(
+                    "profile", f"profile:{acct}:{contact}:new",
+                    {"account_id": acct, "contact_id": contact}, run_at=now, max_attempts=4,
+                )], now)
         if isinstance(event, MessageEvent) and contact:
             if event.kind == EventKind.ECHO:
                 await self._apply_echo(conn, event, event_id, received_at, now)
@@ -140,6 +154,10 @@ class Pipeline:
                 conn, acct, contact, now, inbound_at=event.occurred_at or now,
                 message_at=event.occurred_at or now, unread_delta=1,
             )
+        elif isinstance(event, CommentEvent) and event.is_from_business:
+            if self.ledger is not None:
+                await self.ledger.own_comment(conn, event.parent_id, event.text,
+                                              event.comment_id)
         elif isinstance(event, MessageDeletedEvent):
             await history.mark_message_deleted(conn, event.mid, now)
         elif isinstance(event, MessageEditEvent):

@@ -9,7 +9,7 @@ account's class until the time Meta gave.
 
 from __future__ import annotations
 
-import collections
+import bisect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,26 +40,50 @@ class Budgets:
     ) -> None:
         self.budgets = budgets
         self.clock = clock
-        self._log: dict[tuple[str, SendClass], collections.deque[float]] = {}
+        # Per (account, class): start times of sends, sorted; future ones are held slots.
+        self._log: dict[tuple[str, SendClass], list[float]] = {}
+        self._held: dict[tuple[tuple[str, SendClass], str], float] = {}
         self._blocked: dict[tuple[str, SendClass], float] = {}
 
-    def reserve(self, account_id: str, cls: SendClass) -> float:
+    def reserve(self, account_id: str, cls: SendClass, key: str = "") -> float:
+        """0 when the send may start now (and it is counted), else the seconds to wait.
+
+        Over budget, the send is given its own future slot (held under ``key``), so each
+        waiting send wakes once, at its turn, instead of all of them waking whenever the
+        oldest slot frees and most going back to sleep."""
         now = self.clock()
-        key = (account_id, cls)
-        blocked = self._blocked.get(key, 0.0)
+        slot_key = (account_id, cls)
+        blocked = self._blocked.get(slot_key, 0.0)
         if blocked > now:
             return blocked - now
+        held = self._held.pop((slot_key, key), None) if key else None
+        if held is not None:
+            if held <= now + 0.002:
+                return 0.0
+            self._held[(slot_key, key)] = held
+            return held - now
         budget = self.budgets.get(cls)
         if budget is None:
             return 0.0
         window = budget.window * WINDOW_MARGIN
-        log = self._log.setdefault(key, collections.deque())
-        while log and log[0] <= now - window:
-            log.popleft()
-        if len(log) >= budget.limit:
-            return max(0.001, log[0] + window - now)
-        log.append(now)
-        return 0.0
+        log = self._log.setdefault(slot_key, [])
+        cut = bisect.bisect_right(log, now - window)
+        del log[:cut]
+        if len(log) < budget.limit:
+            bisect.insort(log, now)
+            return 0.0
+        slot = max(now, log[-budget.limit] + window)
+        if key:  # only a caller that can come back for it gets a slot held
+            bisect.insort(log, slot)
+            self._held[(slot_key, key)] = slot
+            self._forget_stale_holds(now)
+        return max(0.001, slot - now)
+
+    def _forget_stale_holds(self, now: float) -> None:
+        # A held slot whose send never came back (refused meanwhile) must not pile up.
+        if len(self._held) > 10_000:
+            for k in [k for k, t in self._held.items() if t < now - 3600]:
+                del self._held[k]
 
     def block(self, account_id: str, cls: SendClass, seconds: float) -> None:
         """Meta said we are throttled: nothing of this class goes out for ``seconds``."""

@@ -20,7 +20,7 @@ import os
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from instaset.queue import PermanentJobError, RetryLater, backoff_delay
@@ -48,7 +48,7 @@ class Worker:
     def __init__(
         self,
         db: Database,
-        handlers: Mapping[str, Handler],
+        handlers: dict[str, Handler],
         settings: WorkerSettings,
         *,
         wake: asyncio.Event | None = None,
@@ -56,7 +56,8 @@ class Worker:
         on_finish: Callable[[Job, str, float], None] | None = None,
     ) -> None:
         self.db = db
-        self.handlers = dict(handlers)
+        # Shared, not copied: features register their handlers after the worker is built.
+        self.handlers = handlers
         self.settings = settings
         self.wake = wake if wake is not None else asyncio.Event()
         self.clock = clock

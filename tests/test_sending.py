@@ -21,7 +21,6 @@ from tests.sending_harness import ACCT, Clock, Harness, open_harness
 IGSID = "1129842642640637"
 OTHER = "2229842642640638"
 HOUR = 3600.0
-DAY = 24 * HOUR
 GUIDE_TEXT = "Here is the free guide: https://example.com/guide"
 GUIDE = {"name": "guide", "trigger": {"dm": {"keywords": ["guide"]}},
          "actions": [{"reply": GUIDE_TEXT}]}
@@ -176,7 +175,7 @@ async def test_redelivered_comment_gets_one_private_reply(make_harness: MakeHarn
                                             deliver=False)
     comment_id = payload["entry"][0]["changes"][0]["value"]["id"]  # type: ignore[index]
     statuses = await asyncio.gather(h.post(payload), h.post(payload))
-    assert statuses == [200, 200]
+    assert list(statuses) == [200, 200]
     assert await h.post(payload) == 200
     await h.settle()
     assert await h.post(payload) == 200  # and once more after it was processed
@@ -231,7 +230,7 @@ async def test_creator_echo_pauses_automation_until_the_pause_ends(
 
 # -- 6. unknown outcome: the echo settles it, no duplicate ------------------------------------
 async def test_unknown_outcome_is_settled_by_the_echo(make_harness: MakeHarness) -> None:
-    h = await make_harness(workflows=[GUIDE], graph_timeout=0.5)
+    h = await make_harness(workflows=[GUIDE], graph_timeout=1.0)
     # Meta does the work, then never answers: the client times out.
     h.sandbox.inject(Fault("drop_after_send", path_contains="/messages", delay=30.0))
     await h.dm(IGSID, "guide")
@@ -297,18 +296,19 @@ async def test_revoked_token_stops_sending_for_the_account(make_harness: MakeHar
     await h.dm(OTHER, "hi there")
     await h.settle()
     h.sandbox.revoke_token()
+    before = len(h.graph_posts())  # (profile lookups are GETs; only POSTs send anything)
     await h.enqueue(h.text("first", IGSID, "hello back"))
     await h.settle()
     row = await h.send_row("first")
     assert (row["state"], row["reason"]) == ("refused", "token_invalid")
     assert await h.account_state() == "reconnect_needed"
-    calls = len(h.sandbox.transcript)
-    assert calls == 1
+    calls = len(h.graph_posts())
+    assert calls - before == 1
 
     await h.enqueue(h.text("second", OTHER, "hi"), h.text("third", IGSID, "again"))
     await h.dm(IGSID, "are you there?")  # webhooks still arrive and are processed
     await h.settle()
-    assert len(h.sandbox.transcript) == calls  # nothing more reached Graph
+    assert len(h.graph_posts()) == calls  # nothing more reached Graph
     for key in ("second", "third"):
         row = await h.send_row(key)
         assert (row["state"], row["reason"]) == ("refused", "account_reconnect_needed")
@@ -329,46 +329,181 @@ def max_in_window(times: Sequence[float], window: float) -> int:
 
 
 async def test_burst_of_500_respects_the_text_budget(make_harness: MakeHarness) -> None:
-    h = await make_harness(rate_limits={"text_per_second": 20})
+    """On the shared frozen clock the sandbox stamps each request with the daemon's own time,
+    so the window check is exact and cannot flake. (In real time the same run bunches
+    requests at Meta under CPU load; see test_budget_counts_requests_as_meta_sees_them.)"""
+    clock = Clock(frozen=True)
+    h = await make_harness(clock=clock, rate_limits={"text_per_second": 20},
+                           worker={"concurrency": 32})
     contacts = [f"3{i:015d}" for i in range(500)]
     items: list[object] = []
     for igsid in contacts:  # each stored at the sandbox (window open), delivered in one batch
         payload = await h.sandbox.user_sends_dm(igsid, "hi", deliver=False)
         items.extend(payload["entry"][0]["messaging"])  # type: ignore[index]
-    batch = {"object": "instagram", "entry": [{"id": ACCT, "time": int(h.clock() * 1000),
-                                               "messaging": items}]}
+    batch: dict[str, object] = {"object": "instagram", "entry": [
+        {"id": ACCT, "time": int(clock() * 1000), "messaging": items}]}
     assert await h.post(batch) == 200
     await h.settle()
     keys = [f"burst:{c}" for c in contacts]
     async with h.rt.db.tx() as conn:  # 500 independent chains, all due at once
         for key, igsid in zip(keys, contacts, strict=True):
-            await enqueue_sends(conn, [h.text(key, igsid, f"hello {igsid}")], h.clock())
+            await enqueue_sends(conn, [h.text(key, igsid, f"hello {igsid}")], clock())
 
-    stop = asyncio.Event()
-    worker = asyncio.create_task(h.rt.worker.run(stop))
-    try:
-        async with asyncio.timeout(60):
-            while True:
-                row = await h.rt.db.fetchone(
-                    "SELECT count(*) FROM sends WHERE state NOT IN ('pending', 'in_flight')")
-                assert row is not None
-                if row[0] == len(keys):
-                    break
-                await asyncio.sleep(0.2)
-    finally:
-        stop.set()
-        await worker
-    await h.settle()
+    t0 = clock()
+    await h.settle(advance_up_to=2.0, max_rounds=5000)
 
-    states = await h.rt.db.fetchall("SELECT state, count(*) FROM sends GROUP BY state")
-    assert [tuple(r) for r in states] == [("sent", 500)]
+    rows = await h.rt.db.fetchall("SELECT state, attempts FROM sends")
+    assert [(r["state"], r["attempts"]) for r in rows] == [("sent", 1)] * 500
     sends = h.graph_sends()
     assert sorted(_recipient_id(r.json) for r in sends) == sorted(contacts)  # none dropped
-    assert max_in_window([r.at for r in sends], 1.0) <= 20
-    import sys; print("DBG", [max_in_window([r.at for r in sends], w) for w in (1.0, 1.03, 1.05, 1.1, 2.0)], sends[-1].at - sends[0].at, file=sys.stderr)
+    times = [r.at for r in sends]
+    assert max_in_window(times, 1.0) <= 20
+    assert max(times) - t0 >= 24.0  # 500 at 20/s: the budget paced them, nothing was lost
+    jobs = await h.rt.db.fetchall("SELECT state, attempts FROM jobs WHERE kind = 'send'")
+    assert {(r["state"], r["attempts"]) for r in jobs} == {("done", 1)}  # waits cost no try
 
 
 def _recipient_id(body: dict[str, object]) -> str:
     rec = body["recipient"]
     assert isinstance(rec, dict)
     return str(rec["id"])
+
+
+async def test_over_budget_sends_wake_at_their_own_slot(make_harness: MakeHarness) -> None:
+    clock = Clock(frozen=True)
+    h = await make_harness(clock=clock, rate_limits={"text_per_second": 10},
+                           worker={"concurrency": 32})
+    contacts = [f"5{i:015d}" for i in range(120)]
+    for igsid in contacts:
+        await h.dm(igsid, "hi")
+    await h.settle()
+    async with h.rt.db.tx() as conn:
+        for igsid in contacts:
+            await enqueue_sends(conn, [h.text(f"herd:{igsid}", igsid, "hello")], clock())
+    await h.settle(advance_up_to=2.0, max_rounds=5000)
+    assert len(h.graph_sends()) == 120
+    deferred = h.rt.metrics.registry.get_sample_value(
+        "instaset_job_latency_seconds_count", {"kind": "send", "outcome": "deferred"})
+    assert deferred is not None and deferred <= 120  # at most one wait per send (now 660)
+
+
+class SlowTokens:
+    """A token store whose first lookup takes ``delay`` seconds of the (frozen) clock, like
+    a keyring that is slow to unlock."""
+
+    def __init__(self, token: str, clock: Clock, delay: float) -> None:
+        self._token, self._clock, self._delay = token, clock, delay
+        self.calls = 0
+
+    async def token(self, account_id: str) -> str | None:
+        self.calls += 1
+        if self.calls == 1:
+            self._clock.advance(self._delay)
+        return self._token
+
+
+async def test_budget_counts_requests_as_meta_sees_them(make_harness: MakeHarness) -> None:
+    clock = Clock(frozen=True)
+    h = await make_harness(clock=clock, rate_limits={"text_per_second": 20},
+                           worker={"concurrency": 1})
+    contacts = [f"4{i:015d}" for i in range(21)]
+    for igsid in contacts:
+        await h.dm(igsid, "hi")
+    await h.settle()
+    h.rt.deliverer.tokens = SlowTokens(h.sandbox.token, clock, delay=1.0)
+    async with h.rt.db.tx() as conn:
+        for igsid in contacts:
+            await enqueue_sends(conn, [h.text(f"slow:{igsid}", igsid, "hello")], clock())
+    await h.settle(advance_up_to=2.0)
+    sends = h.graph_sends()
+    assert len(sends) == 21
+    assert max_in_window([r.at for r in sends], 1.0) <= 20
+
+
+# -- 10. throttling: retried later, never failed ----------------------------------------------
+async def test_throttled_send_is_retried_later(make_harness: MakeHarness) -> None:
+    clock = Clock(frozen=True)
+    h = await make_harness(clock=clock)
+    await h.dm(IGSID, "hello")
+    await h.dm(OTHER, "hello too")
+    await h.settle()
+    usage = json.dumps({"call_count": 100, "total_cputime": 20, "total_time": 30})
+    h.sandbox.inject(Fault("graph_error", path_contains="/messages", status=403, code=4,
+                           headers={"X-App-Usage": usage}))
+    await h.enqueue(h.text("throttled", IGSID, "after the limit"))
+    t0 = clock()
+    await h.settle(advance_up_to=1.0)
+    row, job = await h.send_row("throttled"), await h.job_row("send:throttled")
+    assert (row["state"], row["reason"]) == ("pending", None)  # not failed, not refused
+    assert job["state"] == "ready" and job["run_at"] == pytest.approx(t0 + 60.0)
+    assert "throttled" in job["last_error"]
+    assert len(h.graph_sends()) == 1
+
+    # The account's text class is blocked meanwhile: another send waits without a request.
+    await h.enqueue(h.text("queued", OTHER, "me too"))
+    await h.settle(advance_up_to=1.0)
+    assert (await h.send_row("queued"))["state"] == "pending"
+    assert len(h.graph_sends()) == 1
+
+    await h.settle(advance_up_to=120.0)
+    for key in ("throttled", "queued"):
+        assert (await h.send_row(key))["state"] == "sent"
+    assert [r.at - t0 for r in h.graph_sends()][1:] == [pytest.approx(60.0)] * 2
+    assert body_of(h, IGSID) == [{"recipient": {"id": IGSID},
+                                  "message": {"text": "after the limit"}}] * 2
+
+
+# -- 11. long texts: split parts in order, quick replies on the last ------------------------
+async def test_long_text_is_split_into_ordered_parts(make_harness: MakeHarness) -> None:
+    h = await make_harness()
+    await h.dm(IGSID, "tell me everything")
+    await h.settle()
+    sentences = [f"Sentence number {i} explains one more detail about the programme. "
+                 for i in range(60)]
+    long_text = "".join(sentences).strip() + " Olá, até já! 😀"
+    assert len(long_text.encode()) > 3000
+    keys = await h.enqueue(h.text("long", IGSID, long_text,
+                                  quick_replies=(("Yes", "YES"), ("No", "NO"))))
+    assert keys[0] == "long" and len(keys) >= 4
+    await h.settle()
+
+    bodies = body_of(h, IGSID)
+    assert len(bodies) == len(keys)
+    texts = []
+    for i, body in enumerate(bodies):
+        msg = body["message"]
+        assert isinstance(msg, dict)
+        assert len(msg["text"].encode()) <= 1000
+        texts.append(msg["text"])
+        if i < len(bodies) - 1:
+            assert set(msg) == {"text"}
+        else:
+            assert msg["quick_replies"] == [
+                {"content_type": "text", "title": "Yes", "payload": "YES"},
+                {"content_type": "text", "title": "No", "payload": "NO"}]
+    assert " ".join(texts).split() == long_text.split()  # nothing lost, in order
+    stored = [m.text for m in h.sandbox.thread(IGSID) if m.direction == "out"]
+    assert stored == texts
+    history_texts = [r["text"] for r in await h.messages(IGSID, "out")]
+    assert history_texts == texts
+
+
+async def test_public_reply_with_unknown_outcome_is_not_duplicated(
+    make_harness: MakeHarness,
+) -> None:
+    h = await make_harness(graph_timeout=0.5)
+    comment = await h.sandbox.user_comments(IGSID, "love it", "18000000000000001")
+    await h.settle()
+    comment_id = str(comment["entry"][0]["changes"][0]["value"]["id"])  # type: ignore[index]
+    h.sandbox.inject(Fault("drop_after_send", path_contains="/replies", delay=30.0))
+    await h.enqueue(Outgoing(key="pub", kind=SendKind.PUBLIC_REPLY, account_id=ACCT,
+                             contact_id=IGSID, comment_id=comment_id, text="Thank you!"))
+    await h.settle(advance_up_to=60.0)
+    # Meta's webhook for our own reply arrived (and was processed) before the retry...
+    own = await h.rt.db.fetchall(
+        "SELECT processed_at FROM events WHERE kind = 'comment' AND contact_id IS NOT ?",
+        (IGSID,))
+    assert own and all(r["processed_at"] is not None for r in own)
+    replies = [c for c in h.sandbox.comments.values() if c.parent_id == comment_id]
+    assert [c.text for c in replies] == ["Thank you!"]  # ...yet the reply went out twice
+    assert (await h.send_row("pub"))["state"] == "sent"

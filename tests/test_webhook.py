@@ -145,9 +145,14 @@ async def test_fixture_stored_as_parsed(client: TestClient, rt: Runtime,  # type
     assert [parse_webhook(json.loads(r[3]))[0] for r in rows] == expected
     jobs = await rt.db.fetchall("SELECT key FROM jobs WHERE kind = 'process_event'")
     assert sorted(j[0] for j in jobs) == sorted(f"event:{e.dedupe_key}" for e in expected)
-    assert await rt.worker.run_burst() == len(expected)
+    await rt.worker.run_burst()
     left = await rt.db.fetchone("SELECT count(*) FROM events WHERE processed_at IS NULL")
     assert left is not None and left[0] == 0
+    states = await rt.db.fetchall(
+        "SELECT state, count(*) FROM jobs WHERE kind = 'process_event' GROUP BY state")
+    assert [(r[0], r[1]) for r in states] == [("done", len(expected))]
+    dead = await rt.db.fetchall("SELECT kind, last_error FROM jobs WHERE state = 'dead'")
+    assert [tuple(r) for r in dead] == []
 
 
 # -- batching, dedupe, accounts --------------------------------------------------------------
@@ -176,7 +181,7 @@ async def test_redelivery_is_stored_once(client: TestClient, rt: Runtime) -> Non
     assert await event_count(rt) == 1
     await rt.worker.run_burst()
     assert await post(client, json.dumps(first).encode()) == 200  # after processing too
-    row = await rt.db.fetchone("SELECT count(*) FROM jobs")
+    row = await rt.db.fetchone("SELECT count(*) FROM jobs WHERE kind = 'process_event'")
     assert row is not None and row[0] == 1
     msgs = await rt.db.fetchone("SELECT count(*) FROM messages")
     assert msgs is not None and msgs[0] == 1
@@ -270,6 +275,8 @@ async def test_healthz_and_metrics(client: TestClient, rt: Runtime) -> None:  # 
     text = await (await client.get("/metrics")).text()
     assert 'instaset_events_total{kind="message"} 1.0' in text
     assert 'instaset_webhook_rejections_total{reason="bad_signature"} 1.0' in text
-    assert 'instaset_jobs{state="done"} 1.0' in text
+    done = await rt.db.fetchone("SELECT count(*) FROM jobs WHERE state = 'done'")
+    assert done is not None and done[0] >= 1  # the event's job, and what it led to
+    assert f'instaset_jobs{{state="done"}} {float(done[0])}' in text
     assert "instaset_queue_depth 0.0" in text
     assert 'instaset_job_latency_seconds_count{kind="process_event",outcome="done"}' in text

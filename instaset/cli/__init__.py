@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from instaset.cli import cmd_config, cmd_demo, cmd_serve  # noqa: F401
-from instaset.cli import cmd_ops  # noqa: F401
+from instaset.cli import (  # noqa: F401  # noqa: F401
+    cmd_accounts,
+    cmd_config,
+    cmd_contacts,
+    cmd_data,
+    cmd_demo,
+    cmd_inbox,
+    cmd_leads,
+    cmd_ops,
+    cmd_serve,
+    cmd_workflows,
+)
 from instaset.cli.app import app
 
 

@@ -32,6 +32,7 @@ from instaset.sandbox.model import (
     Undelivered,
 )
 from instaset.sandbox.oauth import OAuthRoutes, TokenBook
+from instaset.sandbox.profiles import has_details, profile_response
 from instaset.sandbox.views import (
     as_list,
     bearer,
@@ -99,6 +100,7 @@ class Sandbox:
         self.undelivered: list[Undelivered] = []
         self.deliveries: list[tuple[dict[str, object], int]] = []
         self.users: dict[str, str] = {}
+        self.profiles: dict[str, dict[str, object]] = {}  # User Profile API overrides
         self.subscribed: list[str] = []
         self.messenger_profile: dict[str, object] = {}
         self.comments: dict[str, Comment] = {}
@@ -527,10 +529,17 @@ class Sandbox:
                         "timestamp": iso_time(comment.at),
                     }
                 )
+        if method == "GET" and obj in self.users:
+            return profile_response(
+                obj, self.users[obj], consented=obj in self._last_inbound,
+                overrides=self.profiles.get(obj, {}), fields=fields,
+            )
         if method == "GET" and obj in self._conv_ids:
             return web.json_response(self._conversation_json(self._conv_ids[obj], fields))
         if method == "GET" and obj in self._messages:
             conv, msg = self._messages[obj]
+            if not has_details(conv, msg):
+                return unknown_object(method, obj)  # past the 20 newest: reads as deleted
             return web.json_response(message_json(conv, msg, fields, self._me_ref(), self.users))
         return unknown_object(method, obj)
 

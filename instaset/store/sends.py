@@ -88,6 +88,16 @@ async def in_flight_sends(
     ))
 
 
+async def in_flight_public_replies(
+    conn: aiosqlite.Connection, comment_id: str
+) -> list[sqlite3.Row]:
+    return list(await conn.execute_fetchall(
+        "SELECT * FROM sends WHERE comment_id = ? AND kind = 'public_reply'"
+        " AND state = 'in_flight' ORDER BY created_at",
+        (comment_id,),
+    ))
+
+
 async def set_account_state_in(
     conn: aiosqlite.Connection, account_id: str, state: str, now: float
 ) -> None:

@@ -1,0 +1,429 @@
+"""The AI feature: the ``ai_reply`` job, lead scoring jobs, booking on tap, and ``install``.
+
+Contract of the ``ai_reply`` job (payload ``account_id``, ``contact_id``, ``mode``,
+``comment_id``, ``comment_at``, ``workflow``):
+
+1. Reads the recent conversation, the message to answer (the comment's text for a comment),
+   and the creator's own past replies most similar to it (local retrieval); builds the prompt.
+2. Calls Gemini (or the offline responder when no key is set). A slow call first shows the
+   typing indicator (DMs in ``auto`` mode). Each call is recorded (tokens, latency, outcome).
+3. Applies the guardrails, then per mode: ``auto`` enqueues the reply (a private reply for a
+   comment; free booking slots after it when the model asked to offer them); ``draft``
+   stores it for approval; a guardrail hand-off pauses the conversation, stores the draft and
+   notifies the creator. Extracted lead facts are stored and the lead rescored.
+4. Failures: a 429 defers the job by its ``retryDelay``; 5xx, timeouts and malformed answers
+   retry with the queue's backoff; after the last try (``min(job, ai.max_attempts)``) or on a
+   final error, ``ai.fallback_message`` is sent (auto mode) or the conversation handed off.
+
+Every effect is keyed by the job's key and commits with the job's completion, so a rerun
+sends nothing twice. Nothing here runs inside ingest: the pipeline only enqueues jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aiohttp
+import aiosqlite
+
+from instaset.ai.answer import Answer
+from instaset.ai.gemini import GeminiError, GeminiResponder
+from instaset.ai.guardrails import Verdict, check_reply
+from instaset.ai.offline import OfflineResponder
+from instaset.ai.prompt import DEFAULT_LEAD_FACTS, Example, PromptInput, Turn, build_prompt
+from instaset.ai.scoring import LeadScoring, rescore_in
+from instaset.ai.similarity import rank
+from instaset.automation import WorkflowAutomation, notify_job
+from instaset.booking import BookingDesk, parse_payload
+from instaset.config import Config
+from instaset.events import (
+    CommentEvent,
+    Event,
+    EventKind,
+    MessageEvent,
+    PostbackEvent,
+    parse_webhook,
+)
+from instaset.outbox import Outgoing, enqueue_sends
+from instaset.pipeline import Automation
+from instaset.queue import NewJob, RetryLater, enqueue_in
+from instaset.rules import SendKind
+from instaset.store import ai as aistore
+from instaset.store import history
+from instaset.store.db import Database
+from instaset.store.jobs import Job, complete_in
+
+if TYPE_CHECKING:
+    from instaset.daemon import Runtime
+
+log = logging.getLogger("instaset.ai")
+
+HISTORY_TURNS = 20
+PAST_REPLIES = 3
+PAST_REPLY_MIN_SCORE = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    username: str | None
+    paused_until: float | None
+    turns: tuple[Turn, ...]
+    past_replies: tuple[Example, ...]
+
+
+def lead_fact_names(config: Config) -> tuple[str, ...]:
+    """The facts the model is asked to extract: the defaults plus every ``ai_fact`` rule."""
+    names = list(DEFAULT_LEAD_FACTS)
+    for rule in config.leads.rules:
+        if rule.ai_fact and rule.ai_fact not in names:
+            names.append(rule.ai_fact)
+    return tuple(names)
+
+
+async def _comment_text(conn: aiosqlite.Connection, acct: str, contact: str,
+                        comment_id: str) -> str | None:
+    for raw in await aistore.comment_events(conn, acct, contact):
+        for ev in parse_webhook(json.loads(raw)):
+            if isinstance(ev, CommentEvent) and ev.comment_id == comment_id:
+                return ev.text
+    return None
+
+
+async def load_context(conn: aiosqlite.Connection, acct: str, contact: str,
+                       comment_id: str | None) -> Context | None:
+    """What the prompt needs; None when the conversation does not exist (purged)."""
+    conv = await aistore.conversation_row(conn, acct, contact)
+    if conv is None:
+        return None
+    rows = await aistore.recent_texts(conn, acct, contact, HISTORY_TURNS)
+    turns = [Turn("contact" if r["direction"] == "in" else "creator", r["text"]) for r in rows]
+    if comment_id:
+        text = await _comment_text(conn, acct, contact, comment_id)
+        turns.append(Turn("contact", text or ""))
+    incoming = next((t.text for t in reversed(turns) if t.role == "contact"), "")
+    pairs = await aistore.human_reply_pairs(conn, acct)
+    best = rank(incoming, [m for m, _r in pairs], k=PAST_REPLIES,
+                min_score=PAST_REPLY_MIN_SCORE) if incoming else []
+    past = tuple(Example(pairs[b.index][0], pairs[b.index][1], "history") for b in best)
+    return Context(conv["username"], conv["paused_until"], tuple(turns), past)
+
+
+class AIReplies:
+    """The ``ai_reply`` job handler (see the module docstring)."""
+
+    def __init__(
+        self, db: Database, config: Config, *, clock: Callable[[], float],
+        desk: BookingDesk, responder: GeminiResponder | None,
+        offline: OfflineResponder | None = None, wake: asyncio.Event | None = None,
+        typing_after: float = 2.0,
+    ) -> None:
+        self.db = db
+        self.config = config
+        self.clock = clock
+        self.desk = desk
+        self.responder = responder
+        self.offline = offline or OfflineResponder()
+        self.wake = wake
+        self.typing_after = typing_after
+
+    # -- the job ---------------------------------------------------------------------------
+    async def handle(self, job: Job) -> None:
+        p = job.payload
+        acct, contact = str(p["account_id"]), str(p["contact_id"])
+        mode = str(p.get("mode") or "auto")
+        comment_id = p.get("comment_id") or None
+        if mode == "off":
+            return
+        async with self.db.read() as conn:
+            if await aistore.already_answered(conn, job.key):
+                return
+            ctx = await load_context(conn, acct, contact, comment_id)
+        if ctx is None:
+            return
+        if mode == "auto" and ctx.paused_until is not None and ctx.paused_until > self.clock():
+            log.info("ai_reply for %s skipped: a human has the conversation", contact)
+            return
+        inp = PromptInput(
+            persona=self.config.ai.persona, facts=tuple(self.config.ai.facts),
+            examples=tuple(Example(e.message, e.reply) for e in self.config.ai.examples),
+            past_replies=ctx.past_replies, conversation=ctx.turns, username=ctx.username,
+            is_comment=comment_id is not None, lead_facts=lead_fact_names(self.config),
+            booking=self.config.booking.enabled and comment_id is None,
+        )
+        if not inp.incoming.strip():
+            await self._finish(job, mode, ctx, inp, None, Verdict(
+                False, "no_text", "the message has no text to answer"))
+            return
+        try:
+            answer = await self._call(job, inp, typing=mode == "auto" and comment_id is None)
+        except GeminiError as exc:
+            last = job.attempts >= min(job.max_attempts, self.config.ai.max_attempts)
+            if exc.retryable and not last:
+                if exc.retry_after is not None:
+                    raise RetryLater(exc.retry_after, str(exc)) from None
+                raise
+            await self._give_up(job, mode, ctx, inp, exc)
+            return
+        verdict = check_reply(answer, inp.incoming, inp.facts)
+        await self._finish(job, mode, ctx, inp, answer, verdict)
+
+    # -- calling the model -----------------------------------------------------------------
+    async def _call(self, job: Job, inp: PromptInput, *, typing: bool) -> Answer:
+        p = job.payload
+        started = time.perf_counter()
+        if self.responder is None:
+            answer = self.offline.answer(inp)
+            await self._record(job, "offline", None, "ok", answer, None, started)
+            return answer
+        task = asyncio.ensure_future(self.responder.answer(build_prompt(inp), booking=inp.booking))
+        try:
+            if typing:
+                done, _pending = await asyncio.wait({task}, timeout=self.typing_after)
+                if not done:
+                    await self._typing(job, str(p["account_id"]), str(p["contact_id"]))
+            answer = await task
+        except GeminiError as exc:
+            await self._record(job, "gemini", self.responder.model, exc.outcome, None, exc,
+                               started)
+            raise
+        finally:
+            if not task.done():
+                task.cancel()
+        await self._record(job, "gemini", self.responder.model, "ok", answer, None, started)
+        return answer
+
+    async def _record(self, job: Job, backend: str, model: str | None, outcome: str,
+                      answer: Answer | None, exc: GeminiError | None, started: float) -> None:
+        usage = answer.usage if answer is not None else (exc.usage if exc else None)
+        await aistore.record_call(
+            self.db, job_key=job.key, attempt=job.attempts,
+            account_id=str(job.payload["account_id"]),
+            contact_id=str(job.payload["contact_id"]), backend=backend, model=model,
+            outcome=outcome, prompt_tokens=usage.prompt_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
+            total_tokens=usage.total_tokens if usage else None,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            error=str(exc)[:500] if exc else None, now=self.clock(),
+        )
+
+    async def _typing(self, job: Job, acct: str, contact: str) -> None:
+        """Show "typing..." while a slow model call runs (its own send, out at once)."""
+        now = self.clock()
+        async with self.db.tx() as conn:
+            await enqueue_sends(conn, [Outgoing(
+                key=f"send:{job.key}:typing", kind=SendKind.SENDER_ACTION, account_id=acct,
+                contact_id=contact, action="typing_on")], now)
+        if self.wake is not None:
+            self.wake.set()
+
+    # -- acting on the answer --------------------------------------------------------------
+    def _reply_out(self, job: Job, key: str, text: str) -> Outgoing:
+        p = job.payload
+        comment_id = p.get("comment_id") or None
+        return Outgoing(
+            key=key, kind=SendKind.PRIVATE_REPLY if comment_id else SendKind.TEXT,
+            account_id=str(p["account_id"]), contact_id=str(p["contact_id"]),
+            comment_id=comment_id, comment_at=p.get("comment_at") if comment_id else None,
+            text=text, workflow=p.get("workflow"),
+        )
+
+    async def _finish(self, job: Job, mode: str, ctx: Context, inp: PromptInput,
+                      answer: Answer | None, verdict: Verdict) -> None:
+        p = job.payload
+        acct, contact = str(p["account_id"]), str(p["contact_id"])
+        now = self.clock()
+        text = answer.reply if answer is not None else ""
+        async with self.db.tx() as conn:
+            if await aistore.already_answered(conn, job.key):
+                await complete_in(conn, job, now)
+                return
+            jobs: list[NewJob] = []
+            if answer is not None and answer.lead_facts:
+                for i, fact in enumerate(answer.lead_facts):
+                    await aistore.add_lead_fact(
+                        conn, key=f"{job.key}:fact:{i}", account_id=acct, contact_id=contact,
+                        source="ai", name=fact.name, value=fact.value, evidence=fact.evidence,
+                        points=None, now=now)
+                _score, more = await rescore_in(conn, self.config.leads, acct, contact, now)
+                jobs += more
+            outs: list[Outgoing] = []
+            if mode == "draft":
+                await aistore.insert_draft(
+                    conn, key=job.key, account_id=acct, contact_id=contact,
+                    comment_id=p.get("comment_id"), text=text,
+                    intent=answer.intent if answer else None,
+                    confidence=answer.confidence if answer else None,
+                    reason="draft" if verdict.send else str(verdict.reason), now=now)
+                if not verdict.send:
+                    jobs.append(self._notify(job, ctx, inp, "draft", verdict.detail, now))
+            elif verdict.send and answer is not None:
+                if text:
+                    outs.append(self._reply_out(job, f"send:{job.key}", text))
+                if answer.offer_booking and inp.booking:
+                    outs += await self.desk.offer_in(conn, acct, contact, f"send:{job.key}:slots",
+                                                     None, p.get("workflow"), now)
+                if not outs:
+                    verdict = Verdict(False, "no_slots", "no free booking slot to offer")
+            if mode != "draft" and not outs:
+                await self._handoff_in(conn, job, ctx, inp, answer, verdict, now)
+                jobs.append(self._notify(job, ctx, inp, "handoff", verdict.detail, now))
+            if outs:
+                await enqueue_sends(conn, outs, now)
+            await enqueue_in(conn, jobs, now)
+            await complete_in(conn, job, now)
+        if outs and self.wake is not None:
+            self.wake.set()
+
+    async def _handoff_in(self, conn: aiosqlite.Connection, job: Job, ctx: Context,
+                          inp: PromptInput, answer: Answer | None, verdict: Verdict,
+                          now: float) -> None:
+        p = job.payload
+        acct, contact = str(p["account_id"]), str(p["contact_id"])
+        pause = self.config.handoff.pause_for.total_seconds()
+        await history.update_conversation(conn, acct, contact, now, paused_until=now + pause)
+        await aistore.insert_draft(
+            conn, key=job.key, account_id=acct, contact_id=contact,
+            comment_id=p.get("comment_id"), text=answer.reply if answer else "",
+            intent=answer.intent if answer else None,
+            confidence=answer.confidence if answer else None,
+            reason=str(verdict.reason), now=now)
+        log.info("ai_reply for %s handed off: %s", contact, verdict.reason)
+
+    def _notify(self, job: Job, ctx: Context, inp: PromptInput, kind: str, detail: str,
+                now: float) -> NewJob:
+        p = job.payload
+        who = f"@{ctx.username}" if ctx.username else str(p["contact_id"])
+        said = inp.incoming.strip().replace("\n", " ")[:120]
+        what = "a draft reply is waiting" if kind == "draft" else "needs you"
+        return notify_job(job.key, str(p["account_id"]), str(p["contact_id"]), kind,
+                          f'{who} {what} ({detail}): "{said}"', now)
+
+    async def _give_up(self, job: Job, mode: str, ctx: Context, inp: PromptInput,
+                       exc: GeminiError) -> None:
+        fallback = self.config.ai.fallback_message
+        log.warning("ai_reply %s gave up after try %d: %s", job.key, job.attempts, exc)
+        if mode != "auto" or not fallback:
+            await self._finish(job, mode, ctx, inp, None,
+                               Verdict(False, f"ai_{exc.outcome}", f"the AI failed: {exc}"))
+            return
+        now = self.clock()
+        async with self.db.tx() as conn:
+            await enqueue_sends(conn, [self._reply_out(job, f"send:{job.key}:fallback",
+                                                        fallback)], now)
+            await enqueue_in(conn, [self._notify(
+                job, ctx, inp, "handoff", f"the AI failed ({exc.outcome}); sent the fallback",
+                now)], now)
+            await complete_in(conn, job, now)
+        if self.wake is not None:
+            self.wake.set()
+
+
+# -- hooking into the automation ---------------------------------------------------------------
+def lead_score_job(key: str, account_id: str, contact_id: str, now: float) -> NewJob:
+    return NewJob("lead_score", f"lead:{key}", {"account_id": account_id,
+                                                 "contact_id": contact_id}, run_at=now)
+
+
+def booking_tap(event: Event) -> float | None:
+    """The slot start a tap on one of our booking quick replies (or buttons) chose."""
+    if isinstance(event, MessageEvent) and event.kind == EventKind.MESSAGE:
+        return parse_payload(event.quick_reply_payload)
+    if isinstance(event, PostbackEvent):
+        return parse_payload(event.payload)
+    return None
+
+
+class LeadsAndBooking:
+    """Wraps the pipeline's automation: every inbound message, tap or comment also enqueues
+    the contact's lead rescoring; a tap on a booking slot enqueues its ``book_slot`` job
+    instead of running the workflows (the slot's title is not a message to answer)."""
+
+    def __init__(self, inner: Automation | None) -> None:
+        self.inner = inner
+
+    async def plan(self, conn: aiosqlite.Connection, event: Event, *, is_new_contact: bool,
+                   now: float) -> list[NewJob]:
+        contact = event.contact_id
+        mine = contact is not None and contact != event.account_id and isinstance(
+            event, MessageEvent | PostbackEvent | CommentEvent)
+        start = booking_tap(event) if mine else None
+        if start is not None and contact is not None:
+            return [NewJob("book_slot", f"book:{event.dedupe_key}", {
+                "account_id": event.account_id, "contact_id": contact, "start": start,
+            }, run_at=now), lead_score_job(event.dedupe_key, event.account_id, contact, now)]
+        jobs = (await self.inner.plan(conn, event, is_new_contact=is_new_contact, now=now)
+                if self.inner is not None else [])
+        if mine and contact is not None:
+            jobs.append(lead_score_job(event.dedupe_key, event.account_id, contact, now))
+        return jobs
+
+
+@dataclass
+class AIFeature:
+    replies: AIReplies
+    scoring: LeadScoring
+    desk: BookingDesk
+
+
+def responder_for(config: Config, session: aiohttp.ClientSession | None) -> GeminiResponder | None:
+    """Gemini when a key is set, else None (the offline responder answers)."""
+    key = config.ai.api_key()
+    if not key:
+        return None
+    return GeminiResponder(api_key=key, model=config.ai.model, base_url=config.ai.base_url,
+                           timeout_ms=config.ai.timeout_ms, session=session)
+
+
+def build(rt: Runtime, *, session: aiohttp.ClientSession | None = None,
+          typing_after: float = 2.0) -> AIFeature:
+    cfg = rt.config
+
+    async def on_booked(conn: aiosqlite.Connection, acct: str, contact: str,
+                        now: float) -> list[NewJob]:
+        return (await rescore_in(conn, cfg.leads, acct, contact, now))[1]
+
+    desk = BookingDesk(rt.db, cfg, clock=rt.clock, on_booked=on_booked)
+    replies = AIReplies(rt.db, cfg, clock=rt.clock, desk=desk,
+                        responder=responder_for(cfg, session), wake=rt.wake,
+                        typing_after=typing_after)
+    return AIFeature(replies, LeadScoring(rt.db, cfg.leads, clock=rt.clock), desk)
+
+
+def install(rt: Runtime) -> None:
+    """Register ``ai_reply``, ``lead_score``, ``book_slot``, the hourly ``leads_rescore``,
+    and wrap the automation (see :class:`LeadsAndBooking`). The Gemini client shares the
+    runtime's HTTP session (closed with the runtime)."""
+    install_feature(rt)
+
+
+def install_feature(rt: Runtime, *, typing_after: float = 2.0) -> AIFeature:
+    """:func:`install`, returning the parts (tests tune ``typing_after``)."""
+    feature = build(rt, session=_runtime_session(rt), typing_after=typing_after)
+    rt.handlers["ai_reply"] = feature.replies.handle
+    rt.handlers["lead_score"] = feature.scoring.handle
+    rt.handlers["book_slot"] = feature.desk.book
+
+    async def rescore_stale(job: Job) -> None:
+        await feature.scoring.rescore_stale(job)
+
+    rt.add_periodic("leads_rescore", 3600.0, rescore_stale)
+    inner = rt.pipeline.automation
+    if isinstance(inner, WorkflowAutomation):
+        inner.offer_booking = feature.desk.offer_in
+    rt.pipeline.automation = LeadsAndBooking(inner)
+    return feature
+
+
+def _runtime_session(rt: Runtime) -> aiohttp.ClientSession | None:
+    session = getattr(rt, "session", None) or getattr(rt.graph, "_session", None)
+    return session if isinstance(session, aiohttp.ClientSession) else None
+
+
+__all__ = ["AIFeature", "AIReplies", "LeadsAndBooking", "build", "install",
+           "install_feature", "load_context", "responder_for"]

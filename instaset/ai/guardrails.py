@@ -1,0 +1,134 @@
+"""When the AI must not answer on its own. Pure: no I/O.
+
+:func:`check_reply` says whether an :class:`~instaset.ai.answer.Answer` may be sent, or why the
+conversation goes to the creator instead (a stable slug plus a human-readable detail):
+
+- the contact asks for a human, asks for a refund or complains (read from their message,
+  whatever the model thought);
+- the model itself asks for a human, or classified the message so;
+- the reply is empty or the model is unsure (``confidence`` below the minimum);
+- the reply states a price or a link that is not in the creator's facts (the model may not
+  make up offers).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from instaset.ai.answer import Answer
+from instaset.engine import fold
+
+MIN_CONFIDENCE = 0.5
+
+_HUMAN = re.compile(
+    r"\b(human|real person|actual person|a person|agent|representative|customer service"
+    r"|talk to (you|someone|somebody)|speak to (you|someone|somebody)|call me"
+    r"|are you (a )?(bot|robot|ai))\b"
+)
+_REFUND = re.compile(
+    r"\b(refund\w*|money back|chargeback|reembolso|cancel my (order|subscription))\b"
+)
+_COMPLAINT = re.compile(
+    r"\b(complain\w*|scam\w*|rip ?off|disappointed|terrible|awful|worst|unacceptable"
+    r"|not working|doesn'?t work|broken|angry|furious|fraud)\b"
+)
+_CURRENCY = r"[$€£¥₹]"
+_AMOUNT = r"\d[\d,]*(?:\.\d+)?"
+_PRICE = re.compile(
+    rf"{_CURRENCY}\s?({_AMOUNT})|({_AMOUNT})\s?(?:{_CURRENCY}|(?:usd|eur|gbp|dollars?|euros?"
+    r"|bucks|pounds?)\b)",
+    re.IGNORECASE,
+)
+_NUMBER = re.compile(_AMOUNT)
+_URL = re.compile(
+    r"(?:https?://|www\.)[^\s<>\"')]+|\b[\w-]+(?:\.[\w-]+)*\.(?:com|net|org|io|co|me|ly|app"
+    r"|link|shop|store|bio|page|gg|tv|fit|coach|club|life|live|online|site|info|biz|ai|xyz"
+    r"|uk|de|es|fr|it|nl|ca|au|us)\b(?:/[^\s<>\"')]*)?",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    send: bool
+    reason: str | None = None  # slug: human_requested, refund, complaint, needs_human, ...
+    detail: str = ""
+
+
+OK = Verdict(True)
+
+
+def _amount(text: str) -> str:
+    value = text.replace(",", "")
+    if "." in value:
+        value = value.rstrip("0").rstrip(".")
+    return value
+
+
+def prices(text: str) -> list[str]:
+    """Normalised amounts stated as prices in ``text`` ("$1,200.00" -> "1200")."""
+    return [_amount(m.group(1) or m.group(2)) for m in _PRICE.finditer(text)]
+
+
+def _norm_url(url: str) -> str:
+    url = url.rstrip(".,!?;:").lower()
+    url = re.sub(r"^https?://", "", url)
+    url = re.sub(r"^www\.", "", url)
+    return url.rstrip("/")
+
+
+def urls(text: str) -> list[str]:
+    """Normalised links in ``text`` (no scheme, no ``www.``, no trailing slash)."""
+    return [_norm_url(m.group(0)) for m in _URL.finditer(text)]
+
+
+def unverified(reply: str, facts: Sequence[str]) -> Verdict:
+    """A price or link in ``reply`` that none of ``facts`` contains."""
+    fact_text = "\n".join(facts)
+    known_numbers = {_amount(n) for n in _NUMBER.findall(fact_text)}
+    for amount in prices(reply):
+        if amount not in known_numbers:
+            return Verdict(False, "unverified_price",
+                           f"the reply states a price ({amount}) that is not in ai.facts")
+    # Every word of the facts counts as a link the creator wrote (whatever its domain).
+    known_urls = set(urls(fact_text)) | {_norm_url(word) for word in fact_text.split()}
+    for url in urls(reply):
+        if url not in known_urls:
+            return Verdict(False, "unverified_link",
+                           f"the reply has a link ({url}) that is not in ai.facts")
+    return OK
+
+
+def contact_needs_human(incoming: str) -> Verdict:
+    """What the contact's own message says, whatever a model made of it."""
+    text = fold(incoming)
+    if _REFUND.search(text):
+        return Verdict(False, "refund", "the contact asks for a refund")
+    if _COMPLAINT.search(text):
+        return Verdict(False, "complaint", "the contact complains")
+    if _HUMAN.search(text):
+        return Verdict(False, "human_requested", "the contact asks for a person")
+    return OK
+
+
+def check_reply(
+    answer: Answer, incoming: str, facts: Sequence[str], *,
+    min_confidence: float = MIN_CONFIDENCE,
+) -> Verdict:
+    """Whether ``answer`` may be sent in reply to ``incoming``; see the module docstring."""
+    verdict = contact_needs_human(incoming)
+    if not verdict.send:
+        return verdict
+    if answer.intent in ("refund", "complaint", "human"):
+        return Verdict(False, answer.intent if answer.intent != "human" else "human_requested",
+                       f"the message reads as {answer.intent}")
+    if answer.needs_human:
+        return Verdict(False, "needs_human", "the AI asks for you to answer")
+    if not answer.reply.strip() and not answer.offer_booking:
+        return Verdict(False, "empty_reply", "the AI wrote nothing")
+    if answer.confidence < min_confidence:
+        return Verdict(False, "low_confidence",
+                       f"the AI is unsure (confidence {answer.confidence:.2f})")
+    return unverified(answer.reply, facts)

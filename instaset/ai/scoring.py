@@ -1,0 +1,129 @@
+"""Lead scores in the database: rescoring one contact inside a transaction, the
+``lead_score`` job and the periodic ``leads_rescore`` job (stale scores after a rules change).
+
+Contract: :func:`rescore_in` reads everything a contact's score depends on (their messages,
+fields, tags and stage from the engine state, AI-extracted facts, workflow points, bookings),
+stores the score with its reasons and the rules' hash, and returns a ``notify`` job the first
+time the lead reaches "qualified" (keyed per contact, so the creator is told once).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+import aiosqlite
+
+from instaset.automation import notify_job
+from instaset.config import LeadsConfig
+from instaset.leads import Fact, LeadInput, LeadScore, Msg, rules_hash, score_lead
+from instaset.queue import NewJob, enqueue_in
+from instaset.store import ai as aistore
+from instaset.store.db import Database
+from instaset.store.jobs import Job, complete_in
+
+log = logging.getLogger("instaset.leads")
+
+
+async def lead_input(conn: aiosqlite.Connection, account_id: str, contact_id: str) -> LeadInput:
+    conv = await aistore.conversation_row(conn, account_id, contact_id)
+    state = json.loads(conv["state"]) if conv is not None and conv["state"] else {}
+    msgs = await aistore.inbound_messages(conn, account_id, contact_id)
+    facts = await aistore.lead_facts(conn, account_id, contact_id)
+    return LeadInput(
+        messages=tuple(Msg(r["text"], float(r["created_at"]), r["mid"]) for r in msgs),
+        fields={str(k): str(v) for k, v in (state.get("fields") or {}).items()},
+        tags=frozenset(state.get("tags") or ()),
+        facts=tuple(
+            Fact(r["source"], r["name"], r["value"], r["evidence"], r["points"],
+                 float(r["created_at"]))
+            for r in facts
+        ),
+        workflow_stage=str(state.get("stage") or "new"),
+        booked=await aistore.has_booking(conn, account_id, contact_id),
+    )
+
+
+def _qualified_text(username: str | None, score: LeadScore) -> str:
+    who = f"@{username}" if username else "A contact"
+    why = "; ".join(
+        f"{r.matched if r.rule == 'workflow' else r.rule} {r.points:+d}"
+        + (f' ("{r.evidence[:60]}")' if r.evidence else "")
+        for r in score.reasons
+    )
+    return f"{who} is a qualified lead (score {score.score}): {why}"
+
+
+async def rescore_in(
+    conn: aiosqlite.Connection, cfg: LeadsConfig, account_id: str, contact_id: str, now: float
+) -> tuple[LeadScore, list[NewJob]]:
+    """Score one contact and store it; see the module docstring."""
+    inp = await lead_input(conn, account_id, contact_id)
+    result = score_lead(cfg, inp)
+    before = await aistore.get_lead(conn, account_id, contact_id)
+    await aistore.upsert_lead(
+        conn, account_id=account_id, contact_id=contact_id, score=result.score,
+        stage=result.stage, reasons=[r.to_dict() for r in result.reasons],
+        rules_hash=rules_hash(cfg), qualified_at=now if result.qualified else None, now=now,
+    )
+    jobs: list[NewJob] = []
+    if result.qualified and (before is None or before["qualified_at"] is None):
+        conv = await aistore.conversation_row(conn, account_id, contact_id)
+        text = _qualified_text(conv["username"] if conv is not None else None, result)
+        jobs.append(notify_job(f"lead-qualified:{account_id}:{contact_id}", account_id,
+                               contact_id, "lead", text, now))
+        log.info("%s qualified (score %d)", contact_id, result.score)
+    return result, jobs
+
+
+async def add_workflow_points(
+    conn: aiosqlite.Connection, key: str, account_id: str, contact_id: str, points: int,
+    reason: str, now: float,
+) -> None:
+    """Record a workflow ``score`` step, with the contact's latest message as its evidence."""
+    msgs = await aistore.inbound_messages(conn, account_id, contact_id, limit=1)
+    await aistore.add_lead_fact(
+        conn, key=key, account_id=account_id, contact_id=contact_id, source="workflow",
+        name=reason, value=None, evidence=msgs[-1]["text"] if msgs else None, points=points,
+        now=now,
+    )
+
+
+class LeadScoring:
+    """The job handlers. ``lead_score`` payload: ``account_id``, ``contact_id`` and
+    optionally ``points`` + ``reason`` (+ ``workflow``) of a workflow ``score`` step."""
+
+    def __init__(self, db: Database, cfg: LeadsConfig, *, clock: Callable[[], float]) -> None:
+        self.db = db
+        self.cfg = cfg
+        self.clock = clock
+
+    async def handle(self, job: Job) -> None:
+        p = job.payload
+        acct, contact = str(p["account_id"]), str(p["contact_id"])
+        now = self.clock()
+        async with self.db.tx() as conn:
+            if p.get("points"):
+                reason = str(p.get("reason") or p.get("workflow") or "score step")
+                await add_workflow_points(conn, job.key, acct, contact, int(p["points"]),
+                                          reason, now)
+            _score, jobs = await rescore_in(conn, self.cfg, acct, contact, now)
+            await enqueue_in(conn, jobs, now)
+            await complete_in(conn, job, now)
+
+    async def rescore_stale(self, job: Job | None = None) -> int:
+        """Rescore every contact whose score predates the current rules (periodic job)."""
+        return await rescore_all(self.db, self.cfg, self.clock(), only_stale=True)
+
+
+async def rescore_all(db: Database, cfg: LeadsConfig, now: float, *, only_stale: bool) -> int:
+    """Rescore contacts (all, or those scored under other rules), in small transactions so
+    ingest is never held up for long. Returns how many were rescored."""
+    rows = await aistore.contacts_to_rescore(db, rules_hash(cfg) if only_stale else None)
+    for i in range(0, len(rows), 50):
+        async with db.tx() as conn:
+            for r in rows[i : i + 50]:
+                _score, jobs = await rescore_in(conn, cfg, r["account_id"], r["contact_id"], now)
+                await enqueue_in(conn, jobs, now)
+    return len(rows)

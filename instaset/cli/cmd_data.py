@@ -1,0 +1,263 @@
+"""``instaset stats``, ``export``, ``purge`` and ``doctor``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import typer
+
+from instaset.cli.app import STATE, app, err_console, handle_errors, is_tty, out_console, run_async
+from instaset.cli.cmd_config import load_or_exit
+from instaset.cli.cmd_inbox import open_db
+from instaset.config import parse_duration
+from instaset.errors import InstasetError
+
+if TYPE_CHECKING:
+    from instaset.retention import PurgeReport
+
+# The features are imported inside the commands: `instaset --help` should not pay for them.
+DAY = 86400.0
+
+
+def _seconds(value: str, option: str) -> float:
+    try:
+        return parse_duration(value).total_seconds()
+    except ValueError as exc:
+        raise InstasetError(f"{option}: {exc}") from None
+
+
+# -- stats ------------------------------------------------------------------------------------
+@app.command()
+@handle_errors
+def stats(
+    since: str = typer.Option("30d", "--since", help="Period: 7d, 30d, 12h ..."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+    as_csv: bool = typer.Option(False, "--csv", help="The funnel as CSV on stdout."),
+) -> None:
+    """The funnel per workflow and per media, delivery figures and activity."""
+    from rich.console import Console
+
+    from instaset.stats import compute, render, to_csv
+
+    if as_json and as_csv:
+        raise InstasetError("choose one of --json and --csv")
+    period = _seconds(since, "--since")
+    config = load_or_exit()
+    now = time.time()
+
+    @run_async
+    async def load() -> dict[str, Any]:
+        async with open_db(config) as db:
+            return await compute(db, now - period, now)
+
+    doc = load()
+    if as_json:
+        typer.echo(json.dumps(doc, ensure_ascii=False, indent=2))
+    elif as_csv:
+        typer.echo(to_csv(doc), nl=False)
+    else:
+        # Not a terminal (a pipe, a file): rich would assume 80 columns and fold the tables.
+        render(doc, out_console if out_console.is_terminal else Console(width=140))
+
+
+# -- export -----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _private_file(path: Path) -> Iterator[IO[str]]:
+    """Write ``path`` atomically (temp file + rename), readable by the owner only: an export
+    is personal data."""
+    path = path.expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yield fh
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@app.command()
+@handle_errors
+def export(
+    contact: str | None = typer.Option(None, "--contact", help="Only this contact."),
+    account: str | None = typer.Option(None, "--account", help="Only this account id."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="File (default: stdout)."),
+    leads: Path | None = typer.Option(None, "--leads-csv", help="Also write leads as CSV."),
+    events: bool = typer.Option(True, "--events/--no-events",
+                                help="Include Meta's raw events."),
+    schema: bool = typer.Option(False, "--schema", help="Print the JSON Schema and exit."),
+) -> None:
+    """Everything stored (or one contact's data) as portable JSON; never secrets."""
+    from instaset.export import EXPORT_SCHEMA, leads_csv, write_export
+    from instaset.inbox import resolve_contact
+
+    if schema:
+        typer.echo(json.dumps(EXPORT_SCHEMA, indent=2))
+        return
+    config = load_or_exit()
+    now = time.time()
+
+    @run_async
+    async def go() -> int:
+        async with open_db(config) as db:
+            ref = await resolve_contact(db, contact, account) if contact else None
+            if leads is not None:
+                text = await leads_csv(db, account)
+                with _private_file(leads) as fh:
+                    fh.write(text)
+            if out is None:
+                return await write_export(db, sys.stdout, now, account_id=account,
+                                          contact=ref, events=events)
+            with _private_file(out) as fh:
+                return await write_export(db, fh, now, account_id=account, contact=ref,
+                                          events=events)
+
+    n = go()
+    if out is not None:
+        err_console.print(f"exported {n} contacts to {out}", highlight=False)
+    if leads is not None:
+        err_console.print(f"leads written to {leads}", highlight=False)
+
+
+# -- purge ------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str, int, int | None], None]]:
+    if not enabled:
+        yield lambda _what, _done, _total: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=err_console, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(what: str, done: int, total: int | None) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done, total=total)
+
+        yield update
+
+
+@app.command()
+@handle_errors
+def purge(
+    older_than: str | None = typer.Option(None, "--older-than", help="e.g. 30d."),
+    contact: str | None = typer.Option(None, "--contact", help="Everything about one person."),
+    account: str | None = typer.Option(None, "--account", help="All of one account's data."),
+    all_: bool = typer.Option(False, "--all", help="All data of every account."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would go."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = typer.Option(False, "--json", help="The report as JSON."),
+) -> None:
+    """Apply retention.days (no flags: for cron, never asks), or delete what the flags say."""
+    from instaset.inbox import resolve_contact
+    from instaset.retention import (
+        daemon_lock,
+        purge_account,
+        purge_all,
+        purge_contacts,
+        purge_older_than,
+        reclaim_space,
+    )
+
+    chosen = [n for n, v in (("--older-than", older_than), ("--contact", contact),
+                             ("--account", account), ("--all", all_)) if v]
+    if len(chosen) > 1:
+        raise InstasetError(f"choose one of {', '.join(chosen)}")
+    config = load_or_exit()
+    now = time.time()
+    horizon = now - (_seconds(older_than, "--older-than") if older_than
+                     else config.retention.days * DAY)
+    what = (f"everything about {contact}" if contact else f"all data of account {account}"
+            if account else "ALL data of every account" if all_ else
+            f"data older than {older_than}" if older_than else "")
+    if chosen and not dry_run and not yes:
+        if not is_tty():
+            raise InstasetError(f"purge would delete {what}; no terminal to confirm: add --yes")
+        if not typer.confirm(f"Delete {what}?", default=False):
+            raise typer.Exit(1)
+    db_path = config.storage.db_path()
+    if not db_path.exists():
+        raise InstasetError(f"no database at {db_path}: nothing to purge")
+
+    @run_async
+    async def go() -> PurgeReport:
+        async with open_db(config) as db:
+            with _progress(err_console.is_terminal and not as_json) as progress:
+                if contact:
+                    ref = await resolve_contact(db, contact, account)
+                    report = await purge_contacts(db, [(ref.account_id, ref.contact_id)],
+                                                  dry_run=dry_run, progress=progress)
+                elif account:
+                    report = await purge_account(db, account, dry_run=dry_run,
+                                                 progress=progress)
+                elif all_:
+                    report = await purge_all(db, dry_run=dry_run, progress=progress)
+                else:
+                    report = await purge_older_than(db, horizon, now, dry_run=dry_run,
+                                                    progress=progress)
+            if not dry_run:
+                with daemon_lock(db_path) as alone:
+                    report.space = await reclaim_space(db, exclusive=alone)
+            return report
+
+    report = go()
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+        return
+    scope = what or f"data older than retention.days={config.retention.days}"
+    verb = "would delete" if dry_run else "deleted"
+    if not report.counts:
+        typer.echo(f"nothing to purge ({scope})")
+    else:
+        typer.echo(f"{verb} {report.total} rows ({scope}):")
+        for table, n in sorted(report.counts.items()):
+            typer.echo(f"  {table}: {n}")
+    if report.space:
+        typer.echo(f"space: {report.space}")
+
+
+# -- doctor -----------------------------------------------------------------------------------
+_MARK = {"ok": ("✓", "green"), "warn": ("!", "yellow"), "fail": ("✗", "red"),
+         "skip": ("-", "dim")}
+
+
+@app.command()
+@handle_errors
+def doctor(
+    offline: bool = typer.Option(False, "--offline", help="Skip the checks that go online."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+) -> None:
+    """Check config, secrets, tokens, subscriptions, database and queue; say what to fix."""
+    from instaset.doctor import failed, run_checks
+
+    checks = run_async(run_checks)(STATE.config_path, offline=offline)
+    bad = failed(checks)
+    if as_json:
+        typer.echo(json.dumps({"ok": not bad, "checks": [c.to_json() for c in checks]},
+                              ensure_ascii=False, indent=2))
+    else:
+        for c in checks:
+            mark, style = _MARK.get(c.status, ("?", ""))
+            out_console.print(f"[{style}]{mark}[/] {c.name}: ", end="", highlight=False)
+            out_console.print(c.message, markup=False, highlight=False)
+            if c.fix:
+                ref = f" (see {c.ref})" if c.ref else ""
+                out_console.print(f"    fix: {c.fix}{ref}", markup=False, highlight=False)
+        fails = sum(c.status == "fail" for c in checks)
+        warns = sum(c.status == "warn" for c in checks)
+        out_console.print(f"{fails} failed, {warns} warnings", highlight=False)
+    if bad:
+        raise typer.Exit(1)

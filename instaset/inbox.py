@@ -1,0 +1,390 @@
+"""The creator's inbox: conversation summaries, threads, and replying as the human.
+
+Contracts:
+- :func:`conversations` lists conversations newest first with their unread count, lead stage
+  (the ``stage`` of the engine state), automation state (on, or paused until when) and
+  window state (how long the creator may still answer: 24 h after the person's last
+  message, 7 days for a human reply with the ``HUMAN_AGENT`` tag).
+- :func:`thread` returns a conversation's messages (media described, reactions, who sent
+  each) and marks the conversation read.
+- :func:`reply` sends a text as the human: it checks the sending rules first (a refusal sends
+  nothing and changes nothing), then, in one transaction, enqueues the send
+  (``sent_by="human"``) and pauses automation for ``handoff.pause_for``, then delivers that
+  send itself (and only that send) so the caller learns the outcome. When a running daemon
+  takes the job first, it waits for the daemon's verdict instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from instaset.daemon import Runtime
+from instaset.errors import InstasetError
+from instaset.events import Attachment
+from instaset.outbox import Outgoing, enqueue_sends
+from instaset.queue import RetryLater, backoff_delay
+from instaset.rules import (
+    HUMAN_AGENT_SECONDS,
+    WINDOW_SECONDS,
+    Clearance,
+    SendFacts,
+    SendKind,
+    check_send,
+)
+from instaset.store import history
+from instaset.store import inbox as store
+from instaset.store import jobs as jobstore
+from instaset.store import sends as sendstore
+from instaset.store.db import Database
+
+FINAL_STATES = ("sent", "refused", "failed")
+
+
+def iso_utc(ts: float | None) -> str | None:
+    """ISO 8601 UTC with a ``Z`` (the JSON time format of every command)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def human_duration(seconds: float) -> str:
+    """``"3h 20m"``, ``"2d 4h"``, ``"45s"``: for the inbox's columns."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+# -- window and automation state --------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    """``open``: anyone may message until ``closes_at``; ``human``: only a human reply (with
+    the HUMAN_AGENT tag) until ``closes_at``; ``closed``: nobody may DM until the person
+    writes again; ``never``: the person never messaged (comments do not open a window)."""
+
+    state: str
+    closes_at: float | None
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        left = None if self.closes_at is None else max(0.0, self.closes_at - now)
+        return {"state": self.state, "closes_at": iso_utc(self.closes_at),
+                "seconds_left": None if left is None else round(left)}
+
+    def describe(self, now: float) -> str:
+        if self.state == "open" and self.closes_at is not None:
+            return f"{human_duration(self.closes_at - now)} left"
+        if self.state == "human" and self.closes_at is not None:
+            return f"human only, {human_duration(self.closes_at - now)} left"
+        return "closed" if self.state == "closed" else "no DM yet"
+
+
+def window_state(last_inbound_at: float | None, now: float) -> WindowState:
+    if last_inbound_at is None:
+        return WindowState("never", None)
+    age = now - last_inbound_at
+    if age <= WINDOW_SECONDS:
+        return WindowState("open", last_inbound_at + WINDOW_SECONDS)
+    if age <= HUMAN_AGENT_SECONDS:
+        return WindowState("human", last_inbound_at + HUMAN_AGENT_SECONDS)
+    return WindowState("closed", None)
+
+
+def automation_json(paused_until: float | None, now: float) -> dict[str, Any]:
+    if paused_until is not None and paused_until > now:
+        return {"state": "paused", "paused_until": iso_utc(paused_until)}
+    return {"state": "on", "paused_until": None}
+
+
+def describe_automation(paused_until: float | None, now: float) -> str:
+    if paused_until is not None and paused_until > now:
+        return f"paused {human_duration(paused_until - now)}"
+    return "on"
+
+
+# -- messages ---------------------------------------------------------------------------------
+def attachments_of(raw: str | None) -> list[dict[str, Any]]:
+    try:
+        items = json.loads(raw or "[]")
+    except ValueError:
+        return []
+    return [a for a in items if isinstance(a, dict)] if isinstance(items, list) else []
+
+
+def describe_media(attachments: list[dict[str, Any]]) -> list[str]:
+    """``[image]``, ``[reel: caption]``, ``[shared post]`` ... (the events module's labels)."""
+    out: list[str] = []
+    for a in attachments:
+        kind = str(a.get("type") or "attachment")
+        title = a.get("title")
+        if kind == "postback":  # a button tap: the title is the payload, not a caption
+            out.append("[button]")
+            continue
+        out.append(Attachment(type=kind, url=None, title=title if isinstance(title, str)
+                              else None, media_id=None, payload="null").describe())
+    return out
+
+
+def preview(text: str | None, attachments: list[dict[str, Any]], deleted: bool = False) -> str:
+    if deleted:
+        return "[unsent]"
+    parts = [text] if text else []
+    parts.extend(describe_media(attachments))
+    return " ".join(parts) if parts else "[empty]"
+
+
+def message_json(row: sqlite3.Row) -> dict[str, Any]:
+    atts = attachments_of(row["attachments"])
+    try:
+        reactions = json.loads(row["reactions"] or "{}")
+        edits = json.loads(row["edits"] or "[]")
+    except ValueError:
+        reactions, edits = {}, []
+    deleted = row["deleted_at"] is not None
+    return {
+        "mid": row["mid"],
+        "direction": row["direction"],
+        "text": row["text"],
+        "created_at": iso_utc(row["created_at"]),
+        "sent_by": row["sent_by"],
+        "attachments": [{"type": a.get("type"), "url": a.get("url"), "title": a.get("title")}
+                        for a in atts],
+        "media": describe_media(atts),
+        "reactions": reactions if isinstance(reactions, dict) else {},
+        "reply_to": row["reply_to"],
+        "edited": bool(edits),
+        "deleted_at": iso_utc(row["deleted_at"]),
+        "preview": preview(row["text"], atts, deleted),
+    }
+
+
+# -- conversations ----------------------------------------------------------------------------
+def conversation_json(row: sqlite3.Row, now: float) -> dict[str, Any]:
+    last: dict[str, Any] | None = json.loads(row["last_message"]) if row["last_message"] else None
+    last_preview = None
+    if last is not None:
+        raw_atts = last.get("attachments")
+        atts = [a for a in raw_atts if isinstance(a, dict)] if isinstance(raw_atts, list) else []
+        last_preview = preview(last.get("text"), atts, bool(last.get("deleted")))
+    return {
+        "account_id": row["account_id"],
+        "contact_id": row["contact_id"],
+        "username": row["username"],
+        "name": row["name"],
+        "stage": row["stage"],
+        "unread": int(row["unread"]),
+        "last_message_at": iso_utc(row["last_message_at"]),
+        "last_message": last_preview,
+        "last_from": None if last is None else last.get("sent_by"),
+        "automation": automation_json(row["paused_until"], now),
+        "window": window_state(row["last_inbound_at"], now).to_json(now),
+    }
+
+
+async def conversations(
+    db: Database, now: float, *, limit: int = 50, unread_only: bool = False,
+    account_id: str | None = None,
+) -> list[dict[str, Any]]:
+    rows = await store.list_conversations(db, limit=limit, account_id=account_id,
+                                          unread_only=unread_only)
+    return [conversation_json(r, now) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRef:
+    account_id: str
+    contact_id: str
+    username: str | None
+
+    @property
+    def label(self) -> str:
+        return f"@{self.username}" if self.username else self.contact_id
+
+
+async def resolve_contact(db: Database, ident: str, account_id: str | None = None) -> ContactRef:
+    """The one contact named by ``ident`` (username or IGSID); a clear error when there is
+    none or several (several connected accounts talking to the same person)."""
+    rows = [r for r in await store.find_contacts(db, ident)
+            if account_id is None or r["account_id"] == account_id]
+    if not rows:
+        raise InstasetError(
+            f"no contact {ident!r}: give a username or an Instagram-scoped id from "
+            "`instaset inbox`"
+        )
+    if len(rows) > 1 and rows[0]["contact_id"] != ident:
+        accounts = ", ".join(sorted({r["account_id"] for r in rows}))
+        raise InstasetError(
+            f"{ident!r} names {len(rows)} contacts (accounts {accounts}); "
+            "use the Instagram-scoped id instead"
+        )
+    r = rows[0]
+    return ContactRef(r["account_id"], r["contact_id"], r["username"])
+
+
+async def thread(
+    db: Database, ref: ContactRef, now: float, *, limit: int = 200, mark_read: bool = True
+) -> dict[str, Any]:
+    """``{"contact": {...}, "messages": [...]}`` (the ``inbox show --json`` document), plus
+    ``held``: the contact's sends that did not go out, with their reasons."""
+    rows = await store.find_contacts(db, ref.contact_id)
+    row = next(r for r in rows if r["account_id"] == ref.account_id)
+    state = json.loads(row["state"] or "{}") if row["state"] else {}
+    contact = {
+        "account_id": ref.account_id,
+        "id": ref.contact_id,
+        "username": row["username"],
+        "name": row["name"],
+        "stage": state.get("stage") or "new",
+        "tags": state.get("tags") or [],
+        "fields": state.get("fields") or {},
+        "first_seen_at": iso_utc(row["first_seen_at"]),
+        "unread": int(row["unread"] or 0),
+        "automation": automation_json(row["paused_until"], now),
+        "window": window_state(row["last_inbound_at"], now).to_json(now),
+    }
+    messages = [message_json(m) for m in await history.thread(db, ref.account_id,
+                                                              ref.contact_id, limit)]
+    held = [
+        {"key": s["key"], "state": s["state"], "reason": s["reason"], "sent_by": s["sent_by"],
+         "workflow": s["workflow"], "text": _send_text(s["body"]),
+         "created_at": iso_utc(s["created_at"])}
+        for s in await store.contact_sends(db, ref.account_id, ref.contact_id)
+    ]
+    if mark_read:
+        await store.mark_read(db, ref.account_id, ref.contact_id, now)
+    return {"contact": contact, "messages": messages, "held": held}
+
+
+def _send_text(body: str) -> str | None:
+    try:
+        out = Outgoing.from_json(body)
+    except (ValueError, TypeError, KeyError):
+        return None
+    return out.text
+
+
+async def pause(db: Database, ref: ContactRef, until: float | None, now: float) -> None:
+    if await store.set_paused(db, ref.account_id, ref.contact_id, until, now) == 0:
+        raise InstasetError(f"{ref.label} has no conversation yet")
+
+
+# -- replying as the human --------------------------------------------------------------------
+@dataclass
+class ReplyOutcome:
+    """``state``: sent, refused, failed (Meta said no), or queued (not delivered yet: a
+    rate budget, a transient error, or a daemon still working on it)."""
+
+    state: str
+    keys: list[str]
+    human_agent_tag: bool = False
+    reason: str | None = None
+    detail: str | None = None
+    paused_until: float | None = None
+    message_ids: list[str] = field(default_factory=list)
+
+
+async def reply(
+    rt: Runtime, ref: ContactRef, text: str, *, wait: float = 30.0, poll: float = 0.2,
+) -> ReplyOutcome:
+    """Send ``text`` to the contact as the human. See the module docstring."""
+    text = text.strip()
+    if not text:
+        raise InstasetError("the reply is empty")
+    now = rt.clock()
+    key = f"human:{ref.account_id}:{ref.contact_id}:{uuid.uuid4().hex[:16]}"
+    ctx = await sendstore.send_context(rt.db, ref.account_id, ref.contact_id, None, key)
+    facts = SendFacts(
+        kind=SendKind.TEXT, human=True,
+        account_state=ctx["account_state"] if ctx else "disconnected",
+        last_inbound_at=ctx["last_inbound_at"] if ctx else None, paused_until=None,
+    )
+    verdict = check_send(facts, now)
+    if not isinstance(verdict, Clearance):
+        return ReplyOutcome("refused", [], reason=verdict.reason, detail=verdict.detail)
+    out = Outgoing(key=key, kind=SendKind.TEXT, account_id=ref.account_id,
+                   contact_id=ref.contact_id, text=text, sent_by="human")
+    until = now + rt.config.handoff.pause_for.total_seconds()
+    async with rt.db.tx() as conn:
+        keys = await enqueue_sends(conn, [out], now)
+        # The creator took over: automation stays out of this thread for a while, and the
+        # thread counts as read (they have just answered it).
+        await history.update_conversation(conn, ref.account_id, ref.contact_id, now,
+                                          paused_until=until, unread_delta=-(10**6))
+    outcome = ReplyOutcome("queued", keys, human_agent_tag=verdict.human_agent_tag,
+                           paused_until=until)
+    details: dict[str, str] = {}
+    previous = rt.deliverer.on_refused
+
+    def capture(o: Outgoing, reason: str, detail: str) -> None:
+        details[o.key] = detail  # the rules' words, for the creator
+        if previous is not None:  # other features listen too (e.g. token_invalid)
+            previous(o, reason, detail)
+
+    rt.deliverer.on_refused = capture
+    try:
+        for part in keys:
+            state = await _deliver_one(rt, part, rt.clock() + wait, poll)
+            row = await sendstore.get_send(rt.db, part)
+            if row is None:  # purged meanwhile
+                return ReplyOutcome("failed", keys, reason="purged", detail="the send was purged")
+            if row["message_id"]:
+                outcome.message_ids.append(row["message_id"])
+            if state != "sent":
+                outcome.state = state
+                outcome.reason = row["reason"]
+                outcome.detail = details.get(part) or row["reason"]
+                if state == "queued":
+                    job = await rt.db.fetchone("SELECT last_error FROM jobs WHERE key = ?",
+                                               (f"send:{part}",))
+                    outcome.detail = job["last_error"] if job is not None else None
+                return outcome
+        outcome.state = "sent"
+        return outcome
+    finally:
+        rt.deliverer.on_refused = previous
+
+
+async def _deliver_one(rt: Runtime, key: str, deadline: float, poll: float) -> str:
+    """Deliver the send ``key`` through its own job; the send's final state, or ``queued``
+    when it is not final by ``deadline``."""
+    job_key = f"send:{key}"
+    lease = rt.worker.settings.lease_seconds
+    while True:
+        row = await sendstore.get_send(rt.db, key)
+        if row is not None and row["state"] in FINAL_STATES:
+            return str(row["state"])
+        now = rt.clock()
+        if now >= deadline:
+            return "queued"
+        job = await store.claim_job(rt.db, job_key, rt.worker.name, now, lease)
+        if job is None:
+            # A daemon holds it, or it waits for its turn: look again shortly.
+            await asyncio.sleep(min(poll, max(0.0, deadline - now)))
+            continue
+        try:
+            await rt.deliverer.deliver(job)
+        except RetryLater as exc:
+            await jobstore.reschedule(rt.db, job, run_at=rt.clock() + exc.delay,
+                                      error=exc.reason, dead=False,
+                                      count_attempt=exc.count_attempt)
+            if rt.clock() + exc.delay >= deadline:
+                return "queued"
+            await asyncio.sleep(exc.delay)
+            continue
+        except Exception as exc:
+            dead = job.attempts >= job.max_attempts
+            delay = backoff_delay(job.attempts, base=rt.worker.settings.backoff_base,
+                                  cap=rt.worker.settings.backoff_cap)
+            await jobstore.reschedule(rt.db, job, run_at=rt.clock() + delay,
+                                      error=f"{type(exc).__name__}: {exc}"[:2000], dead=dead)
+            return "queued"
+        await jobstore.complete(rt.db, job, rt.clock())

@@ -1,0 +1,185 @@
+"""Explainable lead scores. Pure: no I/O, no clock.
+
+:func:`score_lead` adds up the configured :class:`~instaset.config.LeadRule` s that hold for a
+contact (each at most once, on its earliest evidence) and the points of workflow ``score``
+steps, and derives the stage. Every point comes with a :class:`Reason` naming the rule, what
+matched, and the contact's own words behind it, so ``instaset leads explain`` can show why.
+
+Stages: ``new`` (never wrote) -> ``engaged`` (wrote) -> ``qualified`` (score at least
+``qualified_at``) -> ``booked`` (has a booking) -> ``customer``. A workflow may set any stage;
+``customer`` and ``lost`` set by a workflow stick, other stages only raise the computed one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from instaset.config import LeadRule, LeadsConfig
+from instaset.engine import fold, match_keywords
+from instaset.engine.model import MatchMode, TriggerKeywords
+
+STAGES = ("new", "engaged", "qualified", "booked", "customer", "lost")
+_RANK = {"new": 0, "engaged": 1, "qualified": 2, "booked": 3, "customer": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class Msg:
+    """One of the contact's messages."""
+
+    text: str
+    at: float
+    mid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """A stored fact: ``ai`` (extracted, with the quoted evidence) or ``workflow`` (points of
+    a ``score`` step, ``name`` is its reason)."""
+
+    source: str
+    name: str
+    value: str | None = None
+    evidence: str | None = None
+    points: int | None = None
+    at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LeadInput:
+    messages: tuple[Msg, ...] = ()
+    fields: Mapping[str, str] = field(default_factory=dict)
+    tags: frozenset[str] = frozenset()
+    facts: tuple[Fact, ...] = ()
+    workflow_stage: str = "new"
+    booked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    rule: str  # the rule's name, or "workflow" for a score step
+    points: int
+    matched: str  # what held: keyword "price", field email = ..., AI: budget = ...
+    evidence: str | None  # the contact's words behind it
+    at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "points": self.points, "matched": self.matched,
+                "evidence": self.evidence, "at": self.at}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Reason:
+        return cls(str(d["rule"]), int(d["points"]), str(d["matched"]), d.get("evidence"),
+                   d.get("at"))
+
+
+@dataclass(frozen=True, slots=True)
+class LeadScore:
+    score: int
+    stage: str
+    reasons: tuple[Reason, ...]
+
+    @property
+    def qualified(self) -> bool:
+        """At or past the qualified stage (and not lost)."""
+        return _RANK.get(self.stage, 0) >= _RANK["qualified"]
+
+
+def rules_hash(cfg: LeadsConfig) -> str:
+    """A short digest of the rules and threshold: a stored score under another hash is
+    stale and gets rescored."""
+    raw = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _first_message(rule: LeadRule, messages: tuple[Msg, ...]) -> tuple[str, Msg] | None:
+    if rule.keywords:
+        spec = TriggerKeywords(keywords=tuple(rule.keywords), match=MatchMode.WORD)
+        for msg in messages:
+            kw = match_keywords(spec, msg.text)
+            if kw:
+                return f"keyword {kw!r}", msg
+    if rule.regex:
+        rx = re.compile(rule.regex, re.IGNORECASE)
+        for msg in messages:
+            m = rx.search(msg.text)
+            if m:
+                return f"pattern {rule.regex!r} ({m.group(0)!r})", msg
+    return None
+
+
+def _quote_of(value: str, messages: tuple[Msg, ...]) -> Msg | None:
+    """The earliest message that contains ``value`` (where a captured field came from)."""
+    needle = fold(value)
+    return next((m for m in messages if needle and needle in fold(m.text)), None)
+
+
+def _check(rule: LeadRule, inp: LeadInput) -> Reason | None:
+    found = _first_message(rule, inp.messages)
+    if found is not None:
+        matched, msg = found
+        return Reason(rule.name, rule.points, matched, msg.text, msg.at)
+    if rule.field:
+        value = inp.fields.get(rule.field)
+        if not value or (rule.equals is not None and fold(value) != fold(rule.equals)):
+            return None
+        quote = _quote_of(value, inp.messages)
+        return Reason(rule.name, rule.points, f"field {rule.field} = {value!r}",
+                      quote.text if quote else None, quote.at if quote else None)
+    if rule.tag:
+        if rule.tag not in inp.tags:
+            return None
+        return Reason(rule.name, rule.points, f"tag {rule.tag!r}", None, None)
+    if rule.ai_fact:
+        facts = [f for f in inp.facts if f.source == "ai" and f.name == fold(rule.ai_fact)]
+        if not facts:
+            return None
+        fact = facts[-1]  # the latest thing they said about it
+        return Reason(rule.name, rule.points, f"AI: {fact.name} = {fact.value!r}",
+                      fact.evidence, fact.at)
+    return None
+
+
+def stage_for(score: int, cfg: LeadsConfig, inp: LeadInput) -> str:
+    if inp.workflow_stage in ("customer", "lost"):
+        return inp.workflow_stage
+    if inp.booked:
+        computed = "booked"
+    elif score >= cfg.qualified_at:
+        computed = "qualified"
+    elif inp.messages:
+        computed = "engaged"
+    else:
+        computed = "new"
+    wf = inp.workflow_stage
+    return wf if _RANK.get(wf, -1) > _RANK[computed] else computed
+
+
+def score_lead(cfg: LeadsConfig, inp: LeadInput) -> LeadScore:
+    """The score, stage and reasons of one contact. Deterministic; reasons in rule order,
+    then workflow points in the order they were given."""
+    reasons: list[Reason] = []
+    for rule in cfg.rules:
+        reason = _check(rule, inp)
+        if reason is not None:
+            reasons.append(reason)
+    for fact in inp.facts:
+        if fact.source == "workflow" and fact.points:
+            reasons.append(Reason("workflow", fact.points, fact.name, fact.evidence, fact.at))
+    score = sum(r.points for r in reasons)
+    return LeadScore(score, stage_for(score, cfg, inp), tuple(reasons))
+
+
+def explain(score: LeadScore) -> list[str]:
+    """Human-readable lines: one per reason, with the message behind it."""
+    lines = [f"score {score.score}, stage {score.stage}"]
+    for r in score.reasons:
+        line = f"{r.points:+d}  {r.rule}: {r.matched}"
+        if r.evidence:
+            line += f'  ← "{r.evidence}"'
+        lines.append(line)
+    return lines

@@ -1,0 +1,307 @@
+"""Retention and erasure: ``instaset purge`` and the daemon's daily retention job.
+
+Contract:
+- :func:`purge_older_than` applies the time policy: messages, processed raw events,
+  finished jobs (done/dead), finished sends (sent/refused/failed), notifications and clicks
+  older than the horizon are deleted; tracked links older than it lose their contact (the
+  redirect keeps working in old DMs); messages the person unsent lose their text and media
+  URLs whatever their age (Meta's rule: honour an unsend). Where the AI feature's tables
+  exist, its call records and its finished drafts follow the same horizon. Unprocessed
+  events and queued or running jobs are never touched, so nothing acknowledged to Meta is
+  lost.
+- Raw events younger than :data:`DEDUPE_GUARD` are not deleted even when the horizon is
+  shorter: Meta retries a webhook for up to 36 h, and the stored key is what recognises a
+  late retry. Their payload is blanked instead (``raw = '{}'``), so no content is kept.
+- :func:`purge_contacts` erases people (every table with ``account_id`` and ``contact_id``,
+  the contact and conversation, the jobs naming them), each person in one transaction
+  (batched by :data:`CONTACTS_PER_TX`). :func:`purge_account` and :func:`purge_all` do the
+  same for every contact, then sweep what is left; the connection itself (the ``accounts``
+  row, the tokens) stays: ``instaset disconnect --purge`` removes that.
+- Everything is idempotent (a second run finds nothing) and safe while the daemon runs:
+  bounded batches of short ``BEGIN IMMEDIATE`` transactions (see
+  :mod:`instaset.store.retention`).
+- Space: :func:`reclaim_space` returns free pages with ``PRAGMA incremental_vacuum`` when the
+  file is in ``auto_vacuum=INCREMENTAL`` mode (safe under a running daemon: short write
+  transactions). A file in the default mode (NONE) can only shrink by a full ``VACUUM``,
+  which rewrites the whole file and blocks every writer meanwhile, so it runs only when no
+  daemon holds the database (``exclusive``); it also switches the file to INCREMENTAL so
+  that every later purge can reclaim in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from instaset.queue import RetryLater
+from instaset.store import retention as store
+from instaset.store.db import Database
+from instaset.store.jobs import Job
+from instaset.store.retention import Rule
+
+if TYPE_CHECKING:
+    from instaset.daemon import Runtime
+
+log = logging.getLogger("instaset.retention")
+
+DAY = 86400.0
+DEDUPE_GUARD = 48 * 3600.0  # Meta retries a webhook for up to 36 h
+BATCH = 5000
+CONTACTS_PER_TX = 50
+VACUUM_PAGES = 4096
+
+Progress = Callable[[str, int, int | None], None]  # (what, done so far, total if known)
+
+
+def _no_progress(_what: str, _done: int, _total: int | None) -> None:
+    return None
+
+
+@dataclass
+class PurgeReport:
+    """Rows deleted (or, in a dry run, that would be) per table; ``finished`` is False when a
+    deadline stopped the run early (run it again to continue)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    dry_run: bool = False
+    finished: bool = True
+    space: str = ""
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def add(self, counts: dict[str, int]) -> None:
+        for k, v in counts.items():
+            self.counts[k] = self.counts.get(k, 0) + v
+
+    def to_json(self) -> dict[str, object]:
+        return {"dry_run": self.dry_run, "finished": self.finished, "total": self.total,
+                "counts": dict(sorted(self.counts.items())), "space": self.space}
+
+
+def time_rules(horizon: float, now: float) -> list[tuple[Rule, tuple[object, ...]]]:
+    """The time policy as (rule, parameters), in the order they run."""
+    guard = min(horizon, now - DEDUPE_GUARD)
+    rules: list[tuple[Rule, tuple[object, ...]]] = [
+        (Rule("messages", "created_at < ?"), (horizon,)),
+        (Rule("events", "received_at < ? AND processed_at IS NOT NULL"), (guard,)),
+    ]
+    if guard < horizon:
+        rules.append((Rule("events", "received_at < ? AND processed_at IS NOT NULL"
+                           " AND raw != '{}'", update="raw = '{}'",
+                           label="events (blanked, kept as dedupe keys)"), (horizon,)))
+    rules += [
+        (Rule("jobs", "state IN ('done', 'dead') AND coalesce(finished_at, created_at) < ?"),
+         (horizon,)),
+        (Rule("sends", "state IN ('sent', 'refused', 'failed') AND updated_at < ?"), (horizon,)),
+        (Rule("notifications", "created_at < ?"), (horizon,)),
+        (Rule("clicks", "at < ?"), (horizon,)),
+        (Rule("links", "created_at < ? AND contact_id IS NOT NULL", update="contact_id = NULL",
+              label="links (anonymised)"), (horizon,)),
+        (Rule("messages", "deleted_at IS NOT NULL AND (text IS NOT NULL OR attachments != '[]'"
+              " OR edits != '[]')", update="text = NULL, attachments = '[]', edits = '[]'",
+              label="unsent messages (scrubbed)"), ()),
+        # Other features' tables, when they exist: model-call telemetry, and drafts that
+        # were sent or discarded (a pending draft still waits for the creator).
+        (Rule("ai_calls", "created_at < ?"), (horizon,)),
+        (Rule("ai_drafts", "state != 'pending' AND updated_at < ?"), (horizon,)),
+    ]
+    return rules
+
+
+async def _run_rule(
+    db: Database, rule: Rule, params: tuple[object, ...], *, batch: int, dry_run: bool,
+    progress: Progress, deadline: float | None, clock: Callable[[], float],
+) -> tuple[int, bool]:
+    """(rows affected, finished)."""
+    total = await store.count(db, rule.table, rule.where, params)
+    if dry_run or total == 0:
+        return total, True
+    done = 0
+    progress(rule.name, 0, total)
+    while True:
+        if rule.update is None:
+            n = await store.delete_batch(db, rule.table, rule.where, params, batch)
+        else:
+            n = await store.update_batch(db, rule.table, rule.update, rule.where, params, batch)
+        done += n
+        progress(rule.name, done, total)
+        if n < batch:
+            return done, True
+        if deadline is not None and clock() >= deadline:
+            return done, False
+
+
+async def purge_older_than(
+    db: Database, horizon: float, now: float, *, batch: int = BATCH, dry_run: bool = False,
+    progress: Progress = _no_progress, deadline: float | None = None,
+    clock: Callable[[], float] = time.time,
+) -> PurgeReport:
+    """Apply the time policy with ``horizon`` (unix seconds). See the module docstring."""
+    report = PurgeReport(dry_run=dry_run)
+    tables = await store.columns(db)
+    for rule, params in time_rules(horizon, now):
+        if rule.table not in tables:
+            continue
+        n, finished = await _run_rule(db, rule, params, batch=batch, dry_run=dry_run,
+                                      progress=progress, deadline=deadline, clock=clock)
+        if n:
+            report.add({rule.name: n})
+        if not finished:
+            report.finished = False
+            break
+    return report
+
+
+async def purge_contacts(
+    db: Database, contacts: list[tuple[str, str]], *, dry_run: bool = False,
+    progress: Progress = _no_progress,
+) -> PurgeReport:
+    """Erase each (account_id, contact_id): one transaction per person (or per group of
+    :data:`CONTACTS_PER_TX` people); the jobs naming them are found by scanning the queue."""
+    report = PurgeReport(dry_run=dry_run)
+    tables = store.contact_tables(await store.columns(db))
+    for i, (acct, contact) in enumerate(contacts, start=1):
+        if dry_run:
+            report.add(await store.count_contact(db, tables, acct, contact))
+        else:
+            report.add(await store.delete_contacts(db, tables, [(acct, contact)], jobs="all"))
+        progress("contacts", i, len(contacts))
+    report.counts = {k: v for k, v in report.counts.items() if v}
+    return report
+
+
+async def _erase_scope(
+    db: Database, account_id: str | None, *, dry_run: bool, progress: Progress, batch: int,
+) -> PurgeReport:
+    """Every contact of ``account_id`` (None: of every account), then the rest of the scope's
+    rows (events without a contact, account-level notifications, finished jobs)."""
+    report = PurgeReport(dry_run=dry_run)
+    cols = await store.columns(db)
+    tables = store.contact_tables(cols)
+    scope, params = ("account_id = ?", (account_id,)) if account_id else ("1 = 1", ())
+    job_scope = "json_extract(payload, '$.account_id') = ?" if account_id else "1 = 1"
+    jobs_where = (f"(state IN ('done', 'dead') OR (state = 'ready' AND key NOT LIKE"
+                  f" 'periodic:%')) AND {job_scope}")
+    if dry_run:
+        for t in tables:
+            report.add({t: await store.count(db, t, scope, params)})
+        report.add({"contacts": await store.count(db, "contacts", scope, params)})
+        report.add({"jobs": await store.count(db, "jobs", jobs_where, params)})
+        report.counts = {k: v for k, v in report.counts.items() if v}
+        return report
+    total = await store.count(db, "contacts", scope, params)
+    done = 0
+    cursor = ("", "")
+    while True:
+        page = await store.contacts_page(db, account_id, cursor, CONTACTS_PER_TX)
+        if not page:
+            break
+        # Ready jobs only inside the per-person transactions (an index finds them); the
+        # finished ones are swept below in batches instead of one scan per person.
+        report.add(await store.delete_contacts(db, tables, page, jobs="ready"))
+        cursor = page[-1]
+        done += len(page)
+        progress("contacts", done, total)
+    for t in [*tables, "jobs"]:
+        where = jobs_where if t == "jobs" else scope
+        n, _ = await _run_rule(db, Rule(t, where), params, batch=batch, dry_run=False,
+                               progress=progress, deadline=None, clock=time.time)
+        report.add({t: n})
+    report.counts = {k: v for k, v in report.counts.items() if v}
+    return report
+
+
+async def purge_account(
+    db: Database, account_id: str, *, dry_run: bool = False, progress: Progress = _no_progress,
+    batch: int = BATCH,
+) -> PurgeReport:
+    return await _erase_scope(db, account_id, dry_run=dry_run, progress=progress, batch=batch)
+
+
+async def purge_all(
+    db: Database, *, dry_run: bool = False, progress: Progress = _no_progress, batch: int = BATCH,
+) -> PurgeReport:
+    return await _erase_scope(db, None, dry_run=dry_run, progress=progress, batch=batch)
+
+
+@contextlib.contextmanager
+def daemon_lock(db_path: Path) -> Iterator[bool]:
+    """Try to take the daemon's lock (``<db>.lock``, see :func:`instaset.daemon.single_instance`)
+    without waiting: yields True when no daemon runs on ``db_path`` (and none can start while
+    the context is held), False when one does. The file is opened for append: the running
+    daemon's pid in it is left alone."""
+    lock_path = db_path.with_name(db_path.name + ".lock")
+    if not lock_path.parent.exists():
+        yield True
+        return
+    with open(lock_path, "a") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+# -- space ------------------------------------------------------------------------------------
+async def reclaim_space(db: Database, *, exclusive: bool) -> str:
+    """Give free pages back to the OS where that is safe; returns what was done (one line).
+    See the module docstring for incremental_vacuum versus VACUUM."""
+    page = await store.pragma_int(db, "page_size")
+    free = await store.pragma_int(db, "freelist_count")
+    mode = await store.pragma_int(db, "auto_vacuum")  # 0 NONE, 1 FULL, 2 INCREMENTAL
+    mb = free * page / 1e6
+    if mode == 2:
+        while await store.pragma_int(db, "freelist_count") > 0:
+            await store.incremental_vacuum(db, VACUUM_PAGES)
+        msg = (f"returned {mb:.1f} MB to the OS (incremental_vacuum)" if free
+               else "no free pages to reclaim")
+    elif exclusive:
+        # Once per file: afterwards it is INCREMENTAL and the branch above applies.
+        await store.vacuum_into_incremental(db)
+        msg = (f"returned {mb:.1f} MB to the OS (VACUUM; the file now uses "
+               "auto_vacuum=INCREMENTAL, so later purges reclaim space in place)")
+    elif free:
+        msg = (f"{mb:.1f} MB free inside the file (new data reuses it); the daemon is running, "
+               "so no VACUUM: run `instaset purge` once while it is stopped to return the "
+               "space and switch the file to incremental vacuum")
+    else:
+        msg = "no free pages to reclaim"
+    await store.checkpoint(db)  # shrink the WAL file too
+    return msg
+
+
+# -- the daemon's daily job -------------------------------------------------------------------
+def install(rt: Runtime) -> None:
+    """Register the ``retention`` periodic job (once a day): the time policy with
+    ``retention.days``, in slices of at most half the job timeout (a slice that runs out of
+    time continues a second later, without spending a try), then incremental space reclaim."""
+    runtime = rt
+
+    async def retention_job(_job: Job) -> None:
+        now = runtime.clock()
+        horizon = now - runtime.config.retention.days * DAY
+        budget = max(1.0, runtime.worker.settings.job_timeout / 2)
+        report = await purge_older_than(runtime.db, horizon, now, deadline=time.monotonic()
+                                         + budget, clock=time.monotonic)
+        if report.total:
+            log.info("retention: deleted %s", report.counts)
+        if not report.finished:
+            raise RetryLater(1.0, "retention continues", count_attempt=False)
+        space = await reclaim_space(runtime.db, exclusive=False)
+        log.info("retention: %s", space)
+
+    runtime.add_periodic("retention", DAY, retention_job)
+    # The worker copied the handler table when it was built, before features installed.
+    runtime.worker.handlers.update(runtime.handlers)

@@ -1,0 +1,272 @@
+"""SQL of the AI replies, lead scores and bookings (migration 0004).
+
+Functions taking ``conn`` run inside a transaction the caller holds; the others use the
+database's serialised access. Times are unix seconds (UTC).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import aiosqlite
+
+from instaset.store.db import Database
+
+
+async def _rows(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
+                ) -> list[sqlite3.Row]:
+    return list(await conn.execute_fetchall(sql, params))
+
+
+# -- contacts and context --------------------------------------------------------------------
+async def find_contacts(db: Database, ref: str) -> list[sqlite3.Row]:
+    """Contacts whose id or username (with or without ``@``) is ``ref``."""
+    name = ref.removeprefix("@")
+    return await db.fetchall(
+        "SELECT * FROM contacts WHERE id = ? OR username = ? COLLATE NOCASE"
+        " ORDER BY account_id, id", (ref, name),
+    )
+
+
+async def conversation_row(conn: aiosqlite.Connection, account_id: str, contact_id: str
+                           ) -> sqlite3.Row | None:
+    rows = await _rows(
+        conn,
+        "SELECT c.*, k.username FROM conversations c JOIN contacts k"
+        " ON k.account_id = c.account_id AND k.id = c.contact_id"
+        " WHERE c.account_id = ? AND c.contact_id = ?", (account_id, contact_id),
+    )
+    return rows[0] if rows else None
+
+
+async def recent_texts(conn: aiosqlite.Connection, account_id: str, contact_id: str,
+                       limit: int) -> list[sqlite3.Row]:
+    """The last ``limit`` messages with text (not deleted), oldest first."""
+    return await _rows(
+        conn,
+        "SELECT * FROM (SELECT id, mid, direction, sent_by, text, created_at FROM messages"
+        " WHERE account_id = ? AND contact_id = ? AND text IS NOT NULL AND text != ''"
+        " AND deleted_at IS NULL ORDER BY created_at DESC, id DESC LIMIT ?)"
+        " ORDER BY created_at, id", (account_id, contact_id, limit),
+    )
+
+
+async def human_reply_pairs(conn: aiosqlite.Connection, account_id: str, limit: int = 500
+                            ) -> list[tuple[str, str]]:
+    """(message, the creator's own reply) pairs, newest first: each reply the creator typed
+    with the contact's last message before it."""
+    rows = await _rows(
+        conn,
+        "SELECT h.text AS reply, (SELECT i.text FROM messages i WHERE"
+        " i.account_id = h.account_id AND i.contact_id = h.contact_id AND i.direction = 'in'"
+        " AND i.text IS NOT NULL AND i.deleted_at IS NULL AND i.created_at <= h.created_at"
+        " ORDER BY i.created_at DESC, i.id DESC LIMIT 1) AS message"
+        " FROM messages h WHERE h.account_id = ? AND h.sent_by = 'human'"
+        " AND h.text IS NOT NULL AND h.deleted_at IS NULL"
+        " ORDER BY h.created_at DESC, h.id DESC LIMIT ?", (account_id, limit),
+    )
+    return [(r["message"], r["reply"]) for r in rows if r["message"]]
+
+
+async def comment_events(conn: aiosqlite.Connection, account_id: str, contact_id: str,
+                         limit: int = 50) -> list[str]:
+    """Raw envelopes of the contact's latest comments, newest first."""
+    rows = await _rows(
+        conn,
+        "SELECT raw FROM events WHERE account_id = ? AND contact_id = ?"
+        " AND kind IN ('comment', 'live_comment') ORDER BY id DESC LIMIT ?",
+        (account_id, contact_id, limit),
+    )
+    return [r["raw"] for r in rows]
+
+
+async def inbound_messages(conn: aiosqlite.Connection, account_id: str, contact_id: str,
+                           limit: int = 1000) -> list[sqlite3.Row]:
+    """The contact's messages (DMs and button taps) with text, oldest first."""
+    return await _rows(
+        conn,
+        "SELECT * FROM (SELECT mid, text, created_at, id FROM messages WHERE account_id = ?"
+        " AND contact_id = ? AND direction = 'in' AND text IS NOT NULL AND deleted_at IS NULL"
+        " ORDER BY created_at DESC, id DESC LIMIT ?) ORDER BY created_at, id",
+        (account_id, contact_id, limit),
+    )
+
+
+# -- drafts and calls ------------------------------------------------------------------------
+async def insert_draft(
+    conn: aiosqlite.Connection, *, key: str, account_id: str, contact_id: str,
+    comment_id: str | None, text: str, intent: str | None, confidence: float | None,
+    reason: str, now: float,
+) -> bool:
+    cur = await conn.execute(
+        "INSERT INTO ai_drafts(key, account_id, contact_id, comment_id, text, intent,"
+        " confidence, reason, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(key) DO NOTHING",
+        (key, account_id, contact_id, comment_id, text, intent, confidence, reason, now, now),
+    )
+    return cur.rowcount == 1
+
+
+async def drafts(db: Database, state: str | None = "pending") -> list[sqlite3.Row]:
+    if state is None:
+        return await db.fetchall("SELECT * FROM ai_drafts ORDER BY created_at, id")
+    return await db.fetchall(
+        "SELECT * FROM ai_drafts WHERE state = ? ORDER BY created_at, id", (state,)
+    )
+
+
+async def already_answered(conn: aiosqlite.Connection, key: str) -> bool:
+    """Whether an ai_reply job with this key already left its effects (a send or a draft)."""
+    rows = await _rows(
+        conn,
+        "SELECT 1 FROM sends WHERE key = ? OR key = ? UNION ALL"
+        " SELECT 1 FROM ai_drafts WHERE key = ?", (f"send:{key}", f"send:{key}:fallback", key),
+    )
+    return bool(rows)
+
+
+async def record_call(
+    db: Database, *, job_key: str, attempt: int, account_id: str, contact_id: str | None,
+    backend: str, model: str | None, outcome: str, prompt_tokens: int | None,
+    output_tokens: int | None, total_tokens: int | None, latency_ms: float,
+    error: str | None, now: float,
+) -> None:
+    await db.execute(
+        "INSERT INTO ai_calls(job_key, attempt, account_id, contact_id, backend, model, outcome,"
+        " prompt_tokens, output_tokens, total_tokens, latency_ms, error, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (job_key, attempt, account_id, contact_id, backend, model, outcome, prompt_tokens,
+         output_tokens, total_tokens, latency_ms, error, now),
+    )
+
+
+async def call_stats(db: Database, since: float) -> dict[str, Any]:
+    """AI calls since ``since``: count per outcome, tokens, mean latency."""
+    rows = await db.fetchall(
+        "SELECT outcome, count(*) AS n, coalesce(sum(total_tokens), 0) AS tokens,"
+        " avg(latency_ms) AS latency FROM ai_calls WHERE created_at >= ? GROUP BY outcome",
+        (since,),
+    )
+    return {
+        "calls": sum(int(r["n"]) for r in rows),
+        "tokens": sum(int(r["tokens"]) for r in rows),
+        "by_outcome": {r["outcome"]: int(r["n"]) for r in rows},
+    }
+
+
+# -- leads -----------------------------------------------------------------------------------
+async def add_lead_fact(
+    conn: aiosqlite.Connection, *, key: str, account_id: str, contact_id: str, source: str,
+    name: str, value: str | None, evidence: str | None, points: int | None, now: float,
+) -> None:
+    await conn.execute(
+        "INSERT INTO lead_facts(key, account_id, contact_id, source, name, value, evidence,"
+        " points, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+        (key, account_id, contact_id, source, name, value, evidence, points, now),
+    )
+
+
+async def lead_facts(conn: aiosqlite.Connection, account_id: str, contact_id: str
+                     ) -> list[sqlite3.Row]:
+    return await _rows(
+        conn,
+        "SELECT * FROM lead_facts WHERE account_id = ? AND contact_id = ?"
+        " ORDER BY created_at, key", (account_id, contact_id),
+    )
+
+
+async def get_lead(conn: aiosqlite.Connection, account_id: str, contact_id: str
+                   ) -> sqlite3.Row | None:
+    rows = await _rows(conn, "SELECT * FROM leads WHERE account_id = ? AND contact_id = ?",
+                       (account_id, contact_id))
+    return rows[0] if rows else None
+
+
+async def upsert_lead(
+    conn: aiosqlite.Connection, *, account_id: str, contact_id: str, score: int, stage: str,
+    reasons: list[dict[str, Any]], rules_hash: str, qualified_at: float | None, now: float,
+) -> None:
+    await conn.execute(
+        "INSERT INTO leads(account_id, contact_id, score, stage, reasons, rules_hash,"
+        " qualified_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(account_id, contact_id) DO UPDATE SET score = excluded.score,"
+        " stage = excluded.stage, reasons = excluded.reasons, rules_hash = excluded.rules_hash,"
+        " qualified_at = coalesce(leads.qualified_at, excluded.qualified_at),"
+        " updated_at = excluded.updated_at",
+        (account_id, contact_id, score, stage, json.dumps(reasons, ensure_ascii=False),
+         rules_hash, qualified_at, now),
+    )
+
+
+async def list_leads(db: Database, stage: str | None = None) -> list[sqlite3.Row]:
+    sql = ("SELECT l.*, k.username FROM leads l JOIN contacts k"
+           " ON k.account_id = l.account_id AND k.id = l.contact_id")
+    if stage is None:
+        return await db.fetchall(sql + " ORDER BY l.score DESC, l.updated_at DESC")
+    return await db.fetchall(sql + " WHERE l.stage = ? ORDER BY l.score DESC, l.updated_at DESC",
+                             (stage,))
+
+
+async def contacts_to_rescore(db: Database, rules_hash: str | None) -> list[sqlite3.Row]:
+    """Contacts who wrote to an account: all of them (``rules_hash`` None), or only those
+    without a score under ``rules_hash`` (scored under other rules, or never)."""
+    sql = ("SELECT DISTINCT m.account_id, m.contact_id FROM messages m"
+           " LEFT JOIN leads l ON l.account_id = m.account_id AND l.contact_id = m.contact_id"
+           " WHERE m.direction = 'in'")
+    if rules_hash is None:
+        return await db.fetchall(sql + " ORDER BY m.account_id, m.contact_id")
+    return await db.fetchall(
+        sql + " AND (l.rules_hash IS NULL OR l.rules_hash != ?) ORDER BY m.account_id,"
+        " m.contact_id", (rules_hash,),
+    )
+
+
+# -- bookings --------------------------------------------------------------------------------
+async def busy_between(conn: aiosqlite.Connection, account_id: str, start: float, end: float
+                       ) -> list[tuple[float, float]]:
+    rows = await _rows(
+        conn,
+        "SELECT start_at, end_at FROM bookings WHERE account_id = ? AND status = 'booked'"
+        " AND end_at > ? AND start_at < ? ORDER BY start_at", (account_id, start, end),
+    )
+    return [(float(r["start_at"]), float(r["end_at"])) for r in rows]
+
+
+async def booking_by_key(conn: aiosqlite.Connection, key: str) -> sqlite3.Row | None:
+    rows = await _rows(conn, "SELECT * FROM bookings WHERE key = ?", (key,))
+    return rows[0] if rows else None
+
+
+async def insert_booking(
+    conn: aiosqlite.Connection, *, key: str, account_id: str, contact_id: str, start_at: float,
+    end_at: float, title: str, now: float,
+) -> bool:
+    """Book the slot; False when it is taken (the unique index) or the key was used."""
+    try:
+        cur = await conn.execute(
+            "INSERT INTO bookings(key, account_id, contact_id, start_at, end_at, title,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, account_id, contact_id, start_at, end_at, title, now, now),
+        )
+    except sqlite3.IntegrityError:
+        return False
+    return cur.rowcount == 1
+
+
+async def has_booking(conn: aiosqlite.Connection, account_id: str, contact_id: str) -> bool:
+    rows = await _rows(
+        conn, "SELECT 1 FROM bookings WHERE account_id = ? AND contact_id = ?"
+        " AND status = 'booked' LIMIT 1", (account_id, contact_id),
+    )
+    return bool(rows)
+
+
+async def list_bookings(db: Database, *, since: float | None = None) -> list[sqlite3.Row]:
+    sql = ("SELECT b.*, k.username FROM bookings b LEFT JOIN contacts k"
+           " ON k.account_id = b.account_id AND k.id = b.contact_id")
+    if since is None:
+        return await db.fetchall(sql + " ORDER BY b.start_at, b.id")
+    return await db.fetchall(sql + " WHERE b.end_at >= ? ORDER BY b.start_at, b.id", (since,))

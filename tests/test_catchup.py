@@ -1,0 +1,361 @@
+"""Catching up after downtime, against the sandbox: messages whose webhooks never arrived are
+recovered once, answered only inside the 24 h window, a dropped subscription is restored, and
+the Conversations API budget (2 calls/s per account) holds in the sandbox's own transcript."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from instaset.backfill import recovered_row, summary_text
+from instaset.catchup import (
+    CatchUp,
+    CatchUpSettings,
+    Gap,
+    Marks,
+    detect_gap,
+    parse_since,
+    run_catch_up,
+)
+from instaset.config import Config
+from instaset.daemon import Runtime, runtime
+from instaset.outbox import StaticTokens
+from instaset.ratelimit import budgets_from_config
+from instaset.sandbox import Recorded, Sandbox
+from instaset.store import history
+from instaset.webhook import make_app
+from tests.sending_harness import ACCT, SECRET, USERNAME, Clock
+
+HOUR = 3600.0
+GUIDE_TEXT = "Here is the free guide: https://example.com/guide"
+GUIDE = {"name": "guide", "trigger": {"dm": {"keywords": ["guide"]}},
+         "actions": [{"reply": GUIDE_TEXT}]}
+FIELDS = ["messages", "messaging_postbacks", "message_reactions"]
+ANA, BEA, CAI = "1100000000000001", "1100000000000002", "1100000000000003"
+
+
+def make_config(db: Path, *, per_second: float = 50.0,
+                workflows: Sequence[Mapping[str, Any]] = (GUIDE,)) -> Config:
+    return Config.model_validate({
+        "instagram": {"app_secret": SECRET},
+        "storage": {"path": str(db), "synchronous": "NORMAL"},
+        "worker": {"poll_interval": 0.02},
+        "rate_limits": {"conversations_per_second": per_second},
+        "workflows": list(workflows),
+    })
+
+
+@dataclass
+class World:
+    """One Instagram (the sandbox) that outlives the daemons started against it."""
+
+    sandbox: Sandbox
+    clock: Clock
+    config: Config
+
+
+@contextlib.asynccontextmanager
+async def world(tmp_path: Path, **config: Any) -> AsyncIterator[World]:
+    clock = Clock()
+    sandbox = Sandbox(app_secret=SECRET, account_id=ACCT, username=USERNAME, clock=clock)
+    await sandbox.start("127.0.0.1")
+    sandbox.subscribed = list(FIELDS)  # as `instaset connect` left it
+    try:
+        yield World(sandbox, clock, make_config(tmp_path / "d.db", **config))
+    finally:
+        await sandbox.stop()
+
+
+@contextlib.asynccontextmanager
+async def daemon(w: World) -> AsyncIterator[Runtime]:
+    """``instaset serve`` against the sandbox, with this feature installed; the worker is
+    driven by :func:`settle`. On exit the daemon is gone: webhooks are no longer delivered."""
+    assert w.sandbox.base_url is not None
+    async with contextlib.AsyncExitStack() as stack:
+        rt = await stack.enter_async_context(runtime(
+            w.config, secrets=[SECRET.encode()], clock=w.clock, graph_url=w.sandbox.base_url,
+            tokens=StaticTokens({ACCT: w.sandbox.token}), account_id=ACCT))
+        rl = w.config.rate_limits
+        rt.budgets = rt.deliverer.budgets = budgets_from_config(
+            rl.text_per_second, rl.media_per_second, rl.private_replies_per_hour, clock=w.clock)
+        await history.upsert_account(rt.db, ACCT, username=USERNAME, now=w.clock(),
+                                     sandbox=True, subscribed_fields=FIELDS)
+        runner = web.AppRunner(make_app(rt.web), access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        w.sandbox.webhook_url = f"http://127.0.0.1:{runner.addresses[0][1]}/webhook"
+        rt.writer.start()
+        stack.push_async_callback(rt.writer.stop)
+        await rt.start()  # as serving() does: the first catch-up check is due now
+        try:
+            yield rt
+        finally:
+            w.sandbox.webhook_url = None
+
+
+async def settle(w: World, rt: Runtime) -> None:
+    """Run due jobs and wait for the sandbox's webhooks until nothing is due."""
+    for _ in range(500):
+        ran = await rt.worker.run_burst()
+        await asyncio.wait_for(w.sandbox.drain(), timeout=10)
+        if not ran:
+            return
+    raise AssertionError("the daemon did not settle")
+
+
+async def next_check(w: World, rt: Runtime) -> None:
+    """Move the clock to the next periodic catch-up check and let it run."""
+    row = await rt.db.fetchone(
+        "SELECT min(run_at) FROM jobs WHERE kind = 'catchup' AND state = 'ready'")
+    assert row is not None and row[0] is not None
+    w.clock.advance(max(0.0, row[0] - w.clock()))
+    await settle(w, rt)
+
+
+def sends_to(w: World, igsid: str) -> list[Recorded]:
+    return [r for r in w.sandbox.sends() if r.json.get("recipient") == {"id": igsid}]
+
+
+def mid_of(payload: Mapping[str, Any]) -> str:
+    return str(payload["entry"][0]["messaging"][0]["message"]["mid"])
+
+
+async def count(rt: Runtime, sql: str, params: Sequence[object] = ()) -> int:
+    row = await rt.db.fetchone(sql, params)
+    assert row is not None
+    return int(row[0])
+
+
+# -- recovered once after a restart ------------------------------------------------------------
+async def test_messages_sent_while_stopped_are_recovered_once_and_answered_once(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path) as w:
+        async with daemon(w) as rt:
+            await settle(w, rt)
+            await w.sandbox.user_sends_dm(ANA, "hi! the guide please")
+            await settle(w, rt)
+            assert len(sends_to(w, ANA)) == 1
+        # The daemon is stopped: Instagram keeps the message, the webhook never arrives.
+        w.clock.advance(10 * 60)
+        missed = await w.sandbox.user_sends_dm(BEA, "can I get the guide?", deliver=False)
+        w.clock.advance(10 * 60)
+        async with daemon(w) as rt:
+            await settle(w, rt)
+            # Inside the window: the workflow answered once.
+            assert [r.json["message"] for r in sends_to(w, BEA)] == [{"text": GUIDE_TEXT}]
+            stored = await history.thread(rt.db, ACCT, BEA)
+            assert (stored[0]["direction"], stored[0]["mid"]) == ("in", mid_of(missed))
+            recovered = await rt.db.fetchall("SELECT * FROM recovered_events")
+            assert [(r["contact_id"], r["mid"]) for r in recovered] == [(BEA, mid_of(missed))]
+            run = await rt.db.fetchone("SELECT * FROM catchup_runs ORDER BY id DESC LIMIT 1")
+            assert run is not None and run["reason"] == "start" and run["recovered"] == 1
+            assert run["finished_at"] is not None and run["error"] is None
+            notes = await rt.db.fetchall(
+                "SELECT text FROM notifications WHERE kind = 'catchup'")
+            assert len(notes) == 1 and "Recovered 1 message" in notes[0]["text"]
+            assert f"@user_{BEA} (1)" in notes[0]["text"]
+            # Ana's conversation was complete: nothing of hers came back twice.
+            assert len(sends_to(w, ANA)) == 1
+            assert await count(rt, "SELECT count(*) FROM messages WHERE contact_id = ?",
+                               (ANA,)) == 2
+            # Catching up again, and Meta's late retry of the very webhook, change nothing.
+            assert w.sandbox.webhook_url is not None
+            assert await w.sandbox.deliver(missed) == 200
+            reports = await CatchUp.for_runtime(rt).run_now()
+            await settle(w, rt)
+            assert [r.recovered for r in reports] == [0]
+            assert len(sends_to(w, BEA)) == 1
+            assert await count(rt, "SELECT count(*) FROM recovered_events") == 1
+            assert await count(rt, "SELECT count(*) FROM events WHERE dedupe_key = ?",
+                               (f"msg:{mid_of(missed)}",)) == 1
+
+
+async def test_a_recovered_message_outside_the_window_gets_no_reply(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        async with daemon(w) as rt:
+            await settle(w, rt)
+        old = await w.sandbox.user_sends_dm(CAI, "guide?", deliver=False)
+        w.clock.advance(23 * HOUR)
+        fresh = await w.sandbox.user_sends_dm(BEA, "guide?", deliver=False)
+        w.clock.advance(2 * HOUR)  # Cai wrote 25 h ago, Bea 2 h ago
+        async with daemon(w) as rt:
+            await settle(w, rt)
+            marked = {r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")}
+            assert marked == {mid_of(old), mid_of(fresh)}
+            assert [m["text"] for m in await history.thread(rt.db, ACCT, CAI)] == ["guide?"]
+            assert sends_to(w, CAI) == []
+            assert len(sends_to(w, BEA)) == 1
+
+
+# -- the subscription ------------------------------------------------------------------------
+async def test_a_dropped_subscription_is_restored_and_what_it_missed_recovered(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path) as w, daemon(w) as rt:
+        await settle(w, rt)
+        w.sandbox.drop_subscription()
+        # Meta stopped sending webhooks: the message stays on Instagram only.
+        missed = await w.sandbox.user_sends_dm(ANA, "the guide please", deliver=False)
+        before = len(w.sandbox.transcript)
+        await next_check(w, rt)
+        assert w.sandbox.subscribed == FIELDS
+        posts = [r for r in w.sandbox.transcript[before:]
+                 if r.method == "POST" and r.route.endswith("/subscribed_apps")]
+        assert [r.query["subscribed_fields"] for r in posts] == [",".join(FIELDS)]
+        run = await rt.db.fetchone("SELECT * FROM catchup_runs ORDER BY id DESC LIMIT 1")
+        assert run is not None and "resubscribed" in run["reason"]
+        assert [r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")] == [
+            mid_of(missed)]
+        assert len(sends_to(w, ANA)) == 1
+        notes = [r["text"] for r in await rt.db.fetchall(
+            "SELECT text FROM notifications WHERE kind = 'catchup' ORDER BY id")]
+        assert any("subscribed again" in n for n in notes)
+        # Once restored, the next check leaves it alone.
+        await next_check(w, rt)
+        assert len([r for r in w.sandbox.transcript[before:] if r.method == "POST"
+                    and r.route.endswith("/subscribed_apps")]) == 1
+
+
+# -- the Conversations API budget ---------------------------------------------------------------
+def conversations_calls(sandbox: Sandbox) -> list[Recorded]:
+    """Requests to the Conversations API (list, a conversation's messages, one message)."""
+    return [r for r in sandbox.transcript if r.method == "GET" and (
+        r.route.endswith("/conversations") or r.query.get("fields") == "messages"
+        or r.query.get("fields", "").startswith("id,created_time"))]
+
+
+async def test_the_conversations_api_budget_is_never_exceeded(tmp_path: Path) -> None:
+    async with world(tmp_path, per_second=2.0, workflows=()) as w:
+        missed = [await w.sandbox.user_sends_dm(who, f"hello from {who}", deliver=False)
+                  for who in (ANA, BEA, CAI)]
+        async with daemon(w) as rt:
+            await settle(w, rt)
+            got = {r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")}
+            assert got == {mid_of(p) for p in missed}
+        calls = conversations_calls(w.sandbox)
+        assert len(calls) == 7  # 1 list + 3 conversations + 3 messages
+        # At most 2 calls in any 1 s, by the sandbox's clock: any 3 span at least 1 s.
+        times = [r.at for r in calls]
+        assert all(times[i + 2] - times[i] >= 1.0 for i in range(len(times) - 2)), times
+
+
+async def test_a_long_backfill_is_split_into_bounded_jobs(tmp_path: Path) -> None:
+    async with world(tmp_path, workflows=()) as w:
+        for who in (ANA, BEA, CAI):
+            await w.sandbox.user_sends_dm(who, "hello", deliver=False)
+        async with daemon(w) as rt:
+            small = CatchUp.for_runtime(rt, CatchUpSettings(max_calls_per_job=3,
+                                                            calls_per_second=50))
+            rt.worker.handlers["catchup_backfill"] = small.backfill_job
+            rt.worker.handlers["catchup"] = small.periodic_job
+            await settle(w, rt)
+            assert await count(rt, "SELECT count(*) FROM recovered_events") == 3
+            parts = await rt.db.fetchall(
+                "SELECT key FROM jobs WHERE kind = 'catchup_backfill' AND state = 'done'")
+            assert len(parts) >= 3
+            run = await rt.db.fetchone("SELECT * FROM catchup_runs")
+            assert run is not None and run["recovered"] == 3 and run["conversations"] == 3
+            assert run["finished_at"] is not None
+            assert await count(rt, "SELECT count(*) FROM notifications WHERE kind = 'catchup'") == 1
+
+
+async def test_only_the_20_newest_messages_of_a_conversation_come_back(tmp_path: Path) -> None:
+    async with world(tmp_path, workflows=()) as w:
+        async with daemon(w) as rt:
+            await settle(w, rt)
+        sent = []
+        for i in range(22):
+            sent.append(await w.sandbox.user_sends_dm(ANA, f"message {i}", deliver=False))
+            w.clock.advance(1.0)
+        async with daemon(w) as rt:
+            await settle(w, rt)
+            got = {r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")}
+            assert got == {mid_of(p) for p in sent[2:]}
+            run = await rt.db.fetchone("SELECT * FROM catchup_runs ORDER BY id DESC LIMIT 1")
+            assert run is not None and (run["recovered"], run["unavailable"]) == (20, 2)
+            note = await rt.db.fetchone("SELECT text FROM notifications WHERE kind = 'catchup'")
+            assert note is not None and "2 missed messages" in note["text"]
+
+
+async def test_catch_up_by_hand_with_since(tmp_path: Path) -> None:
+    async with world(tmp_path, workflows=()) as w:
+        async with daemon(w) as rt:
+            await settle(w, rt)
+        await w.sandbox.user_sends_dm(ANA, "while you were away", deliver=False)
+        assert w.sandbox.base_url is not None
+        reports = await run_catch_up(w.config, since="1h", clock=w.clock,
+                                     graph_url=w.sandbox.base_url,
+                                     tokens=StaticTokens({ACCT: w.sandbox.token}))
+        assert [(r.reason, r.recovered, r.error) for r in reports] == [("manual", 1, None)]
+        # The daemon processes it when it runs.
+        async with daemon(w) as rt:
+            await settle(w, rt)
+            assert [m["text"] for m in await history.thread(rt.db, ACCT, ANA)] == [
+                "while you were away"]
+
+
+# -- pure parts ----------------------------------------------------------------------------------
+S = CatchUpSettings()
+NOW = 1_000_000.0
+
+
+def gap(**kw: Any) -> Gap | None:
+    args: dict[str, Any] = dict(now=NOW, created_at=NOW - 30 * 86400, last_event_at=NOW - 60,
+                                first_in_process=False, resubscribed=False, settings=S,
+                                marks=Marks(NOW - 200, NOW - 200, NOW - 3600))
+    args.update(kw)
+    return detect_gap(**args)
+
+
+def test_gap_detection() -> None:
+    assert gap() is None
+    assert gap(first_in_process=True) == Gap("start", NOW - 200 - S.overlap)
+    assert gap(marks=Marks(NOW - 5000, NOW - 5000)) == Gap("downtime", NOW - 5000 - S.overlap)
+    assert gap(resubscribed=True) == Gap("resubscribed", NOW - 200 - S.overlap)
+    quiet = gap(last_event_at=NOW - 7 * HOUR, marks=Marks(NOW - 200, NOW - 200, NOW - 8 * HOUR))
+    assert quiet == Gap("quiet", NOW - 7 * HOUR - S.overlap)
+    assert gap(marks=None, created_at=NOW - 3600) == Gap("first", NOW - 3600)
+    # Never more than max_lookback, never before the account was connected.
+    assert gap(marks=Marks(NOW - 30 * 86400)) == Gap("downtime", NOW - S.max_lookback)
+    both = gap(first_in_process=True, resubscribed=True,
+               marks=Marks(NOW - 200, NOW - 900, None))
+    assert both == Gap("start+resubscribed", NOW - 900 - S.overlap)
+
+
+def test_recovered_rows_are_shaped_like_webhooks() -> None:
+    detail = {"id": "m1", "created_time": "2026-04-05T05:27:08+0000",
+              "from": {"id": ANA, "username": "ana"},
+              "to": {"data": [{"id": ACCT, "username": USERNAME}]},
+              "message": "hi", "attachments": {"data": [{"image_data": {"url": "https://x/i"}}]}}
+    row = recovered_row(ACCT, detail, {ANA: "ana"}, fallback_at=0.0)
+    assert row is not None
+    assert (row.dedupe_key, row.kind, row.contact_id, row.username) == (
+        "msg:m1", "message", ANA, "ana")
+    raw = json.loads(row.raw)
+    item = raw["entry"][0]["messaging"][0]
+    assert item["sender"] == {"id": ANA} and item["recipient"] == {"id": ACCT}
+    assert item["message"]["attachments"] == [{"type": "image", "payload": {"url": "https://x/i"}}]
+    assert row.occurred_at == 1775366828.0
+    echo = recovered_row(ACCT, {**detail, "id": "m2", "from": {"id": ACCT},
+                                "to": {"data": [{"id": ANA}]}}, {}, fallback_at=0.0)
+    assert echo is not None and (echo.kind, echo.contact_id) == ("echo", ANA)
+    assert recovered_row(ACCT, {"id": "m3"}, {}, fallback_at=0.0) is None
+
+
+def test_summary_and_since() -> None:
+    text = summary_text("creator", "start", 3, [("ana", 2), ("1100", 1)], 1, None)
+    assert text is not None
+    assert "Recovered 3 messages to @creator" in text and "@ana (2), 1100 (1)" in text
+    assert "1 missed message to @creator could not be read back" in text
+    assert summary_text("creator", "quiet", 0, [], 0, None) is None
+    assert parse_since("6h", NOW) == NOW - 6 * HOUR
+    assert parse_since("1970-01-12T13:46:40Z", NOW) == NOW

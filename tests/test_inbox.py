@@ -1,0 +1,338 @@
+"""``instaset inbox``: the listing, a thread, pause/resume, and replying as the human against
+the sandbox (in the 24 h window, with the HUMAN_AGENT tag up to 7 days, refused after)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import instaset.tokens
+from instaset.cli import app
+from instaset.config import Config
+from instaset.outbox import StaticTokens, TokenProvider
+from instaset.sandbox import Sandbox
+from instaset.store import history
+from instaset.store.db import open_database
+from tests.sending_harness import ACCT, Harness, open_harness
+
+ALICE = "1129842642640637"
+BOB = "2229842642640638"
+GUIDE_TEXT = "Here is the free guide: https://example.com/guide"
+GUIDE = {"name": "guide", "trigger": {"dm": {"keywords": ["guide"]}},
+         "actions": [{"reply": GUIDE_TEXT}, {"stage": "engaged"}]}
+HOUR = 3600.0
+T = TypeVar("T")
+
+
+def write_config(tmp_path: Path, db_path: Path, **extra: Any) -> Path:
+    path = tmp_path / "config.yaml"
+    data: dict[str, Any] = {"storage": {"path": str(db_path), "synchronous": "NORMAL"}}
+    data.update(extra)
+    path.write_text(yaml.safe_dump(data), "utf-8")
+    return path
+
+
+def run_cli(config: Path, *args: str) -> Any:
+    return CliRunner().invoke(app, ["--config", str(config), *args])
+
+
+def reaction_payload(igsid: str, mid: str, emoji: str, ts_ms: int) -> dict[str, object]:
+    return {"object": "instagram", "entry": [{"id": ACCT, "time": ts_ms, "messaging": [{
+        "sender": {"id": igsid}, "recipient": {"id": ACCT}, "timestamp": ts_ms,
+        "reaction": {"mid": mid, "action": "react", "reaction": "love", "emoji": emoji}}]}]}
+
+
+@dataclass(frozen=True)
+class Scene:
+    db_path: Path
+    alice_reply_mid: str
+
+
+async def play_scene(h: Harness) -> Scene:
+    """Alice asks for the guide (automation answers, she reacts), then Bob sends a photo and
+    the creator answers him in the Instagram app (automation pauses for Bob)."""
+    h.sandbox.add_user(ALICE, "alice")
+    h.sandbox.add_user(BOB, "bob")
+    await h.dm(ALICE, "hi, can I get the guide?")
+    await h.settle()
+    reply = next(m for m in h.sandbox.thread(ALICE) if m.direction == "out")
+    assert await h.post(reaction_payload(ALICE, reply.mid, "❤️",
+                                         int(h.clock() * 1000))) == 200
+    await h.settle()
+    await h.sandbox.user_sends_dm(BOB, "", attachments=[
+        {"type": "image", "payload": {"url": "https://cdn.example/x.jpg"}}])
+    await h.settle()
+    await h.creator_types(BOB, "nice photo!")
+    await h.settle()
+    async with h.rt.db.tx() as conn:  # usernames, as the contacts feature would fill them
+        for igsid, name in ((ALICE, "alice"), (BOB, "bob")):
+            await conn.execute("UPDATE contacts SET username = ? WHERE id = ?", (name, igsid))
+    return Scene(h.config.storage.db_path(), reply.mid)
+
+
+@pytest.fixture
+def scene(tmp_path: Path) -> tuple[Path, Scene]:
+    async def build() -> Scene:
+        async with open_harness(tmp_path, workflows=[GUIDE]) as h:
+            return await play_scene(h)
+
+    s = asyncio.run(build())
+    return write_config(tmp_path, s.db_path), s
+
+
+def test_inbox_lists_newest_first_with_unread_stage_automation_and_window(
+    scene: tuple[Path, Scene],
+) -> None:
+    cfg, _ = scene
+    result = run_cli(cfg, "inbox", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    convs = doc["conversations"]
+    assert [c["username"] for c in convs] == ["bob", "alice"]  # Bob's thread moved last
+    bob, alice = convs
+    assert alice["unread"] == 1 and alice["stage"] == "engaged"
+    assert alice["automation"] == {"state": "on", "paused_until": None}
+    assert alice["last_message"] == GUIDE_TEXT and alice["last_from"] == "automation"
+    assert alice["window"]["state"] == "open"
+    assert 23 * HOUR < alice["window"]["seconds_left"] <= 24 * HOUR
+    # The creator answered Bob in the app: read, paused for handoff.pause_for (12 h).
+    assert bob["unread"] == 0 and bob["stage"] == "new"
+    assert bob["automation"]["state"] == "paused"
+    assert bob["last_message"] == "nice photo!" and bob["last_from"] == "human"
+    assert doc["total"] == 2 and doc["unread"] == 1
+
+    table = run_cli(cfg, "inbox", "--plain")
+    assert table.exit_code == 0, table.output
+    assert "@alice" in table.stdout and "engaged" in table.stdout
+    assert "paused" in table.stdout and "bot: Here is the free guide" in table.stdout
+
+
+def test_show_json_shape_media_reactions_and_marks_read(scene: tuple[Path, Scene]) -> None:
+    cfg, s = scene
+    result = run_cli(cfg, "inbox", "show", "@alice", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["contact"]["id"] == ALICE and doc["contact"]["username"] == "alice"
+    msgs = doc["messages"]
+    assert [(m["direction"], m["sent_by"], m["text"]) for m in msgs] == [
+        ("in", "contact", "hi, can I get the guide?"), ("out", "automation", GUIDE_TEXT)]
+    assert msgs[1]["mid"] == s.alice_reply_mid
+    assert msgs[1]["reactions"] == {"contact": "❤️"}
+    for m in msgs:
+        assert m["created_at"].endswith("Z") and "T" in m["created_at"]
+
+    async def unread() -> int:
+        db = await open_database(s.db_path)
+        try:
+            row = await db.fetchone("SELECT unread FROM conversations WHERE contact_id = ?",
+                                    (ALICE,))
+            assert row is not None
+            return int(row[0])
+        finally:
+            await db.close()
+
+    assert asyncio.run(unread()) == 0  # showing it marked it read
+
+    bob = run_cli(cfg, "inbox", "show", BOB)  # by IGSID, the human-readable thread
+    assert bob.exit_code == 0, bob.output
+    assert "[image]" in bob.stdout and "you: nice photo!" in bob.stdout
+
+
+def test_pause_resume_and_unknown_contact(scene: tuple[Path, Scene]) -> None:
+    cfg, s = scene
+    paused = run_cli(cfg, "inbox", "pause", "alice", "--for", "2h")
+    assert paused.exit_code == 0, paused.output
+    assert "paused for @alice" in paused.stdout
+
+    async def paused_until() -> float | None:
+        db = await open_database(s.db_path)
+        try:
+            row = await db.fetchone("SELECT paused_until FROM conversations"
+                                    " WHERE contact_id = ?", (ALICE,))
+            assert row is not None
+            return row[0]  # type: ignore[no-any-return]
+        finally:
+            await db.close()
+
+    until = asyncio.run(paused_until())
+    assert until is not None and abs(until - (time.time() + 2 * HOUR)) < 60
+    resumed = run_cli(cfg, "inbox", "resume", "alice")
+    assert resumed.exit_code == 0 and "resumed for @alice" in resumed.stdout
+    assert asyncio.run(paused_until()) is None
+
+    missing = run_cli(cfg, "inbox", "show", "nobody")
+    assert missing.exit_code == 1
+    assert "no contact 'nobody'" in missing.stderr
+
+
+def test_inbox_json_in_a_real_subprocess(scene: tuple[Path, Scene], tmp_path: Path) -> None:
+    cfg, _ = scene
+    proc = subprocess.run(
+        [sys.executable, "-m", "instaset", "--config", str(cfg), "inbox", "--json"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [c["contact_id"] for c in json.loads(proc.stdout)["conversations"]] == [BOB, ALICE]
+
+
+# -- replying as the human against the sandbox ------------------------------------------------
+class ThreadedSandbox:
+    """A sandbox served from its own event loop in a thread, so a synchronous CliRunner
+    (which runs its own asyncio loop) can talk to it. ``offset`` shifts the sandbox clock."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.box = Sandbox(app_secret="inbox-test", account_id=ACCT,
+                           clock=lambda: time.time() + self.offset)
+        self.url = ""
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+
+    def user_dm_at(self, igsid: str, ago: float) -> None:
+        """The user DMs the account, ``ago`` seconds in the past (not delivered)."""
+        self.offset = -ago
+        try:
+            self.run(self.box.user_sends_dm(igsid, "hello?", deliver=False))
+        finally:
+            self.offset = 0.0
+
+
+@pytest.fixture
+def sandbox() -> Iterator[ThreadedSandbox]:
+    sb = ThreadedSandbox()
+    sb.thread.start()
+    try:
+        sb.url = sb.run(sb.box.start())
+        yield sb
+    finally:
+        with contextlib.suppress(Exception):
+            sb.run(sb.box.stop())
+        sb.loop.call_soon_threadsafe(sb.loop.stop)
+        sb.thread.join(timeout=10)
+        sb.loop.close()
+
+
+def seed_inbound(db_path: Path, igsid: str, ago: float) -> None:
+    """The stored side of "igsid wrote ``ago`` seconds ago" (account connected)."""
+
+    async def go() -> None:
+        db = await open_database(db_path)
+        try:
+            now = time.time()
+            await history.upsert_account(db, ACCT, username="creator", now=now)
+            async with db.tx() as conn:
+                await history.touch_contact(conn, ACCT, igsid, now, username="carol")
+                await history.insert_message(
+                    conn, account_id=ACCT, contact_id=igsid, mid=f"in-{igsid}",
+                    direction="in", sent_by="contact", text="hello?", attachments=[],
+                    created_at=now - ago)
+                await history.update_conversation(conn, ACCT, igsid, now,
+                                                  inbound_at=now - ago, message_at=now - ago,
+                                                  unread_delta=1)
+        finally:
+            await db.close()
+
+    asyncio.run(go())
+
+
+@pytest.fixture
+def reply_env(tmp_path: Path, sandbox: ThreadedSandbox, monkeypatch: pytest.MonkeyPatch
+              ) -> tuple[Path, Path]:
+    db_path = tmp_path / "reply.db"
+    cfg = write_config(tmp_path, db_path, instagram={"graph_url": sandbox.url,
+                                                      "api_url": sandbox.url},
+                       handoff={"pause_for": "6h"})
+
+    def tokens(_config: Config) -> TokenProvider:
+        return StaticTokens({ACCT: sandbox.box.token})
+
+    monkeypatch.setattr(instaset.tokens, "default_tokens", tokens)
+    return cfg, db_path
+
+
+def db_rows(db_path: Path, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+    async def go() -> list[Any]:
+        db = await open_database(db_path)
+        try:
+            return [dict(r) for r in await db.fetchall(sql, params)]
+        finally:
+            await db.close()
+
+    return asyncio.run(go())
+
+
+def human_sends(sb: ThreadedSandbox) -> list[dict[str, object]]:
+    return [r.json for r in sb.box.sends()]
+
+
+@pytest.mark.parametrize(("ago", "tagged"), [(2 * HOUR, False), (30 * HOUR, True)])
+def test_reply_sends_as_the_human_and_pauses(
+    reply_env: tuple[Path, Path], sandbox: ThreadedSandbox, ago: float, tagged: bool,
+) -> None:
+    cfg, db_path = reply_env
+    sandbox.user_dm_at("3339842642640639", ago)
+    seed_inbound(db_path, "3339842642640639", ago)
+    result = run_cli(cfg, "inbox", "reply", "carol", "I'll send it tonight")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("sent to @carol")
+    assert ("HUMAN_AGENT" in result.stdout) is tagged
+    sends = human_sends(sandbox)
+    assert len(sends) == 1
+    assert sends[0]["message"] == {"text": "I'll send it tonight"}
+    assert (sends[0].get("tag") == "HUMAN_AGENT") is tagged
+    rows = db_rows(db_path, "SELECT sent_by, state, message_id FROM sends")
+    assert [(r["sent_by"], r["state"]) for r in rows] == [("human", "sent")]
+    msgs = db_rows(db_path, "SELECT sent_by, text, mid FROM messages WHERE direction = 'out'")
+    assert msgs == [{"sent_by": "human", "text": "I'll send it tonight",
+                     "mid": rows[0]["message_id"]}]
+    conv = db_rows(db_path, "SELECT paused_until, unread FROM conversations")[0]
+    assert conv["unread"] == 0
+    assert abs(conv["paused_until"] - (time.time() + 6 * HOUR)) < 60
+    job = db_rows(db_path, "SELECT state FROM jobs WHERE kind = 'send'")
+    assert [j["state"] for j in job] == ["done"]
+
+
+def test_reply_after_seven_days_is_refused_and_changes_nothing(
+    reply_env: tuple[Path, Path], sandbox: ThreadedSandbox,
+) -> None:
+    cfg, db_path = reply_env
+    sandbox.user_dm_at("3339842642640639", 8 * 24 * HOUR)
+    seed_inbound(db_path, "3339842642640639", 8 * 24 * HOUR)
+    result = run_cli(cfg, "inbox", "reply", "carol", "sorry for the delay")
+    assert result.exit_code == 1
+    assert "not sent to @carol" in result.stderr and "7 days" in result.stderr
+    assert human_sends(sandbox) == []
+    assert db_rows(db_path, "SELECT * FROM sends") == []
+    assert db_rows(db_path, "SELECT paused_until FROM conversations") == [{"paused_until": None}]
+
+
+def test_reply_refused_by_meta_reports_the_reason(
+    reply_env: tuple[Path, Path], sandbox: ThreadedSandbox,
+) -> None:
+    """Our records say the window is open, Meta says it is not (e.g. the DM never reached
+    the sandbox): the send is recorded as failed and the CLI says why."""
+    cfg, db_path = reply_env
+    sandbox.box.add_user("3339842642640639", "carol")  # known to Meta, but never wrote
+    seed_inbound(db_path, "3339842642640639", HOUR)
+    result = run_cli(cfg, "inbox", "reply", "carol", "hi!")
+    assert result.exit_code == 1
+    assert "window_closed" in result.stderr
+    rows = db_rows(db_path, "SELECT state, reason FROM sends")
+    assert rows == [{"state": "failed", "reason": "window_closed"}]
+

@@ -1,0 +1,365 @@
+"""Retention and erasure: the time policy (what goes, what must stay), the dedupe guard,
+erasing a contact / an account / everything, idempotence, space reclaim, the CLI, the
+daemon's daily job, and purging under concurrent webhook ingest on the same file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+from typer.testing import CliRunner
+
+from instaset import retention
+from instaset.cli import app
+from instaset.config import Config
+from instaset.daemon import Runtime, runtime, single_instance
+from instaset.store import history
+from instaset.store import jobs as jobstore
+from instaset.store import retention as retention_store
+from instaset.store.db import Database, open_database
+from instaset.webhook import make_app
+from tests.conftest import SECRET, sign
+
+ClientFactory = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
+DAY = 86400.0
+NOW = 1_800_000_000.0
+A1, A2 = "17841400000000001", "17841400000000002"
+
+
+async def seed(db: Database, acct: str, contact: str, at: float, n: int = 3, *,
+               tag: str = "") -> None:
+    """``n`` of each kind of row for ``contact``, all dated ``at``: messages, processed
+    events, finished jobs, finished sends, notifications, a link with a click."""
+    await history.upsert_account(db, acct, username=f"creator{acct[-1]}", now=1.0)
+    async with db.tx() as conn:
+        await history.touch_contact(conn, acct, contact, at)
+        for i in range(n):
+            key = f"{contact}:{at}:{i}{tag}"
+            cur = await conn.execute(
+                "INSERT INTO events(dedupe_key, account_id, kind, contact_id, occurred_at,"
+                " received_at, processed_at, raw) VALUES (?, ?, 'message', ?, ?, ?, ?, ?)",
+                (f"msg:{key}", acct, contact, at, at, at, json.dumps({"entry": [key]})))
+            await history.insert_message(
+                conn, account_id=acct, contact_id=contact, mid=f"m:{key}", direction="in",
+                sent_by="contact", text=f"hello {i}", attachments=[
+                    {"type": "image", "url": "https://cdn.example/i.jpg", "title": None}],
+                created_at=at, event_id=cur.lastrowid)
+            await conn.execute(
+                "INSERT INTO jobs(kind, key, payload, state, run_at, created_at, finished_at)"
+                " VALUES ('process_event', ?, '{}', 'done', ?, ?, ?)", (f"event:{key}", at, at, at))
+            await conn.execute(
+                "INSERT INTO sends(key, account_id, contact_id, kind, body, state, created_at,"
+                " updated_at) VALUES (?, ?, ?, 'text', '{}', 'sent', ?, ?)",
+                (f"send:{key}", acct, contact, at, at))
+            await conn.execute(
+                "INSERT INTO notifications(key, account_id, contact_id, kind, text, created_at)"
+                " VALUES (?, ?, ?, 'lead', 'hot lead', ?)", (f"n:{key}", acct, contact, at))
+        code = f"{contact[-6:]}{int(at) % 10000:04d}"[-10:].lower()
+        await conn.execute(
+            "INSERT INTO links(code, url, account_id, contact_id, send_key, workflow, created_at)"
+            " VALUES (?, 'https://example.com', ?, ?, NULL, 'guide', ?)", (code, acct, contact, at))
+        await conn.execute("INSERT INTO clicks(code, account_id, contact_id, at)"
+                           " VALUES (?, ?, ?, ?)", (code, acct, contact, at))
+
+
+async def count(db: Database, sql: str, params: tuple[object, ...] = ()) -> int:
+    row = await db.fetchone(sql, params)
+    assert row is not None
+    return int(row[0])
+
+
+async def counts(db: Database) -> dict[str, int]:
+    tables = ("messages", "events", "jobs", "sends", "notifications", "links", "clicks",
+              "contacts", "conversations")
+    return {t: await count(db, f"SELECT count(*) FROM {t}") for t in tables}
+
+
+# -- the time policy --------------------------------------------------------------------------
+async def test_time_policy_deletes_old_finished_rows_and_keeps_pending_work(db: Database
+                                                                            ) -> None:
+    old, new = NOW - 100 * DAY, NOW - DAY
+    await seed(db, A1, "c1", old)
+    await seed(db, A1, "c1", new, tag="n")
+    async with db.tx() as conn:  # old rows that are still work in progress
+        await conn.execute(
+            "INSERT INTO events(dedupe_key, account_id, kind, contact_id, occurred_at,"
+            " received_at, raw) VALUES ('msg:pending', ?, 'message', 'c1', ?, ?, '{}')",
+            (A1, old, old))
+        await conn.execute("INSERT INTO jobs(kind, key, payload, run_at, created_at) VALUES"
+                           " ('process_event', 'event:msg:pending', '{}', ?, ?)", (old, old))
+        await conn.execute(
+            "INSERT INTO sends(key, account_id, contact_id, kind, body, state, created_at,"
+            " updated_at) VALUES ('send:flying', ?, 'c1', 'text', '{}', 'in_flight', ?, ?)",
+            (A1, old, old))
+        await conn.execute("UPDATE messages SET deleted_at = ? WHERE mid LIKE 'm:c1:%:0n'",
+                           (new,))
+    report = await retention.purge_older_than(db, NOW - 90 * DAY, NOW)
+    assert report.counts == {
+        "messages": 3, "events": 3, "jobs": 3, "sends": 3, "notifications": 3, "clicks": 1,
+        "links (anonymised)": 1, "unsent messages (scrubbed)": 1,
+    }
+    left = await counts(db)
+    assert left == {"messages": 3, "events": 4, "jobs": 4, "sends": 4, "notifications": 3,
+                    "links": 2, "clicks": 1, "contacts": 1, "conversations": 1}
+    assert await count(db, "SELECT count(*) FROM events WHERE processed_at IS NULL") == 1
+    assert await count(db, "SELECT count(*) FROM jobs WHERE state = 'ready'") == 1
+    assert await count(db, "SELECT count(*) FROM sends WHERE state = 'in_flight'") == 1
+    scrubbed = await db.fetchone("SELECT text, attachments FROM messages WHERE deleted_at"
+                                 " IS NOT NULL")
+    assert scrubbed is not None and tuple(scrubbed) == (None, "[]")
+    # The old link still redirects, but no longer says who got it.
+    assert await count(db, "SELECT count(*) FROM links WHERE contact_id IS NULL") == 1
+    again = await retention.purge_older_than(db, NOW - 90 * DAY, NOW)
+    assert again.counts == {} and await counts(db) == left  # idempotent
+
+
+async def test_dry_run_counts_and_changes_nothing(db: Database) -> None:
+    await seed(db, A1, "c1", NOW - 100 * DAY)
+    before = await counts(db)
+    report = await retention.purge_older_than(db, NOW - 90 * DAY, NOW, dry_run=True)
+    assert report.dry_run and report.counts["messages"] == 3 and report.total == 17
+    assert await counts(db) == before
+
+
+async def test_recent_events_are_kept_as_blank_dedupe_keys(db: Database) -> None:
+    """Meta may still retry a webhook received less than 36 h ago: its key must stay."""
+    await seed(db, A1, "c1", NOW - 3 * DAY, n=1)
+    await seed(db, A1, "c1", NOW - 10 * 3600, n=1, tag="r")
+    report = await retention.purge_older_than(db, NOW - 3600, NOW)
+    assert report.counts["events"] == 1
+    assert report.counts["events (blanked, kept as dedupe keys)"] == 1
+    rows = await db.fetchall("SELECT dedupe_key, raw FROM events")
+    assert [(r[0], r[1]) for r in rows] == [(f"msg:c1:{NOW - 10 * 3600}:0r", "{}")]
+
+
+# -- erasure ----------------------------------------------------------------------------------
+async def test_contact_erasure_reaches_every_table_and_spares_others(db: Database) -> None:
+    await seed(db, A1, "c1", NOW)
+    await seed(db, A1, "c2", NOW)
+    async with db.tx() as conn:
+        # Another feature's table (AI drafts), and a continuation job naming the contact.
+        await conn.execute(
+            "INSERT INTO ai_drafts(key, account_id, contact_id, text, created_at, updated_at)"
+            " VALUES ('ai:1', ?, 'c1', 'draft', 1, 1)", (A1,))
+        await jobstore.enqueue_in(conn, [jobstore.NewJob(
+            "resume_flow", "resume:c1", {"account_id": A1, "contact_id": "c1"}, NOW)], NOW)
+    dry = await retention.purge_contacts(db, [(A1, "c1")], dry_run=True)
+    report = await retention.purge_contacts(db, [(A1, "c1")])
+    assert report.counts == dry.counts == {
+        "messages": 3, "events": 3, "sends": 3, "notifications": 3, "links": 1, "clicks": 1,
+        "conversations": 1, "contacts": 1, "ai_drafts": 1, "jobs": 1}
+    for table in ("messages", "events", "sends", "notifications", "links", "clicks",
+                  "conversations", "ai_drafts"):
+        assert await count(db, f"SELECT count(*) FROM {table} WHERE contact_id = 'c1'") == 0
+    assert await count(db, "SELECT count(*) FROM contacts WHERE id = 'c1'") == 0
+    assert await count(db, "SELECT count(*) FROM jobs WHERE key = 'resume:c1'") == 0
+    assert await count(db, "SELECT count(*) FROM messages WHERE contact_id = 'c2'") == 3
+    assert (await retention.purge_contacts(db, [(A1, "c1")])).counts == {}
+
+
+async def test_account_and_all_keep_the_connection_and_periodic_jobs(db: Database) -> None:
+    for acct in (A1, A2):
+        for c in ("c1", "c2", "c3"):
+            await seed(db, acct, f"{acct[-1]}{c}", NOW)
+    await jobstore.enqueue(db, [jobstore.NewJob("retention", "periodic:retention:9", {}, NOW)],
+                           NOW)
+    report = await retention.purge_account(db, A1)
+    assert report.counts["contacts"] == 3 and report.counts["messages"] == 9
+    assert await count(db, "SELECT count(*) FROM messages WHERE account_id = ?", (A1,)) == 0
+    assert await count(db, "SELECT count(*) FROM messages WHERE account_id = ?", (A2,)) == 9
+    assert await count(db, "SELECT count(*) FROM accounts") == 2
+    await retention.purge_all(db)
+    left = await counts(db)
+    assert set(left.values()) == {0, 1} and left["jobs"] == 1  # the periodic job stays
+    assert await count(db, "SELECT count(*) FROM accounts") == 2
+
+
+# -- space ------------------------------------------------------------------------------------
+async def test_vacuum_only_when_alone_then_incremental(tmp_path: Path) -> None:
+    path = tmp_path / "space.db"
+    db = await open_database(path, synchronous="NORMAL")
+    try:
+        await seed(db, A1, "c1", NOW - 100 * DAY, n=300)
+        await retention.purge_older_than(db, NOW - 90 * DAY, NOW)
+        # A daemon holds the database: no VACUUM.
+        with single_instance(path), retention.daemon_lock(path) as alone:
+            assert not alone
+            msg = await retention.reclaim_space(db, exclusive=alone)
+        assert "daemon is running" in msg
+        assert await retention_store.pragma_int(db, "auto_vacuum") == 0
+        with retention.daemon_lock(path) as alone:
+            assert alone
+            msg = await retention.reclaim_space(db, exclusive=alone)
+        assert "VACUUM" in msg and await retention_store.pragma_int(db, "freelist_count") == 0
+        assert await retention_store.pragma_int(db, "auto_vacuum") == 2  # incremental now
+        await seed(db, A1, "c2", NOW - 100 * DAY, n=300)
+        await retention.purge_older_than(db, NOW - 90 * DAY, NOW)
+        assert await retention_store.pragma_int(db, "freelist_count") > 0
+        msg = await retention.reclaim_space(db, exclusive=False)  # even under a daemon
+        assert "incremental_vacuum" in msg
+        assert await retention_store.pragma_int(db, "freelist_count") == 0
+    finally:
+        await db.close()
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+def cli_env(tmp_path: Path) -> tuple[Path, Path]:
+    db_path = tmp_path / "cli.db"
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(json.dumps({"storage": {"path": str(db_path), "synchronous": "NORMAL"},
+                               "retention": {"days": 60}}), "utf-8")
+
+    async def go() -> None:
+        db = await open_database(db_path, synchronous="NORMAL")
+        try:
+            now = time.time()
+            await seed(db, A1, "c1", now - 100 * DAY)
+            await seed(db, A1, "c2", now - 40 * DAY)
+            await seed(db, A1, "c3", now - DAY)
+        finally:
+            await db.close()
+
+    asyncio.run(go())
+    return cfg, db_path
+
+
+def messages_left(db_path: Path) -> int:
+    async def go() -> int:
+        db = await open_database(db_path)
+        try:
+            return await count(db, "SELECT count(*) FROM messages")
+        finally:
+            await db.close()
+
+    return asyncio.run(go())
+
+
+def test_cli_purge_policy_flags_confirmation_and_dry_run(tmp_path: Path) -> None:
+    cfg, db_path = cli_env(tmp_path)
+    run = CliRunner().invoke
+    refused = run(app, ["--config", str(cfg), "purge", "--older-than", "30d"])
+    assert refused.exit_code == 1 and "add --yes" in refused.stderr  # no TTY, no --yes
+    assert messages_left(db_path) == 9
+    both = run(app, ["--config", str(cfg), "purge", "--older-than", "30d", "--all", "--yes"])
+    assert both.exit_code == 1 and "choose one of" in both.stderr
+
+    plain = run(app, ["--config", str(cfg), "purge"])  # cron: retention.days=60, never asks
+    assert plain.exit_code == 0, plain.output
+    assert "deleted" in plain.stdout and "messages: 3" in plain.stdout
+    assert "VACUUM" in plain.stdout  # no daemon: the file was compacted
+    assert messages_left(db_path) == 6
+
+    dry = run(app, ["--config", str(cfg), "purge", "--older-than", "30d", "--dry-run",
+                    "--json"])
+    assert dry.exit_code == 0, dry.output
+    report = json.loads(dry.stdout)
+    assert report["dry_run"] and report["counts"]["messages"] == 3
+    assert messages_left(db_path) == 6
+
+    done = run(app, ["--config", str(cfg), "purge", "--older-than", "30d", "--yes", "--json"])
+    assert json.loads(done.stdout)["counts"]["messages"] == 3
+    assert messages_left(db_path) == 3
+
+    one = run(app, ["--config", str(cfg), "purge", "--contact", "c3", "--yes"])
+    assert one.exit_code == 0, one.output
+    assert "contacts: 1" in one.stdout and messages_left(db_path) == 0
+    again = run(app, ["--config", str(cfg), "purge", "--older-than", "30d", "--yes"])
+    assert again.exit_code == 0 and "nothing to purge" in again.stdout
+
+
+# -- the daemon -------------------------------------------------------------------------------
+def config_for(tmp_path: Path, name: str, **extra: object) -> Config:
+    return Config.model_validate({"instagram": {"app_secret": SECRET},
+                                  "storage": {"path": str(tmp_path / name),
+                                              "synchronous": "NORMAL"}, **extra})
+
+
+async def test_daemon_applies_retention_daily_through_the_queue(tmp_path: Path) -> None:
+    async with runtime(config_for(tmp_path, "d.db", retention={"days": 30})) as rt:
+        retention.install(rt)
+        assert rt.periodic["retention"] == DAY
+        now = time.time()
+        await seed(rt.db, A1, "c1", now - 40 * DAY)
+        await seed(rt.db, A1, "c2", now - DAY)
+        await rt.start_periodic()  # today's slot is due at once (a restart would run it)
+        await rt.worker.run_burst()
+        assert await count(rt.db, "SELECT count(*) FROM messages") == 3
+        slot = int(now // DAY) + 1
+        rows = await rt.db.fetchall("SELECT key, state, run_at FROM jobs"
+                                    " WHERE kind = 'retention' ORDER BY run_at")
+        assert [(r["key"], r["state"], r["run_at"]) for r in rows] == [
+            (f"periodic:retention:{slot - 1}", "done", (slot - 1) * DAY),
+            (f"periodic:retention:{slot}", "ready", slot * DAY),  # tomorrow's run
+        ]
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Runtime]:
+    async with runtime(config_for(tmp_path, "busy.db")) as rt:
+        rt.writer.start()
+        try:
+            yield rt
+        finally:
+            await rt.writer.stop()
+
+
+def dm_batch(n: int, batch: int) -> bytes:
+    items = [{"sender": {"id": f"u{i}"}, "recipient": {"id": A1}, "timestamp": 1740157200421,
+              "message": {"mid": f"live-{batch}-{i}", "text": "hi"}} for i in range(n)]
+    return json.dumps({"object": "instagram", "entry": [
+        {"id": A1, "time": 1740157200749, "messaging": items}]}).encode()
+
+
+async def test_purge_while_the_daemon_ingests(daemon: Runtime, tmp_path: Path,
+                                              aiohttp_client: ClientFactory) -> None:
+    """Two connections on one file: the daemon's ingest commits webhooks while a purge
+    deletes 20,000 old rows per table in small batches. No "database is locked", every
+    acknowledged event is stored, every old row is gone."""
+    old = time.time() - 100 * DAY
+    await history.upsert_account(daemon.db, A1, username="creator", now=1.0)
+    async with daemon.db.tx() as conn:
+        await conn.executemany(
+            "INSERT INTO events(dedupe_key, account_id, kind, contact_id, occurred_at,"
+            " received_at, processed_at, raw) VALUES (?, ?, 'message', 'x', ?, ?, ?, '{}')",
+            [(f"old-{i}", A1, old, old, old) for i in range(20_000)])
+        await conn.executemany(
+            "INSERT INTO messages(account_id, contact_id, mid, direction, sent_by, text,"
+            " created_at) VALUES (?, 'x', ?, 'in', 'contact', 'old', ?)",
+            [(A1, f"old-m-{i}", old) for i in range(20_000)])
+    client = await aiohttp_client(make_app(daemon.web))
+    purger = await open_database(tmp_path / "busy.db", synchronous="NORMAL")
+    try:
+        started = asyncio.Event()
+
+        def progress(_what: str, _done: int, _total: int | None) -> None:
+            started.set()
+
+        purge = asyncio.ensure_future(retention.purge_older_than(
+            purger, time.time() - 90 * DAY, time.time(), batch=500, progress=progress))
+        await started.wait()  # the purge is deleting: ingest now, until it is done
+        statuses: list[int] = []
+        during = 0
+        while not purge.done() or len(statuses) < 20:
+            body = dm_batch(5, len(statuses))
+            resp = await client.post("/webhook", data=body, headers={
+                "Content-Type": "application/json", "X-Hub-Signature-256": sign(body)})
+            await resp.read()
+            statuses.append(resp.status)
+            during += not purge.done()
+        report = await purge
+        assert during > 0  # requests really were acknowledged while the purge ran
+        assert statuses == [200] * len(statuses)
+        assert report.counts == {"messages": 20_000, "events": 20_000}
+        live = 5 * len(statuses)
+        assert await count(daemon.db, "SELECT count(*) FROM events WHERE dedupe_key LIKE"
+                                      " 'msg:live-%'") == live
+        assert await count(daemon.db, "SELECT count(*) FROM events") == live
+        assert await daemon.worker.run_burst() == live  # and every one is processed
+        assert await count(daemon.db, "SELECT count(*) FROM messages") == live
+    finally:
+        await purger.close()
