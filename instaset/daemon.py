@@ -27,6 +27,7 @@ from typing import IO
 import aiohttp
 from aiohttp import web
 
+from instaset.accounts import WEBHOOK_FIELDS
 from instaset.automation import WorkflowAutomation
 from instaset.config import Config
 from instaset.engine import EngineSettings
@@ -268,8 +269,11 @@ async def serving(
                         account_id=box.account_id if box else "")
             )
             if box is not None:
+                # The sandbox account starts connected and subscribed, as after `connect`.
+                box.subscribed = list(WEBHOOK_FIELDS)
                 await history.upsert_account(
-                    rt.db, box.account_id, username=box.username, now=rt.clock(), sandbox=True
+                    rt.db, box.account_id, username=box.username, now=rt.clock(), sandbox=True,
+                    subscribed_fields=WEBHOOK_FIELDS,
                 )
                 rt.web.extra_routes.extend(sandbox_routes(box))
             released = await jobstore.release_all_running(rt.db)

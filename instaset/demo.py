@@ -80,6 +80,19 @@ class Scene:
         await self.box.user_comments(self.user(username), text, REEL)
         await settle(self.srv)
 
+    async def tap_first_slot(self, username: str) -> None:
+        """Tap the first time slot instaset offered (a quick reply whose payload books it)."""
+        igsid = self.user(username)
+        for rec in reversed(self.box.sends()):
+            message = (rec.json or {}).get("message") if isinstance(rec.json, dict) else None
+            replies = message.get("quick_replies") if isinstance(message, dict) else None
+            recipient = (rec.json or {}).get("recipient", {}) if isinstance(rec.json, dict) else {}
+            if replies and recipient.get("id") == igsid:
+                first = replies[0]
+                await self.dm(username, str(first.get("title")), quick_reply=str(first["payload"]))
+                return
+        self.console.print(f"[red]no time slots were offered to @{username}[/red]")
+
     async def creator_types(self, username: str, text: str) -> None:
         """The creator answers in the Instagram app: Meta sends an echo we did not send."""
         self.console.print(f"[dim]you answer @{username} in the Instagram app:[/dim] {text}")
@@ -105,9 +118,11 @@ async def play(console: Console) -> int:
             await scene.dm("maya.moves", "hi!")
             await scene.dm("maya.moves", "Can I get the free guide?")
             await scene.dm("maya.moves", "maya@example.com")
+            await scene.dm("maya.moves", "Do you have something for beginners?")
             await scene.comment("leo_lifts", "GUIDE please 🔥")
             await scene.dm("sam.runs", "I'd like to book a coaching call")
             await scene.dm("sam.runs", "Yes please", quick_reply="BOOK_YES")
+            await scene.tap_first_slot("sam.runs")
             await scene.dm("alex_k", "can I talk to a real person?")
             await scene.creator_types("alex_k", "Hey Alex, it's me! What's up?")
             await scene.dm("alex_k", "can I get the guide?")

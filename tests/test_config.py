@@ -118,11 +118,13 @@ def test_example_config_documents_every_key() -> None:
 
 def test_example_values_are_the_defaults() -> None:
     # The example doubles as the reference of defaults: it must not drift from the models.
-    # Its workflows are the example creator's own (the default is none).
     example = load_config(EXAMPLE, env={}).model_dump()
-    assert len(example.pop("workflows")) >= 5
     defaults = Config().model_dump()
+    # Its workflows and AI voice are the example creator's own (the defaults are empty).
+    assert len(example.pop("workflows")) >= 5
     defaults.pop("workflows")
+    for key in ("persona", "facts", "examples"):
+        assert example["ai"].pop(key) and not defaults["ai"].pop(key)
     assert example == defaults
 
 
