@@ -190,7 +190,8 @@ async def runtime(
         notifier = Notifier(db, config.notify, clock=clock)
         wake = asyncio.Event()
         writer = IngestWriter(
-            await db.connect_extra(), wake=wake, max_attempts=config.worker.max_attempts,
+            db.connect_sync_writer(), gate=db.gate, wake=wake,
+            max_attempts=config.worker.max_attempts,
             clock=clock,
         )
         pipeline = Pipeline(

@@ -84,10 +84,10 @@ class Scene:
         """Tap the first time slot instaset offered (a quick reply whose payload books it)."""
         igsid = self.user(username)
         for rec in reversed(self.box.sends()):
-            message = (rec.json or {}).get("message") if isinstance(rec.json, dict) else None
+            body = rec.json if isinstance(rec.json, dict) else {}
+            message, recipient = body.get("message"), body.get("recipient")
             replies = message.get("quick_replies") if isinstance(message, dict) else None
-            recipient = (rec.json or {}).get("recipient", {}) if isinstance(rec.json, dict) else {}
-            if replies and recipient.get("id") == igsid:
+            if replies and isinstance(recipient, dict) and recipient.get("id") == igsid:
                 first = replies[0]
                 await self.dm(username, str(first.get("title")), quick_reply=str(first["payload"]))
                 return

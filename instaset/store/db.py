@@ -11,6 +11,9 @@ Contract:
   connection is shared by every coroutine, and two coroutines interleaving statements on one
   connection would mix their transactions. Writes use ``BEGIN IMMEDIATE`` (a deferred
   read-then-write fails with "database is locked" under load).
+- Every write in this process passes :class:`WriteGate` (ingest first), so the process's
+  two connections never wait on each other inside SQLite. Other processes (the CLI) still
+  meet the daemon in SQLite's busy handler, bounded by ``busy_timeout``.
 """
 
 from __future__ import annotations
@@ -72,6 +75,61 @@ async def _connect(path: Path, synchronous: Synchronous) -> aiosqlite.Connection
     return conn
 
 
+class WriteGate:
+    """One writer at a time inside this process, the ingest writer first.
+
+    Without it the ingest writer's connection and the worker's meet in SQLite's busy
+    handler, which sleeps up to 100 ms between tries and is unfair: acknowledgements then
+    waited behind the worker's backlog (p99 in the hundreds of ms, see bench/ingest.py).
+    ``urgent`` (ingest) overtakes every ``normal`` (worker, CLI) waiter."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._urgent = 0
+        self._calm = asyncio.Event()
+        self._calm.set()
+
+    @contextlib.asynccontextmanager
+    async def urgent(self) -> AsyncIterator[None]:
+        self._urgent += 1
+        self._calm.clear()
+        try:
+            async with self._lock:
+                yield
+        finally:
+            self._urgent -= 1
+            if not self._urgent:
+                self._calm.set()
+
+    @contextlib.asynccontextmanager
+    async def normal(self) -> AsyncIterator[None]:
+        while True:
+            await self._calm.wait()
+            await self._lock.acquire()
+            if not self._urgent:
+                break
+            self._lock.release()  # an urgent writer is waiting: let it go first
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+
+def connect_sync(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
+    """A plain sqlite3 connection with the same pragmas, for a task that runs whole
+    transactions in one worker thread (one hand-off per batch instead of one per statement)."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class Database:
     """An open instaset database. See the module docstring for the locking contract."""
 
@@ -80,19 +138,20 @@ class Database:
         self.main = main
         self.synchronous = synchronous
         self._lock = asyncio.Lock()
-        self._extra: list[aiosqlite.Connection] = []
+        self.gate = WriteGate()
+        self._sync: list[sqlite3.Connection] = []
 
-    async def connect_extra(self) -> aiosqlite.Connection:
-        """A second connection for a task that owns it alone (the ingest writer).
-        Closed with the database."""
-        conn = await _connect(self.path, self.synchronous)
-        self._extra.append(conn)
+    def connect_sync_writer(self) -> sqlite3.Connection:
+        """A second connection for the ingest writer (it owns it alone and writes through
+        :attr:`gate`). Closed with the database."""
+        conn = connect_sync(self.path, self.synchronous)
+        self._sync.append(conn)
         return conn
 
     @contextlib.asynccontextmanager
     async def tx(self) -> AsyncIterator[aiosqlite.Connection]:
         """A write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error)."""
-        async with self._lock:
+        async with self.gate.normal(), self._lock:
             try:
                 # BEGIN inside the try: a cancellation (a job timeout) can land while BEGIN
                 # runs in aiosqlite's thread; the ROLLBACK queued after it then undoes it,
@@ -120,9 +179,9 @@ class Database:
         return rows[0] if rows else None
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """One autocommitted statement; returns the number of rows changed."""
-        async with self.read() as conn:
-            cur = await conn.execute(sql, params)
+        """One autocommitted write statement; returns the number of rows changed."""
+        async with self.gate.normal(), self._lock:
+            cur = await self.main.execute(sql, params)
             return cur.rowcount
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
@@ -152,9 +211,9 @@ class Database:
         return row is not None and row[0] == "ok"
 
     async def close(self) -> None:
-        for conn in self._extra:
-            await conn.close()
-        self._extra.clear()
+        for conn in self._sync:
+            conn.close()
+        self._sync.clear()
         await self.main.close()
 
 

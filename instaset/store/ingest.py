@@ -11,13 +11,15 @@ same statement, so a concurrent ``disconnect`` cannot race it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import aiosqlite
+from instaset.store.db import WriteGate
 
 log = logging.getLogger("instaset.webhook")
 
@@ -56,14 +58,22 @@ ON CONFLICT(key) DO NOTHING
 
 
 class IngestWriter:
+    """See the module docstring. ``conn`` is a plain sqlite3 connection this writer owns;
+    each batch is one call in its own thread (BEGIN, both inserts, COMMIT), under the
+    database's write gate with priority over the worker."""
+
     def __init__(
-        self, conn: aiosqlite.Connection, *, wake: asyncio.Event, max_attempts: int,
-        clock: Callable[[], float] = time.time,
+        self, conn: sqlite3.Connection, *, gate: WriteGate, wake: asyncio.Event,
+        max_attempts: int, clock: Callable[[], float] = time.time,
     ) -> None:
         self._conn = conn
+        self._gate = gate
         self._wake = wake
         self._max_attempts = max_attempts
         self._clock = clock
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="instaset-ingest"
+        )
         self._queue: asyncio.Queue[tuple[Sequence[EventRow], asyncio.Future[IngestResult]]] = (
             asyncio.Queue()
         )
@@ -76,13 +86,13 @@ class IngestWriter:
 
     async def stop(self) -> None:
         """Finish what is queued, then stop."""
-        if self._task is None:
-            return
-        await self._queue.join()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        if self._task is not None:
+            await self._queue.join()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._executor.shutdown(wait=True)
 
     async def submit(self, rows: Sequence[EventRow]) -> IngestResult:
         if self._task is None or self._task.done():
@@ -108,11 +118,13 @@ class IngestWriter:
     async def _commit_all(
         self, batch: list[tuple[Sequence[EventRow], asyncio.Future[IngestResult]]]
     ) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            results = await self._commit(batch)
+            async with self._gate.urgent():
+                results = await loop.run_in_executor(
+                    self._executor, self._commit, [rows for rows, _ in batch], self._clock()
+                )
         except Exception as exc:
-            with contextlib.suppress(Exception):
-                await self._conn.execute("ROLLBACK")
             if len(batch) > 1:
                 # One bad request must not fail the others that shared its commit.
                 for item in batch:
@@ -126,32 +138,32 @@ class IngestWriter:
         for (_, fut), res in zip(batch, results, strict=True):
             if not fut.done():
                 fut.set_result(res)
+        self.batches += 1
+        self.rows += sum(len(rows) for rows, _ in batch)
         self._wake.set()
 
-    async def _commit(
-        self, batch: list[tuple[Sequence[EventRow], asyncio.Future[IngestResult]]]
-    ) -> list[IngestResult]:
-        now = self._clock()
+    def _commit(self, requests: list[Sequence[EventRow]], now: float) -> list[IngestResult]:
+        """Runs in the writer's thread: the whole batch in one transaction."""
         conn = self._conn
         results: list[IngestResult] = []
-        await conn.execute("BEGIN IMMEDIATE")
-        # One executemany per request keeps per-request counts; still one commit for all.
-        for rows, _ in batch:
-            if not rows:
-                results.append(IngestResult(0))
-                continue
-            cur = await conn.executemany(
-                _INSERT_EVENT,
-                [(r.dedupe_key, r.account_id, r.kind, r.contact_id, r.occurred_at, now, r.raw)
-                 for r in rows],
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # One executemany per request keeps per-request counts; still one commit for all.
+            for rows in requests:
+                before = conn.total_changes
+                conn.executemany(
+                    _INSERT_EVENT,
+                    [(r.dedupe_key, r.account_id, r.kind, r.contact_id, r.occurred_at, now,
+                      r.raw) for r in rows],
+                )
+                results.append(IngestResult(conn.total_changes - before))
+            conn.executemany(
+                _INSERT_JOB,
+                [(r.dedupe_key, now, self._max_attempts) for rows in requests for r in rows],
             )
-            results.append(IngestResult(max(cur.rowcount, 0)))
-        all_rows = [r for rows, _ in batch for r in rows]
-        if all_rows:
-            await conn.executemany(
-                _INSERT_JOB, [(r.dedupe_key, now, self._max_attempts) for r in all_rows]
-            )
-        await conn.execute("COMMIT")
-        self.batches += 1
-        self.rows += len(all_rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
         return results
