@@ -37,6 +37,7 @@ from instaset.metrics import Metrics
 from instaset.notify import Notifier
 from instaset.outbox import Deliverer, StaticTokens, TokenProvider
 from instaset.pipeline import Pipeline
+from instaset.proxy import ProxySettings
 from instaset.queue import NewJob
 from instaset.ratelimit import Budgets, budgets_from_config
 from instaset.sandbox import Sandbox
@@ -217,6 +218,7 @@ async def runtime(
             secrets=secrets if secrets is not None else config.instagram.webhook_secrets(),
             verify_token=verify.get_secret_value() if verify is not None else None,
             max_body_bytes=config.server.max_body_bytes,
+            proxy=ProxySettings.from_config(config.server),
         )
         rt = Runtime(config, db, metrics, writer, worker, pipeline, web_ctx, wake, graph,
                      deliverer, budgets, handlers, clock, token_provider)

@@ -16,6 +16,7 @@ import shlex
 import shutil
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 from instaset.daemon import single_instance
@@ -71,7 +72,11 @@ def restore(src: Path, db_path: Path) -> Path | None:
 
 
 def instaset_command(config_path: Path | None) -> str:
-    args = [sys.executable, "-m", "instaset"]
+    # From the single-file build, the file itself is the program (no `-m instaset` there).
+    if zipfile.is_zipfile(sys.argv[0]):
+        args = [str(Path(sys.argv[0]).resolve())]
+    else:
+        args = [sys.executable, "-m", "instaset"]
     if config_path is not None:
         args += ["--config", str(config_path.resolve())]
     return shlex.join(args)

@@ -22,6 +22,7 @@ from aiohttp import web
 from instaset.errors import PayloadError
 from instaset.events import parse_webhook
 from instaset.metrics import Metrics
+from instaset.proxy import ProxySettings, forwarded_middleware
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database
 from instaset.store.ingest import EventRow, IngestWriter
@@ -41,6 +42,7 @@ class WebContext:
     max_body_bytes: int = 4 * 1024 * 1024
     started_at: float = field(default_factory=time.time)
     extra_routes: list[web.RouteDef] = field(default_factory=list)
+    proxy: ProxySettings = field(default_factory=ProxySettings)  # trusts no proxy by default
 
 
 CTX = web.AppKey("ctx", WebContext)
@@ -170,7 +172,11 @@ async def never_500(request: web.Request, handler: Handler) -> web.StreamRespons
 
 def make_app(ctx: WebContext) -> web.Application:
     # client_max_size makes aiohttp refuse bigger bodies with 413 before we buffer them.
-    app = web.Application(client_max_size=ctx.max_body_bytes, middlewares=[never_500])
+    app = web.Application(
+        client_max_size=ctx.max_body_bytes,
+        # Forwarded headers first, so every handler sees the client's address and scheme.
+        middlewares=[forwarded_middleware(ctx.proxy), never_500],
+    )
     app[CTX] = ctx
     app.add_routes(
         [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import typer
@@ -11,7 +12,7 @@ from instaset.cli.app import STATE, app, handle_errors
 from instaset.config import load_config
 from instaset.daemon import run_daemon, tls_context
 from instaset.errors import InstasetError
-from instaset.logsetup import setup_logging
+from instaset.logsetup import LogFormat, setup_logging
 
 
 @app.command()
@@ -23,11 +24,15 @@ def serve(
     host: str | None = typer.Option(None, help="Listen address (default: server.host)."),
     port: int | None = typer.Option(None, help="Listen port (default: server.port)."),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
+    log_format: LogFormat = typer.Option(
+        LogFormat.TEXT, "--log-format", envvar="INSTASET_LOG_FORMAT", case_sensitive=False,
+        help="text, or json: one JSON object per line (ts, level, logger, msg).",
+    ),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate (HTTPS)."),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key (HTTPS)."),
 ) -> None:
     """Run the webhook listener and the worker. SIGTERM or Ctrl-C stops it gracefully."""
-    setup_logging(log_level)
+    setup_logging(log_level, log_format)
     config = load_config(STATE.config_path)
     if (tls_cert is None) != (tls_key is None):
         raise InstasetError("--tls-cert and --tls-key go together; give both or neither")
@@ -39,6 +44,9 @@ def serve(
             port=config.server.port if port is None else port,
             sandbox=sandbox,
             ssl_context=ssl_context,
+            # In JSON mode the start/stop lines are log records too: every line parses.
+            announce=logging.getLogger("instaset.daemon").info
+            if log_format is LogFormat.JSON else None,
         )
     )
     raise typer.Exit(code)

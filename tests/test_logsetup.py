@@ -1,0 +1,126 @@
+"""Log output: the text format, and the JSON format (one object per line) end to end."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from instaset.logsetup import JsonFormatter, LogFormat, make_formatter, setup_logging
+
+
+@pytest.fixture(autouse=True)
+def _restore_instaset_logger() -> Iterator[None]:
+    """setup_logging changes the process-wide "instaset" logger: put it back afterwards."""
+    root = logging.getLogger("instaset")
+    saved = (root.handlers[:], root.level, root.propagate)
+    try:
+        yield
+    finally:
+        root.handlers[:], root.level, root.propagate = saved
+
+
+def test_json_lines_have_exactly_the_documented_keys() -> None:
+    stream = io.StringIO()
+    setup_logging("DEBUG", "json", stream=stream)
+    before = time.time()
+    logging.getLogger("instaset.webhook").info("stored %d events", 3)
+    logging.getLogger("instaset.worker").debug("line one\nline two: «ünïcode» \ud800")
+    logging.getLogger("instaset.worker.deep").warning('quote " and backslash \\')
+    after = time.time()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3  # the newline inside a message did not split a record
+    records = [json.loads(line) for line in lines]
+    assert all(line.isascii() for line in lines)
+    assert [set(r) for r in records] == [{"ts", "level", "logger", "msg"}] * 3
+    assert [(r["level"], r["logger"]) for r in records] == [
+        ("INFO", "instaset.webhook"), ("DEBUG", "instaset.worker"),
+        ("WARNING", "instaset.worker.deep")]
+    assert records[0]["msg"] == "stored 3 events"
+    assert records[1]["msg"] == "line one\nline two: «ünïcode» \ud800"
+    assert records[2]["msg"] == 'quote " and backslash \\'
+    for r in records:
+        assert r["ts"].endswith("Z") and len(r["ts"]) == len("2026-01-02T03:04:05.678Z")
+        ts = datetime.strptime(r["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        assert before - 0.001 <= ts.timestamp() <= after + 0.001
+
+
+def test_json_exception_is_in_the_same_line() -> None:
+    stream = io.StringIO()
+    setup_logging("INFO", LogFormat.JSON, stream=stream)
+    try:
+        raise RuntimeError("disk on fire")
+    except RuntimeError:
+        logging.getLogger("instaset.store").exception("could not commit")
+    (line,) = stream.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["msg"] == "could not commit" and record["level"] == "ERROR"
+    assert record["exc"].startswith("Traceback (most recent call last):")
+    assert record["exc"].rstrip().endswith("RuntimeError: disk on fire")
+
+
+def test_level_filters_and_setup_replaces_handlers() -> None:
+    stream = io.StringIO()
+    setup_logging("WARNING", "json", stream=stream)
+    setup_logging("WARNING", "json", stream=stream)  # again: still one handler
+    log = logging.getLogger("instaset.x")
+    log.info("hidden")
+    log.warning("shown")
+    assert [json.loads(x)["msg"] for x in stream.getvalue().splitlines()] == ["shown"]
+
+
+def test_text_format_is_the_default() -> None:
+    stream = io.StringIO()
+    setup_logging("INFO", stream=stream)
+    logging.getLogger("instaset.daemon").info("hello")
+    line = stream.getvalue().strip()
+    assert line.endswith(" INFO instaset.daemon: hello")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(line)
+
+
+def test_unknown_format_is_refused() -> None:
+    assert isinstance(make_formatter("JSON"), JsonFormatter)
+    with pytest.raises(ValueError, match="use one of: text, json"):
+        make_formatter("xml")
+
+
+def test_serve_log_format_json_every_stderr_line_is_json(tmp_path: Path) -> None:
+    """`instaset serve --log-format json` for real: start, wait for "listening", SIGTERM."""
+    config = tmp_path / "config.yaml"
+    config.write_text(f"storage:\n  path: {tmp_path / 'serve.db'}\n", "utf-8")
+    env = {**os.environ, "INSTASET_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "instaset", "--config", str(config), "serve", "--sandbox",
+         "--port", "0", "--log-format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # ends at "listening" or when the process exits
+            lines.append(line)
+            if "instaset listening on" in line:
+                break
+        proc.terminate()
+        _, rest = proc.communicate(timeout=60)
+        lines += rest.splitlines(keepends=True)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, "".join(lines)
+    records = [json.loads(line) for line in lines if line.strip()]
+    messages = [r["msg"] for r in records]
+    assert any(m.startswith("instaset listening on http://127.0.0.1:") for m in messages)
+    assert messages[-1] == "instaset stopped"
+    assert {r["logger"] for r in records} >= {"instaset.daemon", "instaset.worker"}
