@@ -337,10 +337,23 @@ class SecretsConfig(_Model):
     backend: Literal["auto", "keyring", "file", "memory"] = "auto"
 
 
+class SmtpConfig(_Model):
+    """Email notifications: one message per notification, to ``to_addr``."""
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = True
+    username: str | None = None
+    password: Secret | None = None
+    from_addr: str
+    to_addr: str
+
+
 class NotifyConfig(_Model):
     command: str | None = None
     webhook_url: str | None = None
     desktop: bool = False
+    smtp: SmtpConfig | None = None
 
 
 class SandboxConfig(_Model):

@@ -2,25 +2,60 @@
 
 Contract of the ``notify`` job: the notification is recorded once per key (the inbox and
 ``doctor`` show it), logged at WARNING on ``instaset.notify``, and, when configured, handed to
-``notify.command`` (text on stdin) and/or POSTed as JSON to ``notify.webhook_url``. A failing
-command or webhook retries through the job queue; the record is never duplicated.
+``notify.command`` (text on stdin), POSTed as JSON to ``notify.webhook_url`` and/or emailed
+through ``notify.smtp`` (stdlib ``smtplib`` in a thread, bounded by :data:`SMTP_TIMEOUT`). A
+failing command, webhook or mail server raises, so the job retries; the record is never
+duplicated. Delivery is at least once per channel: a retry after a partial failure repeats the
+channels that had already succeeded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import smtplib
 import time
 from collections.abc import Callable
+from email.message import EmailMessage
 
 import aiohttp
 
-from instaset.config import NotifyConfig
+from instaset.config import NotifyConfig, SmtpConfig
 from instaset.store import history
 from instaset.store.db import Database
 from instaset.store.jobs import Job
 
 log = logging.getLogger("instaset.notify")
+
+SMTP_TIMEOUT = 30.0
+"""Seconds for each SMTP socket operation (connect, each command, the data)."""
+
+
+def email_for(smtp: SmtpConfig, kind: str, text: str) -> EmailMessage:
+    """The email of one notification: ``[instaset] kind: first line`` as the subject."""
+    msg = EmailMessage()
+    first = " ".join(text.strip().splitlines()[:1]) if text.strip() else kind
+    subject = f"[instaset] {kind}: {first}"
+    msg["Subject"] = subject if len(subject) <= 120 else subject[:119] + "…"
+    msg["From"] = smtp.from_addr
+    msg["To"] = smtp.to_addr
+    msg.set_content(text)
+    return msg
+
+
+def send_email(smtp: SmtpConfig, msg: EmailMessage, timeout: float = SMTP_TIMEOUT) -> None:
+    """Deliver ``msg`` (blocking: call it in a thread). Raises on any refusal or error."""
+    with smtplib.SMTP(smtp.host, smtp.port, timeout=timeout) as conn:
+        conn.ehlo()
+        if smtp.starttls:
+            conn.starttls()
+            conn.ehlo()
+        if smtp.username:
+            password = smtp.password.get_secret_value() if smtp.password is not None else ""
+            conn.login(smtp.username, password)
+        refused = conn.send_message(msg)
+        if refused:  # some recipients refused, others accepted: still worth a retry
+            raise RuntimeError(f"notify.smtp refused recipients: {sorted(refused)}")
 
 
 class Notifier:
@@ -56,4 +91,9 @@ class Notifier:
             ) as resp:
                 if resp.status >= 300:
                     raise RuntimeError(f"notify.webhook_url answered HTTP {resp.status}")
+        if self.config.smtp is not None:
+            msg = email_for(self.config.smtp, str(p.get("kind", "notify")), text)
+            # The socket timeout bounds each SMTP step; this bounds a server that trickles.
+            await asyncio.wait_for(asyncio.to_thread(send_email, self.config.smtp, msg),
+                                   timeout=4 * SMTP_TIMEOUT)
         await history.mark_notification_delivered(self.db, key, self.clock())

@@ -1,0 +1,233 @@
+"""Notifications: a local HTTP receiver, a local SMTP server, the shell command, and a job
+that reruns after a failure without recording the notification twice."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
+
+from instaset.config import NotifyConfig, SmtpConfig
+from instaset.notify import Notifier
+from instaset.store.db import Database, open_database
+from instaset.store.jobs import Job
+
+NOW = 1_800_000_000.0
+TEXT = "@alice is a qualified lead (score 60)\nShe asked for the price twice."
+
+
+def job(key: str = "notify:lead:alice", text: str = TEXT, attempts: int = 1) -> Job:
+    return Job(id=1, kind="notify", key=key,
+               payload={"key": key, "kind": "qualified_lead", "text": text,
+                        "account_id": None, "contact_id": None},
+               attempts=attempts, max_attempts=5, run_at=NOW, created_at=NOW, worker=None)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await open_database(tmp_path / "notify.db", synchronous="NORMAL")
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+async def records(db: Database) -> list[tuple[str, str, float | None]]:
+    rows = await db.fetchall("SELECT key, text, delivered_at FROM notifications ORDER BY id")
+    return [(r["key"], r["text"], r["delivered_at"]) for r in rows]
+
+
+# -- a local HTTP receiver --------------------------------------------------------------------
+@dataclass
+class Receiver:
+    statuses: list[int]
+    bodies: list[Any] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.bodies.append(await request.json())
+        return web.Response(status=self.statuses.pop(0) if self.statuses else 200)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    rec = Receiver(statuses=[])
+    app = web.Application()
+    app.router.add_post("/hook", rec.handle)
+    async with TestServer(app, host="127.0.0.1") as server:
+        yield rec, str(server.make_url("/hook"))
+
+
+async def test_webhook_gets_json_and_a_rerun_records_once(
+    db: Database, receiver: tuple[Receiver, str]
+) -> None:
+    rec, url = receiver
+    rec.statuses = [500]  # the first delivery fails: the job must retry
+    notifier = Notifier(db, NotifyConfig(webhook_url=url), clock=lambda: NOW)
+    with pytest.raises(RuntimeError, match="HTTP 500"):
+        await notifier.handle(job())
+    assert await records(db) == [("notify:lead:alice", TEXT, None)]
+    await notifier.handle(job(attempts=2))
+    assert rec.bodies == [{"kind": "qualified_lead", "text": TEXT}] * 2
+    assert await records(db) == [("notify:lead:alice", TEXT, NOW)]
+
+
+# -- a local SMTP server ----------------------------------------------------------------------
+@dataclass
+class Mail:
+    mail_from: str
+    rcpt_to: list[str]
+    data: bytes
+
+
+@dataclass
+class SmtpSink:
+    """Just enough SMTP (RFC 5321) for smtplib: EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT.
+    ``refuse_rcpt`` answers 550 to every RCPT (a mail server that rejects the recipient)."""
+
+    refuse_rcpt: bool = False
+    mails: list[Mail] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        def say(line: str) -> None:
+            writer.write(line.encode() + b"\r\n")
+
+        say("220 sink.test ESMTP ready")
+        mail_from, rcpts = "", list[str]()
+        try:
+            while line := await reader.readline():
+                cmd = line.decode().rstrip("\r\n")
+                verb = cmd.split(" ", 1)[0].upper()
+                self.commands.append(verb)
+                if verb == "EHLO":
+                    say("250-sink.test")
+                    say("250 8BITMIME")
+                elif verb in ("HELO", "RSET", "NOOP"):
+                    if verb == "RSET":
+                        mail_from, rcpts = "", []
+                    say("250 OK")
+                elif verb == "MAIL":
+                    mail_from = cmd.split(":", 1)[1].split()[0].strip("<>")
+                    say("250 OK")
+                elif verb == "RCPT":
+                    if self.refuse_rcpt:
+                        say("550 no such user")
+                    else:
+                        rcpts.append(cmd.split(":", 1)[1].strip().strip("<>"))
+                        say("250 OK")
+                elif verb == "DATA":
+                    say("354 end with <CRLF>.<CRLF>")
+                    await writer.drain()
+                    lines: list[bytes] = []
+                    while (data_line := await reader.readline()) != b".\r\n":
+                        lines.append(data_line[1:] if data_line.startswith(b".") else data_line)
+                    self.mails.append(Mail(mail_from, rcpts, b"".join(lines)))
+                    say("250 queued")
+                elif verb == "QUIT":
+                    say("221 bye")
+                    await writer.drain()
+                    break
+                else:
+                    say("502 not implemented")
+                await writer.drain()
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[tuple[SmtpSink, int]]:
+    smtp = SmtpSink()
+    server = await asyncio.start_server(smtp.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield smtp, port
+
+
+def smtp_config(port: int) -> SmtpConfig:
+    return SmtpConfig(host="127.0.0.1", port=port, starttls=False,
+                      from_addr="instaset@example.com", to_addr="creator@example.com")
+
+
+async def test_email_over_smtp(db: Database, sink: tuple[SmtpSink, int]) -> None:
+    smtp, port = sink
+    notifier = Notifier(db, NotifyConfig(smtp=smtp_config(port)), clock=lambda: NOW)
+    await notifier.handle(job())
+    assert len(smtp.mails) == 1
+    mail = smtp.mails[0]
+    assert mail.mail_from == "instaset@example.com"
+    assert mail.rcpt_to == ["creator@example.com"]
+    msg = email.message_from_bytes(mail.data, policy=email.policy.default)
+    assert msg["Subject"] == "[instaset] qualified_lead: @alice is a qualified lead (score 60)"
+    assert msg["To"] == "creator@example.com"
+    assert msg["From"] == "instaset@example.com"
+    body = msg.get_body()
+    assert body is not None and body.get_content().replace("\r\n", "\n").strip() == TEXT
+    assert "STARTTLS" not in smtp.commands and smtp.commands[-1] == "QUIT"
+    assert await records(db) == [("notify:lead:alice", TEXT, NOW)]
+
+
+async def test_refused_recipient_raises_and_the_rerun_delivers(
+    db: Database, sink: tuple[SmtpSink, int]
+) -> None:
+    smtp, port = sink
+    smtp.refuse_rcpt = True
+    notifier = Notifier(db, NotifyConfig(smtp=smtp_config(port)), clock=lambda: NOW)
+    with pytest.raises(Exception, match="no such user"):
+        await notifier.handle(job())
+    assert smtp.mails == []
+    assert await records(db) == [("notify:lead:alice", TEXT, None)]
+    smtp.refuse_rcpt = False
+    await notifier.handle(job(attempts=2))
+    assert [m.rcpt_to for m in smtp.mails] == [["creator@example.com"]]
+    assert await records(db) == [("notify:lead:alice", TEXT, NOW)]
+
+
+async def test_unreachable_smtp_server_raises(db: Database) -> None:
+    # A port nobody listens on (bound then closed): the job must fail, to be retried.
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    notifier = Notifier(db, NotifyConfig(smtp=smtp_config(port)), clock=lambda: NOW)
+    with pytest.raises(OSError):
+        await notifier.handle(job())
+    assert await records(db) == [("notify:lead:alice", TEXT, None)]
+
+
+def test_smtp_password_is_never_serialised() -> None:
+    config = NotifyConfig(smtp=SmtpConfig(
+        host="smtp.example.com", username="me", password=SecretStr("hunter2-app-pw"),
+        from_addr="a@example.com", to_addr="b@example.com"))
+    assert config.smtp is not None and config.smtp.port == 587 and config.smtp.starttls
+    assert "hunter2-app-pw" not in config.model_dump_json()
+    assert "hunter2-app-pw" not in repr(config)
+
+
+# -- the shell command ------------------------------------------------------------------------
+async def test_command_gets_the_text_on_stdin(db: Database, tmp_path: Path) -> None:
+    out = tmp_path / "note.txt"
+    notifier = Notifier(db, NotifyConfig(command=f"cat > '{out}'"), clock=lambda: NOW)
+    await notifier.handle(job())
+    assert out.read_text("utf-8") == TEXT
+    # A rerun (the job retried after a crash) delivers again but records once.
+    out.unlink()
+    await notifier.handle(job(attempts=2))
+    assert out.read_text("utf-8") == TEXT
+    assert await records(db) == [("notify:lead:alice", TEXT, NOW)]
+
+
+async def test_failing_command_raises(db: Database) -> None:
+    notifier = Notifier(db, NotifyConfig(command="echo nope >&2; exit 3"), clock=lambda: NOW)
+    with pytest.raises(RuntimeError, match="exited 3"):
+        await notifier.handle(job())
+    assert await records(db) == [("notify:lead:alice", TEXT, None)]
