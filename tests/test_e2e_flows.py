@@ -1,0 +1,169 @@
+"""Workflows end to end: a signed webhook in, the request the sandbox (Meta) receives out.
+
+Each test runs the real daemon (webhook, pipeline, engine, automation, outbox, worker)
+against the built-in sandbox on 127.0.0.1 through :mod:`tests.sending_harness`, and
+asserts on the sandbox's transcript and on what the daemon stored: a story-mention
+thank-you, a quick-reply flow capturing an email with a re-ask, a handoff, and a
+multi-step flow that survives the daemon being torn down and rebuilt on the same database.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.sending_harness import ACCT, Harness, open_harness
+
+IGSID = "1129842642640637"
+OTHER = "2229842642640638"
+
+THANKS = "Thank you so much for the mention!"
+STORY_MENTION = {"name": "mention-thanks", "trigger": {"story_mention": True},
+                 "actions": [{"reply": THANKS}]}
+
+OFFER = "Want my free guide?"
+ASK_PROMPT = "What's your email?"
+RETRY = "Hmm, that doesn't look like an email. Try again?"
+QUICK_REPLY_FLOW: list[dict[str, Any]] = [
+    {"name": "offer", "trigger": {"dm": {"keywords": ["guide"]}},
+     "actions": [{"reply": {"text": OFFER, "quick_replies": [
+         {"title": "Yes please", "payload": "GUIDE_YES"},
+         {"title": "No thanks", "payload": "GUIDE_NO"}]}}]},
+    {"name": "capture", "trigger": {"postback": {"payload": ["GUIDE_YES"]}},
+     "actions": [{"ask": {"field": "email", "prompt": ASK_PROMPT, "type": "email",
+                          "retry": RETRY}},
+                 {"reply": "Sent to {email}"}]},
+]
+
+BEFORE_HANDOFF = "Let me get the human, one moment."
+HANDOFF_FLOW: list[dict[str, Any]] = [
+    {"name": "human", "trigger": {"dm": {"keywords": ["human"]}},
+     "actions": [{"reply": BEFORE_HANDOFF}, {"handoff": {"note": "wants a person"}},
+                 {"reply": "never sent"}]},
+    {"name": "guide", "trigger": {"dm": {"keywords": ["guide"]}},
+     "actions": [{"reply": "Here is the guide"}]},
+]
+
+RESTART_FLOW: list[dict[str, Any]] = [
+    {"name": "lead", "trigger": {"dm": {"keywords": ["guide"]}},
+     "actions": [{"ask": {"field": "email", "prompt": ASK_PROMPT, "type": "email"}},
+                 {"reply": "Sent to {email}"}, {"tag": "lead"}]},
+]
+
+
+def texts_to(h: Harness, igsid: str) -> list[object]:
+    """The texts of the DMs the sandbox received for ``igsid``, in arrival order."""
+    out: list[object] = []
+    for r in h.graph_sends(igsid):
+        message = r.json["message"]
+        assert isinstance(message, dict)
+        out.append(message.get("text"))
+    return out
+
+
+async def conversation_state(h: Harness, igsid: str) -> dict[str, object]:
+    state = json.loads(str((await h.conversation(igsid))["state"]))
+    assert isinstance(state, dict)
+    return state
+
+
+async def test_story_mention_gets_a_thank_you(tmp_path: Path) -> None:
+    async with open_harness(tmp_path, workflows=[STORY_MENTION]) as h:
+        url = "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=1790&signature=x"
+        payload = await h.sandbox.user_sends_dm(
+            IGSID, "", attachments=[{"type": "story_mention", "payload": {"url": url}}])
+        assert h.sandbox.deliveries[-1] == (payload, 200)
+        # A plain DM from someone else is not a mention: nothing for them.
+        await h.dm(OTHER, "hello there")
+        await h.settle()
+
+        sends = h.graph_sends(IGSID)
+        assert [r.json for r in sends] == [{
+            "recipient": {"id": IGSID},
+            "message": {"text": THANKS}}]
+        assert sends[0].route == f"/{ACCT}/messages"
+        assert h.graph_sends(OTHER) == []
+        rows = await h.messages(IGSID, "out")
+        assert [(r["sent_by"], r["text"]) for r in rows] == [
+            ("automation", THANKS)]
+
+
+async def test_quick_reply_flow_captures_an_email_and_reasks(tmp_path: Path) -> None:
+    async with open_harness(tmp_path, workflows=QUICK_REPLY_FLOW) as h:
+        await h.dm(IGSID, "can I get the guide?")
+        await h.settle()
+        offer = h.graph_sends(IGSID)
+        assert [r.json for r in offer] == [{"recipient": {"id": IGSID}, "message": {
+            "text": OFFER, "quick_replies": [
+                {"content_type": "text", "title": "Yes please", "payload": "GUIDE_YES"},
+                {"content_type": "text", "title": "No thanks", "payload": "GUIDE_NO"}]}}]
+
+        # The tap: Meta sends the chip's title as text and its payload in quick_reply.
+        await h.sandbox.user_sends_dm(IGSID, "Yes please", quick_reply={"payload": "GUIDE_YES"})
+        await h.settle()
+        awaiting = (await conversation_state(h, IGSID)).get("awaiting")
+        assert isinstance(awaiting, dict) and awaiting.get("field") == "email"
+
+        await h.dm(IGSID, "my email is anna at example dot com")
+        await h.settle()
+        await h.dm(IGSID, " Anna@Example.COM ")
+        await h.settle()
+
+        assert texts_to(h, IGSID) == [OFFER, ASK_PROMPT, RETRY, "Sent to Anna@example.com"]
+        state = await conversation_state(h, IGSID)
+        fields = state.get("fields")
+        assert isinstance(fields, dict) and fields.get("email") == "Anna@example.com"
+        assert state.get("awaiting") is None
+        # One send row per request, all delivered, none twice.
+        rows = await h.rt.db.fetchall("SELECT state FROM sends WHERE contact_id = ?", (IGSID,))
+        assert [r["state"] for r in rows] == ["sent"] * 4
+
+
+async def test_handoff_sends_the_reply_before_it_then_stays_quiet(tmp_path: Path) -> None:
+    async with open_harness(tmp_path, workflows=HANDOFF_FLOW) as h:
+        await h.dm(IGSID, "I want a human please")
+        await h.settle()
+        assert texts_to(h, IGSID) == [BEFORE_HANDOFF]
+        conv = await h.conversation(IGSID)
+        assert conv["paused_until"] is not None and conv["paused_until"] > h.clock()
+
+        # While handed off, keywords fire nothing for this contact...
+        await h.dm(IGSID, "guide")
+        await h.dm(IGSID, "human")
+        await h.settle()
+        assert texts_to(h, IGSID) == [BEFORE_HANDOFF]
+        # ...but do for everyone else.
+        await h.dm(OTHER, "guide")
+        await h.settle()
+        assert texts_to(h, OTHER) == ["Here is the guide"]
+
+        notes = await h.rt.db.fetchall(
+            "SELECT account_id, contact_id, text FROM notifications WHERE contact_id = ?",
+            (IGSID,))
+        assert len(notes) == 1
+        assert (notes[0]["account_id"], notes[0]["contact_id"]) == (ACCT, IGSID)
+        assert "wants a person" in notes[0]["text"]
+
+
+async def test_flow_state_survives_a_restart(tmp_path: Path) -> None:
+    # Same ``name`` = same database file: the second daemon is a restart of the first.
+    async with open_harness(tmp_path, workflows=RESTART_FLOW, name="restart") as first:
+        await first.dm(IGSID, "guide please")
+        await first.settle()
+        assert texts_to(first, IGSID) == [ASK_PROMPT]
+        db_path = first.config.storage.db_path()
+
+    async with open_harness(tmp_path, workflows=RESTART_FLOW, name="restart") as second:
+        assert second.config.storage.db_path() == db_path
+        awaiting = (await conversation_state(second, IGSID)).get("awaiting")
+        assert isinstance(awaiting, dict) and awaiting.get("workflow") == "lead"
+        await second.dm(IGSID, "a@b.io")
+        await second.settle()
+        # The new daemon continued the old flow: it did not ask again.
+        assert texts_to(second, IGSID) == ["Sent to a@b.io"]
+        state = await conversation_state(second, IGSID)
+        fields, tags = state.get("fields"), state.get("tags")
+        assert isinstance(fields, dict) and fields.get("email") == "a@b.io"
+        assert isinstance(tags, list) and "lead" in tags
+        assert state.get("awaiting") is None
