@@ -91,7 +91,8 @@ MAX_IN_FLIGHT = 128
 POST_TRIES = 7  # Meta-like retries of a webhook that failed: 0.5, 1, 2, 4, 8, 16 s apart
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=15)
 START_TIMEOUT = 60.0
-DRAIN_TIMEOUT = 600.0  # a backfill after the last restart walks every conversation at 2/s
+DRAIN_TIMEOUT = 600.0
+CATCHUP_KINDS = frozenset({"catchup_start", "catchup_backfill"})
 STOP_TIMEOUT = 60.0
 SAMPLE_EVERY = 1.0
 
@@ -441,6 +442,7 @@ class Traffic:
     rng: random.Random
     rate: float
     users: list[str]
+    db: Path
     items: list[Posted] = field(default_factory=list)  # originals (redelivery candidates)
     first_post: dict[str, float] = field(default_factory=dict)  # dedupe key -> first POST
     posted_keys: set[str] = field(default_factory=set)
@@ -630,6 +632,17 @@ def pending_jobs(db_path: Path) -> dict[str, int]:
         con.close()
 
 
+def at_kill(db_path: Path) -> JSON:
+    """What a kill -9 interrupts: sends whose outcome is not recorded yet, jobs running."""
+    con = ro_connect(db_path)
+    try:
+        sends = con.execute("SELECT count(*) FROM sends WHERE state = 'in_flight'").fetchone()
+        jobs = con.execute("SELECT count(*) FROM jobs WHERE state = 'running'").fetchone()
+        return {"sends_in_flight": int(sends[0]), "jobs_running": int(jobs[0])}
+    finally:
+        con.close()
+
+
 def pct(values: list[float], p: float) -> float | None:
     """Nearest-rank percentile."""
     if not values:
@@ -651,9 +664,12 @@ def check_events(db_path: Path, traffic: Traffic, sandbox: JSON) -> JSON:
     try:
         events = {r["dedupe_key"]: r for r in con.execute(
             "SELECT id, dedupe_key, kind, processed_at FROM events")}
-        jobs = con.execute("SELECT kind, key, state FROM jobs").fetchall()
+        jobs = con.execute("SELECT kind, key, state, finished_at - created_at AS lag"
+                           " FROM jobs").fetchall()
         recovered = {int(r[0]) for r in con.execute("SELECT event_id FROM recovered_events")}
         integrity = con.execute("PRAGMA integrity_check").fetchone()[0]
+        runs = con.execute("SELECT count(*), count(finished_at), sum(api_calls),"
+                           " sum(recovered), sum(error IS NOT NULL) FROM catchup_runs").fetchone()
     finally:
         con.close()
     echo_acked: set[str] = set()
@@ -685,7 +701,12 @@ def check_events(db_path: Path, traffic: Traffic, sandbox: JSON) -> JSON:
         "posted_never_acked_but_stored": len(never_acked & set(events)),
         "echoes_undelivered": len(undelivered), "unexplained": len(unexplained),
         "unexplained_examples": unexplained[:5], "integrity": integrity,
+        "catchup_runs": dict(zip(("runs", "finished", "api_calls", "recovered", "errors"),
+                                 (int(x or 0) for x in runs), strict=True)),
         "by_kind": dict(collections.Counter(str(r["kind"]) for r in events.values())),
+        # Queue lag of the events: stored (job created) to processed (job finished).
+        "processing_lag_s": spread([float(j["lag"]) for j in jobs
+                                    if j["kind"] == "process_event" and j["lag"] is not None]),
     }
 
 
@@ -865,8 +886,11 @@ def write_config(tmp: Path, db: Path, graph: str) -> Path:
     return path
 
 
-async def drain(daemon: Daemon, db: Path, session: aiohttp.ClientSession, control: str) -> JSON:
-    """Wait until the sandbox has no delivery pending and the daemon no job left, twice."""
+async def drain(daemon: Daemon, db: Path, session: aiohttp.ClientSession, control: str,
+                catchup_wait: float) -> JSON:
+    """Wait until the sandbox has no delivery pending and the daemon no job left, twice in a
+    row. Catch-up backfills (Conversations API walks at 2 calls/s after every restart) are
+    waited for at most ``catchup_wait`` s; what is left of them is reported."""
     started = time.monotonic()
     quiet = 0
     left: dict[str, int] = {}
@@ -875,9 +899,13 @@ async def drain(daemon: Daemon, db: Path, session: aiohttp.ClientSession, contro
         async with session.get(f"{control}/c/idle", timeout=REQUEST_TIMEOUT) as resp:
             pending = int((await resp.json())["pending"])
         left = pending_jobs(db)
-        quiet = quiet + 1 if pending == 0 and not left else 0
+        work = [k for k in left if k not in CATCHUP_KINDS]
+        catching = sum(n for k, n in left.items() if k in CATCHUP_KINDS)
+        patience = catching and time.monotonic() - started < catchup_wait
+        quiet = quiet + 1 if pending == 0 and not work and not patience else 0
         if quiet >= 2:
-            return {"drained": True, "seconds": round(time.monotonic() - started, 1)}
+            return {"drained": True, "seconds": round(time.monotonic() - started, 1),
+                    "catchup_jobs_left": catching}
         if daemon.proc is None or daemon.proc.returncode is not None:
             raise HarnessError(f"the daemon died while draining:\n{daemon.log_tail()}")
         await asyncio.sleep(1.0)
@@ -905,13 +933,14 @@ async def kill_restart(traffic: Traffic, session: aiohttp.ClientSession, t0: flo
         await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
         if traffic.stop.is_set():
             return
-        in_flight = traffic.in_flight
+        state = {"at_s": round(time.monotonic() - t0, 1), "posts_in_flight": traffic.in_flight,
+                 **at_kill(traffic.db)}
         await traffic.daemon.kill9()
         await asyncio.sleep(down)
         began = time.monotonic()
         await traffic.daemon.start(session)
-        log.append({"at_s": round(time.monotonic() - t0 - down, 1), "posts_in_flight": in_flight,
-                    "down_s": round(down, 2), "restart_s": round(time.monotonic() - began, 2)})
+        restart = round(time.monotonic() - began, 2)
+        log.append({**state, "down_s": round(down, 2), "restart_s": restart})
 
 
 def log_counts(path: Path) -> JSON:
@@ -1000,7 +1029,7 @@ async def drive(args: argparse.Namespace, rng: random.Random, daemon: Daemon,
     schedule = sorted((rng.uniform(0.1, 0.85) * seconds, rng.uniform(0.05, 2.0))
                       for _ in range(args.kills))
     traffic = Traffic(session, daemon, control, secret, random.Random(args.seed + 1),
-                      args.rate, users)
+                      args.rate, users, db)
     faults: collections.Counter[str] = collections.Counter()
     kills: list[JSON] = []
     t0 = time.monotonic()
@@ -1022,7 +1051,7 @@ async def drive(args: argparse.Namespace, rng: random.Random, daemon: Daemon,
     flushed_s = time.monotonic() - t0 - traffic_s
     async with session.post(f"{control}/c/clear_faults", timeout=REQUEST_TIMEOUT):
         pass
-    drained = await drain(daemon, db, session, control)
+    drained = await drain(daemon, db, session, control, args.catchup_wait)
     code = await daemon.sigterm()
     async with session.get(f"{control}/c/report", timeout=aiohttp.ClientTimeout(total=120)) as r:
         sandbox: JSON = await r.json()
@@ -1077,8 +1106,9 @@ def render(r: JSON) -> str:
         "faults: " + ", ".join(f"{k} {v}" for k, v in sorted(r["faults"].items())),
         f"  sandbox requests: {r['sandbox_requests']}",
         "kills: " + ("; ".join(
-            f"at {k['at_s']} s ({k['posts_in_flight']} POSTs in flight), down {k['down_s']} s, "
-            f"restart {k['restart_s']} s" for k in r["kills"]) or "none"),
+            f"at {k['at_s']} s ({k['posts_in_flight']} POSTs, {k['sends_in_flight']} sends in "
+            f"flight, {k['jobs_running']} jobs running), down {k['down_s']} s, restart "
+            f"{k['restart_s']} s" for k in r["kills"]) or "none"),
         f"drain: {r['drain']}; exit code after SIGTERM: {r['exit_code_after_sigterm']}",
         f"events: {ev['stored']} stored ({t['events_per_s']}/s), {ev['acked_keys']} acknowledged "
         f"({ev['acked_by_sandbox_echoes']} via sandbox echoes); LOST {ev['lost']}; "
@@ -1088,7 +1118,9 @@ def render(r: JSON) -> str:
         f"{ev['posted_never_acked']} (stored anyway {ev['posted_never_acked_but_stored']}); "
         f"echoes the sandbox gave up on {ev['echoes_undelivered']}; unexplained {ev['unexplained']}"
         f"; integrity {ev['integrity']}",
+        f"  catch-up runs: {ev['catchup_runs']}",
         "  by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(ev["by_kind"].items())),
+        f"  processing lag (stored -> processed), s: {ev['processing_lag_s']}",
         f"sends: {se['effects']} took effect at the sandbox ({t['sends_per_s']}/s: "
         + ", ".join(f"{k} {v}" for k, v in sorted(se["effects_by_kind"].items())) + f"); "
         f"{se['rows']} send rows " + str(se["rows_by_state"]),
@@ -1140,6 +1172,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=300, help="distinct Instagram users (300)")
     p.add_argument("--warmup", type=float, default=30.0,
                    help="seconds of each daemon's life not judged for memory (30)")
+    p.add_argument("--catchup-wait", type=float, default=120.0,
+                   help="seconds the drain waits for catch-up backfills (120)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     p.add_argument("--_sandbox", default=None, help=argparse.SUPPRESS)

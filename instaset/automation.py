@@ -40,6 +40,7 @@ from instaset.engine import (
     resume,
 )
 from instaset.events import CommentEvent, Event
+from instaset.links import track_links
 from instaset.outbox import Outgoing, enqueue_sends
 from instaset.queue import NewJob
 from instaset.rules import SendKind
@@ -106,12 +107,16 @@ class WorkflowAutomation:
         *,
         clock: Callable[[], float],
         on_decision: Callable[[Decision], None] | None = None,
+        link_base: str | None = None,
     ) -> None:
         self.db = db
         self.workflows = list(workflows)
         self.settings = settings
         self.clock = clock
         self.on_decision = on_decision
+        # Links in automated replies go through the daemon's /l/{code} redirect (clicks are
+        # counted) when the daemon has a public URL; without one they go out as written.
+        self.link_base = link_base
         # Set by the AI/booking feature: the message offering free slots, built inside the
         # decision's transaction so it keeps its place in the chain of sends.
         self.offer_booking: OfferBookingHook | None = None
@@ -209,6 +214,7 @@ class WorkflowAutomation:
                 case _:
                     pass  # tags, fields: already in the new state
         if outs:
+            outs = await track_links(conn, outs, base_url=self.link_base, now=now)
             await enqueue_sends(conn, outs, now)
         return jobs
 

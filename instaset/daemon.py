@@ -145,7 +145,10 @@ def periodic_job(kind: str, interval: float, after: float) -> NewJob:
 
 # Feature modules: each has ``install(rt: Runtime) -> None`` that registers its job handlers,
 # periodic jobs and HTTP routes. Listed here so that the daemon's shape is visible in one place.
-FEATURES: tuple[str, ...] = ("instaset.accounts", "instaset.catchup", "instaset.ai.feature")
+FEATURES: tuple[str, ...] = (
+    "instaset.accounts", "instaset.catchup", "instaset.ai.feature", "instaset.retention",
+    "instaset.links",
+)
 
 
 def install_features(rt: Runtime) -> None:
@@ -186,7 +189,8 @@ async def runtime(
         token_provider = tokens if tokens is not None else default_tokens(config)
         deliverer = Deliverer(db, graph, token_provider, budgets, metrics=metrics, clock=clock)
         automation = WorkflowAutomation(
-            db, config.workflows, engine_settings(config, account_id), clock=clock
+            db, config.workflows, engine_settings(config, account_id), clock=clock,
+            link_base=config.server.public_url,
         )
         notifier = Notifier(db, config.notify, clock=clock)
         wake = asyncio.Event()

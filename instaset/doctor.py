@@ -30,7 +30,7 @@ from instaset.store import history
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database, migrations, open_database
 
-README = "README.md"
+README = "docs/setup.md"
 REQUIRED_FIELDS = ("messages",)
 RECOMMENDED_FIELDS = ("comments", "message_reactions", "messaging_postbacks", "messaging_seen")
 EXPIRY_WARN = 7 * DAY

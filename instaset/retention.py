@@ -19,7 +19,8 @@ Contract:
   row, the tokens) stays: ``instaset disconnect --purge`` removes that.
 - Everything is idempotent (a second run finds nothing) and safe while the daemon runs:
   bounded batches of short ``BEGIN IMMEDIATE`` transactions (see
-  :mod:`instaset.store.retention`).
+  :mod:`instaset.store.retention`), each sized to hold the write lock about
+  :data:`BATCH_SECONDS`, so the daemon's ingest waits a fraction of a second at worst.
 - Space: :func:`reclaim_space` returns free pages with ``PRAGMA incremental_vacuum`` when the
   file is in ``auto_vacuum=INCREMENTAL`` mode (safe under a running daemon: short write
   transactions). A file in the default mode (NONE) can only shrink by a full ``VACUUM``,
@@ -52,7 +53,9 @@ log = logging.getLogger("instaset.retention")
 
 DAY = 86400.0
 DEDUPE_GUARD = 48 * 3600.0  # Meta retries a webhook for up to 36 h
-BATCH = 5000
+BATCH = 5000  # rows in the first transaction of a rule; later ones adapt
+MIN_BATCH, MAX_BATCH = 500, 100_000
+BATCH_SECONDS = 0.25  # how long one purge transaction may hold the write lock
 CONTACTS_PER_TX = 50
 VACUUM_PAGES = 4096
 
@@ -125,18 +128,24 @@ async def _run_rule(
     if dry_run or total == 0:
         return total, True
     done = 0
+    size = batch
     progress(rule.name, 0, total)
     while True:
+        started = time.perf_counter()
         if rule.update is None:
-            n = await store.delete_batch(db, rule.table, rule.where, params, batch)
+            n = await store.delete_batch(db, rule.table, rule.where, params, size)
         else:
-            n = await store.update_batch(db, rule.table, rule.update, rule.where, params, batch)
+            n = await store.update_batch(db, rule.table, rule.update, rule.where, params, size)
         done += n
         progress(rule.name, done, total)
-        if n < batch:
+        if n < size:
             return done, True
         if deadline is not None and clock() >= deadline:
             return done, False
+        # Size the next transaction to hold the write lock about BATCH_SECONDS: small
+        # batches pay per-transaction overhead, big ones make the daemon's writers wait.
+        took = max(time.perf_counter() - started, 1e-3)
+        size = int(min(MAX_BATCH, max(MIN_BATCH, size * BATCH_SECONDS / took)))
 
 
 async def purge_older_than(
@@ -278,7 +287,7 @@ async def reclaim_space(db: Database, *, exclusive: bool) -> str:
                "space and switch the file to incremental vacuum")
     else:
         msg = "no free pages to reclaim"
-    await store.checkpoint(db)  # shrink the WAL file too
+    await store.checkpoint(db, truncate=exclusive)  # shrink the WAL file too
     return msg
 
 
@@ -303,5 +312,3 @@ def install(rt: Runtime) -> None:
         log.info("retention: %s", space)
 
     runtime.add_periodic("retention", DAY, retention_job)
-    # The worker copied the handler table when it was built, before features installed.
-    runtime.worker.handlers.update(runtime.handlers)

@@ -68,7 +68,7 @@ def test_cli_healthy_setup_exits_0_and_names_each_check(tmp_path: Path) -> None:
         assert line in out, line
     # Warnings do not fail: no daemon, no public URL.
     assert "! daemon: not running" in out and "! public URL:" in out
-    assert "README.md#public-url" in out
+    assert "docs/setup.md#public-url" in out
     assert "s3cret-app" not in out and "vt-123" not in out  # never a secret
 
 
@@ -82,7 +82,7 @@ def test_cli_missing_secrets_and_bad_config_exit_1_with_the_fix(tmp_path: Path) 
     checks = {c["name"]: c for c in doc["checks"]}
     assert checks["app secret"]["status"] == "fail"
     assert "INSTASET_APP_SECRET" in checks["app secret"]["fix"]
-    assert checks["app secret"]["ref"] == "README.md#setup-meta-app"
+    assert checks["app secret"]["ref"] == "docs/setup.md#setup-meta-app"
     assert checks["verify token"]["status"] == "fail"
     assert checks["database"]["status"] == "warn"  # not created yet: doctor creates nothing
     assert not (tmp_path / "doc.db").exists()
@@ -114,7 +114,7 @@ async def test_token_and_subscriptions_checked_at_meta(tmp_path: Path, sandbox: 
     assert "expires in 2d" in checks["token @coach"].message
     sub = checks["subscriptions @coach"]
     assert sub.status == "fail" and "not subscribed to messages" in sub.message
-    assert sub.ref == "README.md#connect-an-account"
+    assert sub.ref == "docs/setup.md#connect-an-account"
 
     sandbox.subscribed[:] = ["messages", "comments"]
     sub = by_name(await run_checks(cfg, tokens=tokens))["subscriptions @coach"]

@@ -75,8 +75,7 @@ async def test_templates_human_replies_and_no_public_url(db: Database) -> None:
 @pytest.fixture
 async def rt(tmp_path: Path) -> AsyncIterator[Runtime]:
     config = Config.model_validate({"storage": {"path": str(tmp_path / "links.db")}})
-    async with runtime(config) as r:
-        links.install(r)
+    async with runtime(config) as r:  # the daemon installs the links feature itself
         yield r
 
 

@@ -50,6 +50,7 @@ from instaset.events import (
     PostbackEvent,
     parse_webhook,
 )
+from instaset.links import track_links
 from instaset.outbox import Outgoing, enqueue_sends
 from instaset.pipeline import Automation
 from instaset.queue import NewJob, RetryLater, enqueue_in
@@ -274,6 +275,8 @@ class AIReplies:
                 await self._handoff_in(conn, job, ctx, inp, answer, verdict, now)
                 jobs.append(self._notify(job, ctx, inp, "handoff", verdict.detail, now))
             if outs:
+                outs = await track_links(conn, outs, base_url=self.config.server.public_url,
+                                         now=now)
                 await enqueue_sends(conn, outs, now)
             await enqueue_in(conn, jobs, now)
             await complete_in(conn, job, now)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from instaset.cli.app import app, handle_errors, out_console, run_async
+from instaset.cli.app import app, handle_errors, is_tty, out_console, run_async
 from instaset.cli.cmd_config import load_or_exit
 from instaset.config import Config, format_duration, parse_duration
 from instaset.errors import InstasetError
@@ -72,6 +72,11 @@ def inbox(
 ) -> None:
     """Conversations, newest first: unread, lead stage, automation and window state."""
     if ctx.invoked_subcommand is not None:
+        return
+    if not (as_json or plain) and out_console.is_terminal and is_tty():
+        from instaset.tui import run_inbox
+
+        run_async(run_inbox)(load_or_exit(), limit=limit)
         return
     from rich.table import Table
     from rich.text import Text

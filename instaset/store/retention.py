@@ -74,11 +74,13 @@ async def count(db: Database, table: str, where: str, params: Sequence[object]) 
 async def delete_batch(
     db: Database, table: str, where: str, params: Sequence[object], limit: int
 ) -> int:
-    """Delete up to ``limit`` matching rows (oldest rowids first) in one short transaction."""
+    """Delete up to ``limit`` matching rows in one short transaction. No ORDER BY: the
+    planner then walks whichever index fits ``where`` and stops after ``limit`` rows, where
+    an ORDER BY rowid would sort every match first, inside the write lock."""
     async with db.tx() as conn:
         cur = await conn.execute(
             f"DELETE FROM {table} WHERE rowid IN"
-            f" (SELECT rowid FROM {table} WHERE {where} ORDER BY rowid LIMIT ?)",
+            f" (SELECT rowid FROM {table} WHERE {where} LIMIT ?)",
             (*params, limit),
         )
         return max(cur.rowcount, 0)
@@ -90,7 +92,7 @@ async def update_batch(
     async with db.tx() as conn:
         cur = await conn.execute(
             f"UPDATE {table} SET {set_clause} WHERE rowid IN"
-            f" (SELECT rowid FROM {table} WHERE {where} ORDER BY rowid LIMIT ?)",
+            f" (SELECT rowid FROM {table} WHERE {where} LIMIT ?)",
             (*params, limit),
         )
         return max(cur.rowcount, 0)
@@ -186,7 +188,10 @@ async def vacuum_into_incremental(db: Database) -> None:
         await conn.execute("VACUUM")
 
 
-async def checkpoint(db: Database) -> tuple[int, int, int]:
-    """``wal_checkpoint(TRUNCATE)``: (busy, wal pages, checkpointed pages)."""
-    row = await db.fetchone("PRAGMA wal_checkpoint(TRUNCATE)")
+async def checkpoint(db: Database, *, truncate: bool) -> tuple[int, int, int]:
+    """``wal_checkpoint``: TRUNCATE (also shrinks the WAL file) when nothing else uses the
+    database, else PASSIVE (never waits for the daemon's writers). Returns (busy, wal pages,
+    checkpointed pages)."""
+    mode = "TRUNCATE" if truncate else "PASSIVE"
+    row = await db.fetchone(f"PRAGMA wal_checkpoint({mode})")
     return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)

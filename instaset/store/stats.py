@@ -162,17 +162,18 @@ async def stage_totals(db: Database, since: float) -> sqlite3.Row | None:
 async def first_responses(db: Database, since: float) -> list[float]:
     """For each conversation whose first message since ``since`` came from the person: the
     seconds until the first answer (automation or human). Unanswered ones are left out."""
-    # One pass over the window (the covering index messages_time), in thread order: for
-    # each answer, the first message of the person before it.
+    # Both passes read only the covering index messages_time. CROSS JOIN keeps the answers
+    # as the outer loop (each looks its conversation up in an automatic index on f); the
+    # other order would rescan the window once per conversation. INDEXED BY: left alone,
+    # the planner may walk messages_thread (every message ever) instead of the window.
     rows = await db.fetchall(
-        "SELECT min(created_at) - first_in FROM ("
-        " SELECT account_id, contact_id, direction, created_at,"
-        "  min(CASE WHEN direction = 'in' THEN created_at END) OVER (PARTITION BY account_id,"
-        "   contact_id ORDER BY created_at ROWS UNBOUNDED PRECEDING) AS first_in"
-        # INDEXED BY: left alone, the planner walks all of messages_thread (every message
-        # ever) to get partition order for free, instead of sorting the window's rows.
-        " FROM messages INDEXED BY messages_time WHERE created_at >= ?)"
-        " WHERE direction = 'out' AND first_in IS NOT NULL GROUP BY account_id, contact_id",
+        "WITH f AS MATERIALIZED (SELECT account_id, contact_id, min(created_at) AS t_in"
+        "   FROM messages INDEXED BY messages_time WHERE created_at >= ?1 AND direction = 'in'"
+        "   GROUP BY account_id, contact_id)"
+        " SELECT min(o.created_at) - f.t_in FROM messages AS o INDEXED BY messages_time"
+        " CROSS JOIN f ON f.account_id = o.account_id AND f.contact_id = o.contact_id"
+        " WHERE o.created_at >= ?1 AND o.direction = 'out' AND o.created_at >= f.t_in"
+        " GROUP BY o.account_id, o.contact_id",
         (since,),
     )
     return [float(r[0]) for r in rows if r[0] is not None]

@@ -35,3 +35,6 @@ CREATE INDEX events_stats ON events(account_id, received_at)
 -- Erasing one person (`purge --contact`, Meta's data-deletion callback) finds their events
 -- without scanning the table.
 CREATE INDEX events_contact ON events(account_id, contact_id);
+-- messages.event_id references events(id) ON DELETE SET NULL: without an index, deleting
+-- ONE event (purge, erasure) scans every message to find the ones pointing at it.
+CREATE INDEX messages_event ON messages(event_id) WHERE event_id IS NOT NULL;
