@@ -1,6 +1,6 @@
 """Where instaset keeps its files.
 
-Contract (see ``/work/shared/interface.md``, "Where things live"):
+Contract (the external interface, "Where things live"):
 
 - :func:`data_dir` is ``$INSTASET_HOME`` when that variable is set and non-empty, else the
   platformdirs user data directory for ``instaset`` (``~/.local/share/instaset`` on Linux).
