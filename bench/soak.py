@@ -4,7 +4,7 @@ faults and ``kill -9`` restarts; then checks that nothing was lost or sent twice
 Usage::
 
     python bench/soak.py [--minutes 10] [--seed N] [--kills 3] [--rate 50] [--users 300]
-                         [--json] [--keep]
+                         [--warmup 30] [--catchup-wait 120] [--json] [--keep]
 
 What one run does (everything on 127.0.0.1, bounded in rate, count and time):
 
@@ -27,8 +27,9 @@ What one run does (everything on 127.0.0.1, bounded in rate, count and time):
    **Faults** every 3-9 s: 5xx, transient Graph errors, throttles with usage headers, delays,
    dropped connections after the work was done, hangs past the daemon's timeout.
    **Kills**: ``--kills`` SIGKILLs at seeded random times, each followed by a restart.
-4. **End**: traffic stops, unconsumed faults are cleared, the daemon drains, then gets SIGTERM
-   (it must exit 0). The database is read with the stdlib ``sqlite3``.
+4. **End**: traffic stops, unconsumed faults are cleared, the daemon drains (catch-up
+   backfills at most ``--catchup-wait`` s), then gets SIGTERM (it must exit 0). The database
+   is read with the stdlib ``sqlite3``.
 
 Checks (definitions in bench/README.md, "Soak"):
 
@@ -39,13 +40,15 @@ Checks (definitions in bench/README.md, "Soak"):
 - **no duplicate send**: (a) per idempotency key, at most one Send API call took effect at the
   sandbox; (b) per decision (the inbound event a key derives from), no two effects with the
   same target and the same content; (c) every send the daemon recorded as sent with a message
-  id took effect at the sandbox, and every effect belongs to some recorded send;
+  id took effect at the sandbox, and every effect belongs to some recorded send; (d) no send
+  is left ``pending``/``in_flight`` after the drain (a decided message neither sent nor
+  refused is lost on the way out);
 - **memory / fds** per daemon incarnation, after warm-up: RSS and fd count at start vs end
   (a figure with a verdict, not a failure); throughput and send latency.
 
 Exit code: 0 when the checks hold (memory and fd growth only reported), 1 on a correctness
-failure (lost event, unprocessed event, duplicate or unexplained send, daemon not exiting 0 on
-SIGTERM), 2 when the harness itself could not run.
+failure (lost or unprocessed event, duplicate, unexplained or stuck send, daemon not exiting 0
+on SIGTERM), 2 when the harness itself could not run.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import yaml
@@ -127,6 +130,7 @@ class SoakSandbox(Sandbox):
         super().__init__(**kw)
         self.effects: list[JSON] = []
         self.faults_injected = 0
+        self.busy = 0  # requests being handled: a hang records its effect only when it ends
 
     def make_app(self) -> web.Application:
         app = super().make_app()
@@ -134,7 +138,11 @@ class SoakSandbox(Sandbox):
         @web.middleware
         async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
             at = time.time()
-            resp = await handler(request)
+            self.busy += 1
+            try:
+                resp = await handler(request)
+            finally:
+                self.busy -= 1
             # A dropped connection (drop_after_send) still returns the 200 here: the send
             # took effect at "Meta" even though the daemon never heard the answer.
             if request.method == "POST" and resp.status == 200 and isinstance(resp, web.Response):
@@ -245,7 +253,7 @@ def control_app(box: SoakSandbox, stop: asyncio.Event) -> web.Application:
         return web.json_response({})
 
     async def idle(_request: web.Request) -> web.Response:
-        return web.json_response({"pending": box.pending_deliveries(),
+        return web.json_response({"pending": box.pending_deliveries() + box.busy,
                                   "deliveries": len(box.deliveries)})
 
     async def report(_request: web.Request) -> web.Response:
@@ -311,9 +319,23 @@ def free_port(taken: set[int]) -> int:
     raise HarnessError("no free port below the ephemeral range")
 
 
+class Sample(NamedTuple):
+    """One look at /proc/PID: RSS and its anonymous part in kB, open fds split into sockets
+    (bounded by the connection pools: keep-alive from the load, the client to "Meta") and
+    the rest (database files, pipes, epoll: what a leak of handles would grow), threads."""
+
+    t: float
+    rss_kb: int
+    anon_kb: int
+    sockets: int
+    other_fds: int
+    threads: int
+    cpu_s: float  # user + system CPU time so far
+
+
 @dataclass
 class Incarnation:
-    """One daemon process. ``samples``: (t, rss kB, anon kB, open fds, threads)."""
+    """One daemon process and its samples."""
 
     n: int
     pid: int
@@ -321,13 +343,21 @@ class Incarnation:
     ready: float | None = None
     ended: float | None = None
     end: str = "running"
-    samples: list[tuple[float, int, int, int, int]] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
 
 
-def proc_sample(pid: int) -> tuple[float, int, int, int, int] | None:
+def proc_sample(pid: int) -> Sample | None:
+    sockets = other = 0
     try:
         status = Path(f"/proc/{pid}/status").read_text()
-        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        # /proc/PID/stat: fields 14 and 15 (utime, stime, in clock ticks) after the ")".
+        ticks = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[11:13]
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(FileNotFoundError):  # closed since the listing
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                    sockets += 1
+                else:
+                    other += 1
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     values = {}
@@ -337,8 +367,9 @@ def proc_sample(pid: int) -> tuple[float, int, int, int, int] | None:
             values[key] = int(rest.split()[0])
     if "VmRSS" not in values:
         return None  # a zombie
-    return (time.time(), values["VmRSS"], values.get("RssAnon", 0), fds,
-            values.get("Threads", 0))
+    cpu = sum(int(t) for t in ticks) / os.sysconf("SC_CLK_TCK")
+    return Sample(time.time(), values["VmRSS"], values.get("RssAnon", 0), sockets, other,
+                  values.get("Threads", 0), cpu)
 
 
 class Daemon:
@@ -801,6 +832,10 @@ def check_sends(db_path: Path, traffic: Traffic, sandbox: JSON) -> JSON:
         d = decision_of(key)
         first[d] = min(first.get(d, at), at)
     first_lat = [at - traffic.first_post[d] for d, at in first.items()]
+    t_start = min(traffic.first_post.values(), default=0.0)
+    minutes: dict[int, list[float]] = collections.defaultdict(list)
+    for d, at in first.items():
+        minutes[int((traffic.first_post[d] - t_start) // 60)].append(at - traffic.first_post[d])
     return {
         "effects": len(effects),
         "effects_by_kind": dict(collections.Counter(str(e["kind"]) for e in effects)),
@@ -819,6 +854,8 @@ def check_sends(db_path: Path, traffic: Traffic, sandbox: JSON) -> JSON:
         "stuck": len(stuck), "stuck_examples": stuck[:5],
         "recorded_sent_not_at_sandbox": len(phantom), "phantom_examples": phantom[:5],
         "latency_s": spread(all_lat), "first_reply_latency_s": spread(first_lat),
+        "first_reply_by_minute": [[m, len(v), pct(v, 50), pct(v, 99)]
+                                  for m, v in sorted(minutes.items())],
     }
 
 
@@ -830,34 +867,37 @@ def memory_of(life: Incarnation, warmup: float, until: float) -> JSON:
                  "startup_s": round(life.ready - life.spawned, 2) if life.ready else None,
                  "lifetime_s": round((life.ended or time.time()) - life.spawned, 1)}
     if life.samples:
-        out["rss_at_exit_mib"] = round(life.samples[-1][1] / 1024, 1)
-    post = [s for s in life.samples if life.ready and life.ready + warmup <= s[0] <= until]
-    span = post[-1][0] - post[0][0] if len(post) >= 2 else 0.0
+        out["rss_at_exit_mib"] = round(life.samples[-1].rss_kb / 1024, 1)
+    post = [s for s in life.samples if life.ready and life.ready + warmup <= s.t <= until]
+    span = post[-1].t - post[0].t if len(post) >= 2 else 0.0
     out["judged_s"] = round(span, 1)
     if len(post) < 4:
         out["verdict"] = "too short to judge"
         return out
     w = max(10.0, span * 0.1)
-    head = [s for s in post if s[0] <= post[0][0] + w]
-    tail = [s for s in post if s[0] >= post[-1][0] - w]
+    head = [s for s in post if s.t <= post[0].t + w]
+    tail = [s for s in post if s.t >= post[-1].t - w]
 
-    def med(samples: list[tuple[float, int, int, int, int]], i: int) -> float:
-        return float(statistics.median(s[i] for s in samples))
+    def med(samples: list[Sample], name: str) -> float:
+        return float(statistics.median(getattr(s, name) for s in samples))
 
-    rss0, rss1 = med(head, 1) / 1024, med(tail, 1) / 1024
-    anon0, anon1 = med(head, 2) / 1024, med(tail, 2) / 1024
-    fd0, fd1 = med(head, 3), med(tail, 3)
-    ts = [(s[0] - post[0][0]) / 60 for s in post]
-    ys = [s[1] / 1024 for s in post]
-    slope = statistics.linear_regression(ts, ys).slope if span > 0 else 0.0
+    rss0, rss1 = med(head, "rss_kb") / 1024, med(tail, "rss_kb") / 1024
+    anon0, anon1 = med(head, "anon_kb") / 1024, med(tail, "anon_kb") / 1024
+    fd0, fd1 = med(head, "other_fds"), med(tail, "other_fds")
+    ts = [(s.t - post[0].t) / 60 for s in post]
+    slope = statistics.linear_regression(ts, [s.rss_kb / 1024 for s in post]).slope
     mem_flat = rss1 - rss0 <= max(4.0, 0.05 * rss0)
-    fd_flat = fd1 - fd0 <= 4
+    fd_flat = fd1 - fd0 <= 2
     out.update({
         "rss_mib": [round(rss0, 1), round(rss1, 1)], "anon_mib": [round(anon0, 1),
                                                                   round(anon1, 1)],
-        "rss_max_mib": round(max(s[1] for s in post) / 1024, 1),
+        "rss_max_mib": round(max(s.rss_kb for s in post) / 1024, 1),
         "rss_slope_mib_per_min": round(slope, 3), "fds": [fd0, fd1],
-        "fds_max": max(s[3] for s in post), "threads": [post[0][4], post[-1][4]],
+        "fds_max": max(s.other_fds for s in post),
+        "sockets": [med(head, "sockets"), med(tail, "sockets")],
+        "sockets_max": max(s.sockets for s in post),
+        "threads": [post[0].threads, post[-1].threads],
+        "cpu_pct": round(100 * (post[-1].cpu_s - post[0].cpu_s) / span, 1) if span else None,
         "memory": "flat" if mem_flat else "GROWS", "fds_verdict": "flat" if fd_flat else "GROWS",
         "verdict": ("too short to judge" if span < 60 else
                     "flat" if mem_flat and fd_flat else "growth"),
@@ -888,9 +928,10 @@ def write_config(tmp: Path, db: Path, graph: str) -> Path:
 
 async def drain(daemon: Daemon, db: Path, session: aiohttp.ClientSession, control: str,
                 catchup_wait: float) -> JSON:
-    """Wait until the sandbox has no delivery pending and the daemon no job left, twice in a
-    row. Catch-up backfills (Conversations API walks at 2 calls/s after every restart) are
-    waited for at most ``catchup_wait`` s; what is left of them is reported."""
+    """Wait until the sandbox has no delivery pending and no request in progress, and the
+    daemon no job left, twice in a row. Catch-up backfills (Conversations API walks at 2
+    calls/s after every restart) are waited for at most ``catchup_wait`` s; what is left of
+    them is reported."""
     started = time.monotonic()
     quiet = 0
     left: dict[str, int] = {}
@@ -1032,6 +1073,7 @@ async def drive(args: argparse.Namespace, rng: random.Random, daemon: Daemon,
                       args.rate, users, db)
     faults: collections.Counter[str] = collections.Counter()
     kills: list[JSON] = []
+    load_start = os.getloadavg()
     t0 = time.monotonic()
     tasks = [asyncio.create_task(inject_faults(traffic, random.Random(args.seed + 2), faults)),
              asyncio.create_task(kill_restart(traffic, session, t0, schedule, kills))]
@@ -1039,6 +1081,7 @@ async def drive(args: argparse.Namespace, rng: random.Random, daemon: Daemon,
         await traffic.run(seconds)
         traffic_s = time.monotonic() - t0
         traffic_end = time.time()
+        load_end = os.getloadavg()
         traffic.stop.set()
         await asyncio.gather(*tasks)  # a restart in progress completes
         # Actions in flight finish, with their retries (bounded: POST_TRIES, ~32 s of waits).
@@ -1072,7 +1115,7 @@ async def drive(args: argparse.Namespace, rng: random.Random, daemon: Daemon,
     ) if bad]
     return {
         "seed": args.seed, "minutes": args.minutes, "rate": args.rate, "users": args.users,
-        "load_average": os.getloadavg(), "cpus": os.cpu_count(),
+        "load_average": {"start": load_start, "end": load_end}, "cpus": os.cpu_count(),
         "traffic": {
             "seconds": round(traffic_s, 1), "flush_s": round(flushed_s, 1),
             "actions": dict(traffic.actions), "posts": traffic.posts,
@@ -1094,10 +1137,11 @@ async def drive(args: argparse.Namespace, rng: random.Random, daemon: Daemon,
 # ================================================================ output
 def render(r: JSON) -> str:
     t, ev, se = r["traffic"], r["events"], r["sends"]
-    la = ", ".join(f"{x:.1f}" for x in r["load_average"])
+    la = " / ".join(", ".join(f"{x:.1f}" for x in r["load_average"][k]) for k in ("start", "end"))
     lines = [
         f"soak: seed {r['seed']}, {r['minutes']:g} min at {r['rate']:g} webhooks/s, "
-        f"{r['users']} users, {len(r['kills'])} kills; load average {la} on {r['cpus']} CPUs",
+        f"{r['users']} users, {len(r['kills'])} kills; load average at the start / end of "
+        f"the traffic {la} on {r['cpus']} CPUs",
         f"traffic: {t['seconds']} s (+{t['flush_s']} s of retries), {t['posts']} POSTs, "
         f"{t['acked_posts']} answered 200 ({t['acked_per_s']}/s), {t['retries']} retries, "
         f"{t['gave_up']} given up",
@@ -1132,9 +1176,11 @@ def render(r: JSON) -> str:
         f"{se['delivered_not_recorded']}); not sent: {se['not_sent_reasons'] or 'none'}",
         f"  latency (first POST of the inbound event -> effect), s: first reply "
         f"{se['first_reply_latency_s']}, every send {se['latency_s']}",
+        "  first reply by minute of the inbound event (minute: n, p50, p99 s): " + "; ".join(
+            f"{m}: {n}, {p50:.3f}, {p99:.3f}" for m, n, p50, p99 in se["first_reply_by_minute"]),
         f"daemon log: {r['daemon_log']}",
-        "incarnations (RSS/anon MiB and fds: median of the first vs the last 10 % of the "
-        "traffic after warm-up):",
+        "incarnations (RSS/anon MiB, fds: median of the first vs the last 10 % of the traffic "
+        "after warm-up):",
     ]
     for life in r["incarnations"]:
         head = (f"  #{life['n']} pid {life['pid']}: {life['end']}, startup {life['startup_s']} s, "
@@ -1142,8 +1188,11 @@ def render(r: JSON) -> str:
         if "rss_mib" in life:
             head += (f"; RSS {life['rss_mib'][0]} -> {life['rss_mib'][1]} (max "
                      f"{life['rss_max_mib']}, slope {life['rss_slope_mib_per_min']}/min), anon "
-                     f"{life['anon_mib'][0]} -> {life['anon_mib'][1]}, fds {life['fds'][0]:g} -> "
-                     f"{life['fds'][1]:g} (max {life['fds_max']}), threads {life['threads']}, "
+                     f"{life['anon_mib'][0]} -> {life['anon_mib'][1]}, non-socket fds "
+                     f"{life['fds'][0]:g} -> {life['fds'][1]:g} (max {life['fds_max']}), sockets "
+                     f"{life['sockets'][0]:g} -> {life['sockets'][1]:g} (max "
+                     f"{life['sockets_max']}), threads {life['threads']}, CPU "
+                     f"{life['cpu_pct']} %, "
                      f"RSS at exit {life.get('rss_at_exit_mib')}; "
                      f"memory {life['memory']}, fds {life['fds_verdict']}")
         lines.append(head + f" => {life['verdict']}")
