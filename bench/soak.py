@@ -1000,6 +1000,7 @@ async def soak(args: argparse.Namespace, tmp: Path) -> JSON:
     graph, control = f"http://127.0.0.1:{graph_port}", f"http://127.0.0.1:{control_port}"
     home = tmp / "home"
     home.mkdir(mode=0o700)
+    # Throwaway credentials of a local sandbox (seeded like everything else); never printed.
     secret = "soak-" + "".join(rng.choices("abcdef0123456789", k=24))
     token = "IGAAsoak" + "".join(rng.choices("ABCDEFabcdef0123456789", k=40))
     env = {k: v for k, v in os.environ.items()
@@ -1085,7 +1086,10 @@ async def drive(args: argparse.Namespace, rng: random.Random, daemon: Daemon,
         traffic.stop.set()
         await asyncio.gather(*tasks)  # a restart in progress completes
         # Actions in flight finish, with their retries (bounded: POST_TRIES, ~32 s of waits).
-        await asyncio.wait_for(asyncio.gather(*list(traffic.tasks)), 180)
+        try:
+            await asyncio.wait_for(asyncio.gather(*list(traffic.tasks)), 180)
+        except TimeoutError:
+            raise HarnessError("the load's last requests did not finish in 180 s") from None
     finally:
         traffic.stop.set()
         for task in [*tasks, *traffic.tasks]:

@@ -41,6 +41,7 @@ from instaset.graph import GraphClient, QuickReply, SendResult, split_text
 from instaset.metrics import Metrics
 from instaset.pipeline import EchoOrigin
 from instaset.queue import NewJob, RetryLater, enqueue_in
+from instaset.queue import enqueue as jobstore_enqueue
 from instaset.ratelimit import Budgets, SendClass
 from instaset.rules import Clearance, SendFacts, SendKind, check_send
 from instaset.store import history
@@ -204,9 +205,16 @@ class Deliverer:
     async def deliver(self, job: Job) -> None:
         key = str(job.payload["key"])
         row = await sendstore.get_send(self.db, key)
-        if row is None or row["state"] in ("sent", "refused", "failed"):
-            return  # done before (a redelivered job), or purged
+        if row is None:
+            return  # purged
         out = Outgoing.from_json(row["body"])
+        if row["state"] in ("sent", "refused", "failed"):
+            # Done before: a redelivered job, or a send whose lost answer its echo settled.
+            # The rest of the chain must still go (the job key makes this idempotent).
+            if out.next_key:
+                now = self.clock()
+                await jobstore_enqueue(self.db, [send_job(out.next_key, now)], now)
+            return
         now = self.clock()
         ctx = await sendstore.send_context(
             self.db, out.account_id, out.contact_id, out.comment_id, out.key

@@ -507,3 +507,21 @@ async def test_public_reply_with_unknown_outcome_is_not_duplicated(
     replies = [c for c in h.sandbox.comments.values() if c.parent_id == comment_id]
     assert [c.text for c in replies] == ["Thank you!"]  # ...yet the reply went out twice
     assert (await h.send_row("pub"))["state"] == "sent"
+
+
+# -- regression: a send settled by its echo still releases the rest of its chain ------------
+async def test_chain_continues_after_a_send_settled_by_its_echo(
+    make_harness: MakeHarness,
+) -> None:
+    """Found by bench/soak.py: when a send's answer was lost and its echo marked it sent,
+    the retried job returned early and the next send of the decision was never queued."""
+    h = await make_harness(graph_timeout=0.5)
+    await h.dm(IGSID, "hello")
+    await h.settle()
+    h.sandbox.inject(Fault(kind="drop_after_send", path_contains="/messages", times=1))
+    await h.enqueue(h.text("c1", IGSID, "first part"), h.text("c2", IGSID, "second part"))
+    await h.settle(advance_up_to=30.0)
+    first, second = await h.send_row("c1"), await h.send_row("c2")
+    assert (first["state"], second["state"]) == ("sent", "sent")
+    texts = [m.text for m in h.sandbox.thread(IGSID) if m.direction == "out"]
+    assert texts == ["first part", "second part"]  # each once, in order
