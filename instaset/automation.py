@@ -42,7 +42,7 @@ from instaset.engine import (
 from instaset.events import CommentEvent, Event
 from instaset.links import track_links
 from instaset.outbox import Outgoing, enqueue_sends
-from instaset.queue import NewJob
+from instaset.queue import NewJob, enqueue_in
 from instaset.rules import SendKind
 from instaset.store import history
 from instaset.store.db import Database
@@ -231,8 +231,6 @@ class WorkflowAutomation:
             jobs = await self._persist(conn, decision, f"resume:{job.key}", now,
                                        p.get("comment_at"))
             if jobs:
-                from instaset.queue import enqueue_in
-
                 await enqueue_in(conn, jobs, now)
 
 

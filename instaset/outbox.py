@@ -40,8 +40,7 @@ from instaset.errors import (
 from instaset.graph import GraphClient, QuickReply, SendResult, split_text
 from instaset.metrics import Metrics
 from instaset.pipeline import EchoOrigin
-from instaset.queue import NewJob, RetryLater, enqueue_in
-from instaset.queue import enqueue as jobstore_enqueue
+from instaset.queue import NewJob, RetryLater, enqueue, enqueue_in
 from instaset.ratelimit import Budgets, SendClass
 from instaset.rules import Clearance, SendFacts, SendKind, check_send
 from instaset.store import history
@@ -213,7 +212,7 @@ class Deliverer:
             # The rest of the chain must still go (the job key makes this idempotent).
             if out.next_key:
                 now = self.clock()
-                await jobstore_enqueue(self.db, [send_job(out.next_key, now)], now)
+                await enqueue(self.db, [send_job(out.next_key, now)], now)
             return
         now = self.clock()
         ctx = await sendstore.send_context(

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiosqlite
 
+from instaset.store import history
 from instaset.store.db import Database
 
 # -- contacts --------------------------------------------------------------------------------
@@ -67,13 +68,7 @@ async def get_state_row(
     conn: aiosqlite.Connection, account_id: str, contact_id: str
 ) -> sqlite3.Row | None:
     """The conversation row as :func:`instaset.automation.load_state` reads it."""
-    rows = list(await conn.execute_fetchall(
-        "SELECT c.*, k.username, k.name FROM conversations c JOIN contacts k"
-        " ON k.account_id = c.account_id AND k.id = c.contact_id"
-        " WHERE c.account_id = ? AND c.contact_id = ?",
-        (account_id, contact_id),
-    ))
-    return rows[0] if rows else None
+    return await history.get_conversation(conn, account_id, contact_id)
 
 
 async def ensure_conversation(
