@@ -184,7 +184,8 @@ class StorageConfig(_Model):
 
 
 class WorkerConfig(_Model):
-    concurrency: int = Field(default=8, ge=1)
+    # Jobs mostly wait on the network (Meta, Gemini); the database work of each is short.
+    concurrency: int = Field(default=32, ge=1)
     lease_seconds: float = Field(default=120, gt=0)
     max_attempts: int = Field(default=6, ge=1)
     backoff_base: float = Field(default=2.0, ge=0)

@@ -394,13 +394,14 @@ class Profiles:
         await self.apply(acct, contact, profile_from_graph(data))
 
     async def _failed(self, acct: str, contact: str, reason: str) -> None:
-        async with self.db.tx() as conn:
+        async with self.db.tx(relaxed=True) as conn:
             await store.save_profile(conn, acct, contact, None, self.clock(), error=reason)
 
     async def apply(self, acct: str, contact: str, profile: store.Profile) -> None:
         """Cache ``profile`` and let the contact and its state follow it (one transaction)."""
         now = self.clock()
-        async with self.db.tx() as conn:
+        # Relaxed: a lookup lost to a power loss is simply made again.
+        async with self.db.tx(relaxed=True) as conn:
             row = await store.get_state_row(conn, acct, contact)
             if row is None:
                 return

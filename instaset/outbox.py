@@ -37,16 +37,17 @@ from instaset.errors import (
     UserUnavailable,
     WindowClosed,
 )
+from instaset.events import MessageEvent, parse_webhook
 from instaset.graph import GraphClient, QuickReply, SendResult, split_text
 from instaset.metrics import Metrics
 from instaset.pipeline import EchoOrigin
-from instaset.queue import NewJob, RetryLater, enqueue, enqueue_in
+from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater, enqueue, enqueue_in
 from instaset.ratelimit import Budgets, SendClass
 from instaset.rules import Clearance, SendFacts, SendKind, check_send
 from instaset.store import history
 from instaset.store import sends as sendstore
 from instaset.store.db import Database
-from instaset.store.jobs import Job
+from instaset.store.jobs import Job, complete_in
 
 log = logging.getLogger("instaset.graph")
 
@@ -145,6 +146,9 @@ async def enqueue_sends(
 class TokenProvider(Protocol):
     async def token(self, account_id: str) -> str | None: ...
 
+    def forget(self, account_id: str | None = None) -> None:
+        """Drop any cached copy (the next :meth:`token` reads the store)."""
+
 
 class StaticTokens:
     """Tokens held in memory (the sandbox, tests)."""
@@ -154,6 +158,9 @@ class StaticTokens:
 
     async def token(self, account_id: str) -> str | None:
         return self.tokens.get(account_id)
+
+    def forget(self, account_id: str | None = None) -> None:
+        """Nothing is cached."""
 
 
 _FINAL_ERRORS: dict[type[GraphError], str] = {
@@ -192,7 +199,7 @@ class Deliverer:
 
     async def _refuse(self, out: Outgoing, state: str, reason: str, detail: str) -> None:
         now = self.clock()
-        async with self.db.tx() as conn:
+        async with self.db.tx(relaxed=True) as conn:  # a refusal is decided again if lost
             await sendstore.set_state_in(conn, out.key, state, now, reason=reason)
             if out.next_key:  # the rest of the chain still gets its own verdict
                 await enqueue_in(conn, [send_job(out.next_key, now)], now)
@@ -201,19 +208,19 @@ class Deliverer:
         if self.on_refused is not None:
             self.on_refused(out, reason, detail)
 
-    async def deliver(self, job: Job) -> None:
+    async def deliver(self, job: Job) -> Outcome | None:
         key = str(job.payload["key"])
         row = await sendstore.get_send(self.db, key)
         if row is None:
-            return  # purged
+            return None  # purged
         out = Outgoing.from_json(row["body"])
         if row["state"] in ("sent", "refused", "failed"):
             # Done before: a redelivered job, or a send whose lost answer its echo settled.
             # The rest of the chain must still go (the job key makes this idempotent).
             if out.next_key:
                 now = self.clock()
-                await enqueue(self.db, [send_job(out.next_key, now)], now)
-            return
+                await enqueue(self.db, [send_job(out.next_key, now)], now, relaxed=True)
+            return None
         now = self.clock()
         ctx = await sendstore.send_context(
             self.db, out.account_id, out.contact_id, out.comment_id, out.key
@@ -230,7 +237,7 @@ class Deliverer:
         verdict = check_send(facts, now)
         if not isinstance(verdict, Clearance):
             await self._refuse(out, "refused", verdict.reason, verdict.detail)
-            return
+            return None
         if row["state"] == "in_flight":
             # The last try may have reached Meta. Its echo, if any, marks the row sent.
             if now - row["updated_at"] < self.echo_wait:
@@ -238,26 +245,43 @@ class Deliverer:
                     1.0, "waiting for the echo of a send with an unknown outcome",
                     count_attempt=False,
                 )
+            mid = await self._stored_echo(out, float(row["updated_at"]))
+            if mid is not None:
+                # Meta did deliver it: its echo is stored, but the worker is behind and has
+                # not processed it yet. Sending again now would be a duplicate.
+                async with self.db.tx(relaxed=True) as conn:
+                    await sendstore.mark_sent_in(conn, key, mid, now)
+                    if out.next_key:
+                        await enqueue_in(conn, [send_job(out.next_key, now)], now)
+                    await complete_in(conn, job, now)
+                log.info("send %s confirmed by its stored, unprocessed echo", key)
+                return COMPLETED
             log.warning("send %s: no echo after an unknown outcome; sending again", key)
         token = await self.tokens.token(out.account_id)
         if not token:
             await self._refuse(out, "refused", "no_token",
                                "no access token stored; run `instaset connect`")
-            return
+            return None
         # The budget is taken last, right before the request, so nothing slow between the
         # two can bunch requests up at Meta's end.
         wait = self.budgets.reserve(out.account_id, out.send_class, out.key)
         if wait > 0:
             raise RetryLater(wait, "waiting for the rate budget", count_attempt=False)
-        await sendstore.set_state(self.db, key, "in_flight", now, attempt=True)
+        await sendstore.set_state(self.db, key, "in_flight", now, attempt=True, durable=True)
         try:
             result = await self._call(out, token, verdict.human_agent_tag)
         except TokenInvalid as exc:
+            self.tokens.forget(out.account_id)
+            if await self.tokens.token(out.account_id) not in (None, token):
+                # A cached token that `instaset connect` has replaced since: try the new one.
+                await sendstore.set_state(self.db, key, "pending", self.clock())
+                raise RetryLater(0.0, "the access token was replaced", count_attempt=False
+                                 ) from None
             async with self.db.tx() as conn:
                 await sendstore.set_account_state_in(conn, out.account_id, "reconnect_needed",
                                                      self.clock())
             await self._refuse(out, "refused", "token_invalid", exc.describe())
-            return
+            return None
         except Throttled as exc:
             delay = exc.retry_after if exc.retry_after is not None else 60.0
             self.budgets.block(out.account_id, out.send_class, delay)
@@ -273,12 +297,15 @@ class Deliverer:
                 (slug for cls, slug in _FINAL_ERRORS.items() if isinstance(exc, cls)), "graph_error"
             )
             await self._refuse(out, "failed", reason, exc.describe())
-            return
-        await self._record_sent(out, result)
+            return None
+        await self._record_sent(out, result, job)
+        return COMPLETED
 
-    async def _record_sent(self, out: Outgoing, result: SendResult) -> None:
+    async def _record_sent(self, out: Outgoing, result: SendResult, job: Job) -> None:
         now = self.clock()
-        async with self.db.tx() as conn:
+        # Relaxed: if a power loss undoes it, the row is back to its durable in_flight mark
+        # and the echo settles it, as for any unknown outcome.
+        async with self.db.tx(relaxed=True) as conn:
             await sendstore.mark_sent_in(conn, out.key, result.message_id, now)
             contact = out.contact_id or result.recipient_id
             if contact and out.kind in (SendKind.TEXT, SendKind.MEDIA, SendKind.TEMPLATE,
@@ -297,6 +324,7 @@ class Deliverer:
                                                   message_at=now)
             if out.next_key:
                 await enqueue_in(conn, [send_job(out.next_key, now)], now)
+            await complete_in(conn, job, now)
         self._count(out, "sent")
 
     async def _call(self, out: Outgoing, token: str, human_agent: bool) -> SendResult:
@@ -333,6 +361,21 @@ class Deliverer:
                 else:
                     await g.unreact(acct, to, out.target_mid or "", token=token)
                 return SendResult(to, None)
+
+    async def _stored_echo(self, out: Outgoing, since: float) -> str | None:
+        """The message id of a stored echo, received since the in_flight mark at ``since``
+        and not processed yet, that matches ``out`` (same contact, same text) and no other
+        send claims; None if there is none."""
+        if out.contact_id is None or out.text is None:
+            return None
+        for ev_row in await sendstore.unprocessed_echoes(
+            self.db, out.account_id, out.contact_id, since
+        ):
+            for ev in parse_webhook(json.loads(ev_row["raw"])):
+                if (isinstance(ev, MessageEvent) and ev.text == out.text and ev.mid
+                        and await sendstore.get_send_by_mid(self.db, ev.mid) is None):
+                    return ev.mid
+        return None
 
     # -- echo correlation (the pipeline's SendLedger) ----------------------------------------
     async def own_comment(

@@ -29,10 +29,10 @@ from instaset.events import (
     ReactionEvent,
     parse_webhook,
 )
-from instaset.queue import NewJob, PermanentJobError, RetryLater, enqueue_in
+from instaset.queue import COMPLETED, NewJob, Outcome, PermanentJobError, RetryLater, enqueue_in
 from instaset.store import history
 from instaset.store.db import Database
-from instaset.store.jobs import Job
+from instaset.store.jobs import Job, complete_in
 
 log = logging.getLogger("instaset.worker")
 
@@ -91,23 +91,23 @@ class Pipeline:
         self.pause_for_seconds = pause_for_seconds
         self.clock = clock
 
-    async def process_event(self, job: Job) -> None:
+    async def process_event(self, job: Job) -> Outcome | None:
         event_id = int(job.payload["event_id"])
-        row = await history.get_event(self.db, event_id)
-        if row is None:
-            return  # purged since: nothing to do
-        if row["processed_at"] is not None:
-            return
-        parsed = parse_webhook(json.loads(row["raw"]))
-        if len(parsed) != 1:
-            raise PermanentJobError(f"stored event {event_id} does not parse to one event")
-        event = parsed[0]
         now = self.clock()
-        async with self.db.tx() as conn:
-            if await history.is_processed(conn, event_id):
-                return
-            await self._apply(conn, event, event_id, row["received_at"], now)
+        # Relaxed: a power loss can only roll this back together with everything after it,
+        # and the event (committed durably by ingest) is then processed again, to the same
+        # keys. A send decided here goes out only after its durable in_flight mark.
+        async with self.db.tx(relaxed=True) as conn:
+            row = await history.get_event_in(conn, event_id)
+            if row is None or row["processed_at"] is not None:
+                return None  # purged since, or done before: nothing to do
+            parsed = parse_webhook(json.loads(row["raw"]))
+            if len(parsed) != 1:
+                raise PermanentJobError(f"stored event {event_id} does not parse to one event")
+            await self._apply(conn, parsed[0], event_id, row["received_at"], now)
             await history.mark_processed(conn, event_id, now)
+            await complete_in(conn, job, now)
+        return COMPLETED
 
     async def _apply(
         self, conn: aiosqlite.Connection, event: Event, event_id: int, received_at: float,

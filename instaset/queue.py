@@ -8,10 +8,12 @@ idempotent (its effects are keyed, or commit together with the job's completion)
 from __future__ import annotations
 
 import random
+from enum import Enum
 
 from instaset.store.jobs import Job, NewJob, claim, complete, enqueue, enqueue_in, reschedule
 
 __all__ = [
+    "COMPLETED",
     "Job",
     "NewJob",
     "PermanentJobError",
@@ -23,6 +25,16 @@ __all__ = [
     "enqueue_in",
     "reschedule",
 ]
+
+
+class Outcome(Enum):
+    """What a handler may return: ``COMPLETED`` when it marked its job done itself, inside
+    the transaction that committed its effects (saves the worker a write of its own)."""
+
+    COMPLETED = "completed"
+
+
+COMPLETED = Outcome.COMPLETED
 
 
 class RetryLater(Exception):

@@ -5,10 +5,11 @@ Contract:
   ``shutdown_grace`` seconds for in-flight jobs and cancels the rest (their leases lapse and
   the jobs run again on the next start: handlers are idempotent).
 - ``Worker.run_burst()`` processes jobs until none is due, then returns (tests, demo, CLI).
-- A handler returning normally completes its job (unless it completed it itself inside its
-  own transaction); :class:`RetryLater` reschedules; :class:`PermanentJobError` dead-letters;
-  any other exception retries with exponential backoff and jitter until ``max_attempts``,
-  then dead-letters. A job that outlives its timeout is treated as failed.
+- A handler returning normally completes its job (unless it returns ``COMPLETED``: it
+  completed the job itself inside its own transaction); :class:`RetryLater` reschedules;
+  :class:`PermanentJobError` dead-letters; any other exception retries with exponential
+  backoff and jitter until ``max_attempts``, then dead-letters. A job that outlives its
+  timeout is treated as failed.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from instaset.queue import PermanentJobError, RetryLater, backoff_delay
+from instaset.queue import COMPLETED, Outcome, PermanentJobError, RetryLater, backoff_delay
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database
 from instaset.store.jobs import Job
 
 log = logging.getLogger("instaset.worker")
 
-Handler = Callable[[Job], Awaitable[None]]
+Handler = Callable[[Job], Awaitable[Outcome | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +73,9 @@ class Worker:
         try:
             if handler is None:
                 raise PermanentJobError(f"no handler for job kind {job.kind!r}")
-            await asyncio.wait_for(handler(job), timeout=self.settings.job_timeout)
-            await jobstore.complete(self.db, job, self.clock())
+            result = await asyncio.wait_for(handler(job), timeout=self.settings.job_timeout)
+            if result is not COMPLETED:
+                await jobstore.complete(self.db, job, self.clock())
         except RetryLater as exc:
             outcome = "deferred"
             await jobstore.reschedule(

@@ -170,14 +170,26 @@ def test_app_secrets_config_first_then_store_without_duplicates() -> None:
     assert app_secrets(cfg("memory"), None) == []
 
 
-async def test_token_provider_reads_each_time_from_the_store() -> None:
+async def test_token_provider_caches_for_ttl_and_forget_rereads() -> None:
     store = MemorySecrets({})
-    tokens = SecretTokens(cfg("memory"), store)
-    assert await tokens.token("1") is None
+    tokens = SecretTokens(cfg("memory"), store, ttl=3600)
     store.set(token_key("1"), "first")
     assert await tokens.token("1") == "first"
     store.set(token_key("1"), "refreshed")  # e.g. by the refresh job or another process
+    assert await tokens.token("1") == "first"  # cached: no keyring lookup per send
+    tokens.forget("1")
     assert await tokens.token("1") == "refreshed"
+    store.set(token_key("1"), "third")
+    tokens.forget()
+    assert await tokens.token("1") == "third"
+
+
+async def test_token_provider_rereads_after_the_ttl() -> None:
+    store = MemorySecrets({})
+    tokens = SecretTokens(cfg("memory"), store, ttl=0.0)
+    assert await tokens.token("1") is None
+    store.set(token_key("1"), "first")
+    assert await tokens.token("1") == "first"
 
 
 async def test_default_tokens_use_the_configured_backend() -> None:

@@ -525,3 +525,36 @@ async def test_chain_continues_after_a_send_settled_by_its_echo(
     assert (first["state"], second["state"]) == ("sent", "sent")
     texts = [m.text for m in h.sandbox.thread(IGSID) if m.direction == "out"]
     assert texts == ["first part", "second part"]  # each once, in order
+
+
+async def test_stored_unprocessed_echo_settles_a_send_when_the_worker_is_behind(
+    make_harness: MakeHarness,
+) -> None:
+    """Found by bench/soak.py: with the worker far behind, a send whose answer was lost was
+    sent again after ``echo_wait`` although Meta's echo of it was already stored (just not
+    processed yet): a duplicate message, and the echo then looked like the creator's."""
+    h = await make_harness(graph_timeout=0.5)
+    await h.dm(IGSID, "hello")
+    await h.settle()
+    h.sandbox.inject(Fault(kind="drop_after_send", path_contains="/messages", times=1))
+    await h.enqueue(h.text("c1", IGSID, "only once please"))
+    await h.rt.worker.run_burst(max_rounds=1)  # the send times out: outcome unknown
+    await asyncio.wait_for(h.sandbox.drain(), timeout=10)
+    (echo,) = await h.echo_events(IGSID)
+    assert echo["processed_at"] is None
+    # The worker is behind: the echo's processing job is not due for an hour.
+    await h.rt.db.execute("UPDATE jobs SET run_at = run_at + 3600 WHERE kind = 'process_event'"
+                          " AND state = 'ready'")
+    h.clock.advance(h.rt.deliverer.echo_wait + 60)
+    await h.rt.worker.run_burst()
+
+    (mid,) = [m.mid for m in h.sandbox.thread(IGSID) if m.text == "only once please"]
+    row = await h.send_row("c1")
+    assert (row["state"], row["message_id"]) == ("sent", mid)
+    assert [r.json["message"] for r in h.graph_sends(IGSID)].count(
+        {"text": "only once please"}) == 1
+    h.clock.advance(3600)
+    await h.settle()
+    out = await h.messages(IGSID, "out")
+    assert [(r["mid"], r["sent_by"]) for r in out] == [(mid, "automation")]
+    assert (await h.conversation(IGSID))["paused_until"] is None

@@ -18,7 +18,7 @@ import aiosqlite
 from instaset.automation import notify_job
 from instaset.config import LeadsConfig
 from instaset.leads import Fact, LeadInput, LeadScore, Msg, rules_hash, score_lead
-from instaset.queue import NewJob, enqueue_in
+from instaset.queue import COMPLETED, NewJob, Outcome, enqueue_in
 from instaset.store import ai as aistore
 from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in
@@ -99,11 +99,11 @@ class LeadScoring:
         self.cfg = cfg
         self.clock = clock
 
-    async def handle(self, job: Job) -> None:
+    async def handle(self, job: Job) -> Outcome:
         p = job.payload
         acct, contact = str(p["account_id"]), str(p["contact_id"])
         now = self.clock()
-        async with self.db.tx() as conn:
+        async with self.db.tx(relaxed=True) as conn:  # re-derived from history if lost
             if p.get("points"):
                 reason = str(p.get("reason") or p.get("workflow") or "score step")
                 await add_workflow_points(conn, job.key, acct, contact, int(p["points"]),
@@ -111,6 +111,7 @@ class LeadScoring:
             _score, jobs = await rescore_in(conn, self.cfg, acct, contact, now)
             await enqueue_in(conn, jobs, now)
             await complete_in(conn, job, now)
+        return COMPLETED
 
     async def rescore_stale(self, job: Job | None = None) -> int:
         """Rescore every contact whose score predates the current rules (periodic job)."""

@@ -7,6 +7,19 @@ Contract:
 - ``synchronous`` defaults to FULL: with group commit it costs little (see bench/ingest.py),
   and it means an event we answered 200 for survives a power loss, not just a process crash.
   NORMAL is available in config for slow disks.
+- Relaxed transactions (``tx(relaxed=True)``), the worker's hot path: short transactions
+  (claims, completions, processing an event, records of sends that already happened) run on
+  a third connection, in the event loop's own thread (no thread hand-off per statement:
+  those hand-offs, not SQLite, capped the worker at a few dozen events/s), and commit
+  without an fsync (``synchronous=NORMAL``). In WAL mode such a commit survives a crash of
+  the process (kill -9) at once; only a power loss can roll it back, and only until the next
+  durable commit on this database, because the WAL is one append-only file and a durable
+  commit fsyncs every frame before its own. A relaxed transaction is therefore only for
+  effects that are re-derived idempotently after a rollback; whatever precedes an effect
+  outside the database (the ``in_flight`` mark of a send before the Graph call, an
+  acknowledgement) commits durably, which makes everything committed before it durable too.
+  It must stay short (it blocks the loop while it runs), and it never waits inside SQLite
+  for another process's write lock: it retries ``BEGIN`` with asyncio sleeps instead.
 - All access through :attr:`Database.main` is serialised by an asyncio lock: an aiosqlite
   connection is shared by every coroutine, and two coroutines interleaving statements on one
   connection would mix their transactions. Writes use ``BEGIN IMMEDIATE`` (a deferred
@@ -20,13 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import aiosqlite
 
@@ -130,6 +144,33 @@ def connect_sync(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
     return conn
 
 
+class LoopConnection:
+    """The subset of :class:`aiosqlite.Connection` instaset's store functions use, over a
+    plain sqlite3 connection, run synchronously on the event loop's thread."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, parameters)
+
+    async def execute_fetchall(
+        self, sql: str, parameters: Sequence[Any] = ()
+    ) -> list[sqlite3.Row]:
+        return self._conn.execute(sql, parameters).fetchall()
+
+    async def executemany(
+        self, sql: str, parameters: Iterable[Sequence[Any]]
+    ) -> sqlite3.Cursor:
+        return self._conn.executemany(sql, parameters)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 class Database:
     """An open instaset database. See the module docstring for the locking contract."""
 
@@ -140,6 +181,56 @@ class Database:
         self._lock = asyncio.Lock()
         self.gate = WriteGate()
         self._sync: list[sqlite3.Connection] = []
+        self._fast: sqlite3.Connection | None = None
+        self._fast_lock = asyncio.Lock()
+
+    def _fast_conn(self) -> sqlite3.Connection | None:
+        """The loop-thread connection of relaxed transactions, opened on first use (in the
+        loop's thread, which then owns it). None for an in-memory database (a second
+        connection would see another database)."""
+        if self._fast is None and str(self.path) != ":memory:":
+            conn = sqlite3.connect(str(self.path), isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=0")  # never block the loop: see _begin_fast
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            # Checkpoints (an fsync of the database file) are left to the other
+            # connections, which run in threads.
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._fast = conn
+        return self._fast
+
+    @staticmethod
+    async def _begin_fast(conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE without blocking the loop while another process (the CLI) holds
+        the write lock: retry with asyncio sleeps, up to the usual busy timeout."""
+        delay, waited = 0.001, 0.0
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or waited * 1000 >= BUSY_TIMEOUT_MS:
+                    raise
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.05)
+
+    @contextlib.asynccontextmanager
+    async def _fast_tx(self, conn: sqlite3.Connection) -> AsyncIterator[aiosqlite.Connection]:
+        async with self.gate.normal(), self._fast_lock:
+            try:
+                await self._begin_fast(conn)
+                # The store functions are typed against aiosqlite's connection; LoopConnection
+                # provides the part of it they use.
+                yield cast(aiosqlite.Connection, LoopConnection(conn))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
 
     def connect_sync_writer(self) -> sqlite3.Connection:
         """A second connection for the ingest writer (it owns it alone and writes through
@@ -149,8 +240,14 @@ class Database:
         return conn
 
     @contextlib.asynccontextmanager
-    async def tx(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error)."""
+    async def tx(self, *, relaxed: bool = False) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error).
+        ``relaxed``: commit without an fsync (see the module docstring for when that is safe)."""
+        fast = self._fast_conn() if relaxed else None
+        if fast is not None:
+            async with self._fast_tx(fast) as conn:
+                yield conn
+            return
         async with self.gate.normal(), self._lock:
             try:
                 # BEGIN inside the try: a cancellation (a job timeout) can land while BEGIN
@@ -164,22 +261,57 @@ class Database:
                     await self.main.execute("ROLLBACK")
                 raise
 
+    async def barrier(self) -> None:
+        """Make every commit so far durable (relaxed ones included) when the database is
+        configured FULL: an fsync of the WAL file, which is what SQLite does at each commit
+        under ``synchronous=FULL``, run in a thread after the commit, so neither the loop
+        nor the write gate waits for the disk."""
+        if self.synchronous != "FULL" or str(self.path) == ":memory:":
+            return
+        await asyncio.to_thread(self._fsync_wal)
+
+    def _fsync_wal(self) -> None:
+        for name in (f"{self.path}-wal", str(self.path)):
+            try:
+                fd = os.open(name, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # no WAL file (nothing written since a checkpoint removed it)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return
+
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:
         """Serialised access for reads and single-statement writes (autocommit)."""
         async with self._lock:
             yield self.main
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    async def fetchall(self, sql: str, params: Sequence[Any] = (), *, quick: bool = False
+                       ) -> list[sqlite3.Row]:
+        """Rows of one query. ``quick``: a short indexed lookup on the worker's hot path, run
+        on the loop-thread connection (no thread hand-off; never a scan: it blocks the loop)."""
+        fast = self._fast_conn() if quick else None
+        if fast is not None:
+            async with self._fast_lock:
+                return fast.execute(sql, params).fetchall()
         async with self.read() as conn:
             return list(await conn.execute_fetchall(sql, params))
 
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        rows = await self.fetchall(sql, params)
+    async def fetchone(self, sql: str, params: Sequence[Any] = (), *, quick: bool = False
+                       ) -> sqlite3.Row | None:
+        rows = await self.fetchall(sql, params, quick=quick)
         return rows[0] if rows else None
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """One autocommitted write statement; returns the number of rows changed."""
+    async def execute(self, sql: str, params: Sequence[Any] = (), *, relaxed: bool = False
+                      ) -> int:
+        """One autocommitted write statement; returns the number of rows changed.
+        ``relaxed`` as for :meth:`tx`."""
+        fast = self._fast_conn() if relaxed else None
+        if fast is not None:
+            async with self._fast_tx(fast) as conn:
+                return (await conn.execute(sql, params)).rowcount
         async with self.gate.normal(), self._lock:
             cur = await self.main.execute(sql, params)
             return cur.rowcount
@@ -211,6 +343,9 @@ class Database:
         return row is not None and row[0] == "ok"
 
     async def close(self) -> None:
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
         for conn in self._sync:
             conn.close()
         self._sync.clear()

@@ -75,18 +75,25 @@ async def enqueue_in(conn: aiosqlite.Connection, jobs: Sequence[NewJob], now: fl
     )
 
 
-async def enqueue(db: Database, jobs: Sequence[NewJob], now: float) -> None:
-    async with db.tx() as conn:
+async def enqueue(db: Database, jobs: Sequence[NewJob], now: float, *, relaxed: bool = False
+                  ) -> None:
+    """Enqueue in a transaction of its own (``relaxed`` as for :meth:`Database.tx`)."""
+    async with db.tx(relaxed=relaxed) as conn:
         await enqueue_in(conn, jobs, now)
 
 
+# The two branches are separate subqueries so that each walks the jobs_due index in order
+# (one OR over both made SQLite sort every due job: 1.5 ms per claim with a backlog).
 _CLAIM_SQL = """
-UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = ?, lease_until = ?,
-       started_at = ?
+UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = :worker,
+       lease_until = :lease_until, started_at = :now
 WHERE id IN (
-    SELECT id FROM jobs
-    WHERE (state = 'ready' AND run_at <= ?) OR (state = 'running' AND lease_until < ?)
-    ORDER BY run_at, id LIMIT ?)
+    SELECT id FROM (SELECT id FROM jobs WHERE state = 'running' AND lease_until < :now
+                    LIMIT :limit)
+    UNION ALL
+    SELECT id FROM (SELECT id FROM jobs WHERE state = 'ready' AND run_at <= :now
+                    ORDER BY run_at, id LIMIT :limit)
+    LIMIT :limit)
 RETURNING *
 """
 
@@ -94,8 +101,10 @@ RETURNING *
 async def claim(db: Database, worker: str, now: float, lease: float, limit: int) -> list[Job]:
     """Atomically lease up to ``limit`` due jobs (one UPDATE ... RETURNING statement, so two
     claimers can never take the same job)."""
-    async with db.tx() as conn:
-        rows = await conn.execute_fetchall(_CLAIM_SQL, (worker, now + lease, now, now, now, limit))
+    async with db.tx(relaxed=True) as conn:
+        rows = await conn.execute_fetchall(
+            _CLAIM_SQL, {"worker": worker, "lease_until": now + lease, "now": now, "limit": limit}
+        )
     jobs = [Job.from_row(r) for r in rows]
     jobs.sort(key=lambda j: (j.run_at, j.id))
     return jobs
@@ -107,7 +116,7 @@ async def complete(db: Database, job: Job, now: float) -> bool:
         await db.execute(
             "UPDATE jobs SET state = 'done', finished_at = ?, lease_until = NULL, last_error = NULL"
             " WHERE id = ? AND worker = ? AND state = 'running'",
-            (now, job.id, job.worker),
+            (now, job.id, job.worker), relaxed=True,
         )
         == 1
     )
@@ -137,6 +146,7 @@ async def reschedule(
             " attempts = attempts - ?, finished_at = CASE WHEN ? = 'dead' THEN ? END"
             " WHERE id = ? AND worker = ? AND state = 'running'",
             (state, run_at, error, 0 if count_attempt else 1, state, run_at, job.id, job.worker),
+            relaxed=True,
         )
         == 1
     )

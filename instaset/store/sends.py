@@ -21,7 +21,7 @@ async def insert_sends(conn: aiosqlite.Connection, rows: Sequence[tuple[object, 
 
 
 async def get_send(db: Database, key: str) -> sqlite3.Row | None:
-    return await db.fetchone("SELECT * FROM sends WHERE key = ?", (key,))
+    return await db.fetchone("SELECT * FROM sends WHERE key = ?", (key,), quick=True)
 
 
 async def send_context(
@@ -35,19 +35,23 @@ async def send_context(
         " FROM accounts a LEFT JOIN conversations c"
         "   ON c.account_id = a.id AND c.contact_id = ?2"
         " WHERE a.id = ?1",
-        (account_id, contact_id, comment_id, key),
+        (account_id, contact_id, comment_id, key), quick=True,
     )
 
 
 async def set_state(
     db: Database, key: str, state: str, now: float, *, reason: str | None = None,
-    attempt: bool = False,
+    attempt: bool = False, durable: bool = False,
 ) -> None:
+    """Set a send's state. ``durable``: on disk before this returns (the ``in_flight`` mark
+    before the Graph call); otherwise a relaxed commit (see :mod:`instaset.store.db`)."""
     await db.execute(
         "UPDATE sends SET state = ?, reason = coalesce(?, reason), updated_at = ?,"
         " attempts = attempts + ? WHERE key = ?",
-        (state, reason, now, int(attempt), key),
+        (state, reason, now, int(attempt), key), relaxed=True,
     )
+    if durable:
+        await db.barrier()
 
 
 async def set_state_in(
@@ -113,3 +117,20 @@ async def refusals_by_reason(db: Database, since: float) -> dict[str, int]:
         (since,),
     )
     return {r[0] or "unknown": int(r[1]) for r in rows}
+
+
+async def unprocessed_echoes(
+    db: Database, account_id: str, contact_id: str, since: float
+) -> list[sqlite3.Row]:
+    """Echoes of messages to ``contact_id`` stored since ``since`` that the worker has not
+    processed yet (raw JSON), oldest first."""
+    return await db.fetchall(
+        "SELECT id, raw FROM events WHERE account_id = ? AND contact_id = ? AND kind = 'echo'"
+        " AND processed_at IS NULL AND received_at >= ? ORDER BY id",
+        (account_id, contact_id, since), quick=True,
+    )
+
+
+async def get_send_by_mid(db: Database, message_id: str) -> sqlite3.Row | None:
+    return await db.fetchone("SELECT * FROM sends WHERE message_id = ?", (message_id,),
+                             quick=True)
