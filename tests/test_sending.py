@@ -395,6 +395,9 @@ class SlowTokens:
         self._token, self._clock, self._delay = token, clock, delay
         self.calls = 0
 
+    def forget(self, account_id: str | None = None) -> None:
+        """Nothing is cached."""
+
     async def token(self, account_id: str) -> str | None:
         self.calls += 1
         if self.calls == 1:
