@@ -10,14 +10,31 @@ Contracts:
   connected, a restored subscription, or the first check of an account ever. It also queues
   ``profile`` lookups (:class:`instaset.contacts.Profiles`). It never raises: an exception
   would end the chain of periodic jobs.
-- A backfill is a ``catchup_runs`` row and a chain of ``catchup_backfill`` jobs, each making at
-  most :attr:`CatchUpSettings.calls_per_job` Conversations API calls; every call of an
-  account goes through one :class:`~instaset.backfill.CallLimiter`
-  (``rate_limits.conversations_per_second``,
+- A backfill is a ``catchup_runs`` row and a chain of ``catchup_backfill`` jobs (key
+  ``catchup:{run}:{generation}:{part}``, durable and idempotent). Each job is one batch,
+  bounded by :attr:`CatchUpSettings.calls_per_job` Conversations API calls AND by
+  :attr:`CatchUpSettings.batch_seconds` (measured on a monotonic timer; the first
+  :data:`MIN_CALLS` calls of a batch are always made, so every batch makes progress), then
+  queues the next part. Every call of an account goes through one
+  :class:`~instaset.backfill.CallLimiter` (``rate_limits.conversations_per_second``,
   Meta's 2/s by default). Conversations are walked newest first until one older than the
   gap; of each, the messages instaset does not have (not in the history, not a stored event,
   not one of its sends) are read one by one, only among the 20 newest (the only ones Meta
   details; missed older ones are counted as unavailable).
+- At most one run per account is unfinished. A gap found while one is (a restart, a
+  resubscription, a downtime, a run by hand) restarts it in place: a new generation
+  (``started_at``), ``since`` the union of both gaps, the walk again from the newest
+  conversation; the previous generation's jobs find the fence moved and stop without a call.
+  A quiet or retry gap leaves a run whose chain is alive alone (restarting it at every check
+  would never let a long run end); an unfinished run whose chain is gone (dead-lettered,
+  purged) is resumed by the next check.
+- A batch failing on a timeout, a transport error, Meta's 5xx or throttling is retried with
+  exponential backoff up to :attr:`CatchUpSettings.max_tries` tries (a batch that made
+  progress first queues the rest as a fresh part instead); then the run ends failed: an
+  ``error`` on its row, one warning log line, the creator's notification, and
+  :func:`doctor_checks`. Failed runs since the last success are retried as a ``retry`` gap
+  covering their periods, after a cool-down doubling with each failure
+  (:meth:`CatchUpSettings.cool_down`), so a broken API is never hammered in a loop.
 - A recovered message is stored as the single-item webhook envelope Meta would have sent,
   with ingest's dedupe key and ``process_event`` job, and a ``recovered_events`` mark, one
   transaction per conversation. The normal pipeline then applies every rule to it as to any
@@ -33,6 +50,7 @@ import asyncio
 import functools
 import json
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -41,7 +59,16 @@ from typing import TYPE_CHECKING, TypeVar
 
 from instaset.automation import notify_job
 from instaset.backfill import (
+    MIN_CALLS,
+    RESTARTING,
     CallLimiter,
+    CatchUpSettings,
+    Failures,
+    Gap,
+    Marks,
+    detect_gap,
+    merge_reasons,
+    parse_since,
     parse_time,
     participants,
     recovered_row,
@@ -52,14 +79,22 @@ from instaset.contacts import Profiles
 from instaset.errors import GraphError, InvalidParameter, Throttled, TokenInvalid
 from instaset.graph import GraphClient
 from instaset.outbox import TokenProvider
-from instaset.queue import NewJob, RetryLater, enqueue_in
+from instaset.queue import NewJob, RetryLater, backoff_delay, enqueue_in
 from instaset.store import contacts as store
 from instaset.store import history
 from instaset.store.db import Database
 from instaset.store.jobs import Job
 
 if TYPE_CHECKING:
+    import aiosqlite
+
     from instaset.daemon import Runtime
+    from instaset.doctor import Check
+
+__all__ = [
+    "DEFAULT_FIELDS", "CatchUp", "CatchUpSettings", "Failures", "Gap", "Marks", "RunReport",
+    "detect_gap", "doctor_checks", "install", "merge_reasons", "parse_since", "run_catch_up",
+]
 
 log = logging.getLogger("instaset.catchup")
 
@@ -70,78 +105,6 @@ DEFAULT_FIELDS = (
     "messages", "messaging_postbacks", "messaging_seen", "message_reactions",
     "messaging_referral", "comments", "live_comments",
 )  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class CatchUpSettings:
-    interval: float = 300.0  # periodic check
-    quiet_seconds: float = 6 * 3600.0  # no event that long while connected: look
-    overlap: float = 120.0  # a backfill starts this much before the gap
-    max_lookback: float = 7 * 86400.0
-    calls_per_second: float = 2.0  # Conversations API, per account
-    max_calls_per_job: int = 60  # ~30 s at 2/s, well inside the worker's job timeout
-    detail_limit: int = 20  # Meta details only the 20 newest messages of a conversation
-
-    @property
-    def calls_per_job(self) -> int:
-        """Calls one backfill job makes: at most ~30 s of the rate, so that a slow configured
-        rate never runs into the worker's job timeout."""
-        return max(3, min(self.max_calls_per_job, int(self.calls_per_second * 30)))
-
-    @property
-    def down_after(self) -> float:
-        """A check this long after the previous one means the daemon was not running."""
-        return 2 * self.interval + 60.0
-
-
-# -- gap detection (pure) ------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Marks:
-    """What the previous checks of an account recorded (``catchup_accounts``)."""
-
-    checked_at: float
-    subscribed_at: float | None = None
-    backfilled_at: float | None = None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row | None) -> Marks | None:
-        if row is None:
-            return None
-        return cls(row["checked_at"], row["subscribed_at"], row["backfilled_at"])
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    reason: str  # one of WHY's keys, or several joined by "+"
-    since: float
-
-
-def detect_gap(
-    *, now: float, created_at: float, marks: Marks | None, last_event_at: float | None,
-    first_in_process: bool, resubscribed: bool, settings: CatchUpSettings,
-) -> Gap | None:
-    """The period to backfill, or None. See the module docstring for the triggers; ``since``
-    is the earliest of them minus the overlap, never before the account was connected nor
-    more than ``max_lookback`` ago."""
-    found: list[tuple[str, float]] = []
-    if marks is None:
-        found.append(("first", created_at))
-    else:
-        if first_in_process:
-            found.append(("start", marks.checked_at))
-        elif now - marks.checked_at > settings.down_after:
-            found.append(("downtime", marks.checked_at))
-        if resubscribed:
-            found.append(("resubscribed", marks.subscribed_at or marks.checked_at))
-        seen = max(t for t in (last_event_at, marks.backfilled_at, created_at) if t is not None)
-        if now - seen > settings.quiet_seconds:
-            found.append(("quiet", seen))
-    if not found:
-        return None
-    since = min(t for _, t in found) - settings.overlap
-    return Gap("+".join(r for r, _ in found),
-               max(since, created_at, now - settings.max_lookback))
-
 
 # -- the work --------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
@@ -159,11 +122,32 @@ class RunReport:
     error: str | None = None
 
 
-class _Counter:
-    __slots__ = ("calls",)
+class _Spent(Exception):
+    """The batch's call or time budget is used up (internal flow, never escapes)."""
 
-    def __init__(self) -> None:
+
+class _Batch:
+    """One batch's budgets and where the walk can resume (after the last complete
+    conversation)."""
+
+    __slots__ = ("calls", "deadline", "max_calls", "resume", "timer")
+
+    def __init__(self, *, max_calls: int | None, seconds: float | None,
+                 timer: Callable[[], float], resume: tuple[str | None, int]) -> None:
         self.calls = 0
+        self.max_calls = max_calls if max_calls is not None else math.inf
+        self.timer = timer
+        self.deadline = timer() + seconds if seconds is not None else math.inf
+        self.resume = resume
+
+    def room(self, n: int) -> bool:
+        """Whether ``n`` more calls fit (the first MIN_CALLS always fit the time budget)."""
+        if self.calls + n > self.max_calls:
+            return False
+        return self.calls + n <= MIN_CALLS or self.timer() < self.deadline
+
+    def limiter_deadline(self) -> float | None:
+        return None if self.calls < MIN_CALLS or self.deadline == math.inf else self.deadline
 
 
 class CatchUp:
@@ -172,16 +156,21 @@ class CatchUp:
         clock: Callable[[], float] = time.time, settings: CatchUpSettings | None = None,
         wake: Callable[[], None] = lambda: None, max_attempts: int = 6,
         profiles: Profiles | None = None, limiter: CallLimiter | None = None,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` stamps rows and schedules jobs; ``timer`` measures a batch's time budget
+        (monotonic: a clock step must not end or stretch a batch) and, unless a ``limiter``
+        is given, drives the call limiter."""
         self.db = db
         self.graph = graph
         self.tokens = tokens
         self.clock = clock
+        self.timer = timer
         self.settings = settings or CatchUpSettings()
         self.wake = wake
         self.max_attempts = max_attempts
         self.profiles = profiles or Profiles(db, graph, tokens, clock=clock)
-        self.limiter = limiter or CallLimiter(self.settings.calls_per_second)
+        self.limiter = limiter or CallLimiter(self.settings.calls_per_second, clock=timer)
         self._checked: set[str] = set()  # accounts checked by this process
         # Two periodic jobs can be due at once after a restart (the slot left by the last
         # process and the one serving() adds): one check at a time, so only the first one
@@ -190,8 +179,10 @@ class CatchUp:
 
     @classmethod
     def for_runtime(cls, rt: Runtime, settings: CatchUpSettings | None = None) -> CatchUp:
+        # A batch (plus one call's Graph timeout) must end well before the worker cancels it.
         s = settings or CatchUpSettings(
-            calls_per_second=rt.config.rate_limits.conversations_per_second
+            calls_per_second=rt.config.rate_limits.conversations_per_second,
+            batch_seconds=min(25.0, rt.worker.settings.job_timeout / 3),
         )
         return cls(rt.db, rt.graph, rt.tokens, clock=rt.clock, settings=s, wake=rt.wake.set,
                    max_attempts=rt.config.worker.max_attempts)
@@ -239,7 +230,8 @@ class CatchUp:
         self, acct: sqlite3.Row, *, manual_since: float | None = None, queue: bool = True,
     ) -> RunReport:
         """Check the subscription and look for a gap; with ``queue`` the backfill goes to the
-        job queue, else the caller runs it (:meth:`backfill`)."""
+        job queue, else the caller runs it (:meth:`backfill`). A gap while a run is
+        unfinished restarts that run (see the module docstring): the report names it."""
         acct_id, username = str(acct["id"]), acct["username"]
         now = self.clock()
         token = await self.tokens.token(acct_id)
@@ -271,6 +263,7 @@ class CatchUp:
                 last_event_at=await store.last_event_at(self.db, acct_id),
                 first_in_process=acct_id not in self._checked or not queue,
                 resubscribed=resubscribed, settings=self.settings,
+                failures=Failures.from_row(await store.failures_since_success(self.db, acct_id)),
             )
         jobs: list[NewJob] = []
         run_id: int | None = None
@@ -285,10 +278,10 @@ class CatchUp:
                     "subscription was missing (Meta drops it after failed deliveries). "
                     f"instaset subscribed again ({', '.join(fields)}) and is fetching what "
                     "was missed.", now))
-            if gap is not None:
-                run_id = await store.start_run(conn, acct_id, gap.reason, gap.since, now)
-                if queue:
-                    jobs.append(_backfill_job(run_id, acct_id, gap.since, None, 0, 0, now))
+            run_id, gap = await self._plan(conn, acct_id, gap, now, queue=queue)
+            if run_id is not None and gap is not None and queue:
+                jobs.append(_backfill_job(run_id, acct_id, now, None, 0, 0, now,
+                                          self.settings.max_tries))
             if jobs:
                 await enqueue_in(conn, jobs, now)
         self._checked.add(acct_id)
@@ -296,6 +289,36 @@ class CatchUp:
             self.wake()
         return RunReport(acct_id, username, resubscribed, run_id,
                          gap.reason if gap else None, gap.since if gap else None)
+
+    async def _plan(
+        self, conn: aiosqlite.Connection, acct_id: str, gap: Gap | None, now: float, *,
+        queue: bool,
+    ) -> tuple[int | None, Gap | None]:
+        """Inside the check's transaction: the run (and its gap) that gets a new chain of
+        jobs starting at generation ``now``, or (None, None) when nothing is to start. Keeps
+        at most one unfinished run per account."""
+        active = await store.active_run(conn, acct_id)
+        if active is None:
+            if gap is None:
+                return None, None
+            return await store.start_run(conn, acct_id, gap.reason, gap.since, now), gap
+        run_id, since, reason = int(active["id"]), float(active["since"]), str(active["reason"])
+        if gap is None or not set(gap.reason.split("+")) & RESTARTING:
+            # Leave a run whose chain is alive alone; resume one whose chain is gone.
+            if not queue or await store.has_live_job(conn, run_id):
+                return None, None
+            log.warning("account %s: catch-up run %d had no job left; resuming it", acct_id,
+                        run_id)
+            await store.restart_run(conn, run_id, reason=reason, since=since, now=now)
+            return run_id, Gap(reason, since)
+        stale = await store.close_stale_runs(conn, acct_id, run_id, now)
+        merged = Gap(merge_reasons(reason, gap.reason),
+                     min(since, gap.since, stale if stale is not None else math.inf))
+        await store.restart_run(conn, run_id, reason=merged.reason, since=merged.since, now=now)
+        log.info("account %s: catch-up run %d was unfinished (%s); it starts over, now "
+                 "covering since %.0f (%s)", acct_id, run_id, reason, merged.since,
+                 merged.reason)
+        return run_id, merged
 
     def _required(self, acct: sqlite3.Row) -> list[str]:
         try:
@@ -306,90 +329,141 @@ class CatchUp:
         return fields or list(DEFAULT_FIELDS)
 
     async def backfill_job(self, job: Job) -> None:
-        """``catchup_backfill``: one bounded part of a run; queues the next part itself."""
+        """``catchup_backfill``: one batch of a run; queues the next one itself. A job of an
+        older generation of its run (see :meth:`_plan`) does nothing."""
         p = job.payload
         run_id, acct = int(p["run_id"]), str(p["account_id"])
         run = await store.get_run(self.db, run_id)
         if run is None or run["finished_at"] is not None:
             return
+        gen = float(run["started_at"])
+        if p.get("gen") is None or float(p["gen"]) != gen:
+            log.debug("catch-up run %d: part %s of an older generation: nothing to do",
+                      run_id, p.get("part"))
+            return
+        tries = self.settings.max_tries
+        if job.attempts > tries:  # the worker cut the last try short (its job timeout)
+            await self._give_up(run_id, gen, acct, tries, "a batch never completed")
+            return
+        start = (p.get("after"), int(p.get("skip", 0)))
+        batch = _Batch(max_calls=self.settings.calls_per_job,
+                       seconds=self.settings.batch_seconds, timer=self.timer, resume=start)
         try:
-            left = await self.backfill(
-                run_id, acct, float(p["since"]), after=p.get("after"),
-                skip=int(p.get("skip", 0)), max_calls=self.settings.calls_per_job,
-            )
-        except Throttled as exc:
-            raise RetryLater(exc.retry_after or 60.0, "Conversations API throttled",
-                             count_attempt=False) from None
+            left = await self.backfill(run_id, acct, float(run["since"]), after=start[0],
+                                       skip=start[1], batch=batch)
         except TokenInvalid:
-            await self.finish(run_id, error="the access token is invalid; run `instaset connect`")
+            await self.finish(run_id, error="the access token is invalid; run `instaset "
+                              "connect`", generation=gen)
             return
-        except Exception as exc:
-            if job.attempts >= job.max_attempts:
-                await self.finish(run_id, error=str(exc)[:300])
+        except GraphError as exc:
+            if exc.retryable:
+                await self._retry(job, run_id, gen, acct, batch, start, exc)
                 return
-            raise
-        if left is None:
-            await self.finish(run_id)
+            await self._give_up(run_id, gen, acct, job.attempts, str(exc))
             return
-        after, skip = left
+        except Exception as exc:  # timeouts and transport errors reach here as Transient
+            await self._retry(job, run_id, gen, acct, batch, start, exc)
+            return
+        if left is None:
+            await self.finish(run_id, generation=gen)
+            return
+        await self._next_part(run_id, acct, gen, left, int(p.get("part", 0)) + 1, self.clock())
+
+    async def _retry(
+        self, job: Job, run_id: int, gen: float, acct: str, batch: _Batch,
+        start: tuple[str | None, int], exc: Exception,
+    ) -> None:
+        """A retryable failure: queue the rest as a fresh part when the batch got somewhere,
+        else try the batch again after a backoff, up to ``max_tries``; then give up."""
+        tries = self.settings.max_tries
+        delay = backoff_delay(job.attempts, base=self.settings.retry_base,
+                              cap=self.settings.retry_cap)
+        if isinstance(exc, Throttled) and exc.retry_after:
+            delay = max(delay, exc.retry_after)
+        if batch.resume != start:
+            log.info("catch-up run %d: %s after some progress; the rest in %.0f s", run_id,
+                     exc, delay)
+            part = int(job.payload.get("part", 0)) + 1
+            await self._next_part(run_id, acct, gen, batch.resume, part, self.clock() + delay)
+            return
+        if job.attempts >= tries:
+            await self._give_up(run_id, gen, acct, job.attempts, str(exc))
+            return
+        log.warning("catch-up run %d (account %s): try %d/%d failed: %s; again in %.0f s",
+                    run_id, acct, job.attempts, tries, exc, delay)
+        raise RetryLater(delay, f"catch-up: {exc}"[:300])
+
+    async def _give_up(self, run_id: int, gen: float, acct: str, tries: int, why: str) -> None:
+        error = f"{why[:240]} (gave up after {tries} tr{'y' if tries == 1 else 'ies'})"
+        if await self.finish(run_id, error=error, generation=gen) is not None:
+            log.warning("catch-up run %d of account %s FAILED: %s; recorded as failed, the "
+                        "creator is notified, it is retried after a cool-down (`instaset "
+                        "catch-up` runs it now)", run_id, acct, error)
+
+    async def _next_part(self, run_id: int, acct: str, gen: float,
+                         at: tuple[str | None, int], part: int, run_at: float) -> None:
         now = self.clock()
-        part = int(p.get("part", 0)) + 1
         async with self.db.tx() as conn:
-            await enqueue_in(conn, [_backfill_job(run_id, acct, float(p["since"]), after, skip,
-                                                  part, now)], now)
+            await enqueue_in(conn, [_backfill_job(run_id, acct, gen, at[0], at[1], part,
+                                                  run_at, self.settings.max_tries)], now)
         self.wake()
 
     async def backfill(
         self, run_id: int, acct: str, since: float, *, after: str | None = None, skip: int = 0,
-        max_calls: int | None = None,
+        batch: _Batch | None = None,
     ) -> tuple[str | None, int] | None:
         """Walk the conversations from (``after``, ``skip``); returns None when done, else
         where the next part starts (its ``after`` cursor and how many of that page to skip)
-        because ``max_calls`` were made."""
+        because the batch's call or time budget ran out. Without ``batch``: no budget."""
         token = await self.tokens.token(acct)
         if not token:
             raise TokenInvalid("no access token is stored for this account")
-        used = _Counter()
-        budget = max_calls if max_calls is not None else 1 << 30
+        b = batch or _Batch(max_calls=None, seconds=None, timer=self.timer,
+                            resume=(after, skip))
         while True:
-            if budget - used.calls < 1:
+            try:
+                page, next_cursor = await self._call(
+                    acct, b,
+                    functools.partial(self.graph.conversations, acct, token=token, after=after),
+                )
+            except _Spent:
                 return after, skip
-            page, next_cursor = await self._call(
-                acct, used,
-                functools.partial(self.graph.conversations, acct, token=token, after=after),
-            )
             for idx in range(skip, len(page)):
                 updated = parse_time(page[idx].get("updated_time"))
                 if updated is not None and updated < since - 1:
                     return None  # newest first: the rest is older still
-                if budget - used.calls < 2:
+                if not b.room(2):
                     return after, idx
-                if not await self._conversation(run_id, acct, token, page[idx], since,
-                                                used, budget):
+                if not await self._conversation(run_id, acct, token, page[idx], since, b):
                     return after, idx
+                b.resume = (after, idx + 1)
             if next_cursor is None:
                 return None
             after, skip = next_cursor, 0
+            b.resume = (after, skip)
 
-    async def _call(
-        self, acct: str, used: _Counter, make: Callable[[], Awaitable[T]]
-    ) -> T:
-        await self.limiter.acquire(acct)
-        used.calls += 1
+    async def _call(self, acct: str, batch: _Batch, make: Callable[[], Awaitable[T]]) -> T:
+        if batch.calls >= batch.max_calls:
+            raise _Spent
+        if not await self.limiter.acquire(acct, deadline=batch.limiter_deadline()):
+            raise _Spent
+        batch.calls += 1
         return await make()
 
     async def _conversation(
         self, run_id: int, acct: str, token: str, conv: Mapping[str, object], since: float,
-        used: _Counter, budget: int,
+        batch: _Batch,
     ) -> bool:
         """Recover what is missing from one conversation; False when the budget ran out
         before it was complete (what was read is kept: the next part skips it)."""
-        start = used.calls
+        start = batch.calls
         conv_id = str(conv.get("id"))
         usernames = participants(conv)
-        listed = await self._call(
-            acct, used, functools.partial(self.graph.conversation_messages, conv_id, token=token)
-        )
+        try:
+            listed = await self._call(acct, batch, functools.partial(
+                self.graph.conversation_messages, conv_id, token=token))
+        except _Spent:
+            return False
         msgs = [(str(m["id"]), parse_time(m.get("created_time"))) for m in listed if m.get("id")]
         msgs.sort(key=lambda m: m[1] or 0.0, reverse=True)
         readable = {mid for mid, _ in msgs[: self.settings.detail_limit]}
@@ -400,13 +474,14 @@ class CatchUp:
         unreadable = 0
         complete = True
         for mid in (m for m in missing if m in readable):
-            if budget - used.calls < 1:
+            try:
+                if not batch.room(1):
+                    raise _Spent
+                detail = await self._call(
+                    acct, batch, functools.partial(self.graph.message, mid, token=token))
+            except _Spent:
                 complete = False
                 break
-            try:
-                detail = await self._call(
-                    acct, used, functools.partial(self.graph.message, mid, token=token)
-                )
             except InvalidParameter:
                 unreadable += 1  # deleted since, or no longer readable
                 continue
@@ -419,7 +494,7 @@ class CatchUp:
         async with self.db.tx() as conn:
             new = await store.insert_recovered(conn, rows, run_id=run_id, now=now,
                                                max_attempts=self.max_attempts)
-            await store.add_progress(conn, run_id, calls=used.calls - start,
+            await store.add_progress(conn, run_id, calls=batch.calls - start,
                                      conversations=int(complete), recovered=new,
                                      unavailable=lost)
         if new:
@@ -427,9 +502,12 @@ class CatchUp:
             self.wake()
         return complete
 
-    async def finish(self, run_id: int, *, error: str | None = None) -> RunReport | None:
+    async def finish(
+        self, run_id: int, *, error: str | None = None, generation: float | None = None,
+    ) -> RunReport | None:
         """End a run: mark the account covered up to the run's start, and tell the creator
-        what was recovered (once: a redelivered job finds the run finished)."""
+        what was recovered (once: a redelivered job finds the run finished). With
+        ``generation``, only that generation of the run may end it."""
         run = await store.get_run(self.db, run_id)
         if run is None or run["finished_at"] is not None:
             return None
@@ -442,7 +520,7 @@ class CatchUp:
                             [(r["username"] or r["contact_id"], int(r["n"])) for r in per_contact],
                             int(run["unavailable"]), error)
         async with self.db.tx() as conn:
-            if not await store.finish_run(conn, run_id, now, error):
+            if not await store.finish_run(conn, run_id, now, error, generation=generation):
                 return None
             if error is None:
                 await store.mark_backfilled(conn, acct, float(run["started_at"]))
@@ -463,12 +541,14 @@ class CatchUp:
             if checked.run_id is None:
                 reports.append(checked)
                 continue
+            run = await store.get_run(self.db, checked.run_id)
+            gen = float(run["started_at"]) if run is not None else None
             error: str | None = None
             try:
                 await self.backfill(checked.run_id, checked.account_id, checked.since or 0.0)
             except GraphError as exc:
                 error = str(exc)[:300]
-            done = await self.finish(checked.run_id, error=error)
+            done = await self.finish(checked.run_id, error=error, generation=gen)
             if done is not None:
                 reports.append(RunReport(
                     done.account_id, done.username, checked.resubscribed, done.run_id,
@@ -476,35 +556,42 @@ class CatchUp:
         return reports
 
 
-def _backfill_job(run_id: int, acct: str, since: float, after: str | None, skip: int,
-                  part: int, now: float) -> NewJob:
-    return NewJob("catchup_backfill", f"catchup:{run_id}:{part}", {
-        "run_id": run_id, "account_id": acct, "since": since, "after": after, "skip": skip,
-        "part": part}, run_at=now, max_attempts=8)
+def _backfill_job(run_id: int, acct: str, gen: float, after: str | None, skip: int,
+                  part: int, run_at: float, tries: int) -> NewJob:
+    # One more attempt than the handler's tries: the worker never dead-letters a batch before
+    # the handler has recorded the run's failure.
+    return NewJob("catchup_backfill", f"catchup:{run_id}:{gen!r}:{part}", {
+        "run_id": run_id, "account_id": acct, "gen": gen, "after": after, "skip": skip,
+        "part": part}, run_at=run_at, max_attempts=tries + 1)
+
+
+async def doctor_checks(db: Database) -> list[Check]:
+    """One ``catch-up`` check per account with a run: its latest run, ``warn`` when it
+    failed (with the error and the fix), ``ok`` when it succeeded or is under way."""
+    from instaset.doctor import Check
+    from instaset.inbox import iso_utc
+
+    out: list[Check] = []
+    for r in await store.latest_runs(db):
+        who = _at(r["username"], str(r["account_id"]))
+        if r["finished_at"] is None:
+            out.append(Check("catch-up", "ok", f"{who}: run {r['id']} under way since "
+                             f"{iso_utc(r['started_at'])} ({r['recovered']} recovered so far)"))
+        elif r["error"] is not None:
+            out.append(Check(
+                "catch-up", "warn", f"{who}: run {r['id']} failed at "
+                f"{iso_utc(r['finished_at'])}: {r['error']}",
+                "check the network and the account's token (`instaset accounts`), then run "
+                "`instaset catch-up`; the daemon also retries after a cool-down",
+                "docs/setup.md#troubleshooting"))
+        else:
+            out.append(Check("catch-up", "ok", f"{who}: last run {r['id']} ended "
+                             f"{iso_utc(r['finished_at'])}, {r['recovered']} recovered"))
+    return out
 
 
 def _at(username: str | None, fallback: str) -> str:
     return f"@{username}" if username else fallback
-
-
-def parse_since(text: str, now: float) -> float:
-    """``--since``: a duration back from now (``6h``, ``2d``) or a UTC time
-    (``2026-11-28T10:00``)."""
-    from instaset.engine.values import parse_duration
-    from instaset.errors import InstasetError
-
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        pass
-    at = parse_time(text.strip())
-    if at is None:
-        raise InstasetError(
-            f"--since {text!r} is neither a duration (6h, 2d) nor a time (2026-11-28T10:00)"
-        )
-    if at > now:
-        raise InstasetError(f"--since {text!r} is in the future")
-    return at
 
 
 async def run_catch_up(

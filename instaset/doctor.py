@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from instaset import tokens as tokens_mod
+from instaset.catchup import doctor_checks as catchup_checks
 from instaset.config import Config, load_config
 from instaset.errors import ConfigError, GraphError, InstasetError, TokenInvalid, Transient
 from instaset.graph import GraphClient
@@ -313,6 +314,7 @@ async def run_checks(
                                                graph=graph)
                 checks.append(await check_retention(db, config, now))
                 checks += await check_notifications(db, now)
+                checks += await catchup_checks(db)
             checks.append(await check_public_url(config, session, offline=offline))
         finally:
             if db is not None:

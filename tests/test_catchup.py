@@ -7,29 +7,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import pytest
 from aiohttp import web
 
-from instaset.backfill import recovered_row, summary_text
+from instaset.backfill import CallLimiter, recovered_row, summary_text
 from instaset.catchup import (
     CatchUp,
     CatchUpSettings,
+    Failures,
     Gap,
     Marks,
     detect_gap,
+    doctor_checks,
+    merge_reasons,
     parse_since,
     run_catch_up,
 )
 from instaset.config import Config
 from instaset.daemon import Runtime, runtime
+from instaset.graph import GraphClient
 from instaset.outbox import StaticTokens
 from instaset.ratelimit import budgets_from_config
-from instaset.sandbox import Recorded, Sandbox
+from instaset.sandbox import Fault, Recorded, Sandbox
 from instaset.store import history
+from instaset.store import jobs as jobstore
 from instaset.webhook import make_app
 from tests.sending_harness import ACCT, SECRET, USERNAME, Clock
 
@@ -62,8 +70,8 @@ class World:
 
 
 @contextlib.asynccontextmanager
-async def world(tmp_path: Path, **config: Any) -> AsyncIterator[World]:
-    clock = Clock()
+async def world(tmp_path: Path, *, frozen: bool = False, **config: Any) -> AsyncIterator[World]:
+    clock = Clock(frozen=frozen)
     sandbox = Sandbox(app_secret=SECRET, account_id=ACCT, username=USERNAME, clock=clock)
     await sandbox.start("127.0.0.1")
     sandbox.subscribed = list(FIELDS)  # as `instaset connect` left it
@@ -74,9 +82,10 @@ async def world(tmp_path: Path, **config: Any) -> AsyncIterator[World]:
 
 
 @contextlib.asynccontextmanager
-async def daemon(w: World) -> AsyncIterator[Runtime]:
+async def daemon(w: World, *, start: bool = True) -> AsyncIterator[Runtime]:
     """``instaset serve`` against the sandbox, with this feature installed; the worker is
-    driven by :func:`settle`. On exit the daemon is gone: webhooks are no longer delivered."""
+    driven by :func:`settle`. On exit the daemon is gone: webhooks are no longer delivered.
+    Without ``start`` no start hook or periodic job is queued: the test checks by hand."""
     assert w.sandbox.base_url is not None
     async with contextlib.AsyncExitStack() as stack:
         rt = await stack.enter_async_context(runtime(
@@ -94,7 +103,8 @@ async def daemon(w: World) -> AsyncIterator[Runtime]:
         w.sandbox.webhook_url = f"http://127.0.0.1:{runner.addresses[0][1]}/webhook"
         rt.writer.start()
         stack.push_async_callback(rt.writer.stop)
-        await rt.start()  # as serving() does: the first catch-up check is due now
+        if start:
+            await rt.start()  # as serving() does: the first catch-up check is due now
         try:
             yield rt
         finally:
@@ -235,13 +245,17 @@ def conversations_calls(sandbox: Sandbox) -> list[Recorded]:
 
 async def test_the_conversations_api_budget_is_never_exceeded(tmp_path: Path) -> None:
     async with world(tmp_path, per_second=2.0, workflows=()) as w:
+        async with daemon(w) as rt:  # connected and checked, then stopped
+            await settle(w, rt)
+        first = len(conversations_calls(w.sandbox))
+        w.clock.advance(600)
         missed = [await w.sandbox.user_sends_dm(who, f"hello from {who}", deliver=False)
                   for who in (ANA, BEA, CAI)]
         async with daemon(w) as rt:
             await settle(w, rt)
             got = {r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")}
             assert got == {mid_of(p) for p in missed}
-        calls = conversations_calls(w.sandbox)
+        calls = conversations_calls(w.sandbox)[first:]
         assert len(calls) == 7  # 1 list + 3 conversations + 3 messages
         # At most 2 calls in any 1 s, by the sandbox's clock: any 3 span at least 1 s.
         times = [r.at for r in calls]
@@ -250,6 +264,9 @@ async def test_the_conversations_api_budget_is_never_exceeded(tmp_path: Path) ->
 
 async def test_a_long_backfill_is_split_into_bounded_jobs(tmp_path: Path) -> None:
     async with world(tmp_path, workflows=()) as w:
+        async with daemon(w) as rt:  # connected and checked, then stopped
+            await settle(w, rt)
+        w.clock.advance(600)
         for who in (ANA, BEA, CAI):
             await w.sandbox.user_sends_dm(who, "hello", deliver=False)
         async with daemon(w) as rt:
@@ -259,12 +276,13 @@ async def test_a_long_backfill_is_split_into_bounded_jobs(tmp_path: Path) -> Non
             rt.worker.handlers["catchup"] = small.periodic_job
             await settle(w, rt)
             assert await count(rt, "SELECT count(*) FROM recovered_events") == 3
-            parts = await rt.db.fetchall(
-                "SELECT key FROM jobs WHERE kind = 'catchup_backfill' AND state = 'done'")
-            assert len(parts) >= 3
-            run = await rt.db.fetchone("SELECT * FROM catchup_runs")
+            run = await rt.db.fetchone("SELECT * FROM catchup_runs ORDER BY id DESC LIMIT 1")
             assert run is not None and run["recovered"] == 3 and run["conversations"] == 3
             assert run["finished_at"] is not None
+            parts = await rt.db.fetchall(
+                "SELECT key FROM jobs WHERE kind = 'catchup_backfill' AND state = 'done'"
+                " AND key LIKE ?", (f"catchup:{run['id']}:%",))
+            assert len(parts) >= 3
             assert await count(rt, "SELECT count(*) FROM notifications WHERE kind = 'catchup'") == 1
 
 
@@ -303,6 +321,216 @@ async def test_catch_up_by_hand_with_since(tmp_path: Path) -> None:
                 "while you were away"]
 
 
+# -- restarts, time budgets, failures (issue 8's soak findings) --------------------------------
+def list_calls(sandbox: Sandbox) -> list[Recorded]:
+    """Requests for a page of conversations: one per walk of the conversation list."""
+    return [r for r in sandbox.transcript if r.method == "GET"
+            and r.route.endswith("/conversations")]
+
+
+async def test_two_quick_restarts_leave_one_run_covering_both_gaps(tmp_path: Path) -> None:
+    async with world(tmp_path, workflows=()) as w:
+        # Every check by hand (no start hook, no periodic job), to stop between them.
+        async with daemon(w, start=False) as rt:
+            await CatchUp.for_runtime(rt).check_all()
+            await settle(w, rt)
+            checked = await rt.db.fetchone("SELECT checked_at FROM catchup_accounts")
+            assert checked is not None
+            down_at = float(checked[0])
+        w.clock.advance(600)
+        first = await w.sandbox.user_sends_dm(ANA, "while stopped, 1", deliver=False)
+        w.clock.advance(60)
+        # Restart 1: the start check queues a run; killed before any batch of it ran.
+        async with daemon(w, start=False) as rt:
+            [one] = await CatchUp.for_runtime(rt).check_all()
+            assert one.run_id is not None and one.since is not None
+            assert one.since <= down_at
+            gen = await rt.db.fetchone("SELECT started_at FROM catchup_runs WHERE id = ?",
+                                       (one.run_id,))
+            assert gen is not None
+        w.clock.advance(600)
+        second = await w.sandbox.user_sends_dm(BEA, "while stopped, 2", deliver=False)
+        w.clock.advance(60)
+        # Restart 2: the same run, restarted, covering both downtimes.
+        async with daemon(w, start=False) as rt:
+            [two] = await CatchUp.for_runtime(rt).check_all()
+            assert two.run_id == one.run_id
+            active = await rt.db.fetchall("SELECT * FROM catchup_runs WHERE finished_at IS NULL")
+            assert [r["id"] for r in active] == [one.run_id]
+            assert active[0]["since"] == one.since  # the union starts at the first gap
+            assert active[0]["started_at"] > gen[0]  # a new generation: covers up to now
+            old_job = await rt.db.fetchone(
+                "SELECT key FROM jobs WHERE kind = 'catchup_backfill' AND state = 'ready'"
+                " ORDER BY id LIMIT 1")
+            assert old_job is not None
+            walks = len(list_calls(w.sandbox))
+            await settle(w, rt)
+            got = {r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events"
+                                                          " WHERE run_id = ?", (one.run_id,))}
+            assert got == {mid_of(first), mid_of(second)}
+            run = await rt.db.fetchone("SELECT * FROM catchup_runs WHERE id = ?", (one.run_id,))
+            assert run is not None and run["finished_at"] is not None and run["error"] is None
+            assert run["recovered"] == 2
+            # The first generation's batch found its run restarted and made no call.
+            assert len(list_calls(w.sandbox)) == walks + 1
+            state = await rt.db.fetchone("SELECT state FROM jobs WHERE key = ?",
+                                         (old_job["key"],))
+            assert state is not None and state[0] == "done"
+            assert await count(rt, "SELECT count(*) FROM notifications WHERE kind = 'catchup'"
+                               " AND text LIKE 'Recovered 2 messages%'") == 1
+
+
+async def test_a_kill_9_mid_run_is_resumed_without_duplicates(tmp_path: Path) -> None:
+    async with world(tmp_path) as w:
+        async with daemon(w, start=False) as rt:
+            await CatchUp.for_runtime(rt).check_all()
+            await settle(w, rt)
+        w.clock.advance(600)
+        missed = []
+        for who in (ANA, BEA, CAI):
+            missed.append(await w.sandbox.user_sends_dm(who, "the guide?", deliver=False))
+            w.clock.advance(1)
+        async with daemon(w, start=False) as rt:
+            small = CatchUp.for_runtime(rt, CatchUpSettings(max_calls_per_job=3,
+                                                            calls_per_second=50))
+            [report] = await small.check_all()
+            # One batch runs (one conversation recovered), the next is taken by the worker
+            # ... and the daemon dies: the job keeps its lease, nothing is processed.
+            [part0] = [j for j in await jobstore.claim(rt.db, "w1", w.clock(), 120.0, 10)
+                       if j.kind == "catchup_backfill"]
+            await small.backfill_job(part0)
+            await jobstore.complete(rt.db, part0, w.clock())
+            [part1] = [j for j in await jobstore.claim(rt.db, "w1", w.clock(), 120.0, 10)
+                       if j.kind == "catchup_backfill"]
+            assert await count(rt, "SELECT count(*) FROM recovered_events") == 1
+        w.clock.advance(30)
+        async with daemon(w) as rt:
+            await settle(w, rt)
+            w.clock.advance(130)  # the dead worker's lease runs out
+            await settle(w, rt)
+            left = await rt.db.fetchone("SELECT state FROM jobs WHERE id = ?", (part1.id,))
+            assert left is not None and left[0] == "done"
+            runs = await rt.db.fetchall("SELECT * FROM catchup_runs WHERE id >= ?",
+                                        (report.run_id,))
+            assert [(r["id"], r["recovered"], r["error"]) for r in runs] == [
+                (report.run_id, 3, None)]
+            assert runs[0]["finished_at"] is not None
+            assert sorted(r["mid"] for r in await rt.db.fetchall(
+                "SELECT mid FROM recovered_events")) == sorted(mid_of(p) for p in missed)
+            for p in missed:
+                assert await count(rt, "SELECT count(*) FROM events WHERE dedupe_key = ?",
+                                   (f"msg:{mid_of(p)}",)) == 1
+            assert [len(sends_to(w, who)) for who in (ANA, BEA, CAI)] == [1, 1, 1]
+            assert await count(rt, "SELECT count(*) FROM notifications WHERE kind = 'catchup'"
+                               " AND text LIKE 'Recovered%'") == 1
+
+
+async def test_a_batch_ends_at_its_time_budget(tmp_path: Path) -> None:
+    budget = 3.0
+    async with world(tmp_path, frozen=True, workflows=()) as w:
+        async with daemon(w, start=False) as rt:  # connected, checked once, then stopped
+            await CatchUp.for_runtime(rt).check_all()
+            await settle(w, rt)
+        w.clock.advance(600)
+        missed = []
+        for i in range(5):
+            missed.append(await w.sandbox.user_sends_dm(f"11000000000001{i:02d}", "hi",
+                                                        deliver=False))
+            w.clock.advance(1)
+        async with daemon(w, start=False) as rt:
+
+            async def wait(seconds: float) -> None:  # the limiter waits in fake time
+                w.clock.advance(seconds)
+                await asyncio.sleep(0)
+
+            settings = CatchUpSettings(calls_per_second=2.0, batch_seconds=budget)
+            cu = CatchUp(rt.db, rt.graph, rt.tokens, clock=w.clock, timer=w.clock,
+                         settings=settings, wake=rt.wake.set,
+                         limiter=CallLimiter(2.0, clock=w.clock, sleep=wait))
+            rt.worker.handlers["catchup_backfill"] = cu.backfill_job
+            [report] = await cu.check_all()
+            await settle(w, rt)
+            got = {r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")}
+            assert got == {mid_of(p) for p in missed}
+            parts = await rt.db.fetchall(
+                "SELECT started_at, finished_at FROM jobs WHERE kind = 'catchup_backfill'"
+                " AND key LIKE ? ORDER BY id", (f"catchup:{report.run_id}:%",))
+        calls = [c for c in conversations_calls(w.sandbox) if c.at >= parts[0]["started_at"]]
+        assert len(parts) >= 3
+        assert len(calls) < settings.calls_per_job * len(parts) / 4  # time, not calls, bound
+        for part in parts:
+            assert part["finished_at"] - part["started_at"] <= budget
+            made = [c for c in calls if part["started_at"] <= c.at <= part["finished_at"]]
+            assert made and all(c.at - part["started_at"] <= budget for c in made)
+        times = [c.at for c in calls]  # and the 2/s limit held, in the same fake time
+        assert all(times[i + 2] - times[i] >= 1.0 for i in range(len(times) - 2)), times
+
+
+async def test_a_sandbox_that_times_out_ends_the_run_failed_after_n_tries(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    tries = 3
+    async with world(tmp_path, workflows=()) as w, daemon(w, start=False) as rt, \
+            aiohttp.ClientSession() as session:
+        assert w.sandbox.base_url is not None
+        slow = GraphClient(session, graph_url=w.sandbox.base_url, api_url=w.sandbox.base_url,
+                           api_version=w.config.instagram.api_version, timeout=0.2)
+        settings = CatchUpSettings(calls_per_second=50, max_tries=tries, retry_cap=10.0)
+        cu = CatchUp(rt.db, slow, rt.tokens, clock=w.clock, settings=settings,
+                     wake=rt.wake.set)
+        rt.worker.handlers["catchup_backfill"] = cu.backfill_job
+        w.sandbox.inject(Fault("delay", path_contains="/conversations", delay=30, times=100))
+        [report] = await cu.check_all()
+        assert report.run_id is not None
+        with caplog.at_level(logging.WARNING, logger="instaset.catchup"):
+            for _ in range(2 * tries):
+                await settle(w, rt)
+                run = await rt.db.fetchone("SELECT * FROM catchup_runs WHERE id = ?",
+                                           (report.run_id,))
+                assert run is not None
+                if run["finished_at"] is not None:
+                    break
+                w.clock.advance(settings.retry_cap)  # the backoff is over
+        assert run is not None and run["error"] is not None and "did not answer" in run["error"]
+        assert f"gave up after {tries} tries" in run["error"]
+        assert len(list_calls(w.sandbox)) == tries
+        job = await rt.db.fetchone("SELECT state, attempts FROM jobs WHERE kind = "
+                                   "'catchup_backfill'")
+        assert job is not None and (job["state"], job["attempts"]) == ("done", tries)
+        failed_lines = [r.getMessage() for r in caplog.records if "FAILED" in r.getMessage()]
+        assert len(failed_lines) == 1 and f"run {report.run_id} " in failed_lines[0]
+        note = await rt.db.fetchone("SELECT text FROM notifications WHERE kind = 'catchup'")
+        assert note is not None and "failed" in note["text"] and "gave up" in note["text"]
+        [check] = await doctor_checks(rt.db)
+        assert check.status == "warn" and "gave up" in check.message and check.fix
+        # No loop: within the cool-down a check starts nothing; after it, one retry run
+        # that also covers what the failed run did not.
+        w.clock.advance(600)
+        [quiet] = await cu.check_all()
+        assert quiet.run_id is None
+        w.clock.advance(settings.failed_cool_down)
+        [retry] = await cu.check_all()
+        assert retry.run_id not in (None, report.run_id)
+        assert retry.reason is not None and "retry" in retry.reason.split("+")
+        assert retry.since is not None and report.since is not None
+        assert retry.since <= report.since
+
+
+async def test_the_call_limiter_never_waits_past_a_deadline() -> None:
+    clock = Clock(1000.0, frozen=True)
+
+    async def wait(seconds: float) -> None:
+        clock.advance(seconds)
+
+    limiter = CallLimiter(2.0, clock=clock, sleep=wait)
+    assert await limiter.acquire("a") and await limiter.acquire("a")
+    assert not await limiter.acquire("a", deadline=clock() + 1.0)  # next slot at +1.1
+    assert clock() == 1000.0
+    assert await limiter.acquire("b", deadline=clock())  # keys are independent
+    assert await limiter.acquire("a", deadline=clock() + 1.1)
+    assert clock() == pytest.approx(1001.1)
+
+
 # -- pure parts ----------------------------------------------------------------------------------
 S = CatchUpSettings()
 NOW = 1_000_000.0
@@ -329,6 +557,29 @@ def test_gap_detection() -> None:
     both = gap(first_in_process=True, resubscribed=True,
                marks=Marks(NOW - 200, NOW - 900, None))
     assert both == Gap("start+resubscribed", NOW - 900 - S.overlap)
+
+
+def test_failed_runs_cool_down_then_are_retried_and_covered() -> None:
+    failed = Failures(count=1, since=NOW - 5 * HOUR, last_at=NOW - 600)
+    quiet = dict(last_event_at=NOW - 7 * HOUR, marks=Marks(NOW - 200, NOW - 200, NOW - 8 * HOUR))
+    # Cooling down: neither the failure nor a quiet account starts a run ...
+    assert gap(failures=failed) is None
+    assert gap(failures=failed, **quiet) is None
+    # ... but a start does, and covers what the failed run left.
+    assert gap(failures=failed, first_in_process=True) == Gap("start", NOW - 5 * HOUR)
+    # After the cool-down: a retry of the failed period.
+    later = Failures(count=1, since=NOW - 5 * HOUR, last_at=NOW - S.failed_cool_down - 1)
+    assert gap(failures=later) == Gap("retry", NOW - 5 * HOUR - S.overlap)
+    # The cool-down doubles with each failure in a row, up to its cap.
+    assert [S.cool_down(n) for n in (1, 2, 3)] == [3600.0, 7200.0, 14400.0]
+    assert S.cool_down(40) == S.failed_cool_down_cap
+    third = Failures(count=3, since=NOW - 5 * HOUR, last_at=NOW - 2 * 3600)
+    assert gap(failures=third) is None
+
+
+def test_merged_reasons_keep_each_once() -> None:
+    assert merge_reasons("start", "start+resubscribed", "downtime") == (
+        "start+resubscribed+downtime")
 
 
 def test_recovered_rows_are_shaped_like_webhooks() -> None:

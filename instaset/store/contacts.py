@@ -41,7 +41,8 @@ async def list_contacts(db: Database, account_id: str | None = None) -> list[sql
 
 async def get_contact(db: Database, account_id: str, contact_id: str) -> sqlite3.Row | None:
     return await db.fetchone(
-        _CONTACT_SELECT + " WHERE k.account_id = ? AND k.id = ?", (account_id, contact_id)
+        _CONTACT_SELECT + " WHERE k.account_id = ? AND k.id = ?", (account_id, contact_id),
+        quick=True,
     )
 
 
@@ -262,6 +263,81 @@ async def start_run(
     return int(cur.lastrowid)
 
 
+async def active_run(conn: aiosqlite.Connection, account_id: str) -> sqlite3.Row | None:
+    """The account's unfinished run (the newest, should an older database hold several)."""
+    rows = await conn.execute_fetchall(
+        "SELECT * FROM catchup_runs WHERE account_id = ? AND finished_at IS NULL"
+        " ORDER BY started_at DESC, id DESC LIMIT 1",
+        (account_id,),
+    )
+    return next(iter(rows), None)
+
+
+async def restart_run(
+    conn: aiosqlite.Connection, run_id: int, *, reason: str, since: float, now: float
+) -> None:
+    """Give an unfinished run a new generation: ``started_at`` becomes ``now`` (the jobs of
+    the previous generation, fenced on it, stop), ``since`` and ``reason`` are the union of
+    the old and the new gap. Its counters keep what was recovered so far."""
+    await conn.execute(
+        "UPDATE catchup_runs SET reason = ?, since = min(since, ?), started_at = ?"
+        " WHERE id = ? AND finished_at IS NULL",
+        (reason, since, now, run_id),
+    )
+
+
+async def close_stale_runs(conn: aiosqlite.Connection, account_id: str, keep: int,
+                           now: float) -> float | None:
+    """Finish every other unfinished run of the account (left by versions that stacked
+    them) as replaced by ``keep``; returns the earliest ``since`` among them (None when there
+    were none), for ``keep`` to cover."""
+    rows = await conn.execute_fetchall(
+        "UPDATE catchup_runs SET finished_at = ?, error = 'replaced by run ' || ?"
+        " WHERE account_id = ? AND finished_at IS NULL AND id != ? RETURNING since",
+        (now, keep, account_id, keep),
+    )
+    found = [float(r[0]) for r in rows]
+    return min(found) if found else None
+
+
+async def has_live_job(conn: aiosqlite.Connection, run_id: int) -> bool:
+    """Whether a ``catchup_backfill`` job of the run is still ready or running (its keys are
+    ``catchup:{run_id}:...``: a range on the unique key index, no scan of the queue)."""
+    lo = f"catchup:{run_id}:"
+    rows = await conn.execute_fetchall(
+        "SELECT 1 FROM jobs WHERE key >= ? AND key < ? AND kind = 'catchup_backfill'"
+        " AND state IN ('ready', 'running') LIMIT 1",
+        (lo, lo[:-1] + ";"),
+    )
+    return bool(list(rows))
+
+
+async def failures_since_success(db: Database, account_id: str) -> sqlite3.Row:
+    """The account's failed runs that started after its last successful one: ``n`` (0 when
+    none), ``since`` (the earliest gap they left) and ``last_at`` (when the latest ended).
+    Runs closed as replaced are not failures (their replacement covers them)."""
+    row = await db.fetchone(
+        "SELECT count(*) AS n, min(since) AS since, max(finished_at) AS last_at"
+        " FROM catchup_runs WHERE account_id = ?1 AND finished_at IS NOT NULL"
+        " AND error IS NOT NULL AND error NOT LIKE 'replaced by run %'"
+        " AND started_at > coalesce((SELECT max(started_at) FROM catchup_runs"
+        "  WHERE account_id = ?1 AND finished_at IS NOT NULL AND error IS NULL), 0)",
+        (account_id,),
+    )
+    assert row is not None
+    return row
+
+
+async def latest_runs(db: Database) -> list[sqlite3.Row]:
+    """The newest run of every account that has one (with the account's username)."""
+    return await db.fetchall(
+        "SELECT r.*, a.username FROM catchup_runs r LEFT JOIN accounts a ON a.id = r.account_id"
+        " WHERE r.id = (SELECT id FROM catchup_runs r2 WHERE r2.account_id = r.account_id"
+        "  ORDER BY r2.started_at DESC, r2.id DESC LIMIT 1)"
+        " ORDER BY r.account_id"
+    )
+
+
 async def add_progress(
     conn: aiosqlite.Connection, run_id: int, *, calls: int = 0, conversations: int = 0,
     recovered: int = 0, unavailable: int = 0,
@@ -274,12 +350,16 @@ async def add_progress(
 
 
 async def finish_run(
-    conn: aiosqlite.Connection, run_id: int, now: float, error: str | None = None
+    conn: aiosqlite.Connection, run_id: int, now: float, error: str | None = None, *,
+    generation: float | None = None,
 ) -> bool:
-    """Mark the run finished; False when it already was (a redelivered job)."""
+    """Mark the run finished; False when it already was (a redelivered job) or, with
+    ``generation``, when the run was restarted since (a newer generation owns it)."""
+    fence, params = ("", ()) if generation is None else (" AND started_at = ?", (generation,))
     cur = await conn.execute(
-        "UPDATE catchup_runs SET finished_at = ?, error = ? WHERE id = ? AND finished_at IS NULL",
-        (now, error, run_id),
+        "UPDATE catchup_runs SET finished_at = ?, error = ? WHERE id = ? AND finished_at IS NULL"
+        + fence,
+        (now, error, run_id, *params),
     )
     return cur.rowcount == 1
 
