@@ -37,7 +37,7 @@ from instaset.errors import (
     UserUnavailable,
     WindowClosed,
 )
-from instaset.events import MessageEvent, parse_webhook
+from instaset.events import CommentEvent, EventKind, MessageEvent, parse_webhook
 from instaset.graph import GraphClient, QuickReply, SendResult, split_text
 from instaset.metrics import Metrics
 from instaset.pipeline import EchoOrigin
@@ -247,8 +247,8 @@ class Deliverer:
                 )
             mid = await self._stored_echo(out, float(row["updated_at"]))
             if mid is not None:
-                # Meta did deliver it: its echo is stored, but the worker is behind and has
-                # not processed it yet. Sending again now would be a duplicate.
+                # Meta did deliver it: its echo (or own-comment webhook) is stored, but the
+                # worker is behind and has not processed it. Sending again would duplicate.
                 async with self.db.tx(relaxed=True) as conn:
                     await sendstore.mark_sent_in(conn, key, mid, now)
                     if out.next_key:
@@ -363,18 +363,30 @@ class Deliverer:
                 return SendResult(to, None)
 
     async def _stored_echo(self, out: Outgoing, since: float) -> str | None:
-        """The message id of a stored echo, received since the in_flight mark at ``since``
-        and not processed yet, that matches ``out`` (same contact, same text) and no other
-        send claims; None if there is none."""
-        if out.contact_id is None or out.text is None:
+        """The id Meta gave ``out``, read from a stored event not processed yet, received
+        since the in_flight mark at ``since``, that no other send claims: the echo of a
+        message (same contact, same text) or, for a public reply, the account's own
+        comment under the same parent with the same text. None if there is none."""
+        if out.text is None:
             return None
-        for ev_row in await sendstore.unprocessed_echoes(
-            self.db, out.account_id, out.contact_id, since
+        public = out.kind == SendKind.PUBLIC_REPLY
+        about = out.account_id if public else out.contact_id
+        if about is None or (public and not out.comment_id):
+            return None
+        kind = EventKind.COMMENT if public else EventKind.ECHO
+        for ev_row in await sendstore.unprocessed_events(
+            self.db, out.account_id, about, kind, since
         ):
             for ev in parse_webhook(json.loads(ev_row["raw"])):
-                if (isinstance(ev, MessageEvent) and ev.text == out.text and ev.mid
-                        and await sendstore.get_send_by_mid(self.db, ev.mid) is None):
-                    return ev.mid
+                if isinstance(ev, CommentEvent) and public:
+                    found = ev.comment_id if ev.parent_id == out.comment_id else None
+                elif isinstance(ev, MessageEvent) and not public:
+                    found = ev.mid
+                else:
+                    continue
+                if (found and ev.text == out.text
+                        and await sendstore.get_send_by_mid(self.db, found) is None):
+                    return found
         return None
 
     # -- echo correlation (the pipeline's SendLedger) ----------------------------------------

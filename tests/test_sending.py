@@ -530,34 +530,49 @@ async def test_chain_continues_after_a_send_settled_by_its_echo(
     assert texts == ["first part", "second part"]  # each once, in order
 
 
+@pytest.mark.parametrize("public", [False, True], ids=["dm-echo", "own-comment-webhook"])
 async def test_stored_unprocessed_echo_settles_a_send_when_the_worker_is_behind(
-    make_harness: MakeHarness,
+    make_harness: MakeHarness, public: bool,
 ) -> None:
     """Found by bench/soak.py: with the worker far behind, a send whose answer was lost was
-    sent again after ``echo_wait`` although Meta's echo of it was already stored (just not
-    processed yet): a duplicate message, and the echo then looked like the creator's."""
+    sent again after ``echo_wait`` although Meta's echo of it (for a public reply: the
+    webhook of our own comment) was already stored, just not processed yet: a duplicate,
+    and a DM echo then looked like the creator's own message."""
     h = await make_harness(graph_timeout=0.5)
     await h.dm(IGSID, "hello")
+    comment = await h.sandbox.user_comments(IGSID, "love it", "18000000000000001")
     await h.settle()
-    h.sandbox.inject(Fault(kind="drop_after_send", path_contains="/messages", times=1))
-    await h.enqueue(h.text("c1", IGSID, "only once please"))
+    comment_id = str(comment["entry"][0]["changes"][0]["value"]["id"])  # type: ignore[index]
+    text = "only once please"
+    if public:
+        h.sandbox.inject(Fault("drop_after_send", path_contains="/replies", times=1))
+        await h.enqueue(Outgoing(key="c1", kind=SendKind.PUBLIC_REPLY, account_id=ACCT,
+                                 contact_id=IGSID, comment_id=comment_id, text=text))
+    else:
+        h.sandbox.inject(Fault(kind="drop_after_send", path_contains="/messages", times=1))
+        await h.enqueue(h.text("c1", IGSID, text))
     await h.rt.worker.run_burst(max_rounds=1)  # the send times out: outcome unknown
     await asyncio.wait_for(h.sandbox.drain(), timeout=10)
-    (echo,) = await h.echo_events(IGSID)
-    assert echo["processed_at"] is None
-    # The worker is behind: the echo's processing job is not due for an hour.
+    (stored,) = await h.rt.db.fetchall(
+        "SELECT * FROM events WHERE kind = ? AND processed_at IS NULL",
+        ("comment" if public else "echo",))
+    # The worker is behind: processing the stored event is not due for an hour.
     await h.rt.db.execute("UPDATE jobs SET run_at = run_at + 3600 WHERE kind = 'process_event'"
                           " AND state = 'ready'")
     h.clock.advance(h.rt.deliverer.echo_wait + 60)
     await h.rt.worker.run_burst()
 
-    (mid,) = [m.mid for m in h.sandbox.thread(IGSID) if m.text == "only once please"]
+    if public:
+        (meta_id,) = [c.id for c in h.sandbox.comments.values() if c.text == text]
+    else:
+        (meta_id,) = [m.mid for m in h.sandbox.thread(IGSID) if m.text == text]
     row = await h.send_row("c1")
-    assert (row["state"], row["message_id"]) == ("sent", mid)
-    assert [r.json["message"] for r in h.graph_sends(IGSID)].count(
-        {"text": "only once please"}) == 1
+    assert (row["state"], row["message_id"]) == ("sent", meta_id)
     h.clock.advance(3600)
     await h.settle()
-    out = await h.messages(IGSID, "out")
-    assert [(r["mid"], r["sent_by"]) for r in out] == [(mid, "automation")]
+    assert (await h.rt.db.fetchone("SELECT processed_at FROM events WHERE id = ?",
+                                   (stored["id"],)))["processed_at"] is not None
+    if not public:
+        out = await h.messages(IGSID, "out")
+        assert [(r["mid"], r["sent_by"]) for r in out] == [(meta_id, "automation")]
     assert (await h.conversation(IGSID))["paused_until"] is None

@@ -119,15 +119,16 @@ async def refusals_by_reason(db: Database, since: float) -> dict[str, int]:
     return {r[0] or "unknown": int(r[1]) for r in rows}
 
 
-async def unprocessed_echoes(
-    db: Database, account_id: str, contact_id: str, since: float
+async def unprocessed_events(
+    db: Database, account_id: str, contact_id: str, kind: str, since: float
 ) -> list[sqlite3.Row]:
-    """Echoes of messages to ``contact_id`` stored since ``since`` that the worker has not
-    processed yet (raw JSON), oldest first."""
+    """Stored events of ``kind`` about ``contact_id`` received since ``since`` that the
+    worker has not processed yet (raw JSON), oldest first: echoes of our messages to a
+    contact, or (contact = the account) the account's own comments."""
     return await db.fetchall(
-        "SELECT id, raw FROM events WHERE account_id = ? AND contact_id = ? AND kind = 'echo'"
+        "SELECT id, raw FROM events WHERE account_id = ? AND contact_id = ? AND kind = ?"
         " AND processed_at IS NULL AND received_at >= ? ORDER BY id",
-        (account_id, contact_id, since), quick=True,
+        (account_id, contact_id, kind, since), quick=True,
     )
 
 
