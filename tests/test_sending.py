@@ -570,8 +570,9 @@ async def test_stored_unprocessed_echo_settles_a_send_when_the_worker_is_behind(
     assert (row["state"], row["message_id"]) == ("sent", meta_id)
     h.clock.advance(3600)
     await h.settle()
-    assert (await h.rt.db.fetchone("SELECT processed_at FROM events WHERE id = ?",
-                                   (stored["id"],)))["processed_at"] is not None
+    after = await h.rt.db.fetchone("SELECT processed_at FROM events WHERE id = ?",
+                                   (stored["id"],))
+    assert after is not None and after["processed_at"] is not None
     if not public:
         out = await h.messages(IGSID, "out")
         assert [(r["mid"], r["sent_by"]) for r in out] == [(meta_id, "automation")]
