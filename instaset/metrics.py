@@ -37,5 +37,16 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Children looked up once per label value, not once per webhook (prometheus_client's
+        # labels() takes a lock and builds a tuple on every call).
+        self._events_by_kind: dict[str, Counter] = {}
+        self.webhook_ok = self.webhook_requests.labels("200")
+
+    def event_counter(self, kind: str) -> Counter:
+        child = self._events_by_kind.get(kind)
+        if child is None:
+            child = self._events_by_kind[kind] = self.events.labels(kind)
+        return child
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

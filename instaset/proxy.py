@@ -26,6 +26,7 @@ Contract:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -50,6 +51,7 @@ _HOST = re.compile(r"[A-Za-z0-9.-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?
 _SCHEMES = frozenset({"http", "https"})
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and peers repeat: one parse per request showed up
 def parse_address(text: str) -> Address | None:
     """An address as proxies write it in ``X-Forwarded-For``: ``1.2.3.4``, ``1.2.3.4:5678``,
     ``2001:db8::1``, ``[2001:db8::1]:443`` (optionally quoted). ``None`` when it is not one

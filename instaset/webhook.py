@@ -119,9 +119,9 @@ async def receive(request: web.Request) -> web.Response:
         log.error("could not store %d events: %s", len(rows), exc)
         return _reject(ctx, 503, "storage_error", "temporarily unavailable")
     for e in events:
-        ctx.metrics.events.labels(str(e.kind)).inc()
+        ctx.metrics.event_counter(e.kind).inc()
     ctx.metrics.duplicates.inc(len(rows) - result.stored)
-    ctx.metrics.webhook_requests.labels("200").inc()
+    ctx.metrics.webhook_ok.inc()
     return web.Response(text="EVENT_RECEIVED", content_type="text/plain")
 
 
