@@ -190,6 +190,8 @@ class PhaseResult:
     missing: int
     duplicated: int
     wrong: int
+    daemon_cpu_ms: float  # CPU of the daemon process (all threads) per event
+    bench_cpu_ms: float  # CPU of this process (load generator + sandbox) per event
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -200,12 +202,23 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` (all its threads), from /proc; NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Load:
     """Builds one DM per new user through the sandbox (which opens the user's window there),
     POSTs it signed to the daemon, and matches the replies the sandbox received."""
 
-    def __init__(self, sandbox: Sandbox, session: aiohttp.ClientSession, url: str) -> None:
+    def __init__(self, sandbox: Sandbox, session: aiohttp.ClientSession, url: str,
+                 daemon_pid: int) -> None:
         self.sandbox, self.session, self.url = sandbox, session, url
+        self.daemon_pid = daemon_pid
         self.users = 0
 
     async def prepare(self, prefix: int, n: int) -> list[tuple[str, int, bytes, dict[str, str]]]:
@@ -231,6 +244,7 @@ class Load:
     async def run(self, name: str, n: int, rate: float | None, prefix: int) -> PhaseResult:
         batch = await self.prepare(prefix, n)
         mark = len(self.sandbox.transcript)
+        cpu0, own0 = process_cpu(self.daemon_pid), time.process_time()
         started: dict[str, float] = {}
         statuses: list[int] = []
 
@@ -257,6 +271,8 @@ class Load:
             await asyncio.gather(*(lane() for _ in range(IN_FLIGHT)))
         expected = {igsid: wf for igsid, wf, _, _ in batch}
         got = await self.wait_replies(mark, expected)
+        cpu = (process_cpu(self.daemon_pid) - cpu0) * 1000 / n
+        own = (time.process_time() - own0) * 1000 / n
         lat: list[float] = []
         missing = duplicated = wrong = 0
         last = max(started.values())
@@ -275,7 +291,7 @@ class Load:
         return PhaseResult(name, n, rate, span, len(lat) / span if span > 0 else math.nan,
                            percentile(lat, 0.50), percentile(lat, 0.99),
                            lat[-1] if lat else math.nan, sum(s != 200 for s in statuses),
-                           missing, duplicated, wrong)
+                           missing, duplicated, wrong, cpu, own)
 
     async def wait_replies(self, mark: int, expected: dict[str, int]
                            ) -> dict[str, list[tuple[float, object]]]:
@@ -376,7 +392,8 @@ def print_phase(p: PhaseResult) -> None:
     print(f"{p.name:<9} {p.events:>6} events ({offered}): {p.eps:7.1f} events/s end to end "
           f"over {p.span_s:.2f} s; latency p50 {p.p50_ms:.1f} ms, p99 {p.p99_ms:.1f} ms, "
           f"max {p.max_ms:.1f} ms; non-200 {p.non_200}, missing {p.missing}, "
-          f"duplicated {p.duplicated}, wrong {p.wrong}")
+          f"duplicated {p.duplicated}, wrong {p.wrong}; CPU per event: daemon "
+          f"{p.daemon_cpu_ms:.2f} ms, bench+sandbox {p.bench_cpu_ms:.2f} ms")
 
 
 async def bench(args: argparse.Namespace) -> int:
@@ -400,7 +417,8 @@ async def bench(args: argparse.Namespace) -> int:
             session = await stack.enter_async_context(aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=10),
                 connector=aiohttp.TCPConnector(limit=0)))
-            load = Load(sandbox, session, sandbox.webhook_url)
+            assert daemon.proc is not None
+            load = Load(sandbox, session, sandbox.webhook_url, daemon.proc.pid)
             warm = await load.run("warm-up", args.warmup, 100.0, 4)
             fixed = await load.run("open-loop", int(args.rate * args.duration), args.rate, 5)
             top = await load.run("max-rate", args.max_events, None, 6)
@@ -409,7 +427,7 @@ async def bench(args: argparse.Namespace) -> int:
         replay_s, replayed = await time_replay(env, tmp, args.replay_messages, args.sync)
 
     print(f"e2e bench: {WORKFLOWS} keyword workflows, storage.synchronous={args.sync}, "
-          f"worker.concurrency={args.concurrency or 'default (8)'}, "
+          f"worker.concurrency={args.concurrency or 'default'}, "
           f"cpus={os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
     for p in (warm, fixed, top):
         print_phase(p)

@@ -189,7 +189,9 @@ class Database:
         loop's thread, which then owns it). None for an in-memory database (a second
         connection would see another database)."""
         if self._fast is None and str(self.path) != ":memory:":
-            conn = sqlite3.connect(str(self.path), isolation_level=None)
+            # A larger statement cache than the default 128: the worker's hot path uses more
+            # distinct statements than that, and a miss re-prepares the statement.
+            conn = sqlite3.connect(str(self.path), isolation_level=None, cached_statements=1024)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout=0")  # never block the loop: see _begin_fast
             conn.execute("PRAGMA synchronous=NORMAL")
