@@ -15,6 +15,7 @@ import pytest
 from instaset.ai.feature import AIFeature, install_feature
 from instaset.booking import parse_payload
 from instaset.config import AIConfig, BookingConfig, LeadsConfig
+from instaset.store.jobs import Job
 from tests.fake_gemini import (
     FakeGemini,
     function_call,
@@ -174,6 +175,27 @@ async def test_429_is_answered_later_once(make: Make) -> None:
     assert env.texts() == ["Here you go!"] and len(env.fake.requests) == 2
     outcomes = [r["outcome"] for r in await env.rows("SELECT * FROM ai_calls ORDER BY id")]
     assert outcomes == ["rate_limited", "ok"]
+
+
+async def test_the_call_record_commits_with_the_job_and_a_rerun_does_nothing(
+    make: Make
+) -> None:
+    """The handler completes its job itself, with the reply's send and the call's record
+    (one commit); run again with the same job, it finds its effects and does nothing."""
+    env = await make()
+    env.fake.script(reply("See you there!"))
+    await env.h.dm(IGSID, "are you on zoom?")
+    await env.h.settle()
+    [row] = await env.h.rt.db.fetchall("SELECT * FROM jobs WHERE kind = 'ai_reply'")
+    [call] = await env.rows("SELECT * FROM ai_calls")
+    assert row["state"] == "done"
+    assert (call["job_key"], call["attempt"], call["outcome"]) == (row["key"], 1, "ok")
+    sends = await env.rows("SELECT key FROM sends WHERE key LIKE 'send:ai%'")
+    assert sends == [{"key": f"send:{row['key']}"}]
+
+    assert await env.feature.replies.handle(Job.from_row(row)) is None  # answered already
+    assert len(env.fake.requests) == 1 and env.texts() == ["See you there!"]
+    assert len(await env.rows("SELECT * FROM ai_calls")) == 1
 
 
 async def test_500s_end_in_the_fallback_message(make: Make) -> None:

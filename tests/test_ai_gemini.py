@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from google.genai import types
 
-from instaset.ai.gemini import GeminiError, GeminiResponder, retry_delay
+from instaset.ai.gemini import OFFER_BOOKING, GeminiError, GeminiResponder, ReplySchema, retry_delay
 from instaset.ai.prompt import Example, PromptInput, Turn, build_prompt
 from tests.fake_gemini import (
     FakeGemini,
+    Scripted,
+    candidate_body,
     function_call,
     held,
     malformed,
@@ -123,6 +128,49 @@ async def test_failures_map_to_ai_errors(
     assert info.value.retryable is retryable
     assert info.value.retry_after == retry_after
     assert len(fake.requests) == 1  # the SDK never retries on its own
+
+
+@pytest.mark.parametrize("booking", [False, True], ids=["reply", "booking"])
+async def test_request_is_the_one_the_sdk_builds_from_the_pydantic_schema(
+    fake: FakeGemini, gemini: GeminiResponder, booking: bool
+) -> None:
+    """The precomputed schema, dict contents and dict config (see gemini.py's docstring)
+    put on the wire exactly what the SDK sends for the plain formulation: Content models
+    and the pydantic class as ``response_schema``; the shared schema is not altered by use."""
+    prompt = build_prompt(INPUT)
+    other = build_prompt(dataclasses.replace(
+        INPUT, persona="Someone else", conversation=(Turn("contact", "and in person?"),)))
+    await gemini.answer(prompt, booking=booking)
+    await gemini.answer(other, booking=booking)
+    await gemini.answer(prompt, booking=booking)
+    tools = [types.Tool(function_declarations=[types.FunctionDeclaration(
+        name=OFFER_BOOKING,
+        description="Send the person the creator's next free appointment times as "
+                    "buttons to tap. Use when they want to book a call or session.",
+    )])] if booking else None
+    await gemini.client.aio.models.generate_content(
+        model="gemini-test",
+        contents=[types.Content(role=role, parts=[types.Part(text=text)])
+                  for role, text in prompt.turns],
+        config=types.GenerateContentConfig(
+            system_instruction=prompt.system, temperature=0.4,
+            response_mime_type="application/json", response_schema=ReplySchema, tools=tools,
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True)),
+    )
+    first, second, again, plain = (json.dumps(r.body) for r in fake.requests)
+    assert first == plain and again == plain
+    assert json.loads(second)["generationConfig"] == json.loads(plain)["generationConfig"]
+    assert json.loads(second)["systemInstruction"] != json.loads(plain)["systemInstruction"]
+    assert ("tools" in json.loads(plain)) is booking
+
+
+async def test_json_that_does_not_fit_the_schema_is_malformed(
+    fake: FakeGemini, gemini: GeminiResponder
+) -> None:
+    fake.script(Scripted(200, candidate_body(json.dumps({"reply": "hi", "intent": 1}))))
+    with pytest.raises(GeminiError) as info:
+        await gemini.answer(build_prompt(INPUT))
+    assert (info.value.outcome, info.value.retryable) == ("malformed", True)
 
 
 async def test_unreachable_server_is_a_retryable_network_error() -> None:

@@ -6,7 +6,8 @@ Contract of the ``ai_reply`` job (payload ``account_id``, ``contact_id``, ``mode
 1. Reads the recent conversation, the message to answer (the comment's text for a comment),
    and the creator's own past replies most similar to it (local retrieval); builds the prompt.
 2. Calls Gemini (or the offline responder when no key is set). A slow call first shows the
-   typing indicator (DMs in ``auto`` mode). Each call is recorded (tokens, latency, outcome).
+   typing indicator (DMs in ``auto`` mode). Each call is recorded (tokens, latency, outcome):
+   in the transaction that finishes the job, or on its own when the job is to be retried.
 3. Applies the guardrails, then per mode: ``auto`` enqueues the reply (a private reply for a
    comment; free booking slots after it when the model asked to offer them); ``draft``
    stores it for approval; a guardrail hand-off pauses the conversation, stores the draft and
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,10 +55,11 @@ from instaset.events import (
 from instaset.links import track_links
 from instaset.outbox import Outgoing, enqueue_sends
 from instaset.pipeline import Automation
-from instaset.queue import NewJob, RetryLater, enqueue_in
+from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater, enqueue_in
 from instaset.rules import SendKind
 from instaset.store import ai as aistore
 from instaset.store import history
+from instaset.store.ai import CallRecord
 from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in
 
@@ -103,6 +106,25 @@ async def load_context(conn: aiosqlite.Connection, acct: str, contact: str,
     if conv is None:
         return None
     rows = await aistore.recent_texts(conn, acct, contact, HISTORY_TURNS)
+    return await _context(conn, conv, rows, acct, contact, comment_id)
+
+
+async def load_reply_context(db: Database, key: str, acct: str, contact: str,
+                             comment_id: str | None) -> Context | None:
+    """:func:`load_context` for the ai_reply job ``key``; None also when the job already
+    left its effects (a rerun). The job's hot path: the two checks share one statement, and
+    it and the recent messages (indexed lookups) are read on the loop-thread connection;
+    only the past replies (a scan of the account's replies) go to the database thread."""
+    conv = await aistore.reply_context(db, key, acct, contact)
+    if conv is None or conv["answered"]:
+        return None
+    rows = await aistore.recent_texts_quick(db, acct, contact, HISTORY_TURNS)
+    async with db.read() as conn:
+        return await _context(conn, conv, rows, acct, contact, comment_id)
+
+
+async def _context(conn: aiosqlite.Connection, conv: sqlite3.Row, rows: list[sqlite3.Row],
+                   acct: str, contact: str, comment_id: str | None) -> Context:
     turns = [Turn("contact" if r["direction"] == "in" else "creator", r["text"]) for r in rows]
     if comment_id:
         text = await _comment_text(conn, acct, contact, comment_id)
@@ -134,22 +156,21 @@ class AIReplies:
         self.typing_after = typing_after
 
     # -- the job ---------------------------------------------------------------------------
-    async def handle(self, job: Job) -> None:
+    async def handle(self, job: Job) -> Outcome | None:
+        """Returns ``COMPLETED`` when the job's completion committed with its effects (the
+        worker then writes nothing more), None when the worker is to complete it."""
         p = job.payload
         acct, contact = str(p["account_id"]), str(p["contact_id"])
         mode = str(p.get("mode") or "auto")
         comment_id = p.get("comment_id") or None
         if mode == "off":
-            return
-        async with self.db.read() as conn:
-            if await aistore.already_answered(conn, job.key):
-                return
-            ctx = await load_context(conn, acct, contact, comment_id)
-        if ctx is None:
-            return
+            return None
+        ctx = await load_reply_context(self.db, job.key, acct, contact, comment_id)
+        if ctx is None:  # answered already (a rerun), or the conversation is gone
+            return None
         if mode == "auto" and ctx.paused_until is not None and ctx.paused_until > self.clock():
             log.info("ai_reply for %s skipped: a human has the conversation", contact)
-            return
+            return None
         inp = PromptInput(
             persona=self.config.ai.persona, facts=tuple(self.config.ai.facts),
             examples=tuple(Example(e.message, e.reply) for e in self.config.ai.examples),
@@ -158,30 +179,32 @@ class AIReplies:
             booking=self.config.booking.enabled and comment_id is None,
         )
         if not inp.incoming.strip():
-            await self._finish(job, mode, ctx, inp, None, Verdict(
-                False, "no_text", "the message has no text to answer"))
-            return
-        try:
-            answer = await self._call(job, inp, typing=mode == "auto" and comment_id is None)
-        except GeminiError as exc:
+            return await self._finish(job, mode, ctx, inp, None, Verdict(
+                False, "no_text", "the message has no text to answer"), None)
+        answer, call = await self._call(job, inp, typing=mode == "auto" and comment_id is None)
+        if isinstance(answer, GeminiError):
+            exc = answer
             last = job.attempts >= min(job.max_attempts, self.config.ai.max_attempts)
             if exc.retryable and not last:
+                # Nothing else commits now (the queue reschedules the job): a write of its own.
+                await aistore.save_call(self.db, call)
                 if exc.retry_after is not None:
                     raise RetryLater(exc.retry_after, str(exc)) from None
-                raise
-            await self._give_up(job, mode, ctx, inp, exc)
-            return
+                raise exc
+            return await self._give_up(job, mode, ctx, inp, exc, call)
         verdict = check_reply(answer, inp.incoming, inp.facts)
-        await self._finish(job, mode, ctx, inp, answer, verdict)
+        return await self._finish(job, mode, ctx, inp, answer, verdict, call)
 
     # -- calling the model -----------------------------------------------------------------
-    async def _call(self, job: Job, inp: PromptInput, *, typing: bool) -> Answer:
+    async def _call(self, job: Job, inp: PromptInput, *, typing: bool
+                    ) -> tuple[Answer | GeminiError, CallRecord]:
+        """The answer, or the model's failure, and the call's record (which the caller
+        commits with the job's effects: one commit per job, not two)."""
         p = job.payload
         started = time.perf_counter()
         if self.responder is None:
             answer = self.offline.answer(inp)
-            await self._record(job, "offline", None, "ok", answer, None, started)
-            return answer
+            return answer, self._record(job, "offline", None, "ok", answer, None, started)
         task = asyncio.ensure_future(self.responder.answer(build_prompt(inp), booking=inp.booking))
         try:
             if typing:
@@ -190,27 +213,25 @@ class AIReplies:
                     await self._typing(job, str(p["account_id"]), str(p["contact_id"]))
             answer = await task
         except GeminiError as exc:
-            await self._record(job, "gemini", self.responder.model, exc.outcome, None, exc,
-                               started)
-            raise
+            return exc, self._record(job, "gemini", self.responder.model, exc.outcome, None,
+                                     exc, started)
         finally:
             if not task.done():
                 task.cancel()
-        await self._record(job, "gemini", self.responder.model, "ok", answer, None, started)
-        return answer
+        return answer, self._record(job, "gemini", self.responder.model, "ok", answer, None,
+                                    started)
 
-    async def _record(self, job: Job, backend: str, model: str | None, outcome: str,
-                      answer: Answer | None, exc: GeminiError | None, started: float) -> None:
+    def _record(self, job: Job, backend: str, model: str | None, outcome: str,
+                answer: Answer | None, exc: GeminiError | None, started: float) -> CallRecord:
         usage = answer.usage if answer is not None else (exc.usage if exc else None)
-        await aistore.record_call(
-            self.db, job_key=job.key, attempt=job.attempts,
-            account_id=str(job.payload["account_id"]),
+        return CallRecord(
+            job_key=job.key, attempt=job.attempts, account_id=str(job.payload["account_id"]),
             contact_id=str(job.payload["contact_id"]), backend=backend, model=model,
             outcome=outcome, prompt_tokens=usage.prompt_tokens if usage else None,
             output_tokens=usage.output_tokens if usage else None,
             total_tokens=usage.total_tokens if usage else None,
             latency_ms=(time.perf_counter() - started) * 1000,
-            error=str(exc)[:500] if exc else None, now=self.clock(),
+            error=str(exc)[:500] if exc else None, created_at=self.clock(),
         )
 
     async def _typing(self, job: Job, acct: str, contact: str) -> None:
@@ -235,15 +256,23 @@ class AIReplies:
         )
 
     async def _finish(self, job: Job, mode: str, ctx: Context, inp: PromptInput,
-                      answer: Answer | None, verdict: Verdict) -> None:
+                      answer: Answer | None, verdict: Verdict, call: CallRecord | None
+                      ) -> Outcome:
+        """Commit the answer's effects with the job's completion (and the call's record).
+        A relaxed commit (no fsync, see :mod:`instaset.store.db`): lost only to a power
+        loss, and then with the job's completion, so the job runs again and re-derives them;
+        nothing leaves the machine before a durable commit (a send's ``in_flight`` mark)
+        has made this one durable too."""
         p = job.payload
         acct, contact = str(p["account_id"]), str(p["contact_id"])
         now = self.clock()
         text = answer.reply if answer is not None else ""
-        async with self.db.tx() as conn:
+        async with self.db.tx(relaxed=True) as conn:
+            if call is not None:
+                await aistore.insert_call(conn, call)
             if await aistore.already_answered(conn, job.key):
                 await complete_in(conn, job, now)
-                return
+                return COMPLETED
             jobs: list[NewJob] = []
             if answer is not None and answer.lead_facts:
                 for i, fact in enumerate(answer.lead_facts):
@@ -278,10 +307,12 @@ class AIReplies:
                 outs = await track_links(conn, outs, base_url=self.config.server.public_url,
                                          now=now)
                 await enqueue_sends(conn, outs, now)
-            await enqueue_in(conn, jobs, now)
+            if jobs:
+                await enqueue_in(conn, jobs, now)
             await complete_in(conn, job, now)
         if outs and self.wake is not None:
             self.wake.set()
+        return COMPLETED
 
     async def _handoff_in(self, conn: aiosqlite.Connection, job: Job, ctx: Context,
                           inp: PromptInput, answer: Answer | None, verdict: Verdict,
@@ -308,15 +339,16 @@ class AIReplies:
                           f'{who} {what} ({detail}): "{said}"', now)
 
     async def _give_up(self, job: Job, mode: str, ctx: Context, inp: PromptInput,
-                       exc: GeminiError) -> None:
+                       exc: GeminiError, call: CallRecord) -> Outcome:
         fallback = self.config.ai.fallback_message
         log.warning("ai_reply %s gave up after try %d: %s", job.key, job.attempts, exc)
         if mode != "auto" or not fallback:
-            await self._finish(job, mode, ctx, inp, None,
-                               Verdict(False, f"ai_{exc.outcome}", f"the AI failed: {exc}"))
-            return
+            return await self._finish(
+                job, mode, ctx, inp, None,
+                Verdict(False, f"ai_{exc.outcome}", f"the AI failed: {exc}"), call)
         now = self.clock()
-        async with self.db.tx() as conn:
+        async with self.db.tx(relaxed=True) as conn:  # as in _finish
+            await aistore.insert_call(conn, call)
             await enqueue_sends(conn, [self._reply_out(job, f"send:{job.key}:fallback",
                                                         fallback)], now)
             await enqueue_in(conn, [self._notify(
@@ -325,6 +357,7 @@ class AIReplies:
             await complete_in(conn, job, now)
         if self.wake is not None:
             self.wake.set()
+        return COMPLETED
 
 
 # -- hooking into the automation ---------------------------------------------------------------
@@ -429,4 +462,4 @@ def _runtime_session(rt: Runtime) -> aiohttp.ClientSession | None:
 
 
 __all__ = ["AIFeature", "AIReplies", "LeadsAndBooking", "build", "install",
-           "install_feature", "load_context", "responder_for"]
+           "install_feature", "load_context", "load_reply_context", "responder_for"]

@@ -2,8 +2,9 @@
 
 Contract of :meth:`GeminiResponder.answer`: one HTTP request per call (SDK retries off: the
 durable job queue owns retries; automatic function calling disabled, so a declared tool is
-never executed by the SDK), a pydantic ``response_schema`` for the reply, and every failure
-mapped to :class:`GeminiError` (an :class:`~instaset.errors.AIError`) with an ``outcome`` slug:
+never executed by the SDK), the :class:`ReplySchema` as ``response_schema`` for the reply,
+and every failure mapped to :class:`GeminiError` (an :class:`~instaset.errors.AIError`) with
+an ``outcome`` slug:
 
 ======================  ==========  ==========================================
 outcome                 retryable   cause
@@ -17,6 +18,16 @@ outcome                 retryable   cause
 ``safety``              no          prompt blocked or the answer stopped for SAFETY
 ``max_tokens``          no          the answer was cut off (``MAX_TOKENS``)
 ======================  ==========  ==========================================
+
+Speed (bench/ai.py): the SDK converts its arguments on every call, and two of the conversions
+cost more than the HTTP round trip to a local server. A pydantic class as ``response_schema``
+is turned into a JSON schema and then a :class:`types.Schema` each time, so the client holds
+the converted :class:`types.Schema` (computed once; the wire ``responseSchema`` is the same,
+tests/test_ai_gemini.py compares it with the SDK's own conversion of :class:`ReplySchema`).
+With a ``types.Schema`` the SDK's ``parsed`` is a plain dict, which :func:`read_response`
+validates against :class:`ReplySchema` itself, as the SDK would. The contents go as plain
+dicts (``types.Content`` instances take the SDK's union validation ~1 ms slower for the
+same request) and the config as a dict (no deep copy of the schema per call).
 """
 
 from __future__ import annotations
@@ -28,7 +39,8 @@ import aiohttp
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
-from pydantic import BaseModel
+from google.genai._transformers import t_schema
+from pydantic import BaseModel, ValidationError
 
 from instaset.ai.answer import Answer, LeadFact, Usage
 from instaset.ai.prompt import Prompt
@@ -105,6 +117,30 @@ def _name(value: object) -> str:
     return str(getattr(value, "name", value) or "")
 
 
+def _reply(parsed: object) -> ReplySchema | None:
+    """The :class:`ReplySchema` in ``response.parsed``: the SDK gives an instance when the
+    config carried the pydantic class, the decoded JSON when it carried the converted
+    :class:`types.Schema` (what :class:`GeminiResponder` sends). A value that does not fit
+    is None, as the SDK's own parsing makes it."""
+    if isinstance(parsed, ReplySchema):
+        return parsed
+    if isinstance(parsed, dict):
+        try:
+            return ReplySchema.model_validate(parsed)
+        except ValidationError:
+            return None
+    return None
+
+
+def reply_schema() -> types.Schema:
+    """:class:`ReplySchema` as the SDK converts a pydantic ``response_schema`` on each call
+    (``t_schema``), computed once; the SDK sends a ``types.Schema`` unchanged."""
+    schema = t_schema(None, ReplySchema)
+    if schema is None:  # pragma: no cover - t_schema returns None only for a falsy origin
+        raise TypeError("ReplySchema did not convert to a Gemini schema")
+    return schema
+
+
 def read_response(resp: types.GenerateContentResponse, model: str) -> Answer:
     """The :class:`Answer` in a response, or the :class:`GeminiError` it amounts to."""
     usage = _usage(resp)
@@ -118,8 +154,8 @@ def read_response(resp: types.GenerateContentResponse, model: str) -> Answer:
                           retryable=False, usage=usage)
     calls = resp.function_calls or []
     offer = any(c.name == OFFER_BOOKING for c in calls)
-    parsed = resp.parsed
-    if isinstance(parsed, ReplySchema):
+    parsed = _reply(resp.parsed)
+    if parsed is not None:
         return Answer(
             reply=parsed.reply.strip(), intent=parsed.intent.strip().lower() or "other",
             confidence=max(0.0, min(1.0, parsed.confidence)), needs_human=parsed.needs_human,
@@ -160,27 +196,33 @@ class GeminiResponder:
                 retry_options=types.HttpRetryOptions(attempts=1),
             ),
         )
-
-    def config(self, prompt: Prompt, *, booking: bool) -> types.GenerateContentConfig:
-        tools: list[types.Tool] | None = None
-        if booking:
-            tools = [types.Tool(function_declarations=[types.FunctionDeclaration(
+        # Everything in the config but the system instruction is the same on every call:
+        # built once (see the module docstring). The SDK neither mutates nor keeps them.
+        self.base_config: types.GenerateContentConfigDict = {
+            "temperature": temperature,
+            "response_mime_type": "application/json",
+            "response_schema": reply_schema(),
+            "automatic_function_calling": {"disable": True},
+        }
+        self.booking_config: types.GenerateContentConfigDict = {
+            **self.base_config,
+            "tools": [types.Tool(function_declarations=[types.FunctionDeclaration(
                 name=OFFER_BOOKING,
                 description="Send the person the creator's next free appointment times as "
                             "buttons to tap. Use when they want to book a call or session.",
-            )])]
-        return types.GenerateContentConfig(
-            system_instruction=prompt.system,
-            temperature=self.temperature,
-            response_mime_type="application/json",
-            response_schema=ReplySchema,
-            tools=tools,
-            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
-        )
+            )])],
+        }
+
+    def config(self, prompt: Prompt, *, booking: bool) -> types.GenerateContentConfigDict:
+        """The request config: :attr:`base_config` (or :attr:`booking_config`) plus the
+        prompt's system instruction. A dict, so the SDK validates it instead of deep-copying
+        a config model (and its schema) on every call."""
+        base = self.booking_config if booking else self.base_config
+        return {**base, "system_instruction": prompt.system}
 
     async def answer(self, prompt: Prompt, *, booking: bool = False) -> Answer:
-        contents = [
-            types.Content(role=role, parts=[types.Part(text=text)]) for role, text in prompt.turns
+        contents: list[types.ContentDict] = [
+            {"role": role, "parts": [{"text": text}]} for role, text in prompt.turns
         ]
         try:
             resp = await self.client.aio.models.generate_content(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
@@ -42,16 +43,41 @@ async def conversation_row(conn: aiosqlite.Connection, account_id: str, contact_
     return rows[0] if rows else None
 
 
+async def reply_context(db: Database, key: str, account_id: str, contact_id: str
+                        ) -> sqlite3.Row | None:
+    """:func:`conversation_row` (its ``username`` and ``paused_until``) and, as ``answered``,
+    :func:`already_answered` for the ai_reply job ``key``, in one indexed statement on the
+    loop-thread connection (``quick``: no thread hand-off); None when the conversation does
+    not exist."""
+    return await db.fetchone(
+        "SELECT k.username, c.paused_until, (EXISTS(SELECT 1 FROM sends WHERE key = ? OR"
+        " key = ?) OR EXISTS(SELECT 1 FROM ai_drafts WHERE key = ?)) AS answered"
+        " FROM conversations c JOIN contacts k"
+        " ON k.account_id = c.account_id AND k.id = c.contact_id"
+        " WHERE c.account_id = ? AND c.contact_id = ?",
+        (f"send:{key}", f"send:{key}:fallback", key, account_id, contact_id), quick=True,
+    )
+
+
+_RECENT_TEXTS = (
+    "SELECT * FROM (SELECT id, mid, direction, sent_by, text, created_at FROM messages"
+    " WHERE account_id = ? AND contact_id = ? AND text IS NOT NULL AND text != ''"
+    " AND deleted_at IS NULL ORDER BY created_at DESC, id DESC LIMIT ?)"
+    " ORDER BY created_at, id"
+)
+
+
 async def recent_texts(conn: aiosqlite.Connection, account_id: str, contact_id: str,
                        limit: int) -> list[sqlite3.Row]:
     """The last ``limit`` messages with text (not deleted), oldest first."""
-    return await _rows(
-        conn,
-        "SELECT * FROM (SELECT id, mid, direction, sent_by, text, created_at FROM messages"
-        " WHERE account_id = ? AND contact_id = ? AND text IS NOT NULL AND text != ''"
-        " AND deleted_at IS NULL ORDER BY created_at DESC, id DESC LIMIT ?)"
-        " ORDER BY created_at, id", (account_id, contact_id, limit),
-    )
+    return await _rows(conn, _RECENT_TEXTS, (account_id, contact_id, limit))
+
+
+async def recent_texts_quick(db: Database, account_id: str, contact_id: str, limit: int
+                             ) -> list[sqlite3.Row]:
+    """:func:`recent_texts` on the loop-thread connection (an indexed read of ``limit``
+    rows of one thread: short enough for the loop)."""
+    return await db.fetchall(_RECENT_TEXTS, (account_id, contact_id, limit), quick=True)
 
 
 async def human_reply_pairs(conn: aiosqlite.Connection, account_id: str, limit: int = 500
@@ -128,16 +154,57 @@ async def already_answered(conn: aiosqlite.Connection, key: str) -> bool:
     return bool(rows)
 
 
+_RECORD_CALL = (
+    "INSERT INTO ai_calls(job_key, attempt, account_id, contact_id, backend, model, outcome,"
+    " prompt_tokens, output_tokens, total_tokens, latency_ms, error, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One model call (a row of ``ai_calls``; one per job key and attempt)."""
+
+    job_key: str
+    attempt: int
+    account_id: str
+    contact_id: str | None
+    backend: str
+    model: str | None
+    outcome: str
+    prompt_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
+    latency_ms: float
+    error: str | None
+    created_at: float
+
+    def params(self) -> tuple[object, ...]:
+        return (self.job_key, self.attempt, self.account_id, self.contact_id, self.backend,
+                self.model, self.outcome, self.prompt_tokens, self.output_tokens,
+                self.total_tokens, self.latency_ms, self.error, self.created_at)
+
+
+async def insert_call(conn: aiosqlite.Connection, call: CallRecord) -> None:
+    """Record ``call`` inside the caller's transaction (with the job's other effects, so a
+    finishing job pays for one commit, not two)."""
+    await conn.execute(_RECORD_CALL, call.params())
+
+
+async def save_call(db: Database, call: CallRecord) -> None:
+    """Record ``call`` in a write of its own (a call whose job commits nothing now)."""
+    await db.execute(_RECORD_CALL, call.params())
+
+
 async def record_call(
     db: Database, *, job_key: str, attempt: int, account_id: str, contact_id: str | None,
     backend: str, model: str | None, outcome: str, prompt_tokens: int | None,
     output_tokens: int | None, total_tokens: int | None, latency_ms: float,
     error: str | None, now: float,
 ) -> None:
+    """Record a call in a write of its own."""
     await db.execute(
-        "INSERT INTO ai_calls(job_key, attempt, account_id, contact_id, backend, model, outcome,"
-        " prompt_tokens, output_tokens, total_tokens, latency_ms, error, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        _RECORD_CALL,
         (job_key, attempt, account_id, contact_id, backend, model, outcome, prompt_tokens,
          output_tokens, total_tokens, latency_ms, error, now),
     )
