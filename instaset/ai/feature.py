@@ -43,7 +43,7 @@ from instaset.ai.scoring import LeadScoring, rescore_in
 from instaset.ai.similarity import rank
 from instaset.automation import WorkflowAutomation, notify_job
 from instaset.booking import BookingDesk, parse_payload
-from instaset.config import Config
+from instaset.config import Config, LeadsConfig
 from instaset.events import (
     CommentEvent,
     Event,
@@ -376,12 +376,14 @@ def booking_tap(event: Event) -> float | None:
 
 
 class LeadsAndBooking:
-    """Wraps the pipeline's automation: every inbound message, tap or comment also enqueues
-    the contact's lead rescoring; a tap on a booking slot enqueues its ``book_slot`` job
+    """Wraps the pipeline's automation: every inbound message, tap or comment also rescores
+    the contact's lead, inside the event's transaction (a few indexed reads; a job of its
+    own cost more than the scoring); a tap on a booking slot enqueues its ``book_slot`` job
     instead of running the workflows (the slot's title is not a message to answer)."""
 
-    def __init__(self, inner: Automation | None) -> None:
+    def __init__(self, inner: Automation | None, leads: LeadsConfig) -> None:
         self.inner = inner
+        self.leads = leads
 
     async def plan(self, conn: aiosqlite.Connection, event: Event, *, is_new_contact: bool,
                    now: float) -> list[NewJob]:
@@ -396,7 +398,7 @@ class LeadsAndBooking:
         jobs = (await self.inner.plan(conn, event, is_new_contact=is_new_contact, now=now)
                 if self.inner is not None else [])
         if mine and contact is not None:
-            jobs.append(lead_score_job(event.dedupe_key, event.account_id, contact, now))
+            jobs += (await rescore_in(conn, self.leads, event.account_id, contact, now))[1]
         return jobs
 
 
@@ -452,7 +454,7 @@ def install_feature(rt: Runtime, *, typing_after: float = 2.0) -> AIFeature:
     inner = rt.pipeline.automation
     if isinstance(inner, WorkflowAutomation):
         inner.offer_booking = feature.desk.offer_in
-    rt.pipeline.automation = LeadsAndBooking(inner)
+    rt.pipeline.automation = LeadsAndBooking(inner, rt.config.leads)
     return feature
 
 
