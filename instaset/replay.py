@@ -27,7 +27,6 @@ import json
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from instaset.automation import load_state
@@ -54,9 +53,11 @@ from instaset.engine import (
     SetTag,
     TypingOn,
     Workflow,
+    compiled,
     decide,
     resume,
 )
+from instaset.engine.conditions import fmt_time
 from instaset.events import CommentEvent, Event, MessageEvent, PostbackEvent, parse_webhook
 from instaset.store import replay as store
 from instaset.store.db import Database
@@ -83,7 +84,7 @@ ContactKey = tuple[str, str]  # (account_id, contact_id)
 
 def iso(ts: float) -> str:
     """UTC ISO 8601 with a ``Z``, to the second (what JSON output uses)."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return fmt_time(ts)
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -303,10 +304,11 @@ async def load_history(
     rows = await store.events_between(db, since, until)
     human = await store.human_echo_event_ids(db, since)
     events: list[StoredEvent] = []
-    for row in rows:
-        parsed = parse_webhook(json.loads(row["raw"]))
+    append, loads = events.append, json.loads
+    for event_id, raw in rows:  # one query; decoding is the whole cost per row here
+        parsed = parse_webhook(loads(raw))
         if len(parsed) == 1:
-            events.append(StoredEvent(int(row["id"]), parsed[0], int(row["id"]) in human))
+            append(StoredEvent(event_id, parsed[0], event_id in human))
     states: dict[ContactKey, ConversationState] = {}
     for conv in await store.conversation_rows(db):
         acct, contact = str(conv["account_id"]), str(conv["contact_id"])
@@ -344,7 +346,8 @@ class Replayer:
         pause_for_seconds: float,
         private_replies_per_hour: int | None = None,
     ) -> None:
-        self.workflows = list(workflows)
+        # Compiled once here (priority order, trigger index), not looked up per event.
+        self.workflows = compiled(workflows)
         self.settings_for = settings_for
         self.pause_for_seconds = pause_for_seconds
         self.private_replies_per_hour = private_replies_per_hour

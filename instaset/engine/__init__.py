@@ -29,7 +29,15 @@ from instaset.engine.actions import (
     action_from_dict,
     is_message,
 )
-from instaset.engine.decide import Decision, decide, needs_follower, resume, validate_answer
+from instaset.engine.compiled import CompiledWorkflows, compiled
+from instaset.engine.decide import (
+    Decision,
+    decide,
+    decide_scan,
+    needs_follower,
+    resume,
+    validate_answer,
+)
 from instaset.engine.model import (
     Duration,
     MatchMode,
@@ -47,6 +55,7 @@ __all__ = [
     "Action",
     "Awaiting",
     "Button",
+    "CompiledWorkflows",
     "ConversationState",
     "Decision",
     "Duration",
@@ -75,7 +84,9 @@ __all__ = [
     "Workflow",
     "action_from_dict",
     "check_workflow_names",
+    "compiled",
     "decide",
+    "decide_scan",
     "fold",
     "is_message",
     "link_names",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import math
+import time
+from datetime import datetime
 
 from instaset.engine.model import Conditions, FieldTest, Hours
 from instaset.engine.settings import EngineSettings
@@ -14,8 +16,17 @@ _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def fmt_time(ts: float) -> str:
-    """A unix time as ``2024-05-01T12:00:00Z`` for traces."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """A unix time as ``2024-05-01T12:00:00Z`` for traces: exactly what
+    ``datetime.fromtimestamp(ts, UTC).strftime(...)`` gives (rounded to the microsecond, then
+    truncated to the second), at half the cost (replay formats one per step)."""
+    frac, whole = math.modf(ts)
+    micros = round(frac * 1e6)
+    if micros >= 1_000_000:
+        whole += 1
+    elif micros < 0:
+        whole -= 1
+    t = time.gmtime(whole)
+    return f"{t[0]:04d}-{t[1]:02d}-{t[2]:02d}T{t[3]:02d}:{t[4]:02d}:{t[5]:02d}Z"
 
 
 def in_hours(hours: Hours, weekday: int, minute: int) -> bool:
@@ -78,11 +89,12 @@ def check_conditions(
     present = [t for t in cond.tags_none if t in tags]
     if present:
         return f"has excluded tags {present}"
-    fields = dict(state.fields)
-    for name, test in cond.fields.items():
-        failure = _field_fails(name, test, fields)
-        if failure:
-            return failure
+    if cond.fields:
+        fields = state.fields.as_dict()
+        for name, test in cond.fields.items():
+            failure = _field_fails(name, test, fields)
+            if failure:
+                return failure
     if cond.stage and state.stage not in cond.stage:
         return f"stage is {state.stage!r}, not one of {list(cond.stage)}"
     if cond.window_open is not None:
@@ -92,10 +104,11 @@ def check_conditions(
     if cond.hours is not None or cond.quiet_hours is not None:
         local = datetime.fromtimestamp(now, settings.zone)
         weekday, minute = local.weekday(), local.hour * 60 + local.minute
-        stamp = local.strftime("%a %H:%M") + f" {settings.timezone}"
         if cond.hours is not None and not in_hours(cond.hours, weekday, minute):
+            stamp = local.strftime("%a %H:%M") + f" {settings.timezone}"
             return f"outside hours ({_describe_hours(cond.hours)}; now {stamp})"
         if cond.quiet_hours is not None and in_hours(cond.quiet_hours, weekday, minute):
+            stamp = local.strftime("%a %H:%M") + f" {settings.timezone}"
             return f"quiet hours ({_describe_hours(cond.quiet_hours)}; now {stamp})"
     if cond.follower is not None:
         if state.follower is None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 __all__ = ["Awaiting", "ConversationState", "FrozenMap"]
 
 V = TypeVar("V")
+T = TypeVar("T")
 
 
 class FrozenMap(Mapping[str, V]):
@@ -35,6 +36,24 @@ class FrozenMap(Mapping[str, V]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    # Mapping's own get() goes through __getitem__ and an exception; the engine calls get()
+    # several times per event, so it goes straight to the dict.
+    @overload
+    def get(self, key: str, /) -> V | None: ...
+
+    @overload
+    def get(self, key: str, default: V | T, /) -> V | T: ...
+
+    def get(self, key: str, default: object = None, /) -> object:
+        return self._data.get(key, default)
+
+    def as_dict(self) -> dict[str, V]:
+        """A new plain ``dict`` with the same items."""
+        return dict(self._data)
 
     def __hash__(self) -> int:
         if self._hash is None:
@@ -110,6 +129,25 @@ class ConversationState:
             object.__setattr__(self, "fired", FrozenMap(self.fired))
         if not isinstance(self.tags, frozenset):
             object.__setattr__(self, "tags", frozenset(self.tags))
+
+    # Copies for the two changes decide() makes on most events. They build the state
+    # directly: ``dataclasses.replace`` walks the field list on every call, and replay makes
+    # these copies 100,000 times. (tests/test_engine_compiled.py checks them against it.)
+
+    def with_inbound(self, at: float) -> ConversationState:
+        """A copy with ``last_inbound_at = at`` and ``is_new = False`` (an inbound message)."""
+        return ConversationState(
+            self.account_id, self.contact_id, self.username, self.tags, self.fields,
+            self.stage, at, self.paused_until, False, self.awaiting, self.fired, self.follower,
+        )
+
+    def with_fired(self, workflow: str, at: float) -> ConversationState:
+        """A copy recording that ``workflow`` fired at ``at`` (for cooldowns)."""
+        return ConversationState(
+            self.account_id, self.contact_id, self.username, self.tags, self.fields,
+            self.stage, self.last_inbound_at, self.paused_until, self.is_new, self.awaiting,
+            self.fired.set(workflow, at), self.follower,
+        )
 
     def window_open(self, now: float, window_seconds: int = 86400) -> bool:
         """Whether automation may DM the contact at ``now``."""

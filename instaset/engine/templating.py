@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 
 __all__ = [
     "BUILTIN_PLACEHOLDERS",
     "LINK_TOKEN_RE",
+    "has_placeholders",
     "link_names",
     "placeholders",
     "render",
@@ -48,6 +50,33 @@ def link_names(template: str) -> set[str]:
     return {m.group(1) for m in LINK_TOKEN_RE.finditer(template)}
 
 
+# A parsed template: literal text and (name, fallback) placeholders, in order.
+_Part = str | tuple[str, str | None]
+
+
+@lru_cache(maxsize=2048)
+def _parse(template: str) -> tuple[_Part, ...] | None:
+    """``template`` split at its placeholders (parsed once per template), or ``None`` when it
+    has none (it renders as itself)."""
+    parts: list[_Part] = []
+    pos = 0
+    for m in _PLACEHOLDER_RE.finditer(template):
+        if m.start() > pos:
+            parts.append(template[pos : m.start()])
+        parts.append((m.group(1), m.group(2)))
+        pos = m.end()
+    if not parts:
+        return None
+    if pos < len(template):
+        parts.append(template[pos:])
+    return tuple(parts)
+
+
+def has_placeholders(template: str) -> bool:
+    """Whether ``template`` has a ``{name}`` placeholder (i.e. ``render`` may change it)."""
+    return "{" in template and _parse(template) is not None
+
+
 def render(template: str, values: Mapping[str, str], extra: Mapping[str, str] | None = None) -> str:
     """Substitute placeholders in ``template``.
 
@@ -55,14 +84,18 @@ def render(template: str, values: Mapping[str, str], extra: Mapping[str, str] | 
     conversation state); ``extra`` wins over ``values`` (event-specific values such as
     ``text``). Link tokens and non-placeholder braces are left untouched. Pure.
     """
-
-    def sub(m: re.Match[str]) -> str:
-        name, default = m.group(1), m.group(2)
+    parts = _parse(template) if "{" in template else None
+    if parts is None:
+        return template
+    out: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        name, default = part
         if extra is not None and extra.get(name):
-            return extra[name]
+            out.append(extra[name])
+            continue
         value = values.get(name)
-        if value:
-            return value
-        return default if default is not None else ""
-
-    return _PLACEHOLDER_RE.sub(sub, template)
+        out.append(value if value else (default if default is not None else ""))
+    return "".join(out)

@@ -29,12 +29,15 @@ __all__ = [
     "inbound_text",
     "match_keywords",
     "match_trigger",
+    "strip_edges",
 ]
 
 
 @lru_cache(maxsize=4096)
 def fold(text: str) -> str:
     """Case- and accent-insensitive form of ``text`` with whitespace collapsed."""
+    if text.isascii():  # NFKD, NFC and mark stripping leave ASCII as it is
+        return " ".join(text.casefold().split())
     decomposed = unicodedata.normalize("NFKD", text)
     kept = "".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn")
     return " ".join(unicodedata.normalize("NFC", kept.casefold()).split())
@@ -44,7 +47,7 @@ def _is_word_char(ch: str) -> bool:
     return ch.isalnum() or ch == "_"
 
 
-def _strip_edges(text: str) -> str:
+def strip_edges(text: str) -> str:
     """Drop surrounding spaces and punctuation (not emoji) for ``exact`` matching."""
     start, end = 0, len(text)
     while start < end and _is_edge(text[start]):
@@ -84,7 +87,7 @@ def _compile(keywords: tuple[str, ...], mode: MatchMode) -> _Compiled:
     if mode is MatchMode.EXACT:
         exact: dict[str, str] = {}
         for k in keywords:
-            exact.setdefault(_strip_edges(fold(k)), k)
+            exact.setdefault(strip_edges(fold(k)), k)
         return _Compiled(None, (), exact, ())
     pieces: list[str] = []
     owners: list[str] = []
@@ -117,7 +120,7 @@ def match_keywords(spec: TriggerKeywords, text: str | None) -> str | None:
             if rx.search(text) is not None or rx.search(folded) is not None:
                 return keyword
         return None
-    return c.exact.get(_strip_edges(folded))
+    return c.exact.get(strip_edges(folded))
 
 
 def inbound_dm(event: Event) -> MessageEvent | None:
