@@ -20,7 +20,11 @@ Contract:
 - Everything is idempotent (a second run finds nothing) and safe while the daemon runs:
   bounded batches of short ``BEGIN IMMEDIATE`` transactions (see
   :mod:`instaset.store.retention`), each sized to hold the write lock about
-  :data:`BATCH_SECONDS`, so the daemon's ingest waits a fraction of a second at worst.
+  :data:`BATCH_SECONDS`, followed by a short pause so that writers waiting in SQLite's busy
+  handler get their turn; the daemon's ingest waits a fraction of a second at worst. Batches
+  are rowid ranges (each table is walked once), nothing is counted first except in a dry
+  run (progress totals are then unknown: ``None``), and the purging connection uses a large
+  page cache and ``synchronous=NORMAL`` while it purges (``store.bulk_mode``).
 - Space: :func:`reclaim_space` returns free pages with ``PRAGMA incremental_vacuum`` when the
   file is in ``auto_vacuum=INCREMENTAL`` mode (safe under a running daemon: short write
   transactions). A file in the default mode (NONE) can only shrink by a full ``VACUUM``,
@@ -31,6 +35,7 @@ Contract:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import logging
@@ -54,8 +59,10 @@ log = logging.getLogger("instaset.retention")
 DAY = 86400.0
 DEDUPE_GUARD = 48 * 3600.0  # Meta retries a webhook for up to 36 h
 BATCH = 5000  # rows in the first transaction of a rule; later ones adapt
-MIN_BATCH, MAX_BATCH = 500, 100_000
+MIN_BATCH, MAX_BATCH = 2000, 200_000
 BATCH_SECONDS = 0.25  # how long one purge transaction may hold the write lock
+PAUSE_SHARE, PAUSE_MAX = 0.4, 0.1  # pause after each batch: share of its time, at most
+PURGE_CACHE_KIB = 128 * 1024  # page cache of the purging connection while it purges
 CONTACTS_PER_TX = 50
 VACUUM_PAGES = 4096
 
@@ -108,9 +115,9 @@ def time_rules(horizon: float, now: float) -> list[tuple[Rule, tuple[object, ...
         (Rule("clicks", "at < ?"), (horizon,)),
         (Rule("links", "created_at < ? AND contact_id IS NOT NULL", update="contact_id = NULL",
               label="links (anonymised)"), (horizon,)),
-        (Rule("messages", "deleted_at IS NOT NULL AND (text IS NOT NULL OR attachments != '[]'"
-              " OR edits != '[]')", update="text = NULL, attachments = '[]', edits = '[]'",
-              label="unsent messages (scrubbed)"), ()),
+        (Rule("messages", store.UNSENT_UNSCRUBBED,
+              update="text = NULL, attachments = '[]', edits = '[]'",
+              label="unsent messages (scrubbed)", indexed=True), ()),
         # Other features' tables, when they exist: model-call telemetry, and drafts that
         # were sent or discarded (a pending draft still waits for the creator).
         (Rule("ai_calls", "created_at < ?"), (horizon,)),
@@ -123,29 +130,52 @@ async def _run_rule(
     db: Database, rule: Rule, params: tuple[object, ...], *, batch: int, dry_run: bool,
     progress: Progress, deadline: float | None, clock: Callable[[], float],
 ) -> tuple[int, bool]:
-    """(rows affected, finished)."""
-    total = await store.count(db, rule.table, rule.where, params)
-    if dry_run or total == 0:
-        return total, True
+    """(rows affected, finished). Without a dry run nothing is counted first: the count of
+    a table without a fitting index is a full scan, as long as the purge itself."""
+    if dry_run:
+        return await store.count(db, rule.table, rule.where, params), True
     done = 0
     size = batch
-    progress(rule.name, 0, total)
+    after = -(2**63)
+    progress(rule.name, 0, None)
     while True:
         started = time.perf_counter()
-        if rule.update is None:
-            n = await store.delete_batch(db, rule.table, rule.where, params, size)
+        if rule.indexed:
+            if rule.update is None:
+                n = await store.delete_batch(db, rule.table, rule.where, params, size)
+            else:
+                n = await store.update_batch(db, rule.table, rule.update, rule.where, params,
+                                             size)
+            held = time.perf_counter() - started
+            more = n >= size
         else:
-            n = await store.update_batch(db, rule.table, rule.update, rule.where, params, size)
+            upto = await store.next_range(db, rule.table, rule.where, params, after, size)
+            if upto is None:
+                return done, True
+            if rule.update is None:
+                n, held = await store.delete_range(db, rule.table, rule.where, params, after,
+                                                   upto)
+            else:
+                n, held = await store.update_range(db, rule.table, rule.update, rule.where,
+                                                   params, after, upto)
+            after = upto
+            more = True  # the next range says whether anything is left
         done += n
-        progress(rule.name, done, total)
-        if n < size:
+        progress(rule.name, done, None)
+        if not more:
             return done, True
         if deadline is not None and clock() >= deadline:
             return done, False
-        # Size the next transaction to hold the write lock about BATCH_SECONDS: small
-        # batches pay per-transaction overhead, big ones make the daemon's writers wait.
-        took = max(time.perf_counter() - started, 1e-3)
-        size = int(min(MAX_BATCH, max(MIN_BATCH, size * BATCH_SECONDS / took)))
+        held = max(held, 1e-3)
+        # Let the daemon's writers in: they wait in SQLite's busy handler, which sleeps up
+        # to 100 ms between tries, so a purge that started its next transaction at once
+        # could keep them out for many batches in a row (and, past busy_timeout, make them
+        # fail with "database is locked").
+        await asyncio.sleep(min(PAUSE_MAX, held * PAUSE_SHARE))
+        # Size the next transaction to hold the write lock about BATCH_SECONDS (measured
+        # from BEGIN to COMMIT, not counting the wait for the lock): small batches pay
+        # per-transaction overhead, big ones make the daemon's writers wait.
+        size = int(min(MAX_BATCH, max(MIN_BATCH, size * BATCH_SECONDS / held)))
 
 
 async def purge_older_than(
@@ -156,16 +186,17 @@ async def purge_older_than(
     """Apply the time policy with ``horizon`` (unix seconds). See the module docstring."""
     report = PurgeReport(dry_run=dry_run)
     tables = await store.columns(db)
-    for rule, params in time_rules(horizon, now):
-        if rule.table not in tables:
-            continue
-        n, finished = await _run_rule(db, rule, params, batch=batch, dry_run=dry_run,
-                                      progress=progress, deadline=deadline, clock=clock)
-        if n:
-            report.add({rule.name: n})
-        if not finished:
-            report.finished = False
-            break
+    async with store.bulk_mode(db, PURGE_CACHE_KIB):
+        for rule, params in time_rules(horizon, now):
+            if rule.table not in tables:
+                continue
+            n, finished = await _run_rule(db, rule, params, batch=batch, dry_run=dry_run,
+                                          progress=progress, deadline=deadline, clock=clock)
+            if n:
+                report.add({rule.name: n})
+            if not finished:
+                report.finished = False
+                break
     return report
 
 

@@ -29,20 +29,38 @@ import csv
 import io
 import statistics
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
-from instaset.inbox import human_duration, iso_utc
 from instaset.store import stats as store
-from instaset.store.db import Database
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from instaset.store.db import Database
 
 FUNNEL = ("triggers", "sent", "read", "clicks", "leads", "qualified", "booked", "refused",
           "pending")
 HUMAN = "(your replies)"
 NO_WORKFLOW = "(no workflow)"
+
+
+def iso_utc(ts: float) -> str:
+    """ISO 8601 UTC with a ``Z``, as :func:`instaset.inbox.iso_utc` (not imported from there:
+    that module pulls in the daemon, and ``instaset stats`` must start fast)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def human_duration(seconds: float) -> str:
+    """As :func:`instaset.inbox.human_duration` (same reason as :func:`iso_utc`)."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
 
 
 def _blank() -> dict[str, int]:
@@ -132,6 +150,8 @@ def _rate(part: int, whole: int) -> str:
 
 def _funnel_table(title: str, first: str, rows: list[dict[str, Any]], with_comments: bool
                   ) -> Table:
+    from rich.table import Table
+
     t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     t.add_column(first, no_wrap=True)
     if with_comments:
@@ -151,6 +171,9 @@ def _funnel_table(title: str, first: str, rows: list[dict[str, Any]], with_comme
 
 def bar_chart(days: list[dict[str, Any]], width: int = 40) -> Table:
     """Messages per day as horizontal bars (in: cyan, out: magenta)."""
+    from rich.table import Table
+    from rich.text import Text
+
     t = Table(title="messages per day (UTC)", title_justify="left", show_header=False,
               show_edge=False, pad_edge=False, box=None)
     t.add_column("date")

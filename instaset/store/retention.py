@@ -15,15 +15,25 @@ Contract:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
-from collections.abc import Sequence
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import aiosqlite
 
 from instaset.store.db import Database
 
+LOCKED_PATIENCE = 120.0  # seconds a purge batch keeps trying while the daemon holds the lock
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Unsent messages that still hold content. The partial index messages_unsent (0007) has
+# exactly this WHERE, so the scrub finds them without scanning the history.
+UNSENT_UNSCRUBBED = ("deleted_at IS NOT NULL AND (text IS NOT NULL OR attachments != '[]'"
+                     " OR edits != '[]')")
 
 # Tables that erasure never touches: bookkeeping, and the connection itself.
 _NEVER = frozenset({"schema_migrations", "accounts", "contacts"})
@@ -32,12 +42,15 @@ _NEVER = frozenset({"schema_migrations", "accounts", "contacts"})
 @dataclass(frozen=True, slots=True)
 class Rule:
     """Rows of ``table`` matching ``where`` (one ``?`` parameter: the horizon) are deleted,
-    or, with ``update``, rewritten by that SET clause instead."""
+    or, with ``update``, rewritten by that SET clause instead. ``indexed``: an index holds
+    exactly the matching rows (a partial index with the same WHERE), so batches are found
+    through it; otherwise the table is walked once in rowid order (:func:`next_range`)."""
 
     table: str
     where: str
     update: str | None = None
     label: str = ""
+    indexed: bool = False
 
     @property
     def name(self) -> str:
@@ -84,6 +97,91 @@ async def delete_batch(
             (*params, limit),
         )
         return max(cur.rowcount, 0)
+
+
+async def next_range(
+    db: Database, table: str, where: str, params: Sequence[object], after: int, limit: int
+) -> int | None:
+    """The rowid of the ``limit``-th row matching ``where`` after rowid ``after`` (or of the
+    last one when fewer match); None when none does. A read: it takes no lock.
+
+    Batches of the time policy are rowid ranges ``(after, upto]``: the table is walked once
+    in rowid order (its own b-tree, NOT INDEXED), instead of re-running ``WHERE ... LIMIT``,
+    which starts again from the first row at every batch and so re-reads every row that is
+    kept (unprocessed events, pending jobs, recent sends) once per batch."""
+    row = await db.fetchone(
+        f"SELECT max(rowid) FROM (SELECT rowid FROM {table} NOT INDEXED"
+        f" WHERE rowid > ? AND ({where}) ORDER BY rowid LIMIT ?)",
+        (after, *params, limit),
+    )
+    return int(row[0]) if row and row[0] is not None else None
+
+
+async def _write_range(db: Database, sql: str, params: Sequence[object]) -> tuple[int, float]:
+    """One statement in its own short transaction; (rows, seconds the write lock was held:
+    waiting for it is not counted, so a busy daemon does not make the caller shrink its
+    batches). A purge is the least urgent writer there is: when the daemon keeps the lock
+    busy past ``busy_timeout`` (SQLite's busy handler is unfair to a process that sleeps
+    100 ms between tries), it waits and tries again instead of failing, for up to
+    :data:`LOCKED_PATIENCE` seconds."""
+    give_up = time.monotonic() + LOCKED_PATIENCE
+    while True:
+        try:
+            async with db.tx() as conn:
+                started = time.perf_counter()
+                cur = await conn.execute(sql, params)
+                n = max(cur.rowcount, 0)
+            return n, time.perf_counter() - started
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= give_up:
+                raise
+            await asyncio.sleep(0.05)
+
+
+async def delete_range(
+    db: Database, table: str, where: str, params: Sequence[object], after: int, upto: int
+) -> tuple[int, float]:
+    """Delete the rows matching ``where`` with ``after < rowid <= upto`` in one short
+    transaction (the range comes from :func:`next_range`; rows that stopped matching since
+    are left alone, as the WHERE is evaluated again here). See :func:`_write_range`."""
+    return await _write_range(
+        db, f"DELETE FROM {table} NOT INDEXED WHERE rowid > ? AND rowid <= ? AND ({where})",
+        (after, upto, *params))
+
+
+async def update_range(
+    db: Database, table: str, set_clause: str, where: str, params: Sequence[object],
+    after: int, upto: int,
+) -> tuple[int, float]:
+    """:func:`delete_range`, rewriting the rows with ``set_clause`` instead."""
+    return await _write_range(
+        db, f"UPDATE {table} NOT INDEXED SET {set_clause}"
+            f" WHERE rowid > ? AND rowid <= ? AND ({where})", (after, upto, *params))
+
+
+@contextlib.asynccontextmanager
+async def bulk_mode(db: Database, cache_kib: int) -> AsyncIterator[None]:
+    """Settings of this connection for a bulk delete, put back afterwards:
+
+    - a page cache of ``cache_kib`` KiB: with SQLite's default (2 MiB) every index page of a
+      million-row delete is evicted and read again many times (the delete walks several
+      indexes in different orders);
+    - ``synchronous=NORMAL``: no fsync per batch commit. A batch lost to a power cut is
+      harmless (the purge is idempotent: the next run deletes it again), and in WAL mode
+      NORMAL never corrupts the file;
+    - ``wal_autocheckpoint`` x10: an index page that successive batches touch is copied back
+      to the database once instead of once per batch. (The daemon's own connections still
+      checkpoint at their usual threshold.)"""
+    names = ("cache_size", "synchronous", "wal_autocheckpoint")
+    before = {n: await pragma_int(db, n) for n in names}
+    await db.execute(f"PRAGMA cache_size={-abs(int(cache_kib))}")
+    await db.execute("PRAGMA synchronous=NORMAL")
+    await db.execute(f"PRAGMA wal_autocheckpoint={max(before['wal_autocheckpoint'], 1) * 10}")
+    try:
+        yield
+    finally:
+        for n in names:
+            await db.execute(f"PRAGMA {n}={before[n]}")
 
 
 async def update_batch(
