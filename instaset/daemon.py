@@ -146,8 +146,8 @@ def periodic_job(kind: str, interval: float, after: float) -> NewJob:
 # Feature modules: each has ``install(rt: Runtime) -> None`` that registers its job handlers,
 # periodic jobs and HTTP routes. Listed here so that the daemon's shape is visible in one place.
 FEATURES: tuple[str, ...] = (
-    "instaset.accounts", "instaset.catchup", "instaset.ai.feature", "instaset.retention",
-    "instaset.links",
+    "instaset.accounts", "instaset.catchup", "instaset.ai.feature", "instaset.booking",
+    "instaset.retention", "instaset.links",
 )
 
 

@@ -1,57 +1,64 @@
 """Meta Graph client for the Instagram API with Instagram Login.
 
 Contract:
-- :func:`check_response` is the one place where Meta's answers become typed
-  :class:`~instaset.errors.GraphError` subclasses. The client and the sandbox tests both go
-  through it, so the mapping is exercised by every call.
 - :class:`GraphClient` sends the access token only in the ``Authorization: Bearer`` header,
   except on the two token GETs (``/access_token``, ``/refresh_access_token``) where Meta
   requires ``access_token`` in the query string. No token ever appears in an exception message
   or a log line.
+- Every answer goes through :func:`~instaset.graph_errors.check_response`, the one place where
+  Meta's answers become typed :class:`~instaset.errors.GraphError` subclasses.
 - Network failures become :class:`~instaset.errors.Transient`. ``outcome_unknown`` is True only
   for a POST whose request may have reached Meta (a timeout or a dropped connection after the
   connection was made); a refused connection or a connect timeout is known not to have sent it.
+
+The error mapping and usage headers live in :mod:`instaset.graph_errors`; value types, limits,
+text splitting and answer parsing in :mod:`instaset.graph_wire`. Both are re-exported here, so
+``from instaset.graph import ...`` works for all of them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote
 
 import aiohttp
 
-from instaset.errors import (
-    GraphError,
-    InvalidParameter,
-    PermissionMissing,
-    Throttled,
-    TokenInvalid,
-    Transient,
-    UserUnavailable,
-    WindowClosed,
+from instaset.errors import GraphError, TokenInvalid, Transient
+from instaset.graph_errors import (
+    THROTTLE_CODES,
+    THROTTLE_SUBCODES,
+    TRANSIENT_CODES,
+    WINDOW_SUBCODES,
+    Usage,
+    check_response,
+    parse_usage,
+    redact,
+)
+from instaset.graph_wire import (
+    ATTACHMENT_TYPES,
+    MAX_ICE_BREAKERS,
+    MAX_IMAGES,
+    MAX_QUICK_REPLIES,
+    MAX_QUICK_REPLY_TITLE,
+    MAX_TEMPLATE_BUTTONS,
+    MAX_TEMPLATE_ELEMENTS,
+    MAX_TEXT_BYTES,
+    SENDER_ACTIONS,
+    QuickReply,
+    SendResult,
+    TokenGrant,
+    _check_text,
+    _data,
+    _parse_grant,
+    _str_or_none,
+    split_text,
 )
 
 log = logging.getLogger("instaset.graph")
 
-THROTTLE_CODES = frozenset({4, 17, 32, 613, 80002})
-THROTTLE_SUBCODES = frozenset({1349210, 1349211, 1349212})
-WINDOW_SUBCODES = frozenset({2534022, 2018278})
-TRANSIENT_CODES = frozenset({1, 2})
-ATTACHMENT_TYPES = frozenset({"image", "audio", "video", "file"})
-SENDER_ACTIONS = frozenset({"mark_seen", "typing_on", "typing_off"})
-MAX_TEXT_BYTES = 1000
-MAX_QUICK_REPLIES = 13
-MAX_QUICK_REPLY_TITLE = 20
-MAX_IMAGES = 10
-MAX_TEMPLATE_ELEMENTS = 10
-MAX_TEMPLATE_BUTTONS = 3
-MAX_ICE_BREAKERS = 4
 ME_FIELDS = (
     "user_id,username,name,account_type,profile_picture_url,"
     "followers_count,follows_count,media_count"
@@ -61,356 +68,7 @@ PROFILE_FIELDS = (
     "name,username,profile_pic,follower_count,is_user_follow_business,is_business_follow_user"
 )
 
-_WINDOW_MESSAGE = re.compile(r"allowed window|outside (of )?(the )?(allowed |messaging )?window")
-# Token-looking strings: Instagram user tokens (IGAA/IGAB/IGQV...) and Facebook tokens (EAA...).
-_TOKENISH = re.compile(r"\b(?:IG[A-Z]{2}|EAA)[A-Za-z0-9_\-]{16,}")
-_ACCESS_TOKEN_PARAM = re.compile(r"(access_token=)[^&\s\"']+")
 _SENSITIVE = frozenset({"access_token", "client_secret", "code"})
-_USAGE_KEYS = ("call_count", "total_cputime", "total_time", "call_volume", "cpu_time")
-
-
-# --------------------------------------------------------------------------------------------
-# Value types
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    """Meta's answer to a send: the recipient's IGSID and the new message id (``mid``)."""
-
-    recipient_id: str | None
-    message_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Rate-limit usage in percent (throttling starts at 100) and Meta's estimate, in seconds,
-    of when access comes back. ``None`` where the headers did not say."""
-
-    app_pct: float | None
-    buc_pct: float | None
-    regain_seconds: float | None
-
-    @property
-    def max_pct(self) -> float:
-        return max(self.app_pct or 0.0, self.buc_pct or 0.0)
-
-
-@dataclass(frozen=True, slots=True)
-class TokenGrant:
-    """A token from the OAuth endpoints. ``user_id`` is the app-scoped id from the code
-    exchange (absent on exchange/refresh); ``expires_in`` is seconds. The token is kept out of
-    ``repr`` so that a logged grant never leaks it."""
-
-    access_token: str = field(repr=False)
-    user_id: str | None = None
-    permissions: tuple[str, ...] = ()
-    expires_in: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class QuickReply:
-    """One quick-reply button. ``content_type`` ``text`` needs a title of at most 20
-    characters; ``user_phone_number`` / ``user_email`` need neither title nor payload."""
-
-    title: str
-    payload: str
-    content_type: str = "text"
-
-    def __post_init__(self) -> None:
-        if self.content_type == "text":
-            if not self.title.strip():
-                raise ValueError("quick reply title must not be empty")
-            if len(self.title) > MAX_QUICK_REPLY_TITLE:
-                raise ValueError(
-                    f"quick reply title {self.title!r} is {len(self.title)} characters; "
-                    f"Instagram allows at most {MAX_QUICK_REPLY_TITLE}"
-                )
-        elif self.content_type not in ("user_phone_number", "user_email"):
-            raise ValueError(
-                f"quick reply content_type {self.content_type!r} is not one of "
-                "text, user_phone_number, user_email"
-            )
-
-    def to_wire(self) -> dict[str, object]:
-        out: dict[str, object] = {"content_type": self.content_type}
-        if self.title:
-            out["title"] = self.title
-        if self.payload:
-            out["payload"] = self.payload
-        return out
-
-
-# --------------------------------------------------------------------------------------------
-# Response checking
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    """Case-insensitive header lookup that also works on plain dicts."""
-    value = headers.get(name)
-    if value is not None:
-        return value
-    lower = name.lower()
-    for key, val in headers.items():
-        if key.lower() == lower:
-            return val
-    return None
-
-
-def _num(value: object) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _max_usage(obj: Mapping[str, object]) -> float | None:
-    values = [v for k in _USAGE_KEYS if (v := _num(obj.get(k))) is not None]
-    return max(values) if values else None
-
-
-def _load_header_json(headers: Mapping[str, str], name: str) -> object:
-    raw = _header(headers, name)
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
-def parse_usage(headers: Mapping[str, str]) -> Usage | None:
-    """Read ``X-App-Usage`` and ``X-Business-Use-Case-Usage`` leniently: the highest of the
-    known percentage keys wins, unknown keys and malformed JSON are ignored. ``None`` when
-    neither header carries anything usable."""
-    app_pct: float | None = None
-    buc_pct: float | None = None
-    regain_min: float | None = None
-    app = _load_header_json(headers, "X-App-Usage")
-    if isinstance(app, Mapping):
-        app_pct = _max_usage(app)
-    buc = _load_header_json(headers, "X-Business-Use-Case-Usage")
-    if isinstance(buc, Mapping):
-        for entries in buc.values():
-            items = entries if isinstance(entries, list) else [entries]
-            for item in items:
-                if not isinstance(item, Mapping):
-                    continue
-                pct = _max_usage(item)
-                if pct is not None:
-                    buc_pct = pct if buc_pct is None else max(buc_pct, pct)
-                regain = _num(item.get("estimated_time_to_regain_access"))
-                if regain is not None:
-                    regain_min = regain if regain_min is None else max(regain_min, regain)
-    if app_pct is None and buc_pct is None and regain_min is None:
-        return None
-    return Usage(app_pct, buc_pct, regain_min * 60.0 if regain_min is not None else None)
-
-
-def redact(text: str, secrets: Sequence[str] = ()) -> str:
-    """Remove anything token-like (and the given secrets) from ``text``."""
-    for secret in secrets:
-        if len(secret) >= 6:  # shorter values are not secrets worth mangling messages for
-            text = text.replace(secret, "***")
-    text = _ACCESS_TOKEN_PARAM.sub(r"\1***", text)
-    return _TOKENISH.sub("***", text)
-
-
-def _int(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return None
-
-
-def _classify(
-    *,
-    message: str,
-    code: int | None,
-    subcode: int | None,
-    status: int,
-    is_transient: bool,
-    fbtrace_id: str | None,
-    usage: Usage | None,
-) -> GraphError:
-    """Map one Graph error to its class. Order matters: throttling first (it is retryable
-    whatever else is said), then the final classes, then transient, then the catch-alls."""
-
-    def make(cls: type[GraphError], text: str) -> GraphError:
-        return cls(text, code=code, subcode=subcode, status=status, fbtrace_id=fbtrace_id)
-
-    if code in THROTTLE_CODES or subcode in THROTTLE_SUBCODES:
-        retry = usage.regain_seconds if usage is not None and usage.regain_seconds else None
-        return Throttled(
-            f"rate limited by Meta: {message}",
-            retry_after=retry,
-            code=code,
-            subcode=subcode,
-            status=status,
-            fbtrace_id=fbtrace_id,
-        )
-    if code == 190:
-        return make(
-            TokenInvalid,
-            f"the access token is invalid or expired ({message}); "
-            "reconnect the account with `instaset connect`",
-        )
-    if code == 10 and (subcode in WINDOW_SUBCODES or _WINDOW_MESSAGE.search(message.lower())):
-        return make(WindowClosed, f"messaging window is closed: {message}")
-    if code == 551:
-        return make(UserUnavailable, f"this person cannot be messaged: {message}")
-    if is_transient or code in TRANSIENT_CODES:
-        return make(Transient, f"temporary Meta error: {message}")
-    if code == 10 or (code is not None and 200 <= code <= 299):
-        return make(PermissionMissing, f"the app lacks a permission or access level: {message}")
-    if code == 100:
-        return make(InvalidParameter, f"Meta rejected the request: {message}")
-    if status >= 500:
-        return make(Transient, f"Meta server error: {message}")
-    return make(GraphError, f"Meta API error: {message}")
-
-
-def check_response(
-    status: int,
-    body: object,
-    headers: Mapping[str, str],
-    *,
-    throttle_on_success: bool = True,
-    secrets: Sequence[str] = (),
-) -> None:
-    """Raise the typed :class:`GraphError` for a Meta answer, or return for a usable success.
-
-    Recognises the Graph envelope ``{"error": {message, type, code, error_subcode, fbtrace_id,
-    is_transient}}`` and the OAuth envelope ``{"error_type", "code", "error_message"}``. A
-    success whose usage headers report 100 % raises :class:`Throttled` too, unless
-    ``throttle_on_success`` is False (the client passes False for sends: the message went out,
-    raising would invite a duplicate). ``secrets`` are scrubbed from messages in addition to
-    anything token-shaped.
-    """
-    usage = parse_usage(headers)
-    err = body.get("error") if isinstance(body, Mapping) else None
-    if isinstance(err, Mapping):
-        raw_msg = err.get("message") or err.get("error_user_msg") or "no message"
-        raise _classify(
-            message=redact(str(raw_msg)[:500], secrets),
-            code=_int(err.get("code")),
-            subcode=_int(err.get("error_subcode")),
-            status=status,
-            is_transient=err.get("is_transient") is True,
-            fbtrace_id=str(err["fbtrace_id"]) if err.get("fbtrace_id") else None,
-            usage=usage,
-        )
-    if isinstance(body, Mapping) and ("error_type" in body or "error_message" in body):
-        raise _oauth_error(status, body, usage, secrets)
-    if isinstance(body, Mapping) and isinstance(err, str):
-        # RFC 6749 style {"error": "invalid_request", "error_description": ...}
-        desc = body.get("error_description") or err
-        raise _oauth_error(
-            status, {"error_type": err, "error_message": desc, "code": status}, usage, secrets
-        )
-    if status >= 500:
-        raise Transient(f"Meta server error (HTTP {status})", status=status)
-    if status == 429:
-        retry = usage.regain_seconds if usage is not None else None
-        raise Throttled("rate limited by Meta (HTTP 429)", retry_after=retry, status=status)
-    if not 200 <= status < 300:
-        raise GraphError(f"unexpected answer from Meta (HTTP {status})", status=status)
-    if throttle_on_success and usage is not None and usage.max_pct >= 100:
-        raise Throttled(
-            f"rate limit usage is at {usage.max_pct:g} %",
-            retry_after=usage.regain_seconds or None,
-            status=status,
-        )
-
-
-def _oauth_error(
-    status: int, body: Mapping[str, object], usage: Usage | None, secrets: Sequence[str]
-) -> GraphError:
-    message = redact(str(body.get("error_message") or body.get("error_type") or "")[:500], secrets)
-    code = _int(body.get("code"))
-    # The OAuth envelope's ``code`` mirrors the HTTP status (400); a real Graph code still wins.
-    if code is not None and (code < 400 or code > 599):
-        return _classify(
-            message=message,
-            code=code,
-            subcode=None,
-            status=status,
-            is_transient=False,
-            fbtrace_id=None,
-            usage=usage,
-        )
-    effective = code or status
-    if effective >= 500 or status >= 500:
-        return Transient(f"Meta OAuth server error: {message}", code=code, status=status)
-    if effective == 429:
-        return Throttled(f"rate limited by Meta OAuth: {message}", code=code, status=status)
-    return InvalidParameter(f"Meta OAuth error: {message}", code=code, status=status)
-
-
-# --------------------------------------------------------------------------------------------
-# Text splitting
-
-_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s)|[。！？]+|\n")
-_JOINERS = frozenset({"\u200d", "\ufe0f", "\ufe0e", "\u20e3"})
-
-
-def _utf8_len(text: str) -> int:
-    return len(text.encode("utf-8"))
-
-
-def _glued(prev: str, nxt: str) -> bool:
-    """True when a cut between ``prev`` and ``nxt`` would break a visible character."""
-    if nxt in _JOINERS or prev == "\u200d" or unicodedata.combining(nxt):
-        return True
-    return 0x1F3FB <= ord(nxt) <= 0x1F3FF  # skin-tone modifier
-
-
-def split_text(text: str, limit: int = MAX_TEXT_BYTES) -> list[str]:
-    """Split ``text`` into messages of at most ``limit`` UTF-8 bytes each.
-
-    Cuts at the last sentence end (or newline) that fits, else the last whitespace, else the
-    last code point boundary that does not break a combining sequence or emoji. Pieces are
-    stripped of surrounding whitespace; empty input gives ``[]``. Text that fits is returned
-    unchanged as one piece.
-    """
-    if limit < 4:
-        raise ValueError("limit must be at least 4 bytes (one UTF-8 character)")
-    if not text.strip():
-        return []
-    if _utf8_len(text) <= limit:
-        return [text]
-    pieces: list[str] = []
-    rest = text.strip()
-    while _utf8_len(rest) > limit:
-        prefix = rest.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
-        hard = len(prefix)  # rest[:hard] is the longest fitting prefix; hard < len(rest)
-        # One character past the prefix, so that a sentence end or space right at the limit
-        # is still seen as a boundary.
-        window = rest[: hard + 1]
-        cut = max((m.end() for m in _SENTENCE_END.finditer(window) if m.end() <= hard), default=0)
-        if cut == 0:
-            cut = max((i for i, ch in enumerate(window) if ch.isspace()), default=0)
-        if cut == 0:
-            cut = hard
-            while cut > 1 and _glued(rest[cut - 1], rest[cut]):
-                cut -= 1
-            if cut <= 1:
-                cut = hard
-        piece = rest[:cut].strip()
-        if piece:
-            pieces.append(piece)
-        rest = rest[cut:].lstrip()
-    if rest:
-        pieces.append(rest)
-    return pieces
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,55 +79,6 @@ def _seg(value: str) -> str:
     if not value:
         raise ValueError("an empty id cannot be used in a Graph path")
     return quote(value, safe="")
-
-
-def _str_or_none(value: object) -> str | None:
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int | str):
-        return str(value)
-    return None
-
-
-def _data(body: object) -> list[dict[str, object]]:
-    """The object items of a Graph list answer's ``data``."""
-    data = body.get("data") if isinstance(body, Mapping) else None
-    return [dict(d) for d in data if isinstance(d, Mapping)] if isinstance(data, list) else []
-
-
-def _check_text(text: str) -> None:
-    if not text.strip():
-        raise ValueError("message text must not be empty")
-    size = _utf8_len(text)
-    if size > MAX_TEXT_BYTES:
-        raise ValueError(
-            f"message text is {size} UTF-8 bytes; Instagram accepts at most {MAX_TEXT_BYTES} "
-            "(split it with split_text)"
-        )
-
-
-def _parse_grant(body: object) -> TokenGrant:
-    """Accept the documented ``{"data": [{...}]}`` and the flat shape seen live,
-    ``permissions`` as a comma string or a list, ``user_id`` as int or str."""
-    item: object = body
-    if isinstance(body, Mapping) and isinstance(body.get("data"), list) and body["data"]:
-        item = body["data"][0]
-    token = item.get("access_token") if isinstance(item, Mapping) else None
-    if not isinstance(item, Mapping) or not isinstance(token, str) or not token:
-        raise GraphError("Meta's token response did not contain an access_token")
-    perms_raw = item.get("permissions")
-    if isinstance(perms_raw, str):
-        perms = tuple(p.strip() for p in perms_raw.split(",") if p.strip())
-    elif isinstance(perms_raw, list):
-        perms = tuple(str(p).strip() for p in perms_raw if str(p).strip())
-    else:
-        perms = ()
-    return TokenGrant(
-        access_token=token,
-        user_id=_str_or_none(item.get("user_id")),
-        permissions=perms,
-        expires_in=_int(item.get("expires_in")),
-    )
 
 
 class GraphClient:
@@ -905,3 +514,31 @@ class GraphClient:
         params = {"grant_type": "ig_refresh_token", "access_token": token}
         url = self._url("refresh_access_token", versioned=False)
         return _parse_grant(await self._call("GET", "refresh_token", url, None, params=params))
+
+
+__all__ = [
+    "ATTACHMENT_TYPES",
+    "MAX_ICE_BREAKERS",
+    "MAX_IMAGES",
+    "MAX_QUICK_REPLIES",
+    "MAX_QUICK_REPLY_TITLE",
+    "MAX_TEMPLATE_BUTTONS",
+    "MAX_TEMPLATE_ELEMENTS",
+    "MAX_TEXT_BYTES",
+    "ME_FIELDS",
+    "PROFILE_FIELDS",
+    "SENDER_ACTIONS",
+    "THROTTLE_CODES",
+    "THROTTLE_SUBCODES",
+    "TRANSIENT_CODES",
+    "WINDOW_SUBCODES",
+    "GraphClient",
+    "QuickReply",
+    "SendResult",
+    "TokenGrant",
+    "Usage",
+    "check_response",
+    "parse_usage",
+    "redact",
+    "split_text",
+]

@@ -13,9 +13,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+import instaset.cli.cmd_bookings  # noqa: F401  (registers `bookings` until cli/__init__ does)
 from instaset.booking import (
     BookingDesk,
     free_slots,
+    manage_replies,
     parse_payload,
     slot_label,
     slot_payload,
@@ -169,6 +171,9 @@ async def test_offer_and_two_concurrent_taps_on_one_slot(db: Database, tmp_path:
     lose_key = "send:book:2" if winner == "c1" else "send:book:1"
     assert out[win_key].text == (
         "You're booked for Monday 02 June 2025, 09:00 (Europe/Berlin). See you then!")
+    assert out[win_key].quick_replies == manage_replies(rows[0]["id"]) == (
+        ("Reschedule", f"BOOKING_RESCHEDULE:{rows[0]['id']}"),
+        ("Cancel", f"BOOKING_CANCEL:{rows[0]['id']}"))
     assert out[lose_key].contact_id == loser
     assert out[lose_key].text == "Sorry, that time is no longer free. Here are the next ones:"
     assert [t for t, _p in out[lose_key].quick_replies] == [
@@ -216,7 +221,7 @@ def test_ics_round_trip() -> None:
         tzinfo=UTC).timestamp() == start
     assert event["DTEND"] == "20250602T073000Z"
     assert event["SUMMARY"] == "Call\\; intro with @sam"
-    assert event["STATUS"] == "CONFIRMED"
+    assert event["STATUS"] == "CONFIRMED" and event["SEQUENCE"] == "0"
 
 
 async def _seed_cli(cfg: Config, starts: list[float]) -> None:

@@ -68,6 +68,8 @@ EXPECTED_SCHEMA: dict[str, list[str]] = {
     "bookings": [
         "id", "key", "account_id", "contact_id", "start_at", "end_at", "title", "status",
         "created_at", "updated_at",
+        # 0008: the booking lifecycle
+        "sequence", "cancelled_at", "cancelled_by", "cancel_reason",
     ],
     # 0005: inbox, stats and tracked links
     "links": ["code", "url", "account_id", "contact_id", "send_key", "workflow", "created_at"],
@@ -90,6 +92,11 @@ EXPECTED_SCHEMA: dict[str, list[str]] = {
     ],
     "recovered_events": [
         "event_id", "run_id", "account_id", "contact_id", "mid", "username", "recovered_at",
+    ],
+    # 0008: booking reminders
+    "booking_reminders": [
+        "key", "booking_id", "account_id", "contact_id", "start_at", "offset_seconds",
+        "outcome", "reason", "created_at",
     ],
 }  # fmt: skip
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from instaset.cli import (  # noqa: F401  # noqa: F401
     cmd_accounts,
+    cmd_bookings,
     cmd_config,
     cmd_contacts,
     cmd_data,
     cmd_demo,
+    cmd_drafts,
     cmd_inbox,
     cmd_leads,
     cmd_ops,

@@ -3,11 +3,16 @@
 Command modules (``instaset/cli/cmd_*.py``) import :data:`app` and register commands on it;
 ``instaset/cli/__init__.py`` imports them all. This package is the only place where errors
 become exit codes: 0 success, 1 failed operation or invalid input, 2 wrong usage.
+
+Import-time contract: this package is imported by every ``instaset`` invocation, including
+``--help``, so at module level it imports only typer, rich's Console, the standard library
+and :mod:`instaset.errors` (which imports nothing). Everything else (asyncio, aiohttp,
+pydantic, the config, the store, the daemon) is imported inside the commands;
+``tests/test_cli_startup.py`` enforces it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sys
 from collections.abc import Callable, Coroutine
@@ -19,13 +24,20 @@ from rich.console import Console
 
 from instaset.errors import InstasetError
 
-app = typer.Typer(
+app = typer.Typer(rich_markup_mode=None,
     name="instaset",
     help="Self-hosted Instagram DM automation for solo creators.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+
+def sub_app(**options: Any) -> typer.Typer:
+    """A command group, with the same plain help as :data:`app`."""
+    return typer.Typer(rich_markup_mode=None, **options)
+
 
 err_console = Console(stderr=True)
 out_console = Console()
@@ -77,6 +89,8 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        import asyncio  # ~50 ms: only the commands that run a coroutine pay for it
+
         return asyncio.run(fn(*args, **kwargs))
 
     return wrapper

@@ -8,32 +8,38 @@ subscribed fields and state only. Progress goes to stderr; the authorize URL (wi
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import getpass
 import json
-import sqlite3
 import sys
-import webbrowser
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import aiohttp
 import typer
 
-from instaset.accounts import AccountService, run_connect
-from instaset.cli.app import app, handle_errors, is_tty
+from instaset.cli.app import app, handle_errors, is_tty, run_async
 from instaset.cli.cmd_config import load_or_exit
-from instaset.config import Config
 from instaset.errors import InstasetError
-from instaset.graph import GraphClient
-from instaset.store import accounts as accountstore
-from instaset.store import history
-from instaset.store.db import open_database
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from instaset.accounts import AccountService
+    from instaset.config import Config
+
+# aiohttp, the account service, the Graph client and the store are imported inside the
+# commands: `instaset --help` must not pay for them (see instaset/cli/app.py).
 
 
 @contextlib.asynccontextmanager
 async def _service(config: Config) -> AsyncIterator[AccountService]:
+    import aiohttp
+
+    from instaset.accounts import AccountService
+    from instaset.graph import GraphClient
+    from instaset.store.db import open_database
+
     db = await open_database(config.storage.db_path(), synchronous=config.storage.synchronous)
     try:
         async with aiohttp.ClientSession() as session:
@@ -85,6 +91,9 @@ def _read_token() -> str:
 
 
 async def _open_browser(url: str) -> None:
+    import asyncio
+    import webbrowser
+
     # webbrowser may run a blocking command (BROWSER=...): keep the callback listener serving.
     if not await asyncio.to_thread(webbrowser.open, url):
         _say("could not open a browser; open the URL above yourself")
@@ -102,9 +111,12 @@ def connect(
         600.0, "--timeout", min=1.0, help="Seconds to wait for the sign-in to finish."),
 ) -> None:
     """Connect an Instagram professional account (Business Login) and subscribe its webhooks."""
+    from instaset.accounts import run_connect
+
     config = load_or_exit()
     raw = _read_token() if token else None
 
+    @run_async
     async def go() -> None:
         async with _service(config) as service:
             if raw is not None:
@@ -118,7 +130,7 @@ def connect(
             _say(f"connected @{row['username']} ({row['id']}); token expires "
                  f"{_when(row['token_expires_at'])}; webhook fields: {', '.join(fields) or 'none'}")
 
-    asyncio.run(go())
+    go()
 
 
 @app.command()
@@ -127,8 +139,12 @@ def accounts(
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
     """Connected accounts: id, username, token expiry, webhook subscription, state."""
+    from instaset.store import history
+    from instaset.store.db import open_database
+
     config = load_or_exit()
 
+    @run_async
     async def go() -> list[dict[str, object]]:
         db = await open_database(config.storage.db_path(),
                                  synchronous=config.storage.synchronous)
@@ -137,7 +153,7 @@ def accounts(
         finally:
             await db.close()
 
-    rows = asyncio.run(go())
+    rows = go()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -160,8 +176,13 @@ def disconnect(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Unsubscribe an account, delete its tokens and stop its automation."""
+    from instaset.store import accounts as accountstore
+    from instaset.store import history
+    from instaset.store.db import open_database
+
     config = load_or_exit()
 
+    @run_async
     async def resolve() -> tuple[str, str | None]:
         db = await open_database(config.storage.db_path(),
                                  synchronous=config.storage.synchronous)
@@ -178,7 +199,7 @@ def disconnect(
         names = ", ".join(f"{r['id']} (@{r['username']})" for r in rows)
         raise InstasetError(f"several accounts match; name one of: {names}")
 
-    account_id, username = asyncio.run(resolve())
+    account_id, username = resolve()
     what = f"@{username} ({account_id})" if username else account_id
     action = "disconnect and DELETE ALL DATA of" if purge else "disconnect"
     if not yes:
@@ -187,6 +208,7 @@ def disconnect(
                                 "pass --yes")
         typer.confirm(f"{action[0].upper()}{action[1:]} {what}?", abort=True)
 
+    @run_async
     async def go() -> None:
         async with _service(config) as service:
             result = await service.disconnect(account_id, purge=purge)
@@ -196,4 +218,4 @@ def disconnect(
             counts = ", ".join(f"{t}: {n}" for t, n in sorted(result.deleted.items()))
             _say(f"deleted {counts or 'nothing'}")
 
-    asyncio.run(go())
+    go()

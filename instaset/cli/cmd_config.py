@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING
 
 import typer
-import yaml
 
-from instaset.cli.app import STATE, app, fail
-from instaset.config import (
-    Config,
-    config_json_schema,
-    config_to_json,
-    load_config,
-    render_init_config,
-)
+from instaset.cli.app import STATE, app, fail, sub_app
 from instaset.errors import ConfigError
-from instaset.paths import CONFIG_FILENAME, ensure_data_dir
 
-config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
-workflows_app = typer.Typer(help="Check and try the workflows.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from instaset.config import Config
+
+# yaml, the config models (pydantic) and platformdirs are imported inside the commands:
+# `instaset --help` must not pay for them (see instaset/cli/app.py).
+
+config_app = sub_app(help="Inspect the configuration.", no_args_is_help=True)
+workflows_app = sub_app(help="Check and try the workflows.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(workflows_app, name="workflows")
 
@@ -33,6 +31,8 @@ app.add_typer(workflows_app, name="workflows")
 def load_or_exit() -> Config:
     """The config named by ``--config``/``INSTASET_CONFIG`` or the default one; on a
     :class:`ConfigError` print its lines on stderr (no Rich: it would wrap them) and exit 1."""
+    from instaset.config import load_config
+
     try:
         return load_config(STATE.config_path)
     except ConfigError as exc:
@@ -46,6 +46,9 @@ def init(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing config file."),
 ) -> None:
     """Write a commented config.yaml into the data directory (or to --config)."""
+    from instaset.config import render_init_config
+    from instaset.paths import CONFIG_FILENAME, ensure_data_dir
+
     if STATE.config_path is not None:
         target = STATE.config_path.expanduser()
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +66,8 @@ def init(
 @config_app.command("schema")
 def config_schema() -> None:
     """Print the JSON Schema of config.yaml (point your editor's YAML plugin at it)."""
+    from instaset.config import config_json_schema
+
     typer.echo(json.dumps(config_json_schema(), indent=2))
 
 
@@ -71,6 +76,10 @@ def config_show(
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
     """Print the effective config (file, defaults and env overrides); secrets as ***."""
+    import yaml
+
+    from instaset.config import config_to_json
+
     data = config_to_json(load_or_exit())
     if as_json:
         typer.echo(json.dumps(data, indent=2))

@@ -13,19 +13,24 @@ import getpass
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from instaset import contacts as svc
-from instaset.catchup import RunReport, run_catch_up
-from instaset.cli.app import app, handle_errors, is_tty, run_async
+from instaset.cli.app import app, handle_errors, is_tty, run_async, sub_app
 from instaset.cli.cmd_config import load_or_exit
-from instaset.config import Config
 from instaset.errors import InstasetError
-from instaset.store.db import Database, open_database
 
-contacts_app = typer.Typer(
+if TYPE_CHECKING:
+    from instaset import contacts as svc
+    from instaset.catchup import RunReport
+    from instaset.config import Config
+    from instaset.store.db import Database
+
+# The contacts service, catch-up (aiohttp) and the store are imported inside the commands:
+# `instaset --help` must not pay for them (see instaset/cli/app.py).
+
+contacts_app = sub_app(
     help="The people who wrote to your accounts: see, correct, tag, forget.",
     invoke_without_command=True,
 )
@@ -37,6 +42,8 @@ _JSON = typer.Option(False, "--json", help="One JSON document on stdout.")
 
 @contextlib.asynccontextmanager
 async def _open(config: Config) -> AsyncIterator[Database]:
+    from instaset.store.db import open_database
+
     db = await open_database(config.storage.db_path(), synchronous=config.storage.synchronous)
     try:
         yield db
@@ -64,6 +71,8 @@ def contacts(
     """List contacts, most recently active first."""
     if ctx.invoked_subcommand is not None:
         return
+    from instaset import contacts as svc
+
     config = load_or_exit()
 
     @run_async
@@ -90,6 +99,8 @@ def contacts(
 @handle_errors
 def show(contact: str, as_json: bool = _JSON, account: str | None = _ACCOUNT) -> None:
     """One contact: identity, profile, tags, fields, and the log of corrections."""
+    from instaset import contacts as svc
+
     config = load_or_exit()
 
     @run_async
@@ -136,6 +147,8 @@ def set_(
     """Correct a name, email, phone, stage or any captured field; the change is recorded.
 
     An empty value (email=) removes the field."""
+    from instaset import contacts as svc
+
     values = svc.parse_assignments(assignments)
     config = load_or_exit()
 
@@ -149,6 +162,8 @@ def set_(
 
 
 def _tags(contact: str, tags: list[str], account: str | None, add: bool) -> None:
+    from instaset import contacts as svc
+
     config = load_or_exit()
 
     @run_async
@@ -184,6 +199,8 @@ def forget(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Delete everything stored about one person (the same as `purge --contact`)."""
+    from instaset import contacts as svc
+
     config = load_or_exit()
 
     @run_async
@@ -211,6 +228,8 @@ def forget(
 
 
 def _report_json(r: RunReport) -> dict[str, Any]:
+    from instaset import contacts as svc
+
     return {
         "account_id": r.account_id, "username": r.username, "resubscribed": r.resubscribed,
         "reason": r.reason, "since": svc.iso(r.since), "recovered": r.recovered,
@@ -228,6 +247,9 @@ def catch_up(
 ) -> None:
     """Fetch the messages Instagram did not deliver (Conversations API) and restore a dropped
     webhook subscription. The daemon then processes what was recovered."""
+    from instaset import contacts as svc
+    from instaset.catchup import run_catch_up
+
     config = load_or_exit()
     reports = run_async(run_catch_up)(config, since=since)
     if as_json:

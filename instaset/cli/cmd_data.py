@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,17 +16,19 @@ import typer
 from instaset.cli.app import STATE, app, err_console, handle_errors, is_tty, out_console, run_async
 from instaset.cli.cmd_config import load_or_exit
 from instaset.cli.cmd_inbox import open_db
-from instaset.config import parse_duration
 from instaset.errors import InstasetError
 
 if TYPE_CHECKING:
     from instaset.retention import PurgeReport
 
-# The features are imported inside the commands: `instaset --help` should not pay for them.
+# The features (and the config module) are imported inside the commands: `instaset --help`
+# must not pay for them (see instaset/cli/app.py).
 DAY = 86400.0
 
 
 def _seconds(value: str, option: str) -> float:
+    from instaset.config import parse_duration
+
     try:
         return parse_duration(value).total_seconds()
     except ValueError as exc:
@@ -73,6 +74,8 @@ def stats(
 def _private_file(path: Path) -> Iterator[IO[str]]:
     """Write ``path`` atomically (temp file + rename), readable by the owner only: an export
     is personal data."""
+    import tempfile
+
     path = path.expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import typer
 
-from instaset.cli.app import STATE, app, handle_errors, out_console
-from instaset.config import load_config
+from instaset.cli.app import STATE, app, handle_errors, out_console, run_async, sub_app
 
-simulate_app = typer.Typer(help="Send Meta-shaped webhooks to a running instaset.",
+# The demo, the daemon, the simulator (aiohttp) and the config are imported inside the
+# commands: `instaset --help` must not pay for them (see instaset/cli/app.py).
+
+simulate_app = sub_app(help="Send Meta-shaped webhooks to a running instaset.",
                            no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
 
@@ -21,21 +22,22 @@ def demo() -> None:
     """Play a scripted scene through the real pipeline against the built-in sandbox."""
     from instaset.demo import play
 
-    raise typer.Exit(asyncio.run(play(out_console)))
+    raise typer.Exit(run_async(play)(out_console))
 
 
 def _simulate(kind: str, user: str, text: str, media: str | None, url: str | None) -> None:
+    from instaset.config import load_config
     from instaset.daemon import SANDBOX_SECRET
     from instaset.simulate import simulate
 
     config = load_config(STATE.config_path)
     base = url or f"http://127.0.0.1:{config.server.port}"
     secrets = config.instagram.webhook_secrets()
-    result = asyncio.run(simulate(
+    result = run_async(simulate)(
         base, kind, user, text, media=media,
         secret=secrets[0].decode() if secrets else SANDBOX_SECRET,
         account_id=config.sandbox.account_id,
-    ))
+    )
     typer.echo(json.dumps(result))
 
 

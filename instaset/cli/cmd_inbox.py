@@ -15,18 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from instaset.cli.app import app, handle_errors, is_tty, out_console, run_async
+from instaset.cli.app import app, handle_errors, is_tty, out_console, run_async, sub_app
 from instaset.cli.cmd_config import load_or_exit
-from instaset.config import Config, format_duration, parse_duration
 from instaset.errors import InstasetError
 
 if TYPE_CHECKING:
+    from instaset.config import Config
     from instaset.store.db import Database
 
-# The daemon, the inbox logic and rich tables are imported inside the commands: `instaset
-# --help` (and every other command) should not pay for them.
+# The daemon, the config, the inbox logic and rich tables are imported inside the commands:
+# `instaset --help` (and every other command) must not pay for them (see instaset/cli/app.py).
 
-inbox_app = typer.Typer(help="Conversations, threads and replying as yourself.")
+inbox_app = sub_app(help="Conversations, threads and replying as yourself.")
 app.add_typer(inbox_app, name="inbox")
 
 
@@ -259,6 +259,7 @@ def pause_cmd(
     for_: str | None = typer.Option(None, "--for", help="How long (default handoff.pause_for)."),
 ) -> None:
     """Pause automation for one contact."""
+    from instaset.config import format_duration, parse_duration
     from instaset.inbox import automation_json, pause, resolve_contact
 
     config = load_or_exit()

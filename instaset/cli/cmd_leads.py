@@ -1,5 +1,5 @@
-"""``instaset leads [--stage S | --all] [--json|--csv]``, ``leads explain CONTACT``,
-``leads rescore`` and ``instaset bookings [--json] [--ics] [--upcoming]``.
+"""``instaset leads [--stage S | --all] [--json|--csv]``, ``leads explain CONTACT`` and
+``leads rescore`` (``instaset bookings`` lives in :mod:`instaset.cli.cmd_bookings`).
 
 Leads are listed best score first with the reasons behind each score; ``explain`` applies the
 current rules to the stored history and shows each reason with the message behind it;
@@ -9,28 +9,32 @@ current rules to the stored history and shows each reason with the message behin
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import sqlite3
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from instaset.ai.scoring import lead_input, rescore_all
-from instaset.booking import to_ics
-from instaset.cli.app import app, handle_errors, run_async
+from instaset.cli.app import app, handle_errors, run_async, sub_app
 from instaset.cli.cmd_config import load_or_exit
-from instaset.config import Config
 from instaset.errors import InstasetError
-from instaset.leads import STAGES, Reason, explain, score_lead
-from instaset.store import ai as aistore
-from instaset.store.db import Database, open_database
 
+if TYPE_CHECKING:
+    import sqlite3
+
+    from instaset.config import Config
+    from instaset.leads import Reason
+    from instaset.store.db import Database
+
+# Lead scoring, the AI store and the config are imported inside the commands: `instaset
+# --help` must not pay for them (see instaset/cli/app.py).
+
+# A copy of instaset.leads.STAGES for the --stage help text only (that module pulls in the
+# engine); tests/test_cli_startup.py checks that the two agree. Validation uses the original.
+HELP_STAGES = ("new", "engaged", "qualified", "booked", "customer", "lost")
 QUALIFIED_STAGES = ("qualified", "booked", "customer")
-leads_app = typer.Typer(help="Leads with their score and the reasons for it.",
+leads_app = sub_app(help="Leads with their score and the reasons for it.",
                         invoke_without_command=True)
 app.add_typer(leads_app, name="leads")
 
@@ -42,6 +46,8 @@ def _iso(ts: float | None) -> str | None:
 
 
 async def _open(config: Config) -> Database:
+    from instaset.store.db import open_database
+
     return await open_database(config.storage.db_path(), synchronous=config.storage.synchronous)
 
 
@@ -52,6 +58,8 @@ def _reason_json(r: Reason) -> dict[str, Any]:
 
 
 def lead_json(row: sqlite3.Row) -> dict[str, Any]:
+    from instaset.leads import Reason
+
     reasons = [Reason.from_dict(d) for d in json.loads(row["reasons"])]
     return {
         "account_id": row["account_id"], "contact_id": row["contact_id"],
@@ -70,7 +78,7 @@ def _short_reasons(lead: dict[str, Any]) -> str:
 def leads(
     ctx: typer.Context,
     stage: str | None = typer.Option(
-        None, "--stage", help=f"Only this stage: {', '.join(STAGES)}."
+        None, "--stage", help=f"Only this stage: {', '.join(HELP_STAGES)}."
     ),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
     as_csv: bool = typer.Option(False, "--csv", help="CSV with a header row on stdout."),
@@ -80,6 +88,8 @@ def leads(
     each score. --stage picks one stage, --all shows every stage."""
     if ctx.invoked_subcommand is not None:
         return
+    from instaset.leads import STAGES
+
     if as_json and as_csv:
         raise InstasetError("choose either --json or --csv")
     if stage is not None and stage not in STAGES:
@@ -91,6 +101,9 @@ def leads(
     if as_json:
         typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
     elif as_csv:
+        import csv
+        import io
+
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["contact_id", "username", "score", "stage", "reasons", "qualified_at",
@@ -111,6 +124,8 @@ def leads(
 
 
 async def _list(config: Config, stage: str | None) -> list[dict[str, Any]]:
+    from instaset.store import ai as aistore
+
     db = await _open(config)
     try:
         return [lead_json(r) for r in await aistore.list_leads(db, stage)]
@@ -139,6 +154,10 @@ def leads_explain(
 
 
 async def _explain(config: Config, ref: str) -> list[dict[str, Any]]:
+    from instaset.ai.scoring import lead_input
+    from instaset.leads import explain, score_lead
+    from instaset.store import ai as aistore
+
     db = await _open(config)
     try:
         contacts = await aistore.find_contacts(db, ref)
@@ -170,49 +189,11 @@ def leads_rescore() -> None:
 
 
 async def _rescore(config: Config) -> int:
+    from instaset.ai.scoring import rescore_all
+
     db = await _open(config)
     try:
         return await rescore_all(db, config.leads, time.time(), only_stale=False)
-    finally:
-        await db.close()
-
-
-@app.command("bookings")
-@handle_errors
-def bookings(
-    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
-    as_ics: bool = typer.Option(False, "--ics", help="An iCalendar (.ics) file on stdout."),
-    upcoming: bool = typer.Option(False, "--upcoming", help="Only those not over yet."),
-) -> None:
-    """Appointments booked through Instagram, earliest first."""
-    config = load_or_exit()
-    rows = run_async(_bookings)(config, time.time() if upcoming else None)
-    tz = config.tzinfo
-    if as_ics:
-        typer.echo(to_ics([dict(r) for r in rows], now=time.time()), nl=False)
-        return
-    data = [{
-        "id": r["id"], "account_id": r["account_id"], "contact_id": r["contact_id"],
-        "username": r["username"], "title": r["title"], "status": r["status"],
-        "start": _iso(r["start_at"]), "end": _iso(r["end_at"]),
-        "local_start": datetime.fromtimestamp(r["start_at"], tz).isoformat(),
-        "timezone": config.timezone, "created_at": _iso(r["created_at"]),
-    } for r in rows]
-    if as_json:
-        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
-        return
-    if not data:
-        typer.echo("no bookings")
-    for b in data:
-        who = f"@{b['username']}" if b["username"] else b["contact_id"]
-        local = datetime.fromisoformat(b["local_start"]).strftime("%a %d %b %Y %H:%M")
-        typer.echo(f"{local} ({config.timezone})  {b['title']:<12} {who}  {b['status']}")
-
-
-async def _bookings(config: Config, since: float | None) -> list[sqlite3.Row]:
-    db = await _open(config)
-    try:
-        return await aistore.list_bookings(db, since=since)
     finally:
         await db.close()
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
 import typer
 
-from instaset.cli.app import STATE, app, fail, handle_errors, is_tty
-from instaset.config import load_config
-from instaset.ops import backup, cron_line, default_backup_path, restore, systemd_unit
+from instaset.cli.app import STATE, app, fail, handle_errors, is_tty, run_async, sub_app
 
-service_app = typer.Typer(help="Run instaset as a service.", no_args_is_help=True)
+# instaset.ops (the daemon, aiosqlite) and the config are imported inside the commands:
+# `instaset --help` must not pay for them (see instaset/cli/app.py).
+
+service_app = sub_app(help="Run instaset as a service.", no_args_is_help=True)
 app.add_typer(service_app, name="service")
 
 
@@ -22,10 +22,13 @@ def backup_cmd(
     file: Path | None = typer.Argument(None, help="Where to write (default: data dir/backups)."),
 ) -> None:
     """Back up the database (safe while the daemon runs)."""
+    from instaset.config import load_config
+    from instaset.ops import backup, default_backup_path
+
     config = load_config(STATE.config_path)
     db_path = config.storage.db_path()
     dest = file or default_backup_path(db_path)
-    size = asyncio.run(backup(db_path, dest))
+    size = run_async(backup)(db_path, dest)
     typer.echo(f"backed up {db_path} to {dest} ({size} bytes)")
 
 
@@ -36,6 +39,9 @@ def restore_cmd(
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
 ) -> None:
     """Replace the database with a backup (stop the daemon first)."""
+    from instaset.config import load_config
+    from instaset.ops import restore
+
     config = load_config(STATE.config_path)
     db_path = config.storage.db_path()
     if not yes:
@@ -54,6 +60,8 @@ def service_install(
     print_only: bool = typer.Option(False, "--print", help="Print the unit, write nothing."),
 ) -> None:
     """Write a systemd user unit for `instaset serve` and print the retention cron line."""
+    from instaset.ops import cron_line, systemd_unit
+
     unit = systemd_unit(STATE.config_path)
     if print_only:
         typer.echo(unit)

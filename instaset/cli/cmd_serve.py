@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from pathlib import Path
 
 import typer
 
-from instaset.cli.app import STATE, app, handle_errors
-from instaset.config import load_config
-from instaset.daemon import run_daemon, tls_context
+from instaset.cli.app import STATE, app, handle_errors, run_async
 from instaset.errors import InstasetError
-from instaset.logsetup import LogFormat, setup_logging
+from instaset.logsetup import LogFormat
+
+# LogFormat is a parameter type, so typer resolves it from this module's globals when the
+# command tree is built; instaset.logsetup imports only the standard library. The daemon
+# (aiohttp) and the config are imported inside the command: `instaset --help` must not pay
+# for them (see instaset/cli/app.py).
 
 
 @app.command()
@@ -32,21 +33,25 @@ def serve(
     tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key (HTTPS)."),
 ) -> None:
     """Run the webhook listener and the worker. SIGTERM or Ctrl-C stops it gracefully."""
+    import logging
+
+    from instaset.config import load_config
+    from instaset.daemon import run_daemon, tls_context
+    from instaset.logsetup import setup_logging
+
     setup_logging(log_level, log_format)
     config = load_config(STATE.config_path)
     if (tls_cert is None) != (tls_key is None):
         raise InstasetError("--tls-cert and --tls-key go together; give both or neither")
     ssl_context = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
-    code = asyncio.run(
-        run_daemon(
-            config,
-            host=host or config.server.host,
-            port=config.server.port if port is None else port,
-            sandbox=sandbox,
-            ssl_context=ssl_context,
-            # In JSON mode the start/stop lines are log records too: every line parses.
-            announce=logging.getLogger("instaset.daemon").info
-            if log_format is LogFormat.JSON else None,
-        )
+    code = run_async(run_daemon)(
+        config,
+        host=host or config.server.host,
+        port=config.server.port if port is None else port,
+        sandbox=sandbox,
+        ssl_context=ssl_context,
+        # In JSON mode the start/stop lines are log records too: every line parses.
+        announce=logging.getLogger("instaset.daemon").info
+        if log_format is LogFormat.JSON else None,
     )
     raise typer.Exit(code)

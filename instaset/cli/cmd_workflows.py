@@ -9,36 +9,26 @@ the database, so they work while ``instaset serve`` runs.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from instaset.automation import load_state
 from instaset.cli.app import handle_errors, run_async
 from instaset.cli.cmd_config import load_or_exit, workflows_app
-from instaset.config import Config, load_config, parse_duration
-from instaset.daemon import engine_settings
-from instaset.engine import ConversationState, Decision, decide
 from instaset.errors import ConfigError, InstasetError
-from instaset.events import Event, parse_webhook
-from instaset.replay import (
-    ReplayDiff,
-    Report,
-    describe_action,
-    diff,
-    iso,
-    load_history,
-    replay_config,
-)
-from instaset.sandbox import build_comment_payload, build_dm_payload
-from instaset.simulate import stable_igsid
-from instaset.store import replay as store
-from instaset.store.db import open_database
+
+if TYPE_CHECKING:
+    from instaset.config import Config
+    from instaset.engine import ConversationState, Decision
+    from instaset.events import Event
+    from instaset.replay import ReplayDiff, Report
+
+# The engine, the replay, the sandbox payload builders, the config and the store are imported
+# inside the functions: `instaset --help` must not pay for them (see instaset/cli/app.py).
 
 __all__ = ["workflows_replay", "workflows_test"]
 
@@ -68,6 +58,11 @@ async def _lookup(
 ) -> tuple[str, str, str | None, ConversationState | None]:
     """(account id, contact id, username, stored state or None) for ``--from``. Reads the
     database only when it already exists (a dry run never creates one)."""
+    from instaset.automation import load_state
+    from instaset.simulate import stable_igsid
+    from instaset.store import replay as store
+    from instaset.store.db import open_database
+
     name = who.lstrip("@")
     path = config.storage.db_path()
     if path.exists():
@@ -107,6 +102,11 @@ def _event(
 ) -> Event:
     """A synthetic, Meta-shaped event parsed by the real parser. Its key is derived from the
     inputs, so the same test picks the same text variant every time."""
+    import hashlib
+
+    from instaset.events import parse_webhook
+    from instaset.sandbox import build_comment_payload, build_dm_payload
+
     seed = hashlib.sha256(f"{account}|{contact}|{comment}|{media}|{text}".encode()).hexdigest()
     if comment:
         payload = build_comment_payload(
@@ -122,6 +122,8 @@ def _event(
 
 def _test_json(event: Event, text: str, username: str | None, media: str | None,
                comment: bool, stored: bool, d: Decision, fired: bool) -> dict[str, Any]:
+    from instaset.replay import iso
+
     return {
         "event": {
             "kind": event.kind.value,
@@ -164,6 +166,10 @@ async def workflows_test(
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
     """Dry run: which workflow a DM or comment would fire, why, and its actions. Sends nothing."""
+    from instaset.daemon import engine_settings
+    from instaset.engine import ConversationState, decide
+    from instaset.replay import describe_action
+
     config = load_or_exit()
     is_comment = comment or media is not None
     if is_comment and quick_reply is not None:
@@ -208,6 +214,8 @@ async def workflows_test(
 
 
 def _load_candidate(path: Path) -> Config:
+    from instaset.config import load_config
+
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -217,6 +225,8 @@ def _load_candidate(path: Path) -> Config:
 
 
 def _since(value: str, now: float) -> float | None:
+    from instaset.config import parse_duration
+
     if value.strip().lower() == "all":
         return None
     try:
@@ -228,6 +238,8 @@ def _since(value: str, now: float) -> float | None:
 
 
 def _print_report(report: Report, show_all: bool) -> None:
+    from instaset.replay import iso
+
     since = iso(report.since) if report.since is not None else "the beginning"
     typer.echo(f"replayed {report.events} events from {since} to {iso(report.until)} "
                f"(config: {report.source or 'defaults'}); nothing was sent")
@@ -256,6 +268,8 @@ def _print_counts(rows: dict[str, tuple[int, ...]], headers: tuple[str, ...]) ->
 
 
 def _print_diff(d: ReplayDiff) -> None:
+    from instaset.replay import iso
+
     cur, cand = d.current, d.candidate
     since = iso(cur.since) if cur.since is not None else "the beginning"
     typer.echo(f"replayed {cur.events} events from {since} to {iso(cur.until)} with "
@@ -294,6 +308,9 @@ async def workflows_replay(
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
     """Replay the workflows over the stored history, or diff a candidate config. Read-only."""
+    from instaset.replay import diff, load_history, replay_config
+    from instaset.store.db import open_database
+
     config = load_or_exit()
     other = _load_candidate(candidate) if candidate is not None else None
     if start not in ("fresh", "stored"):

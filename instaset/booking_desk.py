@@ -1,0 +1,183 @@
+"""Offering free slots and booking one: the I/O core of :class:`~instaset.booking.BookingDesk`.
+
+- :meth:`SlotDesk.offer_in` builds the message offering the next free slots (payload
+  ``BOOK:<unix start>``) inside the caller's transaction, so it keeps its place in a
+  decision's chain of sends. :meth:`SlotDesk.book` (the ``book_slot`` job) re-checks the
+  slot and inserts the booking in one transaction; the partial unique index on (account,
+  start) makes the second of two concurrent taps fail, and that person gets the next free
+  slots. The confirmation carries "Reschedule"/"Cancel" quick replies; reminders are
+  scheduled with the booking.
+- The helpers every later change shares: :meth:`SlotDesk.refusal_in` (the sending rules),
+  the configured texts and :meth:`SlotDesk.reminder_jobs`.
+
+:class:`~instaset.booking_lifecycle.BookingDesk` extends :class:`SlotDesk` with the lifecycle
+(cancel, reschedule, the contact's taps, reminders); use that one.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+
+import aiosqlite
+
+from instaset.automation import notify_job
+from instaset.booking_slots import (
+    REMINDER_KIND,
+    Slot,
+    free_slots,
+    manage_replies,
+    reminder_key,
+    slot_label,
+    slot_payload,
+    slot_when,
+    tz_label,
+)
+from instaset.config import Config
+from instaset.outbox import Outgoing, enqueue_sends
+from instaset.queue import NewJob, enqueue_in
+from instaset.rules import Clearance, Refusal, SendFacts, SendKind, check_send
+from instaset.store import ai as aistore
+from instaset.store import booking as bstore
+from instaset.store.db import Database
+from instaset.store.jobs import Job, complete_in
+
+log = logging.getLogger("instaset.booking")
+
+OnBooked = Callable[[aiosqlite.Connection, str, str, float], Awaitable[list[NewJob]]]
+
+
+class SlotDesk:
+    """Offers and books (see the module docstring).
+    ``on_booked(conn, account_id, contact_id, now)`` returns extra jobs to enqueue whenever
+    a booking of the contact is made or cancelled (the lead rescoring)."""
+
+    def __init__(
+        self, db: Database, config: Config, *, clock: Callable[[], float],
+        on_booked: OnBooked | None = None,
+    ) -> None:
+        self.db = db
+        self.cfg = config.booking
+        self.tz = config.tzinfo
+        self.clock = clock
+        self.on_booked = on_booked
+
+    # -- offering and booking --------------------------------------------------------------
+    async def slots_in(self, conn: aiosqlite.Connection, account_id: str, now: float,
+                       limit: int | None) -> list[Slot]:
+        end = now + (self.cfg.horizon + self.cfg.slot_length + self.cfg.buffer).total_seconds()
+        busy = await aistore.busy_between(conn, account_id, now - 86400, end)
+        return free_slots(self.cfg, self.tz, now, busy, limit=limit)
+
+    def _offer(self, key: str, account_id: str, contact_id: str, text: str,
+               slots: Sequence[Slot], workflow: str | None,
+               payload: Callable[[float], str] = slot_payload) -> Outgoing:
+        return Outgoing(
+            key=key, kind=SendKind.TEXT, account_id=account_id, contact_id=contact_id,
+            text=text, workflow=workflow,
+            quick_replies=tuple((slot_label(s.start, self.tz), payload(s.start))
+                                for s in slots),
+        )
+
+    async def offer_in(
+        self, conn: aiosqlite.Connection, account_id: str, contact_id: str, key: str,
+        intro: str | None, workflow: str | None, now: float,
+    ) -> list[Outgoing]:
+        """The message offering the next ``booking.offer`` free slots (none when there is no
+        free slot: the caller tells the creator)."""
+        slots = await self.slots_in(conn, account_id, now, self.cfg.offer)
+        if not slots:
+            log.warning("no free booking slot for %s in the next %s", contact_id,
+                        self.cfg.horizon)
+            return []
+        text = intro or self.cfg.intro.format(timezone=tz_label(self.tz))
+        return [self._offer(key, account_id, contact_id, text, slots, workflow)]
+
+    async def book(self, job: Job) -> None:
+        """The ``book_slot`` job: payload ``account_id``, ``contact_id``, ``start``."""
+        p = job.payload
+        acct, contact, start = str(p["account_id"]), str(p["contact_id"]), float(p["start"])
+        now = self.clock()
+        async with self.db.tx() as conn:
+            if await aistore.booking_by_key(conn, job.key) is None:
+                await self._book_in(conn, job.key, acct, contact, start, now)
+            await complete_in(conn, job, now)
+
+    async def _book_in(self, conn: aiosqlite.Connection, key: str, acct: str, contact: str,
+                       start: float, now: float) -> None:
+        free = {s.start: s for s in await self.slots_in(conn, acct, now, None)}
+        slot = free.get(start)
+        booked = slot is not None and await aistore.insert_booking(
+            conn, key=key, account_id=acct, contact_id=contact, start_at=slot.start,
+            end_at=slot.end, title=self.cfg.title, now=now,
+        )
+        jobs: list[NewJob] = []
+        row = await aistore.booking_by_key(conn, key) if booked else None
+        if slot is not None and row is not None:
+            when = slot_when(start, self.tz)
+            text = self.cfg.confirmation.format(when=when, timezone=tz_label(self.tz))
+            outs = [Outgoing(key=f"send:{key}", kind=SendKind.TEXT, account_id=acct,
+                             contact_id=contact, text=text,
+                             quick_replies=manage_replies(int(row["id"])))]
+            conv = await aistore.conversation_row(conn, acct, contact)
+            who = f"@{conv['username']}" if conv is not None and conv["username"] else contact
+            jobs.append(notify_job(key, acct, contact, "booking",
+                                   f"{who} booked {self.cfg.title} on {when} "
+                                   f"({tz_label(self.tz)})", now))
+            jobs += self.reminder_jobs(int(row["id"]), acct, contact, slot.start, now)
+            if self.on_booked is not None:
+                jobs.extend(await self.on_booked(conn, acct, contact, now))
+            log.info("%s booked %s", contact, when)
+        else:
+            nxt = await self.slots_in(conn, acct, now, self.cfg.offer)
+            outs = [self._offer(f"send:{key}", acct, contact, self.cfg.unavailable,
+                                nxt, None)] if nxt else []
+        if outs:
+            await enqueue_sends(conn, outs, now)
+        await enqueue_in(conn, jobs, now)
+
+    # -- shared by every change ------------------------------------------------------------
+    async def refusal_in(self, conn: aiosqlite.Connection, out: Outgoing, now: float
+                         ) -> Refusal | None:
+        """Why the sending rules would refuse ``out`` (an automated DM) now, or None. The
+        same :func:`check_send` the outbox applies again at delivery."""
+        f = await bstore.window_facts(conn, out.account_id, out.contact_id or "")
+        verdict = check_send(SendFacts(
+            kind=out.kind, human=False,
+            account_state=f["account_state"] if f is not None else "disconnected",
+            last_inbound_at=f["last_inbound_at"] if f is not None else None,
+            paused_until=f["paused_until"] if f is not None else None,
+            quick_reply_titles=tuple(t for t, _ in out.quick_replies),
+        ), now)
+        return None if isinstance(verdict, Clearance) else verdict
+
+    async def _tell_in(self, conn: aiosqlite.Connection, out: Outgoing, now: float
+                       ) -> str | None:
+        """Queue ``out`` if the rules allow it now; else the reason, and nothing is queued."""
+        refusal = await self.refusal_in(conn, out, now)
+        if refusal is not None:
+            return refusal.detail
+        await enqueue_sends(conn, [out], now)
+        return None
+
+    def _text(self, name: str, row: sqlite3.Row, start: float) -> str:
+        return str(getattr(self.cfg, name)).format(
+            title=row["title"], when=slot_when(start, self.tz), timezone=tz_label(self.tz))
+
+    # -- reminders -------------------------------------------------------------------------
+    def reminder_jobs(self, booking_id: int, account_id: str, contact_id: str, start: float,
+                      now: float) -> list[NewJob]:
+        """One ``booking_reminder`` job per configured offset still ahead of ``now``."""
+        jobs: list[NewJob] = []
+        for offset in self.cfg.reminders:
+            secs = float(offset.total_seconds())
+            if start - secs <= now:
+                continue
+            jobs.append(NewJob(REMINDER_KIND, reminder_key(booking_id, start, secs), {
+                "booking_id": booking_id, "account_id": account_id, "contact_id": contact_id,
+                "start_at": start, "offset": secs}, run_at=start - secs, max_attempts=4))
+        return jobs
+
+
+__all__ = ["OnBooked", "SlotDesk"]

@@ -1,0 +1,432 @@
+"""The pydantic models of ``config.yaml``, one per section, and their reusable field types.
+
+Every model is frozen and strict about keys (``extra="forbid"``); :mod:`instaset.config` turns
+their validation errors into ``file:line`` messages. ``Config()`` is the default
+configuration. Durations are :data:`Duration` (``"12h"`` in YAML, back to that form in JSON).
+Secrets are :data:`Secret` (:class:`SecretStr`): they print as ``**********`` and serialise to
+JSON as ``"***"``, so a JSON dump of a config never contains one.
+
+Import these from :mod:`instaset.config`, which re-exports every public name here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    SecretStr,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
+
+from instaset.engine.model import Hours, Workflow
+from instaset.paths import data_dir
+
+# ---------------------------------------------------------------------------------------------
+# Reusable field types
+# ---------------------------------------------------------------------------------------------
+
+_UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhms])")
+DURATION_PATTERN = r"^\s*(\d+(\.\d+)?\s*[wdhms]\s*)+$|^\s*\d+(\.\d+)?\s*$"
+_DURATION_HINT = "use a number of seconds or a string like '30s', '15m', '12h', '7d', '2w'"
+
+
+def parse_duration(value: object) -> timedelta:
+    """``"30s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"2w"``, compounds like ``"1h30m"``, or a
+    number of seconds (int, float or numeric string) -> :class:`timedelta`. Negative, NaN and
+    boolean values are refused with :class:`ValueError`."""
+    seconds: float
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool):  # bool is an int; `pause_for: yes` is a mistake, not 1 s
+        raise ValueError(f"invalid duration {value!r}: {_DURATION_HINT}")
+    elif isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            seconds = float(text)
+        elif text and re.fullmatch(r"(\s*\d+(\.\d+)?\s*[wdhms])+\s*", text):
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+        else:
+            raise ValueError(f"invalid duration {value!r}: {_DURATION_HINT}")
+    else:
+        raise ValueError(f"invalid duration {value!r}: {_DURATION_HINT}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"invalid duration {value!r}: must be a finite, non-negative time")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest exact spelling in one unit: 12 h -> ``"12h"``, 90 min -> ``"90m"``."""
+    micros = value // timedelta(microseconds=1)
+    if micros % 1_000_000:
+        return f"{micros / 1_000_000:g}s"
+    seconds = micros // 1_000_000
+    for unit, size in _UNIT_SECONDS.items():
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return "0s"
+
+
+Duration = Annotated[
+    timedelta,
+    PlainValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": DURATION_PATTERN},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "A duration: '30s', '15m', '12h', '7d', '2w', or seconds.",
+            "examples": ["30s", "15m", "12h", "7d"],
+        }
+    ),
+]
+"""A :class:`timedelta` written as ``"12h"`` etc. in YAML; serialises back to that form."""
+
+
+def _mask(secret: SecretStr) -> str:
+    return "***" if secret.get_secret_value() else ""
+
+
+Secret = Annotated[SecretStr, PlainSerializer(_mask, return_type=str, when_used="json")]
+"""A secret string; never serialised to JSON in clear."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The models
+# ---------------------------------------------------------------------------------------------
+
+
+class InstagramConfig(_Model):
+    """The Meta app (Instagram API with Instagram Login) and the Graph endpoints."""
+
+    app_id: str = ""
+    app_secret: Secret | None = None
+    meta_app_secret: Secret | None = None
+    verify_token: Secret | None = None
+    api_version: str = "v25.0"
+    graph_url: str = "https://graph.instagram.com"
+    api_url: str = "https://api.instagram.com"
+    auth_url: str = "https://www.instagram.com"
+    redirect_uri: str | None = None
+
+    def webhook_secrets(self) -> list[bytes]:
+        """The configured, non-empty secrets a webhook signature may match, UTF-8 encoded,
+        ``app_secret`` first, without duplicates. Empty when none is configured here (the
+        caller may then look in the secret store)."""
+        out: list[bytes] = []
+        for secret in (self.app_secret, self.meta_app_secret):
+            raw = secret.get_secret_value().encode() if secret is not None else b""
+            if raw and raw not in out:
+                out.append(raw)
+        return out
+
+
+class ServerConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8787, ge=0, le=65535)
+    public_url: str | None = None
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+
+class StorageConfig(_Model):
+    path: Path | None = None
+    synchronous: Literal["NORMAL", "FULL"] = "FULL"
+
+    def db_path(self, env: Mapping[str, str] | None = None) -> Path:
+        """``path`` (with ``~`` expanded) or ``data_dir(env)/instaset.db``."""
+        if self.path is not None:
+            return self.path.expanduser()
+        return data_dir(env) / "instaset.db"
+
+
+class WorkerConfig(_Model):
+    # Jobs mostly wait on the network (Meta, Gemini); the database work of each is short.
+    concurrency: int = Field(default=32, ge=1)
+    lease_seconds: float = Field(default=120, gt=0)
+    max_attempts: int = Field(default=6, ge=1)
+    backoff_base: float = Field(default=2.0, ge=0)
+    backoff_cap: float = Field(default=600, ge=0)
+    poll_interval: float = Field(default=1.0, ge=0)
+    shutdown_grace: float = Field(default=10, ge=0)
+
+
+class RateLimitConfig(_Model):
+    text_per_second: float = Field(default=5, gt=0)
+    media_per_second: float = Field(default=1, gt=0)
+    private_replies_per_hour: int = Field(default=200, ge=1)
+    conversations_per_second: float = Field(default=2, gt=0)
+
+
+class HandoffConfig(_Model):
+    pause_for: Duration = timedelta(hours=12)
+
+
+class AIExample(_Model):
+    message: str
+    reply: str
+
+
+class AIConfig(_Model):
+    model: str = "gemini-3.8-flash"
+    base_url: str | None = None
+    api_key_env: str | None = None
+    persona: str = ""
+    facts: list[str] = Field(default_factory=list)
+    examples: list[AIExample] = Field(default_factory=list)
+    timeout_ms: int = Field(default=20000, ge=1)
+    max_attempts: int = Field(default=3, ge=1)
+    fallback_message: str | None = None
+
+    def api_key(self, env: Mapping[str, str] | None = None) -> str | None:
+        """The Gemini API key: the variable named by ``api_key_env`` if set, else
+        ``GEMINI_API_KEY``, else ``GOOGLE_API_KEY``; None when none is set (offline mode)."""
+        environ = os.environ if env is None else env
+        names = [self.api_key_env] if self.api_key_env else ["GEMINI_API_KEY", "GOOGLE_API_KEY"]
+        for name in names:
+            if environ.get(name):
+                return environ[name]
+        return None
+
+
+class LeadRule(_Model):
+    """One named scoring rule: ``points`` (negative allowed) when its single check holds for
+    the contact; each rule counts at most once per contact. Checks: ``keywords`` (an inbound
+    message contains one, as whole words, case- and accent-insensitive), ``regex`` (searched
+    in inbound messages), ``field`` (a contact field is set; with ``equals``, set to that
+    value), ``tag`` (the contact has it), ``ai_fact`` (the AI extracted that lead fact, e.g.
+    budget, timeline, goal)."""
+
+    name: str = Field(min_length=1)
+    points: int
+    keywords: list[str] = Field(default_factory=list)
+    regex: str | None = None
+    field: str | None = None
+    equals: str | None = None
+    tag: str | None = None
+    ai_fact: str | None = None
+
+    @model_validator(mode="after")
+    def _one_check(self) -> LeadRule:
+        checks = [k for k in ("keywords", "regex", "field", "tag", "ai_fact") if getattr(self, k)]
+        if len(checks) != 1:
+            raise ValueError(
+                "a lead rule needs exactly one of keywords, regex, field, tag, ai_fact"
+                + (f" (got {', '.join(checks)})" if checks else "")
+            )
+        if self.equals is not None and self.field is None:
+            raise ValueError("'equals' only goes with 'field'")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
+        return self
+
+
+def _default_lead_rules() -> list[LeadRule]:
+    return [
+        LeadRule(name="asked_price", points=15,
+                 keywords=["price", "prices", "cost", "how much", "pricing", "rates"]),
+        LeadRule(name="wants_a_call", points=20,
+                 keywords=["call", "book", "booking", "coaching", "consultation"]),
+        LeadRule(name="gave_email", points=15, field="email"),
+        LeadRule(name="budget", points=20, ai_fact="budget"),
+        LeadRule(name="timeline", points=15, ai_fact="timeline"),
+        LeadRule(name="goal", points=10, ai_fact="goal"),
+        LeadRule(name="not_interested", points=-40,
+                 keywords=["not interested", "no thanks", "unsubscribe"]),
+    ]
+
+
+class LeadsConfig(_Model):
+    """Lead scoring: the score is the sum of the rules that hold plus workflow ``score``
+    steps; at ``qualified_at`` points a lead becomes qualified (and you are notified once)."""
+
+    qualified_at: int = Field(default=50, ge=1)
+    rules: list[LeadRule] = Field(default_factory=_default_lead_rules)
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, rules: list[LeadRule]) -> list[LeadRule]:
+        seen: set[str] = set()
+        for rule in rules:
+            if rule.name in seen:
+                raise ValueError(f"two lead rules are named {rule.name!r}")
+            seen.add(rule.name)
+        return rules
+
+
+def _default_availability() -> list[Hours]:
+    return [Hours.model_validate({"days": "mon-fri", "from": "09:00", "to": "17:00"})]
+
+
+class BookingConfig(_Model):
+    """Appointment slots, in the top-level ``timezone``: weekly ``availability`` minus
+    ``blackout`` dates and existing bookings, ``slot_length`` long, ``buffer`` apart, from
+    ``min_notice`` ahead up to ``horizon`` ahead."""
+
+    enabled: bool = False
+    title: str = "Call"
+    slot_length: Duration = timedelta(minutes=30)
+    buffer: Duration = timedelta(0)
+    min_notice: Duration = timedelta(hours=2)
+    horizon: Duration = timedelta(days=14)
+    offer: int = Field(default=5, ge=1, le=13)
+    availability: list[Hours] = Field(default_factory=_default_availability)
+    blackout: list[date] = Field(default_factory=list)
+    intro: str = "Here are my next free times ({timezone}). Tap one to book it:"
+    confirmation: str = "You're booked for {when} ({timezone}). See you then!"
+    unavailable: str = "Sorry, that time is no longer free. Here are the next ones:"
+    # Reminders before each booking, sent only while the 24 h messaging window is open.
+    reminders: list[Duration] = Field(
+        default_factory=lambda: [timedelta(hours=24), timedelta(hours=1)])
+    reminder: str = "Reminder: your {title} is on {when} ({timezone}). See you then!"
+    cancelled: str = "Your {title} on {when} ({timezone}) is cancelled."
+    moved: str = "Your {title} is moved to {when} ({timezone}). See you then!"
+    reschedule_intro: str = "Pick a new time for your {title} ({timezone}):"
+
+    @field_validator("slot_length")
+    @classmethod
+    def _positive_length(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 60:
+            raise ValueError("slot_length must be at least 1 minute")
+        return value
+
+
+class RetentionConfig(_Model):
+    days: int = Field(default=90, ge=1)
+
+
+class SecretsConfig(_Model):
+    backend: Literal["auto", "keyring", "file", "memory"] = "auto"
+
+
+class SmtpConfig(_Model):
+    """Email notifications: one message per notification, to ``to_addr``."""
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = True
+    username: str | None = None
+    password: Secret | None = None
+    from_addr: str
+    to_addr: str
+
+
+class NotifyConfig(_Model):
+    command: str | None = None
+    webhook_url: str | None = None
+    desktop: bool = False
+    smtp: SmtpConfig | None = None
+
+
+class SandboxConfig(_Model):
+    account_id: str = "17841400000000001"
+    username: str = "sandbox_creator"
+    port: int = Field(default=0, ge=0, le=65535)
+
+
+_SECTIONS = (
+    "instagram", "server", "storage", "worker", "rate_limits", "handoff",
+    "ai", "retention", "secrets", "notify", "sandbox", "leads", "booking",
+)  # fmt: skip
+
+
+class Config(_Model):
+    """The whole ``config.yaml``. ``Config()`` is the default configuration."""
+
+    instagram: InstagramConfig = Field(default_factory=InstagramConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    handoff: HandoffConfig = Field(default_factory=HandoffConfig)
+    ai: AIConfig = Field(default_factory=AIConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    secrets: SecretsConfig = Field(default_factory=SecretsConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    leads: LeadsConfig = Field(default_factory=LeadsConfig)
+    booking: BookingConfig = Field(default_factory=BookingConfig)
+    timezone: str = "UTC"
+    workflows: list[Workflow] = Field(default_factory=list)
+    source: SkipJsonSchema[Path | None] = Field(default=None, exclude=True)
+    """Where this config was loaded from; None for defaults. Never read from the YAML."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # A section whose keys are all commented out parses as null: treat it as "defaults".
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if not (v is None and k in _SECTIONS)}
+            if data.get("workflows", []) is None:
+                data["workflows"] = []
+        return data
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        if value == "UTC":  # always valid, even where the system has no tz database
+            return value
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name such as 'Europe/Berlin')"
+            ) from None
+        return value
+
+    @property
+    def tzinfo(self) -> ZoneInfo:
+        """``timezone`` as a :class:`ZoneInfo` (used to show and book local times)."""
+        return ZoneInfo(self.timezone)
+
+
+__all__ = [
+    "DURATION_PATTERN",
+    "AIConfig",
+    "AIExample",
+    "BookingConfig",
+    "Config",
+    "Duration",
+    "HandoffConfig",
+    "InstagramConfig",
+    "LeadRule",
+    "LeadsConfig",
+    "NotifyConfig",
+    "RateLimitConfig",
+    "RetentionConfig",
+    "SandboxConfig",
+    "Secret",
+    "SecretsConfig",
+    "ServerConfig",
+    "SmtpConfig",
+    "StorageConfig",
+    "WorkerConfig",
+    "format_duration",
+    "parse_duration",
+]
