@@ -22,13 +22,10 @@ import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from instaset.daemon import Runtime
 from instaset.errors import InstasetError
-from instaset.events import Attachment
-from instaset.outbox import Outgoing, enqueue_sends
-from instaset.queue import RetryLater, backoff_delay
+from instaset.event_types import Attachment
 from instaset.rules import (
     HUMAN_AGENT_SECONDS,
     WINDOW_SECONDS,
@@ -42,6 +39,11 @@ from instaset.store import inbox as store
 from instaset.store import jobs as jobstore
 from instaset.store import sends as sendstore
 from instaset.store.db import Database
+
+if TYPE_CHECKING:
+    # The daemon and the outbox pull in aiohttp and the engine; listing the inbox must not
+    # pay for them (they are imported where a reply is sent).
+    from instaset.daemon import Runtime
 
 FINAL_STATES = ("sent", "refused", "failed")
 
@@ -265,11 +267,12 @@ async def thread(
 
 
 def _send_text(body: str) -> str | None:
+    """The text of a stored send body (an Outgoing as JSON), read without the outbox."""
     try:
-        out = Outgoing.from_json(body)
-    except (ValueError, TypeError, KeyError):
+        text = json.loads(body).get("text")
+    except (ValueError, AttributeError):
         return None
-    return out.text
+    return text if isinstance(text, str) else None
 
 
 async def pause(db: Database, ref: ContactRef, until: float | None, now: float) -> None:
@@ -296,6 +299,8 @@ async def reply(
     rt: Runtime, ref: ContactRef, text: str, *, wait: float = 30.0, poll: float = 0.2,
 ) -> ReplyOutcome:
     """Send ``text`` to the contact as the human. See the module docstring."""
+    from instaset.outbox import Outgoing, enqueue_sends
+
     text = text.strip()
     if not text:
         raise InstasetError("the reply is empty")
@@ -356,6 +361,8 @@ async def reply(
 async def _deliver_one(rt: Runtime, key: str, deadline: float, poll: float) -> str:
     """Deliver the send ``key`` through its own job; the send's final state, or ``queued``
     when it is not final by ``deadline``."""
+    from instaset.queue import RetryLater, backoff_delay
+
     job_key = f"send:{key}"
     lease = rt.worker.settings.lease_seconds
     while True:
