@@ -56,7 +56,7 @@ from typing import Any
 from instaset.daemon import Runtime
 from instaset.errors import InstasetError
 from instaset.events import CommentEvent, parse_webhook
-from instaset.inbox import _deliver_one, automation_json, iso_utc, window_state
+from instaset.inbox import automation_json, deliver_now, iso_utc, window_state
 from instaset.links import track_links
 from instaset.outbox import Outgoing, enqueue_sends
 from instaset.rules import (
@@ -267,34 +267,9 @@ async def _send(rt: Runtime, draft_id: int, edited: str | None, *, wait: float,
 
 async def _deliver(rt: Runtime, outcome: DraftOutcome, wait: float, poll: float) -> None:
     """Deliver the outcome's sends in order (as ``inbox reply`` does) and fill in the result."""
-    details: dict[str, str] = {}
-    previous = rt.deliverer.on_refused
-
-    def capture(o: Outgoing, reason: str, detail: str) -> None:
-        details[o.key] = detail  # the rules' words, for the creator
-        if previous is not None:  # other features listen too (e.g. token_invalid)
-            previous(o, reason, detail)
-
-    rt.deliverer.on_refused = capture
-    try:
-        for part in outcome.keys:
-            state = await _deliver_one(rt, part, rt.clock() + wait, poll)
-            row = await sendstore.get_send(rt.db, part)
-            if row is None:  # purged meanwhile
-                outcome.state, outcome.reason = "failed", "purged"
-                outcome.detail = "the send was purged"
-                return
-            if row["message_id"]:
-                outcome.message_ids.append(row["message_id"])
-            if state != "sent":
-                outcome.state, outcome.reason = state, row["reason"]
-                outcome.detail = details.get(part) or row["reason"]
-                if state == "queued":
-                    outcome.detail = await store.job_error(rt.db, f"send:{part}")
-                return
-        outcome.state = "sent"
-    finally:
-        rt.deliverer.on_refused = previous
+    done = await deliver_now(rt, outcome.keys, wait=wait, poll=poll)
+    outcome.state, outcome.reason, outcome.detail = done.state, done.reason, done.detail
+    outcome.message_ids.extend(done.message_ids)
 
 
 async def reject(db: Database, draft_id: int, now: float) -> DraftOutcome:

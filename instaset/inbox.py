@@ -21,9 +21,9 @@ import json
 import sqlite3
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from instaset import timefmt
 from instaset.errors import InstasetError
 from instaset.event_types import Attachment
 from instaset.rules import (
@@ -39,6 +39,7 @@ from instaset.store import inbox as store
 from instaset.store import jobs as jobstore
 from instaset.store import sends as sendstore
 from instaset.store.db import Database
+from instaset.timefmt import human_duration
 
 if TYPE_CHECKING:
     # The daemon and the outbox pull in aiohttp and the engine; listing the inbox must not
@@ -49,22 +50,8 @@ FINAL_STATES = ("sent", "refused", "failed")
 
 
 def iso_utc(ts: float | None) -> str | None:
-    """ISO 8601 UTC with a ``Z`` (the JSON time format of every command)."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
-def human_duration(seconds: float) -> str:
-    """``"3h 20m"``, ``"2d 4h"``, ``"45s"``: for the inbox's columns."""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60}m"
-    return f"{s // 86400}d {s % 86400 // 3600}h"
+    """ISO 8601 UTC with a ``Z`` (the JSON time format of every command); None stays None."""
+    return None if ts is None else timefmt.iso_utc(ts)
 
 
 # -- window and automation state --------------------------------------------------------------
@@ -324,8 +311,29 @@ async def reply(
         # thread counts as read (they have just answered it).
         await history.update_conversation(conn, ref.account_id, ref.contact_id, now,
                                           paused_until=until, unread_delta=-(10**6))
-    outcome = ReplyOutcome("queued", keys, human_agent_tag=verdict.human_agent_tag,
-                           paused_until=until)
+    done = await deliver_now(rt, keys, wait=wait, poll=poll)
+    return ReplyOutcome(done.state, keys, human_agent_tag=verdict.human_agent_tag,
+                        reason=done.reason, detail=done.detail, paused_until=until,
+                        message_ids=done.message_ids)
+
+
+@dataclass
+class Delivery:
+    """What :func:`deliver_now` got done: ``state`` as in :class:`ReplyOutcome`; ``reason``
+    and ``detail`` of the first part that did not go out; the message ids of those that did."""
+
+    state: str
+    reason: str | None = None
+    detail: str | None = None
+    message_ids: list[str] = field(default_factory=list)
+
+
+async def deliver_now(rt: Runtime, keys: list[str], *, wait: float, poll: float) -> Delivery:
+    """Deliver the enqueued sends ``keys`` in order from this process (the CLI), each through
+    its own job, waiting up to ``wait`` seconds for each; stops at the first one that is not
+    sent. ``detail`` carries the sending rules' own words for a refusal."""
+    from instaset.outbox import Outgoing
+
     details: dict[str, str] = {}
     previous = rt.deliverer.on_refused
 
@@ -335,25 +343,23 @@ async def reply(
             previous(o, reason, detail)
 
     rt.deliverer.on_refused = capture
+    done = Delivery("queued")
     try:
         for part in keys:
             state = await _deliver_one(rt, part, rt.clock() + wait, poll)
             row = await sendstore.get_send(rt.db, part)
             if row is None:  # purged meanwhile
-                return ReplyOutcome("failed", keys, reason="purged", detail="the send was purged")
+                return Delivery("failed", "purged", "the send was purged", done.message_ids)
             if row["message_id"]:
-                outcome.message_ids.append(row["message_id"])
+                done.message_ids.append(row["message_id"])
             if state != "sent":
-                outcome.state = state
-                outcome.reason = row["reason"]
-                outcome.detail = details.get(part) or row["reason"]
+                done.state, done.reason = state, row["reason"]
+                done.detail = details.get(part) or row["reason"]
                 if state == "queued":
-                    job = await rt.db.fetchone("SELECT last_error FROM jobs WHERE key = ?",
-                                               (f"send:{part}",))
-                    outcome.detail = job["last_error"] if job is not None else None
-                return outcome
-        outcome.state = "sent"
-        return outcome
+                    done.detail = await jobstore.last_error(rt.db, f"send:{part}")
+                return done
+        done.state = "sent"
+        return done
     finally:
         rt.deliverer.on_refused = previous
 

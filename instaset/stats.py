@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from instaset.store import stats as store
+from instaset.timefmt import human_duration, iso_utc
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -43,24 +44,6 @@ FUNNEL = ("triggers", "sent", "read", "clicks", "leads", "qualified", "booked", 
           "pending")
 HUMAN = "(your replies)"
 NO_WORKFLOW = "(no workflow)"
-
-
-def iso_utc(ts: float) -> str:
-    """ISO 8601 UTC with a ``Z``, as :func:`instaset.inbox.iso_utc` (not imported from there:
-    that module pulls in the daemon, and ``instaset stats`` must start fast)."""
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
-def human_duration(seconds: float) -> str:
-    """As :func:`instaset.inbox.human_duration` (same reason as :func:`iso_utc`)."""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60}m"
-    return f"{s // 86400}d {s % 86400 // 3600}h"
 
 
 def _blank() -> dict[str, int]:

@@ -60,12 +60,6 @@ async def job_payload(db: Database, job_key: str) -> str | None:
     return None if row is None else str(row["payload"])
 
 
-async def job_error(db: Database, job_key: str) -> str | None:
-    """The last error of a job (why a send is still queued)."""
-    row = await db.fetchone("SELECT last_error FROM jobs WHERE key = ?", (job_key,))
-    return None if row is None or row["last_error"] is None else str(row["last_error"])
-
-
 async def decide_in(
     conn: aiosqlite.Connection, draft_id: int, state: str, now: float
 ) -> bool:

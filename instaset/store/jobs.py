@@ -179,6 +179,12 @@ async def get(db: Database, job_id: int) -> sqlite3.Row | None:
     return await db.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
 
 
+async def last_error(db: Database, key: str) -> str | None:
+    """The last error of the job with idempotency key ``key`` (None: none, or no such job)."""
+    row = await db.fetchone("SELECT last_error FROM jobs WHERE key = ?", (key,))
+    return row["last_error"] if row is not None else None
+
+
 async def list_jobs(db: Database, state: str | None = None, limit: int = 100) -> list[sqlite3.Row]:
     if state is None:
         return await db.fetchall("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
