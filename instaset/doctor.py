@@ -24,12 +24,13 @@ from instaset.catchup import doctor_checks as catchup_checks
 from instaset.config import Config, load_config
 from instaset.errors import ConfigError, GraphError, InstasetError, TokenInvalid, Transient
 from instaset.graph import GraphClient
-from instaset.inbox import human_duration, iso_utc
+from instaset.inbox import iso_utc
 from instaset.outbox import TokenProvider
 from instaset.retention import DAY, daemon_lock
 from instaset.store import history
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database, migrations, open_database
+from instaset.timefmt import human_duration
 
 README = "docs/setup.md"
 REQUIRED_FIELDS = ("messages",)

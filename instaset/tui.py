@@ -29,7 +29,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, Input, Static
 
-from instaset import inbox
+from instaset import inbox, timefmt
 from instaset.errors import InstasetError
 from instaset.inbox import ContactRef
 
@@ -76,16 +76,16 @@ def _automation_cell(auto: dict[str, Any], now: float) -> str:
     if auto["state"] != "paused" or auto["paused_until"] is None:
         return "on"
     until = _ts(auto["paused_until"])
-    return f"paused {inbox.human_duration(until - now)}"
+    return f"paused {timefmt.human_duration(until - now)}"
 
 
 def _window_cell(window: dict[str, Any]) -> Text:
     state = str(window["state"])
     left = window["seconds_left"]
     if state == "open" and left is not None:
-        label = f"{inbox.human_duration(left)} left"
+        label = f"{timefmt.human_duration(left)} left"
     elif state == "human" and left is not None:
-        label = f"you only, {inbox.human_duration(left)}"
+        label = f"you only, {timefmt.human_duration(left)}"
     else:
         label = "closed" if state == "closed" else "no DM"
     return Text(label, style=WINDOW_STYLES.get(state, ""))

@@ -138,14 +138,14 @@ def _ts(iso: str | None) -> float | None:
 
 
 def _ago(iso: str | None, now: float) -> str:
-    from instaset.inbox import human_duration
+    from instaset.timefmt import human_duration
 
     ts = _ts(iso)
     return "" if ts is None else human_duration(now - ts) + " ago"
 
 
 def _window_text(w: dict[str, Any], now: float) -> str:
-    from instaset.inbox import human_duration
+    from instaset.timefmt import human_duration
 
     closes = _ts(w["closes_at"])
     if w["state"] == "open" and closes is not None:
