@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from instaset.config import LeadRule, LeadsConfig
@@ -57,6 +57,9 @@ class LeadInput:
     facts: tuple[Fact, ...] = ()
     workflow_stage: str = "new"
     booked: bool = False
+    # Incremental scoring passes only the newest message; this says whether the contact
+    # has older ones (for the "engaged" stage).
+    earlier_messages: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +92,19 @@ class LeadScore:
         return _RANK.get(self.stage, 0) >= _RANK["qualified"]
 
 
+_HASHES: dict[int, tuple[LeadsConfig, str]] = {}
+
+
 def rules_hash(cfg: LeadsConfig) -> str:
     """A short digest of the rules and threshold: a stored score under another hash is
-    stale and gets rescored."""
+    stale and gets rescored. Cached per config object (it is computed on every message)."""
+    hit = _HASHES.get(id(cfg))
+    if hit is not None and hit[0] is cfg:
+        return hit[1]
     raw = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(raw.encode()).hexdigest()[:16]
+    _HASHES[id(cfg)] = (cfg, digest)
+    return digest
 
 
 def _first_message(rule: LeadRule, messages: tuple[Msg, ...]) -> tuple[str, Msg] | None:
@@ -151,7 +162,7 @@ def stage_for(score: int, cfg: LeadsConfig, inp: LeadInput) -> str:
         computed = "booked"
     elif score >= cfg.qualified_at:
         computed = "qualified"
-    elif inp.messages:
+    elif inp.messages or inp.earlier_messages:
         computed = "engaged"
     else:
         computed = "new"
@@ -165,6 +176,58 @@ def score_lead(cfg: LeadsConfig, inp: LeadInput) -> LeadScore:
     reasons: list[Reason] = []
     for rule in cfg.rules:
         reason = _check(rule, inp)
+        if reason is not None:
+            reasons.append(reason)
+    for fact in inp.facts:
+        if fact.source == "workflow" and fact.points:
+            reasons.append(Reason("workflow", fact.points, fact.name, fact.evidence, fact.at))
+    score = sum(r.points for r in reasons)
+    return LeadScore(score, stage_for(score, cfg, inp), tuple(reasons))
+
+
+_MESSAGE_MATCH = ("keyword ", "pattern ")
+
+
+def score_after(
+    cfg: LeadsConfig, prior: tuple[Reason, ...], inp: LeadInput
+) -> LeadScore | None:
+    """The score :func:`score_lead` would give, computed from the ``prior`` reasons (scored
+    under the same rules, before the newest message) and ``inp``, whose ``messages`` holds
+    only the newest message (or nothing, for an event that adds none) and whose
+    ``earlier_messages`` says whether older ones exist. O(1) in the contact's history:
+    a message rule that held still holds with the same earliest message (unless the new
+    one is earlier), one that did not can only be matched by the new message. None when it
+    cannot be decided without the history (a field rule whose value changed: its quote is
+    the earliest message containing the new value); score the whole history then."""
+    before = {r.rule: r for r in prior if r.rule != "workflow"}
+    reasons: list[Reason] = []
+    for rule in cfg.rules:
+        if rule.keywords or rule.regex:
+            old = before.get(rule.name)
+            new = _check(rule, replace(inp, fields={}, tags=frozenset(), facts=()))
+            if old is not None and old.matched.startswith(_MESSAGE_MATCH):
+                if new is not None and old.at is not None and new.at is not None and (
+                        new.at < old.at):
+                    reasons.append(new)
+                else:
+                    reasons.append(old)
+            elif new is not None:
+                reasons.append(new)
+            continue
+        if rule.field:
+            value = inp.fields.get(rule.field)
+            if not value or (rule.equals is not None and fold(value) != fold(rule.equals)):
+                continue
+            old = before.get(rule.name)
+            if old is None or old.matched != f"field {rule.field} = {value!r}":
+                return None
+            quote = _quote_of(value, inp.messages)
+            if quote is not None and (old.evidence is None or (
+                    old.at is not None and quote.at < old.at)):
+                old = replace(old, evidence=quote.text, at=quote.at)
+            reasons.append(old)
+            continue
+        reason = _check(rule, replace(inp, messages=()))
         if reason is not None:
             reasons.append(reason)
     for fact in inp.facts:

@@ -39,7 +39,7 @@ from instaset.ai.gemini import GeminiError, GeminiResponder
 from instaset.ai.guardrails import Verdict, check_reply
 from instaset.ai.offline import OfflineResponder
 from instaset.ai.prompt import DEFAULT_LEAD_FACTS, Example, PromptInput, Turn, build_prompt
-from instaset.ai.scoring import LeadScoring, rescore_in
+from instaset.ai.scoring import LeadScoring, rescore_after, rescore_in
 from instaset.ai.similarity import rank
 from instaset.automation import WorkflowAutomation, notify_job
 from instaset.booking import BookingDesk, parse_payload
@@ -52,6 +52,7 @@ from instaset.events import (
     PostbackEvent,
     parse_webhook,
 )
+from instaset.leads import Msg
 from instaset.links import track_links
 from instaset.outbox import Outgoing, enqueue_sends
 from instaset.pipeline import Automation
@@ -375,6 +376,16 @@ def booking_tap(event: Event) -> float | None:
     return None
 
 
+def newest_message(event: Event, now: float) -> Msg | None:
+    """The message ``event`` adds to the contact's scored history (as the pipeline stores
+    it: an inbound DM's text, a button's title), or None."""
+    if isinstance(event, MessageEvent) and event.kind == EventKind.MESSAGE and event.text:
+        return Msg(event.text, event.occurred_at or now, event.mid)
+    if isinstance(event, PostbackEvent) and event.title:
+        return Msg(event.title, event.occurred_at or now, event.mid)
+    return None
+
+
 class LeadsAndBooking:
     """Wraps the pipeline's automation: every inbound message, tap or comment also rescores
     the contact's lead, inside the event's transaction (a few indexed reads; a job of its
@@ -398,7 +409,8 @@ class LeadsAndBooking:
         jobs = (await self.inner.plan(conn, event, is_new_contact=is_new_contact, now=now)
                 if self.inner is not None else [])
         if mine and contact is not None:
-            jobs += (await rescore_in(conn, self.leads, event.account_id, contact, now))[1]
+            jobs += (await rescore_after(conn, self.leads, event.account_id, contact,
+                                         newest_message(event, now), now))[1]
         return jobs
 
 

@@ -11,13 +11,24 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Callable
+from typing import Literal
 
 import aiosqlite
 
 from instaset.automation import notify_job
 from instaset.config import LeadsConfig
-from instaset.leads import Fact, LeadInput, LeadScore, Msg, rules_hash, score_lead
+from instaset.leads import (
+    Fact,
+    LeadInput,
+    LeadScore,
+    Msg,
+    Reason,
+    rules_hash,
+    score_after,
+    score_lead,
+)
 from instaset.queue import COMPLETED, NewJob, Outcome, enqueue_in
 from instaset.store import ai as aistore
 from instaset.store.db import Database
@@ -26,13 +37,25 @@ from instaset.store.jobs import Job, complete_in
 log = logging.getLogger("instaset.leads")
 
 
-async def lead_input(conn: aiosqlite.Connection, account_id: str, contact_id: str) -> LeadInput:
+async def lead_input(
+    conn: aiosqlite.Connection, account_id: str, contact_id: str, *,
+    newest: Msg | Literal[False] | None = False,
+) -> LeadInput:
+    """Everything the contact's score depends on; with ``newest`` (incremental scoring),
+    only that message instead of their whole history, and whether older ones exist."""
     conv = await aistore.conversation_row(conn, account_id, contact_id)
     state = json.loads(conv["state"]) if conv is not None and conv["state"] else {}
-    msgs = await aistore.inbound_messages(conn, account_id, contact_id)
+    if newest is False:
+        messages = tuple(Msg(r["text"], float(r["created_at"]), r["mid"])
+                         for r in await aistore.inbound_messages(conn, account_id, contact_id))
+        earlier = False
+    else:
+        messages = (newest,) if newest is not None else ()
+        earlier = await aistore.has_inbound_text(conn, account_id, contact_id,
+                                                 other_than=newest.mid if newest else None)
     facts = await aistore.lead_facts(conn, account_id, contact_id)
     return LeadInput(
-        messages=tuple(Msg(r["text"], float(r["created_at"]), r["mid"]) for r in msgs),
+        messages=messages, earlier_messages=earlier,
         fields={str(k): str(v) for k, v in (state.get("fields") or {}).items()},
         tags=frozenset(state.get("tags") or ()),
         facts=tuple(
@@ -62,6 +85,32 @@ async def rescore_in(
     inp = await lead_input(conn, account_id, contact_id)
     result = score_lead(cfg, inp)
     before = await aistore.get_lead(conn, account_id, contact_id)
+    return result, await _store(conn, cfg, account_id, contact_id, result, before, now)
+
+
+async def rescore_after(
+    conn: aiosqlite.Connection, cfg: LeadsConfig, account_id: str, contact_id: str,
+    newest: Msg | None, now: float,
+) -> tuple[LeadScore, list[NewJob]]:
+    """As :func:`rescore_in` after one event of the contact, ``newest`` being the message it
+    added to their history (None: it added none, e.g. a comment), without reading that
+    history (see :func:`instaset.leads.score_after`); the whole history is scored when the
+    stored score is missing, under other rules, or the shortcut cannot decide."""
+    before = await aistore.get_lead(conn, account_id, contact_id)
+    if before is None or before["rules_hash"] != rules_hash(cfg):
+        return await rescore_in(conn, cfg, account_id, contact_id, now)
+    prior = tuple(Reason.from_dict(d) for d in json.loads(before["reasons"] or "[]"))
+    inp = await lead_input(conn, account_id, contact_id, newest=newest)
+    result = score_after(cfg, prior, inp)
+    if result is None:
+        return await rescore_in(conn, cfg, account_id, contact_id, now)
+    return result, await _store(conn, cfg, account_id, contact_id, result, before, now)
+
+
+async def _store(
+    conn: aiosqlite.Connection, cfg: LeadsConfig, account_id: str, contact_id: str,
+    result: LeadScore, before: sqlite3.Row | None, now: float,
+) -> list[NewJob]:
     await aistore.upsert_lead(
         conn, account_id=account_id, contact_id=contact_id, score=result.score,
         stage=result.stage, reasons=[r.to_dict() for r in result.reasons],
@@ -74,7 +123,7 @@ async def rescore_in(
         jobs.append(notify_job(f"lead-qualified:{account_id}:{contact_id}", account_id,
                                contact_id, "lead", text, now))
         log.info("%s qualified (score %d)", contact_id, result.score)
-    return result, jobs
+    return jobs
 
 
 async def add_workflow_points(

@@ -109,6 +109,19 @@ async def comment_events(conn: aiosqlite.Connection, account_id: str, contact_id
     return [r["raw"] for r in rows]
 
 
+async def has_inbound_text(conn: aiosqlite.Connection, account_id: str, contact_id: str, *,
+                           other_than: str | None = None) -> bool:
+    """Whether the contact has a scored message (as :func:`inbound_messages` lists them)
+    other than the one with mid ``other_than``."""
+    rows = await _rows(
+        conn,
+        "SELECT 1 FROM messages WHERE account_id = ? AND contact_id = ? AND direction = 'in'"
+        " AND text IS NOT NULL AND deleted_at IS NULL AND mid IS NOT ? LIMIT 1",
+        (account_id, contact_id, other_than),
+    )
+    return bool(rows)
+
+
 async def inbound_messages(conn: aiosqlite.Connection, account_id: str, contact_id: str,
                            limit: int = 1000) -> list[sqlite3.Row]:
     """The contact's messages (DMs and button taps) with text, oldest first."""
