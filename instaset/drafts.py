@@ -55,7 +55,7 @@ from typing import Any
 
 from instaset.daemon import Runtime
 from instaset.errors import InstasetError
-from instaset.events import CommentEvent, parse_webhook
+from instaset.events import CommentEvent, parse_stored
 from instaset.inbox import automation_json, deliver_now, iso_utc, window_state
 from instaset.links import track_links
 from instaset.outbox import Outgoing, enqueue_sends
@@ -183,7 +183,7 @@ async def _origin(db: Database, row: sqlite3.Row) -> tuple[str | None, float | N
         async with db.read() as conn:
             raws = await aistore.comment_events(conn, row["account_id"], row["contact_id"])
         for envelope in raws:
-            for ev in parse_webhook(json.loads(envelope)):
+            for ev in parse_stored(envelope):
                 if isinstance(ev, CommentEvent) and ev.comment_id == row["comment_id"]:
                     comment_at = ev.occurred_at
     return workflow, comment_at

@@ -37,7 +37,7 @@ from instaset.errors import (
     UserUnavailable,
     WindowClosed,
 )
-from instaset.events import CommentEvent, EventKind, MessageEvent, parse_webhook
+from instaset.events import CommentEvent, EventKind, MessageEvent, parse_stored
 from instaset.graph import GraphClient, QuickReply, SendResult, split_text
 from instaset.metrics import Metrics
 from instaset.pipeline import EchoOrigin
@@ -377,7 +377,7 @@ class Deliverer:
         for ev_row in await sendstore.unprocessed_events(
             self.db, out.account_id, about, kind, since
         ):
-            for ev in parse_webhook(json.loads(ev_row["raw"])):
+            for ev in parse_stored(ev_row["raw"]):
                 if isinstance(ev, CommentEvent) and public:
                     found = ev.comment_id if ev.parent_id == out.comment_id else None
                 elif isinstance(ev, MessageEvent) and not public:

@@ -9,7 +9,6 @@ though jobs are delivered at least once.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from instaset.events import (
     MessageEvent,
     PostbackEvent,
     ReactionEvent,
-    parse_webhook,
+    parse_stored,
 )
 from instaset.queue import COMPLETED, NewJob, Outcome, PermanentJobError, RetryLater, enqueue_in
 from instaset.store import history
@@ -101,7 +100,7 @@ class Pipeline:
             row = await history.get_event_in(conn, event_id)
             if row is None or row["processed_at"] is not None:
                 return None  # purged since, or done before: nothing to do
-            parsed = parse_webhook(json.loads(row["raw"]))
+            parsed = parse_stored(row["raw"])
             if len(parsed) != 1:
                 raise PermanentJobError(f"stored event {event_id} does not parse to one event")
             await self._apply(conn, parsed[0], event_id, row["received_at"], now)

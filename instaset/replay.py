@@ -58,7 +58,7 @@ from instaset.engine import (
     resume,
 )
 from instaset.engine.conditions import fmt_time
-from instaset.events import CommentEvent, Event, MessageEvent, PostbackEvent, parse_webhook
+from instaset.events import CommentEvent, Event, MessageEvent, PostbackEvent, parse_stored
 from instaset.store import replay as store
 from instaset.store.db import Database
 
@@ -304,9 +304,9 @@ async def load_history(
     rows = await store.events_between(db, since, until)
     human = await store.human_echo_event_ids(db, since)
     events: list[StoredEvent] = []
-    append, loads = events.append, json.loads
+    append = events.append
     for event_id, raw in rows:  # one query; decoding is the whole cost per row here
-        parsed = parse_webhook(loads(raw))
+        parsed = parse_stored(raw)
         if len(parsed) == 1:
             append(StoredEvent(event_id, parsed[0], event_id in human))
     states: dict[ContactKey, ConversationState] = {}

@@ -33,6 +33,7 @@ from instaset.events import (
     StoryRef,
     UnknownEvent,
     normalise_timestamp,
+    parse_stored,
     parse_webhook,
 )
 
@@ -632,6 +633,18 @@ def test_every_webhook_fixture_round_trips_through_raw(name: str) -> None:
     assert name in EXPECTED or not any(isinstance(e, UnknownEvent) for e in events)
     for event in events:
         assert parse_webhook(json.loads(event.raw)) == [event]
+        # The worker's shortcut for stored rows gives the very same event.
+        assert parse_stored(event.raw) == [event]
+
+
+def test_parse_stored_of_a_multi_item_row_parses_it_whole() -> None:
+    """A row holding more than one item (not written by instaset, e.g. by hand) is parsed
+    like a webhook body: each event gets its own raw, not the whole row."""
+    body = load("events/standby.json")
+    raw = json.dumps(body)
+    events = parse_stored(raw)
+    assert events == parse_webhook(body) and len(events) > 1
+    assert all(e.raw != raw for e in events)
 
 
 def test_raw_is_compact_sorted_single_item_envelope() -> None:

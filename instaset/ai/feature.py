@@ -23,7 +23,6 @@ sends nothing twice. Nothing here runs inside ingest: the pipeline only enqueues
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 import time
@@ -50,7 +49,7 @@ from instaset.events import (
     EventKind,
     MessageEvent,
     PostbackEvent,
-    parse_webhook,
+    parse_stored,
 )
 from instaset.leads import Msg
 from instaset.links import track_links
@@ -94,7 +93,7 @@ def lead_fact_names(config: Config) -> tuple[str, ...]:
 async def _comment_text(conn: aiosqlite.Connection, acct: str, contact: str,
                         comment_id: str) -> str | None:
     for raw in await aistore.comment_events(conn, acct, contact):
-        for ev in parse_webhook(json.loads(raw)):
+        for ev in parse_stored(raw):
             if isinstance(ev, CommentEvent) and ev.comment_id == comment_id:
                 return ev.text
     return None
