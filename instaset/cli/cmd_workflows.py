@@ -241,17 +241,19 @@ def _print_report(report: Report, show_all: bool) -> None:
     from instaset.replay import iso
 
     since = iso(report.since) if report.since is not None else "the beginning"
-    typer.echo(f"replayed {report.events} events from {since} to {iso(report.until)} "
-               f"(config: {report.source or 'defaults'}); nothing was sent")
+    lines = [f"replayed {report.events} events from {since} to {iso(report.until)} "
+             f"(config: {report.source or 'defaults'}); nothing was sent"]
     for step in report.steps:
         o = step.outcome
         paused = any(line.startswith("you replied") for line in o.trace)
         if not (show_all or o.workflow is not None or step.notes or paused):
             continue
-        typer.echo(step.label())
-        typer.echo(f"  {o.summary() if not o.is_nothing else '; '.join(o.trace) or 'nothing'}")
-        for line in (*o.refused, *step.notes):
-            typer.echo(f"  ! {line}")
+        lines.append(step.label())
+        lines.append(f"  {o.summary() if not o.is_nothing else '; '.join(o.trace) or 'nothing'}")
+        lines.extend(f"  ! {line}" for line in (*o.refused, *step.notes))
+    # One write: a replay prints a line per event that fired (100,000s), and one echo per
+    # line cost more than a second.
+    typer.echo("\n".join(lines))
     _print_counts({k: (v.fired, v.messages, v.refused) for k, v in report.counts().items()},
                   ("fired", "messages", "refused"))
 
