@@ -31,6 +31,7 @@ from instaset.booking_slots import (
     TAP_KIND,
     Slot,
     Tap,
+    booking_link,
     event_tap,
     free_slots,
     manage_replies,
@@ -83,7 +84,8 @@ def install(rt: Runtime) -> None:
 __all__ = [
     "CANCEL_PREFIX", "MANAGE_TITLES", "MOVE_PREFIX", "PAYLOAD_PREFIX", "REMINDER_KIND",
     "RESCHEDULE_PREFIX", "TAP_KIND", "BookingDesk", "BookingError", "BookingTaps", "OnBooked",
-    "Outcome", "Slot", "SlotDesk", "SlotTaken", "Tap", "event_tap", "free_slots", "install",
+    "Outcome", "Slot", "SlotDesk", "SlotTaken", "Tap", "booking_link", "event_tap",
+    "free_slots", "install",
     "manage_replies", "move_payload", "parse_payload", "parse_tap", "reminder_key",
     "rescore_job", "slot_label", "slot_payload", "slot_when", "to_ics", "tz_label",
 ]

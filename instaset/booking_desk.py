@@ -26,6 +26,7 @@ from instaset.automation import notify_job
 from instaset.booking_slots import (
     REMINDER_KIND,
     Slot,
+    booking_link,
     free_slots,
     manage_replies,
     reminder_key,
@@ -85,7 +86,13 @@ class SlotDesk:
         intro: str | None, workflow: str | None, now: float,
     ) -> list[Outgoing]:
         """The message offering the next ``booking.offer`` free slots (none when there is no
-        free slot: the caller tells the creator)."""
+        free slot: the caller tells the creator); with ``booking.link``, the message with
+        the scheduling page's link for this contact instead (tracked like every link)."""
+        if self.cfg.link:
+            url = booking_link(self.cfg.link, contact_id)
+            return [Outgoing(key=key, kind=SendKind.TEXT, account_id=account_id,
+                             contact_id=contact_id, workflow=workflow,
+                             text=self.cfg.link_text.format(link=url))]
         slots = await self.slots_in(conn, account_id, now, self.cfg.offer)
         if not slots:
             log.warning("no free booking slot for %s in the next %s", contact_id,

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 from instaset.config import BookingConfig
@@ -98,6 +99,18 @@ def slot_when(start: float, tz: ZoneInfo) -> str:
 
 def tz_label(tz: ZoneInfo) -> str:
     return str(tz.key).replace("_", " ")
+
+
+def booking_link(template: str, contact_id: str) -> str:
+    """The scheduling page's URL for one contact: ``{contact_id}`` replaced (URL-encoded),
+    or, without that placeholder, ``utm_content=<contact id>`` added to the query."""
+    cid = quote(contact_id, safe="")
+    if "{contact_id}" in template:
+        return template.replace("{contact_id}", cid)
+    parts = urlsplit(template)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query = [(k, v) for k, v in query if k != "utm_content"] + [("utm_content", contact_id)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def slot_payload(start: float) -> str:

@@ -308,6 +308,18 @@ class BookingConfig(_Model):
     cancelled: str = "Your {title} on {when} ({timezone}) is cancelled."
     moved: str = "Your {title} is moved to {when} ({timezone}). See you then!"
     reschedule_intro: str = "Pick a new time for your {title} ({timezone}):"
+    # A scheduling page (Calendly, Cal.com, ...) offered instead of slots when set. The
+    # contact's id goes in it for attribution: where ``{contact_id}`` stands, else as
+    # ``utm_content`` (both tools pass UTM parameters on to the booking).
+    link: str | None = None
+    link_text: str = "Pick a time that suits you here: {link}"
+
+    @field_validator("link")
+    @classmethod
+    def _http_link(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("link must be an http(s) URL, e.g. https://cal.com/you/30min")
+        return value
 
     @field_validator("slot_length")
     @classmethod

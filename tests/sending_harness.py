@@ -83,10 +83,13 @@ def make_config(
     rate_limits: Mapping[str, Any] | None = None,
     pause_for: str = "12h",
     worker: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Config:
-    """A config for one harness: its own database, fast polling, the given workflows."""
+    """A config for one harness: its own database, fast polling, the given workflows, and
+    ``extra`` top-level sections (e.g. ``booking``)."""
     return Config.model_validate(
         {
+            **(extra or {}),
             "instagram": {"app_secret": SECRET},
             # NORMAL: the harness's databases are throwaway; fsync per commit only slows
             # the burst tests down without testing anything.
@@ -229,11 +232,13 @@ async def open_harness(
     worker: Mapping[str, Any] | None = None,
     graph_timeout: float | None = None,
     name: str = "harness",
+    extra: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Harness]:
     """Start a sandbox and a daemon wired to each other; tear both down on exit."""
     clk = clock if clock is not None else Clock()
     config = make_config(tmp_path / f"{name}.db", workflows=workflows,
-                         rate_limits=rate_limits, pause_for=pause_for, worker=worker)
+                         rate_limits=rate_limits, pause_for=pause_for, worker=worker,
+                         extra=extra)
     sandbox = Sandbox(app_secret=SECRET, account_id=ACCT, username=USERNAME, clock=clk)
     async with contextlib.AsyncExitStack() as stack:
         graph_url = await sandbox.start("127.0.0.1")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from instaset.ai.feature import AIFeature, install_feature
-from instaset.booking import parse_payload
+from instaset.booking import booking_link, parse_payload
 from instaset.config import AIConfig, BookingConfig, LeadsConfig
 from instaset.store.jobs import Job
 from tests.fake_gemini import (
@@ -66,8 +66,11 @@ async def make(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
                         clock: Clock | None = None, typing_after: float = 30.0) -> Env:
             nonlocal count
             count += 1
+            # The booking section from the start too: the runtime's own features (the
+            # workflows' offer_booking hook) are installed with the config it starts with.
             h = await stack.enter_async_context(open_harness(
-                tmp_path, name=f"ai{count}", workflows=workflows, clock=clock))
+                tmp_path, name=f"ai{count}", workflows=workflows, clock=clock,
+                extra={"booking": booking} if booking is not None else None))
             ai_cfg = {"persona": PERSONA, "facts": FACTS, "examples": EXAMPLES,
                       "base_url": fake.url, "timeout_ms": 5000,
                       "api_key_env": "TEST_GEMINI_KEY" if key else "NO_SUCH_KEY_VAR",
@@ -342,3 +345,35 @@ async def test_workflow_score_and_offer_booking_steps(make: Make) -> None:
     [lead] = await env.rows("SELECT * FROM leads")
     assert {"rule": "workflow", "points": 25, "matched": "wants a call"}.items() <= next(
         r for r in json.loads(lead["reasons"]) if r["rule"] == "workflow").items()
+
+
+async def test_booking_link_is_offered_instead_of_slots(make: Make) -> None:
+    """With ``booking.link``, an offer (the AI's function call, or a workflow step) is the
+    scheduling page's link carrying the contact's id; no slot is offered or booked."""
+    wf = {"name": "book", "trigger": {"dm": {"keywords": ["call"]}}, "actions": [
+        {"offer_booking": {"text": "Pick a time:"}}]}
+    env = await make([wf, AI_AUTO], booking={
+        "enabled": True, "link": "https://cal.com/jess/30min?metadata[contact]={contact_id}",
+        "link_text": "Book here: {link}"})
+    await env.h.dm(IGSID, "can we do a call?")
+    await env.h.settle()
+    [offer] = [dict(r.json["message"]) for r in env.h.graph_sends(IGSID)]  # type: ignore[call-overload]
+    assert offer == {"text": f"Book here: https://cal.com/jess/30min?metadata[contact]={IGSID}"}
+
+    env.fake.script(function_call("offer_booking", text="Let's find a time!"))
+    other = "4449842642640640"
+    await env.h.dm(other, "I'd like to book something")
+    await env.h.settle()
+    assert env.texts(other) == [
+        "Let's find a time!", f"Book here: https://cal.com/jess/30min?metadata[contact]={other}"]
+    assert await env.rows("SELECT * FROM bookings") == []
+
+
+@pytest.mark.parametrize(("template", "url"), [
+    ("https://calendly.com/jess/call", "https://calendly.com/jess/call?utm_content=17%2B8"),
+    ("https://calendly.com/jess/call?month=2026-12&utm_content=old",
+     "https://calendly.com/jess/call?month=2026-12&utm_content=17%2B8"),
+    ("https://cal.com/jess?metadata[who]={contact_id}", "https://cal.com/jess?metadata[who]=17%2B8"),
+])
+def test_booking_link_carries_the_contact_id(template: str, url: str) -> None:
+    assert booking_link(template, "17+8") == url
