@@ -178,6 +178,11 @@ def score_lead(cfg: LeadsConfig, inp: LeadInput) -> LeadScore:
         reason = _check(rule, inp)
         if reason is not None:
             reasons.append(reason)
+    return _total(cfg, inp, reasons)
+
+
+def _total(cfg: LeadsConfig, inp: LeadInput, reasons: list[Reason]) -> LeadScore:
+    """The rules' ``reasons`` plus the workflow points, summed and staged."""
     for fact in inp.facts:
         if fact.source == "workflow" and fact.points:
             reasons.append(Reason("workflow", fact.points, fact.name, fact.evidence, fact.at))
@@ -230,11 +235,7 @@ def score_after(
         reason = _check(rule, replace(inp, messages=()))
         if reason is not None:
             reasons.append(reason)
-    for fact in inp.facts:
-        if fact.source == "workflow" and fact.points:
-            reasons.append(Reason("workflow", fact.points, fact.name, fact.evidence, fact.at))
-    score = sum(r.points for r in reasons)
-    return LeadScore(score, stage_for(score, cfg, inp), tuple(reasons))
+    return _total(cfg, inp, reasons)
 
 
 def explain(score: LeadScore) -> list[str]:

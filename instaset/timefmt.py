@@ -1,6 +1,7 @@
 """How times are written for people and for JSON (stdlib only: the CLI imports it at start).
 
 - :func:`iso_utc`: ISO 8601 UTC with a ``Z``, the time format of every JSON document.
+- :func:`iso_seconds`: the same to whole seconds, or None for None.
 - :func:`human_duration`: ``"45s"``, ``"12m"``, ``"3h 20m"``, ``"2d 4h"``, for table columns.
 """
 
@@ -11,6 +12,12 @@ from datetime import UTC, datetime
 
 def iso_utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def iso_seconds(ts: float | None) -> str | None:
+    """``2026-11-29T17:05:00Z`` (whole seconds, as the leads and bookings listings show);
+    None stays None."""
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def human_duration(seconds: float) -> str:

@@ -40,7 +40,7 @@ HEAVY = (
     "instaset.store",
 )
 # The instaset modules the CLI may import at top level: they import only the standard library.
-LIGHT_INSTASET = {"instaset", "instaset.errors", "instaset.logsetup"}
+LIGHT_INSTASET = {"instaset", "instaset.errors", "instaset.logsetup", "instaset.timefmt"}
 
 # Top-level commands of the external interface (/work/shared/interface.md, "Commands").
 INTERFACE_COMMANDS = (

@@ -17,12 +17,16 @@ import functools
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
 from instaset.errors import InstasetError
+
+if TYPE_CHECKING:
+    from instaset.config import Config
+    from instaset.store.db import Database
 
 app = typer.Typer(rich_markup_mode=None,
     name="instaset",
@@ -32,6 +36,14 @@ app = typer.Typer(rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
 
+
+
+async def open_db(config: Config) -> Database:
+    """The configured database (the caller closes it: an unclosed aiosqlite connection hangs
+    the interpreter's exit)."""
+    from instaset.store.db import open_database
+
+    return await open_database(config.storage.db_path(), synchronous=config.storage.synchronous)
 
 
 def sub_app(**options: Any) -> typer.Typer:

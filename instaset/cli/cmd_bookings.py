@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from instaset.cli.app import app, handle_errors, is_tty, run_async, sub_app
+from instaset.cli.app import app, handle_errors, is_tty, open_db, run_async, sub_app
+from instaset.timefmt import iso_seconds
 
 if TYPE_CHECKING:
     from instaset.booking import BookingDesk, Outcome
@@ -29,18 +30,6 @@ bookings_app = sub_app(
 app.add_typer(bookings_app, name="bookings")
 
 
-def _iso(ts: float | None) -> str | None:
-    from datetime import UTC, datetime
-
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-async def _open(config: Config) -> Database:
-    from instaset.store.db import open_database
-
-    return await open_database(config.storage.db_path(), synchronous=config.storage.synchronous)
 
 
 @bookings_app.callback()
@@ -69,9 +58,9 @@ def bookings(
     data = [{
         "id": r["id"], "account_id": r["account_id"], "contact_id": r["contact_id"],
         "username": r["username"], "title": r["title"], "status": r["status"],
-        "start": _iso(r["start_at"]), "end": _iso(r["end_at"]),
+        "start": iso_seconds(r["start_at"]), "end": iso_seconds(r["end_at"]),
         "local_start": datetime.fromtimestamp(r["start_at"], tz).isoformat(),
-        "timezone": config.timezone, "created_at": _iso(r["created_at"]),
+        "timezone": config.timezone, "created_at": iso_seconds(r["created_at"]),
     } for r in rows]
     if as_json:
         typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
@@ -88,7 +77,7 @@ def bookings(
 async def _list(config: Config, since: float | None) -> list[dict[str, Any]]:
     from instaset.store import ai as aistore
 
-    db = await _open(config)
+    db = await open_db(config)
     try:
         return [dict(r) for r in await aistore.list_bookings(db, since=since)]
     finally:
@@ -148,7 +137,7 @@ async def _describe(config: Config, booking_id: int) -> str:
     from instaset.errors import InstasetError
     from instaset.store import booking as bstore
 
-    db = await _open(config)
+    db = await open_db(config)
     try:
         row = await bstore.find_booking(db, booking_id)
     finally:
@@ -163,7 +152,7 @@ async def _describe(config: Config, booking_id: int) -> str:
 
 async def _cancel(config: Config, booking_id: int, reason: str | None, notify: bool
                   ) -> Outcome:
-    db = await _open(config)
+    db = await open_db(config)
     try:
         return await _desk(config, db).cancel(booking_id, reason=reason, notify=notify)
     finally:
@@ -216,7 +205,7 @@ def reschedule(
 
 
 async def _move(config: Config, booking_id: int, start: float) -> Outcome:
-    db = await _open(config)
+    db = await open_db(config)
     try:
         return await _desk(config, db).reschedule(booking_id, start)
     finally:
@@ -224,7 +213,7 @@ async def _move(config: Config, booking_id: int, start: float) -> Outcome:
 
 
 async def _offer(config: Config, booking_id: int) -> Outcome:
-    db = await _open(config)
+    db = await open_db(config)
     try:
         return await _desk(config, db).offer_reschedule(booking_id)
     finally:

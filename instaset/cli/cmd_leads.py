@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from instaset.cli.app import app, handle_errors, run_async, sub_app
+from instaset.cli.app import app, handle_errors, open_db, run_async, sub_app
 from instaset.cli.cmd_config import load_or_exit
 from instaset.errors import InstasetError
+from instaset.timefmt import iso_seconds
 
 if TYPE_CHECKING:
     import sqlite3
 
     from instaset.config import Config
     from instaset.leads import Reason
-    from instaset.store.db import Database
 
 # Lead scoring, the AI store and the config are imported inside the commands: `instaset
 # --help` must not pay for them (see instaset/cli/app.py).
@@ -39,21 +38,11 @@ leads_app = sub_app(help="Leads with their score and the reasons for it.",
 app.add_typer(leads_app, name="leads")
 
 
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-async def _open(config: Config) -> Database:
-    from instaset.store.db import open_database
-
-    return await open_database(config.storage.db_path(), synchronous=config.storage.synchronous)
 
 
 def _reason_json(r: Reason) -> dict[str, Any]:
     d = r.to_dict()
-    d["at"] = _iso(r.at)
+    d["at"] = iso_seconds(r.at)
     return d
 
 
@@ -65,7 +54,8 @@ def lead_json(row: sqlite3.Row) -> dict[str, Any]:
         "account_id": row["account_id"], "contact_id": row["contact_id"],
         "username": row["username"], "score": row["score"], "stage": row["stage"],
         "reasons": [_reason_json(r) for r in reasons],
-        "qualified_at": _iso(row["qualified_at"]), "updated_at": _iso(row["updated_at"]),
+        "qualified_at": iso_seconds(row["qualified_at"]),
+        "updated_at": iso_seconds(row["updated_at"]),
     }
 
 
@@ -126,7 +116,7 @@ def leads(
 async def _list(config: Config, stage: str | None) -> list[dict[str, Any]]:
     from instaset.store import ai as aistore
 
-    db = await _open(config)
+    db = await open_db(config)
     try:
         return [lead_json(r) for r in await aistore.list_leads(db, stage)]
     finally:
@@ -158,7 +148,7 @@ async def _explain(config: Config, ref: str) -> list[dict[str, Any]]:
     from instaset.leads import explain, score_lead
     from instaset.store import ai as aistore
 
-    db = await _open(config)
+    db = await open_db(config)
     try:
         contacts = await aistore.find_contacts(db, ref)
         if not contacts:
@@ -191,7 +181,7 @@ def leads_rescore() -> None:
 async def _rescore(config: Config) -> int:
     from instaset.ai.scoring import rescore_all
 
-    db = await _open(config)
+    db = await open_db(config)
     try:
         return await rescore_all(db, config.leads, time.time(), only_stale=False)
     finally:

@@ -212,17 +212,8 @@ def decide(
             continue
         trace.append(f"{wf.name}: {reason}")
         return _fire(wf, event, new_state, settings, now, trace)
-    if not matched_any and dm is not None and dm.text:
-        for wf in cw.fallbacks:
-            failure = check_conditions(wf.name, wf.when, new_state, settings, now)
-            if failure is not None:
-                trace.append(f"skipped {wf.name}: fallback, but {failure}")
-                continue
-            trace.append(f"{wf.name}: fallback (no other workflow matched)")
-            return _fire(wf, event, new_state, settings, now, trace)
-    if not trace:
-        trace.append(f"no workflow matched {event.kind.value}")
-    return Decision(None, (), new_state, tuple(trace))
+    fallbacks = cw.fallbacks if not matched_any and dm is not None and dm.text else ()
+    return _fallback(fallbacks, event, new_state, settings, now, trace)
 
 
 def decide_scan(
@@ -255,16 +246,23 @@ def decide_scan(
             continue
         trace.append(f"{wf.name}: {reason}")
         return _fire(wf, event, new_state, settings, now, trace)
-    if not matched_any and dm is not None and dm.text:
-        for _, wf in ordered:
-            if not wf.enabled or wf.trigger.fallback is None:
-                continue
-            failure = check_conditions(wf.name, wf.when, new_state, settings, now)
-            if failure is not None:
-                trace.append(f"skipped {wf.name}: fallback, but {failure}")
-                continue
-            trace.append(f"{wf.name}: fallback (no other workflow matched)")
-            return _fire(wf, event, new_state, settings, now, trace)
+    fallbacks = [wf for _, wf in ordered if wf.enabled and wf.trigger.fallback is not None] \
+        if not matched_any and dm is not None and dm.text else []
+    return _fallback(fallbacks, event, new_state, settings, now, trace)
+
+
+def _fallback(
+    fallbacks: Sequence[Workflow], event: Event, new_state: ConversationState,
+    settings: EngineSettings, now: float, trace: list[str],
+) -> Decision:
+    """The first fallback workflow whose conditions hold fires; else nothing does."""
+    for wf in fallbacks:
+        failure = check_conditions(wf.name, wf.when, new_state, settings, now)
+        if failure is not None:
+            trace.append(f"skipped {wf.name}: fallback, but {failure}")
+            continue
+        trace.append(f"{wf.name}: fallback (no other workflow matched)")
+        return _fire(wf, event, new_state, settings, now, trace)
     if not trace:
         trace.append(f"no workflow matched {event.kind.value}")
     return Decision(None, (), new_state, tuple(trace))
