@@ -189,6 +189,27 @@ async def test_rescoring_when_rules_change(db: Database) -> None:
     assert note["contact_id"] == "c1"
 
 
+async def test_a_rules_change_that_qualifies_many_leads_sends_one_summary(
+    db: Database,
+) -> None:
+    """Found by bench/terminal.py: a daemon rescoring 100,000 contacts after a rules change
+    sent one "qualified lead" notification per contact; above BULK_QUALIFIED it is one."""
+    await connect_account(db, ACCT)
+    for i in range(6):
+        await add_dm(db, f"n{i}", "do you do nutrition plans?", 1.0 + i, username=f"u{i}")
+    assert await rescore_all(db, CFG, 10.0, only_stale=True) == 6
+    assert await jobs_of(db, "notify") == []
+    changed = LeadsConfig(qualified_at=40, rules=[
+        *CFG.rules, LeadRule(name="nutrition", points=45, keywords=["nutrition"])])
+    assert await rescore_all(db, changed, 12.0, only_stale=True) == 6
+    [note] = await jobs_of(db, "notify")
+    text = str(note["text"])
+    assert note["contact_id"] is None and text.startswith("6 leads became qualified")
+    assert "@u0, @u1, @u2" in text
+    stages = {r["stage"] for r in await db.fetchall("SELECT stage FROM leads")}
+    assert stages == {"qualified"}
+
+
 async def test_rescore_reads_engine_state(db: Database) -> None:
     await connect_account(db, ACCT)
     await add_dm(db, "c1", "hello", 1.0)

@@ -36,6 +36,9 @@ from instaset.store.jobs import Job, complete_in
 
 log = logging.getLogger("instaset.leads")
 
+# Above this many newly qualified leads in one rescoring, the creator gets one summary.
+BULK_QUALIFIED = 3
+
 
 async def lead_input(
     conn: aiosqlite.Connection, account_id: str, contact_id: str, *,
@@ -171,9 +174,28 @@ async def rescore_all(db: Database, cfg: LeadsConfig, now: float, *, only_stale:
     """Rescore contacts (all, or those scored under other rules), in small transactions so
     ingest is never held up for long. Returns how many were rescored."""
     rows = await aistore.contacts_to_rescore(db, rules_hash(cfg) if only_stale else None)
+    qualified: dict[str, list[NewJob]] = {}  # per account: the "qualified" notifications
     for i in range(0, len(rows), 50):
         async with db.tx() as conn:
             for r in rows[i : i + 50]:
                 _score, jobs = await rescore_in(conn, cfg, r["account_id"], r["contact_id"], now)
-                await enqueue_in(conn, jobs, now)
+                qualified.setdefault(r["account_id"], []).extend(jobs)
+    summary: list[NewJob] = []
+    for account_id, jobs in qualified.items():
+        if len(jobs) <= BULK_QUALIFIED:
+            summary += jobs
+            continue
+        # A rules change can qualify hundreds of contacts at once: one message, not one each.
+        async with db.read() as conn:
+            rows_ = [await aistore.conversation_row(conn, account_id, str(j.payload["contact_id"]))
+                     for j in jobs[:BULK_QUALIFIED]]
+        names = ", ".join(f"@{r['username']}" if r is not None and r["username"] else "a contact"
+                          for r in rows_)
+        summary.append(notify_job(
+            f"leads-qualified:{account_id}:{rules_hash(cfg)}:{int(now)}", account_id, None,
+            "lead", f"{len(jobs)} leads became qualified when their scores were recomputed "
+            f"({names}, ...): see `instaset leads --stage qualified`", now))
+    if summary:
+        async with db.tx() as conn:
+            await enqueue_in(conn, summary, now)
     return len(rows)
