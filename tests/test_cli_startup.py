@@ -42,7 +42,7 @@ HEAVY = (
 # The instaset modules the CLI may import at top level: they import only the standard library.
 LIGHT_INSTASET = {"instaset", "instaset.errors", "instaset.logsetup", "instaset.timefmt"}
 
-# Top-level commands of the external interface (/work/shared/interface.md, "Commands").
+# Top-level commands of the external interface (shared/interface.md, "Commands").
 INTERFACE_COMMANDS = (
     "init", "serve", "demo", "simulate", "connect", "accounts", "disconnect", "workflows",
     "inbox", "leads", "bookings", "stats", "export", "purge", "doctor",
