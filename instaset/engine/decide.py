@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from instaset.engine.actions import (
@@ -200,20 +200,8 @@ def decide(
     early, new_state, trace, dm = _prologue(event, state, cw.find, settings, now)
     if early is not None:
         return early
-    matched_any = False
-    for wf in cw.candidates(event, state.is_new):
-        reason = match_trigger(wf.trigger, event, state.is_new)
-        if reason is None:
-            continue
-        matched_any = True
-        failure = check_conditions(wf.name, wf.when, new_state, settings, now)
-        if failure is not None:
-            trace.append(f"skipped {wf.name}: {reason}, but {failure}")
-            continue
-        trace.append(f"{wf.name}: {reason}")
-        return _fire(wf, event, new_state, settings, now, trace)
-    fallbacks = cw.fallbacks if not matched_any and dm is not None and dm.text else ()
-    return _fallback(fallbacks, event, new_state, settings, now, trace)
+    return _choose(cw.candidates(event, state.is_new), cw.fallbacks, event, state.is_new,
+                   new_state, dm, settings, now, trace)
 
 
 def decide_scan(
@@ -231,12 +219,24 @@ def decide_scan(
     )
     if early is not None:
         return early
-    ordered = sorted(enumerate(workflows), key=lambda p: (-p[1].priority, p[0]))
+    ordered = [wf for _, wf in sorted(enumerate(workflows),
+                                      key=lambda p: (-p[1].priority, p[0])) if wf.enabled]
+    fallbacks = [wf for wf in ordered if wf.trigger.fallback is not None]
+    return _choose(ordered, fallbacks, event, state.is_new, new_state, dm, settings, now,
+                   trace)
+
+
+def _choose(
+    candidates: Iterable[Workflow], fallbacks: Sequence[Workflow], event: Event,
+    is_new: bool, new_state: ConversationState, dm: MessageEvent | None,
+    settings: EngineSettings, now: float, trace: list[str],
+) -> Decision:
+    """The first of ``candidates`` (enabled, in priority order) whose trigger matches and
+    whose conditions hold fires; when no trigger matched a DM with text, the first of the
+    ``fallbacks`` whose conditions hold; else nothing does."""
     matched_any = False
-    for _, wf in ordered:
-        if not wf.enabled:
-            continue
-        reason = match_trigger(wf.trigger, event, state.is_new)
+    for wf in candidates:
+        reason = match_trigger(wf.trigger, event, is_new)
         if reason is None:
             continue
         matched_any = True
@@ -246,16 +246,8 @@ def decide_scan(
             continue
         trace.append(f"{wf.name}: {reason}")
         return _fire(wf, event, new_state, settings, now, trace)
-    fallbacks = [wf for _, wf in ordered if wf.enabled and wf.trigger.fallback is not None] \
-        if not matched_any and dm is not None and dm.text else []
-    return _fallback(fallbacks, event, new_state, settings, now, trace)
-
-
-def _fallback(
-    fallbacks: Sequence[Workflow], event: Event, new_state: ConversationState,
-    settings: EngineSettings, now: float, trace: list[str],
-) -> Decision:
-    """The first fallback workflow whose conditions hold fires; else nothing does."""
+    if matched_any or dm is None or not dm.text:
+        fallbacks = ()
     for wf in fallbacks:
         failure = check_conditions(wf.name, wf.when, new_state, settings, now)
         if failure is not None:
