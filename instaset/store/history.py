@@ -54,22 +54,11 @@ async def list_accounts(db: Database) -> list[sqlite3.Row]:
 
 
 # -- events ----------------------------------------------------------------------------------
-async def get_event(db: Database, event_id: int) -> sqlite3.Row | None:
-    return await db.fetchone("SELECT * FROM events WHERE id = ?", (event_id,))
-
-
 async def get_event_in(conn: aiosqlite.Connection, event_id: int) -> sqlite3.Row | None:
     rows = list(await conn.execute_fetchall(
         "SELECT raw, received_at, processed_at FROM events WHERE id = ?", (event_id,)
     ))
     return rows[0] if rows else None
-
-
-async def is_processed(conn: aiosqlite.Connection, event_id: int) -> bool:
-    rows = list(await conn.execute_fetchall(
-        "SELECT processed_at FROM events WHERE id = ?", (event_id,)
-    ))
-    return not rows or rows[0][0] is not None
 
 
 async def mark_processed(conn: aiosqlite.Connection, event_id: int, now: float) -> None:
