@@ -367,7 +367,7 @@ async def deliver_now(rt: Runtime, keys: list[str], *, wait: float, poll: float)
 async def _deliver_one(rt: Runtime, key: str, deadline: float, poll: float) -> str:
     """Deliver the send ``key`` through its own job; the send's final state, or ``queued``
     when it is not final by ``deadline``."""
-    from instaset.queue import RetryLater, backoff_delay
+    from instaset.queue import COMPLETED, RetryLater, backoff_delay
 
     job_key = f"send:{key}"
     lease = rt.worker.settings.lease_seconds
@@ -384,7 +384,7 @@ async def _deliver_one(rt: Runtime, key: str, deadline: float, poll: float) -> s
             await asyncio.sleep(min(poll, max(0.0, deadline - now)))
             continue
         try:
-            await rt.deliverer.deliver(job)
+            outcome = await rt.deliverer.deliver(job)
         except RetryLater as exc:
             await jobstore.reschedule(rt.db, job, run_at=rt.clock() + exc.delay,
                                       error=exc.reason, dead=False,
@@ -400,4 +400,5 @@ async def _deliver_one(rt: Runtime, key: str, deadline: float, poll: float) -> s
             await jobstore.reschedule(rt.db, job, run_at=rt.clock() + delay,
                                       error=f"{type(exc).__name__}: {exc}"[:2000], dead=dead)
             return "queued"
-        await jobstore.complete(rt.db, job, rt.clock())
+        if outcome is not COMPLETED:  # a send that went out completed its job itself
+            await jobstore.complete(rt.db, job, rt.clock())
