@@ -63,7 +63,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from instaset.config import load_config  # noqa: E402
-from instaset.engine import ConversationState, decide  # noqa: E402
+from instaset.engine.decide import decide  # noqa: E402
+from instaset.engine.state import ConversationState  # noqa: E402
 from instaset.events import parse_webhook  # noqa: E402
 
 try:  # the reference scan; older trees have only the one decide

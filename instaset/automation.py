@@ -17,10 +17,7 @@ from typing import Any
 
 import aiosqlite
 
-from instaset.engine import (
-    ConversationState,
-    Decision,
-    EngineSettings,
+from instaset.engine.actions import (
     GenerateAIReply,
     HandOff,
     Notify,
@@ -35,10 +32,11 @@ from instaset.engine import (
     SendText,
     SetStage,
     TypingOn,
-    Workflow,
-    decide,
-    resume,
 )
+from instaset.engine.decide import Decision, decide, resume
+from instaset.engine.model import Workflow
+from instaset.engine.settings import EngineSettings
+from instaset.engine.state import ConversationState
 from instaset.events import CommentEvent, Event
 from instaset.links import track_links
 from instaset.outbox import Outgoing, enqueue_sends

@@ -61,9 +61,9 @@ from instaset.config_models import (
     format_duration,
     parse_duration,
 )
+from instaset.config_storage import CONFIG_ENV, config_file
 from instaset.engine.model import Workflow, check_workflow_names
 from instaset.errors import ConfigError
-from instaset.paths import default_config_path
 
 # ---------------------------------------------------------------------------------------------
 # Environment overrides
@@ -79,7 +79,6 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
 }
 """Environment variable -> (section, key) it overrides."""
 
-CONFIG_ENV = "INSTASET_CONFIG"
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, str], str]:
@@ -428,11 +427,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     unreadable is a :class:`ConfigError` naming it. ``Config.source`` is the file read, or None.
     """
     environ = os.environ if env is None else env
-    from_env = environ.get(CONFIG_ENV, "")
-    explicit = path is not None or bool(from_env)
-    if path is None:
-        path = Path(from_env) if from_env else default_config_path(environ)
-    path = path.expanduser()
+    path, explicit = config_file(path, environ)
     if not path.exists() and not explicit:
         return parse_config_text("", str(path), environ)
     try:

@@ -33,8 +33,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from instaset.automation import load_state
-from instaset.engine import ConversationState, FrozenMap, validate_answer
+from instaset.engine.decide import validate_answer
 from instaset.engine.model import AskSpec, AskType
+from instaset.engine.state import ConversationState, FrozenMap
 from instaset.errors import (
     InstasetError,
     InvalidParameter,

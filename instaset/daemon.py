@@ -30,7 +30,7 @@ from aiohttp import web
 from instaset.accounts import WEBHOOK_FIELDS
 from instaset.automation import WorkflowAutomation
 from instaset.config import Config
-from instaset.engine import EngineSettings
+from instaset.engine.settings import EngineSettings
 from instaset.errors import InstasetError
 from instaset.graph import GraphClient
 from instaset.metrics import Metrics

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from instaset.media_labels import describe_attachment
+
 
 class EventKind(StrEnum):
     MESSAGE = "message"  # inbound DM from a person
@@ -32,22 +34,6 @@ class EventKind(StrEnum):
 
 # --------------------------------------------------------------------------- value objects
 
-
-# Types whose own name reads badly; the rest read fine with "_" as a space.
-_ATTACHMENT_LABELS = {
-    "share": "shared post",
-    "ig_post": "post",
-    "ig_reel": "reel",
-    "ig_story": "story",
-}
-_DESCRIBE_MAX = 60
-
-
-def _one_line(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= _DESCRIBE_MAX else line[: _DESCRIBE_MAX - 1] + "…"
-
-
 @dataclass(frozen=True, slots=True)
 class Attachment:
     """One ``message.attachments[]`` element. ``type`` is Meta's string verbatim ("" if
@@ -61,13 +47,8 @@ class Attachment:
     payload: str
 
     def describe(self) -> str:
-        """A one-line placeholder for inboxes and prompts: ``[image]``, ``[reel: caption]``,
-        ``[story mention]``. Unknown types show their own name; titles are collapsed to one
-        line and cut at 60 characters."""
-        label = _ATTACHMENT_LABELS.get(self.type) or _one_line(self.type.replace("_", " "))
-        label = label or "attachment"
-        title = _one_line(self.title or "")
-        return f"[{label}: {title}]" if title else f"[{label}]"
+        """See :func:`instaset.media_labels.describe_attachment`."""
+        return describe_attachment(self.type, self.title)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from instaset import timefmt
 from instaset.errors import InstasetError
-from instaset.event_types import Attachment
+from instaset.media_labels import describe_attachment
 from instaset.rules import (
     HUMAN_AGENT_SECONDS,
     WINDOW_SECONDS,
@@ -118,8 +118,7 @@ def describe_media(attachments: list[dict[str, Any]]) -> list[str]:
         if kind == "postback":  # a button tap: the title is the payload, not a caption
             out.append("[button]")
             continue
-        out.append(Attachment(type=kind, url=None, title=title if isinstance(title, str)
-                              else None, media_id=None, payload="null").describe())
+        out.append(describe_attachment(kind, title if isinstance(title, str) else None))
     return out
 
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from instaset.config import LeadRule, LeadsConfig
-from instaset.engine import fold, match_keywords
 from instaset.engine.model import MatchMode, TriggerKeywords
+from instaset.engine.triggers import fold, match_keywords
 
 STAGES = ("new", "engaged", "qualified", "booked", "customer", "lost")
 _RANK = {"new": 0, "engaged": 1, "qualified": 2, "booked": 3, "customer": 4}

@@ -31,10 +31,8 @@ from typing import Any, Literal
 
 from instaset.automation import load_state
 from instaset.config import Config
-from instaset.engine import (
+from instaset.engine.actions import (
     Action,
-    ConversationState,
-    EngineSettings,
     GenerateAIReply,
     HandOff,
     Notify,
@@ -52,12 +50,13 @@ from instaset.engine import (
     SetStage,
     SetTag,
     TypingOn,
-    Workflow,
-    compiled,
-    decide,
-    resume,
 )
+from instaset.engine.compiled import compiled
 from instaset.engine.conditions import fmt_time
+from instaset.engine.decide import decide, resume
+from instaset.engine.model import Workflow
+from instaset.engine.settings import EngineSettings
+from instaset.engine.state import ConversationState
 from instaset.events import CommentEvent, Event, MessageEvent, PostbackEvent, parse_stored
 from instaset.store import replay as store
 from instaset.store.db import Database

@@ -38,9 +38,16 @@ from pathlib import Path
 import yaml
 
 from instaset.config import Config
-from instaset.engine import LINK_TOKEN_RE, MatchMode, Workflow, fold, render
-from instaset.engine.model import ActionStep, CommentTrigger, Conditions, TriggerKeywords
-from instaset.engine.templating import BUILTIN_PLACEHOLDERS
+from instaset.engine.model import (
+    ActionStep,
+    CommentTrigger,
+    Conditions,
+    MatchMode,
+    TriggerKeywords,
+    Workflow,
+)
+from instaset.engine.templating import BUILTIN_PLACEHOLDERS, LINK_TOKEN_RE, render
+from instaset.engine.triggers import fold
 
 __all__ = [
     "ASSUMED_SIZES",

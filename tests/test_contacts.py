@@ -17,7 +17,7 @@ from instaset import contacts as svc
 from instaset.automation import load_state
 from instaset.catchup import CatchUp, CatchUpSettings
 from instaset.cli import app
-from instaset.engine import ConversationState, FrozenMap
+from instaset.engine.state import ConversationState, FrozenMap
 from instaset.errors import InstasetError, PermissionMissing
 from instaset.store import contacts as store
 from instaset.store import history

@@ -18,19 +18,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from instaset.engine import (
-    CompiledWorkflows,
-    ConversationState,
-    EngineSettings,
-    Workflow,
-    compiled,
-    decide,
-    decide_scan,
-    fold,
-    render,
-)
+from instaset.engine.compiled import CompiledWorkflows, compiled
 from instaset.engine.conditions import fmt_time
-from instaset.engine.state import Awaiting, FrozenMap
+from instaset.engine.decide import decide, decide_scan
+from instaset.engine.model import Workflow
+from instaset.engine.settings import EngineSettings
+from instaset.engine.state import Awaiting, ConversationState, FrozenMap
+from instaset.engine.templating import render
+from instaset.engine.triggers import fold
 from instaset.events import (
     Attachment,
     CommentEvent,

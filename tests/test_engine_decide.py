@@ -14,14 +14,11 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from instaset.engine import (
-    ConversationState,
-    Decision,
-    EngineSettings,
-    SendText,
-    Workflow,
-    decide,
-)
+from instaset.engine.actions import SendText
+from instaset.engine.decide import Decision, decide
+from instaset.engine.model import Workflow
+from instaset.engine.settings import EngineSettings
+from instaset.engine.state import ConversationState
 from instaset.events import (
     Attachment,
     CommentEvent,

@@ -13,13 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from instaset.engine import (
+from instaset.engine.actions import (
     Action,
-    Awaiting,
     Button,
-    ConversationState,
-    Decision,
-    EngineSettings,
     GenerateAIReply,
     HandOff,
     Notify,
@@ -39,13 +35,13 @@ from instaset.engine import (
     SetTag,
     TemplateCard,
     TypingOn,
-    Workflow,
     action_from_dict,
-    decide,
     is_message,
-    needs_follower,
-    resume,
 )
+from instaset.engine.decide import Decision, decide, needs_follower, resume
+from instaset.engine.model import Workflow
+from instaset.engine.settings import EngineSettings
+from instaset.engine.state import Awaiting, ConversationState
 from instaset.events import CommentEvent, Event, EventKind, MessageEvent
 
 ACCOUNT = "17841400000000001"

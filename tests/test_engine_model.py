@@ -11,22 +11,21 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from instaset.engine import (
-    ConversationState,
-    EngineSettings,
-    FrozenMap,
-    SendText,
+from instaset.engine.actions import SendText
+from instaset.engine.decide import decide
+from instaset.engine.model import (
+    MatchMode,
+    TriggerKeywords,
     Workflow,
     check_workflow_names,
-    decide,
-    fold,
-    link_names,
-    match_keywords,
+    parse_clock,
+    parse_days,
     parse_duration,
-    placeholders,
-    render,
 )
-from instaset.engine.model import MatchMode, TriggerKeywords, parse_clock, parse_days
+from instaset.engine.settings import EngineSettings
+from instaset.engine.state import ConversationState, FrozenMap
+from instaset.engine.templating import link_names, placeholders, render
+from instaset.engine.triggers import fold, match_keywords
 
 CREATOR_YAML = """
 workflows:

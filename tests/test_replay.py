@@ -21,7 +21,9 @@ from typer.testing import CliRunner
 
 from instaset.cli import app
 from instaset.config import Config
-from instaset.engine import EngineSettings, PrivateReply, SendText, Workflow
+from instaset.engine.actions import PrivateReply, SendText
+from instaset.engine.model import Workflow
+from instaset.engine.settings import EngineSettings
 from instaset.events import parse_webhook
 from instaset.outbox import Outgoing
 from instaset.replay import (

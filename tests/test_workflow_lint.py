@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from instaset.config import load_config, parse_config_text
-from instaset.engine import Workflow
+from instaset.engine.model import Workflow
 from instaset.workflow_lint import lint_config, lint_workflows
 
 ROOT = Path(__file__).resolve().parent.parent

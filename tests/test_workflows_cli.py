@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from instaset.cli import app
-from instaset.engine import Awaiting, ConversationState, FrozenMap
+from instaset.engine.state import Awaiting, ConversationState, FrozenMap
 from instaset.store import history
 from instaset.store.db import open_database
 

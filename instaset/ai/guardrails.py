@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from instaset.ai.answer import Answer
-from instaset.engine import fold
+from instaset.engine.triggers import fold
 
 MIN_CONFIDENCE = 0.5
 

@@ -13,7 +13,7 @@ import re
 from instaset.ai.answer import Answer, LeadFact
 from instaset.ai.prompt import PromptInput
 from instaset.ai.similarity import rank
-from instaset.engine import fold
+from instaset.engine.triggers import fold
 
 THRESHOLD = 0.35
 

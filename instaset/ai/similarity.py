@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from instaset.engine import fold
+from instaset.engine.triggers import fold
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STOP = (

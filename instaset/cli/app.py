@@ -26,6 +26,7 @@ from instaset.errors import InstasetError
 
 if TYPE_CHECKING:
     from instaset.config import Config
+    from instaset.config_storage import StorageLocation
     from instaset.store.db import Database
 
 app = typer.Typer(rich_markup_mode=None,
@@ -38,12 +39,16 @@ app = typer.Typer(rich_markup_mode=None,
 
 
 
-async def open_db(config: Config) -> Database:
+async def open_db(where: Config | StorageLocation) -> Database:
     """The configured database (the caller closes it: an unclosed aiosqlite connection hangs
-    the interpreter's exit)."""
+    the interpreter's exit). ``where``: the whole config, or only its storage location
+    (read-only commands, see :func:`instaset.cli.cmd_config.storage_or_exit`)."""
+    from instaset.config_storage import StorageLocation
     from instaset.store.db import open_database
 
-    return await open_database(config.storage.db_path(), synchronous=config.storage.synchronous)
+    if isinstance(where, StorageLocation):
+        return await open_database(where.path, synchronous=where.synchronous)
+    return await open_database(where.storage.db_path(), synchronous=where.storage.synchronous)
 
 
 def sub_app(**options: Any) -> typer.Typer:

@@ -18,6 +18,7 @@ from instaset.errors import ConfigError
 
 if TYPE_CHECKING:
     from instaset.config import Config
+    from instaset.config_storage import StorageLocation
 
 # yaml, the config models (pydantic) and platformdirs are imported inside the commands:
 # `instaset --help` must not pay for them (see instaset/cli/app.py).
@@ -39,6 +40,20 @@ def load_or_exit() -> Config:
         for line in exc.problems:
             typer.echo(line, err=True)
         raise typer.Exit(1) from None
+
+
+def storage_or_exit() -> StorageLocation:
+    """Only where the database is, for read-only commands: the ``storage`` section read
+    without building the whole config (see :mod:`instaset.config_storage`); when that
+    section is not plainly valid, the full loader decides (and reports like
+    :func:`load_or_exit`)."""
+    from instaset.config_storage import StorageLocation, quick_storage
+
+    found = quick_storage(STATE.config_path)
+    if found is not None:
+        return found
+    storage = load_or_exit().storage
+    return StorageLocation(storage.db_path(), storage.synchronous)
 
 
 @app.command()

@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 import typer
 
 from instaset.cli.app import STATE, app, err_console, handle_errors, is_tty, out_console, run_async
-from instaset.cli.cmd_config import load_or_exit
+from instaset.cli.cmd_config import load_or_exit, storage_or_exit
 from instaset.cli.cmd_inbox import open_db
 from instaset.errors import InstasetError
 
@@ -51,12 +51,12 @@ def stats(
     if as_json and as_csv:
         raise InstasetError("choose one of --json and --csv")
     period = _seconds(since, "--since")
-    config = load_or_exit()
+    storage = storage_or_exit()
     now = time.time()
 
     @run_async
     async def load() -> dict[str, Any]:
-        async with open_db(config) as db:
+        async with open_db(storage) as db:
             return await compute(db, now - period, now)
 
     doc = load()

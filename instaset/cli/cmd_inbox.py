@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from instaset.cli.app import app, handle_errors, is_tty, out_console, run_async, sub_app
-from instaset.cli.cmd_config import load_or_exit
+from instaset.cli.app import open_db as open_database
+from instaset.cli.cmd_config import load_or_exit, storage_or_exit
 from instaset.errors import InstasetError
 
 if TYPE_CHECKING:
     from instaset.config import Config
+    from instaset.config_storage import StorageLocation
     from instaset.store.db import Database
 
 # The daemon, the config, the inbox logic and rich tables are imported inside the commands:
@@ -31,11 +33,9 @@ app.add_typer(inbox_app, name="inbox")
 
 
 @contextlib.asynccontextmanager
-async def open_db(config: Config) -> AsyncIterator[Database]:
+async def open_db(where: Config | StorageLocation) -> AsyncIterator[Database]:
     """The configured database, always closed (an unclosed aiosqlite connection hangs)."""
-    from instaset.store.db import open_database
-
-    db = await open_database(config.storage.db_path(), synchronous=config.storage.synchronous)
+    db = await open_database(where)
     try:
         yield db
     finally:
@@ -84,12 +84,12 @@ def inbox(
     from instaset.inbox import conversations
     from instaset.store import inbox as inbox_store
 
-    config = load_or_exit()
+    storage = storage_or_exit()
     now = time.time()
 
     @run_async
     async def load() -> tuple[list[dict[str, Any]], list[dict[str, Any]], tuple[int, int]]:
-        async with open_db(config) as db:
+        async with open_db(storage) as db:
             convs = await conversations(db, now, limit=limit, unread_only=unread)
             return convs, await _notifications(db, 5), await inbox_store.totals(db)
 
@@ -178,12 +178,12 @@ def show(
 
     from instaset.inbox import describe_automation, resolve_contact, thread
 
-    config = load_or_exit()
+    storage = storage_or_exit()
     now = time.time()
 
     @run_async
     async def load() -> dict[str, Any]:
-        async with open_db(config) as db:
+        async with open_db(storage) as db:
             ref = await resolve_contact(db, contact)
             return await thread(db, ref, now, limit=limit, mark_read=not keep_unread)
 

@@ -23,7 +23,8 @@ from instaset.errors import ConfigError, InstasetError
 
 if TYPE_CHECKING:
     from instaset.config import Config
-    from instaset.engine import ConversationState, Decision
+    from instaset.engine.decide import Decision
+    from instaset.engine.state import ConversationState
     from instaset.events import Event
     from instaset.replay import ReplayDiff, Report
 
@@ -167,7 +168,8 @@ async def workflows_test(
 ) -> None:
     """Dry run: which workflow a DM or comment would fire, why, and its actions. Sends nothing."""
     from instaset.daemon import engine_settings
-    from instaset.engine import ConversationState, decide
+    from instaset.engine.decide import decide
+    from instaset.engine.state import ConversationState
     from instaset.replay import describe_action
 
     config = load_or_exit()

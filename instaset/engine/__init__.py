@@ -1,100 +1,10 @@
-"""The pure workflow engine: the YAML language (:mod:`.model`), trigger matching,
-conditions, templating, and :func:`decide` / :func:`resume`.
+"""The pure workflow engine: the YAML language (:mod:`.model`), trigger matching
+(:mod:`.triggers`), conditions, templating, compiled workflows and :func:`.decide.decide` /
+:func:`.decide.resume`.
 
 Nothing here does I/O or reads the clock; it imports no I/O module and not the config.
+
+This package file re-exports nothing on purpose: the config imports the language
+(:mod:`.model`) on every CLI start, and loading the whole engine with it cost ~90 ms per
+command. Import from the submodules.
 """
-
-from instaset.engine.actions import (
-    Action,
-    Button,
-    GenerateAIReply,
-    HandOff,
-    Notify,
-    OfferBooking,
-    PrivateReply,
-    PublicReply,
-    QuickReplySpec,
-    RemoveTag,
-    Schedule,
-    ScoreLead,
-    SendButtons,
-    SendMedia,
-    SendTemplate,
-    SendText,
-    SetField,
-    SetStage,
-    SetTag,
-    TemplateCard,
-    TypingOn,
-    action_from_dict,
-    is_message,
-)
-from instaset.engine.compiled import CompiledWorkflows, compiled
-from instaset.engine.decide import (
-    Decision,
-    decide,
-    decide_scan,
-    needs_follower,
-    resume,
-    validate_answer,
-)
-from instaset.engine.model import (
-    Duration,
-    MatchMode,
-    Workflow,
-    check_workflow_names,
-    parse_duration,
-)
-from instaset.engine.settings import EngineSettings
-from instaset.engine.state import Awaiting, ConversationState, FrozenMap
-from instaset.engine.templating import LINK_TOKEN_RE, link_names, placeholders, render
-from instaset.engine.triggers import fold, match_keywords
-
-__all__ = [
-    "LINK_TOKEN_RE",
-    "Action",
-    "Awaiting",
-    "Button",
-    "CompiledWorkflows",
-    "ConversationState",
-    "Decision",
-    "Duration",
-    "EngineSettings",
-    "FrozenMap",
-    "GenerateAIReply",
-    "HandOff",
-    "MatchMode",
-    "Notify",
-    "OfferBooking",
-    "PrivateReply",
-    "PublicReply",
-    "QuickReplySpec",
-    "RemoveTag",
-    "Schedule",
-    "ScoreLead",
-    "SendButtons",
-    "SendMedia",
-    "SendTemplate",
-    "SendText",
-    "SetField",
-    "SetStage",
-    "SetTag",
-    "TemplateCard",
-    "TypingOn",
-    "Workflow",
-    "action_from_dict",
-    "check_workflow_names",
-    "compiled",
-    "decide",
-    "decide_scan",
-    "fold",
-    "is_message",
-    "link_names",
-    "match_keywords",
-    "needs_follower",
-    "parse_duration",
-    "placeholders",
-    "render",
-    "resume",
-    "validate_answer",
-]

@@ -1,0 +1,87 @@
+"""Where the database is, read from the config file without validating the rest of it.
+
+Read-only commands (``inbox``, ``inbox show``, ``stats``) need only ``storage``. Building the
+whole config costs a CLI start ~70 ms of pydantic model classes (the workflow language
+among them), and a typo in a workflow should not lock the creator out of reading their
+inbox while they fix it. :func:`quick_storage` reads the file's ``storage`` section (and
+``INSTASET_DB``) exactly as :func:`instaset.config.load_config` would resolve it; whenever
+anything is not plainly valid it returns None and the caller falls back to the full loader,
+whose messages name the file, the line and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from instaset.paths import data_dir, default_config_path
+
+CONFIG_ENV = "INSTASET_CONFIG"
+DB_ENV = "INSTASET_DB"
+SYNCHRONOUS = ("NORMAL", "FULL")
+
+
+@dataclass(frozen=True, slots=True)
+class StorageLocation:
+    """The database file and the ``synchronous`` mode to open it with."""
+
+    path: Path
+    synchronous: Literal["NORMAL", "FULL"] = "FULL"
+
+
+def config_file(path: Path | None, env: Mapping[str, str]) -> tuple[Path, bool]:
+    """The config file to read and whether it was named explicitly (``--config`` or
+    ``$INSTASET_CONFIG``: then it must exist; a missing default file means defaults)."""
+    from_env = env.get(CONFIG_ENV, "")
+    explicit = path is not None or bool(from_env)
+    if path is None:
+        path = Path(from_env) if from_env else default_config_path(env)
+    return path.expanduser(), explicit
+
+
+def quick_storage(path: Path | None = None,
+                  env: Mapping[str, str] | None = None) -> StorageLocation | None:
+    """The configured database location, or None when the full loader must decide (the file
+    is unreadable, is not YAML, or its ``storage`` section is not plainly valid)."""
+    environ = os.environ if env is None else env
+    file, explicit = config_file(path, environ)
+    section: object = {}
+    if file.exists():
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+        import yaml
+
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        try:
+            data = yaml.load(text, Loader=loader)
+        except yaml.YAMLError:
+            return None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            return None
+        section = data.get("storage") or {}
+    elif explicit:
+        return None
+    if not isinstance(section, dict) or not set(section) <= {"path", "synchronous"}:
+        return None
+    sync = section.get("synchronous", "FULL")
+    if sync not in SYNCHRONOUS:
+        return None
+    db = environ.get(DB_ENV, "")
+    if db:
+        return StorageLocation(Path(db).expanduser().absolute(), sync)
+    raw = section.get("path")
+    if raw is None:
+        return StorageLocation(data_dir(environ) / "instaset.db", sync)
+    if not isinstance(raw, str) or not raw:
+        return None
+    where = Path(raw).expanduser()
+    if not where.is_absolute():
+        where = file.absolute().parent / where
+    return StorageLocation(where, sync)

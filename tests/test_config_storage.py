@@ -1,0 +1,141 @@
+"""``quick_storage``: the database location of read-only commands, read without the whole
+config. It must agree with the full loader whenever it answers, step aside (None) whenever
+the full loader would object to the storage section, and keep the read commands off the
+workflow language's model classes (that is what it is for)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from instaset.cli import app
+from instaset.config import load_config
+from instaset.config_storage import StorageLocation, quick_storage
+from instaset.errors import ConfigError
+
+# (config text or None for "no file at the default location", env, explicit --config)
+AGREEING = [
+    pytest.param(None, {}, False, id="no-file-defaults"),
+    pytest.param("", {}, True, id="empty-file"),
+    pytest.param("server: {port: 9000}\n", {}, True, id="no-storage-section"),
+    pytest.param("storage:\n  path: data/i.db\n", {}, True, id="relative-path"),
+    pytest.param("storage: {path: /srv/x/i.db, synchronous: NORMAL}\n", {}, True,
+                 id="absolute-normal"),
+    pytest.param("storage: {path: ~/i.db}\n", {}, True, id="home-path"),
+    pytest.param("storage: {path: a.db}\n", {"INSTASET_DB": "/tmp/env.db"}, True,
+                 id="env-db-wins"),
+    pytest.param("storage:\n", {}, True, id="null-section"),
+]
+
+
+def _env(tmp_path: Path, extra: dict[str, str]) -> dict[str, str]:
+    return {"INSTASET_HOME": str(tmp_path / "home"), "HOME": str(tmp_path / "user"), **extra}
+
+
+@pytest.mark.parametrize(("text", "extra", "explicit"), AGREEING)
+def test_agrees_with_the_full_loader(tmp_path: Path, text: str | None,
+                                     extra: dict[str, str], explicit: bool) -> None:
+    env = _env(tmp_path, extra)
+    cfg = tmp_path / "conf" / "config.yaml"
+    if text is not None:
+        cfg.parent.mkdir()
+        cfg.write_text(text)
+    path = cfg if explicit else None
+    full = load_config(path, env=env).storage
+    quick = quick_storage(path, env=env)
+    assert quick == StorageLocation(full.db_path(env), full.synchronous)
+
+
+def test_instaset_config_env_names_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "elsewhere.yaml"
+    cfg.write_text("storage: {path: e.db}\n")
+    env = _env(tmp_path, {"INSTASET_CONFIG": str(cfg)})
+    assert quick_storage(None, env=env) == StorageLocation(tmp_path / "e.db", "FULL")
+    assert load_config(None, env=env).storage.db_path(env) == tmp_path / "e.db"
+
+
+@pytest.mark.parametrize("text", [
+    "storage: {synchronous: OFF}\n",
+    "storage: {path: a.db, pth: b.db}\n",
+    "storage: [a.db]\n",
+    "storage: {path: 5}\n",
+    "- a list\n",
+    "storage: {path: [unclosed\n",
+])
+def test_steps_aside_when_the_full_loader_objects(tmp_path: Path, text: str) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(text)
+    assert quick_storage(cfg, env=_env(tmp_path, {})) is None
+    with pytest.raises(ConfigError):
+        load_config(cfg, env=_env(tmp_path, {}))
+
+
+def test_an_explicit_missing_file_is_left_to_the_full_loader(tmp_path: Path) -> None:
+    assert quick_storage(tmp_path / "nope.yaml", env=_env(tmp_path, {})) is None
+
+
+BROKEN_WORKFLOW = """\
+storage:
+  path: inbox.db
+workflows:
+  - name: hello
+    trigger: {keywrods: [hi]}
+    actions: [{reply: hello}]
+"""
+
+
+def test_read_commands_work_while_a_workflow_is_broken(tmp_path: Path) -> None:
+    """The inbox and stats still open (the daemon refuses the config; validate names it)."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(BROKEN_WORKFLOW)
+    runner = CliRunner()
+    listing = runner.invoke(app, ["--config", str(cfg), "inbox", "--json"])
+    assert listing.exit_code == 0, listing.output
+    assert json.loads(listing.stdout)["total"] == 0
+    stats = runner.invoke(app, ["--config", str(cfg), "stats", "--json"])
+    assert stats.exit_code == 0, stats.output
+    assert json.loads(stats.stdout)["totals"]["sent"] == 0
+    assert (tmp_path / "inbox.db").exists()
+    check = runner.invoke(app, ["--config", str(cfg), "workflows", "validate"])
+    assert check.exit_code == 1
+    assert "keywrods" in check.output
+
+
+def test_a_broken_storage_section_is_reported_like_everywhere_else(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("storage:\n  path: a.db\n  synchronus: FULL\n")
+    res = CliRunner().invoke(app, ["--config", str(cfg), "inbox", "--json"])
+    assert res.exit_code == 1
+    assert "config.yaml:3" in res.output
+    assert "did you mean 'synchronous'" in res.output
+
+
+def test_the_inbox_listing_does_not_build_the_config_models(tmp_path: Path) -> None:
+    """What the fast path is for: `inbox` never imports the config models or the engine."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("storage: {path: i.db}\n")
+    code = (
+        "import json, sys\n"
+        "from instaset.cli import app\n"
+        "try:\n"
+        f"    app(['--config', {str(cfg)!r}, 'inbox', '--plain'])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "0 conversations" in res.stdout
+    loaded = set(json.loads(res.stderr.strip().splitlines()[-1]))
+    assert "instaset.store.db" in loaded  # it did open the database
+    heavy = {"instaset.config", "instaset.config_models", "instaset.engine.model",
+             "instaset.event_types", "instaset.daemon", "aiohttp"}
+    assert heavy.isdisjoint(loaded), sorted(heavy & loaded)
