@@ -14,6 +14,8 @@ any other list an entry carries). Contracts:
 * ``Event.dedupe_key`` depends only on what Meta repeats on a redelivery (ids, the item's own
   ``timestamp``), never on ``entry.time`` (the *send* time, which changes on retries) nor on
   whether the item arrived in ``standby[]``.
+* :func:`event_heads` gives the same events as plain :class:`Event` objects (only the
+  attributes every event has: what ingest stores), at a fraction of the cost.
 * Times are UTC unix seconds; Meta sends ms on messaging items and seconds on changes, so
   :func:`normalise_timestamp` decides by magnitude.
 
@@ -166,6 +168,19 @@ def parse_webhook(payload: object) -> list[Event]:
         raise PayloadError("webhook body is nested too deeply to process") from None
 
 
+def event_heads(payload: object) -> list[Event]:
+    """What ingest stores of each event of a webhook body: ``parse_webhook(payload)`` with
+    every event as a plain :class:`Event` (kind, account, dedupe key, time, contact, standby,
+    raw; equal to the parsed events' own), without building the kind-specific fields
+    (attachments, referrals, ...) that only the worker needs. Raises like parse_webhook."""
+    envelopes = _envelopes(payload)
+    try:
+        return [event for envelope in envelopes
+                for event in _parse_envelope(envelope, heads_only=True)]
+    except RecursionError:
+        raise PayloadError("webhook body is nested too deeply to process") from None
+
+
 def parse_stored(raw: str) -> list[Event]:
     """The event of a stored ``events.raw`` row (a one-item envelope, see the contract
     above): as ``parse_webhook(json.loads(raw))``, but its ``raw`` is ``raw`` itself instead
@@ -225,6 +240,7 @@ class _Ctx:
     entry_time: float | None
     # parse_stored: the stored raw row, which already is this item's canonical envelope.
     stored: str | None = None
+    heads_only: bool = False  # event_heads: plain Event objects, see there
 
     @property
     def standby(self) -> bool:
@@ -260,10 +276,17 @@ class _Ctx:
             "raw": self.raw(item),
         }
 
+    def head(self, kind: EventKind, key: str, contact: str | None, item: object,
+             when: float) -> Event:
+        """The plain :class:`Event` of an item (see :func:`event_heads`)."""
+        return Event(**self.common(kind, key, contact, item, when))
+
     def unknown(self, item: object, hashed: object, field: str | None, reason: str) -> Event:
         obj = _obj(hashed)
         when = self.when(obj.get("timestamp") if obj is not None else None)
         key = "unk:" + _digest(self.account_id, hashed)
+        if self.heads_only:
+            return self.head(EventKind.UNKNOWN, key, None, item, when)
         return UnknownEvent(
             **self.common(EventKind.UNKNOWN, key, None, item, when), field=field, reason=reason
         )
@@ -272,12 +295,14 @@ class _Ctx:
 _ENTRY_META = ("id", "time")
 
 
-def _parse_envelope(envelope: JSONObject, stored: str | None = None) -> Iterator[Event]:
+def _parse_envelope(
+    envelope: JSONObject, stored: str | None = None, *, heads_only: bool = False,
+) -> Iterator[Event]:
     obj = envelope.get("object")
     obj_name = obj if isinstance(obj, str) else "instagram"
     for entry in envelope["entry"]:
         if not isinstance(entry, dict):
-            ctx = _Ctx(obj_name, {}, None, "", None)
+            ctx = _Ctx(obj_name, {}, None, "", None, heads_only=heads_only)
             yield ctx.unknown(entry, entry, None, f"entry is {_json_type(entry)}, not an object")
             continue
         account_id = _id(entry.get("id")) or ""
@@ -285,7 +310,7 @@ def _parse_envelope(envelope: JSONObject, stored: str | None = None) -> Iterator
         for key, value in entry.items():
             if key in _ENTRY_META or value is None:
                 continue
-            ctx = _Ctx(obj_name, entry, key, account_id, entry_time, stored)
+            ctx = _Ctx(obj_name, entry, key, account_id, entry_time, stored, heads_only)
             # A lone object where a list belongs is taken as a one-item list (lenient, and
             # the raw envelope then holds [value], which parses the same way).
             for item in value if isinstance(value, list) else [value]:
@@ -341,6 +366,13 @@ class _Msg:
     def unknown(self, field: str | None, reason: str) -> Event:
         return self.ctx.unknown(self.item, self.body, field, reason)
 
+    @property
+    def heads_only(self) -> bool:
+        return self.ctx.heads_only
+
+    def head(self, kind: EventKind, dedupe_key: str, contact_id: str | None) -> Event:
+        return self.ctx.head(kind, dedupe_key, contact_id, self.item, self.occurred_at)
+
 
 def _parse_messaging(ctx: _Ctx, item: object, body: object) -> Event:
     obj = _obj(body)
@@ -370,10 +402,16 @@ def _message(m: _Msg, msg: JSONObject) -> Event:
     if mid is None:
         return m.unknown("message", "message has no mid")
     if msg.get("is_deleted") is True:
+        if m.heads_only:
+            return m.head(EventKind.MESSAGE_DELETED, f"del:{mid}", m.contact)
         return MessageDeletedEvent(
             **m.common(EventKind.MESSAGE_DELETED, f"del:{mid}", m.contact), mid=mid
         )
     is_echo = msg.get("is_echo") is True
+    kind = EventKind.ECHO if is_echo else EventKind.MESSAGE
+    contact = m.recipient_id if is_echo else m.sender_id
+    if m.heads_only:
+        return m.head(kind, f"msg:{mid}", contact)
     raw_attachments = msg.get("attachments")
     if isinstance(raw_attachments, dict):
         raw_attachments = [raw_attachments]
@@ -387,11 +425,7 @@ def _message(m: _Msg, msg: JSONObject) -> Event:
     story = _obj(reply_to.get("story"))
     referral = _obj(msg.get("referral"))
     return MessageEvent(
-        **m.common(
-            EventKind.ECHO if is_echo else EventKind.MESSAGE,
-            f"msg:{mid}",
-            m.recipient_id if is_echo else m.sender_id,
-        ),
+        **m.common(kind, f"msg:{mid}", contact),
         mid=mid,
         text=_text(msg.get("text")),
         attachments=attachments,
@@ -435,8 +469,11 @@ def _message_edit(m: _Msg, edit: JSONObject) -> Event:
     if mid is None:
         return m.unknown("message_edit", "message_edit has no mid")
     num_edit = _num_edit(edit.get("num_edit"))
+    key = f"edit:{mid}:{num_edit}"
+    if m.heads_only:
+        return m.head(EventKind.MESSAGE_EDIT, key, m.contact)
     return MessageEditEvent(
-        **m.common(EventKind.MESSAGE_EDIT, f"edit:{mid}:{num_edit}", m.contact),
+        **m.common(EventKind.MESSAGE_EDIT, key, m.contact),
         mid=mid,
         text=_text(edit.get("text")),
         num_edit=num_edit,
@@ -450,6 +487,8 @@ def _reaction(m: _Msg, reaction: JSONObject) -> Event:
     name, emoji = _text(reaction.get("reaction")), _text(reaction.get("emoji"))
     action = _text(reaction.get("action")) or ("react" if name or emoji else "unreact")
     digest = _digest(m.ctx.account_id, m.sender_id, mid, action, name, m.timestamp)
+    if m.heads_only:
+        return m.head(EventKind.REACTION, f"react:{digest}", m.contact)
     return ReactionEvent(
         **m.common(EventKind.REACTION, f"react:{digest}", m.contact),
         mid=mid,
@@ -465,6 +504,8 @@ def _read(m: _Msg, read: JSONObject) -> Event:
         key = f"read:{m.ctx.account_id}:{m.sender_id or ''}:{mid}"
     else:
         key = "read:" + _digest(m.ctx.account_id, m.sender_id, read, m.timestamp)
+    if m.heads_only:
+        return m.head(EventKind.READ, key, m.contact)
     return ReadEvent(**m.common(EventKind.READ, key, m.contact), mid=mid)
 
 
@@ -475,6 +516,8 @@ def _postback(m: _Msg, postback: JSONObject) -> Event:
     key = (
         f"pb:{mid}" if mid else "pb:" + _digest(m.ctx.account_id, m.sender_id, payload, m.timestamp)
     )
+    if m.heads_only:
+        return m.head(EventKind.POSTBACK, key, m.contact)
     return PostbackEvent(
         **m.common(EventKind.POSTBACK, key, m.contact),
         mid=mid,
@@ -485,6 +528,8 @@ def _postback(m: _Msg, postback: JSONObject) -> Event:
 
 def _standalone_referral(m: _Msg, referral: JSONObject) -> Event:
     key = "ref:" + _digest(m.ctx.account_id, m.sender_id, referral, m.timestamp)
+    if m.heads_only:
+        return m.head(EventKind.REFERRAL, key, m.contact)
     return ReferralEvent(
         **m.common(EventKind.REFERRAL, key, m.contact), referral=_referral(referral)
     )
@@ -492,6 +537,8 @@ def _standalone_referral(m: _Msg, referral: JSONObject) -> Event:
 
 def _optin(m: _Msg, optin: JSONObject) -> Event:
     key = "optin:" + _digest(m.ctx.account_id, m.sender_id, optin, m.timestamp)
+    if m.heads_only:
+        return m.head(EventKind.OPTIN, key, m.contact)
     return OptinEvent(
         **m.common(EventKind.OPTIN, key, m.contact),
         payload=_text(optin.get("payload")),
@@ -540,6 +587,8 @@ def _comment(ctx: _Ctx, item: object, name: str, value: JSONObject) -> Event:
     live = name == "live_comments"
     kind, key = (EventKind.LIVE_COMMENT, "live") if live else (EventKind.COMMENT, "comment")
     when = ctx.when(value.get("timestamp"), value.get("created_time"))
+    if ctx.heads_only:
+        return ctx.head(kind, f"{key}:{comment_id}", from_id, item, when)
     return CommentEvent(
         **ctx.common(kind, f"{key}:{comment_id}", from_id, item, when),
         comment_id=comment_id,
@@ -557,6 +606,8 @@ def _mention(ctx: _Ctx, item: object, value: JSONObject) -> Event:
     if comment_id is None and media_id is None:
         return ctx.unknown(item, item, "mentions", "mention has neither comment_id nor media_id")
     when = ctx.when(value.get("timestamp"), value.get("created_time"))
+    if ctx.heads_only:
+        return ctx.head(EventKind.MENTION, f"mention:{comment_id or media_id}", None, item, when)
     return MentionEvent(
         **ctx.common(EventKind.MENTION, f"mention:{comment_id or media_id}", None, item, when),
         media_id=media_id,
@@ -583,6 +634,7 @@ __all__ = [
     "ReferralEvent",
     "StoryRef",
     "UnknownEvent",
+    "event_heads",
     "normalise_timestamp",
     "parse_stored",
     "parse_webhook",

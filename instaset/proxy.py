@@ -18,8 +18,9 @@ Contract:
   ``https`` are accepted as schemes and only ``host[:port]`` as hosts; anything else is
   ignored.
 - :func:`forwarded_middleware` hands handlers a request whose ``remote``, ``scheme``,
-  ``host`` and ``url`` are the client's view, and stores a :class:`ClientView` under
-  :data:`CLIENT`. It never raises and never reads the body.
+  ``host`` and ``url`` are the client's view; :func:`client_view` gives its
+  :class:`ClientView` (also stored under :data:`CLIENT` once known). It never raises and
+  never reads the body.
 - :func:`external_base_url`: ``server.public_url`` when set (it always wins), else
   ``scheme://host`` as the client used them.
 """
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from multidict import CIMultiDictProxy, MultiMapping
+from multidict import MultiMapping
 
 from instaset.errors import ConfigError
 
@@ -194,31 +195,46 @@ def resolve(
     return ClientView(peer, client, scheme, host, True, base_url(public_url, scheme, host))
 
 
+_SETTINGS = web.RequestKey("instaset_proxy_settings", ProxySettings)
+
+
 def forwarded_middleware(settings: ProxySettings) -> Middleware:
     """The aiohttp middleware applying :func:`resolve` with ``settings``. Put it first in
-    the list so every other middleware and handler sees the client's view."""
+    the list so every other middleware and handler sees the client's view.
+
+    Only a request from a trusted proxy is resolved (and cloned) up front; any other request
+    is already the client's view, and its :class:`ClientView` is built on demand by
+    :func:`client_view` (the webhook, most of the traffic, never asks for it)."""
+    trusted = settings.trusted
 
     @web.middleware
     async def forwarded(request: web.Request, handler: Handler) -> web.StreamResponse:
-        headers: CIMultiDictProxy[str] = request.headers
-        view = resolve(request.remote, request.scheme, request.host, headers,
-                       settings.trusted, settings.public_url)
-        if view.forwarded:
-            request = request.clone(scheme=view.scheme, host=view.host,
-                                    remote=view.client_ip or "")
-        request[CLIENT] = view
+        if trusted.networks and trusted.trusts(request.remote):
+            view = resolve(request.remote, request.scheme, request.host, request.headers,
+                           trusted, settings.public_url)
+            if view.forwarded:
+                request = request.clone(scheme=view.scheme, host=view.host,
+                                        remote=view.client_ip or "")
+            request[CLIENT] = view
+        else:
+            request[_SETTINGS] = settings
         return await handler(request)
 
     return forwarded
 
 
 def client_view(request: web.BaseRequest) -> ClientView:
-    """The :class:`ClientView` stored by the middleware; without it, the direct view (no
-    header believed, no public URL)."""
+    """The client's view of ``request``: resolved by the middleware (a trusted proxy's
+    request), else the direct view (no header believed) with the middleware's public URL."""
     view = request.get(CLIENT)
     if isinstance(view, ClientView):
         return view
-    return resolve(request.remote, request.scheme, request.host, {}, TrustedProxies())
+    settings = request.get(_SETTINGS)
+    public_url = settings.public_url if isinstance(settings, ProxySettings) else None
+    view = resolve(request.remote, request.scheme, request.host, {}, TrustedProxies(),
+                   public_url)
+    request[CLIENT] = view
+    return view
 
 
 def external_base_url(request: web.BaseRequest, public_url: str | None = None) -> str:

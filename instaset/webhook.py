@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from instaset.errors import PayloadError
-from instaset.events import parse_webhook
+from instaset.events import event_heads
 from instaset.metrics import Metrics
 from instaset.proxy import ProxySettings, forwarded_middleware
 from instaset.store import jobs as jobstore
@@ -102,7 +102,8 @@ async def receive(request: web.Request) -> web.Response:
         return _reject(ctx, 403, "bad_signature", "signature does not match")
     try:
         payload = json.loads(raw)
-        events = parse_webhook(payload)
+        # Only what is stored: the worker parses each stored event in full later.
+        events = event_heads(payload)
         for e in events:
             # JSON may carry a lone surrogate (\ud800) that no UTF-8 text column can hold.
             e.raw.encode("utf-8")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from instaset.events import (
     ReferralEvent,
     StoryRef,
     UnknownEvent,
+    event_heads,
     normalise_timestamp,
     parse_stored,
     parse_webhook,
@@ -637,6 +639,30 @@ def test_every_webhook_fixture_round_trips_through_raw(name: str) -> None:
         assert parse_stored(event.raw) == [event]
 
 
+def _common(event: Event) -> tuple[object, ...]:
+    return (event.kind, event.account_id, event.dedupe_key, event.occurred_at,
+            event.contact_id, event.standby, event.raw)
+
+
+def assert_heads_match(payload: object) -> None:
+    """event_heads (what ingest stores) == the full parse's common attributes, item by item,
+    and it refuses exactly what parse_webhook refuses."""
+    try:
+        full = parse_webhook(payload)
+    except PayloadError as exc:
+        with pytest.raises(PayloadError, match=re.escape(str(exc))):
+            event_heads(payload)
+        return
+    heads = event_heads(payload)
+    assert all(type(h) is Event for h in heads)
+    assert [_common(h) for h in heads] == [_common(e) for e in full]
+
+
+@pytest.mark.parametrize("name", ALL_FIXTURES)
+def test_event_heads_of_every_fixture_match_the_full_parse(name: str) -> None:
+    assert_heads_match(load(name))
+
+
 def test_parse_stored_of_a_multi_item_row_parses_it_whole() -> None:
     """A row holding more than one item (not written by instaset, e.g. by hand) is parsed
     like a webhook body: each event gets its own raw, not the whole row."""
@@ -1040,6 +1066,12 @@ def test_any_json_gives_events_or_payload_error(payload: object) -> None:
 
 
 @PROPERTY
+@given(JSON | ENVELOPE | st.lists(ENVELOPE | JSON, max_size=3))
+def test_event_heads_match_the_full_parse_on_any_json(payload: object) -> None:
+    assert_heads_match(payload)
+
+
+@PROPERTY
 @given(ENVELOPE | st.lists(ENVELOPE, max_size=3))
 def test_envelopes_never_fail_and_keys_ignore_entry_time(payload: Any) -> None:
     events = parse_webhook(payload)  # entry is always a list here: no PayloadError allowed
@@ -1055,3 +1087,27 @@ def test_standby_items_keep_their_keys(items: list[Any]) -> None:
     assert [e.dedupe_key for e in standby] == [e.dedupe_key for e in normal]
     assert all(e.standby for e in standby) and not any(e.standby for e in normal)
     assert [e.raw for e in standby] != [e.raw for e in normal]
+
+
+BUSINESS_SENT = {
+    "echo": {"message": {"mid": "m1", "text": "hi", "is_echo": True}},
+    "unsend": {"message": {"mid": "m1", "is_deleted": True}},
+    "edit": {"message_edit": {"mid": "m1", "text": "hey", "num_edit": 1}},
+    "reaction": {"reaction": {"mid": "m1", "action": "react", "reaction": "love"}},
+    "read": {"read": {"mid": "m1"}},
+    "postback": {"postback": {"mid": "m2", "payload": "P"}},
+    "referral": {"referral": {"ref": "a", "source": "x", "type": "OPEN_THREAD"}},
+    "optin": {"optin": {"type": "notification_messages", "payload": "P1"}},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BUSINESS_SENT))
+@pytest.mark.parametrize("sender", ["business", "person"])
+def test_event_heads_pick_the_same_contact_either_way(kind: str, sender: str) -> None:
+    """The contact is the other party: the recipient when the business sent the item."""
+    who = (IG, USER) if sender == "business" else (USER, IG)
+    payload = envelope(item(sender=who[0], recipient=who[1], **BUSINESS_SENT[kind]))
+    assert_heads_match(payload)
+    # An echo names its recipient whoever is in "sender" (Meta only echoes the business).
+    expected = IG if (kind, sender) == ("echo", "person") else USER
+    assert event_heads(payload)[0].contact_id == expected

@@ -14,7 +14,6 @@ from multidict import CIMultiDict
 
 from instaset.errors import ConfigError
 from instaset.proxy import (
-    CLIENT,
     ClientView,
     ProxySettings,
     TrustedProxies,
@@ -167,7 +166,7 @@ def test_headers_never_matter_from_an_untrusted_peer(peer: Any, xff: str, proto:
 
 async def echo(request: web.Request) -> web.Response:
     body = await request.read()
-    view = request[CLIENT]
+    view = client_view(request)
     return web.json_response({
         "remote": request.remote, "scheme": request.scheme, "host": request.host,
         "url": str(request.url), "client_ip": view.client_ip, "peer": view.peer,
