@@ -65,6 +65,7 @@ class Worker:
         self.on_finish = on_finish
         self.name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._inflight: set[asyncio.Task[None]] = set()
+        self._freed = asyncio.Event()  # set when an in-flight job finishes
 
     # -- one job ---------------------------------------------------------------------------
     async def _run_job(self, job: Job) -> None:
@@ -125,28 +126,36 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker %s started (concurrency %d)", self.name, self.settings.concurrency)
         while not stop.is_set():
+            # Cleared before the claim, not before the sleep: a commit or a finished job
+            # during the claim then ends the sleep at once instead of being missed until
+            # the next poll.
+            self.wake.clear()
+            self._freed.clear()
             free = self.settings.concurrency - len(self._inflight)
             batch = await self._claim(free) if free > 0 else []
             for job in batch:
                 task = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
                 self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+                task.add_done_callback(self._job_done)
             if batch and len(batch) == free:
                 continue  # more may be due right now
             await self._sleep(stop)
         await self._drain()
         log.info("worker %s stopped", self.name)
 
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._freed.set()
+
     async def _sleep(self, stop: asyncio.Event) -> None:
-        """Wait for a wake-up (new jobs committed), a finished job, the next due time or stop."""
-        self.wake.clear()
-        timeout = self.settings.poll_interval
-        waiters: list[asyncio.Future[object]] = [
-            asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())
-        ]
-        waiters.extend(asyncio.ensure_future(asyncio.shield(t)) for t in list(self._inflight))
+        """Wait for a wake-up (new jobs committed), a finished job, the next due time or
+        stop. Three waiters whatever the concurrency (one per in-flight job cost every
+        finished job O(concurrency) futures)."""
+        waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait()),
+                   asyncio.ensure_future(self._freed.wait())]
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=self.settings.poll_interval,
+                               return_when=asyncio.FIRST_COMPLETED)
         finally:
             for w in waiters:
                 w.cancel()

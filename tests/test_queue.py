@@ -198,3 +198,37 @@ async def test_grace_period_cancels_and_job_runs_again_later(db: Database) -> No
     assert await jobstore.release_all_running(db) == 1
     row = await db.fetchone("SELECT state FROM jobs")
     assert row is not None and row[0] == "ready"
+
+
+async def test_a_finished_job_or_a_wake_up_ends_the_idle_wait(db: Database) -> None:
+    """With a poll interval of an hour, only the worker's own signals can move it on: a job
+    finishing frees its slot for the next due job (concurrency 1), and ``wake`` (set by
+    ingest after a commit) brings a job enqueued while the worker sleeps."""
+    ran: list[str] = []
+    all_ran = asyncio.Event()
+
+    async def record(job: Job) -> None:
+        ran.append(job.key)
+        if len(ran) == 4:
+            all_ran.set()
+
+    await jobstore.enqueue(db, [NewJob("rec", f"j{i}", {}, run_at=0) for i in range(3)], now=0)
+    wake = asyncio.Event()
+    w = Worker(db, {"rec": record}, WorkerSettings(concurrency=1, poll_interval=3600),
+               wake=wake)
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop))
+    try:
+        for _ in range(1000):  # the three queued jobs, one slot: each frees it for the next
+            if len(ran) == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert ran == ["j0", "j1", "j2"]
+        await asyncio.sleep(0.05)  # idle now, in its hour-long wait
+        await jobstore.enqueue(db, [NewJob("rec", "late", {}, run_at=0)], now=0)
+        wake.set()
+        await asyncio.wait_for(all_ran.wait(), 10)
+        assert ran[-1] == "late"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
