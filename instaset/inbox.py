@@ -364,10 +364,8 @@ async def deliver_now(rt: Runtime, keys: list[str], *, wait: float, poll: float)
 
 
 async def _deliver_one(rt: Runtime, key: str, deadline: float, poll: float) -> str:
-    """Deliver the send ``key`` through its own job; the send's final state, or ``queued``
-    when it is not final by ``deadline``."""
-    from instaset.queue import COMPLETED, RetryLater, backoff_delay
-
+    """Deliver the send ``key`` through its own job (run as the daemon's worker runs it);
+    the send's final state, or ``queued`` when it is not final by ``deadline``."""
     job_key = f"send:{key}"
     lease = rt.worker.settings.lease_seconds
     while True:
@@ -382,22 +380,10 @@ async def _deliver_one(rt: Runtime, key: str, deadline: float, poll: float) -> s
             # A daemon holds it, or it waits for its turn: look again shortly.
             await asyncio.sleep(min(poll, max(0.0, deadline - now)))
             continue
-        try:
-            outcome = await rt.deliverer.deliver(job)
-        except RetryLater as exc:
-            await jobstore.reschedule(rt.db, job, run_at=rt.clock() + exc.delay,
-                                      error=exc.reason, dead=False,
-                                      count_attempt=exc.count_attempt)
-            if rt.clock() + exc.delay >= deadline:
+        outcome = await rt.worker.execute(job)
+        if outcome.state == "deferred" and outcome.run_at is not None:
+            if outcome.run_at >= deadline:
                 return "queued"
-            await asyncio.sleep(exc.delay)
-            continue
-        except Exception as exc:
-            dead = job.attempts >= job.max_attempts
-            delay = backoff_delay(job.attempts, base=rt.worker.settings.backoff_base,
-                                  cap=rt.worker.settings.backoff_cap)
-            await jobstore.reschedule(rt.db, job, run_at=rt.clock() + delay,
-                                      error=f"{type(exc).__name__}: {exc}"[:2000], dead=dead)
+            await asyncio.sleep(max(0.0, outcome.run_at - rt.clock()))
+        elif outcome.state != "done":
             return "queued"
-        if outcome is not COMPLETED:  # a send that went out completed its job itself
-            await jobstore.complete(rt.db, job, rt.clock())

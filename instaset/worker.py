@@ -35,6 +35,15 @@ Handler = Callable[[Job], Awaitable[Outcome | None]]
 
 
 @dataclass(frozen=True, slots=True)
+class JobResult:
+    """What came of one run of a job: ``done``, ``deferred`` (RetryLater), ``retry`` (failed,
+    tried again at ``run_at``) or ``dead``."""
+
+    state: str
+    run_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerSettings:
     concurrency: int = 8
     lease_seconds: float = 120.0
@@ -68,31 +77,35 @@ class Worker:
         self._freed = asyncio.Event()  # set when an in-flight job finishes
 
     # -- one job ---------------------------------------------------------------------------
-    async def _run_job(self, job: Job) -> None:
+    async def execute(self, job: Job) -> JobResult:
+        """Run one claimed job's handler and record what came of it: completed, deferred
+        (:class:`RetryLater`), retried with backoff (an exception) or dead-lettered (a
+        :class:`PermanentJobError`, no handler, or the last try). The daemon's loop and the
+        CLI (``inbox reply`` delivering its own send) both go through here."""
         handler = self.handlers.get(job.kind)
-        outcome = "done"
         try:
             if handler is None:
                 raise PermanentJobError(f"no handler for job kind {job.kind!r}")
             result = await asyncio.wait_for(handler(job), timeout=self.settings.job_timeout)
             if result is not COMPLETED:
                 await jobstore.complete(self.db, job, self.clock())
+            return JobResult("done")
         except RetryLater as exc:
-            outcome = "deferred"
+            dead = exc.count_attempt and job.attempts >= job.max_attempts
+            run_at = self.clock() + exc.delay
             await jobstore.reschedule(
-                self.db, job, run_at=self.clock() + exc.delay, error=exc.reason,
-                dead=exc.count_attempt and job.attempts >= job.max_attempts,
+                self.db, job, run_at=run_at, error=exc.reason, dead=dead,
                 count_attempt=exc.count_attempt,
             )
+            return JobResult("dead" if dead else "deferred", None if dead else run_at)
         except PermanentJobError as exc:
-            outcome = "dead"
             log.warning("job %s %s dead: %s", job.id, job.kind, exc)
             await jobstore.reschedule(self.db, job, run_at=self.clock(), error=str(exc), dead=True)
+            return JobResult("dead")
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             dead = job.attempts >= job.max_attempts
-            outcome = "dead" if dead else "retry"
             delay = backoff_delay(
                 job.attempts, base=self.settings.backoff_base, cap=self.settings.backoff_cap
             )
@@ -100,11 +113,14 @@ class Worker:
             log.warning("job %s %s failed (try %d/%d): %s", job.id, job.kind, job.attempts,
                         job.max_attempts, err)
             log.debug("%s", traceback.format_exc())
-            await jobstore.reschedule(
-                self.db, job, run_at=self.clock() + delay, error=err[:2000], dead=dead
-            )
+            run_at = self.clock() + delay
+            await jobstore.reschedule(self.db, job, run_at=run_at, error=err[:2000], dead=dead)
+            return JobResult("dead", None) if dead else JobResult("retry", run_at)
+
+    async def _run_job(self, job: Job) -> None:
+        outcome = await self.execute(job)
         if self.on_finish is not None:
-            self.on_finish(job, outcome, self.clock() - job.run_at)
+            self.on_finish(job, outcome.state, self.clock() - job.run_at)
 
     # -- loops -----------------------------------------------------------------------------
     async def _claim(self, limit: int) -> list[Job]:
