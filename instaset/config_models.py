@@ -11,7 +11,6 @@ Import these from :mod:`instaset.config`, which re-exports every public name her
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -35,54 +34,11 @@ from pydantic.json_schema import SkipJsonSchema
 
 from instaset.engine.model import Hours, Workflow
 from instaset.paths import data_dir
+from instaset.timefmt import DURATION_PATTERN, format_duration, parse_duration
 
 # ---------------------------------------------------------------------------------------------
 # Reusable field types
 # ---------------------------------------------------------------------------------------------
-
-_UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhms])")
-DURATION_PATTERN = r"^\s*(\d+(\.\d+)?\s*[wdhms]\s*)+$|^\s*\d+(\.\d+)?\s*$"
-_DURATION_HINT = "use a number of seconds or a string like '30s', '15m', '12h', '7d', '2w'"
-
-
-def parse_duration(value: object) -> timedelta:
-    """``"30s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"2w"``, compounds like ``"1h30m"``, or a
-    number of seconds (int, float or numeric string) -> :class:`timedelta`. Negative, NaN and
-    boolean values are refused with :class:`ValueError`."""
-    seconds: float
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, bool):  # bool is an int; `pause_for: yes` is a mistake, not 1 s
-        raise ValueError(f"invalid duration {value!r}: {_DURATION_HINT}")
-    elif isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip().lower()
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            seconds = float(text)
-        elif text and re.fullmatch(r"(\s*\d+(\.\d+)?\s*[wdhms])+\s*", text):
-            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
-        else:
-            raise ValueError(f"invalid duration {value!r}: {_DURATION_HINT}")
-    else:
-        raise ValueError(f"invalid duration {value!r}: {_DURATION_HINT}")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"invalid duration {value!r}: must be a finite, non-negative time")
-    return timedelta(seconds=seconds)
-
-
-def format_duration(value: timedelta) -> str:
-    """The shortest exact spelling in one unit: 12 h -> ``"12h"``, 90 min -> ``"90m"``."""
-    micros = value // timedelta(microseconds=1)
-    if micros % 1_000_000:
-        return f"{micros / 1_000_000:g}s"
-    seconds = micros // 1_000_000
-    for unit, size in _UNIT_SECONDS.items():
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return "0s"
-
 
 Duration = Annotated[
     timedelta,

@@ -463,7 +463,9 @@ async def test_disconnect_keeps_data_purge_deletes_exactly_that_account(
     after = await census(service.db)
     assert after == without(before, ACCT)  # every table: nothing of ACCT, OTHER untouched
     assert purged.deleted == {"accounts": 1, "contacts": 2, "conversations": 2, "events": 2,
-                              "jobs": 6, "messages": 2, "notifications": 2, "sends": 2}
+                              "jobs": 6, "messages": 2, "notifications": 2, "sends": 2,
+                              "stats_conversations": 1, "stats_messages": 1,
+                              "stats_pending": 2, "stats_sends": 1}
     assert MemorySecrets().get(token_key(OTHER)) == f"IGAAtoken{OTHER}"
 
 

@@ -19,7 +19,7 @@ from instaset import links
 from instaset.cli import app
 from instaset.outbox import Outgoing
 from instaset.rules import SendKind
-from instaset.stats import compute
+from instaset.stats import compute, compute_scan
 from tests.sending_harness import ACCT, Clock, Harness, open_harness
 
 M1, M2 = "18000000000000001", "18000000000000002"
@@ -112,8 +112,10 @@ async def test_funnel_from_a_real_scene(tmp_path: Path) -> None:
         await play(h)
         now = h.clock()
         check(await compute(h.rt.db, now - 86400, now))
-        # Nothing happened since a moment after the scene.
-        empty = await compute(h.rt.db, now + 1, now + 2)
+        check(await compute_scan(h.rt.db, now - 86400, now))
+        # Nothing happened since the next hour (a period starts at the top of an hour).
+        later = (now // 3600 + 1) * 3600
+        empty = await compute(h.rt.db, later, later + 1)
         assert empty["workflows"] == [] and empty["media"] == []
         assert set(empty["totals"].values()) == {0} and empty["messages_per_day"] == []
 

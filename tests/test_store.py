@@ -98,6 +98,24 @@ EXPECTED_SCHEMA: dict[str, list[str]] = {
         "key", "booking_id", "account_id", "contact_id", "start_at", "offset_seconds",
         "outcome", "reason", "created_at",
     ],
+    # 0010: stats rollups
+    "stats_sends": [
+        "account_id", "hour", "workflow", "sent_by", "media", "triggers", "sent", "read",
+        "refused", "pending",
+    ],
+    "stats_refusals": ["account_id", "hour", "reason", "n"],
+    "stats_reads": ["account_id", "contact_id", "upto"],
+    "stats_messages": ["account_id", "hour", "n_in", "n_out"],
+    "stats_pending": ["account_id", "contact_id", "since_at"],
+    "stats_waits_hour": ["account_id", "hour", "bucket", "n"],
+    "stats_waits_day": ["account_id", "day", "bucket", "n"],
+    "stats_conversations": ["account_id", "hour", "contacts", "leads", "qualified", "booked"],
+    "stats_fired": [
+        "account_id", "hour", "workflow", "contacts", "leads", "qualified", "booked",
+    ],
+    "stats_commenters": ["account_id", "contact_id", "media", "last_at"],
+    "stats_media": ["account_id", "hour", "media", "comments", "leads", "qualified", "booked"],
+    "stats_clicks": ["account_id", "hour", "workflow", "media", "clicks"],
 }  # fmt: skip
 
 

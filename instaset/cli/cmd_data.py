@@ -27,7 +27,7 @@ DAY = 86400.0
 
 
 def _seconds(value: str, option: str) -> float:
-    from instaset.config import parse_duration
+    from instaset.timefmt import parse_duration
 
     try:
         return parse_duration(value).total_seconds()
@@ -39,7 +39,9 @@ def _seconds(value: str, option: str) -> float:
 @app.command()
 @handle_errors
 def stats(
-    since: str = typer.Option("30d", "--since", help="Period: 7d, 30d, 12h ..."),
+    since: str = typer.Option(
+        "30d", "--since",
+        help="Period: 7d, 30d, 12h ... (from the start of that hour, UTC, to now)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
     as_csv: bool = typer.Option(False, "--csv", help="The funnel as CSV on stdout."),
 ) -> None:

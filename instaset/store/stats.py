@@ -1,11 +1,16 @@
 """SQL of tracked links and of the stats funnel.
 
-The funnel is computed from what is stored anyway: ``sends`` (workflow, state, reason),
-``messages`` (history), ``events`` (read receipts, comments with their media id),
-``conversations.state`` (stage, tags, and ``fired``: workflow -> last time it fired) and the
-``links``/``clicks`` tables. A decision's sends share the key prefix ``send:{event}:``; a send
-caused by a comment has ``comment:{id}`` in its key, which names the comment event and so its
-media.
+The funnel is read from rollup tables (migration 0010: ``stats_*``) that triggers keep up to
+date on every write, keyed by hour (``CAST(t / 3600 AS INTEGER)``): each query takes the
+period's first hour ``hour`` and sums whole hours, so its cost does not grow with the
+traffic of the period. The definitions are in :mod:`instaset.stats`.
+
+The ``*_scan`` functions compute the same figures from the rows themselves (``sends``,
+``messages``, ``events`` (read receipts, comments with their media id), ``conversations.state``
+(stage, tags, and ``fired``: workflow -> last time it fired), ``links``/``clicks``): they are
+the reference the rollups are tested against (and what to fall back on to audit a figure).
+A decision's sends share the key prefix ``send:{event}:``; a send caused by a comment has
+``comment:{id}`` in its key, which names the comment event and so its media.
 """
 
 from __future__ import annotations
@@ -41,7 +46,95 @@ async def record_click(
     )
 
 
-# -- the funnel -------------------------------------------------------------------------------
+# -- the funnel: rollups ----------------------------------------------------------------------
+# Text keys of the rollups use '' for "none" (see the migration); NULL again here.
+async def send_groups(db: Database, hour: int) -> list[sqlite3.Row]:
+    """Per (workflow, sent_by, media): triggers, sent, read, refused, pending."""
+    return await db.fetchall(
+        "SELECT nullif(workflow, '') AS workflow, sent_by, nullif(media, '') AS media,"
+        " sum(triggers) AS triggers, sum(sent) AS sent, sum(read) AS read,"
+        " sum(refused) AS refused, sum(pending) AS pending"
+        " FROM stats_sends WHERE hour >= ? GROUP BY workflow, sent_by, media",
+        (hour,),
+    )
+
+
+async def clicks_by(db: Database, hour: int) -> list[sqlite3.Row]:
+    """Per (workflow, media): clicks."""
+    return await db.fetchall(
+        "SELECT nullif(workflow, '') AS workflow, nullif(media, '') AS media,"
+        " sum(clicks) AS clicks FROM stats_clicks WHERE hour >= ?"
+        " GROUP BY workflow, media HAVING sum(clicks) > 0",
+        (hour,),
+    )
+
+
+async def leads_by_workflow(db: Database, hour: int) -> list[sqlite3.Row]:
+    """Per workflow: contacts it last fired for in the period, and their leads, qualified,
+    booked (by their current stage)."""
+    return await db.fetchall(
+        "SELECT workflow, sum(contacts) AS contacts, sum(leads) AS leads,"
+        " sum(qualified) AS qualified, sum(booked) AS booked"
+        " FROM stats_fired WHERE hour >= ? GROUP BY workflow HAVING sum(contacts) > 0",
+        (hour,),
+    )
+
+
+async def leads_by_media(db: Database, hour: int) -> list[sqlite3.Row]:
+    """Per media: comments in the period, and their authors' leads/qualified/booked."""
+    return await db.fetchall(
+        "SELECT media, sum(comments) AS comments, sum(leads) AS leads,"
+        " sum(qualified) AS qualified, sum(booked) AS booked"
+        " FROM stats_media WHERE hour >= ? GROUP BY media HAVING sum(comments) > 0",
+        (hour,),
+    )
+
+
+async def stage_totals(db: Database, hour: int) -> sqlite3.Row | None:
+    """Conversations updated in the period: count, leads, qualified, booked."""
+    return await db.fetchone(
+        "SELECT coalesce(sum(contacts), 0) AS contacts, coalesce(sum(leads), 0) AS leads,"
+        " coalesce(sum(qualified), 0) AS qualified, coalesce(sum(booked), 0) AS booked"
+        " FROM stats_conversations WHERE hour >= ?",
+        (hour,),
+    )
+
+
+async def wait_histogram(db: Database, hour: int) -> list[tuple[int, int]]:
+    """(bucket, answered waits) of the waits that started in the period, by bucket: whole
+    days from the day rollup, the hours before the first whole day from the hour rollup."""
+    day = -(-hour // 24)
+    rows = await db.fetchall(
+        "SELECT bucket, sum(n) FROM (SELECT bucket, n FROM stats_waits_day WHERE day >= ?1"
+        " UNION ALL SELECT bucket, n FROM stats_waits_hour WHERE hour >= ?2 AND hour < ?1 * 24)"
+        " GROUP BY bucket HAVING sum(n) > 0 ORDER BY bucket",
+        (day, hour),
+    )
+    return [(int(r[0]), int(r[1])) for r in rows]
+
+
+async def messages_per_day(db: Database, hour: int) -> list[sqlite3.Row]:
+    """(day number since the epoch (UTC), messages in, messages out)."""
+    return await db.fetchall(
+        "SELECT hour / 24 AS day, sum(n_in) AS n_in, sum(n_out) AS n_out"
+        " FROM stats_messages WHERE hour >= ? GROUP BY day HAVING sum(n_in) + sum(n_out) > 0"
+        " ORDER BY day",
+        (hour,),
+    )
+
+
+async def refusals(db: Database, hour: int) -> dict[str, int]:
+    rows = await db.fetchall(
+        "SELECT reason, sum(n) FROM stats_refusals WHERE hour >= ? GROUP BY reason"
+        " HAVING sum(n) > 0 ORDER BY 2 DESC, 1",
+        (hour,),
+    )
+    return {r[0]: int(r[1]) for r in rows}
+
+
+# -- the funnel: the reference scans ----------------------------------------------------------
+# The same figures from the rows, for ``since`` = the period's first second. Slow on a large
+# database (they read every row of the period, and the waits read the whole history).
 # The mid a read receipt names, for the three shapes a stored event can have.
 _READ_MID = (
     "coalesce(json_extract(e.raw, '$.entry[0].messaging[0].read.mid'),"
@@ -49,8 +142,8 @@ _READ_MID = (
     " json_extract(e.raw, '$.entry[0].changes[0].value.read.mid'))"
 )
 _MEDIA = (
-    "coalesce(json_extract(e.raw, '$.entry[0].changes[0].value.media.id'),"
-    " json_extract(e.raw, '$.entry[0].changes[0].value.media_id'))"
+    "CAST(coalesce(json_extract(e.raw, '$.entry[0].changes[0].value.media.id'),"
+    " json_extract(e.raw, '$.entry[0].changes[0].value.media_id')) AS TEXT)"
 )
 # 'comment:{id}' of a send key that contains it (resumed flows keep it in their keys).
 _COMMENT_OF_KEY = (
@@ -64,26 +157,28 @@ MESSAGE_KINDS = "('text', 'media', 'template', 'private_reply', 'public_reply')"
 _STATS_KINDS = "e.kind IN ('comment', 'live_comment', 'read')"
 
 _SENDS_SQL = f"""
-WITH r AS (
-    SELECT e.account_id, e.contact_id, {_READ_MID} AS mid FROM events e
-    WHERE e.account_id IN (SELECT id FROM accounts) AND e.received_at >= ?1
-      AND {_STATS_KINDS} AND e.kind = 'read'
-), w AS (
+WITH w AS (
     SELECT m.account_id, m.contact_id, max(m.created_at) AS upto
-    FROM r JOIN messages m ON m.mid = r.mid GROUP BY m.account_id, m.contact_id
+    FROM events e JOIN messages m ON m.mid = {_READ_MID}
+    WHERE {_STATS_KINDS} AND e.kind = 'read' AND e.processed_at IS NOT NULL
+      AND json_valid(e.raw)
+    GROUP BY m.account_id, m.contact_id
+), f AS (
+    SELECT min(rowid) AS id FROM sends WHERE workflow IS NOT NULL
+      AND key NOT LIKE 'send:resume:%' AND instr(key, '#') = 0
+    GROUP BY rtrim(key, '0123456789')
 ), s AS (
-    SELECT s.key, s.account_id, s.contact_id, s.workflow, s.sent_by, s.state, s.kind,
+    SELECT s.rowid AS id, s.account_id, s.contact_id, s.workflow, s.sent_by, s.state, s.kind,
            s.message_id, {_COMMENT_OF_KEY.format(k="s.key")} AS ev
     FROM sends s WHERE s.created_at >= ?1
 )
 SELECT s.workflow, s.sent_by,
-    (SELECT {_MEDIA} FROM events e WHERE e.dedupe_key = s.ev) AS media,
-    count(DISTINCT CASE WHEN s.workflow IS NOT NULL AND s.key NOT LIKE 'send:resume:%'
-        AND instr(s.key, '#') = 0 THEN rtrim(s.key, '0123456789') END) AS triggers,
+    (SELECT {_MEDIA} FROM events e WHERE e.dedupe_key = s.ev AND json_valid(e.raw)) AS media,
+    coalesce(sum(s.id IN (SELECT id FROM f)), 0) AS triggers,
     coalesce(sum(s.state = 'sent' AND s.kind IN {MESSAGE_KINDS}), 0) AS sent,
-    coalesce(sum(s.state = 'sent' AND w.upto IS NOT NULL
-        AND (SELECT m.created_at FROM messages m WHERE m.mid = s.message_id) <= w.upto), 0)
-        AS read,
+    coalesce(sum(s.state = 'sent' AND EXISTS (SELECT 1 FROM messages m
+        WHERE m.mid = s.message_id AND m.account_id = s.account_id
+          AND m.contact_id = s.contact_id AND m.created_at <= w.upto)), 0) AS read,
     coalesce(sum(s.state IN ('refused', 'failed')), 0) AS refused,
     coalesce(sum(s.state IN ('pending', 'in_flight')), 0) AS pending
 FROM s LEFT JOIN w ON w.account_id = s.account_id AND w.contact_id = s.contact_id
@@ -91,17 +186,15 @@ GROUP BY 1, 2, 3
 """
 
 
-async def send_groups(db: Database, since: float) -> list[sqlite3.Row]:
-    """Per (workflow, sent_by, media): triggers, sent, read, refused, pending."""
+async def send_groups_scan(db: Database, since: float) -> list[sqlite3.Row]:
     return await db.fetchall(_SENDS_SQL, (since,))
 
 
-async def clicks_by(db: Database, since: float) -> list[sqlite3.Row]:
-    """Per (workflow, media): clicks and distinct clickers."""
+async def clicks_by_scan(db: Database, since: float) -> list[sqlite3.Row]:
     return await db.fetchall(
-        f"SELECT l.workflow, (SELECT {_MEDIA} FROM events e WHERE e.dedupe_key ="
-        f" {_COMMENT_OF_KEY.format(k='l.send_key')}) AS media,"
-        " count(*) AS clicks, count(DISTINCT c.account_id || ':' || c.contact_id) AS clickers"
+        f"SELECT l.workflow, (SELECT {_MEDIA} FROM events e WHERE json_valid(e.raw) AND"
+        f" e.dedupe_key = {_COMMENT_OF_KEY.format(k='l.send_key')}) AS media,"
+        " count(*) AS clicks"
         " FROM clicks c JOIN links l ON l.code = c.code WHERE c.at >= ? GROUP BY 1, 2",
         (since,),
     )
@@ -113,25 +206,23 @@ _QUALIFIED = "stage IN ('qualified', 'booked', 'customer')"
 _BOOKED = "stage IN ('booked', 'customer')"
 
 
-async def leads_by_workflow(db: Database, since: float) -> list[sqlite3.Row]:
-    """Per workflow that fired for a contact since ``since``: contacts, leads, qualified,
-    booked (by the contact's current stage)."""
+async def leads_by_workflow_scan(db: Database, since: float) -> list[sqlite3.Row]:
     return await db.fetchall(
         "SELECT f.key AS workflow, count(*) AS contacts,"
         f" coalesce(sum({_LEAD}), 0) AS leads, coalesce(sum({_QUALIFIED}), 0) AS qualified,"
         f" coalesce(sum({_BOOKED}), 0) AS booked"
         " FROM (SELECT state, coalesce(json_extract(state, '$.stage'), 'new') AS stage"
         "       FROM conversations WHERE updated_at >= ?1) c,"
-        " json_each(c.state, '$.fired') f WHERE f.value >= ?1 GROUP BY f.key",
+        " json_each(c.state, '$.fired') f WHERE f.type IN ('integer', 'real')"
+        " AND f.value >= ?1 GROUP BY f.key",
         (since,),
     )
 
 
-async def leads_by_media(db: Database, since: float) -> list[sqlite3.Row]:
-    """Per media: comments since ``since``, and the commenters' leads/qualified/booked."""
+async def leads_by_media_scan(db: Database, since: float) -> list[sqlite3.Row]:
     return await db.fetchall(
         "WITH k AS (SELECT e.account_id, e.contact_id, " + _MEDIA + " AS media FROM events e"
-        "   WHERE e.account_id IN (SELECT id FROM accounts) AND e.received_at >= ?"
+        "   WHERE e.received_at >= ? AND e.processed_at IS NOT NULL AND json_valid(e.raw)"
         f"   AND {_STATS_KINDS} AND e.kind != 'read'),"
         " c AS (SELECT media, count(*) AS comments FROM k GROUP BY media),"
         " p AS (SELECT DISTINCT media, account_id, contact_id FROM k)"
@@ -142,13 +233,12 @@ async def leads_by_media(db: Database, since: float) -> list[sqlite3.Row]:
         " LEFT JOIN (SELECT account_id, contact_id, state,"
         "   coalesce(json_extract(state, '$.stage'), 'new') AS stage FROM conversations) v"
         "   ON v.account_id = p.account_id AND v.contact_id = p.contact_id"
-        " GROUP BY c.media, c.comments",
+        " WHERE c.media IS NOT NULL GROUP BY c.media, c.comments",
         (since,),
     )
 
 
-async def stage_totals(db: Database, since: float) -> sqlite3.Row | None:
-    """Conversations active since ``since``: count, leads, qualified, booked."""
+async def stage_totals_scan(db: Database, since: float) -> sqlite3.Row | None:
     return await db.fetchone(
         "SELECT count(*) AS contacts,"
         f" coalesce(sum({_LEAD}), 0) AS leads, coalesce(sum({_QUALIFIED}), 0) AS qualified,"
@@ -159,28 +249,27 @@ async def stage_totals(db: Database, since: float) -> sqlite3.Row | None:
     )
 
 
-async def first_responses(db: Database, since: float) -> list[float]:
-    """For each conversation whose first message since ``since`` came from the person: the
-    seconds until the first answer (automation or human). Unanswered ones are left out."""
-    # Both passes read only the covering index messages_time. CROSS JOIN keeps the answers
-    # as the outer loop (each looks its conversation up in an automatic index on f); the
-    # other order would rescan the window once per conversation. INDEXED BY: left alone,
-    # the planner may walk messages_thread (every message ever) instead of the window.
+async def waits_scan(db: Database, since: float) -> list[int]:
+    """Answered waits that started at or after ``since``, in tenths of a second: per
+    conversation in time order, g counts our messages up to each message; the person's
+    messages with the same g are one wait (from the first), answered by our message g + 1."""
     rows = await db.fetchall(
-        "WITH f AS MATERIALIZED (SELECT account_id, contact_id, min(created_at) AS t_in"
-        "   FROM messages INDEXED BY messages_time WHERE created_at >= ?1 AND direction = 'in'"
-        "   GROUP BY account_id, contact_id)"
-        " SELECT min(o.created_at) - f.t_in FROM messages AS o INDEXED BY messages_time"
-        " CROSS JOIN f ON f.account_id = o.account_id AND f.contact_id = o.contact_id"
-        " WHERE o.created_at >= ?1 AND o.direction = 'out' AND o.created_at >= f.t_in"
-        " GROUP BY o.account_id, o.contact_id",
+        "WITH o AS (SELECT account_id, contact_id, direction, created_at,"
+        "   sum(direction = 'out') OVER (PARTITION BY account_id, contact_id"
+        "     ORDER BY created_at, id ROWS UNBOUNDED PRECEDING) AS g FROM messages),"
+        " r AS (SELECT account_id, contact_id, g,"
+        "   min(created_at) FILTER (WHERE direction = 'in') AS t_in,"
+        "   min(created_at) FILTER (WHERE direction = 'out') AS t_out"
+        "   FROM o GROUP BY account_id, contact_id, g)"
+        " SELECT CAST(round((a.t_out - i.t_in) * 10) AS INTEGER) FROM r i JOIN r a"
+        "   ON a.account_id = i.account_id AND a.contact_id = i.contact_id AND a.g = i.g + 1"
+        " WHERE i.t_in >= ?",
         (since,),
     )
-    return [float(r[0]) for r in rows if r[0] is not None]
+    return [int(r[0]) for r in rows]
 
 
-async def messages_per_day(db: Database, since: float) -> list[sqlite3.Row]:
-    """(day number since the epoch (UTC), messages in, messages out)."""
+async def messages_per_day_scan(db: Database, since: float) -> list[sqlite3.Row]:
     return await db.fetchall(
         "SELECT CAST(created_at / 86400 AS INTEGER) AS day,"
         " sum(direction = 'in') AS n_in, sum(direction = 'out') AS n_out"
@@ -189,10 +278,10 @@ async def messages_per_day(db: Database, since: float) -> list[sqlite3.Row]:
     )
 
 
-async def refusals(db: Database, since: float) -> dict[str, int]:
+async def refusals_scan(db: Database, since: float) -> dict[str, int]:
     rows = await db.fetchall(
         "SELECT coalesce(reason, 'unknown'), count(*) FROM sends"
-        " WHERE state IN ('refused', 'failed') AND created_at >= ? GROUP BY 1 ORDER BY 2 DESC",
+        " WHERE state IN ('refused', 'failed') AND created_at >= ? GROUP BY 1 ORDER BY 2 DESC, 1",
         (since,),
     )
     return {r[0]: int(r[1]) for r in rows}
