@@ -152,7 +152,7 @@ async def test_contact_erasure_reaches_every_table_and_spares_others(db: Databas
     report = await retention.purge_contacts(db, [(A1, "c1")])
     assert report.counts == dry.counts == {
         "messages": 3, "events": 3, "sends": 3, "notifications": 3, "links": 1, "clicks": 1,
-        "conversations": 1, "contacts": 1, "ai_drafts": 1, "jobs": 1}
+        "conversations": 1, "contacts": 1, "ai_drafts": 1, "jobs": 1, "stats_pending": 1}
     for table in ("messages", "events", "sends", "notifications", "links", "clicks",
                   "conversations", "ai_drafts"):
         assert await count(db, f"SELECT count(*) FROM {table} WHERE contact_id = 'c1'") == 0
