@@ -6,7 +6,8 @@ Contract:
   older than the horizon are deleted; tracked links older than it lose their contact (the
   redirect keeps working in old DMs); messages the person unsent lose their text and media
   URLs whatever their age (Meta's rule: honour an unsend). Where the AI feature's tables
-  exist, its call records and its finished drafts follow the same horizon. Unprocessed
+  exist, its call records and its finished drafts follow the same horizon, and so do the
+  stats rollups of the hours before it (except ``stats_reads``, see :func:`time_rules`). Unprocessed
   events and queued or running jobs are never touched, so nothing acknowledged to Meta is
   lost.
 - Raw events younger than :data:`DEDUPE_GUARD` are not deleted even when the horizon is
@@ -18,13 +19,19 @@ Contract:
   same for every contact, then sweep what is left; the connection itself (the ``accounts``
   row, the tokens) stays: ``instaset disconnect --purge`` removes that.
 - Everything is idempotent (a second run finds nothing) and safe while the daemon runs:
-  bounded batches of short ``BEGIN IMMEDIATE`` transactions (see
-  :mod:`instaset.store.retention`), each sized to hold the write lock about
-  :data:`BATCH_SECONDS`, followed by a short pause so that writers waiting in SQLite's busy
-  handler get their turn; the daemon's ingest waits a fraction of a second at worst. Batches
-  are rowid ranges (each table is walked once), nothing is counted first except in a dry
-  run (progress totals are then unknown: ``None``), and the purging connection uses a large
-  page cache and ``synchronous=NORMAL`` while it purges (``store.bulk_mode``).
+  the bulk deletes run on a connection of their own (:class:`instaset.store.retention.
+  Purger`), in rowid ranges (each table walked once from its first row to its last one at
+  the start; rowids follow time, so the old rows are one dense run; the kept part is
+  skipped with lock-free reads; nothing is counted first except in a dry run, so progress
+  totals are ``None``). Each range is one ``BEGIN IMMEDIATE`` transaction sized to hold the
+  write lock about :data:`BATCH_SECONDS`; after it the purge checkpoints what it wrote and
+  pauses (the checkpoint counts as pause), so that the daemon's writers waiting in SQLite's
+  busy handler get their turn: its ingest waits a fraction of a second at worst.
+- Where the time goes (1M old messages, 2.8M rows): each batch rewrites most leaf pages of
+  the indexes whose order is not time (``messages.mid``, ``messages_thread``,
+  ``events.dedupe_key``, ``events_contact``, ``jobs.key``, the ``sends`` key, contact and
+  message indexes), so the cost per row falls as batches grow, and the latency the daemon
+  sees rises with them: :data:`BATCH_SECONDS` is that trade-off.
 - Space: :func:`reclaim_space` returns free pages with ``PRAGMA incremental_vacuum`` when the
   file is in ``auto_vacuum=INCREMENTAL`` mode (safe under a running daemon: short write
   transactions). A file in the default mode (NONE) can only shrink by a full ``VACUUM``,
@@ -58,10 +65,12 @@ log = logging.getLogger("instaset.retention")
 
 DAY = 86400.0
 DEDUPE_GUARD = 48 * 3600.0  # Meta retries a webhook for up to 36 h
-BATCH = 5000  # rows in the first transaction of a rule; later ones adapt
-MIN_BATCH, MAX_BATCH = 2000, 200_000
-BATCH_SECONDS = 0.25  # how long one purge transaction may hold the write lock
-PAUSE_SHARE, PAUSE_MAX = 0.4, 0.1  # pause after each batch: share of its time, at most
+BATCH = 5000  # rowids in the first transaction of a rule; later ones adapt
+MIN_BATCH, MAX_BATCH = 1000, 1_000_000
+GROWTH = 2.0  # a batch is at most this many times the previous one
+SKIP_ROWIDS, MAX_SKIP = 50_000, 4_000_000  # rowids per read while skipping kept rows
+BATCH_SECONDS = 0.3  # how long one purge transaction may hold the write lock
+PAUSE_SHARE, PAUSE_MAX = 0.4, 0.12  # lock-free time after a batch: share of it, at most
 PURGE_CACHE_KIB = 128 * 1024  # page cache of the purging connection while it purges
 CONTACTS_PER_TX = 50
 VACUUM_PAGES = 4096
@@ -123,59 +132,90 @@ def time_rules(horizon: float, now: float) -> list[tuple[Rule, tuple[object, ...
         (Rule("ai_calls", "created_at < ?"), (horizon,)),
         (Rule("ai_drafts", "state != 'pending' AND updated_at < ?"), (horizon,)),
     ]
+    # The stats rollups (0010) of hours before the horizon go with the history they count.
+    # stats_reads (one row per conversation: what its receipts reached) is never aged out:
+    # starting it again would count old reads as new.
+    hour = "hour < CAST(? / 3600 AS INTEGER)"
+    rules += [(Rule(t, hour), (horizon,)) for t in (
+        "stats_sends", "stats_refusals", "stats_messages", "stats_conversations", "stats_fired",
+        "stats_media", "stats_clicks", "stats_waits_hour")]
+    rules += [
+        (Rule("stats_waits_day", "day < CAST(? / 86400 AS INTEGER)"), (horizon,)),
+        (Rule("stats_commenters", "last_at < ?"), (horizon,)),
+        (Rule("stats_pending", "since_at < ?"), (horizon,)),
+    ]
     return rules
 
 
 async def _run_rule(
-    db: Database, rule: Rule, params: tuple[object, ...], *, batch: int, dry_run: bool,
+    purger: store.Purger, rule: Rule, params: tuple[object, ...], *, batch: int,
     progress: Progress, deadline: float | None, clock: Callable[[], float],
 ) -> tuple[int, bool]:
-    """(rows affected, finished). Without a dry run nothing is counted first: the count of
-    a table without a fitting index is a full scan, as long as the purge itself."""
-    if dry_run:
-        return await store.count(db, rule.table, rule.where, params), True
+    """Apply one rule: (rows affected, finished). The table is walked once in rowid ranges
+    from its first row to its last one at the start (rows the daemon adds meanwhile are
+    new); nothing is counted first."""
     done = 0
-    size = batch
-    after = -(2**63)
     progress(rule.name, 0, None)
-    while True:
-        started = time.perf_counter()
-        if rule.indexed:
-            if rule.update is None:
-                n = await store.delete_batch(db, rule.table, rule.where, params, size)
-            else:
-                n = await store.update_batch(db, rule.table, rule.update, rule.where, params,
-                                             size)
-            held = time.perf_counter() - started
-            more = n >= size
-        else:
-            upto = await store.next_range(db, rule.table, rule.where, params, after, size)
-            if upto is None:
+    if rule.indexed or not purger.has_rowid(rule.table):
+        size = batch
+        while True:
+            n, held = await purger.write_indexed(rule, params, size)
+            done += n
+            progress(rule.name, done, None)
+            if n < size:
                 return done, True
-            if rule.update is None:
-                n, held = await store.delete_range(db, rule.table, rule.where, params, after,
-                                                   upto)
-            else:
-                n, held = await store.update_range(db, rule.table, rule.update, rule.where,
-                                                   params, after, upto)
-            after = upto
-            more = True  # the next range says whether anything is left
+            if deadline is not None and clock() >= deadline:
+                return done, False
+            await asyncio.sleep(min(PAUSE_MAX, max(held, 1e-3) * PAUSE_SHARE))
+            size = _resize(size, held, MIN_BATCH, MAX_BATCH)
+    bounds = await purger.span(rule.table)
+    if bounds is None:
+        return 0, True
+    after, last = bounds[0] - 1, bounds[1]
+    span, skip = batch, SKIP_ROWIDS
+    sparse = False
+    while after < last:
+        if sparse:
+            # In the kept part (recent rows, pending work): find the next matching row with
+            # a read, which takes no lock, instead of holding the write lock to find nothing.
+            started = time.perf_counter()
+            upto = min(last, after + skip)
+            first = await purger.first_match(rule, params, after, upto)
+            skip = _resize(skip, time.perf_counter() - started, MIN_BATCH, MAX_SKIP)
+            if first is None:
+                after = upto
+                if deadline is not None and clock() >= deadline:
+                    return done, False
+                continue
+            after = first - 1
+        upto = min(last, after + span)
+        n, held = await purger.write_range(rule, params, after, upto)
+        after = upto
         done += n
         progress(rule.name, done, None)
-        if not more:
-            return done, True
+        sparse = n == 0
+        if after >= last:
+            break
         if deadline is not None and clock() >= deadline:
             return done, False
         held = max(held, 1e-3)
-        # Let the daemon's writers in: they wait in SQLite's busy handler, which sleeps up
-        # to 100 ms between tries, so a purge that started its next transaction at once
-        # could keep them out for many batches in a row (and, past busy_timeout, make them
-        # fail with "database is locked").
-        await asyncio.sleep(min(PAUSE_MAX, held * PAUSE_SHARE))
-        # Size the next transaction to hold the write lock about BATCH_SECONDS (measured
-        # from BEGIN to COMMIT, not counting the wait for the lock): small batches pay
-        # per-transaction overhead, big ones make the daemon's writers wait.
-        size = int(min(MAX_BATCH, max(MIN_BATCH, size * BATCH_SECONDS / held)))
+        # Copy what this batch wrote into the database file now, while the lock is free,
+        # and let the daemon's writers in: they wait in SQLite's busy handler, which sleeps
+        # up to 100 ms between tries, so a purge that started its next transaction at once
+        # could keep them out for many batches in a row. The checkpoint counts as pause.
+        ckpt = await purger.checkpoint() if n else 0.0
+        pause = min(PAUSE_MAX, held * PAUSE_SHARE) - ckpt
+        if pause > 0:
+            await asyncio.sleep(pause)
+        span = _resize(span, held, MIN_BATCH, MAX_BATCH)
+    return done, True
+
+
+def _resize(size: int, seconds: float, low: int, high: int) -> int:
+    """The next batch size: the one that takes about :data:`BATCH_SECONDS`, growing at most
+    :data:`GROWTH` times per batch (a cheap stretch of the table may precede a dense one)."""
+    scaled = size * BATCH_SECONDS / max(seconds, 1e-3)
+    return int(min(high, max(low, min(scaled, size * GROWTH))))
 
 
 async def purge_older_than(
@@ -186,17 +226,23 @@ async def purge_older_than(
     """Apply the time policy with ``horizon`` (unix seconds). See the module docstring."""
     report = PurgeReport(dry_run=dry_run)
     tables = await store.columns(db)
-    async with store.bulk_mode(db, PURGE_CACHE_KIB):
-        for rule, params in time_rules(horizon, now):
-            if rule.table not in tables:
-                continue
-            n, finished = await _run_rule(db, rule, params, batch=batch, dry_run=dry_run,
-                                          progress=progress, deadline=deadline, clock=clock)
+    rules = [(r, p) for r, p in time_rules(horizon, now) if r.table in tables]
+    if dry_run:
+        for rule, params in rules:
+            n = await store.count(db, rule.table, rule.where, params)
+            if n:
+                report.add({rule.name: n})
+        return report
+    async with store.Purger(db, cache_kib=PURGE_CACHE_KIB) as purger:
+        for rule, params in rules:
+            n, finished = await _run_rule(purger, rule, params, batch=batch, progress=progress,
+                                          deadline=deadline, clock=clock)
             if n:
                 report.add({rule.name: n})
             if not finished:
                 report.finished = False
                 break
+        await purger.checkpoint()
     return report
 
 
@@ -250,11 +296,12 @@ async def _erase_scope(
         cursor = page[-1]
         done += len(page)
         progress("contacts", done, total)
-    for t in [*tables, "jobs"]:
-        where = jobs_where if t == "jobs" else scope
-        n, _ = await _run_rule(db, Rule(t, where), params, batch=batch, dry_run=False,
-                               progress=progress, deadline=None, clock=time.time)
-        report.add({t: n})
+    async with store.Purger(db, cache_kib=PURGE_CACHE_KIB) as purger:
+        for t in [*tables, "jobs"]:
+            where = jobs_where if t == "jobs" else scope
+            n, _ = await _run_rule(purger, Rule(t, where), params, batch=batch,
+                                   progress=progress, deadline=None, clock=time.time)
+            report.add({t: n})
     report.counts = {k: v for k, v in report.counts.items() if v}
     return report
 

@@ -1,9 +1,10 @@
 """SQL of retention and erasure: bounded batches, one transaction per group of contacts.
 
 Contract:
-- Every write here is a short ``BEGIN IMMEDIATE`` transaction (``Database.tx``) touching at
-  most ``limit`` rows, so a running daemon's ingest writer (busy_timeout 10 s) waits
-  milliseconds, never fails with "database is locked".
+- Every write here is a short ``BEGIN IMMEDIATE`` transaction: a rowid range of one table
+  (:class:`Purger`, sized by the caller to hold the write lock a fraction of a second) or a
+  group of contacts (``Database.tx``), so a running daemon's ingest writer (busy_timeout
+  10 s) waits a fraction of a second at worst, never fails with "database is locked".
 - :func:`delete_contacts` removes everything about the given contacts in ONE transaction:
   a contact is never half deleted. "Everything" is every table that has both an
   ``account_id`` and a ``contact_id`` column (found by introspection, so tables that other
@@ -16,18 +17,24 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiosqlite
 
-from instaset.store.db import Database
+from instaset.errors import StoreError
+from instaset.store.db import Database, connect_sync
+
+T = TypeVar("T")
 
 LOCKED_PATIENCE = 120.0  # seconds a purge batch keeps trying while the daemon holds the lock
+BEGIN_POLL, BEGIN_WAIT = 0.002, 0.5  # the purge's own busy loop (see Purger._begin)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Unsent messages that still hold content. The partial index messages_unsent (0007) has
@@ -44,7 +51,7 @@ class Rule:
     """Rows of ``table`` matching ``where`` (one ``?`` parameter: the horizon) are deleted,
     or, with ``update``, rewritten by that SET clause instead. ``indexed``: an index holds
     exactly the matching rows (a partial index with the same WHERE), so batches are found
-    through it; otherwise the table is walked once in rowid order (:func:`next_range`)."""
+    through it; otherwise the table is walked once in rowid ranges (:class:`Purger`)."""
 
     table: str
     where: str
@@ -84,116 +91,262 @@ async def count(db: Database, table: str, where: str, params: Sequence[object]) 
     return int(row[0]) if row else 0
 
 
-async def delete_batch(
-    db: Database, table: str, where: str, params: Sequence[object], limit: int
-) -> int:
-    """Delete up to ``limit`` matching rows in one short transaction. No ORDER BY: the
-    planner then walks whichever index fits ``where`` and stops after ``limit`` rows, where
-    an ORDER BY rowid would sort every match first, inside the write lock."""
-    async with db.tx() as conn:
-        cur = await conn.execute(
-            f"DELETE FROM {table} WHERE rowid IN"
-            f" (SELECT rowid FROM {table} WHERE {where} LIMIT ?)",
-            (*params, limit),
-        )
-        return max(cur.rowcount, 0)
+# -- the bulk purger -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ChildKey:
+    """A single-column foreign key pointing at a purged table: ``table.column`` references
+    ``parent_column`` (``rowid`` when that is the parent's INTEGER PRIMARY KEY), with its
+    ON DELETE ``action`` (``CASCADE`` or ``SET NULL``)."""
+
+    table: str
+    column: str
+    parent_column: str
+    action: str
 
 
-async def next_range(
-    db: Database, table: str, where: str, params: Sequence[object], after: int, limit: int
-) -> int | None:
-    """The rowid of the ``limit``-th row matching ``where`` after rowid ``after`` (or of the
-    last one when fewer match); None when none does. A read: it takes no lock.
+def child_keys(fks: Mapping[str, Sequence[tuple[int, str, str, str | None, str]]],
+               rowid_pk: Mapping[str, str | None], parent: str) -> list[ChildKey] | None:
+    """The foreign keys that reference ``parent``, as statements the purger can run itself;
+    None when one of them is beyond that (composite, RESTRICT / NO ACTION / SET DEFAULT, or
+    a CASCADE into a table that is itself referenced): ``parent`` is then purged with
+    SQLite's own enforcement on. ``fks``: per table, its ``PRAGMA foreign_key_list`` rows as
+    (id, parent table, from, to, on_delete); ``rowid_pk``: per table, its rowid alias."""
+    out: list[ChildKey] = []
+    referenced = {fk[1] for rows in fks.values() for fk in rows}
+    for child, rows in fks.items():
+        ids = [fk[0] for fk in rows]
+        for fk_id, target, col, to, action in rows:
+            if target != parent:
+                continue
+            if ids.count(fk_id) > 1 or action not in ("CASCADE", "SET NULL"):
+                return None
+            if action == "CASCADE" and child in referenced:
+                return None
+            key = to or rowid_pk.get(parent)
+            if key is None or not _IDENT.match(key) or not _IDENT.match(col):
+                return None
+            out.append(ChildKey(child, col, "rowid" if key == rowid_pk.get(parent) else key,
+                                action))
+    return out
 
-    Batches of the time policy are rowid ranges ``(after, upto]``: the table is walked once
-    in rowid order (its own b-tree, NOT INDEXED), instead of re-running ``WHERE ... LIMIT``,
-    which starts again from the first row at every batch and so re-reads every row that is
-    kept (unprocessed events, pending jobs, recent sends) once per batch."""
-    row = await db.fetchone(
-        f"SELECT max(rowid) FROM (SELECT rowid FROM {table} NOT INDEXED"
-        f" WHERE rowid > ? AND ({where}) ORDER BY rowid LIMIT ?)",
-        (after, *params, limit),
-    )
-    return int(row[0]) if row and row[0] is not None else None
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
-async def _write_range(db: Database, sql: str, params: Sequence[object]) -> tuple[int, float]:
-    """One statement in its own short transaction; (rows, seconds the write lock was held:
-    waiting for it is not counted, so a busy daemon does not make the caller shrink its
-    batches). A purge is the least urgent writer there is: when the daemon keeps the lock
-    busy past ``busy_timeout`` (SQLite's busy handler is unfair to a process that sleeps
-    100 ms between tries), it waits and tries again instead of failing, for up to
-    :data:`LOCKED_PATIENCE` seconds."""
-    give_up = time.monotonic() + LOCKED_PATIENCE
-    while True:
+class Purger:
+    """The time policy's (and erasure sweeps') bulk writes, on a connection of their own.
+
+    Contract:
+    - Its own sqlite3 connection, used from one worker thread: each batch (BEGIN IMMEDIATE,
+      the statements, COMMIT) is one hand-off, and its pragmas are private: a large page
+      cache, the database's own ``synchronous`` (with FULL each batch's commit syncs the WAL
+      itself instead of leaving tens of MB to the next ingest commit's fsync), its own busy
+      loop (:meth:`_begin`), no automatic checkpoint (:meth:`checkpoint` is called between
+      batches, outside the write lock), and ``foreign_keys=OFF`` for the
+      tables whose referencing keys it applies itself (:func:`child_keys`): SQLite runs its
+      ON DELETE actions as a sub-program per deleted row (a third of the time of deleting
+      events); here they are one set-based statement per batch, in the same transaction as
+      the delete. The daemon's connections are not touched.
+    - In-process writers: every write passes the database's :class:`WriteGate` (ingest
+      first). Another process's lock is polled for (:meth:`_begin`); when it stays taken
+      the batch leaves the gate, waits and tries again for up to :data:`LOCKED_PATIENCE`.
+    - Batches are rowid ranges ``(after, upto]`` with the rule's WHERE evaluated again inside,
+      so a row that stopped matching meanwhile is left alone and the walk needs no count or
+      pre-scan. Rowids follow time (rows are written as time passes), so the old rows are
+      one dense run of ranges; :meth:`first_match` skips the kept part with reads (no lock).
+    """
+
+    def __init__(self, db: Database, *, cache_kib: int) -> None:
+        if str(db.path) == ":memory:":
+            raise StoreError("purge needs a database file (not :memory:)")
+        self._db = db
+        self._cache_kib = cache_kib
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="instaset-purge")
+        self._conn: sqlite3.Connection | None = None
+        self._children: dict[str, list[ChildKey] | None] = {}
+        self._keys: dict[str, str] = {}
+
+    async def __aenter__(self) -> Purger:
+        await self._run(self._open)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
         try:
-            async with db.tx() as conn:
-                started = time.perf_counter()
-                cur = await conn.execute(sql, params)
-                n = max(cur.rowcount, 0)
-            return n, time.perf_counter() - started
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= give_up:
-                raise
+            await self._run(self._close)
+        finally:
+            self._pool.shutdown(wait=False)
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _open(self) -> None:
+        conn = connect_sync(self._db.path, self._db.synchronous)
+        conn.execute("PRAGMA busy_timeout=0")  # see _begin
+        conn.execute(f"PRAGMA cache_size={-abs(int(self._cache_kib))}")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        self._conn = conn
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+            if _IDENT.match(r[0])]
+        # WITHOUT ROWID tables (none in instaset's own schema) are batched by primary key.
+        for t in tables:
+            sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (t,)).fetchone()
+            if sql and re.search(r"\bWITHOUT\s+ROWID\b", str(sql[0]), re.IGNORECASE):
+                pk = sorted((r[5], r[1]) for r in conn.execute(f"PRAGMA table_info({t})")
+                            if r[5])
+                self._keys[t] = "(" + ", ".join(name for _, name in pk) + ")"
+        fks: dict[str, list[tuple[int, str, str, str | None, str]]] = {}
+        rowid_pk: dict[str, str | None] = {}
+        for t in tables:
+            # (id, seq, table, from, to, on_update, on_delete, match)
+            fks[t] = [(r[0], r[2], r[3], r[4], str(r[6]).upper())
+                      for r in conn.execute(f"PRAGMA foreign_key_list({t})")]
+            info = conn.execute(f"PRAGMA table_info({t})").fetchall()
+            pks = [r for r in info if r[5]]
+            rowid_pk[t] = (pks[0][1] if len(pks) == 1 and t not in self._keys
+                           and str(pks[0][2]).upper() == "INTEGER" else None)
+        self._children = {t: child_keys(fks, rowid_pk, t) for t in tables}
+
+    def has_rowid(self, table: str) -> bool:
+        """False for a WITHOUT ROWID table: it cannot be walked in rowid ranges (its rule
+        is then applied like an ``indexed`` one, by its primary key)."""
+        return table not in self._keys
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _c(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the purger is not open")
+        return self._conn
+
+    async def span(self, table: str) -> tuple[int, int] | None:
+        """(lowest, highest) rowid of ``table`` now; None when it is empty."""
+        row = await self._run(lambda: self._c().execute(
+            f"SELECT min(rowid), max(rowid) FROM {table}").fetchone())
+        return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
+
+    async def first_match(self, rule: Rule, params: Sequence[object], after: int, upto: int
+                          ) -> int | None:
+        """The lowest rowid in ``(after, upto]`` matching the rule, or None. A read: no lock,
+        so the kept part of a table is walked without holding up the daemon's writers."""
+        row = await self._run(lambda: self._c().execute(
+            f"SELECT rowid FROM {rule.table} NOT INDEXED WHERE rowid > ? AND rowid <= ?"
+            f" AND ({rule.where}) ORDER BY rowid LIMIT 1", (after, upto, *params)).fetchone())
+        return None if row is None or row[0] is None else int(row[0])
+
+    def _statements(self, rule: Rule, params: Sequence[object], after: int, upto: int
+                    ) -> tuple[bool, list[tuple[str, tuple[object, ...]]]]:
+        """(foreign keys on?, the statements of one range, the rule's own last)."""
+        rng = f"rowid > ? AND rowid <= ? AND ({rule.where})"
+        args = (after, upto, *params)
+        if rule.update is not None:
+            return True, [(f"UPDATE {rule.table} NOT INDEXED SET {rule.update} WHERE {rng}",
+                           args)]
+        children = self._children.get(rule.table)
+        if children is None:  # SQLite enforces the keys itself
+            return True, [(f"DELETE FROM {rule.table} NOT INDEXED WHERE {rng}", args)]
+        stmts: list[tuple[str, tuple[object, ...]]] = []
+        for ch in children:
+            parents = f"SELECT {ch.parent_column} FROM {rule.table} WHERE {rng}"
+            # A rowid key also bounds the child column: an index range instead of a probe
+            # per parent row.
+            bound = (f"{ch.column} > ? AND {ch.column} <= ? AND "
+                     if ch.parent_column == "rowid" else "")
+            bargs = (after, upto) if bound else ()
+            if ch.action == "CASCADE":
+                sql = f"DELETE FROM {ch.table} WHERE {bound}{ch.column} IN ({parents})"
+            else:
+                sql = (f"UPDATE {ch.table} SET {ch.column} = NULL"
+                       f" WHERE {bound}{ch.column} IN ({parents})")
+            stmts.append((sql, (*bargs, *args)))
+        stmts.append((f"DELETE FROM {rule.table} NOT INDEXED WHERE {rng}", args))
+        return False, stmts
+
+    def _begin(self, conn: sqlite3.Connection) -> bool:
+        """BEGIN IMMEDIATE, polling every :data:`BEGIN_POLL` seconds for up to
+        :data:`BEGIN_WAIT`; False when the lock stayed taken. SQLite's own busy handler
+        sleeps up to 100 ms between tries: against a daemon that commits many times a
+        second it keeps missing the short gaps, and the purge waited longer for the lock
+        than it held it."""
+        give_up = time.monotonic() + BEGIN_WAIT
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return True
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    raise
+            if time.monotonic() >= give_up:
+                return False
+            time.sleep(BEGIN_POLL)
+
+    def _write(self, fk_on: bool, stmts: list[tuple[str, tuple[object, ...]]]
+               ) -> tuple[int, float] | None:
+        conn = self._c()
+        conn.execute(f"PRAGMA foreign_keys={'ON' if fk_on else 'OFF'}")  # outside a tx
+        if not self._begin(conn):
+            return None
+        started = time.perf_counter()
+        try:
+            n = 0
+            for sql, args in stmts:
+                n = max(conn.execute(sql, args).rowcount, 0)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return n, time.perf_counter() - started
+
+    async def _locked_retry(self, fk_on: bool, stmts: list[tuple[str, tuple[object, ...]]]
+                            ) -> tuple[int, float]:
+        """One transaction; (rows of the last statement, seconds the write lock was held:
+        waiting for it is not counted, so a busy daemon does not make the caller shrink its
+        batches). A purge is the least urgent writer there is: when the daemon keeps the lock
+        past ``busy_timeout`` it waits and tries again instead of failing."""
+        give_up = time.monotonic() + LOCKED_PATIENCE
+        while True:
+            async with self._db.gate.normal():
+                done = await self._run(self._write, fk_on, stmts)
+            if done is not None:
+                return done
+            if time.monotonic() >= give_up:
+                raise StoreError(f"the database stayed locked for {LOCKED_PATIENCE:.0f} s"
+                                 " (another process holds a write transaction open?)")
+            # Out of the write gate meanwhile: in the daemon, ingest must not wait for us.
             await asyncio.sleep(0.05)
 
+    async def write_range(self, rule: Rule, params: Sequence[object], after: int, upto: int
+                          ) -> tuple[int, float]:
+        """Apply ``rule`` to its rows with ``after < rowid <= upto`` in one transaction:
+        (rows, seconds the write lock was held)."""
+        fk_on, stmts = self._statements(rule, params, after, upto)
+        return await self._locked_retry(fk_on, stmts)
 
-async def delete_range(
-    db: Database, table: str, where: str, params: Sequence[object], after: int, upto: int
-) -> tuple[int, float]:
-    """Delete the rows matching ``where`` with ``after < rowid <= upto`` in one short
-    transaction (the range comes from :func:`next_range`; rows that stopped matching since
-    are left alone, as the WHERE is evaluated again here). See :func:`_write_range`."""
-    return await _write_range(
-        db, f"DELETE FROM {table} NOT INDEXED WHERE rowid > ? AND rowid <= ? AND ({where})",
-        (after, upto, *params))
+    async def write_indexed(self, rule: Rule, params: Sequence[object], limit: int
+                            ) -> tuple[int, float]:
+        """Up to ``limit`` rows of an ``indexed`` rule (its partial index holds exactly the
+        matching rows, so no range walk is needed)."""
+        key = self._keys.get(rule.table, "rowid")
+        pick = f"SELECT {key.strip('()')} FROM {rule.table} WHERE {rule.where} LIMIT ?"
+        sql = (f"DELETE FROM {rule.table} WHERE {key} IN ({pick})" if rule.update is None
+               else f"UPDATE {rule.table} SET {rule.update} WHERE {key} IN ({pick})")
+        return await self._locked_retry(True, [(sql, (*params, limit))])
 
-
-async def update_range(
-    db: Database, table: str, set_clause: str, where: str, params: Sequence[object],
-    after: int, upto: int,
-) -> tuple[int, float]:
-    """:func:`delete_range`, rewriting the rows with ``set_clause`` instead."""
-    return await _write_range(
-        db, f"UPDATE {table} NOT INDEXED SET {set_clause}"
-            f" WHERE rowid > ? AND rowid <= ? AND ({where})", (after, upto, *params))
-
-
-@contextlib.asynccontextmanager
-async def bulk_mode(db: Database, cache_kib: int) -> AsyncIterator[None]:
-    """Settings of this connection for a bulk delete, put back afterwards:
-
-    - a page cache of ``cache_kib`` KiB: with SQLite's default (2 MiB) every index page of a
-      million-row delete is evicted and read again many times (the delete walks several
-      indexes in different orders);
-    - ``synchronous=NORMAL``: no fsync per batch commit. A batch lost to a power cut is
-      harmless (the purge is idempotent: the next run deletes it again), and in WAL mode
-      NORMAL never corrupts the file;
-    - ``wal_autocheckpoint`` x10: an index page that successive batches touch is copied back
-      to the database once instead of once per batch. (The daemon's own connections still
-      checkpoint at their usual threshold.)"""
-    names = ("cache_size", "synchronous", "wal_autocheckpoint")
-    before = {n: await pragma_int(db, n) for n in names}
-    await db.execute(f"PRAGMA cache_size={-abs(int(cache_kib))}")
-    await db.execute("PRAGMA synchronous=NORMAL")
-    await db.execute(f"PRAGMA wal_autocheckpoint={max(before['wal_autocheckpoint'], 1) * 10}")
-    try:
-        yield
-    finally:
-        for n in names:
-            await db.execute(f"PRAGMA {n}={before[n]}")
-
-
-async def update_batch(
-    db: Database, table: str, set_clause: str, where: str, params: Sequence[object], limit: int
-) -> int:
-    async with db.tx() as conn:
-        cur = await conn.execute(
-            f"UPDATE {table} SET {set_clause} WHERE rowid IN"
-            f" (SELECT rowid FROM {table} WHERE {where} LIMIT ?)",
-            (*params, limit),
-        )
-        return max(cur.rowcount, 0)
+    async def checkpoint(self) -> float:
+        """A PASSIVE checkpoint of what the purge wrote (seconds it took). Run between
+        batches: it takes no write lock, so the daemon's writers go on meanwhile, and their
+        own automatic checkpoint then finds nothing left to copy (or the checkpoint lock
+        taken, and skips) instead of copying the purge's pages inside an ingest commit."""
+        started = time.perf_counter()
+        await self._run(lambda: self._c().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+        return time.perf_counter() - started
 
 
 # -- contacts ---------------------------------------------------------------------------------
