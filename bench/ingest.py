@@ -985,6 +985,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="before instaset's open-loop phase, wait up to this many seconds for "
                         "the worker's backlog from the closed loop to drain (default 0)")
     p.add_argument("--sync", choices=["FULL", "NORMAL"], default="FULL")
+    p.add_argument("--worker-concurrency", type=int, default=None,
+                   help="the daemon's worker.concurrency (default: the config default)")
     p.add_argument("--rounds", type=int, default=1,
                    help="bare/instaset pairs, interleaved; the table adds per-column medians")
     p.add_argument("--client", choices=["aiohttp", "raw"], default="aiohttp",
@@ -1037,7 +1039,8 @@ def one_round(
     config.write_text(json.dumps({  # JSON is YAML
         "instagram": {"app_secret": SECRET.decode()},
         "storage": {"path": str(db_path), "synchronous": args.sync},
-        "worker": {"poll_interval": 0.2},
+        "worker": {"poll_interval": 0.2,
+                   **({"concurrency": args.worker_concurrency} if args.worker_concurrency else {})},
     }))
     cli = ["--config", str(config), "serve", "--host", "127.0.0.1", "--port", "0",
            "--log-level", "WARNING"]

@@ -214,7 +214,8 @@ async def runtime(
             metrics.job_latency.labels(job.kind, outcome).observe(max(0.0, latency))
 
         worker = Worker(
-            db, handlers, worker_settings(config), wake=wake, clock=clock, on_finish=on_finish
+            db, handlers, worker_settings(config), wake=wake, clock=clock, on_finish=on_finish,
+            busy=lambda: writer.busy,
         )
         verify = config.instagram.verify_token
         web_ctx = WebContext(

@@ -52,6 +52,12 @@ class WorkerSettings:
     poll_interval: float = 1.0
     shutdown_grace: float = 10.0
     job_timeout: float = 90.0
+    # While webhooks wait for their commit (``busy`` says so), start jobs only up to this
+    # many in flight: each ready job is a slice of event-loop time that an acknowledgement
+    # queues behind (asyncio runs ready callbacks in FIFO order), so 32 ready jobs put tens
+    # of ms on a webhook's answer. Jobs already running finish; the cap lifts when ingest
+    # is idle again.
+    busy_concurrency: int = 4
 
 
 class Worker:
@@ -64,6 +70,7 @@ class Worker:
         wake: asyncio.Event | None = None,
         clock: Callable[[], float] = time.time,
         on_finish: Callable[[Job, str, float], None] | None = None,
+        busy: Callable[[], bool] | None = None,
     ) -> None:
         self.db = db
         # Shared, not copied: features register their handlers after the worker is built.
@@ -72,6 +79,7 @@ class Worker:
         self.wake = wake if wake is not None else asyncio.Event()
         self.clock = clock
         self.on_finish = on_finish
+        self.busy = busy
         self.name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._inflight: set[asyncio.Task[None]] = set()
         self._freed = asyncio.Event()  # set when an in-flight job finishes
@@ -147,7 +155,7 @@ class Worker:
             # the next poll.
             self.wake.clear()
             self._freed.clear()
-            free = self.settings.concurrency - len(self._inflight)
+            free = self._limit() - len(self._inflight)
             batch = await self._claim(free) if free > 0 else []
             for job in batch:
                 task = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
@@ -158,6 +166,13 @@ class Worker:
             await self._sleep(stop)
         await self._drain()
         log.info("worker %s stopped", self.name)
+
+    def _limit(self) -> int:
+        """How many jobs may be in flight now (see ``WorkerSettings.busy_concurrency``)."""
+        limit = self.settings.concurrency
+        if self.busy is not None and self.busy():
+            return min(limit, max(1, self.settings.busy_concurrency))
+        return limit
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)

@@ -232,3 +232,43 @@ async def test_a_finished_job_or_a_wake_up_ends_the_idle_wait(db: Database) -> N
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_while_ingest_is_busy_the_worker_starts_fewer_jobs(db: Database) -> None:
+    """busy() true: at most busy_concurrency jobs in flight; false again: the full count."""
+    running = 0
+    peak: list[int] = []
+    release = asyncio.Event()
+
+    async def hold(job: Job) -> None:
+        nonlocal running
+        running += 1
+        peak.append(running)
+        await release.wait()
+        running -= 1
+
+    await jobstore.enqueue(db, [NewJob("hold", f"h{i}", {}, run_at=0) for i in range(6)], now=0)
+    busy = True
+    wake = asyncio.Event()
+    w = Worker(db, {"hold": hold}, WorkerSettings(concurrency=8, busy_concurrency=2,
+                                                  poll_interval=0.01),
+               wake=wake, busy=lambda: busy)
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop))
+    try:
+        for _ in range(1000):
+            if running == 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # several polls: still two
+        assert max(peak) == 2
+        busy = False
+        for _ in range(1000):
+            if running == 6:
+                break
+            await asyncio.sleep(0.01)
+        assert running == 6
+    finally:
+        release.set()
+        stop.set()
+        await asyncio.wait_for(task, 10)

@@ -80,6 +80,12 @@ class IngestWriter:
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.rows = 0
+        self._waiting = 0  # requests submitted and not answered yet
+
+    @property
+    def busy(self) -> bool:
+        """True while a request waits for its commit."""
+        return self._waiting > 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ingest-writer")
@@ -98,8 +104,14 @@ class IngestWriter:
         if self._task is None or self._task.done():
             raise RuntimeError("ingest writer is not running")
         fut: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
-        await self._queue.put((rows, fut))
-        return await asyncio.shield(fut)
+        self._queue.put_nowait((rows, fut))  # unbounded: never waits
+        self._waiting += 1
+        try:
+            # Not shielded: the commit goes on if this request is cancelled (the writer
+            # only skips answering a cancelled future).
+            return await fut
+        finally:
+            self._waiting -= 1
 
     async def _run(self) -> None:
         while True:
@@ -150,13 +162,14 @@ class IngestWriter:
         try:
             # One executemany per request keeps per-request counts; still one commit for all.
             for rows in requests:
-                before = conn.total_changes
-                conn.executemany(
+                # rowcount: the rows these statements inserted (total_changes would also
+                # count what a trigger on events writes).
+                cur = conn.executemany(
                     _INSERT_EVENT,
                     [(r.dedupe_key, r.account_id, r.kind, r.contact_id, r.occurred_at, now,
                       r.raw) for r in rows],
                 )
-                results.append(IngestResult(conn.total_changes - before))
+                results.append(IngestResult(max(0, cur.rowcount)))
             conn.executemany(
                 _INSERT_JOB,
                 [(r.dedupe_key, now, self._max_attempts) for rows in requests for r in rows],
