@@ -78,9 +78,6 @@ def inbox(
 
         run_async(run_inbox)(load_or_exit(), limit=limit)
         return
-    from rich.table import Table
-    from rich.text import Text
-
     from instaset.inbox import conversations
     from instaset.store import inbox as inbox_store
 
@@ -115,6 +112,9 @@ def inbox(
             typer.echo(f"{who}  {unread_text}  {stage}  automation {auto}  window {window}"
                        f"  {ago}  {last}")
     elif rows:
+        from rich.table import Table  # only for a terminal: pipes get the lines above
+        from rich.text import Text
+
         table = Table(show_edge=False, pad_edge=False)
         for col in ("contact", "unread", "stage", "automation", "window", "last message",
                     "when"):
