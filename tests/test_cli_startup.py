@@ -34,6 +34,7 @@ HEAVY = (
     "yaml",
     "textual",
     "asyncio",  # ~50 ms of the 300 ms budget on its own
+    "rich",  # ~25 ms: cli.app makes its consoles on first use
     "instaset.config",
     "instaset.daemon",
     "instaset.engine",

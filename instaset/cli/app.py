@@ -5,8 +5,9 @@ Command modules (``instaset/cli/cmd_*.py``) import :data:`app` and register comm
 become exit codes: 0 success, 1 failed operation or invalid input, 2 wrong usage.
 
 Import-time contract: this package is imported by every ``instaset`` invocation, including
-``--help``, so at module level it imports only typer, rich's Console, the standard library
-and :mod:`instaset.errors` (which imports nothing). Everything else (asyncio, aiohttp,
+``--help``, so at module level it imports only typer, the standard library and
+:mod:`instaset.errors` (which imports nothing); :data:`out_console` and :data:`err_console`
+(rich) are made on first use. Everything else (asyncio, aiohttp,
 pydantic, the config, the store, the daemon) is imported inside the commands;
 ``tests/test_cli_startup.py`` enforces it.
 """
@@ -20,11 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
 
 from instaset.errors import InstasetError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from instaset.config import Config
     from instaset.config_storage import StorageLocation
     from instaset.store.db import Database
@@ -56,8 +58,22 @@ def sub_app(**options: Any) -> typer.Typer:
     return typer.Typer(rich_markup_mode=None, **options)
 
 
-err_console = Console(stderr=True)
-out_console = Console()
+if TYPE_CHECKING:
+    err_console: Console
+    out_console: Console
+
+
+def __getattr__(name: str) -> Any:
+    """``out_console`` / ``err_console``: rich Consoles made on first use. Importing
+    rich.console costs every command ~25 ms, and ``--help`` and the ``--json`` listings
+    never print through rich; command modules import them inside their functions."""
+    if name in ("out_console", "err_console"):
+        from rich.console import Console
+
+        console = Console(stderr=True) if name == "err_console" else Console()
+        globals()[name] = console
+        return console
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -13,7 +13,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import typer
 
-from instaset.cli.app import STATE, app, err_console, handle_errors, is_tty, out_console, run_async
+import instaset.cli.app as cli_app
+from instaset.cli.app import STATE, app, handle_errors, is_tty, run_async
 from instaset.cli.cmd_config import load_or_exit, storage_or_exit
 from instaset.cli.cmd_inbox import open_db
 from instaset.errors import InstasetError
@@ -68,7 +69,7 @@ def stats(
         typer.echo(to_csv(doc), nl=False)
     else:
         # Not a terminal (a pipe, a file): rich would assume 80 columns and fold the tables.
-        render(doc, out_console if out_console.is_terminal else Console(width=140))
+        render(doc, cli_app.out_console if cli_app.out_console.is_terminal else Console(width=140))
 
 
 # -- export -----------------------------------------------------------------------------------
@@ -130,9 +131,9 @@ def export(
 
     n = go()
     if out is not None:
-        err_console.print(f"exported {n} contacts to {out}", highlight=False)
+        cli_app.err_console.print(f"exported {n} contacts to {out}", highlight=False)
     if leads is not None:
-        err_console.print(f"leads written to {leads}", highlight=False)
+        cli_app.err_console.print(f"leads written to {leads}", highlight=False)
 
 
 # -- purge ------------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int, int | None], None]]
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  console=err_console, transient=True) as bar:
+                  console=cli_app.err_console, transient=True) as bar:
         tasks: dict[str, Any] = {}
 
         def update(what: str, done: int, total: int | None) -> None:
@@ -200,7 +201,7 @@ def purge(
     @run_async
     async def go() -> PurgeReport:
         async with open_db(config) as db:
-            with _progress(err_console.is_terminal and not as_json) as progress:
+            with _progress(cli_app.err_console.is_terminal and not as_json) as progress:
                 if contact:
                     ref = await resolve_contact(db, contact, account)
                     report = await purge_contacts(db, [(ref.account_id, ref.contact_id)],
@@ -256,13 +257,13 @@ def doctor(
     else:
         for c in checks:
             mark, style = _MARK.get(c.status, ("?", ""))
-            out_console.print(f"[{style}]{mark}[/] {c.name}: ", end="", highlight=False)
-            out_console.print(c.message, markup=False, highlight=False)
+            cli_app.out_console.print(f"[{style}]{mark}[/] {c.name}: ", end="", highlight=False)
+            cli_app.out_console.print(c.message, markup=False, highlight=False)
             if c.fix:
                 ref = f" (see {c.ref})" if c.ref else ""
-                out_console.print(f"    fix: {c.fix}{ref}", markup=False, highlight=False)
+                cli_app.out_console.print(f"    fix: {c.fix}{ref}", markup=False, highlight=False)
         fails = sum(c.status == "fail" for c in checks)
         warns = sum(c.status == "warn" for c in checks)
-        out_console.print(f"{fails} failed, {warns} warnings", highlight=False)
+        cli_app.out_console.print(f"{fails} failed, {warns} warnings", highlight=False)
     if bad:
         raise typer.Exit(1)

@@ -6,7 +6,8 @@ import json
 
 import typer
 
-from instaset.cli.app import STATE, app, handle_errors, out_console, run_async, sub_app
+import instaset.cli.app as cli_app
+from instaset.cli.app import STATE, app, handle_errors, run_async, sub_app
 
 # The demo, the daemon, the simulator (aiohttp) and the config are imported inside the
 # commands: `instaset --help` must not pay for them (see instaset/cli/app.py).
@@ -22,7 +23,7 @@ def demo() -> None:
     """Play a scripted scene through the real pipeline against the built-in sandbox."""
     from instaset.demo import play
 
-    raise typer.Exit(run_async(play)(out_console))
+    raise typer.Exit(run_async(play)(cli_app.out_console))
 
 
 def _simulate(kind: str, user: str, text: str, media: str | None, url: str | None) -> None:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from instaset.cli.app import app, handle_errors, is_tty, out_console, run_async, sub_app
+import instaset.cli.app as cli_app
+from instaset.cli.app import app, handle_errors, is_tty, run_async, sub_app
 from instaset.cli.app import open_db as open_database
 from instaset.cli.cmd_config import load_or_exit, storage_or_exit
 from instaset.errors import InstasetError
@@ -73,7 +74,7 @@ def inbox(
     """Conversations, newest first: unread, lead stage, automation and window state."""
     if ctx.invoked_subcommand is not None:
         return
-    if not (as_json or plain) and out_console.is_terminal and is_tty():
+    if not (as_json or plain) and cli_app.out_console.is_terminal and is_tty():
         from instaset.tui import run_inbox
 
         run_async(run_inbox)(load_or_exit(), limit=limit)
@@ -105,7 +106,7 @@ def inbox(
                      _window_text(c["window"], now), last, _ago(c["last_message_at"], now),
                      c))
     typer.echo(f"{total} conversations, {with_unread} with unread messages")
-    if plain or not out_console.is_terminal:
+    if plain or not cli_app.out_console.is_terminal:
         # One line per conversation, never wrapped: for pipes, grep and narrow terminals.
         for who, n, stage, auto, window, last, ago, _c in rows:
             unread_text = f"{n} unread" if n else "read"
@@ -124,7 +125,7 @@ def inbox(
             table.add_row(Text(who, style="bold" if n else ""), n, stage, auto,
                           Text(window, style=_window_style(c["window"]["state"])), Text(last),
                           ago)
-        out_console.print(table)
+        cli_app.out_console.print(table)
     for note in notes:
         typer.echo(f"! {note['created_at']} {note['kind']}: {_short(note['text'], 90)}")
 
@@ -193,7 +194,7 @@ def show(
         return
     c = doc["contact"]
     who = f"@{c['username']}" if c["username"] else c["id"]
-    out_console.print(Text.assemble(
+    cli_app.out_console.print(Text.assemble(
         (who, "bold"), f"  stage {c['stage']}  ·  automation ",
         describe_automation(_ts(c["automation"]["paused_until"]), now),
         "  ·  window ", (_window_text(c["window"], now), _window_style(c["window"]["state"])),
@@ -207,10 +208,10 @@ def show(
             line.append(" (edited)", style="dim")
         for by, reaction in m["reactions"].items():
             line.append(f"  [{by} reacted {reaction}]", style="yellow")
-        out_console.print(line)
+        cli_app.out_console.print(line)
     for h in doc["held"]:
         if h["state"] in ("refused", "failed"):
-            out_console.print(Text(f"not sent ({h['reason']}): {_short(h['text'], 80)}",
+            cli_app.out_console.print(Text(f"not sent ({h['reason']}): {_short(h['text'], 80)}",
                                    style="red"))
 
 
