@@ -193,3 +193,32 @@ async def test_cancelled_transaction_start_leaves_no_open_transaction(db: Databa
                            " VALUES ('x', 'ok', 0, 0)")
     rows = await db.fetchall("SELECT key FROM jobs")
     assert [r[0] for r in rows] == ["ok"]
+
+
+async def test_an_upgrade_says_which_migration_runs(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A migration applied to an existing database is announced with its duration (0010
+    backfills history: tens of seconds on a million messages), so a slow first start after
+    an upgrade is explained; a new database says nothing."""
+    path = tmp_path / "up.db"
+    with caplog.at_level("WARNING", logger="instaset.store"):
+        db = await open_database(path)
+        await db.close()
+    assert not caplog.records
+    # Back to schema 10: 0011 only added three indexes.
+    raw = sqlite3.connect(path)
+    raw.executescript("DROP INDEX contacts_by_id; DROP INDEX contacts_username_lower;"
+                      " DROP INDEX conversations_unread;"
+                      " DELETE FROM schema_migrations WHERE version = 11;")
+    raw.close()
+    with caplog.at_level("WARNING", logger="instaset.store"):
+        db = await open_database(path)
+        try:
+            indexes = {r[0] for r in await db.fetchall(
+                "SELECT name FROM sqlite_master WHERE type = 'index'")}
+        finally:
+            await db.close()
+    said = [r.getMessage() for r in caplog.records]
+    assert any("upgrading the database: migration 0011_terminal_lookups" in m for m in said)
+    assert any(m.startswith("migration 0011_terminal_lookups done in") for m in said)
+    assert {"contacts_by_id", "contacts_username_lower", "conversations_unread"} <= indexes

@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -45,6 +47,8 @@ from typing import Any, Literal, cast
 import aiosqlite
 
 from instaset.errors import StoreError
+
+log = logging.getLogger("instaset.store")
 
 Synchronous = Literal["NORMAL", "FULL"]
 BUSY_TIMEOUT_MS = 10_000
@@ -371,6 +375,10 @@ async def _migrate(conn: aiosqlite.Connection, now: float) -> None:
     for mig in known:
         if mig.version in applied:
             continue
+        if applied:  # an upgrade of an existing database: some migrations backfill history
+            log.warning("upgrading the database: migration %04d_%s (once; on a large"
+                        " database this can take a minute)", mig.version, mig.name)
+        started = time.monotonic()
         # Each migration and its bookkeeping row commit together, or not at all.
         await conn.execute("BEGIN IMMEDIATE")
         try:
@@ -384,6 +392,9 @@ async def _migrate(conn: aiosqlite.Connection, now: float) -> None:
             await conn.execute("ROLLBACK")
             raise
         await conn.execute("COMMIT")
+        if applied:
+            log.warning("migration %04d_%s done in %.1f s", mig.version, mig.name,
+                        time.monotonic() - started)
 
 
 def _split_sql(script: str) -> list[str]:
