@@ -62,7 +62,7 @@ from instaset.timefmt import human_duration, iso_utc
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.table import Table
+    from rich.text import Text
 
     from instaset.store.db import Database
 
@@ -243,15 +243,9 @@ def _rate(part: int, whole: int) -> str:
 
 
 def _funnel_table(title: str, first: str, rows: list[dict[str, Any]], with_comments: bool
-                  ) -> Table:
-    from rich.table import Table
-
-    t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    t.add_column(first, no_wrap=True)
-    if with_comments:
-        t.add_column("comments", justify="right", no_wrap=True)
-    for k in FUNNEL[:-1]:
-        t.add_column(k, justify="right", no_wrap=True)
+                  ) -> Text:
+    header = [first, *(["comments"] if with_comments else []), *FUNNEL[:-1]]
+    body = []
     for r in rows:
         cells = [str(r.get("workflow") or r.get("media_id"))]
         if with_comments:
@@ -259,27 +253,47 @@ def _funnel_table(title: str, first: str, rows: list[dict[str, Any]], with_comme
         cells += [str(r["triggers"]), str(r["sent"]), _rate(r["read"], r["sent"]),
                   _rate(r["clicks"], r["sent"]), str(r["leads"]), str(r["qualified"]),
                   str(r["booked"]), str(r["refused"])]
-        t.add_row(*cells)
-    return t
+        body.append(cells)
+    return _columns(title, header, body)
 
 
-def bar_chart(days: list[dict[str, Any]], width: int = 40) -> Table:
-    """Messages per day as horizontal bars (in: cyan, out: magenta)."""
-    from rich.table import Table
+def _columns(title: str, header: list[str], rows: list[list[str]]) -> Text:
+    """A titled table as styled text: columns as wide as their widest cell, the first
+    left-aligned, the others right-aligned. A rich Table measured every cell again on each
+    print: ~65 ms for the two funnel tables of a 90-day period."""
+    from rich.cells import cell_len
     from rich.text import Text
 
-    t = Table(title="messages per day (UTC)", title_justify="left", show_header=False,
-              show_edge=False, pad_edge=False, box=None)
-    t.add_column("date")
-    t.add_column("bar")
-    t.add_column("n", justify="right")
+    widths = [max(cell_len(c) for c in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c + " " * (w - cell_len(c)) if i == 0 else " " * (w - cell_len(c)) + c
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+    out = Text(title, style="italic")
+    out.append("\n" + line(header), style="bold")
+    for r in rows:
+        out.append("\n" + line(r))
+    return out
+
+
+def bar_chart(days: list[dict[str, Any]], width: int = 40) -> Text:
+    """Messages per day as horizontal bars (in: cyan, out: magenta), one line per day.
+    Plain styled lines, not a rich Table: laying out a 90-row table cost ~70 ms."""
+    from rich.text import Text
+
+    chart = Text("messages per day (UTC)")
     peak = max((d["in"] + d["out"] for d in days), default=0)
-    for d in days:
-        scale = width / peak if peak else 0
+    scale = width / peak if peak else 0
+    counts = [f"{d['in']} in / {d['out']} out" for d in days]
+    wide = max((len(c) for c in counts), default=0)
+    for d, count in zip(days, counts, strict=True):
         n_in, n_out = round(d["in"] * scale), round(d["out"] * scale)
-        bar = Text("█" * n_in, style="cyan") + Text("█" * n_out, style="magenta")
-        t.add_row(d["date"], bar, f"{d['in']} in / {d['out']} out")
-    return t
+        chart.append(f"\n{d['date']} ")
+        chart.append("█" * n_in, style="cyan")
+        chart.append("█" * n_out, style="magenta")
+        chart.append(" " * (width - n_in - n_out + 1) + count.rjust(wide))
+    return chart
 
 
 def render(doc: dict[str, Any], console: Console) -> None:
