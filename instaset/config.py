@@ -61,7 +61,7 @@ from instaset.config_models import (
     format_duration,
     parse_duration,
 )
-from instaset.config_storage import CONFIG_ENV, config_file
+from instaset.config_storage import CONFIG_ENV, DB_ENV, config_file
 from instaset.engine.model import Workflow, check_workflow_names
 from instaset.errors import ConfigError
 
@@ -73,7 +73,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "INSTASET_APP_SECRET": ("instagram", "app_secret"),
     "INSTASET_META_APP_SECRET": ("instagram", "meta_app_secret"),
     "INSTASET_VERIFY_TOKEN": ("instagram", "verify_token"),
-    "INSTASET_DB": ("storage", "path"),
+    DB_ENV: ("storage", "path"),
     "INSTASET_HOST": ("server", "host"),
     "INSTASET_PORT": ("server", "port"),
 }
@@ -94,7 +94,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, 
             current = {}
         if not isinstance(current, dict):
             continue  # the file's own type error is reported; nothing to override into
-        if var == "INSTASET_DB":
+        if var == DB_ENV:
             value = str(Path(value).expanduser().absolute())
         data[section] = {**current, key: value}
         applied[(section, key)] = var

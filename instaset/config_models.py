@@ -33,7 +33,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from instaset.engine.model import Hours, Workflow
-from instaset.paths import data_dir
+from instaset.paths import default_db_path
 from instaset.timefmt import DURATION_PATTERN, format_duration, parse_duration
 
 # ---------------------------------------------------------------------------------------------
@@ -113,10 +113,10 @@ class StorageConfig(_Model):
     synchronous: Literal["NORMAL", "FULL"] = "FULL"
 
     def db_path(self, env: Mapping[str, str] | None = None) -> Path:
-        """``path`` (with ``~`` expanded) or ``data_dir(env)/instaset.db``."""
+        """``path`` (with ``~`` expanded) or :func:`~instaset.paths.default_db_path`."""
         if self.path is not None:
             return self.path.expanduser()
-        return data_dir(env) / "instaset.db"
+        return default_db_path(env)
 
 
 class WorkerConfig(_Model):

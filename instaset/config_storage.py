@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from instaset.paths import data_dir, default_config_path
+from instaset.paths import default_config_path, default_db_path
 
 CONFIG_ENV = "INSTASET_CONFIG"
 DB_ENV = "INSTASET_DB"
@@ -78,7 +78,7 @@ def quick_storage(path: Path | None = None,
         return StorageLocation(Path(db).expanduser().absolute(), sync)
     raw = section.get("path")
     if raw is None:
-        return StorageLocation(data_dir(environ) / "instaset.db", sync)
+        return StorageLocation(default_db_path(environ), sync)
     if not isinstance(raw, str) or not raw:
         return None
     where = Path(raw).expanduser()

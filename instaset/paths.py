@@ -25,6 +25,7 @@ import platformdirs
 APP_NAME = "instaset"
 HOME_ENV = "INSTASET_HOME"
 CONFIG_FILENAME = "config.yaml"
+DB_FILENAME = "instaset.db"
 
 
 def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -37,6 +38,11 @@ def data_dir(env: Mapping[str, str] | None = None) -> Path:
     if home:
         return Path(home).expanduser()
     return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def default_db_path(env: Mapping[str, str] | None = None) -> Path:
+    """The database when ``storage.path`` is not set: ``data_dir(env)/instaset.db``."""
+    return data_dir(env) / DB_FILENAME
 
 
 def ensure_data_dir(env: Mapping[str, str] | None = None) -> Path:
