@@ -102,10 +102,15 @@ def describe_automation(paused_until: float | None, now: float) -> str:
 
 # -- messages ---------------------------------------------------------------------------------
 def attachments_of(raw: str | None) -> list[dict[str, Any]]:
+    """The attachment objects of a stored ``attachments`` JSON column."""
     try:
-        items = json.loads(raw or "[]")
+        return _objects(json.loads(raw or "[]"))
     except ValueError:
         return []
+
+
+def _objects(items: object) -> list[dict[str, Any]]:
+    """The objects of a JSON list (anything else: none)."""
     return [a for a in items if isinstance(a, dict)] if isinstance(items, list) else []
 
 
@@ -160,8 +165,7 @@ def conversation_json(row: sqlite3.Row, now: float) -> dict[str, Any]:
     last: dict[str, Any] | None = json.loads(row["last_message"]) if row["last_message"] else None
     last_preview = None
     if last is not None:
-        raw_atts = last.get("attachments")
-        atts = [a for a in raw_atts if isinstance(a, dict)] if isinstance(raw_atts, list) else []
+        atts = _objects(last.get("attachments"))
         last_preview = preview(last.get("text"), atts, bool(last.get("deleted")))
     return {
         "account_id": row["account_id"],

@@ -260,8 +260,8 @@ def pause_cmd(
     for_: str | None = typer.Option(None, "--for", help="How long (default handoff.pause_for)."),
 ) -> None:
     """Pause automation for one contact."""
-    from instaset.config import format_duration, parse_duration
     from instaset.inbox import automation_json, pause, resolve_contact
+    from instaset.timefmt import format_duration, parse_duration
 
     config = load_or_exit()
     try:
