@@ -327,11 +327,13 @@ def dm_batch(n: int, batch: int) -> bytes:
         {"id": A1, "time": 1740157200749, "messaging": items}]}).encode()
 
 
+@pytest.mark.parametrize("bulk", [False, True], ids=["batches", "bulk"])
 async def test_purge_while_the_daemon_ingests(daemon: Runtime, tmp_path: Path,
-                                              aiohttp_client: ClientFactory) -> None:
+                                              aiohttp_client: ClientFactory, bulk: bool
+                                              ) -> None:
     """Two connections on one file: the daemon's ingest commits webhooks while a purge
-    deletes 20,000 old rows per table in small batches. No "database is locked", every
-    acknowledged event is stored, every old row is gone."""
+    deletes 20,000 old rows per table, in small batches or in one bulk pass per table. No
+    "database is locked", every acknowledged event is stored, every old row is gone."""
     old = time.time() - 100 * DAY
     await history.upsert_account(daemon.db, A1, username="creator", now=1.0)
     async with daemon.db.tx() as conn:
@@ -364,10 +366,11 @@ async def test_purge_while_the_daemon_ingests(daemon: Runtime, tmp_path: Path,
         statuses = [await waiting]
         # 2. The whole purge, with webhooks arriving until it is done.
         purge = asyncio.ensure_future(retention.purge_older_than(
-            purger, time.time() - 90 * DAY, time.time(), batch=500))
+            purger, time.time() - 90 * DAY, time.time(), batch=500, bulk=bulk))
         while not purge.done() or len(statuses) < 20:
             statuses.append(await post(len(statuses)))
         report = await purge
+        assert report.bulk == (["messages", "events"] if bulk else [])
         assert statuses == [200] * len(statuses)
         assert base_counts(report.counts) == {"messages": 19_500, "events": 20_000}
         live = 5 * len(statuses)
