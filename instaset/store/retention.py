@@ -397,6 +397,8 @@ class Purger:
     def _bulk(self, rule: Rule, params: Sequence[object]) -> tuple[int, float] | None:
         conn = self._c()
         conn.execute("PRAGMA foreign_keys=OFF")  # outside a tx; the keys are applied below
+        # The kept rows (up to half of the table) go to a temporary file, not to memory.
+        conn.execute("PRAGMA temp_store=FILE")
         if not self._begin(conn):
             return None
         started = time.perf_counter()
@@ -433,6 +435,9 @@ class Purger:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
+        finally:
+            if not conn.in_transaction:
+                conn.execute("PRAGMA temp_store=MEMORY")
         return total - kept, time.perf_counter() - started
 
     async def write_bulk(self, rule: Rule, params: Sequence[object]) -> tuple[int, float]:
