@@ -185,6 +185,26 @@ async def test_redelivery_is_stored_once(client: TestClient, rt: Runtime) -> Non
     assert row is not None and row[0] == 1
     msgs = await rt.db.fetchone("SELECT count(*) FROM messages")
     assert msgs is not None and msgs[0] == 1
+    text = await (await client.get("/metrics")).text()
+    assert "instaset_webhook_duplicates_total 3.0" in text
+
+
+async def test_a_key_twice_in_one_batch_is_stored_once_in_delivery_order(
+    client: TestClient, rt: Runtime  # type: ignore[type-arg]
+) -> None:
+    """The batch is inserted by one statement: items keep their delivery order (rowids of
+    the events and of their jobs), and a key that comes twice is stored once."""
+    await connect_account(rt.db, "17841400000000001")
+    entry = dm("m-a")["entry"][0]
+    items = [dm(mid)["entry"][0]["messaging"][0] for mid in ("m-c", "m-a", "m-b", "m-a")]
+    body = {"object": "instagram", "entry": [{**entry, "messaging": items}]}
+    assert await post(client, json.dumps(body).encode()) == 200
+    events = await rt.db.fetchall("SELECT dedupe_key FROM events ORDER BY id")
+    assert [r[0] for r in events] == ["msg:m-c", "msg:m-a", "msg:m-b"]
+    jobs = await rt.db.fetchall("SELECT key FROM jobs ORDER BY id")
+    assert [r[0] for r in jobs] == ["event:msg:m-c", "event:msg:m-a", "event:msg:m-b"]
+    text = await (await client.get("/metrics")).text()
+    assert "instaset_webhook_duplicates_total 1.0" in text
 
 
 async def test_events_for_unconnected_accounts_are_dropped(
@@ -196,6 +216,8 @@ async def test_events_for_unconnected_accounts_are_dropped(
     assert await post(client, json.dumps(body).encode()) == 200
     rows = await rt.db.fetchall("SELECT dedupe_key FROM events")
     assert [r[0] for r in rows] == ["msg:m-ours"]
+    text = await (await client.get("/metrics")).text()
+    assert "instaset_webhook_duplicates_total 1.0" in text  # not stored: dropped
 
 
 async def test_concurrent_requests_share_commits(client: TestClient, rt: Runtime) -> None:  # type: ignore[type-arg]
