@@ -417,7 +417,8 @@ def install(rt: Runtime) -> None:
         report = await purge_older_than(runtime.db, horizon, now, deadline=time.monotonic()
                                          + budget, clock=time.monotonic)
         if report.total:
-            log.info("retention: deleted %s", report.counts)
+            log.info("retention: deleted %s%s", report.counts,
+                     f" (in one pass: {', '.join(report.bulk)})" if report.bulk else "")
         if not report.finished:
             raise RetryLater(1.0, "retention continues", count_attempt=False)
         space = await reclaim_space(runtime.db, exclusive=False)

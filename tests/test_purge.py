@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -292,7 +293,14 @@ def config_for(tmp_path: Path, name: str, **extra: object) -> Config:
                                               "synchronous": "NORMAL"}, **extra})
 
 
-async def test_daemon_applies_retention_daily_through_the_queue(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bulk_min_rows", [retention.BULK_MIN_ROWS, 1], ids=["batches", "bulk"])
+async def test_daemon_applies_retention_daily_through_the_queue(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        bulk_min_rows: int) -> None:
+    """The daemon's own daily job, in batches or (most of the history old, retention just
+    shortened) in one bulk pass per table through the daemon's write gate."""
+    monkeypatch.setattr(retention, "BULK_MIN_ROWS", bulk_min_rows)
+    caplog.set_level(logging.INFO, logger="instaset.retention")
     async with runtime(config_for(tmp_path, "d.db", retention={"days": 30})) as rt:
         assert rt.periodic["retention"] == DAY  # installed by the daemon's FEATURES
         now = time.time()
@@ -308,6 +316,8 @@ async def test_daemon_applies_retention_daily_through_the_queue(tmp_path: Path) 
             (f"periodic:retention:{slot - 1}", "done", (slot - 1) * DAY),
             (f"periodic:retention:{slot}", "ready", slot * DAY),  # tomorrow's run
         ]
+    passes = [r.getMessage() for r in caplog.records if "in one pass" in r.getMessage()]
+    assert bool(passes) == (bulk_min_rows == 1), passes
 
 
 @pytest.fixture
