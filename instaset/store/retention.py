@@ -13,8 +13,8 @@ Contract:
 - Nothing here deletes an unprocessed event or a ready/running job of the time-based policy:
   work acknowledged to Meta is never lost to a purge.
 - The one longer transaction is :meth:`Purger.write_bulk`, which the caller chooses only when
-  most of a table goes (it holds the lock for a time that grows with the whole table, about
-  3 s for a million messages on a 2-core VM, still well inside busy_timeout).
+  most of a table goes (it holds the lock for a time that grows with the whole table: 1.2 s
+  for a million messages on an idle 2-core VM, ~2 s under ingest, well inside busy_timeout).
 """
 
 from __future__ import annotations
