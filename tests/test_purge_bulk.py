@@ -79,7 +79,9 @@ def dump(path: Path) -> dict[str, list[tuple[object, ...]]]:
 
 
 @pytest.fixture
-async def twins(tmp_path: Path) -> tuple[Path, Path]:
+async def twins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """Two copies of :func:`history_db`; tables of any size may take the bulk path."""
+    monkeypatch.setattr(retention, "BULK_MIN_ROWS", 1)
     first = tmp_path / "bulk.db"
     await history_db(first)
     second = tmp_path / "batched.db"
@@ -95,9 +97,8 @@ async def purge(path: Path, *, bulk: bool) -> retention.PurgeReport:
         await db.close()
 
 
-async def test_bulk_and_batched_purges_leave_the_same_database(
-        twins: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(retention, "BULK_MIN_ROWS", 1)
+async def test_bulk_and_batched_purges_leave_the_same_database(twins: tuple[Path, Path]
+                                                              ) -> None:
     bulk_path, batched_path = twins
     before = dump(bulk_path)
     bulk = await purge(bulk_path, bulk=True)
@@ -115,8 +116,7 @@ async def test_bulk_and_batched_purges_leave_the_same_database(
 
 
 async def test_triggers_work_after_a_bulk_pass_and_kept_rows_are_not_counted_twice(
-        twins: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(retention, "BULK_MIN_ROWS", 1)
+        twins: tuple[Path, Path]) -> None:
     path, _ = twins
     report = await purge(path, bulk=True)
     assert "messages" in report.bulk
@@ -135,19 +135,15 @@ async def test_triggers_work_after_a_bulk_pass_and_kept_rows_are_not_counted_twi
         await db.close()
 
 
-async def test_a_second_bulk_purge_finds_nothing(
-        twins: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(retention, "BULK_MIN_ROWS", 1)
+async def test_a_second_bulk_purge_finds_nothing(twins: tuple[Path, Path]) -> None:
     path, _ = twins
     assert (await purge(path, bulk=True)).total > 0
     again = await purge(path, bulk=True)
     assert again.counts == {}
 
 
-async def test_the_daily_share_stays_batched(
-        twins: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_daily_share_stays_batched(twins: tuple[Path, Path]) -> None:
     """A horizon that takes a small share of the history: no bulk pass."""
-    monkeypatch.setattr(retention, "BULK_MIN_ROWS", 1)
     path, _ = twins
     db = await open_database(path)
     try:
