@@ -306,23 +306,33 @@ class Purger:
                 return False
             time.sleep(BEGIN_POLL)
 
-    def _write(self, fk_on: bool, stmts: list[tuple[str, tuple[object, ...]]]
-               ) -> tuple[int, float] | None:
+    def _transaction(self, fk_on: bool, body: Callable[[sqlite3.Connection], int]
+                     ) -> tuple[int, float] | None:
+        """``body`` inside BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any error), with SQLite's
+        key enforcement ``fk_on``: (its count, seconds the write lock was held), or None
+        when the lock stayed taken (see :meth:`_begin`)."""
         conn = self._c()
         conn.execute(f"PRAGMA foreign_keys={'ON' if fk_on else 'OFF'}")  # outside a tx
         if not self._begin(conn):
             return None
         started = time.perf_counter()
         try:
-            n = 0
-            for sql, args in stmts:
-                n = max(conn.execute(sql, args).rowcount, 0)
+            n = body(conn)
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
         return n, time.perf_counter() - started
+
+    def _write(self, fk_on: bool, stmts: list[tuple[str, tuple[object, ...]]]
+               ) -> tuple[int, float] | None:
+        def run(conn: sqlite3.Connection) -> int:
+            n = 0
+            for sql, args in stmts:
+                n = max(conn.execute(sql, args).rowcount, 0)
+            return n
+        return self._transaction(fk_on, run)
 
     async def _locked_retry(self, write: Callable[..., tuple[int, float] | None],
                             *args: object) -> tuple[int, float]:
@@ -395,50 +405,44 @@ class Purger:
         return await self._run(run)
 
     def _bulk(self, rule: Rule, params: Sequence[object]) -> tuple[int, float] | None:
-        conn = self._c()
-        conn.execute("PRAGMA foreign_keys=OFF")  # outside a tx; the keys are applied below
         # The kept rows (up to half of the table) go to a temporary file, not to memory.
-        conn.execute("PRAGMA temp_store=FILE")
-        if not self._begin(conn):
-            return None
-        started = time.perf_counter()
-        t = rule.table
+        self._c().execute("PRAGMA temp_store=FILE")
         try:
-            # Read inside the transaction: the schema cannot change under it.
-            cols = ", ".join('"' + str(r[1]).replace('"', '""') + '"' for r in conn.execute(
-                f"PRAGMA table_xinfo({t})") if r[6] == 0)  # not generated columns
-            triggers = self._triggers(t)
-            conn.execute("DROP TABLE IF EXISTS temp.purge_keep")
-            conn.execute(f"CREATE TEMP TABLE purge_keep (purge_rowid INTEGER PRIMARY KEY,"
-                         f" {cols})")  # untyped columns: values are copied as they are
-            conn.execute(f"INSERT INTO temp.purge_keep SELECT rowid, {cols} FROM {t}"
-                         f" WHERE NOT coalesce(({rule.where}), 0)", tuple(params))
-            for ch in self._children.get(t) or []:
-                key = "purge_rowid" if ch.parent_column == "rowid" else ch.parent_column
-                gone = (f"{ch.column} IS NOT NULL AND {ch.column} NOT IN"
-                        f" (SELECT {key} FROM temp.purge_keep WHERE {key} IS NOT NULL)")
-                conn.execute(f"DELETE FROM {ch.table} WHERE {gone}" if ch.action == "CASCADE"
-                             else f"UPDATE {ch.table} SET {ch.column} = NULL WHERE {gone}")
-            # Without triggers and with the keys off, SQLite empties the table by freeing its
-            # pages (and its indexes') instead of deleting row by row; the kept rows go back
-            # with their rowids, and without firing the INSERT triggers a second time.
-            for name, _ in triggers:
-                conn.execute('DROP TRIGGER "' + name.replace('"', '""') + '"')
-            total = max(conn.execute(f"DELETE FROM {t}").rowcount, 0)
-            kept = max(conn.execute(f"INSERT INTO {t} (rowid, {cols}) SELECT purge_rowid,"
-                                    f" {cols} FROM temp.purge_keep").rowcount, 0)
-            for _, sql in triggers:
-                conn.execute(sql)
-            conn.execute("DROP TABLE temp.purge_keep")
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
+            # Keys off: the referencing keys are applied in _bulk_body.
+            return self._transaction(False, lambda conn: self._bulk_body(conn, rule, params))
         finally:
-            if not conn.in_transaction:
-                conn.execute("PRAGMA temp_store=MEMORY")
-        return total - kept, time.perf_counter() - started
+            self._c().execute("PRAGMA temp_store=MEMORY")
+
+    def _bulk_body(self, conn: sqlite3.Connection, rule: Rule, params: Sequence[object]
+                   ) -> int:
+        t = rule.table
+        # Read inside the transaction: the schema cannot change under it.
+        cols = ", ".join('"' + str(r[1]).replace('"', '""') + '"' for r in conn.execute(
+            f"PRAGMA table_xinfo({t})") if r[6] == 0)  # not generated columns
+        triggers = self._triggers(t)
+        conn.execute("DROP TABLE IF EXISTS temp.purge_keep")
+        conn.execute(f"CREATE TEMP TABLE purge_keep (purge_rowid INTEGER PRIMARY KEY,"
+                     f" {cols})")  # untyped columns: values are copied as they are
+        conn.execute(f"INSERT INTO temp.purge_keep SELECT rowid, {cols} FROM {t}"
+                     f" WHERE NOT coalesce(({rule.where}), 0)", tuple(params))
+        for ch in self._children.get(t) or []:
+            key = "purge_rowid" if ch.parent_column == "rowid" else ch.parent_column
+            gone = (f"{ch.column} IS NOT NULL AND {ch.column} NOT IN"
+                    f" (SELECT {key} FROM temp.purge_keep WHERE {key} IS NOT NULL)")
+            conn.execute(f"DELETE FROM {ch.table} WHERE {gone}" if ch.action == "CASCADE"
+                         else f"UPDATE {ch.table} SET {ch.column} = NULL WHERE {gone}")
+        # Without triggers and with the keys off, SQLite empties the table by freeing its
+        # pages (and its indexes') instead of deleting row by row; the kept rows go back
+        # with their rowids, and without firing the INSERT triggers a second time.
+        for name, _ in triggers:
+            conn.execute('DROP TRIGGER "' + name.replace('"', '""') + '"')
+        total = max(conn.execute(f"DELETE FROM {t}").rowcount, 0)
+        kept = max(conn.execute(f"INSERT INTO {t} (rowid, {cols}) SELECT purge_rowid,"
+                                f" {cols} FROM temp.purge_keep").rowcount, 0)
+        for _, sql in triggers:
+            conn.execute(sql)
+        conn.execute("DROP TABLE temp.purge_keep")
+        return total - kept
 
     async def write_bulk(self, rule: Rule, params: Sequence[object]) -> tuple[int, float]:
         """Apply ``rule`` to the whole table in ONE transaction by copying the rows it keeps
