@@ -50,7 +50,7 @@ from instaset.store.ingest import IngestWriter
 from instaset.store.jobs import Job
 from instaset.tokens import default_tokens
 from instaset.webhook import WebContext, make_app
-from instaset.worker import Handler, Worker, WorkerSettings
+from instaset.worker import Handler, Worker, WorkerSettings, worker_alive
 
 log = logging.getLogger("instaset")
 
@@ -284,9 +284,9 @@ async def serving(
                     subscribed_fields=WEBHOOK_FIELDS,
                 )
                 rt.web.extra_routes.extend(sandbox_routes(box))
-            released = await jobstore.release_all_running(rt.db)
+            released = await jobstore.release_orphaned(rt.db, worker_alive)
             if released:
-                log.info("%d jobs left running by the previous process are due again", released)
+                log.info("%d jobs left running by a process that died are due again", released)
             # The writer runs before the first request can arrive: a restart with Meta's
             # backlog waiting must not answer 503 to the first deliveries.
             await rt.start()

@@ -105,6 +105,11 @@ class GraphClient:
         self._timeout = timeout
         self.last_usage: Usage | None = None
 
+    @property
+    def timeout(self) -> float:
+        """Seconds one request may take before it is abandoned."""
+        return self._timeout
+
     # -- plumbing ------------------------------------------------------------------------
 
     def _url(self, *segments: str, versioned: bool = True) -> str:
@@ -165,9 +170,19 @@ class GraphClient:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        check_response(
-            status, body, resp_headers, throttle_on_success=not may_send, secrets=secrets
-        )
+        try:
+            check_response(
+                status, body, resp_headers, throttle_on_success=not may_send, secrets=secrets
+            )
+        except Transient as exc:
+            if not may_send or exc.outcome_unknown:
+                raise
+            # A server error (5xx, codes 1 and 2) says nothing about whether Meta acted on
+            # the POST before failing; it often has. Retrying blind could send twice.
+            raise Transient(
+                exc.message, outcome_unknown=True, code=exc.code, subcode=exc.subcode,
+                status=exc.status, fbtrace_id=exc.fbtrace_id,
+            ) from None
         if body is None:
             msg = f"Meta answered {what} with HTTP {status} but no JSON body"
             raise Transient(msg, outcome_unknown=may_send, status=status)

@@ -173,6 +173,17 @@ def _classify(
             status=status,
             fbtrace_id=fbtrace_id,
         )
+    if status == 429:
+        # Whatever the body's code says: HTTP 429 is Meta's rate limiting, and retryable.
+        retry = usage.regain_seconds if usage is not None and usage.regain_seconds else None
+        return Throttled(
+            f"rate limited by Meta (HTTP 429): {message}",
+            retry_after=retry,
+            code=code,
+            subcode=subcode,
+            status=status,
+            fbtrace_id=fbtrace_id,
+        )
     if code == 190:
         return make(
             TokenInvalid,

@@ -163,6 +163,8 @@ class StaticTokens:
         """Nothing is cached."""
 
 
+ECHO_MARGIN = 10.0  # s beyond the Graph timeout that an unknown outcome waits for its echo
+
 _FINAL_ERRORS: dict[type[GraphError], str] = {
     WindowClosed: "window_closed",
     UserUnavailable: "user_unavailable",
@@ -181,7 +183,7 @@ class Deliverer:
         *,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
-        echo_wait: float = 15.0,
+        echo_wait: float | None = None,
         on_refused: Callable[[Outgoing, str, str], None] | None = None,
     ) -> None:
         self.db = db
@@ -190,7 +192,13 @@ class Deliverer:
         self.budgets = budgets
         self.metrics = metrics
         self.clock = clock
-        self.echo_wait = echo_wait
+        # How long a send whose outcome is unknown waits for its echo before it goes again.
+        # Longer than a Graph call may take: another process's call (`inbox reply` from the
+        # CLI) may still be waiting for Meta's answer when this one looks at the row.
+        self.echo_wait = echo_wait if echo_wait is not None else graph.timeout + ECHO_MARGIN
+        # The echo of a send made before this process started could not arrive while no
+        # process was listening: its wait counts from now, not from the in_flight mark.
+        self.started_at = clock()
         self.on_refused = on_refused
 
     def _count(self, out: Outgoing, outcome: str) -> None:
@@ -240,7 +248,7 @@ class Deliverer:
             return None
         if row["state"] == "in_flight":
             # The last try may have reached Meta. Its echo, if any, marks the row sent.
-            if now - row["updated_at"] < self.echo_wait:
+            if now - max(float(row["updated_at"]), self.started_at) < self.echo_wait:
                 raise RetryLater(
                     1.0, "waiting for the echo of a send with an unknown outcome",
                     count_attempt=False,
@@ -270,6 +278,11 @@ class Deliverer:
         await sendstore.set_state(self.db, key, "in_flight", now, attempt=True, durable=True)
         try:
             result = await self._call(out, token, verdict.human_agent_tag)
+        except ValueError as exc:
+            # GraphClient checks its arguments before any request (a rendered text too long
+            # for a template, ...): nothing was sent, and retrying cannot help.
+            await self._refuse(out, "failed", "invalid_request", str(exc))
+            return None
         except TokenInvalid as exc:
             self.tokens.forget(out.account_id)
             if await self.tokens.token(out.account_id) not in (None, token):
@@ -286,11 +299,17 @@ class Deliverer:
             delay = exc.retry_after if exc.retry_after is not None else 60.0
             self.budgets.block(out.account_id, out.send_class, delay)
             await sendstore.set_state(self.db, key, "pending", self.clock())
-            raise RetryLater(delay, f"throttled by Meta: {exc.describe()}") from None
+            # Not an attempt: throttling says when to come back, and a send must not be
+            # dead-lettered because Meta asked us to slow down.
+            raise RetryLater(delay, f"throttled by Meta: {exc.describe()}",
+                             count_attempt=False) from None
         except Transient as exc:
+            self._count(out, "transient")
+            if job.attempts >= job.max_attempts:
+                await self._give_up(out, exc)
+                return None
             if not exc.outcome_unknown:
                 await sendstore.set_state(self.db, key, "pending", self.clock())
-            self._count(out, "transient")
             raise
         except GraphError as exc:
             reason = next(
@@ -300,6 +319,18 @@ class Deliverer:
             return None
         await self._record_sent(out, result, job)
         return COMPLETED
+
+    async def _give_up(self, out: Outgoing, exc: Transient) -> None:
+        """The last try failed transiently: record a verdict and let the rest of the chain go
+        rather than leave the send pending for ever. A send that may have reached Meta stays
+        in_flight, so its echo, should it come, still marks it sent."""
+        if not exc.outcome_unknown:
+            await self._refuse(out, "failed", "gave_up", exc.describe())
+            return
+        now = self.clock()
+        if out.next_key:
+            await enqueue(self.db, [send_job(out.next_key, now)], now, relaxed=True)
+        log.warning("send %s: gave up with its outcome unknown (%s)", out.key, exc.describe())
 
     async def _record_sent(self, out: Outgoing, result: SendResult, job: Job) -> None:
         now = self.clock()

@@ -60,6 +60,26 @@ class WorkerSettings:
     busy_concurrency: int = 4
 
 
+def worker_alive(name: str) -> bool:
+    """Whether the process of the worker called ``name`` (``<pid>-<random>``, see
+    :class:`Worker`) still runs on this machine. A name without a pid counts as dead."""
+    pid_text = name.split("-", 1)[0]
+    if not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    except OSError:
+        return False
+    return True
+
+
 class Worker:
     def __init__(
         self,

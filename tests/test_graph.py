@@ -448,6 +448,8 @@ ERROR_TABLE: list[tuple[str, int, object, type[GraphError]]] = [
     ("2", 503, env(2), Transient),
     ("100_is_transient", 400, env(100, is_transient=True), Transient),
     ("unknown_5xx", 500, env(12345), Transient),
+    ("429_with_envelope", 429, env(12345, None, "Too many calls"), Throttled),
+    ("429_code_100", 429, env(100), Throttled),
     ("unparseable_5xx", 502, None, Transient),
     ("text_5xx", 503, "<html>bad gateway</html>", Transient),
     (

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ from instaset.queue import NewJob, PermanentJobError, RetryLater, backoff_delay
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database, open_database
 from instaset.store.jobs import Job
-from instaset.worker import Worker, WorkerSettings
+from instaset.worker import Worker, WorkerSettings, worker_alive
 
 
 class Clock:
@@ -195,9 +198,33 @@ async def test_grace_period_cancels_and_job_runs_again_later(db: Database) -> No
         await asyncio.sleep(0.01)
     stop.set()
     await asyncio.wait_for(task, 10)
-    assert await jobstore.release_all_running(db) == 1
+    # This process is alive: its job keeps its lease. Once its worker counts as dead (the
+    # next start after a crash), the job is due again.
+    assert await jobstore.release_orphaned(db, worker_alive) == 0
+    assert await jobstore.release_orphaned(db, lambda name: False) == 1
     row = await db.fetchone("SELECT state FROM jobs")
     assert row is not None and row[0] == "ready"
+
+
+async def test_only_jobs_of_dead_processes_are_released_at_start(db: Database) -> None:
+    """A job leased by a live process (`inbox reply` delivering from the CLI) is left alone;
+    one leased by a process that is gone, or by no named worker, is due again."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True, timeout=60)
+    dead_pid = int(gone.stdout)
+    assert not worker_alive(f"{dead_pid}-abcdef01")
+    assert worker_alive(f"{os.getpid()}-abcdef01")
+    assert not worker_alive("not-a-worker-name")
+    await jobstore.enqueue(db, [NewJob("k", f"j{i}", {}, run_at=0) for i in range(3)], now=0)
+    for worker in (f"{os.getpid()}-live0001", f"{dead_pid}-dead0001"):
+        claimed = await jobstore.claim(db, worker, 0.0, 600.0, 1)
+        assert len(claimed) == 1
+    await db.execute("UPDATE jobs SET state = 'running', lease_until = 600, worker = NULL"
+                     " WHERE state = 'ready'")
+    assert await jobstore.release_orphaned(db, worker_alive) == 2
+    rows = await db.fetchall("SELECT worker, state FROM jobs ORDER BY id")
+    states = {(r[0] or "").split("-")[-1]: r[1] for r in rows}
+    assert states == {"live0001": "running", "dead0001": "ready", "": "ready"}
 
 
 async def test_a_finished_job_or_a_wake_up_ends_the_idle_wait(db: Database) -> None:

@@ -9,7 +9,7 @@ from typing import Literal
 
 _VERSION = re.compile(r"^/v\d+\.\d+(?=/)")
 
-FaultKind = Literal["status", "graph_error", "delay", "drop_after_send"]
+FaultKind = Literal["status", "graph_error", "delay", "drop_after_send", "error_after_send"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,8 @@ class Fault:
     - ``drop_after_send``: do the work (record, store, echo), then never answer: hang for
       ``delay`` seconds (or until the sandbox stops) when ``delay`` > 0, else drop the
       connection.
+    - ``error_after_send``: do the work (record, store, echo), then answer like a
+      ``graph_error`` fault (Meta's "unexpected error" on a send that did go out).
     """
 
     kind: FaultKind

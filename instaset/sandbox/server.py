@@ -345,12 +345,14 @@ class Sandbox:
         fault = self._faults.take(request.path_qs)
         if fault is not None and fault.kind == "delay":
             await self._wait(fault.delay)
-        elif fault is not None and fault.kind != "drop_after_send":
+        elif fault is not None and fault.kind not in ("drop_after_send", "error_after_send"):
             return fault_response(fault)
         segs = [s for s in request.path.split("/") if s]
         if segs and _VERSION.fullmatch(segs[0]):
             segs = segs[1:]
         response = await self._route(request, segs, params, body)
+        if fault is not None and fault.kind == "error_after_send":
+            return fault_response(fault)
         if fault is not None and fault.kind == "drop_after_send":
             if fault.delay > 0:
                 await self._wait(fault.delay)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,11 +152,22 @@ async def reschedule(
     )
 
 
-async def release_all_running(db: Database) -> int:
-    """Make every running job due now. Only safe while no other worker process runs on this
-    database, which ``instaset serve`` guarantees with its lock file."""
+async def release_orphaned(db: Database, alive: Callable[[str], bool]) -> int:
+    """Make due now every running job whose worker is not ``alive`` (a process that died
+    holding it: kill -9, a power loss). A job another live process holds (``inbox reply``
+    delivering from the CLI while the daemon starts) keeps its lease: running it here too
+    could send its message twice."""
+    rows = await db.fetchall(
+        "SELECT DISTINCT coalesce(worker, '') FROM jobs WHERE state = 'running'"
+    )
+    dead = [str(r[0]) for r in rows if not r[0] or not alive(str(r[0]))]
+    if not dead:
+        return 0
+    marks = ", ".join("?" for _ in dead)
     return await db.execute(
-        "UPDATE jobs SET state = 'ready', lease_until = NULL WHERE state = 'running'"
+        "UPDATE jobs SET state = 'ready', lease_until = NULL"
+        f" WHERE state = 'running' AND coalesce(worker, '') IN ({marks})",
+        dead,
     )
 
 

@@ -45,9 +45,11 @@ async def set_state(
 ) -> None:
     """Set a send's state. ``durable``: on disk before this returns (the ``in_flight`` mark
     before the Graph call); otherwise a relaxed commit (see :mod:`instaset.store.db`)."""
+    # Never over a 'sent' row: the echo of a send whose answer was an error may have
+    # settled it meanwhile (Meta sometimes fails a request it carried out).
     await db.execute(
         "UPDATE sends SET state = ?, reason = coalesce(?, reason), updated_at = ?,"
-        " attempts = attempts + ? WHERE key = ?",
+        " attempts = attempts + ? WHERE key = ? AND state != 'sent'",
         (state, reason, now, int(attempt), key), relaxed=True,
     )
     if durable:
@@ -58,7 +60,8 @@ async def set_state_in(
     conn: aiosqlite.Connection, key: str, state: str, now: float, *, reason: str | None = None
 ) -> None:
     await conn.execute(
-        "UPDATE sends SET state = ?, reason = coalesce(?, reason), updated_at = ? WHERE key = ?",
+        "UPDATE sends SET state = ?, reason = coalesce(?, reason), updated_at = ?"
+        " WHERE key = ? AND state != 'sent'",
         (state, reason, now, key),
     )
 
