@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import sqlite3
 import time
@@ -43,13 +44,16 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import aiohttp
+import yarl
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from instaset.automation import notify_job
 from instaset.config import Config
 from instaset.errors import GraphError, InstasetError, InvalidParameter, TokenInvalid, Transient
 from instaset.graph import GraphClient
 from instaset.oauth_pages import deletion_status_page, not_found_page, result_page
+from instaset.proxy import external_base_url
 from instaset.queue import enqueue
 from instaset.secrets import SecretStore, app_secrets, open_secrets, token_key
 from instaset.store import accounts as acctstore
@@ -447,12 +451,19 @@ def parse_signed_request(
     issued = payload.get("issued_at")
     if isinstance(issued, bool) or not isinstance(issued, int | float):
         raise SignedRequestError(400, "signed_request has no issued_at")
-    if now - issued > max_age or issued - now > CLOCK_SKEW:
+    try:
+        issued = float(issued)
+    except OverflowError:
+        raise SignedRequestError(400, "signed_request issued_at is out of range") from None
+    # NaN compares false with everything: it would never be stale.
+    if not math.isfinite(issued) or now - issued > max_age or issued - now > CLOCK_SKEW:
         raise SignedRequestError(403, "signed_request is stale (issued_at too old or in the "
                                       "future)")
     user = payload.get("user_id")
     if isinstance(user, bool) or not isinstance(user, str | int) or not str(user).strip():
         raise SignedRequestError(400, "signed_request has no user_id")
+    if not str(user).strip().isascii():  # Meta's ids are digits; "\ud800" cannot be stored
+        raise SignedRequestError(400, "signed_request user_id is not an id")
     payload["user_id"] = str(user).strip()
     return payload
 
@@ -470,7 +481,9 @@ def meta_routes(service: AccountService) -> list[web.RouteDef]:
     async def signed_user(request: web.Request) -> str | web.Response:
         try:
             form = await request.post()
-        except ValueError:
+        except (ValueError, LookupError, web.RequestPayloadError, HttpProcessingError):
+            # A bad charset, a broken multipart part, a body that is not what its
+            # Content-Encoding says: the client's fault, answered 400 below.
             form = None
         value = form.get("signed_request") if form is not None else None
         if not isinstance(value, str) or not value:
@@ -493,8 +506,19 @@ def meta_routes(service: AccountService) -> list[web.RouteDef]:
         user = await signed_user(request)
         if isinstance(user, web.Response):
             return user
+        # The status URL is settled before anything is deleted: a Host header it cannot be
+        # built from must not leave a deletion done and its receipt unanswered.
+        try:
+            base = external_base_url(request, service.config.server.public_url)
+            parsed = yarl.URL(base)
+        except ValueError:
+            parsed = None
+        from_host = not service.config.server.public_url
+        if (parsed is None or parsed.scheme not in ("http", "https") or not parsed.host
+                or (from_host and (" " in base or parsed.path not in ("", "/")
+                                   or parsed.query_string or parsed.fragment))):
+            return web.json_response({"error": "bad Host header"}, status=400)
         code, _counts = await service.delete_data(user)
-        base = service.config.server.public_url or str(request.url.origin())
         url = f"{base.rstrip('/')}/meta/data-deletion/{code}"
         return web.json_response({"url": url, "confirmation_code": code})
 

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from instaset.errors import PayloadError
 from instaset.events import event_heads
@@ -53,12 +54,20 @@ def signature_ok(raw: bytes, header: str, secrets: Sequence[bytes]) -> bool:
     if not header.startswith("sha256="):
         return False
     given = header[7:].strip().lower()
+    if len(given) != 64 or not given.isascii():
+        return False  # compare_digest refuses non-ASCII text: no hex digest looks like that
     ok = False
     for secret in secrets:
         expected = hmac.new(secret, raw, hashlib.sha256).hexdigest()
         # No short-circuit: every secret is compared, so timing says nothing about which.
         ok = hmac.compare_digest(given, expected) | ok
     return ok
+
+
+def _no_constant(name: str) -> object:
+    """``json.loads`` accepts NaN and Infinity, which are not JSON: stored, they would make
+    the raw event (and any export of it) invalid JSON."""
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _reject(ctx: WebContext, status: int, reason: str, text: str) -> web.Response:
@@ -93,6 +102,12 @@ async def receive(request: web.Request) -> web.Response:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _reject(ctx, 413, "too_large", "body too large")
+    except (web.RequestPayloadError, HttpProcessingError) as exc:
+        # A body that is not what its Content-Encoding says, or one cut short. The rest of
+        # the stream cannot be read either: answer, then close the connection.
+        resp = _reject(ctx, 400, "malformed", f"unreadable body: {type(exc).__name__}")
+        resp.force_close()
+        return resp
     if not ctx.secrets:
         return _reject(ctx, 403, "no_secret", "no app secret configured; set instagram.app_secret")
     header = request.headers.get("X-Hub-Signature-256")
@@ -101,7 +116,7 @@ async def receive(request: web.Request) -> web.Response:
     if not signature_ok(raw, header, ctx.secrets):
         return _reject(ctx, 403, "bad_signature", "signature does not match")
     try:
-        payload = json.loads(raw)
+        payload = json.loads(raw, parse_constant=_no_constant)
         # Only what is stored: the worker parses each stored event in full later.
         events = event_heads(payload)
         for e in events:

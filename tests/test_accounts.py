@@ -16,6 +16,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -502,6 +503,9 @@ def test_parses_the_real_fixture() -> None:
     (signed({"algorithm": "HMAC-SHA256", "issued_at": T0 - 2 * DAY, "user_id": "1"}), 403),
     (signed({"algorithm": "HMAC-SHA256", "issued_at": T0 + 3600, "user_id": "1"}), 403),
     (signed({"algorithm": "HMAC-SHA256", "issued_at": T0, "user_id": "1"}, "wrong"), 403),
+    (signed({"algorithm": "HMAC-SHA256", "issued_at": float("nan"), "user_id": "1"}), 403),
+    (signed({"algorithm": "HMAC-SHA256", "issued_at": 10**400, "user_id": "1"}), 400),
+    (signed({"algorithm": "HMAC-SHA256", "issued_at": T0, "user_id": "\ud800"}), 400),
 ])
 def test_refused_signed_requests(value: str, status: int) -> None:
     with pytest.raises(SignedRequestError) as info:
@@ -614,6 +618,40 @@ async def test_malformed_callbacks_are_400(client: TestClient, data: dict[str, s
     resp = await client.post("/meta/data-deletion", data=b"\xff\xfe", headers={
         "Content-Type": "multipart/form-data; boundary=x"})
     assert resp.status == 400
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/x-www-form-urlencoded; charset=bogus", "multipart/form-data; boundary=B",
+])
+async def test_unreadable_callback_forms_are_400(client: TestClient, content_type: str) -> None:  # type: ignore[type-arg]
+    for path in ("/meta/deauthorize", "/meta/data-deletion"):
+        resp = await client.post(path, data=b"--B\r\nnonsense\r\n\r\n",
+                                 headers={"Content-Type": content_type})
+        assert resp.status == 400
+
+
+@pytest.mark.parametrize("host", ["a:99999999", "_:_", "a b", "x/y?z"])
+async def test_data_deletion_refuses_a_host_it_cannot_answer_with_before_deleting(
+    tmp_path: Path, box: Sandbox, aiohttp_client: ClientFactory, host: str,
+) -> None:
+    """Without server.public_url the status URL comes from the Host header: one it cannot
+    be built from got a 503 after the deletion and its receipt were committed."""
+    fx = fixture_request()
+    issued = json.loads(fx["decoded_payload_json"])["issued_at"]
+    config = make_config(tmp_path, box.base_url or "", free_port(),
+                         instagram={"app_secret": "key"}, server={"public_url": None})
+    async with daemon(config, Clock(issued + 5)) as r:
+        client = await aiohttp_client(make_app(r.web))
+        body = urlencode({"signed_request": fx["signed_request"]}).encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+        writer.write(b"POST /meta/data-deletion HTTP/1.1\r\nHost: " + host.encode()
+                     + b"\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                     + b"Content-Length: " + str(len(body)).encode()
+                     + b"\r\nConnection: close\r\n\r\n" + body)
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+        assert status_line.split()[1] == b"400"
+        assert await r.db.fetchall("SELECT * FROM deletion_receipts") == []
 
 
 async def test_bad_signature_and_stale_are_403(rt: Runtime, client: TestClient) -> None:  # type: ignore[type-arg]

@@ -243,6 +243,24 @@ async def test_malformed_bodies_are_400(client: TestClient, rt: Runtime,  # type
     assert await event_count(rt) == 0
 
 
+async def test_unreadable_bodies_and_odd_signatures_are_4xx(
+    client: TestClient, rt: Runtime,  # type: ignore[type-arg]
+) -> None:
+    """Found in review: these got a 503 (and a traceback in the log)."""
+    await connect_account(rt.db, "17841400000000001")
+    body = json.dumps(dm("m-odd")).encode()
+    resp = await client.post("/webhook", data=b"this is not gzip", headers={
+        "Content-Encoding": "gzip", "X-Hub-Signature-256": sign(b"this is not gzip", SECRET)})
+    assert resp.status == 400
+    for header in ("sha256=\u00e9", "sha256=" + "\u00e9" * 64, "sha256=" + "0" * 63):
+        assert await post(client, body, header=header.encode().decode("unicode_escape")) == 403
+    for constant in (b"NaN", b"Infinity", b"-Infinity"):
+        odd = body.replace(b'"time":', b'"time":' + constant + b', "x":', 1)
+        assert odd != body
+        assert await post(client, odd) == 400
+    assert await event_count(rt) == 0
+
+
 async def test_oversized_body_is_413(client: TestClient, rt: Runtime) -> None:  # type: ignore[type-arg]
     body = b'{"entry":[' + b" " * 2_100_000 + b"]}"
     assert await post(client, body) == 413
