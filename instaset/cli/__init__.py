@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from instaset.cli import (  # noqa: F401  # noqa: F401
     cmd_accounts,
     cmd_bookings,
@@ -21,7 +23,32 @@ from instaset.cli.app import app
 
 def main() -> None:
     """Console-script entry point."""
+    sys.argv[1:] = hoist_config(sys.argv[1:])
     app()
 
 
-__all__ = ["app", "main"]
+def hoist_config(args: list[str]) -> list[str]:
+    """``--config PATH`` (or ``--config=PATH``) given after the command moves in front of
+    it, where the global option is parsed: `instaset inbox --config x.yaml` works like
+    `instaset --config x.yaml inbox`. Nothing after ``--`` moves."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if i > 0 and arg == "--config" and i + 1 < len(args):
+            front += args[i:i + 2]
+            i += 2
+            continue
+        if i > 0 and arg.startswith("--config="):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+__all__ = ["app", "hoist_config", "main"]

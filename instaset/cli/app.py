@@ -105,7 +105,8 @@ def fail(message: str) -> typer.Exit:
 
 
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn an :class:`InstasetError` into a one-line message and exit code 1."""
+    """Turn an :class:`InstasetError`, a file system error or a database error into a
+    one-line message and exit code 1 (never a traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -113,8 +114,33 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except InstasetError as exc:
             raise fail(str(exc)) from None
+        except OSError as exc:
+            raise fail(describe_os_error(exc)) from None
+        except Exception as exc:
+            # sqlite3 is only imported by the commands that open the database.
+            sqlite3 = sys.modules.get("sqlite3")
+            if sqlite3 is not None and isinstance(exc, sqlite3.Error):
+                raise fail(describe_db_error(exc)) from None
+            raise
 
     return wrapper
+
+
+def describe_os_error(exc: OSError) -> str:
+    what = exc.strerror or type(exc).__name__
+    where = exc.filename if exc.filename is not None else None
+    return f"{what}: {where}" if where is not None else what
+
+
+def describe_db_error(exc: Exception) -> str:
+    text = str(exc)
+    if "readonly" in text:
+        hint = "check that this user may write the database file and its directory"
+    elif "locked" in text:
+        hint = "another process holds a write transaction; try again"
+    else:
+        hint = "run `instaset doctor`"
+    return f"database error: {text} ({hint})"
 
 
 def run_async(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:

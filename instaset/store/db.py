@@ -336,13 +336,19 @@ class Database:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
         tmp.unlink(missing_ok=True)
-        target = await aiosqlite.connect(str(tmp))
+        # A backup is the whole database, people's messages included: private, like it.
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         try:
-            async with self._lock:
-                await self.main.backup(target, pages=256)
-        finally:
-            await target.close()
-        tmp.replace(dest)
+            target = await aiosqlite.connect(str(tmp))
+            try:
+                async with self._lock:
+                    await self.main.backup(target, pages=256)
+            finally:
+                await target.close()
+            tmp.replace(dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # no stray copy of the data
+            raise
 
     async def integrity_ok(self) -> bool:
         row = await self.fetchone("PRAGMA integrity_check")
@@ -428,12 +434,26 @@ def inspect_schema_version(path: Path) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
+def _create_private(path: Path) -> None:
+    """Create the database's directory (0700) and an empty database file (0600) when they
+    do not exist: the database holds people's messages, and SQLite would create the file
+    with the umask's permissions (often world-readable). Its -wal and -shm files take the
+    database file's permissions. Existing files and directories are left as they are."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():
+            with contextlib.suppress(FileExistsError):  # created meanwhile: fine
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        raise StoreError(f"cannot create database {path}: {exc.strerror or exc}") from None
+
+
 async def open_database(path: Path, *, synchronous: Synchronous = "FULL") -> Database:
     """Open ``path`` (creating parent directories), apply pragmas and pending migrations."""
     import time
 
     if str(path) != ":memory:":
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
     try:
         conn = await _connect(path, synchronous)
     except sqlite3.Error as exc:

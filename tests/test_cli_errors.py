@@ -1,0 +1,103 @@
+"""Errors the CLI reports in one line (exit 1, no traceback), `--config` after the command,
+and the permissions of the files that hold people's data."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from instaset.cli import app, hoist_config
+from instaset.cli.app import handle_errors
+from instaset.ops import backup
+from instaset.store.db import open_database
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(("exc", "says"), [
+    (sqlite3.OperationalError("attempt to write a readonly database"), "may write"),
+    (sqlite3.OperationalError("database is locked"), "another process"),
+    (IsADirectoryError(21, "Is a directory", "/tmp/x"), "Is a directory: /tmp/x"),
+    (PermissionError(13, "Permission denied", "/data/config.yaml"),
+     "Permission denied: /data/config.yaml"),
+])
+def test_database_and_file_errors_are_one_line(exc: Exception, says: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    @handle_errors
+    def command() -> None:
+        raise exc
+
+    with pytest.raises(typer.Exit) as info:
+        command()
+    assert info.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and says in err and err.count("\n") == 1
+
+
+def test_other_exceptions_still_propagate() -> None:
+    @handle_errors
+    def command() -> None:
+        raise KeyError("a bug stays visible")
+
+    with pytest.raises(KeyError):
+        command()
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["inbox", "--config", "c.yaml", "--json"], ["--config", "c.yaml", "inbox", "--json"]),
+    (["inbox", "show", "bob", "--config=c.yaml"], ["--config=c.yaml", "inbox", "show", "bob"]),
+    (["--config", "c.yaml", "inbox"], ["--config", "c.yaml", "inbox"]),
+    (["inbox", "reply", "bob", "--", "--config", "x"], ["inbox", "reply", "bob", "--",
+                                                       "--config", "x"]),
+    (["inbox", "--config"], ["inbox", "--config"]),  # no value: typer reports it
+])
+def test_config_after_the_command_moves_in_front(argv: list[str], expected: list[str]) -> None:
+    assert hoist_config(argv) == expected
+
+
+def test_config_after_the_command_works_end_to_end(tmp_path: Path) -> None:
+    db = tmp_path / "elsewhere" / "instaset.db"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"storage:\n  path: {db}\n", "utf-8")
+    env = {**os.environ, "INSTASET_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-m", "instaset", "inbox", "--json", "--config",
+                           str(cfg)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert db.exists()  # the command used the config given after it
+    assert not (tmp_path / "home" / "instaset.db").exists()
+
+
+async def test_a_new_database_and_its_directory_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "instaset.db"
+    db = await open_database(path)
+    try:
+        async with db.tx() as conn:
+            await conn.execute("CREATE TABLE t(x)")  # the WAL exists now
+    finally:
+        await db.close()
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    copy = tmp_path / "b.db"
+    await backup(path, copy)
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+
+
+def test_backup_into_a_directory_is_an_error_and_leaves_no_copy(tmp_path: Path) -> None:
+    home = Path(os.environ["INSTASET_HOME"])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"storage:\n  path: {home / 'instaset.db'}\n", "utf-8")
+    assert runner.invoke(app, ["--config", str(cfg), "inbox"]).exit_code == 0  # creates it
+    target = tmp_path / "dir"
+    target.mkdir()
+    result = runner.invoke(app, ["--config", str(cfg), "backup", str(target)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "dir.part").exists()
