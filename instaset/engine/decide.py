@@ -17,9 +17,11 @@ Order of business for one event:
    dropped and the message goes through the triggers. Other events (button taps, comments)
    go through the triggers and leave the question pending.
 5. Triggers, by priority (higher first, then file order). The first workflow whose trigger
-   matches and whose ``when`` holds fires. ``first_message`` needs a contact that never
-   messaged; ``fallback`` fires only on an inbound DM text when *no* trigger matched (a
-   keyword blocked by its cooldown does not fall back).
+   matches and whose ``when`` holds fires. A quick-reply tap tries the workflows whose
+   postback trigger names its payload first, then the rest (keywords in its title).
+   ``first_message`` needs a contact that never messaged; ``fallback`` fires only on an
+   inbound DM text when *no* trigger matched (a keyword blocked by its cooldown does not
+   fall back).
 6. Steps run in order until the end, an ``ask`` (waits for the answer), a ``delay`` (returns
    a :class:`~instaset.engine.actions.Schedule`; the daemon calls :func:`resume` at
    ``run_at``) or a ``handoff`` (pauses).
@@ -234,6 +236,16 @@ def _choose(
     """The first of ``candidates`` (enabled, in priority order) whose trigger matches and
     whose conditions hold fires; when no trigger matched a DM with text, the first of the
     ``fallbacks`` whose conditions hold; else nothing does."""
+    payload = dm.quick_reply_payload if dm is not None else None
+    if payload is not None:
+        # A quick-reply tap means its payload: the workflows waiting for that payload go
+        # before any keyword the chip's title happens to contain (a chip "Yes, book a
+        # call" must not fire the "book" workflow that offered it, again and again).
+        ordered = list(candidates)
+        taps = [wf for wf in ordered
+                if wf.trigger.postback is not None and payload in wf.trigger.postback.payload]
+        tapped = {id(wf) for wf in taps}
+        candidates = taps + [wf for wf in ordered if id(wf) not in tapped]
     matched_any = False
     for wf in candidates:
         reason = match_trigger(wf.trigger, event, is_new)
