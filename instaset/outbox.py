@@ -116,6 +116,21 @@ def split_parts(out: Outgoing) -> list[Outgoing]:
     return parts
 
 
+def echo_matches(out: Outgoing, text: str | None, attachment_types: Sequence[str]) -> bool:
+    """Whether a message echo (its text and attachment types) can be ``out``'s. A text must
+    be the same text; a text-less send (media, template) needs an echo without text that
+    carries an attachment of its kind, so a photo the creator sends from the app is not
+    taken for our template. (Two images cannot be told apart: Meta's echo carries its own
+    copy's URL, not ours.)"""
+    if out.text is not None or text is not None:
+        return out.text == text
+    if out.kind == SendKind.MEDIA:
+        return (out.media_type or "image") in attachment_types
+    if out.kind == SendKind.TEMPLATE:
+        return "template" in attachment_types
+    return False
+
+
 def send_job(key: str, run_at: float) -> NewJob:
     return NewJob("send", f"send:{key}", {"key": key}, run_at=run_at, max_attempts=8)
 
@@ -398,7 +413,7 @@ class Deliverer:
         since the in_flight mark at ``since``, that no other send claims: the echo of a
         message (same contact, same text) or, for a public reply, the account's own
         comment under the same parent with the same text. None if there is none."""
-        if out.text is None:
+        if out.text is None and out.kind not in (SendKind.MEDIA, SendKind.TEMPLATE):
             return None
         public = out.kind == SendKind.PUBLIC_REPLY
         about = out.account_id if public else out.contact_id
@@ -415,7 +430,9 @@ class Deliverer:
                     found = ev.mid
                 else:
                     continue
-                if (found and ev.text == out.text
+                types = tuple(a.type for a in ev.attachments) if isinstance(
+                    ev, MessageEvent) else ()
+                if (found and echo_matches(out, ev.text, types)
                         and await sendstore.get_send_by_mid(self.db, found) is None):
                     return found
         return None
@@ -438,14 +455,14 @@ class Deliverer:
 
     async def echo_origin(
         self, conn: aiosqlite.Connection, account_id: str, contact_id: str, mid: str,
-        text: str | None,
+        text: str | None, attachment_types: tuple[str, ...] = (),
     ) -> EchoOrigin:
         row = await sendstore.send_by_message_id(conn, mid)
         if row is not None:
             return EchoOrigin(row["sent_by"], in_flight=False, ours=True)
         flying = await sendstore.in_flight_sends(conn, account_id, contact_id)
         for send in flying:
-            if Outgoing.from_json(send["body"]).text == text:
+            if echo_matches(Outgoing.from_json(send["body"]), text, attachment_types):
                 # A send whose outcome we did not learn: Meta delivered it after all.
                 await sendstore.mark_sent_in(conn, send["key"], mid, self.clock())
                 log.info("send %s confirmed by its echo", send["key"])

@@ -61,7 +61,7 @@ class SendLedger(Protocol):
 
     async def echo_origin(
         self, conn: aiosqlite.Connection, account_id: str, contact_id: str, mid: str,
-        text: str | None,
+        text: str | None, attachment_types: tuple[str, ...] = (),
     ) -> EchoOrigin: ...
 
     async def own_comment(
@@ -178,7 +178,10 @@ class Pipeline:
         assert contact is not None
         origin = EchoOrigin("human", in_flight=False)
         if self.ledger is not None:
-            origin = await self.ledger.echo_origin(conn, acct, contact, event.mid, event.text)
+            origin = await self.ledger.echo_origin(
+                conn, acct, contact, event.mid, event.text,
+                tuple(a.type for a in event.attachments),
+            )
         if not origin.ours and origin.in_flight and now - received_at < ECHO_SETTLE_SECONDS:
             # Our send may have reached Meta and not yet recorded its message id: look again
             # shortly instead of mistaking our own message for the creator's.

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from instaset.outbox import Outgoing, enqueue_sends
+from instaset.pipeline import ECHO_SETTLE_SECONDS
 from instaset.rules import SendKind
-from instaset.sandbox import Fault
+from instaset.sandbox import Fault, build_echo_payload
 from tests.sending_harness import ACCT, Clock, Harness, open_harness
 
 IGSID = "1129842642640637"
@@ -705,3 +706,54 @@ async def test_the_last_failed_try_records_a_verdict_and_the_chain_goes_on(
         "in_flight", 8, "done", 8)
     assert (await h.send_row("next"))["state"] == "sent"
     assert [m.text for m in h.sandbox.thread(IGSID) if m.direction == "out"] == ["I do"]
+
+
+async def test_a_stored_echo_settles_an_image_send_too(make_harness: MakeHarness) -> None:
+    """The worker is behind and an image send's answer was lost: its stored, unprocessed
+    echo (an image attachment, no text) settles it, as for a text (it was sent again)."""
+    h = await make_harness(graph_timeout=0.5)
+    await h.dm(IGSID, "hello")
+    await h.settle()
+    h.sandbox.inject(Fault(kind="drop_after_send", path_contains="/messages", times=1))
+    await h.enqueue(Outgoing(key="img", kind=SendKind.MEDIA, account_id=ACCT, contact_id=IGSID,
+                             media_type="image", media_url="https://example.com/menu.png"))
+    await h.rt.worker.run_burst(max_rounds=1)  # the send times out: outcome unknown
+    await asyncio.wait_for(h.sandbox.drain(), timeout=10)
+    await h.rt.db.execute("UPDATE jobs SET run_at = run_at + 3600 WHERE kind = 'process_event'"
+                          " AND state = 'ready'")
+    h.clock.advance(h.rt.deliverer.echo_wait + 60)
+    await h.rt.worker.run_burst()
+    (mid,) = [m.mid for m in h.sandbox.thread(IGSID) if m.direction == "out"]
+    row = await h.send_row("img")
+    assert (row["state"], row["message_id"]) == ("sent", mid)
+    assert len(h.graph_sends(IGSID)) == 1
+
+
+async def test_the_creators_photo_is_not_taken_for_our_template(make_harness: MakeHarness,
+                                                                ) -> None:
+    """A template send whose outcome is unknown, and the creator sends a photo from the app:
+    the photo's echo (no text, an image) is the creator's (handoff pause), not our template."""
+    h = await make_harness(graph_timeout=0.5)
+    await h.dm(IGSID, "hello")
+    await h.settle()
+    h.sandbox.inject(Fault(kind="drop_after_send", path_contains="/messages", times=1,
+                           delay=30.0))
+    template = json.dumps({"type": "button", "text": "Pick one",
+                           "buttons": [{"type": "postback", "title": "Go", "payload": "GO"}]})
+    await h.enqueue(Outgoing(key="tpl", kind=SendKind.TEMPLATE, account_id=ACCT,
+                             contact_id=IGSID, template=template))
+    h.sandbox.echo_delay = 600.0  # our template's own echo comes (much) later
+    await h.rt.worker.run_burst(max_rounds=1)  # times out: outcome unknown
+    assert (await h.send_row("tpl"))["state"] == "in_flight"
+    photo = build_echo_payload(ACCT, IGSID, {"attachment": {
+        "type": "image", "payload": {"url": "https://cdn.example/selfie.jpg"}}},
+        "creator-photo-mid", int(h.clock() * 1000))
+    assert await h.post(photo) == 200
+    await h.rt.worker.run_burst()  # the echo waits a moment for the in-flight send first
+    h.clock.advance(ECHO_SETTLE_SECONDS + 1)
+    await h.rt.worker.run_burst()
+    row = await h.send_row("tpl")
+    assert row["state"] != "sent" and row["message_id"] is None
+    out = await h.messages(IGSID, "out")
+    assert [(r["mid"], r["sent_by"]) for r in out] == [("creator-photo-mid", "human")]
+    assert (await h.conversation(IGSID))["paused_until"] is not None
