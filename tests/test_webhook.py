@@ -261,6 +261,17 @@ async def test_unreadable_bodies_and_odd_signatures_are_4xx(
     assert await event_count(rt) == 0
 
 
+async def test_a_delivery_with_too_many_items_is_413_unparsed(
+    client: TestClient, rt: Runtime,  # type: ignore[type-arg]
+) -> None:
+    await connect_account(rt.db, "17841400000000001")
+    item = dm("m-x")["entry"][0]["messaging"][0]
+    body = json.dumps({"object": "instagram", "entry": [
+        {"id": "17841400000000001", "time": 1, "messaging": [item] * 10_001}]}).encode()
+    assert await post(client, body) == 413
+    assert await event_count(rt) == 0
+
+
 async def test_oversized_body_is_413(client: TestClient, rt: Runtime) -> None:  # type: ignore[type-arg]
     body = b'{"entry":[' + b" " * 2_100_000 + b"]}"
     assert await post(client, body) == 413
