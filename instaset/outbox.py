@@ -245,24 +245,10 @@ class Deliverer:
                 await enqueue(self.db, [send_job(out.next_key, now)], now, relaxed=True)
             return None
         now = self.clock()
-        ctx = await sendstore.send_context(
-            self.db, out.account_id, out.contact_id, out.comment_id, out.key
-        )
-        facts = SendFacts(
-            kind=out.kind, human=out.sent_by == "human",
-            account_state=ctx["account_state"] if ctx else "disconnected",
-            last_inbound_at=ctx["last_inbound_at"] if ctx else None,
-            paused_until=None if out.before_handoff else (ctx["paused_until"] if ctx else None),
-            comment_at=out.comment_at,
-            private_reply_used=bool(ctx["private_reply_used"]) if ctx else False,
-            quick_reply_titles=tuple(t for t, _ in out.quick_replies),
-        )
-        verdict = check_send(facts, now)
-        if not isinstance(verdict, Clearance):
-            await self._refuse(out, "refused", verdict.reason, verdict.detail)
-            return None
         if row["state"] == "in_flight":
-            # The last try may have reached Meta. Its echo, if any, marks the row sent.
+            # The last try may have reached Meta. Its echo, if any, marks the row sent: it
+            # is waited for before the rules are applied again (a pause the creator caused
+            # meanwhile must not refuse a message Meta may already have delivered).
             if now - max(float(row["updated_at"]), self.started_at) < self.echo_wait:
                 raise RetryLater(
                     1.0, "waiting for the echo of a send with an unknown outcome",
@@ -279,7 +265,23 @@ class Deliverer:
                     await complete_in(conn, job, now)
                 log.info("send %s confirmed by its stored, unprocessed echo", key)
                 return COMPLETED
-            log.warning("send %s: no echo after an unknown outcome; sending again", key)
+            log.warning("send %s: no echo after an unknown outcome; it may go again", key)
+        ctx = await sendstore.send_context(
+            self.db, out.account_id, out.contact_id, out.comment_id, out.key
+        )
+        facts = SendFacts(
+            kind=out.kind, human=out.sent_by == "human",
+            account_state=ctx["account_state"] if ctx else "disconnected",
+            last_inbound_at=ctx["last_inbound_at"] if ctx else None,
+            paused_until=None if out.before_handoff else (ctx["paused_until"] if ctx else None),
+            comment_at=out.comment_at,
+            private_reply_used=bool(ctx["private_reply_used"]) if ctx else False,
+            quick_reply_titles=tuple(t for t, _ in out.quick_replies),
+        )
+        verdict = check_send(facts, now)
+        if not isinstance(verdict, Clearance):
+            await self._refuse(out, "refused", verdict.reason, verdict.detail)
+            return None
         token = await self.tokens.token(out.account_id)
         if not token:
             await self._refuse(out, "refused", "no_token",
