@@ -178,6 +178,7 @@ class StaticTokens:
         """Nothing is cached."""
 
 
+ACCOUNT_WIDE_THROTTLES = frozenset({4, 17, 32})
 ECHO_MARGIN = 10.0  # s beyond the Graph timeout that an unknown outcome waits for its echo
 
 _FINAL_ERRORS: dict[type[GraphError], str] = {
@@ -314,7 +315,10 @@ class Deliverer:
             return None
         except Throttled as exc:
             delay = exc.retry_after if exc.retry_after is not None else 60.0
-            self.budgets.block(out.account_id, out.send_class, delay)
+            # Codes 4, 17 and 32 limit the app, the account or the page as a whole: every
+            # kind of send waits. Others (613, a send-API subcode) limit this kind only.
+            for cls in (SendClass if exc.code in ACCOUNT_WIDE_THROTTLES else (out.send_class,)):
+                self.budgets.block(out.account_id, cls, delay)
             await sendstore.set_state(self.db, key, "pending", self.clock())
             # Not an attempt: throttling says when to come back, and a send must not be
             # dead-lettered because Meta asked us to slow down.

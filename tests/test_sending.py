@@ -469,16 +469,19 @@ async def test_throttled_send_is_retried_later(make_harness: MakeHarness) -> Non
     assert "throttled" in job["last_error"]
     assert len(h.graph_sends()) == 1
 
-    # The account's text class is blocked meanwhile: another send waits without a request.
+    # Code 4 limits the whole app: another send, of any kind, waits without a request.
     await h.enqueue(h.text("queued", OTHER, "me too"))
+    await h.enqueue(Outgoing(key="pic", kind=SendKind.MEDIA, account_id=ACCT, contact_id=OTHER,
+                             media_type="image", media_url="https://example.com/a.png"))
     await h.settle(advance_up_to=1.0)
     assert (await h.send_row("queued"))["state"] == "pending"
+    assert (await h.send_row("pic"))["state"] == "pending"
     assert len(h.graph_sends()) == 1
 
     await h.settle(advance_up_to=120.0)
-    for key in ("throttled", "queued"):
+    for key in ("throttled", "queued", "pic"):
         assert (await h.send_row(key))["state"] == "sent"
-    assert [r.at - t0 for r in h.graph_sends()][1:] == [pytest.approx(60.0)] * 2
+    assert [r.at - t0 for r in h.graph_sends()][1:] == [pytest.approx(60.0)] * 3
     assert body_of(h, IGSID) == [{"recipient": {"id": IGSID},
                                   "message": {"text": "after the limit"}}] * 2
 
