@@ -5,8 +5,9 @@ whole config costs a CLI start ~70 ms of pydantic model classes (the workflow la
 among them), and a typo in a workflow should not lock the creator out of reading their
 inbox while they fix it. :func:`quick_storage` reads the file's ``storage`` section (and
 ``INSTASET_DB``) exactly as :func:`instaset.config.load_config` would resolve it; whenever
-anything is not plainly valid it returns None and the caller falls back to the full loader,
-whose messages name the file, the line and the fix.
+anything is not plainly valid (including a top-level key the full config does not know:
+``storag:`` would otherwise silently mean "the default database") it returns None and the
+caller falls back to the full loader, whose messages name the file, the line and the fix.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ from instaset.paths import default_config_path, default_db_path
 CONFIG_ENV = "INSTASET_CONFIG"
 DB_ENV = "INSTASET_DB"
 SYNCHRONOUS = ("NORMAL", "FULL")
+TOP_LEVEL_KEYS = frozenset({
+    "instagram", "server", "storage", "worker", "rate_limits", "handoff", "ai", "retention",
+    "secrets", "notify", "sandbox", "leads", "booking", "timezone", "workflows",
+})
+"""The keys ``config.yaml`` may have at its top level: the fields of
+:class:`instaset.config_models.Config` that the file may set (all but ``source``). Spelled
+out here because importing the model costs what this module saves;
+tests/test_cli_review.py checks that it matches the model."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +72,7 @@ def quick_storage(path: Path | None = None,
             return None
         if data is None:
             data = {}
-        if not isinstance(data, dict):
+        if not isinstance(data, dict) or not set(data) <= TOP_LEVEL_KEYS:
             return None
         section = data.get("storage") or {}
     elif explicit:

@@ -9,9 +9,11 @@ Contracts:
   each) and marks the conversation read.
 - :func:`reply` sends a text as the human: it checks the sending rules first (a refusal sends
   nothing and changes nothing), then, in one transaction, enqueues the send
-  (``sent_by="human"``) and pauses automation for ``handoff.pause_for``, then delivers that
-  send itself (and only that send) so the caller learns the outcome. When a running daemon
-  takes the job first, it waits for the daemon's verdict instead.
+  (``sent_by="human"``), pauses automation for ``handoff.pause_for`` and marks the thread
+  read, then delivers that send itself (and only that send) so the caller learns the
+  outcome; when a running daemon takes the job first, it waits for the daemon's verdict
+  instead. A reply that ends refused or failed gives the conversation back its previous
+  pause and unread count (the send stays recorded, with its reason).
 """
 
 from __future__ import annotations
@@ -274,7 +276,9 @@ async def pause(db: Database, ref: ContactRef, until: float | None, now: float) 
 @dataclass
 class ReplyOutcome:
     """``state``: sent, refused, failed (Meta said no), or queued (not delivered yet: a
-    rate budget, a transient error, or a daemon still working on it)."""
+    rate budget, a transient error, or a daemon still working on it). ``paused_until``:
+    when the hand-off pause ends; None when the reply did not pause automation (refused,
+    failed)."""
 
     state: str
     keys: list[str]
@@ -309,14 +313,28 @@ async def reply(
                    contact_id=ref.contact_id, text=text, sent_by="human")
     until = now + rt.config.handoff.pause_for.total_seconds()
     async with rt.db.tx() as conn:
+        before = await history.get_conversation(conn, ref.account_id, ref.contact_id)
         keys = await enqueue_sends(conn, [out], now)
         # The creator took over: automation stays out of this thread for a while, and the
-        # thread counts as read (they have just answered it).
+        # thread counts as read (they have just answered it). In the same transaction as
+        # the send, so automation cannot answer alongside the reply while it goes out.
         await history.update_conversation(conn, ref.account_id, ref.contact_id, now,
                                           paused_until=until, unread_delta=-(10**6))
     done = await deliver_now(rt, keys, wait=wait, poll=poll)
+    if done.state in ("sent", "queued"):
+        paused: float | None = until
+    else:
+        # Refused or failed: a reply that never went out must not silence the automation
+        # for hours. The conversation gets back the pause and unread count it had.
+        paused = None
+        async with rt.db.tx() as conn:
+            await history.undo_pause(
+                conn, ref.account_id, ref.contact_id, rt.clock(), paused_until=until,
+                previous_until=before["paused_until"] if before is not None else None,
+                previous_unread=int(before["unread"]) if before is not None else 0,
+            )
     return ReplyOutcome(done.state, keys, human_agent_tag=verdict.human_agent_tag,
-                        reason=done.reason, detail=done.detail, paused_until=until,
+                        reason=done.reason, detail=done.detail, paused_until=paused,
                         message_ids=done.message_ids)
 
 

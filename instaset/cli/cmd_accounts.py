@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from instaset.accounts import AccountService
     from instaset.config import Config
+    from instaset.store.db import Database
 
 # aiohttp, the account service, the Graph client and the store are imported inside the
 # commands: `instaset --help` must not pay for them (see instaset/cli/app.py).
@@ -49,6 +50,26 @@ async def _service(config: Config) -> AsyncIterator[AccountService]:
             yield AccountService(config, db, graph)
     finally:
         await db.close()
+
+
+async def resolve_account(db: Database, ref: str | None) -> tuple[str, str | None]:
+    """``(id, username)`` of the one account ``ref`` names (its id, app-scoped id or
+    username, ``@`` optional), or of the only account when ``ref`` is None. An
+    :class:`InstasetError` naming the choices when there is none or several: every command
+    that takes an account (``disconnect``, ``purge --account``, ``export --account``) answers
+    the same way."""
+    from instaset.store import accounts as accountstore
+    from instaset.store import history
+
+    rows = (await accountstore.find_account(db, ref) if ref is not None
+            else await history.list_accounts(db))
+    if len(rows) == 1:
+        return str(rows[0]["id"]), rows[0]["username"]
+    if not rows:
+        raise InstasetError(f"no account {ref!r}; see `instaset accounts`" if ref is not None
+                            else "no account is connected")
+    names = ", ".join(f"{r['id']} (@{r['username']})" for r in rows)
+    raise InstasetError(f"several accounts match; name one of: {names}")
 
 
 def _say(message: str) -> None:
@@ -176,10 +197,10 @@ def disconnect(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Unsubscribe an account, delete its tokens and stop its automation."""
-    from instaset.store import accounts as accountstore
-    from instaset.store import history
+    from instaset.cli.cmd_inbox import nonempty
     from instaset.store.db import open_database
 
+    nonempty(account, "ACCOUNT")
     config = load_or_exit()
 
     @run_async
@@ -187,17 +208,9 @@ def disconnect(
         db = await open_database(config.storage.db_path(),
                                  synchronous=config.storage.synchronous)
         try:
-            rows = (await accountstore.find_account(db, account) if account
-                    else await history.list_accounts(db))
+            return await resolve_account(db, account)
         finally:
             await db.close()
-        if len(rows) == 1:
-            return str(rows[0]["id"]), rows[0]["username"]
-        if not rows:
-            raise InstasetError(f"no account {account!r}; see `instaset accounts`" if account
-                                else "no account is connected")
-        names = ", ".join(f"{r['id']} (@{r['username']})" for r in rows)
-        raise InstasetError(f"several accounts match; name one of: {names}")
 
     account_id, username = resolve()
     what = f"@{username} ({account_id})" if username else account_id

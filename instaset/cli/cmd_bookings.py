@@ -30,8 +30,6 @@ bookings_app = sub_app(
 app.add_typer(bookings_app, name="bookings")
 
 
-
-
 @bookings_app.callback()
 @handle_errors
 def bookings(
@@ -48,7 +46,10 @@ def bookings(
 
     from instaset.booking import to_ics
     from instaset.cli.cmd_config import load_or_exit
+    from instaset.errors import InstasetError
 
+    if as_json and as_ics:  # as `leads --json --csv`: one document, the one asked for
+        raise InstasetError("choose either --json or --ics")
     config = load_or_exit()
     rows = run_async(_list)(config, time.time() if upcoming else None)
     if as_ics:

@@ -252,25 +252,36 @@ def catch_up(
 
     config = load_or_exit()
     reports = run_async(run_catch_up)(config, since=since)
+    failed = [r for r in reports if r.error]
     if as_json:
         typer.echo(json.dumps([_report_json(r) for r in reports], indent=2))
-        return
-    if not reports:
-        typer.echo("no connected account")
-    for r in reports:
-        who = f"@{r.username}" if r.username else r.account_id
-        parts = []
-        if r.resubscribed:
-            parts.append("webhook subscription restored")
-        if r.error:
-            parts.append(f"error: {r.error}")
-        elif r.reason is None:
-            parts.append("nothing to catch up")
-        else:
-            parts.append(f"recovered {r.recovered} message(s) since {svc.iso(r.since)}")
-            if r.unavailable:
-                parts.append(f"{r.unavailable} could not be read back")
-        typer.echo(f"{who}: " + "; ".join(parts))
-    if any(r.recovered for r in reports):
-        typer.echo("the recovered messages are processed by `instaset serve` (workflows, "
-                   "replies inside the 24 h window)")
+    else:
+        if not reports:
+            typer.echo("no connected account")
+        for r in reports:
+            parts = []
+            if r.resubscribed:
+                parts.append("webhook subscription restored")
+            if r.error:
+                pass  # said on stderr below
+            elif r.reason is None:
+                parts.append("nothing to catch up")
+            else:
+                parts.append(f"recovered {r.recovered} message(s) since {svc.iso(r.since)}")
+                if r.unavailable:
+                    parts.append(f"{r.unavailable} could not be read back")
+            if parts:
+                typer.echo(f"{_account_label(r)}: " + "; ".join(parts))
+        if any(r.recovered for r in reports):
+            typer.echo("the recovered messages are processed by `instaset serve` (workflows, "
+                       "replies inside the 24 h window)")
+    # A catch-up that could not check an account did not do its job: cron and scripts must
+    # see it in the exit code, whatever the other accounts did.
+    for r in failed:
+        typer.echo(f"error: {_account_label(r)}: {r.error}", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _account_label(r: RunReport) -> str:
+    return f"@{r.username}" if r.username else r.account_id

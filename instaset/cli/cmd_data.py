@@ -16,7 +16,7 @@ import typer
 import instaset.cli.app as cli_app
 from instaset.cli.app import STATE, app, handle_errors, is_tty, run_async
 from instaset.cli.cmd_config import load_or_exit, storage_or_exit
-from instaset.cli.cmd_inbox import open_db
+from instaset.cli.cmd_inbox import nonempty, open_db
 from instaset.errors import InstasetError
 
 if TYPE_CHECKING:
@@ -105,28 +105,35 @@ def export(
     schema: bool = typer.Option(False, "--schema", help="Print the JSON Schema and exit."),
 ) -> None:
     """Everything stored (or one contact's data) as portable JSON; never secrets."""
+    from instaset.cli.cmd_accounts import resolve_account
     from instaset.export import EXPORT_SCHEMA, leads_csv, write_export
     from instaset.inbox import resolve_contact
 
     if schema:
         typer.echo(json.dumps(EXPORT_SCHEMA, indent=2))
         return
+    nonempty(contact, "--contact")
+    nonempty(account, "--account")
     config = load_or_exit()
     now = time.time()
 
     @run_async
     async def go() -> int:
         async with open_db(config) as db:
-            ref = await resolve_contact(db, contact, account) if contact else None
+            # --account as `disconnect` reads it (id, app-scoped id or @username); an
+            # account that does not exist is an error, not an empty export.
+            account_id = None if account is None else (await resolve_account(db, account))[0]
+            ref = (None if contact is None
+                   else await resolve_contact(db, contact, account_id))
             if leads is not None:
-                text = await leads_csv(db, account)
+                text = await leads_csv(db, account_id)
                 with _private_file(leads) as fh:
                     fh.write(text)
             if out is None:
-                return await write_export(db, sys.stdout, now, account_id=account,
+                return await write_export(db, sys.stdout, now, account_id=account_id,
                                           contact=ref, events=events)
             with _private_file(out) as fh:
-                return await write_export(db, fh, now, account_id=account, contact=ref,
+                return await write_export(db, fh, now, account_id=account_id, contact=ref,
                                           events=events)
 
     n = go()
@@ -168,7 +175,8 @@ def purge(
     as_json: bool = typer.Option(False, "--json", help="The report as JSON."),
 ) -> None:
     """Apply retention.days (no flags: for cron, never asks), or delete what the flags say."""
-    from instaset.inbox import resolve_contact
+    from instaset.cli.cmd_accounts import resolve_account
+    from instaset.inbox import ContactRef, resolve_contact
     from instaset.retention import (
         daemon_lock,
         purge_account,
@@ -178,36 +186,58 @@ def purge(
         reclaim_space,
     )
 
-    chosen = [n for n, v in (("--older-than", older_than), ("--contact", contact),
-                             ("--account", account), ("--all", all_)) if v]
+    # A blank value is a mistake, never "not given": that would run a different purge.
+    for name, value in (("--older-than", older_than), ("--contact", contact),
+                        ("--account", account)):
+        nonempty(value, name)
+    chosen = [n for n, given in (("--older-than", older_than is not None),
+                                 ("--contact", contact is not None),
+                                 ("--account", account is not None), ("--all", all_))
+              if given]
     if len(chosen) > 1:
         raise InstasetError(f"choose one of {', '.join(chosen)}")
     config = load_or_exit()
     now = time.time()
-    horizon = now - (_seconds(older_than, "--older-than") if older_than
+    horizon = now - (_seconds(older_than, "--older-than") if older_than is not None
                      else config.retention.days * DAY)
-    what = (f"everything about {contact}" if contact else f"all data of account {account}"
-            if account else "ALL data of every account" if all_ else
-            f"data older than {older_than}" if older_than else "")
-    if chosen and not dry_run and not yes:
-        if not is_tty():
-            raise InstasetError(f"purge would delete {what}; no terminal to confirm: add --yes")
-        if not typer.confirm(f"Delete {what}?", default=False):
-            raise typer.Exit(1)
     db_path = config.storage.db_path()
     if not db_path.exists():
         raise InstasetError(f"no database at {db_path}: nothing to purge")
 
     @run_async
+    async def find() -> tuple[ContactRef | None, str | None, str | None]:
+        """What --contact / --account name, resolved before asking (and before deleting):
+        an unknown one is an error, not "nothing to purge"."""
+        async with open_db(config) as db:
+            if contact is not None:
+                return await resolve_contact(db, contact), None, None
+            return None, *await resolve_account(db, account)
+
+    ref, account_id, username = (find() if contact is not None or account is not None
+                                 else (None, None, None))
+    if ref is not None:
+        what = f"everything about {ref.label}"
+    elif account_id is not None:
+        what = f"all data of account {f'@{username} ({account_id})' if username else account_id}"
+    elif all_:
+        what = "ALL data of every account"
+    else:
+        what = "" if older_than is None else f"data older than {older_than}"
+    if chosen and not dry_run and not yes:
+        if not is_tty():
+            raise InstasetError(f"purge would delete {what}; no terminal to confirm: add --yes")
+        if not typer.confirm(f"Delete {what}?", default=False):
+            raise typer.Exit(1)
+
+    @run_async
     async def go() -> PurgeReport:
         async with open_db(config) as db:
             with _progress(cli_app.err_console.is_terminal and not as_json) as progress:
-                if contact:
-                    ref = await resolve_contact(db, contact, account)
+                if ref is not None:
                     report = await purge_contacts(db, [(ref.account_id, ref.contact_id)],
                                                   dry_run=dry_run, progress=progress)
-                elif account:
-                    report = await purge_account(db, account, dry_run=dry_run,
+                elif account_id is not None:
+                    report = await purge_account(db, account_id, dry_run=dry_run,
                                                  progress=progress)
                 elif all_:
                     report = await purge_all(db, dry_run=dry_run, progress=progress)

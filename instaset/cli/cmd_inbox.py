@@ -43,6 +43,15 @@ async def open_db(where: Config | StorageLocation) -> AsyncIterator[Database]:
         await db.close()
 
 
+def nonempty(value: str | None, name: str) -> str | None:
+    """``value`` unchanged; an :class:`InstasetError` naming the option when it was given but
+    blank. A blank value must not read as "not given": ``--contact ''`` would then act on
+    every contact instead of none."""
+    if value is not None and not value.strip():
+        raise InstasetError(f"{name} is empty")
+    return value
+
+
 def _echo_json(doc: object) -> None:
     typer.echo(json.dumps(doc, ensure_ascii=False, indent=2))
 
@@ -240,8 +249,8 @@ def reply_cmd(
     label, outcome = go()
     if outcome.state in ("refused", "failed"):
         verb = "refused" if outcome.state == "refused" else "Instagram refused it"
-        typer.echo(f"error: not sent to {label} ({verb}: {outcome.reason}): {outcome.detail}",
-                   err=True)
+        typer.echo(f"error: not sent to {label} ({verb}: {outcome.reason}): {outcome.detail};"
+                   " automation was not paused", err=True)
         raise typer.Exit(1)
     until = iso_utc(outcome.paused_until)
     if outcome.state == "sent":
@@ -263,11 +272,16 @@ def pause_cmd(
     from instaset.inbox import automation_json, pause, resolve_contact
     from instaset.timefmt import format_duration, parse_duration
 
+    nonempty(for_, "--for")
     config = load_or_exit()
     try:
-        seconds = (parse_duration(for_) if for_ else config.handoff.pause_for).total_seconds()
+        duration = parse_duration(for_) if for_ is not None else config.handoff.pause_for
     except ValueError as exc:
         raise InstasetError(f"--for: {exc}") from None
+    seconds = duration.total_seconds()
+    if seconds <= 0:  # a pause that ends before it starts would pause nothing
+        raise InstasetError("--for must be longer than 0s, e.g. --for 2h" if for_ is not None
+                            else "handoff.pause_for is 0s: give --for, e.g. --for 2h")
     now = time.time()
 
     @run_async
@@ -280,7 +294,7 @@ def pause_cmd(
     label = go()
     state = automation_json(now + seconds, now)
     typer.echo(f"automation paused for {label} until {state['paused_until']} "
-               f"({format_duration(parse_duration(seconds))})")
+               f"({format_duration(duration)})")
 
 
 @inbox_app.command("resume")

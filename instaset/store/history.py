@@ -133,6 +133,20 @@ async def update_conversation(
     )
 
 
+async def undo_pause(
+    conn: aiosqlite.Connection, account_id: str, contact_id: str, now: float, *,
+    paused_until: float, previous_until: float | None, previous_unread: int,
+) -> None:
+    """Put back the pause and unread count a conversation had before a pause that ended
+    up unwarranted (a human reply that was not sent), unless something set another pause
+    since (then that one stands)."""
+    await conn.execute(
+        "UPDATE conversations SET paused_until = ?, unread = max(unread, ?), updated_at = ?"
+        " WHERE account_id = ? AND contact_id = ? AND paused_until = ?",
+        (previous_until, previous_unread, now, account_id, contact_id, paused_until),
+    )
+
+
 # -- messages --------------------------------------------------------------------------------
 async def insert_message(
     conn: aiosqlite.Connection, *, account_id: str, contact_id: str, mid: str | None,
