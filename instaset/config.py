@@ -1,11 +1,11 @@
-"""Loading ``config.yaml`` with ``file:line`` errors; the models are in
+"""Loading ``config.yaml`` with ``file:line:column`` errors; the models are in
 :mod:`instaset.config_models` and re-exported here, so ``from instaset.config import Config``
 (and every other model, :func:`parse_duration`, :data:`Duration`...) keeps working.
 
 Every model is strict about keys (``extra="forbid"``): a typo in our own YAML is an error that
 names the file, the line, the dotted path and a suggestion, e.g.::
 
-    config.yaml:14: workflows[2].trigger: unknown key 'keywrods' (did you mean 'keywords'?)
+    config.yaml:14:7: workflows[2].trigger: unknown key 'keywrods' (did you mean 'keywords'?)
 
 All problems are collected and reported together in one :class:`~instaset.errors.ConfigError`
 (one problem per line). An empty file, or no file at the default location, is a valid config.
@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import types
 from collections.abc import Mapping, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -63,6 +65,7 @@ from instaset.config_models import (
 )
 from instaset.config_storage import CONFIG_ENV, DB_ENV, config_file
 from instaset.engine.model import Workflow, check_workflow_names
+from instaset.engine.values import BARE_CLOCK_NUMBERS
 from instaset.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------
@@ -106,8 +109,19 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, 
 # ---------------------------------------------------------------------------------------------
 
 
-def _where(filename: str, line: int | None) -> str:
-    return f"{filename}:{line}" if line is not None else filename
+def _where(filename: str, line: int | None, column: int | None = None) -> str:
+    """``file:line:column`` (1-based), shortened to what is known."""
+    if line is None:
+        return filename
+    return f"{filename}:{line}:{column}" if column is not None else f"{filename}:{line}"
+
+
+def _at(filename: str, node: yaml.Node | None) -> tuple[int, str]:
+    """The sort key (line) and ``file:line:column`` of where ``node`` starts."""
+    if node is None:
+        return 0, filename
+    mark = node.start_mark
+    return mark.line + 1, _where(filename, mark.line + 1, mark.column + 1)
 
 
 def _dotted(parts: Sequence[str | int]) -> str:
@@ -124,12 +138,66 @@ def _problem(where: str, parts: Sequence[str | int], message: str) -> str:
 
 def _yaml_problem(exc: yaml.MarkedYAMLError, filename: str) -> str:
     mark = exc.problem_mark or exc.context_mark
-    line = mark.line + 1 if mark is not None else None
+    where = _where(filename, mark.line + 1, mark.column + 1) if mark is not None else filename
     message = exc.problem or exc.context or "unreadable YAML"
     if exc.problem and exc.context:
         started = f" started on line {exc.context_mark.line + 1}" if exc.context_mark else ""
         message += f" ({exc.context}{started})"
-    return f"{_where(filename, line)}: invalid YAML: {message}"
+    return f"{where}: invalid YAML: {message}"
+
+
+def _reader_problem(exc: yaml.reader.ReaderError, text: str, filename: str) -> str:
+    """A character YAML refuses anywhere in the file (NUL, form feed, other control
+    characters), located by its position in ``text``."""
+    pos = exc.position
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    char = exc.character
+    code = char if isinstance(char, int) else (ord(char) if len(char) == 1 else 0)
+    return (f"{_where(filename, line, column)}: invalid YAML: character U+{code:04X} is not "
+            "allowed (an invisible control character? delete it; inside double quotes "
+            f"write it as \\u{code:04X})")
+
+
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``SafeLoader`` with two changes for config files:
+
+    - YAML 1.1's base-60 numbers are plain strings: an unquoted ``18:00`` stays ``"18:00"``
+      (not the integer 1080), so a time of day reads as written and a mistake in one is
+      reported as written (``'25:00'``, not ``1500``).
+    - A date-like value that is not a real date (``2024-02-30``) is a YAML error at its
+      line and column, not a ``ValueError`` from deep inside the constructor.
+    """
+
+
+def _no_base60(regexp: re.Pattern[str]) -> re.Pattern[str]:
+    # the resolvers match the whole scalar: refusing any ':' drops only the base-60 forms
+    return re.compile(r"(?=[^:]*\Z)" + regexp.pattern, regexp.flags)
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, _no_base60(rx) if tag in (_INT_TAG, _FLOAT_TAG) else rx)
+            for tag, rx in resolvers]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _construct_timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> object:
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except (ValueError, OverflowError) as exc:
+        raise yaml.constructor.ConstructorError(
+            None, None,
+            f"{node.value!r} is not a real date ({exc}); put it in quotes if it is text",
+            node.start_mark,
+        ) from None
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
 
 
 def _key_text(node: yaml.Node) -> str:
@@ -151,10 +219,10 @@ def _duplicate_keys(root: yaml.Node | None, filename: str) -> list[tuple[int, st
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     continue
                 key = _key_text(key_node)
-                line = key_node.start_mark.line + 1
+                line, where = _at(filename, key_node)
                 if key in first_line:
                     message = f"duplicate key '{key}' (first defined on line {first_line[key]})"
-                    found.append((line, _problem(_where(filename, line), parts, message)))
+                    found.append((line, _problem(where, parts, message)))
                 else:
                     first_line[key] = line
                 walk(value_node, [*parts, key])
@@ -278,6 +346,8 @@ def _describe(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
+    if isinstance(value, date):  # YAML reads an unquoted 2024-05-01 as a date
+        return f"the date {value.isoformat()}"
     return type(value).__name__
 
 
@@ -293,7 +363,7 @@ def _human(error: Mapping[str, Any], field: str | int | None) -> str:
     if kind == "list_type":
         return f"must be a list, got {got}"
     if kind == "string_type":
-        hint = " (put it in quotes)" if isinstance(value, int | float) else ""
+        hint = " (put it in quotes)" if isinstance(value, int | float | date) else ""
         return f"must be a string, got {got}{hint}"
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
@@ -331,14 +401,19 @@ def _format_errors(
         else:
             target = loc[:-1] if error["type"] == "missing" else loc
             parts, anchor, _key = _locate(root, target)
-        line = anchor.start_mark.line + 1 if anchor is not None else None
-        out.append((line or 0, _problem(_where(filename, line), parts, message)))
+        line, where = _at(filename, anchor)
+        out.append((line, _problem(where, parts, message)))
     return out
 
 
 # ---------------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------------
+
+
+_CONTEXT = {BARE_CLOCK_NUMBERS: False}
+"""Validation context of a config file: :class:`_ConfigLoader` keeps ``18:00`` a string, so
+an int where a time of day goes is a bare number (``from: 9``), refused with a hint."""
 
 
 def _workflow_set_errors(raw: object) -> list[dict[str, Any]]:
@@ -348,7 +423,7 @@ def _workflow_set_errors(raw: object) -> list[dict[str, Any]]:
     errors: list[dict[str, Any]] = []
     for i, item in enumerate(raw if isinstance(raw, list) else []):
         try:
-            wf = Workflow.model_validate(item)
+            wf = Workflow.model_validate(item, context=_CONTEXT)
         except ValidationError:
             continue  # reported by the validation of the whole config
         if wf.name not in first:
@@ -374,14 +449,19 @@ def parse_config_text(
     directory). Raises :class:`ConfigError` listing every problem, sorted by line.
     """
     environ = os.environ if env is None else env
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = _ConfigLoader(text)
+    except yaml.reader.ReaderError as exc:  # checked up front, for the whole text
+        raise ConfigError(_reader_problem(exc, text, filename)) from None
     try:
         root = loader.get_single_node()
         problems = _duplicate_keys(root, filename)
         data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
         raise ConfigError(_yaml_problem(exc, filename)) from None
-    except yaml.YAMLError as exc:  # e.g. a reader error (bad control character)
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError(_reader_problem(exc, text, filename)) from None
+    except (yaml.YAMLError, ValueError, OverflowError, RecursionError) as exc:
         raise ConfigError(f"{filename}: invalid YAML: {exc}") from None
     finally:
         loader.dispose()
@@ -389,10 +469,9 @@ def parse_config_text(
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        line = root.start_mark.line + 1 if root is not None else None
+        _line, where = _at(filename, root)
         raise ConfigError(
-            f"{_where(filename, line)}: the top level must be a mapping of keys, "
-            f"got {_describe(data)}"
+            f"{where}: the top level must be a mapping of keys, got {_describe(data)}"
         )
     data = dict(data)
     errors: list[dict[str, Any]] = []
@@ -402,7 +481,7 @@ def parse_config_text(
     from_env = _apply_env(data, environ)
     config: Config | None = None
     try:
-        config = Config.model_validate(data)
+        config = Config.model_validate(data, context=_CONTEXT)
     except ValidationError as exc:
         errors.extend(dict(e) for e in exc.errors(include_url=False))
     errors.extend(_workflow_set_errors(data.get("workflows")))

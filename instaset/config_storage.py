@@ -68,7 +68,7 @@ def quick_storage(path: Path | None = None,
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         try:
             data = yaml.load(text, Loader=loader)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError, OverflowError, RecursionError):
             return None
         if data is None:
             data = {}

@@ -37,34 +37,47 @@ def human_duration(seconds: float) -> str:
 
 
 _UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhms])")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhms])", re.ASCII)
 DURATION_PATTERN = r"^\s*(\d+(\.\d+)?\s*[wdhms]\s*)+$|^\s*\d+(\.\d+)?\s*$"
 _DURATION_HINT = "use a number of seconds or a string like '30s', '15m', '12h', '7d', '2w'"
 
 
+MAX_DURATION = timedelta(days=36500)
+"""The longest duration accepted (100 years): longer ones are typos, and would overflow
+:class:`timedelta` or the dates computed from them (``now - 99999999d``)."""
+_MAX_TEXT = "100 years (36500d)"
+
+
 def parse_duration(value: object) -> timedelta:
     """``"30s"``, ``"15m"``, ``"12h"``, ``"7d"``, ``"2w"``, compounds like ``"1h30m"``, or a
-    number of seconds (int, float or numeric string) -> :class:`timedelta`. Negative, NaN and
-    boolean values are refused with :class:`ValueError`."""
+    number of seconds (int, float or numeric string) -> :class:`timedelta`. Negative, NaN,
+    boolean values and durations over :data:`MAX_DURATION` are refused with
+    :class:`ValueError` (whose message starts with ``invalid duration``)."""
     seconds: float
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, bool):  # bool is an int; `pause_for: yes` is a mistake, not 1 s
         raise ValueError(f"invalid duration {value!r}: {_DURATION_HINT}")
-    elif isinstance(value, int | float):
-        seconds = float(value)
+    elif isinstance(value, int):
+        # float() of a huge int raises OverflowError: compare as ints first
+        seconds = float(value) if abs(value) <= 1 << 62 else math.copysign(math.inf, value)
+    elif isinstance(value, float):
+        seconds = value
     elif isinstance(value, str):
         text = value.strip().lower()
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            seconds = float(text)
-        elif text and re.fullmatch(r"(\s*\d+(\.\d+)?\s*[wdhms])+\s*", text):
+        if re.fullmatch(r"\d+(\.\d+)?", text, re.ASCII):
+            seconds = float(text)  # a huge digit string gives inf, refused below
+        elif text and re.fullmatch(r"(\s*\d+(\.\d+)?\s*[wdhms])+\s*", text, re.ASCII):
             seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
         else:
             raise ValueError(f"invalid duration {value!r}: {_DURATION_HINT}")
     else:
         raise ValueError(f"invalid duration {value!r}: {_DURATION_HINT}")
-    if not math.isfinite(seconds) or seconds < 0:
+    if math.isnan(seconds) or seconds < 0:
         raise ValueError(f"invalid duration {value!r}: must be a finite, non-negative time")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"invalid duration {value!r}: longer than {_MAX_TEXT}, the most "
+                         "allowed")
     return timedelta(seconds=seconds)
 
 

@@ -3,8 +3,8 @@ creator expects. Warnings only; the schema (``instaset.engine.model``) already r
 cannot work at all (13+ quick replies, 20+ character titles, unknown keys...).
 
 Contract: :func:`lint_workflows` is pure and deterministic (warnings in file order: by
-workflow, then by position inside it); :func:`lint_config` adds ``file:line`` by reading the
-YAML the config came from. Every warning has a stable ``code``:
+workflow, then by position inside it); :func:`lint_config` adds ``file:line:column`` by
+reading the YAML the config came from. Every warning has a stable ``code``:
 
 - ``text-too-long``: a text over Instagram's limit after templating (DMs and private
   replies: 1000 bytes; public replies: 2200 characters; button texts: 640; card titles and
@@ -79,7 +79,8 @@ _MESSAGE_KINDS = ("reply", "private_reply", "ask", "media", "buttons", "template
 @dataclass(frozen=True, slots=True)
 class LintWarning:
     """One warning. ``path`` is the YAML location (``("workflows", 2, "actions", 0,
-    "reply")``, keys spelled as in YAML); ``line``/``file`` are filled by :func:`lint_config`."""
+    "reply")``, keys spelled as in YAML); ``line``/``column`` (1-based) and ``file`` are filled
+    by :func:`lint_config`."""
 
     code: str
     workflow: str
@@ -88,18 +89,22 @@ class LintWarning:
     path: Path_
     line: int | None = None
     file: str | None = None
+    column: int | None = None
 
     def format(self) -> str:
-        """``config.yaml:57: warning: free-guide: step 1 (reply): ... [text-too-long]``."""
+        """``config.yaml:57:9: warning: free-guide: step 1 (reply): ... [text-too-long]``."""
         loc = self.file or "config"
         if self.line is not None:
             loc += f":{self.line}"
+            if self.column is not None:
+                loc += f":{self.column}"
         where = f"{self.where}: " if self.where else ""
         return f"{loc}: warning: {self.workflow}: {where}{self.message} [{self.code}]"
 
     def to_json(self) -> dict[str, object]:
         return {"code": self.code, "workflow": self.workflow, "where": self.where,
-                "message": self.message, "file": self.file, "line": self.line}
+                "message": self.message, "file": self.file, "line": self.line,
+                "column": self.column}
 
 
 # --- texts --------------------------------------------------------------------------------
@@ -451,9 +456,9 @@ def _config_links(config: Config) -> Collection[str]:
     return {str(getattr(item, "name", item)) for item in links}
 
 
-def _line_of(root: yaml.Node | None, path: Path_) -> int | None:
-    """The line (1-based) of the deepest part of ``path`` present in the YAML: the key's line
-    when that part is a mapping key (``- reply:``), else the item's."""
+def _position_of(root: yaml.Node | None, path: Path_) -> tuple[int, int] | None:
+    """The line and column (1-based) of the deepest part of ``path`` present in the YAML: the
+    key's when that part is a mapping key (``- reply:``), else the item's."""
     node = root
     found: yaml.Node | None = None
     for part in path:
@@ -466,13 +471,15 @@ def _line_of(root: yaml.Node | None, path: Path_) -> int | None:
             0 <= part < len(node.value)
         ):
             node = found = node.value[part]
-    return found.start_mark.line + 1 if found is not None else None
+    if found is None:
+        return None
+    return found.start_mark.line + 1, found.start_mark.column + 1
 
 
 def lint_config(
     config: Config, *, text: str | None = None, filename: str | None = None
 ) -> list[LintWarning]:
-    """:func:`lint_workflows` on ``config``, each warning located at ``file:line`` in the
+    """:func:`lint_workflows` on ``config``, each warning located at ``file:line:column`` in the
     YAML it was loaded from (``text`` overrides reading ``config.source``, ``filename``
     the name shown), sorted by workflow, then line."""
     public = config.server.public_url
@@ -490,5 +497,8 @@ def lint_config(
             root = yaml.compose(text, Loader=yaml.SafeLoader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         root = None  # the config itself loaded; lines are a nicety
-    located = [replace(w, file=filename, line=_line_of(root, w.path)) for w in warnings]
-    return sorted(located, key=lambda w: (w.path[1], w.line or 0))
+    located: list[LintWarning] = []
+    for w in warnings:
+        line, column = _position_of(root, w.path) or (None, None)
+        located.append(replace(w, file=filename, line=line, column=column))
+    return sorted(located, key=lambda w: (w.path[1], w.line or 0, w.column or 0))

@@ -1,4 +1,4 @@
-"""Config models, loading with file:line errors, env overrides, paths and the config CLI."""
+"""Config models, loading with file:line:column errors, env overrides, paths and the config CLI."""
 
 from __future__ import annotations
 
@@ -144,13 +144,15 @@ def test_init_config_loads_to_defaults_and_holds_no_secret() -> None:
 
 def test_unknown_top_level_key() -> None:
     text = "server:\n  port: 9000\nretension:\n  days: 3\n"
-    assert problems(text) == ["config.yaml:3: unknown key 'retension' (did you mean 'retention'?)"]
+    assert problems(text) == [
+        "config.yaml:3:1: unknown key 'retension' (did you mean 'retention'?)"
+    ]
 
 
 def test_unknown_nested_key() -> None:
     text = "instagram:\n  app_id: '1'\n\n  verify_tokn: x\n"
     assert problems(text) == [
-        "config.yaml:4: instagram: unknown key 'verify_tokn' (did you mean 'verify_token'?)"
+        "config.yaml:4:3: instagram: unknown key 'verify_tokn' (did you mean 'verify_token'?)"
     ]
 
 
@@ -165,7 +167,7 @@ def test_unknown_key_inside_a_list() -> None:
         "      reply: '90'\n"
     )
     assert problems(text) == [
-        "config.yaml:6: ai.examples[1]: unknown key 'replly' (did you mean 'reply'?)"
+        "config.yaml:6:7: ai.examples[1]: unknown key 'replly' (did you mean 'reply'?)"
     ]
 
 
@@ -194,15 +196,15 @@ workflows:
 
 def test_workflow_errors_name_line_path_and_suggestion() -> None:
     found = problems(WORKFLOWS)
-    assert found[0].startswith("config.yaml:7: workflows[1].name: ")
+    assert found[0].startswith("config.yaml:7:11: workflows[1].name: ")
     assert "'guide'" in found[0]
     assert found[1:] == [
-        "config.yaml:14: workflows[2].trigger.dm: unknown key 'keywrods' "
+        "config.yaml:14:9: workflows[2].trigger.dm: unknown key 'keywrods' "
         "(did you mean 'keywords'?)",
-        "config.yaml:15: workflows[2].trigger: unknown key 'keywrods'",
+        "config.yaml:15:7: workflows[2].trigger: unknown key 'keywrods'",
         # keys that are Python keywords are suggested as written in YAML (alias 'from')
-        "config.yaml:17: workflows[2].when.hours: unknown key 'form' (did you mean 'from'?)",
-        "config.yaml:19: workflows[2].actions[0]: unknown key 'rpely' (did you mean 'reply'?)",
+        "config.yaml:17:15: workflows[2].when.hours: unknown key 'form' (did you mean 'from'?)",
+        "config.yaml:19:9: workflows[2].actions[0]: unknown key 'rpely' (did you mean 'reply'?)",
     ]
 
 
@@ -215,12 +217,12 @@ def test_valid_workflows_load() -> None:
 
 
 def test_unknown_key_without_close_match_has_no_suggestion() -> None:
-    assert problems("server:\n  zzzzzz: 1\n") == ["config.yaml:2: server: unknown key 'zzzzzz'"]
+    assert problems("server:\n  zzzzzz: 1\n") == ["config.yaml:2:3: server: unknown key 'zzzzzz'"]
 
 
 def test_source_is_not_a_settable_key() -> None:
     assert problems("source: /tmp/x\n") == [
-        "config.yaml:1: unknown key 'source' (did you mean 'storage'?)"
+        "config.yaml:1:1: unknown key 'source' (did you mean 'storage'?)"
     ]
 
 
@@ -238,35 +240,36 @@ def test_wrong_types_name_the_line() -> None:
         "ai: [1, 2]\n"
     )
     assert problems(text) == [
-        "config.yaml:2: instagram.app_id: must be a string, got 990602627938098 (put it in quotes)",
-        "config.yaml:4: server.port: must be a valid integer, got 'eighty'",
-        "config.yaml:6: storage.synchronous: must be 'NORMAL' or 'FULL', got 'normal'",
-        "config.yaml:8: handoff.pause_for: invalid duration '12x': use a number of seconds "
+        "config.yaml:2:11: instagram.app_id: must be a string, got 990602627938098 "
+        "(put it in quotes)",
+        "config.yaml:4:9: server.port: must be a valid integer, got 'eighty'",
+        "config.yaml:6:16: storage.synchronous: must be 'NORMAL' or 'FULL', got 'normal'",
+        "config.yaml:8:14: handoff.pause_for: invalid duration '12x': use a number of seconds "
         "or a string like '30s', '15m', '12h', '7d', '2w'",
-        "config.yaml:9: timezone: unknown time zone 'Mars/Olympus' "
+        "config.yaml:9:11: timezone: unknown time zone 'Mars/Olympus' "
         "(use an IANA name such as 'Europe/Berlin')",
-        "config.yaml:10: ai: must be a mapping of keys, got a list",
+        "config.yaml:10:5: ai: must be a mapping of keys, got a list",
     ]
 
 
 def test_missing_required_key_in_list_item() -> None:
     text = "ai:\n  examples:\n    - message: hi\n"
-    assert problems(text) == ["config.yaml:3: ai.examples[0]: missing required key 'reply'"]
+    assert problems(text) == ["config.yaml:3:7: ai.examples[0]: missing required key 'reply'"]
 
 
 def test_out_of_range_value() -> None:
     assert problems("worker:\n  concurrency: 0\n") == [
-        "config.yaml:2: worker.concurrency: must be greater than or equal to 1, got 0"
+        "config.yaml:2:16: worker.concurrency: must be greater than or equal to 1, got 0"
     ]
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("server:\n  port: 1\n host: x\n", "config.yaml:3: invalid YAML: "),
-        ("a: [1, 2\nb: 3\n", "config.yaml:2: invalid YAML: expected ',' or ']'"),
-        ("a: 1\n---\nb: 2\n", "config.yaml:2: invalid YAML: but found another document"),
-        ("x: !python/object 1\n", "config.yaml:1: invalid YAML: could not determine"),
+        ("server:\n  port: 1\n host: x\n", "config.yaml:3:2: invalid YAML: "),
+        ("a: [1, 2\nb: 3\n", "config.yaml:2:2: invalid YAML: expected ',' or ']'"),
+        ("a: 1\n---\nb: 2\n", "config.yaml:2:1: invalid YAML: but found another document"),
+        ("x: !python/object 1\n", "config.yaml:1:4: invalid YAML: could not determine"),
     ],
 )
 def test_yaml_syntax_error_names_the_line(text: str, expected: str) -> None:
@@ -276,31 +279,31 @@ def test_yaml_syntax_error_names_the_line(text: str, expected: str) -> None:
 
 def test_top_level_must_be_a_mapping() -> None:
     assert problems("- a\n- b\n") == [
-        "config.yaml:1: the top level must be a mapping of keys, got a list"
+        "config.yaml:1:1: the top level must be a mapping of keys, got a list"
     ]
 
 
 def test_duplicate_keys_are_errors() -> None:
     text = "server:\n  port: 1\n  host: h\n  port: 2\nretention: {days: 3, days: 4}\n"
     assert problems(text) == [
-        "config.yaml:4: server: duplicate key 'port' (first defined on line 2)",
-        "config.yaml:5: retention: duplicate key 'days' (first defined on line 5)",
+        "config.yaml:4:3: server: duplicate key 'port' (first defined on line 2)",
+        "config.yaml:5:22: retention: duplicate key 'days' (first defined on line 5)",
     ]
 
 
 def test_merge_keys_are_not_duplicates() -> None:
     text = "x-defaults: &d\n  port: 1\nserver:\n  <<: *d\n  port: 2\n"
     # x-defaults is unknown (as it should be), but the merge itself is no duplicate
-    assert problems(text) == ["config.yaml:1: unknown key 'x-defaults'"]
+    assert problems(text) == ["config.yaml:1:1: unknown key 'x-defaults'"]
 
 
 def test_all_problems_are_collected_in_line_order() -> None:
     text = "worker:\n  concurency: 2\nserver:\n  port: 1\n  port: x\nai:\n  modle: m\n"
     assert problems(text) == [
-        "config.yaml:2: worker: unknown key 'concurency' (did you mean 'concurrency'?)",
-        "config.yaml:5: server: duplicate key 'port' (first defined on line 4)",
-        "config.yaml:5: server.port: must be a valid integer, got 'x'",
-        "config.yaml:7: ai: unknown key 'modle' (did you mean 'model'?)",
+        "config.yaml:2:3: worker: unknown key 'concurency' (did you mean 'concurrency'?)",
+        "config.yaml:5:3: server: duplicate key 'port' (first defined on line 4)",
+        "config.yaml:5:9: server.port: must be a valid integer, got 'x'",
+        "config.yaml:7:3: ai: unknown key 'modle' (did you mean 'model'?)",
     ]
 
 
@@ -309,7 +312,7 @@ def test_filename_is_as_given(tmp_path: Path) -> None:
     bad.write_text("servr: {}\n")
     with pytest.raises(ConfigError) as info:
         load_config(bad, env={})
-    assert info.value.problems == [f"{bad}:1: unknown key 'servr' (did you mean 'server'?)"]
+    assert info.value.problems == [f"{bad}:1:1: unknown key 'servr' (did you mean 'server'?)"]
 
 
 # --- environment ----------------------------------------------------------------------------
@@ -511,8 +514,8 @@ def test_workflows_validate_ok_and_failing(_isolated: Path) -> None:
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
-        f"{bad}:3: server: unknown key 'prot' (did you mean 'port'?)",
-        f"{bad}:5: worker.concurrency: must be a valid integer, got 'many'",
+        f"{bad}:3:3: server: unknown key 'prot' (did you mean 'port'?)",
+        f"{bad}:5:16: worker.concurrency: must be a valid integer, got 'many'",
     ]
 
     via_env = runner.invoke(app, ["workflows", "validate"], env={"INSTASET_CONFIG": str(bad)})

@@ -112,7 +112,7 @@ def test_a_broken_storage_section_is_reported_like_everywhere_else(tmp_path: Pat
     cfg.write_text("storage:\n  path: a.db\n  synchronus: FULL\n")
     res = CliRunner().invoke(app, ["--config", str(cfg), "inbox", "--json"])
     assert res.exit_code == 1
-    assert "config.yaml:3" in res.output
+    assert "config.yaml:3:3: storage: unknown key" in res.output
     assert "did you mean 'synchronous'" in res.output
 
 

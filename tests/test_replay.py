@@ -245,7 +245,7 @@ def test_replay_needs_an_existing_database_and_a_valid_candidate(tmp_path: Path)
     bad.write_text("workflows: [{name: x}]\n", "utf-8")
     r = runner.invoke(app, ["--config", str(config), "workflows", "replay",
                             "--config-candidate", str(bad)])
-    assert r.exit_code == 1 and r.stderr.startswith(f"{bad}:1: workflows[0]")
+    assert r.exit_code == 1 and r.stderr.startswith(f"{bad}:1:13: workflows[0]")
     r = runner.invoke(app, ["--config", str(config), "workflows", "replay", "--since", "soon"])
     assert r.exit_code == 1 and "--since 'soon' is not a duration" in r.stderr
 

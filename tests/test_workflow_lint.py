@@ -1,5 +1,6 @@
 """Snapshot tests of the workflow lints: each row is a config and the exact warnings
-``workflows validate`` would print for it (file:line, workflow, place, message, code)."""
+``workflows validate`` would print for it (file:line:column, workflow, place, message,
+code)."""
 
 # Expected messages read best one per line, so long lines are allowed here.
 # ruff: noqa: E501
@@ -34,9 +35,9 @@ workflows:
       - ask: {{field: email, type: email, prompt: "{"c" * 1001}"}}
 """,
         [
-            "config.yaml:6: warning: long: step 1 (reply): text is 1010 bytes after templating; Instagram rejects messages over 1000 bytes (counting {username} as 30, fields as 50, {text} as 100 and links as 60 bytes) [text-too-long]",
-            "config.yaml:10: warning: long: step 2 (reply): variant 2 is 1002 bytes; Instagram rejects messages over 1000 bytes [text-too-long]",
-            "config.yaml:12: warning: long: step 4 (ask): prompt is 1001 bytes; Instagram rejects messages over 1000 bytes [text-too-long]",
+            "config.yaml:6:9: warning: long: step 1 (reply): text is 1010 bytes after templating; Instagram rejects messages over 1000 bytes (counting {username} as 30, fields as 50, {text} as 100 and links as 60 bytes) [text-too-long]",
+            "config.yaml:10:15: warning: long: step 2 (reply): variant 2 is 1002 bytes; Instagram rejects messages over 1000 bytes [text-too-long]",
+            "config.yaml:12:42: warning: long: step 4 (ask): prompt is 1001 bytes; Instagram rejects messages over 1000 bytes [text-too-long]",
         ],
     ),
     (
@@ -51,7 +52,7 @@ workflows:
       - public_reply: "{"b" * 2190}{{username}}"
 """,
         [
-            "config.yaml:7: warning: comments: step 2 (public_reply): text is 2220 characters after templating; the limit is 2200 (counting {username} as 30, fields as 50, {text} as 100 and links as 60 bytes) [text-too-long]",
+            "config.yaml:7:9: warning: comments: step 2 (public_reply): text is 2220 characters after templating; the limit is 2200 (counting {username} as 30, fields as 50, {text} as 100 and links as 60 bytes) [text-too-long]",
         ],
     ),
     (
@@ -79,9 +80,9 @@ workflows:
           elements: [{title: "Guide"}]
 """,
         [
-            "config.yaml:7: warning: pick: step 2 (reply): on a comment this reply is the comment's private reply, which cannot carry quick replies: they are dropped [quick-replies-on-comment]",
-            "config.yaml:14: warning: ask-on-comment: step 1 (ask): on a comment this question is the comment's private reply, which cannot carry the choices as quick replies [quick-replies-on-comment]",
-            "config.yaml:19: warning: card-on-comment: step 1 (template): on a comment the first message is the private reply, which can only be text: this template is refused (start with a reply) [comment-reply-not-text]",
+            "config.yaml:7:9: warning: pick: step 2 (reply): on a comment this reply is the comment's private reply, which cannot carry quick replies: they are dropped [quick-replies-on-comment]",
+            "config.yaml:14:9: warning: ask-on-comment: step 1 (ask): on a comment this question is the comment's private reply, which cannot carry the choices as quick replies [quick-replies-on-comment]",
+            "config.yaml:19:9: warning: card-on-comment: step 1 (template): on a comment the first message is the private reply, which can only be text: this template is refused (start with a reply) [comment-reply-not-text]",
         ],
     ),
     (
@@ -111,8 +112,8 @@ workflows:
       - reply: "never"
 """,
         [
-            "config.yaml:8: warning: guide-low: trigger: never fires: guide-high has the same trigger (dm), no conditions, and runs first (priority 5 over 0) [shadowed]",
-            "config.yaml:19: warning: second-fallback: trigger: never fires: catch-all has the same trigger (fallback), no conditions, and runs first (same priority, earlier in the file) [shadowed]",
+            "config.yaml:8:5: warning: guide-low: trigger: never fires: guide-high has the same trigger (dm), no conditions, and runs first (priority 5 over 0) [shadowed]",
+            "config.yaml:19:5: warning: second-fallback: trigger: never fires: catch-all has the same trigger (fallback), no conditions, and runs first (same priority, earlier in the file) [shadowed]",
         ],
     ),
     (
@@ -134,7 +135,7 @@ workflows:
       - reply: "everyone"
 """,
         [
-            "config.yaml:12: warning: everyone: trigger dm: keyword 'Guide' is also in vip, which runs first (priority 5 over 0): here it only fires when their conditions fail [duplicate-keyword]",
+            "config.yaml:12:23: warning: everyone: trigger dm: keyword 'Guide' is also in vip, which runs first (priority 5 over 0): here it only fires when their conditions fail [duplicate-keyword]",
         ],
     ),
     (
@@ -172,12 +173,12 @@ workflows:
       - reply: "x"
 """,
         [
-            "config.yaml:4: warning: kw: trigger dm: keyword 'guide!' has punctuation at an edge: in word mode the message must contain it too, so 'guide' alone does not match [keyword-punctuation]",
-            "config.yaml:4: warning: kw: trigger dm: keyword '\ufe0f' (U+FE0F) is empty once accents and variation selectors are removed, so it never matches [keyword-never-matches]",
-            "config.yaml:5: warning: kw: trigger story_reply: regex 'a*' matches an empty string, so it matches every message [regex-matches-everything]",
-            "config.yaml:5: warning: kw: trigger story_reply: regex 'guía' has accents: a message typed without them ('guia') does not match; use a character class such as [ií] [regex-accents]",
-            "config.yaml:6: warning: kw: trigger comment: media: [] lists no post, so no comment ever matches (use media: any, or list media ids) [no-media]",
-            "config.yaml:11: warning: exact: trigger dm: keyword '?!' is only punctuation, which exact matching ignores: it matches only messages that are punctuation [keyword-never-matches]",
+            "config.yaml:4:23: warning: kw: trigger dm: keyword 'guide!' has punctuation at an edge: in word mode the message must contain it too, so 'guide' alone does not match [keyword-punctuation]",
+            "config.yaml:4:33: warning: kw: trigger dm: keyword '\ufe0f' (U+FE0F) is empty once accents and variation selectors are removed, so it never matches [keyword-never-matches]",
+            "config.yaml:5:32: warning: kw: trigger story_reply: regex 'a*' matches an empty string, so it matches every message [regex-matches-everything]",
+            "config.yaml:5:38: warning: kw: trigger story_reply: regex 'guía' has accents: a message typed without them ('guia') does not match; use a character class such as [ií] [regex-accents]",
+            "config.yaml:6:17: warning: kw: trigger comment: media: [] lists no post, so no comment ever matches (use media: any, or list media ids) [no-media]",
+            "config.yaml:11:23: warning: exact: trigger dm: keyword '?!' is only punctuation, which exact matching ignores: it matches only messages that are punctuation [keyword-never-matches]",
         ],
     ),
     (
@@ -204,12 +205,12 @@ workflows:
       - delay: 1h
 """,
         [
-            "config.yaml:6: warning: guide: when: condition on field 'level', which no workflow sets (set: or ask:) [unknown-field]",
-            "config.yaml:8: warning: guide: step 1 (reply): text uses {plan}, which no workflow sets (set: or ask:), so it renders empty; set it or give a fallback: {plan|...} [unknown-field]",
-            "config.yaml:8: warning: guide: step 1 (reply): {link: my guide} is not a tracked link and would be sent as written; link names are letters, digits, '.', '_' and '-' with no spaces: {link:NAME} [malformed-link]",
-            "config.yaml:11: warning: guide: step 4 (handoff): note uses {plan}, which no workflow sets (set: or ask:), so it renders empty; set it or give a fallback: {plan|...} [unknown-field]",
-            "config.yaml:12: warning: guide: step 5 (reply): never runs: the handoff in step 4 ends the workflow (2 steps after it) [unreachable-step]",
-            "config.yaml:19: warning: wait: step 2 (delay): a delay at the end waits for nothing; remove it or add steps after it [unreachable-step]",
+            "config.yaml:6:16: warning: guide: when: condition on field 'level', which no workflow sets (set: or ask:) [unknown-field]",
+            "config.yaml:8:9: warning: guide: step 1 (reply): text uses {plan}, which no workflow sets (set: or ask:), so it renders empty; set it or give a fallback: {plan|...} [unknown-field]",
+            "config.yaml:8:9: warning: guide: step 1 (reply): {link: my guide} is not a tracked link and would be sent as written; link names are letters, digits, '.', '_' and '-' with no spaces: {link:NAME} [malformed-link]",
+            "config.yaml:11:19: warning: guide: step 4 (handoff): note uses {plan}, which no workflow sets (set: or ask:), so it renders empty; set it or give a fallback: {plan|...} [unknown-field]",
+            "config.yaml:12:9: warning: guide: step 5 (reply): never runs: the handoff in step 4 ends the workflow (2 steps after it) [unreachable-step]",
+            "config.yaml:19:9: warning: wait: step 2 (delay): a delay at the end waits for nothing; remove it or add steps after it [unreachable-step]",
         ],
     ),
 ]
@@ -287,8 +288,8 @@ def test_lint_reads_the_config_file_for_lines(tmp_path: Path) -> None:
     )
     [warning] = lint_config(load_config(path, env={}))
     assert (warning.file, warning.line, warning.code) == (str(path.absolute()), 8, "unknown-field")
-    assert warning.format().startswith(f"{path.absolute()}:8: warning: w: step 1 (reply): ")
-    assert warning.to_json()["line"] == 8
+    assert warning.format().startswith(f"{path.absolute()}:8:9: warning: w: step 1 (reply): ")
+    assert (warning.to_json()["line"], warning.to_json()["column"]) == (8, 9)
 
 
 def test_the_example_config_is_clean() -> None:

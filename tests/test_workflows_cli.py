@@ -190,7 +190,7 @@ def test_an_invalid_config_exits_1_with_file_and_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--config", str(bad), "workflows", "test", "a"])
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert result.stderr.startswith(f"{bad}:3: workflows[0].trigger.dm: unknown key 'keywrods'")
+    assert result.stderr.startswith(f"{bad}:3:20: workflows[0].trigger.dm: unknown key 'keywrods'")
 
 
 async def _seed_waiting_contact(db_path: Path) -> dict[str, object]:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, PlainSerializer, ValidationInfo, WithJsonSchema
 
 from instaset.engine.templating import placeholders
 
 __all__ = [
+    "BARE_CLOCK_NUMBERS",
+    "MAX_DURATION",
     "ClockTime",
     "Days",
     "Duration",
@@ -20,6 +22,7 @@ __all__ = [
     "as_tuple",
     "check_field_name",
     "check_template",
+    "format_clock",
     "parse_clock",
     "parse_days",
     "parse_duration",
@@ -28,47 +31,76 @@ __all__ = [
 ]
 
 
-_DURATION_RE = re.compile(r"(\d+)\s*([smhdw])")
+_DURATION_RE = re.compile(r"(\d+)\s*([smhdw])", re.ASCII)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION = 3650 * 86400
+"""The longest delay, pause or cooldown a workflow may have (10 years, in seconds): longer
+ones are typos, and would overflow the dates computed from them."""
 
 
 def parse_duration(value: object) -> int:
-    """``"30s" | "15m" | "12h" | "7d" | "2w" | "1h30m" | 90`` -> seconds (> 0)."""
+    """``"30s" | "15m" | "12h" | "7d" | "2w" | "1h30m" | 90`` -> seconds, in
+    ``1..``:data:`MAX_DURATION`; anything else is a :class:`ValueError` saying why."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 15m, 12h or 7d")
     if isinstance(value, int):
         seconds = value
     elif isinstance(value, str):
         text = value.strip().lower().replace(" ", "")
-        if text.isdigit():
-            seconds = int(text)
+        if re.fullmatch(r"\d+", text, re.ASCII):
+            parts = [(text, "s")]
         else:
             parts = _DURATION_RE.findall(text)
             if not parts or "".join(n + u for n, u in parts) != text:
                 raise ValueError(f"{value!r} is not a duration (use 30s, 15m, 12h, 7d or 1h30m)")
-            seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in parts)
+        # a number with more digits than any sane duration: refused before int() (which
+        # rejects over 4300 digits with a confusing message)
+        seconds = sum(
+            int(n) * _UNIT_SECONDS[u] if len(n.lstrip("0")) <= 12 else MAX_DURATION + 1
+            for n, u in parts
+        )
     else:
         raise ValueError("expected a duration such as 30s, 15m, 12h or 7d")
     if seconds <= 0:
         raise ValueError("a duration must be longer than zero")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{value!r} is too long: at most 10 years (3650d)")
     return seconds
 
 
 Duration = Annotated[int, BeforeValidator(parse_duration)]
 """Seconds, written in YAML as ``30s``, ``15m``, ``12h``, ``7d`` (or plain seconds)."""
 
-_CLOCK_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
+_CLOCK_RE = re.compile(r"^(\d{1,2}):(\d{2})$", re.ASCII)
+BARE_CLOCK_NUMBERS = "bare_clock_numbers"
+"""Validation context key: ``{BARE_CLOCK_NUMBERS: False}`` makes every int a mistake in a
+time of day. The config loader sets it, because its YAML keeps ``18:00`` a string, so an int
+there can only be a bare number (``9``, ``1800``)."""
 
 
-def parse_clock(value: object) -> int:
+def _clock_hint(value: int) -> str:
+    if 0 <= value <= 24:
+        return f'write "{value:02d}:00" (in quotes)'
+    example = "09:00"
+    if 100 <= value <= 2400 and value % 100 < 60:  # perhaps 1800 for 18:00
+        example = f"{value // 100:02d}:{value % 100:02d}"
+    return f'use "HH:MM" in quotes, e.g. "{example}"'
+
+
+def parse_clock(value: object, *, numbers_are_minutes: bool = True) -> int:
     """``"09:00"`` -> minutes after midnight (0..1440; ``"24:00"`` is the end of the day).
 
-    An int is accepted because YAML 1.1 reads an unquoted ``18:00`` as the base-60 number
-    1080, which is exactly the minutes after midnight.
+    An int of at least 60 is taken as minutes when ``numbers_are_minutes``, because a YAML 1.1
+    loader (``yaml.safe_load``) reads an unquoted ``18:00`` as the base-60 number 1080, exactly
+    the minutes after midnight; such a number is never below 60 (``0:30`` stays a string). A
+    smaller int is a bare hour (``from: 9``), refused with a hint, as is every int when
+    ``numbers_are_minutes`` is false.
     """
     if isinstance(value, bool):
         raise ValueError('expected a time of day such as "09:00"')
     if isinstance(value, int):
+        if value < 60 or not numbers_are_minutes:
+            raise ValueError(f"{value} is not a time of day: {_clock_hint(value)}")
         minutes = value
     elif isinstance(value, str) and (m := _CLOCK_RE.match(value.strip())):
         hours, mins = int(m.group(1)), int(m.group(2))
@@ -78,11 +110,29 @@ def parse_clock(value: object) -> int:
     else:
         raise ValueError(f'{value!r} is not a time of day (use "HH:MM", e.g. "09:00")')
     if not 0 <= minutes <= 1440:
-        raise ValueError(f"{value!r} is not a time of day between 00:00 and 24:00")
+        shown = repr(value) if isinstance(value, str) else f"{value} ({format_clock(value)})"
+        raise ValueError(f"{shown} is not a time of day between 00:00 and 24:00")
     return minutes
 
 
-ClockTime = Annotated[int, BeforeValidator(parse_clock)]
+def format_clock(minutes: int) -> str:
+    """Minutes after midnight -> ``"09:00"`` (``1440`` -> ``"24:00"``)."""
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _validate_clock(value: object, info: ValidationInfo) -> int:
+    context = info.context if isinstance(info.context, dict) else {}
+    return parse_clock(value, numbers_are_minutes=context.get(BARE_CLOCK_NUMBERS, True))
+
+
+ClockTime = Annotated[
+    int,
+    BeforeValidator(_validate_clock),
+    PlainSerializer(format_clock, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^\d{1,2}:\d{2}$", "examples": ["09:00"]},
+                   mode="validation"),
+]
+"""Minutes after midnight, written ``"09:00"`` in YAML and JSON."""
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY_ALIASES = {

@@ -1,0 +1,237 @@
+"""Review fixes in config loading: unreadable characters and impossible dates are located
+errors (never tracebacks), durations have a ceiling, a time of day is never a bare number,
+and every location is ``file:line:column``."""
+
+# Expected messages read best one per line, so long lines are allowed here.
+# ruff: noqa: E501
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from instaset.cli import app
+from instaset.config import config_to_json, parse_config_text
+from instaset.engine.conditions import in_hours
+from instaset.engine.model import Hours
+from instaset.engine.values import MAX_DURATION, parse_clock
+from instaset.engine.values import parse_duration as workflow_duration
+from instaset.errors import ConfigError
+from instaset.timefmt import parse_duration
+from instaset.workflow_lint import lint_config
+
+runner = CliRunner()
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config_text(text, "config.yaml", {})
+    return info.value.problems
+
+
+def workflow(when: str = "", actions: str = "[{reply: hi}]") -> str:
+    return ("workflows:\n  - name: w\n    trigger: {dm: {keywords: [hi]}}\n"
+            f"{when}    actions: {actions}\n")
+
+
+# --- 1. characters YAML refuses and impossible dates -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('ai:\n  persona: "I am Jess\x0c a coach"\n', "config.yaml:2:22: invalid YAML: character U+000C is not allowed"),
+        ("server:\n  host: x\x00y\n", "config.yaml:2:10: invalid YAML: character U+0000 is not allowed"),
+        ("# caf\x7f\ntimezone: UTC\n", "config.yaml:1:6: invalid YAML: character U+007F is not allowed"),
+    ],
+)
+def test_a_control_character_is_a_located_error(text: str, expected: str) -> None:
+    [problem] = problems(text)
+    assert problem.startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("booking:\n  blackout: [2024-02-30]\n",
+         "config.yaml:2:14: invalid YAML: '2024-02-30' is not a real date (day is out of range for month); put it in quotes if it is text"),
+        (workflow().replace("keywords: [hi]", "keywords: [hi, 2024-13-01]"),
+         "config.yaml:3:35: invalid YAML: '2024-13-01' is not a real date (month must be in 1..12); put it in quotes if it is text"),
+    ],
+)
+def test_an_impossible_date_is_a_located_error(text: str, expected: str) -> None:
+    assert problems(text) == [expected]
+
+
+def test_a_real_date_where_text_goes_says_to_quote_it() -> None:
+    assert problems("booking:\n  title: 2024-02-28\n") == [
+        "config.yaml:2:10: booking.title: must be a string, got the date 2024-02-28 (put it in quotes)"
+    ]
+    # and a real date where one goes still loads as a date
+    config = parse_config_text("booking:\n  blackout: [2024-02-29]\n", "c.yaml", {})
+    assert [d.isoformat() for d in config.booking.blackout] == ["2024-02-29"]
+
+
+def test_validate_reports_bad_characters_and_dates_with_exit_1(tmp_path: Path) -> None:
+    for name, body in (("ff.yaml", 'ai:\n  persona: "a\x0cb"\n'),
+                       ("date.yaml", "booking: {blackout: [2024-02-30]}\n")):
+        cfg = tmp_path / name
+        cfg.write_text(body, "utf-8")
+        result = runner.invoke(app, ["--config", str(cfg), "workflows", "validate"])
+        assert result.exit_code == 1
+        assert isinstance(result.exception, SystemExit)  # not a ReaderError / ValueError
+        assert result.stderr.startswith(f"{cfg}:")
+        assert "invalid YAML" in result.stderr
+
+
+# --- 2. durations have a ceiling ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1000000000d", "99999999999999999999d", "36501d", 10**30, 1e300, float("inf"),
+     "9" * 5000, "1" + "0" * 400 + "s"],
+)
+def test_durations_over_100_years_are_refused(value: object) -> None:
+    with pytest.raises(ValueError, match=r"^invalid duration .*longer than 100 years"):
+        parse_duration(value)
+
+
+def test_durations_up_to_100_years_still_parse() -> None:
+    assert parse_duration("36500d") == timedelta(days=36500)
+    assert parse_duration("2w 3d") == timedelta(days=17)
+    assert parse_duration(90) == timedelta(seconds=90)
+
+
+@pytest.mark.parametrize("value", ["3651d", "522w", "99999999999999999999d", 10**40, "9" * 5000])
+def test_workflow_durations_over_10_years_are_refused(value: object) -> None:
+    with pytest.raises(ValueError, match="too long: at most 10 years"):
+        workflow_duration(value)
+
+
+def test_workflow_durations_up_to_10_years_still_parse() -> None:
+    assert workflow_duration("3650d") == MAX_DURATION == 3650 * 86400
+    assert workflow_duration("1h30m") == 5400
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("handoff:\n  pause_for: 1000000000d\n",
+         "config.yaml:2:14: handoff.pause_for: invalid duration '1000000000d': longer than 100 years (36500d), the most allowed"),
+        (workflow(actions="[{reply: hi}, {delay: 99999999999999999999d}, {reply: later}]"),
+         "config.yaml:4:36: workflows[0].actions[1].delay: '99999999999999999999d' is too long: at most 10 years (3650d)"),
+        (workflow(actions="[{handoff: {pause_for: 4000d}}]"),
+         "config.yaml:4:37: workflows[0].actions[0].handoff.pause_for: '4000d' is too long: at most 10 years (3650d)"),
+        (workflow(when="    when: {cooldown: 99999999999d}\n"),
+         "config.yaml:4:22: workflows[0].when.cooldown: '99999999999d' is too long: at most 10 years (3650d)"),
+    ],
+)
+def test_huge_durations_in_the_config_are_located_errors(text: str, expected: str) -> None:
+    assert problems(text) == [expected]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["stats", "--since", "99999999d"],
+     ["purge", "--older-than", "99999999999d", "--dry-run"],
+     ["workflows", "replay", "--since", "99999999999d"]],
+)
+def test_cli_duration_options_refuse_huge_values_with_exit_1(tmp_path: Path, args: list[str]) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"storage:\n  path: {tmp_path / 'x.db'}\n", "utf-8")
+    result = runner.invoke(app, ["--config", str(cfg), *args])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)  # not an OverflowError traceback
+    assert "99999999" in result.stderr and "duration" in result.stderr
+
+
+# --- 3. a time of day is never a bare number ---------------------------------------------------
+
+
+def test_bare_numbers_as_hours_are_refused_with_a_hint() -> None:
+    text = workflow(when="    when:\n      hours: {days: mon-fri, from: 9, to: 1800}\n")
+    assert problems(text) == [
+        'config.yaml:5:36: workflows[0].when.hours.from: 9 is not a time of day: write "09:00" (in quotes)',
+        'config.yaml:5:43: workflows[0].when.hours.to: 1800 is not a time of day: use "HH:MM" in quotes, e.g. "18:00"',
+    ]
+    assert problems("booking:\n  availability: [{from: '09:00', to: 540}]\n") == [
+        'config.yaml:2:38: booking.availability[0].to: 540 is not a time of day: use "HH:MM" in quotes, e.g. "05:40"'
+    ]
+
+
+def test_unquoted_times_keep_working_and_are_reported_as_written() -> None:
+    text = workflow(when="    when:\n      hours: {days: mon-fri, from: 9:00, to: 18:30}\n")
+    config = parse_config_text(text, "config.yaml", {})
+    hours = config.workflows[0].when.hours
+    assert hours is not None and (hours.from_, hours.to) == (540, 1110)
+    assert in_hours(hours, 0, 9 * 60) and not in_hours(hours, 0, 18 * 60 + 30)
+    assert not in_hours(hours, 0, 12)  # 00:12 is not office hours (the misread being fixed)
+    assert problems(text.replace("18:30", "25:00")) == [
+        "config.yaml:5:46: workflows[0].when.hours.to: '25:00' is not a time of day between 00:00 and 24:00"
+    ]
+
+
+def test_times_of_day_round_trip_through_config_show() -> None:
+    text = workflow(when="    when:\n      quiet_hours: {from: 22:00, to: '07:30'}\n")
+    config = parse_config_text(text, "config.yaml", {})
+    data = config_to_json(config)
+    assert data["workflows"][0]["when"]["quiet_hours"]["from"] == "22:00"
+    assert data["booking"]["availability"][0]["from"] == "09:00"
+    data.pop("source")
+    again = parse_config_text(yaml.safe_dump(data), "shown.yaml", {})
+    assert again.workflows == config.workflows
+    assert again.booking.availability == config.booking.availability
+
+
+def test_parse_clock_outside_config_files() -> None:
+    # yaml.safe_load (YAML 1.1) reads an unquoted 18:00 as 1080: still minutes there
+    data = yaml.safe_load("{from: 9:00, to: 18:00}")
+    assert data == {"from": 540, "to": 1080}
+    assert (Hours.model_validate(data).from_, Hours.model_validate(data).to) == (540, 1080)
+    # but no base-60 number is below 60: a smaller int is a bare hour
+    with pytest.raises(ValueError, match='write "09:00"'):
+        parse_clock(9)
+    with pytest.raises(ValueError, match=r"1500 \(25:00\) is not a time of day between"):
+        parse_clock(1500)
+    with pytest.raises(ValueError, match="540 is not a time of day"):
+        parse_clock(540, numbers_are_minutes=False)
+
+
+def test_base60_scalars_elsewhere_stay_text() -> None:
+    text = workflow().replace("keywords: [hi]", "keywords: [10:30]")
+    config = parse_config_text(text, "config.yaml", {})
+    dm = config.workflows[0].trigger.dm
+    assert dm is not None and dm.keywords == ("10:30",)
+    assert problems("server:\n  port: 80:80\n") == [
+        "config.yaml:2:9: server.port: must be a valid integer, got '80:80'"
+    ]
+
+
+# --- 4. columns --------------------------------------------------------------------------------
+
+
+def test_schema_yaml_and_duplicate_errors_carry_the_column() -> None:
+    text = workflow().replace("{dm: {keywords: [hi]}}", "{dm: {keywrods: [hi]}}")
+    assert problems(text) == [
+        "config.yaml:3:20: workflows[0].trigger.dm: unknown key 'keywrods' (did you mean 'keywords'?)"
+    ]
+    assert problems("server:\n  port: 1\n    host: x\n") == [
+        "config.yaml:3:9: invalid YAML: mapping values are not allowed here"
+    ]
+    assert problems("retention: {days: 3, days: 4}\n") == [
+        "config.yaml:1:22: retention: duplicate key 'days' (first defined on line 1)"
+    ]
+
+
+def test_lint_warnings_carry_the_column() -> None:
+    text = workflow(actions="\n      - reply: 'Hi {nickname}'\n")
+    config = parse_config_text(text, "config.yaml", {})
+    [warning] = lint_config(config, text=text, filename="config.yaml")
+    assert (warning.line, warning.column) == (5, 9)
+    assert warning.format().startswith("config.yaml:5:9: warning: w: step 1 (reply): text uses {nickname}")
+    assert warning.to_json()["column"] == 9
