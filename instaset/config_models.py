@@ -141,6 +141,28 @@ class HandoffConfig(_Model):
     pause_for: Duration = timedelta(hours=12)
 
 
+class IceBreaker(_Model):
+    """A question offered before the first message; tapping it sends ``payload`` (a
+    ``postback`` trigger answers it)."""
+
+    question: str = Field(min_length=1, max_length=80)
+    payload: str = Field(min_length=1, max_length=1000)
+
+
+class MenuItem(_Model):
+    """A persistent-menu entry: a ``payload`` for a postback trigger, or a ``url`` to open."""
+
+    title: str = Field(min_length=1, max_length=30)
+    payload: str | None = Field(default=None, min_length=1, max_length=1000)
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> MenuItem:
+        if (self.payload is None) == (self.url is None):
+            raise ValueError("a menu item needs either payload or url, not both")
+        return self
+
+
 class AIExample(_Model):
     message: str
     reply: str
@@ -341,6 +363,9 @@ class Config(_Model):
     leads: LeadsConfig = Field(default_factory=LeadsConfig)
     booking: BookingConfig = Field(default_factory=BookingConfig)
     timezone: str = "UTC"
+    # Left out: Instagram keeps what it has (`workflows apply` does not touch it); [] removes.
+    ice_breakers: list[IceBreaker] | None = Field(default=None, max_length=4)
+    menu: list[MenuItem] | None = Field(default=None, max_length=20)
     workflows: list[Workflow] = Field(default_factory=list)
     source: SkipJsonSchema[Path | None] = Field(default=None, exclude=True)
     """Where this config was loaded from; None for defaults. Never read from the YAML."""

@@ -26,6 +26,7 @@ SYNCHRONOUS = ("NORMAL", "FULL")
 TOP_LEVEL_KEYS = frozenset({
     "instagram", "server", "storage", "worker", "rate_limits", "handoff", "ai", "retention",
     "secrets", "notify", "sandbox", "leads", "booking", "timezone", "workflows",
+    "ice_breakers", "menu",
 })
 """The keys ``config.yaml`` may have at its top level: the fields of
 :class:`instaset.config_models.Config` that the file may set (all but ``source``). Spelled

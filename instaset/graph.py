@@ -451,6 +451,24 @@ class GraphClient:
         out = await self._call("POST", "set_persistent_menu", url, token, json_body=body)
         self._check_success(out, "set_persistent_menu")
 
+    async def messenger_profile(
+        self, ig_id: str, field: str, *, token: str
+    ) -> list[dict[str, object]]:
+        """The account's ``ice_breakers`` or ``persistent_menu`` as Meta has them: a list of
+        locales, each ``{"locale", "call_to_actions": [...]}`` (empty when none is set).
+        Accepts both documented answers: the locales themselves in ``data``, or ``data`` as
+        one object holding the field."""
+        url = self._url(ig_id, "messenger_profile")
+        out = await self._call("GET", f"messenger_profile {field}", url, token,
+                               params={"fields": field, "platform": "instagram"})
+        locales: list[dict[str, object]] = []
+        for item in _data(out):
+            inner = item.get(field)
+            for loc in (inner if isinstance(inner, list) else [item]):
+                if isinstance(loc, Mapping) and isinstance(loc.get("call_to_actions"), list):
+                    locales.append(dict(loc))
+        return locales
+
     async def delete_messenger_profile(
         self, ig_id: str, fields: Sequence[str], *, token: str
     ) -> None:

@@ -38,6 +38,7 @@ from pathlib import Path
 import yaml
 
 from instaset.config import Config
+from instaset.config_models import IceBreaker, MenuItem
 from instaset.engine.model import (
     ActionStep,
     CommentTrigger,
@@ -476,6 +477,24 @@ def _position_of(root: yaml.Node | None, path: Path_) -> tuple[int, int] | None:
     return found.start_mark.line + 1, found.start_mark.column + 1
 
 
+def _unhandled_payloads(config: Config) -> Iterator[LintWarning]:
+    """An ice breaker or menu item whose payload no enabled workflow's ``postback`` trigger
+    names: tapping it sends a message nothing answers."""
+    handled = {p for wf in config.workflows if wf.enabled and wf.trigger.postback is not None
+               for p in wf.trigger.postback.payload}
+    sections: tuple[tuple[str, Sequence[IceBreaker | MenuItem]], ...] = (
+        ("ice_breakers", config.ice_breakers or ()), ("menu", config.menu or ()))
+    for section, items in sections:
+        for i, item in enumerate(items):
+            if item.payload is not None and item.payload not in handled:
+                yield LintWarning(
+                    "unhandled-payload", section, f"item {i + 1}",
+                    f"tapping it sends {item.payload!r}, which no workflow's postback trigger"
+                    f" names, so nothing answers (add `postback: {{payload: [{item.payload}]}}`"
+                    " to a workflow's trigger)",
+                    (section, i, "payload"))
+
+
 def lint_config(
     config: Config, *, text: str | None = None, filename: str | None = None
 ) -> list[LintWarning]:
@@ -486,7 +505,7 @@ def lint_config(
     # instaset.links rewrites each URL to {public_url}/l/ + a 10-character code.
     url_size = len(public.rstrip("/")) + 13 if public else None
     warnings = lint_workflows(config.workflows, links=_config_links(config),
-                              tracked_url_size=url_size)
+                              tracked_url_size=url_size) + list(_unhandled_payloads(config))
     if filename is None:
         filename = str(config.source) if config.source is not None else "config.yaml"
     root: yaml.Node | None = None

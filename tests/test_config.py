@@ -120,9 +120,12 @@ def test_example_values_are_the_defaults() -> None:
     # The example doubles as the reference of defaults: it must not drift from the models.
     example = load_config(EXAMPLE, env={}).model_dump()
     defaults = Config().model_dump()
-    # Its workflows and AI voice are the example creator's own (the defaults are empty).
+    # Its workflows, ice breakers, menu and AI voice are the example creator's own (the
+    # defaults are empty or unmanaged).
     assert len(example.pop("workflows")) >= 5
     defaults.pop("workflows")
+    for key in ("ice_breakers", "menu"):
+        assert example.pop(key) and defaults.pop(key) is None
     for key in ("persona", "facts", "examples"):
         assert example["ai"].pop(key) and not defaults["ai"].pop(key)
     assert example == defaults

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 # The engine, the replay, the sandbox payload builders, the config and the store are imported
 # inside the functions: `instaset --help` must not pay for them (see instaset/cli/app.py).
 
-__all__ = ["workflows_replay", "workflows_test"]
+__all__ = ["workflows_apply", "workflows_replay", "workflows_test"]
 
 DEFAULT_MEDIA = "test-media"
 
@@ -345,3 +345,48 @@ async def workflows_replay(
         typer.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
     else:
         _print_diff(result)
+
+
+# --- workflows apply ----------------------------------------------------------------------
+
+
+@workflows_app.command("apply")
+@handle_errors
+@run_async
+async def workflows_apply(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the difference; change nothing."),
+    account: str | None = typer.Option(
+        None, "--account", help="The account (id or @username) when several are connected."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+) -> None:
+    """Push the config's ice breakers and persistent menu to Instagram, after showing how
+    they differ from what Instagram has. A section left out of the config is not touched."""
+    from instaset.cli.cmd_accounts import resolve_account
+    from instaset.daemon import runtime
+    from instaset.profile_sync import apply_config
+
+    config = load_or_exit()
+    async with runtime(config) as rt:
+        account_id, username = await resolve_account(rt.db, account)
+        changes = await apply_config(rt, account_id, dry_run=dry_run)
+    changed = [c for c in changes if c.changed]
+    if as_json:
+        typer.echo(json.dumps({
+            "account": account_id, "username": username, "dry_run": dry_run,
+            "applied": bool(changed) and not dry_run,
+            "changes": [{"field": c.field, "changed": c.changed,
+                         "current": [list(i) for i in c.current],
+                         "wanted": None if c.wanted is None else [list(i) for i in c.wanted]}
+                        for c in changes],
+        }, ensure_ascii=False, indent=2))
+        return
+    typer.echo(f"@{username or account_id}:")
+    for change in changes:
+        for line in change.lines():
+            typer.echo(line)
+    if not changed:
+        typer.echo("nothing to change")
+    elif dry_run:
+        typer.echo("dry run: nothing was changed on Instagram")
+    else:
+        typer.echo("applied: " + ", ".join(c.field for c in changed))
