@@ -29,6 +29,7 @@ reading the YAML the config came from. Every warning has a stable ``code``:
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
 from collections.abc import Collection, Iterator, Sequence
@@ -393,11 +394,20 @@ def _text_problems(wf: Workflow, i: int, known_fields: set[str], links: Collecti
                 yield LintWarning("text-too-long", wf.name, where, problem, path)
             for m in _PLACEHOLDER_RE.finditer(t.template):
                 name, fallback = m.group(1), m.group(2)
-                if fallback is None and name not in BUILTIN_PLACEHOLDERS | known_fields:
+                known = BUILTIN_PLACEHOLDERS | known_fields
+                if name in known:
+                    continue
+                close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+                if fallback is None or close:
+                    # A fallback covers a field that may be unset, not a misspelt one: with
+                    # one, {usernmae|there} would always say "there".
+                    hint = (f" (did you mean {{{close[0]}}}?)" if close else
+                            f"; set it or give a fallback: {{{name}|...}}")
                     yield LintWarning("unknown-field", wf.name, where,
                                       f"{t.label} uses {{{name}}}, which no workflow sets "
-                                      f"(set: or ask:), so it renders empty; set it or give "
-                                      f"a fallback: {{{name}|...}}", path)
+                                      f"(set: or ask:), so it renders "
+                                      f"{'its fallback' if fallback is not None else 'empty'}"
+                                      f"{hint}", path)
             for m in _LINKISH_RE.finditer(t.template):
                 token, name = m.group(0), m.group(1)
                 if not LINK_TOKEN_RE.fullmatch(token):

@@ -235,3 +235,31 @@ def test_lint_warnings_carry_the_column() -> None:
     assert (warning.line, warning.column) == (5, 9)
     assert warning.format().startswith("config.yaml:5:9: warning: w: step 1 (reply): text uses {nickname}")
     assert warning.to_json()["column"] == 9
+
+
+# --- day names and misspelt template fields ----------------------------------------------------
+
+
+@pytest.mark.parametrize("days", ["monkey", "fir", "mo", "[mon, satur-day]"])
+def test_a_day_that_is_not_a_day_is_an_error(days: str) -> None:
+    when = f"    when: {{hours: {{days: {days}, from: '09:00', to: '17:00'}}}}\n"
+    assert any("is not a day" in p for p in problems(workflow(when=when)))
+
+
+@pytest.mark.parametrize(("days", "numbers"), [
+    ("monday", (0,)), ("Weds", (2,)), ("thurs-sun", (3, 4, 5, 6)), ("tues", (1,)),
+])
+def test_day_names_and_abbreviations(days: str, numbers: tuple[int, ...]) -> None:
+    when = f"    when: {{hours: {{days: {days}, from: '09:00', to: '17:00'}}}}\n"
+    config = parse_config_text(workflow(when=when), "config.yaml", {})
+    hours = config.workflows[0].when.hours
+    assert hours is not None and hours.days == numbers
+
+
+def test_a_misspelt_field_is_flagged_even_with_a_fallback() -> None:
+    text = workflow(actions="[{reply: 'Hi {usernmae|there}, {plan|basic} plan'}]")
+    warnings = lint_config(parse_config_text(text, "config.yaml", {}), text=text)
+    flagged = [w.message for w in warnings if w.code == "unknown-field"]
+    # {usernmae} is close to {username}: flagged; {plan|basic} is a field that may be unset.
+    assert len(flagged) == 1 and "did you mean {username}?" in flagged[0]
+    assert "renders its fallback" in flagged[0]

@@ -143,11 +143,17 @@ _DAY_ALIASES = {
 }
 
 
+_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
 def _day(name: str) -> int:
-    key = name.strip().lower()[:3]
-    if key not in _DAYS:
-        raise ValueError(f"{name!r} is not a day (use mon, tue, wed, thu, fri, sat, sun)")
-    return _DAYS.index(key)
+    """A day's number from its name or any abbreviation of at least three letters
+    (``wed``, ``weds``, ``wednesday``); ``monkey`` is not Monday."""
+    key = name.strip().lower()
+    for number, full in enumerate(_DAY_NAMES):
+        if len(key) >= 3 and (full.startswith(key) or (key == "weds" and number == 2)):
+            return number
+    raise ValueError(f"{name!r} is not a day (use mon, tue, wed, thu, fri, sat, sun)")
 
 
 def parse_days(value: object) -> tuple[int, ...]:
