@@ -360,8 +360,14 @@ def _human(error: Mapping[str, Any], field: str | int | None) -> str:
         return f"missing required key '{field}'"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"must be a mapping of keys, got {got}"
-    if kind == "list_type":
+    if kind in ("list_type", "tuple_type"):
         return f"must be a list, got {got}"
+    if kind == "too_short":
+        least = (error.get("ctx") or {}).get("min_length", 1)
+        return f"must have at least {least} item{'s' if least != 1 else ''}"
+    if kind == "too_long":
+        most = (error.get("ctx") or {}).get("max_length")
+        return f"must have at most {most} items" if most is not None else msg
     if kind == "string_type":
         hint = " (put it in quotes)" if isinstance(value, int | float | date) else ""
         return f"must be a string, got {got}{hint}"

@@ -263,3 +263,12 @@ def test_a_misspelt_field_is_flagged_even_with_a_fallback() -> None:
     # {usernmae} is close to {username}: flagged; {plan|basic} is a field that may be unset.
     assert len(flagged) == 1 and "did you mean {username}?" in flagged[0]
     assert "renders its fallback" in flagged[0]
+
+
+def test_list_errors_read_as_lists_not_tuples() -> None:
+    text = ("workflows:\n  - name: w\n    trigger: {dm: {keywords: 42}}\n"
+            "    actions: [{reply: hi}]\n"
+            "ice_breakers:\n" + "  - {question: a, payload: A}\n" * 5)
+    found = problems(text)
+    assert "config.yaml:3:30: workflows[0].trigger.dm.keywords: must be a list, got 42" in found
+    assert "config.yaml:6:3: ice_breakers: must have at most 4 items" in found
