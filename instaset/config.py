@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 import types
 from collections.abc import Mapping, Sequence
 from datetime import date
@@ -64,6 +63,15 @@ from instaset.config_models import (
     parse_duration,
 )
 from instaset.config_storage import CONFIG_ENV, DB_ENV, config_file
+from instaset.config_yaml import (
+    ConfigLoader,
+    at,
+    duplicate_keys,
+    locate,
+    problem,
+    reader_problem,
+    yaml_problem,
+)
 from instaset.engine.model import Workflow, check_workflow_names
 from instaset.engine.values import BARE_CLOCK_NUMBERS
 from instaset.errors import ConfigError
@@ -102,162 +110,6 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, 
         data[section] = {**current, key: value}
         applied[(section, key)] = var
     return applied
-
-
-# ---------------------------------------------------------------------------------------------
-# YAML with line numbers
-# ---------------------------------------------------------------------------------------------
-
-
-def _where(filename: str, line: int | None, column: int | None = None) -> str:
-    """``file:line:column`` (1-based), shortened to what is known."""
-    if line is None:
-        return filename
-    return f"{filename}:{line}:{column}" if column is not None else f"{filename}:{line}"
-
-
-def _at(filename: str, node: yaml.Node | None) -> tuple[int, str]:
-    """The sort key (line) and ``file:line:column`` of where ``node`` starts."""
-    if node is None:
-        return 0, filename
-    mark = node.start_mark
-    return mark.line + 1, _where(filename, mark.line + 1, mark.column + 1)
-
-
-def _dotted(parts: Sequence[str | int]) -> str:
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _problem(where: str, parts: Sequence[str | int], message: str) -> str:
-    path = _dotted(parts)
-    return f"{where}: {path}: {message}" if path else f"{where}: {message}"
-
-
-def _yaml_problem(exc: yaml.MarkedYAMLError, filename: str) -> str:
-    mark = exc.problem_mark or exc.context_mark
-    where = _where(filename, mark.line + 1, mark.column + 1) if mark is not None else filename
-    message = exc.problem or exc.context or "unreadable YAML"
-    if exc.problem and exc.context:
-        started = f" started on line {exc.context_mark.line + 1}" if exc.context_mark else ""
-        message += f" ({exc.context}{started})"
-    return f"{where}: invalid YAML: {message}"
-
-
-def _reader_problem(exc: yaml.reader.ReaderError, text: str, filename: str) -> str:
-    """A character YAML refuses anywhere in the file (NUL, form feed, other control
-    characters), located by its position in ``text``."""
-    pos = exc.position
-    line = text.count("\n", 0, pos) + 1
-    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
-    char = exc.character
-    code = char if isinstance(char, int) else (ord(char) if len(char) == 1 else 0)
-    return (f"{_where(filename, line, column)}: invalid YAML: character U+{code:04X} is not "
-            "allowed (an invisible control character? delete it; inside double quotes "
-            f"write it as \\u{code:04X})")
-
-
-_INT_TAG = "tag:yaml.org,2002:int"
-_FLOAT_TAG = "tag:yaml.org,2002:float"
-
-
-class _ConfigLoader(yaml.SafeLoader):
-    """``SafeLoader`` with two changes for config files:
-
-    - YAML 1.1's base-60 numbers are plain strings: an unquoted ``18:00`` stays ``"18:00"``
-      (not the integer 1080), so a time of day reads as written and a mistake in one is
-      reported as written (``'25:00'``, not ``1500``).
-    - A date-like value that is not a real date (``2024-02-30``) is a YAML error at its
-      line and column, not a ``ValueError`` from deep inside the constructor.
-    """
-
-
-def _no_base60(regexp: re.Pattern[str]) -> re.Pattern[str]:
-    # the resolvers match the whole scalar: refusing any ':' drops only the base-60 forms
-    return re.compile(r"(?=[^:]*\Z)" + regexp.pattern, regexp.flags)
-
-
-_ConfigLoader.yaml_implicit_resolvers = {
-    first: [(tag, _no_base60(rx) if tag in (_INT_TAG, _FLOAT_TAG) else rx)
-            for tag, rx in resolvers]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _construct_timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> object:
-    try:
-        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
-    except (ValueError, OverflowError) as exc:
-        raise yaml.constructor.ConstructorError(
-            None, None,
-            f"{node.value!r} is not a real date ({exc}); put it in quotes if it is text",
-            node.start_mark,
-        ) from None
-
-
-_ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
-
-
-def _key_text(node: yaml.Node) -> str:
-    return str(node.value) if isinstance(node, yaml.ScalarNode) else "<complex key>"
-
-
-def _duplicate_keys(root: yaml.Node | None, filename: str) -> list[tuple[int, str]]:
-    """Every key that appears twice in one mapping (YAML loaders silently keep the last)."""
-    found: list[tuple[int, str]] = []
-    seen_nodes: set[int] = set()
-
-    def walk(node: yaml.Node, parts: list[str | int]) -> None:
-        if id(node) in seen_nodes:  # aliases share nodes; also guards recursive anchors
-            return
-        seen_nodes.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            first_line: dict[str, int] = {}
-            for key_node, value_node in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = _key_text(key_node)
-                line, where = _at(filename, key_node)
-                if key in first_line:
-                    message = f"duplicate key '{key}' (first defined on line {first_line[key]})"
-                    found.append((line, _problem(where, parts, message)))
-                else:
-                    first_line[key] = line
-                walk(value_node, [*parts, key])
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, [*parts, i])
-
-    if root is not None:
-        walk(root, [])
-    return found
-
-
-def _locate(
-    root: yaml.Node | None, loc: Sequence[str | int]
-) -> tuple[list[str | int], yaml.Node | None, yaml.Node | None]:
-    """Follow a pydantic ``loc`` through the node tree. Returns the path that exists in the
-    YAML, the deepest node reached and the key node of the last mapping step. Elements that
-    do not exist in the YAML (union tags, missing keys) are skipped."""
-    parts: list[str | int] = []
-    node, key_node = root, None
-    for item in loc:
-        if isinstance(node, yaml.MappingNode) and isinstance(item, str):
-            # the last matching key wins, as in the constructed dict (merge keys come first)
-            pairs = [(k, v) for k, v in node.value if _key_text(k) == item]
-            if pairs:
-                key_node, node = pairs[-1]
-                parts.append(item)
-        elif (
-            isinstance(node, yaml.SequenceNode)
-            and isinstance(item, int)
-            and 0 <= item < len(node.value)
-        ):
-            node, key_node = node.value[item], None
-            parts.append(item)
-    return parts, node, key_node
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,10 +247,10 @@ def _format_errors(
         message = _human(error, field)
         env_var = next((v for k, v in from_env.items() if loc[: len(k)] == k), None)
         if env_var is not None:
-            out.append((1 << 30, _problem(f"{env_var} (environment)", loc, message)))
+            out.append((1 << 30, problem(f"{env_var} (environment)", loc, message)))
             continue
         if error["type"] == "extra_forbidden":
-            parts, _node, key_node = _locate(root, loc)
+            parts, _node, key_node = locate(root, loc)
             parts = parts[:-1] if parts and parts[-1] == field else parts
             close = difflib.get_close_matches(str(field), _allowed_keys(loc[:-1]), n=1)
             if close:
@@ -406,9 +258,9 @@ def _format_errors(
             anchor = key_node
         else:
             target = loc[:-1] if error["type"] == "missing" else loc
-            parts, anchor, _key = _locate(root, target)
-        line, where = _at(filename, anchor)
-        out.append((line, _problem(where, parts, message)))
+            parts, anchor, _key = locate(root, target)
+        line, where = at(filename, anchor)
+        out.append((line, problem(where, parts, message)))
     return out
 
 
@@ -418,7 +270,7 @@ def _format_errors(
 
 
 _CONTEXT = {BARE_CLOCK_NUMBERS: False}
-"""Validation context of a config file: :class:`_ConfigLoader` keeps ``18:00`` a string, so
+"""Validation context of a config file: :class:`ConfigLoader` keeps ``18:00`` a string, so
 an int where a time of day goes is a bare number (``from: 9``), refused with a hint."""
 
 
@@ -456,17 +308,17 @@ def parse_config_text(
     """
     environ = os.environ if env is None else env
     try:
-        loader = _ConfigLoader(text)
+        loader = ConfigLoader(text)
     except yaml.reader.ReaderError as exc:  # checked up front, for the whole text
-        raise ConfigError(_reader_problem(exc, text, filename)) from None
+        raise ConfigError(reader_problem(exc, text, filename)) from None
     try:
         root = loader.get_single_node()
-        problems = _duplicate_keys(root, filename)
+        problems = duplicate_keys(root, filename)
         data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
-        raise ConfigError(_yaml_problem(exc, filename)) from None
+        raise ConfigError(yaml_problem(exc, filename)) from None
     except yaml.reader.ReaderError as exc:
-        raise ConfigError(_reader_problem(exc, text, filename)) from None
+        raise ConfigError(reader_problem(exc, text, filename)) from None
     except (yaml.YAMLError, ValueError, OverflowError, RecursionError) as exc:
         raise ConfigError(f"{filename}: invalid YAML: {exc}") from None
     finally:
@@ -475,7 +327,7 @@ def parse_config_text(
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        _line, where = _at(filename, root)
+        _line, where = at(filename, root)
         raise ConfigError(
             f"{where}: the top level must be a mapping of keys, got {_describe(data)}"
         )

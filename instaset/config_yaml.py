@@ -1,0 +1,162 @@
+"""YAML for the config loader: a loader that keeps what YAML 1.1 would misread (base-60
+numbers, impossible dates) as text or a located error, and helpers that turn a YAML node path
+into ``file:line:column`` and a problem line. Split from :mod:`instaset.config`, which uses
+them to locate pydantic's errors in the file."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import yaml
+
+
+def _where(filename: str, line: int | None, column: int | None = None) -> str:
+    """``file:line:column`` (1-based), shortened to what is known."""
+    if line is None:
+        return filename
+    return f"{filename}:{line}:{column}" if column is not None else f"{filename}:{line}"
+
+
+def at(filename: str, node: yaml.Node | None) -> tuple[int, str]:
+    """The sort key (line) and ``file:line:column`` of where ``node`` starts."""
+    if node is None:
+        return 0, filename
+    mark = node.start_mark
+    return mark.line + 1, _where(filename, mark.line + 1, mark.column + 1)
+
+
+def _dotted(parts: Sequence[str | int]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def problem(where: str, parts: Sequence[str | int], message: str) -> str:
+    path = _dotted(parts)
+    return f"{where}: {path}: {message}" if path else f"{where}: {message}"
+
+
+def yaml_problem(exc: yaml.MarkedYAMLError, filename: str) -> str:
+    mark = exc.problem_mark or exc.context_mark
+    where = _where(filename, mark.line + 1, mark.column + 1) if mark is not None else filename
+    message = exc.problem or exc.context or "unreadable YAML"
+    if exc.problem and exc.context:
+        started = f" started on line {exc.context_mark.line + 1}" if exc.context_mark else ""
+        message += f" ({exc.context}{started})"
+    return f"{where}: invalid YAML: {message}"
+
+
+def reader_problem(exc: yaml.reader.ReaderError, text: str, filename: str) -> str:
+    """A character YAML refuses anywhere in the file (NUL, form feed, other control
+    characters), located by its position in ``text``."""
+    pos = exc.position
+    line = text.count("\n", 0, pos) + 1
+    column = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    char = exc.character
+    code = char if isinstance(char, int) else (ord(char) if len(char) == 1 else 0)
+    return (f"{_where(filename, line, column)}: invalid YAML: character U+{code:04X} is not "
+            "allowed (an invisible control character? delete it; inside double quotes "
+            f"write it as \\u{code:04X})")
+
+
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """``SafeLoader`` with two changes for config files:
+
+    - YAML 1.1's base-60 numbers are plain strings: an unquoted ``18:00`` stays ``"18:00"``
+      (not the integer 1080), so a time of day reads as written and a mistake in one is
+      reported as written (``'25:00'``, not ``1500``).
+    - A date-like value that is not a real date (``2024-02-30``) is a YAML error at its
+      line and column, not a ``ValueError`` from deep inside the constructor.
+    """
+
+
+def _no_base60(regexp: re.Pattern[str]) -> re.Pattern[str]:
+    # the resolvers match the whole scalar: refusing any ':' drops only the base-60 forms
+    return re.compile(r"(?=[^:]*\Z)" + regexp.pattern, regexp.flags)
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, _no_base60(rx) if tag in (_INT_TAG, _FLOAT_TAG) else rx)
+            for tag, rx in resolvers]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _construct_timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> object:
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except (ValueError, OverflowError) as exc:
+        raise yaml.constructor.ConstructorError(
+            None, None,
+            f"{node.value!r} is not a real date ({exc}); put it in quotes if it is text",
+            node.start_mark,
+        ) from None
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+
+
+def _key_text(node: yaml.Node) -> str:
+    return str(node.value) if isinstance(node, yaml.ScalarNode) else "<complex key>"
+
+
+def duplicate_keys(root: yaml.Node | None, filename: str) -> list[tuple[int, str]]:
+    """Every key that appears twice in one mapping (YAML loaders silently keep the last)."""
+    found: list[tuple[int, str]] = []
+    seen_nodes: set[int] = set()
+
+    def walk(node: yaml.Node, parts: list[str | int]) -> None:
+        if id(node) in seen_nodes:  # aliases share nodes; also guards recursive anchors
+            return
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = _key_text(key_node)
+                line, where = at(filename, key_node)
+                if key in first_line:
+                    message = f"duplicate key '{key}' (first defined on line {first_line[key]})"
+                    found.append((line, problem(where, parts, message)))
+                else:
+                    first_line[key] = line
+                walk(value_node, [*parts, key])
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, [*parts, i])
+
+    if root is not None:
+        walk(root, [])
+    return found
+
+
+def locate(
+    root: yaml.Node | None, loc: Sequence[str | int]
+) -> tuple[list[str | int], yaml.Node | None, yaml.Node | None]:
+    """Follow a pydantic ``loc`` through the node tree. Returns the path that exists in the
+    YAML, the deepest node reached and the key node of the last mapping step. Elements that
+    do not exist in the YAML (union tags, missing keys) are skipped."""
+    parts: list[str | int] = []
+    node, key_node = root, None
+    for item in loc:
+        if isinstance(node, yaml.MappingNode) and isinstance(item, str):
+            # the last matching key wins, as in the constructed dict (merge keys come first)
+            pairs = [(k, v) for k, v in node.value if _key_text(k) == item]
+            if pairs:
+                key_node, node = pairs[-1]
+                parts.append(item)
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(item, int)
+            and 0 <= item < len(node.value)
+        ):
+            node, key_node = node.value[item], None
+            parts.append(item)
+    return parts, node, key_node
