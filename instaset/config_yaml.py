@@ -42,9 +42,12 @@ def yaml_problem(exc: yaml.MarkedYAMLError, filename: str) -> str:
     mark = exc.problem_mark or exc.context_mark
     where = _where(filename, mark.line + 1, mark.column + 1) if mark is not None else filename
     message = exc.problem or exc.context or "unreadable YAML"
+    tab = "'\\t'" in message
     if exc.problem and exc.context:
         started = f" started on line {exc.context_mark.line + 1}" if exc.context_mark else ""
         message += f" ({exc.context}{started})"
+    if tab:
+        message += "; indent with spaces: YAML does not allow tabs"
     return f"{where}: invalid YAML: {message}"
 
 

@@ -299,7 +299,9 @@ def _keyword_problems(wf: Workflow, i: int) -> Iterator[LintWarning]:
                     yield LintWarning("regex-matches-everything", wf.name, where,
                                       f"regex {kw!r} matches an empty string, so it matches "
                                       "every message", path)
-                elif any(unicodedata.combining(c) for c in unicodedata.normalize("NFKD", kw)):
+                elif any(unicodedata.combining(c) for c in unicodedata.normalize(
+                        "NFKD", re.sub(r"\[[^\]]*\]", "", kw))):
+                    # (Accents inside a character class such as [ií] are the fix itself.)
                     yield LintWarning("regex-accents", wf.name, where,
                                       f"regex {kw!r} has accents: a message typed without them "
                                       f"({fold(kw)!r}) does not match; use a character class "

@@ -272,3 +272,26 @@ def test_list_errors_read_as_lists_not_tuples() -> None:
     found = problems(text)
     assert "config.yaml:3:30: workflows[0].trigger.dm.keywords: must be a list, got 42" in found
     assert "config.yaml:6:3: ice_breakers: must have at most 4 items" in found
+
+
+def test_a_tab_says_to_indent_with_spaces() -> None:
+    (found,) = problems("workflows:\n\t- name: x\n")
+    assert found.startswith("config.yaml:2:1: invalid YAML:")
+    assert found.endswith("indent with spaces: YAML does not allow tabs")
+
+
+def test_accents_inside_a_character_class_are_the_fix_not_a_problem() -> None:
+    text = ("workflows:\n  - name: w\n    trigger: {dm: {keywords: ['gu[ií]a', 'café'],"
+            " match: regex}}\n    actions: [{reply: hi}]\n")
+    warnings = lint_config(parse_config_text(text, "config.yaml", {}), text=text)
+    flagged = [w.message for w in warnings if w.code == "regex-accents"]
+    assert len(flagged) == 1 and "'café'" in flagged[0]
+
+
+def test_plain_purge_on_a_fresh_install_is_not_a_failure(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"storage:\n  path: {tmp_path / 'none' / 'instaset.db'}\n", "utf-8")
+    plain = runner.invoke(app, ["--config", str(cfg), "purge"])
+    assert plain.exit_code == 0 and "nothing to purge" in plain.output
+    aimed = runner.invoke(app, ["--config", str(cfg), "purge", "--contact", "bob", "--yes"])
+    assert aimed.exit_code == 1

@@ -202,6 +202,10 @@ def purge(
                      else config.retention.days * DAY)
     db_path = config.storage.db_path()
     if not db_path.exists():
+        if not chosen:
+            # Plain `purge` is cron's: a fresh install with nothing stored yet is no failure.
+            typer.echo(f"nothing to purge (no database at {db_path} yet)")
+            return
         raise InstasetError(f"no database at {db_path}: nothing to purge")
 
     @run_async

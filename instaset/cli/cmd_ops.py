@@ -36,7 +36,7 @@ def backup_cmd(
 @handle_errors
 def restore_cmd(
     file: Path = typer.Argument(..., help="A backup made by `instaset backup`."),
-    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Replace the database with a backup (stop the daemon first)."""
     from instaset.config import load_config
