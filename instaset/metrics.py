@@ -9,7 +9,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.events = Counter(
-            "instaset_events", "Webhook events stored, by kind", ["kind"], registry=self.registry
+            "instaset_events", "Webhook events acknowledged, by kind (redeliveries included:"
+            " instaset_webhook_duplicates counts those not stored)", ["kind"],
+            registry=self.registry,
         )
         self.webhook_requests = Counter(
             "instaset_webhook_requests", "POST /webhook requests by HTTP status", ["status"],

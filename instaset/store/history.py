@@ -153,11 +153,16 @@ async def insert_message(
     direction: str, sent_by: str, text: str | None, attachments: list[dict[str, Any]],
     created_at: float, event_id: int | None = None, reply_to: str | None = None,
 ) -> bool:
-    """Insert one history row; a ``mid`` already stored is left alone (returns False)."""
+    """Insert one history row; a ``mid`` already stored is left alone (returns False).
+    A message whose deletion was processed first (events are processed concurrently, and
+    someone who unsends at once can have the deletion handled before the message) is stored
+    deleted."""
     cur = await conn.execute(
         "INSERT INTO messages(account_id, contact_id, mid, direction, sent_by, text,"
-        " attachments, reply_to, event_id, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(mid) DO NOTHING",
+        " attachments, reply_to, event_id, created_at, deleted_at)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
+        " (SELECT processed_at FROM events WHERE dedupe_key = 'del:' || ?3))"
+        " ON CONFLICT(mid) DO NOTHING",
         (account_id, contact_id, mid, direction, sent_by, text,
          json.dumps(attachments, ensure_ascii=False), reply_to, event_id, created_at),
     )
