@@ -58,6 +58,9 @@ def test_other_exceptions_still_propagate() -> None:
     (["inbox", "reply", "bob", "--", "--config", "x"], ["inbox", "reply", "bob", "--",
                                                        "--config", "x"]),
     (["inbox", "--config"], ["inbox", "--config"]),  # no value: typer reports it
+    # replay's own --config OTHER is the config to compare with, not the global one
+    (["workflows", "replay", "--config", "o.yaml"], ["workflows", "replay", "--config",
+                                                     "o.yaml"]),
 ])
 def test_config_after_the_command_moves_in_front(argv: list[str], expected: list[str]) -> None:
     assert hoist_config(argv) == expected

@@ -210,8 +210,8 @@ async def test_the_cli_diffs_a_candidate_file_while_the_daemon_runs(
     assert doc["changes"][2]["after"]["workflow"] == "free-guide"
     assert doc["counts"]["free-guide"] == {"current": {"fired": 2, "messages": 2, "refused": 0},
                                            "candidate": {"fired": 1, "messages": 1, "refused": 0}}
-    again = json.loads((await asyncio.to_thread(invoke, "--config-candidate", str(cand),
-                                                "--json"))[1])
+    # `workflows replay --config OTHER`, as the issue spells it, is the same comparison.
+    again = json.loads((await asyncio.to_thread(invoke, "--config", str(cand), "--json"))[1])
     assert {**again, "until": None} == {**doc, "until": None}
 
     code, text = await asyncio.to_thread(invoke, "--config-candidate", str(cand))

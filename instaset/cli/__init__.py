@@ -30,7 +30,10 @@ def main() -> None:
 def hoist_config(args: list[str]) -> list[str]:
     """``--config PATH`` (or ``--config=PATH``) given after the command moves in front of
     it, where the global option is parsed: `instaset inbox --config x.yaml` works like
-    `instaset --config x.yaml inbox`. Nothing after ``--`` moves."""
+    `instaset --config x.yaml inbox`. Nothing after ``--`` moves, and nothing in
+    `workflows replay`, whose own ``--config OTHER`` names the config to compare with."""
+    if args[:2] == ["workflows", "replay"]:
+        return list(args)
     front: list[str] = []
     rest: list[str] = []
     i = 0

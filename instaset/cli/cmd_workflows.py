@@ -299,8 +299,9 @@ def _print_diff(d: ReplayDiff) -> None:
 @run_async
 async def workflows_replay(
     candidate: Path | None = typer.Option(
-        None, "--config-candidate", "--candidate",
-        help="Another config file to compare with the current one.",
+        None, "--config-candidate", "--candidate", "--config",
+        help="Another config file to compare with the current one (after the command,"
+        " --config names this file; the current one is the global --config, given before).",
     ),
     since: str = typer.Option("30d", "--since", help="How far back: 12h, 30d, 90d, or all."),
     start: str = typer.Option(
