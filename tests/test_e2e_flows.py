@@ -3,8 +3,9 @@
 Each test runs the real daemon (webhook, pipeline, engine, automation, outbox, worker)
 against the built-in sandbox on 127.0.0.1 through :mod:`tests.sending_harness`, and
 asserts on the sandbox's transcript and on what the daemon stored: a story-mention
-thank-you, a quick-reply flow capturing an email with a re-ask, a handoff, and a
-multi-step flow that survives the daemon being torn down and rebuilt on the same database.
+thank-you, a quick-reply flow capturing an email with a re-ask, a handoff, comment-to-DM
+with a public reply, and a multi-step flow that survives the daemon being torn down and
+rebuilt on the same database.
 """
 
 from __future__ import annotations
@@ -167,3 +168,31 @@ async def test_flow_state_survives_a_restart(tmp_path: Path) -> None:
         assert isinstance(fields, dict) and fields.get("email") == "a@b.io"
         assert isinstance(tags, list) and "lead" in tags
         assert state.get("awaiting") is None
+
+
+COMMENT_TO_DM: list[dict[str, Any]] = [
+    {"name": "comment-to-dm", "trigger": {"comment": {"keywords": ["guide"], "media": "any"}},
+     "actions": [{"private_reply": "Here's the guide: https://example.com/guide"},
+                 {"public_reply": ["Sent it to your DMs!", "Check your DMs!"]}]},
+]
+
+
+async def test_comment_to_dm_sends_a_private_and_a_public_reply(tmp_path: Path) -> None:
+    """A signed comment webhook in; out: the private reply (a Send API request addressed to
+    the comment) and the public reply under the comment, once each; another comment without
+    the keyword gets nothing."""
+    async with open_harness(tmp_path, workflows=COMMENT_TO_DM) as h:
+        payload = await h.sandbox.user_comments(IGSID, "GUIDE please!", "17900000000000001")
+        comment_id = str(payload["entry"][0]["changes"][0]["value"]["id"])  # type: ignore[index]
+        await h.sandbox.user_comments(OTHER, "love this", "17900000000000001")
+        await h.settle()
+
+        private = [r for r in h.sandbox.sends()
+                   if r.json.get("recipient") == {"comment_id": comment_id}]
+        assert [r.json["message"] for r in private] == [
+            {"text": "Here's the guide: https://example.com/guide"}]
+        public = [r for r in h.graph_posts() if r.path.endswith(f"/{comment_id}/replies")]
+        assert len(public) == 1
+        replies = [c for c in h.sandbox.comments.values() if c.parent_id == comment_id]
+        assert [c.text for c in replies] in (["Sent it to your DMs!"], ["Check your DMs!"])
+        assert len(h.graph_posts()) == 2  # nothing for the comment without the keyword
