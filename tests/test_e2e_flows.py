@@ -196,3 +196,50 @@ async def test_comment_to_dm_sends_a_private_and_a_public_reply(tmp_path: Path) 
         replies = [c for c in h.sandbox.comments.values() if c.parent_id == comment_id]
         assert [c.text for c in replies] in (["Sent it to your DMs!"], ["Check your DMs!"])
         assert len(h.graph_posts()) == 2  # nothing for the comment without the keyword
+
+
+RICH: list[dict[str, Any]] = [
+    {"name": "rich", "trigger": {"dm": {"keywords": ["rich"]}}, "actions": [
+        {"media": {"type": "image", "url": "https://x.example/a.jpg"}},
+        {"buttons": {"text": "Book?", "buttons": [
+            {"title": "Book", "url": "https://cal.example/b"}, {"title": "No", "payload": "NO"}]}},
+        {"template": {"elements": [{
+            "title": "Guide for {username|you}", "subtitle": "Free",
+            "image_url": "https://x.example/g.png", "url": "https://x.example/g",
+            "buttons": [{"title": "Get", "payload": "GET"}]}]}},
+    ]},
+    {"name": "drip", "trigger": {"dm": {"keywords": ["go"]}}, "actions": [
+        {"reply": "first"}, {"delay": "10m"}, {"reply": "second"}]},
+]
+
+
+async def test_media_buttons_and_a_template_reach_meta_as_its_requests(tmp_path: Path) -> None:
+    async with open_harness(tmp_path, workflows=RICH) as h:
+        await h.dm(IGSID, "rich please")
+        await h.settle()
+        messages = [r.json["message"] for r in h.graph_sends(IGSID)]
+        assert messages[0] == {"attachment": {"type": "image", "payload": {
+            "url": "https://x.example/a.jpg"}}}
+        buttons = messages[1]["attachment"]["payload"]  # type: ignore[index]
+        assert buttons["template_type"] == "button" and buttons["text"] == "Book?"
+        assert [b["type"] for b in buttons["buttons"]] == ["web_url", "postback"]
+        card = messages[2]["attachment"]["payload"]["elements"][0]  # type: ignore[index]
+        # Templated: a first message's username is not known yet (the profile lookup runs
+        # after it), so the fallback.
+        assert card["title"] == "Guide for you"
+        assert card["buttons"] == [{"type": "postback", "title": "Get", "payload": "GET"}]
+        assert len(messages) == 3
+
+
+async def test_a_delayed_step_goes_out_when_its_time_comes(tmp_path: Path) -> None:
+    """`delay` is a scheduled job, not a sleep: nothing until the clock reaches it."""
+    async with open_harness(tmp_path, workflows=RICH) as h:
+        await h.dm(IGSID, "go")
+        await h.settle()
+        assert texts_to(h, IGSID) == ["first"]
+        h.clock.advance(9 * 60)
+        await h.settle()
+        assert texts_to(h, IGSID) == ["first"]
+        h.clock.advance(61)
+        await h.settle()
+        assert texts_to(h, IGSID) == ["first", "second"]
