@@ -295,3 +295,23 @@ def test_plain_purge_on_a_fresh_install_is_not_a_failure(tmp_path: Path) -> None
     assert plain.exit_code == 0 and "nothing to purge" in plain.output
     aimed = runner.invoke(app, ["--config", str(cfg), "purge", "--contact", "bob", "--yes"])
     assert aimed.exit_code == 1
+
+
+@pytest.mark.parametrize(("env", "key"), [
+    ({"GEMINI_API_KEY": "g-key", "GOOGLE_API_KEY": "o-key"}, "g-key"),  # Gemini's name first
+    ({"GOOGLE_API_KEY": "o-key"}, "o-key"),
+    ({"GEMINI_API_KEY": ""}, None),  # empty is unset: offline mode
+    ({}, None),
+])
+def test_the_gemini_key_comes_from_the_environment(env: dict[str, str], key: str | None,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """interface.md: `GEMINI_API_KEY` (or `GOOGLE_API_KEY`); ai.api_key_env names another."""
+    config = parse_config_text("", "config.yaml", {})
+    assert config.ai.api_key(env) == key
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert config.ai.api_key() == key  # the process environment by default
+    other = parse_config_text("ai: {api_key_env: MY_KEY}\n", "config.yaml", {})
+    assert other.ai.api_key({**env, "MY_KEY": "m-key"}) == "m-key"
+    assert other.ai.api_key(env) is None  # only the named variable counts then

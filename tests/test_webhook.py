@@ -155,6 +155,24 @@ async def test_fixture_stored_as_parsed(client: TestClient, rt: Runtime,  # type
     assert [tuple(r) for r in dead] == []
 
 
+async def test_the_dashboard_comment_sample_is_stored_as_a_comment(
+    client: TestClient, rt: Runtime,  # type: ignore[type-arg]
+) -> None:
+    """Meta's dashboard "Test" sample is one bare ``changes[]`` element: in the envelope
+    Meta delivers it in, it is stored (and processed) as a comment reply."""
+    change = json.loads((DATA / "comment_change_dashboard_test.json").read_text("utf-8"))
+    body = json.dumps({"object": "instagram", "entry": [
+        {"id": "17841400000000001", "time": 1740157200, "changes": [change]}]}).encode()
+    await connect_account(rt.db, "17841400000000001")
+    assert await post(client, body) == 200
+    row = await rt.db.fetchone("SELECT kind, dedupe_key, contact_id FROM events")
+    assert row is not None and (row[0], row[2]) == ("comment", "232323232")
+    assert "17865799348089039" in row[1]
+    await rt.worker.run_burst()
+    left = await rt.db.fetchone("SELECT count(*) FROM events WHERE processed_at IS NULL")
+    assert left is not None and left[0] == 0
+
+
 # -- batching, dedupe, accounts --------------------------------------------------------------
 async def test_thousand_item_batch_in_one_post(client: TestClient, rt: Runtime) -> None:  # type: ignore[type-arg]
     await connect_account(rt.db, "17841400000000001")
