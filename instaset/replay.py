@@ -3,8 +3,10 @@
 Contract:
 
 - **Read-only.** :func:`load_history` only reads (``instaset.store.replay``); nothing is
-  sent, stored or enqueued, and AI replies are reported, never generated. It can run beside
-  a live daemon.
+  sent, stored or enqueued. It can run beside a live daemon.
+- **AI offline.** An ``ai_reply`` step is answered by the offline responder (the creator's
+  examples and facts, no network, no Gemini) and its guardrails: the report notes what it
+  would have replied, or why it would have handed the message to the creator.
 - **Faithful.** Events are replayed in the order they happened, each with its own time as
   ``now``, through the same pure :func:`~instaset.engine.decide` the daemon uses, from a
   fresh conversation state per contact (or the stored one, ``start="stored"``). What the
@@ -91,6 +93,36 @@ def _short(text: str, limit: int = 80) -> str:
     return one if len(one) <= limit else one[: limit - 1] + "…"
 
 
+def offline_ai(config: Config) -> Callable[[str, bool], str]:
+    """What an ``ai_reply`` step would do, from the offline responder and the guardrails the
+    daemon applies (the creator's examples and facts; no history of past replies)."""
+    from instaset.ai.guardrails import check_reply
+    from instaset.ai.offline import OfflineResponder
+    from instaset.ai.prompt import Example, PromptInput, Turn
+
+    responder = OfflineResponder()
+    examples = tuple(Example(e.message, e.reply) for e in config.ai.examples)
+    facts = tuple(config.ai.facts)
+
+    def answer(incoming: str, is_comment: bool) -> str:
+        inp = PromptInput(
+            persona=config.ai.persona, facts=facts, examples=examples, past_replies=(),
+            conversation=(Turn("contact", incoming),), is_comment=is_comment,
+            booking=config.booking.enabled and not is_comment,
+        )
+        if not incoming.strip():
+            return "AI (offline): nothing to answer (no text)"
+        reply = responder.answer(inp)
+        verdict = check_reply(reply, incoming, facts)
+        if not verdict.send:
+            return f"AI (offline): would hand it to you ({verdict.reason}: {verdict.detail})"
+        booking = " and offer booking slots" if reply.offer_booking else ""
+        text = json.dumps(_short(reply.reply, 80), ensure_ascii=False)
+        return f"AI (offline): would reply {text}{booking}"
+
+    return answer
+
+
 def describe_action(action: Action, *, limit: int = 80) -> str:
     """One line for a human: ``reply "Hey!" [Yes | No]``, ``tag lead``, ``handoff 12h``."""
 
@@ -112,7 +144,7 @@ def describe_action(action: Action, *, limit: int = 80) -> str:
         case SendTemplate():
             return f"template [{' | '.join(c.title for c in action.elements)}]"
         case GenerateAIReply():
-            return f"AI reply ({action.mode}, not generated in a dry run)"
+            return f"AI reply ({action.mode}, offline responder)"
         case OfferBooking():
             return "offer booking" + (f" {q(action.text)}" if action.text else "")
         case TypingOn():
@@ -344,12 +376,15 @@ class Replayer:
         *,
         pause_for_seconds: float,
         private_replies_per_hour: int | None = None,
+        ai: Callable[[str, bool], str] | None = None,
     ) -> None:
         # Compiled once here (priority order, trigger index), not looked up per event.
         self.workflows = compiled(workflows)
         self.settings_for = settings_for
         self.pause_for_seconds = pause_for_seconds
         self.private_replies_per_hour = private_replies_per_hour
+        # (incoming text, is a comment) -> one line on what the offline AI would do.
+        self.ai = ai
 
     def run(
         self,
@@ -373,7 +408,7 @@ class Replayer:
         def record(step: Step, decision_actions: tuple[Action, ...], acct: str,
                    contact: str) -> None:
             notes = self._budget_notes(decision_actions, step.at, private_log, acct)
-            steps.append(replace(step, notes=notes) if notes else step)
+            steps.append(replace(step, notes=(*step.notes, *notes)) if notes else step)
             for a in decision_actions:
                 if isinstance(a, Schedule):
                     heapq.heappush(pending, _Pending(a.run_at, next(seq), acct, contact, a,
@@ -420,6 +455,9 @@ class Replayer:
             step = Step(ev.dedupe_key, se.id, ev.kind.value, ev.occurred_at, ev.account_id,
                         contact, d.state.username, _text(ev),
                         Outcome(d.workflow, fired, d.actions, d.trace))
+            if self.ai is not None and any(isinstance(a, GenerateAIReply) for a in d.actions):
+                line = self.ai(_text(ev) or "", isinstance(ev, CommentEvent))
+                step = replace(step, notes=(*step.notes, line))
             record(step, d.actions, ev.account_id, contact)
         flush(until)
         return Report(tuple(steps), count, since, until, source)
@@ -467,6 +505,7 @@ def replay_config(config: Config, history: History) -> Report:
         config.workflows, settings_for,
         pause_for_seconds=config.handoff.pause_for.total_seconds(),
         private_replies_per_hour=config.rate_limits.private_replies_per_hour,
+        ai=offline_ai(config),
     )
     source = str(config.source) if config.source is not None else None
     return replayer.run(history.events, history.states, until=history.until,

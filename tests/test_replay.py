@@ -30,8 +30,10 @@ from instaset.replay import (
     History,
     Replayer,
     StoredEvent,
+    describe_action,
     diff,
     load_history,
+    offline_ai,
     replay_config,
 )
 from instaset.sandbox import build_comment_payload, build_dm_payload
@@ -314,3 +316,27 @@ def test_the_private_reply_budget_is_noted() -> None:
     assert [s.notes for s in report.steps] == [(), (), (
         "private reply held back 58 min by the 2/h budget (rate_limits.private_replies_per_hour)",
     )]
+
+
+def test_ai_steps_are_answered_by_the_offline_responder() -> None:
+    """Replay runs AI replies offline (the creator's examples and facts, no network): the
+    report says what would have been replied, or why the creator would have been asked."""
+    config = Config.model_validate({
+        "ai": {"examples": [{"message": "how much is coaching?",
+                             "reply": "Coaching is 200 a month, all included."}],
+               "facts": ["Coaching costs 200 a month."]},
+        "workflows": [{"name": "ai", "trigger": {"fallback": True},
+                       "actions": [{"ai_reply": "auto"}]}],
+    })
+    wfs = list(config.workflows)
+    replayer = Replayer(wfs, lambda _acct: SETTINGS, pause_for_seconds=3600,
+                        ai=offline_ai(config))
+    events = [_dm_event(1, "u1", "how much is the coaching?", T0),
+              _dm_event(2, "u2", "I want a refund now", T0 + 60)]
+    report = replayer.run(events, {}, until=T0 + 120)
+    notes = [s.notes for s in report.steps]
+    assert notes[0] == ('AI (offline): would reply "Coaching is 200 a month, all included."',)
+    assert len(notes[1]) == 1 and notes[1][0].startswith("AI (offline): would hand it to you")
+    assert "refund" in notes[1][0]
+    assert describe_action(report.steps[0].outcome.actions[0]) == (
+        "AI reply (auto, offline responder)")
