@@ -76,6 +76,7 @@ from instaset.backfill import (
 )
 from instaset.config import Config
 from instaset.contacts import Profiles
+from instaset.engine.decide import needs_follower
 from instaset.errors import GraphError, InvalidParameter, Throttled, TokenInvalid
 from instaset.graph import GraphClient
 from instaset.outbox import TokenProvider
@@ -618,6 +619,9 @@ def install(rt: Runtime) -> None:
         "profile": cu.profiles.profile_job,
     }
     rt.handlers.update(handlers)
+    if needs_follower(rt.config.workflows):
+        # A `follower` condition needs the profile before a new contact's first message.
+        rt.pipeline.profile_first = cu.profiles.fetch
     rt.add_periodic("catchup", cu.settings.interval, cu.periodic_job)
     # A check at start: a restart within one periodic slot would otherwise wait for the next.
     rt.on_start.append(cu.enqueue_start)

@@ -371,7 +371,11 @@ class Profiles:
         return len(jobs)
 
     async def profile_job(self, job: Job) -> None:
-        acct, contact = str(job.payload["account_id"]), str(job.payload["contact_id"])
+        await self.fetch(str(job.payload["account_id"]), str(job.payload["contact_id"]))
+
+    async def fetch(self, acct: str, contact: str) -> None:
+        """Look the contact's profile up and apply it (see :meth:`apply`); a refusal is
+        recorded, throttling raises :class:`RetryLater`."""
         if await store.get_contact(self.db, acct, contact) is None:
             return  # forgotten meanwhile
         token = await self.tokens.token(acct)

@@ -205,6 +205,7 @@ async def runtime(
         )
         handlers: dict[str, Handler] = {
             "process_event": pipeline.process_event,
+            "first_plan": pipeline.first_plan,
             "send": deliverer.deliver,
             "resume_flow": automation.resume_flow,
             "notify": notifier.handle,

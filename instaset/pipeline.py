@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -89,6 +89,10 @@ class Pipeline:
         self.ledger = ledger
         self.pause_for_seconds = pause_for_seconds
         self.clock = clock
+        # Set (by the contacts feature) when a workflow has a `follower` condition: a new
+        # contact's profile is looked up before their first message is decided, since
+        # Instagram reveals whether they follow only once they have written.
+        self.profile_first: Callable[[str, str], Awaitable[None]] | None = None
 
     async def process_event(self, job: Job) -> Outcome | None:
         event_id = int(job.payload["event_id"])
@@ -115,18 +119,29 @@ class Pipeline:
         acct = event.account_id
         contact = event.contact_id
         is_new = False
+        defer = False
         if contact and contact != acct:
             username = event.from_username if isinstance(event, CommentEvent) else None
             is_new = await history.touch_contact(conn, acct, contact, now, username=username)
             if is_new and isinstance(event, MessageEvent | PostbackEvent) and (
                 not event.is_from_business
             ):
-                # Their profile (username, name) may be fetched now that they wrote to us;
-                # a separate job, so the lookup never delays this reply.
-                await enqueue_in(conn, [NewJob(
-                    "profile", f"profile:{acct}:{contact}:new",
-                    {"account_id": acct, "contact_id": contact}, run_at=now, max_attempts=4,
-                )], now)
+                if self.profile_first is not None and self.automation is not None:
+                    # The follow status decides: the profile first, then this message
+                    # (one job: `first_plan`).
+                    await enqueue_in(conn, [NewJob(
+                        "first_plan", f"first_plan:{event_id}", {"event_id": event_id},
+                        run_at=now, max_attempts=4,
+                    )], now)
+                    defer = True
+                else:
+                    # Their profile (username, name) may be fetched now that they wrote to
+                    # us; a separate job, so the lookup never delays this reply.
+                    await enqueue_in(conn, [NewJob(
+                        "profile", f"profile:{acct}:{contact}:new",
+                        {"account_id": acct, "contact_id": contact}, run_at=now,
+                        max_attempts=4,
+                    )], now)
         if isinstance(event, MessageEvent) and contact:
             if event.kind == EventKind.ECHO:
                 await self._apply_echo(conn, event, event_id, received_at, now)
@@ -165,10 +180,38 @@ class Pipeline:
             who = "contact" if contact != acct else "business"
             reaction = (event.emoji or event.reaction) if event.action == "react" else None
             await history.set_reaction(conn, event.mid, who, reaction)
-        if self.automation is not None and not event.is_from_business:
+        if self.automation is not None and not event.is_from_business and not defer:
             jobs = await self.automation.plan(conn, event, is_new_contact=is_new, now=now)
             if jobs:
                 await enqueue_in(conn, jobs, now)
+
+    async def first_plan(self, job: Job) -> Outcome | None:
+        """A new contact's first message when a workflow asks whether they follow: look the
+        profile up (whatever comes of it: a failed lookup leaves the status unknown, and the
+        `follower` condition then does not hold), then decide the message as
+        :meth:`process_event` would have, in one transaction with the job's completion."""
+        event_id = int(job.payload["event_id"])
+        async with self.db.read() as conn:
+            row = await history.get_event_in(conn, event_id)
+        if row is None:
+            return None  # purged since
+        parsed = parse_stored(row["raw"])
+        event = parsed[0] if len(parsed) == 1 else None
+        if event is None or self.automation is None or event.contact_id is None:
+            return None
+        if self.profile_first is not None:
+            try:
+                await self.profile_first(event.account_id, event.contact_id)
+            except Exception as exc:  # the reply must not wait for ever on a lookup
+                log.info("profile of %s before their first message: %s", event.contact_id,
+                         exc)
+        now = self.clock()
+        async with self.db.tx(relaxed=True) as conn:
+            jobs = await self.automation.plan(conn, event, is_new_contact=True, now=now)
+            if jobs:
+                await enqueue_in(conn, jobs, now)
+            await complete_in(conn, job, now)
+        return COMPLETED
 
     async def _apply_echo(
         self, conn: aiosqlite.Connection, event: MessageEvent, event_id: int,

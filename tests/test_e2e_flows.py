@@ -243,3 +243,44 @@ async def test_a_delayed_step_goes_out_when_its_time_comes(tmp_path: Path) -> No
         h.clock.advance(61)
         await h.settle()
         assert texts_to(h, IGSID) == ["first", "second"]
+
+
+FOLLOWERS: list[dict[str, Any]] = [
+    {"name": "fans", "trigger": {"dm": {"keywords": ["hi"]}}, "when": {"follower": True},
+     "actions": [{"reply": "Thanks for following!"}]},
+]
+
+
+async def test_a_follower_condition_holds_on_a_new_contacts_first_message(
+    tmp_path: Path,
+) -> None:
+    """Instagram reveals whether someone follows only once they have written: with a
+    `follower` condition, a new contact's profile is looked up before their first message
+    is decided (it used to hold only from their second message)."""
+    async with open_harness(tmp_path, workflows=FOLLOWERS) as h:
+        h.sandbox.profiles[IGSID] = {"name": "Fan", "is_user_follow_business": True}
+        h.sandbox.profiles[OTHER] = {"name": "Not yet", "is_user_follow_business": False}
+        await h.dm(IGSID, "hi there")
+        await h.dm(OTHER, "hi there")
+        await h.settle()
+        assert texts_to(h, IGSID) == ["Thanks for following!"]
+        assert texts_to(h, OTHER) == []
+        state = await conversation_state(h, OTHER)
+        assert state.get("follower") is False  # looked up, and it holds them back
+        profile_gets = [r for r in h.sandbox.transcript
+                        if r.method == "GET" and r.path.endswith(f"/{IGSID}")]
+        assert len(profile_gets) == 1  # once: no second lookup by the usual profile job
+
+
+async def test_without_a_follower_condition_the_first_reply_does_not_wait(
+    tmp_path: Path,
+) -> None:
+    """No workflow asks: the first message is decided at once and the profile follows."""
+    wfs = [{"name": "hello", "trigger": {"dm": {"keywords": ["hi"]}},
+            "actions": [{"reply": "Hello!"}]}]
+    async with open_harness(tmp_path, workflows=wfs) as h:
+        await h.dm(IGSID, "hi")
+        await h.settle()
+        assert texts_to(h, IGSID) == ["Hello!"]
+        kinds = [r[0] for r in await h.rt.db.fetchall("SELECT kind FROM jobs ORDER BY id")]
+        assert "first_plan" not in kinds and "profile" in kinds
