@@ -39,12 +39,13 @@ from instaset.outbox import Deliverer, StaticTokens, TokenProvider
 from instaset.pipeline import Pipeline
 from instaset.proxy import ProxySettings
 from instaset.queue import NewJob
-from instaset.ratelimit import Budgets, budgets_from_config
+from instaset.ratelimit import Budgets, SendClass, budgets_from_config
 from instaset.sandbox import Sandbox
 from instaset.secrets import app_secrets, open_secrets
 from instaset.simulate import sandbox_routes
 from instaset.store import history
 from instaset.store import jobs as jobstore
+from instaset.store import sends as sendstore
 from instaset.store.db import Database, open_database
 from instaset.store.ingest import IngestWriter
 from instaset.store.jobs import Job
@@ -186,6 +187,11 @@ async def runtime(
             # An injected clock (tests, replay) drives the budgets too.
             clock=time.monotonic if clock is time.time else clock,
         )
+        # The hourly private-reply budget outlives a restart: the last hour's count.
+        since = clock() - 3600
+        for row in await sendstore.recent_starts(db, "private_reply", since):
+            budgets.seed(str(row["account_id"]), SendClass.PRIVATE_REPLY,
+                         [clock() - float(row["started"])])
         token_provider = tokens if tokens is not None else default_tokens(config)
         deliverer = Deliverer(db, graph, token_provider, budgets, metrics=metrics, clock=clock)
         automation = WorkflowAutomation(

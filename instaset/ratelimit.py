@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -44,6 +44,14 @@ class Budgets:
         self._log: dict[tuple[str, SendClass], list[float]] = {}
         self._held: dict[tuple[tuple[str, SendClass], str], float] = {}
         self._blocked: dict[tuple[str, SendClass], float] = {}
+
+    def seed(self, account_id: str, cls: SendClass, ages: Sequence[float]) -> None:
+        """Count sends made before this process started (``ages``: seconds ago each one
+        started), so a restart does not hand out a fresh budget for the rest of its window."""
+        now = self.clock()
+        log = self._log.setdefault((account_id, cls), [])
+        for age in ages:
+            bisect.insort(log, now - max(0.0, age))
 
     def reserve(self, account_id: str, cls: SendClass, key: str = "") -> float:
         """0 when the send may start now (and it is counted), else the seconds to wait.

@@ -20,6 +20,14 @@ async def insert_sends(conn: aiosqlite.Connection, rows: Sequence[tuple[object, 
     )
 
 
+async def recent_starts(db: Database, kind: str, since: float) -> list[sqlite3.Row]:
+    """(account_id, started) of the sends of ``kind`` that reached Meta or may have (sent or
+    in flight) since ``since``; ``started`` is their last state change, an upper bound."""
+    return await db.fetchall(
+        "SELECT account_id, updated_at AS started FROM sends WHERE kind = ?"
+        " AND state IN ('sent', 'in_flight') AND updated_at >= ?", (kind, since))
+
+
 async def get_send(db: Database, key: str) -> sqlite3.Row | None:
     return await db.fetchone("SELECT * FROM sends WHERE key = ?", (key,), quick=True)
 
