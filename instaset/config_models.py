@@ -122,7 +122,9 @@ class StorageConfig(_Model):
 class WorkerConfig(_Model):
     # Jobs mostly wait on the network (Meta, Gemini); the database work of each is short.
     concurrency: int = Field(default=32, ge=1)
-    lease_seconds: float = Field(default=120, gt=0)
+    # At least 30 s: a job is cut off at 3/4 of its lease, and a call to Meta may take 20 s;
+    # a shorter lease would cut sends off mid-call and make their outcome unknown.
+    lease_seconds: float = Field(default=120, ge=30)
     max_attempts: int = Field(default=6, ge=1)
     backoff_base: float = Field(default=2.0, ge=0)
     backoff_cap: float = Field(default=600, ge=0)

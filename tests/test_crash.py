@@ -109,7 +109,7 @@ class Daemon:
             "instagram": {"app_secret": SECRET},
             "storage": {"path": str(self.db_path)},
             # A short backoff cap: a job that failed under load must not outlast the drain.
-            "worker": {"poll_interval": 0.05, "lease_seconds": 5, "backoff_base": 0.2,
+            "worker": {"poll_interval": 0.05, "lease_seconds": 30, "backoff_base": 0.2,
                        "backoff_cap": 2},
         }))
 
