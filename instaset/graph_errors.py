@@ -163,21 +163,11 @@ def _classify(
     def make(cls: type[GraphError], text: str) -> GraphError:
         return cls(text, code=code, subcode=subcode, status=status, fbtrace_id=fbtrace_id)
 
-    if code in THROTTLE_CODES or subcode in THROTTLE_SUBCODES:
+    # HTTP 429 is Meta's rate limiting whatever code its body carries.
+    if code in THROTTLE_CODES or subcode in THROTTLE_SUBCODES or status == 429:
         retry = usage.regain_seconds if usage is not None and usage.regain_seconds else None
         return Throttled(
-            f"rate limited by Meta: {message}",
-            retry_after=retry,
-            code=code,
-            subcode=subcode,
-            status=status,
-            fbtrace_id=fbtrace_id,
-        )
-    if status == 429:
-        # Whatever the body's code says: HTTP 429 is Meta's rate limiting, and retryable.
-        retry = usage.regain_seconds if usage is not None and usage.regain_seconds else None
-        return Throttled(
-            f"rate limited by Meta (HTTP 429): {message}",
+            f"rate limited by Meta{' (HTTP 429)' if status == 429 else ''}: {message}",
             retry_after=retry,
             code=code,
             subcode=subcode,

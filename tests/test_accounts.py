@@ -587,15 +587,23 @@ async def test_data_deletion_of_a_contact(rt: Runtime, client: TestClient) -> No
     assert MemorySecrets().get(token_key(ACCT)) is not None
 
 
-async def test_unknown_user_still_gets_a_receipt_and_the_real_fixture_works(
-    tmp_path: Path, box: Sandbox, aiohttp_client: ClientFactory
-) -> None:
-    fx = fixture_request()
+@contextlib.asynccontextmanager
+async def fixture_daemon(
+    tmp_path: Path, box: Sandbox, aiohttp_client: ClientFactory, fx: dict[str, Any],
+) -> AsyncIterator[tuple[Runtime, TestClient]]:  # type: ignore[type-arg]
+    """A daemon without server.public_url, its clock at the real fixture's issued_at."""
     issued = json.loads(fx["decoded_payload_json"])["issued_at"]
     config = make_config(tmp_path, box.base_url or "", free_port(),
                          instagram={"app_secret": "key"}, server={"public_url": None})
     async with daemon(config, Clock(issued + 5)) as r:
-        client = await aiohttp_client(make_app(r.web))
+        yield r, await aiohttp_client(make_app(r.web))
+
+
+async def test_unknown_user_still_gets_a_receipt_and_the_real_fixture_works(
+    tmp_path: Path, box: Sandbox, aiohttp_client: ClientFactory
+) -> None:
+    fx = fixture_request()
+    async with fixture_daemon(tmp_path, box, aiohttp_client, fx) as (_r, client):
         resp = await client.post("/meta/data-deletion", data={"signed_request": fx[
             "signed_request"]})
         assert resp.status == 200
@@ -637,11 +645,7 @@ async def test_data_deletion_refuses_a_host_it_cannot_answer_with_before_deletin
     """Without server.public_url the status URL comes from the Host header: one it cannot
     be built from got a 503 after the deletion and its receipt were committed."""
     fx = fixture_request()
-    issued = json.loads(fx["decoded_payload_json"])["issued_at"]
-    config = make_config(tmp_path, box.base_url or "", free_port(),
-                         instagram={"app_secret": "key"}, server={"public_url": None})
-    async with daemon(config, Clock(issued + 5)) as r:
-        client = await aiohttp_client(make_app(r.web))
+    async with fixture_daemon(tmp_path, box, aiohttp_client, fx) as (r, client):
         body = urlencode({"signed_request": fx["signed_request"]}).encode()
         reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
         writer.write(b"POST /meta/data-deletion HTTP/1.1\r\nHost: " + host.encode()

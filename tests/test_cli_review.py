@@ -6,7 +6,6 @@ failed, and contradictory or empty choices are refused."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import time
@@ -241,17 +240,8 @@ def test_known_top_level_keys_keep_the_fast_path(tmp_path: Path) -> None:
 # -- 2. a reply that does not go out does not pause automation --------------------------------
 @pytest.fixture
 def box() -> Iterator[ThreadedSandbox]:
-    sb = ThreadedSandbox()
-    sb.thread.start()
-    try:
-        sb.url = sb.run(sb.box.start())
+    with ThreadedSandbox.running() as sb:
         yield sb
-    finally:
-        with contextlib.suppress(Exception):
-            sb.run(sb.box.stop())
-        sb.loop.call_soon_threadsafe(sb.loop.stop)
-        sb.thread.join(timeout=10)
-        sb.loop.close()
 
 
 def reply_config(tmp_path: Path, box: ThreadedSandbox, monkeypatch: pytest.MonkeyPatch,

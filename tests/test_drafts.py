@@ -158,17 +158,8 @@ async def test_a_hand_offs_draft_goes_out_despite_the_pause_which_stays(
 # -- the commands, against a sandbox in its own thread ------------------------------------------
 @pytest.fixture
 def box() -> Iterator[ThreadedSandbox]:
-    sb = ThreadedSandbox()
-    sb.thread.start()
-    try:
-        sb.url = sb.run(sb.box.start())
+    with ThreadedSandbox.running() as sb:
         yield sb
-    finally:
-        with contextlib.suppress(Exception):
-            sb.run(sb.box.stop())
-        sb.loop.call_soon_threadsafe(sb.loop.stop)
-        sb.thread.join(timeout=10)
-        sb.loop.close()
 
 
 @pytest.fixture

@@ -201,6 +201,22 @@ class ThreadedSandbox:
                            clock=lambda: time.time() + self.offset)
         self.url = ""
 
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls) -> Iterator[ThreadedSandbox]:
+        """A started sandbox, stopped (with its loop and thread) on exit."""
+        sb = cls()
+        sb.thread.start()
+        try:
+            sb.url = sb.run(sb.box.start())
+            yield sb
+        finally:
+            with contextlib.suppress(Exception):
+                sb.run(sb.box.stop())
+            sb.loop.call_soon_threadsafe(sb.loop.stop)
+            sb.thread.join(timeout=10)
+            sb.loop.close()
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
 
@@ -215,17 +231,8 @@ class ThreadedSandbox:
 
 @pytest.fixture
 def sandbox() -> Iterator[ThreadedSandbox]:
-    sb = ThreadedSandbox()
-    sb.thread.start()
-    try:
-        sb.url = sb.run(sb.box.start())
+    with ThreadedSandbox.running() as sb:
         yield sb
-    finally:
-        with contextlib.suppress(Exception):
-            sb.run(sb.box.stop())
-        sb.loop.call_soon_threadsafe(sb.loop.stop)
-        sb.thread.join(timeout=10)
-        sb.loop.close()
 
 
 def seed_inbound(db_path: Path, igsid: str, ago: float) -> None:
