@@ -12,7 +12,10 @@ from instaset.store.jobs import Job
 # newest rows without sorting every conversation (NULLs sort last in DESC: never-messaged
 # conversations come after the rest).
 _LIST_SQL = """
-SELECT c.account_id, c.contact_id, c.username, c.name, c.stage, c.unread,
+SELECT c.account_id, c.contact_id, c.username, c.name,
+       coalesce((SELECT l.stage FROM leads l
+                 WHERE l.account_id = c.account_id AND l.contact_id = c.contact_id),
+                c.stage) AS stage, c.unread,
        c.last_inbound_at, c.last_message_at, c.paused_until, c.updated_at,
        (SELECT json_object('text', m.text, 'attachments', json(m.attachments),
                            'direction', m.direction, 'sent_by', m.sent_by,
@@ -65,7 +68,9 @@ async def find_contacts(db: Database, ident: str) -> list[sqlite3.Row]:
     name = ident.removeprefix("@")
     return await db.fetchall(
         "SELECT k.account_id, k.id AS contact_id, k.username, k.name, k.first_seen_at,"
-        " v.state, v.last_inbound_at, v.last_message_at, v.paused_until, v.unread"
+        " v.state, v.last_inbound_at, v.last_message_at, v.paused_until, v.unread,"
+        " (SELECT l.stage FROM leads l WHERE l.account_id = k.account_id"
+        "   AND l.contact_id = k.id) AS lead_stage"
         " FROM contacts k LEFT JOIN conversations v"
         "   ON v.account_id = k.account_id AND v.contact_id = k.id"
         " WHERE k.id = ?1 OR lower(k.username) = lower(?2)"
