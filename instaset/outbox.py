@@ -179,7 +179,7 @@ class StaticTokens:
 
 
 ACCOUNT_WIDE_THROTTLES = frozenset({4, 17, 32})
-ECHO_MARGIN = 10.0  # s beyond the Graph timeout that an unknown outcome waits for its echo
+ECHO_WAIT = 15.0  # s an unknown outcome waits for its echo before the send may go again
 
 _FINAL_ERRORS: dict[type[GraphError], str] = {
     WindowClosed: "window_closed",
@@ -209,9 +209,13 @@ class Deliverer:
         self.metrics = metrics
         self.clock = clock
         # How long a send whose outcome is unknown waits for its echo before it goes again.
-        # Longer than a Graph call may take: another process's call (`inbox reply` from the
-        # CLI) may still be waiting for Meta's answer when this one looks at the row.
-        self.echo_wait = echo_wait if echo_wait is not None else graph.timeout + ECHO_MARGIN
+        # Meta's echo comes within seconds of a send it carried out. A call still running in
+        # another process (`inbox reply` from the CLI) is not what this waits for: its job
+        # keeps its lease (a live worker's jobs are never released, and a job is cut off at
+        # 3/4 of a lease of at least 30 s, after the 20 s a Graph call may take), so no
+        # second worker looks at the row meanwhile. (It was the Graph timeout + 10 s for
+        # one session: the soak's 5xx faults then held first replies ~30 s.)
+        self.echo_wait = echo_wait if echo_wait is not None else ECHO_WAIT
         # The echo of a send made before this process started could not arrive while no
         # process was listening: its wait counts from now, not from the in_flight mark.
         self.started_at = clock()
