@@ -242,6 +242,25 @@ def _media_overlap(a: TriggerKeywords, b: TriggerKeywords) -> bool:
     return bool(set(a.media) & set(b.media))
 
 
+# (first, second): a keyword matched the first way matches every text it matches the second.
+_LOOSER = {(MatchMode.WORD, MatchMode.EXACT), (MatchMode.CONTAINS, MatchMode.EXACT),
+           (MatchMode.CONTAINS, MatchMode.WORD), (MatchMode.ANY_WORD, MatchMode.EXACT),
+           (MatchMode.ANY_WORD, MatchMode.WORD)}
+
+
+def _covers(a: TriggerKeywords, b: TriggerKeywords) -> bool:
+    """Whether ``a`` matches every message (or comment) ``b`` matches for a keyword both
+    have: a mode at least as loose, and for comments every media and reply ``b`` takes."""
+    if a.match != b.match and (a.match, b.match) not in _LOOSER:
+        return False
+    if isinstance(a, CommentTrigger) and isinstance(b, CommentTrigger):
+        if b.replies and not a.replies:
+            return False
+        if a.media != "any" and (b.media == "any" or not set(b.media) <= set(a.media)):
+            return False
+    return True
+
+
 def _duplicates(workflows: Sequence[Workflow], shadowed: set[str]) -> Iterator[LintWarning]:
     seen: dict[tuple[str, str], tuple[int, Workflow, TriggerKeywords]] = {}
     order = _order(workflows)
@@ -256,9 +275,14 @@ def _duplicates(workflows: Sequence[Workflow], shadowed: set[str]) -> Iterator[L
                                                                                   spec):
                     seen.setdefault((kind, norm), (ib, b, spec))
                     continue
-                _ia, a, _ = first
-                effect = ("here it only fires when their conditions fail" if a.when != Conditions()
-                          else "it never fires here for this keyword")
+                _ia, a, a_spec = first
+                if a.when != Conditions():
+                    effect = "here it only fires when their conditions fail"
+                elif _covers(a_spec, spec):
+                    effect = "it never fires here for this keyword"
+                else:
+                    effect = ("here it only fires on what that one's "
+                              f"{a_spec.match.value} match (or media, replies) leaves out")
                 yield LintWarning(
                     "duplicate-keyword", b.name, f"trigger {kind}",
                     f"keyword {kw!r} is also in {a.name}, which runs first "

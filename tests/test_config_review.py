@@ -315,3 +315,28 @@ def test_the_gemini_key_comes_from_the_environment(env: dict[str, str], key: str
     other = parse_config_text("ai: {api_key_env: MY_KEY}\n", "config.yaml", {})
     assert other.ai.api_key({**env, "MY_KEY": "m-key"}) == "m-key"
     assert other.ai.api_key(env) is None  # only the named variable counts then
+
+
+@pytest.mark.parametrize(("first", "second", "never"), [
+    ("{dm: {keywords: [call], match: word}}", "{dm: {keywords: [call], match: exact}}", True),
+    ("{dm: {keywords: [call], match: exact}}", "{dm: {keywords: [call], match: word}}", False),
+    ("{comment: {keywords: [guide], media: any}}",
+     "{comment: {keywords: [guide], media: ['1', '2']}}", True),
+    ("{comment: {keywords: [guide], media: ['1']}}",
+     "{comment: {keywords: [guide], media: any}}", False),
+    ("{comment: {keywords: [guide]}}", "{comment: {keywords: [guide], replies: true}}", False),
+])
+def test_duplicate_keyword_says_never_only_when_the_first_covers_the_second(
+    first: str, second: str, never: bool,
+) -> None:
+    """Found in review: `exact` before `word`, or one reel before `media: any`, was said to
+    leave the second workflow never firing, though it fires on everything else."""
+    step = "private_reply" if "comment" in first else "reply"
+    text = ("workflows:\n"
+            f"  - {{name: a, priority: 10, trigger: {first}, actions: [{{{step}: x}}]}}\n"
+            f"  - {{name: b, trigger: {second}, actions: [{{{step}: y}}]}}\n")
+    warnings = lint_config(parse_config_text(text, "config.yaml", {}), text=text)
+    (dup,) = [w for w in warnings if w.code == "duplicate-keyword"]
+    assert ("it never fires here" in dup.message) is never
+    if not never:
+        assert "only fires on what" in dup.message
