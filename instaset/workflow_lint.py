@@ -212,19 +212,35 @@ def _runs_first(wa: Workflow, wb: Workflow) -> str:
 
 
 def _shadowed(workflows: Sequence[Workflow]) -> Iterator[LintWarning]:
+    """A workflow whose every trigger kind an earlier, unconditioned one has, identical.
+    Indexed by (kind, trigger part) so that thousands of workflows stay linear."""
     order = _order(workflows)
+    unconditioned = Conditions()
+    seen: dict[tuple[str, str], list[int]] = {}  # (kind, that part of a trigger) -> positions
     for pos, (ib, b) in enumerate(order):
         kinds = b.trigger.kinds()
-        for _ia, a in order[:pos]:
-            if a.when != Conditions():
-                continue
-            if all(getattr(a.trigger, k) == getattr(b.trigger, k) for k in kinds):
-                yield LintWarning(
-                    "shadowed", b.name, "trigger",
-                    f"never fires: {a.name} has the same trigger ({', '.join(kinds)}), no "
-                    f"conditions, and runs first ({_runs_first(a, b)})",
-                    ("workflows", ib, "trigger"))
+        parts = [(k, _part(getattr(b.trigger, k))) for k in kinds]
+        common: set[int] | None = None
+        for key in parts:
+            found = set(seen.get(key, ()))
+            common = found if common is None else common & found
+            if not common:
                 break
+        if kinds and common:
+            a = order[min(common)][1]
+            yield LintWarning(
+                "shadowed", b.name, "trigger",
+                f"never fires: {a.name} has the same trigger ({', '.join(kinds)}), no "
+                f"conditions, and runs first ({_runs_first(a, b)})",
+                ("workflows", ib, "trigger"))
+        if b.when == unconditioned:
+            for key in parts:
+                seen.setdefault(key, []).append(pos)
+
+
+def _part(value: object) -> str:
+    """A trigger part as a comparable key (equal parts, equal keys)."""
+    return value.model_dump_json() if hasattr(value, "model_dump_json") else repr(value)
 
 
 def _keyword_specs(wf: Workflow) -> Iterator[tuple[str, TriggerKeywords]]:
