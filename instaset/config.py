@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import types
 from collections.abc import Mapping, Sequence
 from datetime import date
@@ -230,7 +231,12 @@ def _human(error: Mapping[str, Any], field: str | int | None) -> str:
         rest = msg[len("Input should be ") :]
         if kind.endswith("_parsing"):
             rest = rest.split(", ")[0]
-        return f"must be {rest}, got {got}"
+        hint = ""
+        if kind in ("enum", "literal_error") and isinstance(value, str):
+            options = re.findall(r"'([^']*)'", str((error.get("ctx") or {}).get("expected", "")))
+            close = difflib.get_close_matches(value, options, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"must be {rest}, got {got}{hint}"
     return msg[:1].lower() + msg[1:]
 
 
@@ -371,8 +377,16 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    except UnicodeDecodeError as exc:
+        # Where the editor shows it, not a byte offset.
+        before = exc.object[:exc.start]
+        line = before.count(b"\n") + 1
+        column = len(before.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")) + 1
+        raise ConfigError(
+            f"{path}:{line}:{column}: not UTF-8 (byte 0x{exc.object[exc.start]:02x}); save the"
+            " file as UTF-8") from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
         raise ConfigError(f"{path}: cannot read config file: {reason}") from None
     config = parse_config_text(text, str(path), environ, base_dir=path.absolute().parent)
     return config.model_copy(update={"source": path.absolute()})

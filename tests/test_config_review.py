@@ -15,7 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from instaset.cli import app
-from instaset.config import config_to_json, parse_config_text
+from instaset.config import config_to_json, load_config, parse_config_text
 from instaset.engine.conditions import in_hours
 from instaset.engine.model import Hours
 from instaset.engine.values import MAX_DURATION, parse_clock
@@ -340,3 +340,18 @@ def test_duplicate_keyword_says_never_only_when_the_first_covers_the_second(
     assert ("it never fires here" in dup.message) is never
     if not never:
         assert "only fires on what" in dup.message
+
+
+def test_a_misspelt_choice_gets_a_suggestion() -> None:
+    text = ("workflows:\n  - name: x\n    trigger: {dm: {keywords: [hi], match: contain}}\n"
+            "    actions: [{reply: hi}]\n")
+    (found,) = problems(text)
+    assert found.endswith("got 'contain' (did you mean 'contains'?)")
+
+
+def test_a_file_that_is_not_utf8_is_located(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(b'timezone: UTC\nai:\n  persona: "caf\xe9"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}:3:16: not UTF-8 (byte 0xe9); save the file as UTF-8"
