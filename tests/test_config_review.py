@@ -355,3 +355,14 @@ def test_a_file_that_is_not_utf8_is_located(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value) == f"{path}:3:16: not UTF-8 (byte 0xe9); save the file as UTF-8"
+
+
+def test_workflows_test_takes_text_that_is_not_utf8(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 on the command line arrive as lone surrogates ("bad \\udcff"):
+    they used to end in a UnicodeEncodeError traceback."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("workflows:\n  - {name: w, trigger: {dm: {keywords: [bad]}},"
+                   " actions: [{reply: ok}]}\n", "utf-8")
+    result = runner.invoke(app, ["--config", str(cfg), "workflows", "test", "bad \udcff"])
+    assert result.exit_code == 0, result.output
+    assert "matched: w" in result.output

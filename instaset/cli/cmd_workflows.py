@@ -172,6 +172,9 @@ async def workflows_test(
     from instaset.engine.state import ConversationState
     from instaset.replay import describe_action
 
+    # Bytes that are not UTF-8 on the command line arrive as lone surrogates, which nothing
+    # downstream can encode: shown as U+FFFD, as a phone would.
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     config = load_or_exit()
     is_comment = comment or media is not None
     if is_comment and quick_reply is not None:
