@@ -266,7 +266,15 @@ def _format_errors(
             target = loc[:-1] if error["type"] == "missing" else loc
             parts, anchor, _key = locate(root, target)
         line, where = at(filename, anchor)
-        out.append((line, problem(where, parts, message)))
+        text = problem(where, parts, message)
+        head = problem(where, parts, "")
+        if out and out[-1][1].startswith(head + "must be ") and message.startswith("must be "):
+            # Two branches of one union at the same place ('any' or a list): one line.
+            first = out[-1][1][len(head) + len("must be "):].rsplit(", got ", 1)[0]
+            text = f"{head}must be {first} or {message[len('must be '):]}"
+            out[-1] = (line, text)
+            continue
+        out.append((line, text))
     return out
 
 

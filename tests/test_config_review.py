@@ -366,3 +366,14 @@ def test_workflows_test_takes_text_that_is_not_utf8(tmp_path: Path) -> None:
     result = runner.invoke(app, ["--config", str(cfg), "workflows", "test", "bad \udcff"])
     assert result.exit_code == 0, result.output
     assert "matched: w" in result.output
+
+
+def test_one_line_for_a_union_and_the_right_words_for_an_empty_list() -> None:
+    media = ("workflows:\n  - name: x\n    trigger: {comment: {keywords: [hi],"
+             " media: 17900000000000001}}\n    actions: [{private_reply: hi}]\n")
+    assert problems(media) == ["config.yaml:3:48: workflows[0].trigger.comment.media: must be"
+                               " 'any' or a list, got 17900000000000001"]
+    empty = ("workflows:\n  - name: x\n    trigger: {comment: {keywords: [hi]}}\n"
+             "    actions: [{private_reply: hi}, {public_reply: []}]\n")
+    (found,) = problems(empty)
+    assert found.endswith("public_reply: give a text, or variants (a list of at least one text)")

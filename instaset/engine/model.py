@@ -280,8 +280,10 @@ class TextSpec(_Model):
 
     @model_validator(mode="after")
     def _one_text(self) -> TextSpec:
-        if (self.text is None) == (not self.variants):
+        if self.text is not None and self.variants:
             raise ValueError("give either text or variants (a list of texts), not both")
+        if self.text is None and not self.variants:
+            raise ValueError("give a text, or variants (a list of at least one text)")
         for t in self.texts():
             if not t.strip():
                 raise ValueError("texts must not be empty")
