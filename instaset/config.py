@@ -204,6 +204,16 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+# Patterns of the models, said in words.
+_PATTERNS = {
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]*$": "must be letters, digits, '.', '_' or '-', starting with"
+                                     " a letter or digit (no spaces: welcome-message)",
+    r"^https?://": "must be a web address starting with http:// or https://",
+    r"^(https?://|\{link:)": "must be a web address (http:// or https://) or {link:NAME}",
+    r"^https?://\S+$": "must be a web address starting with http:// or https://, no spaces",
+}
+
+
 def _human(error: Mapping[str, Any], field: str | int | None) -> str:
     kind, msg, value = error["type"], str(error["msg"]), error.get("input")
     got = _describe(value)
@@ -213,6 +223,11 @@ def _human(error: Mapping[str, Any], field: str | int | None) -> str:
         return f"missing required key '{field}'"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"must be a mapping of keys, got {got}"
+    if kind == "string_pattern_mismatch":
+        pattern = str((error.get("ctx") or {}).get("pattern", ""))
+        readable = _PATTERNS.get(pattern)
+        if readable is not None:
+            return f"{readable}, got {got}"
     if kind in ("list_type", "tuple_type"):
         return f"must be a list, got {got}"
     if kind == "too_short":

@@ -377,3 +377,11 @@ def test_one_line_for_a_union_and_the_right_words_for_an_empty_list() -> None:
              "    actions: [{private_reply: hi}, {public_reply: []}]\n")
     (found,) = problems(empty)
     assert found.endswith("public_reply: give a text, or variants (a list of at least one text)")
+
+
+def test_patterns_are_said_in_words() -> None:
+    text = ("workflows:\n  - name: Welcome message\n    trigger: {dm: {keywords: [hi]}}\n"
+            "    actions: [{reply: hi}]\n")
+    (found,) = problems(text)
+    assert "must be letters, digits" in found and "got 'Welcome message'" in found
+    assert "^[A-Za-z0-9]" not in found
