@@ -385,3 +385,10 @@ def test_patterns_are_said_in_words() -> None:
     (found,) = problems(text)
     assert "must be letters, digits" in found and "got 'Welcome message'" in found
     assert "^[A-Za-z0-9]" not in found
+
+
+def test_every_bad_regex_of_a_list_is_reported() -> None:
+    text = ("workflows:\n  - name: x\n    trigger: {dm: {keywords: ['a(', ok, 'b['],"
+            " match: regex}}\n    actions: [{reply: hi}]\n")
+    (found,) = problems(text)
+    assert "invalid regex 'a('" in found and "invalid regex 'b['" in found

@@ -119,6 +119,7 @@ class TriggerKeywords(_Model):
 
     @model_validator(mode="after")
     def _check_keywords(self) -> TriggerKeywords:
+        bad: list[str] = []  # every invalid regex at once, not one per validate run
         for kw in self.keywords:
             if not kw.strip():
                 raise ValueError("keywords must not be empty strings")
@@ -126,7 +127,9 @@ class TriggerKeywords(_Model):
                 try:
                     re.compile(kw)
                 except re.error as exc:
-                    raise ValueError(f"invalid regex {kw!r}: {exc}") from None
+                    bad.append(f"invalid regex {kw!r}: {exc}")
+        if bad:
+            raise ValueError("; ".join(bad))
         return self
 
 
