@@ -105,11 +105,6 @@ class GraphClient:
         self._timeout = timeout
         self.last_usage: Usage | None = None
 
-    @property
-    def timeout(self) -> float:
-        """Seconds one request may take before it is abandoned."""
-        return self._timeout
-
     # -- plumbing ------------------------------------------------------------------------
 
     def _url(self, *segments: str, versioned: bool = True) -> str:
