@@ -188,10 +188,9 @@ async def runtime(
             clock=time.monotonic if clock is time.time else clock,
         )
         # The hourly private-reply budget outlives a restart: the last hour's count.
-        since = clock() - 3600
-        for row in await sendstore.recent_starts(db, "private_reply", since):
-            budgets.seed(str(row["account_id"]), SendClass.PRIVATE_REPLY,
-                         [clock() - float(row["started"])])
+        now = clock()
+        for acct, starts in (await sendstore.recent_private_replies(db, now - 3600)).items():
+            budgets.seed(acct, SendClass.PRIVATE_REPLY, [now - t for t in starts])
         token_provider = tokens if tokens is not None else default_tokens(config)
         deliverer = Deliverer(db, graph, token_provider, budgets, metrics=metrics, clock=clock)
         automation = WorkflowAutomation(
