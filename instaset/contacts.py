@@ -275,7 +275,7 @@ def contact_json(row: sqlite3.Row) -> dict[str, Any]:
         "name": row["name"],
         "tags": sorted(data.get("tags") or []),
         "fields": dict(data.get("fields") or {}),
-        "stage": row["lead_stage"] or data.get("stage") or "new",  # as `leads` has it
+        "stage": row["stage"],  # store.ai.shown_stage_sql: as `leads` has it
         "follower": follows,
         "profile": None if row["profile_fetched_at"] is None else {
             "profile_pic": row["profile_pic"],

@@ -2,7 +2,7 @@
 
 Contracts:
 - :func:`conversations` lists conversations newest first with their unread count, lead stage
-  (as ``instaset leads`` has it; the engine state's ``stage`` for a contact never scored),
+  (:func:`~instaset.store.ai.shown_stage_sql`: as ``instaset leads`` has it),
   automation state (on, or paused until when) and
   window state (how long the creator may still answer: 24 h after the person's last
   message, 7 days for a human reply with the ``HUMAN_AGENT`` tag).
@@ -238,9 +238,7 @@ async def thread(
         "id": ref.contact_id,
         "username": row["username"],
         "name": row["name"],
-        # The lead stage (what `leads` shows: the workflow's stage or the one the score
-        # and history give, whichever is further along), else the workflow's.
-        "stage": row["lead_stage"] or state.get("stage") or "new",
+        "stage": row["stage"],  # store.ai.shown_stage_sql
         "tags": state.get("tags") or [],
         "fields": state.get("fields") or {},
         "first_seen_at": iso_utc(row["first_seen_at"]),

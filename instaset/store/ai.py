@@ -17,6 +17,15 @@ import aiosqlite
 from instaset.store.db import Database
 
 
+def shown_stage_sql(account: str, contact: str, state: str) -> str:
+    """SQL of the stage every listing shows for a contact (``account``, ``contact`` and
+    ``state`` name the columns): the lead stage, as ``instaset leads`` has it (the workflow's
+    stage or the one the score and history give, whichever is further along), else the
+    workflow's own from the conversation state, else ``new``."""
+    return (f"coalesce((SELECT l.stage FROM leads l WHERE l.account_id = {account}"
+            f" AND l.contact_id = {contact}), json_extract({state}, '$.stage'), 'new')")
+
+
 async def _rows(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
                 ) -> list[sqlite3.Row]:
     return list(await conn.execute_fetchall(sql, params))

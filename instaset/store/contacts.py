@@ -15,6 +15,7 @@ from typing import Any
 import aiosqlite
 
 from instaset.store import history
+from instaset.store.ai import shown_stage_sql
 from instaset.store.db import Database
 
 # -- contacts --------------------------------------------------------------------------------
@@ -23,8 +24,7 @@ _CONTACT_SELECT = (
     " c.state, c.last_inbound_at, c.last_message_at, c.paused_until, c.unread,"
     " p.profile_pic, p.follower_count, p.is_user_follow_business, p.is_business_follow_user,"
     " p.fetched_at AS profile_fetched_at, p.error AS profile_error,"
-    " (SELECT l.stage FROM leads l WHERE l.account_id = k.account_id"
-    "   AND l.contact_id = k.id) AS lead_stage"
+    f" {shown_stage_sql('k.account_id', 'k.id', 'c.state')} AS stage"
     " FROM contacts k"
     " LEFT JOIN conversations c ON c.account_id = k.account_id AND c.contact_id = k.id"
     " LEFT JOIN contact_profiles p ON p.account_id = k.account_id AND p.contact_id = k.id"

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import sqlite3
 
+from instaset.store.ai import shown_stage_sql
 from instaset.store.db import Database
 from instaset.store.jobs import Job
 
 # Per account, so that conversations_recent (account_id, last_message_at DESC) gives the
 # newest rows without sorting every conversation (NULLs sort last in DESC: never-messaged
 # conversations come after the rest).
-_LIST_SQL = """
-SELECT c.account_id, c.contact_id, c.username, c.name,
-       coalesce((SELECT l.stage FROM leads l
-                 WHERE l.account_id = c.account_id AND l.contact_id = c.contact_id),
-                c.stage) AS stage, c.unread,
+_LIST_SQL = f"""
+SELECT c.account_id, c.contact_id, c.username, c.name, c.stage, c.unread,
        c.last_inbound_at, c.last_message_at, c.paused_until, c.updated_at,
        (SELECT json_object('text', m.text, 'attachments', json(m.attachments),
                            'direction', m.direction, 'sent_by', m.sent_by,
@@ -24,7 +22,7 @@ SELECT c.account_id, c.contact_id, c.username, c.name,
           ORDER BY m.created_at DESC, m.id DESC LIMIT 1) AS last_message
 FROM (
     SELECT v.account_id, v.contact_id, k.username, k.name,
-           coalesce(json_extract(v.state, '$.stage'), 'new') AS stage, v.unread,
+           {shown_stage_sql("v.account_id", "v.contact_id", "v.state")} AS stage, v.unread,
            v.last_inbound_at, v.last_message_at, v.paused_until, v.updated_at
     FROM conversations v JOIN contacts k ON k.account_id = v.account_id AND k.id = v.contact_id
     WHERE v.account_id = ?1 AND (?2 = 0 OR v.unread > 0)
@@ -69,8 +67,7 @@ async def find_contacts(db: Database, ident: str) -> list[sqlite3.Row]:
     return await db.fetchall(
         "SELECT k.account_id, k.id AS contact_id, k.username, k.name, k.first_seen_at,"
         " v.state, v.last_inbound_at, v.last_message_at, v.paused_until, v.unread,"
-        " (SELECT l.stage FROM leads l WHERE l.account_id = k.account_id"
-        "   AND l.contact_id = k.id) AS lead_stage"
+        f" {shown_stage_sql('k.account_id', 'k.id', 'v.state')} AS stage"
         " FROM contacts k LEFT JOIN conversations v"
         "   ON v.account_id = k.account_id AND v.contact_id = k.id"
         " WHERE k.id = ?1 OR lower(k.username) = lower(?2)"
