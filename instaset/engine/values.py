@@ -134,7 +134,6 @@ ClockTime = Annotated[
 ]
 """Minutes after midnight, written ``"09:00"`` in YAML and JSON."""
 
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY_ALIASES = {
     "weekdays": "mon-fri",
     "weekends": "sat-sun",
