@@ -421,10 +421,8 @@ class Deliverer:
     async def _stored_echo(self, out: Outgoing, since: float) -> str | None:
         """The id Meta gave ``out``, read from a stored event not processed yet, received
         since the in_flight mark at ``since``, that no other send claims: the echo of a
-        message (same contact, same text) or, for a public reply, the account's own
-        comment under the same parent with the same text. None if there is none."""
-        if out.text is None and out.kind not in (SendKind.MEDIA, SendKind.TEMPLATE):
-            return None
+        message (same contact, :func:`echo_matches`) or, for a public reply, the account's
+        own comment under the same parent with the same text. None if there is none."""
         public = out.kind == SendKind.PUBLIC_REPLY
         about = out.account_id if public else out.contact_id
         if about is None or (public and not out.comment_id):
