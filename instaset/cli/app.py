@@ -104,6 +104,15 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def nonempty(value: str | None, name: str) -> str | None:
+    """``value`` unchanged; an :class:`InstasetError` naming the option when it was given but
+    blank. A blank value must not read as "not given": ``--contact ''`` would then act on
+    every contact instead of none."""
+    if value is not None and not value.strip():
+        raise InstasetError(f"{name} is empty")
+    return value
+
+
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn an :class:`InstasetError`, a file system error or a database error into a
     one-line message and exit code 1 (never a traceback)."""

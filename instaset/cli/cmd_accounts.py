@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from instaset.cli.app import app, handle_errors, is_tty, run_async
+from instaset.cli.app import app, handle_errors, is_tty, nonempty, run_async
 from instaset.cli.cmd_config import load_or_exit
 from instaset.errors import InstasetError
 
@@ -197,7 +197,6 @@ def disconnect(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Unsubscribe an account, delete its tokens and stop its automation."""
-    from instaset.cli.cmd_inbox import nonempty
     from instaset.store.db import open_database
 
     nonempty(account, "ACCOUNT")

@@ -14,9 +14,9 @@ from typing import IO, TYPE_CHECKING, Any
 import typer
 
 import instaset.cli.app as cli_app
-from instaset.cli.app import STATE, app, handle_errors, is_tty, run_async
+from instaset.cli.app import STATE, app, handle_errors, is_tty, nonempty, run_async
 from instaset.cli.cmd_config import load_or_exit, storage_or_exit
-from instaset.cli.cmd_inbox import nonempty, open_db
+from instaset.cli.cmd_inbox import open_db
 from instaset.errors import InstasetError
 
 if TYPE_CHECKING:

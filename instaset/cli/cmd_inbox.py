@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 import instaset.cli.app as cli_app
-from instaset.cli.app import app, handle_errors, is_tty, run_async, sub_app
+from instaset.cli.app import app, handle_errors, is_tty, nonempty, run_async, sub_app
 from instaset.cli.app import open_db as open_database
 from instaset.cli.cmd_config import load_or_exit, storage_or_exit
 from instaset.errors import InstasetError
@@ -41,15 +41,6 @@ async def open_db(where: Config | StorageLocation) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.close()
-
-
-def nonempty(value: str | None, name: str) -> str | None:
-    """``value`` unchanged; an :class:`InstasetError` naming the option when it was given but
-    blank. A blank value must not read as "not given": ``--contact ''`` would then act on
-    every contact instead of none."""
-    if value is not None and not value.strip():
-        raise InstasetError(f"{name} is empty")
-    return value
 
 
 def _echo_json(doc: object) -> None:
