@@ -41,6 +41,7 @@ from pydantic import BaseModel, ValidationError
 
 from instaset.config_models import (
     DURATION_PATTERN,
+    WEB_URL_PATTERN,
     AIConfig,
     AIExample,
     BookingConfig,
@@ -73,7 +74,13 @@ from instaset.config_yaml import (
     reader_problem,
     yaml_problem,
 )
-from instaset.engine.model import Workflow, check_workflow_names
+from instaset.engine.model import (
+    NAME_PATTERN,
+    URL_OR_LINK_PATTERN,
+    URL_PATTERN,
+    Workflow,
+    check_workflow_names,
+)
 from instaset.engine.values import BARE_CLOCK_NUMBERS
 from instaset.errors import ConfigError
 
@@ -206,11 +213,11 @@ def _describe(value: Any) -> str:
 
 # Patterns of the models, said in words.
 _PATTERNS = {
-    r"^[A-Za-z0-9][A-Za-z0-9_.-]*$": "must be letters, digits, '.', '_' or '-', starting with"
-                                     " a letter or digit (no spaces: welcome-message)",
-    r"^https?://": "must be a web address starting with http:// or https://",
-    r"^(https?://|\{link:)": "must be a web address (http:// or https://) or {link:NAME}",
-    r"^https?://\S+$": "must be a web address starting with http:// or https://, no spaces",
+    NAME_PATTERN: "must be letters, digits, '.', '_' or '-', starting with a letter or digit"
+                  " (no spaces: welcome-message)",
+    URL_PATTERN: "must be a web address starting with http:// or https://",
+    URL_OR_LINK_PATTERN: "must be a web address (http:// or https://) or {link:NAME}",
+    WEB_URL_PATTERN: "must be a web address starting with http:// or https://, no spaces",
 }
 
 

@@ -143,6 +143,9 @@ class HandoffConfig(_Model):
     pause_for: Duration = timedelta(hours=12)
 
 
+WEB_URL_PATTERN = r"^https?://\S+$"
+
+
 class IceBreaker(_Model):
     """A question offered before the first message; tapping it sends ``payload`` (a
     ``postback`` trigger answers it)."""
@@ -156,7 +159,7 @@ class MenuItem(_Model):
 
     title: str = Field(min_length=1, max_length=30)
     payload: str | None = Field(default=None, min_length=1, max_length=1000)
-    url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    url: str | None = Field(default=None, pattern=WEB_URL_PATTERN)
 
     @model_validator(mode="after")
     def _one_target(self) -> MenuItem:

@@ -52,6 +52,9 @@ from instaset.engine.values import (
 )
 
 __all__ = [
+    "NAME_PATTERN",
+    "URL_OR_LINK_PATTERN",
+    "URL_PATTERN",
     "ActionStep",
     "AskSpec",
     "AskType",
@@ -84,6 +87,12 @@ __all__ = [
     "parse_days",
     "parse_duration",
 ]
+
+
+# Patterns of the models' strings (the config loader words its errors by them).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+URL_PATTERN = r"^https?://"
+URL_OR_LINK_PATTERN = r"^(https?://|\{link:)"
 
 
 class _Model(BaseModel):
@@ -385,14 +394,14 @@ class HandoffSpec(_Model):
 
 class MediaSpec(_Model):
     type: Literal["image", "video", "audio", "file"]
-    url: str = Field(pattern=r"^https?://")
+    url: str = Field(pattern=URL_PATTERN)
 
 
 class ButtonSpec(_Model):
     """A button: opens ``url``, or sends ``payload`` back as a postback."""
 
     title: YamlStr = Field(min_length=1, max_length=20)
-    url: str | None = Field(None, pattern=r"^(https?://|\{link:)")
+    url: str | None = Field(None, pattern=URL_OR_LINK_PATTERN)
     payload: YamlStr | None = None
 
     @model_validator(mode="after")
@@ -527,7 +536,7 @@ class ActionStep(_Model):
 class Workflow(_Model):
     """A named automation: trigger, conditions (``when``) and ordered steps (``actions``)."""
 
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(min_length=1, max_length=64, pattern=NAME_PATTERN)
     description: str | None = None
     enabled: bool = True
     priority: int = 0
