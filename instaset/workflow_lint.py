@@ -40,6 +40,7 @@ import yaml
 
 from instaset.config import Config
 from instaset.config_models import IceBreaker, MenuItem
+from instaset.config_yaml import locate
 from instaset.engine.model import (
     ActionStep,
     CommentTrigger,
@@ -512,19 +513,9 @@ def _config_links(config: Config) -> Collection[str]:
 def _position_of(root: yaml.Node | None, path: Path_) -> tuple[int, int] | None:
     """The line and column (1-based) of the deepest part of ``path`` present in the YAML: the
     key's when that part is a mapping key (``- reply:``), else the item's."""
-    node = root
-    found: yaml.Node | None = None
-    for part in path:
-        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
-            pairs = [(k, v) for k, v in node.value
-                     if isinstance(k, yaml.ScalarNode) and k.value == part]
-            if pairs:
-                found, node = pairs[-1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and (
-            0 <= part < len(node.value)
-        ):
-            node = found = node.value[part]
-    if found is None:
+    parts, node, key = locate(root, path)
+    found = key if key is not None else node
+    if not parts or found is None:
         return None
     return found.start_mark.line + 1, found.start_mark.column + 1
 
