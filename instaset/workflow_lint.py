@@ -200,6 +200,9 @@ def _step_where(i: int, step: ActionStep) -> str:
     return f"step {i + 1} ({step.kind})"
 
 
+_NO_CONDITIONS = Conditions()
+
+
 def _order(workflows: Sequence[Workflow]) -> list[tuple[int, Workflow]]:
     """Enabled workflows in the order ``decide`` tries them."""
     ranked = sorted(enumerate(workflows), key=lambda p: (-p[1].priority, p[0]))
@@ -216,7 +219,6 @@ def _shadowed(workflows: Sequence[Workflow]) -> Iterator[LintWarning]:
     """A workflow whose every trigger kind an earlier, unconditioned one has, identical.
     Indexed by (kind, trigger part) so that thousands of workflows stay linear."""
     order = _order(workflows)
-    unconditioned = Conditions()
     seen: dict[tuple[str, str], list[int]] = {}  # (kind, that part of a trigger) -> positions
     for pos, (ib, b) in enumerate(order):
         kinds = b.trigger.kinds()
@@ -234,7 +236,7 @@ def _shadowed(workflows: Sequence[Workflow]) -> Iterator[LintWarning]:
                 f"never fires: {a.name} has the same trigger ({', '.join(kinds)}), no "
                 f"conditions, and runs first ({_runs_first(a, b)})",
                 ("workflows", ib, "trigger"))
-        if b.when == unconditioned:
+        if b.when == _NO_CONDITIONS:
             for key in parts:
                 seen.setdefault(key, []).append(pos)
 
@@ -293,7 +295,7 @@ def _duplicates(workflows: Sequence[Workflow], shadowed: set[str]) -> Iterator[L
                     seen.setdefault((kind, norm), (ib, b, spec))
                     continue
                 _ia, a, a_spec = first
-                if a.when != Conditions():
+                if a.when != _NO_CONDITIONS:
                     effect = "here it only fires when their conditions fail"
                 elif _covers(a_spec, spec):
                     effect = "it never fires here for this keyword"
