@@ -80,7 +80,7 @@ from instaset.engine.decide import needs_follower
 from instaset.errors import GraphError, InvalidParameter, Throttled, TokenInvalid
 from instaset.graph import GraphClient
 from instaset.outbox import TokenProvider
-from instaset.queue import NewJob, RetryLater, backoff_delay, enqueue_in
+from instaset.queue import NewJob, Outcome, RetryLater, backoff_delay, enqueue_in
 from instaset.store import contacts as store
 from instaset.store import history
 from instaset.store.db import Database
@@ -613,7 +613,7 @@ def install(rt: Runtime) -> None:
     ``profile`` job handlers, and (when the daemon offers ``on_start`` hooks) a check at
     start."""
     cu = CatchUp.for_runtime(rt)
-    handlers: dict[str, Callable[[Job], Awaitable[None]]] = {
+    handlers: dict[str, Callable[[Job], Awaitable[Outcome | None]]] = {
         "catchup_start": cu.start_job,
         "catchup_backfill": cu.backfill_job,
         "profile": cu.profiles.profile_job,

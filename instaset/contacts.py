@@ -46,12 +46,12 @@ from instaset.errors import (
 )
 from instaset.graph import GraphClient
 from instaset.outbox import TokenProvider
-from instaset.queue import NewJob, RetryLater
+from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater
 from instaset.retention import purge_contacts
 from instaset.store import contacts as store
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database
-from instaset.store.jobs import Job
+from instaset.store.jobs import Job, complete_in
 
 log = logging.getLogger("instaset.contacts")
 
@@ -370,46 +370,59 @@ class Profiles:
             await jobstore.enqueue(self.db, jobs, now)
         return len(jobs)
 
-    async def profile_job(self, job: Job) -> None:
-        await self.fetch(str(job.payload["account_id"]), str(job.payload["contact_id"]))
+    async def profile_job(self, job: Job) -> Outcome | None:
+        """The ``profile`` job: the lookup's result and the job's completion commit
+        together (COMPLETED), except when nothing was written (None: the worker completes)."""
+        return await self.fetch(
+            str(job.payload["account_id"]), str(job.payload["contact_id"]), job=job
+        )
 
-    async def fetch(self, acct: str, contact: str) -> None:
+    async def fetch(self, acct: str, contact: str, *, job: Job | None = None
+                    ) -> Outcome | None:
         """Look the contact's profile up and apply it (see :meth:`apply`); a refusal is
-        recorded, throttling raises :class:`RetryLater`."""
-        if await store.get_contact(self.db, acct, contact) is None:
-            return  # forgotten meanwhile
+        recorded, throttling raises :class:`RetryLater`. With ``job``, its completion is
+        part of the transaction that records the result (COMPLETED is then returned)."""
+        if not await store.contact_exists(self.db, acct, contact):
+            return None  # forgotten meanwhile
         token = await self.tokens.token(acct)
         if not token:
             log.info("no token for account %s: profile of %s not fetched", acct, contact)
-            return
+            return None
         try:
             data = await self.graph.user_profile(contact, token=token)
         except PermissionMissing as exc:
             reason = "no_consent" if exc.code == CONSENT_CODE else "permission_missing"
-            await self._failed(acct, contact, reason)
-            return
+            return await self._failed(acct, contact, reason, job)
         except (InvalidParameter, UserUnavailable) as exc:
-            await self._failed(acct, contact, type(exc).__name__.lower())
-            return
+            return await self._failed(acct, contact, type(exc).__name__.lower(), job)
         except TokenInvalid:
-            return  # the accounts feature marks the account and tells the creator
+            return None  # the accounts feature marks the account and tells the creator
         except Throttled as exc:
             raise RetryLater(exc.retry_after or 60.0, "user profile throttled",
                              count_attempt=False) from None
-        await self.apply(acct, contact, profile_from_graph(data))
+        return await self.apply(acct, contact, profile_from_graph(data), job=job)
 
-    async def _failed(self, acct: str, contact: str, reason: str) -> None:
+    async def _failed(self, acct: str, contact: str, reason: str, job: Job | None
+                      ) -> Outcome | None:
+        now = self.clock()
         async with self.db.tx(relaxed=True) as conn:
-            await store.save_profile(conn, acct, contact, None, self.clock(), error=reason)
+            await store.save_profile(conn, acct, contact, None, now, error=reason)
+            if job is not None:
+                await complete_in(conn, job, now)
+        return None if job is None else COMPLETED
 
-    async def apply(self, acct: str, contact: str, profile: store.Profile) -> None:
-        """Cache ``profile`` and let the contact and its state follow it (one transaction)."""
+    async def apply(self, acct: str, contact: str, profile: store.Profile, *,
+                    job: Job | None = None) -> Outcome | None:
+        """Cache ``profile`` and let the contact and its state follow it (one transaction,
+        which also completes ``job`` if given: COMPLETED is then returned)."""
         now = self.clock()
         # Relaxed: a lookup lost to a power loss is simply made again.
         async with self.db.tx(relaxed=True) as conn:
+            if job is not None:
+                await complete_in(conn, job, now)
             row = await store.get_state_row(conn, acct, contact)
             if row is None:
-                return
+                return None if job is None else COMPLETED
             await store.save_profile(conn, acct, contact, profile, now)
             state = load_state(row, acct, contact)
             new_state = state
@@ -436,3 +449,4 @@ class Profiles:
                     conn, account_id=acct, contact_id=contact, field=ch.field,
                     action=ch.action, old=ch.old, new=ch.new, by="profile", now=now,
                 )
+        return None if job is None else COMPLETED

@@ -92,7 +92,7 @@ class Pipeline:
         # Set (by the contacts feature) when a workflow has a `follower` condition: a new
         # contact's profile is looked up before their first message is decided, since
         # Instagram reveals whether they follow only once they have written.
-        self.profile_first: Callable[[str, str], Awaitable[None]] | None = None
+        self.profile_first: Callable[[str, str], Awaitable[object]] | None = None
 
     async def process_event(self, job: Job) -> Outcome | None:
         event_id = int(job.payload["event_id"])
@@ -234,10 +234,12 @@ class Pipeline:
             sent_by=origin.sent_by, text=event.text, attachments=attachments_json(event),
             created_at=event.occurred_at or now, event_id=event_id,
         )
+        if not inserted:
+            return  # recorded before (by our send, or a redelivery): nothing changes
         await history.update_conversation(
             conn, acct, contact, now, message_at=event.occurred_at or now,
         )
-        if not origin.ours and inserted:
+        if not origin.ours:
             # The creator answered in the Instagram app: hand the thread to them.
             await history.update_conversation(
                 conn, acct, contact, now, paused_until=now + self.pause_for_seconds,

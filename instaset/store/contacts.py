@@ -48,6 +48,14 @@ async def get_contact(db: Database, account_id: str, contact_id: str) -> sqlite3
     )
 
 
+async def contact_exists(db: Database, account_id: str, contact_id: str) -> bool:
+    """Whether the contact is stored (an indexed lookup on the worker's hot path)."""
+    return await db.fetchone(
+        "SELECT 1 FROM contacts WHERE account_id = ? AND id = ?", (account_id, contact_id),
+        quick=True,
+    ) is not None
+
+
 async def find_contacts(
     db: Database, ref: str, account_id: str | None = None
 ) -> list[sqlite3.Row]:
