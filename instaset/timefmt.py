@@ -38,7 +38,7 @@ def human_duration(seconds: float) -> str:
 
 _UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhms])", re.ASCII)
-DURATION_PATTERN = r"^\s*(\d+(\.\d+)?\s*[wdhms]\s*)+$|^\s*\d+(\.\d+)?\s*$"
+DURATION_PATTERN = r"^\s*(\d+(\.\d+)?\s*[wdhmsWDHMS]\s*)+$|^\s*\d+(\.\d+)?\s*$"
 _DURATION_HINT = "use a number of seconds or a string like '30s', '15m', '12h', '7d', '2w'"
 
 
@@ -60,7 +60,7 @@ def parse_duration(value: object) -> timedelta:
         raise ValueError(f"invalid duration {value!r}: {_DURATION_HINT}")
     elif isinstance(value, int):
         # float() of a huge int raises OverflowError: compare as ints first
-        seconds = float(value) if abs(value) <= 1 << 62 else math.copysign(math.inf, value)
+        seconds = float(value) if abs(value) <= 1 << 62 else (math.inf if value > 0 else -math.inf)
     elif isinstance(value, float):
         seconds = value
     elif isinstance(value, str):

@@ -123,6 +123,9 @@ def test_workflow_durations_up_to_10_years_still_parse() -> None:
     [
         ("handoff:\n  pause_for: 1000000000d\n",
          "config.yaml:2:14: handoff.pause_for: invalid duration '1000000000d': longer than 100 years (36500d), the most allowed"),
+        # an int too big for a float (it raised OverflowError: a traceback, not an error)
+        ("handoff:\n  pause_for: 1" + "0" * 400 + "\n",
+         "config.yaml:2:14: handoff.pause_for: invalid duration 1" + "0" * 400 + ": longer than 100 years (36500d), the most allowed"),
         (workflow(actions="[{reply: hi}, {delay: 99999999999999999999d}, {reply: later}]"),
          "config.yaml:4:36: workflows[0].actions[1].delay: '99999999999999999999d' is too long: at most 10 years (3650d)"),
         (workflow(actions="[{handoff: {pause_for: 4000d}}]"),
@@ -133,6 +136,35 @@ def test_workflow_durations_up_to_10_years_still_parse() -> None:
 )
 def test_huge_durations_in_the_config_are_located_errors(text: str, expected: str) -> None:
     assert problems(text) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (workflow(actions="[{reply: hi}, {delay: 0s}, {reply: later}]"),
+         "config.yaml:4:36: workflows[0].actions[1].delay: a workflow delay, pause or cooldown must be longer than zero (got '0s')"),
+        (workflow(when="    when: {cooldown: 0}\n"),
+         "config.yaml:4:22: workflows[0].when.cooldown: a workflow delay, pause or cooldown must be longer than zero (got 0)"),
+        (workflow(actions="[{reply: hi}, {delay: 1.5x}, {reply: later}]"),
+         "config.yaml:4:36: workflows[0].actions[1].delay: '1.5x' is not a duration (use 30s, 15m, 12h, 7d or 1h30m)"),
+        (workflow(actions="[{handoff: {pause_for: yes}}]"),
+         "config.yaml:4:37: workflows[0].actions[0].handoff.pause_for: True is not a duration (use 30s, 15m, 12h, 7d or 1h30m)"),
+    ],
+)
+def test_zero_and_malformed_workflow_durations_are_located_errors(text: str, expected: str) -> None:
+    assert problems(text) == [expected]
+
+
+def test_workflow_durations_in_the_config_take_the_config_duration_syntax() -> None:
+    text = workflow(when="    when: {cooldown: 2w 3d}\n",
+                    actions="[{reply: hi}, {delay: 1.5h}, {reply: later}, {delay: 0.5s}, {handoff: {pause_for: 0.5d}}]")
+    config = parse_config_text(text + "handoff:\n  pause_for: 1.5h\n", "config.yaml", {})
+    [wf] = config.workflows
+    assert wf.when.cooldown == 17 * 86400
+    assert [s.delay for s in wf.actions if s.delay is not None] == [5400, 1]  # 0.5 s rounds up
+    handoff = wf.actions[4].handoff
+    assert handoff is not None and handoff.pause_for == 43200
+    assert config.handoff.pause_for == timedelta(seconds=5400)  # the same spelling, both places
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,18 @@
 
 from __future__ import annotations
 
+import math
+import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from instaset import timefmt
 from instaset.engine.actions import SendText
 from instaset.engine.decide import decide
 from instaset.engine.model import (
@@ -26,6 +32,7 @@ from instaset.engine.settings import EngineSettings
 from instaset.engine.state import ConversationState, FrozenMap
 from instaset.engine.templating import link_names, placeholders, render
 from instaset.engine.triggers import fold, match_keywords
+from instaset.engine.values import MAX_DURATION
 
 CREATOR_YAML = """
 workflows:
@@ -155,19 +162,167 @@ def test_models_are_frozen() -> None:
         w.priority = 3  # type: ignore[misc]
 
 
+# --- durations: timefmt's grammar, whole seconds in 1 s..10 years -------------------------------
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("30s", 30), ("15m", 900), ("12h", 43200), ("7d", 604800), ("2w", 1209600),
-     ("1h30m", 5400), ("90", 90), (45, 45), (" 1H ", 3600)],
+     ("1h30m", 5400), ("90", 90), (45, 45), (90, 90), (" 1H ", 3600),
+     ("1.5h", 5400), ("0.5m", 30), ("2w 3d", 17 * 86400), ("1h 30m", 5400), (" 2W3D ", 17 * 86400),
+     # a fraction of a second rounds up, so a positive duration never becomes 0
+     ("0.5s", 1), ("1.2s", 2), (1.5, 2), (0.001, 1), ("1.000001s", 2),
+     ("3650d", MAX_DURATION), (float(MAX_DURATION), MAX_DURATION), (timedelta(minutes=3), 180)],
 )  # fmt: skip
 def test_parse_duration(text: object, seconds: int) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["", "10 minutes", "h", "1x", 0, -5, True, "1h-30m", 1.5])
-def test_parse_duration_rejects(bad: object) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [("0s", "^a workflow delay, pause or cooldown must be longer than zero \\(got '0s'\\)$"),
+     (0, "must be longer than zero \\(got 0\\)"),
+     ("0", "must be longer than zero"), ("0.0h", "must be longer than zero"), (0.0, "must be longer than zero"),
+     (-1, "must be longer than zero \\(got -1\\)"), (-0.5, "must be longer than zero"),
+     (float("-inf"), "must be longer than zero"), (-(10**400), "must be longer than zero"),
+     ("-1", "^'-1' is not a duration \\(use 30s, 15m, 12h, 7d or 1h30m\\)$"),
+     (True, "^True is not a duration \\(use 30s"), (False, "^False is not a duration"),
+     ("1.5x", "^'1.5x' is not a duration \\(use 30s, 15m, 12h, 7d or 1h30m\\)$"),
+     ("", "^'' is not a duration"), ("  ", "is not a duration"), ("10 minutes", "is not a duration"),
+     ("h", "is not a duration"), ("1x", "is not a duration"), ("1h-30m", "is not a duration"),
+     ("1e3", "is not a duration"), (".5h", "is not a duration"), ("1.5.5h", "is not a duration"),
+     (float("nan"), "^nan is not a duration"), (None, "^None is not a duration"), ([1], "is not a duration"),
+     ("3651d", "^'3651d' is too long: at most 10 years \\(3650d\\)$"),
+     ("3650d 0.5s", "too long: at most 10 years"),  # rounded up past the cap
+     ("522w", "too long"), (MAX_DURATION + 1, "too long"), (float("inf"), "too long"),
+     ("36501d", "too long: at most 10 years"),  # over timefmt's own 100-year cap too
+     (10**400, "^1000000000000000000000000000000000000000\\.\\.\\.\\(401 characters\\) is too long"),
+     ("9" * 5000, "too long")],
+)  # fmt: skip
+def test_parse_duration_rejects(bad: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         parse_duration(bad)
+
+
+# Strings people write, right and wrong: the two parsers must agree on every one.
+DURATION_SPELLINGS = [
+    "30s", "15m", "12h", "7d", "2w", "1h30m", "1h 30m", " 1h  30m ", "2w 3d", "2w3d4h5m6s",
+    "1.5h", "0.5m", "0.25d", "1.0s", "10.75 s", "90", " 90 ", "90.5", "007s", "1H", "1 H 30 M",
+    "0", "0s", "0.0h", "0h0m", "3650d", "3651d", "36500d", "36501d", "522w", "5215w", "5220w",
+    "99999999999d", "1" + "0" * 30 + "s",
+    "", " ", "h", "s1", "1x", "1.5x", "10 minutes", "1 hour", "1h-30m", "-1", "-1s", "+1s",
+    "1e3", "1e3s", ".5h", "5.h", "1.5.5h", "1,5h", "1_000s", "inf", "nan", "0x10", "½h", "１h",
+    "١٢s", "1hh", "h1", "1h30", "30m1", "1 2s", "1d\n2h", "\t45s\n",
+]  # fmt: skip
+
+
+def _timefmt_view(value: object) -> tuple[bool, int | None]:
+    """What the workflow parser should answer, derived from timefmt's answer alone."""
+    try:
+        delta = timefmt.parse_duration(value)
+    except ValueError:
+        return False, None
+    if delta <= timedelta(0) or delta > timedelta(days=3650):  # the workflow-only rules
+        return False, None
+    return True, math.ceil(delta / timedelta(seconds=1))
+
+
+def _workflow_view(value: object) -> tuple[bool, int | None]:
+    try:
+        return True, parse_duration(value)
+    except ValueError:
+        return False, None
+
+
+@pytest.mark.parametrize("text", DURATION_SPELLINGS)
+def test_workflow_and_config_durations_share_one_grammar(text: str) -> None:
+    assert _workflow_view(text) == _timefmt_view(text)
+
+
+def test_the_spellings_cover_both_answers_and_each_workflow_rule() -> None:
+    """The agreement test above is only worth something if the list has right and wrong
+    spellings, and values that only the workflow rules (zero, 10 years) refuse."""
+    accepted = {t for t in DURATION_SPELLINGS if _workflow_view(t)[0]}
+    assert {"1.5h", "2w 3d", "90", "1h30m"} <= accepted
+    assert {"1.5x", "", "-1", "10 minutes"}.isdisjoint(accepted)
+    only_the_config_reads = {t for t in DURATION_SPELLINGS if _parses(t)} - accepted
+    assert {"0", "0s", "3651d", "36500d"} <= only_the_config_reads
+
+
+def _parses(text: str) -> bool:
+    try:
+        timefmt.parse_duration(text)
+    except ValueError:
+        return False
+    return True
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(st.text(alphabet="0123456789.smhdwxH -\t", max_size=12))
+def test_any_text_gets_the_same_answer_from_both_parsers(text: str) -> None:
+    assert _workflow_view(text) == _timefmt_view(text)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(st.one_of(st.integers(min_value=-(10**20), max_value=10**20),
+                 st.floats(allow_nan=True, allow_infinity=True)))  # fmt: skip
+def test_any_number_gets_the_same_answer_from_both_parsers(number: float) -> None:
+    assert _workflow_view(number) == _timefmt_view(number)
+
+
+def test_workflow_steps_accept_the_whole_grammar() -> None:
+    data = yaml.safe_load("""
+name: w
+trigger: {dm: {keywords: [hi]}}
+when: {cooldown: 2w 3d}
+actions: [{reply: hi}, {delay: 1.5h}, {reply: later}, {delay: 0.5s}, {handoff: {pause_for: 90}}]
+""")
+    w = Workflow.model_validate(data)
+    assert w.when.cooldown == 17 * 86400
+    assert [s.delay for s in w.actions if s.delay is not None] == [5400, 1]
+    handoff = w.actions[4].handoff
+    assert handoff is not None and handoff.pause_for == 90
+
+
+@pytest.mark.parametrize(
+    ("data", "loc", "message"),
+    [(_wf(actions=[{"reply": "x"}, {"delay": "0s"}, {"reply": "y"}]), "actions.1.delay", "must be longer than zero (got '0s')"),
+     (_wf(when={"cooldown": 0}), "when.cooldown", "must be longer than zero (got 0)"),
+     (_wf(actions=[{"handoff": {"pause_for": "1.5x"}}]), "actions.0.handoff.pause_for", "'1.5x' is not a duration (use 30s"),
+     (_wf(actions=[{"reply": "x"}, {"delay": "3651d"}, {"reply": "y"}]), "actions.1.delay", "'3651d' is too long: at most 10 years")],
+)  # fmt: skip
+def test_workflow_duration_errors_name_the_value(
+    data: dict[str, Any], loc: str, message: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        Workflow.model_validate(data)
+    errors = info.value.errors()
+    assert any(".".join(str(p) for p in e["loc"]) == loc and message in e["msg"] for e in errors), (
+        errors
+    )
+
+
+def test_the_schema_of_workflow_durations_is_the_config_duration_pattern() -> None:
+    schema = Workflow.model_json_schema(mode="validation")
+    defs = schema["$defs"]
+    fields = [defs["ActionStep"]["properties"]["delay"], defs["Conditions"]["properties"]["cooldown"],
+              defs["HandoffSpec"]["properties"]["pause_for"]]  # fmt: skip
+    for field in fields:
+        [duration] = [branch for branch in field["anyOf"] if branch != {"type": "null"}]
+        assert {"type": "string", "pattern": timefmt.DURATION_PATTERN} in duration["anyOf"]
+        numbers = [b for b in duration["anyOf"] if b.get("type") == "number"]
+        assert numbers == [{"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION}]
+    # and the schema's pattern (ASCII digits, as in JSON Schema) accepts what the parser reads
+    # (upper case units included) and refuses the rest, but for the caps, which a pattern
+    # does not count
+    pattern = re.compile(timefmt.DURATION_PATTERN, re.ASCII)
+    for text in DURATION_SPELLINGS:
+        try:
+            timefmt.parse_duration(text)
+            readable = True
+        except ValueError as e:
+            readable = "longer than 100 years" in str(e)
+        assert bool(pattern.fullmatch(text)) == readable, text
 
 
 @pytest.mark.parametrize(

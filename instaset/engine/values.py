@@ -4,11 +4,14 @@ booleans in text positions). Also the field-name and template checks shared by t
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import timedelta
 from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer, ValidationInfo, WithJsonSchema
 
+from instaset import timefmt
 from instaset.engine.templating import placeholders
 
 __all__ = [
@@ -31,45 +34,87 @@ __all__ = [
 ]
 
 
-_DURATION_RE = re.compile(r"(\d+)\s*([smhdw])", re.ASCII)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_DURATION = 3650 * 86400
 """The longest delay, pause or cooldown a workflow may have (10 years, in seconds): longer
 ones are typos, and would overflow the dates computed from them."""
 
+_DURATION_HINT = "use 30s, 15m, 12h, 7d or 1h30m"
+# The grammar's own pattern (the one the JSON Schema publishes), used only to tell why
+# timefmt refused a string: a well-formed one can only have been over its 100-year cap.
+_WELL_FORMED = re.compile(timefmt.DURATION_PATTERN, re.ASCII)
+_SECOND = timedelta(seconds=1)
+
+
+def _shown(value: object) -> str:
+    """The value as written, cut short when it is a wall of digits."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
+
+
+def _not_positive(value: object) -> str:
+    return f"a workflow delay, pause or cooldown must be longer than zero (got {_shown(value)})"
+
+
+def _too_long(value: object) -> str:
+    return f"{_shown(value)} is too long: at most 10 years (3650d)"
+
+
+def _refusal(value: object) -> str:
+    """Why :func:`instaset.timefmt.parse_duration` refused ``value``, in workflow words."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and math.isnan(value):
+            return f"{_shown(value)} is not a duration ({_DURATION_HINT})"
+        return _not_positive(value) if value < 0 else _too_long(value)
+    if isinstance(value, timedelta):
+        return _not_positive(value) if value < timedelta(0) else _too_long(value)
+    if isinstance(value, str) and _WELL_FORMED.fullmatch(value.strip().lower()):
+        return _too_long(value)  # the grammar has no sign and no NaN: only the cap is left
+    return f"{_shown(value)} is not a duration ({_DURATION_HINT})"
+
 
 def parse_duration(value: object) -> int:
-    """``"30s" | "15m" | "12h" | "7d" | "2w" | "1h30m" | 90`` -> seconds, in
-    ``1..``:data:`MAX_DURATION`; anything else is a :class:`ValueError` saying why."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s, 15m, 12h or 7d")
-    if isinstance(value, int):
-        seconds = value
-    elif isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        if re.fullmatch(r"\d+", text, re.ASCII):
-            parts = [(text, "s")]
-        else:
-            parts = _DURATION_RE.findall(text)
-            if not parts or "".join(n + u for n, u in parts) != text:
-                raise ValueError(f"{value!r} is not a duration (use 30s, 15m, 12h, 7d or 1h30m)")
-        # a number with more digits than any sane duration: refused before int() (which
-        # rejects over 4300 digits with a confusing message)
-        seconds = sum(
-            int(n) * _UNIT_SECONDS[u] if len(n.lstrip("0")) <= 12 else MAX_DURATION + 1
-            for n, u in parts
-        )
-    else:
-        raise ValueError("expected a duration such as 30s, 15m, 12h or 7d")
-    if seconds <= 0:
-        raise ValueError("a duration must be longer than zero")
+    """A workflow duration (``delay``, ``cooldown``, ``handoff.pause_for``) -> whole seconds
+    in ``1..``:data:`MAX_DURATION`.
+
+    The syntax is exactly that of the config's other durations, because the parsing is
+    :func:`instaset.timefmt.parse_duration`'s: ``"30s"``, ``"15m"``, ``"1.5h"``, ``"7d"``,
+    ``"2w 3d"``, ``"1h30m"``, or seconds (int, float or numeric string); booleans are refused.
+    On top of it, a workflow duration must be longer than zero and at most 10 years. A
+    fraction of a second is rounded *up* (``"0.5s"`` -> 1, ``"1.2s"`` -> 2), so a positive
+    duration never becomes 0; below a microsecond (:class:`timedelta`'s resolution) it is
+    zero, and refused. Anything else is a :class:`ValueError` naming the value and saying why.
+    """
+    try:
+        delta = timefmt.parse_duration(value)
+    except (ValueError, OverflowError):  # OverflowError: an int beyond float (10**400)
+        raise ValueError(_refusal(value)) from None
+    if delta <= timedelta(0):
+        raise ValueError(_not_positive(value))
+    whole, rest = divmod(delta, _SECOND)  # exact integer arithmetic, no float rounding
+    seconds = whole + (rest > timedelta(0))
     if seconds > MAX_DURATION:
-        raise ValueError(f"{value!r} is too long: at most 10 years (3650d)")
+        raise ValueError(_too_long(value))
     return seconds
 
 
-Duration = Annotated[int, BeforeValidator(parse_duration)]
-"""Seconds, written in YAML as ``30s``, ``15m``, ``12h``, ``7d`` (or plain seconds)."""
+Duration = Annotated[
+    int,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": timefmt.DURATION_PATTERN},
+                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION},
+            ],
+            "description": "A duration: '30s', '15m', '1.5h', '7d', '1h30m', or seconds; "
+            "longer than zero, at most 10 years (3650d); whole seconds, rounded up.",
+            "examples": ["30s", "15m", "12h", "7d"],
+        },
+        mode="validation",
+    ),
+]
+"""Seconds, written in YAML as ``30s``, ``15m``, ``1.5h``, ``7d`` (or plain seconds): the
+grammar of :func:`instaset.timefmt.parse_duration`, whole seconds in 1..10 years."""
 
 _CLOCK_RE = re.compile(r"^(\d{1,2}):(\d{2})$", re.ASCII)
 BARE_CLOCK_NUMBERS = "bare_clock_numbers"
