@@ -164,10 +164,10 @@ def _has_tag(model: type[BaseModel], tag: str | int) -> bool:
     return False
 
 
-def _allowed_keys(loc: Sequence[str | int]) -> list[str]:
-    """The keys the model at ``loc`` accepts, found by walking Config's annotations. Union
-    members are narrowed by the tags pydantic puts in ``loc``; if that is not possible, the
-    keys of every member are offered."""
+def _models_at(loc: Sequence[str | int]) -> list[type[BaseModel]]:
+    """The models that may stand at ``loc``, found by walking Config's annotations. Union
+    members are narrowed by the tags pydantic puts in ``loc``; if that is not possible, every
+    member is returned."""
     current: list[Any] = [Config]
     for item in loc:
         nxt: list[Any] = []
@@ -186,11 +186,62 @@ def _allowed_keys(loc: Sequence[str | int]) -> list[str]:
         else:
             tagged = [a for a in _flatten(current) if _is_model(a) and _has_tag(a, item)]
             current = tagged or current
+    return [ann for ann in _flatten(current) if _is_model(ann)]
+
+
+def _allowed_keys(loc: Sequence[str | int]) -> list[str]:
+    """The keys the model at ``loc`` accepts (of every union member if it is ambiguous)."""
     keys: list[str] = []
-    for ann in _flatten(current):
-        if _is_model(ann):
-            keys += [k for k in _field_names(ann) if k not in keys]
+    for model in _models_at(loc):
+        keys += [k for k in _field_names(model) if k not in keys]
     return keys
+
+
+def _accepts_true(loc: Sequence[str | int]) -> bool:
+    """Whether ``key: true`` is valid at ``loc`` (``typing: true``, or a block with a
+    ``true`` shorthand such as ``handoff: true``), tried on the models that hold the key."""
+    if not loc or not isinstance(loc[-1], str):
+        return False
+    key = loc[-1]
+    for model in _models_at(loc[:-1]):
+        if _field(model, key) is None:
+            continue
+        try:
+            model.model_validate({key: True}, context=_CONTEXT)
+        except ValidationError as exc:
+            if any(tuple(e["loc"])[:1] == (key,) for e in exc.errors()):
+                continue
+        return True  # errors elsewhere (other keys missing) say nothing about this one
+    return False
+
+
+def _flag_problem(error: Mapping[str, Any], field: str | int | None) -> str | None:
+    """Words for a yes/no value where the config wants something else, or None.
+
+    - ``typing: false`` (only ``true`` is allowed) and ``handoff: false`` (``true`` is a
+      shorthand for a block with its defaults): there is no "off" to write, so say how to
+      switch it on and that leaving the line out is how to have it off.
+    - ``booking: false`` (a section with an ``enabled`` switch): point at the switch.
+    """
+    kind, value = error["type"], error.get("input")
+    loc: tuple[str | int, ...] = tuple(error["loc"])
+    true_only = kind == "literal_error" and (error.get("ctx") or {}).get("expected") == "True"
+    mapping = kind in ("model_type", "model_attributes_type", "dict_type")
+    if not (true_only or mapping) or not isinstance(field, str):
+        return None
+    quoted_true = isinstance(value, str) and value.strip().lower() in ("true", "yes", "on")
+    if true_only or ((value is False or quoted_true) and _accepts_true(loc)):
+        if quoted_true:
+            return (f"{_describe(value)} in quotes is text, not true: "
+                    f"write '{field}: true' without quotes")
+        return f"{_describe(value)} is not allowed here: write '{field}: true' or remove the line"
+    if isinstance(value, bool):
+        switches = [_field(m, "enabled") for m in _models_at(loc)]
+        if any(f is not None and f.annotation is bool for f in switches):
+            state = "on" if value else "off"
+            return (f"must be a mapping of keys, got {_describe(value)} (to turn {field} "
+                    f"{state}, write 'enabled: {_describe(value)}' under '{field}:')")
+    return None
 
 
 def _describe(value: Any) -> str:
@@ -224,6 +275,9 @@ _PATTERNS = {
 def _human(error: Mapping[str, Any], field: str | int | None) -> str:
     kind, msg, value = error["type"], str(error["msg"]), error.get("input")
     got = _describe(value)
+    flag = _flag_problem(error, field)
+    if flag is not None:
+        return flag
     if kind == "extra_forbidden":
         return f"unknown key '{field}'"
     if kind == "missing":

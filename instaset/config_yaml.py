@@ -38,7 +38,91 @@ def problem(where: str, parts: Sequence[str | int], message: str) -> str:
     return f"{where}: {path}: {message}" if path else f"{where}: {message}"
 
 
+def _source(mark: yaml.Mark | None) -> str | None:
+    """The text being read, which PyYAML keeps in its marks when it reads a ``str``."""
+    buffer = getattr(mark, "buffer", None)
+    return buffer.rstrip("\0") if isinstance(buffer, str) else None
+
+
+def _unclosed_quote(exc: yaml.MarkedYAMLError, filename: str) -> str | None:
+    """PyYAML reached the end of the file (or a ``---``) inside a quoted text: report where
+    the quote opened, which is the place to fix, not where reading failed."""
+    start, end = exc.context_mark, exc.problem_mark
+    if exc.context != "while scanning a quoted scalar" or start is None or end is None:
+        return None
+    text = _source(start)
+    quote = text[start.pointer] if text is not None and start.pointer < len(text) else "quote"
+    if "document separator" in (exc.problem or ""):
+        separator = text[end.pointer:end.pointer + 3] if text is not None else "---"
+        before = f"the document separator '{separator}' on line {end.line + 1}"
+    else:
+        before = "the end of the file"
+    return (f"{_where(filename, start.line + 1, start.column + 1)}: invalid YAML: unclosed "
+            f"quote starting here: no closing {quote} before {before}; add it where the text "
+            "should end")
+
+
+def _tokens_before(text: str, index: int) -> list[yaml.Token]:
+    """The tokens of ``text`` that start before ``index`` (as far as the scanner gets)."""
+    loader = ConfigLoader(text)
+    tokens: list[yaml.Token] = []
+    try:
+        while loader.check_token():
+            token: yaml.Token = loader.get_token()  # type: ignore[no-untyped-call]  # stubs
+            if token.start_mark.index >= index:
+                break
+            tokens.append(token)
+    except yaml.YAMLError:
+        # the scanner failed while looking ahead: what it had queued is still good
+        tokens += [t for t in loader.tokens if t.start_mark.index < index]
+    finally:
+        loader.dispose()
+    return tokens
+
+
+def _quote_ended_early(exc: yaml.MarkedYAMLError, filename: str) -> str | None:
+    """YAML failed right after a closing quote: most likely that quote was not meant to close.
+
+    - The quoted text spans lines: its opening quote was never closed, and the quote that
+      opens the next text closed it (``reply: "Hello`` then ``- reply: "there"`` reads as
+      ``"Hello\n- reply: "`` followed by ``there"``). Report the opening quote.
+    - It is on one line: a quote inside the text (``'I'm Jess'``). Report that quote.
+    A parse error right after a closing quote is the sign in both cases; elsewhere (and when
+    the text is not known) this says nothing and PyYAML's own words are kept.
+    """
+    mark = exc.problem_mark
+    if not isinstance(exc, yaml.scanner.ScannerError | yaml.parser.ParserError) or mark is None:
+        return None
+    text = _source(mark)
+    if text is None:
+        return None
+    before = [t for t in _tokens_before(text, mark.index) if t.end_mark.index <= mark.index]
+    last = before[-1] if before else None
+    if (
+        not isinstance(last, yaml.ScalarToken)
+        or last.style not in ('"', "'")
+        or last.end_mark.index != mark.index
+    ):
+        return None
+    quote, start, end = last.style, last.start_mark, last.end_mark
+    if start.line < end.line:
+        return (f"{_where(filename, start.line + 1, start.column + 1)}: invalid YAML: unclosed "
+                f"quote starting here? The text runs on to the next {quote} (line {end.line + 1}"
+                f", column {end.column}) and YAML cannot read what follows it; add the closing "
+                f"{quote} on line {start.line + 1}")
+    inside = ("write an apostrophe twice (I''m) or put the text in double quotes" if quote == "'"
+              else 'write a quote as \\" or put the text in single quotes')
+    return (f"{_where(filename, end.line + 1, end.column)}: invalid YAML: this {quote} ends the "
+            f"quoted text started at column {start.column + 1}, and YAML cannot read what "
+            f"follows it; inside {quote}...{quote} {inside}")
+
+
 def yaml_problem(exc: yaml.MarkedYAMLError, filename: str) -> str:
+    """One line for a YAML syntax error, at ``file:line:column``: where the fix goes when
+    that is known (an unclosed quote), else where PyYAML failed, with what it was reading."""
+    quoted = _unclosed_quote(exc, filename) or _quote_ended_early(exc, filename)
+    if quoted is not None:
+        return quoted
     mark = exc.problem_mark or exc.context_mark
     where = _where(filename, mark.line + 1, mark.column + 1) if mark is not None else filename
     message = exc.problem or exc.context or "unreadable YAML"
