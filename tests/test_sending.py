@@ -229,6 +229,37 @@ async def test_creator_echo_pauses_automation_until_the_pause_ends(
     assert (await h.conversation(IGSID))["paused_until"] == pytest.approx(now + 2 * HOUR)
 
 
+async def test_the_echo_of_a_recorded_reply_is_stored_processed_and_needs_no_job(
+    make_harness: MakeHarness,
+) -> None:
+    """Processing the echo of a message already in the history would change nothing, so
+    ingest stores it processed; an echo of a message instaset does not know (the creator
+    typing in the app) is still processed by a job, and pauses automation."""
+    clock = Clock(frozen=True)
+    h = await make_harness(workflows=[GUIDE], clock=clock, pause_for="2h")
+    await h.dm(IGSID, "guide")
+    webhook_url = h.sandbox.webhook_url
+    h.sandbox.webhook_url = ""  # hold the echo back until the reply is recorded
+    await h.settle()
+    [sent] = await h.rt.db.fetchall("SELECT message_id FROM sends WHERE state = 'sent'")
+    mid = sent["message_id"]
+    h.sandbox.webhook_url = webhook_url
+    echo = build_echo_payload(ACCT, IGSID, {"text": GUIDE_TEXT}, mid, int(clock() * 1000))
+    assert await h.post(echo) == 200
+    [stored] = await h.echo_events(IGSID)
+    assert stored["processed_at"] is not None
+    assert await h.rt.db.fetchone("SELECT 1 FROM jobs WHERE key = ?", (f"event:msg:{mid}",)
+                                  ) is None
+    assert [r["mid"] for r in await h.messages(IGSID, "out")] == [mid]
+    assert (await h.conversation(IGSID))["paused_until"] is None
+
+    typed = await h.creator_types(IGSID, "me, personally")
+    typed_mid = typed["entry"][0]["messaging"][0]["message"]["mid"]  # type: ignore[index]
+    assert (await h.job_row(f"event:msg:{typed_mid}"))["state"] == "ready"
+    await h.settle()
+    assert (await h.conversation(IGSID))["paused_until"] == pytest.approx(clock() + 2 * HOUR)
+
+
 # -- 6. unknown outcome: the echo settles it, no duplicate ------------------------------------
 async def test_unknown_outcome_is_settled_by_the_echo(make_harness: MakeHarness) -> None:
     h = await make_harness(workflows=[GUIDE], graph_timeout=1.0)
