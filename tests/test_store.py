@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -222,3 +225,60 @@ async def test_an_upgrade_says_which_migration_runs(tmp_path: Path,
     assert any("upgrading the database: migration 0011_terminal_lookups" in m for m in said)
     assert any(m.startswith("migration 0011_terminal_lookups done in") for m in said)
     assert {"contacts_by_id", "contacts_username_lower", "conversations_unread"} <= indexes
+
+
+# -- group fsync: Database.barrier -----------------------------------------------------------
+async def test_concurrent_barriers_share_fsyncs_and_wait_for_one_started_after_them(
+    tmp_path: Path,
+) -> None:
+    db = await open_database(tmp_path / "g.db")
+    try:
+        started: list[int] = []
+        finished: list[int] = []
+        release = threading.Event()
+
+        def slow_fsync() -> None:  # the disk, held until the test lets it go
+            started.append(len(started) + 1)
+            release.wait(timeout=10)
+            finished.append(started[-1])
+
+        db._fsync_wal = slow_fsync  # type: ignore[method-assign]
+
+        async def barrier() -> int:
+            await db.barrier()
+            return len(finished)
+
+        first = asyncio.create_task(barrier())
+        await asyncio.wait_for(_until(lambda: bool(started)), 10)
+        # These arrive while the first fsync runs: it may predate their commits.
+        later = [asyncio.create_task(barrier()) for _ in range(20)]
+        await asyncio.sleep(0.01)
+        assert not any(t.done() for t in [first, *later])
+        release.set()
+        results = await asyncio.wait_for(asyncio.gather(first, *later), 10)
+        assert started == [1, 2]  # 21 barriers, two fsyncs
+        assert results[0] >= 1
+        assert all(r == 2 for r in results[1:])  # each waited for the fsync after its call
+    finally:
+        await db.close()
+
+
+async def test_a_failed_fsync_fails_every_barrier_waiting_for_it(tmp_path: Path) -> None:
+    db = await open_database(tmp_path / "g.db")
+    try:
+        def broken_fsync() -> None:
+            raise OSError(5, "Input/output error")
+
+        db._fsync_wal = broken_fsync  # type: ignore[method-assign]
+        results = await asyncio.gather(*(db.barrier() for _ in range(5)),
+                                       return_exceptions=True)
+        assert all(isinstance(r, OSError) for r in results)
+        db._fsync_wal = lambda: None  # type: ignore[method-assign]
+        await db.barrier()  # and the next one works again
+    finally:
+        await db.close()
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    while not cond():
+        await asyncio.sleep(0.001)

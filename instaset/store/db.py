@@ -187,6 +187,10 @@ class Database:
         self._sync: list[sqlite3.Connection] = []
         self._fast: sqlite3.Connection | None = None
         self._fast_lock = asyncio.Lock()
+        # Group fsync of the WAL (see barrier): the one running, and the one that starts
+        # when it ends, which every barrier asked for meanwhile shares.
+        self._fsyncing: asyncio.Future[None] | None = None
+        self._fsync_next: asyncio.Future[None] | None = None
 
     def _fast_conn(self) -> sqlite3.Connection | None:
         """The loop-thread connection of relaxed transactions, opened on first use (in the
@@ -271,10 +275,41 @@ class Database:
         """Make every commit so far durable (relaxed ones included) when the database is
         configured FULL: an fsync of the WAL file, which is what SQLite does at each commit
         under ``synchronous=FULL``, run in a thread after the commit, so neither the loop
-        nor the write gate waits for the disk."""
+        nor the write gate waits for the disk.
+
+        Group fsync: returns after an fsync that *started* after this call. Callers that
+        arrive while one runs (it may have started before their commit) share the next,
+        so N concurrent barriers cost at most two fsyncs, not N thread hand-offs."""
         if self.synchronous != "FULL" or str(self.path) == ":memory:":
             return
-        await asyncio.to_thread(self._fsync_wal)
+        if self._fsyncing is None:
+            fut = self._start_fsync(asyncio.get_running_loop().create_future())
+        else:
+            if self._fsync_next is None:
+                self._fsync_next = asyncio.get_running_loop().create_future()
+            fut = self._fsync_next
+        # Shielded: a cancelled caller must not cancel the fsync others wait for.
+        await asyncio.shield(fut)
+
+    def _start_fsync(self, fut: asyncio.Future[None]) -> asyncio.Future[None]:
+        self._fsyncing = fut
+        # Retrieved even when every waiter was cancelled (no "never retrieved" noise).
+        fut.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+        task = asyncio.ensure_future(asyncio.to_thread(self._fsync_wal))
+        task.add_done_callback(lambda t: self._fsync_done(t, fut))
+        return fut
+
+    def _fsync_done(self, task: asyncio.Future[None], fut: asyncio.Future[None]) -> None:
+        self._fsyncing = None
+        if task.cancelled():
+            fut.cancel()
+        elif (exc := task.exception()) is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(None)
+        nxt, self._fsync_next = self._fsync_next, None
+        if nxt is not None:
+            self._start_fsync(nxt)
 
     def _fsync_wal(self) -> None:
         for name in (f"{self.path}-wal", str(self.path)):
