@@ -238,7 +238,7 @@ class Deliverer:
 
     async def deliver(self, job: Job) -> Outcome | None:
         key = str(job.payload["key"])
-        row = await sendstore.get_send(self.db, key)
+        row = await sendstore.get_send_for_delivery(self.db, key)
         if row is None:
             return None  # purged
         out = Outgoing.from_json(row["body"])
@@ -271,16 +271,14 @@ class Deliverer:
                 log.info("send %s confirmed by its stored, unprocessed echo", key)
                 return COMPLETED
             log.warning("send %s: no echo after an unknown outcome; it may go again", key)
-        ctx = await sendstore.send_context(
-            self.db, out.account_id, out.contact_id, out.comment_id, out.key
-        )
+        # The window, pause and budget facts were read with the row (one read, not two).
         facts = SendFacts(
             kind=out.kind, human=out.sent_by == "human",
-            account_state=ctx["account_state"] if ctx else "disconnected",
-            last_inbound_at=ctx["last_inbound_at"] if ctx else None,
-            paused_until=None if out.before_handoff else (ctx["paused_until"] if ctx else None),
+            account_state=row["account_state"] or "disconnected",
+            last_inbound_at=row["last_inbound_at"],
+            paused_until=None if out.before_handoff else row["paused_until"],
             comment_at=out.comment_at,
-            private_reply_used=bool(ctx["private_reply_used"]) if ctx else False,
+            private_reply_used=bool(row["private_reply_used"]),
             quick_reply_titles=tuple(t for t, _ in out.quick_replies),
         )
         verdict = check_send(facts, now)

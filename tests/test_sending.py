@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,38 @@ async def test_window_refusal_makes_no_graph_call(make_harness: MakeHarness) -> 
     await h.settle()
     assert (await h.send_row("fresh"))["state"] == "sent"
     assert body_of(h, IGSID) == [{"recipient": {"id": IGSID}, "message": {"text": "yes!"}}]
+
+
+async def test_the_facts_read_with_the_send_refuse_what_they_must(
+    make_harness: MakeHarness,
+) -> None:
+    """The send row and its window, pause, account and private-reply facts are one read:
+    each fact still refuses (and only its own sends)."""
+    h = await make_harness()
+    await h.dm(IGSID, "hello")
+    comment = await h.sandbox.user_comments(IGSID, "nice post", "18000000000000001")
+    await h.settle()
+    comment_id = str(comment["entry"][0]["changes"][0]["value"]["id"])  # type: ignore[index]
+    base: dict[str, Any] = {"account_id": ACCT, "contact_id": IGSID}
+    first = Outgoing(key="pr-1", kind=SendKind.PRIVATE_REPLY, comment_id=comment_id,
+                     comment_at=h.clock(), text="Details in DM", **base)
+    await h.enqueue(first)
+    await h.settle()
+    await h.enqueue(replace(first, key="pr-2", text="Again?"))
+    await h.enqueue(h.text("dm-ok", IGSID, "a DM still goes"))
+    await h.settle()
+    states = {k: ((r := await h.send_row(k))["state"], r["reason"])
+              for k in ("pr-1", "pr-2", "dm-ok")}
+    assert states == {"pr-1": ("sent", None), "pr-2": ("refused", "private_reply_used"),
+                      "dm-ok": ("sent", None)}
+
+    await h.rt.db.execute("UPDATE accounts SET state = 'disconnected' WHERE id = ?", (ACCT,))
+    await h.enqueue(h.text("gone", IGSID, "nobody hears this"))
+    await h.settle()
+    gone = await h.send_row("gone")
+    assert (gone["state"], gone["reason"]) == ("refused", "account_disconnected")
+    assert [r.body for r in h.graph_posts()][-1] == {
+        "recipient": {"id": IGSID}, "message": {"text": "a DM still goes"}}
 
 
 # -- 4. a redelivered comment gets one private reply -------------------------------------------

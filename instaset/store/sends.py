@@ -38,6 +38,22 @@ async def get_send(db: Database, key: str) -> sqlite3.Row | None:
     return await db.fetchone("SELECT * FROM sends WHERE key = ?", (key,), quick=True)
 
 
+async def get_send_for_delivery(db: Database, key: str) -> sqlite3.Row | None:
+    """The send row and, in the same read, what :func:`send_context` gives for it
+    (``account_state`` NULL when the account is not stored)."""
+    return await db.fetchone(
+        "SELECT s.*, a.state AS account_state, c.last_inbound_at, c.paused_until,"
+        " (SELECT count(*) FROM sends p WHERE p.comment_id = s.comment_id"
+        "   AND p.kind = 'private_reply' AND p.state IN ('in_flight', 'sent')"
+        "   AND p.key != s.key) AS private_reply_used"
+        " FROM sends s LEFT JOIN accounts a ON a.id = s.account_id"
+        " LEFT JOIN conversations c ON a.id IS NOT NULL"
+        "   AND c.account_id = s.account_id AND c.contact_id = s.contact_id"
+        " WHERE s.key = ?",
+        (key,), quick=True,
+    )
+
+
 async def send_context(
     db: Database, account_id: str, contact_id: str | None, comment_id: str | None, key: str
 ) -> sqlite3.Row | None:
