@@ -97,6 +97,13 @@ def test_the_suggested_fix_is_valid(steps: str) -> None:
     assert config.workflows[0].actions[0].kind == steps[2:].split(":")[0]
 
 
+def test_an_empty_typing_step_means_true_like_an_empty_handoff_means_defaults() -> None:
+    config = parse_config_text(workflow(steps="- typing:\n- reply: hi"), "config.yaml", {})
+    typing, reply = config.workflows[0].actions
+    assert (typing.kind, typing.typing) == ("typing", True)
+    assert reply.kind == "reply"
+
+
 def test_the_suggested_trigger_fix_is_valid() -> None:
     config = parse_config_text(workflow(trigger="first_message: true"), "config.yaml", {})
     assert config.workflows[0].trigger.first_message is not None

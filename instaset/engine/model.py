@@ -496,10 +496,12 @@ class ActionStep(_Model):
     @model_validator(mode="before")
     @classmethod
     def _null_blocks(cls, data: Any) -> Any:
-        # ``- handoff:`` / ``- offer_booking:`` with no value mean "with defaults".
+        # ``- handoff:`` / ``- offer_booking:`` with no value mean "with defaults", and
+        # ``- typing:`` means ``typing: true`` (it has no other value).
         if isinstance(data, dict):
             return {
-                k: ({} if v is None and k in ("handoff", "offer_booking", "ai_reply") else v)
+                k: ({} if v is None and k in ("handoff", "offer_booking", "ai_reply")
+                    else True if v is None and k == "typing" else v)
                 for k, v in data.items()
             }
         return data
