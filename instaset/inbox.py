@@ -366,9 +366,15 @@ async def deliver_now(rt: Runtime, keys: list[str], *, wait: float, poll: float)
 
     rt.deliverer.on_refused = capture
     done = Delivery("queued")
+    from instaset.retention import daemon_lock
+
+    # With `instaset serve` running on this database, its worker sends: it holds the
+    # account's rate budgets, and a sandbox account's token and address exist only in it.
+    with daemon_lock(rt.db.path) as no_daemon:
+        by_daemon = not no_daemon
     try:
         for part in keys:
-            state = await _deliver_one(rt, part, rt.clock() + wait, poll)
+            state = await _deliver_one(rt, part, rt.clock() + wait, poll, claim=not by_daemon)
             row = await sendstore.get_send(rt.db, part)
             if row is None:  # purged meanwhile
                 return Delivery("failed", "purged", "the send was purged", done.message_ids)
@@ -386,9 +392,11 @@ async def deliver_now(rt: Runtime, keys: list[str], *, wait: float, poll: float)
         rt.deliverer.on_refused = previous
 
 
-async def _deliver_one(rt: Runtime, key: str, deadline: float, poll: float) -> str:
-    """Deliver the send ``key`` through its own job (run as the daemon's worker runs it);
-    the send's final state, or ``queued`` when it is not final by ``deadline``."""
+async def _deliver_one(rt: Runtime, key: str, deadline: float, poll: float, *,
+                       claim: bool = True) -> str:
+    """Deliver the send ``key`` through its own job (run as the daemon's worker runs it), or
+    with ``claim=False`` wait for the running daemon to deliver it; the send's final state,
+    or ``queued`` when it is not final by ``deadline``."""
     job_key = f"send:{key}"
     lease = rt.worker.settings.lease_seconds
     while True:
@@ -398,7 +406,7 @@ async def _deliver_one(rt: Runtime, key: str, deadline: float, poll: float) -> s
         now = rt.clock()
         if now >= deadline:
             return "queued"
-        job = await store.claim_job(rt.db, job_key, rt.worker.name, now, lease)
+        job = await store.claim_job(rt.db, job_key, rt.worker.name, now, lease) if claim else None
         if job is None:
             # A daemon holds it, or it waits for its turn: look again shortly.
             await asyncio.sleep(min(poll, max(0.0, deadline - now)))

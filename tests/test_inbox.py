@@ -343,3 +343,41 @@ def test_reply_refused_by_meta_reports_the_reason(
     rows = db_rows(db_path, "SELECT state, reason FROM sends")
     assert rows == [{"state": "failed", "reason": "window_closed"}]
 
+
+
+def test_reply_while_serve_sandbox_runs_is_sent_by_the_daemon(tmp_path: Path) -> None:
+    """With `instaset serve` running on the database, the daemon's worker sends the reply:
+    a sandbox account's token and address exist only in the daemon (the CLI used to claim
+    the send itself and refuse it with no_token)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = write_config(tmp_path, tmp_path / "d.db", server={"host": "127.0.0.1", "port": port})
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "instaset", "--config", str(cfg), "serve", "--sandbox"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "instaset listening" not in log.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        dm = run_cli(cfg, "simulate", "dm", "zed", "hello")
+        assert dm.exit_code == 0, dm.output
+        while "zed" not in run_cli(cfg, "inbox", "--json").stdout:  # the worker stored it
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        reply = run_cli(cfg, "inbox", "reply", "zed", "hi from me", "--wait", "30")
+        assert reply.exit_code == 0, reply.output
+        assert reply.stdout.startswith("sent to @zed")
+        shown = json.loads(run_cli(cfg, "inbox", "show", "zed", "--json").stdout)
+        last = shown["messages"][-1]
+        assert (last["direction"], last["sent_by"], last["text"]) == ("out", "human", "hi from me")
+        assert shown["contact"]["automation"]["state"] == "paused"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
