@@ -89,6 +89,14 @@ async def event_count(rt: Runtime) -> int:
         ("hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1158201444", 403, None),
         ("hub.mode=unsubscribe&hub.verify_token=meatyhamhock&hub.challenge=1", 403, None),
         ("hub.mode=subscribe&hub.verify_token=meatyhamhock&hub.challenge=<script>", 403, None),
+        # opaque: Meta's docs use CHALLENGE_ACCEPTED; anything URI-unreserved is echoed
+        ("hub.mode=subscribe&hub.verify_token=meatyhamhock&hub.challenge=CHALLENGE_ACCEPTED",
+         200, "CHALLENGE_ACCEPTED"),
+        ("hub.mode=subscribe&hub.verify_token=meatyhamhock&hub.challenge=abc-DEF_1.2~", 200,
+         "abc-DEF_1.2~"),
+        ("hub.mode=subscribe&hub.verify_token=meatyhamhock&hub.challenge=a%22b", 403, None),
+        ("hub.mode=subscribe&hub.verify_token=meatyhamhock&hub.challenge=%C3%A9t%C3%A9", 403, None),
+        ("hub.mode=subscribe&hub.verify_token=meatyhamhock&hub.challenge=", 403, None),
         ("", 403, None),
     ],
 )
