@@ -17,7 +17,10 @@ Contracts:
   ``reconnect_needed`` is notified the same way.
 - Meta's callbacks (``POST /meta/deauthorize``, ``POST /meta/data-deletion``): a
   ``signed_request`` is verified with every configured app secret; malformed 400, wrong
-  signature or stale ``issued_at`` 403, never 500. The signed ``user_id`` is matched against
+  signature or an ``issued_at`` in the future 403, never 500. Its age is not held against
+  it (the signature authenticates it; Meta's own example is years old), but a
+  deauthorization issued before an account's current token leaves that account connected:
+  it is about an earlier connection. The signed ``user_id`` is matched against
   accounts (id, app-scoped id), then contacts. Data deletion answers
   ``{"url", "confirmation_code"}`` and keeps a receipt without personal data.
 - No token or app secret ever reaches a log line, an exception message or a page.
@@ -40,7 +43,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from secrets import token_hex, token_urlsafe
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlencode
 
 import aiohttp
@@ -83,7 +86,6 @@ REFRESH_MIN_AGE = DAY  # Meta refuses to refresh younger tokens
 REFRESH_WITHIN = 30 * DAY  # refresh from day 30 of 60
 WARN_WITHIN = 7 * DAY
 REFRESH_INTERVAL = 3600.0
-SIGNED_REQUEST_MAX_AGE = DAY
 CLOCK_SKEW = 300.0
 MAX_SIGNED_REQUEST = 8192
 _CODE = re.compile(r"[A-Za-z0-9]{1,64}")
@@ -361,9 +363,18 @@ class AccountService:
         return DisconnectResult(account_id, unsubscribed, had, deleted)
 
     # -- Meta's callbacks ------------------------------------------------------------------
-    async def deauthorize(self, user_id: str) -> list[str]:
-        """Remove the tokens of the accounts ``user_id`` names and stop their automation."""
+    async def deauthorize(self, user_id: str, issued_at: float | None = None) -> list[str]:
+        """Remove the tokens of the accounts ``user_id`` names and stop their automation;
+        not for an account whose token was issued after ``issued_at`` (the deauthorization
+        was about an earlier connection: a late or replayed callback must not undo a
+        `connect` made since)."""
         ids = await acctstore.accounts_for_user(self.db, user_id)
+        if issued_at is not None:
+            newer = await acctstore.connected_after(self.db, ids, issued_at + CLOCK_SKEW)
+            if newer:
+                log.info("deauthorize callback issued before %d account(s) connected again: "
+                         "left connected", len(newer))
+            ids = [a for a in ids if a not in newer]
         for acct in ids:
             await self._delete(token_key(acct))
             await acctstore.set_disconnected(self.db, acct, self.clock())
@@ -421,11 +432,12 @@ def _b64url(text: str) -> bytes:
 
 
 def parse_signed_request(
-    value: str, keys: Sequence[bytes], *, now: float,
-    max_age: float = SIGNED_REQUEST_MAX_AGE,
+    value: str, keys: Sequence[bytes], *, now: float, max_age: float | None = None,
 ) -> dict[str, object]:
     """Verify Meta's ``<base64url sig>.<base64url payload>`` and return the payload, with
-    ``user_id`` as a string. Raises :class:`SignedRequestError` (400 or 403)."""
+    ``user_id`` as a string and ``issued_at`` as a float. Raises :class:`SignedRequestError`
+    (400 or 403): also for an ``issued_at`` in the future, or older than ``max_age`` when
+    one is given."""
     if not keys:
         raise SignedRequestError(403, "no app secret is configured")
     parts = value.strip().split(".")
@@ -455,10 +467,12 @@ def parse_signed_request(
         issued = float(issued)
     except OverflowError:
         raise SignedRequestError(400, "signed_request issued_at is out of range") from None
-    # NaN compares false with everything: it would never be stale.
-    if not math.isfinite(issued) or now - issued > max_age or issued - now > CLOCK_SKEW:
-        raise SignedRequestError(403, "signed_request is stale (issued_at too old or in the "
-                                      "future)")
+    # NaN compares false with everything: it would pass every check below.
+    if not math.isfinite(issued) or issued - now > CLOCK_SKEW:
+        raise SignedRequestError(403, "signed_request issued_at is not a past time")
+    if max_age is not None and now - issued > max_age:
+        raise SignedRequestError(403, "signed_request is stale (issued_at too old)")
+    payload["issued_at"] = issued
     user = payload.get("user_id")
     if isinstance(user, bool) or not isinstance(user, str | int) or not str(user).strip():
         raise SignedRequestError(400, "signed_request has no user_id")
@@ -478,7 +492,7 @@ def callback_route(service: AccountService) -> web.RouteDef:
 
 
 def meta_routes(service: AccountService) -> list[web.RouteDef]:
-    async def signed_user(request: web.Request) -> str | web.Response:
+    async def signed_user(request: web.Request) -> tuple[str, float] | web.Response:
         try:
             form = await request.post()
         except (ValueError, LookupError, web.RequestPayloadError, HttpProcessingError):
@@ -493,19 +507,20 @@ def meta_routes(service: AccountService) -> list[web.RouteDef]:
         except SignedRequestError as exc:
             log.info("signed_request refused on %s: %s", request.path, exc)
             return web.json_response({"error": str(exc)}, status=exc.status)
-        return str(payload["user_id"])
+        return str(payload["user_id"]), float(cast(float, payload["issued_at"]))
 
     async def deauthorize(request: web.Request) -> web.Response:
-        user = await signed_user(request)
-        if isinstance(user, web.Response):
-            return user
-        await service.deauthorize(user)
+        signed = await signed_user(request)
+        if isinstance(signed, web.Response):
+            return signed
+        await service.deauthorize(*signed)
         return web.json_response({"success": True})
 
     async def data_deletion(request: web.Request) -> web.Response:
-        user = await signed_user(request)
-        if isinstance(user, web.Response):
-            return user
+        signed = await signed_user(request)
+        if isinstance(signed, web.Response):
+            return signed
+        user = signed[0]
         # The status URL is settled before anything is deleted: a Host header it cannot be
         # built from must not leave a deletion done and its receipt unanswered.
         try:

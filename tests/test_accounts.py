@@ -500,7 +500,6 @@ def test_parses_the_real_fixture() -> None:
     (signed({"algorithm": "none", "issued_at": T0, "user_id": "1"}), 400),
     (signed({"algorithm": "HMAC-SHA256", "issued_at": T0}), 400),
     (signed({"algorithm": "HMAC-SHA256", "user_id": "1"}), 400),
-    (signed({"algorithm": "HMAC-SHA256", "issued_at": T0 - 2 * DAY, "user_id": "1"}), 403),
     (signed({"algorithm": "HMAC-SHA256", "issued_at": T0 + 3600, "user_id": "1"}), 403),
     (signed({"algorithm": "HMAC-SHA256", "issued_at": T0, "user_id": "1"}, "wrong"), 403),
     (signed({"algorithm": "HMAC-SHA256", "issued_at": float("nan"), "user_id": "1"}), 403),
@@ -511,6 +510,18 @@ def test_refused_signed_requests(value: str, status: int) -> None:
     with pytest.raises(SignedRequestError) as info:
         parse_signed_request(value, [SECRET.encode()], now=T0)
     assert info.value.status == status
+
+
+def test_age_is_not_held_against_a_signed_request_unless_asked() -> None:
+    """The signature authenticates it; Meta's own example (issued in 2021) must work today."""
+    fx = fixture_request()
+    payload = parse_signed_request(fx["signed_request"], [b"key"], now=T0)
+    assert payload["user_id"] == json.loads(fx["decoded_payload_json"])["user_id"]
+    old = signed({"algorithm": "HMAC-SHA256", "issued_at": T0 - 400 * DAY, "user_id": "7"})
+    assert parse_signed_request(old, [SECRET.encode()], now=T0)["issued_at"] == T0 - 400 * DAY
+    with pytest.raises(SignedRequestError) as info:
+        parse_signed_request(old, [SECRET.encode()], now=T0, max_age=DAY)
+    assert info.value.status == 403
 
 
 def test_tampered_payload_and_padding() -> None:
@@ -658,10 +669,26 @@ async def test_data_deletion_refuses_a_host_it_cannot_answer_with_before_deletin
         assert await r.db.fetchall("SELECT * FROM deletion_receipts") == []
 
 
-async def test_bad_signature_and_stale_are_403(rt: Runtime, client: TestClient) -> None:  # type: ignore[type-arg]
+async def test_deauthorizing_an_earlier_connection_leaves_the_current_one(
+    rt: Runtime, client: TestClient,  # type: ignore[type-arg]
+) -> None:
+    """A deauthorization issued before the account's current token (a late or replayed
+    callback, the creator having connected again since) must not disconnect it."""
+    await seed(rt.db, ACCT)  # its token issued at T0
+    resp = await client.post("/meta/deauthorize", data=form(ACCT, issued=T0 - 3 * DAY))
+    assert resp.status == 200
+    assert (await history.get_account(rt.db, ACCT))["state"] == "connected"  # type: ignore[index]
+    assert MemorySecrets().get(token_key(ACCT)) is not None
+    resp = await client.post("/meta/deauthorize", data=form(ACCT, issued=T0 + 60))
+    assert resp.status == 200
+    assert (await history.get_account(rt.db, ACCT))["state"] == "disconnected"  # type: ignore[index]
+    assert MemorySecrets().get(token_key(ACCT)) is None
+
+
+async def test_bad_signature_and_future_issued_at_are_403(rt: Runtime, client: TestClient) -> None:  # type: ignore[type-arg]
     await seed(rt.db, ACCT)
     before = await census(rt.db)
-    for data in (form(ACCT, "wrong-secret"), form(ACCT, issued=T0 - 3 * DAY)):
+    for data in (form(ACCT, "wrong-secret"), form(ACCT, issued=T0 + 3 * DAY)):
         for path in ("/meta/deauthorize", "/meta/data-deletion"):
             assert (await client.post(path, data=data)).status == 403
     assert await census(rt.db) == before

@@ -109,6 +109,18 @@ async def accounts_for_user(db: Database, user_id: str) -> list[str]:
     return [str(r["id"]) for r in rows]
 
 
+async def connected_after(db: Database, account_ids: list[str], at: float) -> list[str]:
+    """Those of ``account_ids`` whose current token was issued after ``at``."""
+    if not account_ids:
+        return []
+    marks = ",".join("?" * len(account_ids))
+    rows = await db.fetchall(
+        f"SELECT id FROM accounts WHERE id IN ({marks}) AND token_issued_at > ? ORDER BY id",
+        (*account_ids, at),
+    )
+    return [str(r["id"]) for r in rows]
+
+
 async def contacts_for_user(db: Database, user_id: str) -> list[tuple[str, str]]:
     """``(account_id, contact_id)`` of every contact with that Instagram-scoped id."""
     rows = await db.fetchall(
