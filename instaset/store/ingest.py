@@ -49,7 +49,8 @@ INSERT INTO events(dedupe_key, account_id, kind, contact_id, occurred_at, receiv
                    processed_at)
 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7,
        CASE WHEN ?3 = 'echo' AND substr(?1, 1, 4) = 'msg:'
-                 AND EXISTS (SELECT 1 FROM messages WHERE mid = substr(?1, 5)) THEN ?6 END
+                 AND EXISTS (SELECT 1 FROM messages WHERE mid = substr(?1, 5)
+                             AND account_id = ?2 AND direction = 'out') THEN ?6 END
 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?2 AND state != 'disconnected')
 ON CONFLICT(dedupe_key) DO NOTHING
 """
