@@ -31,6 +31,7 @@ from instaset.config import (
 )
 from instaset.errors import ConfigError
 from instaset.paths import data_dir, default_config_path
+from tests.config_helpers import problems
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config.example.yaml"
@@ -51,11 +52,6 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        parse_config_text(text, "config.yaml", env or {})
-    assert str(info.value) == "\n".join(info.value.problems)
-    return info.value.problems
 
 
 # --- defaults and files ---------------------------------------------------------------------

@@ -22,15 +22,11 @@ from typer.testing import CliRunner
 from instaset.cli import app
 from instaset.config import parse_config_text
 from instaset.config_yaml import yaml_problem
-from instaset.errors import ConfigError
+from tests.config_helpers import problems
 
 runner = CliRunner()
 
 
-def problems(text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        parse_config_text(text, "config.yaml", {})
-    return info.value.problems
 
 
 def workflow(trigger: str = "dm: {keywords: [hi]}", steps: str = "- reply: hi") -> str:

@@ -23,14 +23,11 @@ from instaset.engine.values import parse_duration as workflow_duration
 from instaset.errors import ConfigError
 from instaset.timefmt import parse_duration
 from instaset.workflow_lint import lint_config
+from tests.config_helpers import problems
 
 runner = CliRunner()
 
 
-def problems(text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        parse_config_text(text, "config.yaml", {})
-    return info.value.problems
 
 
 def workflow(when: str = "", actions: str = "[{reply: hi}]") -> str:

@@ -91,12 +91,17 @@ ELEMENTS = [{"title": "Guide", "subtitle": "Free", "image_url": "https://example
              "buttons": [{"type": "web_url", "url": "https://example.com/g", "title": "Open"}]}]
 
 
-async def test_each_send_kind_has_metas_request_body(make_harness: MakeHarness) -> None:
-    h = await make_harness()
+async def dm_and_comment(h: Harness) -> str:
+    """IGSID writes to the account and comments a post; returns the comment's id."""
     await h.dm(IGSID, "hello")
     comment = await h.sandbox.user_comments(IGSID, "nice post", "18000000000000001")
     await h.settle()
-    comment_id = str(comment["entry"][0]["changes"][0]["value"]["id"])  # type: ignore[index]
+    return str(comment["entry"][0]["changes"][0]["value"]["id"])  # type: ignore[index]
+
+
+async def test_each_send_kind_has_metas_request_body(make_harness: MakeHarness) -> None:
+    h = await make_harness()
+    comment_id = await dm_and_comment(h)
     base: dict[str, Any] = {"account_id": ACCT, "contact_id": IGSID}
     outs = [
         Outgoing(key="k-qr", kind=SendKind.TEXT, text="Pick one",
@@ -176,10 +181,7 @@ async def test_the_facts_read_with_the_send_refuse_what_they_must(
     """The send row and its window, pause, account and private-reply facts are one read:
     each fact still refuses (and only its own sends)."""
     h = await make_harness()
-    await h.dm(IGSID, "hello")
-    comment = await h.sandbox.user_comments(IGSID, "nice post", "18000000000000001")
-    await h.settle()
-    comment_id = str(comment["entry"][0]["changes"][0]["value"]["id"])  # type: ignore[index]
+    comment_id = await dm_and_comment(h)
     base: dict[str, Any] = {"account_id": ACCT, "contact_id": IGSID}
     first = Outgoing(key="pr-1", kind=SendKind.PRIVATE_REPLY, comment_id=comment_id,
                      comment_at=h.clock(), text="Details in DM", **base)
