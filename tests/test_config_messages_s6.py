@@ -50,8 +50,6 @@ FLAG_CASES = [
      "config.yaml:6:18: workflows[0].actions[0].handoff: false is not allowed here: write 'handoff: true' or remove the line"),
     ("offer-booking-false", workflow(steps="- offer_booking: false"),
      "config.yaml:6:24: workflows[0].actions[0].offer_booking: false is not allowed here: write 'offer_booking: true' or remove the line"),
-    ("ai-reply-false", workflow(steps="- ai_reply: false"),
-     "config.yaml:6:19: workflows[0].actions[0].ai_reply: false is not allowed here: write 'ai_reply: true' or remove the line"),
     ("first-message-false", workflow(trigger="first_message: false"),
      "config.yaml:4:22: workflows[0].trigger.first_message: false is not allowed here: write 'first_message: true' or remove the line"),
     ("story-mention-quoted-yes", workflow(trigger="story_mention: 'yes'"),
@@ -91,6 +89,15 @@ def test_other_wrong_values_keep_their_wording(text: str, expected: str) -> None
 def test_the_suggested_fix_is_valid(steps: str) -> None:
     config = parse_config_text(workflow(steps=steps), "config.yaml", {})
     assert config.workflows[0].actions[0].kind == steps[2:].split(":")[0]
+
+
+@pytest.mark.parametrize("value", ["off", "no", "false", "'off'"])
+def test_ai_reply_off_unquoted_is_off_not_an_error(value: str) -> None:
+    """YAML reads a bare `off` as false: `ai_reply: off` (as the docs write it) is mode off;
+    the message used to advise `ai_reply: true`, which is auto."""
+    config = parse_config_text(workflow(steps=f"- ai_reply: {value}"), "config.yaml", {})
+    step = config.workflows[0].actions[0]
+    assert step.ai_reply is not None and step.ai_reply.mode == "off"
 
 
 def test_an_empty_typing_step_means_true_like_an_empty_handoff_means_defaults() -> None:

@@ -376,6 +376,8 @@ class AskSpec(_Model):
 def _ai_shorthand(value: object) -> object:
     if isinstance(value, str):
         return {"mode": value}
+    if value is False:  # YAML reads a bare `off` (and `no`) as false: the creator meant off
+        return {"mode": "off"}
     return {} if value is True or value is None else value
 
 
