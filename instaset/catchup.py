@@ -619,8 +619,11 @@ def install(rt: Runtime) -> None:
         "profile": cu.profiles.profile_job,
     }
     rt.handlers.update(handlers)
-    if needs_follower(rt.config.workflows):
-        # A `follower` condition needs the profile before a new contact's first message.
+    from instaset.workflow_lint import uses_profile_placeholders
+
+    if needs_follower(rt.config.workflows) or uses_profile_placeholders(rt.config.workflows):
+        # A `follower` condition, or a text naming {username}/{first_name}, needs the
+        # profile before a new contact's first message (a DM's webhook has neither).
         rt.pipeline.profile_first = cu.profiles.fetch
     rt.add_periodic("catchup", cu.settings.interval, cu.periodic_job)
     # A check at start: a restart within one periodic slot would otherwise wait for the next.

@@ -160,6 +160,23 @@ def _step_texts(step: ActionStep) -> Iterator[_Text]:
             yield _Text(("set", name), value, "internal", f"value of {name}")
 
 
+PROFILE_PLACEHOLDERS = frozenset({"username", "first_name", "name"})
+"""Placeholders filled from the contact's Instagram profile (username, name)."""
+
+
+def uses_profile_placeholders(workflows: Sequence[Workflow]) -> bool:
+    """Whether an enabled workflow's message names ``{username}``, ``{first_name}`` or
+    ``{name}``: the daemon then looks a new contact's profile up before deciding their first
+    message, so the first reply is personal (a DM's webhook carries no username)."""
+    return any(
+        m.group(1) in PROFILE_PLACEHOLDERS
+        for wf in workflows if wf.enabled
+        for step in wf.actions
+        for t in _step_texts(step)
+        for m in _PLACEHOLDER_RE.finditer(t.template)
+    )
+
+
 def _worst_case(template: str, url_size: int | None) -> str:
     names = {m.group(1) for m in _PLACEHOLDER_RE.finditer(template)}
     values = {n: "x" * ASSUMED_SIZES.get(n, ASSUMED_SIZES["field"]) for n in names}

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from instaset.sandbox import Fault
 from tests.sending_harness import ACCT, Harness, open_harness
 
 IGSID = "1129842642640637"
@@ -224,9 +225,9 @@ async def test_media_buttons_and_a_template_reach_meta_as_its_requests(tmp_path:
         assert buttons["template_type"] == "button" and buttons["text"] == "Book?"
         assert [b["type"] for b in buttons["buttons"]] == ["web_url", "postback"]
         card = messages[2]["attachment"]["payload"]["elements"][0]  # type: ignore[index]
-        # Templated: a first message's username is not known yet (the profile lookup runs
-        # after it), so the fallback.
-        assert card["title"] == "Guide for you"
+        # Templated: the text names {username}, so the new contact's profile was looked up
+        # before their first message was decided (the sandbox's username for them).
+        assert card["title"] == f"Guide for user_{IGSID}"
         assert card["buttons"] == [{"type": "postback", "title": "Get", "payload": "GET"}]
         assert len(messages) == 3
 
@@ -284,3 +285,26 @@ async def test_without_a_follower_condition_the_first_reply_does_not_wait(
         assert texts_to(h, IGSID) == ["Hello!"]
         kinds = [r[0] for r in await h.rt.db.fetchall("SELECT kind FROM jobs ORDER BY id")]
         assert "first_plan" not in kinds and "profile" in kinds
+
+
+async def test_a_first_reply_naming_the_contact_waits_for_their_profile(
+    tmp_path: Path,
+) -> None:
+    """A DM's webhook carries no username or name: a text naming {username}/{first_name}
+    makes the daemon look the new contact up first, so the first reply is personal (and what
+    `workflows test` and `replay` show); a failed lookup still answers, with the fallback."""
+    wfs = [{"name": "hello", "trigger": {"dm": {"keywords": ["hi"]}},
+            "actions": [{"reply": "Hey {first_name|there} (@{username|you})!"}]}]
+    async with open_harness(tmp_path, workflows=wfs) as h:
+        h.sandbox.profiles[IGSID] = {"name": "Maya Lopez", "username": "maya.fit"}
+        await h.dm(IGSID, "hi")
+        await h.settle()
+        assert texts_to(h, IGSID) == ["Hey Maya (@maya.fit)!"]
+        kinds = [r[0] for r in await h.rt.db.fetchall("SELECT kind FROM jobs ORDER BY id")]
+        assert "first_plan" in kinds
+        # Their profile cannot be read (code 100): the reply goes out anyway, with fallbacks.
+        h.sandbox.inject(Fault("graph_error", path_contains=f"/{OTHER}", times=5, status=400,
+                               code=100))
+        await h.dm(OTHER, "hi")
+        await h.settle()
+        assert texts_to(h, OTHER) == ["Hey there (@you)!"]
