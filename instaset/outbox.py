@@ -132,7 +132,10 @@ def echo_matches(out: Outgoing, text: str | None, attachment_types: Sequence[str
 
 
 def send_job(key: str, run_at: float) -> NewJob:
-    return NewJob("send", f"send:{key}", {"key": key}, run_at=run_at, max_attempts=8)
+    # at_once: the reply goes out as soon as its decision commits, without a turn in the
+    # queue (the next link of a chain likewise, as soon as this one is done).
+    return NewJob("send", f"send:{key}", {"key": key}, run_at=run_at, max_attempts=8,
+                  at_once=True)
 
 
 async def enqueue_sends(

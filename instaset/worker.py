@@ -146,9 +146,27 @@ class Worker:
             return JobResult("dead", None) if dead else JobResult("retry", run_at)
 
     async def _run_job(self, job: Job) -> None:
-        outcome = await self.execute(job)
+        follow = await self._run_one(job)
+        # The ``at_once`` jobs it enqueued (the reply of a decision, the next link of a chain)
+        # run now, in this task, rather than wait their turn in the queue; a key another
+        # worker holds, or that was rolled back with its cause, is not claimed.
+        while follow:
+            key = follow.pop(0)
+            claimed = await jobstore.claim_key(self.db, key, self.name, self.clock(),
+                                               self.settings.lease_seconds, relaxed=True)
+            if claimed is not None:
+                follow.extend(await self._run_one(claimed))
+
+    async def _run_one(self, job: Job) -> list[str]:
+        follow: list[str] = []
+        token = jobstore.FOLLOW_UP.set(follow)
+        try:
+            outcome = await self.execute(job)
+        finally:
+            jobstore.FOLLOW_UP.reset(token)
         if self.on_finish is not None:
             self.on_finish(job, outcome.state, self.clock() - job.run_at)
+        return follow if outcome.state == "done" else []
 
     # -- loops -----------------------------------------------------------------------------
     async def _claim(self, limit: int) -> list[Job]:

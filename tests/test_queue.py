@@ -299,3 +299,57 @@ async def test_while_ingest_is_busy_the_worker_starts_fewer_jobs(db: Database) -
         release.set()
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+# -- at_once: a job a handler enqueues to run right after it, in the same task ---------------
+def _at_once_worker(db: Database, clock: Clock, ran: list[str]) -> Worker:
+    async def parent(job: Job) -> None:
+        ran.append(job.key)
+        child = NewJob("child", f"child:{job.key}", {}, run_at=clock() + job.payload["delay"],
+                       at_once=True)
+        async with db.tx(relaxed=True) as conn:
+            await jobstore.enqueue_in(conn, [child], clock())
+        if job.payload.get("fail"):
+            raise PermanentJobError("the cause is not done")  # the child is left behind
+
+    async def record(job: Job) -> None:
+        ran.append(job.key)
+
+    settings = WorkerSettings(concurrency=1, lease_seconds=60, poll_interval=0.01)
+    return Worker(db, {"parent": parent, "child": record, "other": record}, settings,
+                  clock=clock)
+
+
+async def test_an_at_once_job_runs_right_after_its_cause_ahead_of_the_queue(
+    db: Database,
+) -> None:
+    clock = Clock()
+    ran: list[str] = []
+    w = _at_once_worker(db, clock, ran)
+    await jobstore.enqueue(db, [NewJob("parent", "p", {"delay": 0}, run_at=clock() - 3)], clock())
+    await jobstore.enqueue(db, [NewJob("other", f"o{i}", {}, run_at=clock() - 2 + i / 10)
+                                for i in range(3)], clock())
+    # Four claims from the queue (p, o0, o1, o2); the child ran right after p, in its task.
+    assert await w.run_burst() == 4
+    assert ran == ["p", "child:p", "o0", "o1", "o2"]
+    rows = await db.fetchall("SELECT key, state, attempts FROM jobs ORDER BY id")
+    assert [tuple(r) for r in rows] == [("p", "done", 1), ("o0", "done", 1), ("o1", "done", 1),
+                                        ("o2", "done", 1), ("child:p", "done", 1)]
+
+
+async def test_an_at_once_job_not_due_or_of_a_failed_cause_waits_its_turn(
+    db: Database,
+) -> None:
+    clock = Clock()
+    ran: list[str] = []
+    w = _at_once_worker(db, clock, ran)
+    await jobstore.enqueue(db, [NewJob("parent", "later", {"delay": 60}, run_at=clock() - 2),
+                                NewJob("parent", "bad", {"delay": 0, "fail": True},
+                                       run_at=clock() - 1),
+                                NewJob("other", "o", {}, run_at=clock())], clock())
+    await w.run_burst()
+    # Not due: left in the queue. A failed cause: the worker does not run what it enqueued
+    # at once (the queue does, in its turn).
+    assert ran == ["later", "bad", "o", "child:bad"]
+    state = {r["key"]: r["state"] for r in await db.fetchall("SELECT key, state FROM jobs")}
+    assert state["child:later"] == "ready" and state["bad"] == "dead"

@@ -7,7 +7,7 @@ import sqlite3
 
 from instaset.store.ai import shown_stage_sql
 from instaset.store.db import Database
-from instaset.store.jobs import Job
+from instaset.store.jobs import Job, claim_key
 
 # Per account, so that conversations_recent (account_id, last_message_at DESC) gives the
 # newest rows without sorting every conversation (NULLs sort last in DESC: never-messaged
@@ -99,19 +99,9 @@ async def set_paused(
 async def claim_job(
     db: Database, key: str, worker: str, now: float, lease: float
 ) -> Job | None:
-    """Lease the job with idempotency key ``key`` if it is due (or its lease lapsed). Same
-    fencing as :func:`instaset.store.jobs.claim`: one UPDATE ... RETURNING, so a daemon's
-    worker and this claimer can never both hold it."""
-    async with db.tx() as conn:
-        rows = list(await conn.execute_fetchall(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = ?,"
-            " lease_until = ?, started_at = ?"
-            " WHERE key = ? AND ((state = 'ready' AND run_at <= ?)"
-            "   OR (state = 'running' AND lease_until < ?))"
-            " RETURNING *",
-            (worker, now + lease, now, key, now, now),
-        ))
-    return Job.from_row(rows[0]) if rows else None
+    """Lease the job with idempotency key ``key`` if it is due (see
+    :func:`instaset.store.jobs.claim_key`)."""
+    return await claim_key(db, key, worker, now, lease)
 
 
 async def contact_sends(

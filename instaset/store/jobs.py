@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,13 +49,23 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class NewJob:
-    """A job to enqueue. ``key`` is its idempotency key: enqueueing a key twice is a no-op."""
+    """A job to enqueue. ``key`` is its idempotency key: enqueueing a key twice is a no-op.
+    ``at_once``: when it is due now and enqueued by a job the worker runs, that worker runs
+    it right after, in the same task, instead of leaving it to wait its turn in the queue
+    (see :data:`FOLLOW_UP`)."""
 
     kind: str
     key: str
     payload: Mapping[str, Any]
     run_at: float
     max_attempts: int = 6
+    at_once: bool = False
+
+
+FOLLOW_UP: ContextVar[list[str] | None] = ContextVar("instaset_follow_up", default=None)
+"""Set by the worker around a handler: :func:`enqueue_in` adds the keys of the ``at_once``
+jobs it enqueued that are due, and the worker then claims and runs them itself (a job
+rolled back with its cause is simply not there to claim)."""
 
 
 ENQUEUE_SQL = (
@@ -65,6 +76,9 @@ ENQUEUE_SQL = (
 
 async def enqueue_in(conn: aiosqlite.Connection, jobs: Sequence[NewJob], now: float) -> None:
     """Enqueue inside a transaction the caller holds (so jobs commit with their cause)."""
+    follow = FOLLOW_UP.get()
+    if follow is not None:
+        follow.extend(j.key for j in jobs if j.at_once and j.run_at <= now)
     await conn.executemany(
         ENQUEUE_SQL,
         [
@@ -80,6 +94,23 @@ async def enqueue(db: Database, jobs: Sequence[NewJob], now: float, *, relaxed: 
     """Enqueue in a transaction of its own (``relaxed`` as for :meth:`Database.tx`)."""
     async with db.tx(relaxed=relaxed) as conn:
         await enqueue_in(conn, jobs, now)
+
+
+async def claim_key(db: Database, key: str, worker: str, now: float, lease: float, *,
+                    relaxed: bool = False) -> Job | None:
+    """Lease the job with idempotency key ``key`` if it is due (or its lease lapsed). Same
+    fencing as :func:`claim`: one UPDATE ... RETURNING, so two claimers (two workers, or a
+    daemon's worker and the CLI) can never both hold it."""
+    async with db.tx(relaxed=relaxed) as conn:
+        rows = list(await conn.execute_fetchall(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = ?,"
+            " lease_until = ?, started_at = ?"
+            " WHERE key = ? AND ((state = 'ready' AND run_at <= ?)"
+            "   OR (state = 'running' AND lease_until < ?))"
+            " RETURNING *",
+            (worker, now + lease, now, key, now, now),
+        ))
+    return Job.from_row(rows[0]) if rows else None
 
 
 # The two branches are separate subqueries so that each walks the jobs_due index in order
