@@ -18,12 +18,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from instaset.errors import StoreError
 from instaset.queue import COMPLETED, Outcome, PermanentJobError, RetryLater, backoff_delay
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database
@@ -103,6 +105,7 @@ class Worker:
         self.name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._inflight: set[asyncio.Task[None]] = set()
         self._freed = asyncio.Event()  # set when an in-flight job finishes
+        self._stop: asyncio.Event | None = None  # run()'s: no at_once job is claimed after it
 
     # -- one job ---------------------------------------------------------------------------
     async def execute(self, job: Job) -> JobResult:
@@ -150,10 +153,15 @@ class Worker:
         # The ``at_once`` jobs it enqueued (the reply of a decision, the next link of a chain)
         # run now, in this task, rather than wait their turn in the queue; a key another
         # worker holds, or that was rolled back with its cause, is not claimed.
-        while follow:
+        # Once the worker is stopping, they are left to the queue like any other job.
+        while follow and not (self._stop is not None and self._stop.is_set()):
             key = follow.pop(0)
-            claimed = await jobstore.claim_key(self.db, key, self.name, self.clock(),
-                                               self.settings.lease_seconds, relaxed=True)
+            try:
+                claimed = await jobstore.claim_key(self.db, key, self.name, self.clock(),
+                                                   self.settings.lease_seconds, relaxed=True)
+            except (sqlite3.Error, StoreError) as exc:
+                log.warning("job %s left to the queue: %s", key, exc)
+                return
             if claimed is not None:
                 follow.extend(await self._run_one(claimed))
 
@@ -187,6 +195,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker %s started (concurrency %d)", self.name, self.settings.concurrency)
+        self._stop = stop
         while not stop.is_set():
             # Cleared before the claim, not before the sleep: a commit or a finished job
             # during the claim then ends the sleep at once instead of being missed until

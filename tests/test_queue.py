@@ -353,3 +353,28 @@ async def test_an_at_once_job_not_due_or_of_a_failed_cause_waits_its_turn(
     assert ran == ["later", "bad", "o", "child:bad"]
     state = {r["key"]: r["state"] for r in await db.fetchall("SELECT key, state FROM jobs")}
     assert state["child:later"] == "ready" and state["bad"] == "dead"
+
+
+async def test_a_stopping_worker_leaves_at_once_jobs_to_the_queue(db: Database) -> None:
+    """Graceful shutdown stops claiming: an at_once job enqueued by the last job waits."""
+    clock = Clock()
+    stop = asyncio.Event()
+    ran: list[str] = []
+
+    async def parent(job: Job) -> None:
+        ran.append(job.key)
+        async with db.tx(relaxed=True) as conn:
+            await jobstore.enqueue_in(
+                conn, [NewJob("child", "child", {}, run_at=clock(), at_once=True)], clock())
+        stop.set()  # SIGTERM arrives while this job runs
+
+    async def child(job: Job) -> None:
+        ran.append(job.key)
+
+    w = Worker(db, {"parent": parent, "child": child},
+               WorkerSettings(concurrency=1, poll_interval=0.01), clock=clock)
+    await jobstore.enqueue(db, [NewJob("parent", "p", {}, run_at=clock())], clock())
+    await asyncio.wait_for(w.run(stop), 10)
+    assert ran == ["p"]
+    row = await db.fetchone("SELECT state FROM jobs WHERE key = 'child'")
+    assert row is not None and row["state"] == "ready"
