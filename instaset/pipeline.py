@@ -129,9 +129,10 @@ class Pipeline:
                 if self.profile_first is not None and self.automation is not None:
                     # The follow status decides: the profile first, then this message
                     # (one job: `first_plan`).
+                    # at_once: it is this message's reply path (see NewJob.at_once).
                     await enqueue_in(conn, [NewJob(
                         "first_plan", f"first_plan:{event_id}", {"event_id": event_id},
-                        run_at=now, max_attempts=4,
+                        run_at=now, max_attempts=4, at_once=True,
                     )], now)
                     defer = True
                 else:
