@@ -192,7 +192,7 @@ class WorkflowAutomation:
                         "account_id": st.account_id, "contact_id": st.contact_id,
                         "mode": action.mode, "comment_id": action.comment_id,
                         "comment_at": comment_at, "workflow": decision.workflow,
-                    }, run_at=now, max_attempts=4))
+                    }, run_at=now, max_attempts=4, at_once=True))  # the reply path
                 case OfferBooking():
                     if self.offer_booking is not None:
                         offer = await self.offer_booking(

@@ -404,7 +404,8 @@ class LeadsAndBooking:
         if start is not None and contact is not None:
             return [NewJob("book_slot", f"book:{event.dedupe_key}", {
                 "account_id": event.account_id, "contact_id": contact, "start": start,
-            }, run_at=now), lead_score_job(event.dedupe_key, event.account_id, contact, now)]
+            }, run_at=now, at_once=True),
+                lead_score_job(event.dedupe_key, event.account_id, contact, now)]
         jobs = (await self.inner.plan(conn, event, is_new_contact=is_new_contact, now=now)
                 if self.inner is not None else [])
         if mine and contact is not None:
