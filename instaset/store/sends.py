@@ -38,35 +38,44 @@ async def get_send(db: Database, key: str) -> sqlite3.Row | None:
     return await db.fetchone("SELECT * FROM sends WHERE key = ?", (key,), quick=True)
 
 
+def _facts_sql(comment: str, key: str) -> str:
+    """The columns the sending rules read (one definition for both queries below): account
+    state and window facts (from ``a`` accounts and ``c`` conversations, joined by the
+    query), and whether the comment's one private reply is used by a send other than
+    ``key``. The arguments are SQL expressions (columns or parameters)."""
+    return (f"a.state AS account_state, c.last_inbound_at, c.paused_until,"
+            f" (SELECT count(*) FROM sends p WHERE p.comment_id = {comment}"
+            f"   AND p.kind = 'private_reply' AND p.state IN ('in_flight', 'sent')"
+            f"   AND p.key != {key}) AS private_reply_used")
+
+
+_DELIVERY_SQL = (
+    f"SELECT s.*, {_facts_sql('s.comment_id', 's.key')}"
+    " FROM sends s LEFT JOIN accounts a ON a.id = s.account_id"
+    " LEFT JOIN conversations c ON a.id IS NOT NULL"
+    "   AND c.account_id = s.account_id AND c.contact_id = s.contact_id"
+    " WHERE s.key = ?"
+)
+_CONTEXT_SQL = (
+    f"SELECT {_facts_sql('?3', '?4')}"
+    " FROM accounts a LEFT JOIN conversations c"
+    "   ON c.account_id = a.id AND c.contact_id = ?2"
+    " WHERE a.id = ?1"
+)
+
+
 async def get_send_for_delivery(db: Database, key: str) -> sqlite3.Row | None:
     """The send row and, in the same read, what :func:`send_context` gives for it
     (``account_state`` NULL when the account is not stored)."""
-    return await db.fetchone(
-        "SELECT s.*, a.state AS account_state, c.last_inbound_at, c.paused_until,"
-        " (SELECT count(*) FROM sends p WHERE p.comment_id = s.comment_id"
-        "   AND p.kind = 'private_reply' AND p.state IN ('in_flight', 'sent')"
-        "   AND p.key != s.key) AS private_reply_used"
-        " FROM sends s LEFT JOIN accounts a ON a.id = s.account_id"
-        " LEFT JOIN conversations c ON a.id IS NOT NULL"
-        "   AND c.account_id = s.account_id AND c.contact_id = s.contact_id"
-        " WHERE s.key = ?",
-        (key,), quick=True,
-    )
+    return await db.fetchone(_DELIVERY_SQL, (key,), quick=True)
 
 
 async def send_context(
     db: Database, account_id: str, contact_id: str | None, comment_id: str | None, key: str
 ) -> sqlite3.Row | None:
     """Account state, window facts and whether the comment's private reply is used."""
-    return await db.fetchone(
-        "SELECT a.state AS account_state, c.last_inbound_at, c.paused_until,"
-        " (SELECT count(*) FROM sends s WHERE s.comment_id = ?3 AND s.kind = 'private_reply'"
-        "   AND s.state IN ('in_flight', 'sent') AND s.key != ?4) AS private_reply_used"
-        " FROM accounts a LEFT JOIN conversations c"
-        "   ON c.account_id = a.id AND c.contact_id = ?2"
-        " WHERE a.id = ?1",
-        (account_id, contact_id, comment_id, key), quick=True,
-    )
+    return await db.fetchone(_CONTEXT_SQL, (account_id, contact_id, comment_id, key),
+                             quick=True)
 
 
 async def set_state(
