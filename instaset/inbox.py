@@ -406,7 +406,8 @@ async def _deliver_one(rt: Runtime, key: str, deadline: float, poll: float, *,
         now = rt.clock()
         if now >= deadline:
             return "queued"
-        job = await store.claim_job(rt.db, job_key, rt.worker.name, now, lease) if claim else None
+        job = (await jobstore.claim_key(rt.db, job_key, rt.worker.name, now, lease)
+               if claim else None)
         if job is None:
             # A daemon holds it, or it waits for its turn: look again shortly.
             await asyncio.sleep(min(poll, max(0.0, deadline - now)))

@@ -7,7 +7,6 @@ import sqlite3
 
 from instaset.store.ai import shown_stage_sql
 from instaset.store.db import Database
-from instaset.store.jobs import Job, claim_key
 
 # Per account, so that conversations_recent (account_id, last_message_at DESC) gives the
 # newest rows without sorting every conversation (NULLs sort last in DESC: never-messaged
@@ -94,14 +93,6 @@ async def set_paused(
         " WHERE account_id = ? AND contact_id = ?",
         (until, now, account_id, contact_id),
     )
-
-
-async def claim_job(
-    db: Database, key: str, worker: str, now: float, lease: float
-) -> Job | None:
-    """Lease the job with idempotency key ``key`` if it is due (see
-    :func:`instaset.store.jobs.claim_key`)."""
-    return await claim_key(db, key, worker, now, lease)
 
 
 async def contact_sends(
