@@ -49,7 +49,12 @@ from instaset.engine.model import (
     TriggerKeywords,
     Workflow,
 )
-from instaset.engine.templating import BUILTIN_PLACEHOLDERS, LINK_TOKEN_RE, render
+from instaset.engine.templating import (
+    BUILTIN_PLACEHOLDERS,
+    LINK_TOKEN_RE,
+    placeholders,
+    render,
+)
 from instaset.engine.triggers import fold
 
 __all__ = [
@@ -169,17 +174,16 @@ def uses_profile_placeholders(workflows: Sequence[Workflow]) -> bool:
     ``{name}``: the daemon then looks a new contact's profile up before deciding their first
     message, so the first reply is personal (a DM's webhook carries no username)."""
     return any(
-        m.group(1) in PROFILE_PLACEHOLDERS
+        not PROFILE_PLACEHOLDERS.isdisjoint(placeholders(t.template))
         for wf in workflows if wf.enabled
         for step in wf.actions
         for t in _step_texts(step)
-        for m in _PLACEHOLDER_RE.finditer(t.template)
     )
 
 
 def _worst_case(template: str, url_size: int | None) -> str:
-    names = {m.group(1) for m in _PLACEHOLDER_RE.finditer(template)}
-    values = {n: "x" * ASSUMED_SIZES.get(n, ASSUMED_SIZES["field"]) for n in names}
+    values = {n: "x" * ASSUMED_SIZES.get(n, ASSUMED_SIZES["field"])
+              for n in placeholders(template)}
     rendered = render(template, values)
     if url_size is not None:  # link tracking rewrites every URL to {public_url}/l/CODE
         rendered = _URL_RE.sub("x" * url_size, rendered)
