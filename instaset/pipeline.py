@@ -89,9 +89,10 @@ class Pipeline:
         self.ledger = ledger
         self.pause_for_seconds = pause_for_seconds
         self.clock = clock
-        # Set (by the contacts feature) when a workflow has a `follower` condition: a new
-        # contact's profile is looked up before their first message is decided, since
-        # Instagram reveals whether they follow only once they have written.
+        # Set (by the catch-up feature) when a workflow has a `follower` condition or a text
+        # naming {username}/{first_name}/{name}: a new contact's profile is looked up before
+        # their first message is decided (Instagram reveals whether they follow only once
+        # they have written, and a DM's webhook carries no username or name).
         self.profile_first: Callable[[str, str], Awaitable[object]] | None = None
 
     async def process_event(self, job: Job) -> Outcome | None:
@@ -127,8 +128,7 @@ class Pipeline:
                 not event.is_from_business
             ):
                 if self.profile_first is not None and self.automation is not None:
-                    # The follow status decides: the profile first, then this message
-                    # (one job: `first_plan`).
+                    # The profile first, then this message (one job: `first_plan`).
                     # at_once: it is this message's reply path (see NewJob.at_once).
                     await enqueue_in(conn, [NewJob(
                         "first_plan", f"first_plan:{event_id}", {"event_id": event_id},
@@ -187,10 +187,11 @@ class Pipeline:
                 await enqueue_in(conn, jobs, now)
 
     async def first_plan(self, job: Job) -> Outcome | None:
-        """A new contact's first message when a workflow asks whether they follow: look the
-        profile up (whatever comes of it: a failed lookup leaves the status unknown, and the
-        `follower` condition then does not hold), then decide the message as
-        :meth:`process_event` would have, in one transaction with the job's completion."""
+        """A new contact's first message when a workflow needs their profile (see
+        :attr:`profile_first`): look it up (whatever comes of it: a failed lookup leaves the
+        follow status unknown, so a `follower` condition does not hold, and the name empty,
+        so templates use their fallbacks), then decide the message as :meth:`process_event`
+        would have, in one transaction with the job's completion."""
         event_id = int(job.payload["event_id"])
         async with self.db.read() as conn:
             row = await history.get_event_in(conn, event_id)
