@@ -446,6 +446,14 @@ def _thread_cpu(pid: int) -> dict[int, float]:
 # ------------------------------------------------------------------------------ servers
 
 
+def _server_loop_factory() -> Callable[[], Any] | None:
+    """`instaset serve`'s event loop factory (imported here: the generator processes that
+    import this module need none of instaset)."""
+    from instaset.cli.app import server_loop_factory
+
+    return server_loop_factory()
+
+
 async def _baseline_main(port: int) -> None:
     async def webhook(request: web.Request) -> web.Response:
         await request.read()
@@ -840,7 +848,8 @@ def render(
         f"(+{args.warmup} warm-up), {BODY_BYTES} B signed DM bodies, "
         f"synchronous={args.sync}, {args.rounds} round(s), cap {args.duration_cap:g} s",
         f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, "
-        f"{os.cpu_count()} CPUs, load average before: {args.loadavg}",
+        f"{os.cpu_count()} CPUs, load average before: {args.loadavg}, "
+        f"servers' event loop: {'uvloop' if _server_loop_factory() else 'asyncio'}",
         "",
         "closed loop: each connection sends its next request as soon as its previous answer "
         "arrived; latency from the actual send",
@@ -1074,7 +1083,10 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args._baseline_server is not None:
-        asyncio.run(_baseline_main(args._baseline_server))
+        # The same event loop as `instaset serve` (uvloop where installed): the ratio is
+        # then instaset's own cost on top of aiohttp, not a difference of loops.
+        with asyncio.Runner(loop_factory=_server_loop_factory()) as runner:
+            runner.run(_baseline_main(args._baseline_server))
         return 0
     if args._profiled_instaset is not None:
         out, *rest = args._profiled_instaset

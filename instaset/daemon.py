@@ -350,6 +350,7 @@ async def run_daemon(
         async with serving(config, host=host, port=port, sandbox=sandbox, say=say,
                            ssl_context=ssl_context) as srv:
             say(f"instaset listening on {srv.url} (pid {os.getpid()})")
+            log.info("event loop: %s", type(loop).__module__.split(".")[0])
             await _until(stop, srv.worker_task)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -33,6 +33,7 @@ HEAVY = (
     "google.genai",
     "yaml",
     "textual",
+    "uvloop",  # the daemon's loop only (cli.app.server_loop_factory)
     "asyncio",  # ~50 ms of the 300 ms budget on its own
     "rich",  # ~25 ms: cli.app makes its consoles on first use
     "instaset.config",

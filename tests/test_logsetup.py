@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import logging
@@ -124,3 +125,6 @@ def test_serve_log_format_json_every_stderr_line_is_json(tmp_path: Path) -> None
     assert any(m.startswith("instaset listening on http://127.0.0.1:") for m in messages)
     assert messages[-1] == "instaset stopped"
     assert {r["logger"] for r in records} >= {"instaset.daemon", "instaset.worker"}
+    # The daemon runs on uvloop where it is installed (a dependency on Linux and macOS).
+    expected_loop = "asyncio" if importlib.util.find_spec("uvloop") is None else "uvloop"
+    assert f"event loop: {expected_loop}" in messages

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from instaset.cli.app import STATE, app, handle_errors, run_async
+from instaset.cli.app import STATE, app, handle_errors, run_server
 from instaset.errors import InstasetError
 from instaset.logsetup import LogFormat
 
@@ -44,7 +44,7 @@ def serve(
     if (tls_cert is None) != (tls_key is None):
         raise InstasetError("--tls-cert and --tls-key go together; give both or neither")
     ssl_context = tls_context(tls_cert, tls_key) if tls_cert and tls_key else None
-    code = run_async(run_daemon)(
+    code = run_server(run_daemon)(
         config,
         host=host or config.server.host,
         port=config.server.port if port is None else port,
