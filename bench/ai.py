@@ -14,8 +14,10 @@ What one run does (one process, everything on 127.0.0.1):
    ``--warmup + --n`` DMs from distinct users, one at a time: each waits for its reply at the
    sandbox and for the daemon to go idle before the next, so nothing queues behind anything.
 3. For each ``ai_reply`` job it records: the claim (clock read just before the claiming
-   statement; the worker's ``_claim`` and ``jobs.claim_key`` are wrapped: an ``ai_reply``
-   job is at_once, claimed by key by the task that processed the DM), the handler's start
+   statement, the worker's ``_claim`` wrapped; an ``ai_reply`` job is at_once: inserted
+   leased to the worker that processed the DM and run by that task, with no claiming
+   statement, so its claim is the moment the DM's job returned it: ``_run_one`` is wrapped),
+   the handler's start
    and end (the handler in ``rt.handlers["ai_reply"]`` is wrapped), the SDK call as the
    client sees it (``GeminiResponder.answer`` wrapped), the request's arrival at and the
    response leaving the fake (a subclass of ``FakeGemini``), and the Send API request's
@@ -56,7 +58,6 @@ from instaset.ai.answer import Answer
 from instaset.ai.feature import install_feature
 from instaset.ai.prompt import Prompt
 from instaset.config import AIConfig
-from instaset.store import jobs as jobstore
 from instaset.store.jobs import Job
 from tests.fake_gemini import FakeGemini
 from tests.sending_harness import Harness, open_harness
@@ -189,21 +190,22 @@ async def run_path(tmp: Path, n: int, warmup: int, *, gemini: bool, name: str,
             return jobs
 
         setattr(worker, "_claim", timed_claim)  # noqa: B010  (instance attribute on purpose)
-        # An ai_reply job is at_once (the reply path): the worker task that processed the DM
-        # claims it by key right after, through jobs.claim_key; that claim is timed too.
-        claim_key_inner = jobstore.claim_key
+        # An ai_reply job is at_once (the reply path): it is inserted already leased to the
+        # worker, in the transaction that processed the DM (jobs.FollowUp), and that task runs
+        # it right after: there is no claiming statement. Its "claim" is the moment the
+        # cause's run returned it (where the old claim by key started).
+        run_one_inner = worker._run_one
 
-        async def timed_claim_key(db: Any, key: str, *args: Any, **kw: Any) -> Job | None:
+        async def timed_run_one(job: Job) -> list[Job]:
+            follow = await run_one_inner(job)
             t = h.clock()
-            job = await claim_key_inner(db, key, *args, **kw)
-            t1 = h.clock()
-            if job is not None and job.kind == "ai_reply":
-                s = by_contact.setdefault(str(job.payload["contact_id"]), Sample())
-                s.claim, s.claimed = t, t1
-            return job
+            for j in follow:
+                if j.kind == "ai_reply":
+                    s = by_contact.setdefault(str(j.payload["contact_id"]), Sample())
+                    s.claim, s.claimed = t, t
+            return follow
 
-        stack.callback(setattr, jobstore, "claim_key", claim_key_inner)
-        setattr(jobstore, "claim_key", timed_claim_key)  # noqa: B010
+        setattr(worker, "_run_one", timed_run_one)  # noqa: B010  (instance attribute on purpose)
         inner = h.rt.handlers["ai_reply"]
 
         async def timed_handler(job: Job) -> None:

@@ -105,7 +105,7 @@ class Worker:
         self.name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._inflight: set[asyncio.Task[None]] = set()
         self._freed = asyncio.Event()  # set when an in-flight job finishes
-        self._stop: asyncio.Event | None = None  # run()'s: no at_once job is claimed after it
+        self._stop: asyncio.Event | None = None  # run()'s: no at_once job is run after it
 
     # -- one job ---------------------------------------------------------------------------
     async def execute(self, job: Job) -> JobResult:
@@ -151,22 +151,17 @@ class Worker:
     async def _run_job(self, job: Job) -> None:
         follow = await self._run_one(job)
         # The ``at_once`` jobs it enqueued (the reply of a decision, the next link of a chain)
-        # run now, in this task, rather than wait their turn in the queue; a key another
-        # worker holds, or that was rolled back with its cause, is not claimed.
-        # Once the worker is stopping, they are left to the queue like any other job.
-        while follow and not (self._stop is not None and self._stop.is_set()):
-            key = follow.pop(0)
-            try:
-                claimed = await jobstore.claim_key(self.db, key, self.name, self.clock(),
-                                                   self.settings.lease_seconds, relaxed=True)
-            except (sqlite3.Error, StoreError) as exc:
-                log.warning("job %s left to the queue: %s", key, exc)
+        # were inserted leased to this worker (jobs.FollowUp): they run now, in this task,
+        # rather than wait their turn in the queue. Once the worker is stopping, they go
+        # back to the queue like any job not started.
+        while follow:
+            if self._stop is not None and self._stop.is_set():
+                await self._release(follow)
                 return
-            if claimed is not None:
-                follow.extend(await self._run_one(claimed))
+            follow.extend(await self._run_one(follow.pop(0)))
 
-    async def _run_one(self, job: Job) -> list[str]:
-        follow: list[str] = []
+    async def _run_one(self, job: Job) -> list[Job]:
+        follow = jobstore.FollowUp(self.name, self.settings.lease_seconds)
         token = jobstore.FOLLOW_UP.set(follow)
         try:
             outcome = await self.execute(job)
@@ -174,7 +169,21 @@ class Worker:
             jobstore.FOLLOW_UP.reset(token)
         if self.on_finish is not None:
             self.on_finish(job, outcome.state, self.clock() - job.run_at)
-        return follow if outcome.state == "done" else []
+        if outcome.state == "done":
+            return follow.jobs
+        # A cause that did not finish (retried, deferred, dead) after committing what it
+        # enqueued: those jobs wait their turn in the queue, as they would have without it.
+        await self._release(follow.jobs)
+        return []
+
+    async def _release(self, jobs: list[Job]) -> None:
+        if not jobs:
+            return
+        try:
+            await jobstore.release(self.db, jobs)
+        except (sqlite3.Error, StoreError) as exc:
+            # Their lease lapses instead (or the next start releases them): late, not lost.
+            log.warning("%d leased jobs left to their lease: %s", len(jobs), exc)
 
     # -- loops -----------------------------------------------------------------------------
     async def _claim(self, limit: int) -> list[Job]:

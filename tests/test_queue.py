@@ -378,3 +378,78 @@ async def test_a_stopping_worker_leaves_at_once_jobs_to_the_queue(db: Database) 
     assert ran == ["p"]
     row = await db.fetchone("SELECT state FROM jobs WHERE key = 'child'")
     assert row is not None and row["state"] == "ready"
+
+
+async def test_an_at_once_job_is_leased_to_its_worker_as_it_is_enqueued(db: Database) -> None:
+    """No claim of its own: it commits `running`, leased to the worker of its cause, so no
+    other worker can take it meanwhile; an existing key is not leased (it keeps its course)."""
+    clock = Clock()
+    seen: dict[str, object] = {}
+    ran: list[str] = []
+
+    async def parent(job: Job) -> None:
+        async with db.tx(relaxed=True) as conn:
+            await jobstore.enqueue_in(conn, [
+                NewJob("child", "child", {"n": 1}, run_at=clock(), at_once=True),
+                NewJob("child", "queued", {}, run_at=clock() + 5),
+                NewJob("child", "old", {}, run_at=clock(), at_once=True),  # exists already
+            ], clock())
+        row = await db.fetchone("SELECT * FROM jobs WHERE key = 'child'")
+        assert row is not None
+        seen.update(state=row["state"], worker=row["worker"], attempts=row["attempts"],
+                    lease=row["lease_until"])
+        seen["rival"] = [j.key for j in await jobstore.claim(db, "rival", clock(), 60, 10)]
+
+    async def child(job: Job) -> None:
+        ran.append(f"{job.key}:{job.attempts}:{job.worker == w.name}")
+
+    w = Worker(db, {"parent": parent, "child": child},
+               WorkerSettings(concurrency=1, lease_seconds=45, poll_interval=0.01), clock=clock)
+    await jobstore.enqueue(db, [NewJob("child", "old", {}, run_at=clock() + 60)], clock())
+    await jobstore.enqueue(db, [NewJob("parent", "p", {}, run_at=clock())], clock())
+    assert await w.run_burst() == 1
+    assert seen == {"state": "running", "worker": w.name, "attempts": 1, "lease": 1045.0,
+                    "rival": []}
+    assert ran == ["child:1:True"]  # run by the same worker, after its cause
+    state = {r["key"]: r["state"] for r in await db.fetchall("SELECT key, state FROM jobs")}
+    assert state == {"old": "ready", "p": "done", "child": "done", "queued": "ready"}
+
+
+async def test_a_leased_at_once_job_of_a_dead_worker_is_released_at_start(db: Database) -> None:
+    """kill -9 between the commit of the cause and the run of its at_once job: the job is
+    `running` under a dead worker; the next start makes it due again (lost: never)."""
+    clock = Clock()
+    follow = jobstore.FollowUp("999999999-dead", 60)
+    token = jobstore.FOLLOW_UP.set(follow)
+    try:
+        async with db.tx(relaxed=True) as conn:
+            await jobstore.enqueue_in(
+                conn, [NewJob("child", "child", {}, run_at=clock(), at_once=True)], clock())
+    finally:
+        jobstore.FOLLOW_UP.reset(token)
+    assert [j.key for j in follow.jobs] == ["child"]
+    assert await jobstore.claim(db, "other", clock(), 60, 10) == []  # leased: not claimable
+    assert await jobstore.release_orphaned(db, worker_alive) == 1
+    claimed = await jobstore.claim(db, "other", clock(), 60, 10)
+    assert [(j.key, j.attempts) for j in claimed] == [("child", 2)]
+
+
+async def test_on_their_own_at_once_jobs_go_to_the_queue_while_the_cause_runs(
+    db: Database,
+) -> None:
+    """A job that must not wait for its cause (a typing indicator while the cause waits for
+    the model) is enqueued `ready`: another claimer takes it before the cause ends."""
+    clock = Clock()
+    taken: list[str] = []
+
+    async def parent(job: Job) -> None:
+        with jobstore.on_their_own():
+            async with db.tx(relaxed=True) as conn:
+                await jobstore.enqueue_in(
+                    conn, [NewJob("child", "typing", {}, run_at=clock(), at_once=True)], clock())
+        taken.extend(j.key for j in await jobstore.claim(db, "queue", clock(), 60, 10))
+
+    w = Worker(db, {"parent": parent}, WorkerSettings(concurrency=1), clock=clock)
+    await jobstore.enqueue(db, [NewJob("parent", "p", {}, run_at=clock())], clock())
+    assert await w.run_burst() == 1
+    assert taken == ["typing"]

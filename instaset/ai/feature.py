@@ -61,7 +61,7 @@ from instaset.store import ai as aistore
 from instaset.store import history
 from instaset.store.ai import CallRecord
 from instaset.store.db import Database
-from instaset.store.jobs import Job, complete_in
+from instaset.store.jobs import Job, complete_in, on_their_own
 
 if TYPE_CHECKING:
     from instaset.daemon import Runtime
@@ -237,10 +237,12 @@ class AIReplies:
     async def _typing(self, job: Job, acct: str, contact: str) -> None:
         """Show "typing..." while a slow model call runs (its own send, out at once)."""
         now = self.clock()
-        async with self.db.tx() as conn:
-            await enqueue_sends(conn, [Outgoing(
-                key=f"send:{job.key}:typing", kind=SendKind.SENDER_ACTION, account_id=acct,
-                contact_id=contact, action="typing_on")], now)
+        # Not after this job (it is still waiting for the model): the queue sends it now.
+        with on_their_own():
+            async with self.db.tx() as conn:
+                await enqueue_sends(conn, [Outgoing(
+                    key=f"send:{job.key}:typing", kind=SendKind.SENDER_ACTION,
+                    account_id=acct, contact_id=contact, action="typing_on")], now)
         if self.wake is not None:
             self.wake.set()
 

@@ -8,11 +8,12 @@ its lease cannot overwrite the outcome of the worker that took the job over.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiosqlite
@@ -62,10 +63,35 @@ class NewJob:
     at_once: bool = False
 
 
-FOLLOW_UP: ContextVar[list[str] | None] = ContextVar("instaset_follow_up", default=None)
-"""Set by the worker around a handler: :func:`enqueue_in` adds the keys of the ``at_once``
-jobs it enqueued that are due, and the worker then claims and runs them itself (a job
-rolled back with its cause is simply not there to claim)."""
+@dataclass(slots=True)
+class FollowUp:
+    """What the worker running a job offers :func:`enqueue_in` (through :data:`FOLLOW_UP`):
+    its name and lease. A due ``at_once`` job is then inserted already leased to that worker
+    (``running``, first attempt), in the transaction of its cause, and listed in ``jobs``:
+    no separate claim, and no other worker can take it. The worker runs it after the cause,
+    or puts it back in the queue (:func:`release`). A crash leaves it like any leased job:
+    its lease lapses, or the next start releases it (:func:`release_orphaned`)."""
+
+    worker: str
+    lease: float
+    jobs: list[Job] = field(default_factory=list)
+
+
+FOLLOW_UP: ContextVar[FollowUp | None] = ContextVar("instaset_follow_up", default=None)
+"""Set by the worker around a handler (see :class:`FollowUp`). A job rolled back with its
+cause is simply not there: the worker runs only what committed."""
+
+
+@contextlib.contextmanager
+def on_their_own() -> Iterator[None]:
+    """Jobs enqueued inside go to the queue even if ``at_once``: for a job that must not
+    wait for the end of the job that enqueues it (the "typing..." indicator an AI reply
+    shows while it still waits for the model)."""
+    token = FOLLOW_UP.set(None)
+    try:
+        yield
+    finally:
+        FOLLOW_UP.reset(token)
 
 
 ENQUEUE_SQL = (
@@ -73,20 +99,38 @@ ENQUEUE_SQL = (
     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING"
 )
 
+# An at_once job leased to the worker that runs its cause (see FollowUp). A key that exists
+# already inserts nothing and returns nothing: that job keeps its own course in the queue.
+_ENQUEUE_LEASED_SQL = (
+    "INSERT INTO jobs(kind, key, payload, run_at, max_attempts, created_at, state, attempts,"
+    " worker, lease_until, started_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, 'running', 1, ?, ?, ?) ON CONFLICT(key) DO NOTHING RETURNING *"
+)
+
+
+def _payload(job: NewJob) -> str:
+    return json.dumps(job.payload, separators=(",", ":"))
+
 
 async def enqueue_in(conn: aiosqlite.Connection, jobs: Sequence[NewJob], now: float) -> None:
     """Enqueue inside a transaction the caller holds (so jobs commit with their cause)."""
     follow = FOLLOW_UP.get()
-    if follow is not None:
-        follow.extend(j.key for j in jobs if j.at_once and j.run_at <= now)
-    await conn.executemany(
-        ENQUEUE_SQL,
-        [
-            (j.kind, j.key, json.dumps(j.payload, separators=(",", ":")), j.run_at,
-             j.max_attempts, now)
-            for j in jobs
-        ],
-    )
+    queued = jobs
+    if follow is not None and any(j.at_once and j.run_at <= now for j in jobs):
+        queued = []
+        for j in jobs:
+            if not (j.at_once and j.run_at <= now):
+                queued.append(j)
+                continue
+            rows = await conn.execute_fetchall(_ENQUEUE_LEASED_SQL, (
+                j.kind, j.key, _payload(j), j.run_at, j.max_attempts, now,
+                follow.worker, now + follow.lease, now))
+            follow.jobs.extend(Job.from_row(r) for r in rows)
+    if queued:
+        await conn.executemany(
+            ENQUEUE_SQL,
+            [(j.kind, j.key, _payload(j), j.run_at, j.max_attempts, now) for j in queued],
+        )
 
 
 async def enqueue(db: Database, jobs: Sequence[NewJob], now: float, *, relaxed: bool = False
@@ -181,6 +225,16 @@ async def reschedule(
         )
         == 1
     )
+
+
+async def release(db: Database, jobs: Sequence[Job]) -> int:
+    """Put leased jobs this worker will not run back in the queue, due as they were, the
+    attempt not counted (an at_once job whose cause failed, or a stopping worker's)."""
+    changed = 0
+    for job in jobs:
+        changed += await reschedule(db, job, run_at=job.run_at, error=None, dead=False,
+                                    count_attempt=False)
+    return changed
 
 
 async def release_orphaned(db: Database, alive: Callable[[str], bool]) -> int:
