@@ -158,7 +158,13 @@ class Worker:
             if self._stop is not None and self._stop.is_set():
                 await self._release(follow)
                 return
-            follow.extend(await self._run_one(follow.pop(0)))
+            try:
+                nxt = await jobstore.still_leased(self.db, follow.pop(0))
+            except (sqlite3.Error, StoreError) as exc:
+                log.warning("%d leased jobs left to their lease: %s", len(follow) + 1, exc)
+                return
+            if nxt is not None:  # None: rolled back with its cause, or no longer ours
+                follow.extend(await self._run_one(nxt))
 
     async def _run_one(self, job: Job) -> list[Job]:
         follow = jobstore.FollowUp(self.name, self.settings.lease_seconds)

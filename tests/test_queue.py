@@ -453,3 +453,32 @@ async def test_on_their_own_at_once_jobs_go_to_the_queue_while_the_cause_runs(
     await jobstore.enqueue(db, [NewJob("parent", "p", {}, run_at=clock())], clock())
     assert await w.run_burst() == 1
     assert taken == ["typing"]
+
+
+async def test_an_at_once_job_rolled_back_with_its_cause_is_not_run(db: Database) -> None:
+    """A handler that catches its transaction's error and finishes: the job it had listed
+    does not exist, and the next insert may reuse its id; nothing runs, nothing is touched."""
+    clock = Clock()
+    ran: list[str] = []
+
+    async def parent(job: Job) -> None:
+        try:
+            async with db.tx(relaxed=True) as conn:
+                await jobstore.enqueue_in(
+                    conn, [NewJob("child", "ghost", {}, run_at=clock(), at_once=True)], clock())
+                raise RuntimeError("rolled back after the enqueue")
+        except RuntimeError:
+            pass
+        await jobstore.enqueue(db, [NewJob("child", "later", {}, run_at=clock() + 100)], clock())
+
+    async def child(job: Job) -> None:
+        ran.append(job.key)
+
+    w = Worker(db, {"parent": parent, "child": child},
+               WorkerSettings(concurrency=1, poll_interval=0.01), clock=clock)
+    await jobstore.enqueue(db, [NewJob("parent", "p", {}, run_at=clock())], clock())
+    assert await w.run_burst() == 1
+    assert ran == []
+    rows = await db.fetchall("SELECT id, key, state, worker FROM jobs ORDER BY id")
+    assert [(r["key"], r["state"], r["worker"]) for r in rows] == [
+        ("p", "done", w.name), ("later", "ready", None)]

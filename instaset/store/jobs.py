@@ -227,6 +227,18 @@ async def reschedule(
     )
 
 
+async def still_leased(db: Database, job: Job) -> Job | None:
+    """``job`` as stored, if it is still leased to the worker that holds it: None when the
+    transaction that inserted it rolled back after :func:`enqueue_in` listed it (a handler
+    that caught the error and finished anyway), or when its lease went to another worker.
+    One indexed read: what a :class:`FollowUp` job costs instead of a claim."""
+    rows = await db.fetchall(
+        "SELECT * FROM jobs WHERE id = ? AND key = ? AND worker = ? AND state = 'running'",
+        (job.id, job.key, job.worker), quick=True,
+    )
+    return Job.from_row(rows[0]) if rows else None
+
+
 async def release(db: Database, jobs: Sequence[Job]) -> int:
     """Put leased jobs this worker will not run back in the queue, due as they were, the
     attempt not counted (an at_once job whose cause failed, or a stopping worker's)."""
