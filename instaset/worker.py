@@ -151,28 +151,40 @@ class Worker:
     async def _run_job(self, job: Job) -> None:
         follow = await self._run_one(job)
         # The ``at_once`` jobs it enqueued (the reply of a decision, the next link of a chain)
-        # were inserted leased to this worker (jobs.FollowUp): they run now, in this task,
-        # rather than wait their turn in the queue. Once the worker is stopping, they go
-        # back to the queue like any job not started.
+        # were inserted leased to this worker (jobs.FollowUp). The first runs now, in this
+        # task, instead of waiting its turn in the queue. Any other goes to the queue at once:
+        # run here one after the other, the next link of a reply would wait for an AI call.
+        # A stopping worker leaves them all to the queue, and so does a cause that ran long
+        # (their lease counts from its insert: the job timeout must fit in what is left).
         while follow:
-            if self._stop is not None and self._stop.is_set():
+            first, rest = follow[0], follow[1:]
+            stopping = self._stop is not None and self._stop.is_set()
+            if stopping or self.clock() - first.created_at > self.settings.lease_seconds / 4:
                 await self._release(follow)
                 return
+            await self._release(rest)
             try:
-                nxt = await jobstore.still_leased(self.db, follow.pop(0))
+                nxt = await jobstore.still_leased(self.db, first)
             except (sqlite3.Error, StoreError) as exc:
-                log.warning("%d leased jobs left to their lease: %s", len(follow) + 1, exc)
+                log.warning("job %s left to its lease: %s", first.key, exc)
                 return
-            if nxt is not None:  # None: rolled back with its cause, or no longer ours
-                follow.extend(await self._run_one(nxt))
+            if nxt is None:  # rolled back with its cause, or no longer ours
+                return
+            follow = await self._run_one(nxt)
 
     async def _run_one(self, job: Job) -> list[Job]:
         follow = jobstore.FollowUp(self.name, self.settings.lease_seconds)
         token = jobstore.FOLLOW_UP.set(follow)
         try:
             outcome = await self.execute(job)
+        except Exception:
+            # Recording the outcome failed (the database): what the cause enqueued goes to
+            # the queue rather than wait out its lease.
+            await self._release(follow.jobs)
+            raise
         finally:
             jobstore.FOLLOW_UP.reset(token)
+            follow.closed = True
         if self.on_finish is not None:
             self.on_finish(job, outcome.state, self.clock() - job.run_at)
         if outcome.state == "done":
@@ -190,6 +202,7 @@ class Worker:
         except (sqlite3.Error, StoreError) as exc:
             # Their lease lapses instead (or the next start releases them): late, not lost.
             log.warning("%d leased jobs left to their lease: %s", len(jobs), exc)
+        self.wake.set()  # the loop claims them now
 
     # -- loops -----------------------------------------------------------------------------
     async def _claim(self, limit: int) -> list[Job]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import subprocess
@@ -482,3 +483,107 @@ async def test_an_at_once_job_rolled_back_with_its_cause_is_not_run(db: Database
     rows = await db.fetchall("SELECT id, key, state, worker FROM jobs ORDER BY id")
     assert [(r["key"], r["state"], r["worker"]) for r in rows] == [
         ("p", "done", w.name), ("later", "ready", None)]
+
+
+async def test_a_second_at_once_job_goes_to_the_queue_at_once(db: Database) -> None:
+    """Only the first runs in the cause's task: the second is `ready` at once, so the queue
+    can run it while the first is still running (a chain's next message must not wait for
+    an AI call listed before it)."""
+    clock = Clock()
+    seen: list[tuple[str, str]] = []
+
+    async def parent(job: Job) -> None:
+        async with db.tx(relaxed=True) as conn:
+            await jobstore.enqueue_in(conn, [
+                NewJob("child", "first", {}, run_at=clock(), at_once=True),
+                NewJob("child", "second", {}, run_at=clock(), at_once=True)], clock())
+
+    async def child(job: Job) -> None:
+        row = await db.fetchone("SELECT state, worker FROM jobs WHERE key = 'second'")
+        assert row is not None
+        seen.append((job.key, f"{row['state']}/{row['worker']}"))
+        if job.key == "first":
+            seen.append(("rival", ",".join(
+                j.key for j in await jobstore.claim(db, "rival", clock(), 60, 10))))
+
+    w = Worker(db, {"parent": parent, "child": child},
+               WorkerSettings(concurrency=1, poll_interval=0.01), clock=clock)
+    await jobstore.enqueue(db, [NewJob("parent", "p", {}, run_at=clock())], clock())
+    await w.run_burst()
+    assert seen[:2] == [("first", f"ready/{w.name}"), ("rival", "second")]
+
+
+async def test_an_at_once_job_of_a_cause_that_ran_long_goes_to_the_queue(db: Database) -> None:
+    """Its lease counts from its insert: after more than a quarter of it, the worker does
+    not start it in the cause's task (its own timeout would not fit), the queue does."""
+    clock = Clock()
+    ran: list[str] = []
+
+    async def parent(job: Job) -> None:
+        async with db.tx(relaxed=True) as conn:
+            await jobstore.enqueue_in(
+                conn, [NewJob("child", "child", {}, run_at=clock(), at_once=True)], clock())
+        clock.t += 16  # lease 60: a quarter is 15 s
+
+    async def child(job: Job) -> None:
+        ran.append(f"{job.key}:{job.worker == w.name}")
+
+    w = Worker(db, {"parent": parent, "child": child},
+               WorkerSettings(concurrency=1, lease_seconds=60, poll_interval=0.01), clock=clock)
+    await jobstore.enqueue(db, [NewJob("parent", "p", {}, run_at=clock())], clock())
+    assert await w.run_burst() == 2  # the parent, then the child from the queue
+    row = await db.fetchone("SELECT attempts, lease_until FROM jobs WHERE key = 'child'")
+    assert ran == ["child:True"] and row is not None and row["attempts"] == 1
+
+
+async def test_a_release_leaves_a_job_that_reused_the_id_alone(db: Database) -> None:
+    """A cause that failed inside its transaction after enqueueing: its listed job was rolled
+    back and another job, leased to the same worker, took its id. Releasing the listed job
+    must not put that one back in the queue while it runs."""
+    clock = Clock()
+    ghost = jobstore.FollowUp("w1", 60)
+    token = jobstore.FOLLOW_UP.set(ghost)
+    try:
+        with contextlib.suppress(RuntimeError):
+            async with db.tx(relaxed=True) as conn:
+                await jobstore.enqueue_in(
+                    conn, [NewJob("child", "x", {}, run_at=clock(), at_once=True)], clock())
+                raise RuntimeError("the cause fails inside its transaction")
+        clock.t += 1
+        other = jobstore.FollowUp("w1", 60)
+        jobstore.FOLLOW_UP.set(other)
+        async with db.tx(relaxed=True) as conn:
+            await jobstore.enqueue_in(
+                conn, [NewJob("child", "y", {}, run_at=clock(), at_once=True)], clock())
+    finally:
+        jobstore.FOLLOW_UP.reset(token)
+    assert ghost.jobs[0].id == other.jobs[0].id  # the id was reused
+    assert await jobstore.release(db, ghost.jobs) == 0
+    assert await jobstore.still_leased(db, ghost.jobs[0]) is None
+    row = await db.fetchone("SELECT key, state FROM jobs")
+    assert row is not None and tuple(row) == ("y", "running")
+    assert await jobstore.release(db, other.jobs) == 1
+
+
+async def test_a_task_a_job_left_running_enqueues_like_anyone_else(db: Database) -> None:
+    """A handler that starts a task and returns: what the task enqueues later is not
+    leased to a worker that no longer looks (it would wait out the lease)."""
+    clock = Clock()
+    later = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def parent(job: Job) -> None:
+        async def background() -> None:
+            await later.wait()
+            async with db.tx(relaxed=True) as conn:
+                await jobstore.enqueue_in(
+                    conn, [NewJob("child", "bg", {}, run_at=clock(), at_once=True)], clock())
+        tasks.append(asyncio.create_task(background()))  # inherits the context
+
+    w = Worker(db, {"parent": parent}, WorkerSettings(concurrency=1), clock=clock)
+    await jobstore.enqueue(db, [NewJob("parent", "p", {}, run_at=clock())], clock())
+    assert await w.run_burst() == 1
+    later.set()
+    await asyncio.wait_for(tasks[0], 10)
+    row = await db.fetchone("SELECT state, worker FROM jobs WHERE key = 'bg'")
+    assert row is not None and (row["state"], row["worker"]) == ("ready", None)

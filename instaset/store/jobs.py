@@ -32,6 +32,7 @@ class Job:
     run_at: float
     created_at: float
     worker: str | None
+    lease_until: float | None = None  # as read when the job was leased (fences a release)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -45,6 +46,7 @@ class Job:
             run_at=row["run_at"],
             created_at=row["created_at"],
             worker=row["worker"],
+            lease_until=row["lease_until"],
         )
 
 
@@ -68,13 +70,16 @@ class FollowUp:
     """What the worker running a job offers :func:`enqueue_in` (through :data:`FOLLOW_UP`):
     its name and lease. A due ``at_once`` job is then inserted already leased to that worker
     (``running``, first attempt), in the transaction of its cause, and listed in ``jobs``:
-    no separate claim, and no other worker can take it. The worker runs it after the cause,
-    or puts it back in the queue (:func:`release`). A crash leaves it like any leased job:
-    its lease lapses, or the next start releases it (:func:`release_orphaned`)."""
+    no separate claim. The lease counts from that insert: the worker runs the first such
+    job right after the cause, if the cause did not run long, and puts the others back in
+    the queue (:func:`release`). A crash leaves them like any leased job: the lease lapses,
+    or the next start releases them (:func:`release_orphaned`). ``closed`` once the cause
+    has run: a task it started and left running enqueues like anyone else."""
 
     worker: str
     lease: float
     jobs: list[Job] = field(default_factory=list)
+    closed: bool = False
 
 
 FOLLOW_UP: ContextVar[FollowUp | None] = ContextVar("instaset_follow_up", default=None)
@@ -116,7 +121,9 @@ async def enqueue_in(conn: aiosqlite.Connection, jobs: Sequence[NewJob], now: fl
     """Enqueue inside a transaction the caller holds (so jobs commit with their cause)."""
     follow = FOLLOW_UP.get()
     queued = jobs
-    if follow is not None and any(j.at_once and j.run_at <= now for j in jobs):
+    if follow is not None and not follow.closed and any(
+        j.at_once and j.run_at <= now for j in jobs
+    ):
         queued = []
         for j in jobs:
             if not (j.at_once and j.run_at <= now):
@@ -227,25 +234,31 @@ async def reschedule(
     )
 
 
+# A job is still the one a worker holds only with the same id, key, worker and lease: an id
+# freed by a rollback goes to the next insert, possibly another job leased to this worker.
+_LEASED = "id = ? AND key = ? AND worker = ? AND state = 'running' AND lease_until IS ?"
+
+
 async def still_leased(db: Database, job: Job) -> Job | None:
-    """``job`` as stored, if it is still leased to the worker that holds it: None when the
-    transaction that inserted it rolled back after :func:`enqueue_in` listed it (a handler
-    that caught the error and finished anyway), or when its lease went to another worker.
-    One indexed read: what a :class:`FollowUp` job costs instead of a claim."""
-    rows = await db.fetchall(
-        "SELECT * FROM jobs WHERE id = ? AND key = ? AND worker = ? AND state = 'running'",
-        (job.id, job.key, job.worker), quick=True,
-    )
+    """``job`` as stored, if it is still leased as it was listed: None when the transaction
+    that inserted it rolled back after :func:`enqueue_in` listed it (a handler that caught
+    the error and finished anyway), or when its lease changed hands. One indexed read: what
+    a :class:`FollowUp` job costs instead of a claim."""
+    rows = await db.fetchall(f"SELECT * FROM jobs WHERE {_LEASED}",
+                             (job.id, job.key, job.worker, job.lease_until), quick=True)
     return Job.from_row(rows[0]) if rows else None
 
 
 async def release(db: Database, jobs: Sequence[Job]) -> int:
-    """Put leased jobs this worker will not run back in the queue, due as they were, the
-    attempt not counted (an at_once job whose cause failed, or a stopping worker's)."""
+    """Put leased jobs their worker will not run back in the queue, due as they were, the
+    attempt not counted (an at_once job whose cause failed, a second one, or a stopping
+    worker's). Fenced like :func:`still_leased`: a row that is not the job as listed (rolled
+    back, its id reused) is left alone."""
     changed = 0
     for job in jobs:
-        changed += await reschedule(db, job, run_at=job.run_at, error=None, dead=False,
-                                    count_attempt=False)
+        changed += await db.execute(
+            "UPDATE jobs SET state = 'ready', lease_until = NULL, attempts = attempts - 1"
+            f" WHERE {_LEASED}", (job.id, job.key, job.worker, job.lease_until), relaxed=True)
     return changed
 
 
