@@ -152,8 +152,8 @@ async def test_oldest_schema_upgrades_with_every_row(tmp_path: Path) -> None:
         await db.close()
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-async def test_serve_over_tls(tmp_path: Path) -> None:
+async def _tls_roundtrip(tmp_path: Path) -> None:
+    """`serve --tls-cert/--tls-key` for real: /healthz over HTTPS."""
     import ssl
 
     import aiohttp
@@ -178,5 +178,32 @@ async def test_serve_over_tls(tmp_path: Path) -> None:
         ) as resp:
             assert resp.status == 200
             assert (await resp.json())["database"] == "ok"
+
+
+_NEEDS_OPENSSL = pytest.mark.skipif(shutil.which("openssl") is None,
+                                    reason="needs the openssl command")
+
+
+@_NEEDS_OPENSSL
+async def test_serve_over_tls(tmp_path: Path) -> None:
+    from instaset.daemon import tls_context
+
+    await _tls_roundtrip(tmp_path)
     with pytest.raises(InstasetError, match="cannot load the TLS certificate"):
-        tls_context(key, cert)
+        tls_context(tmp_path / "key.pem", tmp_path / "cert.pem")
+
+
+@_NEEDS_OPENSSL
+def test_serve_over_tls_on_the_daemon_loop(tmp_path: Path) -> None:
+    """The same on the loop `instaset serve` runs (uvloop where installed)."""
+    import asyncio
+    import importlib.util
+
+    from instaset.cli.app import run_server
+
+    async def on_that_loop() -> str:
+        await _tls_roundtrip(tmp_path)
+        return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+    expected = "asyncio" if importlib.util.find_spec("uvloop") is None else "uvloop"
+    assert run_server(on_that_loop)() == expected
