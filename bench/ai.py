@@ -179,15 +179,17 @@ async def run_path(tmp: Path, n: int, warmup: int, *, gemini: bool, name: str,
 
         claim_inner = worker._claim
 
-        async def timed_claim(limit: int) -> list[Job]:
-            t = h.clock()
-            jobs = await claim_inner(limit)
-            t1 = h.clock()
+        def stamp(jobs: list[Job], claim: float, claimed: float) -> list[Job]:
             for j in jobs:
                 if j.kind == "ai_reply":
                     s = by_contact.setdefault(str(j.payload["contact_id"]), Sample())
-                    s.claim, s.claimed = t, t1
+                    s.claim, s.claimed = claim, claimed
             return jobs
+
+        async def timed_claim(limit: int) -> list[Job]:
+            t = h.clock()
+            jobs = await claim_inner(limit)
+            return stamp(jobs, t, h.clock())
 
         setattr(worker, "_claim", timed_claim)  # noqa: B010  (instance attribute on purpose)
         # An ai_reply job is at_once (the reply path): it is inserted already leased to the
@@ -199,11 +201,7 @@ async def run_path(tmp: Path, n: int, warmup: int, *, gemini: bool, name: str,
         async def timed_run_one(job: Job) -> list[Job]:
             follow = await run_one_inner(job)
             t = h.clock()
-            for j in follow:
-                if j.kind == "ai_reply":
-                    s = by_contact.setdefault(str(j.payload["contact_id"]), Sample())
-                    s.claim, s.claimed = t, t
-            return follow
+            return stamp(follow, t, t)
 
         setattr(worker, "_run_one", timed_run_one)  # noqa: B010  (instance attribute on purpose)
         inner = h.rt.handlers["ai_reply"]
