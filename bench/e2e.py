@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import machine  # bench/machine.py (this script's directory is on sys.path)
 import yaml
 
 from instaset.cli.app import server_loop_factory
@@ -430,7 +431,8 @@ async def bench(args: argparse.Namespace) -> int:
     print(f"e2e bench: {WORKFLOWS} keyword workflows, storage.synchronous={args.sync}, "
           f"worker.concurrency={args.concurrency or 'default'}, "
           f"cpus={os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, "
-          f"event loop {'uvloop' if server_loop_factory() else 'asyncio'} (daemon and bench)")
+          f"event loop {'uvloop' if server_loop_factory() else 'asyncio'} (daemon and bench), "
+          f"{args.machine}")
     for p in (warm, fixed, top):
         print_phase(p)
     print(f"replay    {args.replay_messages} stored messages: `workflows replay --since all` "
@@ -475,6 +477,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.machine = machine.describe()  # before the run: the state the figures were taken in
     try:
         # The bench process (load, sandbox) on the daemon's loop too: on 2 cores its CPU is
         # taken from the daemon's.

@@ -849,7 +849,8 @@ def render(
         f"synchronous={args.sync}, {args.rounds} round(s), cap {args.duration_cap:g} s",
         f"python {platform.python_version()}, aiohttp {aiohttp.__version__}, "
         f"{os.cpu_count()} CPUs, load average before: {args.loadavg}, "
-        f"servers' event loop: {'uvloop' if _server_loop_factory() else 'asyncio'}",
+        f"servers' event loop: {'uvloop' if _server_loop_factory() else 'asyncio'}, "
+        f"{args.machine}",
         "",
         "closed loop: each connection sends its next request as soon as its previous answer "
         "arrived; latency from the actual send",
@@ -1070,6 +1071,9 @@ def run(args: argparse.Namespace) -> int:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("INSTASET_CONFIG", None)  # our --config must win
     args.loadavg = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    import machine  # bench/machine.py: the VM's speed before the run
+
+    args.machine = machine.describe()
     with tempfile.TemporaryDirectory(prefix="instaset-bench-") as tmp:
         rounds = [one_round(args, rnd, Path(tmp), env) for rnd in range(1, args.rounds + 1)]
     bare = median_row([b for b, _ in rounds])
