@@ -152,16 +152,24 @@ def describe_db_error(exc: Exception) -> str:
     return f"database error: {text} ({hint})"
 
 
-def run_async(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
-    """Typer silently ignores ``async def`` commands; run the coroutine ourselves."""
+def _run_on(fn: Callable[P, Coroutine[Any, Any, R]],
+            loop_factory: Callable[[], Callable[[], Any] | None]) -> Callable[P, R]:
+    """``fn`` as a plain function that runs its coroutine to the end on a new event loop,
+    made by ``loop_factory()`` (None: asyncio's default, as :func:`asyncio.run`)."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         import asyncio  # ~50 ms: only the commands that run a coroutine pay for it
 
-        return asyncio.run(fn(*args, **kwargs))
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            return runner.run(fn(*args, **kwargs))
 
     return wrapper
+
+
+def run_async(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
+    """Typer silently ignores ``async def`` commands; run the coroutine ourselves."""
+    return _run_on(fn, lambda: None)
 
 
 def server_loop_factory() -> Callable[[], Any] | None:
@@ -179,15 +187,7 @@ def server_loop_factory() -> Callable[[], Any] | None:
 
 def run_server(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
     """:func:`run_async` on :func:`server_loop_factory`'s loop (``instaset serve``)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        import asyncio
-
-        with asyncio.Runner(loop_factory=server_loop_factory()) as runner:
-            return runner.run(fn(*args, **kwargs))
-
-    return wrapper
+    return _run_on(fn, server_loop_factory)
 
 
 def is_tty() -> bool:
