@@ -507,7 +507,8 @@ def meta_routes(service: AccountService) -> list[web.RouteDef]:
         except SignedRequestError as exc:
             log.info("signed_request refused on %s: %s", request.path, exc)
             return web.json_response({"error": str(exc)}, status=exc.status)
-        return str(payload["user_id"]), float(cast(float, payload["issued_at"]))
+        # parse_signed_request made both: user_id a str, issued_at a float.
+        return str(payload["user_id"]), cast(float, payload["issued_at"])
 
     async def deauthorize(request: web.Request) -> web.Response:
         signed = await signed_user(request)
