@@ -1,9 +1,10 @@
 """How fast this machine runs Python right now, printed beside every benchmark's figures.
 
 The project's VM drifts: the same code measured up to twice as slow within the hour
-(bench/README.md). A fixed pure-Python loop, timed just before the run, says which state a
-figure was measured in: compare figures only between runs whose probes are close (lower is
-faster; 0.15 s on this 2-core VM in a fast period, 2026-11-30).
+(bench/README.md). A fixed pure-Python loop, timed just before the run, catches one kind
+of slow period (lower is faster; 0.15 s on this 2-core VM, 2026-11-30). Not every kind: at
+05:39 it read 0.15 s while the daemon spent a third more CPU per DM than at 05:05, so a
+close probe is necessary for comparing two figures, not sufficient: interleave A/B runs.
 """
 
 from __future__ import annotations
