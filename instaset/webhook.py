@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from instaset.errors import PayloadError
-from instaset.events import event_heads
+from instaset.events import event_heads, one_item_body
 from instaset.metrics import Metrics
 from instaset.proxy import ProxySettings, forwarded_middleware
 from instaset.store import jobs as jobstore
@@ -144,11 +144,14 @@ async def receive(request: web.Request) -> web.Response:
             # Parsing runs on the event loop: a huge signed body must not stall it.
             return _reject(ctx, 413, "too_many_items",
                            f"more than {MAX_ITEMS} events in one delivery")
-        # Only what is stored: the worker parses each stored event in full later.
-        events = event_heads(payload)
-        for e in events:
-            # JSON may carry a lone surrogate (\ud800) that no UTF-8 text column can hold.
-            e.raw.encode("utf-8")
+        # Only what is stored: the worker parses each stored event in full later. A body
+        # of one item is stored as it came (no re-serialisation).
+        body = one_item_body(payload, raw)
+        events = event_heads(payload, body=body)
+        if body is None:
+            for e in events:
+                # JSON may carry a lone surrogate (\ud800) that no UTF-8 text column can hold.
+                e.raw.encode("utf-8")
     except (ValueError, RecursionError, PayloadError) as exc:
         # JSONDecodeError, UnicodeDecodeError and UnicodeEncodeError are ValueErrors.
         return _reject(ctx, 400, "malformed", f"malformed payload: {str(exc)[:200]}")

@@ -136,6 +136,25 @@ async def test_raw_bytes_with_meta_escapes_verify_and_parse(
     assert row is not None and row[0] == "see https://example.com/a/b 😀 Olá"
 
 
+async def test_a_one_item_body_is_stored_as_it_came(
+    client: TestClient, rt: Runtime  # type: ignore[type-arg]
+) -> None:
+    """No re-serialisation for Meta's usual delivery: the stored raw is the body's text
+    (here indented, keys unsorted), and the worker processes it like any other."""
+    await connect_account(rt.db, "17841400000000001")
+    body = json.dumps(dm("mid-verbatim", "Olá 👋"), indent=2, ensure_ascii=False).encode()
+    assert await post(client, body) == 200
+    row = await rt.db.fetchone("SELECT raw FROM events WHERE dedupe_key = 'msg:mid-verbatim'")
+    assert row is not None and row[0] == body.decode()
+    await rt.worker.run_burst()
+    msg = await rt.db.fetchone("SELECT text FROM messages WHERE mid = 'mid-verbatim'")
+    assert msg is not None and msg[0] == "Olá 👋"
+    # A lone surrogate escape is still refused, one item or not.
+    lone = json.dumps(dm("mid-lone", "\ud800")).encode("utf-8", "surrogatepass")
+    assert b"\\ud800" in lone
+    assert await post(client, lone) == 400
+
+
 # -- every fixture is stored as the right events ---------------------------------------------
 @pytest.mark.parametrize("path", WEBHOOK_FIXTURES, ids=lambda p: p.name)
 async def test_fixture_stored_as_parsed(client: TestClient, rt: Runtime,  # type: ignore[type-arg]
