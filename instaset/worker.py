@@ -104,6 +104,7 @@ class Worker:
         self.busy = busy
         self.name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._inflight: set[asyncio.Task[None]] = set()
+        self._freed = asyncio.Event()  # set when an in-flight job finishes
         self._stop: asyncio.Event | None = None  # run()'s: no at_once job is run after it
 
     # -- one job ---------------------------------------------------------------------------
@@ -225,31 +226,23 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker %s started (concurrency %d)", self.name, self.settings.concurrency)
         self._stop = stop
-        stopper = asyncio.create_task(self._wake_on(stop), name="worker-stop")
-        try:
-            while not stop.is_set():
-                # Cleared before the claim, not before the sleep: a commit or a finished
-                # job during the claim then ends the sleep at once instead of being missed
-                # until the next poll.
-                self.wake.clear()
-                free = self._limit() - len(self._inflight)
-                if free >= self._min_claim():
-                    batch = await self._claim(free)
-                    for job in batch:
-                        task = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
-                        self._inflight.add(task)
-                        task.add_done_callback(self._job_done)
-                    if batch and len(batch) == free:
-                        continue  # more may be due right now
-                await self._sleep()
-        finally:
-            stopper.cancel()
+        while not stop.is_set():
+            # Cleared before the claim, not before the sleep: a commit or a finished job
+            # during the claim then ends the sleep at once instead of being missed until
+            # the next poll.
+            self.wake.clear()
+            self._freed.clear()
+            free = self._limit() - len(self._inflight)
+            batch = await self._claim(free) if free > 0 else []
+            for job in batch:
+                task = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
+                self._inflight.add(task)
+                task.add_done_callback(self._job_done)
+            if batch and len(batch) == free:
+                continue  # more may be due right now
+            await self._sleep(stop)
         await self._drain()
         log.info("worker %s stopped", self.name)
-
-    async def _wake_on(self, stop: asyncio.Event) -> None:
-        await stop.wait()
-        self.wake.set()
 
     def _limit(self) -> int:
         """How many jobs may be in flight now (see ``WorkerSettings.busy_concurrency``)."""
@@ -258,26 +251,24 @@ class Worker:
             return min(limit, max(1, self.settings.busy_concurrency))
         return limit
 
-    def _min_claim(self) -> int:
-        """The fewest free slots worth a claim while jobs run: near capacity, a claim per
-        finished job would cost a transaction per job; waiting for an eighth of the slots
-        keeps claims batched. With nothing in flight, any free slot is claimed."""
-        if not self._inflight:
-            return 1
-        return max(1, self._limit() // 8)
-
     def _job_done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        if self._limit() - len(self._inflight) >= self._min_claim():
-            self.wake.set()  # enough slots for a claim (the jobs it enqueued, if any)
+        self._freed.set()
 
-    async def _sleep(self) -> None:
-        """Wait for a wake-up (new jobs committed, slots freed, stop) or the poll interval,
-        which also brings due the jobs scheduled for later. One waiter, no task per sleep:
-        the three-task wait it replaces cost the loop as much as a claim."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.settings.poll_interval):
-                await self.wake.wait()
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        """Wait for a wake-up (new jobs committed), a finished job, the next due time or
+        stop. Three waiters whatever the concurrency (one per in-flight job cost every
+        finished job O(concurrency) futures)."""
+        waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait()),
+                   asyncio.ensure_future(self._freed.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=self.settings.poll_interval,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+            # Retrieve cancellations so nothing warns about unretrieved exceptions.
+            await asyncio.gather(*waiters, return_exceptions=True)
 
     async def _drain(self) -> None:
         if not self._inflight:
