@@ -28,6 +28,7 @@ the standard library, :mod:`instaset.errors` and :mod:`instaset.event_types`.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import math
@@ -178,7 +179,8 @@ def event_heads(payload: object, *, body: str | None = None) -> list[Event]:
 
     ``body``: the body's own text, from :func:`one_item_body` (so the body holds exactly one
     item). That event's ``raw`` is then ``body`` rather than a re-serialisation, which
-    :func:`parse_stored` parses to the same event: a fifth of the cost of a DM's heads."""
+    :func:`parse_stored` parses to the same event (a fifth of the cost of a DM's heads),
+    when its kind is in :data:`VERBATIM_KINDS`; other kinds keep the canonical raw."""
     envelopes = _envelopes(payload)
     try:
         return [event for envelope in envelopes
@@ -187,13 +189,30 @@ def event_heads(payload: object, *, body: str | None = None) -> list[Event]:
         raise PayloadError("webhook body is nested too deeply to process") from None
 
 
+# Kinds whose stored raw only Python reads (parse_stored). SQL reads inside the raw of read
+# receipts and comments (json_extract in store/stats.py and the stats triggers), and SQLite
+# takes the first of a duplicated JSON key where Python takes the last: those keep the
+# canonical raw, in which no key is duplicated (tests/test_events_verbatim.py checks that
+# every json_extract of a raw in the SQL is about these kinds).
+VERBATIM_KINDS = frozenset({
+    EventKind.MESSAGE, EventKind.ECHO, EventKind.MESSAGE_DELETED, EventKind.MESSAGE_EDIT,
+    EventKind.REACTION, EventKind.POSTBACK, EventKind.REFERRAL, EventKind.OPTIN,
+})
+VERBATIM_MAX_BYTES = 64 * 1024  # a DM is ~0.4-1.5 KB; padding is not worth storing
+
+
 def one_item_body(payload: object, body: bytes) -> str | None:
     """``body`` as text when it can stand as the ``raw`` of its only event: the decoded body
     ``payload`` is one envelope (``object`` and ``entry`` only) whose one entry holds one
     list of one item besides ``id`` and ``time`` (Meta's usual delivery of a DM). That text
     parses exactly as the canonical one-item envelope would. None otherwise, and when the
-    text is not UTF-8 or holds a ``\\uD8xx``-style escape (perhaps a lone surrogate, which no
-    text column can store: the canonical path refuses it)."""
+    text is not plain UTF-8 JSON (a BOM, or NUL bytes: UTF-16/32, which ``json.loads``
+    accepts from bytes), holds a ``\\uD8xx``-style escape (perhaps a lone surrogate, which
+    no text column can store: the canonical path refuses it), or is over
+    :data:`VERBATIM_MAX_BYTES`. :func:`event_heads` then keeps the canonical raw for an
+    event whose kind is not in :data:`VERBATIM_KINDS`."""
+    if len(body) > VERBATIM_MAX_BYTES:
+        return None
     if not isinstance(payload, dict) or len(payload) != 2 or not isinstance(
             payload.get("object"), str):
         return None
@@ -203,7 +222,8 @@ def one_item_body(payload: object, body: bytes) -> str | None:
     items = [v for k, v in entries[0].items() if k not in _ENTRY_META]
     if len(items) != 1 or not isinstance(items[0], list) or len(items[0]) != 1:
         return None
-    if b"\\ud" in body or b"\\uD" in body:
+    if b"\\ud" in body or b"\\uD" in body or b"\x00" in body or body.startswith(
+            codecs.BOM_UTF8):
         return None
     try:
         return body.decode("utf-8")
@@ -276,8 +296,9 @@ class _Ctx:
     def standby(self) -> bool:
         return self.key == "standby"
 
-    def raw(self, item: object) -> str:
-        if self.stored is not None:
+    def raw(self, item: object, kind: EventKind) -> str:
+        # event_heads given the body keeps it only for the kinds no SQL reads into.
+        if self.stored is not None and (not self.heads_only or kind in VERBATIM_KINDS):
             return self.stored
         if self.key is None:  # the entry itself is malformed: keep it whole
             return _canon({"object": self.object_name, "entry": [item]})
@@ -303,7 +324,7 @@ class _Ctx:
             "occurred_at": when,
             "contact_id": contact,
             "standby": self.standby,
-            "raw": self.raw(item),
+            "raw": self.raw(item, kind),
         }
 
     def head(self, kind: EventKind, key: str, contact: str | None, item: object,

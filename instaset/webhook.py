@@ -148,8 +148,8 @@ async def receive(request: web.Request) -> web.Response:
         # of one item is stored as it came (no re-serialisation).
         body = one_item_body(payload, raw)
         events = event_heads(payload, body=body)
-        if body is None:
-            for e in events:
+        for e in events:
+            if e.raw is not body:
                 # JSON may carry a lone surrogate (\ud800) that no UTF-8 text column can hold.
                 e.raw.encode("utf-8")
     except (ValueError, RecursionError, PayloadError) as exc:

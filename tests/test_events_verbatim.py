@@ -9,8 +9,11 @@ ingest keeps the canonical re-serialisation.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +21,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from instaset.events import (
+    VERBATIM_KINDS,
+    VERBATIM_MAX_BYTES,
     Event,
+    EventKind,
     event_heads,
     one_item_body,
     parse_stored,
@@ -53,7 +59,8 @@ def assert_stands_as_raw(payload: object, body: bytes) -> bool:
     full = parse_webhook(payload)
     assert len(full) == 1
     heads = event_heads(payload, body=text)
-    assert [h.raw for h in heads] == [text]
+    # Kinds whose raw SQL reads into keep the canonical raw (no duplicated key in it).
+    assert [h.raw for h in heads] == [text if full[0].kind in VERBATIM_KINDS else full[0].raw]
     assert [_but_raw(h) for h in heads] == [_but_raw(e) for e in full]
     assert parse_stored(text) == [dataclasses.replace(full[0], raw=text)]
     return True
@@ -105,10 +112,10 @@ def _utf8(body: bytes) -> bool:
 
 
 DM = item(message={"mid": "m1", "text": "hi"})
-TWO_ENTRIES = {"object": "instagram", "entry": [envelope(DM)["entry"][0]] * 2}
+DM_ENTRY: dict[str, object] = {"id": IG, "time": 1740000000000, "messaging": [DM]}
+TWO_ENTRIES = {"object": "instagram", "entry": [DM_ENTRY, DM_ENTRY]}
 EXTRA_TOP = {**envelope(DM), "extra": 1}
-EXTRA_ENTRY = {"object": "instagram",
-               "entry": [{**envelope(DM)["entry"][0], "changes": []}]}
+EXTRA_ENTRY = {"object": "instagram", "entry": [{**DM_ENTRY, "changes": []}]}
 LONE_OBJECT = {"object": "instagram", "entry": [{"id": IG, "messaging": DM}]}
 
 
@@ -126,10 +133,58 @@ LONE_OBJECT = {"object": "instagram", "entry": [{"id": IG, "messaging": DM}]}
     (envelope(item(message={"mid": "m1", "text": "caf\u00e9"})),
      json.dumps(envelope(item(message={"mid": "m1", "text": "caf\u00e9"})),
                 ensure_ascii=False).encode("latin-1")),  # not UTF-8
+    (envelope(DM), codecs.BOM_UTF8 + json.dumps(envelope(DM)).encode()),  # json.loads takes it
+    (envelope(DM), json.dumps(envelope(DM)).encode("utf-16-le")),  # ... and these: NUL bytes
+    (envelope(DM), json.dumps(envelope(DM)).encode("utf-16-be")),
+    (envelope(DM), json.dumps(envelope(DM)).encode("utf-32")),
+    (envelope(DM), json.dumps(envelope(DM), indent=VERBATIM_MAX_BYTES).encode()),  # padding
 ], ids=["two-items", "two-entries", "extra-top-level-key", "extra-entry-key", "lone-object",
-        "no-object", "array", "surrogate-escape", "not-utf8"])
+        "no-object", "array", "surrogate-escape", "not-utf8", "utf8-bom", "utf16-le", "utf16-be",
+        "utf32", "oversized"])
 def test_other_bodies_keep_the_canonical_raw(payload: object, body: bytes | None) -> None:
     data = body if body is not None else json.dumps(payload).encode()
     assert one_item_body(payload, data) is None
     # ... and event_heads without a body still gives the canonical raw.
     assert [e.raw for e in event_heads(payload)] == [e.raw for e in parse_webhook(payload)]
+
+
+def test_bodies_json_loads_takes_but_that_are_not_utf8_json_text() -> None:
+    """The refused encodings above all decode to the same payload: only the text differs."""
+    for body in (codecs.BOM_UTF8 + json.dumps(envelope(DM)).encode(),
+                 json.dumps(envelope(DM)).encode("utf-16-le"),
+                 json.dumps(envelope(DM)).encode("utf-32")):
+        assert json.loads(body) == envelope(DM)
+
+
+READ = item(read={"mid": "m1"})
+COMMENT = {"field": "comments", "value": {"id": "c1", "text": "guide", "from": {"id": "5"},
+                                          "media": {"id": "17890000000000001"}}}
+
+
+@pytest.mark.parametrize("payload", [envelope(READ), envelope(COMMENT, key="changes")],
+                         ids=["read", "comment"])
+def test_kinds_sql_reads_into_keep_the_canonical_raw(payload: dict[str, Any]) -> None:
+    body = json.dumps(payload, indent=1).encode()
+    text = one_item_body(payload, body)
+    assert text is not None  # the body qualifies ...
+    (full,) = parse_webhook(payload)
+    assert full.kind not in VERBATIM_KINDS
+    (head,) = event_heads(payload, body=text)
+    assert head.raw == full.raw != text  # ... but its raw is the canonical one
+
+
+SOURCES = Path(__file__).resolve().parents[1] / "instaset"
+
+
+def test_every_sql_read_inside_a_raw_is_about_a_kind_stored_canonically() -> None:
+    """SQLite takes the first of a duplicated JSON key, Python the last: SQL may read inside
+    the raw of read receipts and comments only, whose raw is always canonical. A new
+    json_extract of a raw for another kind must take that kind out of VERBATIM_KINDS."""
+    paths: set[str] = set()
+    for f in [*SOURCES.rglob("*.py"), *SOURCES.rglob("*.sql")]:
+        paths.update(re.findall(r"json_extract\(\s*\w+\.raw\s*,\s*'([^']+)'", f.read_text()))
+    assert paths, "the scan found nothing: the pattern is stale"
+    read_or_comment = re.compile(r"\.read\.mid$|\.value\.media(\.id|_id)$")
+    assert sorted(p for p in paths if not read_or_comment.search(p)) == []
+    assert not {EventKind.READ, EventKind.COMMENT, EventKind.LIVE_COMMENT,
+                EventKind.MENTION, EventKind.UNKNOWN} & VERBATIM_KINDS

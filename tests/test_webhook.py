@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -153,6 +154,29 @@ async def test_a_one_item_body_is_stored_as_it_came(
     lone = json.dumps(dm("mid-lone", "\ud800")).encode("utf-8", "surrogatepass")
     assert b"\\ud800" in lone
     assert await post(client, lone) == 400
+
+
+async def test_bodies_that_are_not_utf8_json_text_are_stored_canonically(
+    client: TestClient, rt: Runtime  # type: ignore[type-arg]
+) -> None:
+    """json.loads takes a UTF-8 BOM and UTF-16/32 bodies: their text is not what any reader
+    of the stored raw can parse, so they are stored re-serialised, and processed."""
+    await connect_account(rt.db, "17841400000000001")
+    bodies = {
+        "mid-bom": codecs.BOM_UTF8 + json.dumps(dm("mid-bom")).encode(),
+        "mid-utf16": json.dumps(dm("mid-utf16")).encode("utf-16-le"),
+        "mid-utf32": json.dumps(dm("mid-utf32")).encode("utf-32"),
+    }
+    for body in bodies.values():
+        assert await post(client, body) == 200
+    rows = await rt.db.fetchall(
+        "SELECT dedupe_key, json_valid(raw), raw FROM events ORDER BY id")
+    assert [(r[0], r[1]) for r in rows] == [(f"msg:{mid}", 1) for mid in bodies]
+    assert [parse_webhook(json.loads(r[2]))[0].dedupe_key for r in rows] == [
+        f"msg:{mid}" for mid in bodies]
+    await rt.worker.run_burst()
+    stored = await rt.db.fetchall("SELECT mid FROM messages ORDER BY id")
+    assert [r[0] for r in stored] == list(bodies)
 
 
 # -- every fixture is stored as the right events ---------------------------------------------
