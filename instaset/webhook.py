@@ -88,6 +88,17 @@ def _no_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# One decoder for every request: json.loads given an option builds a new decoder (and its C
+# scanner) per call, a third of the cost of decoding a DM.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
+def _decode_body(raw: bytes) -> object:
+    """``json.loads(raw, parse_constant=_no_constant)``: the same encoding detection (UTF-8
+    with or without a BOM, UTF-16, UTF-32) and the same errors, with :data:`_DECODER`."""
+    return _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+
+
 def _reject(ctx: WebContext, status: int, reason: str, text: str) -> web.Response:
     ctx.metrics.rejections.labels(reason).inc()
     ctx.metrics.webhook_requests.labels(str(status)).inc()
@@ -139,7 +150,7 @@ async def receive(request: web.Request) -> web.Response:
     if not signature_ok(raw, header, ctx.secrets):
         return _reject(ctx, 403, "bad_signature", "signature does not match")
     try:
-        payload = json.loads(raw, parse_constant=_no_constant)
+        payload = _decode_body(raw)
         if _item_count(payload) > MAX_ITEMS:
             # Parsing runs on the event loop: a huge signed body must not stall it.
             return _reject(ctx, 413, "too_many_items",

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from instaset import webhook
 from instaset.events import (
     VERBATIM_KINDS,
     VERBATIM_MAX_BYTES,
@@ -188,3 +189,25 @@ def test_every_sql_read_inside_a_raw_is_about_a_kind_stored_canonically() -> Non
     assert sorted(p for p in paths if not read_or_comment.search(p)) == []
     assert not {EventKind.READ, EventKind.COMMENT, EventKind.LIVE_COMMENT,
                 EventKind.MENTION, EventKind.UNKNOWN} & VERBATIM_KINDS
+
+
+def _loads_outcome(decode: Any, body: bytes) -> tuple[str, object]:
+    try:
+        return ("value", decode(body))
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
+        return (type(exc).__name__, str(exc))
+    except RecursionError:
+        return ("RecursionError", "")
+
+
+@PROPERTY
+@given(st.binary(max_size=200)
+       | st.builds(lambda p, enc: json.dumps(p).encode(enc), JSON,
+                   st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32-be"]))
+       | st.sampled_from([b"NaN", b'{"a": Infinity}', b"[-Infinity]", codecs.BOM_UTF8 + b"{}"]))
+def test_the_webhook_decodes_a_body_exactly_as_json_loads_does(body: bytes) -> None:
+    """webhook._decode_body keeps one decoder for every request; it must answer every body
+    as ``json.loads(body, parse_constant=...)`` does: the same value or the same error."""
+    def reference(b: bytes) -> object:
+        return json.loads(b, parse_constant=webhook._no_constant)
+    assert _loads_outcome(webhook._decode_body, body) == _loads_outcome(reference, body)
