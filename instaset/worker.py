@@ -120,6 +120,11 @@ class Worker:
             # In this task (asyncio.timeout, not wait_for: no task of its own per job).
             async with asyncio.timeout(self.settings.job_timeout):
                 result = await handler(job)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # The job's task was cancelled (the shutdown grace ran out) and the handler
+                # swallowed it: not done, as wait_for had it. Its lease brings it back.
+                raise asyncio.CancelledError
             if result is not COMPLETED:
                 await jobstore.complete(self.db, job, self.clock())
             return JobResult("done")

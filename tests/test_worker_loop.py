@@ -63,3 +63,30 @@ async def test_a_job_runs_in_its_own_task_and_its_timeout_still_applies(
     row = await db.fetchone("SELECT last_error FROM jobs")
     assert row is not None and str(row[0]).startswith("TimeoutError")
     assert names[0].startswith("job-")
+
+
+async def test_a_cancelled_job_is_not_done_even_if_its_handler_swallows_it(
+    db: Database
+) -> None:
+    """The shutdown grace cancels a job's task; a handler that catches the cancellation and
+    returns must not get its job recorded as done (it may not have finished): the job keeps
+    its lease, which brings it back, as when the handler ran in a task of its own."""
+    entered = asyncio.Event()
+
+    async def stubborn(job: Job) -> None:
+        entered.set()
+        try:
+            await asyncio.sleep(HOUR)
+        except asyncio.CancelledError:
+            return  # swallowed
+
+    await jobstore.enqueue(db, [NewJob("stubborn", "s", {}, run_at=0)], now=0)
+    w = Worker(db, {"stubborn": stubborn}, WorkerSettings(poll_interval=HOUR))
+    (job,) = await jobstore.claim(db, w.name, 0.0, 600.0, 1)
+    task = asyncio.create_task(w.execute(job))
+    await asyncio.wait_for(entered.wait(), 10)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=10)
+    assert task in done and task.cancelled()
+    row = await db.fetchone("SELECT state, attempts FROM jobs")
+    assert row is not None and (row[0], row[1]) == ("running", 1)
