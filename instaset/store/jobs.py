@@ -120,19 +120,16 @@ def _payload(job: NewJob) -> str:
 async def enqueue_in(conn: aiosqlite.Connection, jobs: Sequence[NewJob], now: float) -> None:
     """Enqueue inside a transaction the caller holds (so jobs commit with their cause)."""
     follow = FOLLOW_UP.get()
-    queued = jobs
-    if follow is not None and not follow.closed and any(
-        j.at_once and j.run_at <= now for j in jobs
-    ):
-        queued = []
-        for j in jobs:
-            if not (j.at_once and j.run_at <= now):
-                queued.append(j)
-                continue
-            rows = await conn.execute_fetchall(_ENQUEUE_LEASED_SQL, (
-                j.kind, j.key, _payload(j), j.run_at, j.max_attempts, now,
-                follow.worker, now + follow.lease, now))
-            follow.jobs.extend(Job.from_row(r) for r in rows)
+    lessee = follow if follow is not None and not follow.closed else None
+    queued: list[NewJob] = []
+    for j in jobs:
+        if lessee is None or not (j.at_once and j.run_at <= now):
+            queued.append(j)
+            continue
+        rows = await conn.execute_fetchall(_ENQUEUE_LEASED_SQL, (
+            j.kind, j.key, _payload(j), j.run_at, j.max_attempts, now,
+            lessee.worker, now + lessee.lease, now))
+        lessee.jobs.extend(Job.from_row(r) for r in rows)
     if queued:
         await conn.executemany(
             ENQUEUE_SQL,
@@ -254,12 +251,13 @@ async def release(db: Database, jobs: Sequence[Job]) -> int:
     attempt not counted (an at_once job whose cause failed, a second one, or a stopping
     worker's). Fenced like :func:`still_leased`: a row that is not the job as listed (rolled
     back, its id reused) is left alone."""
-    changed = 0
-    for job in jobs:
-        changed += await db.execute(
+    if not jobs:
+        return 0
+    async with db.tx(relaxed=True) as conn:  # one commit for them all
+        cur = await conn.executemany(
             "UPDATE jobs SET state = 'ready', lease_until = NULL, attempts = attempts - 1"
-            f" WHERE {_LEASED}", (job.id, job.key, job.worker, job.lease_until), relaxed=True)
-    return changed
+            f" WHERE {_LEASED}", [(j.id, j.key, j.worker, j.lease_until) for j in jobs])
+        return cur.rowcount
 
 
 async def release_orphaned(db: Database, alive: Callable[[str], bool]) -> int:
