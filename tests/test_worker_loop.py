@@ -7,6 +7,7 @@ finishing, ``stop``) can move it on; the waits below are hang guards, not thresh
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from instaset.queue import NewJob
 from instaset.store import jobs as jobstore
@@ -17,9 +18,9 @@ from instaset.worker import Worker, WorkerSettings
 HOUR = 3600.0
 
 
-async def _until(check: object, what: str) -> None:
+async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
     for _ in range(1000):
-        if await check():  # type: ignore[operator]
+        if await check():
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"never happened: {what}")
