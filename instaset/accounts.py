@@ -29,17 +29,11 @@ Contracts:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
-import hmac
-import json
 import logging
-import math
 import re
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from secrets import token_hex, token_urlsafe
@@ -59,6 +53,7 @@ from instaset.oauth_pages import deletion_status_page, not_found_page, result_pa
 from instaset.proxy import external_base_url
 from instaset.queue import enqueue
 from instaset.secrets import SecretStore, app_secrets, open_secrets, token_key
+from instaset.signed_request import CLOCK_SKEW, SignedRequestError, parse_signed_request
 from instaset.store import accounts as acctstore
 from instaset.store import history
 from instaset.store.db import Database
@@ -86,10 +81,7 @@ REFRESH_MIN_AGE = DAY  # Meta refuses to refresh younger tokens
 REFRESH_WITHIN = 30 * DAY  # refresh from day 30 of 60
 WARN_WITHIN = 7 * DAY
 REFRESH_INTERVAL = 3600.0
-CLOCK_SKEW = 300.0
-MAX_SIGNED_REQUEST = 8192
 _CODE = re.compile(r"[A-Za-z0-9]{1,64}")
-_B64URL = re.compile(r"[A-Za-z0-9_\-]+=*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,14 +100,6 @@ class DisconnectResult:
     unsubscribed: bool
     token_deleted: bool
     deleted: dict[str, int] = field(default_factory=dict)
-
-
-class SignedRequestError(InstasetError):
-    """A ``signed_request`` that is refused; ``status`` is 400 (malformed) or 403."""
-
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        super().__init__(message)
 
 
 def redirect_uri(config: Config) -> str:
@@ -421,65 +405,6 @@ class Connected:
         text = (f"Instagram account @{self.username or '?'} ({self.account_id}) is connected; "
                 f"its token expires {expiry}; webhook fields: {len(self.subscribed)}.")
         return f"{text} Warning: {self.warning}." if self.warning else text
-
-
-# -- signed_request ----------------------------------------------------------------------------
-def _b64url(text: str) -> bytes:
-    if not _B64URL.fullmatch(text):
-        raise ValueError("not base64url")
-    stripped = text.rstrip("=")
-    return base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
-
-
-def parse_signed_request(
-    value: str, keys: Sequence[bytes], *, now: float, max_age: float | None = None,
-) -> dict[str, object]:
-    """Verify Meta's ``<base64url sig>.<base64url payload>`` and return the payload, with
-    ``user_id`` as a string and ``issued_at`` as a float. Raises :class:`SignedRequestError`
-    (400 or 403): also for an ``issued_at`` in the future, or older than ``max_age`` when
-    one is given."""
-    if not keys:
-        raise SignedRequestError(403, "no app secret is configured")
-    parts = value.strip().split(".")
-    if len(value) > MAX_SIGNED_REQUEST or len(parts) != 2 or not all(parts):
-        raise SignedRequestError(400, "signed_request is not <signature>.<payload>")
-    sig_text, payload_text = parts
-    try:
-        signature = _b64url(sig_text)
-        payload = json.loads(_b64url(payload_text))
-    except (ValueError, binascii.Error, RecursionError):
-        raise SignedRequestError(400, "signed_request is not base64url-encoded JSON") from None
-    if not isinstance(payload, dict):
-        raise SignedRequestError(400, "the signed_request payload is not an object")
-    algorithm = payload.get("algorithm")
-    if not isinstance(algorithm, str) or algorithm.upper() != "HMAC-SHA256":
-        raise SignedRequestError(400, "unsupported signed_request algorithm")
-    ok = False
-    for secret in keys:  # every secret is compared: timing says nothing about which
-        expected = hmac.new(secret, payload_text.encode(), hashlib.sha256).digest()
-        ok = hmac.compare_digest(signature, expected) | ok
-    if not ok:
-        raise SignedRequestError(403, "signed_request signature does not match")
-    issued = payload.get("issued_at")
-    if isinstance(issued, bool) or not isinstance(issued, int | float):
-        raise SignedRequestError(400, "signed_request has no issued_at")
-    try:
-        issued = float(issued)
-    except OverflowError:
-        raise SignedRequestError(400, "signed_request issued_at is out of range") from None
-    # NaN compares false with everything: it would pass every check below.
-    if not math.isfinite(issued) or issued - now > CLOCK_SKEW:
-        raise SignedRequestError(403, "signed_request issued_at is not a past time")
-    if max_age is not None and now - issued > max_age:
-        raise SignedRequestError(403, "signed_request is stale (issued_at too old)")
-    payload["issued_at"] = issued
-    user = payload.get("user_id")
-    if isinstance(user, bool) or not isinstance(user, str | int) or not str(user).strip():
-        raise SignedRequestError(400, "signed_request has no user_id")
-    if not str(user).strip().isascii():  # Meta's ids are digits; "\ud800" cannot be stored
-        raise SignedRequestError(400, "signed_request user_id is not an id")
-    payload["user_id"] = str(user).strip()
-    return payload
 
 
 # -- HTTP --------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from instaset.outbox import Outgoing, enqueue_sends
 from instaset.queue import NewJob, enqueue_in
 from instaset.rules import Clearance, Refusal, SendFacts, SendKind, check_send
 from instaset.store import ai as aistore
-from instaset.store import booking as bstore
+from instaset.store import sends as sendstore
 from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in
 
@@ -149,7 +149,8 @@ class SlotDesk:
                          ) -> Refusal | None:
         """Why the sending rules would refuse ``out`` (an automated DM) now, or None. The
         same :func:`check_send` the outbox applies again at delivery."""
-        f = await bstore.window_facts(conn, out.account_id, out.contact_id or "")
+        f = await sendstore.send_context_in(conn, out.account_id, out.contact_id,
+                                            out.comment_id, out.key)
         verdict = check_send(SendFacts(
             kind=out.kind, human=False,
             account_state=f["account_state"] if f is not None else "disconnected",

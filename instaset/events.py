@@ -22,21 +22,17 @@ any other list an entry carries). Contracts:
   :func:`normalise_timestamp` decides by magnitude.
 
 The event types (:class:`EventKind`, :class:`Event` and its subclasses) live in
-:mod:`instaset.event_types` and are re-exported here. This module does no I/O and imports only
-the standard library, :mod:`instaset.errors` and :mod:`instaset.event_types`.
+:mod:`instaset.event_types` and are re-exported here, as is :func:`normalise_timestamp` from
+:mod:`instaset.event_values` (the payloads' scalar values). This module does no I/O and
+imports only the standard library, :mod:`instaset.errors` and those two modules.
 """
 
 from __future__ import annotations
 
 import codecs
-import hashlib
 import json
-import math
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
 from instaset.errors import PayloadError
 from instaset.event_types import (
@@ -58,103 +54,17 @@ from instaset.event_types import (
     StoryRef,
     UnknownEvent,
 )
-
-JSONObject = dict[str, Any]
-
-
-# --------------------------------------------------------------------------- scalars
-
-_MAX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z; beyond that a value is garbage
-_MS_THRESHOLD = 1e12  # 1e12 s is year 33658, so anything larger must be milliseconds
-_NUMBER = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,30})?")
-_NUM_EDIT = re.compile(r"[0-9]{1,18}")
-_MAX_ID_INT = 10**40  # str() of huge ints raises; no real id is near this
-
-
-def normalise_timestamp(value: object) -> float | None:
-    """Meta time value -> UTC unix seconds, or None if unusable.
-
-    Numbers (and digit strings) above 1e12 are milliseconds, others seconds; ISO 8601
-    strings (Chatwoot fixtures) are accepted, naive ones taken as UTC. Booleans, non-positive,
-    non-finite and post-9999 values are unusable."""
-    if isinstance(value, bool):
-        return None
-    number: float
-    if isinstance(value, int):
-        if value <= 0 or value > _MAX_SECONDS * 1000:
-            return None
-        number = float(value)
-    elif isinstance(value, float):
-        number = value
-    elif isinstance(value, str):
-        text = value.strip()
-        if _NUMBER.fullmatch(text):
-            number = float(text)
-        else:
-            return _parse_iso(text)
-    else:
-        return None
-    if not math.isfinite(number) or number <= 0:
-        return None
-    if number > _MS_THRESHOLD:
-        number /= 1000.0
-    return number if number <= _MAX_SECONDS else None
-
-
-def _parse_iso(text: str) -> float | None:
-    try:
-        moment = datetime.fromisoformat(text)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        seconds = moment.timestamp()
-    except (ValueError, OverflowError, OSError):
-        return None
-    return seconds if seconds > 0 else None
-
-
-def _id(value: object) -> str | None:
-    """An id as a string: non-empty strings verbatim, ints stringified. Floats are never ids
-    (a 17-digit id as a float has already lost digits)."""
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < _MAX_ID_INT:
-        return str(value)
-    return None
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _obj(value: object) -> JSONObject | None:
-    return value if isinstance(value, dict) else None
-
-
-def _id_of(value: object) -> str | None:
-    """``{"id": ...}`` -> the id (sender, recipient, from, media)."""
-    obj = _obj(value)
-    return _id(obj.get("id")) if obj is not None else None
-
-
-def _canon(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-
-
-def _digest(*parts: object) -> str:
-    # surrogatepass: JSON may carry lone "\udXXX" escapes, which plain UTF-8 cannot encode.
-    data = _canon(list(parts)).encode("utf-8", "surrogatepass")
-    return hashlib.sha256(data).hexdigest()[:32]
-
-
-def _num_edit(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value if 0 <= value < 10**18 else 0
-    if isinstance(value, str) and _NUM_EDIT.fullmatch(value.strip()):
-        return int(value.strip())
-    if isinstance(value, float) and value.is_integer() and 0 <= value < 1e18:
-        return int(value)
-    return 0
-
+from instaset.event_values import (
+    JSONObject,
+    as_id,
+    as_object,
+    as_text,
+    canon,
+    digest,
+    id_of,
+    normalise_timestamp,
+    num_edit,
+)
 
 # --------------------------------------------------------------------------- parsing
 
@@ -301,10 +211,10 @@ class _Ctx:
         if self.stored is not None and (not self.heads_only or kind in VERBATIM_KINDS):
             return self.stored
         if self.key is None:  # the entry itself is malformed: keep it whole
-            return _canon({"object": self.object_name, "entry": [item]})
+            return canon({"object": self.object_name, "entry": [item]})
         entry: JSONObject = {k: self.entry[k] for k in ("id", "time") if k in self.entry}
         entry[self.key] = [item]
-        return _canon({"object": self.object_name, "entry": [entry]})
+        return canon({"object": self.object_name, "entry": [entry]})
 
     def when(self, *candidates: object) -> float:
         for candidate in candidates:
@@ -333,9 +243,9 @@ class _Ctx:
         return Event(**self.common(kind, key, contact, item, when))
 
     def unknown(self, item: object, hashed: object, field: str | None, reason: str) -> Event:
-        obj = _obj(hashed)
+        obj = as_object(hashed)
         when = self.when(obj.get("timestamp") if obj is not None else None)
-        key = "unk:" + _digest(self.account_id, hashed)
+        key = "unk:" + digest(self.account_id, hashed)
         if self.heads_only:
             return self.head(EventKind.UNKNOWN, key, None, item, when)
         return UnknownEvent(
@@ -356,7 +266,7 @@ def _parse_envelope(
             ctx = _Ctx(obj_name, {}, None, "", None, heads_only=heads_only)
             yield ctx.unknown(entry, entry, None, f"entry is {_json_type(entry)}, not an object")
             continue
-        account_id = _id(entry.get("id")) or ""
+        account_id = as_id(entry.get("id")) or ""
         entry_time = normalise_timestamp(entry.get("time"))
         for key, value in entry.items():
             if key in _ENTRY_META or value is None:
@@ -426,21 +336,21 @@ class _Msg:
 
 
 def _parse_messaging(ctx: _Ctx, item: object, body: object) -> Event:
-    obj = _obj(body)
+    obj = as_object(body)
     if obj is None:
         return ctx.unknown(item, body, None, f"messaging item is {_json_type(body)}")
     m = _Msg(
         ctx=ctx,
         item=item,
         body=obj,
-        sender_id=_id_of(obj.get("sender")),
-        recipient_id=_id_of(obj.get("recipient")),
+        sender_id=id_of(obj.get("sender")),
+        recipient_id=id_of(obj.get("recipient")),
         occurred_at=ctx.when(obj.get("timestamp")),
     )
     for key in _MESSAGING_KEYS:
         if key not in obj:
             continue
-        value = _obj(obj[key])
+        value = as_object(obj[key])
         if value is None:
             return m.unknown(key, f"{key} is {_json_type(obj[key])}, expected an object")
         return _HANDLERS[key](m, value)
@@ -449,7 +359,7 @@ def _parse_messaging(ctx: _Ctx, item: object, body: object) -> Event:
 
 
 def _message(m: _Msg, msg: JSONObject) -> Event:
-    mid = _id(msg.get("mid"))
+    mid = as_id(msg.get("mid"))
     if mid is None:
         return m.unknown("message", "message has no mid")
     if msg.get("is_deleted") is True:
@@ -471,77 +381,78 @@ def _message(m: _Msg, msg: JSONObject) -> Event:
         for a in (raw_attachments if isinstance(raw_attachments, list) else [])
         if isinstance(a, dict)
     )
-    quick_reply = _obj(msg.get("quick_reply"))
-    reply_to = _obj(msg.get("reply_to")) or {}
-    story = _obj(reply_to.get("story"))
-    referral = _obj(msg.get("referral"))
+    quick_reply = as_object(msg.get("quick_reply"))
+    reply_to = as_object(msg.get("reply_to")) or {}
+    story = as_object(reply_to.get("story"))
+    referral = as_object(msg.get("referral"))
     return MessageEvent(
         **m.common(kind, f"msg:{mid}", contact),
         mid=mid,
-        text=_text(msg.get("text")),
+        text=as_text(msg.get("text")),
         attachments=attachments,
         is_echo=is_echo,
         is_self=msg.get("is_self") is True,
         is_unsupported=msg.get("is_unsupported") is True,
-        quick_reply_payload=_text(quick_reply.get("payload")) if quick_reply else None,
-        reply_to_mid=_id(reply_to.get("mid")),
-        reply_to_story=StoryRef(_id(story.get("id")), _text(story.get("url"))) if story else None,
+        quick_reply_payload=as_text(quick_reply.get("payload")) if quick_reply else None,
+        reply_to_mid=as_id(reply_to.get("mid")),
+        reply_to_story=(StoryRef(as_id(story.get("id")), as_text(story.get("url")))
+                        if story else None),
         referral=_referral(referral) if referral is not None else None,
     )
 
 
 def _attachment(att: JSONObject) -> Attachment:
-    payload = _obj(att.get("payload")) or {}
+    payload = as_object(att.get("payload")) or {}
     media_id = None
     for key in ("reel_video_id", "ig_post_media_id", "id"):
-        media_id = _id(payload.get(key))
+        media_id = as_id(payload.get(key))
         if media_id is not None:
             break
     return Attachment(
-        type=_text(att.get("type")) or "",
-        url=_text(payload.get("url")) or _text(att.get("url")),
-        title=_text(payload.get("title")) or _text(att.get("title")),
+        type=as_text(att.get("type")) or "",
+        url=as_text(payload.get("url")) or as_text(att.get("url")),
+        title=as_text(payload.get("title")) or as_text(att.get("title")),
         media_id=media_id,
-        payload=_canon(att.get("payload")),
+        payload=canon(att.get("payload")),
     )
 
 
 def _referral(ref: JSONObject) -> Referral:
     return Referral(
-        ref=_text(ref.get("ref")),
-        source=_text(ref.get("source")),
-        type=_text(ref.get("type")),
-        ad_id=_id(ref.get("ad_id")),
+        ref=as_text(ref.get("ref")),
+        source=as_text(ref.get("source")),
+        type=as_text(ref.get("type")),
+        ad_id=as_id(ref.get("ad_id")),
     )
 
 
 def _message_edit(m: _Msg, edit: JSONObject) -> Event:
-    mid = _id(edit.get("mid"))
+    mid = as_id(edit.get("mid"))
     if mid is None:
         return m.unknown("message_edit", "message_edit has no mid")
-    num_edit = _num_edit(edit.get("num_edit"))
-    key = f"edit:{mid}:{num_edit}"
+    edits = num_edit(edit.get("num_edit"))
+    key = f"edit:{mid}:{edits}"
     if m.heads_only:
         return m.head(EventKind.MESSAGE_EDIT, key, m.contact)
     return MessageEditEvent(
         **m.common(EventKind.MESSAGE_EDIT, key, m.contact),
         mid=mid,
-        text=_text(edit.get("text")),
-        num_edit=num_edit,
+        text=as_text(edit.get("text")),
+        num_edit=edits,
     )
 
 
 def _reaction(m: _Msg, reaction: JSONObject) -> Event:
-    mid = _id(reaction.get("mid"))
+    mid = as_id(reaction.get("mid"))
     if mid is None:
         return m.unknown("reaction", "reaction has no mid")
-    name, emoji = _text(reaction.get("reaction")), _text(reaction.get("emoji"))
-    action = _text(reaction.get("action")) or ("react" if name or emoji else "unreact")
-    digest = _digest(m.ctx.account_id, m.sender_id, mid, action, name, m.timestamp)
+    name, emoji = as_text(reaction.get("reaction")), as_text(reaction.get("emoji"))
+    action = as_text(reaction.get("action")) or ("react" if name or emoji else "unreact")
+    key = "react:" + digest(m.ctx.account_id, m.sender_id, mid, action, name, m.timestamp)
     if m.heads_only:
-        return m.head(EventKind.REACTION, f"react:{digest}", m.contact)
+        return m.head(EventKind.REACTION, key, m.contact)
     return ReactionEvent(
-        **m.common(EventKind.REACTION, f"react:{digest}", m.contact),
+        **m.common(EventKind.REACTION, key, m.contact),
         mid=mid,
         action=action,
         reaction=name,
@@ -550,35 +461,35 @@ def _reaction(m: _Msg, reaction: JSONObject) -> Event:
 
 
 def _read(m: _Msg, read: JSONObject) -> Event:
-    mid = _id(read.get("mid"))
+    mid = as_id(read.get("mid"))
     if mid is not None:
         key = f"read:{m.ctx.account_id}:{m.sender_id or ''}:{mid}"
     else:
-        key = "read:" + _digest(m.ctx.account_id, m.sender_id, read, m.timestamp)
+        key = "read:" + digest(m.ctx.account_id, m.sender_id, read, m.timestamp)
     if m.heads_only:
         return m.head(EventKind.READ, key, m.contact)
     return ReadEvent(**m.common(EventKind.READ, key, m.contact), mid=mid)
 
 
 def _postback(m: _Msg, postback: JSONObject) -> Event:
-    mid = _id(postback.get("mid"))
-    payload = _text(postback.get("payload"))
+    mid = as_id(postback.get("mid"))
+    payload = as_text(postback.get("payload"))
     # Ice-breaker taps may come without a mid; the item timestamp then tells taps apart.
     key = (
-        f"pb:{mid}" if mid else "pb:" + _digest(m.ctx.account_id, m.sender_id, payload, m.timestamp)
+        f"pb:{mid}" if mid else "pb:" + digest(m.ctx.account_id, m.sender_id, payload, m.timestamp)
     )
     if m.heads_only:
         return m.head(EventKind.POSTBACK, key, m.contact)
     return PostbackEvent(
         **m.common(EventKind.POSTBACK, key, m.contact),
         mid=mid,
-        title=_text(postback.get("title")),
+        title=as_text(postback.get("title")),
         payload=payload,
     )
 
 
 def _standalone_referral(m: _Msg, referral: JSONObject) -> Event:
-    key = "ref:" + _digest(m.ctx.account_id, m.sender_id, referral, m.timestamp)
+    key = "ref:" + digest(m.ctx.account_id, m.sender_id, referral, m.timestamp)
     if m.heads_only:
         return m.head(EventKind.REFERRAL, key, m.contact)
     return ReferralEvent(
@@ -587,14 +498,14 @@ def _standalone_referral(m: _Msg, referral: JSONObject) -> Event:
 
 
 def _optin(m: _Msg, optin: JSONObject) -> Event:
-    key = "optin:" + _digest(m.ctx.account_id, m.sender_id, optin, m.timestamp)
+    key = "optin:" + digest(m.ctx.account_id, m.sender_id, optin, m.timestamp)
     if m.heads_only:
         return m.head(EventKind.OPTIN, key, m.contact)
     return OptinEvent(
         **m.common(EventKind.OPTIN, key, m.contact),
-        payload=_text(optin.get("payload")),
-        ref=_text(optin.get("ref")),
-        optin_type=_text(optin.get("type")),
+        payload=as_text(optin.get("payload")),
+        ref=as_text(optin.get("ref")),
+        optin_type=as_text(optin.get("type")),
     )
 
 
@@ -610,11 +521,11 @@ _HANDLERS = {
 
 
 def _parse_change(ctx: _Ctx, item: object) -> Event:
-    change = _obj(item)
+    change = as_object(item)
     if change is None:
         return ctx.unknown(item, item, None, f"change is {_json_type(item)}, expected an object")
-    name = _text(change.get("field"))
-    value = _obj(change.get("value"))
+    name = as_text(change.get("field"))
+    value = as_object(change.get("value"))
     if name is None:
         return ctx.unknown(item, item, None, "change has no field name")
     if value is None:
@@ -629,12 +540,12 @@ def _parse_change(ctx: _Ctx, item: object) -> Event:
 
 
 def _comment(ctx: _Ctx, item: object, name: str, value: JSONObject) -> Event:
-    comment_id = _id(value.get("id")) or _id(value.get("comment_id"))
+    comment_id = as_id(value.get("id")) or as_id(value.get("comment_id"))
     if comment_id is None:
         return ctx.unknown(item, item, name, "comment has no id")
-    sender = _obj(value.get("from")) or {}
-    media = _obj(value.get("media")) or {}
-    from_id = _id(sender.get("id"))
+    sender = as_object(value.get("from")) or {}
+    media = as_object(value.get("media")) or {}
+    from_id = as_id(sender.get("id"))
     live = name == "live_comments"
     kind, key = (EventKind.LIVE_COMMENT, "live") if live else (EventKind.COMMENT, "comment")
     when = ctx.when(value.get("timestamp"), value.get("created_time"))
@@ -643,17 +554,17 @@ def _comment(ctx: _Ctx, item: object, name: str, value: JSONObject) -> Event:
     return CommentEvent(
         **ctx.common(kind, f"{key}:{comment_id}", from_id, item, when),
         comment_id=comment_id,
-        text=_text(value.get("text")),
+        text=as_text(value.get("text")),
         from_id=from_id,
-        from_username=_text(sender.get("username")),
-        media_id=_id(media.get("id")),
-        media_product_type=_text(media.get("media_product_type")),
-        parent_id=_id(value.get("parent_id")),
+        from_username=as_text(sender.get("username")),
+        media_id=as_id(media.get("id")),
+        media_product_type=as_text(media.get("media_product_type")),
+        parent_id=as_id(value.get("parent_id")),
     )
 
 
 def _mention(ctx: _Ctx, item: object, value: JSONObject) -> Event:
-    comment_id, media_id = _id(value.get("comment_id")), _id(value.get("media_id"))
+    comment_id, media_id = as_id(value.get("comment_id")), as_id(value.get("media_id"))
     if comment_id is None and media_id is None:
         return ctx.unknown(item, item, "mentions", "mention has neither comment_id nor media_id")
     when = ctx.when(value.get("timestamp"), value.get("created_time"))

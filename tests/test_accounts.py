@@ -29,9 +29,7 @@ from instaset.accounts import (
     SCOPES,
     WEBHOOK_FIELDS,
     AccountService,
-    SignedRequestError,
     install,
-    parse_signed_request,
     run_connect,
 )
 from instaset.automation import notify_job
@@ -46,6 +44,7 @@ from instaset.rules import SendKind
 from instaset.sandbox import Fault, Sandbox
 from instaset.sandbox.oauth import CODE_TTL, LONG_TTL
 from instaset.secrets import MemorySecrets, token_key
+from instaset.signed_request import SignedRequestError, parse_signed_request
 from instaset.store import history
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database, open_database

@@ -83,19 +83,6 @@ async def cancel_booking(conn: aiosqlite.Connection, booking_id: int, *, by: str
     return cur.rowcount == 1
 
 
-async def window_facts(conn: aiosqlite.Connection, account_id: str, contact_id: str
-                       ) -> sqlite3.Row | None:
-    """What the sending rules need for a DM to the contact (the same facts the outbox reads
-    through ``sends.send_context``), inside the caller's transaction."""
-    rows = await _rows(
-        conn,
-        "SELECT a.state AS account_state, c.last_inbound_at, c.paused_until FROM accounts a"
-        " LEFT JOIN conversations c ON c.account_id = a.id AND c.contact_id = ?2"
-        " WHERE a.id = ?1", (account_id, contact_id),
-    )
-    return rows[0] if rows else None
-
-
 async def reminder_recorded(conn: aiosqlite.Connection, key: str) -> bool:
     return bool(await _rows(conn, "SELECT 1 FROM booking_reminders WHERE key = ?", (key,)))
 

@@ -78,6 +78,16 @@ async def send_context(
                              quick=True)
 
 
+async def send_context_in(
+    conn: aiosqlite.Connection, account_id: str, contact_id: str | None,
+    comment_id: str | None, key: str,
+) -> sqlite3.Row | None:
+    """:func:`send_context` inside the caller's transaction."""
+    rows = list(await conn.execute_fetchall(_CONTEXT_SQL,
+                                            (account_id, contact_id, comment_id, key)))
+    return rows[0] if rows else None
+
+
 async def set_state(
     db: Database, key: str, state: str, now: float, *, reason: str | None = None,
     attempt: bool = False, durable: bool = False,
