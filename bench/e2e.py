@@ -4,7 +4,7 @@ Usage::
 
     python bench/e2e.py [--rate 200] [--duration 5] [--max-events 2000]
                         [--replay-messages 100000] [--sync FULL|NORMAL]
-                        [--concurrency N] [--profile PATH] [--quick]
+                        [--concurrency N] [--profile PATH] [--no-baseline] [--quick]
 
 What one run does (all on 127.0.0.1, every phase bounded in count and time):
 
@@ -25,7 +25,13 @@ What one run does (all on 127.0.0.1, every phase bounded in count and time):
    that user (matched by recipient IGSID). The reply text must be the matched workflow's.
    Each phase waits for its replies (while they keep coming; STALL_TIMEOUT without progress,
    PHASE_CAP in all) before the next starts, so a backlog does not spill into the next phase.
-4. Times ``python -m instaset workflows replay --since all`` over a separate database of
+4. The baseline, run first in the same process tree (``--no-baseline`` skips it): the same
+   three phases against ``bench/e2e_relay.py``, a bare relay on the same event loop that
+   checks the signature, decodes the JSON and sends the keyword's reply through instaset's
+   own Graph client, storing nothing (no database, queue, engine or profile lookup). Its
+   figures are printed beside instaset's, with the ratio of the max rates: what the machine
+   gives the bare HTTP path at that moment.
+5. Times ``python -m instaset workflows replay --since all`` over a separate database of
    ``--replay-messages`` stored DMs (events + messages rows written with sqlite3, shaped
    like the ingest writer's).
 
@@ -56,6 +62,7 @@ from typing import Any
 import aiohttp
 import machine  # bench/machine.py (this script's directory is on sys.path)
 import yaml
+from e2e_relay import keyword, reply_text
 
 from instaset.cli.app import server_loop_factory
 from instaset.sandbox import Sandbox
@@ -78,14 +85,6 @@ _LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
 class HarnessError(Exception):
     """The benchmark could not run (a process did not start, a command failed)."""
-
-
-def keyword(i: int) -> str:
-    return f"kw{i:02d}word"
-
-
-def reply_text(i: int) -> str:
-    return f"Reply from workflow {i:02d}: here is your link https://example.com/{i}"
 
 
 def workflows() -> list[dict[str, Any]]:
@@ -132,32 +131,43 @@ async def run_cli(env: dict[str, str], *args: str, stdin: bytes = b"",
 
 
 class Daemon:
-    """``instaset serve`` as a subprocess; its output goes to ``log``."""
+    """A server subprocess (``instaset serve``, or the baseline relay); its output goes to
+    ``log``, where it must print ``<name> listening on http://127.0.0.1:PORT``."""
 
-    def __init__(self, env: dict[str, str], config: Path, log: Path,
-                 profile: Path | None = None) -> None:
-        self.env, self.config, self.log, self.profile = env, config, log, profile
+    def __init__(self, env: dict[str, str], argv: list[str], log: Path, name: str) -> None:
+        self.env, self.argv, self.log, self.name = env, argv, log, name
         self.proc: asyncio.subprocess.Process | None = None
         self.url = ""
 
+    @classmethod
+    def instaset(cls, env: dict[str, str], config: Path, log: Path,
+                 profile: Path | None = None) -> Daemon:
+        prof = ["-m", "cProfile", "-o", str(profile)] if profile else []
+        return cls(env, [*prof, "-m", "instaset", "--config", str(config), "serve",
+                         "--port", "0"], log, "instaset serve")
+
+    @classmethod
+    def relay(cls, env: dict[str, str], graph_url: str, token: str, log: Path) -> Daemon:
+        return cls(env, [str(Path(__file__).with_name("e2e_relay.py")), "--graph-url",
+                         graph_url, "--token", token, "--secret", SECRET,
+                         "--workflows", str(WORKFLOWS)], log, "bare relay")
+
     async def start(self) -> None:
         fh = self.log.open("wb")
-        prof = ("-m", "cProfile", "-o", str(self.profile)) if self.profile else ()
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, *prof, "-m", "instaset", "--config", str(self.config), "serve",
-            "--port", "0", env=self.env, stdin=asyncio.subprocess.DEVNULL, stdout=fh,
-            stderr=asyncio.subprocess.STDOUT)
+            sys.executable, *self.argv, env=self.env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=fh, stderr=asyncio.subprocess.STDOUT)
         fh.close()
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.returncode is not None:
-                raise HarnessError(f"instaset serve exited:\n{self.tail()}")
+                raise HarnessError(f"{self.name} exited:\n{self.tail()}")
             m = _LISTENING.search(self.log.read_text(errors="replace"))
             if m:
                 self.url = f"http://127.0.0.1:{m.group(1)}"
                 return
             await asyncio.sleep(0.05)
-        raise HarnessError(f"instaset serve did not start in {START_TIMEOUT:.0f} s:\n"
+        raise HarnessError(f"{self.name} did not start in {START_TIMEOUT:.0f} s:\n"
                            f"{self.tail()}")
 
     def tail(self, lines: int = 20) -> str:
@@ -388,14 +398,33 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def print_phase(p: PhaseResult) -> None:
+def print_phase(p: PhaseResult, who: str) -> None:
     offered = f"{p.offered_rate:.0f}/s open loop" if p.offered_rate else \
         f"max rate, {IN_FLIGHT} in flight"
-    print(f"{p.name:<9} {p.events:>6} events ({offered}): {p.eps:7.1f} events/s end to end "
+    print(f"{who:<10} {p.name:<9} {p.events:>6} events ({offered}): {p.eps:7.1f} events/s "
+          f"end to end "
           f"over {p.span_s:.2f} s; latency p50 {p.p50_ms:.1f} ms, p99 {p.p99_ms:.1f} ms, "
           f"max {p.max_ms:.1f} ms; non-200 {p.non_200}, missing {p.missing}, "
-          f"duplicated {p.duplicated}, wrong {p.wrong}; CPU per event: daemon "
+          f"duplicated {p.duplicated}, wrong {p.wrong}; CPU per event: server "
           f"{p.daemon_cpu_ms:.2f} ms, bench+sandbox {p.bench_cpu_ms:.2f} ms")
+
+
+async def drive(server: Daemon, sandbox: Sandbox, session: aiohttp.ClientSession,
+                args: argparse.Namespace, prefix: int) -> list[PhaseResult]:
+    """Start ``server``, run the warm-up, open-loop and max-rate phases against it (users
+    ``prefix``..``prefix+2``), stop it."""
+    await server.start()
+    try:
+        sandbox.webhook_url = f"{server.url}/webhook"  # echoes, as Meta sends them
+        assert server.proc is not None
+        load = Load(sandbox, session, sandbox.webhook_url, server.proc.pid)
+        return [await load.run("warm-up", args.warmup, 100.0, prefix),
+                await load.run("open-loop", int(args.rate * args.duration), args.rate,
+                               prefix + 1),
+                await load.run("max-rate", args.max_events, None, prefix + 2)]
+    finally:
+        sandbox.webhook_url = None  # no echo deliveries to a stopping server
+        await server.stop()
 
 
 async def bench(args: argparse.Namespace) -> int:
@@ -412,20 +441,15 @@ async def bench(args: argparse.Namespace) -> int:
                                           stdin=(sandbox.token + "\n").encode())
             if rc != 0:
                 raise HarnessError(f"connect --token exited {rc}:\n{err[-2000:]}")
-            daemon = Daemon(env, cfg, tmp / "serve.log", args.profile)
-            stack.push_async_callback(daemon.stop)
-            await daemon.start()
-            sandbox.webhook_url = f"{daemon.url}/webhook"  # echoes, as Meta sends them
             session = await stack.enter_async_context(aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=10),
                 connector=aiohttp.TCPConnector(limit=0)))
-            assert daemon.proc is not None
-            load = Load(sandbox, session, sandbox.webhook_url, daemon.proc.pid)
-            warm = await load.run("warm-up", args.warmup, 100.0, 4)
-            fixed = await load.run("open-loop", int(args.rate * args.duration), args.rate, 5)
-            top = await load.run("max-rate", args.max_events, None, 6)
-            sandbox.webhook_url = None  # no echo deliveries to a stopping daemon
-            await daemon.stop()
+            bare: list[PhaseResult] = []
+            if not args.no_baseline:
+                bare = await drive(Daemon.relay(env, graph_url, sandbox.token,
+                                                tmp / "relay.log"), sandbox, session, args, 7)
+            phases = await drive(Daemon.instaset(env, cfg, tmp / "serve.log", args.profile),
+                                 sandbox, session, args, 4)
         replay_s, replayed = await time_replay(env, tmp, args.replay_messages, args.sync)
 
     print(f"e2e bench: {WORKFLOWS} keyword workflows, storage.synchronous={args.sync}, "
@@ -433,8 +457,15 @@ async def bench(args: argparse.Namespace) -> int:
           f"cpus={os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, "
           f"event loop {'uvloop' if server_loop_factory() else 'asyncio'} (daemon and bench), "
           f"{args.machine}")
-    for p in (warm, fixed, top):
-        print_phase(p)
+    for p in bare:
+        print_phase(p, "bare relay")
+    for p in phases:
+        print_phase(p, "instaset")
+    _warm, fixed, top = phases
+    if bare:
+        print(f"instaset/bare relay (same load, same process tree, one after the other): "
+              f"max rate {top.eps / bare[2].eps:.2f} ({top.eps:.1f} / {bare[2].eps:.1f} "
+              f"events/s); open-loop p99 {fixed.p99_ms:.1f} / {bare[1].p99_ms:.1f} ms")
     print(f"replay    {args.replay_messages} stored messages: `workflows replay --since all` "
           f"took {replay_s:.2f} s (replayed {replayed} events)")
     print(f"target sustained >= {TARGET_EPS:.0f} events/s: {top.eps:.1f} "
@@ -443,7 +474,8 @@ async def bench(args: argparse.Namespace) -> int:
           f"{fixed.p99_ms:.1f} ms {verdict(fixed.p99_ms < TARGET_P99_MS)}")
     print(f"target replay of {args.replay_messages} messages < {TARGET_REPLAY_S:.0f} s: "
           f"{replay_s:.2f} s {verdict(replay_s < TARGET_REPLAY_S)}")
-    broken = [p.name for p in (warm, fixed, top) if p.missing or p.duplicated or p.wrong]
+    broken = [f"{who} {p.name}" for who, ps in (("instaset", phases), ("bare relay", bare))
+              for p in ps if p.missing or p.duplicated or p.wrong]
     if replayed != args.replay_messages:
         broken.append(f"replay read {replayed} of {args.replay_messages} events")
     if broken:
@@ -466,6 +498,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="worker.concurrency of the daemon (default: the config default)")
     ap.add_argument("--profile", type=Path, default=None,
                     help="run the daemon under cProfile, writing the stats to this path")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="skip the bare relay baseline (bench/e2e_relay.py)")
     ap.add_argument("--quick", action="store_true",
                     help="short run: 2 s open loop, 500 max-rate events, 10000 messages")
     args = ap.parse_args(argv)
