@@ -33,6 +33,7 @@ import logging
 import re
 import sqlite3
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,8 +50,9 @@ from instaset.automation import notify_job
 from instaset.config import Config
 from instaset.errors import GraphError, InstasetError, InvalidParameter, TokenInvalid, Transient
 from instaset.graph import GraphClient
+from instaset.http_body import in_time, too_slow
 from instaset.oauth_pages import deletion_status_page, not_found_page, result_page
-from instaset.proxy import external_base_url
+from instaset.proxy import client_view, external_base_url, valid_host
 from instaset.queue import enqueue
 from instaset.secrets import SecretStore, app_secrets, open_secrets, token_key
 from instaset.signed_request import CLOCK_SKEW, SignedRequestError, parse_signed_request
@@ -119,6 +121,14 @@ def authorize_url(config: Config, state: str, redirect: str) -> str:
         "scope": ",".join(SCOPES), "state": state,
     })
     return f"{config.instagram.auth_url.rstrip('/')}/oauth/authorize?{query}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every control, format or unassigned character (newlines, bidi
+    overrides, ...) made a space and runs of spaces collapsed: what a browser hands us in a
+    query may be logged and printed, and must not forge log lines or reorder a terminal."""
+    return " ".join("".join(" " if unicodedata.category(ch)[0] == "C" else ch
+                            for ch in text).split())
 
 
 def _iso(ts: float | None) -> str | None:
@@ -193,8 +203,8 @@ class AccountService:
                 "The sign-in link is unknown, expired or was already used (wrong state), so "
                 "nothing was connected.", 400)
         if query.get("error"):
-            detail = (query.get("error_description") or query.get("error_reason")
-                      or query["error"])[:300]
+            detail = printable(query.get("error_description") or query.get("error_reason")
+                               or query["error"])[:300]
             result = CallbackResult("denied", "Access was not granted",
                                     f"Instagram says: {detail}. Nothing was connected.")
         elif not query.get("code"):
@@ -419,7 +429,9 @@ def callback_route(service: AccountService) -> web.RouteDef:
 def meta_routes(service: AccountService) -> list[web.RouteDef]:
     async def signed_user(request: web.Request) -> tuple[str, float] | web.Response:
         try:
-            form = await request.post()
+            form = await in_time(request, request.post)
+        except TimeoutError:
+            return too_slow()
         except (ValueError, LookupError, web.RequestPayloadError, HttpProcessingError):
             # A bad charset, a broken multipart part, a body that is not what its
             # Content-Encoding says: the client's fault, answered 400 below.
@@ -449,12 +461,14 @@ def meta_routes(service: AccountService) -> list[web.RouteDef]:
         user = signed[0]
         # The status URL is settled before anything is deleted: a Host header it cannot be
         # built from must not leave a deletion done and its receipt unanswered.
+        from_host = not service.config.server.public_url
+        if from_host and not valid_host(client_view(request).host):
+            return web.json_response({"error": "bad Host header"}, status=400)
         try:
             base = external_base_url(request, service.config.server.public_url)
             parsed = yarl.URL(base)
         except ValueError:
             parsed = None
-        from_host = not service.config.server.public_url
         if (parsed is None or parsed.scheme not in ("http", "https") or not parsed.host
                 or (from_host and (" " in base or parsed.path not in ("", "/")
                                    or parsed.query_string or parsed.fragment))):

@@ -57,14 +57,56 @@ def make_formatter(fmt: LogFormat | str = LogFormat.TEXT) -> logging.Formatter:
     return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def client_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` is the HTTP client's doing, not ours: a request that is not valid
+    HTTP, a body that is not what its Content-Encoding says or was cut short, a connection
+    the client dropped. (aiohttp is looked up only if it is loaded: this module stays
+    importable without it.)"""
+    if isinstance(exc, ConnectionResetError):
+        return True
+    faults: list[type[BaseException]] = []
+    if (http := sys.modules.get("aiohttp.http_exceptions")) is not None:
+        faults.append(http.HttpProcessingError)
+    if (proto := sys.modules.get("aiohttp.web_protocol")) is not None:
+        faults.append(proto.RequestPayloadError)
+    return isinstance(exc, tuple(faults))
+
+
+class ClientFaults(logging.Filter):
+    """aiohttp logs a request the client broke (see :func:`client_fault`) at ERROR with a
+    traceback, though it answered it 400 or could not answer at all; anyone could fill the
+    log that way. Such a record becomes one INFO line naming the error, without the
+    traceback. Other records pass unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and client_fault(exc):
+            detail = " ".join(str(exc).split())[:200]  # one line, bounded
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {detail}"
+            record.args = None
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def setup_logging(
     level: str = "INFO", fmt: LogFormat | str = LogFormat.TEXT, stream: TextIO | None = None,
 ) -> None:
-    """Send the ``instaset`` loggers to ``stream`` (default: stderr) at ``level`` in ``fmt``.
-    Calling it again replaces the previous setup (no duplicated lines)."""
+    """Send the ``instaset`` loggers to ``stream`` (default: stderr) at ``level`` in ``fmt``,
+    and aiohttp's at WARNING through the same format (its client faults as one INFO line,
+    see :class:`ClientFaults`), so ``json`` output stays one object per line. Calling it
+    again replaces the previous setup (no duplicated lines)."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(make_formatter(fmt))
     root = logging.getLogger("instaset")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    web = logging.StreamHandler(handler.stream)
+    web.setFormatter(handler.formatter)
+    web.addFilter(ClientFaults())
+    aio = logging.getLogger("aiohttp")
+    aio.handlers[:] = [web]
+    # WARNING: aiohttp's access and debug chatter stay out; its errors come in.
+    aio.setLevel(max(logging.WARNING, root.level))
+    aio.propagate = False

@@ -48,7 +48,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Headers = MultiMapping[str] | Mapping[str, str]
 
 # No nested quantifiers: a hostile header must not make the match slow.
-_HOST = re.compile(r"[A-Za-z0-9.-]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?")
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _SCHEMES = frozenset({"http", "https"})
 
 
@@ -145,6 +145,33 @@ class ClientView:
 CLIENT = web.RequestKey("instaset_client", ClientView)
 
 
+def valid_host(text: str) -> bool:
+    """Whether ``text`` names a server as a ``Host`` header may: a DNS name (labels of
+    letters, digits and inner hyphens, 253 characters at most), an IPv4 address or a
+    bracketed IPv6 address, with an optional port 1-65535. No user info, no percent
+    escapes, no markup: a URL built from it is the URL it looks like."""
+    host, port = text, None
+    if text.startswith("["):
+        end = text.find("]")
+        host, rest = text[1:end], text[end + 1:]
+        if end < 0 or (rest and not rest.startswith(":")):
+            return False
+        port = rest[1:] if rest else None
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+    else:
+        if text.count(":") == 1:
+            host, port = text.split(":")
+        elif ":" in text:
+            return False
+        if not 0 < len(host) <= 253 or not all(_LABEL.fullmatch(p) for p in host.split(".")):
+            return False
+    return port is None or (port.isascii() and port.isdigit() and len(port) <= 5
+                            and 0 < int(port) < 65536)
+
+
 def base_url(public_url: str | None, scheme: str, host: str) -> str:
     """``public_url`` without a trailing slash when set, else ``scheme://host``."""
     if public_url:
@@ -190,7 +217,7 @@ def resolve(
     if proto in _SCHEMES:
         scheme = proto
     forwarded_host = _at_depth(_values(headers, "X-Forwarded-Host"), depth)
-    if forwarded_host and len(forwarded_host) <= 261 and _HOST.fullmatch(forwarded_host):
+    if forwarded_host and valid_host(forwarded_host):
         host = forwarded_host
     return ClientView(peer, client, scheme, host, True, base_url(public_url, scheme, host))
 

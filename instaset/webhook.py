@@ -23,6 +23,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from instaset.errors import PayloadError
 from instaset.events import event_heads, one_item_body
+from instaset.http_body import BODY_TIMEOUT, in_time
 from instaset.metrics import Metrics
 from instaset.proxy import ProxySettings, forwarded_middleware
 from instaset.store import jobs as jobstore
@@ -45,6 +46,7 @@ class WebContext:
     started_at: float = field(default_factory=time.time)
     extra_routes: list[web.RouteDef] = field(default_factory=list)
     proxy: ProxySettings = field(default_factory=ProxySettings)  # trusts no proxy by default
+    body_timeout: float = BODY_TIMEOUT  # seconds for a body to arrive in full (else 408)
 
 
 CTX = web.AppKey("ctx", WebContext)
@@ -133,7 +135,12 @@ async def receive(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > ctx.max_body_bytes:
         return _reject(ctx, 413, "too_large", "body too large")
     try:
-        raw = await request.read()
+        raw = await in_time(request, request.read, ctx.body_timeout)
+    except TimeoutError:
+        resp = _reject(ctx, 408, "slow_body",
+                       f"the body did not arrive within {ctx.body_timeout:g} s")
+        resp.force_close()
+        return resp
     except web.HTTPRequestEntityTooLarge:
         return _reject(ctx, 413, "too_large", "body too large")
     except (web.RequestPayloadError, HttpProcessingError) as exc:
@@ -217,11 +224,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def never_500(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Last line of defence: an unexpected error answers 503 (retry later), never a 500."""
+    """Last line of defence: an unexpected error answers 503 (retry later), never a 500; a
+    client that dropped the connection is logged as such (one line), not as our error."""
     try:
         return await handler(request)
     except web.HTTPException:
         raise
+    except ConnectionResetError:
+        # The client went away mid-request (a body cut short): nobody is left to answer,
+        # and it is no error of ours.
+        log.info("%s %s: the client closed the connection", request.method, request.path)
+        return web.Response(status=400, text="connection lost")
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return web.json_response({"error": "temporarily unavailable"}, status=503)

@@ -218,6 +218,18 @@ async def test_user_denies(service: AccountService, box: Sandbox) -> None:
     assert MemorySecrets().get(token_key(ACCT)) is None
 
 
+async def test_a_denial_text_cannot_forge_log_lines(service: AccountService) -> None:
+    """The browser brings error_description: it is logged and printed by `connect`, so
+    newlines and bidi overrides must not pass (a forged line, a reordered terminal)."""
+    state, _url = await service.begin()
+    result = await service.handle_callback({
+        "state": state, "error": "access_denied",
+        "error_description": "oops\n2026-11-30 08:00:00,000 ERROR instaset.webhook: FORGED\u202e"})
+    assert result.outcome == "denied"
+    assert result.detail == ("Instagram says: oops 2026-11-30 08:00:00,000 ERROR "
+                             "instaset.webhook: FORGED. Nothing was connected.")
+
+
 async def test_wrong_state_is_refused_and_the_code_is_not_used(
     rt: Runtime, service: AccountService, box: Sandbox, aiohttp_client: ClientFactory
 ) -> None:
@@ -648,7 +660,8 @@ async def test_unreadable_callback_forms_are_400(client: TestClient, content_typ
         assert resp.status == 400
 
 
-@pytest.mark.parametrize("host", ["a:99999999", "_:_", "a b", "x/y?z"])
+@pytest.mark.parametrize("host", ["a:99999999", "_:_", "a b", "x/y?z", 'x"><script>',
+                                  "user@host", "%41", "..", "x:0"])
 async def test_data_deletion_refuses_a_host_it_cannot_answer_with_before_deleting(
     tmp_path: Path, box: Sandbox, aiohttp_client: ClientFactory, host: str,
 ) -> None:

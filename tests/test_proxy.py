@@ -132,6 +132,13 @@ def test_invalid_proto_and_host_are_ignored(proto: str, host: str) -> None:
     assert (view.scheme, view.host) == ("http", "127.0.0.1:8787")
 
 
+@pytest.mark.parametrize("host", ["..", "-", "x:0", "a" * 261, "user@host", "%41", "é.com"])
+def test_forwarded_hosts_a_url_cannot_be_built_from_are_ignored(host: str) -> None:
+    view = resolve("127.0.0.1", "http", "127.0.0.1:8787", {"X-Forwarded-Host": host},
+                   trusted("127.0.0.1"))
+    assert view.host == "127.0.0.1:8787"
+
+
 def test_ipv6_host_with_port_is_accepted() -> None:
     view = resolve("::1", "http", "h", {"X-Forwarded-Host": "[2001:db8::1]:8443"},
                    trusted("::1"))
