@@ -5,10 +5,16 @@ Contract: :func:`run_checks` returns one :class:`Check` per thing looked at, eac
 ok. ``doctor`` exits 1 when any check fails (warnings do not). Network checks (token and
 subscriptions at Meta, the public URL reaching ``GET /webhook``) are skipped, with a note,
 when there is no token or with ``offline``. No check prints a token or a secret.
+
+Secrets are looked for where ``serve`` looks (:func:`instaset.secrets.app_secrets`): the app
+secret may be in the config/environment or in the secret store, and a secret store that
+cannot be opened or read (no OS keyring, a secrets file others can read) is a failed
+"secret store" check with the fix, not an exception.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets as pysecrets
 import time
@@ -22,11 +28,20 @@ import aiohttp
 from instaset import tokens as tokens_mod
 from instaset.catchup import doctor_checks as catchup_checks
 from instaset.config import Config, load_config
-from instaset.errors import ConfigError, GraphError, InstasetError, TokenInvalid, Transient
+from instaset.errors import (
+    ConfigError,
+    GraphError,
+    InstasetError,
+    SecretsError,
+    TokenInvalid,
+    Transient,
+)
 from instaset.graph import GraphClient
 from instaset.inbox import iso_utc
 from instaset.outbox import TokenProvider
+from instaset.paths import not_a_directory
 from instaset.retention import DAY, daemon_lock
+from instaset.secrets import FileSecrets, SecretStore, app_secrets, open_secrets
 from instaset.store import history
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database, migrations, open_database
@@ -66,16 +81,64 @@ def check_config(path: Path | None) -> tuple[Config | None, Check]:
     return config, Check("config", "ok", f"{where}: {len(config.workflows)} workflows")
 
 
-def check_secrets(config: Config) -> list[Check]:
-    out: list[Check] = []
+def _store_fix(store: SecretStore | None, exc: Exception) -> str:
+    if store is None or store.name == "keyring":  # the fix `instaset connect --token` prints
+        return ("unlock the keyring, or set `secrets.backend: file` in the config (then run "
+                "`instaset connect` again: tokens do not move between backends)")
+    if isinstance(store, FileSecrets) and isinstance(exc, OSError):
+        return f"make {store.path.parent} a directory this user can read and write"
+    return "fix the secrets file as said above (a JSON object, mode 0600)"
+
+
+def check_secret_store(config: Config, store: SecretStore | None = None
+                       ) -> tuple[list[bytes], Check]:
+    """Read the app secrets the way ``serve`` does (:func:`instaset.secrets.app_secrets`:
+    config and environment first, then the secret store ``secrets.backend`` names; ``store``
+    overrides it). Returns them and a "secret store" check, failed when the store cannot be
+    opened or read (a keyring that does not work, a secrets file others can read...): then
+    only the config's secrets are returned. Blocking (keyring): call it in a thread."""
+    try:
+        if store is None:
+            store = open_secrets(config)
+        found = app_secrets(config, store)
+    except (SecretsError, OSError) as exc:
+        message = str(exc) if isinstance(exc, SecretsError) else _os_error(exc)
+        return list(config.instagram.webhook_secrets()), Check(
+            "secret store", "fail", f"secrets.backend {config.secrets.backend}: {message}",
+            _store_fix(store, exc), _ref("configuration"))
+    where = (f"file {store.path}" if isinstance(store, FileSecrets)
+             else "OS keyring, service instaset" if store.name == "keyring" else store.name)
+    return found, Check("secret store", "ok", f"{where} (secrets.backend: "
+                        f"{config.secrets.backend})")
+
+
+def _os_error(exc: OSError) -> str:
+    what = exc.strerror or type(exc).__name__
+    return f"{what}: {exc.filename}" if exc.filename is not None else what
+
+
+def check_secrets(config: Config, store: SecretStore | None = None) -> list[Check]:
+    """The secret store, the app secret (config, environment or secret store, as ``serve``
+    finds it) and the verify token. Blocking (keyring): call it in a thread."""
+    found, store_check = check_secret_store(config, store)
+    out: list[Check] = [store_check]
     ig = config.instagram
-    if ig.webhook_secrets():
-        n = len(ig.webhook_secrets())
-        out.append(Check("app secret", "ok", f"{n} webhook secret{'s' if n > 1 else ''} set"))
+    if found:
+        n = len(found)
+        stored = n - len(ig.webhook_secrets())
+        where = f" ({stored} in the secret store)" if stored else ""
+        out.append(Check("app secret", "ok",
+                         f"{n} webhook secret{'s' if n > 1 else ''} set{where}"))
     else:
-        out.append(Check("app secret", "fail", "no app secret: every webhook will be refused",
-                         "set INSTASET_APP_SECRET (or instagram.app_secret) to the Instagram "
-                         "app secret from the Meta App Dashboard", _ref("setup-meta-app")))
+        unread = store_check.status == "fail"
+        out.append(Check(
+            "app secret", "fail",
+            "no app secret" + (" in the config, and the secret store cannot be read"
+                               if unread else "") + ": every webhook will be refused",
+            "set INSTASET_APP_SECRET (or instagram.app_secret in the config) to the Instagram "
+            "app secret from the Meta App Dashboard, or put it in the secret store under the "
+            "key `app_secret` (OS keyring service `instaset`, or secrets.json in the data "
+            "directory with `secrets.backend: file`)", _ref("setup-meta-app")))
     if ig.verify_token is not None and ig.verify_token.get_secret_value():
         out.append(Check("verify token", "ok", "set"))
     else:
@@ -158,7 +221,13 @@ async def check_accounts(
             out.append(Check(f"account {name}", "fail", f"state {a['state']}",
                              "run `instaset connect` again", _ref("connect-an-account")))
             continue
-        token = await tokens.token(a["id"])
+        try:
+            token = await tokens.token(a["id"])
+        except SecretsError as exc:  # already reported by the "secret store" check
+            out.append(Check(f"token {name}", "fail", str(exc), "fix the secret store (see "
+                             "the secret store check), then run `instaset connect` if the "
+                             "token is gone", _ref("connect-an-account")))
+            continue
         if not token:
             out.append(Check(f"token {name}", "fail", "no access token stored (or the secret "
                              "store cannot be read)", "run `instaset connect`; on a server "
@@ -287,9 +356,15 @@ async def run_checks(
     checks = [first]
     if config is None:
         return [*checks, Check("everything else", "skip", "needs a valid config")]
-    checks += check_secrets(config)
+    checks += await asyncio.to_thread(check_secrets, config)
     db_path = config.storage.db_path()
-    if not db_path.exists():
+    blocked = not_a_directory(db_path.parent)
+    if blocked is not None:  # e.g. INSTASET_HOME names a file: nothing can be created there
+        checks.append(Check("database", "fail", f"{db_path} cannot be created: {blocked}",
+                            "point INSTASET_HOME (or storage.path) at a directory, or move "
+                            "the file out of the way", _ref("configuration")))
+        db = None
+    elif not db_path.exists():
         checks.append(Check("database", "warn", f"{db_path} does not exist yet",
                             "it is created by `instaset serve` or `instaset connect`",
                             _ref("running-it")))

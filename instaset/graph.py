@@ -22,7 +22,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -113,6 +113,19 @@ class GraphClient:
         )
         return "/".join([*head, *(_seg(s) for s in segments)])
 
+    def _unreachable(self, url: str, exc: Exception) -> str:
+        """Which configured base URL could not be reached and what to check. Only the base
+        (scheme, host, port, path prefix) is named: never a query string (the token GETs
+        carry the token there) nor user info."""
+        bases = {"instagram.graph_url": self._graph_url, "instagram.api_url": self._api_url}
+        hits = {k: b for k, b in bases.items() if b and url.startswith(b)}
+        longest = max(hits.values(), key=len, default=self._graph_url)
+        keys = " / ".join(k for k, b in hits.items() if b == longest) or "instagram.graph_url"
+        parts = urlsplit(longest)
+        shown = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+        return (f"{shown} cannot be reached ({type(exc).__name__}); check the network "
+                f"connection, or {keys} in the config")
+
     async def _call(
         self,
         method: str,
@@ -149,7 +162,7 @@ class GraphClient:
                 status, resp_headers = resp.status, dict(resp.headers)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # The connection was never established, so nothing was sent.
-            msg = f"cannot connect to Meta for {what}: {type(exc).__name__}"
+            msg = f"cannot connect to Meta for {what}: {self._unreachable(url, exc)}"
             raise Transient(msg, outcome_unknown=False) from None
         except TimeoutError:
             msg = f"Meta did not answer {what} within {self._timeout:g} s"

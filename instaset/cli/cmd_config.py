@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from instaset.cli.app import STATE, app, fail, sub_app
+from instaset.cli.app import STATE, app, fail, handle_errors, sub_app
 from instaset.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -57,16 +57,23 @@ def storage_or_exit() -> StorageLocation:
 
 
 @app.command()
+@handle_errors
 def init(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing config file."),
 ) -> None:
     """Write a commented config.yaml into the data directory (or to --config)."""
     from instaset.config import render_init_config
-    from instaset.paths import CONFIG_FILENAME, ensure_data_dir
+    from instaset.paths import CONFIG_FILENAME, ensure_data_dir, not_a_directory
 
     if STATE.config_path is not None:
         target = STATE.config_path.expanduser()
-        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            problem = not_a_directory(target.parent)
+            if problem is None:
+                raise
+            raise fail(f"cannot write {target}: {problem}") from None
     else:
         target = ensure_data_dir() / CONFIG_FILENAME
     if target.exists() and not force:

@@ -480,7 +480,14 @@ def _create_private(path: Path) -> None:
             with contextlib.suppress(FileExistsError):  # created meanwhile: fine
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError as exc:
-        raise StoreError(f"cannot create database {path}: {exc.strerror or exc}") from None
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, FileExistsError | NotADirectoryError):
+            # "File exists" alone does not say that a file sits where a directory should
+            # (typically INSTASET_HOME pointing at a file): name it and the fix.
+            from instaset.paths import not_a_directory
+
+            reason = not_a_directory(path.parent) or reason
+        raise StoreError(f"cannot create database {path}: {reason}") from None
 
 
 async def open_database(path: Path, *, synchronous: Synchronous = "FULL") -> Database:
