@@ -33,7 +33,6 @@ import logging
 import re
 import sqlite3
 import time
-import unicodedata
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +51,7 @@ from instaset.errors import GraphError, InstasetError, InvalidParameter, TokenIn
 from instaset.graph import GraphClient
 from instaset.http_body import in_time, too_slow
 from instaset.oauth_pages import deletion_status_page, not_found_page, result_page
+from instaset.oneline import one_line
 from instaset.proxy import client_view, external_base_url, valid_host
 from instaset.queue import enqueue
 from instaset.secrets import SecretStore, app_secrets, open_secrets, token_key
@@ -121,14 +121,6 @@ def authorize_url(config: Config, state: str, redirect: str) -> str:
         "scope": ",".join(SCOPES), "state": state,
     })
     return f"{config.instagram.auth_url.rstrip('/')}/oauth/authorize?{query}"
-
-
-def printable(text: str) -> str:
-    """``text`` with every control, format or unassigned character (newlines, bidi
-    overrides, ...) made a space and runs of spaces collapsed: what a browser hands us in a
-    query may be logged and printed, and must not forge log lines or reorder a terminal."""
-    return " ".join("".join(" " if unicodedata.category(ch)[0] == "C" else ch
-                            for ch in text).split())
 
 
 def _iso(ts: float | None) -> str | None:
@@ -203,8 +195,8 @@ class AccountService:
                 "The sign-in link is unknown, expired or was already used (wrong state), so "
                 "nothing was connected.", 400)
         if query.get("error"):
-            detail = printable(query.get("error_description") or query.get("error_reason")
-                               or query["error"])[:300]
+            detail = one_line(query.get("error_description") or query.get("error_reason")
+                              or query["error"])[:300]
             result = CallbackResult("denied", "Access was not granted",
                                     f"Instagram says: {detail}. Nothing was connected.")
         elif not query.get("code"):

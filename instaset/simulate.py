@@ -4,34 +4,95 @@ client side of ``instaset simulate``.
 In sandbox mode ``simulate`` asks the daemon's sandbox to act as the user: the sandbox records
 the message (so its 24 h window rule knows about it) and posts the signed webhook to the
 daemon, exactly as Meta would. Against a daemon that is not in sandbox mode, ``simulate``
-signs a Meta-shaped webhook with the configured app secret and posts it to ``/webhook``.
+signs a Meta-shaped webhook with the app secret that daemon uses (:func:`daemon_signing`) and
+posts it to ``/webhook``.
+
+Contracts:
+
+- ``POST /sandbox/dm`` and ``POST /sandbox/comment`` take a JSON object ``{"user", "text",
+  "media"}`` (``user`` required; every field a string or absent; no lone surrogates) and
+  answer ``{"user": IGSID, "webhook_status": N}`` where N is the status the daemon really
+  answered the sandbox's signed webhook with. Bad input gets 400 ``{"error": "..."}``; a
+  webhook that could not be delivered at all gets 502 ``{"error": "..."}``.
+- :func:`simulate` returns ``{"user", "webhook_status": 200}`` or raises
+  :class:`InstasetError` naming what went wrong: an unreachable daemon, an answer that is not
+  instaset's, a refused request, or a webhook the daemon did not accept (any status but 200).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import secrets as pysecrets
 import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
 from instaset.errors import InstasetError
+from instaset.oneline import one_line
 from instaset.sandbox import Sandbox, build_comment_payload, build_dm_payload, signed_delivery
+
+if TYPE_CHECKING:
+    from instaset.config import Config
+
+DEFAULT_MEDIA = "17900000000000001"
+# An answer longer than this is not the small JSON document the sandbox routes send.
+_MAX_ANSWER = 64 * 1024
+_MAX_DETAIL = 200
 
 
 def stable_igsid(username: str) -> str:
-    """A made-up but stable IGSID for a simulated username."""
+    """A made-up but stable IGSID for a simulated username (valid Unicode text)."""
     return str(9_000_000_000_000_000 + int(hashlib.sha256(username.encode()).hexdigest()[:12], 16))
+
+
+def is_igsid(who: str) -> bool:
+    """An IGSID is ASCII digits only (``str.isdigit`` alone accepts ``"١٢٣"`` and ``"²"``)."""
+    return who.isascii() and who.isdigit()
+
+
+def _valid_unicode(text: str) -> bool:
+    """False for a lone surrogate (JSON's ``"\\ud800"``, or argv bytes that were not UTF-8):
+    no UTF-8 text, SQLite column or signed body can carry it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# -- the daemon's /sandbox/* routes -------------------------------------------------------
+
+
+def _bad(message: str) -> web.HTTPBadRequest:
+    # JSON like every other error answer of the daemon; HTTPException passes never_500.
+    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def _field(body: dict[str, Any], key: str) -> str | None:
+    """``body[key]`` as text; None when absent or null. Anything but a string (a list, an
+    object, a number) and a string with a lone surrogate are refused (400)."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _bad(f"{key!r} must be a string, not {type(value).__name__}")
+    if not _valid_unicode(value):
+        raise _bad(f"{key!r} is not valid Unicode (it contains a lone surrogate)")
+    return value
 
 
 def _user(body: dict[str, Any], box: Sandbox) -> str:
     """Accept an IGSID or a username; a new username gets a stable new IGSID."""
-    who = str(body.get("user") or "").lstrip("@")
+    who = (_field(body, "user") or "").lstrip("@")
     if not who:
-        raise web.HTTPBadRequest(text="'user' is required")
-    if who.isdigit():
+        raise _bad("'user' is required (a username or an IGSID)")
+    if is_igsid(who):
         return who
     for igsid, name in box.users.items():
         if name == who:
@@ -45,16 +106,18 @@ def sandbox_routes(box: Sandbox) -> list[web.RouteDef]:
     async def dm(request: web.Request) -> web.Response:
         body = await _json(request)
         igsid = _user(body, box)
-        status = await _deliver(box.user_sends_dm(igsid, str(body.get("text") or "")))
+        text = _field(body, "text") or ""
+        payload = await box.user_sends_dm(igsid, text, deliver=False)
+        status = await _deliver(box, payload)
         return web.json_response({"user": igsid, "webhook_status": status})
 
     async def comment(request: web.Request) -> web.Response:
         body = await _json(request)
         igsid = _user(body, box)
-        media = str(body.get("media") or "17900000000000001")
-        payload = await box.user_comments(igsid, str(body.get("text") or ""), media,
-                                          deliver=False)
-        status = await box.deliver(payload)
+        text = _field(body, "text") or ""
+        media = _field(body, "media") or DEFAULT_MEDIA
+        payload = await box.user_comments(igsid, text, media, deliver=False)
+        status = await _deliver(box, payload)
         return web.json_response({"user": igsid, "webhook_status": status})
 
     async def thread(request: web.Request) -> web.Response:
@@ -74,55 +137,190 @@ def sandbox_routes(box: Sandbox) -> list[web.RouteDef]:
 async def _json(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text="body must be JSON") from None
+    except (ValueError, RecursionError):
+        # ValueError: not JSON, not UTF-8; RecursionError: nesting deeper than the parser's
+        # stack (a 100k-deep array). Both are the client's fault.
+        raise _bad("body must be JSON") from None
+    except web.RequestPayloadError:
+        raise _bad("unreadable body (bad Content-Encoding, or cut short)") from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text="body must be a JSON object")
+        raise _bad("body must be a JSON object")
     return body
 
 
-async def _deliver(coro: Any) -> int:
-    payload = await coro
-    return 200 if payload else 500
+async def _deliver(box: Sandbox, payload: dict[str, object]) -> int:
+    """Post the signed webhook to the daemon; the status it really answered."""
+    try:
+        return await box.deliver(payload)
+    except (ConnectionError, ValueError) as exc:
+        raise web.HTTPBadGateway(
+            text=json.dumps({"error": f"the sandbox could not deliver the webhook: {exc}"}),
+            content_type="application/json",
+        ) from None
+
+
+# -- the client: `instaset simulate` ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Signing:
+    """The app secret ``simulate`` signs with, and where it came from (for messages; never
+    the value)."""
+
+    secret: str
+    source: str
+
+
+def daemon_signing(config: Config) -> Signing:
+    """The app secret a daemon (not in sandbox mode) started on ``config`` accepts, found as
+    ``instaset serve`` finds it: the config's (``instagram.app_secret``,
+    ``INSTASET_APP_SECRET``, ``meta_app_secret``), else the secret store's. Reads the secret
+    store (synchronous; may touch the OS keyring). Raises :class:`InstasetError` when there
+    is none."""
+    from instaset.secrets import app_secrets, open_secrets
+
+    configured = config.instagram.webhook_secrets()
+    if configured:
+        return Signing(configured[0].decode(), "the config's app secret "
+                       "(instagram.app_secret or INSTASET_APP_SECRET)")
+    try:
+        store = open_secrets(config)
+        stored = app_secrets(config, store)
+    except InstasetError as exc:
+        raise InstasetError(
+            "no app secret to sign the webhook with: the config has none and the secret "
+            f"store could not be read ({exc})"
+        ) from None
+    if not stored:
+        raise InstasetError(
+            "no app secret to sign the webhook with (the daemon is not in sandbox mode); set "
+            "instagram.app_secret or INSTASET_APP_SECRET, or put it in the secret store, as "
+            "for `instaset serve`"
+        )
+    return Signing(stored[0].decode(), f"the app secret in the secret store ({store.name})")
+
+
+def _clean(text: str) -> str:
+    """One short line of someone else's text: control and format characters (newlines,
+    ANSI escapes, bidi overrides) become spaces, and it is cut to a readable length."""
+    line = one_line(text)
+    return line if len(line) <= _MAX_DETAIL else line[:_MAX_DETAIL] + "..."
+
+
+def _detail(raw: bytes) -> str:
+    """What an error answer says: the ``error`` of instaset's JSON, else its text."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return _clean(body["error"])
+    return _clean(raw.decode("utf-8", "replace")) or "empty answer"
+
+
+async def _read(resp: aiohttp.ClientResponse) -> bytes:
+    """The answer's body, at most a little over ``_MAX_ANSWER`` bytes (a foreign server may
+    send anything)."""
+    out = bytearray()
+    while len(out) <= _MAX_ANSWER:
+        chunk = await resp.content.read(_MAX_ANSWER + 1 - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
+def _sandbox_answer(base: str, kind: str, status: int, raw: bytes) -> dict[str, Any]:
+    """The sandbox route's answer, checked: a refusal or anything that is not its JSON is an
+    :class:`InstasetError`."""
+    if status != 200:
+        raise InstasetError(f"the sandbox at {base} refused the {kind} (HTTP {status}): "
+                            f"{_detail(raw)}")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        body = None
+    if (not isinstance(body, dict) or not isinstance(body.get("user"), str)
+            or type(body.get("webhook_status")) is not int):
+        raise InstasetError(
+            f"{base}/sandbox/{kind} answered HTTP 200 but not with instaset's JSON "
+            f"({_detail(raw)}); is --url the address of `instaset serve`?"
+        )
+    return {"user": body["user"], "webhook_status": body["webhook_status"]}
+
+
+def _check_webhook(base: str, status: int, detail: str, signing: Signing | None) -> None:
+    """A webhook the daemon did not accept with 200 is a failed simulation: say why and
+    what to do. ``signing`` is None when the sandbox signed it (with the daemon's secret)."""
+    if status == 200:
+        return
+    said = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
+    if status in (401, 403) and signing is not None:
+        raise InstasetError(
+            f"the daemon at {base} refused the webhook's signature ({said}); simulate signed "
+            f"it with {signing.source}. Run simulate with the daemon's config (--config), or "
+            "give both the same app secret (INSTASET_APP_SECRET)"
+        )
+    hint = {
+        400: "the daemon found the webhook malformed",
+        401: "the daemon found no signature on the sandbox's webhook",
+        403: "the daemon refused the sandbox's own signature",
+        404: f"{base} has no /webhook route; is --url the address of `instaset serve`?",
+        413: "the webhook is too large for the daemon (server.max_body_bytes)",
+        503: "the daemon is busy or shutting down; try again",
+    }.get(status, "the daemon did not accept the webhook")
+    raise InstasetError(f"the webhook was not accepted ({said}): {hint}")
 
 
 async def simulate(
-    base_url: str, kind: str, user: str, text: str, *, media: str | None, secret: str | None,
-    account_id: str,
+    base_url: str, kind: str, user: str, text: str, *, media: str | None,
+    signing: Callable[[], Signing], account_id: str,
 ) -> dict[str, Any]:
-    """Post one simulated user action to a running daemon. Returns what the daemon said."""
+    """Post one simulated user action (``kind`` "dm" or "comment") to a running daemon.
+
+    Returns ``{"user": IGSID, "webhook_status": 200}``. ``signing`` is called (in a thread)
+    only when the daemon is not in sandbox mode. Raises :class:`InstasetError` for bad input,
+    an unreachable daemon, an answer that is not instaset's, or a webhook not accepted."""
+    for name, value in (("USER", user), ("TEXT", text), ("--media", media or "")):
+        if not _valid_unicode(value):
+            raise InstasetError(f"{name} is not valid UTF-8 text; check the terminal's encoding")
+    who = user.lstrip("@")
+    if not who:
+        raise InstasetError("USER must be a username or an Instagram-scoped id, not empty")
     base = base_url.rstrip("/")
     timeout = aiohttp.ClientTimeout(total=15)
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             async with session.post(
-                f"{base}/sandbox/{kind}", json={"user": user, "text": text, "media": media}
+                f"{base}/sandbox/{kind}", json={"user": who, "text": text, "media": media}
             ) as resp:
-                if resp.status != 404:
-                    body = await resp.json(content_type=None)
-                    if resp.status != 200:
-                        raise InstasetError(f"the sandbox refused the {kind}: {body}")
-                    return dict(body)
+                status, raw = resp.status, await _read(resp)
+            if status != 404:
+                result = _sandbox_answer(base, kind, status, raw)
+                _check_webhook(base, result["webhook_status"], "", None)
+                return result
             # Not in sandbox mode: sign a Meta-shaped webhook ourselves.
-            if not secret:
-                raise InstasetError(
-                    "the daemon is not in sandbox mode and no app secret is configured to "
-                    "sign with; set instagram.app_secret or INSTASET_APP_SECRET"
-                )
+            sign = await asyncio.to_thread(signing)
             now_ms = int(time.time() * 1000)
-            igsid = user if user.isdigit() else stable_igsid(user)
+            igsid = who if is_igsid(who) else stable_igsid(who)
             mid = "sim-" + pysecrets.token_hex(12)
             if kind == "dm":
                 payload = build_dm_payload(account_id, igsid, text, mid, now_ms)
             else:
                 payload = build_comment_payload(
-                    account_id, igsid, user, text, media or "17900000000000001",
+                    account_id, igsid, who, text, media or DEFAULT_MEDIA,
                     "sim" + str(now_ms), now_ms // 1000,
                 )
-            raw, headers = signed_delivery(payload, secret)
-            async with session.post(f"{base}/webhook", data=raw, headers=headers) as resp:
-                return {"user": igsid, "webhook_status": resp.status}
+            body, headers = signed_delivery(payload, sign.secret)
+            async with session.post(f"{base}/webhook", data=body, headers=headers) as resp:
+                status, raw = resp.status, await _read(resp)
+            _check_webhook(base, status, _detail(raw) if status != 200 else "", sign)
+            return {"user": igsid, "webhook_status": status}
     except aiohttp.ClientError as exc:
         raise InstasetError(
             f"cannot reach instaset at {base} ({type(exc).__name__}); is `instaset serve` running?"
+        ) from None
+    except TimeoutError:
+        raise InstasetError(
+            f"instaset at {base} did not answer within {timeout.total:.0f} s"
         ) from None

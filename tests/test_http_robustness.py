@@ -20,10 +20,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.test_utils import TestClient
 
-from instaset.accounts import printable
 from instaset.config import Config
 from instaset.daemon import Runtime, runtime, web_runner
 from instaset.logsetup import ClientFaults, client_fault, setup_logging
+from instaset.oneline import one_line
 from instaset.proxy import valid_host
 from instaset.webhook import make_app
 from tests.conftest import SECRET, sign
@@ -221,9 +221,9 @@ def test_valid_host(host: str, ok: bool) -> None:
     assert valid_host(host) is ok
 
 
-def test_printable_removes_what_could_forge_a_log_line() -> None:
+def test_one_line_removes_what_could_forge_a_log_line() -> None:
     text = "oops\n2026-11-30 08:00:00,000 ERROR instaset.webhook: FORGED\r\u202eevil\u200b \x00!"
-    out = printable(text)
+    out = one_line(text)
     assert "\n" not in out and "\r" not in out and "\u202e" not in out and "\x00" not in out
     assert out == "oops 2026-11-30 08:00:00,000 ERROR instaset.webhook: FORGED evil !"
-    assert printable("Permissions error: user denied") == "Permissions error: user denied"
+    assert one_line("Permissions error: user denied") == "Permissions error: user denied"

@@ -28,15 +28,14 @@ def demo() -> None:
 
 def _simulate(kind: str, user: str, text: str, media: str | None, url: str | None) -> None:
     from instaset.config import load_config
-    from instaset.daemon import SANDBOX_SECRET
-    from instaset.simulate import simulate
+    from instaset.simulate import daemon_signing, simulate
 
     config = load_config(STATE.config_path)
     base = url or f"http://127.0.0.1:{config.server.port}"
-    secrets = config.instagram.webhook_secrets()
+    # A daemon in sandbox mode signs with its own secret; otherwise simulate signs with the
+    # secret that daemon accepts, looked up (secret store included) only when needed.
     result = run_async(simulate)(
-        base, kind, user, text, media=media,
-        secret=secrets[0].decode() if secrets else SANDBOX_SECRET,
+        base, kind, user, text, media=media, signing=lambda: daemon_signing(config),
         account_id=config.sandbox.account_id,
     )
     typer.echo(json.dumps(result))

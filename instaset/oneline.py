@@ -1,0 +1,16 @@
+"""Someone else's text, made safe to log or print on one line.
+
+Contract: :func:`one_line` turns every control, format, surrogate or unassigned character
+(newlines, ANSI escapes, bidi overrides, ...) into a space and collapses runs of
+whitespace, so what a browser, Meta or another server sent can neither forge a log line nor
+reorder or recolour a terminal. Standard library only (the CLI imports it at start-up).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+
+def one_line(text: str) -> str:
+    return " ".join("".join(" " if unicodedata.category(ch)[0] == "C" else ch
+                            for ch in text).split())
