@@ -272,6 +272,22 @@ def _check_webhook(base: str, status: int, detail: str, signing: Signing | None)
     raise InstasetError(f"the webhook was not accepted ({said}): {hint}")
 
 
+async def _connected_accounts(session: aiohttp.ClientSession, base: str) -> set[str] | None:
+    """The ids of the accounts whose events the daemon stores (every account it knows but
+    the disconnected ones, as ingest does), from its ``/healthz``; None when that cannot be
+    told (then the webhook is sent anyway)."""
+    async with session.get(f"{base}/healthz") as resp:
+        raw = await _read(resp) if resp.status == 200 else b""
+    try:
+        accounts = json.loads(raw).get("accounts") if raw else None
+    except (ValueError, RecursionError, AttributeError):
+        return None
+    if not isinstance(accounts, list):
+        return None
+    return {str(a.get("id")) for a in accounts
+            if isinstance(a, dict) and a.get("state") != "disconnected"}
+
+
 async def simulate(
     base_url: str, kind: str, user: str, text: str, *, media: str | None,
     signing: Callable[[], Signing], account_id: str,
@@ -300,6 +316,14 @@ async def simulate(
                 _check_webhook(base, result["webhook_status"], "", None)
                 return result
             # Not in sandbox mode: sign a Meta-shaped webhook ourselves.
+            connected = await _connected_accounts(session, base)
+            if connected is not None and account_id not in connected:
+                raise InstasetError(
+                    f"the daemon at {base} has no connected Instagram account {account_id} "
+                    "(sandbox.account_id): it would answer 200 and drop the event. Run "
+                    "`instaset serve --sandbox`, or set sandbox.account_id to the id of a "
+                    "connected account (`instaset accounts`)"
+                )
             sign = await asyncio.to_thread(signing)
             now_ms = int(time.time() * 1000)
             igsid = who if is_igsid(who) else stable_igsid(who)

@@ -27,6 +27,7 @@ from instaset.cli import app
 from instaset.config import Config, load_config
 from instaset.daemon import Serving, serving
 from instaset.secrets import APP_SECRET, FileSecrets, secrets_file
+from tests.conftest import connect_account
 
 T = TypeVar("T")
 ACCT = "17841400000000001"
@@ -70,8 +71,11 @@ class LoopThread:
 
 
 @contextlib.contextmanager
-def threaded_daemon(config: Config, *, sandbox: bool) -> Iterator[tuple[LoopThread, Serving]]:
-    """`serving(config)` on 127.0.0.1 in a loop thread, stopped on exit."""
+def threaded_daemon(config: Config, *, sandbox: bool, connected: bool = True,
+                    ) -> Iterator[tuple[LoopThread, Serving]]:
+    """`serving(config)` on 127.0.0.1 in a loop thread, stopped on exit; not in sandbox
+    mode, with the account simulate addresses (``ACCT``) connected unless ``connected`` is
+    False."""
     lt = LoopThread()
     started: Future[Serving] = Future()
     stop = asyncio.Event()
@@ -79,6 +83,8 @@ def threaded_daemon(config: Config, *, sandbox: bool) -> Iterator[tuple[LoopThre
     async def serve() -> None:
         try:
             async with serving(config, host="127.0.0.1", port=0, sandbox=sandbox) as srv:
+                if connected and not sandbox:
+                    await connect_account(srv.rt.db, ACCT)
                 started.set_result(srv)
                 await stop.wait()
         except BaseException as exc:
@@ -268,3 +274,13 @@ def test_simulate_without_any_app_secret_says_where_to_put_one(tmp_path: Path) -
     with threaded_daemon(load_config(cfg), sandbox=False) as (_lt, srv):
         assert_clean_failure(run_cli(cfg, "simulate", "dm", "bob", "hi", "--url", srv.url),
                              "no app secret", "INSTASET_APP_SECRET", "secret store")
+
+
+def test_simulate_refuses_when_the_daemon_would_drop_the_event(tmp_path: Path) -> None:
+    """Not in sandbox mode, the event is addressed to sandbox.account_id: a daemon without
+    that account connected answers 200 and drops it, so simulate must not say success."""
+    cfg = write_config(tmp_path, "unconnected", app_secret="s3cret")
+    with threaded_daemon(load_config(cfg), sandbox=False, connected=False) as (_lt, srv):
+        assert_clean_failure(run_cli(cfg, "simulate", "dm", "bob", "hi", "--url", srv.url),
+                             "no connected Instagram account", ACCT, "serve --sandbox")
+        assert srv.rt.writer.rows == 0  # nothing was posted to /webhook
