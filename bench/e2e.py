@@ -463,9 +463,14 @@ async def bench(args: argparse.Namespace) -> int:
         print_phase(p, "instaset")
     _warm, fixed, top = phases
     if bare:
-        print(f"instaset/bare relay (same load, same process tree, one after the other): "
-              f"max rate {top.eps / bare[2].eps:.2f} ({top.eps:.1f} / {bare[2].eps:.1f} "
-              f"events/s); open-loop p99 {fixed.p99_ms:.1f} / {bare[1].p99_ms:.1f} ms")
+        ratio = top.eps / bare[2].eps if bare[2].eps > 0 else math.nan
+        print(f"instaset/bare relay (same load, same process tree, the relay first): "
+              f"max rate {ratio:.2f} ({top.eps:.1f} / {bare[2].eps:.1f} events/s); "
+              f"open-loop p99 {fixed.p99_ms:.1f} / {bare[1].p99_ms:.1f} ms")
+        lost = sum(p.missing + p.duplicated + p.wrong for p in bare)
+        if lost:  # the relay never retries: its figures are a floor, not a correctness check
+            print(f"note: the bare relay lost or garbled {lost} replies; its figures are "
+                  f"rough", file=sys.stderr)
     print(f"replay    {args.replay_messages} stored messages: `workflows replay --since all` "
           f"took {replay_s:.2f} s (replayed {replayed} events)")
     print(f"target sustained >= {TARGET_EPS:.0f} events/s: {top.eps:.1f} "
@@ -474,8 +479,7 @@ async def bench(args: argparse.Namespace) -> int:
           f"{fixed.p99_ms:.1f} ms {verdict(fixed.p99_ms < TARGET_P99_MS)}")
     print(f"target replay of {args.replay_messages} messages < {TARGET_REPLAY_S:.0f} s: "
           f"{replay_s:.2f} s {verdict(replay_s < TARGET_REPLAY_S)}")
-    broken = [f"{who} {p.name}" for who, ps in (("instaset", phases), ("bare relay", bare))
-              for p in ps if p.missing or p.duplicated or p.wrong]
+    broken = [p.name for p in phases if p.missing or p.duplicated or p.wrong]
     if replayed != args.replay_messages:
         broken.append(f"replay read {replayed} of {args.replay_messages} events")
     if broken:

@@ -76,11 +76,18 @@ class ClientFaults(logging.Filter):
     """aiohttp logs a request the client broke (see :func:`client_fault`) at ERROR with a
     traceback, though it answered it 400 or could not answer at all; anyone could fill the
     log that way. Such a record becomes one INFO line naming the error, without the
-    traceback. Other records pass unchanged."""
+    traceback, dropped when ``level`` (the daemon's log level) is above INFO. Other records
+    pass unchanged."""
+
+    def __init__(self, level: int = logging.INFO) -> None:
+        super().__init__()
+        self.level = level
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None and client_fault(exc):
+            if self.level > logging.INFO:
+                return False
             detail = " ".join(str(exc).split())[:200]  # one line, bounded
             record.msg = f"{record.getMessage()}: {type(exc).__name__}: {detail}"
             record.args = None
@@ -104,7 +111,7 @@ def setup_logging(
     root.propagate = False
     web = logging.StreamHandler(handler.stream)
     web.setFormatter(handler.formatter)
-    web.addFilter(ClientFaults())
+    web.addFilter(ClientFaults(root.level))
     aio = logging.getLogger("aiohttp")
     aio.handlers[:] = [web]
     # WARNING: aiohttp's access and debug chatter stay out; its errors come in.

@@ -48,7 +48,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Headers = MultiMapping[str] | Mapping[str, str]
 
 # No nested quantifiers: a hostile header must not make the match slow.
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+# Letters, digits, inner hyphens; underscores too (not DNS, but container and LAN names
+# use them, and they are harmless in a URL).
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]+")  # no zone id: "%..." may carry anything
 _SCHEMES = frozenset({"http", "https"})
 
 
@@ -146,10 +149,11 @@ CLIENT = web.RequestKey("instaset_client", ClientView)
 
 
 def valid_host(text: str) -> bool:
-    """Whether ``text`` names a server as a ``Host`` header may: a DNS name (labels of
-    letters, digits and inner hyphens, 253 characters at most), an IPv4 address or a
-    bracketed IPv6 address, with an optional port 1-65535. No user info, no percent
-    escapes, no markup: a URL built from it is the URL it looks like."""
+    """Whether ``text`` names a server as a ``Host`` header may: a host name (labels of
+    letters, digits, underscores and inner hyphens, 253 characters at most, one trailing
+    dot allowed), an IPv4 address or a bracketed IPv6 address without a zone id, with an
+    optional port 1-65535. No user info, no percent escapes, no markup: a URL built from it
+    is the URL it looks like."""
     host, port = text, None
     if text.startswith("["):
         end = text.find("]")
@@ -157,6 +161,8 @@ def valid_host(text: str) -> bool:
         if end < 0 or (rest and not rest.startswith(":")):
             return False
         port = rest[1:] if rest else None
+        if not _IPV6.fullmatch(host):
+            return False
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
@@ -166,7 +172,8 @@ def valid_host(text: str) -> bool:
             host, port = text.split(":")
         elif ":" in text:
             return False
-        if not 0 < len(host) <= 253 or not all(_LABEL.fullmatch(p) for p in host.split(".")):
+        name = host[:-1] if host.endswith(".") else host
+        if not 0 < len(name) <= 253 or not all(_LABEL.fullmatch(p) for p in name.split(".")):
             return False
     return port is None or (port.isascii() and port.isdigit() and len(port) <= 5
                             and 0 < int(port) < 65536)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from instaset.errors import InstasetError
 from instaset.oneline import one_line
@@ -69,9 +70,12 @@ def _valid_unicode(text: str) -> bool:
 # -- the daemon's /sandbox/* routes -------------------------------------------------------
 
 
-def _bad(message: str) -> web.HTTPBadRequest:
-    # JSON like every other error answer of the daemon; HTTPException passes never_500.
-    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
+def _bad(message: str, *, close: bool = False) -> web.HTTPBadRequest:
+    """A 400 to raise (an HTTPException passes never_500), JSON like every other error
+    answer of the daemon; ``close``: the connection closes after it (an unreadable body)."""
+    headers = {"Connection": "close"} if close else None
+    return web.HTTPBadRequest(text=json.dumps({"error": message}),
+                              content_type="application/json", headers=headers)
 
 
 def _field(body: dict[str, Any], key: str) -> str | None:
@@ -137,12 +141,14 @@ def sandbox_routes(box: Sandbox) -> list[web.RouteDef]:
 async def _json(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except (ValueError, RecursionError):
-        # ValueError: not JSON, not UTF-8; RecursionError: nesting deeper than the parser's
-        # stack (a 100k-deep array). Both are the client's fault.
+    except (ValueError, LookupError, RecursionError):
+        # ValueError: not JSON, not UTF-8; LookupError: a charset Python does not know;
+        # RecursionError: nesting deeper than the parser's stack (a 100k-deep array). All
+        # are the client's fault.
         raise _bad("body must be JSON") from None
-    except web.RequestPayloadError:
-        raise _bad("unreadable body (bad Content-Encoding, or cut short)") from None
+    except (web.RequestPayloadError, HttpProcessingError):
+        # The rest of the stream cannot be read either: answer, then close.
+        raise _bad("unreadable body (bad Content-Encoding, or cut short)", close=True) from None
     if not isinstance(body, dict):
         raise _bad("body must be a JSON object")
     return body

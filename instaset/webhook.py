@@ -230,12 +230,16 @@ async def never_500(request: web.Request, handler: Handler) -> web.StreamRespons
         return await handler(request)
     except web.HTTPException:
         raise
-    except ConnectionResetError:
-        # The client went away mid-request (a body cut short): nobody is left to answer,
-        # and it is no error of ours.
-        log.info("%s %s: the client closed the connection", request.method, request.path)
-        return web.Response(status=400, text="connection lost")
-    except Exception:
+    except Exception as exc:
+        transport = request.transport
+        if isinstance(exc, ConnectionResetError) and (transport is None
+                                                      or transport.is_closing()):
+            # The client went away mid-request (a body cut short): nobody is left to
+            # answer, and it is no error of ours. (A reset of another connection, an
+            # outbound call's, is ours: below.)
+            log.info("%s %s: the client closed the connection", request.method,
+                     request.path)
+            return web.Response(status=400, text="connection lost")
         log.exception("unexpected error on %s %s", request.method, request.path)
         return web.json_response({"error": "temporarily unavailable"}, status=503)
 

@@ -661,7 +661,8 @@ async def test_unreadable_callback_forms_are_400(client: TestClient, content_typ
 
 
 @pytest.mark.parametrize("host", ["a:99999999", "_:_", "a b", "x/y?z", 'x"><script>',
-                                  "user@host", "%41", "..", "x:0"])
+                                  "user@host", "%41", "..", "x:0",
+                                  "[fe80::1%'onload=x]:8080"])
 async def test_data_deletion_refuses_a_host_it_cannot_answer_with_before_deleting(
     tmp_path: Path, box: Sandbox, aiohttp_client: ClientFactory, host: str,
 ) -> None:

@@ -149,8 +149,13 @@ async def test_connect_token_gives_the_fix_doctor_gives(tmp_path: Path) -> None:
             sys.executable, "-m", "instaset", "--config", str(cfg), "connect", "--token",
             env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE)
-        async with asyncio.timeout(60):
-            _, err = await proc.communicate(box.token.encode() + b"\n")
+        try:
+            async with asyncio.timeout(60):
+                _, err = await proc.communicate(box.token.encode() + b"\n")
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
     assert proc.returncode == 1
     assert "NoKeyringError" in err.decode() and KEYRING_FIX in err.decode()
     assert box.token not in err.decode()

@@ -10,10 +10,13 @@ import json
 import logging
 import os
 import re
+import select
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 from aiohttp import web
@@ -71,6 +74,19 @@ async def raw_exchange(port: int, data: bytes, *, close_after: bool = False,
         writer.close()
 
 
+def iter_lines_within(stream: IO[str], seconds: float) -> Iterator[str]:
+    """Lines of a subprocess pipe as they come, until EOF or ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([stream], [], [], left)
+        if not ready:
+            return
+        line = stream.readline()
+        if not line:
+            return
+        yield line
+
+
 # -- log records of client faults ---------------------------------------------------------
 @pytest.mark.parametrize(("exc", "fault"), [
     (ConnectionResetError("Connection lost"), True),
@@ -105,6 +121,18 @@ def test_a_client_fault_record_becomes_one_info_line() -> None:
     assert "Traceback (most recent call last):" in lines[2]
     assert any(isinstance(f, ClientFaults) for h in logging.getLogger("aiohttp").handlers
                for f in h.filters)
+
+
+def test_client_fault_lines_respect_the_log_level() -> None:
+    stream = io.StringIO()
+    setup_logging("WARNING", "text", stream=stream)
+    try:
+        raise BadHttpMessage("bad")
+    except BadHttpMessage as exc:
+        logging.getLogger("aiohttp.server").exception("Error handling request", exc_info=exc)
+    logging.getLogger("aiohttp.web").warning("a warning of aiohttp's own")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(" WARNING aiohttp.web: a warning of aiohttp's own")
 
 
 def test_serve_answers_broken_clients_without_a_traceback(tmp_path: Path) -> None:
@@ -143,9 +171,14 @@ def test_serve_answers_broken_clients_without_a_traceback(tmp_path: Path) -> Non
                       b"Connection: close\r\n\r\ngarbage"))
             await raw_exchange(port, b"POST /webhook HTTP/1.1\r\nHost: x\r\n"
                                      b"Content-Length: 100\r\n\r\n{\"a\"", close_after=True)
-            await asyncio.sleep(0.5)  # the server notices the drop
 
         asyncio.run(abuse())
+        # Stop only once the server has seen the drop (bounded: a line or 30 s).
+        assert proc.stderr is not None
+        for line in iter_lines_within(proc.stderr, 30.0):
+            lines.append(line)
+            if "the client closed the connection" in line:
+                break
         proc.terminate()
         _, rest = proc.communicate(timeout=60)
         lines += rest.splitlines(keepends=True)
@@ -210,7 +243,9 @@ async def test_idle_connections_are_closed_after_the_keepalive(rt: Runtime) -> N
 @pytest.mark.parametrize(("host", "ok"), [
     ("example.com", True), ("example.com:8443", True), ("localhost", True),
     ("127.0.0.1:8787", True), ("[2001:db8::1]", True), ("[2001:db8::1]:443", True),
-    ("a-b.c0", True),
+    ("a-b.c0", True), ("example.com.", True), ("my_host:8787", True), ("EXAMPLE.COM", True),
+    ("xn--bcher-kva.example", True), ('[::1%"><b>]', False), ("[fe80::1%eth0]", False),
+    ("[::1%a@b]:80", False), ("example.com..", False),
     ('x"><script>', False), ("user@host", False), ("%41", False), ("..", False), ("-", False),
     ("x:0", False), ("x:65536", False), ("x:", False), ("a" * 64, False),
     (".".join(["a" * 63] * 4) + "a", False), ("-a.com", False), ("a-.com", False),

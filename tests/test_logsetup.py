@@ -20,14 +20,17 @@ from instaset.logsetup import JsonFormatter, LogFormat, make_formatter, setup_lo
 
 
 @pytest.fixture(autouse=True)
-def _restore_instaset_logger() -> Iterator[None]:
-    """setup_logging changes the process-wide "instaset" logger: put it back afterwards."""
-    root = logging.getLogger("instaset")
-    saved = (root.handlers[:], root.level, root.propagate)
+def _restore_loggers() -> Iterator[None]:
+    """setup_logging changes the process-wide "instaset" and "aiohttp" loggers: put them
+    back afterwards."""
+    saved = {name: (lg.handlers[:], lg.level, lg.propagate)
+             for name in ("instaset", "aiohttp") for lg in [logging.getLogger(name)]}
     try:
         yield
     finally:
-        root.handlers[:], root.level, root.propagate = saved
+        for name, (handlers, level, propagate) in saved.items():
+            lg = logging.getLogger(name)
+            lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
 
 
 def test_json_lines_have_exactly_the_documented_keys() -> None:

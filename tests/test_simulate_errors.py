@@ -175,6 +175,22 @@ async def test_sandbox_routes_refuse_bad_input_with_400(
     assert sandbox_daemon.sandbox.deliveries == []  # nothing reached the daemon's webhook
 
 
+@pytest.mark.parametrize(("headers", "names"), [
+    ({"Content-Type": "application/json; charset=no-such-charset"}, "body must be JSON"),
+    ({"Content-Type": "application/json", "Content-Encoding": "gzip"}, "unreadable body"),
+])
+async def test_sandbox_routes_refuse_unreadable_bodies_with_400(
+    sandbox_daemon: Serving, headers: dict[str, str], names: str,
+) -> None:
+    async with aiohttp.ClientSession(auto_decompress=False) as session, session.post(
+        f"{sandbox_daemon.url}/sandbox/dm", data=b'{"user": "alice", "text": "hi"}',
+        headers=headers, timeout=aiohttp.ClientTimeout(total=20),
+    ) as resp:
+        assert resp.status == 400
+        assert names in (await resp.json(content_type=None))["error"]
+    assert sandbox_daemon.sandbox is not None and sandbox_daemon.sandbox.deliveries == []
+
+
 async def test_unicode_digits_are_a_username_not_an_igsid(sandbox_daemon: Serving) -> None:
     box = sandbox_daemon.sandbox
     assert box is not None
