@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,20 @@ def raw_fixture(name: str) -> bytes:
 
 def sign(body: bytes, secret: str = SECRET) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+@pytest.fixture
+def restore_loggers() -> Iterator[None]:
+    """setup_logging changes the process-wide "instaset" and "aiohttp" loggers: put them
+    back afterwards (use it in tests that call setup_logging)."""
+    saved = {name: (lg.handlers[:], lg.level, lg.propagate)
+             for name in ("instaset", "aiohttp") for lg in [logging.getLogger(name)]}
+    try:
+        yield
+    finally:
+        for name, (handlers, level, propagate) in saved.items():
+            lg = logging.getLogger(name)
+            lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
 
 
 @pytest.fixture(autouse=True)

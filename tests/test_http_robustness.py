@@ -8,11 +8,8 @@ import asyncio
 import io
 import json
 import logging
-import os
 import re
 import select
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -30,21 +27,12 @@ from instaset.oneline import one_line
 from instaset.proxy import valid_host
 from instaset.webhook import make_app
 from tests.conftest import SECRET, sign
+from tests.serve_json import run_json_serve
 
 ClientFactory = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
 
 
-@pytest.fixture(autouse=True)
-def _restore_loggers() -> Iterator[None]:
-    """setup_logging changes the process-wide "instaset" and "aiohttp" loggers."""
-    saved = {name: (lg.handlers[:], lg.level, lg.propagate)
-             for name in ("instaset", "aiohttp") for lg in [logging.getLogger(name)]}
-    try:
-        yield
-    finally:
-        for name, (handlers, level, propagate) in saved.items():
-            lg = logging.getLogger(name)
-            lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
+pytestmark = pytest.mark.usefixtures("restore_loggers")
 
 
 @pytest.fixture
@@ -139,28 +127,10 @@ def test_serve_answers_broken_clients_without_a_traceback(tmp_path: Path) -> Non
     """A real `instaset serve --log-format json`: malformed HTTP, a gzip body that is not
     gzip, a client that drops mid-body. Each gets its 400 (or nothing: it left), the log
     stays one JSON object per line, and no record is an ERROR or carries a traceback."""
-    config = tmp_path / "config.yaml"
-    config.write_text(f"storage:\n  path: {tmp_path / 'serve.db'}\n", "utf-8")
-    env = {**os.environ, "INSTASET_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "instaset", "--config", str(config), "serve", "--sandbox",
-         "--port", "0", "--log-format", "json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
-    )
-    lines: list[str] = []
     answers: list[bytes] = []
-    try:
-        assert proc.stderr is not None
-        port = 0
-        for line in proc.stderr:
-            lines.append(line)
-            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-            if m:
-                port = int(m.group(1))
-                break
-        assert port, "".join(lines)
 
-        async def abuse() -> None:
+    def abuse(port: int, stderr: IO[str], lines: list[str]) -> None:
+        async def send() -> None:
             answers.append(await raw_exchange(
                 port, b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"))
             answers.append(await raw_exchange(
@@ -172,21 +142,14 @@ def test_serve_answers_broken_clients_without_a_traceback(tmp_path: Path) -> Non
             await raw_exchange(port, b"POST /webhook HTTP/1.1\r\nHost: x\r\n"
                                      b"Content-Length: 100\r\n\r\n{\"a\"", close_after=True)
 
-        asyncio.run(abuse())
+        asyncio.run(send())
         # Stop only once the server has seen the drop (bounded: a line or 30 s).
-        assert proc.stderr is not None
-        for line in iter_lines_within(proc.stderr, 30.0):
+        for line in iter_lines_within(stderr, 30.0):
             lines.append(line)
             if "the client closed the connection" in line:
                 break
-        proc.terminate()
-        _, rest = proc.communicate(timeout=60)
-        lines += rest.splitlines(keepends=True)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, "".join(lines)
+
+    lines = run_json_serve(tmp_path, abuse)
     assert [a.split(b"\r\n", 1)[0].split()[1] for a in answers] == [b"400"] * 3
     records = [json.loads(line) for line in lines if line.strip()]  # every line is JSON
     assert [r for r in records if r["level"] in ("ERROR", "CRITICAL") or "exc" in r] == []

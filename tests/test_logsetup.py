@@ -6,31 +6,16 @@ import importlib.util
 import io
 import json
 import logging
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from instaset.logsetup import JsonFormatter, LogFormat, make_formatter, setup_logging
+from tests.serve_json import run_json_serve
 
-
-@pytest.fixture(autouse=True)
-def _restore_loggers() -> Iterator[None]:
-    """setup_logging changes the process-wide "instaset" and "aiohttp" loggers: put them
-    back afterwards."""
-    saved = {name: (lg.handlers[:], lg.level, lg.propagate)
-             for name in ("instaset", "aiohttp") for lg in [logging.getLogger(name)]}
-    try:
-        yield
-    finally:
-        for name, (handlers, level, propagate) in saved.items():
-            lg = logging.getLogger(name)
-            lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
+pytestmark = pytest.mark.usefixtures("restore_loggers")
 
 
 def test_json_lines_have_exactly_the_documented_keys() -> None:
@@ -100,29 +85,7 @@ def test_unknown_format_is_refused() -> None:
 
 def test_serve_log_format_json_every_stderr_line_is_json(tmp_path: Path) -> None:
     """`instaset serve --log-format json` for real: start, wait for "listening", SIGTERM."""
-    config = tmp_path / "config.yaml"
-    config.write_text(f"storage:\n  path: {tmp_path / 'serve.db'}\n", "utf-8")
-    env = {**os.environ, "INSTASET_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "instaset", "--config", str(config), "serve", "--sandbox",
-         "--port", "0", "--log-format", "json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
-    )
-    lines: list[str] = []
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:  # ends at "listening" or when the process exits
-            lines.append(line)
-            if "instaset listening on" in line:
-                break
-        proc.terminate()
-        _, rest = proc.communicate(timeout=60)
-        lines += rest.splitlines(keepends=True)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, "".join(lines)
+    lines = run_json_serve(tmp_path, lambda _port, _stderr, _lines: None)
     records = [json.loads(line) for line in lines if line.strip()]
     messages = [r["msg"] for r in records]
     assert any(m.startswith("instaset listening on http://127.0.0.1:") for m in messages)

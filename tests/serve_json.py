@@ -1,0 +1,46 @@
+"""A real `instaset serve --sandbox --log-format json` subprocess for tests that read its log."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+
+def run_json_serve(tmp_path: Path, during: Callable[[int, IO[str], list[str]], None]
+                   ) -> list[str]:
+    """Start the daemon on a free port, wait for "listening", call ``during(port, stderr,
+    lines)`` (it may read more stderr lines into ``lines``), then SIGTERM it and return every
+    stderr line. Fails the test unless it exits 0."""
+    config = tmp_path / "config.yaml"
+    config.write_text(f"storage:\n  path: {tmp_path / 'serve.db'}\n", "utf-8")
+    env = {**os.environ, "INSTASET_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "instaset", "--config", str(config), "serve", "--sandbox",
+         "--port", "0", "--log-format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stderr is not None
+        port = 0
+        for line in proc.stderr:  # ends at "listening" or when the process exits
+            lines.append(line)
+            if m := re.search(r"instaset listening on http://127\.0\.0\.1:(\d+)", line):
+                port = int(m.group(1))
+                break
+        assert port, "".join(lines)
+        during(port, proc.stderr, lines)
+        proc.terminate()
+        _, rest = proc.communicate(timeout=60)
+        lines += rest.splitlines(keepends=True)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, "".join(lines)
+    return lines
