@@ -81,8 +81,8 @@ TARGET_P99_MS = 50.0
 LATE_MS = 10.0  # an open-loop request that starts later than this after its slot is "late"
 OPEN_LEAD = 0.1  # s between the open-loop barrier and the first slot (coroutines set up)
 OPEN_DRAIN = 10.0  # s after the last slot during which late requests are still sent
-# --drain stops at this queue depth: "ready" also counts the daemon's own future-dated
-# periodic jobs, so the depth need not reach 0 once the ingest backlog is gone.
+# --drain stops at this queue depth (jobs due or running): the daemon's own periodic jobs
+# may be running or come due while the ingest backlog drains.
 DRAINED_DEPTH = 10
 
 

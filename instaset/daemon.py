@@ -233,7 +233,7 @@ async def runtime(
             secrets=secrets if secrets is not None else config.instagram.webhook_secrets(),
             verify_token=verify.get_secret_value() if verify is not None else None,
             max_body_bytes=config.server.max_body_bytes,
-            proxy=ProxySettings.from_config(config.server),
+            proxy=ProxySettings.from_config(config.server), clock=clock,
         )
         rt = Runtime(config, db, metrics, writer, worker, pipeline, web_ctx, wake, graph,
                      deliverer, budgets, handlers, clock, token_provider)

@@ -27,7 +27,8 @@ class Metrics:
         )
         self.jobs = Gauge("instaset_jobs", "Jobs by state", ["state"], registry=self.registry)
         self.queue_depth = Gauge(
-            "instaset_queue_depth", "Jobs ready or running", registry=self.registry
+            "instaset_queue_depth", "Jobs due to run now or running (not those scheduled "
+            "for later)", registry=self.registry
         )
         self.job_latency = Histogram(
             "instaset_job_latency_seconds", "From a job being due to it finishing, by kind",

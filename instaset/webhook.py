@@ -47,6 +47,7 @@ class WebContext:
     extra_routes: list[web.RouteDef] = field(default_factory=list)
     proxy: ProxySettings = field(default_factory=ProxySettings)  # trusts no proxy by default
     body_timeout: float = BODY_TIMEOUT  # seconds for a body to arrive in full (else 408)
+    clock: Callable[[], float] = time.time  # the runtime's: what "due now" means
 
 
 CTX = web.AppKey("ctx", WebContext)
@@ -196,7 +197,7 @@ async def healthz(request: web.Request) -> web.Response:
         counts = await jobstore.counts_by_state(ctx.db)
         rows = await ctx.db.fetchall("SELECT id, username, state FROM accounts ORDER BY id")
         body["database"] = "ok"
-        body["queue_depth"] = counts["ready"] + counts["running"]
+        body["queue_depth"] = await jobstore.queue_depth(ctx.db, ctx.clock())
         body["jobs"] = counts
         body["accounts"] = [
             {"id": r["id"], "username": r["username"], "state": r["state"]} for r in rows
@@ -212,7 +213,7 @@ async def metrics(request: web.Request) -> web.Response:
     counts = await jobstore.counts_by_state(ctx.db)
     for state, n in counts.items():
         ctx.metrics.jobs.labels(state).set(n)
-    ctx.metrics.queue_depth.set(counts["ready"] + counts["running"])
+    ctx.metrics.queue_depth.set(await jobstore.queue_depth(ctx.db, ctx.clock()))
     return web.Response(
         body=ctx.metrics.render(), content_type="text/plain", charset="utf-8",
         headers={"X-Content-Type-Options": "nosniff"},

@@ -163,8 +163,8 @@ class Daemon:
         """Poll until the daemon is healthy and none of the events' jobs is ready or running.
 
         The jobs table is read directly (WAL lets a reader in beside the daemon) rather than
-        waiting for ``queue_depth == 0``: periodic jobs of other features sit "ready" with a
-        future ``run_at`` and count in ``queue_depth`` without being work left to drain."""
+        waiting for ``queue_depth == 0``: a periodic job of another feature may be running,
+        or come due, while the events' jobs are drained."""
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         pending = -1
         while time.monotonic() < deadline:

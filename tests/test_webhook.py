@@ -6,6 +6,7 @@ import asyncio
 import codecs
 import io
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from hypothesis import strategies as st
 from instaset.config import Config
 from instaset.daemon import Runtime, runtime
 from instaset.events import parse_webhook
+from instaset.queue import NewJob
+from instaset.store import jobs as jobstore
 from instaset.webhook import make_app
 from tests.conftest import DATA, SECRET, SECRET2, connect_account, sign
 
@@ -400,3 +403,23 @@ async def test_healthz_and_metrics(client: TestClient, rt: Runtime) -> None:  # 
     assert f'instaset_jobs{{state="done"}} {float(done[0])}' in text
     assert "instaset_queue_depth 0.0" in text
     assert 'instaset_job_latency_seconds_count{kind="process_event",outcome="done"}' in text
+
+
+async def test_queue_depth_counts_due_and_running_jobs_not_scheduled_ones(
+    client: TestClient, rt: Runtime,  # type: ignore[type-arg]
+) -> None:
+    """An idle daemon showed a queue depth of 4: its periodic jobs, due hours later."""
+    now = time.time()
+    await jobstore.enqueue(rt.db, [
+        NewJob("later", "later-1", {}, run_at=now + 3600),
+        NewJob("later", "later-2", {}, run_at=now + 60),
+        NewJob("due", "due-1", {}, run_at=now - 1),
+        NewJob("due", "due-2", {}, run_at=now - 1),
+    ], now)
+    claimed = await jobstore.claim(rt.db, "w-test", now, 60, limit=1)
+    assert [j.key for j in claimed] == ["due-1"]  # the other due one stays ready
+    health = await (await client.get("/healthz")).json()
+    assert health["queue_depth"] == 2  # due-2 ready and due-1 running; not the later ones
+    assert health["jobs"]["ready"] >= 3  # the "jobs" counts still list every ready job
+    text = await (await client.get("/metrics")).text()
+    assert "instaset_queue_depth 2.0" in text

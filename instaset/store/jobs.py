@@ -294,6 +294,15 @@ async def counts_by_state(db: Database) -> dict[str, int]:
     return counts
 
 
+async def queue_depth(db: Database, now: float) -> int:
+    """Jobs waiting to run now or running: ready ones due by ``now``, and running ones. Jobs
+    scheduled for later (periodic checks, delays, retries in backoff) are not a backlog."""
+    row = await db.fetchone(
+        "SELECT (SELECT count(*) FROM jobs WHERE state = 'ready' AND run_at <= ?)"
+        " + (SELECT count(*) FROM jobs WHERE state = 'running')", (now,))
+    return int(row[0]) if row is not None else 0
+
+
 async def get(db: Database, job_id: int) -> sqlite3.Row | None:
     return await db.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
 
