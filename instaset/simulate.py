@@ -35,6 +35,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from instaset.errors import InstasetError
+from instaset.http_body import in_time, too_slow_error
 from instaset.oneline import one_line
 from instaset.sandbox import Sandbox, build_comment_payload, build_dm_payload, signed_delivery
 
@@ -140,7 +141,9 @@ def sandbox_routes(box: Sandbox) -> list[web.RouteDef]:
 
 async def _json(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json()
+        body = await in_time(request, request.json)
+    except TimeoutError:
+        raise too_slow_error() from None
     except (ValueError, LookupError, RecursionError):
         # ValueError: not JSON, not UTF-8; LookupError: a charset Python does not know;
         # RecursionError: nesting deeper than the parser's stack (a 100k-deep array). All

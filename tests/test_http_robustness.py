@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.test_utils import TestClient
 
+from instaset import http_body
 from instaset.config import Config
 from instaset.daemon import Runtime, runtime, web_runner
 from instaset.logsetup import ClientFaults, client_fault, setup_logging
@@ -27,7 +28,7 @@ from instaset.oneline import one_line
 from instaset.proxy import valid_host
 from instaset.webhook import make_app
 from tests.conftest import SECRET, sign
-from tests.serve_json import run_json_serve
+from tests.http_helpers import run_json_serve, withheld_body_answer
 
 ClientFactory = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
 
@@ -179,6 +180,17 @@ async def test_a_body_that_does_not_arrive_in_time_is_408(
     assert json.loads(body) == {"error": "the body did not arrive within 0.3 s"}
     row = await rt.db.fetchone("SELECT count(*) FROM events")
     assert row is not None and row[0] == 0
+
+
+async def test_meta_callbacks_answer_408_to_a_body_that_does_not_arrive(
+    rt: Runtime, aiohttp_client: ClientFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_body, "BODY_TIMEOUT", 0.3)
+    client = await aiohttp_client(make_app(rt.web))
+    for path in ("/meta/deauthorize", "/meta/data-deletion"):
+        head, body = await withheld_body_answer(client.server.port, path)
+        assert head.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in head
+        assert json.loads(body) == {"error": "the request body did not arrive within 0.3 s"}
 
 
 async def test_idle_connections_are_closed_after_the_keepalive(rt: Runtime) -> None:

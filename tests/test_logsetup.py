@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from instaset.logsetup import JsonFormatter, LogFormat, make_formatter, setup_logging
-from tests.serve_json import run_json_serve
+from tests.http_helpers import run_json_serve
 
 pytestmark = pytest.mark.usefixtures("restore_loggers")
 

@@ -23,11 +23,13 @@ import yaml
 from aiohttp import web
 from typer.testing import CliRunner
 
+from instaset import http_body
 from instaset.cli import app
 from instaset.config import Config, load_config
 from instaset.daemon import Serving, serving
 from instaset.secrets import APP_SECRET, FileSecrets, secrets_file
 from tests.conftest import connect_account
+from tests.http_helpers import withheld_body_answer
 
 T = TypeVar("T")
 ACCT = "17841400000000001"
@@ -188,6 +190,17 @@ async def test_sandbox_routes_refuse_unreadable_bodies_with_400(
     ) as resp:
         assert resp.status == 400
         assert names in (await resp.json(content_type=None))["error"]
+    assert sandbox_daemon.sandbox is not None and sandbox_daemon.sandbox.deliveries == []
+
+
+async def test_sandbox_routes_answer_408_to_a_body_that_does_not_arrive(
+    sandbox_daemon: Serving, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_body, "BODY_TIMEOUT", 0.3)
+    head, body = await withheld_body_answer(int(sandbox_daemon.url.rsplit(":", 1)[1]),
+                                            "/sandbox/dm")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    assert json.loads(body) == {"error": "the request body did not arrive within 0.3 s"}
     assert sandbox_daemon.sandbox is not None and sandbox_daemon.sandbox.deliveries == []
 
 

@@ -1,7 +1,9 @@
-"""A real `instaset serve --sandbox --log-format json` subprocess for tests that read its log."""
+"""HTTP helpers for tests: a real `instaset serve --sandbox --log-format json` subprocess
+whose log a test reads, and a raw request whose body never arrives."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -44,3 +46,17 @@ def run_json_serve(tmp_path: Path, during: Callable[[int, IO[str], list[str]], N
             proc.wait()
     assert proc.returncode == 0, "".join(lines)
     return lines
+
+
+async def withheld_body_answer(port: int, path: str) -> tuple[bytes, bytes]:
+    """POST ``path`` announcing 50 bytes, send 10, wait: the (head, body) of the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n"
+                     "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+                     "signed_req".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        return head, await asyncio.wait_for(reader.readexactly(length), 10)
+    finally:
+        writer.close()
