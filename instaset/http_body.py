@@ -22,29 +22,30 @@ BODY_TIMEOUT = 30.0
 T = TypeVar("T")
 
 
-async def in_time(request: web.Request, read: Callable[[], Awaitable[T]],
-                  timeout: float | None = None) -> T:
-    """``read()`` within ``timeout`` seconds (default :data:`BODY_TIMEOUT`, read at call
-    time) unless the body has arrived already."""
+async def in_time(request: web.Request, read: Callable[[], Awaitable[T]]) -> T:
+    """``read()`` within :data:`BODY_TIMEOUT` seconds (read at call time) unless the body
+    has arrived already."""
     if request.content.is_eof():
         return await read()
-    async with asyncio.timeout(BODY_TIMEOUT if timeout is None else timeout):
+    async with asyncio.timeout(BODY_TIMEOUT):
         return await read()
 
 
-def _too_slow_text() -> str:
-    return json.dumps({"error": f"the request body did not arrive within {BODY_TIMEOUT:g} s"})
+def too_slow_message() -> str:
+    """What a 408 says (every route that reads a body with :func:`in_time`)."""
+    return f"the request body did not arrive within {BODY_TIMEOUT:g} s"
 
 
 def too_slow() -> web.Response:
     """The answer to a body that did not arrive in time (408); the connection is closed
     (the rest of the body may still come)."""
-    resp = web.Response(status=408, text=_too_slow_text(), content_type="application/json")
+    resp = web.json_response({"error": too_slow_message()}, status=408)
     resp.force_close()
     return resp
 
 
 def too_slow_error() -> web.HTTPRequestTimeout:
     """:func:`too_slow` as an exception to raise from inside a handler's helpers."""
-    return web.HTTPRequestTimeout(text=_too_slow_text(), content_type="application/json",
+    return web.HTTPRequestTimeout(text=json.dumps({"error": too_slow_message()}),
+                                  content_type="application/json",
                                   headers={"Connection": "close"})

@@ -23,7 +23,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from instaset.errors import PayloadError
 from instaset.events import event_heads, one_item_body
-from instaset.http_body import BODY_TIMEOUT, in_time
+from instaset.http_body import in_time, too_slow_message
 from instaset.metrics import Metrics
 from instaset.proxy import ProxySettings, forwarded_middleware
 from instaset.store import jobs as jobstore
@@ -46,7 +46,6 @@ class WebContext:
     started_at: float = field(default_factory=time.time)
     extra_routes: list[web.RouteDef] = field(default_factory=list)
     proxy: ProxySettings = field(default_factory=ProxySettings)  # trusts no proxy by default
-    body_timeout: float = BODY_TIMEOUT  # seconds for a body to arrive in full (else 408)
     clock: Callable[[], float] = time.time  # the runtime's: what "due now" means
 
 
@@ -136,10 +135,9 @@ async def receive(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > ctx.max_body_bytes:
         return _reject(ctx, 413, "too_large", "body too large")
     try:
-        raw = await in_time(request, request.read, ctx.body_timeout)
+        raw = await in_time(request, request.read)
     except TimeoutError:
-        resp = _reject(ctx, 408, "slow_body",
-                       f"the body did not arrive within {ctx.body_timeout:g} s")
+        resp = _reject(ctx, 408, "slow_body", too_slow_message())
         resp.force_close()
         return resp
     except web.HTTPRequestEntityTooLarge:

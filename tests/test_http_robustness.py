@@ -162,9 +162,9 @@ def test_serve_answers_broken_clients_without_a_traceback(tmp_path: Path) -> Non
 
 # -- bodies that do not come, connections that idle ------------------------------------------
 async def test_a_body_that_does_not_arrive_in_time_is_408(
-    rt: Runtime, aiohttp_client: ClientFactory,
+    rt: Runtime, aiohttp_client: ClientFactory, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    rt.web.body_timeout = 0.3
+    monkeypatch.setattr(http_body, "BODY_TIMEOUT", 0.3)
     client = await aiohttp_client(make_app(rt.web))
     reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
     try:
@@ -177,7 +177,7 @@ async def test_a_body_that_does_not_arrive_in_time_is_408(
     finally:
         writer.close()
     assert head.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in head
-    assert json.loads(body) == {"error": "the body did not arrive within 0.3 s"}
+    assert json.loads(body) == {"error": "the request body did not arrive within 0.3 s"}
     row = await rt.db.fetchone("SELECT count(*) FROM events")
     assert row is not None and row[0] == 0
 
