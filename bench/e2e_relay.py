@@ -22,11 +22,11 @@ import asyncio
 import hashlib
 import hmac
 import json
-import signal
 import sys
 
 import aiohttp
 from aiohttp import web
+from serve_http import serve_until_signal  # bench/serve_http.py
 
 from instaset.cli.app import server_loop_factory
 from instaset.graph import GraphClient
@@ -81,20 +81,9 @@ async def relay(args: argparse.Namespace) -> None:
 
     app = web.Application()
     app.add_routes([web.post("/webhook", webhook)])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port)
-    await site.start()
-    bound = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-    print(f"relay listening on http://127.0.0.1:{bound}", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await serve_until_signal(app, args.port, "relay")
     finally:
-        await runner.cleanup()
         if tasks:
             await asyncio.wait(tasks, timeout=5)
         await session.close()

@@ -462,20 +462,11 @@ async def _baseline_main(port: int) -> None:
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    from serve_http import serve_until_signal  # bench/serve_http.py
+
     app = web.Application()
     app.add_routes([web.post("/webhook", webhook), web.get("/healthz", healthz)])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    bound = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-    print(f"bench baseline listening on http://127.0.0.1:{bound}", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    await serve_until_signal(app, port, "bench baseline")
 
 
 def _profiled_instaset(out: str, instaset_argv: list[str]) -> int:
