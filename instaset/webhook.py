@@ -23,7 +23,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from instaset.errors import PayloadError
 from instaset.events import event_heads, one_item_body
-from instaset.http_body import in_time, too_slow_message
+from instaset.http_body import expect_within, in_time, too_large, too_slow_message, with_expect
 from instaset.metrics import Metrics
 from instaset.proxy import ProxySettings, forwarded_middleware
 from instaset.store import jobs as jobstore
@@ -251,13 +251,21 @@ def make_app(ctx: WebContext) -> web.Application:
         middlewares=[forwarded_middleware(ctx.proxy), never_500],
     )
     app[CTX] = ctx
+    limit = ctx.max_body_bytes
+
+    def refuse_webhook(request: web.Request) -> web.Response:
+        return _reject(ctx, 413, "too_large", "body too large")
+
+    bodies = expect_within(limit, too_large)
     app.add_routes(
         [
             web.get("/webhook", verify),
-            web.post("/webhook", receive),
+            web.post("/webhook", receive, expect_handler=expect_within(limit, refuse_webhook)),
             web.get("/healthz", healthz),
             web.get("/metrics", metrics),
-            *ctx.extra_routes,
+            # Every other route that takes a body refuses an oversized one before reading it.
+            *(with_expect(r, bodies) if r.method not in ("GET", "HEAD") else r
+              for r in ctx.extra_routes),
         ]
     )
     return app

@@ -214,6 +214,50 @@ async def test_idle_connections_are_closed_after_the_keepalive(rt: Runtime) -> N
         await runner.cleanup()
 
 
+# -- Expect: 100-continue -----------------------------------------------------------------
+async def _expect_answer(port: int, path: str, length: int) -> bytes:
+    """The first answer head to a POST that announces ``length`` bytes and waits for 100."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n"
+                     "Expect: 100-continue\r\n\r\n".encode())
+        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("path", ["/webhook", "/meta/data-deletion", "/meta/deauthorize"])
+async def test_an_announced_oversized_body_is_refused_before_100_continue(
+    rt: Runtime, aiohttp_client: ClientFactory, path: str,
+) -> None:
+    client = await aiohttp_client(make_app(rt.web))
+    head = await _expect_answer(client.server.port, path, rt.web.max_body_bytes + 1)
+    # Not "100 Continue": the client must not upload what will be refused.
+    assert head.startswith(b"HTTP/1.1 413 ") and b"Connection: close" in head
+    if path == "/webhook":
+        text = rt.web.metrics.render().decode()
+        assert 'instaset_webhook_rejections_total{reason="too_large"} 1.0' in text
+
+
+async def test_a_body_within_the_limit_still_gets_100_continue(
+    rt: Runtime, aiohttp_client: ClientFactory,
+) -> None:
+    client = await aiohttp_client(make_app(rt.web))
+    body = b'{"object": "instagram", "entry": []}'
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    try:
+        writer.write(b"POST /webhook HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: %d\r\nX-Hub-Signature-256: %s\r\n\r\n"
+                     % (len(body), sign(body).encode()))
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.write(body)
+        second = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    finally:
+        writer.close()
+    assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert second.startswith(b"HTTP/1.1 200 ")
+
+
 # -- hosts and texts that end up in URLs and logs ---------------------------------------------
 @pytest.mark.parametrize(("host", "ok"), [
     ("example.com", True), ("example.com:8443", True), ("localhost", True),
