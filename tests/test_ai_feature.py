@@ -125,8 +125,8 @@ async def test_history_and_the_creators_past_replies_reach_the_prompt(make: Make
     req = env.fake.requests[-1]
     assert req.turns == [("user", "hi"), ("model", "second answer"),
                          ("user", "are sessions on zoom?")]
-    assert "Message: is coaching on zoom or in person?" in req.system
-    assert "Reply: Zoom only for now, from anywhere!" in req.system
+    assert 'Message: "is coaching on zoom or in person?"' in req.system
+    assert 'Reply: "Zoom only for now, from anywhere!"' in req.system
 
 
 async def test_draft_mode_stores_and_sends_nothing(make: Make) -> None:

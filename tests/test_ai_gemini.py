@@ -74,7 +74,7 @@ async def test_request_carries_prompt_and_schema_and_answer_is_parsed(
     assert "I'm Maya, a strength coach" in req.system
     assert "- Coaching is $90 per session" in req.system
     assert "Reply: Yes! All my coaching is online 💪" in req.system
-    assert "Reply: An hour, usually on Zoom" in req.system
+    assert 'Reply: "An hour, usually on Zoom"' in req.system
     assert req.turns == [("user", "hey"), ("model", "Hey! What's up?"),
                          ("user", "how much is coaching?")]
     gen = req.body["generationConfig"]

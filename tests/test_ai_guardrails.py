@@ -34,6 +34,12 @@ def ans(reply: str = "Sounds great!", **kw: object) -> Answer:
         ("how much?", ans("Only 1,200€ for the year"), "unverified_price"),
         ("link?", ans("Sign up at https://maya.fit/checkout"), "unverified_link"),
         ("link?", ans("See bit.ly/xyz"), "unverified_link"),
+        # a number of the facts that is not a price there ("per session", "10", "1:1")
+        ("how much?", ans("Only $1 to start!"), "unverified_price"),
+        ("how much?", ans("It's $10 this week"), "unverified_price"),
+        ("how much?", ans("USD 45 per call"), "unverified_price"),
+        ("how much?", ans("It's 45 per session"), "unverified_price"),
+        ("how much?", ans("EUR 90 a session"), None),
         # the contact's own words win over the model's reading
         ("can I talk to a real person?", ans(), "human_requested"),
         ("I want my money back", ans(), "refund"),
@@ -62,7 +68,26 @@ def test_min_confidence_is_configurable() -> None:
     assert check_reply(ans(confidence=0.6), "hi", FACTS).send
 
 
+@pytest.mark.parametrize(("reply", "send"), [
+    ("Coaching is only $30 per call this week!", False),
+    ("Special deal: $7 for a full month!", False),
+    ("It's $18 today, or $9 for students", False),
+    ("It's $90 for 30 minutes, 9:00 to 18:00", True),
+])
+def test_only_the_prices_the_facts_state_are_known(reply: str, send: bool) -> None:
+    # config.example.yaml's facts: their other numbers (30, 7, 9, 18) are not prices.
+    facts = ["1:1 coaching is $90 per 30-minute call.", "My free 7-day guide",
+             "I answer DMs from 9:00 to 18:00"]
+    assert check_reply(ans(reply), "how much?", facts).send is send
+
+
+def test_a_price_word_in_the_facts_states_a_price() -> None:
+    assert check_reply(ans("It's $120"), "how much?", ["Price: 120 per month"]).send
+    assert not check_reply(ans("It's $12"), "how much?", ["Price: 120 per month"]).send
+
+
 def test_extractors() -> None:
     assert prices("$1,200.00 or 90 USD or €50, not 3 sessions") == ["1200", "90", "50"]
+    assert prices("USD 45, 30 per call, 2 calls a week") == ["45", "30"]
     assert urls("go to HTTPS://Maya.fit/Book/. or www.maya.fit") == ["maya.fit/book",
                                                                        "maya.fit"]

@@ -36,12 +36,18 @@ _COMPLAINT = re.compile(
 )
 _CURRENCY = r"[$€£¥₹]"
 _AMOUNT = r"\d[\d,]*(?:\.\d+)?"
+_CODES = r"usd|eur|gbp|cad|aud|chf|inr"
+# A price: a currency sign or code before or after the amount, or an amount per billed unit
+# ("45 per session"). Broad on purpose: a false alarm only holds the reply for the creator.
 _PRICE = re.compile(
-    rf"{_CURRENCY}\s?({_AMOUNT})|({_AMOUNT})\s?(?:{_CURRENCY}|(?:usd|eur|gbp|dollars?|euros?"
-    r"|bucks|pounds?)\b)",
+    rf"(?:{_CURRENCY}|\b(?:{_CODES})\b)\s?({_AMOUNT})"
+    rf"|({_AMOUNT})\s?(?:{_CURRENCY}|(?:{_CODES}|dollars?|euros?|bucks|pounds?)\b"
+    r"|(?:per|an?|/)\s?(?:session|call|hour|class|lesson|person)s?\b)",
     re.IGNORECASE,
 )
-_NUMBER = re.compile(_AMOUNT)
+# In the creator's own facts an amount also counts after a price word ("Price: 90").
+_FACT_PRICE = re.compile(rf"\b(?:price|cost|fee|rate)s?\b\s*(?:is|are|of)?\s*:?\s*({_AMOUNT})",
+                         re.IGNORECASE)
 _URL = re.compile(
     r"(?:https?://|www\.)[^\s<>\"')]+|\b[\w-]+(?:\.[\w-]+)*\.(?:com|net|org|io|co|me|ly|app"
     r"|link|shop|store|bio|page|gg|tv|fit|coach|club|life|live|online|site|info|biz|ai|xyz"
@@ -87,9 +93,11 @@ def urls(text: str) -> list[str]:
 def unverified(reply: str, facts: Sequence[str]) -> Verdict:
     """A price or link in ``reply`` that none of ``facts`` contains."""
     fact_text = "\n".join(facts)
-    known_numbers = {_amount(n) for n in _NUMBER.findall(fact_text)}
+    # Only amounts the facts state as prices: "$90 per 30-minute call" makes 90 a known
+    # price, not 30 (any number of the facts once let "$30" and "$1" through).
+    known_prices = set(prices(fact_text)) | {_amount(n) for n in _FACT_PRICE.findall(fact_text)}
     for amount in prices(reply):
-        if amount not in known_numbers:
+        if amount not in known_prices:
             return Verdict(False, "unverified_price",
                            f"the reply states a price ({amount}) that is not in ai.facts")
     # Every word of the facts counts as a link the creator wrote (whatever its domain).
