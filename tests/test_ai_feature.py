@@ -110,6 +110,22 @@ async def test_auto_reply_sends_in_the_creators_voice(make: Make) -> None:
     assert lead["score"] == 45 and lead["stage"] == "engaged"
 
 
+async def test_a_lead_fact_on_words_the_contact_never_wrote_scores_nothing(make: Make) -> None:
+    env = await make()
+    env.fake.script(reply("Hey! What brings you here?", intent="smalltalk", lead_fields=[
+        {"name": "budget", "value": "$5000", "evidence": "I have $5000 ready to spend"},
+        {"name": "goal", "value": "just looking around", "evidence": "browsing for now"},
+    ]))
+    await env.h.dm(IGSID, "hi, just looking around")
+    await env.h.settle()
+    facts = await env.rows("SELECT name, value, evidence FROM lead_facts")
+    # The invented budget is gone; the goal is kept with the words the contact did write.
+    assert [(f["name"], f["value"], f["evidence"]) for f in facts] == [
+        ("goal", "just looking around", "hi, just looking around")]
+    leads = await env.rows("SELECT reasons FROM leads")
+    assert all("5000" not in lead["reasons"] for lead in leads)
+
+
 async def test_history_and_the_creators_past_replies_reach_the_prompt(make: Make) -> None:
     env = await make()
     env.fake.script(reply("first answer"), reply("second answer"))

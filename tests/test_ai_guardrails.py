@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from instaset.ai.answer import Answer
-from instaset.ai.guardrails import check_reply, prices, urls
+from instaset.ai.answer import Answer, LeadFact
+from instaset.ai.guardrails import check_reply, grounded, prices, urls
 
 FACTS = ["1:1 coaching is $90 per session, packages of 10 for $800",
          "Book at https://maya.fit/book", "My free guide: maya.fit/guide"]
@@ -91,3 +91,23 @@ def test_extractors() -> None:
     assert prices("USD 45, 30 per call, 2 calls a week") == ["45", "30"]
     assert urls("go to HTTPS://Maya.fit/Book/. or www.maya.fit") == ["maya.fit/book",
                                                                        "maya.fit"]
+
+
+SAID = ["Hi! I'm Ana", "My budget is about 2k and I want to start in March"]
+
+
+@pytest.mark.parametrize(("fact", "kept"), [
+    (LeadFact("budget", "2k", "my budget is about 2K"), LeadFact("budget", "2k",
+                                                                 "my budget is about 2K")),
+    (LeadFact("timeline", "March", '"start in March…"'), LeadFact("timeline", "March",
+                                                                  '"start in March…"')),
+    # evidence made up, value said: the contact's own message becomes the evidence
+    (LeadFact("timeline", "March", "I can start next March"), LeadFact(
+        "timeline", "March", SAID[1])),
+    # neither said: dropped
+    (LeadFact("budget", "$5000", "I have $5000 ready"), None),
+    (LeadFact("email", "ana@x.example", ""), None),
+])
+def test_grounded_keeps_only_what_the_contact_said(fact: LeadFact, kept: LeadFact | None
+                                                   ) -> None:
+    assert grounded([fact], SAID) == ((kept,) if kept else ())

@@ -35,7 +35,7 @@ import aiosqlite
 
 from instaset.ai.answer import Answer
 from instaset.ai.gemini import GeminiError, GeminiResponder
-from instaset.ai.guardrails import Verdict, check_reply
+from instaset.ai.guardrails import Verdict, check_reply, grounded
 from instaset.ai.offline import OfflineResponder
 from instaset.ai.prompt import DEFAULT_LEAD_FACTS, Example, PromptInput, Turn, build_prompt
 from instaset.ai.scoring import LeadScoring, rescore_after, rescore_in
@@ -276,8 +276,10 @@ class AIReplies:
                 await complete_in(conn, job, now)
                 return COMPLETED
             jobs: list[NewJob] = []
-            if answer is not None and answer.lead_facts:
-                for i, fact in enumerate(answer.lead_facts):
+            facts = grounded(answer.lead_facts, [t.text for t in inp.conversation
+                                                  if t.role == "contact"]) if answer else ()
+            if facts:
+                for i, fact in enumerate(facts):
                     await aistore.add_lead_fact(
                         conn, key=f"{job.key}:fact:{i}", account_id=acct, contact_id=contact,
                         source="ai", name=fact.name, value=fact.value, evidence=fact.evidence,

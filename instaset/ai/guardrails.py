@@ -9,6 +9,9 @@ conversation goes to the creator instead (a stable slug plus a human-readable de
 - the reply is empty or the model is unsure (``confidence`` below the minimum);
 - the reply states a price or a link that is not in the creator's facts (the model may not
   make up offers).
+
+:func:`grounded` keeps only the lead facts the contact really said: a score explains itself
+with the contact's words, never with a quote the model made up.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from instaset.ai.answer import Answer
+from instaset.ai.answer import Answer, LeadFact
 from instaset.engine.triggers import fold
 
 MIN_CONFIDENCE = 0.5
@@ -140,3 +143,26 @@ def check_reply(
         return Verdict(False, "low_confidence",
                        f"the AI is unsure (confidence {answer.confidence:.2f})")
     return unverified(answer.reply, facts)
+
+
+_QUOTE_MARKS = " \t\"'“”‘’«».…"
+
+
+def grounded(facts: Sequence[LeadFact], said: Sequence[str]) -> tuple[LeadFact, ...]:
+    """The ``facts`` backed by what the contact wrote (``said``: their messages).
+
+    A fact whose evidence (folded, quote marks trimmed) is in one of the messages is kept as
+    it is; one whose evidence is not but whose value is keeps that message as its evidence;
+    any other is dropped: the model claimed words nobody wrote."""
+    folded = [(text, fold(text)) for text in said if text]
+    kept: list[LeadFact] = []
+    for fact in facts:
+        evidence = fold(fact.evidence.strip(_QUOTE_MARKS))
+        if evidence and any(evidence in f for _t, f in folded):
+            kept.append(fact)
+            continue
+        value = fold(fact.value.strip(_QUOTE_MARKS))
+        source = next((t for t, f in folded if value and value in f), None)
+        if source is not None:
+            kept.append(LeadFact(fact.name, fact.value, source))
+    return tuple(kept)
