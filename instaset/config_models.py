@@ -26,11 +26,13 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     SecretStr,
+    ValidationError,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from instaset.engine.model import Hours, Workflow
 from instaset.paths import default_db_path
@@ -117,6 +119,11 @@ class StorageConfig(_Model):
         if self.path is not None:
             return self.path.expanduser()
         return default_db_path(env)
+
+
+JOB_SHARE_OF_LEASE = 0.75
+"""A job is cut off at this share of its lease (the rest is the margin before another
+worker may take it over)."""
 
 
 class WorkerConfig(_Model):
@@ -397,6 +404,26 @@ class Config(_Model):
                 f"unknown time zone {value!r} (use an IANA name such as 'Europe/Berlin')"
             ) from None
         return value
+
+    @model_validator(mode="after")
+    def _ai_call_fits_in_a_job(self) -> Config:
+        # One Gemini call runs inside one ai_reply job, which the worker cuts off at 3/4 of
+        # its lease: a call allowed to outlast it would die as a bare job timeout, with no
+        # fallback and no handoff. (2 s for the job's own work around the call.)
+        job_seconds = JOB_SHARE_OF_LEASE * self.worker.lease_seconds
+        if self.ai.timeout_ms / 1000 + 2 > job_seconds:
+            # Raised with its own location, so the message points at ai.timeout_ms's line.
+            problem = PydanticCustomError(
+                "ai_timeout_too_long",
+                "{timeout} ms does not fit in a worker job ({job} s: 3/4 of "
+                "worker.lease_seconds, less 2 s for the job itself); lower it to at most "
+                "{most} or raise worker.lease_seconds",
+                {"timeout": self.ai.timeout_ms, "job": f"{job_seconds:g}",
+                 "most": int((job_seconds - 2) * 1000)},
+            )
+            raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
+                type=problem, loc=("ai", "timeout_ms"), input=self.ai.timeout_ms)])
+        return self
 
     @property
     def tzinfo(self) -> ZoneInfo:

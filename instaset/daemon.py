@@ -30,6 +30,7 @@ from aiohttp import web
 from instaset.accounts import WEBHOOK_FIELDS
 from instaset.automation import WorkflowAutomation
 from instaset.config import Config
+from instaset.config_models import JOB_SHARE_OF_LEASE
 from instaset.engine.settings import EngineSettings
 from instaset.errors import InstasetError
 from instaset.graph import GraphClient
@@ -90,7 +91,7 @@ def worker_settings(config: Config) -> WorkerSettings:
     return WorkerSettings(
         concurrency=w.concurrency, lease_seconds=w.lease_seconds, backoff_base=w.backoff_base,
         backoff_cap=w.backoff_cap, poll_interval=w.poll_interval, shutdown_grace=w.shutdown_grace,
-        job_timeout=max(1.0, w.lease_seconds * 0.75),
+        job_timeout=max(1.0, w.lease_seconds * JOB_SHARE_OF_LEASE),
     )
 
 

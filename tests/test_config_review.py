@@ -421,3 +421,20 @@ def test_every_bad_regex_of_a_list_is_reported() -> None:
             " match: regex}}\n    actions: [{reply: hi}]\n")
     (found,) = problems(text)
     assert "invalid regex 'a('" in found and "invalid regex 'b['" in found
+
+
+# An AI call must end before the worker cuts its job off (3/4 of the lease), or the message
+# is lost to a bare job timeout with no fallback (found by the session-10 AI audit).
+def test_an_ai_timeout_longer_than_a_job_is_a_located_error() -> None:
+    assert problems("worker:\n  lease_seconds: 30\nai:\n  timeout_ms: 25000\n") == [
+        "config.yaml:4:15: ai.timeout_ms: 25000 ms does not fit in a worker job (22.5 s: 3/4"
+        " of worker.lease_seconds, less 2 s for the job itself); lower it to at most 20500"
+        " or raise worker.lease_seconds"]
+    assert problems("ai:\n  timeout_ms: 89000\n")[0].startswith("config.yaml:2:15: ")
+
+
+def test_an_ai_timeout_that_fits_in_a_job_loads() -> None:
+    assert parse_config_text("worker:\n  lease_seconds: 30\nai:\n  timeout_ms: 20500\n",
+                             "config.yaml", {}).ai.timeout_ms == 20500
+    assert parse_config_text("ai:\n  timeout_ms: 88000\n", "config.yaml", {}).ai.timeout_ms == (
+        88000)
