@@ -431,13 +431,16 @@ def _message_edit(m: _Msg, edit: JSONObject) -> Event:
     if mid is None:
         return m.unknown("message_edit", "message_edit has no mid")
     edits = num_edit(edit.get("num_edit"))
-    key = f"edit:{mid}:{edits}"
+    text = as_text(edit.get("text"))
+    # Without its number, an edit is told from the message's other edits by what it says
+    # and when (the key keeps the mid first: edits of one message stay together).
+    key = f"edit:{mid}:{edits}" if edits else f"edit:{mid}:" + digest(text, m.timestamp)
     if m.heads_only:
         return m.head(EventKind.MESSAGE_EDIT, key, m.contact)
     return MessageEditEvent(
         **m.common(EventKind.MESSAGE_EDIT, key, m.contact),
         mid=mid,
-        text=as_text(edit.get("text")),
+        text=text,
         num_edit=edits,
     )
 

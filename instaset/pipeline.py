@@ -74,6 +74,23 @@ def attachments_json(ev: MessageEvent) -> list[dict[str, Any]]:
     return [{"type": a.type, "url": a.url, "title": a.title} for a in ev.attachments]
 
 
+# Meta redelivers for up to 36 h: until then, a message may still arrive after its edit.
+WAIT_FOR_MESSAGE = 36 * 3600.0
+
+
+def _before_its_message(event: MessageEditEvent | ReactionEvent, received_at: float,
+                        now: float) -> None:
+    """An edit or reaction of a message not stored yet: it came first (redeliveries after
+    downtime, catch-up, concurrent processing). Rolls the event's processing back to run
+    again later (sooner while it is fresh), until :data:`WAIT_FOR_MESSAGE` has passed;
+    then it is done with (a message from before instaset, or one never delivered)."""
+    age = max(0.0, now - received_at)
+    if age < WAIT_FOR_MESSAGE:
+        raise RetryLater(min(1800.0, max(5.0, age)),
+                         f"{event.kind} of {event.mid} before its message",
+                         count_attempt=False)
+
+
 class Pipeline:
     def __init__(
         self,
@@ -176,11 +193,13 @@ class Pipeline:
         elif isinstance(event, MessageDeletedEvent):
             await history.mark_message_deleted(conn, event.mid, now)
         elif isinstance(event, MessageEditEvent):
-            await history.edit_message(conn, event.mid, event.text)
+            if not await history.edit_message(conn, event.mid, event.text, event.num_edit):
+                _before_its_message(event, received_at, now)
         elif isinstance(event, ReactionEvent):
             who = "contact" if contact != acct else "business"
             reaction = (event.emoji or event.reaction) if event.action == "react" else None
-            await history.set_reaction(conn, event.mid, who, reaction)
+            if not await history.set_reaction(conn, event.mid, who, reaction):
+                _before_its_message(event, received_at, now)
         if self.automation is not None and not event.is_from_business and not defer:
             jobs = await self.automation.plan(conn, event, is_new_contact=is_new, now=now)
             if jobs:

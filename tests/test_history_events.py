@@ -20,10 +20,23 @@ async def h(tmp_path: object) -> AsyncIterator[Harness]:
         yield harness
 
 
-def edit(mid: str, text: str, n: int, ts: int) -> dict[str, object]:
+def item(ts: int, **kw: object) -> dict[str, object]:
     return {"object": "instagram", "entry": [{"id": ACCT, "time": ts, "messaging": [{
-        "sender": {"id": IGSID}, "recipient": {"id": ACCT}, "timestamp": ts,
-        "message_edit": {"mid": mid, "text": text, "num_edit": n}}]}]}
+        "sender": {"id": IGSID}, "recipient": {"id": ACCT}, "timestamp": ts, **kw}]}]}
+
+
+def edit(mid: str, text: str | None, n: int | None, ts: int) -> dict[str, object]:
+    body: dict[str, object] = {"mid": mid}
+    if text is not None:
+        body["text"] = text
+    if n is not None:
+        body["num_edit"] = n
+    return item(ts, message_edit=body)
+
+
+def reaction(mid: str, ts: int) -> dict[str, object]:
+    return item(ts, reaction={"mid": mid, "action": "react", "reaction": "love",
+                              "emoji": "\u2764"})
 
 
 def deleted(mid: str, ts: int) -> dict[str, object]:
@@ -31,8 +44,8 @@ def deleted(mid: str, ts: int) -> dict[str, object]:
 
 
 async def row(h: Harness, mid: str) -> dict[str, object]:
-    found = await h.rt.db.fetchone("SELECT text, edits, deleted_at FROM messages WHERE mid = ?",
-                                   (mid,))
+    found = await h.rt.db.fetchone(
+        "SELECT text, edits, deleted_at, reactions FROM messages WHERE mid = ?", (mid,))
     assert found is not None
     return dict(found)
 
@@ -46,7 +59,8 @@ async def test_an_edit_updates_the_text_and_keeps_the_old_ones(h: Harness) -> No
     assert await h.post(edit("m-1", "see you at 6", 2, ts + 2000)) == 200
     await h.settle()
     assert await row(h, "m-1") == {
-        "text": "see you at 6", "edits": '["see you at 4","see you at 5"]', "deleted_at": None}
+        "text": "see you at 6", "edits": '["see you at 4","see you at 5"]', "deleted_at": None,
+        "reactions": "{}"}
 
 
 async def test_a_deleted_message_is_marked_deleted(h: Harness) -> None:
@@ -66,3 +80,72 @@ async def test_a_deletion_processed_before_its_message_still_marks_it(h: Harness
     assert await h.post(build_dm_payload(ACCT, IGSID, "unsent at once", "m-3", ts)) == 200
     await h.settle()
     assert (await row(h, "m-3"))["deleted_at"] is not None
+
+
+# -- events that come before their message, or out of order (session-10 audit) ----------------
+async def test_an_edit_and_a_reaction_processed_before_their_message_still_apply(
+    h: Harness,
+) -> None:
+    """After downtime Meta's redeliveries (or catch-up) can bring the message last."""
+    ts = int(h.clock() * 1000)
+    assert await h.post(edit("m-4", "edited text", 1, ts + 1000)) == 200
+    assert await h.post(reaction("m-4", ts + 2000)) == 200
+    await h.settle()
+    h.clock.advance(60)
+    assert await h.post(build_dm_payload(ACCT, IGSID, "original text", "m-4", ts)) == 200
+    await h.settle(advance_up_to=3600)
+    assert await row(h, "m-4") == {"text": "edited text", "edits": '["original text"]',
+                                   "deleted_at": None, "reactions": '{"contact":"❤"}'}
+    unprocessed = await h.rt.db.fetchone(
+        "SELECT count(*) FROM events WHERE processed_at IS NULL")
+    assert unprocessed is not None and unprocessed[0] == 0
+
+
+async def test_an_older_edit_redelivered_late_does_not_undo_a_newer_one(h: Harness) -> None:
+    ts = int(h.clock() * 1000)
+    assert await h.post(build_dm_payload(ACCT, IGSID, "v0", "m-5", ts)) == 200
+    await h.settle()
+    assert await h.post(edit("m-5", "v2", 2, ts + 2000)) == 200
+    await h.settle()
+    assert await h.post(edit("m-5", "v1", 1, ts + 1000)) == 200
+    await h.settle()
+    assert await row(h, "m-5") == {"text": "v2", "edits": '["v0","v1"]', "deleted_at": None,
+                                   "reactions": "{}"}
+
+
+async def test_edits_without_a_number_are_each_applied_and_one_without_text_changes_nothing(
+    h: Harness,
+) -> None:
+    ts = int(h.clock() * 1000)
+    assert await h.post(build_dm_payload(ACCT, IGSID, "v0", "m-6", ts)) == 200
+    await h.settle()
+    assert await h.post(edit("m-6", "v1", None, ts + 1000)) == 200
+    await h.settle()
+    assert await h.post(edit("m-6", "v2", None, ts + 2000)) == 200
+    await h.settle()
+    assert await h.post(edit("m-6", None, 3, ts + 3000)) == 200
+    await h.settle()
+    assert await row(h, "m-6") == {"text": "v2", "edits": '["v0","v1"]', "deleted_at": None,
+                                   "reactions": "{}"}
+
+
+async def test_an_edit_of_a_message_that_never_comes_is_let_go_after_36_hours(
+    h: Harness,
+) -> None:
+    """A message from before instaset was connected: the edit waits, then is done with."""
+    ts = int(h.clock() * 1000)
+    assert await h.post(edit("m-7", "edited", 1, ts)) == 200
+    await h.settle()
+    pending = await h.rt.db.fetchone(
+        "SELECT state, attempts, run_at FROM jobs WHERE kind = 'process_event'")
+    assert pending is not None and pending["state"] == "ready" and pending["attempts"] == 0
+    assert pending["run_at"] == h.clock() + 5  # fresh: checked again soon
+    start = h.clock()
+    await h.settle(advance_up_to=3600)  # each later check is at most 30 min after the last
+    assert 36 * 3600 <= h.clock() - start <= 37 * 3600
+    done = await h.rt.db.fetchone(
+        "SELECT j.state, e.processed_at FROM jobs j JOIN events e"
+        " ON j.key = 'event:' || e.dedupe_key WHERE j.kind = 'process_event'")
+    assert done is not None and done["state"] == "done" and done["processed_at"] is not None
+    stored = await h.rt.db.fetchone("SELECT count(*) FROM messages WHERE mid = 'm-7'")
+    assert stored is not None and stored[0] == 0

@@ -30,7 +30,7 @@ EXPECTED_SCHEMA: dict[str, list[str]] = {
     ],
     "messages": [
         "id", "account_id", "contact_id", "mid", "direction", "sent_by", "text", "attachments",
-        "reply_to", "event_id", "created_at", "deleted_at", "edits", "reactions",
+        "reply_to", "event_id", "created_at", "deleted_at", "edits", "reactions", "edit_num",
     ],
     "jobs": [
         "id", "kind", "key", "payload", "state", "attempts", "max_attempts", "run_at",

@@ -176,19 +176,30 @@ async def mark_message_deleted(conn: aiosqlite.Connection, mid: str, now: float)
     return cur.rowcount
 
 
-async def edit_message(conn: aiosqlite.Connection, mid: str, text: str | None) -> int:
-    """Replace the text, appending the previous text to ``edits`` (oldest first)."""
+async def edit_message(conn: aiosqlite.Connection, mid: str, text: str | None,
+                       num_edit: int = 0) -> bool:
+    """Apply an edit; False when the message is not stored (yet).
+
+    The previous text is appended to ``edits`` (oldest first). An edit older than one
+    already applied (a lower ``num_edit``: a late redelivery) only joins ``edits``; an edit
+    without a number (0) is applied as it comes; one without text changes nothing."""
     cur = await conn.execute(
-        "UPDATE messages SET edits = json_insert(edits, '$[#]', text), text = ?"
-        " WHERE mid = ? AND text IS NOT ?",
-        (text, mid, text),
+        "UPDATE messages SET"
+        " edits = CASE WHEN ?1 IS NULL OR ?1 IS text THEN edits"
+        "  ELSE json_insert(edits, '$[#]',"
+        "   CASE WHEN ?3 = 0 OR ?3 > edit_num THEN text ELSE ?1 END) END,"
+        " text = CASE WHEN ?1 IS NOT NULL AND (?3 = 0 OR ?3 > edit_num) THEN ?1 ELSE text END,"
+        " edit_num = max(edit_num, ?3)"
+        " WHERE mid = ?2",
+        (text, mid, num_edit),
     )
-    return cur.rowcount
+    return cur.rowcount > 0
 
 
 async def set_reaction(
     conn: aiosqlite.Connection, mid: str, who: str, reaction: str | None
 ) -> int:
+    """Set (or with None remove) ``who``'s reaction; 0 when the message is not stored."""
     if reaction is None:
         sql = "UPDATE messages SET reactions = json_remove(reactions, ?) WHERE mid = ?"
         cur = await conn.execute(sql, (f'$."{who}"', mid))
