@@ -61,9 +61,26 @@ def test_other_exceptions_still_propagate() -> None:
     # replay's own --config OTHER is the config to compare with, not the global one
     (["workflows", "replay", "--config", "o.yaml"], ["workflows", "replay", "--config",
                                                      "o.yaml"]),
+    # ... also after a global --config naming the current config (found by an audit: the
+    # candidate was hoisted over the current one, and replay showed no difference)
+    (["--config", "c.yaml", "workflows", "replay", "--config", "o.yaml"],
+     ["--config", "c.yaml", "workflows", "replay", "--config", "o.yaml"]),
+    (["-c", "c.yaml", "workflows", "replay", "--config=o.yaml"],
+     ["-c", "c.yaml", "workflows", "replay", "--config=o.yaml"]),
+    (["--config=c.yaml", "workflows", "replay", "--config", "o.yaml"],
+     ["--config=c.yaml", "workflows", "replay", "--config", "o.yaml"]),
 ])
 def test_config_after_the_command_moves_in_front(argv: list[str], expected: list[str]) -> None:
     assert hoist_config(argv) == expected
+
+
+@pytest.mark.parametrize("argv", [
+    ["--config", "a.yaml", "inbox", "--config", "b.yaml"],
+    ["-c", "a.yaml", "stats", "--config=b.yaml"],
+])
+def test_a_config_before_and_after_the_command_is_refused(argv: list[str]) -> None:
+    with pytest.raises(ValueError, match="--config is given twice"):
+        hoist_config(argv)
 
 
 def test_config_after_the_command_works_end_to_end(tmp_path: Path) -> None:

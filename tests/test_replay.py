@@ -19,7 +19,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from instaset.cli import app
+from instaset.cli import app, hoist_config
 from instaset.config import Config
 from instaset.engine.actions import PrivateReply, SendText
 from instaset.engine.model import Workflow
@@ -215,6 +215,11 @@ async def test_the_cli_diffs_a_candidate_file_while_the_daemon_runs(
     # `workflows replay --config OTHER`, as the issue spells it, is the same comparison.
     again = json.loads((await asyncio.to_thread(invoke, "--config", str(cand), "--json"))[1])
     assert {**again, "until": None} == {**doc, "until": None}
+    # ... also through the console script's own argument handling (main() hoists a
+    # --config given after a command; here it must not).
+    hoisted = hoist_config([*args, "--config", str(cand), "--json"])
+    done = await asyncio.to_thread(runner.invoke, app, hoisted)
+    assert {**json.loads(done.stdout), "until": None} == {**doc, "until": None}
 
     code, text = await asyncio.to_thread(invoke, "--config-candidate", str(cand))
     assert code == 0
