@@ -38,7 +38,7 @@ from instaset.engine.actions import (
     action_from_dict,
     is_message,
 )
-from instaset.engine.decide import Decision, decide, needs_follower, resume
+from instaset.engine.decide import Decision, decide, decide_scan, needs_follower, resume
 from instaset.engine.model import Workflow
 from instaset.engine.settings import EngineSettings
 from instaset.engine.state import Awaiting, ConversationState
@@ -347,6 +347,60 @@ def test_stale_question_is_dropped_and_triggers_run() -> None:
     assert any("dropped stale question" in line for line in decision.trace)
     assert decision.actions == (SendText("Sure!"), SendText("What's your email?"))
     assert decision.state.awaiting == Awaiting("lead", 1, "email", "email", 0, later)
+
+
+TAP_WFS = ASK_WF % "stop" + """
+- name: book
+  trigger: {postback: {payload: [BOOK_YES]}}
+  actions:
+    - reply: "Here are my free times"
+"""
+
+
+@pytest.mark.parametrize("decide_fn", [decide, decide_scan])
+def test_a_tap_a_postback_workflow_answers_leaves_a_pending_question_pending(
+    decide_fn: Any,
+) -> None:
+    """A chip from an earlier message ("Yes please" -> BOOK_YES) tapped while a question
+    waits: the booking workflow answers it; the email question is still pending."""
+    wfs = workflows(TAP_WFS)
+    st = decide_fn(dm("guide"), state(), wfs, SETTINGS, NOW).state
+    tap = decide_fn(dm("Yes please", key="mid.2", qr="BOOK_YES"), st, wfs, SETTINGS, NOW + 5)
+    assert tap.workflow == "book"
+    assert tap.actions == (SendText("Here are my free times"),)
+    assert tap.state.awaiting == st.awaiting
+    assert any("still pending" in line for line in tap.trace)
+    # A tap no workflow answers is still read as the answer (and re-asked here).
+    other = decide_fn(dm("Maybe", key="mid.3", qr="MAYBE"), st, wfs, SETTINGS, NOW + 6)
+    assert other.workflow == "lead"
+    assert other.actions == (SendText("Hmm, that doesn't look like an email"),)
+
+
+def test_a_choice_of_the_question_itself_is_its_answer_even_if_a_workflow_names_it() -> None:
+    wfs = workflows("""
+- name: level
+  trigger: {dm: {keywords: [go]}}
+  actions:
+    - ask: {field: level, prompt: "Level?", type: choice, choices: [Beginner, Pro]}
+- name: pro-tap
+  trigger: {postback: {payload: [Pro]}}
+  actions:
+    - reply: "tapped"
+""")
+    st = decide(dm("go"), state(), wfs, SETTINGS, NOW).state
+    answer = decide(dm("Pro", key="mid.2", qr="Pro"), st, wfs, SETTINGS, NOW + 5)
+    assert answer.workflow == "level" and answer.state.fields["level"] == "Pro"
+
+
+def test_a_question_whose_step_was_edited_since_is_dropped() -> None:
+    """Asked "Which city?" (field city); the creator then put another question at that
+    step: the answer must not land in the new question's field."""
+    before = steps_wf("    - ask: {field: city, prompt: 'Which city?'}\n    - reply: ok\n")
+    after = steps_wf("    - ask: {field: goal, prompt: 'Your goal?'}\n    - reply: ok\n")
+    st = decide(dm("go"), state(), before, SETTINGS, NOW).state
+    answer = decide(dm("Berlin", key="mid.2"), st, after, SETTINGS, NOW + 5)
+    assert "goal" not in answer.state.fields and answer.state.awaiting is None
+    assert any("dropped question" in line for line in answer.trace)
 
 
 def test_ask_on_a_comment_uses_the_private_reply_then_continues_in_dms() -> None:

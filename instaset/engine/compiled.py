@@ -190,6 +190,10 @@ class CompiledWorkflows(Sequence[Workflow]):
         """The (first) workflow named ``name``, enabled or not."""
         return self.by_name.get(name)
 
+    def handles_payload(self, payload: str) -> bool:
+        """Whether an enabled workflow's ``postback`` trigger names ``payload``."""
+        return payload in self._postback
+
     def candidates(self, event: Event, is_new: bool) -> list[Workflow]:
         """The enabled workflows whose trigger may fire on ``event``, in the order ``decide``
         tries them: a superset of those :func:`match_trigger` accepts (``fallback`` aside).

@@ -14,8 +14,10 @@ Order of business for one event:
    an invalid one is re-asked (``retry`` text, else the prompt) up to ``max_retries`` times,
    then ``on_fail`` applies (``stop``: drop the question; ``continue``: go on without the
    field; ``handoff``: pause and notify the creator). A question older than the window is
-   dropped and the message goes through the triggers. Other events (button taps, comments)
-   go through the triggers and leave the question pending.
+   dropped and the message goes through the triggers. Other events (button taps, comments),
+   and a quick-reply tap whose payload a ``postback`` workflow names (unless it is one of
+   the question's own choices), go through the triggers and leave the question pending. A
+   question whose step was edited since (another field or type there now) is dropped.
 5. Triggers, by priority (higher first, then file order). The first workflow whose trigger
    matches and whose ``when`` holds fires. A quick-reply tap tries the workflows whose
    postback trigger names its payload first, then the rest (keywords in its title).
@@ -199,7 +201,8 @@ def decide(
     priority order, so the cost barely grows with the number of workflows. The result is
     exactly :func:`decide_scan`'s."""
     cw = compiled(workflows)
-    early, new_state, trace, dm = _prologue(event, state, cw.find, settings, now)
+    early, new_state, trace, dm = _prologue(event, state, cw.find, cw.handles_payload,
+                                            settings, now)
     if early is not None:
         return early
     return _choose(cw.candidates(event, state.is_new), cw.fallbacks, event, state.is_new,
@@ -217,7 +220,10 @@ def decide_scan(
     no compiled form and no index. Same contract and same result, slower; kept as the
     oracle the indexed ``decide`` is tested and benchmarked against."""
     early, new_state, trace, dm = _prologue(
-        event, state, lambda name: _find(workflows, name), settings, now
+        event, state, lambda name: _find(workflows, name),
+        lambda payload: any(wf.enabled and wf.trigger.postback is not None
+                            and payload in wf.trigger.postback.payload for wf in workflows),
+        settings, now,
     )
     if early is not None:
         return early
@@ -276,6 +282,7 @@ def _prologue(
     event: Event,
     state: ConversationState,
     find: Callable[[str], Workflow | None],
+    handles_payload: Callable[[str], bool],
     settings: EngineSettings,
     now: float,
 ) -> tuple[Decision | None, ConversationState, list[str], MessageEvent | None]:
@@ -298,13 +305,22 @@ def _prologue(
     if aw is not None and dm is not None:
         wf = find(aw.workflow)
         ask = _ask_at(wf, aw.step)
-        if wf is None or ask is None:
+        tap = dm.quick_reply_payload
+        if wf is None or ask is None or (ask.field, ask.type.value) != (aw.field, aw.type):
+            # Edited since it was asked: the step there now asks something else, and an
+            # answer stored in its field would be an answer to another question.
             trace.append(f"dropped question for {aw.workflow}: workflow or step no longer exists")
             new_state = replace(new_state, awaiting=None)
         elif now - aw.asked_at >= settings.window_seconds:
             asked = fmt_time(aw.asked_at)
             trace.append(f"dropped stale question for {aw.workflow} (asked {asked})")
             new_state = replace(new_state, awaiting=None)
+        elif (tap is not None and handles_payload(tap)
+              and validate_answer(ask, None, tap) is None):
+            # A chip of an earlier message, whose payload a postback workflow answers, is
+            # that workflow's to answer, not this question's; the question stays pending.
+            trace.append(f"question for {aw.workflow} still pending: the tap's payload "
+                         f"{tap!r} goes to its postback workflow")
         else:
             answer = _answer(wf, ask, aw, dm, new_state, settings, now, event.dedupe_key)
             return answer, new_state, trace, dm
