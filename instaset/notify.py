@@ -75,7 +75,11 @@ class Notifier:
             kind=str(p.get("kind", "notify")), text=text, now=self.clock(),
         )
         if new:
-            log.warning("notify: %s", text)
+            # The text may quote a contact's message: in the log only at DEBUG (one line per
+            # event with ids; `instaset inbox` shows the notification itself).
+            log.warning("notify: %s notification for contact %s (see instaset inbox)",
+                        p.get("kind", "notify"), p.get("contact_id") or "-")
+            log.debug("notify text: %s", text)
         if self.config.command:
             proc = await asyncio.create_subprocess_shell(
                 self.config.command, stdin=asyncio.subprocess.PIPE,

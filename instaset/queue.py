@@ -64,4 +64,8 @@ def backoff_delay(
     spreads retries of jobs that failed together (e.g. after a Meta outage).
     """
     r = rng if rng is not None else random
-    return min(cap, base ** max(0, attempts)) * r.uniform(0.5, 1.0)
+    try:
+        delay = min(cap, base ** max(0, attempts))
+    except OverflowError:  # a large max_attempts: the cap was passed long ago
+        delay = cap
+    return delay * r.uniform(0.5, 1.0)

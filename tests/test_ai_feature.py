@@ -196,6 +196,35 @@ async def test_429_is_answered_later_once(make: Make) -> None:
     assert outcomes == ["rate_limited", "ok"]
 
 
+async def test_a_429_asking_for_no_wait_still_backs_off(make: Make) -> None:
+    clock = Clock(frozen=True)
+    env = await make(clock=clock)
+    env.fake.script(rate_limited("0s"), reply("Here you go!"))
+    await env.h.dm(IGSID, "what do you offer?")
+    await env.h.settle()
+    [job] = await env.rows("SELECT * FROM jobs WHERE kind = 'ai_reply'")
+    # worker.backoff_base 2 after the first try: 1-2 s, not a retry at once.
+    assert job["state"] == "ready" and clock() + 1 <= job["run_at"] <= clock() + 2
+    await env.h.settle(advance_up_to=2)
+    assert env.texts() == ["Here you go!"]
+
+
+async def test_a_429_asking_for_hours_hands_off_now(make: Make) -> None:
+    """A retryDelay of ~14 h would land the reply outside the conversation's moment (or its
+    window): the creator gets it now instead."""
+    clock = Clock(frozen=True)
+    env = await make(clock=clock)
+    env.fake.script(rate_limited("50000s"))
+    await env.h.dm(IGSID, "what do you offer?")
+    await env.h.settle()
+    [job] = await env.rows("SELECT * FROM jobs WHERE kind = 'ai_reply'")
+    assert job["state"] == "done" and len(env.fake.requests) == 1
+    [draft] = await env.rows("SELECT * FROM ai_drafts")
+    assert draft["reason"] == "ai_rate_limited"
+    notes = await env.rows("SELECT * FROM notifications WHERE kind = 'handoff'")
+    assert len(notes) == 1
+
+
 async def test_the_call_record_commits_with_the_job_and_a_rerun_does_nothing(
     make: Make
 ) -> None:

@@ -231,3 +231,18 @@ async def test_failing_command_raises(db: Database) -> None:
     with pytest.raises(RuntimeError, match="exited 3"):
         await notifier.handle(job())
     assert await records(db) == [("notify:lead:alice", TEXT, None)]
+
+
+async def test_the_log_names_the_notification_not_the_contacts_words(
+    db: Database, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="instaset.notify")
+    quoted = '@alice needs you (free-guide): "my email is alice@private.example"'
+    note = Job(id=2, kind="notify", key="notify:handoff:alice",
+               payload={"key": "notify:handoff:alice", "kind": "handoff", "text": quoted,
+                        "account_id": "17841400000000001", "contact_id": "5260000000000042"},
+               attempts=1, max_attempts=5, run_at=NOW, created_at=NOW, worker=None)
+    await Notifier(db, NotifyConfig(), clock=lambda: NOW).handle(note)
+    assert [r.getMessage() for r in caplog.records] == [
+        "notify: handoff notification for contact 5260000000000042 (see instaset inbox)"]
+    assert await records(db) == [("notify:handoff:alice", quoted, NOW)]

@@ -87,7 +87,10 @@ async def test_expired_lease_makes_job_due_again_and_fences_old_owner(db: Databa
 
 @pytest.mark.parametrize(
     ("attempts", "low", "high"),
-    [(1, 1.0, 2.0), (2, 2.0, 4.0), (3, 4.0, 8.0), (6, 32.0, 64.0), (20, 300.0, 600.0)],
+    [(1, 1.0, 2.0), (2, 2.0, 4.0), (3, 4.0, 8.0), (6, 32.0, 64.0), (20, 300.0, 600.0),
+     # 2.0 ** 1025 overflows a float: the job must still get the cap, not an OverflowError
+     # that left it running, never dead-lettered (issue-2 audit)
+     (1025, 300.0, 600.0), (10**6, 300.0, 600.0)],
 )
 def test_backoff_schedule(attempts: int, low: float, high: float) -> None:
     rng = random.Random(attempts)

@@ -55,7 +55,7 @@ from instaset.leads import Msg
 from instaset.links import track_links
 from instaset.outbox import Outgoing, enqueue_sends
 from instaset.pipeline import Automation
-from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater, enqueue_in
+from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater, backoff_delay, enqueue_in
 from instaset.rules import SendKind
 from instaset.store import ai as aistore
 from instaset.store import history
@@ -68,6 +68,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("instaset.ai")
 
+MAX_AI_RETRY_WAIT = 600.0
+"""The longest wait for a rate-limited Gemini call before the fallback (or handoff) instead:
+a reply ten minutes late is already a slow DM."""
 HISTORY_TURNS = 20
 PAST_REPLIES = 3
 PAST_REPLY_MIN_SCORE = 0.2
@@ -189,7 +192,17 @@ class AIReplies:
                 # Nothing else commits now (the queue reschedules the job): a write of its own.
                 await aistore.save_call(self.db, call)
                 if exc.retry_after is not None:
-                    raise RetryLater(exc.retry_after, str(exc)) from None
+                    # Google's retryDelay, but never sooner than our own backoff ("0s" is
+                    # sent too), and not so late that the answer is pointless: then the
+                    # fallback or the handoff now, while the window is still open.
+                    w = self.config.worker
+                    delay = max(exc.retry_after, backoff_delay(
+                        job.attempts, base=w.backoff_base, cap=w.backoff_cap))
+                    if delay <= MAX_AI_RETRY_WAIT:
+                        log.info("ai_reply %s: %s (try %d); trying again in %.0f s",
+                                 job.key, exc.outcome, job.attempts, delay)
+                        raise RetryLater(delay, str(exc)) from None
+                    return await self._give_up(job, mode, ctx, inp, exc, call)
                 raise exc
             return await self._give_up(job, mode, ctx, inp, exc, call)
         verdict = check_reply(answer, inp.incoming, inp.facts)
@@ -356,8 +369,8 @@ class AIReplies:
             await enqueue_sends(conn, [self._reply_out(job, f"send:{job.key}:fallback",
                                                         fallback)], now)
             await enqueue_in(conn, [self._notify(
-                job, ctx, inp, "handoff", f"the AI failed ({exc.outcome}); sent the fallback",
-                now)], now)
+                job, ctx, inp, "handoff",
+                f"the AI failed ({exc.outcome}); the fallback message was queued", now)], now)
             await complete_in(conn, job, now)
         if self.wake is not None:
             self.wake.set()
