@@ -22,7 +22,11 @@ class Metrics:
             registry=self.registry,
         )
         self.duplicates = Counter(
-            "instaset_webhook_duplicates", "Events already stored or for unconnected accounts",
+            "instaset_webhook_duplicates", "Events already stored (redeliveries)",
+            registry=self.registry,
+        )
+        self.dropped = Counter(
+            "instaset_webhook_dropped", "Events not stored: their account is not connected",
             registry=self.registry,
         )
         self.jobs = Gauge("instaset_jobs", "Jobs by state", ["state"], registry=self.registry)

@@ -47,6 +47,7 @@ class WebContext:
     extra_routes: list[web.RouteDef] = field(default_factory=list)
     proxy: ProxySettings = field(default_factory=ProxySettings)  # trusts no proxy by default
     clock: Callable[[], float] = time.time  # the runtime's: what "due now" means
+    dropped_logged: dict[str, float] = field(default_factory=dict)  # account -> last log
 
 
 CTX = web.AppKey("ctx", WebContext)
@@ -183,9 +184,32 @@ async def receive(request: web.Request) -> web.Response:
         return _reject(ctx, 503, "storage_error", "temporarily unavailable")
     for e in events:
         ctx.metrics.event_counter(e.kind).inc()
-    ctx.metrics.duplicates.inc(len(rows) - result.stored)
+    if result.stored < len(rows):
+        ctx.metrics.duplicates.inc(len(rows) - result.stored - result.dropped)
+        if result.dropped:
+            _dropped(ctx, result.dropped, result.unconnected)
     ctx.metrics.webhook_ok.inc()
     return web.Response(text="EVENT_RECEIVED", content_type="text/plain")
+
+
+DROPPED_LOG_EVERY = 600.0  # seconds between two log lines about the same account
+
+
+def _dropped(ctx: WebContext, count: int, accounts: Sequence[str]) -> None:
+    """Events of accounts that are not connected were acknowledged and not stored (Meta's
+    dashboard test sample, whose account id is 0, or a misconnection): counted, and logged
+    once per account every :data:`DROPPED_LOG_EVERY` seconds."""
+    ctx.metrics.dropped.inc(count)
+    now = ctx.clock()
+    quiet = [a for a in accounts if now - ctx.dropped_logged.get(a, -DROPPED_LOG_EVERY)
+             < DROPPED_LOG_EVERY]
+    loud = [a for a in accounts if a not in quiet]
+    for a in loud:
+        ctx.dropped_logged[a] = now
+    if loud:
+        log.info("webhook: %d event(s) for account %s dropped: not connected here "
+                 "(a dashboard test sample, or connect it with `instaset connect`)",
+                 count, ", ".join(loud))
 
 
 async def healthz(request: web.Request) -> web.Response:

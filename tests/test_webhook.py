@@ -287,8 +287,9 @@ async def test_a_key_twice_in_one_batch_is_stored_once_in_delivery_order(
 
 
 async def test_events_for_unconnected_accounts_are_dropped(
-    client: TestClient, rt: Runtime  # type: ignore[type-arg]
+    client: TestClient, rt: Runtime, caplog: pytest.LogCaptureFixture,  # type: ignore[type-arg]
 ) -> None:
+    caplog.set_level("INFO", logger="instaset.webhook")
     await connect_account(rt.db, "17841400000000001")
     body = {"object": "instagram", "entry": [
         dm("m-ours")["entry"][0], dm("m-theirs", account="999")["entry"][0]]}
@@ -296,7 +297,16 @@ async def test_events_for_unconnected_accounts_are_dropped(
     rows = await rt.db.fetchall("SELECT dedupe_key FROM events")
     assert [r[0] for r in rows] == ["msg:m-ours"]
     text = await (await client.get("/metrics")).text()
-    assert "instaset_webhook_duplicates_total 1.0" in text  # not stored: dropped
+    assert "instaset_webhook_dropped_total 1.0" in text
+    assert "instaset_webhook_duplicates_total 0.0" in text
+    # Said in the log (Meta's dashboard test sample lands here: the operator must see it
+    # arrived), once per account in a while, not once per event.
+    assert await post(client, json.dumps(dm("m-theirs-2", account="999")).encode()) == 200
+    lines = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert lines == ["webhook: 1 event(s) for account 999 dropped: not connected here (a "
+                     "dashboard test sample, or connect it with `instaset connect`)"]
+    text = await (await client.get("/metrics")).text()
+    assert "instaset_webhook_dropped_total 2.0" in text
 
 
 async def test_concurrent_requests_share_commits(client: TestClient, rt: Runtime) -> None:  # type: ignore[type-arg]

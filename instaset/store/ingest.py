@@ -39,6 +39,8 @@ class EventRow:
 @dataclass(frozen=True, slots=True)
 class IngestResult:
     stored: int  # new rows (not duplicates, not dropped)
+    dropped: int = 0  # events of accounts that are not connected (not stored)
+    unconnected: tuple[str, ...] = ()  # those accounts' ids
 
 
 # The echo of a message already in the history (our own send, recorded when Meta answered
@@ -176,7 +178,11 @@ class IngestWriter:
                     [(r.dedupe_key, r.account_id, r.kind, r.contact_id, r.occurred_at, now,
                       r.raw) for r in rows],
                 )
-                results.append(IngestResult(max(0, cur.rowcount)))
+                stored = max(0, cur.rowcount)
+                if stored < len(rows):  # duplicates, or events no connected account takes
+                    results.append(self._not_stored(conn, rows, stored))
+                else:
+                    results.append(IngestResult(stored))
             conn.executemany(
                 _INSERT_JOB,
                 [(r.dedupe_key, now, self._max_attempts) for rows in requests for r in rows],
@@ -187,3 +193,15 @@ class IngestWriter:
                 conn.execute("ROLLBACK")
             raise
         return results
+
+    @staticmethod
+    def _not_stored(conn: sqlite3.Connection, rows: Sequence[EventRow], stored: int
+                    ) -> IngestResult:
+        """Tells dropped events (their account is not connected) from duplicates; only
+        for a request some of whose events were not stored."""
+        ids = sorted({r.account_id for r in rows})
+        marks = ",".join("?" * len(ids))
+        connected = {row[0] for row in conn.execute(
+            f"SELECT id FROM accounts WHERE state != 'disconnected' AND id IN ({marks})", ids)}
+        lost = [r.account_id for r in rows if r.account_id not in connected]
+        return IngestResult(stored, len(lost), tuple(sorted(set(lost))))
