@@ -68,8 +68,14 @@ def _parse_iso(text: str) -> float | None:
 
 def as_id(value: object) -> str | None:
     """An id as a string: non-empty strings verbatim, ints stringified. Floats are never ids
-    (a 17-digit id as a float has already lost digits)."""
+    (a 17-digit id as a float has already lost digits), and neither is text with a lone
+    surrogate escape (no database column can hold it: the id is taken as missing)."""
     if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return None
         return value or None
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) < _MAX_ID_INT:
         return str(value)

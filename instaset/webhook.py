@@ -102,6 +102,18 @@ def _decode_body(raw: bytes) -> object:
     return _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
 
 
+def storable(raw: str) -> str:
+    """``raw`` as a UTF-8 text column can hold it. JSON may carry a lone surrogate escape
+    (``\\ud800``, half of an emoji cut off) that UTF-8 cannot encode: it becomes U+FFFD in
+    that event only. Refusing the delivery instead would lose every other event in it, for
+    good: Meta redelivers the same bytes."""
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        return raw.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return raw
+
+
 def _reject(ctx: WebContext, status: int, reason: str, text: str) -> web.Response:
     ctx.metrics.rejections.labels(reason).inc()
     ctx.metrics.webhook_requests.labels(str(status)).inc()
@@ -166,15 +178,12 @@ async def receive(request: web.Request) -> web.Response:
         # of one item is stored as it came (no re-serialisation).
         body = one_item_body(payload, raw)
         events = event_heads(payload, body=body)
-        for e in events:
-            if e.raw is not body:
-                # JSON may carry a lone surrogate (\ud800) that no UTF-8 text column can hold.
-                e.raw.encode("utf-8")
     except (ValueError, RecursionError, PayloadError) as exc:
-        # JSONDecodeError, UnicodeDecodeError and UnicodeEncodeError are ValueErrors.
+        # JSONDecodeError and UnicodeDecodeError are ValueErrors.
         return _reject(ctx, 400, "malformed", f"malformed payload: {str(exc)[:200]}")
     rows = [
-        EventRow(e.dedupe_key, e.account_id, str(e.kind), e.contact_id, e.occurred_at, e.raw)
+        EventRow(e.dedupe_key, e.account_id, str(e.kind), e.contact_id, e.occurred_at,
+                 e.raw if e.raw is body else storable(e.raw))
         for e in events
     ]
     try:
