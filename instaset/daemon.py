@@ -344,13 +344,21 @@ def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
 async def run_daemon(
     config: Config, *, host: str, port: int, sandbox: bool = False,
     announce: Callable[[str], None] | None = None, ssl_context: ssl.SSLContext | None = None,
+    stopped_early: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Serve until SIGTERM/SIGINT. Returns the process exit code."""
+    """Serve until SIGTERM/SIGINT. Returns the process exit code.
+
+    Owns the process's stop signals (only ``instaset serve`` calls it): ``stopped_early``
+    says whether one came before this was called (the start stops at once), and once the
+    stop is under way further ones are ignored, so a second SIGTERM or Ctrl-C cannot kill
+    the process in the middle of its graceful stop, nor turn its exit code 0 into -15."""
     say = announce or (lambda msg: print(msg, file=sys.stderr, flush=True))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if stopped_early():
+        stop.set()
     try:
         async with serving(config, host=host, port=port, sandbox=sandbox, say=say,
                            ssl_context=ssl_context) as srv:
@@ -359,7 +367,8 @@ async def run_daemon(
             await _until(stop, srv.worker_task)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+            loop.remove_signal_handler(sig)  # restores the default (death): not that
+            signal.signal(sig, signal.SIG_IGN)
     say("instaset stopped")
     return 0
 

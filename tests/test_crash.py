@@ -475,3 +475,29 @@ async def test_a_stop_signal_under_load_exits_0_and_keeps_every_ack(
     for key, (_, processed_at) in events.items():
         if jobs[f"event:{key}"] == "done":
             assert processed_at is not None
+
+
+@pytest.mark.chaos
+async def test_stop_signals_repeated_during_the_stop_still_exit_0(tmp_path: Path) -> None:
+    """An impatient operator (or supervisor) sends SIGTERM again and again while the daemon
+    stops: the graceful stop goes on and the exit code stays 0 (a second signal used to
+    land after the loop's handlers were removed, and killed the process: -15)."""
+    daemon = Daemon(tmp_path, free_port())
+    await connect_account(daemon.db_path)
+    async with aiohttp.ClientSession() as session:
+        try:
+            await daemon.start(session)
+            assert daemon.proc is not None
+            daemon.stop_signal(signal.SIGTERM)
+            sent = 1
+            while daemon.proc.returncode is None and sent < 2000:
+                with contextlib.suppress(ProcessLookupError):
+                    daemon.proc.send_signal(signal.SIGINT if sent % 2 else signal.SIGTERM)
+                sent += 1
+                await asyncio.sleep(0.005)
+            code = await daemon.exit_code()
+        finally:
+            await daemon.cleanup()
+    assert sent > 2, "the daemon stopped before a second signal could be sent"
+    assert code == 0, daemon.log_tail()
+    assert "instaset stopped" in daemon.log_tail()

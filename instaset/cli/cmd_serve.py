@@ -33,6 +33,14 @@ def serve(
     tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key (HTTPS)."),
 ) -> None:
     """Run the webhook listener and the worker. SIGTERM or Ctrl-C stops it gracefully."""
+    import signal
+
+    # A stop signal during the start (imports, migrations) is remembered, not fatal: the
+    # daemon stops as soon as it can, with exit code 0.
+    early: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
+
     import logging
 
     from instaset.config import load_config
@@ -50,6 +58,7 @@ def serve(
         port=config.server.port if port is None else port,
         sandbox=sandbox,
         ssl_context=ssl_context,
+        stopped_early=lambda: bool(early),
         # In JSON mode the start/stop lines are log records too: every line parses.
         announce=logging.getLogger("instaset.daemon").info
         if log_format is LogFormat.JSON else None,
