@@ -37,6 +37,7 @@ from instaset.graph import GraphClient
 from instaset.metrics import Metrics
 from instaset.notify import Notifier
 from instaset.outbox import Deliverer, StaticTokens, TokenProvider
+from instaset.paths import not_a_directory
 from instaset.pipeline import Pipeline
 from instaset.proxy import ProxySettings
 from instaset.queue import NewJob
@@ -69,7 +70,13 @@ KEEPALIVE_SECONDS = 75.0
 def single_instance(db_path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``<db>.lock`` for the daemon's lifetime."""
     lock_path = db_path.with_name(db_path.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        problem = not_a_directory(lock_path.parent)  # e.g. INSTASET_HOME names a file
+        if problem is None:
+            raise
+        raise InstasetError(problem) from None
     fh: IO[str] = open(lock_path, "w")  # noqa: SIM115 - held for the whole context
     try:
         try:

@@ -6,19 +6,24 @@ Contracts:
 - :func:`restore` refuses while a daemon holds the database, refuses a file that is not an
   instaset database or is from a newer instaset, keeps the replaced database next to it
   (``.before-restore``), and swaps files atomically.
-- :func:`systemd_unit` renders a user unit that runs ``serve`` with this Python; the
-  retention cron line runs ``purge`` daily.
+- :func:`systemd_unit` renders a user unit that runs ``serve`` with this Python, on the
+  config, database and secrets this command sees (the config as an absolute path,
+  ``INSTASET_HOME``/``INSTASET_DB`` as the unit's environment); the retention cron line
+  runs ``purge`` daily on the same.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import sys
 import time
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
+from instaset.config_storage import config_file
 from instaset.daemon import single_instance
 from instaset.errors import InstasetError, StoreError
 from instaset.store.db import inspect_schema_version, migrations, open_database
@@ -71,6 +76,22 @@ def restore(src: Path, db_path: Path) -> Path | None:
     return kept
 
 
+# The variables that move instaset's files: the service must see what this shell sees.
+PLACE_VARIABLES = ("INSTASET_HOME", "INSTASET_DB")
+
+
+def _where(config_path: Path | None, env: Mapping[str, str]
+           ) -> tuple[Path | None, list[tuple[str, str]]]:
+    """The config file and the variables a service must get to use what this command uses:
+    the config this command would read (named, or the default one when it exists) as an
+    absolute path, and ``INSTASET_HOME``/``INSTASET_DB`` (absolute) when they are set."""
+    path, explicit = config_file(config_path, env)
+    chosen = path.absolute() if explicit or path.exists() else None
+    variables = [(name, str(Path(env[name]).expanduser().absolute()))
+                 for name in PLACE_VARIABLES if env.get(name)]
+    return chosen, variables
+
+
 def instaset_command(config_path: Path | None) -> str:
     # From the single-file build, the file itself is the program (no `-m instaset` there).
     if zipfile.is_zipfile(sys.argv[0]):
@@ -82,7 +103,17 @@ def instaset_command(config_path: Path | None) -> str:
     return shlex.join(args)
 
 
-def systemd_unit(config_path: Path | None) -> str:
+def systemd_unit(config_path: Path | None, env: Mapping[str, str] | None = None) -> str:
+    """A user unit running ``serve`` on the same config, database and secrets as this
+    command (``env``: the environment to read ``INSTASET_*`` from; default os.environ)."""
+    config, variables = _where(config_path, os.environ if env is None else env)
+    # systemd's own quoting: "NAME=value" with backslashes and quotes escaped, and % (its
+    # specifiers) doubled, in ExecStart too.
+    lines = "".join(
+        'Environment="{}={}"\n'.format(name, value.replace("\\", "\\\\").replace('"', '\\"')
+                                        .replace("%", "%%"))
+        for name, value in variables)
+    command = instaset_command(config).replace("%", "%%")
     return f"""[Unit]
 Description=instaset: Instagram DM automation daemon
 After=network-online.target
@@ -90,7 +121,7 @@ Wants=network-online.target
 
 [Service]
 Type=simple
-ExecStart={instaset_command(config_path)} serve
+{lines}ExecStart={command} serve
 Restart=on-failure
 RestartSec=5
 # SIGTERM stops it gracefully: it finishes in-flight jobs within worker.shutdown_grace.
@@ -103,5 +134,9 @@ WantedBy=default.target
 """
 
 
-def cron_line(config_path: Path | None) -> str:
-    return f"17 3 * * * {instaset_command(config_path)} purge"
+def cron_line(config_path: Path | None, env: Mapping[str, str] | None = None) -> str:
+    """The daily retention line for crontab, on the same files as :func:`systemd_unit`."""
+    config, variables = _where(config_path, os.environ if env is None else env)
+    prefix = "".join(f"{name}={shlex.quote(value)} " for name, value in variables)
+    line = f"{prefix}{instaset_command(config)} purge"
+    return "17 3 * * * " + line.replace("%", "\\%")  # cron reads a bare % as a newline

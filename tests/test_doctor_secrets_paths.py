@@ -327,3 +327,14 @@ async def test_unreachable_api_url_names_api_url_without_user_info(
     assert f"http://127.0.0.1:{refused_port}/meta cannot be reached" in exc.message
     assert "instagram.api_url" in exc.message and "instagram.graph_url" not in exc.message
     assert "pw-s9" not in exc.message and "the-code" not in exc.message
+
+
+def test_serve_with_home_a_file_names_the_cause(home_is_a_file: Path) -> None:
+    """`serve` takes its lock beside the database first: that said only "File exists"."""
+    from instaset.daemon import single_instance
+    from instaset.errors import InstasetError
+    from instaset.paths import default_db_path
+
+    with pytest.raises(InstasetError) as info, single_instance(default_db_path()):
+        pass
+    assert str(info.value).startswith(f"INSTASET_HOME ({home_is_a_file}) is not a directory")

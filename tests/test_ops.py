@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 from instaset.cli import app
 from instaset.daemon import single_instance
 from instaset.errors import InstasetError, StoreError
-from instaset.ops import backup, restore
+from instaset.ops import backup, cron_line, restore, systemd_unit
 from instaset.store import history
 from instaset.store.db import migrations, open_database
 
@@ -207,3 +208,29 @@ def test_serve_over_tls_on_the_daemon_loop(tmp_path: Path) -> None:
 
     expected = "asyncio" if importlib.util.find_spec("uvloop") is None else "uvloop"
     assert run_server(on_that_loop)() == expected
+
+
+def test_the_service_runs_on_the_files_this_command_sees(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """INSTASET_HOME / INSTASET_DB and the config this command reads reach the unit and the
+    cron line (without them the service ran on ~/.local/share/instaset: another config,
+    database and secrets file; docs audit)."""
+    home = tmp_path / "my home%"
+    home.mkdir()
+    (home / "config.yaml").write_text("{}\n", "utf-8")
+    monkeypatch.chdir(tmp_path)
+    env = {"INSTASET_HOME": str(home), "INSTASET_DB": "data/x.db"}
+    unit = systemd_unit(None, env)
+    assert f'Environment="INSTASET_HOME={str(home).replace("%", "%%")}"' in unit
+    assert f'Environment="INSTASET_DB={tmp_path / "data" / "x.db"}"' in unit
+    [start] = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    assert shlex.split(start.replace("%%", "%"))[-3:] == [
+        "--config", str(home / "config.yaml"), "serve"]
+    line = cron_line(None, env)
+    assert line.startswith("17 3 * * * INSTASET_HOME=") and line.endswith(" purge")
+    assert "\\%" in line and shlex.split(line.replace("\\%", "%"))[5] == f"INSTASET_HOME={home}"
+    # No config file yet: none named (the daemon would look where this command looks).
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bare = systemd_unit(None, {"INSTASET_HOME": str(empty)})
+    assert f'Environment="INSTASET_HOME={empty}"' in bare and "--config" not in bare

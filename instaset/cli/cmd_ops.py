@@ -19,7 +19,8 @@ app.add_typer(service_app, name="service")
 @app.command("backup")
 @handle_errors
 def backup_cmd(
-    file: Path | None = typer.Argument(None, help="Where to write (default: data dir/backups)."),
+    file: Path | None = typer.Argument(
+        None, help="Where to write (default: backups/ next to the database)."),
 ) -> None:
     """Back up the database (safe while the daemon runs)."""
     from instaset.config import load_config
