@@ -199,8 +199,13 @@ def _length_problem(t: _Text, url_size: int | None) -> str | None:
     if t.kind == "dm":
         size = len(text.encode("utf-8"))
         if size > _DM_BYTES:
-            return (f"{t.label} is {size} bytes{after}; Instagram rejects messages over "
-                    f"{_DM_BYTES} bytes" + (_ASSUMPTION if templated else ""))
+            from instaset.graph import split_text  # only here: it brings aiohttp
+
+            parts = len(split_text(text))
+            return (f"{t.label} is {size} bytes{after}, over Instagram's {_DM_BYTES}-byte limit "
+                    f"for one message: it goes out as {parts} messages (as the private reply "
+                    f"to a comment, only the first: the rest needs the commenter's open "
+                    f"window)" + (_ASSUMPTION if templated else ""))
         return None
     limit = _CHAR_LIMITS[t.kind]
     if len(text) > limit:

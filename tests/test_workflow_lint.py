@@ -35,9 +35,9 @@ workflows:
       - ask: {{field: email, type: email, prompt: "{"c" * 1001}"}}
 """,
         [
-            "config.yaml:6:9: warning: long: step 1 (reply): text is 1010 bytes after templating; Instagram rejects messages over 1000 bytes (counting {username} as 30, fields as 50, {text} as 100 and links as 60 bytes) [text-too-long]",
-            "config.yaml:10:15: warning: long: step 2 (reply): variant 2 is 1002 bytes; Instagram rejects messages over 1000 bytes [text-too-long]",
-            "config.yaml:12:42: warning: long: step 4 (ask): prompt is 1001 bytes; Instagram rejects messages over 1000 bytes [text-too-long]",
+            "config.yaml:6:9: warning: long: step 1 (reply): text is 1010 bytes after templating, over Instagram's 1000-byte limit for one message: it goes out as 2 messages (as the private reply to a comment, only the first: the rest needs the commenter's open window) (counting {username} as 30, fields as 50, {text} as 100 and links as 60 bytes) [text-too-long]",
+            "config.yaml:10:15: warning: long: step 2 (reply): variant 2 is 1002 bytes, over Instagram's 1000-byte limit for one message: it goes out as 2 messages (as the private reply to a comment, only the first: the rest needs the commenter's open window) [text-too-long]",
+            "config.yaml:12:42: warning: long: step 4 (ask): prompt is 1001 bytes, over Instagram's 1000-byte limit for one message: it goes out as 2 messages (as the private reply to a comment, only the first: the rest needs the commenter's open window) [text-too-long]",
         ],
     ),
     (
@@ -255,7 +255,7 @@ workflows:
     tracked = parse_config_text("server:\n  public_url: https://dm.example.com/\n" + text,
                                 "config.yaml", env={})
     [w] = lint_config(tracked, text=text)  # https://dm.example.com/l/abcdefghij: 35 bytes
-    assert (w.code, w.message.split(";")[0]) == ("text-too-long",
+    assert (w.code, w.message.split(",")[0]) == ("text-too-long",
                                                  "text is 1021 bytes after templating")
 
 

@@ -249,11 +249,18 @@ def test_a_stored_contact_continues_from_their_stored_state(config: Path) -> Non
     assert (doc["state"], doc["workflow"], doc["fired"]) == ("stored", "free-guide", False)
     assert doc["actions"] == [{"type": "send_text", "quick_replies": [],
                                "text": "That doesn't look like an email."}]
-    # the pending question consumes a quick-reply tap too (as the daemon would)
+    # a tap a postback workflow answers goes to it; the question keeps waiting (as the
+    # daemon would)
     tap = json.loads(run(config, "Yes please", "--from", "maya", "--quick-reply", "BOOK_YES",
                          "--at", at, "--json")[1])
-    assert tap["workflow"] == "free-guide"
-    assert tap["trace"] == ["free-guide: invalid email for email, asking again (1/2)"]
+    assert tap["workflow"] == "booking-link"
+    assert tap["trace"] == ["question for free-guide still pending: the tap's payload "
+                            "'BOOK_YES' goes to its postback workflow",
+                            "booking-link: quick reply 'BOOK_YES'"]
+    # ... any other tap is read as the answer
+    other = json.loads(run(config, "Maybe", "--from", "maya", "--quick-reply", "MAYBE",
+                           "--at", at, "--json")[1])
+    assert other["trace"] == ["free-guide: invalid email for email, asking again (1/2)"]
     # ... whereas a new contact's tap reaches the postback workflow
     fresh = json.loads(run(config, "Yes please", "--from", "sam", "--quick-reply", "BOOK_YES",
                            "--json")[1])
