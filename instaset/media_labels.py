@@ -11,6 +11,7 @@ _ATTACHMENT_LABELS = {
     "ig_post": "post",
     "ig_reel": "reel",
     "ig_story": "story",
+    "story_reply": "reply to your story",
 }
 _DESCRIBE_MAX = 60
 

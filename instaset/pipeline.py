@@ -71,7 +71,12 @@ class SendLedger(Protocol):
 
 
 def attachments_json(ev: MessageEvent) -> list[dict[str, Any]]:
-    return [{"type": a.type, "url": a.url, "title": a.title} for a in ev.attachments]
+    """The message's media for the history; a reply to a story carries the story too (its
+    URL, while Meta keeps it): without it, "🔥🔥" in the inbox says nothing."""
+    out = [{"type": a.type, "url": a.url, "title": a.title} for a in ev.attachments]
+    if ev.reply_to_story is not None:
+        out.append({"type": "story_reply", "url": ev.reply_to_story.url, "title": None})
+    return out
 
 
 # Meta redelivers for up to 36 h: until then, a message may still arrive after its edit.

@@ -4,6 +4,7 @@ keeps the old one")."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -149,3 +150,25 @@ async def test_an_edit_of_a_message_that_never_comes_is_let_go_after_36_hours(
     assert done is not None and done["state"] == "done" and done["processed_at"] is not None
     stored = await h.rt.db.fetchone("SELECT count(*) FROM messages WHERE mid = 'm-7'")
     assert stored is not None and stored[0] == 0
+
+
+async def test_a_reply_to_a_story_keeps_the_story_in_the_history(h: Harness) -> None:
+    """The inbox showed only "🔥🔥": the story it answers is part of the message."""
+    from instaset.inbox import message_json
+    from tests.conftest import DATA
+
+    payload = json.loads((DATA / "events" / "reply_to_story.json").read_text("utf-8"))
+    item = payload["entry"][0]["messaging"][0]
+    item["sender"]["id"] = IGSID
+    item["timestamp"] = int(h.clock() * 1000)
+    assert await h.post(payload) == 200
+    await h.settle()
+    found = await h.rt.db.fetchone("SELECT * FROM messages WHERE mid = ?",
+                                   (item["message"]["mid"],))
+    assert found is not None
+    shown = message_json(found)
+    assert shown["attachments"] == [{
+        "type": "story_reply", "title": None,
+        "url": "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=17900000000000001"
+               "&signature=AbCd"}]
+    assert shown["preview"] == "🔥🔥 [reply to your story]"

@@ -260,6 +260,10 @@ def test_cli_purge_policy_flags_confirmation_and_dry_run(tmp_path: Path) -> None
     assert messages_left(db_path) == 9
     both = run(app, ["--config", str(cfg), "purge", "--older-than", "30d", "--all", "--yes"])
     assert both.exit_code == 1 and "choose one of" in both.stderr
+    # "30" would be 30 seconds: nearly everything (docs audit). A unit is required here.
+    bare = run(app, ["--config", str(cfg), "purge", "--older-than", "30", "--yes"])
+    assert bare.exit_code == 1 and "give a unit, e.g. 30d for days" in bare.stderr
+    assert messages_left(db_path) == 9
 
     plain = run(app, ["--config", str(cfg), "purge"])  # cron: retention.days=60, never asks
     assert plain.exit_code == 0, plain.output

@@ -196,6 +196,12 @@ def purge(
               if given]
     if len(chosen) > 1:
         raise InstasetError(f"choose one of {', '.join(chosen)}")
+    if older_than is not None and older_than.strip().isdigit():
+        # A bare number is seconds in the duration grammar; here, next to retention.days,
+        # "30" surely meant days: deleting nearly everything is no way to find out.
+        n = older_than.strip()
+        raise InstasetError(f"--older-than {n}: give a unit, e.g. {n}d for days "
+                            f"({n}h hours, {n}m minutes)")
     config = load_or_exit()
     now = time.time()
     horizon = now - (_seconds(older_than, "--older-than") if older_than is not None

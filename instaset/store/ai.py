@@ -89,20 +89,23 @@ async def recent_texts_quick(db: Database, account_id: str, contact_id: str, lim
     return await db.fetchall(_RECENT_TEXTS, (account_id, contact_id, limit), quick=True)
 
 
+# Newest first through messages_human_replies (migration 0013): no sort of the history.
+HUMAN_REPLY_PAIRS = (
+    "SELECT h.text AS reply, (SELECT i.text FROM messages i WHERE"
+    " i.account_id = h.account_id AND i.contact_id = h.contact_id AND i.direction = 'in'"
+    " AND i.text IS NOT NULL AND i.deleted_at IS NULL AND i.created_at <= h.created_at"
+    " ORDER BY i.created_at DESC, i.id DESC LIMIT 1) AS message"
+    " FROM messages h WHERE h.account_id = ? AND h.sent_by = 'human'"
+    " AND h.text IS NOT NULL AND h.deleted_at IS NULL"
+    " ORDER BY h.created_at DESC, h.id DESC LIMIT ?"
+)
+
+
 async def human_reply_pairs(conn: aiosqlite.Connection, account_id: str, limit: int = 500
                             ) -> list[tuple[str, str]]:
     """(message, the creator's own reply) pairs, newest first: each reply the creator typed
     with the contact's last message before it."""
-    rows = await _rows(
-        conn,
-        "SELECT h.text AS reply, (SELECT i.text FROM messages i WHERE"
-        " i.account_id = h.account_id AND i.contact_id = h.contact_id AND i.direction = 'in'"
-        " AND i.text IS NOT NULL AND i.deleted_at IS NULL AND i.created_at <= h.created_at"
-        " ORDER BY i.created_at DESC, i.id DESC LIMIT 1) AS message"
-        " FROM messages h WHERE h.account_id = ? AND h.sent_by = 'human'"
-        " AND h.text IS NOT NULL AND h.deleted_at IS NULL"
-        " ORDER BY h.created_at DESC, h.id DESC LIMIT ?", (account_id, limit),
-    )
+    rows = await _rows(conn, HUMAN_REPLY_PAIRS, (account_id, limit))
     return [(r["message"], r["reply"]) for r in rows if r["message"]]
 
 
