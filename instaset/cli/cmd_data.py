@@ -199,9 +199,9 @@ def purge(
     if older_than is not None and older_than.strip().isdigit():
         # A bare number is seconds in the duration grammar; here, next to retention.days,
         # "30" surely meant days: deleting nearly everything is no way to find out.
-        n = older_than.strip()
-        raise InstasetError(f"--older-than {n}: give a unit, e.g. {n}d for days "
-                            f"({n}h hours, {n}m minutes)")
+        bare = older_than.strip()
+        raise InstasetError(f"--older-than {bare}: give a unit, e.g. {bare}d for days "
+                            f"({bare}h hours, {bare}m minutes)")
     config = load_or_exit()
     now = time.time()
     horizon = now - (_seconds(older_than, "--older-than") if older_than is not None
