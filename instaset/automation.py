@@ -43,6 +43,7 @@ from instaset.outbox import Outgoing, enqueue_sends
 from instaset.queue import NewJob, enqueue_in
 from instaset.rules import SendKind
 from instaset.store import history
+from instaset.store import sends as sendstore
 from instaset.store.db import Database
 from instaset.store.jobs import Job
 
@@ -127,7 +128,11 @@ class WorkflowAutomation:
             return []
         row = await history.get_conversation(conn, event.account_id, contact)
         state = load_state(row, event.account_id, contact)
-        decision = decide(event, state, self.workflows, self.settings, now)
+        # Only a comment takes public replies: their variants go in turn (the count is read
+        # in this transaction, after the previous comment's sends were committed).
+        turns = (await sendstore.public_reply_turns(conn, event.account_id)
+                 if isinstance(event, CommentEvent) else None)
+        decision = decide(event, state, self.workflows, self.settings, now, turns=turns)
         comment_at = event.occurred_at if isinstance(event, CommentEvent) else None
         return await self._persist(conn, decision, event.dedupe_key, now, comment_at)
 
@@ -224,8 +229,11 @@ class WorkflowAutomation:
         async with self.db.tx() as conn:
             row = await history.get_conversation(conn, acct, contact)
             state = load_state(row, acct, contact)
+            comment_id = p.get("comment_id")
+            turns = (await sendstore.public_reply_turns(conn, acct)
+                     if comment_id is not None else None)
             decision = resume(state, self.workflows, self.settings, str(p["workflow"]),
-                              int(p["step"]), now, comment_id=p.get("comment_id"))
+                              int(p["step"]), now, comment_id=comment_id, turns=turns)
             jobs = await self._persist(conn, decision, f"resume:{job.key}", now,
                                        p.get("comment_at"))
             if jobs:

@@ -398,6 +398,7 @@ class Replayer:
         st: dict[ContactKey, ConversationState] = dict(states)
         pending: list[_Pending] = []
         private_log: dict[str, deque[float]] = {}
+        turns: dict[str, dict[str, int]] = {}  # account -> workflow -> public replies so far
         steps: list[Step] = []
         seq = itertools.count()
         count = 0
@@ -410,6 +411,9 @@ class Replayer:
             notes = self._budget_notes(decision_actions, step.at, private_log, acct)
             steps.append(replace(step, notes=(*step.notes, *notes)) if notes else step)
             for a in decision_actions:
+                if isinstance(a, PublicReply) and step.outcome.workflow is not None:
+                    mine = turns.setdefault(acct, {})
+                    mine[step.outcome.workflow] = mine.get(step.outcome.workflow, 0) + 1
                 if isinstance(a, Schedule):
                     heapq.heappush(pending, _Pending(a.run_at, next(seq), acct, contact, a,
                                                      step.key))
@@ -420,7 +424,8 @@ class Replayer:
                 before = state_of(p.account_id, p.contact_id)
                 d = resume(before, self.workflows, self.settings_for(p.account_id),
                            p.schedule.workflow, p.schedule.step, p.run_at,
-                           comment_id=p.schedule.comment_id)
+                           comment_id=p.schedule.comment_id,
+                           turns=turns.get(p.account_id, {}))
                 st[(p.account_id, p.contact_id)] = d.state
                 key = f"resume:{p.origin}:{p.schedule.workflow}:{p.schedule.step}"
                 step = Step(key, None, "continuation", p.run_at, p.account_id, p.contact_id,
@@ -447,7 +452,7 @@ class Replayer:
             if ev.is_from_business:
                 continue  # our own sends and comments: the pipeline never decides on them
             d = decide(ev, before, self.workflows, self.settings_for(ev.account_id),
-                       ev.occurred_at)
+                       ev.occurred_at, turns=turns.get(ev.account_id, {}))
             st[key] = d.state
             fired = d.workflow is not None and (
                 d.state.fired.get(d.workflow) != before.fired.get(d.workflow)

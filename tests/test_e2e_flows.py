@@ -199,6 +199,22 @@ async def test_comment_to_dm_sends_a_private_and_a_public_reply(tmp_path: Path) 
         assert len(h.graph_posts()) == 2  # nothing for the comment without the keyword
 
 
+async def test_public_replies_go_in_turn_under_a_post(tmp_path: Path) -> None:
+    """Comments from several people on one post: the public replies alternate (the same one
+    several times running reads as spam under a post)."""
+    async with open_harness(tmp_path, workflows=COMMENT_TO_DM) as h:
+        ids = []
+        for n in range(5):
+            payload = await h.sandbox.user_comments(f"52600000000001{n:02d}", "guide pls",
+                                                    "17900000000000001")
+            ids.append(str(payload["entry"][0]["changes"][0]["value"]["id"]))  # type: ignore[index]
+            await h.settle()
+        texts = [next(c.text for c in h.sandbox.comments.values() if c.parent_id == cid)
+                 for cid in ids]
+        first, second = "Sent it to your DMs!", "Check your DMs!"
+        assert texts == [first, second, first, second, first]
+
+
 RICH: list[dict[str, Any]] = [
     {"name": "rich", "trigger": {"dm": {"keywords": ["rich"]}}, "actions": [
         {"media": {"type": "image", "url": "https://x.example/a.jpg"}},

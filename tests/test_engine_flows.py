@@ -209,7 +209,8 @@ def test_comment_limits(event: Event, expected_kinds: tuple[str, ...], trace: st
     assert any(trace in line for line in decision.trace), decision.trace
 
 
-def test_public_reply_variants_rotate_by_comment() -> None:
+def test_public_reply_variants_without_turns_are_picked_by_comment() -> None:
+    """A dry run (no count of earlier public replies): a pick per comment, stable."""
     wfs = workflows(COMMENT_WF)
     seen = set()
     for i in range(15):
@@ -222,6 +223,26 @@ def test_public_reply_variants_rotate_by_comment() -> None:
         seen.add(public.text)
         assert decide(ev, state(), wfs, SETTINGS, NOW) == decision
     assert len(seen) > 1
+
+
+@pytest.mark.parametrize("decide_fn", [decide, decide_scan])
+def test_public_reply_variants_go_in_turn(decide_fn: Any) -> None:
+    """Given how many public replies the workflow made, the next variant in turn: never the
+    same twice running under a post (a hash pick repeated one 5 times in 30 comments)."""
+    wfs = workflows(COMMENT_WF)
+    texts = []
+    for i in range(7):
+        ev = replace(comment("guide"), dedupe_key=f"c.{i}", comment_id=str(i))
+        decision = decide_fn(ev, state(), wfs, SETTINGS, NOW, turns={"guide": i})
+        public = decision.actions[1]
+        assert isinstance(public, PublicReply)
+        texts.append(public.text)
+    variants = ["Check your DMs!", "Sent 📩", "Done, look in your inbox"]
+    assert texts == [variants[i % 3] for i in range(7)]
+    # Another workflow's count does not move this one's turn.
+    ev = replace(comment("guide"), dedupe_key="c.x", comment_id="x")
+    other = decide_fn(ev, state(), wfs, SETTINGS, NOW, turns={"other": 5})
+    assert other.actions[1] == PublicReply("x", variants[0])
 
 
 # --- ask and capture ----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """``decide()``: which workflow an event fires and what to do (pure: no I/O, no clock, no
 randomness; variants are picked by a hash of the event's dedupe key, so a replay of the same
-history decides the same).
+history decides the same; public reply variants go in turn, from the ``turns`` the caller
+counted).
 
 Order of business for one event:
 
@@ -40,7 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from instaset.engine.actions import (
@@ -120,6 +121,7 @@ class _Run:
     comment: CommentEvent | None = None
     comment_id: str | None = None
     private_used: bool = False
+    turns: Mapping[str, int] | None = None  # see decide(): public replies in turn
     actions: list[Action] = field(default_factory=list)
     trace: list[str] = field(default_factory=list)
 
@@ -193,8 +195,14 @@ def decide(
     workflows: Sequence[Workflow],
     settings: EngineSettings,
     now: float,
+    *,
+    turns: Mapping[str, int] | None = None,
 ) -> Decision:
     """Decide what ``event`` does to the conversation in ``state`` (see the module docs).
+
+    ``turns``: how many public replies each workflow has made so far (the account's, not
+    this conversation's): a ``public_reply`` with variants takes them in turn, variant
+    ``turns[workflow] % n``. Without it (a dry run) one is picked by the event's hash.
 
     ``workflows`` is compiled once per list and cached (:func:`~instaset.engine.compiled.
     compiled`): only the workflows whose trigger could fire on the event are tried, in
@@ -206,7 +214,7 @@ def decide(
     if early is not None:
         return early
     return _choose(cw.candidates(event, state.is_new), cw.fallbacks, event, state.is_new,
-                   new_state, dm, settings, now, trace)
+                   new_state, dm, settings, now, trace, turns)
 
 
 def decide_scan(
@@ -215,6 +223,8 @@ def decide_scan(
     workflows: Sequence[Workflow],
     settings: EngineSettings,
     now: float,
+    *,
+    turns: Mapping[str, int] | None = None,
 ) -> Decision:
     """The reference :func:`decide`: sorts the workflows and tries every one's trigger, with
     no compiled form and no index. Same contract and same result, slower; kept as the
@@ -231,13 +241,14 @@ def decide_scan(
                                       key=lambda p: (-p[1].priority, p[0])) if wf.enabled]
     fallbacks = [wf for wf in ordered if wf.trigger.fallback is not None]
     return _choose(ordered, fallbacks, event, state.is_new, new_state, dm, settings, now,
-                   trace)
+                   trace, turns)
 
 
 def _choose(
     candidates: Iterable[Workflow], fallbacks: Sequence[Workflow], event: Event,
     is_new: bool, new_state: ConversationState, dm: MessageEvent | None,
     settings: EngineSettings, now: float, trace: list[str],
+    turns: Mapping[str, int] | None = None,
 ) -> Decision:
     """The first of ``candidates`` (enabled, in priority order) whose trigger matches and
     whose conditions hold fires; when no trigger matched a DM with text, the first of the
@@ -263,7 +274,7 @@ def _choose(
             trace.append(f"skipped {wf.name}: {reason}, but {failure}")
             continue
         trace.append(f"{wf.name}: {reason}")
-        return _fire(wf, event, new_state, settings, now, trace)
+        return _fire(wf, event, new_state, settings, now, trace, turns)
     if matched_any or dm is None or not dm.text:
         fallbacks = ()
     for wf in fallbacks:
@@ -272,7 +283,7 @@ def _choose(
             trace.append(f"skipped {wf.name}: fallback, but {failure}")
             continue
         trace.append(f"{wf.name}: fallback (no other workflow matched)")
-        return _fire(wf, event, new_state, settings, now, trace)
+        return _fire(wf, event, new_state, settings, now, trace, turns)
     if not trace:
         trace.append(f"no workflow matched {event.kind.value}")
     return Decision(None, (), new_state, tuple(trace))
@@ -336,6 +347,7 @@ def resume(
     now: float,
     *,
     comment_id: str | None = None,
+    turns: Mapping[str, int] | None = None,
 ) -> Decision:
     """Continue ``workflow_name`` at ``step`` (0-based) after a ``delay``: the payload of a
     :class:`~instaset.engine.actions.Schedule`. Nothing runs while the conversation is paused
@@ -349,7 +361,7 @@ def resume(
         msg = f"{workflow_name}: continuation dropped, workflow or step no longer exists"
         return Decision(None, (), state, (msg,))
     seed = f"resume|{state.contact_id}|{step}|{state.fired.get(wf.name, 0.0)!r}"
-    run = _Run(wf, state, settings, now, seed, comment_id=comment_id)
+    run = _Run(wf, state, settings, now, seed, comment_id=comment_id, turns=turns)
     # A private reply already sent before the delay used the comment's one message.
     run.private_used = comment_id is not None and any(
         s.kind in ("reply", "private_reply", "ask", "media", "template", "buttons")
@@ -385,9 +397,10 @@ def _fire(
     settings: EngineSettings,
     now: float,
     trace: list[str],
+    turns: Mapping[str, int] | None = None,
 ) -> Decision:
     state = state.with_fired(wf.name, now)
-    run = _Run(wf, state, settings, now, event.dedupe_key, trace=trace)
+    run = _Run(wf, state, settings, now, event.dedupe_key, trace=trace, turns=turns)
     if isinstance(event, CommentEvent):
         run.comment, run.comment_id, run.text = event, event.comment_id, event.text
     elif isinstance(event, MessageEvent):
@@ -509,8 +522,14 @@ def _step(run: _Run, i: int, step: ActionStep) -> bool:
         if c is None or c.kind is not EventKind.COMMENT or c.is_reply:
             run.note(i, "skipped public_reply: only top-level post comments take public replies")
         else:
-            text = run.render(run.pick(step.public_reply.texts(), i))
-            run.actions.append(PublicReply(c.comment_id, text))
+            variants = step.public_reply.texts()
+            if run.turns is not None and len(variants) > 1:
+                # In turn across comments: the same public reply twice running under a post
+                # looks like spam (a hash pick did that 5 times in a row over 30 comments).
+                text = variants[run.turns.get(run.wf.name, 0) % len(variants)]
+            else:
+                text = run.pick(variants, i)
+            run.actions.append(PublicReply(c.comment_id, run.render(text)))
     elif step.tag is not None:
         for tag in step.tag:
             run.actions.append(SetTag(tag))

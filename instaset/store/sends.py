@@ -154,6 +154,15 @@ async def in_flight_public_replies(
     ))
 
 
+async def public_reply_turns(conn: aiosqlite.Connection, account_id: str) -> dict[str, int]:
+    """How many public replies each workflow of the account has made (sends kept by the
+    retention): the turn its next variant takes (``decide(turns=...)``)."""
+    rows = await conn.execute_fetchall(
+        "SELECT workflow, count(*) FROM sends WHERE account_id = ? AND kind = 'public_reply'"
+        " AND workflow IS NOT NULL GROUP BY workflow", (account_id,))
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
 async def set_account_state_in(
     conn: aiosqlite.Connection, account_id: str, state: str, now: float
 ) -> None:
