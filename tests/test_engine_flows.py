@@ -324,6 +324,11 @@ def test_ask_reasks_then_gives_up(
         ("{field: phone, prompt: 'Phone?', type: phone}", "call me", None, None),
         ("{field: phone, prompt: 'Phone?', type: phone}", "12345", None, None),
         ("{field: email, prompt: 'Email?', type: email}", "a@b", None, None),
+        # the one address in a sentence, without its punctuation
+        ("{field: email, prompt: 'Email?', type: email}", "sure, my email is Anna@X.COM.", None, "Anna@x.com"),
+        ("{field: email, prompt: 'Email?', type: email}", "<anna@x.com>", None, "anna@x.com"),
+        ("{field: email, prompt: 'Email?', type: email}", "a@x.com or b@y.com", None, None),
+        ("{field: email, prompt: 'Email?', type: email}", "email me @ anna", None, None),
         ("{field: goal, prompt: 'Goal?'}", "  Lose weight ", None, "Lose weight"),
         ("{field: level, prompt: 'Level?', type: choice, choices: [Beginner, Pro]}", "pro", None, "Pro"),
         ("{field: level, prompt: 'Level?', type: choice, choices: [Beginner, Pro]}", "x", "Beginner", "Beginner"),

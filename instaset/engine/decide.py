@@ -90,6 +90,7 @@ __all__ = [
 PRIVATE_REPLY_MAX_AGE = 7 * 86400
 
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$")
+_EMAIL_EDGES = "<>()[]{}\"'`.,;:!?«»“”‘’"
 _PHONE_STRIP_RE = re.compile(r"[\s().\-/]")
 
 
@@ -417,9 +418,12 @@ def validate_answer(ask: AskSpec, text: str | None, payload: str | None) -> str 
     quick-reply payload); text: any non-empty text."""
     answer = (text or "").strip()
     if ask.type is AskType.EMAIL:
-        if not _EMAIL_RE.match(answer):
+        # People write "my email is anna@x.com." or "<anna@x.com>": the one address in the
+        # message is the answer; none, or two, is not.
+        found = [w.strip(_EMAIL_EDGES) for w in answer.split() if "@" in w]
+        if len(found) != 1 or not _EMAIL_RE.match(found[0]):
             return None
-        local, _, domain = answer.rpartition("@")
+        local, _, domain = found[0].rpartition("@")
         return f"{local}@{domain.lower()}"
     if ask.type is AskType.PHONE:
         compact = _PHONE_STRIP_RE.sub("", answer)
