@@ -272,6 +272,29 @@ _PATTERNS = {
 }
 
 
+_ECHO_TYPES = frozenset({"too_short", "literal_error"})
+_PYTHON_TAGS = frozenset({"int", "str", "float", "bool", "list", "dict", "tuple"})
+
+
+def _plain_loc(loc: Sequence[str | int]) -> tuple[str | int, ...]:
+    """``loc`` without pydantic's union-branch tags (``literal['any']``,
+    ``function-before[...]``, ``int``, a model's class name): the YAML path it points at."""
+    return tuple(p for p in loc if not (isinstance(p, str) and (
+        "[" in p or p in _PYTHON_TAGS or p[:1].isupper())))
+
+
+def _without_echoes(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The errors without those that only echo a deeper one: a list that is "too short"
+    because its one item failed, or the wrong branch of a union (``must be 'any'``) when
+    an item of the list branch has its own error. Those misled ("must have at least 1
+    item" for a list of one bad item)."""
+    paths = [_plain_loc(e["loc"]) for e in errors]
+    return [e for e, path in zip(errors, paths, strict=True)
+            if e["type"] not in _ECHO_TYPES
+            or not any(len(other) > len(path) and other[:len(path)] == path
+                       for other in paths)]
+
+
 def _human(error: Mapping[str, Any], field: str | int | None) -> str:
     kind, msg, value = error["type"], str(error["msg"]), error.get("input")
     got = _describe(value)
@@ -433,7 +456,7 @@ def parse_config_text(
     except ValidationError as exc:
         errors.extend(dict(e) for e in exc.errors(include_url=False))
     errors.extend(_workflow_set_errors(data.get("workflows")))
-    problems += _format_errors(errors, root, filename, from_env)
+    problems += _format_errors(_without_echoes(errors), root, filename, from_env)
     if problems or config is None:
         raise ConfigError([msg for _line, msg in sorted(problems, key=lambda p: p[0])])
 

@@ -390,10 +390,13 @@ def _keyword_problems(wf: Workflow, i: int) -> Iterator[LintWarning]:
             elif spec.match in (MatchMode.WORD, MatchMode.ANY_WORD) and (
                 _is_punct(folded[0]) or _is_punct(folded[-1])
             ):
+                bare = _strip_punct(folded)
+                tail = (f"so {bare!r} alone does not match" if bare else
+                        "and it is only punctuation: use match: contains to match it")
                 yield LintWarning("keyword-punctuation", wf.name, where,
                                   f"keyword {kw!r} has punctuation at an edge: in "
                                   f"{spec.match.value} mode the message must contain it too, "
-                                  f"so {_strip_punct(folded)!r} alone does not match", path)
+                                  f"{tail}", path)
 
 
 def _first_message_step(wf: Workflow) -> tuple[int, ActionStep] | None:

@@ -72,7 +72,15 @@ def test_flag_snapshots(text: str, expected: str) -> None:
         # no 'true' shorthand and no 'enabled' switch: nothing better to say than before
         ("ai: false\n", "config.yaml:1:5: ai: must be a mapping of keys, got false"),
         (workflow(steps="- score: false"),
-         "config.yaml:6:16: workflows[0].actions[0].score: must be a mapping of keys, got false"),
+         "config.yaml:6:16: workflows[0].actions[0].score: must be a number of points (score: 20) or {points: 20, reason: TEXT}, got false"),
+        (workflow(steps="- score: lots"),
+         "config.yaml:6:16: workflows[0].actions[0].score: must be a number of points (score: 20) or {points: 20, reason: TEXT}, got 'lots'"),
+        # a list of one bad item is not also "too short"; a bad item of the list branch is
+        # not also "must be 'any'"
+        (workflow(steps="- buttons: {text: x, buttons: [{title: B, url: 'https://x.example', payload: P}]}"),
+         "config.yaml:6:38: workflows[0].actions[0].buttons.buttons[0]: a button has either url or payload, not both"),
+        (workflow(trigger="comment: {keywords: [x], media: [17900000000000001]}"),
+         "config.yaml:4:40: workflows[0].trigger.comment.media[0]: must be a string, got 17900000000000001 (put it in quotes)"),
         (workflow(trigger="dm: false"),
          "config.yaml:4:11: workflows[0].trigger.dm: must be a mapping of keys, got false"),
         ("workflows:\n  - false\n", "config.yaml:2:5: workflows[0]: must be a mapping of keys, got false"),

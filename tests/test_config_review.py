@@ -400,8 +400,13 @@ def test_workflows_test_takes_text_that_is_not_utf8(tmp_path: Path) -> None:
 def test_one_line_for_a_union_and_the_right_words_for_an_empty_list() -> None:
     media = ("workflows:\n  - name: x\n    trigger: {comment: {keywords: [hi],"
              " media: 17900000000000001}}\n    actions: [{private_reply: hi}]\n")
-    assert problems(media) == ["config.yaml:3:48: workflows[0].trigger.comment.media: must be"
-                               " 'any' or a list, got 17900000000000001"]
+    # An unquoted id reads as a number: the fix is named (issue-4 audit).
+    assert problems(media) == ["config.yaml:3:48: workflows[0].trigger.comment.media: a media"
+                               " id is text: put it in quotes, in a list: media:"
+                               " ['17900000000000001']"]
+    other = media.replace("17900000000000001", "{a: 1}")
+    assert problems(other) == ["config.yaml:3:48: workflows[0].trigger.comment.media: must be"
+                               " 'any' or a list, got a mapping"]
     empty = ("workflows:\n  - name: x\n    trigger: {comment: {keywords: [hi]}}\n"
              "    actions: [{private_reply: hi}, {public_reply: []}]\n")
     (found,) = problems(empty)

@@ -324,3 +324,11 @@ def test_every_example_in_the_language_reference_validates() -> None:
                     f"    actions:\n      {steps}\n")
         config = parse_config_text(text, "docs/workflows.md", env={})
         assert config.workflows, block
+
+
+def test_a_keyword_of_punctuation_only_says_what_to_do() -> None:
+    text = ("workflows:\n  - name: c\n    trigger: {dm: {keywords: ['!!!']}}\n"
+            "    actions:\n      - reply: hi\n")
+    [w] = lint_config(parse_config_text(text, "config.yaml", env={}), text=text)
+    assert w.code == "keyword-punctuation"
+    assert w.message.endswith("and it is only punctuation: use match: contains to match it")

@@ -34,7 +34,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from instaset.engine.values import (
     ClockTime,
@@ -161,6 +161,16 @@ class CommentTrigger(TriggerKeywords):
 
     media: Literal["any"] | StrList = "any"
     replies: bool = False
+
+    @field_validator("media", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: object) -> object:
+        # YAML reads an unquoted id as a number (which may already have lost digits): name
+        # the fix rather than "must be 'any' or a list".
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError(f"a media id is text: put it in quotes, in a list: "
+                             f"media: ['{value}']")
+        return value
 
 
 class EmptyTrigger(_Model):
@@ -408,8 +418,10 @@ class ButtonSpec(_Model):
 
     @model_validator(mode="after")
     def _one_target(self) -> ButtonSpec:
-        if (self.url is None) == (self.payload is None):
+        if self.url is None and self.payload is None:
             raise ValueError("a button needs either url or payload")
+        if self.url is not None and self.payload is not None:
+            raise ValueError("a button has either url or payload, not both")
         return self
 
 
@@ -435,7 +447,14 @@ class TemplateSpec(_Model):
 
 
 def _score_shorthand(value: object) -> object:
-    return {"points": value} if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"points": value}
+    if not isinstance(value, dict):
+        shown = "null" if value is None else (
+            str(value).lower() if isinstance(value, bool) else repr(value))  # as YAML says it
+        raise ValueError(f"must be a number of points (score: 20) or {{points: 20, reason: "
+                         f"TEXT}}, got {shown}")
+    return value
 
 
 class ScoreSpec(_Model):
