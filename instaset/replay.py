@@ -529,8 +529,16 @@ class Change:
     after: Outcome
 
     def describe(self, limit: int = 80) -> str:
-        """``would now reply "X" (wf-b) where it replied "Y" (wf-a)``."""
-        return f"would now {_verb(self.after, limit)} where it {_verb(self.before, limit, True)}"
+        """``would now reply "X" (wf-b) where it replied "Y" (wf-a)``: from the first message
+        that differs (the same private reply first, then another public reply, is said as
+        the public replies)."""
+        before, after = self.before.messages, self.after.messages
+        skip = 0
+        while (skip < min(len(before), len(after)) - 1 and before[skip] == after[skip]
+               and self.before.workflow == self.after.workflow):
+            skip += 1
+        return (f"would now {_verb(self.after, limit, skip=skip)} where it "
+                f"{_verb(self.before, limit, True, skip=skip)}")
 
     def to_json(self) -> dict[str, Any]:
         s = self.step
@@ -542,10 +550,10 @@ class Change:
         }
 
 
-def _verb(o: Outcome, limit: int, past: bool = False) -> str:
+def _verb(o: Outcome, limit: int, past: bool = False, skip: int = 0) -> str:
     if o.is_nothing:
         return "did nothing" if past else "do nothing"
-    msgs = o.messages
+    msgs = o.messages[skip:]
     if msgs:
         first = describe_action(msgs[0], limit=limit)
         more = f" (+{len(msgs) - 1} more)" if len(msgs) > 1 else ""

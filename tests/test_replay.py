@@ -228,7 +228,7 @@ async def test_the_cli_diffs_a_candidate_file_while_the_daemon_runs(
     assert "  was: free-guide: reply \"Here's the free guide: https://example.com/guide\"; " \
            "tag guide" in lines
     assert "  now: fallback: reply \"Thanks for your message!\"" in lines
-    assert any(line.startswith("free-guide ") and line.split()[1:] == ["2", "1", "-1"]
+    assert any(line.startswith("free-guide ") and line.split()[1:] == ["2", "1", "-1", "0", "0"]
                for line in lines)
 
     code, text = await asyncio.to_thread(invoke)

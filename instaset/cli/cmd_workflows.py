@@ -286,15 +286,21 @@ def _print_diff(d: ReplayDiff) -> None:
     for change in d.changes:
         typer.echo(change.step.label())
         typer.echo(f"  was: {change.before.summary()}")
+        typer.echo("".join(f"    ! {line}\n" for line in change.before.refused), nl=False)
         typer.echo(f"  now: {change.after.summary()}")
+        typer.echo("".join(f"    ! {line}\n" for line in change.after.refused), nl=False)
         typer.echo(f"  -> {change.describe()}")
     a, b = cur.counts(), cand.counts()
     rows: dict[str, tuple[int, ...]] = {}
     for name in sorted(set(a) | set(b)):
         fa = a[name].fired if name in a else 0
         fb = b[name].fired if name in b else 0
-        rows[name] = (fa, fb, fb - fa)
-    _print_counts(rows, ("current", "candidate", "change"))
+        ra = a[name].refused if name in a else 0
+        rb = b[name].refused if name in b else 0
+        rows[name] = (fa, fb, fb - fa, ra, rb)
+    typer.echo("\nper workflow: times fired (current, candidate, change), then messages "
+               "refused (current, candidate)", nl=False)
+    _print_counts(rows, ("current", "candidate", "change", "refused", "refused"))
 
 
 @workflows_app.command("replay")
