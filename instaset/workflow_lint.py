@@ -25,6 +25,9 @@ reading the YAML the config came from. Every warning has a stable ``code``:
   (``set:`` or ``ask:``) and that has no fallback (``{plan|basic}``): it renders empty.
 - ``unreachable-step``: steps after a ``handoff`` (which ends the workflow), or a ``delay``
   with nothing after it.
+- ``unknown-stage``: a ``stage:`` step naming none of the lead stages but close to one (a
+  typo invents a stage lead scoring does not rank), or a ``when: stage`` naming a stage
+  nothing sets (the condition never holds).
 """
 
 from __future__ import annotations
@@ -316,6 +319,11 @@ def _duplicates(workflows: Sequence[Workflow], shadowed: set[str]) -> Iterator[L
             for k, kw in enumerate(spec.keywords):
                 norm = kw if spec.match is MatchMode.REGEX else fold(kw)
                 first = seen.get((kind, norm))
+                via = ""
+                if first is None and kind == "story_reply":
+                    # A dm trigger takes story replies too: one above takes this keyword's.
+                    first = seen.get(("dm", norm))
+                    via = " (its dm trigger takes story replies too)"
                 if first is None or first[1].name == b.name or not _media_overlap(first[2],
                                                                                   spec):
                     seen.setdefault((kind, norm), (ib, b, spec))
@@ -330,7 +338,7 @@ def _duplicates(workflows: Sequence[Workflow], shadowed: set[str]) -> Iterator[L
                               f"{a_spec.match.value} match (or media, replies) leaves out")
                 yield LintWarning(
                     "duplicate-keyword", b.name, f"trigger {kind}",
-                    f"keyword {kw!r} is also in {a.name}, which runs first "
+                    f"keyword {kw!r} is also in {a.name}{via}, which runs first "
                     f"({_runs_first(a, b)}): {effect}",
                     ("workflows", ib, "trigger", kind, "keywords", k))
 
@@ -502,6 +510,39 @@ def _text_problems(wf: Workflow, i: int, known_fields: set[str], links: Collecti
                               "ask:)", ("workflows", i, "when", "fields", name))
 
 
+# The lead stages (instaset.leads.STAGES; spelt out: that module imports the config).
+LEAD_STAGES = ("new", "engaged", "qualified", "booked", "customer", "lost")
+
+
+def _stage_problems(workflows: Sequence[Workflow]) -> Iterator[LintWarning]:
+    set_by_steps = {step.stage for wf in workflows for step in wf.actions
+                    if step.stage is not None}
+    known = [*LEAD_STAGES, *sorted(set_by_steps - set(LEAD_STAGES))]
+
+    def hint(name: str, among: Sequence[str]) -> str:
+        close = difflib.get_close_matches(name, among, n=1, cutoff=0.6)
+        return f" (did you mean {close[0]!r}?)" if close else ""
+
+    for i, wf in enumerate(workflows):
+        for n, step in enumerate(wf.actions):
+            # A stage of your own ("vip") is allowed; one a letter away from a lead stage
+            # is a typo.
+            close = hint(step.stage, LEAD_STAGES) if step.stage is not None else ""
+            if step.stage is not None and step.stage not in LEAD_STAGES and close:
+                yield LintWarning(
+                    "unknown-stage", wf.name, _step_where(n, step),
+                    f"stage {step.stage!r} is none of the lead stages "
+                    f"({', '.join(LEAD_STAGES)}){close}: lead scoring does not rank a stage "
+                    "of your own", ("workflows", i, "actions", n, "stage"))
+        for k, name in enumerate(wf.when.stage):
+            if name not in known:
+                yield LintWarning(
+                    "unknown-stage", wf.name, "when",
+                    f"condition on stage {name!r}, which is no lead stage and which no "
+                    f"workflow sets{hint(name, known)}: it never holds",
+                    ("workflows", i, "when", "stage", k))
+
+
 def lint_workflows(
     workflows: Sequence[Workflow], *, links: Collection[str] = (),
     tracked_url_size: int | None = None,
@@ -513,7 +554,8 @@ def lint_workflows(
     shadow = list(_shadowed(workflows))
     shadowed = {w.workflow for w in shadow}
     fields = _set_fields(workflows)
-    out: list[LintWarning] = [*shadow, *_duplicates(workflows, shadowed)]
+    out: list[LintWarning] = [*shadow, *_duplicates(workflows, shadowed),
+                              *_stage_problems(workflows)]
     for i, wf in enumerate(workflows):
         out += _keyword_problems(wf, i)
         out += _comment_problems(wf, i)

@@ -549,3 +549,16 @@ def test_config_schema_command_prints_the_schema() -> None:
     result = runner.invoke(app, ["config", "schema"])
     assert result.exit_code == 0
     assert json.loads(result.stdout) == config_json_schema()
+
+
+def test_validate_strict_fails_on_warnings_and_says_so(_isolated: Path) -> None:
+    warned = _isolated.parent / "warned.yaml"
+    warned.write_text("workflows:\n  - name: a\n    trigger: {dm: {keywords: [hi]}}\n"
+                      "    actions:\n      - stage: qualifed\n")
+    plain = runner.invoke(app, ["--config", str(warned), "workflows", "validate"])
+    assert plain.exit_code == 0 and plain.stdout.strip() == "config OK: 1 workflow"
+    assert "[unknown-stage]" in plain.stderr
+    strict = runner.invoke(app, ["--config", str(warned), "workflows", "validate", "--strict"])
+    assert strict.exit_code == 1
+    assert strict.stdout.strip() == ("config loads (1 workflow), but --strict fails it on 1"
+                                     " warning")

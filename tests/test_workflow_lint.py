@@ -332,3 +332,42 @@ def test_a_keyword_of_punctuation_only_says_what_to_do() -> None:
     [w] = lint_config(parse_config_text(text, "config.yaml", env={}), text=text)
     assert w.code == "keyword-punctuation"
     assert w.message.endswith("and it is only punctuation: use match: contains to match it")
+
+
+def _lint_text(text: str) -> list[str]:
+    return [w.format() for w in lint_config(parse_config_text(text, "config.yaml", env={}),
+                                            text=text)]
+
+
+def test_a_dm_keyword_above_takes_a_story_replys_same_keyword() -> None:
+    """A dm trigger fires on story replies too (issue-4 audit: no warning was given)."""
+    text = ("workflows:\n  - name: a\n    priority: 5\n    trigger: {dm: {keywords: [guide]}}\n"
+            "    actions:\n      - reply: a\n  - name: e\n"
+            "    trigger: {story_reply: {keywords: [guide]}}\n    actions:\n      - reply: e\n")
+    assert _lint_text(text) == [
+        "config.yaml:8:40: warning: e: trigger story_reply: keyword 'guide' is also in a (its"
+        " dm trigger takes story replies too), which runs first (priority 5 over 0): it never"
+        " fires here for this keyword [duplicate-keyword]"]
+    # The other way round a DM still reaches the dm workflow: nothing to say.
+    below = text.replace("priority: 5", "priority: -5")
+    assert _lint_text(below) == []
+
+
+def test_stage_typos_are_flagged_and_stages_of_your_own_are_not() -> None:
+    text = ("workflows:\n  - name: a\n    trigger: {dm: {keywords: [hi]}}\n"
+            "    when: {stage: [nwe, vip]}\n    actions:\n      - stage: qualifed\n"
+            "  - name: b\n    trigger: {dm: {keywords: [vip]}}\n    actions:\n"
+            "      - stage: vip\n")
+    assert _lint_text(text) == [
+        "config.yaml:4:20: warning: a: when: condition on stage 'nwe', which is no lead stage"
+        " and which no workflow sets (did you mean 'new'?): it never holds [unknown-stage]",
+        "config.yaml:6:9: warning: a: step 1 (stage): stage 'qualifed' is none of the lead"
+        " stages (new, engaged, qualified, booked, customer, lost) (did you mean"
+        " 'qualified'?): lead scoring does not rank a stage of your own [unknown-stage]"]
+
+
+def test_the_linters_lead_stages_are_the_lead_scorers() -> None:
+    from instaset.leads import STAGES
+    from instaset.workflow_lint import LEAD_STAGES
+
+    assert LEAD_STAGES == STAGES

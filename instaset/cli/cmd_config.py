@@ -117,11 +117,16 @@ def workflows_validate(
 ) -> None:
     """Check the config and its workflows; exit 1 with file:line errors."""
     config = load_or_exit()
-    typer.echo(f"config OK: {len(config.workflows)} workflows")
     from instaset.workflow_lint import lint_config
 
-    # Warnings go to stderr: stdout stays one line for scripts.
+    n = len(config.workflows)
     warnings = lint_config(config)
+    if strict and warnings:
+        typer.echo(f"config loads ({n} workflow{'s' if n != 1 else ''}), but --strict fails "
+                   f"it on {len(warnings)} warning{'s' if len(warnings) != 1 else ''}")
+    else:
+        typer.echo(f"config OK: {n} workflow{'s' if n != 1 else ''}")
+    # Warnings go to stderr: stdout stays one line for scripts.
     for warning in warnings:
         typer.echo(warning.format(), err=True)
     if strict and warnings:
