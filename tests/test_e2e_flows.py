@@ -171,6 +171,26 @@ async def test_flow_state_survives_a_restart(tmp_path: Path) -> None:
         assert state.get("awaiting") is None
 
 
+async def test_a_delayed_step_survives_a_restart(tmp_path: Path) -> None:
+    """`delay` is a scheduled job in the database: a daemon stopped in the meantime sends the
+    rest when it runs again (issue-4 audit: only a pending question was tested across a
+    restart)."""
+    async with open_harness(tmp_path, workflows=RICH, name="delay") as first:
+        await first.dm(IGSID, "go")
+        await first.settle()  # nothing due within 0 s: the continuation waits 10 min
+        assert texts_to(first, IGSID) == ["first"]
+    async with open_harness(tmp_path, workflows=RICH, name="delay") as second:
+        # Meta keeps the user (and the open window) across our restart; the built-in
+        # sandbox starts empty, so it learns the user again, without a webhook.
+        await second.sandbox.user_sends_dm(IGSID, "go", deliver=False)
+        assert texts_to(second, IGSID) == []
+        await second.settle(advance_up_to=11 * 60)
+        assert texts_to(second, IGSID) == ["second"]
+        jobs = await second.rt.db.fetchall("SELECT kind, state FROM jobs WHERE kind ="
+                                           " 'resume_flow'")
+        assert [tuple(j) for j in jobs] == [("resume_flow", "done")]
+
+
 COMMENT_TO_DM: list[dict[str, Any]] = [
     {"name": "comment-to-dm", "trigger": {"comment": {"keywords": ["guide"], "media": "any"}},
      "actions": [{"private_reply": "Here's the guide: https://example.com/guide"},
