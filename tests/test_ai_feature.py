@@ -126,6 +126,14 @@ async def test_a_lead_fact_on_words_the_contact_never_wrote_scores_nothing(make:
     assert all("5000" not in lead["reasons"] for lead in leads)
 
 
+async def test_markup_from_the_model_reaches_the_contact_as_plain_text(make: Make) -> None:
+    env = await make()
+    env.fake.script(reply("**Yes!** <b>I coach</b> online, see [my site](https://maya.fit/book)"))
+    await env.h.dm(IGSID, "do you coach online?")
+    await env.h.settle()
+    assert env.texts() == ["Yes! I coach online, see my site https://maya.fit/book"]
+
+
 async def test_history_and_the_creators_past_replies_reach_the_prompt(make: Make) -> None:
     env = await make()
     env.fake.script(reply("first answer"), reply("second answer"))

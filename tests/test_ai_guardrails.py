@@ -34,6 +34,12 @@ def ans(reply: str = "Sounds great!", **kw: object) -> Answer:
         ("how much?", ans("Only 1,200€ for the year"), "unverified_price"),
         ("link?", ans("Sign up at https://maya.fit/checkout"), "unverified_link"),
         ("link?", ans("See bit.ly/xyz"), "unverified_link"),
+        # any domain with a path, and more bare domains (AI audit: these were sent)
+        ("link?", ans("Pay at evil.ru/pay"), "unverified_link"),
+        ("link?", ans("goo.gl/abc123 has it"), "unverified_link"),
+        ("link?", ans("rb.gy/xyz"), "unverified_link"),
+        ("link?", ans("visit evil.example"), "unverified_link"),
+        ("tech?", ans("I build it with Node.js, e.g. this"), None),
         # a number of the facts that is not a price there ("per session", "10", "1:1")
         ("how much?", ans("Only $1 to start!"), "unverified_price"),
         ("how much?", ans("It's $10 this week"), "unverified_price"),

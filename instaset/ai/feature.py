@@ -27,7 +27,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -37,6 +37,7 @@ from instaset.ai.answer import Answer
 from instaset.ai.gemini import GeminiError, GeminiResponder
 from instaset.ai.guardrails import Verdict, check_reply, grounded
 from instaset.ai.offline import OfflineResponder
+from instaset.ai.plaintext import plain_text
 from instaset.ai.prompt import DEFAULT_LEAD_FACTS, Example, PromptInput, Turn, build_prompt
 from instaset.ai.scoring import LeadScoring, rescore_after, rescore_in
 from instaset.ai.similarity import rank
@@ -205,6 +206,8 @@ class AIReplies:
                     return await self._give_up(job, mode, ctx, inp, exc, call)
                 raise exc
             return await self._give_up(job, mode, ctx, inp, exc, call)
+        # Instagram shows no Markdown or HTML: what the contact reads is the plain text.
+        answer = replace(answer, reply=plain_text(answer.reply))
         verdict = check_reply(answer, inp.incoming, inp.facts)
         return await self._finish(job, mode, ctx, inp, answer, verdict, call)
 

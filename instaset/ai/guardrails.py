@@ -51,10 +51,16 @@ _PRICE = re.compile(
 # In the creator's own facts an amount also counts after a price word ("Price: 90").
 _FACT_PRICE = re.compile(rf"\b(?:price|cost|fee|rate)s?\b\s*(?:is|are|of)?\s*:?\s*({_AMOUNT})",
                          re.IGNORECASE)
+# A link: with a scheme or www; any domain followed by a path (evil.ru/pay, goo.gl/x); or a
+# bare domain under a common TLD (maya.fit). A false alarm only holds the reply for the
+# creator; a missed link sends the contact somewhere the creator never named.
 _URL = re.compile(
-    r"(?:https?://|www\.)[^\s<>\"')]+|\b[\w-]+(?:\.[\w-]+)*\.(?:com|net|org|io|co|me|ly|app"
-    r"|link|shop|store|bio|page|gg|tv|fit|coach|club|life|live|online|site|info|biz|ai|xyz"
-    r"|uk|de|es|fr|it|nl|ca|au|us)\b(?:/[^\s<>\"')]*)?",
+    r"(?:https?://|www\.)[^\s<>\"')]+"
+    r"|\b[\w-]+(?:\.[\w-]+)*\.[a-z]{2,24}/[^\s<>\"')]*"
+    r"|\b[\w-]+(?:\.[\w-]+)*\.(?:com|net|org|io|co|me|ly|app|link|shop|store|bio|page|gg"
+    r"|tv|fit|coach|club|life|live|online|site|info|biz|ai|xyz|uk|de|es|fr|it|nl|ca|au|us|ru"
+    r"|cn|in|br|mx|jp|kr|pl|se|no|dk|fi|be|at|ch|pt|ie|nz|za|gl|gy|to|cc|ws|sh|so|li|click"
+    r"|top|pro|vip|win|bet|cash|money|finance|example)\b",
     re.IGNORECASE,
 )
 
