@@ -32,12 +32,13 @@ import os
 import re
 import types
 from collections.abc import Mapping, Sequence
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import GenerateJsonSchema
 
 from instaset.config_models import (
     DURATION_PATTERN,
@@ -499,9 +500,18 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     return config.model_copy(update={"source": path.absolute()})
 
 
+class _Schema(GenerateJsonSchema):
+    def encode_default(self, dft: Any) -> Any:
+        # pydantic writes a timedelta default as ISO 8601 ("PT12H"), which the config's own
+        # duration pattern refuses: an editor inserting it would write an invalid config.
+        if isinstance(dft, timedelta):
+            return format_duration(dft)
+        return super().encode_default(dft)
+
+
 def config_json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of ``config.yaml``, for editors and ``config schema``."""
-    schema = Config.model_json_schema(mode="validation")
+    schema = Config.model_json_schema(mode="validation", schema_generator=_Schema)
     schema["title"] = "instaset config.yaml"
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 

@@ -463,6 +463,24 @@ def test_json_schema() -> None:
     json.dumps(schema)  # serialisable as is
 
 
+def test_duration_defaults_in_the_schema_are_written_as_the_config_writes_them() -> None:
+    """An editor inserting a default must write a valid config (pydantic wrote "PT12H",
+    which the loader refuses; issue-2 audit)."""
+    defaults: list[tuple[str, str, object]] = []
+    for name, model in config_json_schema()["$defs"].items():
+        for field, prop in model.get("properties", {}).items():
+            if {"type": "string", "pattern": DURATION_PATTERN} in prop.get("anyOf", ()):
+                defaults.append((name, field, prop.get("default")))
+    assert ("HandoffConfig", "pause_for", "12h") in defaults
+    assert ("BookingConfig", "horizon", "2w") in defaults
+    for name, field, value in defaults:
+        assert isinstance(value, str) and re.fullmatch(DURATION_PATTERN, value), (name, field)
+    text = "handoff:\n  pause_for: 12h\nbooking:\n  horizon: 2w\n  buffer: 0s\n"
+    loaded = parse_config_text(text, "c.yaml", {})
+    assert loaded.handoff.pause_for == Config().handoff.pause_for
+    assert loaded.booking.horizon == Config().booking.horizon
+
+
 def test_json_dump_masks_secrets() -> None:
     config = parse_config_text(f"instagram:\n  app_secret: {SECRET}\n", "c.yaml", {})
     data = config_to_json(config)
