@@ -254,9 +254,29 @@ async def thread(
          "created_at": iso_utc(s["created_at"])}
         for s in await store.contact_sends(db, ref.account_id, ref.contact_id)
     ]
+    comments = [c for r in await history.contact_comments(db, ref.account_id, ref.contact_id)
+                if (c := _comment_json(r)) is not None]
     if mark_read:
         await store.mark_read(db, ref.account_id, ref.contact_id, now)
-    return {"contact": contact, "messages": messages, "held": held}
+    return {"contact": contact, "messages": messages, "held": held,
+            "comments": comments[::-1]}
+
+
+def _comment_json(row: sqlite3.Row) -> dict[str, Any] | None:
+    """A stored comment event as the thread shows it (oldest first in ``comments``): what
+    the contact wrote under which media, which the private reply answered."""
+    from instaset.events import CommentEvent, parse_stored
+
+    try:
+        parsed = parse_stored(row["raw"])
+    except ValueError:
+        return None
+    event = parsed[0] if len(parsed) == 1 else None
+    if not isinstance(event, CommentEvent):
+        return None
+    return {"comment_id": event.comment_id, "media_id": event.media_id, "text": event.text,
+            "created_at": iso_utc(row["occurred_at"] or row["received_at"]),
+            "reply": event.is_reply, "live": event.kind.value == "live_comment"}
 
 
 def _send_text(body: str) -> str | None:

@@ -381,3 +381,31 @@ def test_reply_while_serve_sandbox_runs_is_sent_by_the_daemon(tmp_path: Path) ->
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_show_has_the_comment_a_private_reply_answered(tmp_path: Path) -> None:
+    """A commenter's thread showed only the bot's private reply, not what it answered
+    (docs audit): the comment is in the thread, in time order."""
+    carl = "3329842642640639"
+    workflow = {"name": "c2dm", "trigger": {"comment": {"keywords": ["guide"]}},
+                "actions": [{"private_reply": "Here it is!"}]}
+
+    async def build() -> Path:
+        async with open_harness(tmp_path, workflows=[workflow]) as h:
+            h.sandbox.add_user(carl, "carl")
+            await h.sandbox.user_comments(carl, "GUIDE please 🙏", "17900000000000555")
+            await h.settle()
+            return h.config.storage.db_path()
+
+    cfg = write_config(tmp_path, asyncio.run(build()))
+    doc = json.loads(run_cli(cfg, "inbox", "show", carl, "--json").stdout)
+    [comment] = doc["comments"]
+    assert (comment["text"], comment["media_id"], comment["reply"], comment["live"]) == (
+        "GUIDE please 🙏", "17900000000000555", False, False)
+    assert [m["text"] for m in doc["messages"]] == ["Here it is!"]
+    shown = run_cli(cfg, "inbox", "show", carl)
+    assert shown.exit_code == 0, shown.output
+    lines = [line for line in shown.stdout.splitlines() if "GUIDE" in line or "Here it" in line]
+    assert len(lines) == 2
+    assert "commented on media 17900000000000555: GUIDE please 🙏" in lines[0]
+    assert "bot: Here it is!" in lines[1]

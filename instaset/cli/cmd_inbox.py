@@ -199,9 +199,20 @@ def show(
         describe_automation(_ts(c["automation"]["paused_until"]), now),
         "  ·  window ", (_window_text(c["window"], now), _window_style(c["window"]["state"])),
     ))
-    for m in doc["messages"]:
+    # Comments (what a private reply answers) in time order among the messages; a comment
+    # goes before a message of the same second (it is what the message answers).
+    shown = sorted([("m", m) for m in doc["messages"]] + [("c", c) for c in doc["comments"]],
+                   key=lambda item: (_ts(item[1]["created_at"]) or 0.0, item[0] == "m"))
+    for kind, m in shown:
+        line = Text(f"{(m['created_at'] or '')[:16].replace('T', ' ')}  ", style="dim")
+        if kind == "c":
+            where = "a live video" if m["live"] else f"media {m['media_id'] or '?'}"
+            what = "replied to a comment" if m["reply"] else "commented"
+            line.append(f"{who} {what} on {where}: ", style="cyan")
+            line.append(m["text"] or "[no text]")
+            cli_app.out_console.print(line)
+            continue
         sender = {"contact": who, "automation": "bot", "human": "you"}[m["sent_by"]]
-        line = Text(f"{m['created_at'][:16].replace('T', ' ')}  ", style="dim")
         line.append(f"{sender}: ", style="cyan" if m["direction"] == "in" else "magenta")
         line.append(m["preview"])
         if m["edited"]:

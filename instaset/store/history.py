@@ -209,6 +209,17 @@ async def set_reaction(
     return cur.rowcount
 
 
+async def contact_comments(db: Database, account_id: str, contact_id: str, limit: int = 50
+                           ) -> list[sqlite3.Row]:
+    """The contact's comments (and live comments) on the account's media, newest first: the
+    stored events (``raw``, ``occurred_at``, ``received_at``)."""
+    return await db.fetchall(
+        "SELECT raw, occurred_at, received_at FROM events WHERE account_id = ?"
+        " AND contact_id = ? AND kind IN ('comment', 'live_comment') ORDER BY id DESC LIMIT ?",
+        (account_id, contact_id, limit),
+    )
+
+
 async def thread(db: Database, account_id: str, contact_id: str, limit: int = 200
                  ) -> list[sqlite3.Row]:
     return await db.fetchall(
