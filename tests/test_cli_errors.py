@@ -121,3 +121,29 @@ def test_backup_into_a_directory_is_an_error_and_leaves_no_copy(tmp_path: Path) 
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     assert not (tmp_path / "dir.part").exists()
+
+
+def test_a_reader_that_stops_early_gets_no_error_message(tmp_path: Path) -> None:
+    """`instaset inbox | head`: the pipe closes after a few lines; that is no error of the
+    command (docs audit: every listing printed 'error: Broken pipe')."""
+    script = tmp_path / "lines.py"
+    script.write_text(
+        "import typer\n"
+        "from instaset.cli.app import handle_errors\n"
+        "app = typer.Typer()\n"
+        "@app.command()\n"
+        "@handle_errors\n"
+        "def lines() -> None:\n"
+        "    for i in range(200_000):\n"
+        "        typer.echo(f'line {i} ' + 'x' * 40)\n"
+        "app()\n", "utf-8")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=str(Path(__file__).parent.parent))
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 0
+    assert first.startswith(b"line 0 ")
+    assert err == b""

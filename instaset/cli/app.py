@@ -15,6 +15,7 @@ pydantic, the config, the store, the daemon) is imported inside the commands;
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -123,6 +124,11 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except InstasetError as exc:
             raise fail(str(exc)) from None
+        except BrokenPipeError:
+            # `instaset inbox | head`: the reader has all it wanted. Nothing to say, and
+            # nothing more can be written (Python would complain again at exit).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except OSError as exc:
             raise fail(describe_os_error(exc)) from None
         except Exception as exc:
