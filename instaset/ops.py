@@ -14,6 +14,7 @@ Contracts:
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import shutil
@@ -103,9 +104,12 @@ def instaset_command(config_path: Path | None) -> str:
     return shlex.join(args)
 
 
-def systemd_unit(config_path: Path | None, env: Mapping[str, str] | None = None) -> str:
+def systemd_unit(config_path: Path | None, env: Mapping[str, str] | None = None, *,
+                 shutdown_grace: float = 10.0) -> str:
     """A user unit running ``serve`` on the same config, database and secrets as this
-    command (``env``: the environment to read ``INSTASET_*`` from; default os.environ)."""
+    command (``env``: the environment to read ``INSTASET_*`` from; default os.environ).
+    systemd waits ``shutdown_grace`` (``worker.shutdown_grace``) plus 20 s for the graceful
+    stop before it kills: a longer grace would otherwise be cut short."""
     config, variables = _where(config_path, os.environ if env is None else env)
     # systemd's own quoting: "NAME=value" with backslashes and quotes escaped, and % (its
     # specifiers) doubled, in ExecStart too.
@@ -126,7 +130,7 @@ Restart=on-failure
 RestartSec=5
 # SIGTERM stops it gracefully: it finishes in-flight jobs within worker.shutdown_grace.
 KillSignal=SIGTERM
-TimeoutStopSec=30
+TimeoutStopSec={math.ceil(shutdown_grace) + 20}
 # Logs go to stderr, which journald collects: journalctl --user -u instaset -f
 
 [Install]

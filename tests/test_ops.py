@@ -103,6 +103,11 @@ def test_cli_backup_restore_and_service(tmp_path: Path, monkeypatch: pytest.Monk
     asyncio.run(fill(tmp_path / "live.db", 5))
     out = runner.invoke(app, ["--config", str(cfg), "backup", str(tmp_path / "bk.db")])
     assert out.exit_code == 0, out.output
+    # A folder that is not there (an unmounted drive): refused, nothing created.
+    missing = tmp_path / "usb" / "bk.db"
+    out = runner.invoke(app, ["--config", str(cfg), "backup", str(missing)])
+    assert out.exit_code == 1 and "does not exist (is the drive mounted?)" in out.stderr
+    assert not missing.parent.exists()
     assert count(tmp_path / "bk.db", "contacts") == 5
     out = runner.invoke(app, ["--config", str(cfg), "restore", str(tmp_path / "bk.db")])
     assert out.exit_code == 1 and "--yes" in out.output  # no TTY, no --yes: refused
@@ -114,6 +119,7 @@ def test_cli_backup_restore_and_service(tmp_path: Path, monkeypatch: pytest.Monk
     unit = (tmp_path / "xdg" / "systemd" / "user" / "instaset.service").read_text()
     assert "-m instaset --config" in unit and unit.rstrip().endswith("WantedBy=default.target")
     assert "ExecStart=" in unit and " serve" in unit
+    assert "TimeoutStopSec=30" in unit  # worker.shutdown_grace (10 s by default) + 20
     assert "purge" in out.output and "* * *" in out.output
 
 
@@ -232,5 +238,6 @@ def test_the_service_runs_on_the_files_this_command_sees(tmp_path: Path,
     # No config file yet: none named (the daemon would look where this command looks).
     empty = tmp_path / "empty"
     empty.mkdir()
-    bare = systemd_unit(None, {"INSTASET_HOME": str(empty)})
+    bare = systemd_unit(None, {"INSTASET_HOME": str(empty)}, shutdown_grace=45)
+    assert "TimeoutStopSec=65" in bare
     assert f'Environment="INSTASET_HOME={empty}"' in bare and "--config" not in bare

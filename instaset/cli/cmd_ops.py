@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from instaset.cli.app import STATE, app, fail, handle_errors, is_tty, run_async, sub_app
+from instaset.errors import InstasetError
 
 # instaset.ops (the daemon, aiosqlite) and the config are imported inside the commands:
 # `instaset --help` must not pay for them (see instaset/cli/app.py).
@@ -28,6 +29,11 @@ def backup_cmd(
 
     config = load_config(STATE.config_path)
     db_path = config.storage.db_path()
+    if file is not None and not file.absolute().parent.is_dir():
+        # A drive that is not mounted (/mnt/usb) would otherwise get a backup on the root
+        # disk, in a folder made for it, and a "backed up" to go with it.
+        raise InstasetError(f"{file.absolute().parent} does not exist (is the drive "
+                            "mounted?); create the folder first, or choose another file")
     dest = file or default_backup_path(db_path)
     size = run_async(backup)(db_path, dest)
     typer.echo(f"backed up {db_path} to {dest} ({size} bytes)")
@@ -61,9 +67,11 @@ def service_install(
     print_only: bool = typer.Option(False, "--print", help="Print the unit, write nothing."),
 ) -> None:
     """Write a systemd user unit for `instaset serve` and print the retention cron line."""
+    from instaset.config import load_config
     from instaset.ops import cron_line, systemd_unit
 
-    unit = systemd_unit(STATE.config_path)
+    grace = load_config(STATE.config_path).worker.shutdown_grace
+    unit = systemd_unit(STATE.config_path, shutdown_grace=grace)
     if print_only:
         typer.echo(unit)
     else:
