@@ -165,7 +165,10 @@ class Pipeline:
                         {"account_id": acct, "contact_id": contact}, run_at=now,
                         max_attempts=4,
                     )], now)
-        if isinstance(event, MessageEvent) and contact:
+        if isinstance(event, MessageEvent) and contact == acct:
+            # A message to itself (Meta's is_self echo): no conversation with anyone.
+            pass
+        elif isinstance(event, MessageEvent) and contact:
             if event.kind == EventKind.ECHO:
                 await self._apply_echo(conn, event, event_id, received_at, now)
                 return  # the business's own messages never trigger automation

@@ -172,3 +172,20 @@ async def test_a_reply_to_a_story_keeps_the_story_in_the_history(h: Harness) -> 
         "url": "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=17900000000000001"
                "&signature=AbCd"}]
     assert shown["preview"] == "🔥🔥 [reply to your story]"
+
+
+async def test_a_message_to_itself_makes_no_conversation(h: Harness) -> None:
+    """Meta's is_self echo (the account messaging itself) was stored as a conversation with
+    the account's own id, and paused its automation (issue-2 audit)."""
+    ts = int(h.clock() * 1000)
+    payload = {"object": "instagram", "entry": [{"id": ACCT, "time": ts, "messaging": [{
+        "sender": {"id": ACCT}, "recipient": {"id": ACCT}, "timestamp": ts,
+        "message": {"mid": "m-self", "text": "note to self", "is_echo": True,
+                    "is_self": True}}]}]}
+    assert await h.post(payload) == 200
+    await h.settle()
+    for table in ("messages", "conversations"):
+        row = await h.rt.db.fetchone(f"SELECT count(*) FROM {table}")
+        assert row is not None and row[0] == 0, table
+    done = await h.rt.db.fetchone("SELECT count(*) FROM events WHERE processed_at IS NULL")
+    assert done is not None and done[0] == 0
