@@ -172,7 +172,8 @@ def test_the_same_test_gives_the_same_answer(config: Path) -> None:
     ("args", "code", "message"),
     [
         ((), 2, "Missing argument"),
-        (("hi", "--comment", "--quick-reply", "X"), 1, "error: --quick-reply is for DMs"),
+        (("hi", "--comment", "--quick-reply", "X"), 1,
+         "error: --comment/--media/--reply-to/--live and --quick-reply describe different"),
         (("hi", "--at", "yesterday"), 1, "error: --at 'yesterday' is not a date and time"),
         (("hi", "--nope"), 2, "No such option: --nope"),
     ],
@@ -268,3 +269,53 @@ def test_a_stored_contact_continues_from_their_stored_state(config: Path) -> Non
     assert fresh["trace"] == ["booking-link: quick reply 'BOOK_YES'"]
     # nothing was written: no event, job, send or message, the state untouched
     assert asyncio.run(_snapshot(db_path)) == before
+
+
+KINDS_CONFIG = """
+storage: {{path: {db}}}
+workflows:
+  - name: story
+    trigger: {{story_reply: {{keywords: [fire]}}}}
+    actions: [{{reply: "thanks for the story reply"}}]
+  - name: mention
+    trigger: {{story_mention: true}}
+    actions: [{{reply: "thanks for the mention"}}]
+  - name: button
+    trigger: {{postback: {{payload: [START]}}}}
+    actions: [{{reply: "started"}}]
+  - name: link
+    trigger: {{referral: {{ref: [bio]}}}}
+    actions: [{{reply: "hi from the bio link"}}]
+  - name: replies
+    trigger: {{comment: {{keywords: [fire], replies: true}}}}
+    actions: [{{private_reply: "saw your reply"}}]
+  - name: live
+    trigger: {{live_comment: {{keywords: [hello]}}}}
+    actions: [{{private_reply: "hi from the live"}}]
+"""
+
+
+@pytest.mark.parametrize(("args", "headline", "workflow"), [
+    (["🔥 fire", "--story-reply"], "reply to your story", "story"),
+    (["", "--mention"], "story mention", "mention"),
+    (["Get started", "--postback", "START"], "button tap 'START'", "button"),
+    (["", "--referral", "bio"], "ig.me link with ref 'bio'", "link"),
+    (["fire!", "--reply-to", "1790000000000042"],
+     "reply to comment 1790000000000042 on test-media", "replies"),
+    (["hello", "--live"], "live comment on a live video", "live"),
+])
+def test_every_trigger_kind_can_be_tried(tmp_path: Path, args: list[str], headline: str,
+                                         workflow: str) -> None:
+    """The issue-4 audit could try only DMs, quick replies and top-level comments."""
+    cfg = tmp_path / "kinds.yaml"
+    cfg.write_text(KINDS_CONFIG.format(db=tmp_path / "k.db"), "utf-8")
+    code, out, err = run(cfg, *args)
+    assert (code, err) == (0, ""), out
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{headline} from @tester")
+    assert lines[1] == f"matched: {workflow} (fires)"
+
+
+def test_two_kinds_of_event_at_once_are_refused(config: Path) -> None:
+    code, _out, err = run(config, "x", "--postback", "A", "--story-reply")
+    assert code == 1 and "--story-reply and --postback describe different events" in err

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,10 +98,38 @@ def _state_name(state: ConversationState | None, fallback: str) -> str | None:
     return None if fallback.isdigit() else fallback
 
 
-def _event(
-    text: str, *, account: str, contact: str, username: str | None, comment: bool,
-    media: str | None, quick_reply: str | None, now: float,
-) -> Event:
+@dataclass(frozen=True, slots=True)
+class TestKind:
+    """What ``workflows test`` simulates besides a plain DM (at most one of these)."""
+
+    comment: bool = False
+    media: str | None = None
+    reply_to: str | None = None  # a reply to this comment
+    live: bool = False
+    quick_reply: str | None = None
+    story_reply: bool = False
+    mention: bool = False
+    postback: str | None = None
+    referral: str | None = None
+
+    def describe(self) -> str:
+        if self.comment:
+            where = "a live video" if self.live else (self.media or DEFAULT_MEDIA)
+            return (f"reply to comment {self.reply_to} on {where}" if self.reply_to
+                    else f"{'live comment' if self.live else 'comment'} on {where}")
+        if self.quick_reply:
+            return f"quick-reply tap {self.quick_reply!r}"
+        if self.postback:
+            return f"button tap {self.postback!r}"
+        if self.referral:
+            return f"ig.me link with ref {self.referral!r}"
+        if self.story_reply:
+            return "reply to your story"
+        return "story mention" if self.mention else "DM"
+
+
+def _event(text: str, *, account: str, contact: str, username: str | None, kind: TestKind,
+           now: float) -> Event:
     """A synthetic, Meta-shaped event parsed by the real parser. Its key is derived from the
     inputs, so the same test picks the same text variant every time."""
     import hashlib
@@ -108,17 +137,43 @@ def _event(
     from instaset.events import parse_webhook
     from instaset.sandbox import build_comment_payload, build_dm_payload
 
-    seed = hashlib.sha256(f"{account}|{contact}|{comment}|{media}|{text}".encode()).hexdigest()
-    if comment:
+    seed = hashlib.sha256(f"{account}|{contact}|{kind!r}|{text}".encode()).hexdigest()
+    ts_ms = int(now * 1000)
+    if kind.comment:
         payload = build_comment_payload(
-            account, contact, username or contact, text, media or DEFAULT_MEDIA,
-            f"test-comment-{seed[:12]}", int(now),
+            account, contact, username or contact, text, kind.media or DEFAULT_MEDIA,
+            f"test-comment-{seed[:12]}", int(now), parent_id=kind.reply_to,
         )
-    else:
-        extras = {"quick_reply": {"payload": quick_reply}} if quick_reply else None
-        payload = build_dm_payload(account, contact, text, f"test-mid-{seed[:12]}",
-                                   int(now * 1000), extras=extras)
+        if kind.live:
+            for entry in payload["entry"]:  # type: ignore[attr-defined]
+                for change in entry["changes"]:
+                    change["field"] = "live_comments"
+        return parse_webhook(payload)[0]
+    item: dict[str, object] | None = None
+    if kind.postback is not None:
+        item = {"postback": {"mid": f"test-mid-{seed[:12]}", "title": text,
+                             "payload": kind.postback}}
+    elif kind.referral is not None:
+        item = {"referral": {"ref": kind.referral, "source": "IGME_SOURCE_LINK",
+                             "type": "OPEN_THREAD"}}
+    if item is not None:
+        payload = {"object": "instagram", "entry": [{"id": account, "time": ts_ms, "messaging": [
+            {"sender": {"id": contact}, "recipient": {"id": account}, "timestamp": ts_ms,
+             **item}]}]}
+        return parse_webhook(payload)[0]
+    extras: dict[str, object] = {}
+    if kind.quick_reply:
+        extras["quick_reply"] = {"payload": kind.quick_reply}
+    if kind.story_reply:
+        extras["reply_to"] = {"story": {"id": "test-story", "url": _STORY_URL}}
+    if kind.mention:
+        extras["attachments"] = [{"type": "story_mention", "payload": {"url": _STORY_URL}}]
+    payload = build_dm_payload(account, contact, text, f"test-mid-{seed[:12]}", ts_ms,
+                               extras=extras)
     return parse_webhook(payload)[0]
+
+
+_STORY_URL = "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=test-story"
 
 
 def _test_json(event: Event, text: str, username: str | None, media: str | None,
@@ -160,6 +215,17 @@ async def workflows_test(
     quick_reply: str | None = typer.Option(
         None, "--quick-reply", help="Make the DM a tap on a quick reply with this payload."
     ),
+    story_reply: bool = typer.Option(False, "--story-reply",
+                                     help="A DM that replies to your story."),
+    mention: bool = typer.Option(False, "--mention", help="A mention of you in their story."),
+    postback: str | None = typer.Option(
+        None, "--postback", help="A tap on a button, ice breaker or menu item with this "
+        "payload (TEXT is its title)."),
+    referral: str | None = typer.Option(
+        None, "--referral", help="Opening the thread through an ig.me link with this ref."),
+    reply_to: str | None = typer.Option(
+        None, "--reply-to", help="A reply to this comment id (implies --comment)."),
+    live: bool = typer.Option(False, "--live", help="A comment on a live video."),
     at: str | None = typer.Option(
         None, "--at", help="When it happens (ISO 8601; no offset = your timezone). Default now."
     ),
@@ -176,14 +242,20 @@ async def workflows_test(
     # downstream can encode: shown as U+FFFD, as a phone would.
     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     config = load_or_exit()
-    is_comment = comment or media is not None
-    if is_comment and quick_reply is not None:
-        raise InstasetError("--quick-reply is for DMs; drop it or drop --comment/--media")
+    is_comment = comment or media is not None or reply_to is not None or live
+    kinds = [name for name, given in (
+        ("--comment/--media/--reply-to/--live", is_comment),
+        ("--quick-reply", quick_reply is not None), ("--story-reply", story_reply),
+        ("--mention", mention), ("--postback", postback is not None),
+        ("--referral", referral is not None)) if given]
+    if len(kinds) > 1:
+        raise InstasetError(f"{' and '.join(kinds)} describe different events; give one")
+    kind = TestKind(is_comment, media, reply_to, live, quick_reply, story_reply, mention,
+                    postback, referral)
     now = _parse_at(at, config)
     acct, contact, username, stored = await _lookup(config, sender, account)
     state = stored or ConversationState(account_id=acct, contact_id=contact, username=username)
-    event = _event(text, account=acct, contact=contact, username=username, comment=is_comment,
-                   media=media, quick_reply=quick_reply, now=now)
+    event = _event(text, account=acct, contact=contact, username=username, kind=kind, now=now)
     d = decide(event, state, config.workflows, engine_settings(config, acct), now)
     fired = d.workflow is not None and d.state.fired.get(d.workflow) != state.fired.get(
         d.workflow
@@ -195,8 +267,7 @@ async def workflows_test(
         ))
         return
     who = f"@{username}" if username else contact
-    what = f"comment on {media or DEFAULT_MEDIA}" if is_comment else (
-        f"quick-reply tap {quick_reply!r}" if quick_reply else "DM")
+    what = kind.describe()
     origin = "stored conversation state" if stored is not None else "a new contact"
     typer.echo(f"{what} from {who} ({origin}): {json.dumps(text, ensure_ascii=False)}")
     if d.workflow is None:
