@@ -193,7 +193,9 @@ class Worker:
             jobstore.FOLLOW_UP.reset(token)
             follow.closed = True
         if self.on_finish is not None:
-            self.on_finish(job, outcome.state, self.clock() - job.run_at)
+            # From when it could first run: a periodic job is created with run_at at the
+            # start of its period, hours before it exists (that is no waiting).
+            self.on_finish(job, outcome.state, self.clock() - max(job.run_at, job.created_at))
         if outcome.state == "done":
             return follow.jobs
         # A cause that did not finish (retried, deferred, dead) after committing what it

@@ -128,6 +128,23 @@ async def test_failures_retry_with_backoff_then_dead_letter(db: Database) -> Non
     assert await w.run_burst() == 0
 
 
+async def test_job_latency_counts_from_when_the_job_could_first_run(db: Database) -> None:
+    """A periodic job is created with run_at at the start of its period: its latency is
+    not the hours before it existed (issue-2 audit: retention showed 39,772 s)."""
+    clock = Clock(t=10_000.0)
+    seen: dict[str, float] = {}
+
+    async def done(job: Job) -> None:
+        return None
+
+    await jobstore.enqueue(db, [NewJob("periodic", "p", {}, run_at=0)], now=9_990.0)
+    await jobstore.enqueue(db, [NewJob("late", "l", {}, run_at=9_000.0)], now=8_000.0)
+    w = _worker(db, {"periodic": done, "late": done}, clock)
+    w.on_finish = lambda job, _state, latency: seen.__setitem__(job.kind, latency)
+    assert await w.run_burst() == 2
+    assert seen == {"periodic": 10.0, "late": 1_000.0}
+
+
 async def test_retry_later_without_counting_and_permanent_error(db: Database) -> None:
     clock = Clock()
     seen: list[int] = []
