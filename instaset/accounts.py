@@ -46,7 +46,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from instaset.automation import notify_job
-from instaset.config import Config
+from instaset.config import Config, InstagramConfig
 from instaset.errors import GraphError, InstasetError, InvalidParameter, TokenInvalid, Transient
 from instaset.graph import GraphClient
 from instaset.http_body import in_time, too_slow
@@ -113,6 +113,19 @@ def redirect_uri(config: Config) -> str:
         return config.server.public_url.rstrip("/") + "/oauth/callback"
     host = config.server.host if config.server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
     return f"http://{host}:{config.server.port}/oauth/callback"
+
+
+def redirect_warning(config: Config) -> str | None:
+    """What to tell the creator when the OAuth redirect is a plain-http local URL and the
+    sign-in goes to Meta (which takes only https redirect URIs registered for the app);
+    None when it is fine (https, or the sandbox, which takes any)."""
+    redirect = redirect_uri(config)
+    if redirect.startswith("https://") or config.instagram.api_url != (
+            InstagramConfig.model_fields["api_url"].default):
+        return None
+    return (f"the sign-in redirects to {redirect}, which Meta refuses (it takes only https "
+            "redirect URIs registered in the app's dashboard): set server.public_url to your "
+            "https address, or instagram.redirect_uri (see docs/setup.md, Public URL)")
 
 
 def authorize_url(config: Config, state: str, redirect: str) -> str:

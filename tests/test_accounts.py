@@ -799,3 +799,17 @@ def test_connect_token_needs_a_token_on_stdin(tmp_path: Path) -> None:
     path = cli_config(tmp_path)
     result = runner.invoke(app, ["--config", str(path), "connect", "--token"], input="\n")
     assert result.exit_code == 1 and "no access token" in result.stderr
+
+
+def test_a_plain_http_redirect_to_meta_is_warned_about() -> None:
+    """Without server.public_url or instagram.redirect_uri the sign-in redirected to
+    http://127.0.0.1:8787/oauth/callback, which Meta refuses, without a word (docs audit)."""
+    from instaset.accounts import redirect_warning
+
+    warned = redirect_warning(Config())
+    assert warned is not None and "http://127.0.0.1:8787/oauth/callback" in warned
+    assert "server.public_url" in warned
+    public = Config.model_validate({"server": {"public_url": "https://dm.example.com"}})
+    assert redirect_warning(public) is None
+    sandbox = Config.model_validate({"instagram": {"api_url": "http://127.0.0.1:9999"}})
+    assert redirect_warning(sandbox) is None
