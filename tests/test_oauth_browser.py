@@ -213,13 +213,16 @@ async def test_a_whole_session_never_reveals_a_token_or_the_app_secret(tmp_path:
         assert code == 0, text
         assert "secrets are stored in" in text  # no OS keyring here: the 0600 file, announced
         # (subprocesses are slow to start: the independent steps run side by side)
-        (denied, why), (by_token, _), (listed, listing) = await asyncio.gather(
+        (denied, why), (by_token, _), (listed, listing), (bad, said) = await asyncio.gather(
             run("connect", "--timeout", "60", click="deny"),
             run("connect", "--token", stdin=box.token.encode() + b"\n"),
             run("accounts", "--json"),
+            run("connect", "--token", stdin=b"EAAnot-a-token\n"),
         )
-        assert (denied, by_token, listed) == (1, 0, 0)
+        assert (denied, by_token, listed, bad) == (1, 0, 0, 1)
         assert "denied" in why and ACCT in listing
+        # A refused dashboard token: the fix is another token, not `instaset connect`.
+        assert "generate a new one in the App Dashboard" in said
         code, text = await run("disconnect", ACCT, "--purge", "--yes")
         assert code == 0, text
         secrets = {app_secret, box.token, *box.tokens.tokens, *box.tokens.revoked}

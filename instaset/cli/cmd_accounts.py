@@ -143,7 +143,18 @@ def connect(
     async def go() -> None:
         async with _service(config) as service:
             if raw is not None:
-                info = await service.store_token(raw, None)
+                from instaset.graph_errors import TokenInvalid
+
+                try:
+                    info = await service.store_token(raw, None)
+                except TokenInvalid as exc:
+                    # Not "reconnect with instaset connect": this token came from the
+                    # dashboard, and it is the one to replace.
+                    raise InstasetError(
+                        f"Meta refused this token as invalid or expired (code {exc.code}); "
+                        "generate a new one in the "
+                        "App Dashboard (Instagram > API setup with Instagram business login) "
+                        "and pipe it to `instaset connect --token` again") from None
                 _say(info.summary())
                 return
             row = await run_connect(
