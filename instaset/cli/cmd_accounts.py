@@ -143,7 +143,7 @@ def connect(
     async def go() -> None:
         async with _service(config) as service:
             if raw is not None:
-                from instaset.graph_errors import TokenInvalid
+                from instaset.errors import TokenInvalid
 
                 try:
                     info = await service.store_token(raw, None)
