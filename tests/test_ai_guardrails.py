@@ -40,11 +40,14 @@ def ans(reply: str = "Sounds great!", **kw: object) -> Answer:
         ("link?", ans("rb.gy/xyz"), "unverified_link"),
         ("link?", ans("visit evil.example"), "unverified_link"),
         ("tech?", ans("I build it with Node.js, e.g. this"), None),
+        ("so?", ans("Great question.So glad you asked!"), None),
         # a number of the facts that is not a price there ("per session", "10", "1:1")
         ("how much?", ans("Only $1 to start!"), "unverified_price"),
         ("how much?", ans("It's $10 this week"), "unverified_price"),
         ("how much?", ans("USD 45 per call"), "unverified_price"),
-        ("how much?", ans("It's 45 per session"), "unverified_price"),
+        # an amount per unit without a currency is as often a capacity: not a price
+        ("how much?", ans("Group classes take up to 8 per class"), None),
+        ("how much?", ans("Max 2 per person, sorry!"), None),
         ("how much?", ans("EUR 90 a session"), None),
         # the contact's own words win over the model's reading
         ("can I talk to a real person?", ans(), "human_requested"),
@@ -94,12 +97,13 @@ def test_a_price_word_in_the_facts_states_a_price() -> None:
 
 def test_extractors() -> None:
     assert prices("$1,200.00 or 90 USD or €50, not 3 sessions") == ["1200", "90", "50"]
-    assert prices("USD 45, 30 per call, 2 calls a week") == ["45", "30"]
+    assert prices("USD 45, 30 per call, 2 calls a week") == ["45"]
     assert urls("go to HTTPS://Maya.fit/Book/. or www.maya.fit") == ["maya.fit/book",
                                                                        "maya.fit"]
 
 
-SAID = ["Hi! I'm Ana", "My budget is about 2k and I want to start in March"]
+SAID = ["Hi! I'm Ana, I know nothing yet", "My budget is about 2k and I want to start in March",
+        "I paid 1500 last time"]
 
 
 @pytest.mark.parametrize(("fact", "kept"), [
@@ -110,8 +114,15 @@ SAID = ["Hi! I'm Ana", "My budget is about 2k and I want to start in March"]
     # evidence made up, value said: the contact's own message becomes the evidence
     (LeadFact("timeline", "March", "I can start next March"), LeadFact(
         "timeline", "March", SAID[1])),
+    (LeadFact("timeline", "in march", "start next march"), LeadFact(
+        "timeline", "in march", SAID[1])),
     # neither said: dropped
     (LeadFact("budget", "$5000", "I have $5000 ready"), None),
+    # the value only inside another word is not said: "now" in "know", "500" in "1500"
+    (LeadFact("timeline", "now", "I can start now"), None),
+    (LeadFact("budget", "500", "500 is fine"), None),
+    # a value under 3 characters is too short to tell: only its own quote counts
+    (LeadFact("budget", "2k", "a budget of 2k"), None),
     (LeadFact("email", "ana@x.example", ""), None),
 ])
 def test_grounded_keeps_only_what_the_contact_said(fact: LeadFact, kept: LeadFact | None

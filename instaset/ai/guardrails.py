@@ -40,12 +40,11 @@ _COMPLAINT = re.compile(
 _CURRENCY = r"[$€£¥₹]"
 _AMOUNT = r"\d[\d,]*(?:\.\d+)?"
 _CODES = r"usd|eur|gbp|cad|aud|chf|inr"
-# A price: a currency sign or code before or after the amount, or an amount per billed unit
-# ("45 per session"). Broad on purpose: a false alarm only holds the reply for the creator.
+# A price: a currency sign, code or word before or after the amount. ("8 per class" is as
+# often a capacity as a price: held, it would pause the conversation for nothing.)
 _PRICE = re.compile(
     rf"(?:{_CURRENCY}|\b(?:{_CODES})\b)\s?({_AMOUNT})"
-    rf"|({_AMOUNT})\s?(?:{_CURRENCY}|(?:{_CODES}|dollars?|euros?|bucks|pounds?)\b"
-    r"|(?:per|an?|/)\s?(?:session|call|hour|class|lesson|person)s?\b)",
+    rf"|({_AMOUNT})\s?(?:{_CURRENCY}|(?:{_CODES}|dollars?|euros?|bucks|pounds?)\b)",
     re.IGNORECASE,
 )
 # In the creator's own facts an amount also counts after a price word ("Price: 90").
@@ -57,7 +56,7 @@ _FACT_PRICE = re.compile(rf"\b(?:price|cost|fee|rate)s?\b\s*(?:is|are|of)?\s*:?\
 _URL = re.compile(
     r"(?:https?://|www\.)[^\s<>\"')]+"
     r"|\b[\w-]+(?:\.[\w-]+)*\.[a-z]{2,24}/[^\s<>\"')]*"
-    r"|\b[\w-]+(?:\.[\w-]+)*\.(?:com|net|org|io|co|me|ly|app|link|shop|store|bio|page|gg"
+    r"|\b[\w-]+(?:\.[\w-]+)*\.(?-i:com|net|org|io|co|me|ly|app|link|shop|store|bio|page|gg"
     r"|tv|fit|coach|club|life|live|online|site|info|biz|ai|xyz|uk|de|es|fr|it|nl|ca|au|us|ru"
     r"|cn|in|br|mx|jp|kr|pl|se|no|dk|fi|be|at|ch|pt|ie|nz|za|gl|gy|to|cc|ws|sh|so|li|click"
     r"|top|pro|vip|win|bet|cash|money|finance|example)\b",
@@ -167,8 +166,12 @@ def grounded(facts: Sequence[LeadFact], said: Sequence[str]) -> tuple[LeadFact, 
         if evidence and any(evidence in f for _t, f in folded):
             kept.append(fact)
             continue
+        # The value itself, as whole words of at least 3 characters: "now" is not in "know",
+        # "500" not in "15000".
         value = fold(fact.value.strip(_QUOTE_MARKS))
-        source = next((t for t, f in folded if value and value in f), None)
+        pattern = (re.compile(rf"(?<!\w){re.escape(value)}(?!\w)") if len(value) >= 3
+                   else None)
+        source = next((t for t, f in folded if pattern and pattern.search(f)), None)
         if source is not None:
             kept.append(LeadFact(fact.name, fact.value, source))
     return tuple(kept)
