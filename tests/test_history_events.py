@@ -128,6 +128,10 @@ async def test_edits_without_a_number_are_each_applied_and_one_without_text_chan
     await h.settle()
     assert await row(h, "m-6") == {"text": "v2", "edits": '["v0","v1"]', "deleted_at": None,
                                    "reactions": "{}"}
+    # ... nor does it count as the newest edit: a later-numbered one with text still applies
+    assert await h.post(edit("m-6", "v4", 2, ts + 4000)) == 200
+    await h.settle()
+    assert (await row(h, "m-6"))["text"] == "v4"
 
 
 async def test_an_edit_of_a_message_that_never_comes_is_let_go_after_36_hours(

@@ -263,6 +263,8 @@ def test_cli_purge_policy_flags_confirmation_and_dry_run(tmp_path: Path) -> None
     # "30" would be 30 seconds: nearly everything (docs audit). A unit is required here.
     bare = run(app, ["--config", str(cfg), "purge", "--older-than", "30", "--yes"])
     assert bare.exit_code == 1 and "give a unit, e.g. 30d for days" in bare.stderr
+    decimal = run(app, ["--config", str(cfg), "purge", "--older-than", "30.0", "--yes"])
+    assert decimal.exit_code == 1 and "give a unit, e.g. 30.0d for days" in decimal.stderr
     assert messages_left(db_path) == 9
 
     plain = run(app, ["--config", str(cfg), "purge"])  # cron: retention.days=60, never asks

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -196,7 +197,7 @@ def purge(
               if given]
     if len(chosen) > 1:
         raise InstasetError(f"choose one of {', '.join(chosen)}")
-    if older_than is not None and older_than.strip().isdigit():
+    if older_than is not None and re.fullmatch(r"\d+(\.\d*)?|\.\d+", older_than.strip()):
         # A bare number is seconds in the duration grammar; here, next to retention.days,
         # "30" surely meant days: deleting nearly everything is no way to find out.
         bare = older_than.strip()

@@ -189,7 +189,7 @@ async def edit_message(conn: aiosqlite.Connection, mid: str, text: str | None,
         "  ELSE json_insert(edits, '$[#]',"
         "   CASE WHEN ?3 = 0 OR ?3 > edit_num THEN text ELSE ?1 END) END,"
         " text = CASE WHEN ?1 IS NOT NULL AND (?3 = 0 OR ?3 > edit_num) THEN ?1 ELSE text END,"
-        " edit_num = max(edit_num, ?3)"
+        " edit_num = CASE WHEN ?1 IS NULL THEN edit_num ELSE max(edit_num, ?3) END"
         " WHERE mid = ?2",
         (text, mid, num_edit),
     )
