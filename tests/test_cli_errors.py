@@ -123,7 +123,8 @@ def test_backup_into_a_directory_is_an_error_and_leaves_no_copy(tmp_path: Path) 
     assert not (tmp_path / "dir.part").exists()
 
 
-def test_a_reader_that_stops_early_gets_no_error_message(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rich", [False, True], ids=["echo", "rich"])
+def test_a_reader_that_stops_early_gets_no_error_message(tmp_path: Path, rich: bool) -> None:
     """`instaset inbox | head`: the pipe closes after a few lines; that is no error of the
     command (docs audit: every listing printed 'error: Broken pipe')."""
     script = tmp_path / "lines.py"
@@ -133,12 +134,18 @@ def test_a_reader_that_stops_early_gets_no_error_message(tmp_path: Path) -> None
         "app = typer.Typer()\n"
         "@app.command()\n"
         "@handle_errors\n"
-        "def lines() -> None:\n"
+        "def lines(rich: bool = False) -> None:\n"
+        "    import sys\n"
+        "    cli_app = sys.modules['instaset.cli.app']\n"
         "    for i in range(200_000):\n"
-        "        typer.echo(f'line {i} ' + 'x' * 40)\n"
+        "        if rich:\n"
+        "            cli_app.out_console.print(f'line {i} ' + 'x' * 40)\n"
+        "        else:\n"
+        "            typer.echo(f'line {i} ' + 'x' * 40)\n"
         "app()\n", "utf-8")
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, cwd=str(Path(__file__).parent.parent))
+    proc = subprocess.Popen([sys.executable, str(script), *(["--rich"] if rich else [])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=str(Path(__file__).parent.parent))
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()
     proc.stdout.close()

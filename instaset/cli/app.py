@@ -71,7 +71,15 @@ def __getattr__(name: str) -> Any:
     if name in ("out_console", "err_console"):
         from rich.console import Console
 
-        console = Console(stderr=True) if name == "err_console" else Console()
+        class _Console(Console):
+            def on_broken_pipe(self) -> None:
+                # rich exits 1; a reader that stopped early (`| head`) is no failure, the
+                # same as for plain output (see handle_errors).
+                self.quiet = True
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise SystemExit(0)
+
+        console = _Console(stderr=True) if name == "err_console" else _Console()
         globals()[name] = console
         return console
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
