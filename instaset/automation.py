@@ -151,6 +151,11 @@ class WorkflowAutomation:
             self.on_decision(decision)
         outs: list[Outgoing] = []
         jobs: list[NewJob] = []
+        public = sum(isinstance(a, PublicReply) for a in decision.actions)
+        if public and decision.workflow:
+            # The next comment's public reply takes the next variant (decide(turns=...)).
+            await sendstore.count_public_replies(conn, st.account_id, decision.workflow,
+                                                 public)
         base = dict(account_id=st.account_id, contact_id=st.contact_id, workflow=decision.workflow)
         for n, action in enumerate(decision.actions):
             k = f"{key}:{n}"

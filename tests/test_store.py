@@ -15,6 +15,7 @@ from instaset.store.db import Database, migrations, open_database
 
 EXPECTED_SCHEMA: dict[str, list[str]] = {
     "schema_migrations": ["version", "name", "applied_at"],
+    "public_reply_turns": ["account_id", "workflow", "turns"],
     "accounts": [
         "id", "app_scoped_id", "username", "state", "token_expires_at", "token_issued_at",
         "subscribed_fields", "sandbox", "created_at", "updated_at",

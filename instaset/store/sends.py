@@ -155,12 +155,20 @@ async def in_flight_public_replies(
 
 
 async def public_reply_turns(conn: aiosqlite.Connection, account_id: str) -> dict[str, int]:
-    """How many public replies each workflow of the account has made (sends kept by the
-    retention): the turn its next variant takes (``decide(turns=...)``)."""
+    """How many public replies each workflow of the account has made: the turn its next
+    variant takes (``decide(turns=...)``)."""
     rows = await conn.execute_fetchall(
-        "SELECT workflow, count(*) FROM sends WHERE account_id = ? AND kind = 'public_reply'"
-        " AND workflow IS NOT NULL GROUP BY workflow", (account_id,))
+        "SELECT workflow, turns FROM public_reply_turns WHERE account_id = ?", (account_id,))
     return {str(r[0]): int(r[1]) for r in rows}
+
+
+async def count_public_replies(conn: aiosqlite.Connection, account_id: str, workflow: str,
+                               n: int) -> None:
+    """Add ``n`` public replies of ``workflow`` (in the transaction that enqueues them)."""
+    await conn.execute(
+        "INSERT INTO public_reply_turns(account_id, workflow, turns) VALUES (?, ?, ?)"
+        " ON CONFLICT(account_id, workflow) DO UPDATE SET turns = turns + excluded.turns",
+        (account_id, workflow, n))
 
 
 async def set_account_state_in(
