@@ -451,7 +451,10 @@ def _reaction(m: _Msg, reaction: JSONObject) -> Event:
         return m.unknown("reaction", "reaction has no mid")
     name, emoji = as_text(reaction.get("reaction")), as_text(reaction.get("emoji"))
     action = as_text(reaction.get("action")) or ("react" if name or emoji else "unreact")
-    key = "react:" + digest(m.ctx.account_id, m.sender_id, mid, action, name, m.timestamp)
+    # The mid first (as in edit:<mid>:...): a stored message finds the reactions that
+    # came before it by this prefix (store.history.insert_message).
+    key = f"react:{mid}:" + digest(m.ctx.account_id, m.sender_id, mid, action, name,
+                                   m.timestamp)
     if m.heads_only:
         return m.head(EventKind.REACTION, key, m.contact)
     return ReactionEvent(

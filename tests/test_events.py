@@ -700,7 +700,7 @@ def test_lone_surrogate_is_kept_and_hashed() -> None:
     )
     [event] = parse_webhook(json.loads(body))
     assert isinstance(event, ReactionEvent) and event.emoji == "\ud83d"
-    assert event.dedupe_key.startswith("react:") and len(event.dedupe_key) == 6 + 32
+    assert event.dedupe_key.startswith("react:m:") and len(event.dedupe_key) == 8 + 32
     assert parse_webhook(json.loads(event.raw)) == [event]
 
 

@@ -166,6 +166,17 @@ async def insert_message(
         (account_id, contact_id, mid, direction, sent_by, text,
          json.dumps(attachments, ensure_ascii=False), reply_to, event_id, created_at),
     )
+    if cur.rowcount == 1 and mid is not None:
+        # Its edits and reactions that came first wait for it (pipeline: RetryLater): due
+        # now. Their keys start with the mid (a range of the unique index on the key).
+        await conn.execute(
+            # Found by key (the unary + keeps the planner off the due-jobs index, which
+            # would scan every job scheduled for later).
+            "UPDATE jobs SET run_at = ?2 WHERE +state = 'ready' AND +run_at > ?2 AND key IN ("
+            " SELECT 'event:' || dedupe_key FROM events WHERE processed_at IS NULL AND ("
+            "  (dedupe_key > 'edit:' || ?1 || ':' AND dedupe_key < 'edit:' || ?1 || ';')"
+            "  OR (dedupe_key > 'react:' || ?1 || ':' AND dedupe_key < 'react:' || ?1 || ';')))",
+            (mid, created_at))
     return cur.rowcount == 1
 
 
