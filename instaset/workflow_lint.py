@@ -27,7 +27,7 @@ reading the YAML the config came from. Every warning has a stable ``code``:
   with nothing after it.
 - ``unknown-stage``: a ``stage:`` step naming none of the lead stages but close to one (a
   typo invents a stage lead scoring does not rank), or a ``when: stage`` naming a stage
-  nothing sets (the condition never holds).
+  nothing sets (the condition holds only for contacts given it with `instaset contacts set`).
 """
 
 from __future__ import annotations
@@ -539,7 +539,8 @@ def _stage_problems(workflows: Sequence[Workflow]) -> Iterator[LintWarning]:
                 yield LintWarning(
                     "unknown-stage", wf.name, "when",
                     f"condition on stage {name!r}, which is no lead stage and which no "
-                    f"workflow sets{hint(name, known)}: it never holds",
+                    f"workflow sets{hint(name, known)}: it holds only for contacts you give "
+                    "that stage yourself (instaset contacts set)",
                     ("workflows", i, "when", "stage", k))
 
 

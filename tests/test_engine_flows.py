@@ -329,6 +329,7 @@ def test_ask_reasks_then_gives_up(
         ("{field: email, prompt: 'Email?', type: email}", "<anna@x.com>", None, "anna@x.com"),
         ("{field: email, prompt: 'Email?', type: email}", "a@x.com or b@y.com", None, None),
         ("{field: email, prompt: 'Email?', type: email}", "email me @ anna", None, None),
+        ("{field: email, prompt: 'Email?', type: email}", "I'm @anna_fit, email anna@x.com", None, "anna@x.com"),
         ("{field: goal, prompt: 'Goal?'}", "  Lose weight ", None, "Lose weight"),
         ("{field: level, prompt: 'Level?', type: choice, choices: [Beginner, Pro]}", "pro", None, "Pro"),
         ("{field: level, prompt: 'Level?', type: choice, choices: [Beginner, Pro]}", "x", "Beginner", "Beginner"),

@@ -108,6 +108,13 @@ def test_cli_backup_restore_and_service(tmp_path: Path, monkeypatch: pytest.Monk
     out = runner.invoke(app, ["--config", str(cfg), "backup", str(missing)])
     assert out.exit_code == 1 and "does not exist (is the drive mounted?)" in out.stderr
     assert not missing.parent.exists()
+    # An existing folder gets a dated file in it (it said "Is a directory: ...part").
+    folder = tmp_path / "kept"
+    folder.mkdir()
+    out = runner.invoke(app, ["--config", str(cfg), "backup", str(folder)])
+    assert out.exit_code == 0, out.output
+    [made] = folder.iterdir()
+    assert made.name.startswith("instaset-") and count(made, "contacts") == 5
     assert count(tmp_path / "bk.db", "contacts") == 5
     out = runner.invoke(app, ["--config", str(cfg), "restore", str(tmp_path / "bk.db")])
     assert out.exit_code == 1 and "--yes" in out.output  # no TTY, no --yes: refused

@@ -360,7 +360,8 @@ def test_stage_typos_are_flagged_and_stages_of_your_own_are_not() -> None:
             "      - stage: vip\n")
     assert _lint_text(text) == [
         "config.yaml:4:20: warning: a: when: condition on stage 'nwe', which is no lead stage"
-        " and which no workflow sets (did you mean 'new'?): it never holds [unknown-stage]",
+        " and which no workflow sets (did you mean 'new'?): it holds only for contacts you"
+        " give that stage yourself (instaset contacts set) [unknown-stage]",
         "config.yaml:6:9: warning: a: step 1 (stage): stage 'qualifed' is none of the lead"
         " stages (new, engaged, qualified, booked, customer, lost) (did you mean"
         " 'qualified'?): lead scoring does not rank a stage of your own [unknown-stage]"]

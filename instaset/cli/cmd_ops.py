@@ -21,7 +21,8 @@ app.add_typer(service_app, name="service")
 @handle_errors
 def backup_cmd(
     file: Path | None = typer.Argument(
-        None, help="Where to write (default: backups/ next to the database)."),
+        None, help="A file, or a folder for a dated file (default: backups/ next to the "
+        "database)."),
 ) -> None:
     """Back up the database (safe while the daemon runs)."""
     from instaset.config import load_config
@@ -29,6 +30,8 @@ def backup_cmd(
 
     config = load_config(STATE.config_path)
     db_path = config.storage.db_path()
+    if file is not None and file.is_dir():
+        file = file / default_backup_path(db_path).name  # a folder: a dated file in it
     if file is not None and not file.absolute().parent.is_dir():
         # A drive that is not mounted (/mnt/usb) would otherwise get a backup on the root
         # disk, in a folder made for it, and a "backed up" to go with it.

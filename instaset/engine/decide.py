@@ -420,7 +420,8 @@ def validate_answer(ask: AskSpec, text: str | None, payload: str | None) -> str 
     if ask.type is AskType.EMAIL:
         # People write "my email is anna@x.com." or "<anna@x.com>": the one address in the
         # message is the answer; none, or two, is not.
-        found = [w.strip(_EMAIL_EDGES) for w in answer.split() if "@" in w]
+        found = [w.strip(_EMAIL_EDGES) for w in answer.split()
+                 if "@" in w and not w.startswith("@")]  # "@anna_fit" is a handle
         if len(found) != 1 or not _EMAIL_RE.match(found[0]):
             return None
         local, _, domain = found[0].rpartition("@")
