@@ -110,7 +110,7 @@ async def test_a_new_database_and_its_directory_are_private(tmp_path: Path) -> N
     assert stat.S_IMODE(copy.stat().st_mode) == 0o600
 
 
-def test_backup_into_a_directory_is_an_error_and_leaves_no_copy(tmp_path: Path) -> None:
+def test_backup_into_a_directory_writes_a_dated_file_there(tmp_path: Path) -> None:
     home = Path(os.environ["INSTASET_HOME"])
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"storage:\n  path: {home / 'instaset.db'}\n", "utf-8")
@@ -118,8 +118,8 @@ def test_backup_into_a_directory_is_an_error_and_leaves_no_copy(tmp_path: Path) 
     target = tmp_path / "dir"
     target.mkdir()
     result = runner.invoke(app, ["--config", str(cfg), "backup", str(target)])
-    assert result.exit_code == 1
-    assert "Traceback" not in result.output
+    assert result.exit_code == 0, result.output
+    assert [p.name.startswith("instaset-") for p in target.iterdir()] == [True]
     assert not (tmp_path / "dir.part").exists()
 
 
