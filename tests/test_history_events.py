@@ -51,14 +51,18 @@ async def row(h: Harness, mid: str) -> dict[str, object]:
     return dict(found)
 
 
+async def deliver(h: Harness, *payloads: dict[str, object]) -> None:
+    """Each webhook in turn, processed before the next comes (the order under test)."""
+    for payload in payloads:
+        assert await h.post(payload) == 200
+        await h.settle()
+
+
 async def test_an_edit_updates_the_text_and_keeps_the_old_ones(h: Harness) -> None:
     ts = int(h.clock() * 1000)
-    assert await h.post(build_dm_payload(ACCT, IGSID, "see you at 4", "m-1", ts)) == 200
-    await h.settle()
-    assert await h.post(edit("m-1", "see you at 5", 1, ts + 1000)) == 200
-    await h.settle()
-    assert await h.post(edit("m-1", "see you at 6", 2, ts + 2000)) == 200
-    await h.settle()
+    await deliver(h, build_dm_payload(ACCT, IGSID, "see you at 4", "m-1", ts),
+                  edit("m-1", "see you at 5", 1, ts + 1000),
+                  edit("m-1", "see you at 6", 2, ts + 2000))
     assert await row(h, "m-1") == {
         "text": "see you at 6", "edits": '["see you at 4","see you at 5"]', "deleted_at": None,
         "reactions": "{}"}
@@ -105,12 +109,8 @@ async def test_an_edit_and_a_reaction_processed_before_their_message_still_apply
 
 async def test_an_older_edit_redelivered_late_does_not_undo_a_newer_one(h: Harness) -> None:
     ts = int(h.clock() * 1000)
-    assert await h.post(build_dm_payload(ACCT, IGSID, "v0", "m-5", ts)) == 200
-    await h.settle()
-    assert await h.post(edit("m-5", "v2", 2, ts + 2000)) == 200
-    await h.settle()
-    assert await h.post(edit("m-5", "v1", 1, ts + 1000)) == 200
-    await h.settle()
+    await deliver(h, build_dm_payload(ACCT, IGSID, "v0", "m-5", ts),
+                  edit("m-5", "v2", 2, ts + 2000), edit("m-5", "v1", 1, ts + 1000))
     assert await row(h, "m-5") == {"text": "v2", "edits": '["v0","v1"]', "deleted_at": None,
                                    "reactions": "{}"}
 
@@ -119,14 +119,9 @@ async def test_edits_without_a_number_are_each_applied_and_one_without_text_chan
     h: Harness,
 ) -> None:
     ts = int(h.clock() * 1000)
-    assert await h.post(build_dm_payload(ACCT, IGSID, "v0", "m-6", ts)) == 200
-    await h.settle()
-    assert await h.post(edit("m-6", "v1", None, ts + 1000)) == 200
-    await h.settle()
-    assert await h.post(edit("m-6", "v2", None, ts + 2000)) == 200
-    await h.settle()
-    assert await h.post(edit("m-6", None, 3, ts + 3000)) == 200
-    await h.settle()
+    await deliver(h, build_dm_payload(ACCT, IGSID, "v0", "m-6", ts),
+                  edit("m-6", "v1", None, ts + 1000), edit("m-6", "v2", None, ts + 2000),
+                  edit("m-6", None, 3, ts + 3000))
     assert await row(h, "m-6") == {"text": "v2", "edits": '["v0","v1"]', "deleted_at": None,
                                    "reactions": "{}"}
     # ... nor does it count as the newest edit: a later-numbered one with text still applies
