@@ -77,7 +77,7 @@ class Notifier:
         if new:
             # The text may quote a contact's message: in the log only at DEBUG (one line per
             # event with ids; `instaset inbox` shows the notification itself).
-            log.warning("notify: %s notification for contact %s (see instaset inbox)",
+            log.warning("notification (%s) for contact %s: see instaset inbox",
                         p.get("kind", "notify"), p.get("contact_id") or "-")
             log.debug("notify text: %s", text)
         if self.config.command:

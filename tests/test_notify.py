@@ -244,5 +244,5 @@ async def test_the_log_names_the_notification_not_the_contacts_words(
                attempts=1, max_attempts=5, run_at=NOW, created_at=NOW, worker=None)
     await Notifier(db, NotifyConfig(), clock=lambda: NOW).handle(note)
     assert [r.getMessage() for r in caplog.records] == [
-        "notify: handoff notification for contact 5260000000000042 (see instaset inbox)"]
+        "notification (handoff) for contact 5260000000000042: see instaset inbox"]
     assert await records(db) == [("notify:handoff:alice", quoted, NOW)]
