@@ -187,6 +187,9 @@ class AIConfig(_Model):
     persona: str = ""
     facts: list[str] = Field(default_factory=list)
     examples: list[AIExample] = Field(default_factory=list)
+    # Your own replies to similar messages in other conversations, as style examples (each
+    # with the message it answered, redacted): false sends nothing of other conversations.
+    past_replies: bool = True
     timeout_ms: int = Field(default=20000, ge=1)
     max_attempts: int = Field(default=3, ge=1)
     fallback_message: str | None = None

@@ -430,3 +430,19 @@ async def test_booking_link_is_offered_instead_of_slots(make: Make) -> None:
 ])
 def test_booking_link_carries_the_contact_id(template: str, url: str) -> None:
     assert booking_link(template, "17+8") == url
+
+
+async def test_past_replies_off_sends_nothing_of_other_conversations(make: Make) -> None:
+    """ai.past_replies: false: no other contact's words, not even redacted, reach Gemini."""
+    env = await make(ai={"past_replies": False})
+    env.fake.script(reply("first answer"), reply("second answer"))
+    other = "2229842642640638"
+    await env.h.dm(other, "is coaching on zoom or in person?")
+    await env.h.settle()
+    await env.h.creator_types(other, "Zoom only for now, from anywhere!")
+    await env.h.settle()
+    await env.h.dm(IGSID, "are sessions on zoom?")
+    await env.h.settle()
+    req = env.fake.requests[-1]
+    assert "zoom or in person" not in req.system and "Zoom only" not in req.system
+    assert "past replies" not in req.system

@@ -114,7 +114,8 @@ async def load_context(conn: aiosqlite.Connection, acct: str, contact: str,
 
 
 async def load_reply_context(db: Database, key: str, acct: str, contact: str,
-                             comment_id: str | None) -> Context | None:
+                             comment_id: str | None, *, past_replies: bool = True
+                             ) -> Context | None:
     """:func:`load_context` for the ai_reply job ``key``; None also when the job already
     left its effects (a rerun). The job's hot path: the two checks share one statement, and
     it and the recent messages (indexed lookups) are read on the loop-thread connection;
@@ -124,16 +125,19 @@ async def load_reply_context(db: Database, key: str, acct: str, contact: str,
         return None
     rows = await aistore.recent_texts_quick(db, acct, contact, HISTORY_TURNS)
     async with db.read() as conn:
-        return await _context(conn, conv, rows, acct, contact, comment_id)
+        return await _context(conn, conv, rows, acct, contact, comment_id, past_replies)
 
 
 async def _context(conn: aiosqlite.Connection, conv: sqlite3.Row, rows: list[sqlite3.Row],
-                   acct: str, contact: str, comment_id: str | None) -> Context:
+                   acct: str, contact: str, comment_id: str | None,
+                   past_replies: bool = True) -> Context:
     turns = [Turn("contact" if r["direction"] == "in" else "creator", r["text"]) for r in rows]
     if comment_id:
         text = await _comment_text(conn, acct, contact, comment_id)
         turns.append(Turn("contact", text or ""))
     incoming = next((t.text for t in reversed(turns) if t.role == "contact"), "")
+    if not past_replies:  # ai.past_replies: false: nothing of other conversations is sent
+        return Context(conv["username"], conv["paused_until"], tuple(turns), ())
     pairs = await aistore.human_reply_pairs(conn, acct)
     best = rank(incoming, [m for m, _r in pairs], k=PAST_REPLIES,
                 min_score=PAST_REPLY_MIN_SCORE) if incoming else []
@@ -169,7 +173,8 @@ class AIReplies:
         comment_id = p.get("comment_id") or None
         if mode == "off":
             return None
-        ctx = await load_reply_context(self.db, job.key, acct, contact, comment_id)
+        ctx = await load_reply_context(self.db, job.key, acct, contact, comment_id,
+                                       past_replies=self.config.ai.past_replies)
         if ctx is None:  # answered already (a rerun), or the conversation is gone
             return None
         if mode == "auto" and ctx.paused_until is not None and ctx.paused_until > self.clock():
