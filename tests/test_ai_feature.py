@@ -134,14 +134,19 @@ async def test_markup_from_the_model_reaches_the_contact_as_plain_text(make: Mak
     assert env.texts() == ["Yes! I coach online, see my site https://maya.fit/book"]
 
 
-async def test_history_and_the_creators_past_replies_reach_the_prompt(make: Make) -> None:
-    env = await make()
+async def answered_by_hand_elsewhere(env: Env) -> None:
+    """Another contact asks about Zoom (the AI answers) and the creator replies by hand."""
     env.fake.script(reply("first answer"), reply("second answer"))
     other = "2229842642640638"
     await env.h.dm(other, "is coaching on zoom or in person?")
     await env.h.settle()
     await env.h.creator_types(other, "Zoom only for now, from anywhere!")
     await env.h.settle()
+
+
+async def test_history_and_the_creators_past_replies_reach_the_prompt(make: Make) -> None:
+    env = await make()
+    await answered_by_hand_elsewhere(env)
     await env.h.dm(IGSID, "hi")
     await env.h.settle()
     await env.h.dm(IGSID, "are sessions on zoom?")
@@ -435,12 +440,7 @@ def test_booking_link_carries_the_contact_id(template: str, url: str) -> None:
 async def test_past_replies_off_sends_nothing_of_other_conversations(make: Make) -> None:
     """ai.past_replies: false: no other contact's words, not even redacted, reach Gemini."""
     env = await make(ai={"past_replies": False})
-    env.fake.script(reply("first answer"), reply("second answer"))
-    other = "2229842642640638"
-    await env.h.dm(other, "is coaching on zoom or in person?")
-    await env.h.settle()
-    await env.h.creator_types(other, "Zoom only for now, from anywhere!")
-    await env.h.settle()
+    await answered_by_hand_elsewhere(env)
     await env.h.dm(IGSID, "are sessions on zoom?")
     await env.h.settle()
     req = env.fake.requests[-1]
