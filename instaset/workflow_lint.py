@@ -59,6 +59,7 @@ from instaset.engine.templating import (
     render,
 )
 from instaset.engine.triggers import fold
+from instaset.leads import STAGES as LEAD_STAGES
 
 __all__ = [
     "ASSUMED_SIZES",
@@ -508,10 +509,6 @@ def _text_problems(wf: Workflow, i: int, known_fields: set[str], links: Collecti
             yield LintWarning("unknown-field", wf.name, "when",
                               f"condition on field {name!r}, which no workflow sets (set: or "
                               "ask:)", ("workflows", i, "when", "fields", name))
-
-
-# The lead stages (instaset.leads.STAGES; spelt out: that module imports the config).
-LEAD_STAGES = ("new", "engaged", "qualified", "booked", "customer", "lost")
 
 
 def _stage_problems(workflows: Sequence[Workflow]) -> Iterator[LintWarning]:

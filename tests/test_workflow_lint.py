@@ -365,10 +365,3 @@ def test_stage_typos_are_flagged_and_stages_of_your_own_are_not() -> None:
         "config.yaml:6:9: warning: a: step 1 (stage): stage 'qualifed' is none of the lead"
         " stages (new, engaged, qualified, booked, customer, lost) (did you mean"
         " 'qualified'?): lead scoring does not rank a stage of your own [unknown-stage]"]
-
-
-def test_the_linters_lead_stages_are_the_lead_scorers() -> None:
-    from instaset.leads import STAGES
-    from instaset.workflow_lint import LEAD_STAGES
-
-    assert LEAD_STAGES == STAGES
