@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, cast
 
 import typer
 
@@ -76,8 +76,7 @@ def __getattr__(name: str) -> Any:
                 # rich exits 1; a reader that stopped early (`| head`) is no failure, the
                 # same as for plain output (see handle_errors).
                 self.quiet = True
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                raise SystemExit(0)
+                _reader_gone()
 
         console = _Console(stderr=True) if name == "err_console" else _Console()
         globals()[name] = console
@@ -122,6 +121,14 @@ def nonempty(value: str | None, name: str) -> str | None:
     return value
 
 
+def _reader_gone() -> NoReturn:
+    """stdout's reader stopped early (`instaset inbox | head`): it has all it wanted, which
+    is no failure. Exit 0 saying nothing; stdout goes to /dev/null first, or Python would
+    complain again when it flushes at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise SystemExit(0)
+
+
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn an :class:`InstasetError`, a file system error or a database error into a
     one-line message and exit code 1 (never a traceback)."""
@@ -133,10 +140,7 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
         except InstasetError as exc:
             raise fail(str(exc)) from None
         except BrokenPipeError:
-            # `instaset inbox | head`: the reader has all it wanted. Nothing to say, and
-            # nothing more can be written (Python would complain again at exit).
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise typer.Exit(0) from None
+            _reader_gone()
         except OSError as exc:
             raise fail(describe_os_error(exc)) from None
         except Exception as exc:
