@@ -232,8 +232,7 @@ def decide_scan(
     oracle the indexed ``decide`` is tested and benchmarked against."""
     early, new_state, trace, dm = _prologue(
         event, state, lambda name: _find(workflows, name),
-        lambda payload: any(wf.enabled and wf.trigger.postback is not None
-                            and payload in wf.trigger.postback.payload for wf in workflows),
+        lambda payload: any(wf.enabled and _answers_tap(wf, payload) for wf in workflows),
         settings, now,
     )
     if early is not None:
@@ -260,8 +259,7 @@ def _choose(
         # before any keyword the chip's title happens to contain (a chip "Yes, book a
         # call" must not fire the "book" workflow that offered it, again and again).
         ordered = list(candidates)
-        taps = [wf for wf in ordered
-                if wf.trigger.postback is not None and payload in wf.trigger.postback.payload]
+        taps = [wf for wf in ordered if _answers_tap(wf, payload)]
         tapped = {id(wf) for wf in taps}
         candidates = taps + [wf for wf in ordered if id(wf) not in tapped]
     matched_any = False
@@ -375,6 +373,11 @@ def resume(
 
 
 # --- internals ----------------------------------------------------------------------------
+
+
+def _answers_tap(wf: Workflow, payload: str) -> bool:
+    """Whether ``wf``'s ``postback`` trigger names ``payload``."""
+    return wf.trigger.postback is not None and payload in wf.trigger.postback.payload
 
 
 def _find(workflows: Sequence[Workflow], name: str) -> Workflow | None:
