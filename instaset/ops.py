@@ -81,11 +81,13 @@ def restore(src: Path, db_path: Path) -> Path | None:
 PLACE_VARIABLES = ("INSTASET_HOME", "INSTASET_DB")
 
 
-def _where(config_path: Path | None, env: Mapping[str, str]
+def _where(config_path: Path | None, env: Mapping[str, str] | None
            ) -> tuple[Path | None, list[tuple[str, str]]]:
     """The config file and the variables a service must get to use what this command uses:
     the config this command would read (named, or the default one when it exists) as an
-    absolute path, and ``INSTASET_HOME``/``INSTASET_DB`` (absolute) when they are set."""
+    absolute path, and ``INSTASET_HOME``/``INSTASET_DB`` (absolute) when they are set in
+    ``env`` (default: os.environ)."""
+    env = os.environ if env is None else env
     path, explicit = config_file(config_path, env)
     chosen = path.absolute() if explicit or path.exists() else None
     variables = [(name, str(Path(env[name]).expanduser().absolute()))
@@ -110,7 +112,7 @@ def systemd_unit(config_path: Path | None, env: Mapping[str, str] | None = None,
     command (``env``: the environment to read ``INSTASET_*`` from; default os.environ).
     systemd waits ``shutdown_grace`` (``worker.shutdown_grace``) plus 20 s for the graceful
     stop before it kills: a longer grace would otherwise be cut short."""
-    config, variables = _where(config_path, os.environ if env is None else env)
+    config, variables = _where(config_path, env)
     # systemd's own quoting: "NAME=value" with backslashes and quotes escaped, and % (its
     # specifiers) doubled, in ExecStart too.
     lines = "".join(
@@ -140,7 +142,7 @@ WantedBy=default.target
 
 def cron_line(config_path: Path | None, env: Mapping[str, str] | None = None) -> str:
     """The daily retention line for crontab, on the same files as :func:`systemd_unit`."""
-    config, variables = _where(config_path, os.environ if env is None else env)
+    config, variables = _where(config_path, env)
     prefix = "".join(f"{name}={shlex.quote(value)} " for name, value in variables)
     line = f"{prefix}{instaset_command(config)} purge"
     return "17 3 * * * " + line.replace("%", "\\%")  # cron reads a bare % as a newline

@@ -210,11 +210,9 @@ def _dropped(ctx: WebContext, count: int, accounts: Sequence[str]) -> None:
     once per account every :data:`DROPPED_LOG_EVERY` seconds."""
     ctx.metrics.dropped.inc(count)
     now = ctx.clock()
-    quiet = [a for a in accounts if now - ctx.dropped_logged.get(a, -DROPPED_LOG_EVERY)
-             < DROPPED_LOG_EVERY]
-    loud = [a for a in accounts if a not in quiet]
-    for a in loud:
-        ctx.dropped_logged[a] = now
+    last = ctx.dropped_logged
+    loud = [a for a in accounts if a not in last or now - last[a] >= DROPPED_LOG_EVERY]
+    last.update(dict.fromkeys(loud, now))
     if loud:
         log.info("webhook: %d event(s) for account %s dropped: not connected here "
                  "(a dashboard test sample, or connect it with `instaset connect`)",
