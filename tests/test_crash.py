@@ -181,13 +181,24 @@ class Daemon:
         assert self.proc is not None and self.proc.returncode is None
         self.up = False
         self.generation += 1
-        self.proc.kill()  # SIGKILL: no handler, no cleanup, no flush
+        self.signal(signal.SIGKILL)  # no handler, no cleanup, no flush
         await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT_S)
 
     def stop_signal(self, sig: signal.Signals = signal.SIGTERM) -> None:
         assert self.proc is not None and self.proc.returncode is None
         self.up = False
-        self.proc.send_signal(sig)
+        self.signal(sig)
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` with ``os.kill``, never ``Process.send_signal``/``kill``.
+
+        Those go through ``Popen.send_signal``, which first polls (``waitpid(WNOHANG)``): a
+        child that has just exited is reaped there, behind asyncio's child watcher, and
+        ``proc.wait()`` then reports 255 ("Unknown child process pid") instead of the real
+        exit code. ``os.kill`` reaps nothing; a child already gone is not an error here."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, sig)
 
     async def exit_code(self) -> int:
         assert self.proc is not None
@@ -200,7 +211,7 @@ class Daemon:
     async def cleanup(self) -> None:
         """Never leave a daemon behind, whatever failed."""
         if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
+            self.signal(signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT_S)
 
@@ -491,8 +502,7 @@ async def test_stop_signals_repeated_during_the_stop_still_exit_0(tmp_path: Path
             daemon.stop_signal(signal.SIGTERM)
             sent = 1
             while daemon.proc.returncode is None and sent < 2000:
-                with contextlib.suppress(ProcessLookupError):
-                    daemon.proc.send_signal(signal.SIGINT if sent % 2 else signal.SIGTERM)
+                daemon.signal(signal.SIGINT if sent % 2 else signal.SIGTERM)
                 sent += 1
                 await asyncio.sleep(0.005)
             code = await daemon.exit_code()
