@@ -40,12 +40,12 @@ from instaset.engine.state import ConversationState
 from instaset.events import CommentEvent, Event
 from instaset.links import track_links
 from instaset.outbox import Outgoing, enqueue_sends
-from instaset.queue import NewJob, enqueue_in
+from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater, enqueue_in
 from instaset.rules import SendKind
 from instaset.store import history
 from instaset.store import sends as sendstore
 from instaset.store.db import Database
-from instaset.store.jobs import Job
+from instaset.store.jobs import Job, complete_in
 
 log = logging.getLogger("instaset.worker")
 
@@ -195,7 +195,10 @@ class WorkflowAutomation:
                     jobs.append(NewJob("resume_flow", f"resume:{k}", {
                         "account_id": st.account_id, "contact_id": st.contact_id,
                         "workflow": action.workflow, "step": action.step,
-                        "comment_id": action.comment_id, "comment_at": comment_at,
+                        "comment_id": action.comment_id,
+                        "comment_at": (comment_at if action.comment_at is None
+                                       else action.comment_at),
+                        "public_ok": action.public_ok,
                     }, run_at=action.run_at))
                 case GenerateAIReply():
                     jobs.append(NewJob("ai_reply", f"ai:{k}", {
@@ -226,8 +229,11 @@ class WorkflowAutomation:
             await enqueue_sends(conn, outs, now)
         return jobs
 
-    async def resume_flow(self, job: Job) -> None:
-        """The ``resume_flow`` job: continue a workflow after its ``delay``."""
+    async def resume_flow(self, job: Job) -> Outcome | None:
+        """The ``resume_flow`` job: continue a workflow after its ``delay``. The decision
+        commits together with the job's completion: a rerun (after kill -9, or a job timeout
+        that fires while the COMMIT runs) finds the job done and decides nothing again, where
+        a second decision with a later clock could emit different actions under new keys."""
         p = job.payload
         acct, contact = str(p["account_id"]), str(p["contact_id"])
         now = self.clock()
@@ -237,12 +243,19 @@ class WorkflowAutomation:
             comment_id = p.get("comment_id")
             turns = (await sendstore.public_reply_turns(conn, acct)
                      if comment_id is not None else None)
+            comment_at = p.get("comment_at")
             decision = resume(state, self.workflows, self.settings, str(p["workflow"]),
-                              int(p["step"]), now, comment_id=comment_id, turns=turns)
+                              int(p["step"]), now, comment_id=comment_id,
+                              comment_at=float(comment_at) if comment_at is not None else None,
+                              public_ok=bool(p.get("public_ok")), turns=turns)
             jobs = await self._persist(conn, decision, f"resume:{job.key}", now,
                                        p.get("comment_at"))
             if jobs:
                 await enqueue_in(conn, jobs, now)
+            if not await complete_in(conn, job, now):
+                # Not ours any more (its lease ran out and another claim took it): roll back.
+                raise RetryLater(0.0, "resume_flow job no longer leased here", count_attempt=False)
+        return COMPLETED
 
 
 def notify_job(key: str, account_id: str | None, contact_id: str | None, kind: str, text: str,

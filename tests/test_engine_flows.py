@@ -478,16 +478,73 @@ def test_delay_after_a_comment_keeps_the_comment() -> None:
     first = decide(comment("guide"), state(), wfs, SETTINGS, NOW)
     assert first.actions == (
         PrivateReply("17900", "Here you go"),
-        Schedule(NOW + 600, "drip", 2, "17900"),
+        Schedule(NOW + 600, "drip", 2, "17900", public_ok=True, comment_at=NOW),
     )
     # The private reply was used before the delay and the contact never answered.
-    later = resume(first.state, wfs, SETTINGS, "drip", 2, NOW + 600, comment_id="17900")
-    assert later.actions == (Schedule(NOW + 4200, "drip", 4, "17900"),)
+    later = resume(first.state, wfs, SETTINGS, "drip", 2, NOW + 600, comment_id="17900",
+                   comment_at=NOW, public_ok=True)
+    assert later.actions == (
+        Schedule(NOW + 4200, "drip", 4, "17900", public_ok=True, comment_at=NOW),
+    )
     assert any("one private reply" in line for line in later.trace)
     # Had they answered in DMs meanwhile, the follow-up goes as a DM.
     answered = ConversationState.from_dict({**first.state.to_dict(), "last_inbound_at": NOW + 300})
     dm_later = resume(answered, wfs, SETTINGS, "drip", 2, NOW + 600, comment_id="17900")
     assert isinstance(dm_later.actions[0], SendText)
+
+
+PUBLIC_AFTER_DELAY = """
+- name: c2dm
+  trigger: {comment: {keywords: [guide], replies: true}}
+  actions:
+    - private_reply: Sent you the guide!
+    - delay: 1m
+    - public_reply: ["Check your DMs", "Sent!"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("parent", "public"),
+    [(None, True), ("17800", False)],
+    ids=["top-level comment", "reply to a comment"],
+)
+def test_public_reply_after_a_delay_answers_the_comment(parent: str | None, public: bool) -> None:
+    """Found by the session-11 crash audit: the continuation had no comment, so a
+    ``public_reply`` after a ``delay`` was always skipped ("only top-level post comments")."""
+    wfs = workflows(PUBLIC_AFTER_DELAY)
+    first = decide(comment("guide", parent=parent), state(), wfs, SETTINGS, NOW)
+    (private, schedule) = first.actions
+    assert private == PrivateReply("17900", "Sent you the guide!")
+    assert isinstance(schedule, Schedule) and schedule.public_ok is public
+    later = resume(first.state, wfs, SETTINGS, "c2dm", schedule.step, schedule.run_at,
+                   comment_id=schedule.comment_id, comment_at=schedule.comment_at,
+                   public_ok=schedule.public_ok)
+    if public:
+        (reply,) = later.actions
+        assert isinstance(reply, PublicReply) and reply.comment_id == "17900"
+        assert reply.text in ("Check your DMs", "Sent!")
+    else:
+        assert later.actions == ()
+        assert any("skipped public_reply" in line for line in later.trace)
+
+
+def test_private_reply_after_a_delay_keeps_the_seven_days() -> None:
+    """A delay that ends more than 7 days after the comment: Meta refuses a private reply
+    then, so the engine refuses it as it does without a delay."""
+    wfs = workflows("""
+- name: late
+  trigger: {comment: {keywords: [guide]}}
+  actions:
+    - delay: 8d
+    - private_reply: Here it is
+""")
+    first = decide(comment("guide"), state(), wfs, SETTINGS, NOW)
+    (schedule,) = first.actions
+    assert isinstance(schedule, Schedule) and schedule.comment_at == NOW
+    later = resume(first.state, wfs, SETTINGS, "late", schedule.step, schedule.run_at,
+                   comment_id=schedule.comment_id, comment_at=schedule.comment_at)
+    assert later.actions == ()
+    assert any("older than 7 days" in line for line in later.trace)
 
 
 @pytest.mark.parametrize(
@@ -547,6 +604,7 @@ ALL_ACTIONS: list[Action] = [
     HandOff(3600, "note"),
     Notify("text"),
     Schedule(1717408800.5, "drip", 3, "c1"),
+    Schedule(1717408800.5, "drip", 3, "c1", public_ok=True, comment_at=1717400000.25),
     Schedule(1.0, "drip", 1),
     TypingOn(),
 ]  # fmt: skip

@@ -233,13 +233,17 @@ class Notify(_Base):
 class Schedule(_Base):
     """Run ``workflow`` from step ``step`` (0-based) at ``run_at`` (unix seconds), by calling
     :func:`~instaset.engine.decide.resume`. ``comment_id`` carries the comment a
-    comment-triggered workflow answers, so a private reply after a delay still has it."""
+    comment-triggered workflow answers, so a private reply after a delay still has it;
+    ``public_ok``: it is a top-level post comment, so a public reply after the delay may
+    answer it too; ``comment_at``: when it was written (a private reply's 7 days)."""
 
     type: ClassVar[str] = "schedule"
     run_at: float
     workflow: str
     step: int
     comment_id: str | None = None
+    public_ok: bool = False
+    comment_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

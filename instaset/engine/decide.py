@@ -119,8 +119,9 @@ class _Run:
     now: float
     seed: str
     text: str | None = None
-    comment: CommentEvent | None = None
     comment_id: str | None = None
+    comment_at: float | None = None  # when the comment was written (private replies: 7 days)
+    public_to: str | None = None  # the comment a public reply answers: a top-level post one
     private_used: bool = False
     turns: Mapping[str, int] | None = None  # see decide(): public replies in turn
     actions: list[Action] = field(default_factory=list)
@@ -155,7 +156,7 @@ class _Run:
             if as_private is None:
                 self.note(step, f"refused {what}: a comment's private reply can only be text")
                 return False
-            if self.comment is not None and self.now - self.comment.occurred_at > (
+            if self.comment_at is not None and self.now - self.comment_at > (
                 PRIVATE_REPLY_MAX_AGE
             ):
                 self.note(step, f"refused {what}: comment is older than 7 days")
@@ -346,10 +347,13 @@ def resume(
     now: float,
     *,
     comment_id: str | None = None,
+    comment_at: float | None = None,
+    public_ok: bool = False,
     turns: Mapping[str, int] | None = None,
 ) -> Decision:
     """Continue ``workflow_name`` at ``step`` (0-based) after a ``delay``: the payload of a
-    :class:`~instaset.engine.actions.Schedule`. Nothing runs while the conversation is paused
+    :class:`~instaset.engine.actions.Schedule` (``comment_at``: when its comment was
+    written, for the private reply's 7 days). Nothing runs while the conversation is paused
     or if the workflow was removed or disabled since."""
     if state.paused(now):
         assert state.paused_until is not None
@@ -360,7 +364,8 @@ def resume(
         msg = f"{workflow_name}: continuation dropped, workflow or step no longer exists"
         return Decision(None, (), state, (msg,))
     seed = f"resume|{state.contact_id}|{step}|{state.fired.get(wf.name, 0.0)!r}"
-    run = _Run(wf, state, settings, now, seed, comment_id=comment_id, turns=turns)
+    run = _Run(wf, state, settings, now, seed, comment_id=comment_id, comment_at=comment_at,
+               public_to=comment_id if public_ok else None, turns=turns)
     # A private reply already sent before the delay used the comment's one message.
     run.private_used = comment_id is not None and any(
         s.kind in ("reply", "private_reply", "ask", "media", "template", "buttons")
@@ -406,7 +411,9 @@ def _fire(
     state = state.with_fired(wf.name, now)
     run = _Run(wf, state, settings, now, event.dedupe_key, trace=trace, turns=turns)
     if isinstance(event, CommentEvent):
-        run.comment, run.comment_id, run.text = event, event.comment_id, event.text
+        run.comment_id, run.comment_at, run.text = event.comment_id, event.occurred_at, event.text
+        if event.kind is EventKind.COMMENT and not event.is_reply:
+            run.public_to = event.comment_id
     elif isinstance(event, MessageEvent):
         run.text = event.text
     _steps(run, 0)
@@ -526,8 +533,7 @@ def _step(run: _Run, i: int, step: ActionStep) -> bool:
             text = run.render(run.pick(step.private_reply.texts(), i))
             run.message(i, "private_reply", SendText(text), PrivateReply(run.comment_id, text))
     elif step.public_reply is not None:
-        c = run.comment
-        if c is None or c.kind is not EventKind.COMMENT or c.is_reply:
+        if run.public_to is None:
             run.note(i, "skipped public_reply: only top-level post comments take public replies")
         else:
             variants = step.public_reply.texts()
@@ -537,7 +543,7 @@ def _step(run: _Run, i: int, step: ActionStep) -> bool:
                 text = variants[run.turns.get(run.wf.name, 0) % len(variants)]
             else:
                 text = run.pick(variants, i)
-            run.actions.append(PublicReply(c.comment_id, run.render(text)))
+            run.actions.append(PublicReply(run.public_to, run.render(text)))
     elif step.tag is not None:
         for tag in step.tag:
             run.actions.append(SetTag(tag))
@@ -571,7 +577,9 @@ def _step(run: _Run, i: int, step: ActionStep) -> bool:
     elif step.delay is not None:
         if i + 1 < len(run.wf.actions):
             at = run.now + step.delay
-            run.actions.append(Schedule(at, run.wf.name, i + 1, run.comment_id))
+            run.actions.append(Schedule(at, run.wf.name, i + 1, run.comment_id,
+                                        public_ok=run.public_to is not None,
+                                        comment_at=run.comment_at))
             run.note(i, f"continues at {fmt_time(at)}")
         return False
     elif step.ai_reply is not None:
