@@ -31,7 +31,7 @@ from instaset.events import (
 from instaset.queue import COMPLETED, NewJob, Outcome, PermanentJobError, RetryLater, enqueue_in
 from instaset.store import history
 from instaset.store.db import Database
-from instaset.store.jobs import Job, complete_in
+from instaset.store.jobs import Job, complete_in, pending_under
 
 log = logging.getLogger("instaset.worker")
 
@@ -81,6 +81,10 @@ def attachments_json(ev: MessageEvent) -> list[dict[str, Any]]:
 
 # Meta redelivers for up to 36 h: until then, a message may still arrive after its edit.
 WAIT_FOR_MESSAGE = 36 * 3600.0
+
+# A new contact's later messages wait for their first one while its profile is looked up
+# (``first_plan``), looking again this often; its completion makes them due at once.
+FIRST_MESSAGE_POLL = 2.0
 
 
 def _before_its_message(event: MessageEditEvent | ReactionEvent, received_at: float,
@@ -148,6 +152,15 @@ class Pipeline:
         if contact and contact != acct:
             username = event.from_username if isinstance(event, CommentEvent) else None
             is_new = await history.touch_contact(conn, acct, contact, now, username=username)
+            if (not is_new and self.profile_first is not None and self.automation is not None
+                    and isinstance(event, MessageEvent | PostbackEvent)
+                    and not event.is_from_business
+                    and await pending_under(conn, f"first_plan:{acct}:{contact}:")):
+                # Decided now, this message would overtake the first one (still waiting for
+                # the profile): it would take the first-message workflow, and the first would
+                # then match as a returning contact's. In order, after it.
+                raise RetryLater(FIRST_MESSAGE_POLL, "waits for the contact's first message",
+                                 count_attempt=False)
             if is_new and isinstance(event, MessageEvent | PostbackEvent) and (
                 not event.is_from_business
             ):
@@ -155,7 +168,8 @@ class Pipeline:
                     # The profile first, then this message (one job: `first_plan`).
                     # at_once: it is this message's reply path (see NewJob.at_once).
                     await enqueue_in(conn, [NewJob(
-                        "first_plan", f"first_plan:{event_id}", {"event_id": event_id},
+                        "first_plan", f"first_plan:{acct}:{contact}:{event_id}",
+                        {"event_id": event_id},
                         run_at=now, max_attempts=4, at_once=True,
                     )], now)
                     defer = True
@@ -242,6 +256,8 @@ class Pipeline:
             if jobs:
                 await enqueue_in(conn, jobs, now)
             await complete_in(conn, job, now)
+            # Their next messages waited for this one (see _apply): due now, in order.
+            await history.wake_contact_events(conn, event.account_id, event.contact_id, now)
         return COMPLETED
 
     async def _apply_echo(

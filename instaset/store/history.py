@@ -147,6 +147,19 @@ async def undo_pause(
     )
 
 
+async def wake_contact_events(
+    conn: aiosqlite.Connection, account_id: str, contact_id: str, now: float
+) -> None:
+    """Make the contact's unprocessed events due now (they waited for something of theirs
+    that is done now, see ``pipeline``: the first message's profile lookup)."""
+    await conn.execute(
+        # Found by key (the unary + keeps the planner off the due-jobs index).
+        "UPDATE jobs SET run_at = ?3 WHERE +state = 'ready' AND +run_at > ?3 AND key IN ("
+        " SELECT 'event:' || dedupe_key FROM events WHERE account_id = ?1"
+        " AND contact_id = ?2 AND processed_at IS NULL)",
+        (account_id, contact_id, now))
+
+
 # -- messages --------------------------------------------------------------------------------
 async def insert_message(
     conn: aiosqlite.Connection, *, account_id: str, contact_id: str, mid: str | None,

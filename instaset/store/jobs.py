@@ -212,6 +212,15 @@ async def complete_in(conn: aiosqlite.Connection, job: Job, now: float) -> bool:
     return cur.rowcount == 1
 
 
+async def pending_under(conn: aiosqlite.Connection, prefix: str) -> bool:
+    """Whether a job whose key starts with ``prefix`` is still to run (ready or running).
+    ``prefix`` ends with its separator (``:``): the keys are a range of the unique index."""
+    rows = await conn.execute_fetchall(
+        "SELECT 1 FROM jobs WHERE key > ? AND key < ? AND state IN ('ready', 'running')"
+        " LIMIT 1", (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))
+    return bool(list(rows))
+
+
 async def reschedule(
     db: Database, job: Job, *, run_at: float, error: str | None, dead: bool,
     count_attempt: bool = True,
