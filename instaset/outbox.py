@@ -183,6 +183,8 @@ class StaticTokens:
 
 ACCOUNT_WIDE_THROTTLES = frozenset({4, 17, 32})
 ECHO_WAIT = 15.0  # s an unknown outcome waits for its echo before the send may go again
+# Meta retries a webhook for up to 36 h: how far back a late echo may belong to a send.
+LATE_ECHO_SECONDS = 36 * 3600.0
 
 _FINAL_ERRORS: dict[type[GraphError], str] = {
     WindowClosed: "window_closed",
@@ -298,7 +300,13 @@ class Deliverer:
         wait = self.budgets.reserve(out.account_id, out.send_class, out.key)
         if wait > 0:
             raise RetryLater(wait, "waiting for the rate budget", count_attempt=False)
-        await sendstore.set_state(self.db, key, "in_flight", now, attempt=True, durable=True)
+        if not await sendstore.set_state(self.db, key, "in_flight", now, attempt=True,
+                                         durable=True):
+            # Its echo settled it (or a purge removed it) since the row was read: sending
+            # now would duplicate it. The chain goes on as for a send done before.
+            if out.next_key:
+                await enqueue(self.db, [send_job(out.next_key, now)], now, relaxed=True)
+            return None
         try:
             result = await self._call(out, token, verdict.human_agent_tag)
         except ValueError as exc:
@@ -476,4 +484,14 @@ class Deliverer:
                 await sendstore.mark_sent_in(conn, send["key"], mid, self.clock())
                 log.info("send %s confirmed by its echo", send["key"])
                 return EchoOrigin(send["sent_by"], in_flight=False, ours=True)
+        if not flying:
+            # The late echo of a try whose answer was lost, after the send went again (or
+            # was given up): Meta delivered that try too. Still ours, not the creator typing
+            # in the app (which would pause automation).
+            since = self.clock() - LATE_ECHO_SECONDS
+            for send in await sendstore.retried_sends(conn, account_id, contact_id, since):
+                if echo_matches(Outgoing.from_json(send["body"]), text, attachment_types):
+                    log.info("echo %s: a late echo of an earlier try of send %s", mid,
+                             send["key"])
+                    return EchoOrigin(send["sent_by"], in_flight=False, ours=True)
         return EchoOrigin("human", in_flight=bool(flying), ours=False)

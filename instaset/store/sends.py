@@ -91,18 +91,20 @@ async def send_context_in(
 async def set_state(
     db: Database, key: str, state: str, now: float, *, reason: str | None = None,
     attempt: bool = False, durable: bool = False,
-) -> None:
-    """Set a send's state. ``durable``: on disk before this returns (the ``in_flight`` mark
-    before the Graph call); otherwise a relaxed commit (see :mod:`instaset.store.db`)."""
+) -> bool:
+    """Set a send's state; False when the row is gone or already ``sent`` (nothing changed).
+    ``durable``: on disk before this returns (the ``in_flight`` mark before the Graph
+    call); otherwise a relaxed commit (see :mod:`instaset.store.db`)."""
     # Never over a 'sent' row: the echo of a send whose answer was an error may have
     # settled it meanwhile (Meta sometimes fails a request it carried out).
-    await db.execute(
+    changed = await db.execute(
         "UPDATE sends SET state = ?, reason = coalesce(?, reason), updated_at = ?,"
         " attempts = attempts + ? WHERE key = ? AND state != 'sent'",
         (state, reason, now, int(attempt), key), relaxed=True,
-    )
-    if durable:
+    ) == 1
+    if durable and changed:
         await db.barrier()
+    return changed
 
 
 async def set_state_in(
@@ -141,6 +143,20 @@ async def in_flight_sends(
         "SELECT * FROM sends WHERE account_id = ? AND contact_id = ? AND state = 'in_flight'"
         " ORDER BY created_at",
         (account_id, contact_id),
+    ))
+
+
+async def retried_sends(
+    conn: aiosqlite.Connection, account_id: str, contact_id: str, since: float
+) -> list[sqlite3.Row]:
+    """The contact's sends since ``since`` whose outcome was once unknown: sent again after
+    a try whose answer was lost, or attempted and then refused or failed. A late echo of
+    that try may still come (see ``outbox.Deliverer.echo_origin``)."""
+    return list(await conn.execute_fetchall(
+        "SELECT * FROM sends WHERE account_id = ? AND contact_id = ? AND created_at >= ?"
+        " AND ((state = 'sent' AND attempts > 1)"
+        " OR (state IN ('refused', 'failed') AND attempts >= 1)) ORDER BY created_at",
+        (account_id, contact_id, since),
     ))
 
 
