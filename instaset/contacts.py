@@ -29,7 +29,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from instaset.automation import load_state
@@ -52,6 +51,7 @@ from instaset.store import contacts as store
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in
+from instaset.timefmt import iso_utc
 
 log = logging.getLogger("instaset.contacts")
 
@@ -252,9 +252,7 @@ async def forget(db: Database, ref: ContactRef) -> dict[str, int]:
 
 # -- reading -----------------------------------------------------------------------------------
 def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    return None if ts is None else iso_utc(ts)
 
 
 def _bool(value: object) -> bool | None:

@@ -20,6 +20,8 @@ JSONObject = dict[str, Any]
 
 _MAX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z; beyond that a value is garbage
 _MS_THRESHOLD = 1e12  # 1e12 s is year 33658, so anything larger must be milliseconds
+EARLIEST_EVENT = 1_262_304_000.0  # 2010-01-01Z: Instagram did not exist before
+MAX_AHEAD = 86_400.0  # how far ahead of its arrival an event's time may be (clock skew)
 _NUMBER = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,30})?")
 _NUM_EDIT = re.compile(r"[0-9]{1,18}")
 _MAX_ID_INT = 10**40  # str() of huge ints raises; no real id is near this
@@ -63,7 +65,17 @@ def _parse_iso(text: str) -> float | None:
         seconds = moment.timestamp()
     except (ValueError, OverflowError, OSError):
         return None
-    return seconds if seconds > 0 else None
+    return seconds if 0 < seconds <= _MAX_SECONDS else None
+
+
+def plausible_time(occurred: float | None, received: float) -> float:
+    """An event's time as used everywhere after ingest: Meta's when it is plausible (from
+    2010 to a day after the event arrived), else the arrival time. A time far ahead would
+    keep a message out of retention's reach and a 24 h window open; one before 2010 is
+    garbage (a missing value reads as 0)."""
+    if occurred is None or not EARLIEST_EVENT <= occurred <= received + MAX_AHEAD:
+        return received
+    return occurred
 
 
 def as_id(value: object) -> str | None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import aiosqlite
 
+from instaset.event_values import plausible_time
 from instaset.events import (
     CommentEvent,
     Event,
@@ -102,6 +103,13 @@ def _before_its_message(event: MessageEditEvent | ReactionEvent, received_at: fl
                          count_attempt=False)
 
 
+def with_plausible_time(event: Event, received_at: float) -> Event:
+    """``event`` with :func:`~instaset.event_values.plausible_time` as its time: a missing
+    or implausible one (far ahead of its arrival, before 2010) becomes the arrival time."""
+    at = plausible_time(event.occurred_at, received_at)
+    return event if at == event.occurred_at else replace(event, occurred_at=at)
+
+
 class Pipeline:
     def __init__(
         self,
@@ -136,7 +144,8 @@ class Pipeline:
             parsed = parse_stored(row["raw"])
             if len(parsed) != 1:
                 raise PermanentJobError(f"stored event {event_id} does not parse to one event")
-            await self._apply(conn, parsed[0], event_id, row["received_at"], now)
+            event = with_plausible_time(parsed[0], float(row["received_at"]))
+            await self._apply(conn, event, event_id, row["received_at"], now)
             await history.mark_processed(conn, event_id, now)
             await complete_in(conn, job, now)
         return COMPLETED
@@ -241,7 +250,8 @@ class Pipeline:
         if row is None:
             return None  # purged since
         parsed = parse_stored(row["raw"])
-        event = parsed[0] if len(parsed) == 1 else None
+        event = (with_plausible_time(parsed[0], float(row["received_at"])) if len(parsed) == 1
+                 else None)
         if event is None or self.automation is None or event.contact_id is None:
             return None
         if self.profile_first is not None:

@@ -54,11 +54,10 @@ from __future__ import annotations
 import csv
 import io
 import statistics
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from instaset.store import stats as store
-from instaset.timefmt import human_duration, iso_utc
+from instaset.timefmt import human_duration, iso_utc, utc
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -215,7 +214,7 @@ def _document(
             "median_seconds": median_of(waits),
         },
         "messages_per_day": [
-            {"date": datetime.fromtimestamp(int(r["day"]) * 86400, UTC).date().isoformat(),
+            {"date": utc(int(r["day"]) * 86400).date().isoformat(),
              "in": int(r["n_in"] or 0), "out": int(r["n_out"] or 0)}
             for r in per_day
         ],

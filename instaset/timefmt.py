@@ -14,15 +14,25 @@ import math
 import re
 from datetime import UTC, datetime, timedelta
 
+_FIRST_TS, _LAST_TS = 0.0, 253_402_300_799.0  # 1970-01-01Z .. 9999-12-31T23:59:59Z
+
+
+def utc(ts: float) -> datetime:
+    """The UTC datetime of a unix time, clamped to 1970..9999: a stored time out of that
+    range (older data, a bad value from outside) prints at the edge instead of raising."""
+    if not _FIRST_TS <= ts <= _LAST_TS:  # NaN fails both comparisons too
+        ts = _LAST_TS if ts > _FIRST_TS else _FIRST_TS
+    return datetime.fromtimestamp(ts, UTC)
+
 
 def iso_utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    return utc(ts).isoformat().replace("+00:00", "Z")
 
 
 def iso_seconds(ts: float | None) -> str | None:
     """``2026-11-29T17:05:00Z`` (whole seconds, as the leads and bookings listings show);
     None stays None."""
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if ts is None else utc(ts).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def human_duration(seconds: float) -> str:

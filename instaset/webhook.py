@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,6 +23,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from instaset.errors import PayloadError
+from instaset.event_values import plausible_time
 from instaset.events import event_heads, one_item_body
 from instaset.http_body import expect_within, in_time, too_large, too_slow_message, with_expect
 from instaset.metrics import Metrics
@@ -91,9 +93,45 @@ def _no_constant(name: str) -> object:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite(text: str) -> float:
+    """A JSON number as a float, refusing one out of a float's range (``1e400``): decoded to
+    infinity, it would be stored back as ``Infinity`` (see :func:`_no_constant`)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
 # One decoder for every request: json.loads given an option builds a new decoder (and its C
 # scanner) per call, a third of the cost of decoding a DM.
-_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+
+MAX_DEPTH = 64
+"""How deeply a webhook body may nest (Meta's are under 10 levels). Deeper ones are
+refused: one accepted near the interpreter's recursion limit could not be read back by
+deeper code (``export``, ``workflows replay``)."""
+
+
+def _too_deep(payload: object, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``payload`` nests more than ``limit`` arrays/objects (iteratively)."""
+    stack: list[tuple[object, int]] = [(payload, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = (node.values() if isinstance(node, dict)
+                    else node if isinstance(node, list) else ())
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def _nests_too_deeply(raw: bytes, payload: object) -> bool:
+    # Counting brackets is C-fast; only a body with more of them than the limit is walked.
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return False
+    return _too_deep(payload)
 
 
 def _decode_body(raw: bytes) -> object:
@@ -170,6 +208,9 @@ async def receive(request: web.Request) -> web.Response:
         return _reject(ctx, 403, "bad_signature", "signature does not match")
     try:
         payload = _decode_body(raw)
+        if _nests_too_deeply(raw, payload):
+            return _reject(ctx, 400, "malformed",
+                           f"malformed payload: nested more than {MAX_DEPTH} levels deep")
         if _item_count(payload) > MAX_ITEMS:
             # Parsing runs on the event loop: a huge signed body must not stall it.
             return _reject(ctx, 413, "too_many_items",
@@ -181,8 +222,10 @@ async def receive(request: web.Request) -> web.Response:
     except (ValueError, RecursionError, PayloadError) as exc:
         # JSONDecodeError and UnicodeDecodeError are ValueErrors.
         return _reject(ctx, 400, "malformed", f"malformed payload: {str(exc)[:200]}")
+    arrived = ctx.clock()
     rows = [
-        EventRow(e.dedupe_key, e.account_id, str(e.kind), e.contact_id, e.occurred_at,
+        EventRow(e.dedupe_key, e.account_id, str(e.kind), e.contact_id,
+                 plausible_time(e.occurred_at, arrived),
                  e.raw if e.raw is body else storable(e.raw))
         for e in events
     ]

@@ -204,10 +204,12 @@ def _loads_outcome(decode: Any, body: bytes) -> tuple[str, object]:
 @given(st.binary(max_size=200)
        | st.builds(lambda p, enc: json.dumps(p).encode(enc), JSON,
                    st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-32-be"]))
-       | st.sampled_from([b"NaN", b'{"a": Infinity}', b"[-Infinity]", codecs.BOM_UTF8 + b"{}"]))
+       | st.sampled_from([b"NaN", b'{"a": Infinity}', b"[-Infinity]", codecs.BOM_UTF8 + b"{}",
+                          b'{"a": 1e400}', b"[-1e999, 2.5]"]))
 def test_the_webhook_decodes_a_body_exactly_as_json_loads_does(body: bytes) -> None:
     """webhook._decode_body keeps one decoder for every request; it must answer every body
-    as ``json.loads(body, parse_constant=...)`` does: the same value or the same error."""
+    as ``json.loads(body, parse_constant=..., parse_float=...)`` does: the same value or the
+    same error."""
     def reference(b: bytes) -> object:
-        return json.loads(b, parse_constant=webhook._no_constant)
+        return json.loads(b, parse_constant=webhook._no_constant, parse_float=webhook._finite)
     assert _loads_outcome(webhook._decode_body, body) == _loads_outcome(reference, body)

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from instaset import webhook
 from instaset.config import Config
 from instaset.daemon import Runtime, runtime
 from instaset.events import MessageEditEvent, ReactionEvent, parse_webhook
@@ -375,6 +376,31 @@ async def test_unreadable_bodies_and_odd_signatures_are_4xx(
         assert odd != body
         assert await post(client, odd) == 400
     assert await event_count(rt) == 0
+
+
+async def test_numbers_out_of_range_and_deep_nesting_are_400(
+    client: TestClient, rt: Runtime,  # type: ignore[type-arg]
+) -> None:
+    """Found by the session-11 input audit: ``1e400`` decoded to infinity (past the NaN and
+    Infinity guard) and was stored back as ``Infinity``, so ``export`` wrote invalid JSON;
+    a body nested ~950 levels deep was accepted, and ``export`` and ``workflows replay``
+    then failed on it with a RecursionError."""
+    await connect_account(rt.db, "17841400000000001")
+    body = json.dumps(dm("m-odd")).encode()
+    for number in (b"1e400", b"-1e999"):
+        odd = body.replace(b'"time":', b'"time":' + number + b', "x":', 1)
+        assert odd != body
+        assert await post(client, odd) == 400
+    for levels, status in ((webhook.MAX_DEPTH - 5, 200), (webhook.MAX_DEPTH + 1, 400),
+                           (950, 400)):
+        # The envelope, entry[], an entry, messaging[], an item, message: 6 levels, then
+        # the rest as nested arrays in the message (written as text: json.dumps itself
+        # cannot go that deep from here).
+        nested = b"[" * (levels - 6) + b"]" * (levels - 6)
+        deep = json.dumps(dm(f"m-deep-{levels}")).encode().replace(
+            b'"text":', b'"x": ' + nested + b', "text":', 1)
+        assert await post(client, deep) == status, levels
+    assert await event_count(rt) == 1
 
 
 async def test_a_delivery_with_too_many_items_is_413_unparsed(
