@@ -67,7 +67,7 @@ def load_state(row: Any, account_id: str, contact_id: str) -> ConversationState:
     if row is not None:
         state = replace(
             state, last_inbound_at=row["last_inbound_at"], paused_until=row["paused_until"],
-            username=row["username"] or state.username,
+            username=row["username"] or state.username, lead_stage=row["lead_stage"],
         )
     return state
 

@@ -366,11 +366,11 @@ def test_state_copies_equal_dataclasses_replace() -> None:
         stage="engaged", last_inbound_at=NOW - 5, paused_until=NOW - 1, is_new=True,
         awaiting=Awaiting("wf0", 1, "email", "email", 1, NOW - 9),
         fired=FrozenMap({"wf0": NOW - 99}),
-        follower=True,
+        follower=True, lead_stage="qualified",
     )
     # Every field is set to a non-default above; a new field must be added here and to the
     # with_* copies (which list the fields in order).
-    assert len(fields(ConversationState)) == 12
+    assert len(fields(ConversationState)) == 13
     assert full.with_inbound(NOW) == replace(full, last_inbound_at=NOW, is_new=False)
     assert full.with_fired("wf1", NOW) == replace(
         full, fired=FrozenMap({"wf0": NOW - 99, "wf1": NOW}))

@@ -410,6 +410,18 @@ COND_ROWS: list[tuple[str, str, dict[str, Any], float, bool, str]] = [
         False,
         "stage is 'customer'",
     ),
+    # The lead stage scoring stored (qualified, booked...) is what the condition tests; the
+    # workflow-set stage only when the contact was never scored (found by the s11 audit:
+    # a qualified lead matched `stage: [new]`).
+    ("stage-lead", "{stage: [qualified]}", {"lead_stage": "qualified"}, NOW, True, ""),
+    (
+        "stage-lead-miss",
+        "{stage: [new]}",
+        {"stage": "new", "lead_stage": "qualified"},
+        NOW,
+        False,
+        "stage is 'qualified'",
+    ),
     ("follower", "{follower: true}", {"follower": True}, NOW, True, ""),
     ("follower-not", "{follower: true}", {"follower": False}, NOW, False, "is not a follower"),
     ("follower-unknown", "{follower: true}", {}, NOW, False, "follower status unknown"),

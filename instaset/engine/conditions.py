@@ -95,8 +95,9 @@ def check_conditions(
             failure = _field_fails(name, test, fields)
             if failure:
                 return failure
-    if cond.stage and state.stage not in cond.stage:
-        return f"stage is {state.stage!r}, not one of {list(cond.stage)}"
+    stage = state.lead_stage or state.stage
+    if cond.stage and stage not in cond.stage:
+        return f"stage is {stage!r}, not one of {list(cond.stage)}"
     if cond.window_open is not None:
         is_open = state.window_open(now, settings.window_seconds)
         if is_open != cond.window_open:

@@ -106,6 +106,9 @@ class ConversationState:
     - ``is_new``: the contact has never messaged (``first_message`` triggers fire only then).
     - ``fired``: workflow name -> last time it fired for this contact (cooldowns).
     - ``follower``: whether the contact follows the account, ``None`` when unknown.
+    - ``lead_stage``: the contact's lead stage as lead scoring last stored it (engaged,
+      qualified, booked: at least the workflow-set ``stage``), what a ``stage`` condition
+      tests; None when never scored (then ``stage``). Read with the row, never stored here.
     """
 
     account_id: str
@@ -120,6 +123,7 @@ class ConversationState:
     awaiting: Awaiting | None = None
     fired: FrozenMap[float] = field(default_factory=_empty_float_map)
     follower: bool | None = None
+    lead_stage: str | None = None
 
     def __post_init__(self) -> None:
         # Accept plain dicts/sets from callers while keeping the state hashable and frozen.
@@ -139,6 +143,7 @@ class ConversationState:
         return ConversationState(
             self.account_id, self.contact_id, self.username, self.tags, self.fields,
             self.stage, at, self.paused_until, False, self.awaiting, self.fired, self.follower,
+            self.lead_stage,
         )
 
     def with_fired(self, workflow: str, at: float) -> ConversationState:
@@ -146,7 +151,7 @@ class ConversationState:
         return ConversationState(
             self.account_id, self.contact_id, self.username, self.tags, self.fields,
             self.stage, self.last_inbound_at, self.paused_until, self.is_new, self.awaiting,
-            self.fired.set(workflow, at), self.follower,
+            self.fired.set(workflow, at), self.follower, self.lead_stage,
         )
 
     def window_open(self, now: float, window_seconds: int = 86400) -> bool:

@@ -95,8 +95,9 @@ async def get_conversation(
     conn: aiosqlite.Connection, account_id: str, contact_id: str
 ) -> sqlite3.Row | None:
     rows = list(await conn.execute_fetchall(
-        "SELECT c.*, k.username, k.name FROM conversations c JOIN contacts k"
-        " ON k.account_id = c.account_id AND k.id = c.contact_id"
+        "SELECT c.*, k.username, k.name, l.stage AS lead_stage FROM conversations c"
+        " JOIN contacts k ON k.account_id = c.account_id AND k.id = c.contact_id"
+        " LEFT JOIN leads l ON l.account_id = c.account_id AND l.contact_id = c.contact_id"
         " WHERE c.account_id = ? AND c.contact_id = ?",
         (account_id, contact_id),
     ))

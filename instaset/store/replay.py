@@ -49,9 +49,10 @@ async def human_echo_event_ids(db: Database, since: float | None) -> set[int]:
 
 async def conversation_rows(db: Database) -> list[sqlite3.Row]:
     """Every conversation with its contact's username (the shape
-    :func:`instaset.automation.load_state` reads)."""
+    :func:`instaset.automation.load_state` reads). No lead stage: a replay starts before
+    today's scores, so ``stage`` conditions test the workflow-set stage there."""
     return await db.fetchall(
-        "SELECT c.*, k.username FROM conversations c JOIN contacts k"
+        "SELECT c.*, k.username, NULL AS lead_stage FROM conversations c JOIN contacts k"
         " ON k.account_id = c.account_id AND k.id = c.contact_id"
     )
 
@@ -59,10 +60,11 @@ async def conversation_rows(db: Database) -> list[sqlite3.Row]:
 async def conversation_row(
     db: Database, account_id: str, contact_id: str
 ) -> sqlite3.Row | None:
-    """One conversation (with the contact's username), or None."""
+    """One conversation (with the contact's username and lead stage), or None."""
     return await db.fetchone(
-        "SELECT c.*, k.username FROM conversations c JOIN contacts k"
-        " ON k.account_id = c.account_id AND k.id = c.contact_id"
+        "SELECT c.*, k.username, l.stage AS lead_stage FROM conversations c"
+        " JOIN contacts k ON k.account_id = c.account_id AND k.id = c.contact_id"
+        " LEFT JOIN leads l ON l.account_id = c.account_id AND l.contact_id = c.contact_id"
         " WHERE c.account_id = ? AND c.contact_id = ?",
         (account_id, contact_id),
     )

@@ -1,0 +1,34 @@
+"""Workflow behaviour a creator relies on, found by the session-11 audit of the docs against
+the engine, end to end: a signed webhook in, the request the sandbox receives out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.sending_harness import open_harness
+
+IGSID = "1129842642640637"
+
+
+async def test_a_stage_condition_sees_the_lead_stage(tmp_path: Path) -> None:
+    """`when: {stage: ...}` tested only the stage a workflow step had set ("new" for
+    everyone else): a qualified lead matched `stage: [new]`."""
+    flows = [
+        {"name": "pricing", "trigger": {"dm": {"keywords": ["price"]}},
+         "actions": [{"reply": "It is $90"}, {"score": {"points": 60, "reason": "asked"}}]},
+        {"name": "status-hot", "priority": 10, "trigger": {"dm": {"keywords": ["status"]}},
+         "when": {"stage": ["qualified", "booked"]}, "actions": [{"reply": "hot"}]},
+        {"name": "status-new", "priority": 5, "trigger": {"dm": {"keywords": ["status"]}},
+         "when": {"stage": ["new", "engaged"]}, "actions": [{"reply": "not yet"}]},
+    ]
+    async with open_harness(tmp_path, workflows=flows) as h:
+        await h.dm(IGSID, "status")
+        await h.settle()
+        await h.dm(IGSID, "what is the price?")
+        await h.settle()
+        stage = await h.rt.db.fetchone("SELECT stage FROM leads WHERE contact_id = ?", (IGSID,))
+        await h.dm(IGSID, "status")
+        await h.settle()
+        texts = [r.json["message"].get("text") for r in h.graph_sends(IGSID)]
+    assert stage is not None and stage["stage"] == "qualified"
+    assert texts == ["not yet", "It is $90", "hot"]
