@@ -27,6 +27,7 @@ from instaset.events import (
     MessageEvent,
     PostbackEvent,
     ReactionEvent,
+    ReferralEvent,
     parse_stored,
 )
 from instaset.queue import COMPLETED, NewJob, Outcome, PermanentJobError, RetryLater, enqueue_in
@@ -219,6 +220,11 @@ class Pipeline:
                 conn, acct, contact, now, inbound_at=event.occurred_at or now,
                 message_at=event.occurred_at or now, unread_delta=1,
             )
+        elif isinstance(event, ReferralEvent) and contact:
+            # An ig.me link or ad opening the thread resets the 24 h window, as a message
+            # does (the engine's state says the same: decide._bookkeep).
+            await history.update_conversation(conn, acct, contact, now,
+                                              inbound_at=event.occurred_at or now)
         elif isinstance(event, CommentEvent) and event.is_from_business:
             if self.ledger is not None:
                 await self.ledger.own_comment(conn, event.parent_id, event.text,

@@ -591,13 +591,27 @@ def test_standby_event_does_bookkeeping_only() -> None:
 
 
 @pytest.mark.parametrize(
-    ("event", "opens_window"),
-    [(dm("x"), True), (postback("MENU"), True), (comment("x"), False), (referral("a"), False)],
+    ("event", "opens_window", "is_new"),
+    [
+        (dm("x"), True, False),
+        (postback("MENU"), True, False),
+        (comment("x"), False, True),
+        # An ig.me link opening an existing thread resets the window (Meta's m.me-link
+        # docs; found by the s11 audit: a referral workflow could never reply to a contact
+        # who last wrote more than 24 h before). It is no message: a new contact stays new.
+        (referral("a"), True, True),
+    ],
 )
-def test_inbound_bookkeeping(event: Event, opens_window: bool) -> None:
-    decision = run(ANY, event, state(last_inbound_at=NOW - 10 * 86400))
+def test_inbound_bookkeeping(event: Event, opens_window: bool, is_new: bool) -> None:
+    decision = run(ANY, event, state(last_inbound_at=NOW - 10 * 86400, is_new=True))
     assert (decision.state.last_inbound_at == NOW) == opens_window
-    assert decision.state.is_new == (not opens_window)
+    assert decision.state.is_new == is_new
+
+
+def test_a_referral_workflow_replies_to_a_contact_whose_window_had_closed() -> None:
+    decision = run(one("{referral: {ref: [ig-bio]}}"), referral("ig-bio"),
+                   state(last_inbound_at=NOW - 2 * 86400))
+    assert decision.actions == (SendText("hello"),)
 
 
 def test_comment_records_username() -> None:

@@ -74,7 +74,14 @@ from instaset.engine.settings import EngineSettings
 from instaset.engine.state import Awaiting, ConversationState
 from instaset.engine.templating import has_placeholders, render
 from instaset.engine.triggers import fold, inbound_dm, match_trigger
-from instaset.events import CommentEvent, Event, EventKind, MessageEvent, PostbackEvent
+from instaset.events import (
+    CommentEvent,
+    Event,
+    EventKind,
+    MessageEvent,
+    PostbackEvent,
+    ReferralEvent,
+)
 
 __all__ = [
     "PRIVATE_REPLY_MAX_AGE",
@@ -185,6 +192,13 @@ def _bookkeep(event: Event, state: ConversationState) -> ConversationState:
         at = event.occurred_at if last is None else max(last, event.occurred_at)
         if at != last or state.is_new:
             return state.with_inbound(at)
+        return state
+    if isinstance(event, ReferralEvent) and event.contact_id:
+        # An ig.me link or ad opening an existing thread resets the 24 h window (Meta's
+        # m.me-link docs); it is no message, so a new contact stays new.
+        last = state.last_inbound_at
+        if last is None or event.occurred_at > last:
+            return replace(state, last_inbound_at=event.occurred_at)
         return state
     if isinstance(event, CommentEvent) and event.from_username and not state.username:
         return replace(state, username=event.from_username)

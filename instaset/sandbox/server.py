@@ -53,6 +53,7 @@ from instaset.sandbox.wire import (
     build_comment_payload,
     build_dm_payload,
     build_echo_payload,
+    build_referral_payload,
     graph_error,
     iso_time,
     new_conversation_id,
@@ -225,6 +226,21 @@ class Sandbox:
         payload = build_dm_payload(
             self.account_id, igsid, text, mid, int(now * 1000), extras=extras
         )
+        if deliver:
+            await self.deliver(payload)
+        return payload
+
+    async def user_opens_link(
+        self, igsid: str, ref: str, *, deliver: bool = True
+    ) -> dict[str, object]:
+        """The user opens ``ig.me/<account>?ref=<ref>`` into their existing thread: the 24 h
+        window starts again (as Meta documents for m.me links) and a standalone referral
+        webhook is built and, with ``deliver``, POSTed."""
+        if igsid not in self.users:
+            self.add_user(igsid, f"user_{igsid}")
+        now = self.clock()
+        self._last_inbound[igsid] = now
+        payload = build_referral_payload(self.account_id, igsid, ref, int(now * 1000))
         if deliver:
             await self.deliver(payload)
         return payload

@@ -135,6 +135,22 @@ def build_dm_payload(
     }
 
 
+def build_referral_payload(account_id: str, igsid: str, ref: str, ts_ms: int
+                            ) -> dict[str, object]:
+    """A standalone ``messaging_referral`` webhook: an ig.me link with ``ref`` opened an
+    existing thread (reference §3.5)."""
+    item = {
+        "sender": {"id": igsid},
+        "recipient": {"id": account_id},
+        "timestamp": ts_ms,
+        "referral": {"ref": ref, "source": "SHORTLINK", "type": "OPEN_THREAD"},
+    }
+    return {
+        "object": "instagram",
+        "entry": [{"time": ts_ms, "id": account_id, "messaging": [item]}],
+    }
+
+
 def build_echo_payload(
     account_id: str, igsid: str, message: Mapping[str, object], mid: str, ts_ms: int
 ) -> dict[str, object]:
