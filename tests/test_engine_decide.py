@@ -639,3 +639,11 @@ def test_decision_is_deterministic() -> None:
         texts.add(action.text)
     assert len(texts) > 1
     assert texts <= {"one", "two", "three", "four", "five"}
+
+
+@pytest.mark.parametrize("text", ["What’s the price?", "what's the price", "WHAT‘S THE PRICE"])
+def test_curly_apostrophes_match_a_keyword_with_the_ascii_one(text: str) -> None:
+    """Found by the s11 audit: iPhones type ’ (smart punctuation), so a keyword such as
+    "what's the price" missed iPhone users."""
+    decision = run(one("""{dm: {keywords: ["what's the price"]}}"""), dm(text))
+    assert decision.workflow == "w"

@@ -42,7 +42,7 @@ from instaset.engine.decide import Decision, decide, decide_scan, needs_follower
 from instaset.engine.model import Workflow
 from instaset.engine.settings import EngineSettings
 from instaset.engine.state import Awaiting, ConversationState
-from instaset.events import CommentEvent, Event, EventKind, MessageEvent
+from instaset.events import Attachment, CommentEvent, Event, EventKind, MessageEvent
 
 ACCOUNT = "17841400000000001"
 USER = "5260000000000001"
@@ -334,6 +334,18 @@ def test_ask_reasks_then_gives_up(
         ("{field: level, prompt: 'Level?', type: choice, choices: [Beginner, Pro]}", "pro", None, "Pro"),
         ("{field: level, prompt: 'Level?', type: choice, choices: [Beginner, Pro]}", "x", "Beginner", "Beginner"),
         ("{field: level, prompt: 'Level?', type: choice, choices: [Beginner, Pro]}", "expert", None, None),
+        # Found by the s11 audit: what phones and people glue to an answer.
+        ("{field: email, prompt: 'Email?', type: email}", "anna@example.com🙏", None, "anna@example.com"),
+        ("{field: email, prompt: 'Email?', type: email}", "anna@example.com…", None, "anna@example.com"),
+        ("{field: email, prompt: 'Email?', type: email}", "anna@example.com。", None, "anna@example.com"),
+        ("{field: email, prompt: 'Email?', type: email}", "anna@example..com", None, None),
+        ("{field: email, prompt: 'Email?', type: email}", "anna@example.c0m", None, None),
+        ("{field: phone, prompt: 'Phone?', type: phone}", "1234567²", None, None),
+        ("{field: phone, prompt: 'Phone?', type: phone}", "０１５１２３４５６７８", None, "01512345678"),
+        ("{field: phone, prompt: 'Phone?', type: phone}", "0151–2345678", None, "01512345678"),
+        ("{field: level, prompt: 'Level?', type: choice, choices: [Beginner, Pro]}", "Pro!", None, "Pro"),
+        ("{field: level, prompt: 'Level?', type: choice, choices: [Beginner, Pro]}", "beginner.", None, "Beginner"),
+        ("{field: ok, prompt: 'OK?', type: choice, choices: [\"I'm in\", Later]}", "I’m in", None, "I'm in"),
     ],
 )  # fmt: skip
 def test_answer_validation(ask: str, text: str, qr: str | None, stored: str | None) -> None:
@@ -348,6 +360,28 @@ def test_answer_validation(ask: str, text: str, qr: str | None, stored: str | No
     else:
         assert answer.state.fields[aw.field] == stored
         assert answer.actions == (SetField(aw.field, stored), SetTag("answered"))
+
+
+def test_a_message_without_text_leaves_the_question_pending_and_runs_the_triggers() -> None:
+    """Found by the s11 audit: a story mention (or a photo) while a question waited was
+    taken as a wrong answer: the retry text went out and the story_mention workflow never
+    ran."""
+    wfs = workflows(ASK_WF % "stop" + """
+- name: mention
+  priority: 50
+  trigger: {story_mention: true}
+  actions:
+    - reply: "Thanks for the shoutout!"
+""")
+    st = decide(dm("guide"), state(), wfs, SETTINGS, NOW).state
+    assert st.awaiting is not None
+    mention = replace(dm(None, key="mid.2"), attachments=(
+        Attachment("story_mention", "https://cdn.example/s.jpg", None, None, "null"),))
+    decision = decide(mention, st, wfs, SETTINGS, NOW + 5)
+    assert decision.workflow == "mention"
+    assert decision.actions == (SendText("Thanks for the shoutout!"),)
+    assert decision.state.awaiting == st.awaiting
+    assert any("a message without text is no answer" in line for line in decision.trace)
 
 
 def test_choice_question_offers_quick_replies() -> None:

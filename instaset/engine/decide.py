@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -73,7 +74,7 @@ from instaset.engine.model import ActionStep, AskSpec, AskType, ButtonSpec, OnFa
 from instaset.engine.settings import EngineSettings
 from instaset.engine.state import Awaiting, ConversationState
 from instaset.engine.templating import has_placeholders, render
-from instaset.engine.triggers import fold, inbound_dm, match_trigger
+from instaset.engine.triggers import fold, inbound_dm, match_trigger, strip_edges
 from instaset.events import (
     CommentEvent,
     Event,
@@ -96,9 +97,30 @@ __all__ = [
 #: A comment accepts its private reply for 7 days.
 PRIVATE_REPLY_MAX_AGE = 7 * 86400
 
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$")
+# The domain ends in a TLD of letters, and has no empty label ("example..com").
+_EMAIL_RE = re.compile(r"^[^@\s]+@(?!.*\.\.)[^@\s]+\.[^\W\d_]{2,}$")
 _EMAIL_EDGES = "<>()[]{}\"'`.,;:!?«»“”‘’"
-_PHONE_STRIP_RE = re.compile(r"[\s().\-/]")
+# Separators people put in phone numbers, the typographic dashes included.
+_PHONE_STRIP_RE = re.compile(r"[\s().\-/\u2010-\u2015\u2212]")
+_ASCII_DIGITS = re.compile(r"[0-9]+", re.ASCII)
+
+
+def _email_token(word: str) -> str:
+    """A word holding an address without what is glued around it: brackets and quotes,
+    and trailing punctuation or emoji ("anna@x.com🙏", "anna@x.com…")."""
+    word = word.strip(_EMAIL_EDGES)
+    end = len(word)
+    while end and not word[end - 1].isalnum():
+        end -= 1
+    return word[:end]
+
+
+def _ascii_digits(text: str) -> str:
+    """Decimal digits of any script (full-width, Arabic-Indic...) as ASCII; superscripts
+    and other non-decimal digits stay as they are (and then fail the check)."""
+    if text.isascii():
+        return text
+    return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +368,11 @@ def _prologue(
             # that workflow's to answer, not this question's; the question stays pending.
             trace.append(f"question for {aw.workflow} still pending: the tap's payload "
                          f"{tap!r} goes to its postback workflow")
+        elif tap is None and not (dm.text and dm.text.strip()):
+            # A story mention, a photo or a sticker answers no question: it goes through
+            # the triggers (a story_mention workflow), and the question stays pending.
+            trace.append(f"question for {aw.workflow} still pending: a message without "
+                         "text is no answer")
         else:
             answer = _answer(wf, ask, aw, dm, new_state, settings, now, event.dedupe_key)
             return answer, new_state, trace, dm
@@ -444,20 +471,20 @@ def validate_answer(ask: AskSpec, text: str | None, payload: str | None) -> str 
     if ask.type is AskType.EMAIL:
         # People write "my email is anna@x.com." or "<anna@x.com>": the one address in the
         # message is the answer; none, or two, is not.
-        found = [w.strip(_EMAIL_EDGES) for w in answer.split()
+        found = [_email_token(w) for w in answer.split()
                  if "@" in w and not w.startswith("@")]  # "@anna_fit" is a handle
         if len(found) != 1 or not _EMAIL_RE.match(found[0]):
             return None
         local, _, domain = found[0].rpartition("@")
         return f"{local}@{domain.lower()}"
     if ask.type is AskType.PHONE:
-        compact = _PHONE_STRIP_RE.sub("", answer)
+        compact = _ascii_digits(_PHONE_STRIP_RE.sub("", answer))
         digits = compact[1:] if compact.startswith("+") else compact
-        if not digits.isdigit() or not 7 <= len(digits) <= 15:
+        if not _ASCII_DIGITS.fullmatch(digits) or not 7 <= len(digits) <= 15:
             return None
         return compact
     if ask.type is AskType.CHOICE:
-        for candidate in (payload, answer):
+        for candidate in (payload, answer, strip_edges(answer)):
             if candidate:
                 for choice in ask.choices:
                     if fold(choice) == fold(candidate):

@@ -33,12 +33,17 @@ __all__ = [
 ]
 
 
+# Typographic apostrophes (iPhone "smart punctuation" types U+2019) read as the ASCII one.
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+
+
 @lru_cache(maxsize=4096)
 def fold(text: str) -> str:
-    """Case- and accent-insensitive form of ``text`` with whitespace collapsed."""
+    """Case- and accent-insensitive form of ``text`` with whitespace collapsed; curly
+    apostrophes are the ASCII one."""
     if text.isascii():  # NFKD, NFC and mark stripping leave ASCII as it is
         return " ".join(text.casefold().split())
-    decomposed = unicodedata.normalize("NFKD", text)
+    decomposed = unicodedata.normalize("NFKD", text.translate(_APOSTROPHES))
     kept = "".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn")
     return " ".join(unicodedata.normalize("NFC", kept.casefold()).split())
 
