@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 from aiohttp import web
 
+from instaset.engine.templating import URL_RE
 from instaset.outbox import Outgoing
 from instaset.rules import SendKind
 from instaset.store import stats as store
@@ -33,7 +34,7 @@ from instaset.store import stats as store
 if TYPE_CHECKING:
     from instaset.daemon import Runtime
 
-URL = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
+URL = URL_RE
 CODE = re.compile(r"^[a-z2-7]{10}$")
 # Sentence punctuation glued to the end of a URL belongs to the sentence.
 _TRAILING = ".,;:!?)]}'\""

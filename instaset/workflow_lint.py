@@ -55,6 +55,7 @@ from instaset.engine.model import (
 from instaset.engine.templating import (
     BUILTIN_PLACEHOLDERS,
     LINK_TOKEN_RE,
+    URL_RE,
     placeholders,
     render,
 )
@@ -80,7 +81,6 @@ ASSUMED_SIZES: dict[str, int] = {"username": 30, "first_name": 30, "text": 100, 
 _DM_BYTES = 1000
 _CHAR_LIMITS = {"public": 2200, "buttons": 640, "card": 80}
 _PLACEHOLDER_RE = re.compile(r"\{([a-z_][a-z0-9_]*)(\|[^{}]*)?\}")
-_URL_RE = re.compile(r"https?://[^\s<>\"'`]+", re.IGNORECASE)
 _LINKISH_RE = re.compile(r"\{\s*link\s*:([^{}]*)\}")
 #: Fields filled outside workflows (the user profile lookup).
 _PROFILE_FIELDS = frozenset({"name"})
@@ -190,7 +190,7 @@ def _worst_case(template: str, url_size: int | None) -> str:
               for n in placeholders(template)}
     rendered = render(template, values)
     if url_size is not None:  # link tracking rewrites every URL to {public_url}/l/CODE
-        rendered = _URL_RE.sub("x" * url_size, rendered)
+        rendered = URL_RE.sub("x" * url_size, rendered)
     return LINK_TOKEN_RE.sub("x" * ASSUMED_SIZES["link"], rendered)
 
 

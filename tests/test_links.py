@@ -54,6 +54,29 @@ async def test_text_urls_become_tracked_links_with_stable_codes(db: Database) ->
     assert count is not None and count[0] == 2
 
 
+@pytest.mark.parametrize(
+    ("text", "url", "tail"),
+    [
+        ("Here: https://example.com/guide💪 Enjoy!", "https://example.com/guide", "💪 Enjoy!"),
+        ("詳しくはこちら：https://example.com/guide。ぜひ！", "https://example.com/guide", "。ぜひ！"),
+        ("Grab it (https://example.com/guide)…", "https://example.com/guide", ")…"),
+        ("https://de.wikipedia.org/wiki/Straße ok", "https://de.wikipedia.org/wiki/Straße", " ok"),
+        ("see https://en.wikipedia.org/wiki/Foo_(bar).", "https://en.wikipedia.org/wiki/Foo_(bar)",
+         "."),
+    ],
+)
+async def test_what_is_glued_after_a_url_stays_in_the_message(
+    db: Database, text: str, url: str, tail: str
+) -> None:
+    """Found by the s11 audit: an emoji, CJK text or "…" written right after a URL was
+    taken into the link: it vanished from the message and the redirect went to a broken
+    URL."""
+    [new] = await track(db, [text_send("send:msg:m9:0", text)])
+    (row,) = await db.fetchall("SELECT code, url FROM links")
+    assert row["url"] == url
+    assert new.text is not None and new.text.endswith(f"{BASE}/l/{row['code']}{tail}")
+
+
 async def test_templates_human_replies_and_no_public_url(db: Database) -> None:
     tpl = json.dumps({"type": "button", "text": "Pick", "buttons": [
         {"type": "web_url", "url": "https://example.com/book", "title": "Book"},

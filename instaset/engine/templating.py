@@ -26,6 +26,7 @@ from functools import lru_cache
 __all__ = [
     "BUILTIN_PLACEHOLDERS",
     "LINK_TOKEN_RE",
+    "URL_RE",
     "has_placeholders",
     "link_names",
     "placeholders",
@@ -38,6 +39,11 @@ BUILTIN_PLACEHOLDERS: frozenset[str] = frozenset({"username", "first_name", "tex
 _PLACEHOLDER_RE = re.compile(r"\{([a-z_][a-z0-9_]*)(?:\|([^{}]*))?\}")
 #: Matches a tracked-link token; group 1 is the link name. The sender replaces these.
 LINK_TOKEN_RE = re.compile(r"\{link:([A-Za-z0-9_.-]+)\}")
+#: An http(s) URL in a text: printable ASCII but for quotes, ``<`` and ``>``, and letters
+#: and digits of any script (``/wiki/Straße``). Emoji, "…" and CJK punctuation end it: a
+#: creator writes "guide💪" or "guide。ぜひ" with no space (the sender's link tracking and
+#: the text-length lint use this).
+URL_RE = re.compile(r"https?://(?:[!#-&(-;=?-_a-~]|[^\W\x00-\x7f])+", re.IGNORECASE)
 
 
 def placeholders(template: str) -> set[str]:
