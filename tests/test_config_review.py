@@ -294,6 +294,27 @@ def test_a_misspelt_field_is_flagged_even_with_a_fallback() -> None:
     assert "renders its fallback" in flagged[0]
 
 
+def test_a_capitalised_placeholder_is_an_error_in_every_templated_text() -> None:
+    """Found by the s11 audit: refused in a reply, {Username} passed validate --strict in
+    buttons, cards, offer_booking and the handoff note, and went out literally."""
+    actions = ("\n      - buttons: {text: 'Hi {First_Name|there}', buttons: [{title: Go, payload: G}]}"
+               "\n      - template: {elements: [{title: 'For {Username}', subtitle: '{Plan|x}'}]}"
+               "\n      - offer_booking: {text: 'Pick one, {First_Name|friend}:'}"
+               "\n      - handoff: {note: '{Username} wants a call'}")
+    assert problems(workflow(actions=actions)) == [
+        "config.yaml:5:25: workflows[0].actions[0].buttons.text: placeholder {First_Name} must"
+        " be lowercase letters, digits and _ (did you mean {first_name}?)",
+        "config.yaml:6:39: workflows[0].actions[1].template.elements[0].title: placeholder"
+        " {Username} must be lowercase letters, digits and _ (did you mean {username}?)",
+        "config.yaml:6:67: workflows[0].actions[1].template.elements[0].subtitle: placeholder"
+        " {Plan} must be lowercase letters, digits and _ (did you mean {plan}?)",
+        "config.yaml:7:31: workflows[0].actions[2].offer_booking.text: placeholder"
+        " {First_Name} must be lowercase letters, digits and _ (did you mean {first_name}?)",
+        "config.yaml:8:25: workflows[0].actions[3].handoff.note: placeholder {Username} must"
+        " be lowercase letters, digits and _ (did you mean {username}?)",
+    ]
+
+
 def test_list_errors_read_as_lists_not_tuples() -> None:
     text = ("workflows:\n  - name: w\n    trigger: {dm: {keywords: 42}}\n"
             "    actions: [{reply: hi}]\n"

@@ -403,6 +403,8 @@ class HandoffSpec(_Model):
     pause_for: Duration | None = None
     note: str | None = None
 
+    _note = field_validator("note")(lambda v: v if v is None else check_template(v))
+
 
 class MediaSpec(_Model):
     type: Literal["image", "video", "audio", "file"]
@@ -431,6 +433,8 @@ class ButtonsSpec(_Model):
     text: str = Field(min_length=1, max_length=640)
     buttons: tuple[ButtonSpec, ...] = Field(min_length=1, max_length=3)
 
+    _text = field_validator("text")(check_template)
+
 
 class TemplateElement(_Model):
     title: str = Field(min_length=1, max_length=80)
@@ -438,6 +442,9 @@ class TemplateElement(_Model):
     image_url: str | None = None
     url: str | None = None
     buttons: tuple[ButtonSpec, ...] = Field(default=(), max_length=3)
+
+    _texts = field_validator("title", "subtitle")(
+        lambda v: v if v is None else check_template(v))
 
 
 class TemplateSpec(_Model):
@@ -466,6 +473,8 @@ class OfferBookingSpec(_Model):
     """Offer booking slots (the booking feature sends them); optional intro text."""
 
     text: str | None = None
+
+    _text = field_validator("text")(lambda v: v if v is None else check_template(v))
 
 
 _Text = Annotated[TextSpec, BeforeValidator(_text_shorthand)]
