@@ -58,7 +58,8 @@ async def test_text_urls_become_tracked_links_with_stable_codes(db: Database) ->
     ("text", "url", "tail"),
     [
         ("Here: https://example.com/guide💪 Enjoy!", "https://example.com/guide", "💪 Enjoy!"),
-        ("詳しくはこちら：https://example.com/guide。ぜひ！", "https://example.com/guide", "。ぜひ！"),
+        ("詳しくはこちら：https://example.com/guide。ぜひ！", "https://example.com/guide",
+         "。ぜひ！"),
         ("Grab it (https://example.com/guide)…", "https://example.com/guide", ")…"),
         ("https://de.wikipedia.org/wiki/Straße ok", "https://de.wikipedia.org/wiki/Straße", " ok"),
         ("see https://en.wikipedia.org/wiki/Foo_(bar).", "https://en.wikipedia.org/wiki/Foo_(bar)",
