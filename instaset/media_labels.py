@@ -5,6 +5,8 @@ Its own module so that the inbox can label media without importing every event c
 
 from __future__ import annotations
 
+from instaset.oneline import one_line
+
 # Types whose own name reads badly; the rest read fine with "_" as a space.
 _ATTACHMENT_LABELS = {
     "share": "shared post",
@@ -17,7 +19,7 @@ _DESCRIBE_MAX = 60
 
 
 def _one_line(text: str) -> str:
-    line = " ".join(text.split())
+    line = one_line(text)
     return line if len(line) <= _DESCRIBE_MAX else line[: _DESCRIBE_MAX - 1] + "…"
 
 

@@ -14,3 +14,11 @@ import unicodedata
 def one_line(text: str) -> str:
     return " ".join("".join(" " if unicodedata.category(ch)[0] == "C" else ch
                             for ch in text).split())
+
+
+def printable(text: str) -> str:
+    """As :func:`one_line`, but line breaks stay (a message's own lines, in a thread view);
+    every other control or format character is a space."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "\n".join("".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in line)
+                     for line in lines)

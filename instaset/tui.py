@@ -32,6 +32,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 from instaset import inbox, timefmt
 from instaset.errors import InstasetError
 from instaset.inbox import ContactRef
+from instaset.oneline import one_line, printable
 
 if TYPE_CHECKING:
     from instaset.config import Config
@@ -100,11 +101,11 @@ def _ts(iso: str) -> float:
 def render_thread(doc: dict[str, Any], now: float) -> Text:
     """The thread as rich text: a header about the contact, then one block per message."""
     c = doc["contact"]
-    who = f"@{c['username']}" if c["username"] else c["id"]
+    who = one_line(f"@{c['username']}" if c["username"] else c["id"])
     out = Text()
     out.append(who, style="bold")
     if c["name"]:
-        out.append(f" ({c['name']})")
+        out.append(f" ({one_line(c['name'])})")
     out.append(f"  stage {c['stage']}  automation {_automation_cell(c['automation'], now)}  "
                "window ")
     out.append_text(_window_cell(c["window"]))
@@ -115,7 +116,7 @@ def render_thread(doc: dict[str, Any], now: float) -> Text:
         out.append(f"{stamp} ", style="dim")
         out.append(SENDER_LABELS.get(sender, sender), style=SENDER_STYLES.get(sender, ""))
         out.append(": ")
-        out.append(m["preview"])
+        out.append(printable(m["preview"]))
         if m["edited"]:
             out.append(" (edited)", style="dim")
         if m["reactions"]:
@@ -199,8 +200,8 @@ class InboxApp(App[None]):
         await self._load_thread()
 
     def _row(self, c: dict[str, Any], now: float) -> tuple[Any, ...]:
-        who = f"@{c['username']}" if c["username"] else c["contact_id"]
-        last = " ".join((c["last_message"] or "").split())
+        who = one_line(f"@{c['username']}" if c["username"] else c["contact_id"])
+        last = one_line(c["last_message"] or "")
         if c["last_from"] in ("automation", "human"):
             last = f"{'you' if c['last_from'] == 'human' else 'bot'}: {last}"
         return (_row_key(_ref(c)), Text(who, style="bold" if c["unread"] else ""),

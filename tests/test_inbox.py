@@ -409,3 +409,25 @@ def test_show_has_the_comment_a_private_reply_answered(tmp_path: Path) -> None:
     assert len(lines) == 2
     assert "commented on media 17900000000000555: GUIDE please 🙏" in lines[0]
     assert "bot: Here it is!" in lines[1]
+
+
+def test_escape_codes_in_a_contacts_text_never_reach_the_terminal(tmp_path: Path) -> None:
+    """Found by the s11 input audit: a DM (or an attachment type) holding ANSI/OSC escapes
+    cleared the screen, set the window title and recoloured the terminal through `inbox`
+    and `inbox show`."""
+    evil = "hello \x1b[2J\x1b[H\x1b]0;PWNED\x07\x1b[31mred\x1b[0m\rOVER\x00"
+
+    async def build() -> Path:
+        async with open_harness(tmp_path) as h:
+            await h.sandbox.user_sends_dm(ALICE, evil, attachments=[
+                {"type": "\x1b[31mevil\nline", "payload": {"url": "https://cdn.example/x"}}])
+            await h.settle()
+            return h.config.storage.db_path()
+
+    cfg = write_config(tmp_path, asyncio.run(build()))
+    listing = run_cli(cfg, "inbox", "--plain")
+    shown = run_cli(cfg, "inbox", "show", ALICE)
+    for result in (listing, shown):
+        assert result.exit_code == 0, result.output
+        assert not any(ch in result.stdout for ch in "\x1b\x07\r\x00"), repr(result.stdout)
+    assert "hello" in shown.stdout and "OVER" in shown.stdout and "evil line" in shown.stdout

@@ -20,6 +20,7 @@ from instaset.cli.app import app, handle_errors, is_tty, nonempty, run_async, su
 from instaset.cli.app import open_db as open_database
 from instaset.cli.cmd_config import load_or_exit, storage_or_exit
 from instaset.errors import InstasetError
+from instaset.oneline import one_line, printable
 
 if TYPE_CHECKING:
     from instaset.config import Config
@@ -48,7 +49,7 @@ def _echo_json(doc: object) -> None:
 
 
 def _short(text: str | None, n: int = 60) -> str:
-    t = " ".join((text or "").split())
+    t = one_line(text or "")  # a contact's text: no escape may reach the terminal
     return t if len(t) <= n else t[: n - 1] + "…"
 
 
@@ -101,7 +102,7 @@ def inbox(
         last = _short(c["last_message"])
         if c["last_from"] in ("automation", "human"):
             last = f"{'you' if c['last_from'] == 'human' else 'bot'}: {last}"
-        rows.append((f"@{c['username']}" if c["username"] else c["contact_id"],
+        rows.append((one_line(f"@{c['username']}" if c["username"] else c["contact_id"]),
                      str(c["unread"] or ""), c["stage"], _automation_text(c["automation"], now),
                      _window_text(c["window"], now), last, _ago(c["last_message_at"], now),
                      c))
@@ -193,7 +194,7 @@ def show(
         _echo_json(doc)
         return
     c = doc["contact"]
-    who = f"@{c['username']}" if c["username"] else c["id"]
+    who = one_line(f"@{c['username']}" if c["username"] else c["id"])
     cli_app.out_console.print(Text.assemble(
         (who, "bold"), f"  stage {c['stage']}  ·  automation ",
         describe_automation(_ts(c["automation"]["paused_until"]), now),
@@ -209,12 +210,12 @@ def show(
             where = "a live video" if m["live"] else f"media {m['media_id'] or '?'}"
             what = "replied to a comment" if m["reply"] else "commented"
             line.append(f"{who} {what} on {where}: ", style="cyan")
-            line.append(m["text"] or "[no text]")
+            line.append(printable(m["text"] or "[no text]"))
             cli_app.out_console.print(line)
             continue
         sender = {"contact": who, "automation": "bot", "human": "you"}[m["sent_by"]]
         line.append(f"{sender}: ", style="cyan" if m["direction"] == "in" else "magenta")
-        line.append(m["preview"])
+        line.append(printable(m["preview"]))
         if m["edited"]:
             line.append(" (edited)", style="dim")
         for by, reaction in m["reactions"].items():
