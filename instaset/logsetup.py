@@ -3,7 +3,9 @@
 stderr is what journald (and ``docker logs``) collect, so the daemon never writes log files.
 Two formats:
 
-- ``text`` (default): ``<time> <LEVEL> <logger>: <message>``, for people.
+- ``text`` (default): ``<time> <LEVEL> <logger>: <message>``, for people. The message is
+  made one line (:func:`instaset.oneline.one_line`): ids and texts from outside cannot
+  forge a log line or colour a terminal; a traceback still follows on its own lines.
 - ``json``: one JSON object per line with exactly ``ts`` (ISO 8601 UTC, milliseconds, ``Z``),
   ``level``, ``logger`` and ``msg``, plus ``exc`` (the formatted traceback) when the record
   carries an exception. Newlines inside a message stay escaped inside the JSON string, so a
@@ -18,6 +20,8 @@ import sys
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TextIO
+
+from instaset.oneline import one_line
 
 
 class LogFormat(StrEnum):
@@ -45,6 +49,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=True)
 
 
+class TextFormatter(logging.Formatter):
+    """``<time> <LEVEL> <logger>: <message>`` with the message on one line."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        if not record.message.isprintable():  # C-fast; almost every message is
+            record.message = one_line(record.message)
+        return super().formatMessage(record)
+
+
 def make_formatter(fmt: LogFormat | str = LogFormat.TEXT) -> logging.Formatter:
     """The formatter for ``fmt``; :class:`ValueError` names the accepted values otherwise."""
     try:
@@ -54,7 +70,7 @@ def make_formatter(fmt: LogFormat | str = LogFormat.TEXT) -> logging.Formatter:
         raise ValueError(f"unknown log format {fmt!r}; use one of: {choices}") from None
     if kind is LogFormat.JSON:
         return JsonFormatter()
-    return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return TextFormatter()
 
 
 def client_fault(exc: BaseException) -> bool:

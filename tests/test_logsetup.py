@@ -77,6 +77,23 @@ def test_text_format_is_the_default() -> None:
         json.loads(line)
 
 
+def test_text_lines_cannot_be_forged_by_ids_from_outside() -> None:
+    """Found by the s11 input audit: a sender id "x\nERROR fake" (Meta-signed, but from
+    outside) wrote a second, fake ERROR line; a NUL made grep call the log binary."""
+    stream = io.StringIO()
+    setup_logging("INFO", stream=stream)
+    log = logging.getLogger("instaset.worker")
+    log.info("%s -> %s", "x\nERROR fake\x00\x1b[31m", "guide")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("job failed")
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith(" INFO instaset.worker: x ERROR fake [31m -> guide")
+    assert lines[1].endswith(" ERROR instaset.worker: job failed")
+    assert lines[2] == "Traceback (most recent call last):"  # a traceback keeps its lines
+
+
 def test_unknown_format_is_refused() -> None:
     assert isinstance(make_formatter("JSON"), JsonFormatter)
     with pytest.raises(ValueError, match="use one of: text, json"):
