@@ -34,7 +34,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from instaset.engine.model import Hours, Workflow
+from instaset.engine.model import Hours, Workflow, nested_repeat
 from instaset.paths import default_db_path
 from instaset.timefmt import DURATION_PATTERN, format_duration, parse_duration
 
@@ -237,6 +237,10 @@ class LeadRule(_Model):
                 re.compile(self.regex)
             except re.error as exc:
                 raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
+            if nested_repeat(self.regex):
+                raise ValueError(f"regex {self.regex!r} repeats a group that itself repeats "
+                                 "(like (a+)+): a short message can make it run for minutes "
+                                 "and stall the daemon; drop the outer repeat")
         return self
 
 

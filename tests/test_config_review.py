@@ -449,6 +449,26 @@ def test_every_bad_regex_of_a_list_is_reported() -> None:
     assert "invalid regex 'a('" in found and "invalid regex 'b['" in found
 
 
+@pytest.mark.parametrize(
+    ("pattern", "refused"),
+    [(r"^(a+)+$", True), (r"(\w+\s?)*", True), (r"(a*)*", True), (r"(?:x+y)+", True),
+     (r"price|cost", False), (r"(ab)+", False), (r"\bgui(de|a)\b", False),
+     (r"^(hi|hey)+$", False), (r"(a{1,1})+", False)],
+)
+def test_a_regex_that_repeats_a_repeat_is_refused(pattern: str, refused: bool) -> None:
+    """Found by the s11 input audit: with `^(a+)+$` a 26-character DM stalled the daemon's
+    one event loop for 1.5 s, each 2 more characters 4 times longer (Python's re has no
+    time limit), and validate said nothing."""
+    text = (f"workflows:\n  - name: x\n    trigger: {{dm: {{keywords: ['{pattern}'],"
+            " match: regex}}\n    actions: [{reply: hi}]\n")
+    if refused:
+        (found,) = problems(text)
+        assert f"regex {pattern!r} repeats a group that itself repeats" in found
+        assert "stall the daemon" in found
+    else:
+        assert parse_config_text(text, "config.yaml", {}).workflows[0].name == "x"
+
+
 # An AI call must end before the worker cuts its job off (3/4 of the lease), or the message
 # is lost to a bare job timeout with no fallback (found by the session-10 AI audit).
 def test_an_ai_timeout_longer_than_a_job_is_a_located_error() -> None:

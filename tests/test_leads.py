@@ -116,6 +116,10 @@ def test_rule_validation() -> None:
         LeadRule(name="x", points=1, tag="a", field="b")
     with pytest.raises(ValueError, match="invalid regex"):
         LeadRule(name="x", points=1, regex="(")
+    # Lead rules run on every message too: a repeated repeat could stall the daemon.
+    with pytest.raises(ValueError, match="repeats a group that itself repeats"):
+        LeadRule(name="x", points=1, regex=r"(\w+\s?)+price")
+    assert LeadRule(name="x", points=1, regex=r"\bprice\b").regex == r"\bprice\b"
     with pytest.raises(ValueError, match="two lead rules"):
         LeadsConfig(rules=[LeadRule(name="x", points=1, tag="a"),
                            LeadRule(name="x", points=2, tag="b")])

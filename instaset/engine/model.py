@@ -30,6 +30,7 @@ seconds; times of day are ``"HH:MM"`` in the creator's timezone.
 
 from __future__ import annotations
 
+import importlib
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -120,6 +121,39 @@ class MatchMode(StrEnum):
     REGEX = "regex"
 
 
+def nested_repeat(pattern: str) -> bool:
+    """Whether ``pattern`` (a valid regex) repeats, unboundedly or more than once, a part
+    that itself repeats (``(a+)+``, ``(\\w+\\s?)*``): the shape whose backtracking grows
+    exponentially with the text, on the daemon's one event loop (Python's ``re`` has no
+    time limit). Read from the parsed pattern (``re._parser``, CPython's own)."""
+    # Private modules (typeshed has no stubs for them): looked up by name.
+    sre: Any = importlib.import_module("re._parser")
+    c: Any = importlib.import_module("re._constants")
+
+    repeats = (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT)
+
+    def walk(items: Any, inside_repeat: bool) -> bool:
+        for op, av in items:
+            if op in repeats:
+                _low, high, sub = av
+                many = high is c.MAXREPEAT or high > 1
+                if many and inside_repeat:
+                    return True
+                if walk(sub, inside_repeat or many):
+                    return True
+            elif op is c.SUBPATTERN:
+                if walk(av[-1], inside_repeat):
+                    return True
+            elif op is c.BRANCH:
+                if any(walk(branch, inside_repeat) for branch in av[1]):
+                    return True
+            elif op in (c.ASSERT, c.ASSERT_NOT) and walk(av[1], inside_repeat):
+                return True
+        return False
+
+    return walk(sre.parse(pattern), False)
+
+
 class TriggerKeywords(_Model):
     """Keywords plus a match mode; an empty keyword list matches any text."""
 
@@ -137,6 +171,11 @@ class TriggerKeywords(_Model):
                     re.compile(kw)
                 except re.error as exc:
                     bad.append(f"invalid regex {kw!r}: {exc}")
+                    continue
+                if nested_repeat(kw):
+                    bad.append(f"regex {kw!r} repeats a group that itself repeats (like "
+                               "(a+)+): a short message can make it run for minutes and stall "
+                               "the daemon; drop the outer repeat (a+) or use match: word")
         if bad:
             raise ValueError("; ".join(bad))
         return self
