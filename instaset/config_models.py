@@ -131,17 +131,19 @@ class WorkerConfig(_Model):
     concurrency: int = Field(default=32, ge=1)
     # At least 30 s: a job is cut off at 3/4 of its lease, and a call to Meta may take 20 s;
     # a shorter lease would cut sends off mid-call and make their outcome unknown.
-    lease_seconds: float = Field(default=120, ge=30)
+    lease_seconds: float = Field(default=120, ge=30, allow_inf_nan=False)
     max_attempts: int = Field(default=6, ge=1)
-    backoff_base: float = Field(default=2.0, ge=0)
-    backoff_cap: float = Field(default=600, ge=0)
-    poll_interval: float = Field(default=1.0, ge=0)
-    shutdown_grace: float = Field(default=10, ge=0)
+    backoff_base: float = Field(default=2.0, ge=0, allow_inf_nan=False)
+    backoff_cap: float = Field(default=600, ge=0, allow_inf_nan=False)
+    poll_interval: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    shutdown_grace: float = Field(default=10, ge=0, allow_inf_nan=False)
+    # (allow_inf_nan=False: YAML's .inf passed ge=0; a poll_interval of .inf never ran a
+    # delayed step.)
 
 
 class RateLimitConfig(_Model):
-    text_per_second: float = Field(default=5, gt=0)
-    media_per_second: float = Field(default=1, gt=0)
+    text_per_second: float = Field(default=5, gt=0, allow_inf_nan=False)
+    media_per_second: float = Field(default=1, gt=0, allow_inf_nan=False)
     private_replies_per_hour: int = Field(default=200, ge=1)
     conversations_per_second: float = Field(default=2, gt=0)
 

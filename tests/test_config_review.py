@@ -484,3 +484,15 @@ def test_an_ai_timeout_that_fits_in_a_job_loads() -> None:
                              "config.yaml", {}).ai.timeout_ms == 20500
     assert parse_config_text("ai:\n  timeout_ms: 88000\n", "config.yaml", {}).ai.timeout_ms == (
         88000)
+
+
+@pytest.mark.parametrize("key", ["worker.poll_interval", "worker.lease_seconds",
+                                 "worker.backoff_base", "worker.backoff_cap",
+                                 "worker.shutdown_grace", "rate_limits.text_per_second",
+                                 "rate_limits.media_per_second"])
+def test_an_infinite_duration_or_rate_is_refused(key: str) -> None:
+    """Found by the s11 input audit: `.inf` passed ge=0 (NaN did not); with
+    `worker.poll_interval: .inf` a delayed step never ran."""
+    section, name = key.split(".")
+    (found,) = problems(f"{section}:\n  {name}: .inf\n")
+    assert found.startswith("config.yaml:2:") and f"{key}: must be a finite number" in found
