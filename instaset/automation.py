@@ -198,7 +198,7 @@ class WorkflowAutomation:
                         "comment_id": action.comment_id,
                         "comment_at": (comment_at if action.comment_at is None
                                        else action.comment_at),
-                        "public_ok": action.public_ok,
+                        "public_ok": action.public_ok, "text": action.text,
                     }, run_at=action.run_at))
                 case GenerateAIReply():
                     jobs.append(NewJob("ai_reply", f"ai:{k}", {
@@ -247,7 +247,9 @@ class WorkflowAutomation:
             decision = resume(state, self.workflows, self.settings, str(p["workflow"]),
                               int(p["step"]), now, comment_id=comment_id,
                               comment_at=float(comment_at) if comment_at is not None else None,
-                              public_ok=bool(p.get("public_ok")), turns=turns)
+                              public_ok=bool(p.get("public_ok")),
+                              text=p.get("text") if isinstance(p.get("text"), str) else None,
+                              turns=turns)
             jobs = await self._persist(conn, decision, f"resume:{job.key}", now,
                                        p.get("comment_at"))
             if jobs:

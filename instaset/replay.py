@@ -426,6 +426,7 @@ class Replayer:
                            p.schedule.workflow, p.schedule.step, p.run_at,
                            comment_id=p.schedule.comment_id,
                            comment_at=p.schedule.comment_at, public_ok=p.schedule.public_ok,
+                           text=p.schedule.text,
                            turns=turns.get(p.account_id, {}))
                 st[(p.account_id, p.contact_id)] = d.state
                 key = f"resume:{p.origin}:{p.schedule.workflow}:{p.schedule.step}"

@@ -140,7 +140,7 @@ def test_window_closed_refuses_sends_but_keeps_bookkeeping() -> None:
     wfs = steps_wf("    - delay: 2d\n    - reply: hello\n    - media: {type: image, url: "
                    "'https://x.example/a.jpg'}\n    - tag: followed-up\n    - notify: done\n")  # fmt: skip
     first = decide(dm("go"), state(), wfs, SETTINGS, NOW)
-    assert first.actions == (Schedule(NOW + 2 * 86400, "w", 1),)
+    assert first.actions == (Schedule(NOW + 2 * 86400, "w", 1, text="go"),)
     later = resume(first.state, wfs, SETTINGS, "w", 1, NOW + 2 * 86400)
     assert later.actions == (SetTag("followed-up"), Notify("done"))
     assert sum("24 h window closed" in line for line in later.trace) == 2
@@ -495,7 +495,7 @@ DELAY_WF = """
 def test_delay_schedules_and_resume_continues() -> None:
     wfs = workflows(DELAY_WF)
     first = decide(dm("guide"), state(), wfs, SETTINGS, NOW)
-    assert first.actions == (SendText("Here you go"), Schedule(NOW + 600, "drip", 2))
+    assert first.actions == (SendText("Here you go"), Schedule(NOW + 600, "drip", 2, text="guide"))
     second = resume(first.state, wfs, SETTINGS, "drip", 2, NOW + 600)
     assert second.workflow == "drip"
     text = second.actions[0]
@@ -512,7 +512,7 @@ def test_delay_after_a_comment_keeps_the_comment() -> None:
     first = decide(comment("guide"), state(), wfs, SETTINGS, NOW)
     assert first.actions == (
         PrivateReply("17900", "Here you go"),
-        Schedule(NOW + 600, "drip", 2, "17900", public_ok=True, comment_at=NOW),
+        Schedule(NOW + 600, "drip", 2, "17900", public_ok=True, comment_at=NOW, text="guide"),
     )
     # The private reply was used before the delay and the contact never answered.
     later = resume(first.state, wfs, SETTINGS, "drip", 2, NOW + 600, comment_id="17900",
@@ -560,6 +560,19 @@ def test_public_reply_after_a_delay_answers_the_comment(parent: str | None, publ
     else:
         assert later.actions == ()
         assert any("skipped public_reply" in line for line in later.trace)
+
+
+def test_text_is_the_answered_message_after_a_delay_too() -> None:
+    """Found by the s11 workflow audit: {text} was empty in every step after a delay."""
+    wfs = steps_wf("    - reply: 'you said: {text}'\n    - delay: 2h\n"
+                   "    - reply: 'following up on {text}'\n")
+    first = decide(dm("go for it"), state(), wfs, SETTINGS, NOW)
+    (said, schedule) = first.actions
+    assert said == SendText("you said: go for it")
+    assert isinstance(schedule, Schedule) and schedule.text == "go for it"
+    later = resume(first.state, wfs, SETTINGS, "w", schedule.step, schedule.run_at,
+                   text=schedule.text)
+    assert later.actions == (SendText("following up on go for it"),)
 
 
 def test_private_reply_after_a_delay_keeps_the_seven_days() -> None:

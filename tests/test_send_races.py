@@ -158,6 +158,18 @@ async def test_public_reply_after_a_delay_is_posted(tmp_path: Path) -> None:
     assert replies == ["Check your DMs"]
 
 
+async def test_the_answered_text_reaches_the_step_after_a_delay(tmp_path: Path) -> None:
+    """{text} after a delay: carried in the resume_flow job's payload."""
+    flows = [{"name": "drip", "trigger": {"dm": {"keywords": ["guide"]}},
+              "actions": [{"delay": "1h"}, {"reply": "About '{text}': did you read it?"}]}]
+    async with open_harness(tmp_path, workflows=flows) as h:
+        await h.dm(IGSID, "send the guide")
+        await h.settle()
+        await h.settle(advance_up_to=HOUR + 60)
+        texts = [r.json["message"].get("text") for r in h.graph_sends(IGSID)]
+    assert texts == ["About 'send the guide': did you read it?"]
+
+
 async def test_a_new_contacts_second_message_waits_for_the_first(tmp_path: Path) -> None:
     """With ``{username}`` in a workflow, a new contact's first message waits for their
     profile (``first_plan``). Their second message was decided meanwhile: it took the

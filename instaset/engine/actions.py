@@ -235,7 +235,8 @@ class Schedule(_Base):
     :func:`~instaset.engine.decide.resume`. ``comment_id`` carries the comment a
     comment-triggered workflow answers, so a private reply after a delay still has it;
     ``public_ok``: it is a top-level post comment, so a public reply after the delay may
-    answer it too; ``comment_at``: when it was written (a private reply's 7 days)."""
+    answer it too; ``comment_at``: when it was written (a private reply's 7 days);
+    ``text``: the message or comment the workflow answers (``{text}`` in later steps)."""
 
     type: ClassVar[str] = "schedule"
     run_at: float
@@ -244,6 +245,7 @@ class Schedule(_Base):
     comment_id: str | None = None
     public_ok: bool = False
     comment_at: float | None = None
+    text: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

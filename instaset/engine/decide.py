@@ -390,11 +390,13 @@ def resume(
     comment_id: str | None = None,
     comment_at: float | None = None,
     public_ok: bool = False,
+    text: str | None = None,
     turns: Mapping[str, int] | None = None,
 ) -> Decision:
     """Continue ``workflow_name`` at ``step`` (0-based) after a ``delay``: the payload of a
     :class:`~instaset.engine.actions.Schedule` (``comment_at``: when its comment was
-    written, for the private reply's 7 days). Nothing runs while the conversation is paused
+    written, for the private reply's 7 days; ``text``: the message answered, for
+    ``{text}``). Nothing runs while the conversation is paused
     or if the workflow was removed or disabled since."""
     if state.paused(now):
         assert state.paused_until is not None
@@ -405,8 +407,8 @@ def resume(
         msg = f"{workflow_name}: continuation dropped, workflow or step no longer exists"
         return Decision(None, (), state, (msg,))
     seed = f"resume|{state.contact_id}|{step}|{state.fired.get(wf.name, 0.0)!r}"
-    run = _Run(wf, state, settings, now, seed, comment_id=comment_id, comment_at=comment_at,
-               public_to=comment_id if public_ok else None, turns=turns)
+    run = _Run(wf, state, settings, now, seed, text=text, comment_id=comment_id,
+               comment_at=comment_at, public_to=comment_id if public_ok else None, turns=turns)
     # A private reply already sent before the delay used the comment's one message.
     run.private_used = comment_id is not None and any(
         s.kind in ("reply", "private_reply", "ask", "media", "template", "buttons")
@@ -620,7 +622,7 @@ def _step(run: _Run, i: int, step: ActionStep) -> bool:
             at = run.now + step.delay
             run.actions.append(Schedule(at, run.wf.name, i + 1, run.comment_id,
                                         public_ok=run.public_to is not None,
-                                        comment_at=run.comment_at))
+                                        comment_at=run.comment_at, text=run.text))
             run.note(i, f"continues at {fmt_time(at)}")
         return False
     elif step.ai_reply is not None:
