@@ -647,3 +647,26 @@ def test_curly_apostrophes_match_a_keyword_with_the_ascii_one(text: str) -> None
     "what's the price" missed iPhone users."""
     decision = run(one("""{dm: {keywords: ["what's the price"]}}"""), dm(text))
     assert decision.workflow == "w"
+
+
+def test_a_first_message_held_back_by_its_conditions_leaves_it_to_the_fallback() -> None:
+    """Found by the s11 audit: a new contact writing outside a `first_message` workflow's
+    hours got nothing, where a returning contact got the fallback."""
+    wfs = """
+- name: welcome
+  priority: 1
+  trigger: {first_message: true}
+  when: {hours: {days: sat, from: '09:00', to: '18:00'}}
+  actions: [{reply: welcome}]
+- name: guide
+  trigger: {dm: {keywords: [guide]}}
+  when: {hours: {days: sat, from: '09:00', to: '18:00'}}
+  actions: [{reply: guide}]
+- name: fb
+  trigger: {fallback: true}
+  actions: [{reply: "thanks, I'll answer soon"}]
+"""
+    new = state(is_new=True)
+    assert run(wfs, dm("hello"), new).actions == (SendText("thanks, I'll answer soon"),)
+    # A keyword held back by its conditions still blocks it: they asked for the guide.
+    assert run(wfs, dm("guide please"), new).actions == ()

@@ -74,7 +74,13 @@ from instaset.engine.model import ActionStep, AskSpec, AskType, ButtonSpec, OnFa
 from instaset.engine.settings import EngineSettings
 from instaset.engine.state import Awaiting, ConversationState
 from instaset.engine.templating import has_placeholders, render
-from instaset.engine.triggers import fold, inbound_dm, match_trigger, strip_edges
+from instaset.engine.triggers import (
+    FIRST_MESSAGE,
+    fold,
+    inbound_dm,
+    match_trigger,
+    strip_edges,
+)
 from instaset.events import (
     CommentEvent,
     Event,
@@ -304,7 +310,9 @@ def _choose(
         reason = match_trigger(wf.trigger, event, is_new)
         if reason is None:
             continue
-        matched_any = True
+        # A keyword, tap, story or referral that matched means the contact asked for
+        # something specific (no generic fallback then); a first message asks for nothing.
+        matched_any = matched_any or reason != FIRST_MESSAGE
         failure = check_conditions(wf.name, wf.when, new_state, settings, now)
         if failure is not None:
             trace.append(f"skipped {wf.name}: {reason}, but {failure}")

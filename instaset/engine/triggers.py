@@ -24,6 +24,7 @@ from instaset.events import (
 )
 
 __all__ = [
+    "FIRST_MESSAGE",
     "fold",
     "inbound_dm",
     "inbound_text",
@@ -35,6 +36,10 @@ __all__ = [
 
 # Typographic apostrophes (iPhone "smart punctuation" types U+2019) read as the ASCII one.
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+
+
+#: The reason :func:`match_trigger` gives for a ``first_message`` match.
+FIRST_MESSAGE = "first message from a new contact"
 
 
 @lru_cache(maxsize=4096)
@@ -215,7 +220,7 @@ def match_trigger(trigger: Trigger, event: Event, is_new: bool) -> str | None:
         if reason is not None:
             return reason
     if trigger.first_message is not None and is_new:
-        return "first message from a new contact"
+        return FIRST_MESSAGE
     return None
 
 
