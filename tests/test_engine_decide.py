@@ -670,3 +670,10 @@ def test_a_first_message_held_back_by_its_conditions_leaves_it_to_the_fallback()
     assert run(wfs, dm("hello"), new).actions == (SendText("thanks, I'll answer soon"),)
     # A keyword held back by its conditions still blocks it: they asked for the guide.
     assert run(wfs, dm("guide please"), new).actions == ()
+
+
+@pytest.mark.parametrize("text", ["KAYIT", "kayıt", "Kayit olmak istiyorum"])
+def test_turkish_dotless_i_folds_like_its_upper_case(text: str) -> None:
+    """Found by the s11 audit: casefold makes "KAYIT" "kayit", so the keyword "kayıt"
+    (register) missed it."""
+    assert run(one("{dm: {keywords: [kayıt]}}"), dm(text)).workflow == "w"

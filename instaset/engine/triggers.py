@@ -34,8 +34,9 @@ __all__ = [
 ]
 
 
-# Typographic apostrophes (iPhone "smart punctuation" types U+2019) read as the ASCII one.
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+# Typographic apostrophes (iPhone "smart punctuation" types U+2019) read as the ASCII one;
+# Turkish dotless ı as i (casefold turns "KAYIT" into "kayit", never into "kayıt").
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u0131": "i"})
 
 
 #: The reason :func:`match_trigger` gives for a ``first_message`` match.
@@ -45,7 +46,7 @@ FIRST_MESSAGE = "first message from a new contact"
 @lru_cache(maxsize=4096)
 def fold(text: str) -> str:
     """Case- and accent-insensitive form of ``text`` with whitespace collapsed; curly
-    apostrophes are the ASCII one."""
+    apostrophes are the ASCII one, Turkish ı is i."""
     if text.isascii():  # NFKD, NFC and mark stripping leave ASCII as it is
         return " ".join(text.casefold().split())
     decomposed = unicodedata.normalize("NFKD", text.translate(_APOSTROPHES))
