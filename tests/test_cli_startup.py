@@ -42,7 +42,8 @@ HEAVY = (
     "instaset.store",
 )
 # The instaset modules the CLI may import at top level: they import only the standard library.
-LIGHT_INSTASET = {"instaset", "instaset.errors", "instaset.logsetup", "instaset.timefmt"}
+LIGHT_INSTASET = {"instaset", "instaset.errors", "instaset.logsetup", "instaset.oneline",
+                  "instaset.timefmt"}
 
 # Top-level commands of the external interface (shared/interface.md, "Commands").
 INTERFACE_COMMANDS = (
