@@ -496,3 +496,13 @@ def test_an_infinite_duration_or_rate_is_refused(key: str) -> None:
     section, name = key.split(".")
     (found,) = problems(f"{section}:\n  {name}: .inf\n")
     assert found.startswith("config.yaml:2:") and f"{key}: must be a finite number" in found
+
+
+def test_story_reply_and_referral_true_mean_any() -> None:
+    """Found by the s11 audit: `story_mention: true` worked but `story_reply: true` and
+    `referral: true` were refused ("must be a mapping of keys, got true")."""
+    text = ("workflows:\n  - name: w\n    trigger: {story_reply: true, referral: true}\n"
+            "    actions: [{reply: hi}]\n")
+    trigger = parse_config_text(text, "config.yaml", {}).workflows[0].trigger
+    assert trigger.story_reply is not None and trigger.story_reply.keywords == ()
+    assert trigger.referral is not None and trigger.referral.ref == ()

@@ -237,10 +237,12 @@ class Trigger(_Model):
     dm: DMTrigger | None = None
     comment: CommentTrigger | None = None
     live_comment: CommentTrigger | None = None
-    story_reply: TriggerKeywords | None = None
+    # ``story_reply: true`` / ``referral: true``: any story reply / any referral (their
+    # options are filters, none = any), as ``story_reply:`` alone already meant.
+    story_reply: Annotated[TriggerKeywords | None, BeforeValidator(true_is_empty)] = None
     story_mention: Empty = None
     postback: PostbackTrigger | None = None
-    referral: ReferralTrigger | None = None
+    referral: Annotated[ReferralTrigger | None, BeforeValidator(true_is_empty)] = None
     first_message: Empty = None
     fallback: Empty = None
 
