@@ -304,6 +304,10 @@ def _human(error: Mapping[str, Any], field: str | int | None) -> str:
         return flag
     if kind == "extra_forbidden":
         return f"unknown key '{field}'"
+    if kind == "invalid_key" and isinstance(value, bool):
+        # YAML 1.1 reads an unquoted on/off/yes/no as a boolean, keys included.
+        return (f"a key reads as {str(value).lower()}: YAML takes an unquoted on, off, yes or "
+                "no for true or false; put the key in quotes ('on': ...)")
     if kind == "missing":
         return f"missing required key '{field}'"
     if kind in ("model_type", "model_attributes_type", "dict_type"):

@@ -506,3 +506,11 @@ def test_story_reply_and_referral_true_mean_any() -> None:
     trigger = parse_config_text(text, "config.yaml", {}).workflows[0].trigger
     assert trigger.story_reply is not None and trigger.story_reply.keywords == ()
     assert trigger.referral is not None and trigger.referral.ref == ()
+
+
+def test_an_on_key_says_yaml_read_it_as_a_boolean() -> None:
+    """Found by the s11 input audit: `on:` as a key said only "keys should be strings"."""
+    text = "workflows:\n  - name: w\n    on: {dm: {keywords: [hi]}}\n    actions: [{reply: hi}]\n"
+    found = problems(text)
+    assert ("config.yaml:2:5: workflows[0]: a key reads as true: YAML takes an unquoted on, "
+            "off, yes or no for true or false; put the key in quotes ('on': ...)") in found
