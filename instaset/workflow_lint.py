@@ -310,8 +310,20 @@ def _covers(a: TriggerKeywords, b: TriggerKeywords) -> bool:
     return True
 
 
+def _worst_holder(holders: list[tuple[int, Workflow, TriggerKeywords]], b: Workflow,
+                  spec: TriggerKeywords) -> tuple[int, Workflow, TriggerKeywords] | None:
+    """Of the workflows above ``b`` holding a keyword, the one that hides it most: one with
+    no conditions whose match covers ``b``'s (it never fires here), else one with no
+    conditions, else the first (None: no other workflow, or no media in common)."""
+    others = [h for h in holders if h[1].name != b.name and _media_overlap(h[2], spec)]
+    free = [h for h in others if h[1].when == _NO_CONDITIONS]
+    covering = [h for h in free if _covers(h[2], spec)]
+    best = covering or free or others
+    return best[0] if best else None
+
+
 def _duplicates(workflows: Sequence[Workflow], shadowed: set[str]) -> Iterator[LintWarning]:
-    seen: dict[tuple[str, str], tuple[int, Workflow, TriggerKeywords]] = {}
+    seen: dict[tuple[str, str], list[tuple[int, Workflow, TriggerKeywords]]] = {}
     order = _order(workflows)
     for ib, b in order:
         if b.name in shadowed:
@@ -319,15 +331,16 @@ def _duplicates(workflows: Sequence[Workflow], shadowed: set[str]) -> Iterator[L
         for kind, spec in _keyword_specs(b):
             for k, kw in enumerate(spec.keywords):
                 norm = kw if spec.match is MatchMode.REGEX else fold(kw)
-                first = seen.get((kind, norm))
+                first = _worst_holder(seen.get((kind, norm), []), b, spec)
                 via = ""
                 if first is None and kind == "story_reply":
                     # A dm trigger takes story replies too: one above takes this keyword's.
-                    first = seen.get(("dm", norm))
+                    first = _worst_holder(seen.get(("dm", norm), []), b, spec)
                     via = " (its dm trigger takes story replies too)"
-                if first is None or first[1].name == b.name or not _media_overlap(first[2],
-                                                                                  spec):
-                    seen.setdefault((kind, norm), (ib, b, spec))
+                holders = seen.setdefault((kind, norm), [])
+                if not holders or holders[-1][1].name != b.name:
+                    holders.append((ib, b, spec))
+                if first is None:
                     continue
                 _ia, a, a_spec = first
                 if a.when != _NO_CONDITIONS:

@@ -365,3 +365,22 @@ def test_stage_typos_are_flagged_and_stages_of_your_own_are_not() -> None:
         "config.yaml:6:9: warning: a: step 1 (stage): stage 'qualifed' is none of the lead"
         " stages (new, engaged, qualified, booked, customer, lost) (did you mean"
         " 'qualified'?): lead scoring does not rank a stage of your own [unknown-stage]"]
+
+
+def test_a_duplicate_keyword_is_compared_with_the_holder_that_hides_it_most() -> None:
+    """Found by the s11 audit: only the first workflow holding a keyword was compared, so
+    low-first was told it fires "when their conditions fail" while tie-b, with no
+    conditions and a looser match, runs before it every time."""
+    text = ("workflows:\n"
+            "  - name: low-first\n    priority: 1\n    trigger: {dm: {keywords: [price]}}\n"
+            "    actions:\n      - reply: a\n"
+            "  - name: tie-a\n    priority: 5\n    trigger: {dm: {keywords: [price]}}\n"
+            "    when: {tags_any: [vip]}\n    actions:\n      - reply: b\n"
+            "  - name: tie-b\n    priority: 5\n"
+            "    trigger: {dm: {keywords: [cost, price], match: contains}}\n"
+            "    actions:\n      - reply: c\n")
+    found = [line for line in _lint_text(text) if "low-first" in line.split("warning: ")[1][:10]]
+    assert found == [
+        "config.yaml:4:31: warning: low-first: trigger dm: keyword 'price' is also in tie-b,"
+        " which runs first (priority 5 over 1): it never fires here for this keyword"
+        " [duplicate-keyword]"]
