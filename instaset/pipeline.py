@@ -232,12 +232,18 @@ class Pipeline:
         elif isinstance(event, MessageDeletedEvent):
             await history.mark_message_deleted(conn, event.mid, now)
         elif isinstance(event, MessageEditEvent):
-            if not await history.edit_message(conn, event.mid, event.text, event.num_edit):
+            # Only the thread's own people change its messages (the contact: when the
+            # edit names one that is not the account itself).
+            them = contact if contact and contact != acct else None
+            if not await history.edit_message(conn, event.mid, event.text, event.num_edit,
+                                              account_id=acct, contact_id=them):
                 _before_its_message(event, received_at, now)
         elif isinstance(event, ReactionEvent):
             who = "contact" if contact != acct else "business"
             reaction = (event.emoji or event.reaction) if event.action == "react" else None
-            if not await history.set_reaction(conn, event.mid, who, reaction):
+            them = contact if who == "contact" else None
+            if not await history.set_reaction(conn, event.mid, who, reaction,
+                                              account_id=acct, contact_id=them):
                 _before_its_message(event, received_at, now)
         if self.automation is not None and not event.is_from_business and not defer:
             jobs = await self.automation.plan(conn, event, is_new_contact=is_new, now=now)

@@ -189,3 +189,22 @@ async def test_a_message_to_itself_makes_no_conversation(h: Harness) -> None:
         assert row is not None and row[0] == 0, table
     done = await h.rt.db.fetchone("SELECT count(*) FROM events WHERE processed_at IS NULL")
     assert done is not None and done[0] == 0
+
+
+async def test_only_the_threads_own_contact_edits_or_reacts_to_its_messages(h: Harness) -> None:
+    """Found by the s11 input audit: an edit or a reaction naming another thread's mid was
+    applied whatever its sender ("hacked (edited)" in someone else's history)."""
+    ts = int(h.clock() * 1000)
+    await deliver(h, build_dm_payload(ACCT, IGSID, "my own words", "m-9", ts))
+    intruder = "5260000000000099"
+    for payload in (edit("m-9", "hacked", 1, ts + 1000), reaction("m-9", ts + 2000)):
+        messaging = payload["entry"][0]["messaging"][0]  # type: ignore[index]
+        messaging["sender"] = {"id": intruder}
+        assert await h.post(payload) == 200
+    await h.settle()
+    assert await row(h, "m-9") == {"text": "my own words", "edits": "[]", "deleted_at": None,
+                                   "reactions": "{}"}
+    # The thread's own contact still can.
+    await deliver(h, edit("m-9", "my better words", 2, ts + 3000), reaction("m-9", ts + 4000))
+    assert await row(h, "m-9") == {"text": "my better words", "edits": '["my own words"]',
+                                   "deleted_at": None, "reactions": '{"contact":"\u2764"}'}

@@ -202,8 +202,11 @@ async def mark_message_deleted(conn: aiosqlite.Connection, mid: str, now: float)
 
 
 async def edit_message(conn: aiosqlite.Connection, mid: str, text: str | None,
-                       num_edit: int = 0) -> bool:
-    """Apply an edit; False when the message is not stored (yet).
+                       num_edit: int = 0, *, account_id: str | None = None,
+                       contact_id: str | None = None) -> bool:
+    """Apply an edit; False when the message is not stored (yet), or is not in the
+    conversation of ``account_id`` / ``contact_id`` (when given: an edit names its mid, and
+    only the thread's own people may change a message of that thread).
 
     The previous text is appended to ``edits`` (oldest first). An edit older than one
     already applied (a lower ``num_edit``: a late redelivery) only joins ``edits``; an edit
@@ -215,22 +218,27 @@ async def edit_message(conn: aiosqlite.Connection, mid: str, text: str | None,
         "   CASE WHEN ?3 = 0 OR ?3 > edit_num THEN text ELSE ?1 END) END,"
         " text = CASE WHEN ?1 IS NOT NULL AND (?3 = 0 OR ?3 > edit_num) THEN ?1 ELSE text END,"
         " edit_num = CASE WHEN ?1 IS NULL THEN edit_num ELSE max(edit_num, ?3) END"
-        " WHERE mid = ?2",
-        (text, mid, num_edit),
+        " WHERE mid = ?2 AND (?4 IS NULL OR account_id = ?4) AND (?5 IS NULL OR contact_id = ?5)",
+        (text, mid, num_edit, account_id, contact_id),
     )
     return cur.rowcount > 0
 
 
 async def set_reaction(
-    conn: aiosqlite.Connection, mid: str, who: str, reaction: str | None
+    conn: aiosqlite.Connection, mid: str, who: str, reaction: str | None, *,
+    account_id: str | None = None, contact_id: str | None = None,
 ) -> int:
-    """Set (or with None remove) ``who``'s reaction; 0 when the message is not stored."""
+    """Set (or with None remove) ``who``'s reaction; 0 when the message is not stored, or
+    not in the conversation of ``account_id`` / ``contact_id`` (when given)."""
+    mine = " AND (? IS NULL OR account_id = ?) AND (? IS NULL OR contact_id = ?)"
+    where = (account_id, account_id, contact_id, contact_id)
     if reaction is None:
-        sql = "UPDATE messages SET reactions = json_remove(reactions, ?) WHERE mid = ?"
-        cur = await conn.execute(sql, (f'$."{who}"', mid))
+        sql = "UPDATE messages SET reactions = json_remove(reactions, ?) WHERE mid = ?" + mine
+        cur = await conn.execute(sql, (f'$."{who}"', mid, *where))
     else:
-        sql = "UPDATE messages SET reactions = json_set(reactions, ?, ?) WHERE mid = ?"
-        cur = await conn.execute(sql, (f'$."{who}"', reaction, mid))
+        sql = ("UPDATE messages SET reactions = json_set(reactions, ?, ?) WHERE mid = ?"
+               + mine)
+        cur = await conn.execute(sql, (f'$."{who}"', reaction, mid, *where))
     return cur.rowcount
 
 
