@@ -122,36 +122,54 @@ class MatchMode(StrEnum):
 
 
 def nested_repeat(pattern: str) -> bool:
-    """Whether ``pattern`` (a valid regex) repeats, unboundedly or more than once, a part
-    that itself repeats (``(a+)+``, ``(\\w+\\s?)*``): the shape whose backtracking grows
-    exponentially with the text, on the daemon's one event loop (Python's ``re`` has no
-    time limit). Read from the parsed pattern (``re._parser``, CPython's own)."""
+    """Whether ``pattern`` (a valid regex) repeats a group made of nothing but repeats, one
+    of them unbounded (``(a+)+``, ``(\\w+\\s?)*``): a text can then be split between the
+    iterations in exponentially many ways, and a failing match tries them all on the
+    daemon's one event loop (Python's ``re`` has no time limit). A group with anything
+    fixed in it (``(\\w+\\.)+``, ``(very\\s+)+``) or with bounded repeats only
+    (``(\\d{3}[- ]?){2}``) is not flagged. Read from the parsed pattern (CPython's own
+    ``re._parser``)."""
     # Private modules (typeshed has no stubs for them): looked up by name.
     sre: Any = importlib.import_module("re._parser")
     c: Any = importlib.import_module("re._constants")
-
     repeats = (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT)
 
-    def walk(items: Any, inside_repeat: bool) -> bool:
+    def only_repeats(items: Any) -> tuple[bool, bool]:
+        """(the items are repeats and groups of repeats only, one of them is unbounded)"""
+        unbounded = False
+        for op, av in items:
+            if op in repeats:
+                unbounded = unbounded or av[1] is c.MAXREPEAT
+            elif op is c.SUBPATTERN:
+                ok, inner = only_repeats(av[-1])
+                if not ok:
+                    return False, False
+                unbounded = unbounded or inner
+            else:
+                return False, False
+        return True, unbounded
+
+    def walk(items: Any) -> bool:
         for op, av in items:
             if op in repeats:
                 _low, high, sub = av
-                many = high is c.MAXREPEAT or high > 1
-                if many and inside_repeat:
-                    return True
-                if walk(sub, inside_repeat or many):
+                if high is c.MAXREPEAT or high > 1:
+                    ok, unbounded = only_repeats(sub)
+                    if ok and unbounded:  # an unbounded repeat exists only inside a repeat
+                        return True
+                if walk(sub):
                     return True
             elif op is c.SUBPATTERN:
-                if walk(av[-1], inside_repeat):
+                if walk(av[-1]):
                     return True
             elif op is c.BRANCH:
-                if any(walk(branch, inside_repeat) for branch in av[1]):
+                if any(walk(branch) for branch in av[1]):
                     return True
-            elif op in (c.ASSERT, c.ASSERT_NOT) and walk(av[1], inside_repeat):
+            elif op in (c.ASSERT, c.ASSERT_NOT) and walk(av[1]):
                 return True
         return False
 
-    return walk(sre.parse(pattern), False)
+    return walk(sre.parse(pattern))
 
 
 class TriggerKeywords(_Model):
