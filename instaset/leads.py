@@ -21,9 +21,10 @@ from typing import Any
 
 from instaset.config import LeadRule, LeadsConfig
 from instaset.engine.model import MatchMode, TriggerKeywords
+from instaset.engine.state import LEAD_STAGES
 from instaset.engine.triggers import fold, match_keywords
 
-STAGES = ("new", "engaged", "qualified", "booked", "customer", "lost")
+STAGES = LEAD_STAGES
 _RANK = {"new": 0, "engaged": 1, "qualified": 2, "booked": 3, "customer": 4}
 
 

@@ -422,6 +422,17 @@ COND_ROWS: list[tuple[str, str, dict[str, Any], float, bool, str]] = [
         False,
         "stage is 'qualified'",
     ),
+    # A stage of the creator's own (scoring ranks only its stages, so the lead row holds
+    # engaged or the like): still seen (found by the s11 review).
+    ("stage-own", "{stage: [vip]}", {"stage": "vip", "lead_stage": "engaged"}, NOW, True, ""),
+    (
+        "stage-own-miss",
+        "{stage: [new]}",
+        {"stage": "vip", "lead_stage": "engaged"},
+        NOW,
+        False,
+        "stage is 'engaged' and 'vip'",
+    ),
     ("follower", "{follower: true}", {"follower": True}, NOW, True, ""),
     ("follower-not", "{follower: true}", {"follower": False}, NOW, False, "is not a follower"),
     ("follower-unknown", "{follower: true}", {}, NOW, False, "follower status unknown"),

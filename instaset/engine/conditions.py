@@ -8,7 +8,7 @@ from datetime import datetime
 
 from instaset.engine.model import Conditions, FieldTest, Hours
 from instaset.engine.settings import EngineSettings
-from instaset.engine.state import ConversationState
+from instaset.engine.state import LEAD_STAGES, ConversationState
 
 __all__ = ["check_conditions", "fmt_time", "in_hours"]
 
@@ -95,9 +95,15 @@ def check_conditions(
             failure = _field_fails(name, test, fields)
             if failure:
                 return failure
-    stage = state.lead_stage or state.stage
-    if cond.stage and stage not in cond.stage:
-        return f"stage is {stage!r}, not one of {list(cond.stage)}"
+    if cond.stage:
+        # The lead stage scoring stored (it ranks only the known stages), and a stage of
+        # the creator's own that a step set (scoring cannot rank it, so it keeps none).
+        stages = [state.lead_stage or state.stage]
+        if state.stage not in LEAD_STAGES and state.stage not in stages:
+            stages.append(state.stage)
+        if not any(s in cond.stage for s in stages):
+            shown = " and ".join(repr(s) for s in stages)
+            return f"stage is {shown}, not one of {list(cond.stage)}"
     if cond.window_open is not None:
         is_open = state.window_open(now, settings.window_seconds)
         if is_open != cond.window_open:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-__all__ = ["Awaiting", "ConversationState", "FrozenMap"]
+__all__ = ["LEAD_STAGES", "Awaiting", "ConversationState", "FrozenMap"]
 
 V = TypeVar("V")
 T = TypeVar("T")
@@ -71,6 +71,11 @@ class FrozenMap(Mapping[str, V]):
     def set(self, key: str, value: V) -> FrozenMap[V]:
         """A copy with ``key`` set to ``value``."""
         return FrozenMap({**self._data, key: value})
+
+
+#: The lead stages lead scoring ranks (:mod:`instaset.leads`), in order; any other stage
+#: name is the creator's own, set by a workflow's ``stage`` step.
+LEAD_STAGES = ("new", "engaged", "qualified", "booked", "customer", "lost")
 
 
 @dataclass(frozen=True, slots=True)
