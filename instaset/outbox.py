@@ -276,6 +276,7 @@ class Deliverer:
                 log.info("send %s confirmed by its stored, unprocessed echo", key)
                 return COMPLETED
             log.warning("send %s: no echo after an unknown outcome; it may go again", key)
+            await sendstore.mark_resent(self.db, key)
         # The window, pause and budget facts were read with the row (one read, not two).
         facts = SendFacts(
             kind=out.kind, human=out.sent_by == "human",
@@ -489,8 +490,9 @@ class Deliverer:
             # was given up): Meta delivered that try too. Still ours, not the creator typing
             # in the app (which would pause automation).
             since = self.clock() - LATE_ECHO_SECONDS
-            for send in await sendstore.retried_sends(conn, account_id, contact_id, since):
+            for send in await sendstore.resent_sends(conn, account_id, contact_id, since):
                 if echo_matches(Outgoing.from_json(send["body"]), text, attachment_types):
+                    await sendstore.late_echo_came_in(conn, send["key"])
                     log.info("echo %s: a late echo of an earlier try of send %s", mid,
                              send["key"])
                     return EchoOrigin(send["sent_by"], in_flight=False, ours=True)

@@ -225,6 +225,44 @@ async def test_a_late_echo_of_an_earlier_try_does_not_hand_the_thread_to_the_cre
     assert out == [("automation", "only once please")] * 2
 
 
+async def test_the_creator_typing_what_a_retried_send_said_still_hands_the_thread_over(
+    tmp_path: Path,
+) -> None:
+    """The session's review: a first version took any echo matching a send tried more than
+    once (here throttled once, then sent) for a late echo of ours, so the creator typing the
+    same words in the app did not pause automation. Only a send that went again after an
+    unknown outcome explains a late echo, and only one."""
+    async with open_harness(tmp_path) as h:
+        await h.dm(IGSID, "hello")
+        await h.settle()
+        h.sandbox.inject(Fault("graph_error", path_contains="/messages", status=403, code=4))
+        await h.enqueue(h.text("c1", IGSID, "see you at 5"))
+        await h.settle(advance_up_to=120.0)
+        row = await h.send_row("c1")
+        assert (row["state"], row["attempts"]) == ("sent", 2)
+        await h.creator_types(IGSID, "see you at 5")
+        await h.settle()
+        conv = await h.conversation(IGSID)
+        out = [(r["sent_by"], r["text"]) for r in await h.messages(IGSID, "out")]
+    assert conv["paused_until"] is not None
+    assert out == [("automation", "see you at 5"), ("human", "see you at 5")]
+
+
+async def test_a_late_echo_explains_one_echo_only(tmp_path: Path) -> None:
+    async with open_harness(tmp_path, graph_timeout=0.5) as h:
+        echo = await lost_answer_and_echo(h, "only once please")
+        await h.settle(advance_up_to=h.rt.deliverer.echo_wait + 60)
+        assert await h.sandbox.deliver(echo) == 200
+        await h.settle()
+        assert (await h.conversation(IGSID))["paused_until"] is None
+        await h.creator_types(IGSID, "only once please")  # then the creator types the same
+        await h.settle()
+        conv = await h.conversation(IGSID)
+        out = [r["sent_by"] for r in await h.messages(IGSID, "out")]
+    assert conv["paused_until"] is not None
+    assert out == ["automation", "automation", "human"]
+
+
 async def test_an_echo_settling_a_send_just_before_its_call_stops_the_call(
     tmp_path: Path,
 ) -> None:

@@ -146,18 +146,29 @@ async def in_flight_sends(
     ))
 
 
-async def retried_sends(
+async def resent_sends(
     conn: aiosqlite.Connection, account_id: str, contact_id: str, since: float
 ) -> list[sqlite3.Row]:
-    """The contact's sends since ``since`` whose outcome was once unknown: sent again after
-    a try whose answer was lost, or attempted and then refused or failed. A late echo of
-    that try may still come (see ``outbox.Deliverer.echo_origin``)."""
+    """The contact's sends since ``since`` that went again (or were then refused) after a
+    try whose outcome was unknown, and whose late echo has not come yet (``resent = 1``,
+    migration 0016; see ``outbox.Deliverer.echo_origin``)."""
     return list(await conn.execute_fetchall(
         "SELECT * FROM sends WHERE account_id = ? AND contact_id = ? AND created_at >= ?"
-        " AND ((state = 'sent' AND attempts > 1)"
-        " OR (state IN ('refused', 'failed') AND attempts >= 1)) ORDER BY created_at",
+        " AND resent = 1 AND state != 'in_flight' ORDER BY created_at",
         (account_id, contact_id, since),
     ))
+
+
+async def mark_resent(db: Database, key: str) -> None:
+    """``key`` goes on after a try whose outcome stayed unknown (no echo within the wait):
+    that try's echo may still come, late (``resent = 1``)."""
+    await db.execute("UPDATE sends SET resent = max(resent, 1) WHERE key = ?", (key,),
+                     relaxed=True)
+
+
+async def late_echo_came_in(conn: aiosqlite.Connection, key: str) -> None:
+    """The late echo of ``key``'s earlier try came: it explains one echo, no more."""
+    await conn.execute("UPDATE sends SET resent = 2 WHERE key = ?", (key,))
 
 
 async def in_flight_public_replies(
