@@ -419,7 +419,7 @@ def write_config(path: Path, db: Path) -> None:
 # ------------------------------------------------------------------------------ phases
 
 
-async def _read_rows(db_path: Path) -> list[tuple[int, str]]:
+async def _read_rows(db_path: Path) -> list[tuple[int, str, float]]:
     db = await open_database(db_path, synchronous="NORMAL")
     try:
         return await store_replay.events_between(db, None, time.time() + 3600)
@@ -448,11 +448,11 @@ def phase_baseline(db_path: Path) -> tuple[Timing, Timing, int]:
     """(read + json-decode, read + decode + parse_webhook, rows)."""
     clock = Clock()
     rows = asyncio.run(_read_rows(db_path))
-    decoded = [json.loads(raw) for _, raw in rows]
+    decoded = [json.loads(raw) for _, raw, _ in rows]
     t_decode = clock.stop()
     clock = Clock()
     rows = asyncio.run(_read_rows(db_path))
-    parsed = [parse_webhook(json.loads(raw)) for _, raw in rows]
+    parsed = [parse_webhook(json.loads(raw)) for _, raw, _ in rows]
     t_parse = clock.stop()
     assert len(decoded) == len(parsed)
     return t_decode, t_parse, len(rows)
@@ -502,7 +502,7 @@ def phase_decide(cfg_path: Path, db_path: Path, limit: int) -> tuple[float, floa
     settings = engine_settings(config, ACCOUNT_ID)
     rows = asyncio.run(_read_rows(db_path))
     events = []
-    for _, raw in rows:
+    for _, raw, _ in rows:
         parsed = parse_webhook(json.loads(raw))
         ev = parsed[0]
         if ev.is_from_business or ev.contact_id is None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import codecs
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from instaset.errors import PayloadError
 from instaset.event_types import (
@@ -64,6 +64,7 @@ from instaset.event_values import (
     id_of,
     normalise_timestamp,
     num_edit,
+    plausible_time,
 )
 
 # --------------------------------------------------------------------------- parsing
@@ -154,6 +155,14 @@ def parse_stored(raw: str) -> list[Event]:
     except RecursionError:
         raise PayloadError("stored event is nested too deeply to process") from None
     return events if len(events) == 1 else parse_webhook(payload)
+
+
+def with_plausible_time(event: Event, received_at: float) -> Event:
+    """``event`` with :func:`~instaset.event_values.plausible_time` as its time: a missing
+    or implausible one (far ahead of its arrival, before 2010) becomes the arrival time.
+    Processing and replay both decide with it, so they agree."""
+    at = plausible_time(event.occurred_at, received_at)
+    return event if at == event.occurred_at else replace(event, occurred_at=at)
 
 
 def _envelopes(payload: object) -> list[JSONObject]:
@@ -606,4 +615,5 @@ __all__ = [
     "normalise_timestamp",
     "parse_stored",
     "parse_webhook",
+    "with_plausible_time",
 ]

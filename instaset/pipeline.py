@@ -12,12 +12,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiosqlite
 
-from instaset.event_values import plausible_time
 from instaset.events import (
     CommentEvent,
     Event,
@@ -29,6 +28,7 @@ from instaset.events import (
     ReactionEvent,
     ReferralEvent,
     parse_stored,
+    with_plausible_time,
 )
 from instaset.queue import COMPLETED, NewJob, Outcome, PermanentJobError, RetryLater, enqueue_in
 from instaset.store import history
@@ -102,13 +102,6 @@ def _before_its_message(event: MessageEditEvent | ReactionEvent, received_at: fl
         raise RetryLater(min(6 * 3600.0, max(5.0, age)),
                          f"{event.kind} of {event.mid} before its message",
                          count_attempt=False)
-
-
-def with_plausible_time(event: Event, received_at: float) -> Event:
-    """``event`` with :func:`~instaset.event_values.plausible_time` as its time: a missing
-    or implausible one (far ahead of its arrival, before 2010) becomes the arrival time."""
-    at = plausible_time(event.occurred_at, received_at)
-    return event if at == event.occurred_at else replace(event, occurred_at=at)
 
 
 class Pipeline:

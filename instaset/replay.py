@@ -59,7 +59,14 @@ from instaset.engine.decide import decide, resume
 from instaset.engine.model import Workflow
 from instaset.engine.settings import EngineSettings
 from instaset.engine.state import ConversationState
-from instaset.events import CommentEvent, Event, MessageEvent, PostbackEvent, parse_stored
+from instaset.events import (
+    CommentEvent,
+    Event,
+    MessageEvent,
+    PostbackEvent,
+    parse_stored,
+    with_plausible_time,
+)
 from instaset.store import replay as store
 from instaset.store.db import Database
 
@@ -336,10 +343,12 @@ async def load_history(
     human = await store.human_echo_event_ids(db, since)
     events: list[StoredEvent] = []
     append = events.append
-    for event_id, raw in rows:  # one query; decoding is the whole cost per row here
+    for event_id, raw, received_at in rows:  # one query; decoding is the whole cost per row
         parsed = parse_stored(raw)
         if len(parsed) == 1:
-            append(StoredEvent(event_id, parsed[0], event_id in human))
+            # The time the daemon decided with (an implausible one was the arrival time).
+            event = with_plausible_time(parsed[0], received_at)
+            append(StoredEvent(event_id, event, event_id in human))
     states: dict[ContactKey, ConversationState] = {}
     for conv in await store.conversation_rows(db):
         acct, contact = str(conv["account_id"]), str(conv["contact_id"])

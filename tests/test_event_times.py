@@ -14,6 +14,7 @@ import pytest
 
 from instaset.event_values import EARLIEST_EVENT, MAX_AHEAD, normalise_timestamp, plausible_time
 from instaset.inbox import conversations
+from instaset.replay import load_history, replay_config
 from instaset.timefmt import iso_seconds, iso_utc
 from tests.sending_harness import open_harness
 
@@ -75,3 +76,21 @@ async def test_a_dm_with_an_implausible_time_is_stored_at_its_arrival(
         assert before <= stored <= after
     assert [c["contact_id"] for c in listing] == [IGSID]
     assert listing[0]["window"]["state"] == "open"
+
+
+async def test_replay_decides_with_the_same_time_as_the_daemon(tmp_path: Path) -> None:
+    """Found by the session's review: the daemon decided a DM stamped 3 days ahead with its
+    arrival time (cooldown held), replay with the stamp (it fired)."""
+    flows = [{"name": "go", "trigger": {"dm": {"keywords": ["go"]}}, "when": {"cooldown": "1d"},
+              "actions": [{"reply": "going"}]}]
+    async with open_harness(tmp_path, workflows=flows) as h:
+        await h.dm(IGSID, "go")
+        await h.settle()
+        h.clock.advance(60)
+        payload = await h.sandbox.user_sends_dm(IGSID, "go", deliver=False)
+        assert await h.post(_with_timestamp(payload, int((h.clock() + 3 * 86400) * 1000))) == 200
+        await h.settle()
+        live = [r.json["message"].get("text") for r in h.graph_sends(IGSID)]
+        report = replay_config(h.config, await load_history(h.rt.db, since=None, until=4e9))
+    assert live == ["going"]
+    assert [s.outcome.fired for s in report.steps] == [True, False]

@@ -22,18 +22,19 @@ __all__ = [
 
 async def events_between(
     db: Database, since: float | None, until: float
-) -> list[tuple[int, str]]:
-    """``(id, raw)`` of the stored events with ``since <= occurred_at <= until`` (all when
-    ``since`` is None), in the order they happened, in one query. Within one second they keep
-    their arrival order: comment times are whole seconds while DM times have milliseconds, so
-    a comment made after a DM in the same second would otherwise sort first. Plain tuples:
-    a replay reads every row once, and ``sqlite3.Row`` costs more per row for nothing."""
+) -> list[tuple[int, str, float]]:
+    """``(id, raw, received_at)`` of the stored events with ``since <= occurred_at <= until``
+    (all when ``since`` is None), in the order they happened, in one query. Within one
+    second they keep their arrival order: comment times are whole seconds while DM times have
+    milliseconds, so a comment made after a DM in the same second would otherwise sort
+    first. Plain tuples: a replay reads every row once, and ``sqlite3.Row`` costs more per
+    row for nothing."""
     rows = await db.fetchall(
-        "SELECT id, raw FROM events WHERE occurred_at >= ? AND occurred_at <= ?"
+        "SELECT id, raw, received_at FROM events WHERE occurred_at >= ? AND occurred_at <= ?"
         " ORDER BY CAST(occurred_at AS INTEGER), id",
         (since if since is not None else float("-inf"), until),
     )
-    return [(int(r[0]), str(r[1])) for r in rows]
+    return [(int(r[0]), str(r[1]), float(r[2])) for r in rows]
 
 
 async def human_echo_event_ids(db: Database, since: float | None) -> set[int]:
