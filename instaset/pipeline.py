@@ -86,7 +86,7 @@ WAIT_FOR_MESSAGE = 36 * 3600.0
 
 # A new contact's later messages wait for their first one while its profile is looked up
 # (``first_plan``), looking again this often; its completion makes them due at once.
-FIRST_MESSAGE_POLL = 2.0
+FIRST_MESSAGE_POLL = 0.5
 
 
 def _before_its_message(event: MessageEditEvent | ReactionEvent, received_at: float,
@@ -158,11 +158,15 @@ class Pipeline:
             if (not is_new and self.profile_first is not None and self.automation is not None
                     and isinstance(event, MessageEvent | PostbackEvent)
                     and not event.is_from_business
-                    and await pending_under(conn, f"first_plan:{acct}:{contact}:")):
+                    and (await pending_under(conn, f"first_plan:{acct}:{contact}:")
+                         or await history.earlier_message_waiting(conn, acct, contact,
+                                                                  event_id))):
                 # Decided now, this message would overtake the first one (still waiting for
                 # the profile): it would take the first-message workflow, and the first would
-                # then match as a returning contact's. In order, after it.
-                raise RetryLater(FIRST_MESSAGE_POLL, "waits for the contact's first message",
+                # then match as a returning contact's. In order, after it, and after any
+                # message of theirs that waited too (the wake below makes them all due at
+                # once; one caught mid-wait would otherwise be overtaken by the next).
+                raise RetryLater(FIRST_MESSAGE_POLL, "waits for the contact's earlier message",
                                  count_attempt=False)
             if is_new and isinstance(event, MessageEvent | PostbackEvent) and (
                 not event.is_from_business

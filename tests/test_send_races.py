@@ -191,6 +191,29 @@ async def test_a_new_contacts_second_message_waits_for_the_first(tmp_path: Path)
     assert texts == [f"Welcome {username}!", "Here is the guide"]
 
 
+async def test_a_new_contacts_burst_is_answered_in_order(tmp_path: Path) -> None:
+    """Three messages while the first waits for the profile: the two later ones wait, and
+    keep their order among themselves when the first is done (the session's review: one
+    caught between two looks could be overtaken by the next)."""
+    flows = [
+        {"name": "welcome", "trigger": {"first_message": True},
+         "actions": [{"reply": "Welcome {username|friend}!"}]},
+        {"name": "guide", "trigger": {"dm": {"keywords": ["guide"]}},
+         "actions": [{"reply": "Here is the guide"}]},
+        {"name": "price", "trigger": {"dm": {"keywords": ["price"]}},
+         "actions": [{"reply": "It is $90"}]},
+    ]
+    async with open_harness(tmp_path, workflows=flows) as h:
+        h.sandbox.inject(Fault("delay", path_contains=f"/{IGSID}?", delay=1.0))  # slow lookup
+        await h.dm(IGSID, "hi")
+        await h.dm(IGSID, "the guide?")
+        await h.dm(IGSID, "and the price?")
+        await h.settle(advance_up_to=30.0)
+        texts = [r.json["message"].get("text") for r in h.graph_sends(IGSID)]
+    assert texts[1:] == ["Here is the guide", "It is $90"]
+    assert texts[0].startswith("Welcome ")
+
+
 async def lost_answer_and_echo(h: Harness, text: str) -> dict[str, object]:
     """Send ``text`` to the contact so that Meta delivers it but both our answer and its
     echo are lost; returns the echo's payload (for Meta's later retry)."""

@@ -161,6 +161,19 @@ async def wake_contact_events(
         (account_id, contact_id, now))
 
 
+async def earlier_message_waiting(
+    conn: aiosqlite.Connection, account_id: str, contact_id: str, event_id: int
+) -> bool:
+    """Whether a message or tap of the contact stored before event ``event_id`` is still to
+    be processed, its job ready or running (a dead one does not hold anything up)."""
+    rows = await conn.execute_fetchall(
+        "SELECT 1 FROM events e JOIN jobs j ON j.key = 'event:' || e.dedupe_key"
+        " WHERE e.account_id = ? AND e.contact_id = ? AND e.kind IN ('message', 'postback')"
+        " AND e.processed_at IS NULL AND e.id < ? AND j.state IN ('ready', 'running') LIMIT 1",
+        (account_id, contact_id, event_id))
+    return bool(list(rows))
+
+
 # -- messages --------------------------------------------------------------------------------
 async def insert_message(
     conn: aiosqlite.Connection, *, account_id: str, contact_id: str, mid: str | None,
