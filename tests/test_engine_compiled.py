@@ -306,6 +306,10 @@ def test_compiled_form_is_cached_per_list_and_follows_in_place_edits() -> None:
 
 
 def _fold_reference(s: str) -> str:
+    # Curly apostrophes are the ASCII one and Turkish ı is i (session 11), then NFKD.
+    for typographic, plain in (("\u2019", "'"), ("\u2018", "'"), ("\u02bc", "'"),
+                               ("\u0131", "i")):
+        s = s.replace(typographic, plain)
     decomposed = unicodedata.normalize("NFKD", s)
     kept = "".join(ch for ch in decomposed if unicodedata.category(ch) != "Mn")
     return " ".join(unicodedata.normalize("NFC", kept.casefold()).split())
