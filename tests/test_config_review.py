@@ -456,7 +456,9 @@ def test_every_bad_regex_of_a_list_is_reported() -> None:
      (r"^(hi|hey)+$", False), (r"(a{1,1})+", False), (r"(?:x+y)+", False),
      # The session review's cases: something fixed in the group, or bounded repeats only.
      (r"(\d{1,3}\.){3}", False), (r"(\d{3}[- ]?){2}\d{4}", False), (r"(\w+\.)+", False),
-     (r"(very\s+)+good", False)],
+     (r"(very\s+)+good", False), (r"(\d{3}[- ]?)+", False), (r"(a{2})+", False),
+     # The second review's: bounded but variable repeats, and alternatives, inside a +.
+     (r"(\d{1,3}[,.]?)+", True), (r"(\w{1,20}\s?)+!", True), (r"(\w+|\d+)+x", True)],
 )
 def test_a_regex_that_repeats_a_repeat_is_refused(pattern: str, refused: bool) -> None:
     """Found by the s11 input audit: with `^(a+)+$` a 26-character DM stalled the daemon's

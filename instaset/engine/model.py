@@ -122,41 +122,49 @@ class MatchMode(StrEnum):
 
 
 def nested_repeat(pattern: str) -> bool:
-    """Whether ``pattern`` (a valid regex) repeats a group made of nothing but repeats, one
-    of them unbounded (``(a+)+``, ``(\\w+\\s?)*``): a text can then be split between the
+    """Whether ``pattern`` (a valid regex) repeats without bound a group made of nothing but
+    repeats (or alternatives of them), one of variable length: ``(a+)+``, ``(\\w+\\s?)*``,
+    ``(\\d{1,3}[,.]?)+``, ``(\\w+|\\d+)+``. A text can then be split between the
     iterations in exponentially many ways, and a failing match tries them all on the
-    daemon's one event loop (Python's ``re`` has no time limit). A group with anything
-    fixed in it (``(\\w+\\.)+``, ``(very\\s+)+``) or with bounded repeats only
-    (``(\\d{3}[- ]?){2}``) is not flagged. Read from the parsed pattern (CPython's own
-    ``re._parser``)."""
+    daemon's one event loop (Python's ``re`` has no time limit). A group with anything fixed
+    in it (``(\\w+\\.)+``, ``(very\\s+)+``), fixed-length repeats and optional characters
+    only (``(\\d{3}[- ]?)+``) or a bounded outer repeat is not flagged. Read from the parsed
+    pattern (CPython's own ``re._parser``)."""
     # Private modules (typeshed has no stubs for them): looked up by name.
     sre: Any = importlib.import_module("re._parser")
     c: Any = importlib.import_module("re._constants")
     repeats = (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT)
 
     def only_repeats(items: Any) -> tuple[bool, bool]:
-        """(the items are repeats and groups of repeats only, one of them is unbounded)"""
-        unbounded = False
+        """(the items are repeats, groups or alternatives of them only; one of them has a
+        variable length)"""
+        variable = False
         for op, av in items:
             if op in repeats:
-                unbounded = unbounded or av[1] is c.MAXREPEAT
+                # A variable length over more than one character (an optional separator,
+                # `[- ]?`, splits nothing: `(\\d{3}[- ]?)+` is linear).
+                variable = variable or (av[0] != av[1] and av[1] > 1)
             elif op is c.SUBPATTERN:
                 ok, inner = only_repeats(av[-1])
                 if not ok:
                     return False, False
-                unbounded = unbounded or inner
+                variable = variable or inner
+            elif op is c.BRANCH:
+                for branch in av[1]:
+                    ok, inner = only_repeats(branch)
+                    if not ok:
+                        return False, False
+                    variable = variable or inner
             else:
                 return False, False
-        return True, unbounded
+        return bool(items), variable
 
     def walk(items: Any) -> bool:
         for op, av in items:
             if op in repeats:
                 _low, high, sub = av
-                if high is c.MAXREPEAT or high > 1:
-                    ok, unbounded = only_repeats(sub)
-                    if ok and unbounded:  # an unbounded repeat exists only inside a repeat
-                        return True
+                if high is c.MAXREPEAT and all(only_repeats(sub)):
+                    return True
                 if walk(sub):
                     return True
             elif op is c.SUBPATTERN:
