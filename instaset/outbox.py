@@ -185,6 +185,8 @@ ACCOUNT_WIDE_THROTTLES = frozenset({4, 17, 32})
 ECHO_WAIT = 15.0  # s an unknown outcome waits for its echo before the send may go again
 # Meta retries a webhook for up to 36 h: how far back a late echo may belong to a send.
 LATE_ECHO_SECONDS = 36 * 3600.0
+# Meta's clock against ours: a late echo is stamped at most this long after our try.
+LATE_ECHO_SKEW = 5.0
 
 _FINAL_ERRORS: dict[type[GraphError], str] = {
     WindowClosed: "window_closed",
@@ -276,7 +278,7 @@ class Deliverer:
                 log.info("send %s confirmed by its stored, unprocessed echo", key)
                 return COMPLETED
             log.warning("send %s: no echo after an unknown outcome; it may go again", key)
-            await sendstore.mark_resent(self.db, key)
+            await sendstore.mark_unknown_try(self.db, key)
         # The window, pause and budget facts were read with the row (one read, not two).
         facts = SendFacts(
             kind=out.kind, human=out.sent_by == "human",
@@ -473,7 +475,7 @@ class Deliverer:
 
     async def echo_origin(
         self, conn: aiosqlite.Connection, account_id: str, contact_id: str, mid: str,
-        text: str | None, attachment_types: tuple[str, ...] = (),
+        text: str | None, attachment_types: tuple[str, ...] = (), sent_at: float | None = None,
     ) -> EchoOrigin:
         row = await sendstore.send_by_message_id(conn, mid)
         if row is not None:
@@ -485,14 +487,16 @@ class Deliverer:
                 await sendstore.mark_sent_in(conn, send["key"], mid, self.clock())
                 log.info("send %s confirmed by its echo", send["key"])
                 return EchoOrigin(send["sent_by"], in_flight=False, ours=True)
-        if not flying:
+        if not flying and sent_at is not None:
             # The late echo of a try whose answer was lost, after the send went again (or
-            # was given up): Meta delivered that try too. Still ours, not the creator typing
-            # in the app (which would pause automation).
+            # was given up): Meta delivered that try too, and stamped it then. Still ours,
+            # not the creator typing in the app (which would pause automation); what the
+            # creator types later is stamped later.
             since = self.clock() - LATE_ECHO_SECONDS
-            for send in await sendstore.resent_sends(conn, account_id, contact_id, since):
-                if echo_matches(Outgoing.from_json(send["body"]), text, attachment_types):
-                    await sendstore.late_echo_came_in(conn, send["key"])
+            for send in await sendstore.unknown_tries(conn, account_id, contact_id, since):
+                if (sent_at <= float(send["unknown_at"]) + LATE_ECHO_SKEW
+                        and echo_matches(Outgoing.from_json(send["body"]), text,
+                                         attachment_types)):
                     log.info("echo %s: a late echo of an earlier try of send %s", mid,
                              send["key"])
                     return EchoOrigin(send["sent_by"], in_flight=False, ours=True)

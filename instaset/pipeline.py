@@ -63,7 +63,7 @@ class SendLedger(Protocol):
 
     async def echo_origin(
         self, conn: aiosqlite.Connection, account_id: str, contact_id: str, mid: str,
-        text: str | None, attachment_types: tuple[str, ...] = (),
+        text: str | None, attachment_types: tuple[str, ...] = (), sent_at: float | None = None,
     ) -> EchoOrigin: ...
 
     async def own_comment(
@@ -289,7 +289,7 @@ class Pipeline:
         if self.ledger is not None:
             origin = await self.ledger.echo_origin(
                 conn, acct, contact, event.mid, event.text,
-                tuple(a.type for a in event.attachments),
+                tuple(a.type for a in event.attachments), sent_at=event.occurred_at,
             )
         if not origin.ours and origin.in_flight and now - received_at < ECHO_SETTLE_SECONDS:
             # Our send may have reached Meta and not yet recorded its message id: look again

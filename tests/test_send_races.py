@@ -271,14 +271,37 @@ async def test_the_creator_typing_what_a_retried_send_said_still_hands_the_threa
     assert out == [("automation", "see you at 5"), ("human", "see you at 5")]
 
 
+async def test_a_try_that_never_reached_meta_explains_no_later_echo(tmp_path: Path) -> None:
+    """The second review: a 5xx whose try never reached Meta (the usual case) left the send
+    marked for 36 h, and the creator typing the same words afterwards was taken for it. A
+    late echo is stamped by Meta when the try was made; what the creator types is later."""
+    async with open_harness(tmp_path) as h:
+        await h.dm(IGSID, "hello")
+        await h.settle()
+        h.sandbox.inject(Fault("status", path_contains="/messages", status=503))
+        await h.enqueue(h.text("c1", IGSID, "see you at 5"))
+        await h.settle(advance_up_to=h.rt.deliverer.echo_wait + 60)
+        row = await h.send_row("c1")
+        assert row["state"] == "sent" and row["unknown_at"] is not None
+        h.clock.advance(60)  # a minute later
+        await h.creator_types(IGSID, "see you at 5")
+        await h.settle()
+        conv = await h.conversation(IGSID)
+        out = [(r["sent_by"], r["text"]) for r in await h.messages(IGSID, "out")]
+    assert conv["paused_until"] is not None
+    assert out == [("automation", "see you at 5"), ("human", "see you at 5")]
+
+
 async def test_a_late_echo_explains_one_echo_only(tmp_path: Path) -> None:
+    """The late echo is ours; the creator typing the same words after it is the creator."""
     async with open_harness(tmp_path, graph_timeout=0.5) as h:
         echo = await lost_answer_and_echo(h, "only once please")
         await h.settle(advance_up_to=h.rt.deliverer.echo_wait + 60)
         assert await h.sandbox.deliver(echo) == 200
         await h.settle()
         assert (await h.conversation(IGSID))["paused_until"] is None
-        await h.creator_types(IGSID, "only once please")  # then the creator types the same
+        h.clock.advance(60)
+        await h.creator_types(IGSID, "only once please")  # a minute later, the creator
         await h.settle()
         conv = await h.conversation(IGSID)
         out = [r["sent_by"] for r in await h.messages(IGSID, "out")]

@@ -146,29 +146,23 @@ async def in_flight_sends(
     ))
 
 
-async def resent_sends(
+async def unknown_tries(
     conn: aiosqlite.Connection, account_id: str, contact_id: str, since: float
 ) -> list[sqlite3.Row]:
-    """The contact's sends since ``since`` that went again (or were then refused) after a
-    try whose outcome was unknown, and whose late echo has not come yet (``resent = 1``,
-    migration 0016; see ``outbox.Deliverer.echo_origin``)."""
+    """The contact's sends with a try since ``since`` whose outcome stayed unknown
+    (``unknown_at``, migration 0016; see ``outbox.Deliverer.echo_origin``)."""
     return list(await conn.execute_fetchall(
-        "SELECT * FROM sends WHERE account_id = ? AND contact_id = ? AND created_at >= ?"
-        " AND resent = 1 AND state != 'in_flight' ORDER BY created_at",
+        "SELECT * FROM sends WHERE account_id = ? AND contact_id = ? AND unknown_at >= ?"
+        " AND state != 'in_flight' ORDER BY created_at",
         (account_id, contact_id, since),
     ))
 
 
-async def mark_resent(db: Database, key: str) -> None:
-    """``key`` goes on after a try whose outcome stayed unknown (no echo within the wait):
-    that try's echo may still come, late (``resent = 1``)."""
-    await db.execute("UPDATE sends SET resent = max(resent, 1) WHERE key = ?", (key,),
-                     relaxed=True)
-
-
-async def late_echo_came_in(conn: aiosqlite.Connection, key: str) -> None:
-    """The late echo of ``key``'s earlier try came: it explains one echo, no more."""
-    await conn.execute("UPDATE sends SET resent = 2 WHERE key = ?", (key,))
+async def mark_unknown_try(db: Database, key: str) -> None:
+    """The last try of ``key`` (marked in flight at ``updated_at``) got no answer and no
+    echo within the wait: record when it was made, as its echo may still come, late."""
+    await db.execute("UPDATE sends SET unknown_at = updated_at WHERE key = ?"
+                     " AND state = 'in_flight'", (key,), relaxed=True)
 
 
 async def in_flight_public_replies(
