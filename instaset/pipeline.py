@@ -159,8 +159,8 @@ class Pipeline:
                     and isinstance(event, MessageEvent | PostbackEvent)
                     and not event.is_from_business
                     and (await pending_under(conn, f"first_plan:{acct}:{contact}:")
-                         or await history.earlier_message_waiting(conn, acct, contact,
-                                                                  event_id))):
+                         or await history.earlier_message_waiting(
+                             conn, acct, contact, event_id, now + 2 * FIRST_MESSAGE_POLL))):
                 # Decided now, this message would overtake the first one (still waiting for
                 # the profile): it would take the first-message workflow, and the first would
                 # then match as a returning contact's. In order, after it, and after any
@@ -236,9 +236,11 @@ class Pipeline:
                                               account_id=acct, contact_id=them):
                 _before_its_message(event, received_at, now)
         elif isinstance(event, ReactionEvent):
-            who = "contact" if contact != acct else "business"
+            # The contact id is the other person either way (the recipient when the
+            # business reacted): who reacted is the sender.
+            who = "business" if event.is_from_business else "contact"
             reaction = (event.emoji or event.reaction) if event.action == "react" else None
-            them = contact if who == "contact" else None
+            them = contact if contact and contact != acct else None
             if not await history.set_reaction(conn, event.mid, who, reaction,
                                               account_id=acct, contact_id=them):
                 _before_its_message(event, received_at, now)

@@ -208,3 +208,20 @@ async def test_only_the_threads_own_contact_edits_or_reacts_to_its_messages(h: H
     await deliver(h, edit("m-9", "my better words", 2, ts + 3000), reaction("m-9", ts + 4000))
     assert await row(h, "m-9") == {"text": "my better words", "edits": '["my own words"]',
                                    "deleted_at": None, "reactions": '{"contact":"\u2764"}'}
+
+
+async def test_the_business_reaction_is_the_business_s_and_leaves_the_contact_s(
+    h: Harness,
+) -> None:
+    """Found by the s11 second review: the contact id of a reaction is the other person
+    either way, so the business's own reaction was stored as the contact's (over theirs)."""
+    ts = int(h.clock() * 1000)
+    await deliver(h, build_dm_payload(ACCT, IGSID, "thanks!", "m-10", ts),
+                  reaction("m-10", ts + 1000))
+    mine = reaction("m-10", ts + 2000)
+    messaging = mine["entry"][0]["messaging"][0]  # type: ignore[index]
+    messaging["sender"], messaging["recipient"] = {"id": ACCT}, {"id": IGSID}
+    messaging["reaction"]["emoji"] = "\U0001f44d"
+    await deliver(h, mine)
+    assert json.loads(str((await row(h, "m-10"))["reactions"])) == {
+        "contact": "\u2764", "business": "\U0001f44d"}

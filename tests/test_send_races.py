@@ -214,6 +214,25 @@ async def test_a_new_contacts_burst_is_answered_in_order(tmp_path: Path) -> None
     assert texts[0].startswith("Welcome ")
 
 
+async def test_a_message_retried_later_does_not_hold_up_the_next(tmp_path: Path) -> None:
+    """The second review: with a profile lookup in the workflows, a returning contact's
+    message waited behind any earlier unprocessed one, even one failing and retried with
+    backoff (49 s with the defaults). Only an earlier one about to run holds it up now."""
+    flows = [{"name": "hi", "trigger": {"dm": {"keywords": ["hi", "price"]}},
+              "actions": [{"reply": "Hey {username|there}!"}]}]
+    async with open_harness(tmp_path, workflows=flows) as h:
+        await h.dm(IGSID, "hi")
+        await h.settle(advance_up_to=10.0)
+        sent = len(h.graph_sends(IGSID))
+        await h.dm(IGSID, "hi again")  # its processing failed: retried in 10 minutes
+        await h.rt.db.execute("UPDATE jobs SET run_at = run_at + 600 WHERE state = 'ready'"
+                              " AND kind = 'process_event'")
+        await h.dm(IGSID, "what is the price?")
+        await h.settle()
+        texts = [r.json["message"].get("text") for r in h.graph_sends(IGSID)][sent:]
+    assert len(texts) == 1 and texts[0].startswith("Hey ")
+
+
 async def lost_answer_and_echo(h: Harness, text: str) -> dict[str, object]:
     """Send ``text`` to the contact so that Meta delivers it but both our answer and its
     echo are lost; returns the echo's payload (for Meta's later retry)."""

@@ -162,15 +162,18 @@ async def wake_contact_events(
 
 
 async def earlier_message_waiting(
-    conn: aiosqlite.Connection, account_id: str, contact_id: str, event_id: int
+    conn: aiosqlite.Connection, account_id: str, contact_id: str, event_id: int,
+    due_by: float,
 ) -> bool:
-    """Whether a message or tap of the contact stored before event ``event_id`` is still to
-    be processed, its job ready or running (a dead one does not hold anything up)."""
+    """Whether a message or tap of the contact stored before event ``event_id`` is about to
+    be processed: its job running, or ready and due by ``due_by``. One retried later after
+    a failure, or dead, holds nothing up."""
     rows = await conn.execute_fetchall(
         "SELECT 1 FROM events e JOIN jobs j ON j.key = 'event:' || e.dedupe_key"
         " WHERE e.account_id = ? AND e.contact_id = ? AND e.kind IN ('message', 'postback')"
-        " AND e.processed_at IS NULL AND e.id < ? AND j.state IN ('ready', 'running') LIMIT 1",
-        (account_id, contact_id, event_id))
+        " AND e.processed_at IS NULL AND e.id < ? AND (j.state = 'running'"
+        " OR (j.state = 'ready' AND j.run_at <= ?)) LIMIT 1",
+        (account_id, contact_id, event_id, due_by))
     return bool(list(rows))
 
 
