@@ -267,6 +267,16 @@ async def test_a_late_echo_of_an_earlier_try_does_not_hand_the_thread_to_the_cre
     assert out == [("automation", "only once please")] * 2
 
 
+async def creator_types_the_same(h: Harness, text: str) -> tuple[bool, list[tuple[str, str]]]:
+    """The creator types ``text`` in the app: (automation paused?, the outgoing history as
+    (sent_by, text))."""
+    await h.creator_types(IGSID, text)
+    await h.settle()
+    conv = await h.conversation(IGSID)
+    out = [(str(r["sent_by"]), str(r["text"])) for r in await h.messages(IGSID, "out")]
+    return conv["paused_until"] is not None, out
+
+
 async def test_the_creator_typing_what_a_retried_send_said_still_hands_the_thread_over(
     tmp_path: Path,
 ) -> None:
@@ -282,11 +292,8 @@ async def test_the_creator_typing_what_a_retried_send_said_still_hands_the_threa
         await h.settle(advance_up_to=120.0)
         row = await h.send_row("c1")
         assert (row["state"], row["attempts"]) == ("sent", 2)
-        await h.creator_types(IGSID, "see you at 5")
-        await h.settle()
-        conv = await h.conversation(IGSID)
-        out = [(r["sent_by"], r["text"]) for r in await h.messages(IGSID, "out")]
-    assert conv["paused_until"] is not None
+        paused, out = await creator_types_the_same(h, "see you at 5")
+    assert paused
     assert out == [("automation", "see you at 5"), ("human", "see you at 5")]
 
 
@@ -303,11 +310,8 @@ async def test_a_try_that_never_reached_meta_explains_no_later_echo(tmp_path: Pa
         row = await h.send_row("c1")
         assert row["state"] == "sent" and row["unknown_at"] is not None
         h.clock.advance(60)  # a minute later
-        await h.creator_types(IGSID, "see you at 5")
-        await h.settle()
-        conv = await h.conversation(IGSID)
-        out = [(r["sent_by"], r["text"]) for r in await h.messages(IGSID, "out")]
-    assert conv["paused_until"] is not None
+        paused, out = await creator_types_the_same(h, "see you at 5")
+    assert paused
     assert out == [("automation", "see you at 5"), ("human", "see you at 5")]
 
 
