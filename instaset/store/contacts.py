@@ -14,7 +14,7 @@ from typing import Any
 
 import aiosqlite
 
-from instaset.store import history
+from instaset.store import history, jobs
 from instaset.store.ai import shown_stage_sql
 from instaset.store.db import Database
 
@@ -312,14 +312,8 @@ async def close_stale_runs(conn: aiosqlite.Connection, account_id: str, keep: in
 
 async def has_live_job(conn: aiosqlite.Connection, run_id: int) -> bool:
     """Whether a ``catchup_backfill`` job of the run is still ready or running (its keys are
-    ``catchup:{run_id}:...``: a range on the unique key index, no scan of the queue)."""
-    lo = f"catchup:{run_id}:"
-    rows = await conn.execute_fetchall(
-        "SELECT 1 FROM jobs WHERE key >= ? AND key < ? AND kind = 'catchup_backfill'"
-        " AND state IN ('ready', 'running') LIMIT 1",
-        (lo, lo[:-1] + ";"),
-    )
-    return bool(list(rows))
+    ``catchup:{run_id}:...``)."""
+    return await jobs.pending_under(conn, f"catchup:{run_id}:", "catchup_backfill")
 
 
 async def failures_since_success(db: Database, account_id: str) -> sqlite3.Row:

@@ -212,12 +212,15 @@ async def complete_in(conn: aiosqlite.Connection, job: Job, now: float) -> bool:
     return cur.rowcount == 1
 
 
-async def pending_under(conn: aiosqlite.Connection, prefix: str) -> bool:
-    """Whether a job whose key starts with ``prefix`` is still to run (ready or running).
-    ``prefix`` ends with its separator (``:``): the keys are a range of the unique index."""
+async def pending_under(conn: aiosqlite.Connection, prefix: str, kind: str | None = None
+                        ) -> bool:
+    """Whether a job whose key starts with ``prefix`` (and of ``kind``, when given) is still
+    to run (ready or running). ``prefix`` ends with its separator (``:``): the keys are a
+    range of the unique index, no scan of the queue."""
     rows = await conn.execute_fetchall(
-        "SELECT 1 FROM jobs WHERE key > ? AND key < ? AND state IN ('ready', 'running')"
-        " LIMIT 1", (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))
+        "SELECT 1 FROM jobs WHERE key > ? AND key < ? AND (?3 IS NULL OR kind = ?3)"
+        " AND state IN ('ready', 'running') LIMIT 1",
+        (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1), kind))
     return bool(list(rows))
 
 
