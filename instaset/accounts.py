@@ -60,6 +60,7 @@ from instaset.store import accounts as acctstore
 from instaset.store import history
 from instaset.store.db import Database
 from instaset.store.jobs import Job
+from instaset.timefmt import iso_or_none
 
 if TYPE_CHECKING:
     from instaset.daemon import Runtime
@@ -134,11 +135,6 @@ def authorize_url(config: Config, state: str, redirect: str) -> str:
         "scope": ",".join(SCOPES), "state": state,
     })
     return f"{config.instagram.auth_url.rstrip('/')}/oauth/authorize?{query}"
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace(
-        "+00:00", "Z")
 
 
 def _explain(exc: InstasetError) -> str:
@@ -313,7 +309,7 @@ class AccountService:
         await self._set(token_key(acct), grant.access_token)
         new_expiry = now + (grant.expires_in or LONG_LIVED)
         await acctstore.set_token_times(self.db, acct, now, new_expiry, now)
-        log.info("refreshed the token of account %s; it expires %s", acct, _iso(new_expiry))
+        log.info("refreshed the token of account %s; it expires %s", acct, iso_or_none(new_expiry))
 
     async def mark_reconnect(self, row: sqlite3.Row, why: str, now: float) -> None:
         await history.set_account_state(self.db, str(row["id"]), "reconnect_needed", now)
@@ -416,7 +412,7 @@ class Connected:
     warning: str | None = None
 
     def summary(self) -> str:
-        expiry = _iso(self.expires_at) or "unknown (refreshed automatically)"
+        expiry = iso_or_none(self.expires_at) or "unknown (refreshed automatically)"
         text = (f"Instagram account @{self.username or '?'} ({self.account_id}) is connected; "
                 f"its token expires {expiry}; webhook fields: {len(self.subscribed)}.")
         return f"{text} Warning: {self.warning}." if self.warning else text

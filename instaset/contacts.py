@@ -51,7 +51,7 @@ from instaset.store import contacts as store
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in
-from instaset.timefmt import iso_utc
+from instaset.timefmt import iso_or_none
 
 log = logging.getLogger("instaset.contacts")
 
@@ -251,10 +251,6 @@ async def forget(db: Database, ref: ContactRef) -> dict[str, int]:
 
 
 # -- reading -----------------------------------------------------------------------------------
-def iso(ts: float | None) -> str | None:
-    return None if ts is None else iso_utc(ts)
-
-
 def _bool(value: object) -> bool | None:
     return None if value is None else bool(value)
 
@@ -280,20 +276,20 @@ def contact_json(row: sqlite3.Row) -> dict[str, Any]:
             "follower_count": row["follower_count"],
             "is_user_follow_business": _bool(row["is_user_follow_business"]),
             "is_business_follow_user": _bool(row["is_business_follow_user"]),
-            "fetched_at": iso(row["profile_fetched_at"]),
+            "fetched_at": iso_or_none(row["profile_fetched_at"]),
             "error": row["profile_error"],
         },
-        "first_seen_at": iso(row["first_seen_at"]),
-        "last_message_at": iso(row["last_message_at"]),
-        "last_inbound_at": iso(row["last_inbound_at"]),
-        "paused_until": iso(row["paused_until"]),
+        "first_seen_at": iso_or_none(row["first_seen_at"]),
+        "last_message_at": iso_or_none(row["last_message_at"]),
+        "last_inbound_at": iso_or_none(row["last_inbound_at"]),
+        "paused_until": iso_or_none(row["paused_until"]),
     }
 
 
 def change_json(row: sqlite3.Row) -> dict[str, Any]:
     return {
         "field": row["field"], "action": row["action"], "old": row["old_value"],
-        "new": row["new_value"], "by": row["changed_by"], "at": iso(row["changed_at"]),
+        "new": row["new_value"], "by": row["changed_by"], "at": iso_or_none(row["changed_at"]),
     }
 
 

@@ -52,9 +52,8 @@ if TYPE_CHECKING:
 FINAL_STATES = ("sent", "refused", "failed")
 
 
-def iso_utc(ts: float | None) -> str | None:
-    """ISO 8601 UTC with a ``Z`` (the JSON time format of every command); None stays None."""
-    return None if ts is None else timefmt.iso_utc(ts)
+# ISO 8601 UTC with a ``Z`` (the JSON time format of every command); None stays None.
+iso_utc = timefmt.iso_or_none
 
 
 # -- window and automation state --------------------------------------------------------------

@@ -1,6 +1,7 @@
 """How times are written for people and for JSON (stdlib only: the CLI imports it at start).
 
 - :func:`iso_utc`: ISO 8601 UTC with a ``Z``, the time format of every JSON document.
+- :func:`iso_or_none`: the same, None staying None.
 - :func:`iso_seconds`: the same to whole seconds, or None for None.
 - :func:`human_duration`: ``"45s"``, ``"12m"``, ``"3h 20m"``, ``"2d 4h"``, for table columns.
 - :func:`parse_duration` / :func:`format_duration`: the durations of config.yaml and of
@@ -27,6 +28,11 @@ def utc(ts: float) -> datetime:
 
 def iso_utc(ts: float) -> str:
     return utc(ts).isoformat().replace("+00:00", "Z")
+
+
+def iso_or_none(ts: float | None) -> str | None:
+    """:func:`iso_utc`, None staying None (optional times in JSON)."""
+    return None if ts is None else iso_utc(ts)
 
 
 def iso_seconds(ts: float | None) -> str | None:

@@ -21,6 +21,7 @@ import typer
 from instaset.cli.app import app, handle_errors, is_tty, nonempty, run_async
 from instaset.cli.cmd_config import load_or_exit
 from instaset.errors import InstasetError
+from instaset.timefmt import iso_or_none
 
 if TYPE_CHECKING:
     import sqlite3
@@ -76,18 +77,12 @@ def _say(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
 def account_json(row: sqlite3.Row) -> dict[str, object]:
     """An account as ``accounts --json`` shows it (never the token)."""
     return {
         "id": row["id"], "username": row["username"], "app_scoped_id": row["app_scoped_id"],
-        "state": row["state"], "token_expires_at": _iso(row["token_expires_at"]),
-        "token_issued_at": _iso(row["token_issued_at"]),
+        "state": row["state"], "token_expires_at": iso_or_none(row["token_expires_at"]),
+        "token_issued_at": iso_or_none(row["token_issued_at"]),
         "subscribed_fields": json.loads(row["subscribed_fields"] or "[]"),
         "sandbox": bool(row["sandbox"]),
     }

@@ -20,6 +20,7 @@ import typer
 from instaset.cli.app import app, handle_errors, is_tty, run_async, sub_app
 from instaset.cli.cmd_config import load_or_exit
 from instaset.errors import InstasetError
+from instaset.timefmt import iso_or_none
 
 if TYPE_CHECKING:
     from instaset import contacts as svc
@@ -228,11 +229,9 @@ def forget(
 
 
 def _report_json(r: RunReport) -> dict[str, Any]:
-    from instaset import contacts as svc
-
     return {
         "account_id": r.account_id, "username": r.username, "resubscribed": r.resubscribed,
-        "reason": r.reason, "since": svc.iso(r.since), "recovered": r.recovered,
+        "reason": r.reason, "since": iso_or_none(r.since), "recovered": r.recovered,
         "unavailable": r.unavailable, "error": r.error,
     }
 
@@ -247,7 +246,6 @@ def catch_up(
 ) -> None:
     """Fetch the messages Instagram did not deliver (Conversations API) and restore a dropped
     webhook subscription. The daemon then processes what was recovered."""
-    from instaset import contacts as svc
     from instaset.catchup import run_catch_up
 
     config = load_or_exit()
@@ -267,7 +265,7 @@ def catch_up(
             elif r.reason is None:
                 parts.append("nothing to catch up")
             else:
-                parts.append(f"recovered {r.recovered} message(s) since {svc.iso(r.since)}")
+                parts.append(f"recovered {r.recovered} message(s) since {iso_or_none(r.since)}")
                 if r.unavailable:
                     parts.append(f"{r.unavailable} could not be read back")
             if parts:
