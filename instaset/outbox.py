@@ -243,6 +243,12 @@ class Deliverer:
         if self.on_refused is not None:
             self.on_refused(out, reason, detail)
 
+    async def _continue_chain(self, out: Outgoing, now: float) -> None:
+        """Queue the next send of ``out``'s chain (a relaxed commit; the job key makes a
+        second one a no-op), when this one is settled without a call of its own."""
+        if out.next_key:
+            await enqueue(self.db, [send_job(out.next_key, now)], now, relaxed=True)
+
     async def deliver(self, job: Job) -> Outcome | None:
         key = str(job.payload["key"])
         row = await sendstore.get_send_for_delivery(self.db, key)
@@ -252,9 +258,7 @@ class Deliverer:
         if row["state"] in ("sent", "refused", "failed"):
             # Done before: a redelivered job, or a send whose lost answer its echo settled.
             # The rest of the chain must still go (the job key makes this idempotent).
-            if out.next_key:
-                now = self.clock()
-                await enqueue(self.db, [send_job(out.next_key, now)], now, relaxed=True)
+            await self._continue_chain(out, self.clock())
             return None
         now = self.clock()
         if row["state"] == "in_flight":
@@ -307,8 +311,7 @@ class Deliverer:
                                          durable=True):
             # Its echo settled it (or a purge removed it) since the row was read: sending
             # now would duplicate it. The chain goes on as for a send done before.
-            if out.next_key:
-                await enqueue(self.db, [send_job(out.next_key, now)], now, relaxed=True)
+            await self._continue_chain(out, now)
             return None
         try:
             result = await self._call(out, token, verdict.human_agent_tag)
@@ -364,9 +367,7 @@ class Deliverer:
         if not exc.outcome_unknown:
             await self._refuse(out, "failed", "gave_up", exc.describe())
             return
-        now = self.clock()
-        if out.next_key:
-            await enqueue(self.db, [send_job(out.next_key, now)], now, relaxed=True)
+        await self._continue_chain(out, self.clock())
         log.warning("send %s: gave up with its outcome unknown (%s)", out.key, exc.describe())
 
     async def _record_sent(self, out: Outgoing, result: SendResult, job: Job) -> None:
