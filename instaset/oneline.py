@@ -11,14 +11,16 @@ from __future__ import annotations
 import unicodedata
 
 
+def _controls_blank(text: str) -> str:
+    return "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+
+
 def one_line(text: str) -> str:
-    return " ".join("".join(" " if unicodedata.category(ch)[0] == "C" else ch
-                            for ch in text).split())
+    return " ".join(_controls_blank(text).split())
 
 
 def printable(text: str) -> str:
     """As :func:`one_line`, but line breaks stay (a message's own lines, in a thread view);
     every other control or format character is a space."""
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return "\n".join("".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in line)
-                     for line in lines)
+    return "\n".join(_controls_blank(line) for line in lines)
