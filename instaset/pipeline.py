@@ -152,6 +152,7 @@ class Pipeline:
         contact = event.contact_id
         is_new = False
         defer = False
+        person = contact if contact and contact != acct else None  # someone, not the account
         if contact and contact != acct:
             username = event.from_username if isinstance(event, CommentEvent) else None
             is_new = await history.touch_contact(conn, acct, contact, now, username=username)
@@ -231,18 +232,16 @@ class Pipeline:
         elif isinstance(event, MessageEditEvent):
             # Only the thread's own people change its messages (the contact: when the
             # edit names one that is not the account itself).
-            them = contact if contact and contact != acct else None
             if not await history.edit_message(conn, event.mid, event.text, event.num_edit,
-                                              account_id=acct, contact_id=them):
+                                              account_id=acct, contact_id=person):
                 _before_its_message(event, received_at, now)
         elif isinstance(event, ReactionEvent):
             # The contact id is the other person either way (the recipient when the
             # business reacted): who reacted is the sender.
             who = "business" if event.is_from_business else "contact"
             reaction = (event.emoji or event.reaction) if event.action == "react" else None
-            them = contact if contact and contact != acct else None
             if not await history.set_reaction(conn, event.mid, who, reaction,
-                                              account_id=acct, contact_id=them):
+                                              account_id=acct, contact_id=person):
                 _before_its_message(event, received_at, now)
         if self.automation is not None and not event.is_from_business and not defer:
             jobs = await self.automation.plan(conn, event, is_new_contact=is_new, now=now)
