@@ -34,6 +34,11 @@ class Metrics:
             "instaset_queue_depth", "Jobs due to run now or running (not those scheduled "
             "for later)", registry=self.registry
         )
+        self.staged_events = Gauge(
+            "instaset_staged_events", "Events acknowledged under load and not yet moved into "
+            "the events table (each gets its process_event job when moved)",
+            registry=self.registry,
+        )
         self.job_latency = Histogram(
             "instaset_job_latency_seconds", "From a job being due to it finishing, by kind",
             ["kind", "outcome"], registry=self.registry,

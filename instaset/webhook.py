@@ -270,6 +270,7 @@ async def healthz(request: web.Request) -> web.Response:
         rows = await ctx.db.fetchall("SELECT id, username, state FROM accounts ORDER BY id")
         body["database"] = "ok"
         body["queue_depth"] = await jobstore.queue_depth(ctx.db, ctx.clock())
+        body["staged_events"] = ctx.writer.backlog  # acknowledged, not yet in events
         body["jobs"] = counts
         body["accounts"] = [
             {"id": r["id"], "username": r["username"], "state": r["state"]} for r in rows
@@ -286,6 +287,7 @@ async def metrics(request: web.Request) -> web.Response:
     for state, n in counts.items():
         ctx.metrics.jobs.labels(state).set(n)
     ctx.metrics.queue_depth.set(await jobstore.queue_depth(ctx.db, ctx.clock()))
+    ctx.metrics.staged_events.set(ctx.writer.backlog)
     return web.Response(
         body=ctx.metrics.render(), content_type="text/plain", charset="utf-8",
         headers={"X-Content-Type-Options": "nosniff"},

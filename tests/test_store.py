@@ -120,6 +120,8 @@ EXPECTED_SCHEMA: dict[str, list[str]] = {
     "stats_commenters": ["account_id", "contact_id", "media", "last_at"],
     "stats_media": ["account_id", "hour", "media", "comments", "leads", "qualified", "booked"],
     "stats_clicks": ["account_id", "hour", "workflow", "media", "clicks"],
+    "staged_events": ["id", "dedupe_key", "account_id", "kind", "contact_id", "occurred_at",
+              "received_at", "raw"],
 }  # fmt: skip
 
 

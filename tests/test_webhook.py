@@ -343,8 +343,23 @@ async def test_concurrent_requests_share_commits(client: TestClient, rt: Runtime
     bodies = [json.dumps(dm(f"c{i}")).encode() for i in range(200)]
     statuses = await asyncio.gather(*(post(client, b) for b in bodies))
     assert statuses == [200] * 200
-    assert await event_count(rt) == 200
+    # Every 200 is stored: in events, or (batches of several requests) in the staging table.
+    assert await event_count(rt) + await staged_count(rt) == 200
     assert rt.writer.batches < 200  # group commit: some requests shared a transaction
+    await rt.writer.settle()
+    assert (await event_count(rt), await staged_count(rt)) == (200, 0)
+    assert rt.writer.moved > 0  # the burst went through the staging table
+    jobs = await rt.db.fetchall("SELECT j.key, e.dedupe_key FROM jobs j JOIN events e"
+                                " ON e.id = json_extract(j.payload, '$.event_id')"
+                                " WHERE j.kind = 'process_event'")
+    assert sorted(r[0] for r in jobs) == sorted(f"event:{r[1]}" for r in jobs)
+    assert len(jobs) == 200
+
+
+async def staged_count(rt: Runtime) -> int:
+    row = await rt.db.fetchone("SELECT count(*) FROM staged_events")
+    assert row is not None
+    return int(row[0])
 
 
 # -- bad input -------------------------------------------------------------------------------

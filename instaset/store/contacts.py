@@ -380,15 +380,17 @@ async def recent_runs(db: Database, limit: int = 20) -> list[sqlite3.Row]:
 
 async def known_mids(db: Database, mids: Sequence[str]) -> set[str]:
     """The message ids among ``mids`` that instaset already has: in the history, as a
-    stored event, or as the answer to one of its own sends."""
+    stored event (or one still in the staging table), or as the answer to one of its own
+    sends."""
     found: set[str] = set()
     for chunk in _chunks(list(mids)):
         marks = _marks(chunk)
         rows = await db.fetchall(
             f"SELECT mid FROM messages WHERE mid IN ({marks})"
             f" UNION SELECT substr(dedupe_key, 5) FROM events WHERE dedupe_key IN ({marks})"
+            f" UNION SELECT substr(dedupe_key, 5) FROM staged_events WHERE dedupe_key IN ({marks})"
             f" UNION SELECT message_id FROM sends WHERE message_id IN ({marks})",
-            [*chunk, *(f"msg:{m}" for m in chunk), *chunk],
+            [*chunk, *(f"msg:{m}" for m in chunk), *(f"msg:{m}" for m in chunk), *chunk],
         )
         found.update(str(r[0]) for r in rows)
     return found

@@ -1,11 +1,23 @@
 """Group commit of webhook events.
 
-Contract: :meth:`IngestWriter.submit` resolves only after the events *and* their
-``process_event`` jobs are committed in one transaction, so a 200 never precedes durability.
-One writer task owns its own connection; concurrent requests queue their rows and share one
-commit (the batch grows with load, so an idle server adds no latency and a busy one does not
-pay one fsync per request). Events whose account is not connected are dropped inside the
-same statement, so a concurrent ``disconnect`` cannot race it.
+Contract: :meth:`IngestWriter.submit` resolves only after the events are committed durably,
+so a 200 never precedes durability. One writer task owns its own connection; concurrent
+requests queue their rows and share one commit (the batch grows with load, so an idle
+server adds no latency and a busy one does not pay one fsync per request). Events whose
+account is not connected are dropped inside the same statement, so a concurrent
+``disconnect`` cannot race it; a dedupe key already stored is a duplicate, not stored again.
+
+Two ways to store, one order:
+- **Direct** (a lone request, the usual delivery): each event goes into ``events`` with its
+  ``process_event`` job, in the same transaction.
+- **Staged** (a batch of :data:`STAGE_FROM` requests or more, or while rows are staged):
+  the events go into ``staged_events`` only, a table without the indexes of ``events``, so
+  the commit that the senders wait for is short. The writer moves staged rows, in arrival
+  order, into ``events`` with their jobs (one transaction per chunk of :data:`MOVE_ROWS`)
+  whenever no request waits for its answer, at least every :data:`MOVE_EVERY` seconds under
+  sustained load, on :meth:`IngestWriter.stop`, and after a restart (what a crash left).
+  While rows are staged, new events are staged too, so ``events.id`` keeps the order of
+  arrival. A staged row is durable like an event: acknowledged means stored either way.
 """
 
 from __future__ import annotations
@@ -24,6 +36,11 @@ from instaset.store.db import WriteGate
 log = logging.getLogger("instaset.webhook")
 
 MAX_BATCH_ROWS = 4096
+STAGE_FROM = 4  # requests in one batch from which it is staged (ingest under load)
+MOVE_ROWS = 128  # staged rows moved per transaction: a few ms of holding the write lock
+MOVE_EVERY = 0.5  # seconds: staged rows move at least this often while requests keep coming
+IDLE_POLL = 0.005  # seconds: with staged rows to move, how often the writer checks for calm
+MOVE_RETRY = 1.0  # seconds before a move that failed (disk full, a locked database) is retried
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +74,41 @@ WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?2 AND state != 'disconnected')
 ON CONFLICT(dedupe_key) DO NOTHING
 """
 
+# Staged: into the staging table, under the same two conditions as a direct insert (a connected
+# account, a key not stored yet in events or in the staging table).
+_STAGE_EVENT = """
+INSERT INTO staged_events(dedupe_key, account_id, kind, contact_id, occurred_at, received_at, raw)
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?2 AND state != 'disconnected')
+  AND NOT EXISTS (SELECT 1 FROM events WHERE dedupe_key = ?1)
+ON CONFLICT(dedupe_key) DO NOTHING
+"""
+
+# A chunk of the staging table (ids up to ?1) into events, in arrival order, as _INSERT_EVENT does
+# (an echo of a message already recorded is stored processed). ON CONFLICT: the key may have
+# come meanwhile by another way (catchup's recovered events).
+_MOVE_EVENTS = """
+INSERT INTO events(dedupe_key, account_id, kind, contact_id, occurred_at, received_at, raw,
+                   processed_at)
+SELECT i.dedupe_key, i.account_id, i.kind, i.contact_id, i.occurred_at, i.received_at, i.raw,
+       CASE WHEN i.kind = 'echo' AND substr(i.dedupe_key, 1, 4) = 'msg:'
+                 AND EXISTS (SELECT 1 FROM messages WHERE mid = substr(i.dedupe_key, 5)
+                             AND account_id = i.account_id AND direction = 'out')
+            THEN ?2 END
+FROM staged_events i WHERE i.id <= ?1 ORDER BY i.id
+ON CONFLICT(dedupe_key) DO NOTHING
+"""
+
+# Their jobs, due from when the event arrived (so the job latency counts the staged wait).
+_MOVE_JOBS = """
+INSERT INTO jobs(kind, key, payload, run_at, max_attempts, created_at)
+SELECT 'process_event', 'event:' || e.dedupe_key, json_object('event_id', e.id),
+       i.received_at, ?2, i.received_at
+FROM staged_events i JOIN events e ON e.dedupe_key = i.dedupe_key
+WHERE i.id <= ?1 AND e.processed_at IS NULL
+ON CONFLICT(key) DO NOTHING
+"""
+
 # The job row follows the event row; duplicates and dropped events insert nothing.
 _INSERT_JOB = """
 INSERT INTO jobs(kind, key, payload, run_at, max_attempts, created_at)
@@ -68,8 +120,8 @@ ON CONFLICT(key) DO NOTHING
 
 class IngestWriter:
     """See the module docstring. ``conn`` is a plain sqlite3 connection this writer owns;
-    each batch is one call in its own thread (BEGIN, both inserts, COMMIT), under the
-    database's write gate with priority over the worker."""
+    each batch, and each move out of the staging table, is one call in its own thread (BEGIN, the
+    statements, COMMIT), under the database's write gate with priority over the worker."""
 
     def __init__(
         self, conn: sqlite3.Connection, *, gate: WriteGate, wake: asyncio.Event,
@@ -89,25 +141,48 @@ class IngestWriter:
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.rows = 0
+        self.moved = 0  # staged rows moved into events (or found there already)
         self._waiting = 0  # requests submitted and not answered yet
+        self._backlog = 0  # rows in the staging table (read at start, then counted)
+        self._moved_at = 0.0  # monotonic time of the last move
+        self._retry_at = 0.0  # after a failed move: not before this (monotonic)
 
     @property
     def busy(self) -> bool:
         """True while a request waits for its commit."""
         return self._waiting > 0
 
+    @property
+    def backlog(self) -> int:
+        """Events in the staging table, not yet moved into ``events`` (see the module docstring)."""
+        return self._backlog
+
     def start(self) -> None:
+        # What a crash or a failed stop left in the staging table moves first (the writer's loop
+        # moves while no request waits).
+        self._backlog = int(self._conn.execute("SELECT count(*) FROM staged_events").fetchone()[0])
         self._task = asyncio.create_task(self._run(), name="ingest-writer")
 
     async def stop(self) -> None:
-        """Finish what is queued, then stop."""
+        """Finish what is queued, move every staged row into ``events``, then stop. A move
+        that fails leaves the rest in the staging table for the next start (logged)."""
         if self._task is not None:
             await self._queue.join()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            # Until a move finds the staging table empty, whatever the count says (a move cancelled
+            # with the task above still ran to its end in the thread).
+            while await self._move() > 0:
+                pass
         self._executor.shutdown(wait=True)
+
+    async def settle(self) -> None:
+        """Move every staged row into ``events`` now (tests, and anything that must read
+        every acknowledged event from ``events``)."""
+        while await self._move() > 0:
+            pass
 
     async def submit(self, rows: Sequence[EventRow]) -> IngestResult:
         if self._task is None or self._task.done():
@@ -124,32 +199,95 @@ class IngestWriter:
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
+            if self._backlog and self._queue.empty():
+                now = time.monotonic()
+                if not self._waiting and now >= self._retry_at:
+                    # No request waits for an answer: the staging table's turn.
+                    await self._move()
+                    continue
+                # Answers still going out (or a move just failed): look again shortly.
+                try:
+                    first = await asyncio.wait_for(
+                        self._queue.get(), max(IDLE_POLL, self._retry_at - now))
+                except TimeoutError:
+                    continue
+            else:
+                first = await self._queue.get()
+            batch = [first]
             n = len(batch[0][0])
             while not self._queue.empty() and n < MAX_BATCH_ROWS:
                 item = self._queue.get_nowait()
                 batch.append(item)
                 n += len(item[0])
             try:
-                await self._commit_all(batch)
+                now = time.monotonic()
+                if self._backlog and now - self._moved_at >= MOVE_EVERY and now >= self._retry_at:
+                    await self._move()  # the staging table's share while requests keep coming
+                stage = self._backlog > 0 or len(batch) >= STAGE_FROM
+                await self._commit_all(batch, stage)
             finally:
                 for _ in batch:
                     self._queue.task_done()
 
+    async def _move(self) -> int:
+        """Move one chunk of staged rows into ``events``; returns the rows moved (0: none
+        was staged), or -1 when the move failed (logged; the rows stay staged)."""
+        self._moved_at = time.monotonic()
+        loop = asyncio.get_running_loop()
+        try:
+            async with self._gate.urgent():
+                moved = await loop.run_in_executor(
+                    self._executor, self._move_chunk, self._clock()
+                )
+        except Exception as exc:
+            self._retry_at = time.monotonic() + MOVE_RETRY
+            log.error("could not move %d events from the staging table: %s (tried again in "
+                      "%g s)", self._backlog, exc, MOVE_RETRY)
+            return -1
+        self._backlog = max(0, self._backlog - moved) if moved else 0
+        if moved:
+            self.moved += moved
+            self._wake.set()
+        return moved
+
+    def _move_chunk(self, now: float) -> int:
+        """Runs in the writer's thread: the oldest :data:`MOVE_ROWS` staged rows into
+        ``events`` with their jobs, and out of the staging table, in one transaction."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            top = conn.execute(
+                "SELECT max(id) FROM (SELECT id FROM staged_events ORDER BY id LIMIT ?)",
+                (MOVE_ROWS,),
+            ).fetchone()[0]
+            moved = 0
+            if top is not None:
+                conn.execute(_MOVE_EVENTS, (top, now))
+                conn.execute(_MOVE_JOBS, (top, self._max_attempts))
+                moved = conn.execute("DELETE FROM staged_events WHERE id <= ?", (top,)).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return moved
+
     async def _commit_all(
-        self, batch: list[tuple[Sequence[EventRow], asyncio.Future[IngestResult]]]
+        self, batch: list[tuple[Sequence[EventRow], asyncio.Future[IngestResult]]],
+        stage: bool,
     ) -> None:
         loop = asyncio.get_running_loop()
         try:
             async with self._gate.urgent():
                 results = await loop.run_in_executor(
-                    self._executor, self._commit, [rows for rows, _ in batch], self._clock()
+                    self._executor, self._commit, [rows for rows, _ in batch], self._clock(),
+                    stage,
                 )
         except Exception as exc:
             if len(batch) > 1:
                 # One bad request must not fail the others that shared its commit.
                 for item in batch:
-                    await self._commit_all([item])
+                    await self._commit_all([item], stage)
                 return
             log.error("ingest commit failed: %s", exc)
             for _, fut in batch:
@@ -161,10 +299,15 @@ class IngestWriter:
                 fut.set_result(res)
         self.batches += 1
         self.rows += sum(len(rows) for rows, _ in batch)
-        self._wake.set()
+        if stage:
+            self._backlog += sum(r.stored for r in results)
+        else:
+            self._wake.set()  # new jobs
 
-    def _commit(self, requests: list[Sequence[EventRow]], now: float) -> list[IngestResult]:
-        """Runs in the writer's thread: the whole batch in one transaction."""
+    def _commit(self, requests: list[Sequence[EventRow]], now: float, stage: bool = False
+                ) -> list[IngestResult]:
+        """Runs in the writer's thread: the whole batch in one transaction, into ``events``
+        with the jobs, or into the staging table (``stage``)."""
         conn = self._conn
         results: list[IngestResult] = []
         conn.execute("BEGIN IMMEDIATE")
@@ -174,7 +317,7 @@ class IngestWriter:
                 # rowcount: the rows these statements inserted (total_changes would also
                 # count what a trigger on events writes).
                 cur = conn.executemany(
-                    _INSERT_EVENT,
+                    _STAGE_EVENT if stage else _INSERT_EVENT,
                     [(r.dedupe_key, r.account_id, r.kind, r.contact_id, r.occurred_at, now,
                       r.raw) for r in rows],
                 )
@@ -183,10 +326,11 @@ class IngestWriter:
                     results.append(self._not_stored(conn, rows, stored))
                 else:
                     results.append(IngestResult(stored))
-            conn.executemany(
-                _INSERT_JOB,
-                [(r.dedupe_key, now, self._max_attempts) for rows in requests for r in rows],
-            )
+            if not stage:
+                conn.executemany(
+                    _INSERT_JOB,
+                    [(r.dedupe_key, now, self._max_attempts) for rows in requests for r in rows],
+                )
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):

@@ -1,0 +1,204 @@
+"""The ingest writer's two ways to store (store/ingest.py): a lone request straight into
+events with its job, a batch under load into staged_events, moved into events in arrival
+order when no request waits, on stop, and after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from instaset.store import ingest
+from instaset.store.db import Database, open_database
+from instaset.store.ingest import EventRow, IngestResult, IngestWriter
+from tests.conftest import connect_account
+
+ACCT = "17841400000000001"
+
+
+def row(mid: str, account: str = ACCT, kind: str = "message") -> EventRow:
+    return EventRow(f"msg:{mid}", account, kind, "555", 1.0, json.dumps({"mid": mid}))
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    d = await open_database(tmp_path / "staged.db")
+    await connect_account(d, ACCT)
+    try:
+        yield d
+    finally:
+        await d.close()
+
+
+def writer(db: Database, wake: asyncio.Event | None = None) -> IngestWriter:
+    return IngestWriter(db.connect_sync_writer(), gate=db.gate, wake=wake or asyncio.Event(),
+                        max_attempts=6)
+
+
+async def counts(db: Database) -> tuple[int, int, int]:
+    """(events, staged rows, process_event jobs)."""
+    row_ = await db.fetchone(
+        "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM staged_events),"
+        " (SELECT count(*) FROM jobs WHERE kind = 'process_event')")
+    assert row_ is not None
+    return int(row_[0]), int(row_[1]), int(row_[2])
+
+
+async def burst(w: IngestWriter, groups: Sequence[Sequence[EventRow]]) -> list[IngestResult]:
+    """Requests submitted in the same loop turn: the writer takes them as one batch."""
+    return list(await asyncio.gather(*(w.submit(g) for g in groups)))
+
+
+async def test_a_lone_request_goes_straight_to_events_with_its_job(db: Database) -> None:
+    w = writer(db)
+    w.start()
+    try:
+        assert await w.submit([row("a")]) == IngestResult(1)
+        assert await counts(db) == (1, 0, 1)
+    finally:
+        await w.stop()
+
+
+async def test_a_batch_under_load_is_staged_then_moves_in_arrival_order(
+    db: Database,
+) -> None:
+    wake = asyncio.Event()
+    w = writer(db, wake)
+    w.start()
+    try:
+        groups = [[row(f"b{i}")] for i in range(ingest.STAGE_FROM)]
+        assert await burst(w, groups) == [IngestResult(1)] * ingest.STAGE_FROM
+        stored = await counts(db)
+        assert stored[0] + stored[1] == ingest.STAGE_FROM  # acknowledged means stored
+        wake.clear()
+        await w.settle()
+        assert w.moved == ingest.STAGE_FROM  # they went through the staging table
+        assert await counts(db) == (ingest.STAGE_FROM, 0, ingest.STAGE_FROM)
+        assert wake.is_set()  # the worker is told about the new jobs
+        keys = [r[0] for r in await db.fetchall("SELECT dedupe_key FROM events ORDER BY id")]
+        assert keys == [f"msg:b{i}" for i in range(ingest.STAGE_FROM)]
+        jobs = await db.fetchall(
+            "SELECT j.key, e.dedupe_key, j.run_at, e.received_at FROM jobs j"
+            " JOIN events e ON e.id = json_extract(j.payload, '$.event_id')")
+        assert all(r[0] == f"event:{r[1]}" and r[2] == r[3] for r in jobs)
+    finally:
+        await w.stop()
+
+
+async def test_while_rows_are_staged_a_lone_request_queues_behind_them(
+    db: Database,
+) -> None:
+    w = writer(db)
+    conn = w._conn
+    # A staged batch, as a crash would leave it (the writer not running yet).
+    w._commit([[row(f"old{i}")] for i in range(3)], 10.0, True)
+    w.start()
+    try:
+        assert w.backlog == 3  # counted at start
+        await w.submit([row("new")])
+        await w.settle()
+        keys = [r[0] for r in conn.execute("SELECT dedupe_key FROM events ORDER BY id")]
+        assert keys == ["msg:old0", "msg:old1", "msg:old2", "msg:new"]
+    finally:
+        await w.stop()
+
+
+async def test_a_restart_moves_what_a_crash_left_staged_without_any_request(
+    db: Database,
+) -> None:
+    first = writer(db)
+    first._commit([[row("left1"), row("left2")]], 5.0, True)  # committed, never moved
+    assert await counts(db) == (0, 2, 0)
+    wake = asyncio.Event()
+    w = writer(db, wake)
+    w.start()
+    try:
+        assert w.backlog == 2
+        await asyncio.wait_for(wake.wait(), 5)
+        assert await counts(db) == (2, 0, 2)
+        assert w.backlog == 0
+    finally:
+        await w.stop()
+
+
+async def test_stop_moves_every_staged_row(db: Database) -> None:
+    w = writer(db)
+    w.start()
+    await burst(w, [[row(f"s{i}")] for i in range(ingest.STAGE_FROM * 3)])
+    await w.stop()
+    assert w.moved == ingest.STAGE_FROM * 3
+    assert await counts(db) == (ingest.STAGE_FROM * 3, 0, ingest.STAGE_FROM * 3)
+
+
+async def test_duplicates_and_unconnected_accounts_are_told_apart_when_staged_too(
+    db: Database,
+) -> None:
+    w = writer(db)
+    w.start()
+    try:
+        assert await w.submit([row("dup")]) == IngestResult(1)  # direct: in events
+        results = await burst(w, [
+            [row("dup")],  # already in events: not staged
+            [row("x1")],
+            [row("x1")],  # the same key in the same batch: staged once
+            [row("other", account="999")],  # not connected here: dropped
+        ])
+        assert results == [IngestResult(0), IngestResult(1), IngestResult(0),
+                           IngestResult(0, 1, ("999",))]
+        await w.settle()
+        assert w.moved == 1
+        keys = sorted(r[0] for r in await db.fetchall("SELECT dedupe_key FROM events"))
+        assert keys == ["msg:dup", "msg:x1"]
+        assert await counts(db) == (2, 0, 2)
+    finally:
+        await w.stop()
+
+
+async def test_an_echo_of_a_recorded_send_is_moved_processed_without_a_job(
+    db: Database,
+) -> None:
+    await db.execute(
+        "INSERT INTO messages(account_id, contact_id, mid, direction, sent_by, text,"
+        " attachments, created_at) VALUES (?, '555', 'ours', 'out', 'automation', 'hi',"
+        " '[]', 1.0)", (ACCT,))
+    w = writer(db)
+    w.start()
+    try:
+        await burst(w, [[row("ours", kind="echo")]] + [[row(f"e{i}")] for i in range(4)])
+        await w.settle()
+        echo = await db.fetchone(
+            "SELECT processed_at FROM events WHERE dedupe_key = 'msg:ours'")
+        assert echo is not None and echo[0] is not None
+        assert await counts(db) == (5, 0, 4)
+    finally:
+        await w.stop()
+
+
+async def test_a_move_that_fails_keeps_the_rows_and_is_tried_again(
+    db: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(ingest, "MOVE_RETRY", 0.05)
+    await db.execute("CREATE TRIGGER refuse BEFORE INSERT ON events"
+                     " BEGIN SELECT RAISE(ABORT, 'disk trouble'); END")
+    wake = asyncio.Event()
+    w = writer(db, wake)
+    w.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="instaset.webhook"):
+            assert await burst(w, [[row(f"f{i}")] for i in range(4)]) == [IngestResult(1)] * 4
+            for _ in range(100):
+                if any("could not move" in r.getMessage() for r in caplog.records):
+                    break
+                await asyncio.sleep(0.01)
+        assert any("could not move 4 events from the staging table: disk trouble"
+                   in r.getMessage() for r in caplog.records)
+        assert await counts(db) == (0, 4, 0)  # nothing lost, nothing half-moved
+        await db.execute("DROP TRIGGER refuse")
+        await asyncio.wait_for(wake.wait(), 5)  # tried again by itself
+        assert await counts(db) == (4, 0, 4)
+    finally:
+        await w.stop()
