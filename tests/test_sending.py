@@ -18,6 +18,7 @@ from instaset.outbox import Outgoing, enqueue_sends
 from instaset.pipeline import ECHO_SETTLE_SECONDS
 from instaset.rules import SendKind
 from instaset.sandbox import Fault, build_echo_payload
+from instaset.store.ingest import EventRow
 from tests.sending_harness import ACCT, Clock, Harness, open_harness
 
 IGSID = "1129842642640637"
@@ -792,6 +793,42 @@ async def test_a_stored_echo_settles_an_image_send_too(make_harness: MakeHarness
                           " AND state = 'ready'")
     h.clock.advance(h.rt.deliverer.echo_wait + 60)
     await h.rt.worker.run_burst()
+    (mid,) = [m.mid for m in h.sandbox.thread(IGSID) if m.direction == "out"]
+    row = await h.send_row("img")
+    assert (row["state"], row["message_id"]) == ("sent", mid)
+    assert len(h.graph_sends(IGSID)) == 1
+
+
+async def test_an_echo_still_staged_by_ingest_under_load_settles_the_send(
+    make_harness: MakeHarness,
+) -> None:
+    """Found in review: under sustained load ingest stages events (store/ingest.py), and
+    the echo check read only ``events``: the staged echo was missed and the image went twice.
+    Here a phantom request always waits (staged rows move only in the writer's share) and a
+    burst of other people's messages was staged just before the echo."""
+    h = await make_harness(graph_timeout=0.5)
+    await h.dm(IGSID, "hello")
+    await h.settle()
+    w = h.rt.writer
+    w._waiting += 1  # a request always waiting for its commit: no calm to move in
+    try:
+        await asyncio.gather(*(w.submit([EventRow(f"msg:fill{i}", ACCT, "message",
+                                                  f"9{i:05d}", 1.0,
+                                                  json.dumps({"mid": f"fill{i}"}))])
+                               for i in range(1000)))
+        h.sandbox.inject(Fault(kind="drop_after_send", path_contains="/messages", times=1))
+        await h.enqueue(Outgoing(key="img", kind=SendKind.MEDIA, account_id=ACCT,
+                                 contact_id=IGSID, media_type="image",
+                                 media_url="https://example.com/menu.png"))
+        await h.rt.worker.run_burst(max_rounds=1)  # the send times out: outcome unknown
+        await asyncio.wait_for(h.sandbox.drain(), timeout=10)  # its echo: acknowledged
+        staged = await h.rt.db.fetchone(
+            "SELECT count(*) FROM staged_events WHERE kind = 'echo'")
+        assert staged is not None and staged[0] == 1  # the case under test: still staged
+        h.clock.advance(h.rt.deliverer.echo_wait + 60)
+        await h.rt.worker.run_burst()
+    finally:
+        w._waiting -= 1
     (mid,) = [m.mid for m in h.sandbox.thread(IGSID) if m.direction == "out"]
     row = await h.send_row("img")
     assert (row["state"], row["message_id"]) == ("sent", mid)

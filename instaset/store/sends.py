@@ -214,11 +214,20 @@ async def unprocessed_events(
 ) -> list[sqlite3.Row]:
     """Stored events of ``kind`` about ``contact_id`` received since ``since`` that the
     worker has not processed yet (raw JSON), oldest first: echoes of our messages to a
-    contact, or (contact = the account) the account's own comments."""
+    contact, or (contact = the account) the account's own comments. Events that ingest
+    acknowledged under load and has not moved into ``events`` yet (``staged_events``, see
+    store/ingest.py) count too, after the others: in any process (the CLI's sends too), an
+    echo that arrived is never missed for being staged."""
     return await db.fetchall(
-        "SELECT id, raw FROM events WHERE account_id = ? AND contact_id = ? AND kind = ?"
-        " AND processed_at IS NULL AND received_at >= ? ORDER BY id",
-        (account_id, contact_id, kind, since), quick=True,
+        "SELECT id, raw FROM (SELECT id, raw, 0 AS staged, id AS n FROM events"
+        " WHERE account_id = ?1 AND contact_id = ?2 AND kind = ?3"
+        " AND processed_at IS NULL AND received_at >= ?4"
+        " UNION ALL SELECT NULL, raw, 1, id FROM staged_events WHERE account_id = ?1"
+        " AND contact_id = ?2 AND kind = ?3 AND received_at >= ?4) ORDER BY staged, n",
+        # Not quick (the loop's connection): staged rows have no index but the dedupe key,
+        # so a large burst's are scanned, in aiosqlite's thread. A rare path: a send whose
+        # outcome was unknown.
+        (account_id, contact_id, kind, since),
     )
 
 
