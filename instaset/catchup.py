@@ -101,6 +101,11 @@ log = logging.getLogger("instaset.catchup")
 
 T = TypeVar("T")
 
+# Recovered events wait while ingest holds staged events of the account (under load): so
+# many tries, so many seconds apart, then the conversation is left to the next part.
+STAGED_TRIES = 50
+STAGED_WAIT = 0.1
+
 # What an account subscribes to when its row does not say (as `instaset connect` does).
 DEFAULT_FIELDS = (
     "messages", "messaging_postbacks", "messaging_seen", "message_reactions",
@@ -492,12 +497,27 @@ class CatchUp:
         rows.sort(key=lambda r: r.occurred_at)
         now = self.clock()
         lost = (len([m for m in missing if m not in readable]) + unreadable) if complete else 0
-        async with self.db.tx() as conn:
-            new = await store.insert_recovered(conn, rows, run_id=run_id, now=now,
-                                               max_attempts=self.max_attempts)
-            await store.add_progress(conn, run_id, calls=batch.calls - start,
-                                     conversations=int(complete), recovered=new,
-                                     unavailable=lost)
+        for _ in range(STAGED_TRIES):
+            async with self.db.tx() as conn:
+                if rows and await store.staged_for(conn, acct):
+                    staged = True  # ingest is under load: its rows move within moments
+                else:
+                    staged = False
+                    new = await store.insert_recovered(conn, rows, run_id=run_id, now=now,
+                                                       max_attempts=self.max_attempts)
+                    await store.add_progress(conn, run_id, calls=batch.calls - start,
+                                             conversations=int(complete), recovered=new,
+                                             unavailable=lost)
+            if not staged:
+                break
+            await asyncio.sleep(STAGED_WAIT)
+        else:
+            # Still staged (sustained load): this conversation is done again next part.
+            async with self.db.tx() as conn:
+                await store.add_progress(conn, run_id, calls=batch.calls - start,
+                                         conversations=0, recovered=0, unavailable=0)
+            log.info("catch-up of conversation %s waits for ingest (events staged)", conv_id)
+            return False
         if new:
             log.info("recovered %d message(s) of conversation %s", new, conv_id)
             self.wake()

@@ -36,8 +36,9 @@ from instaset.graph import GraphClient
 from instaset.outbox import StaticTokens
 from instaset.ratelimit import budgets_from_config
 from instaset.sandbox import Fault, Recorded, Sandbox
-from instaset.store import history
+from instaset.store import history, ingest
 from instaset.store import jobs as jobstore
+from instaset.store.ingest import EventRow
 from instaset.webhook import make_app
 from tests.sending_harness import ACCT, SECRET, USERNAME, Clock
 
@@ -187,6 +188,45 @@ async def test_messages_sent_while_stopped_are_recovered_once_and_answered_once(
             assert await count(rt, "SELECT count(*) FROM recovered_events") == 1
             assert await count(rt, "SELECT count(*) FROM events WHERE dedupe_key = ?",
                                (f"msg:{mid_of(missed)}",)) == 1
+
+
+async def test_catch_up_waits_while_ingest_holds_staged_events_of_the_account(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: a webhook staged by ingest under load is not in events yet, so
+    catch-up recovered its key again (a poorer copy, counted as recovered) and the later
+    message took an events.id before it. Catch-up now waits for the staged rows to move."""
+    async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
+        await settle(w, rt)
+        first = await w.sandbox.user_sends_dm(BEA, "first", deliver=False)
+        w.clock.advance(5)
+        second = await w.sandbox.user_sends_dm(BEA, "second", deliver=False)
+        writer = rt.writer
+        writer._waiting += 1  # a request always waiting: staged rows do not move by calm
+        monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)  # nor by the writer's share
+        try:
+            # Ingest under load: something is staged, so the first message's webhook
+            # (delivered, acknowledged) is staged behind it; the second's never came.
+            fill = [EventRow(f"msg:fill{i}", ACCT, "message", CAI, 1.0, "{}")
+                    for i in range(4)]
+            await asyncio.gather(*(writer.submit([r]) for r in fill))
+            assert writer.backlog == 4
+            assert await w.sandbox.deliver(first) == 200
+            assert await count(rt, "SELECT count(*) FROM staged_events WHERE dedupe_key = ?",
+                               (f"msg:{mid_of(first)}",)) == 1
+            run = asyncio.ensure_future(CatchUp.for_runtime(rt).run_now())
+            await asyncio.sleep(0.3)
+            assert not run.done()  # waiting for ingest
+            assert await count(rt, "SELECT count(*) FROM recovered_events") == 0
+        finally:
+            writer._waiting -= 1  # calm: the writer moves the staged rows
+        reports = await asyncio.wait_for(run, 10)
+        assert [r.recovered for r in reports] == [1]
+        recovered = await rt.db.fetchall("SELECT mid FROM recovered_events")
+        assert [r["mid"] for r in recovered] == [mid_of(second)]
+        order = [r["dedupe_key"] for r in await rt.db.fetchall(
+            "SELECT dedupe_key FROM events WHERE contact_id = ? ORDER BY id", (BEA,))]
+        assert order == [f"msg:{mid_of(first)}", f"msg:{mid_of(second)}"]
 
 
 async def test_a_recovered_message_outside_the_window_gets_no_reply(tmp_path: Path) -> None:
