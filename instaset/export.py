@@ -24,6 +24,7 @@ Format ``instaset-export`` version 1 (``EXPORT_SCHEMA`` is its JSON Schema; ``in
           "links":    [{"code", "url", "created_at", "clicks": [ISO time, ...]}],
           "notifications": [{"kind", "text", "created_at", "delivered_at"}],
           "events":   [{"id", "kind", "occurred_at", "received_at", "payload"}],  # Meta's
+                                               # (id null: acknowledged, still staged)
           "other": {table: [row, ...]}                 # other features' rows (drafts, leads)
       }],
       "notifications": [...]                           # account-level ones
@@ -54,12 +55,13 @@ VERSION = 1
 _SECRETISH = re.compile(r"(^|_)(access_|refresh_)?token$|secret|password|api_?key|credential",
                         re.IGNORECASE)
 _SPINE = frozenset({"messages", "sends", "events", "notifications", "links", "clicks",
-                    "conversations"})
+                    "conversations", "staged_events"})
 PAGE = 500
 
 _T = {"type": "string"}
 _TN = {"type": ["string", "null"]}
 _I = {"type": "integer"}
+_IN = {"type": ["integer", "null"]}
 
 
 def _obj(props: dict[str, Any], *, extra: bool = True) -> dict[str, Any]:
@@ -98,7 +100,7 @@ EXPORT_SCHEMA: dict[str, Any] = {
             "links": _arr(_obj({"code": _T, "url": _T, "created_at": _T,
                                 "clicks": _arr(_T)})),
             "notifications": _arr({"type": "object"}),
-            "events": _arr(_obj({"id": _I, "kind": _T, "occurred_at": _TN,
+            "events": _arr(_obj({"id": _IN, "kind": _T, "occurred_at": _TN,
                                  "received_at": _TN, "payload": {}})),
             "other": {"type": "object"},
         })),
@@ -171,8 +173,14 @@ async def _contact_doc(
         "other": {},
     }
     if events:
-        rows = await db.fetchall("SELECT id, kind, occurred_at, received_at, raw FROM events"
-                                 " WHERE account_id = ? AND contact_id = ? ORDER BY id", args)
+        # With the events ingest has acknowledged and not moved into events yet (staged
+        # under load: store/ingest.py), after the others, in arrival order.
+        rows = await db.fetchall(
+            "SELECT id, kind, occurred_at, received_at, raw FROM ("
+            " SELECT id, kind, occurred_at, received_at, raw, 0 AS staged, id AS n FROM events"
+            " WHERE account_id = ?1 AND contact_id = ?2 UNION ALL"
+            " SELECT NULL, kind, occurred_at, received_at, raw, 1, id FROM staged_events"
+            " WHERE account_id = ?1 AND contact_id = ?2) ORDER BY staged, n", args)
         doc["events"] = [{"id": r["id"], "kind": r["kind"],
                           "occurred_at": iso_utc(r["occurred_at"]),
                           "received_at": iso_utc(r["received_at"]),
