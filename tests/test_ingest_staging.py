@@ -74,11 +74,12 @@ async def test_a_batch_under_load_is_staged_then_moves_in_arrival_order(
         assert await burst(w, groups) == [IngestResult(1)] * ingest.STAGE_FROM
         stored = await counts(db)
         assert stored[0] + stored[1] == ingest.STAGE_FROM  # acknowledged means stored
-        wake.clear()
+        assert stored[2] == stored[0]  # moved (by the writer, if calm came) with the jobs
         await w.settle()
         assert w.moved == ingest.STAGE_FROM  # they went through the staging table
         assert await counts(db) == (ingest.STAGE_FROM, 0, ingest.STAGE_FROM)
-        assert wake.is_set()  # the worker is told about the new jobs
+        assert wake.is_set()  # the worker is told about the new jobs (a staged commit
+        # sets nothing: only the move that made jobs)
         keys = [r[0] for r in await db.fetchall("SELECT dedupe_key FROM events ORDER BY id")]
         assert keys == [f"msg:b{i}" for i in range(ingest.STAGE_FROM)]
         jobs = await db.fetchall(
@@ -194,7 +195,7 @@ async def test_a_move_that_fails_keeps_the_rows_and_is_tried_again(
                 if any("could not move" in r.getMessage() for r in caplog.records):
                     break
                 await asyncio.sleep(0.01)
-        assert any("could not move 4 events from the staging table: disk trouble"
+        assert any("could not move 4 staged events into events: disk trouble"
                    in r.getMessage() for r in caplog.records)
         assert await counts(db) == (0, 4, 0)  # nothing lost, nothing half-moved
         await db.execute("DROP TRIGGER refuse")
@@ -202,3 +203,24 @@ async def test_a_move_that_fails_keeps_the_rows_and_is_tried_again(
         assert await counts(db) == (4, 0, 4)
     finally:
         await w.stop()
+
+
+async def test_stop_moves_for_a_bounded_time_and_leaves_the_rest_for_the_next_start(
+    db: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found in review: stop() moved the whole backlog, however long, before the worker's
+    grace began (a service manager kills a daemon that takes too long to stop)."""
+    monkeypatch.setattr(ingest, "STOP_MOVING", 0.0)
+    w = writer(db)
+    w._commit([[row(f"p{i}")] for i in range(ingest.MOVE_ROWS + 10)], 5.0, True)
+    w.start()  # its loop never runs: stop() cancels it first, then moves by itself
+    with caplog.at_level(logging.WARNING, logger="instaset.webhook"):
+        await w.stop()
+    events, staged, jobs = await counts(db)
+    assert events + staged == ingest.MOVE_ROWS + 10 and staged > 0 and jobs == events
+    assert any(f"stopping with {staged} events still staged" in r.getMessage()
+               for r in caplog.records)
+    again = writer(db)
+    again.start()
+    await again.stop()  # the next life moves the rest
+    assert await counts(db) == (ingest.MOVE_ROWS + 10, 0, ingest.MOVE_ROWS + 10)

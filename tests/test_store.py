@@ -121,7 +121,7 @@ EXPECTED_SCHEMA: dict[str, list[str]] = {
     "stats_media": ["account_id", "hour", "media", "comments", "leads", "qualified", "booked"],
     "stats_clicks": ["account_id", "hour", "workflow", "media", "clicks"],
     "staged_events": ["id", "dedupe_key", "account_id", "kind", "contact_id", "occurred_at",
-              "received_at", "raw"],
+                      "received_at", "raw"],
 }  # fmt: skip
 
 

@@ -38,9 +38,10 @@ log = logging.getLogger("instaset.webhook")
 MAX_BATCH_ROWS = 4096
 STAGE_FROM = 4  # requests in one batch from which it is staged (ingest under load)
 MOVE_ROWS = 128  # staged rows moved per transaction: a few ms of holding the write lock
-MOVE_EVERY = 0.5  # seconds: staged rows move at least this often while requests keep coming
+MOVE_EVERY = 0.1  # seconds: staged rows move at least this often while requests keep coming
 IDLE_POLL = 0.005  # seconds: with staged rows to move, how often the writer checks for calm
 MOVE_RETRY = 1.0  # seconds before a move that failed (disk full, a locked database) is retried
+STOP_MOVING = 10.0  # seconds stop() moves staged rows; the rest moves at the next start
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +106,7 @@ INSERT INTO jobs(kind, key, payload, run_at, max_attempts, created_at)
 SELECT 'process_event', 'event:' || e.dedupe_key, json_object('event_id', e.id),
        i.received_at, ?2, i.received_at
 FROM staged_events i JOIN events e ON e.dedupe_key = i.dedupe_key
-WHERE i.id <= ?1 AND e.processed_at IS NULL
+WHERE i.id <= ?1 AND e.processed_at IS NULL ORDER BY i.id
 ON CONFLICT(key) DO NOTHING
 """
 
@@ -161,26 +162,31 @@ class IngestWriter:
         # What a crash or a failed stop left in the staging table moves first (the writer's loop
         # moves while no request waits).
         self._backlog = int(self._conn.execute("SELECT count(*) FROM staged_events").fetchone()[0])
+        self._moved_at = time.monotonic()
         self._task = asyncio.create_task(self._run(), name="ingest-writer")
 
     async def stop(self) -> None:
-        """Finish what is queued, move every staged row into ``events``, then stop. A move
-        that fails leaves the rest in the staging table for the next start (logged)."""
+        """Finish what is queued, move staged rows into ``events`` for up to
+        :data:`STOP_MOVING` seconds (a service manager's stop timeout is not much longer),
+        then stop. What is left stays staged, durable, and moves at the next start."""
         if self._task is not None:
             await self._queue.join()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-            # Until a move finds the staging table empty, whatever the count says (a move cancelled
-            # with the task above still ran to its end in the thread).
-            while await self._move() > 0:
-                pass
+            # Until nothing is staged. The count may be high, never low: a move cancelled
+            # with the task above still ran to its end in the thread, uncounted.
+            deadline = time.monotonic() + STOP_MOVING
+            while await self._move() > 0 and self._backlog:  # the count never undercounts
+                if time.monotonic() >= deadline:
+                    log.warning("stopping with %d events still staged: they are stored, "
+                                "and move into events at the next start", self._backlog)
+                    break
         self._executor.shutdown(wait=True)
 
     async def settle(self) -> None:
-        """Move every staged row into ``events`` now (tests, and anything that must read
-        every acknowledged event from ``events``)."""
+        """Move every staged row into ``events`` now (tests)."""
         while await self._move() > 0:
             pass
 
@@ -241,8 +247,8 @@ class IngestWriter:
                 )
         except Exception as exc:
             self._retry_at = time.monotonic() + MOVE_RETRY
-            log.error("could not move %d events from the staging table: %s (tried again in "
-                      "%g s)", self._backlog, exc, MOVE_RETRY)
+            log.error("could not move %d staged events into events: %s (they stay staged, "
+                      "and the move is tried again)", self._backlog, exc)
             return -1
         self._backlog = max(0, self._backlog - moved) if moved else 0
         if moved:
