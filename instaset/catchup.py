@@ -40,6 +40,12 @@ Contracts:
   transaction per conversation. The normal pipeline then applies every rule to it as to any
   late event: nothing goes out after the 24 h window, inside it the workflows run once, and a
   webhook arriving late for the same message is a duplicate.
+- Recovered events go in after every event ingest acknowledged: that transaction first
+  moves what ingest staged under load (``ingest.move_staged``, up to :data:`STAGED_INLINE`
+  rows). With more staged (heavy load), the conversation waits, before any call for it: the
+  daemon's walk goes on in a part queued :data:`STAGED_RETRY` s later at the same place;
+  ``instaset catch-up`` tries again every :data:`STAGED_POLL` s for up to
+  :data:`STAGED_PATIENCE` s, then ends the run failed (the account is not marked covered).
 - When a run ends, one notification tells the creator what was recovered (and what could
   not be); a failing run tells them why.
 """
@@ -84,6 +90,7 @@ from instaset.queue import NewJob, Outcome, RetryLater, backoff_delay, enqueue_i
 from instaset.store import contacts as store
 from instaset.store import history
 from instaset.store.db import Database
+from instaset.store.ingest import move_staged, staged_count
 from instaset.store.jobs import Job
 
 if TYPE_CHECKING:
@@ -101,10 +108,15 @@ log = logging.getLogger("instaset.catchup")
 
 T = TypeVar("T")
 
-# Recovered events wait while ingest holds staged events of the account (under load): so
-# many tries, so many seconds apart, then the conversation is left to the next part.
-STAGED_TRIES = 50
-STAGED_WAIT = 0.1
+# Recovered events go in after every event ingest acknowledged: a transaction that
+# inserts them first moves what ingest has staged (under load), up to this many rows.
+# With more staged (heavy load), the conversation waits: the daemon's next part starts
+# STAGED_RETRY s later; `instaset catch-up` tries again every STAGED_POLL s, for up to
+# STAGED_PATIENCE s, then records the run as failed (run it again).
+STAGED_INLINE = 2000
+STAGED_RETRY = 5.0
+STAGED_POLL = 1.0
+STAGED_PATIENCE = 120.0
 
 # What an account subscribes to when its row does not say (as `instaset connect` does).
 DEFAULT_FIELDS = (
@@ -130,6 +142,15 @@ class RunReport:
 
 class _Spent(Exception):
     """The batch's call or time budget is used up (internal flow, never escapes)."""
+
+
+class _Staged(Exception):
+    """Ingest has more events staged than a transaction should move (heavy load): the walk
+    stops before the conversation at ``resume`` (its ``after`` cursor, its index)."""
+
+    def __init__(self, resume: tuple[str | None, int] = (None, 0)) -> None:
+        super().__init__("ingest is under heavy load (events staged)")
+        self.resume = resume
 
 
 class _Batch:
@@ -357,6 +378,12 @@ class CatchUp:
         try:
             left = await self.backfill(run_id, acct, float(run["since"]), after=start[0],
                                        skip=start[1], batch=batch)
+        except _Staged as staged:
+            log.info("catch-up run %d: ingest is under heavy load; the walk goes on in "
+                     "%.0f s", run_id, STAGED_RETRY)
+            await self._next_part(run_id, acct, gen, staged.resume,
+                                  int(p.get("part", 0)) + 1, self.clock() + STAGED_RETRY)
+            return
         except TokenInvalid:
             await self.finish(run_id, error="the access token is invalid; run `instaset "
                               "connect`", generation=gen)
@@ -440,7 +467,12 @@ class CatchUp:
                     return None  # newest first: the rest is older still
                 if not b.room(2):
                     return after, idx
-                if not await self._conversation(run_id, acct, token, page[idx], since, b):
+                try:
+                    complete = await self._conversation(run_id, acct, token, page[idx],
+                                                        since, b)
+                except _Staged:
+                    raise _Staged((after, idx)) from None
+                if not complete:
                     return after, idx
                 b.resume = (after, idx + 1)
             if next_cursor is None:
@@ -461,10 +493,14 @@ class CatchUp:
         batch: _Batch,
     ) -> bool:
         """Recover what is missing from one conversation; False when the budget ran out
-        before it was complete (what was read is kept: the next part skips it)."""
+        before it was complete (what was read is kept: the next part skips it). Raises
+        :class:`_Staged` (nothing stored) when ingest holds more staged events than
+        :data:`STAGED_INLINE`: the conversation is done again later."""
         start = batch.calls
         conv_id = str(conv.get("id"))
         usernames = participants(conv)
+        if await staged_count(self.db) > STAGED_INLINE:
+            raise _Staged  # no Graph calls that would be made again
         try:
             listed = await self._call(acct, batch, functools.partial(
                 self.graph.conversation_messages, conv_id, token=token))
@@ -497,27 +533,18 @@ class CatchUp:
         rows.sort(key=lambda r: r.occurred_at)
         now = self.clock()
         lost = (len([m for m in missing if m not in readable]) + unreadable) if complete else 0
-        for _ in range(STAGED_TRIES):
-            async with self.db.tx() as conn:
-                if rows and await store.staged_for(conn, acct):
-                    staged = True  # ingest is under load: its rows move within moments
-                else:
-                    staged = False
-                    new = await store.insert_recovered(conn, rows, run_id=run_id, now=now,
-                                                       max_attempts=self.max_attempts)
-                    await store.add_progress(conn, run_id, calls=batch.calls - start,
-                                             conversations=int(complete), recovered=new,
-                                             unavailable=lost)
+        async with self.db.tx() as conn:
+            staged = not await move_staged(conn, now=now, max_attempts=self.max_attempts,
+                                           limit=STAGED_INLINE)
+            new = 0
             if not staged:
-                break
-            await asyncio.sleep(STAGED_WAIT)
-        else:
-            # Still staged (sustained load): this conversation is done again next part.
-            async with self.db.tx() as conn:
-                await store.add_progress(conn, run_id, calls=batch.calls - start,
-                                         conversations=0, recovered=0, unavailable=0)
-            log.info("catch-up of conversation %s waits for ingest (events staged)", conv_id)
-            return False
+                new = await store.insert_recovered(conn, rows, run_id=run_id, now=now,
+                                                   max_attempts=self.max_attempts)
+            await store.add_progress(conn, run_id, calls=batch.calls - start,
+                                     conversations=int(complete and not staged),
+                                     recovered=new, unavailable=0 if staged else lost)
+        if staged:
+            raise _Staged  # the walk resumes at this conversation (see backfill)
         if new:
             log.info("recovered %d message(s) of conversation %s", new, conv_id)
             self.wake()
@@ -555,7 +582,9 @@ class CatchUp:
 
     async def run_now(self, since: float | None = None) -> list[RunReport]:
         """``instaset catch-up``: check every connected account and backfill right here, to
-        the end (no job time limit). The recovered events are processed by the daemon."""
+        the end (no job time limit; while ingest is under heavy load it waits, up to
+        :data:`STAGED_PATIENCE` s, then records the run as failed). The recovered events are
+        processed by the daemon."""
         reports: list[RunReport] = []
         for acct in await store.connected_accounts(self.db):
             checked = await self.check_account(acct, manual_since=since, queue=False)
@@ -566,7 +595,8 @@ class CatchUp:
             gen = float(run["started_at"]) if run is not None else None
             error: str | None = None
             try:
-                await self.backfill(checked.run_id, checked.account_id, checked.since or 0.0)
+                error = await self._walk_to_the_end(checked.run_id, checked.account_id,
+                                                    checked.since or 0.0)
             except GraphError as exc:
                 error = str(exc)[:300]
             done = await self.finish(checked.run_id, error=error, generation=gen)
@@ -575,6 +605,26 @@ class CatchUp:
                     done.account_id, done.username, checked.resubscribed, done.run_id,
                     done.reason, done.since, done.recovered, done.unavailable, done.error))
         return reports
+
+
+    async def _walk_to_the_end(self, run_id: int, acct: str, since: float) -> str | None:
+        """:meth:`backfill` without a budget, waiting while ingest is under heavy load (up
+        to :data:`STAGED_PATIENCE` s); the error to record, or None when the walk ended."""
+        resume: tuple[str | None, int] = (None, 0)
+        waited = 0.0
+        while True:
+            try:
+                left = await self.backfill(run_id, acct, since, after=resume[0],
+                                           skip=resume[1])
+            except _Staged as staged:
+                if waited >= STAGED_PATIENCE:
+                    return (f"ingest stayed under heavy load for {STAGED_PATIENCE:.0f} s "
+                            "(events staged); run `instaset catch-up` again")
+                resume = staged.resume
+                await asyncio.sleep(STAGED_POLL)
+                waited += STAGED_POLL
+                continue
+            return None if left is None else "the walk stopped before the end"
 
 
 def _backfill_job(run_id: int, acct: str, gen: float, after: str | None, skip: int,

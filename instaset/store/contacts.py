@@ -418,15 +418,6 @@ _INSERT_EVENT = (
 )
 
 
-async def staged_for(conn: aiosqlite.Connection, account_id: str) -> bool:
-    """Whether ingest holds acknowledged events of ``account_id`` not yet moved into
-    ``events`` (staged under load, see store/ingest.py). Inside a write transaction, the
-    answer holds until it commits: staging needs the write lock too."""
-    rows = await conn.execute_fetchall(
-        "SELECT 1 FROM staged_events WHERE account_id = ? LIMIT 1", (account_id,))
-    return bool(list(rows))
-
-
 async def insert_recovered(
     conn: aiosqlite.Connection, rows: Sequence[RecoveredRow], *, run_id: int | None,
     now: float, max_attempts: int,
@@ -434,9 +425,10 @@ async def insert_recovered(
     """Store recovered events exactly as webhook ingest does (same dedupe key, same
     ``process_event`` job key), each with its recovered mark. A key already stored (the
     webhook arrived after all) inserts nothing. Returns how many events were new.
-    The caller checks :func:`staged_for` first, in the same transaction: a staged webhook
-    is not in ``events`` yet, so its key would be recovered again (a poorer copy, counted
-    as recovered) and take an ``events.id`` before messages that arrived earlier."""
+    The caller moves staged events first, in the same transaction (``ingest.move_staged``):
+    a staged webhook is not in ``events`` yet, so its key would be recovered again (a
+    poorer copy, counted as recovered) and take an ``events.id`` before messages that
+    arrived earlier."""
     new = 0
     for r in rows:
         cur = await conn.execute(

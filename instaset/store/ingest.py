@@ -30,8 +30,12 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from instaset.store.db import WriteGate
+from instaset.store.db import Database, WriteGate
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 log = logging.getLogger("instaset.webhook")
 
@@ -85,9 +89,9 @@ WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?2 AND state != 'disconnected')
 ON CONFLICT(dedupe_key) DO NOTHING
 """
 
-# A chunk of the staging table (ids up to ?1) into events, in arrival order, as _INSERT_EVENT does
-# (an echo of a message already recorded is stored processed). ON CONFLICT: the key may have
-# come meanwhile by another way (catchup's recovered events).
+# A chunk of the staging table (ids up to ?1) into events, in arrival order, as _INSERT_EVENT
+# does (an echo of a message already recorded is stored processed). ON CONFLICT: a defence
+# (catch-up moves staged rows before it inserts; nothing else inserts a webhook's key).
 _MOVE_EVENTS = """
 INSERT INTO events(dedupe_key, account_id, kind, contact_id, occurred_at, received_at, raw,
                    processed_at)
@@ -117,6 +121,32 @@ SELECT 'process_event', 'event:' || e.dedupe_key, json_object('event_id', e.id),
 FROM events e WHERE e.dedupe_key = ?1 AND e.processed_at IS NULL
 ON CONFLICT(key) DO NOTHING
 """
+
+
+async def staged_count(db: Database) -> int:
+    """How many acknowledged events are staged (not in ``events`` yet), all accounts."""
+    row = await db.fetchone("SELECT count(*) FROM staged_events")
+    return int(row[0]) if row is not None else 0
+
+
+async def move_staged(conn: aiosqlite.Connection, *, now: float, max_attempts: int,
+                      limit: int) -> bool:
+    """Inside a write transaction of another writer than the ingest writer (catch-up's
+    recovered events, in this process or the CLI's): move every staged row into ``events``
+    with its job, as the writer does, so that what this transaction inserts next comes
+    after every acknowledged event. False, and nothing moved, when more than ``limit``
+    rows are staged (ingest under heavy load: the caller tries again later). The ingest
+    writer's count of staged rows may then be high for a while: it never counts low."""
+    rows = list(await conn.execute_fetchall("SELECT count(*), max(id) FROM staged_events"))
+    count, top = int(rows[0][0]), rows[0][1]
+    if count == 0:
+        return True
+    if count > limit:
+        return False
+    await conn.execute(_MOVE_EVENTS, (top, now))
+    await conn.execute(_MOVE_JOBS, (top, max_attempts))
+    await conn.execute("DELETE FROM staged_events WHERE id <= ?", (top,))
+    return True
 
 
 class IngestWriter:
