@@ -177,15 +177,23 @@ async def check_queue(db: Database, now: float, daemon_running: bool) -> list[Ch
     overdue = await db.fetchone(
         "SELECT count(*) FROM jobs WHERE state = 'ready' AND run_at < ?", (now - BACKLOG_WARN,))
     late = int(overdue[0]) if overdue else 0
+    # Events ingest acknowledged under load and had not moved into events when it stopped
+    # (or died): no job yet; the next start moves them.
+    staged = await db.fetchone(
+        "SELECT count(*), coalesce(sum(received_at < ?), 0) FROM staged_events",
+        (now - BACKLOG_WARN,))
+    late += int(staged[1]) if staged else 0
     status = "ok"
     msg = f"{counts['ready']} ready, {counts['running']} running, {counts['dead']} dead"
+    if staged and staged[0]:
+        msg += f", {staged[0]} events staged by ingest"
     fix = None
     if late and not daemon_running:
         status, fix = "warn", "start the daemon: `instaset serve` (or its systemd unit)"
-        msg += f"; {late} jobs overdue and no daemon is running"
+        msg += f"; {late} jobs or events overdue and no daemon is running"
     elif late:
         status, fix = "warn", "the daemon is behind: look at its log for errors or throttling"
-        msg += f"; {late} jobs overdue by more than {int(BACKLOG_WARN)} s"
+        msg += f"; {late} jobs or events overdue by more than {int(BACKLOG_WARN)} s"
     out.append(Check("queue", status, msg, fix, _ref("troubleshooting") if fix else None))
     if counts["dead"]:
         last = await db.fetchone("SELECT kind, last_error FROM jobs WHERE state = 'dead'"

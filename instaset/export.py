@@ -133,7 +133,7 @@ def _send(row: Any) -> dict[str, Any]:
 
 
 async def _contact_doc(
-    db: Database, acct: str, cid: str, others: list[str], events: bool
+    db: Database, acct: str, cid: str, others: list[str], events: bool, staged: bool = True,
 ) -> dict[str, Any]:
     k = await db.fetchone(
         "SELECT k.*, v.state, v.last_inbound_at, v.last_message_at, v.paused_until, v.unread"
@@ -174,13 +174,17 @@ async def _contact_doc(
     }
     if events:
         # With the events ingest has acknowledged and not moved into events yet (staged
-        # under load: store/ingest.py), after the others, in arrival order.
-        rows = await db.fetchall(
-            "SELECT id, kind, occurred_at, received_at, raw FROM ("
-            " SELECT id, kind, occurred_at, received_at, raw, 0 AS staged, id AS n FROM events"
-            " WHERE account_id = ?1 AND contact_id = ?2 UNION ALL"
-            " SELECT NULL, kind, occurred_at, received_at, raw, 1, id FROM staged_events"
-            " WHERE account_id = ?1 AND contact_id = ?2) ORDER BY staged, n", args)
+        # under load: store/ingest.py), after the others, in arrival order. Staged rows have
+        # no contact index: when there are none (the usual case), they are not looked for.
+        sql = ("SELECT id, kind, occurred_at, received_at, raw FROM events"
+               " WHERE account_id = ?1 AND contact_id = ?2 ORDER BY id")
+        if staged:
+            sql = ("SELECT id, kind, occurred_at, received_at, raw FROM ("
+                   " SELECT id, kind, occurred_at, received_at, raw, 0 AS staged, id AS n"
+                   " FROM events WHERE account_id = ?1 AND contact_id = ?2 UNION ALL"
+                   " SELECT NULL, kind, occurred_at, received_at, raw, 1, id FROM staged_events"
+                   " WHERE account_id = ?1 AND contact_id = ?2) ORDER BY staged, n")
+        rows = await db.fetchall(sql, args)
         doc["events"] = [{"id": r["id"], "kind": r["kind"],
                           "occurred_at": iso_utc(r["occurred_at"]),
                           "received_at": iso_utc(r["received_at"]),
@@ -244,9 +248,11 @@ async def write_export(
     }
     text = json.dumps(head, ensure_ascii=False, indent=1)
     out.write(text[: text.rindex("}")].rstrip() + ',\n "contacts": [')
+    staged = await db.fetchone("SELECT EXISTS (SELECT 1 FROM staged_events)")
     n = 0
     async for acct, cid in _scope(db, account_id, contact):
-        doc = await _contact_doc(db, acct, cid, others, events)
+        doc = await _contact_doc(db, acct, cid, others, events,
+                                 staged=staged is not None and bool(staged[0]))
         out.write(("\n  " if n == 0 else ",\n  ") + json.dumps(doc, ensure_ascii=False))
         n += 1
         progress(n)

@@ -164,6 +164,29 @@ async def test_public_url_reaches_the_webhook(tmp_path: Path) -> None:
     assert gone.status == "fail" and "unreachable" in gone.message
 
 
+async def test_events_left_staged_with_no_daemon_running_are_a_warning(
+    tmp_path: Path,
+) -> None:
+    """Found in review: events ingest staged under load and did not move before it stopped
+    (or died) have no job, so the queue check said ok while they waited for hours."""
+    cfg = write_config(tmp_path)
+    await make_db(tmp_path)
+    db = await open_database(tmp_path / "doc.db", synchronous="NORMAL")
+    try:
+        now = time.time()
+        async with db.tx() as conn:
+            await conn.executemany(
+                "INSERT INTO staged_events(dedupe_key, account_id, kind, contact_id,"
+                " occurred_at, received_at, raw) VALUES (?, ?, 'message', '1', ?, ?, '{}')",
+                [(f"msg:s{i}", ACCT, now - 3600, now - 3600) for i in range(3)])
+    finally:
+        await db.close()
+    queue = by_name(await run_checks(cfg, offline=True))["queue"]
+    assert queue.status == "warn", queue
+    assert "3 events staged by ingest" in queue.message
+    assert "3 jobs or events overdue and no daemon is running" in queue.message
+
+
 async def test_queue_dead_letters_and_notifications(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     await make_db(tmp_path)
