@@ -40,12 +40,15 @@ Contracts:
   transaction per conversation. The normal pipeline then applies every rule to it as to any
   late event: nothing goes out after the 24 h window, inside it the workflows run once, and a
   webhook arriving late for the same message is a duplicate.
-- Recovered events go in after every event ingest acknowledged: that transaction first
-  moves what ingest staged under load (``ingest.move_staged``, up to :data:`STAGED_INLINE`
-  rows). With more staged (heavy load), the conversation waits, before any call for it: the
-  daemon's walk goes on in a part queued :data:`STAGED_RETRY` s later at the same place;
-  ``instaset catch-up`` tries again every :data:`STAGED_POLL` s for up to
-  :data:`STAGED_PATIENCE` s, then ends the run failed (the account is not marked covered).
+- Recovered events go in after every event ingest acknowledged: before a conversation's
+  calls, and again in the transaction that stores what they recovered, catch-up moves what
+  ingest staged under load (``ingest.move_staged``, at most :data:`STAGED_INLINE` rows a
+  transaction, with no daemon running too). When rows are still staged after that (heavy
+  load), the conversation waits: the daemon's walk starts again from the newest
+  conversation in a part queued :data:`STAGED_RETRY` s later (a cursor kept across the wait
+  could skip a conversation that new messages moved to the top); ``instaset catch-up``
+  tries again every :data:`STAGED_POLL` s for up to :data:`STAGED_PATIENCE` s of wall time,
+  then ends the run failed (the account is not marked covered).
 - When a run ends, one notification tells the creator what was recovered (and what could
   not be); a failing run tells them why.
 """
@@ -90,7 +93,7 @@ from instaset.queue import NewJob, Outcome, RetryLater, backoff_delay, enqueue_i
 from instaset.store import contacts as store
 from instaset.store import history
 from instaset.store.db import Database
-from instaset.store.ingest import move_staged, staged_count
+from instaset.store.ingest import move_staged
 from instaset.store.jobs import Job
 
 if TYPE_CHECKING:
@@ -108,11 +111,8 @@ log = logging.getLogger("instaset.catchup")
 
 T = TypeVar("T")
 
-# Recovered events go in after every event ingest acknowledged: a transaction that
-# inserts them first moves what ingest has staged (under load), up to this many rows.
-# With more staged (heavy load), the conversation waits: the daemon's next part starts
-# STAGED_RETRY s later; `instaset catch-up` tries again every STAGED_POLL s, for up to
-# STAGED_PATIENCE s, then records the run as failed (run it again).
+# Recovered events go in after every event ingest acknowledged (see the module docstring):
+# staged rows moved per transaction; the daemon's next try after heavy load; the CLI's.
 STAGED_INLINE = 2000
 STAGED_RETRY = 5.0
 STAGED_POLL = 1.0
@@ -145,12 +145,8 @@ class _Spent(Exception):
 
 
 class _Staged(Exception):
-    """Ingest has more events staged than a transaction should move (heavy load): the walk
-    stops before the conversation at ``resume`` (its ``after`` cursor, its index)."""
-
-    def __init__(self, resume: tuple[str | None, int] = (None, 0)) -> None:
-        super().__init__("ingest is under heavy load (events staged)")
-        self.resume = resume
+    """Ingest keeps more events staged than a transaction should move (heavy load): the
+    walk stops; it starts again from the newest conversation later."""
 
 
 class _Batch:
@@ -378,11 +374,11 @@ class CatchUp:
         try:
             left = await self.backfill(run_id, acct, float(run["since"]), after=start[0],
                                        skip=start[1], batch=batch)
-        except _Staged as staged:
-            log.info("catch-up run %d: ingest is under heavy load; the walk goes on in "
+        except _Staged:
+            log.info("catch-up run %d: ingest is under heavy load; the walk starts again in "
                      "%.0f s", run_id, STAGED_RETRY)
-            await self._next_part(run_id, acct, gen, staged.resume,
-                                  int(p.get("part", 0)) + 1, self.clock() + STAGED_RETRY)
+            await self._next_part(run_id, acct, gen, (None, 0), int(p.get("part", 0)) + 1,
+                                  self.clock() + STAGED_RETRY)
             return
         except TokenInvalid:
             await self.finish(run_id, error="the access token is invalid; run `instaset "
@@ -467,12 +463,7 @@ class CatchUp:
                     return None  # newest first: the rest is older still
                 if not b.room(2):
                     return after, idx
-                try:
-                    complete = await self._conversation(run_id, acct, token, page[idx],
-                                                        since, b)
-                except _Staged:
-                    raise _Staged((after, idx)) from None
-                if not complete:
+                if not await self._conversation(run_id, acct, token, page[idx], since, b):
                     return after, idx
                 b.resume = (after, idx + 1)
             if next_cursor is None:
@@ -494,13 +485,12 @@ class CatchUp:
     ) -> bool:
         """Recover what is missing from one conversation; False when the budget ran out
         before it was complete (what was read is kept: the next part skips it). Raises
-        :class:`_Staged` (nothing stored) when ingest holds more staged events than
-        :data:`STAGED_INLINE`: the conversation is done again later."""
+        :class:`_Staged` (nothing stored) when ingest keeps events staged beyond what a
+        transaction moves: the conversation is done again later."""
         start = batch.calls
         conv_id = str(conv.get("id"))
         usernames = participants(conv)
-        if await staged_count(self.db) > STAGED_INLINE:
-            raise _Staged  # no Graph calls that would be made again
+        await self._move_staged()  # before the calls, so they are not made in vain
         try:
             listed = await self._call(acct, batch, functools.partial(
                 self.graph.conversation_messages, conv_id, token=token))
@@ -534,8 +524,9 @@ class CatchUp:
         now = self.clock()
         lost = (len([m for m in missing if m not in readable]) + unreadable) if complete else 0
         async with self.db.tx() as conn:
-            staged = not await move_staged(conn, now=now, max_attempts=self.max_attempts,
-                                           limit=STAGED_INLINE)
+            moved, calm = await move_staged(conn, max_attempts=self.max_attempts,
+                                            limit=STAGED_INLINE)
+            staged = not calm
             new = 0
             if not staged:
                 new = await store.insert_recovered(conn, rows, run_id=run_id, now=now,
@@ -543,8 +534,10 @@ class CatchUp:
             await store.add_progress(conn, run_id, calls=batch.calls - start,
                                      conversations=int(complete and not staged),
                                      recovered=new, unavailable=0 if staged else lost)
+        if moved:
+            self.wake()  # the moved events' jobs
         if staged:
-            raise _Staged  # the walk resumes at this conversation (see backfill)
+            raise _Staged
         if new:
             log.info("recovered %d message(s) of conversation %s", new, conv_id)
             self.wake()
@@ -607,22 +600,30 @@ class CatchUp:
         return reports
 
 
+    async def _move_staged(self) -> None:
+        """Move staged events (one transaction, at most :data:`STAGED_INLINE`); raises
+        :class:`_Staged` when some are still staged."""
+        async with self.db.tx() as conn:
+            moved, calm = await move_staged(conn, max_attempts=self.max_attempts,
+                                            limit=STAGED_INLINE)
+        if moved:
+            self.wake()
+        if not calm:
+            raise _Staged
+
     async def _walk_to_the_end(self, run_id: int, acct: str, since: float) -> str | None:
-        """:meth:`backfill` without a budget, waiting while ingest is under heavy load (up
-        to :data:`STAGED_PATIENCE` s); the error to record, or None when the walk ended."""
-        resume: tuple[str | None, int] = (None, 0)
-        waited = 0.0
+        """:meth:`backfill` without a budget, from the newest conversation again after each
+        wait while ingest is under heavy load (up to :data:`STAGED_PATIENCE` s of wall
+        time); the error to record, or None when the walk ended."""
+        deadline = time.monotonic() + STAGED_PATIENCE
         while True:
             try:
-                left = await self.backfill(run_id, acct, since, after=resume[0],
-                                           skip=resume[1])
-            except _Staged as staged:
-                if waited >= STAGED_PATIENCE:
+                left = await self.backfill(run_id, acct, since)
+            except _Staged:
+                if time.monotonic() >= deadline:
                     return (f"ingest stayed under heavy load for {STAGED_PATIENCE:.0f} s "
                             "(events staged); run `instaset catch-up` again")
-                resume = staged.resume
                 await asyncio.sleep(STAGED_POLL)
-                waited += STAGED_POLL
                 continue
             return None if left is None else "the walk stopped before the end"
 

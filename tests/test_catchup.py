@@ -233,14 +233,41 @@ async def test_catch_up_moves_what_ingest_staged_before_it_inserts_recovered_eve
         assert jobs == 1  # the moved webhook has its job, as the writer's move gives it
 
 
-async def test_under_heavy_load_the_cli_catch_up_waits_then_fails_and_covers_nothing(
+async def test_the_cli_catch_up_moves_staged_events_itself_when_no_daemon_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: with more staged than one transaction moves and no daemon moving
+    them, `instaset catch-up` waited for nothing. It now moves them itself, a chunk a try."""
+    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
+    monkeypatch.setattr(catchup, "STAGED_INLINE", 2)  # 5 staged: three tries
+    monkeypatch.setattr(catchup, "STAGED_POLL", 0.01)
+    async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
+        await settle(w, rt)
+        first = await w.sandbox.user_sends_dm(BEA, "first", deliver=False)
+        w.clock.advance(5)
+        second = await w.sandbox.user_sends_dm(BEA, "second", deliver=False)
+        rt.writer._waiting += 1  # this daemon's writer moves nothing meanwhile
+        try:
+            await stage_behind_load(w, rt, first)
+            reports = await run_catch_up(w.config, tokens=StaticTokens({ACCT: w.sandbox.token}),
+                                         graph_url=w.sandbox.base_url, clock=w.clock)
+        finally:
+            rt.writer._waiting -= 1
+        assert [(r.recovered, r.error) for r in reports] == [(1, None)]
+        assert await count(rt, "SELECT count(*) FROM staged_events") == 0
+        order = [r["dedupe_key"] for r in await rt.db.fetchall(
+            "SELECT dedupe_key FROM events WHERE contact_id = ? ORDER BY id", (BEA,))]
+        assert order == [f"msg:{mid_of(first)}", f"msg:{mid_of(second)}"]
+
+
+async def test_when_staging_never_ends_the_cli_catch_up_fails_and_covers_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Found in review: `instaset catch-up` gave up on a conversation while ingest kept
     events staged, skipped the rest, and recorded the run as a success (the account marked
     covered): the missed message was never recovered."""
     monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
-    monkeypatch.setattr(catchup, "STAGED_INLINE", 2)  # more staged than a tx should move
+    monkeypatch.setattr(catchup, "STAGED_INLINE", 0)  # stands for staging faster than moves
     monkeypatch.setattr(catchup, "STAGED_POLL", 0.05)
     monkeypatch.setattr(catchup, "STAGED_PATIENCE", 0.2)
     async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
@@ -269,8 +296,9 @@ async def test_under_heavy_load_the_daemons_catch_up_continues_a_few_seconds_lat
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Found in review: each backfill part slept 5 s in a worker slot under load, then
-    repeated its Graph calls. Now a part that meets heavy load ends at once, before any
-    call for that conversation, and queues the next STAGED_RETRY s later at the same place."""
+    repeated its Graph calls. Now a part that meets heavy load (more staged than it moves
+    in one transaction) ends at once, before any call for that conversation, and queues the
+    next STAGED_RETRY s later, from the newest conversation."""
     monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
     monkeypatch.setattr(catchup, "STAGED_INLINE", 2)
     async with world(tmp_path, workflows=()) as w:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from instaset.store.db import Database, WriteGate
+from instaset.store.db import WriteGate
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -90,7 +90,8 @@ ON CONFLICT(dedupe_key) DO NOTHING
 """
 
 # A chunk of the staging table (ids up to ?1) into events, in arrival order, as _INSERT_EVENT
-# does (an echo of a message already recorded is stored processed). ON CONFLICT: a defence
+# does (an echo of a message already recorded is stored processed, at its arrival, as if it
+# had gone straight in). ON CONFLICT: a defence
 # (catch-up moves staged rows before it inserts; nothing else inserts a webhook's key).
 _MOVE_EVENTS = """
 INSERT INTO events(dedupe_key, account_id, kind, contact_id, occurred_at, received_at, raw,
@@ -99,7 +100,7 @@ SELECT i.dedupe_key, i.account_id, i.kind, i.contact_id, i.occurred_at, i.receiv
        CASE WHEN i.kind = 'echo' AND substr(i.dedupe_key, 1, 4) = 'msg:'
                  AND EXISTS (SELECT 1 FROM messages WHERE mid = substr(i.dedupe_key, 5)
                              AND account_id = i.account_id AND direction = 'out')
-            THEN ?2 END
+            THEN i.received_at END
 FROM staged_events i WHERE i.id <= ?1 ORDER BY i.id
 ON CONFLICT(dedupe_key) DO NOTHING
 """
@@ -123,30 +124,24 @@ ON CONFLICT(key) DO NOTHING
 """
 
 
-async def staged_count(db: Database) -> int:
-    """How many acknowledged events are staged (not in ``events`` yet), all accounts."""
-    row = await db.fetchone("SELECT count(*) FROM staged_events")
-    return int(row[0]) if row is not None else 0
-
-
-async def move_staged(conn: aiosqlite.Connection, *, now: float, max_attempts: int,
-                      limit: int) -> bool:
+async def move_staged(conn: aiosqlite.Connection, *, max_attempts: int, limit: int
+                      ) -> tuple[int, bool]:
     """Inside a write transaction of another writer than the ingest writer (catch-up's
-    recovered events, in this process or the CLI's): move every staged row into ``events``
-    with its job, as the writer does, so that what this transaction inserts next comes
-    after every acknowledged event. False, and nothing moved, when more than ``limit``
-    rows are staged (ingest under heavy load: the caller tries again later). The ingest
-    writer's count of staged rows may then be high for a while: it never counts low."""
-    rows = list(await conn.execute_fetchall("SELECT count(*), max(id) FROM staged_events"))
+    recovered events, in this process or the CLI's): move the oldest staged rows, at most
+    ``limit``, into ``events`` with their jobs, as the writer does. Returns (rows moved,
+    whether nothing is staged now): only then does what this transaction inserts next come
+    after every acknowledged event. Works with no daemon running too. The ingest writer's
+    count of staged rows may be high for a while afterwards: it never counts low."""
+    rows = list(await conn.execute_fetchall(
+        "SELECT count(*), max(id) FROM (SELECT id FROM staged_events ORDER BY id LIMIT ?)",
+        (limit,)))
     count, top = int(rows[0][0]), rows[0][1]
-    if count == 0:
-        return True
-    if count > limit:
-        return False
-    await conn.execute(_MOVE_EVENTS, (top, now))
-    await conn.execute(_MOVE_JOBS, (top, max_attempts))
-    await conn.execute("DELETE FROM staged_events WHERE id <= ?", (top,))
-    return True
+    if count:
+        await conn.execute(_MOVE_EVENTS, (top,))
+        await conn.execute(_MOVE_JOBS, (top, max_attempts))
+        await conn.execute("DELETE FROM staged_events WHERE id <= ?", (top,))
+    left = list(await conn.execute_fetchall("SELECT EXISTS (SELECT 1 FROM staged_events)"))
+    return count, not left[0][0]
 
 
 class IngestWriter:
@@ -272,9 +267,7 @@ class IngestWriter:
         loop = asyncio.get_running_loop()
         try:
             async with self._gate.urgent():
-                moved = await loop.run_in_executor(
-                    self._executor, self._move_chunk, self._clock()
-                )
+                moved = await loop.run_in_executor(self._executor, self._move_chunk)
         except Exception as exc:
             self._retry_at = time.monotonic() + MOVE_RETRY
             log.error("could not move %d staged events into events: %s (they stay staged, "
@@ -286,7 +279,7 @@ class IngestWriter:
             self._wake.set()
         return moved
 
-    def _move_chunk(self, now: float) -> int:
+    def _move_chunk(self) -> int:
         """Runs in the writer's thread: the oldest :data:`MOVE_ROWS` staged rows into
         ``events`` with their jobs, and out of the staging table, in one transaction."""
         conn = self._conn
@@ -298,7 +291,7 @@ class IngestWriter:
             ).fetchone()[0]
             moved = 0
             if top is not None:
-                conn.execute(_MOVE_EVENTS, (top, now))
+                conn.execute(_MOVE_EVENTS, (top,))
                 conn.execute(_MOVE_JOBS, (top, self._max_attempts))
                 moved = conn.execute("DELETE FROM staged_events WHERE id <= ?", (top,)).rowcount
             conn.execute("COMMIT")
