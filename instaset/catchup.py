@@ -599,10 +599,13 @@ class CatchUp:
                     done.reason, done.since, done.recovered, done.unavailable, done.error))
         return reports
 
-
     async def _move_staged(self) -> None:
         """Move staged events (one transaction, at most :data:`STAGED_INLINE`); raises
-        :class:`_Staged` when some are still staged."""
+        :class:`_Staged` when some are still staged. Nothing staged (the usual case): one
+        read, no transaction."""
+        staged = await self.db.fetchone("SELECT EXISTS (SELECT 1 FROM staged_events)")
+        if staged is None or not staged[0]:
+            return
         async with self.db.tx() as conn:
             moved, calm = await move_staged(conn, max_attempts=self.max_attempts,
                                             limit=STAGED_INLINE)
