@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,6 +191,24 @@ async def test_messages_sent_while_stopped_are_recovered_once_and_answered_once(
                                (f"msg:{mid_of(missed)}",)) == 1
 
 
+async def two_missed(w: World) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Two DMs of Bea's, 5 s apart, whose webhooks were not delivered (yet)."""
+    first = await w.sandbox.user_sends_dm(BEA, "first", deliver=False)
+    w.clock.advance(5)
+    return first, await w.sandbox.user_sends_dm(BEA, "second", deliver=False)
+
+
+@contextlib.contextmanager
+def writer_held(rt: Runtime) -> Iterator[None]:
+    """A request always waiting for its commit (sustained load): staged rows do not move
+    by calm (with a long MOVE_EVERY, not at all)."""
+    rt.writer._waiting += 1
+    try:
+        yield
+    finally:
+        rt.writer._waiting -= 1
+
+
 async def stage_behind_load(w: World, rt: Runtime, delivered: Mapping[str, Any]) -> None:
     """Ingest under load: four other events are staged, then ``delivered``'s webhook comes
     (acknowledged, staged behind them). The caller holds a phantom waiting request and a
@@ -212,15 +230,10 @@ async def test_catch_up_moves_what_ingest_staged_before_it_inserts_recovered_eve
     monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
     async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
         await settle(w, rt)
-        first = await w.sandbox.user_sends_dm(BEA, "first", deliver=False)
-        w.clock.advance(5)
-        second = await w.sandbox.user_sends_dm(BEA, "second", deliver=False)
-        rt.writer._waiting += 1  # a request always waiting: staged rows do not move by calm
-        try:
+        first, second = await two_missed(w)
+        with writer_held(rt):
             await stage_behind_load(w, rt, first)
             reports = await CatchUp.for_runtime(rt).run_now()
-        finally:
-            rt.writer._waiting -= 1
         assert [(r.recovered, r.error) for r in reports] == [(1, None)]
         assert await count(rt, "SELECT count(*) FROM staged_events") == 0
         recovered = await rt.db.fetchall("SELECT mid FROM recovered_events")
@@ -243,16 +256,11 @@ async def test_the_cli_catch_up_moves_staged_events_itself_when_no_daemon_does(
     monkeypatch.setattr(catchup, "STAGED_POLL", 0.01)
     async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
         await settle(w, rt)
-        first = await w.sandbox.user_sends_dm(BEA, "first", deliver=False)
-        w.clock.advance(5)
-        second = await w.sandbox.user_sends_dm(BEA, "second", deliver=False)
-        rt.writer._waiting += 1  # this daemon's writer moves nothing meanwhile
-        try:
+        first, second = await two_missed(w)
+        with writer_held(rt):  # this daemon's writer moves nothing meanwhile
             await stage_behind_load(w, rt, first)
             reports = await run_catch_up(w.config, tokens=StaticTokens({ACCT: w.sandbox.token}),
                                          graph_url=w.sandbox.base_url, clock=w.clock)
-        finally:
-            rt.writer._waiting -= 1
         assert [(r.recovered, r.error) for r in reports] == [(1, None)]
         assert await count(rt, "SELECT count(*) FROM staged_events") == 0
         order = [r["dedupe_key"] for r in await rt.db.fetchall(
@@ -272,19 +280,14 @@ async def test_when_staging_never_ends_the_cli_catch_up_fails_and_covers_nothing
     monkeypatch.setattr(catchup, "STAGED_PATIENCE", 0.2)
     async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
         await settle(w, rt)
-        first = await w.sandbox.user_sends_dm(BEA, "first", deliver=False)
-        w.clock.advance(5)
-        second = await w.sandbox.user_sends_dm(BEA, "second", deliver=False)
-        rt.writer._waiting += 1
-        try:
+        first, second = await two_missed(w)
+        with writer_held(rt):
             await stage_behind_load(w, rt, first)
             reports = await run_catch_up(w.config, tokens=StaticTokens({ACCT: w.sandbox.token}),
                                          graph_url=w.sandbox.base_url, clock=w.clock)
             assert len(reports) == 1 and reports[0].recovered == 0
             assert reports[0].error is not None and "heavy load" in reports[0].error
             assert await count(rt, "SELECT count(*) FROM staged_events") == 5  # untouched
-        finally:
-            rt.writer._waiting -= 1
         await rt.writer.settle()
         reports = await CatchUp.for_runtime(rt).run_now()  # the load is over: it recovers
         assert [(r.recovered, r.error) for r in reports] == [(1, None)]
@@ -308,8 +311,7 @@ async def test_under_heavy_load_the_daemons_catch_up_continues_a_few_seconds_lat
         missed = await w.sandbox.user_sends_dm(BEA, "sent while stopped", deliver=False)
         w.clock.advance(60)
         async with daemon(w) as rt:  # its start check queues a run: the gap while stopped
-            rt.writer._waiting += 1
-            try:
+            with writer_held(rt):
                 fill = [EventRow(f"msg:fill{i}", ACCT, "message", CAI, 1.0, "{}")
                         for i in range(4)]
                 await asyncio.gather(*(rt.writer.submit([r]) for r in fill))
@@ -323,8 +325,6 @@ async def test_under_heavy_load_the_daemons_catch_up_continues_a_few_seconds_lat
                 assert len(conversations_calls(w.sandbox)) - before == 1
                 assert [p["state"] for p in parts][-1] == "ready"
                 assert parts[-1]["run_at"] >= w.clock() + catchup.STAGED_RETRY - 1
-            finally:
-                rt.writer._waiting -= 1
             await rt.writer.settle()
             w.clock.advance(catchup.STAGED_RETRY)
             await settle(w, rt)

@@ -28,7 +28,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -142,6 +142,20 @@ async def move_staged(conn: aiosqlite.Connection, *, max_attempts: int, limit: i
         await conn.execute("DELETE FROM staged_events WHERE id <= ?", (top,))
     left = list(await conn.execute_fetchall("SELECT EXISTS (SELECT 1 FROM staged_events)"))
     return count, not left[0][0]
+
+
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT on the writer's connection; ROLLBACK on any error (a
+    return inside commits)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
 
 
 class IngestWriter:
@@ -283,23 +297,16 @@ class IngestWriter:
         """Runs in the writer's thread: the oldest :data:`MOVE_ROWS` staged rows into
         ``events`` with their jobs, and out of the staging table, in one transaction."""
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             top = conn.execute(
                 "SELECT max(id) FROM (SELECT id FROM staged_events ORDER BY id LIMIT ?)",
                 (MOVE_ROWS,),
             ).fetchone()[0]
-            moved = 0
-            if top is not None:
-                conn.execute(_MOVE_EVENTS, (top,))
-                conn.execute(_MOVE_JOBS, (top, self._max_attempts))
-                moved = conn.execute("DELETE FROM staged_events WHERE id <= ?", (top,)).rowcount
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        return moved
+            if top is None:
+                return 0
+            conn.execute(_MOVE_EVENTS, (top,))
+            conn.execute(_MOVE_JOBS, (top, self._max_attempts))
+            return int(conn.execute("DELETE FROM staged_events WHERE id <= ?", (top,)).rowcount)
 
     async def _commit_all(
         self, batch: list[tuple[Sequence[EventRow], asyncio.Future[IngestResult]]],
@@ -339,8 +346,7 @@ class IngestWriter:
         with the jobs, or into the staging table (``stage``)."""
         conn = self._conn
         results: list[IngestResult] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             # One executemany per request keeps per-request counts; still one commit for all.
             for rows in requests:
                 # rowcount: the rows these statements inserted (total_changes would also
@@ -360,11 +366,6 @@ class IngestWriter:
                     _INSERT_JOB,
                     [(r.dedupe_key, now, self._max_attempts) for rows in requests for r in rows],
                 )
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
         return results
 
     @staticmethod
