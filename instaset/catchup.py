@@ -44,11 +44,13 @@ Contracts:
   calls, and again in the transaction that stores what they recovered, catch-up moves what
   ingest staged under load (``ingest.move_staged``, at most :data:`STAGED_INLINE` rows a
   transaction, with no daemon running too). When rows are still staged after that (heavy
-  load), the conversation waits: the daemon's walk starts again from the newest
-  conversation in a part queued :data:`STAGED_RETRY` s later (a cursor kept across the wait
-  could skip a conversation that new messages moved to the top); ``instaset catch-up``
-  tries again every :data:`STAGED_POLL` s for up to :data:`STAGED_PATIENCE` s of wall time,
-  then ends the run failed (the account is not marked covered).
+  load), the conversation waits: the daemon's walk goes on at that conversation in a part
+  queued :data:`STAGED_RETRY` s later, as after a part whose budget ran out; ``instaset
+  catch-up`` tries it again every :data:`STAGED_POLL` s, for up to :data:`STAGED_PATIENCE` s
+  from its first wait, then ends the run failed (the account is not marked covered). A
+  walk resumed at its cursor does not see a conversation that new messages moved above it
+  meanwhile (a limit shared with budget-bound parts; restarting from the newest instead
+  counted conversations twice and, under bursts, never finished).
 - When a run ends, one notification tells the creator what was recovered (and what could
   not be); a failing run tells them why.
 """
@@ -146,7 +148,11 @@ class _Spent(Exception):
 
 class _Staged(Exception):
     """Ingest keeps more events staged than a transaction should move (heavy load): the
-    walk stops; it starts again from the newest conversation later."""
+    walk stops before the conversation at ``resume`` (its ``after`` cursor, its index)."""
+
+    def __init__(self, resume: tuple[str | None, int] = (None, 0)) -> None:
+        super().__init__("ingest is under heavy load (events staged)")
+        self.resume = resume
 
 
 class _Batch:
@@ -374,11 +380,11 @@ class CatchUp:
         try:
             left = await self.backfill(run_id, acct, float(run["since"]), after=start[0],
                                        skip=start[1], batch=batch)
-        except _Staged:
-            log.info("catch-up run %d: ingest is under heavy load; the walk starts again in "
+        except _Staged as staged:
+            log.info("catch-up run %d: ingest is under heavy load; the walk goes on in "
                      "%.0f s", run_id, STAGED_RETRY)
-            await self._next_part(run_id, acct, gen, (None, 0), int(p.get("part", 0)) + 1,
-                                  self.clock() + STAGED_RETRY)
+            await self._next_part(run_id, acct, gen, staged.resume,
+                                  int(p.get("part", 0)) + 1, self.clock() + STAGED_RETRY)
             return
         except TokenInvalid:
             await self.finish(run_id, error="the access token is invalid; run `instaset "
@@ -463,7 +469,12 @@ class CatchUp:
                     return None  # newest first: the rest is older still
                 if not b.room(2):
                     return after, idx
-                if not await self._conversation(run_id, acct, token, page[idx], since, b):
+                try:
+                    complete = await self._conversation(run_id, acct, token, page[idx],
+                                                        since, b)
+                except _Staged:
+                    raise _Staged((after, idx)) from None
+                if not complete:
                     return after, idx
                 b.resume = (after, idx + 1)
             if next_cursor is None:
@@ -615,17 +626,22 @@ class CatchUp:
             raise _Staged
 
     async def _walk_to_the_end(self, run_id: int, acct: str, since: float) -> str | None:
-        """:meth:`backfill` without a budget, from the newest conversation again after each
-        wait while ingest is under heavy load (up to :data:`STAGED_PATIENCE` s of wall
-        time); the error to record, or None when the walk ended."""
-        deadline = time.monotonic() + STAGED_PATIENCE
+        """:meth:`backfill` without a budget, going on where it stopped while ingest is
+        under heavy load (for up to :data:`STAGED_PATIENCE` s from the first wait); the
+        error to record, or None when the walk ended."""
+        resume: tuple[str | None, int] = (None, 0)
+        deadline: float | None = None
         while True:
             try:
-                left = await self.backfill(run_id, acct, since)
-            except _Staged:
-                if time.monotonic() >= deadline:
+                left = await self.backfill(run_id, acct, since, after=resume[0],
+                                           skip=resume[1])
+            except _Staged as staged:
+                now = time.monotonic()
+                deadline = now + STAGED_PATIENCE if deadline is None else deadline
+                if now >= deadline:
                     return (f"ingest stayed under heavy load for {STAGED_PATIENCE:.0f} s "
                             "(events staged); run `instaset catch-up` again")
+                resume = staged.resume
                 await asyncio.sleep(STAGED_POLL)
                 continue
             return None if left is None else "the walk stopped before the end"

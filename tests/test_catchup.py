@@ -268,6 +268,44 @@ async def test_the_cli_catch_up_moves_staged_events_itself_when_no_daemon_does(
         assert order == [f"msg:{mid_of(first)}", f"msg:{mid_of(second)}"]
 
 
+async def test_a_walk_that_waited_for_ingest_goes_on_where_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: a walk that restarted from the newest conversation after each wait
+    counted the conversations it had done twice (the creator was told of 4 messages that
+    could not be read back, not 2), and under bursts never finished. Load comes after the
+    first conversation: the walk waits, then goes on at the second."""
+    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
+    monkeypatch.setattr(catchup, "STAGED_INLINE", 2)  # 5 staged: three tries
+    monkeypatch.setattr(catchup, "STAGED_POLL", 0.01)
+    async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
+        await settle(w, rt)
+        await w.sandbox.user_sends_dm(BEA, "bea", deliver=False)
+        w.clock.advance(1)
+        for i in range(22):  # the 20 newest are detailed by Meta: 2 unavailable
+            await w.sandbox.user_sends_dm(ANA, f"ana {i}", deliver=False)
+            w.clock.advance(1)
+        walked: list[str] = []
+        real = CatchUp._conversation
+
+        async def conversation(self: CatchUp, *args: Any, **kwargs: Any) -> bool:
+            done = await real(self, *args, **kwargs)
+            walked.append(str(args[3].get("id")))
+            if len(walked) == 1:  # a burst of load right after the first conversation
+                fill = [EventRow(f"msg:fill{i}", ACCT, "message", CAI, 1.0, "{}")
+                        for i in range(5)]
+                await asyncio.gather(*(rt.writer.submit([r]) for r in fill))
+            return done
+
+        monkeypatch.setattr(CatchUp, "_conversation", conversation)
+        with writer_held(rt):
+            reports = await CatchUp.for_runtime(rt).run_now()
+        assert [(r.recovered, r.unavailable, r.error) for r in reports] == [(21, 2, None)]
+        assert len(walked) == 2 and walked[0] != walked[1]  # the first was not walked again
+        run = await rt.db.fetchone("SELECT * FROM catchup_runs ORDER BY id DESC LIMIT 1")
+        assert run is not None and (run["conversations"], run["unavailable"]) == (2, 2)
+
+
 async def test_when_staging_never_ends_the_cli_catch_up_fails_and_covers_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
