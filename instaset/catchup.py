@@ -95,7 +95,7 @@ from instaset.queue import NewJob, Outcome, RetryLater, backoff_delay, enqueue_i
 from instaset.store import contacts as store
 from instaset.store import history
 from instaset.store.db import Database
-from instaset.store.ingest import move_staged
+from instaset.store.ingest import any_staged, move_staged
 from instaset.store.jobs import Job
 
 if TYPE_CHECKING:
@@ -537,17 +537,14 @@ class CatchUp:
         async with self.db.tx() as conn:
             moved, calm = await move_staged(conn, max_attempts=self.max_attempts,
                                             limit=STAGED_INLINE)
-            staged = not calm
-            new = 0
-            if not staged:
-                new = await store.insert_recovered(conn, rows, run_id=run_id, now=now,
-                                                   max_attempts=self.max_attempts)
+            new = await store.insert_recovered(conn, rows, run_id=run_id, now=now,
+                                               max_attempts=self.max_attempts) if calm else 0
             await store.add_progress(conn, run_id, calls=batch.calls - start,
-                                     conversations=int(complete and not staged),
-                                     recovered=new, unavailable=0 if staged else lost)
+                                     conversations=int(complete and calm),
+                                     recovered=new, unavailable=lost if calm else 0)
         if moved:
             self.wake()  # the moved events' jobs
-        if staged:
+        if not calm:
             raise _Staged
         if new:
             log.info("recovered %d message(s) of conversation %s", new, conv_id)
@@ -614,8 +611,7 @@ class CatchUp:
         """Move staged events (one transaction, at most :data:`STAGED_INLINE`); raises
         :class:`_Staged` when some are still staged. Nothing staged (the usual case): one
         read, no transaction."""
-        staged = await self.db.fetchone("SELECT EXISTS (SELECT 1 FROM staged_events)")
-        if staged is None or not staged[0]:
+        if not await any_staged(self.db):
             return
         async with self.db.tx() as conn:
             moved, calm = await move_staged(conn, max_attempts=self.max_attempts,

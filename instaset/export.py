@@ -48,6 +48,7 @@ from instaset.inbox import ContactRef, iso_utc, message_json
 from instaset.outbox import Outgoing
 from instaset.store import retention as tables
 from instaset.store.db import Database
+from instaset.store.ingest import any_staged
 
 FORMAT = "instaset-export"
 VERSION = 1
@@ -248,11 +249,10 @@ async def write_export(
     }
     text = json.dumps(head, ensure_ascii=False, indent=1)
     out.write(text[: text.rindex("}")].rstrip() + ',\n "contacts": [')
-    staged = await db.fetchone("SELECT EXISTS (SELECT 1 FROM staged_events)")
+    staged = await any_staged(db)
     n = 0
     async for acct, cid in _scope(db, account_id, contact):
-        doc = await _contact_doc(db, acct, cid, others, events,
-                                 staged=staged is not None and bool(staged[0]))
+        doc = await _contact_doc(db, acct, cid, others, events, staged=staged)
         out.write(("\n  " if n == 0 else ",\n  ") + json.dumps(doc, ensure_ascii=False))
         n += 1
         progress(n)

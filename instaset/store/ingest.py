@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from instaset.store.db import WriteGate
+from instaset.store.db import Database, WriteGate
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -124,6 +124,28 @@ ON CONFLICT(key) DO NOTHING
 """
 
 
+# The oldest staged rows, at most ?1: how many, and the id up to which they go.
+_OLDEST_STAGED = """
+SELECT count(*), max(id) FROM (SELECT id FROM staged_events ORDER BY id LIMIT ?1)
+"""
+
+_ANY_STAGED = "SELECT EXISTS (SELECT 1 FROM staged_events)"
+
+
+def _move_statements(top: int, max_attempts: int) -> list[tuple[str, tuple[object, ...]]]:
+    """What moves the staged rows with ids up to ``top`` into ``events`` with their jobs,
+    and out of the staging table, in this order, in one transaction: the ingest writer's
+    own moves and :func:`move_staged` alike."""
+    return [(_MOVE_EVENTS, (top,)), (_MOVE_JOBS, (top, max_attempts)),
+            ("DELETE FROM staged_events WHERE id <= ?", (top,))]
+
+
+async def any_staged(db: Database) -> bool:
+    """Whether ingest holds acknowledged events not moved into ``events`` yet."""
+    row = await db.fetchone(_ANY_STAGED)
+    return row is not None and bool(row[0])
+
+
 async def move_staged(conn: aiosqlite.Connection, *, max_attempts: int, limit: int
                       ) -> tuple[int, bool]:
     """Inside a write transaction of another writer than the ingest writer (catch-up's
@@ -132,15 +154,12 @@ async def move_staged(conn: aiosqlite.Connection, *, max_attempts: int, limit: i
     whether nothing is staged now): only then does what this transaction inserts next come
     after every acknowledged event. Works with no daemon running too. The ingest writer's
     count of staged rows may be high for a while afterwards: it never counts low."""
-    rows = list(await conn.execute_fetchall(
-        "SELECT count(*), max(id) FROM (SELECT id FROM staged_events ORDER BY id LIMIT ?)",
-        (limit,)))
+    rows = list(await conn.execute_fetchall(_OLDEST_STAGED, (limit,)))
     count, top = int(rows[0][0]), rows[0][1]
     if count:
-        await conn.execute(_MOVE_EVENTS, (top,))
-        await conn.execute(_MOVE_JOBS, (top, max_attempts))
-        await conn.execute("DELETE FROM staged_events WHERE id <= ?", (top,))
-    left = list(await conn.execute_fetchall("SELECT EXISTS (SELECT 1 FROM staged_events)"))
+        for sql, args in _move_statements(top, max_attempts):
+            await conn.execute(sql, args)
+    left = list(await conn.execute_fetchall(_ANY_STAGED))
     return count, not left[0][0]
 
 
@@ -298,15 +317,11 @@ class IngestWriter:
         ``events`` with their jobs, and out of the staging table, in one transaction."""
         conn = self._conn
         with _immediate(conn):
-            top = conn.execute(
-                "SELECT max(id) FROM (SELECT id FROM staged_events ORDER BY id LIMIT ?)",
-                (MOVE_ROWS,),
-            ).fetchone()[0]
-            if top is None:
-                return 0
-            conn.execute(_MOVE_EVENTS, (top,))
-            conn.execute(_MOVE_JOBS, (top, self._max_attempts))
-            return int(conn.execute("DELETE FROM staged_events WHERE id <= ?", (top,)).rowcount)
+            count, top = conn.execute(_OLDEST_STAGED, (MOVE_ROWS,)).fetchone()
+            if count:
+                for sql, args in _move_statements(top, self._max_attempts):
+                    conn.execute(sql, args)
+            return int(count)
 
     async def _commit_all(
         self, batch: list[tuple[Sequence[EventRow], asyncio.Future[IngestResult]]],
