@@ -5,6 +5,7 @@ order when no request waits, on stop, and after a restart."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -39,6 +40,18 @@ def writer(db: Database, wake: asyncio.Event | None = None) -> IngestWriter:
                         max_attempts=6)
 
 
+@contextlib.asynccontextmanager
+async def running(db: Database, wake: asyncio.Event | None = None
+                  ) -> AsyncIterator[IngestWriter]:
+    """A started writer, stopped (which moves what is staged) on the way out."""
+    w = writer(db, wake)
+    w.start()
+    try:
+        yield w
+    finally:
+        await w.stop()
+
+
 async def counts(db: Database) -> tuple[int, int, int]:
     """(events, staged rows, process_event jobs)."""
     row_ = await db.fetchone(
@@ -54,22 +67,16 @@ async def burst(w: IngestWriter, groups: Sequence[Sequence[EventRow]]) -> list[I
 
 
 async def test_a_lone_request_goes_straight_to_events_with_its_job(db: Database) -> None:
-    w = writer(db)
-    w.start()
-    try:
+    async with running(db) as w:
         assert await w.submit([row("a")]) == IngestResult(1)
         assert await counts(db) == (1, 0, 1)
-    finally:
-        await w.stop()
 
 
 async def test_a_batch_under_load_is_staged_then_moves_in_arrival_order(
     db: Database,
 ) -> None:
     wake = asyncio.Event()
-    w = writer(db, wake)
-    w.start()
-    try:
+    async with running(db, wake) as w:
         groups = [[row(f"b{i}")] for i in range(ingest.STAGE_FROM)]
         assert await burst(w, groups) == [IngestResult(1)] * ingest.STAGE_FROM
         stored = await counts(db)
@@ -86,8 +93,6 @@ async def test_a_batch_under_load_is_staged_then_moves_in_arrival_order(
             "SELECT j.key, e.dedupe_key, j.run_at, e.received_at FROM jobs j"
             " JOIN events e ON e.id = json_extract(j.payload, '$.event_id')")
         assert all(r[0] == f"event:{r[1]}" and r[2] == r[3] for r in jobs)
-    finally:
-        await w.stop()
 
 
 async def test_while_rows_are_staged_a_lone_request_queues_behind_them(
@@ -115,15 +120,11 @@ async def test_a_restart_moves_what_a_crash_left_staged_without_any_request(
     first._commit([[row("left1"), row("left2")]], 5.0, True)  # committed, never moved
     assert await counts(db) == (0, 2, 0)
     wake = asyncio.Event()
-    w = writer(db, wake)
-    w.start()
-    try:
+    async with running(db, wake) as w:
         assert w.backlog == 2
         await asyncio.wait_for(wake.wait(), 5)
         assert await counts(db) == (2, 0, 2)
         assert w.backlog == 0
-    finally:
-        await w.stop()
 
 
 async def test_stop_moves_every_staged_row(db: Database) -> None:
@@ -138,9 +139,7 @@ async def test_stop_moves_every_staged_row(db: Database) -> None:
 async def test_duplicates_and_unconnected_accounts_are_told_apart_when_staged_too(
     db: Database,
 ) -> None:
-    w = writer(db)
-    w.start()
-    try:
+    async with running(db) as w:
         assert await w.submit([row("dup")]) == IngestResult(1)  # direct: in events
         results = await burst(w, [
             [row("dup")],  # already in events: not staged
@@ -155,8 +154,6 @@ async def test_duplicates_and_unconnected_accounts_are_told_apart_when_staged_to
         keys = sorted(r[0] for r in await db.fetchall("SELECT dedupe_key FROM events"))
         assert keys == ["msg:dup", "msg:x1"]
         assert await counts(db) == (2, 0, 2)
-    finally:
-        await w.stop()
 
 
 async def test_an_echo_of_a_recorded_send_is_moved_processed_without_a_job(
@@ -166,9 +163,7 @@ async def test_an_echo_of_a_recorded_send_is_moved_processed_without_a_job(
         "INSERT INTO messages(account_id, contact_id, mid, direction, sent_by, text,"
         " attachments, created_at) VALUES (?, '555', 'ours', 'out', 'automation', 'hi',"
         " '[]', 1.0)", (ACCT,))
-    w = writer(db)
-    w.start()
-    try:
+    async with running(db) as w:
         await burst(w, [[row("ours", kind="echo")]] + [[row(f"e{i}")] for i in range(4)])
         await w.settle()
         echo = await db.fetchone(
@@ -176,8 +171,6 @@ async def test_an_echo_of_a_recorded_send_is_moved_processed_without_a_job(
         # Processed at its arrival, as if it had gone straight in (bench/soak.py checks it).
         assert echo is not None and echo[0] is not None and echo[0] == echo[1]
         assert await counts(db) == (5, 0, 4)
-    finally:
-        await w.stop()
 
 
 async def test_a_move_that_fails_keeps_the_rows_and_is_tried_again(
@@ -187,9 +180,7 @@ async def test_a_move_that_fails_keeps_the_rows_and_is_tried_again(
     await db.execute("CREATE TRIGGER refuse BEFORE INSERT ON events"
                      " BEGIN SELECT RAISE(ABORT, 'disk trouble'); END")
     wake = asyncio.Event()
-    w = writer(db, wake)
-    w.start()
-    try:
+    async with running(db, wake) as w:
         with caplog.at_level(logging.ERROR, logger="instaset.webhook"):
             assert await burst(w, [[row(f"f{i}")] for i in range(4)]) == [IngestResult(1)] * 4
             for _ in range(100):
@@ -202,8 +193,6 @@ async def test_a_move_that_fails_keeps_the_rows_and_is_tried_again(
         await db.execute("DROP TRIGGER refuse")
         await asyncio.wait_for(wake.wait(), 5)  # tried again by itself
         assert await counts(db) == (4, 0, 4)
-    finally:
-        await w.stop()
 
 
 async def test_stop_moves_for_a_bounded_time_and_leaves_the_rest_for_the_next_start(
