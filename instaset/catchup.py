@@ -47,10 +47,13 @@ Contracts:
   load), the conversation waits: the daemon's walk goes on at that conversation in a part
   queued :data:`STAGED_RETRY` s later, as after a part whose budget ran out; ``instaset
   catch-up`` tries it again every :data:`STAGED_POLL` s, for up to :data:`STAGED_PATIENCE` s
-  from its first wait, then ends the run failed (the account is not marked covered). A
-  walk resumed at its cursor does not see a conversation that new messages moved above it
-  meanwhile (a limit shared with budget-bound parts; restarting from the newest instead
-  counted conversations twice and, under bursts, never finished).
+  from its first wait, then ends the run failed (the account is not marked covered).
+- A conversation walked to its end is recorded for the run's generation (``catchup_walked``)
+  and never walked twice by it. A walk that listed conversations more than once (a second
+  page, or a later part: a spent budget, a retry, a wait for ingest) ends with a last pass
+  from the newest conversation down to the first not updated since the generation started:
+  one that new messages moved above the walk's position meanwhile is walked then. Only a
+  conversation that moves up during that last pass, itself usually one call, can be missed.
 - When a run ends, one notification tells the creator what was recovered (and what could
   not be); a failing run tells them why.
 """
@@ -159,7 +162,7 @@ class _Batch:
     """One batch's budgets and where the walk can resume (after the last complete
     conversation)."""
 
-    __slots__ = ("calls", "deadline", "max_calls", "resume", "timer")
+    __slots__ = ("calls", "deadline", "max_calls", "paged", "resume", "timer")
 
     def __init__(self, *, max_calls: int | None, seconds: float | None,
                  timer: Callable[[], float], resume: tuple[str | None, int]) -> None:
@@ -168,6 +171,7 @@ class _Batch:
         self.timer = timer
         self.deadline = timer() + seconds if seconds is not None else math.inf
         self.resume = resume
+        self.paged = False  # the walk followed a cursor to a next page of conversations
 
     def room(self, n: int) -> bool:
         """Whether ``n`` more calls fit (the first MIN_CALLS always fit the time budget)."""
@@ -375,16 +379,18 @@ class CatchUp:
             await self._give_up(run_id, gen, acct, tries, "a batch never completed")
             return
         start = (p.get("after"), int(p.get("skip", 0)))
+        top = bool(p.get("top"))
+        part = int(p.get("part", 0))
         batch = _Batch(max_calls=self.settings.calls_per_job,
                        seconds=self.settings.batch_seconds, timer=self.timer, resume=start)
         try:
             left = await self.backfill(run_id, acct, float(run["since"]), after=start[0],
-                                       skip=start[1], batch=batch)
+                                       skip=start[1], batch=batch, gen=gen, top=top)
         except _Staged as staged:
             log.info("catch-up run %d: ingest is under heavy load; the walk goes on in "
                      "%.0f s", run_id, STAGED_RETRY)
-            await self._next_part(run_id, acct, gen, staged.resume,
-                                  int(p.get("part", 0)) + 1, self.clock() + STAGED_RETRY)
+            await self._next_part(run_id, acct, gen, staged.resume, part + 1,
+                                  self.clock() + STAGED_RETRY, top=top)
             return
         except TokenInvalid:
             await self.finish(run_id, error="the access token is invalid; run `instaset "
@@ -399,10 +405,15 @@ class CatchUp:
         except Exception as exc:  # timeouts and transport errors reach here as Transient
             await self._retry(job, run_id, gen, acct, batch, start, exc)
             return
+        if left is None and not top and (part > 0 or batch.paged):
+            # The walk listed conversations more than once: one may have moved above it.
+            await self._next_part(run_id, acct, gen, (None, 0), part + 1, self.clock(),
+                                   top=True)
+            return
         if left is None:
             await self.finish(run_id, generation=gen)
             return
-        await self._next_part(run_id, acct, gen, left, int(p.get("part", 0)) + 1, self.clock())
+        await self._next_part(run_id, acct, gen, left, part + 1, self.clock(), top=top)
 
     async def _retry(
         self, job: Job, run_id: int, gen: float, acct: str, batch: _Batch,
@@ -419,7 +430,8 @@ class CatchUp:
             log.info("catch-up run %d: %s after some progress; the rest in %.0f s", run_id,
                      exc, delay)
             part = int(job.payload.get("part", 0)) + 1
-            await self._next_part(run_id, acct, gen, batch.resume, part, self.clock() + delay)
+            await self._next_part(run_id, acct, gen, batch.resume, part, self.clock() + delay,
+                                  top=bool(job.payload.get("top")))
             return
         if job.attempts >= tries:
             await self._give_up(run_id, gen, acct, job.attempts, str(exc))
@@ -436,20 +448,29 @@ class CatchUp:
                         "catch-up` runs it now)", run_id, acct, error)
 
     async def _next_part(self, run_id: int, acct: str, gen: float,
-                         at: tuple[str | None, int], part: int, run_at: float) -> None:
+                         at: tuple[str | None, int], part: int, run_at: float, *,
+                         top: bool = False) -> None:
         now = self.clock()
         async with self.db.tx() as conn:
             await enqueue_in(conn, [_backfill_job(run_id, acct, gen, at[0], at[1], part,
-                                                  run_at, self.settings.max_tries)], now)
+                                                  run_at, self.settings.max_tries, top=top)],
+                             now)
         self.wake()
 
     async def backfill(
         self, run_id: int, acct: str, since: float, *, after: str | None = None, skip: int = 0,
-        batch: _Batch | None = None,
+        batch: _Batch | None = None, gen: float | None = None, top: bool = False,
     ) -> tuple[str | None, int] | None:
         """Walk the conversations from (``after``, ``skip``); returns None when done, else
         where the next part starts (its ``after`` cursor and how many of that page to skip)
-        because the batch's call or time budget ran out. Without ``batch``: no budget."""
+        because the batch's call or time budget ran out. Without ``batch``: no budget.
+
+        ``gen``: the run's generation (its ``started_at``; default ``since``). A conversation
+        this generation walked to its end is skipped without a call. ``top``: the last pass,
+        from the newest conversation down to the first not updated since ``gen``: it walks
+        those the walk did not (they moved above it while it went on)."""
+        gen = since if gen is None else gen
+        floor = max(since, gen) if top else since
         token = await self.tokens.token(acct)
         if not token:
             raise TokenInvalid("no access token is stored for this account")
@@ -465,13 +486,13 @@ class CatchUp:
                 return after, skip
             for idx in range(skip, len(page)):
                 updated = parse_time(page[idx].get("updated_time"))
-                if updated is not None and updated < since - 1:
+                if updated is not None and updated < floor - 1:
                     return None  # newest first: the rest is older still
                 if not b.room(2):
                     return after, idx
                 try:
                     complete = await self._conversation(run_id, acct, token, page[idx],
-                                                        since, b)
+                                                        since, b, gen=gen)
                 except _Staged:
                     raise _Staged((after, idx)) from None
                 if not complete:
@@ -481,6 +502,7 @@ class CatchUp:
                 return None
             after, skip = next_cursor, 0
             b.resume = (after, skip)
+            b.paged = True
 
     async def _call(self, acct: str, batch: _Batch, make: Callable[[], Awaitable[T]]) -> T:
         if batch.calls >= batch.max_calls:
@@ -492,14 +514,18 @@ class CatchUp:
 
     async def _conversation(
         self, run_id: int, acct: str, token: str, conv: Mapping[str, object], since: float,
-        batch: _Batch,
+        batch: _Batch, *, gen: float,
     ) -> bool:
         """Recover what is missing from one conversation; False when the budget ran out
         before it was complete (what was read is kept: the next part skips it). Raises
         :class:`_Staged` (nothing stored) when ingest keeps events staged beyond what a
-        transaction moves: the conversation is done again later."""
+        transaction moves: the conversation is done again later. A conversation complete
+        is recorded as walked by generation ``gen``; one recorded already is skipped (True,
+        no call, not counted again)."""
         start = batch.calls
         conv_id = str(conv.get("id"))
+        if await store.was_walked(self.db, run_id, gen, conv_id):
+            return True
         usernames = participants(conv)
         await self._move_staged()  # before the calls, so they are not made in vain
         try:
@@ -542,6 +568,8 @@ class CatchUp:
             await store.add_progress(conn, run_id, calls=batch.calls - start,
                                      conversations=int(complete and calm),
                                      recovered=new, unavailable=lost if calm else 0)
+            if complete and calm:
+                await store.mark_walked(conn, run_id, gen, conv_id)
         if moved:
             self.wake()  # the moved events' jobs
         if not calm:
@@ -597,7 +625,7 @@ class CatchUp:
             error: str | None = None
             try:
                 error = await self._walk_to_the_end(checked.run_id, checked.account_id,
-                                                    checked.since or 0.0)
+                                                    checked.since or 0.0, gen)
             except GraphError as exc:
                 error = str(exc)[:300]
             done = await self.finish(checked.run_id, error=error, generation=gen)
@@ -621,16 +649,20 @@ class CatchUp:
         if not calm:
             raise _Staged
 
-    async def _walk_to_the_end(self, run_id: int, acct: str, since: float) -> str | None:
+    async def _walk_to_the_end(self, run_id: int, acct: str, since: float,
+                               gen: float | None) -> str | None:
         """:meth:`backfill` without a budget, going on where it stopped while ingest is
-        under heavy load (for up to :data:`STAGED_PATIENCE` s from the first wait); the
-        error to record, or None when the walk ended."""
+        under heavy load (for up to :data:`STAGED_PATIENCE` s from the first wait), then the
+        last pass from the top when the walk listed conversations more than once; the error
+        to record, or None when the walk ended."""
         resume: tuple[str | None, int] = (None, 0)
         deadline: float | None = None
+        top = relisted = False
         while True:
+            batch = _Batch(max_calls=None, seconds=None, timer=self.timer, resume=resume)
             try:
                 left = await self.backfill(run_id, acct, since, after=resume[0],
-                                           skip=resume[1])
+                                           skip=resume[1], batch=batch, gen=gen, top=top)
             except _Staged as staged:
                 now = time.monotonic()
                 deadline = now + STAGED_PATIENCE if deadline is None else deadline
@@ -638,18 +670,24 @@ class CatchUp:
                     return (f"ingest stayed under heavy load for {STAGED_PATIENCE:.0f} s "
                             "(events staged); run `instaset catch-up` again")
                 resume = staged.resume
+                relisted = True
                 await asyncio.sleep(STAGED_POLL)
                 continue
-            return None if left is None else "the walk stopped before the end"
+            if left is not None:
+                return "the walk stopped before the end"
+            if top or not (relisted or batch.paged):
+                return None
+            top, resume = True, (None, 0)
 
 
 def _backfill_job(run_id: int, acct: str, gen: float, after: str | None, skip: int,
-                  part: int, run_at: float, tries: int) -> NewJob:
+                  part: int, run_at: float, tries: int, *, top: bool = False) -> NewJob:
     # One more attempt than the handler's tries: the worker never dead-letters a batch before
     # the handler has recorded the run's failure.
     return NewJob("catchup_backfill", f"catchup:{run_id}:{gen!r}:{part}", {
         "run_id": run_id, "account_id": acct, "gen": gen, "after": after, "skip": skip,
-        "part": part}, run_at=run_at, max_attempts=tries + 1)
+        "part": part, **({"top": True} if top else {})}, run_at=run_at,
+        max_attempts=tries + 1)
 
 
 async def doctor_checks(db: Database) -> list[Check]:

@@ -306,6 +306,89 @@ async def test_a_walk_that_waited_for_ingest_goes_on_where_it_stopped(
         assert run is not None and (run["conversations"], run["unavailable"]) == (2, 2)
 
 
+async def test_a_conversation_that_moved_above_a_resumed_walk_is_walked_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Left by session 12: a walk resumed at its position (here after a wait for ingest)
+    never saw a conversation that a new message moved above it, so what that contact had
+    sent while the daemon was down was never recovered. Cai's missed DM is the oldest; as
+    the walk waits after Ana's conversation, Cai writes again and Cai's conversation moves
+    to the top. The walk goes on (Bea), then a last pass from the top walks Cai's."""
+    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
+    monkeypatch.setattr(catchup, "STAGED_INLINE", 2)  # 5 staged: three tries
+    monkeypatch.setattr(catchup, "STAGED_POLL", 0.01)
+    async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
+        await settle(w, rt)
+        missed = []
+        for who in (CAI, BEA, ANA):  # newest first: Ana, Bea, Cai
+            missed.append(await w.sandbox.user_sends_dm(who, f"missed {who}", deliver=False))
+            w.clock.advance(1)
+        listed: list[str] = []  # conversations whose messages were asked for
+        real = CatchUp._conversation
+
+        async def conversation(self: CatchUp, *args: Any, **kwargs: Any) -> bool:
+            before = len(conversations_calls(w.sandbox))
+            done = await real(self, *args, **kwargs)
+            if len(conversations_calls(w.sandbox)) > before:
+                listed.append(str(args[3].get("id")))
+            if len(listed) == 1 and not self_moved:  # right after Ana's conversation
+                self_moved.append(True)
+                w.clock.advance(5)
+                missed.append(await w.sandbox.user_sends_dm(CAI, "again", deliver=False))
+                fill = [EventRow(f"msg:fill{i}", ACCT, "message", ANA, 1.0, "{}")
+                        for i in range(5)]
+                await asyncio.gather(*(rt.writer.submit([r]) for r in fill))
+            return done
+
+        self_moved: list[bool] = []
+        monkeypatch.setattr(CatchUp, "_conversation", conversation)
+        with writer_held(rt):
+            reports = await CatchUp.for_runtime(rt).run_now()
+        assert [(r.recovered, r.error) for r in reports] == [(4, None)]
+        got = {r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")}
+        assert got == {mid_of(p) for p in missed}
+        assert len(listed) == 3 and len(set(listed)) == 3  # each walked once
+        run = await rt.db.fetchone("SELECT * FROM catchup_runs ORDER BY id DESC LIMIT 1")
+        assert run is not None and run["conversations"] == 3
+        assert await count(rt, "SELECT count(*) FROM catchup_walked") == 0  # finished
+
+
+async def test_a_bounded_part_walk_ends_with_a_pass_from_the_top(tmp_path: Path) -> None:
+    """The daemon's walk in parts of 3 calls: between two parts, Cai (not walked yet)
+    writes again and moves above the walk. The last part, from the top, walks Cai's
+    conversation and recovers the DM Cai sent while the daemon was stopped."""
+    async with world(tmp_path, workflows=()) as w:
+        async with daemon(w) as rt:  # connected and checked, then stopped
+            await settle(w, rt)
+        w.clock.advance(600)
+        missed = []
+        for who in (CAI, BEA, ANA):
+            missed.append(await w.sandbox.user_sends_dm(who, f"missed {who}", deliver=False))
+            w.clock.advance(1)
+        async with daemon(w) as rt:
+            small = CatchUp.for_runtime(rt, CatchUpSettings(max_calls_per_job=3,
+                                                            calls_per_second=50))
+            parts: list[dict[str, Any]] = []
+
+            async def backfill_job(job: jobstore.Job) -> None:
+                await small.backfill_job(job)
+                parts.append(dict(job.payload))
+                done = await count(rt, "SELECT max(conversations) FROM catchup_runs")
+                if done == 1 and len(missed) == 3:  # Ana's conversation is done, Cai's not
+                    w.clock.advance(5)
+                    missed.append(await w.sandbox.user_sends_dm(CAI, "again", deliver=False))
+
+            rt.worker.handlers["catchup_backfill"] = backfill_job
+            rt.worker.handlers["catchup"] = small.periodic_job
+            await settle(w, rt)
+            got = {r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")}
+            assert got == {mid_of(p) for p in missed}
+            assert len(missed) == 4 and [p.get("top", False) for p in parts][-1] is True
+            run = await rt.db.fetchone("SELECT * FROM catchup_runs ORDER BY id DESC LIMIT 1")
+            assert run is not None and run["finished_at"] is not None
+            assert (run["recovered"], run["conversations"], run["error"]) == (4, 3, None)
+
+
 async def test_when_staging_never_ends_the_cli_catch_up_fails_and_covers_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

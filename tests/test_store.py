@@ -122,6 +122,7 @@ EXPECTED_SCHEMA: dict[str, list[str]] = {
     "stats_clicks": ["account_id", "hour", "workflow", "media", "clicks"],
     "staged_events": ["id", "dedupe_key", "account_id", "kind", "contact_id", "occurred_at",
                       "received_at", "raw"],
+    "catchup_walked": ["run_id", "generation", "conversation_id"],
 }  # fmt: skip
 
 

@@ -294,6 +294,8 @@ async def restart_run(
         " WHERE id = ? AND finished_at IS NULL",
         (reason, since, now, run_id),
     )
+    # The new generation walks every conversation again.
+    await conn.execute("DELETE FROM catchup_walked WHERE run_id = ?", (run_id,))
 
 
 async def close_stale_runs(conn: aiosqlite.Connection, account_id: str, keep: int,
@@ -306,6 +308,9 @@ async def close_stale_runs(conn: aiosqlite.Connection, account_id: str, keep: in
         " WHERE account_id = ? AND finished_at IS NULL AND id != ? RETURNING since",
         (now, keep, account_id, keep),
     )
+    await conn.execute(
+        "DELETE FROM catchup_walked WHERE run_id IN (SELECT id FROM catchup_runs"
+        " WHERE account_id = ? AND finished_at IS NOT NULL)", (account_id,))
     found = [float(r[0]) for r in rows]
     return min(found) if found else None
 
@@ -365,7 +370,26 @@ async def finish_run(
         + fence,
         (now, error, run_id, *params),
     )
-    return cur.rowcount == 1
+    if cur.rowcount != 1:
+        return False
+    await conn.execute("DELETE FROM catchup_walked WHERE run_id = ?", (run_id,))
+    return True
+
+
+async def was_walked(db: Database, run_id: int, generation: float, conversation_id: str) -> bool:
+    """Whether this generation of the run has walked the conversation to its end."""
+    row = await db.fetchone(
+        "SELECT 1 FROM catchup_walked WHERE run_id = ? AND generation = ?"
+        " AND conversation_id = ?", (run_id, generation, conversation_id))
+    return row is not None
+
+
+async def mark_walked(conn: aiosqlite.Connection, run_id: int, generation: float,
+                      conversation_id: str) -> None:
+    """Record that this generation of the run walked the conversation to its end."""
+    await conn.execute(
+        "INSERT OR IGNORE INTO catchup_walked(run_id, generation, conversation_id)"
+        " VALUES (?, ?, ?)", (run_id, generation, conversation_id))
 
 
 async def get_run(db: Database, run_id: int) -> sqlite3.Row | None:
