@@ -246,6 +246,38 @@ async def test_catch_up_moves_what_ingest_staged_before_it_inserts_recovered_eve
         assert jobs == 1  # the moved webhook has its job, as the writer's move gives it
 
 
+async def test_events_staged_during_the_graph_calls_move_before_the_recovered_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Left by session 12: the check before a conversation's calls found nothing staged,
+    then ingest staged a webhook while the calls went on. The transaction that stores what
+    was recovered moves it first: not recovered again, and in events before the later
+    message."""
+    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
+    async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
+        await settle(w, rt)
+        first, second = await two_missed(w)
+        real = CatchUp._move_staged
+        checks: list[int] = []
+
+        async def move_staged(self: CatchUp) -> None:
+            await real(self)  # nothing staged yet
+            checks.append(await count(rt, "SELECT count(*) FROM staged_events"))
+            await stage_behind_load(w, rt, first)  # during the conversation's calls
+
+        monkeypatch.setattr(CatchUp, "_move_staged", move_staged)
+        with writer_held(rt):
+            reports = await CatchUp.for_runtime(rt).run_now()
+        assert checks == [0]
+        assert [(r.recovered, r.error) for r in reports] == [(1, None)]
+        assert await count(rt, "SELECT count(*) FROM staged_events") == 0
+        recovered = await rt.db.fetchall("SELECT mid FROM recovered_events")
+        assert [r["mid"] for r in recovered] == [mid_of(second)]
+        order = [r["dedupe_key"] for r in await rt.db.fetchall(
+            "SELECT dedupe_key FROM events WHERE contact_id = ? ORDER BY id", (BEA,))]
+        assert order == [f"msg:{mid_of(first)}", f"msg:{mid_of(second)}"]
+
+
 async def test_the_cli_catch_up_moves_staged_events_itself_when_no_daemon_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
