@@ -48,12 +48,18 @@ Contracts:
   queued :data:`STAGED_RETRY` s later, as after a part whose budget ran out; ``instaset
   catch-up`` tries it again every :data:`STAGED_POLL` s, for up to :data:`STAGED_PATIENCE` s
   from its first wait, then ends the run failed (the account is not marked covered).
-- A conversation walked to its end is recorded for the run's generation (``catchup_walked``)
-  and never walked twice by it. A walk that listed conversations more than once (a second
-  page, or a later part: a spent budget, a retry, a wait for ingest) ends with a last pass
-  from the newest conversation down to the first not updated since the generation started:
-  one that new messages moved above the walk's position meanwhile is walked then. Only a
-  conversation that moves up during that last pass, itself usually one call, can be missed.
+- A conversation walked to its end is recorded for the run (``catchup_walked``): the same
+  generation never walks it twice, and a later one (the run restarted in place) walks it
+  again but counts it, and its unreadable messages, once. A pass that listed conversations
+  more than once (a second page, or a later part: a spent budget, a retry, a wait for
+  ingest) is followed by a pass from the newest conversation down to the first not updated
+  since that pass began (less :data:`TOP_SLACK`, for clock skew): one that new messages
+  moved above the pass's position meanwhile is walked then. Conversations already walked
+  cost nothing there, so such a pass is usually one call. At most :data:`TOP_PASSES` follow
+  the walk; only a conversation that moves up during the last of them can still be missed.
+- A run that made progress in the last :data:`WALKING_SECONDS` is being walked (``instaset
+  catch-up`` queues no job): the periodic check does not take it over as chainless. When a
+  new gap restarts it in place anyway, the CLI reports that the daemon goes on with it.
 - When a run ends, one notification tells the creator what was recovered (and what could
   not be); a failing run tells them why.
 """
@@ -73,7 +79,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 from instaset.automation import notify_job
 from instaset.backfill import (
-    MIN_CALLS,
     RESTARTING,
     CallLimiter,
     CatchUpSettings,
@@ -88,6 +93,7 @@ from instaset.backfill import (
     recovered_row,
     summary_text,
 )
+from instaset.catchup_walk import TOP_PASSES, TOP_SLACK, _Batch, _Pass, _Spent, _Staged
 from instaset.config import Config
 from instaset.contacts import Profiles
 from instaset.engine.decide import needs_follower
@@ -108,8 +114,9 @@ if TYPE_CHECKING:
     from instaset.doctor import Check
 
 __all__ = [
-    "DEFAULT_FIELDS", "CatchUp", "CatchUpSettings", "Failures", "Gap", "Marks", "RunReport",
-    "detect_gap", "doctor_checks", "install", "merge_reasons", "parse_since", "run_catch_up",
+    "DEFAULT_FIELDS", "TOP_PASSES", "CatchUp", "CatchUpSettings", "Failures", "Gap", "Marks",
+    "RunReport", "detect_gap", "doctor_checks", "install", "merge_reasons", "parse_since",
+    "run_catch_up",
 ]
 
 log = logging.getLogger("instaset.catchup")
@@ -122,6 +129,10 @@ STAGED_INLINE = 2000
 STAGED_RETRY = 5.0
 STAGED_POLL = 1.0
 STAGED_PATIENCE = 120.0
+
+# A run that made progress this recently is being walked (by `instaset catch-up`, which
+# queues no job: the periodic check must not take it over as chainless).
+WALKING_SECONDS = 600.0
 
 # What an account subscribes to when its row does not say (as `instaset connect` does).
 DEFAULT_FIELDS = (
@@ -143,44 +154,6 @@ class RunReport:
     recovered: int = 0
     unavailable: int = 0
     error: str | None = None
-
-
-class _Spent(Exception):
-    """The batch's call or time budget is used up (internal flow, never escapes)."""
-
-
-class _Staged(Exception):
-    """Ingest keeps more events staged than a transaction should move (heavy load): the
-    walk stops before the conversation at ``resume`` (its ``after`` cursor, its index)."""
-
-    def __init__(self, resume: tuple[str | None, int] = (None, 0)) -> None:
-        super().__init__("ingest is under heavy load (events staged)")
-        self.resume = resume
-
-
-class _Batch:
-    """One batch's budgets and where the walk can resume (after the last complete
-    conversation)."""
-
-    __slots__ = ("calls", "deadline", "max_calls", "paged", "resume", "timer")
-
-    def __init__(self, *, max_calls: int | None, seconds: float | None,
-                 timer: Callable[[], float], resume: tuple[str | None, int]) -> None:
-        self.calls = 0
-        self.max_calls = max_calls if max_calls is not None else math.inf
-        self.timer = timer
-        self.deadline = timer() + seconds if seconds is not None else math.inf
-        self.resume = resume
-        self.paged = False  # the walk followed a cursor to a next page of conversations
-
-    def room(self, n: int) -> bool:
-        """Whether ``n`` more calls fit (the first MIN_CALLS always fit the time budget)."""
-        if self.calls + n > self.max_calls:
-            return False
-        return self.calls + n <= MIN_CALLS or self.timer() < self.deadline
-
-    def limiter_deadline(self) -> float | None:
-        return None if self.calls < MIN_CALLS or self.deadline == math.inf else self.deadline
 
 
 class CatchUp:
@@ -337,8 +310,11 @@ class CatchUp:
             return await store.start_run(conn, acct_id, gap.reason, gap.since, now), gap
         run_id, since, reason = int(active["id"]), float(active["since"]), str(active["reason"])
         if gap is None or not set(gap.reason.split("+")) & RESTARTING:
-            # Leave a run whose chain is alive alone; resume one whose chain is gone.
-            if not queue or await store.has_live_job(conn, run_id):
+            # Leave a run whose chain is alive alone, and one `instaset catch-up` is walking
+            # (no job, but recent progress); resume one whose chain is gone.
+            progressed = active["progressed_at"]
+            walking = progressed is not None and now - float(progressed) < WALKING_SECONDS
+            if not queue or walking or await store.has_live_job(conn, run_id):
                 return None, None
             log.warning("account %s: catch-up run %d had no job left; resuming it", acct_id,
                         run_id)
@@ -379,18 +355,18 @@ class CatchUp:
             await self._give_up(run_id, gen, acct, tries, "a batch never completed")
             return
         start = (p.get("after"), int(p.get("skip", 0)))
-        top = bool(p.get("top"))
+        walk = _Pass.of(p, gen)
         part = int(p.get("part", 0))
         batch = _Batch(max_calls=self.settings.calls_per_job,
                        seconds=self.settings.batch_seconds, timer=self.timer, resume=start)
         try:
             left = await self.backfill(run_id, acct, float(run["since"]), after=start[0],
-                                       skip=start[1], batch=batch, gen=gen, top=top)
+                                       skip=start[1], batch=batch, gen=gen, floor=walk.floor)
         except _Staged as staged:
             log.info("catch-up run %d: ingest is under heavy load; the walk goes on in "
                      "%.0f s", run_id, STAGED_RETRY)
             await self._next_part(run_id, acct, gen, staged.resume, part + 1,
-                                  self.clock() + STAGED_RETRY, top=top)
+                                  self.clock() + STAGED_RETRY, walk.going_on())
             return
         except TokenInvalid:
             await self.finish(run_id, error="the access token is invalid; run `instaset "
@@ -405,15 +381,17 @@ class CatchUp:
         except Exception as exc:  # timeouts and transport errors reach here as Transient
             await self._retry(job, run_id, gen, acct, batch, start, exc)
             return
-        if left is None and not top and (part > 0 or batch.paged):
-            # The walk listed conversations more than once: one may have moved above it.
+        if left is not None:
+            await self._next_part(run_id, acct, gen, left, part + 1, self.clock(),
+                                  walk.going_on())
+            return
+        following = walk.after(batch.paged, self.clock())
+        if following is not None:
+            # This pass listed conversations more than once: one may have moved above it.
             await self._next_part(run_id, acct, gen, (None, 0), part + 1, self.clock(),
-                                   top=True)
+                                  following)
             return
-        if left is None:
-            await self.finish(run_id, generation=gen)
-            return
-        await self._next_part(run_id, acct, gen, left, part + 1, self.clock(), top=top)
+        await self.finish(run_id, generation=gen)
 
     async def _retry(
         self, job: Job, run_id: int, gen: float, acct: str, batch: _Batch,
@@ -431,7 +409,7 @@ class CatchUp:
                      exc, delay)
             part = int(job.payload.get("part", 0)) + 1
             await self._next_part(run_id, acct, gen, batch.resume, part, self.clock() + delay,
-                                  top=bool(job.payload.get("top")))
+                                  _Pass.of(job.payload, gen).going_on())
             return
         if job.attempts >= tries:
             await self._give_up(run_id, gen, acct, job.attempts, str(exc))
@@ -448,29 +426,29 @@ class CatchUp:
                         "catch-up` runs it now)", run_id, acct, error)
 
     async def _next_part(self, run_id: int, acct: str, gen: float,
-                         at: tuple[str | None, int], part: int, run_at: float, *,
-                         top: bool = False) -> None:
+                         at: tuple[str | None, int], part: int, run_at: float,
+                         walk: _Pass) -> None:
         now = self.clock()
         async with self.db.tx() as conn:
             await enqueue_in(conn, [_backfill_job(run_id, acct, gen, at[0], at[1], part,
-                                                  run_at, self.settings.max_tries, top=top)],
+                                                  run_at, self.settings.max_tries, walk)],
                              now)
         self.wake()
 
     async def backfill(
         self, run_id: int, acct: str, since: float, *, after: str | None = None, skip: int = 0,
-        batch: _Batch | None = None, gen: float | None = None, top: bool = False,
+        batch: _Batch | None = None, gen: float | None = None, floor: float | None = None,
     ) -> tuple[str | None, int] | None:
         """Walk the conversations from (``after``, ``skip``); returns None when done, else
         where the next part starts (its ``after`` cursor and how many of that page to skip)
         because the batch's call or time budget ran out. Without ``batch``: no budget.
 
         ``gen``: the run's generation (its ``started_at``; default ``since``). A conversation
-        this generation walked to its end is skipped without a call. ``top``: the last pass,
-        from the newest conversation down to the first not updated since ``gen``: it walks
-        those the walk did not (they moved above it while it went on)."""
+        this generation walked to its end is skipped without a call. ``floor``: a pass from
+        the top, down to the first conversation not updated since ``floor`` (less
+        :data:`TOP_SLACK`) instead of ``since``."""
         gen = since if gen is None else gen
-        floor = max(since, gen) if top else since
+        limit = since - 1 if floor is None else max(since, floor) - TOP_SLACK
         token = await self.tokens.token(acct)
         if not token:
             raise TokenInvalid("no access token is stored for this account")
@@ -486,7 +464,7 @@ class CatchUp:
                 return after, skip
             for idx in range(skip, len(page)):
                 updated = parse_time(page[idx].get("updated_time"))
-                if updated is not None and updated < floor - 1:
+                if updated is not None and updated < limit:
                     return None  # newest first: the rest is older still
                 if not b.room(2):
                     return after, idx
@@ -565,11 +543,11 @@ class CatchUp:
                                             limit=STAGED_INLINE)
             new = await store.insert_recovered(conn, rows, run_id=run_id, now=now,
                                                max_attempts=self.max_attempts) if calm else 0
-            await store.add_progress(conn, run_id, calls=batch.calls - start,
-                                     conversations=int(complete and calm),
-                                     recovered=new, unavailable=lost if calm else 0)
-            if complete and calm:
-                await store.mark_walked(conn, run_id, gen, conv_id)
+            counted, unreadable = (await store.mark_walked(conn, run_id, gen, conv_id, lost)
+                                   if complete and calm else (0, 0))
+            await store.add_progress(conn, run_id, now=now, calls=batch.calls - start,
+                                     conversations=counted, recovered=new,
+                                     unavailable=unreadable)
         if moved:
             self.wake()  # the moved events' jobs
         if not calm:
@@ -629,10 +607,16 @@ class CatchUp:
             except GraphError as exc:
                 error = str(exc)[:300]
             done = await self.finish(checked.run_id, error=error, generation=gen)
-            if done is not None:
+            if done is None:  # the daemon restarted the run meanwhile (a new gap): its own
                 reports.append(RunReport(
-                    done.account_id, done.username, checked.resubscribed, done.run_id,
-                    done.reason, done.since, done.recovered, done.unavailable, done.error))
+                    checked.account_id, checked.username, checked.resubscribed,
+                    checked.run_id, checked.reason, checked.since,
+                    error=f"the daemon restarted catch-up run {checked.run_id} for a new gap "
+                    "while this one walked it; it goes on there (`instaset doctor` shows it)"))
+                continue
+            reports.append(RunReport(
+                done.account_id, done.username, checked.resubscribed, done.run_id,
+                done.reason, done.since, done.recovered, done.unavailable, done.error))
         return reports
 
     async def _move_staged(self) -> None:
@@ -657,36 +641,35 @@ class CatchUp:
         to record, or None when the walk ended."""
         resume: tuple[str | None, int] = (None, 0)
         deadline: float | None = None
-        top = relisted = False
-        while True:
+        walk: _Pass | None = _Pass(0, None, gen if gen is not None else self.clock())
+        while walk is not None:
             batch = _Batch(max_calls=None, seconds=None, timer=self.timer, resume=resume)
             try:
                 left = await self.backfill(run_id, acct, since, after=resume[0],
-                                           skip=resume[1], batch=batch, gen=gen, top=top)
+                                           skip=resume[1], batch=batch, gen=gen,
+                                           floor=walk.floor)
             except _Staged as staged:
                 now = time.monotonic()
                 deadline = now + STAGED_PATIENCE if deadline is None else deadline
                 if now >= deadline:
                     return (f"ingest stayed under heavy load for {STAGED_PATIENCE:.0f} s "
                             "(events staged); run `instaset catch-up` again")
-                resume = staged.resume
-                relisted = True
+                resume, walk = staged.resume, walk.going_on()
                 await asyncio.sleep(STAGED_POLL)
                 continue
             if left is not None:
                 return "the walk stopped before the end"
-            if top or not (relisted or batch.paged):
-                return None
-            top, resume = True, (None, 0)
+            walk, resume = walk.after(batch.paged, self.clock()), (None, 0)
+        return None
 
 
 def _backfill_job(run_id: int, acct: str, gen: float, after: str | None, skip: int,
-                  part: int, run_at: float, tries: int, *, top: bool = False) -> NewJob:
+                  part: int, run_at: float, tries: int, walk: _Pass | None = None) -> NewJob:
     # One more attempt than the handler's tries: the worker never dead-letters a batch before
     # the handler has recorded the run's failure.
     return NewJob("catchup_backfill", f"catchup:{run_id}:{gen!r}:{part}", {
         "run_id": run_id, "account_id": acct, "gen": gen, "after": after, "skip": skip,
-        "part": part, **({"top": True} if top else {})}, run_at=run_at,
+        "part": part, **(walk.payload() if walk is not None else {})}, run_at=run_at,
         max_attempts=tries + 1)
 
 

@@ -317,18 +317,22 @@ async def test_a_walk_that_waited_for_ingest_goes_on_where_it_stopped(
         for i in range(22):  # the 20 newest are detailed by Meta: 2 unavailable
             await w.sandbox.user_sends_dm(ANA, f"ana {i}", deliver=False)
             w.clock.advance(1)
-        walked: list[str] = []
+        walked: list[str] = []  # conversations whose messages were asked for
         real = CatchUp._conversation
 
         async def conversation(self: CatchUp, *args: Any, **kwargs: Any) -> bool:
+            before = len(conversations_calls(w.sandbox))
             done = await real(self, *args, **kwargs)
-            walked.append(str(args[3].get("id")))
-            if len(walked) == 1:  # a burst of load right after the first conversation
+            if len(conversations_calls(w.sandbox)) > before:
+                walked.append(str(args[3].get("id")))
+            if len(walked) == 1 and not loaded:  # load right after the first conversation
+                loaded.append(True)
                 fill = [EventRow(f"msg:fill{i}", ACCT, "message", CAI, 1.0, "{}")
                         for i in range(5)]
                 await asyncio.gather(*(rt.writer.submit([r]) for r in fill))
             return done
 
+        loaded: list[bool] = []
         monkeypatch.setattr(CatchUp, "_conversation", conversation)
         with writer_held(rt):
             reports = await CatchUp.for_runtime(rt).run_now()
@@ -415,10 +419,219 @@ async def test_a_bounded_part_walk_ends_with_a_pass_from_the_top(tmp_path: Path)
             await settle(w, rt)
             got = {r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")}
             assert got == {mid_of(p) for p in missed}
-            assert len(missed) == 4 and [p.get("top", False) for p in parts][-1] is True
+            assert len(missed) == 4 and [p.get("top", 0) for p in parts][-1] >= 1
             run = await rt.db.fetchone("SELECT * FROM catchup_runs ORDER BY id DESC LIMIT 1")
             assert run is not None and run["finished_at"] is not None
             assert (run["recovered"], run["conversations"], run["error"]) == (4, 3, None)
+
+
+DAN = "1100000000000004"
+NAMES = {ANA: "ana", BEA: "bea", CAI: "cai", DAN: "dan"}
+
+
+def who(conv: Mapping[str, Any]) -> str:
+    return next(NAMES[p["id"]] for p in conv["participants"]["data"] if p["id"] in NAMES)
+
+
+async def test_a_pass_from_the_top_split_in_parts_is_followed_by_another(
+    tmp_path: Path,
+) -> None:
+    """Found in review: the pass from the top ran in parts too (3 calls each), and Cai, whom
+    the walk had missed, moved above it between two of its parts: Cai's DM from the downtime
+    was never recovered, and the run ended as a success. A pass that listed conversations
+    more than once is now followed by another, down to where it began."""
+    async with world(tmp_path, workflows=()) as w:
+        async with daemon(w) as rt:
+            await settle(w, rt)
+        w.clock.advance(600)
+        missed = {}
+        for c in (CAI, BEA, ANA):  # newest first: Ana, Bea, Cai
+            missed[c] = mid_of(await w.sandbox.user_sends_dm(c, f"missed {c}", deliver=False))
+            w.clock.advance(1)
+        async with daemon(w) as rt:
+            small = CatchUp.for_runtime(rt, CatchUpSettings(max_calls_per_job=3,
+                                                            calls_per_second=50))
+            tops: list[int] = []
+
+            async def backfill_job(job: jobstore.Job) -> None:
+                run = await rt.db.fetchone("SELECT started_at FROM catchup_runs WHERE id = ?",
+                                           (job.payload["run_id"],))
+                await small.backfill_job(job)
+                if run is None or run["started_at"] != job.payload["gen"]:
+                    return  # a part of a generation restarted since: it did nothing
+                tops.append(int(job.payload.get("top", 0)))
+                w.clock.advance(5)
+                if len(tops) == 1:  # the first part walked Ana: Cai writes, moves up
+                    await w.sandbox.user_sends_dm(CAI, "hello?")
+                elif len(tops) == 2:  # the walk is done: Dan, a new contact, writes
+                    await w.sandbox.user_sends_dm(DAN, "hi")
+                elif len(tops) == 3:  # the first top part walked Dan; Cai moves up again
+                    await w.sandbox.user_sends_dm(CAI, "??")
+
+            rt.worker.handlers["catchup_backfill"] = backfill_job
+            rt.worker.handlers["catchup"] = small.periodic_job
+            await settle(w, rt)
+            got = {r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")}
+            assert set(missed.values()) <= got
+            assert tops[:3] == [0, 0, 1] and 2 <= max(tops) <= catchup.TOP_PASSES
+            run = await rt.db.fetchone("SELECT * FROM catchup_runs ORDER BY id DESC LIMIT 1")
+            assert run is not None and run["finished_at"] is not None and run["error"] is None
+            assert run["conversations"] == 4  # Ana, Bea, Dan, Cai: each once
+
+
+async def test_the_cli_pass_from_the_top_that_waited_for_ingest_is_followed_by_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: in `instaset catch-up`, the pass from the top waited for ingest at
+    Cai's conversation, and Cai moved above it meanwhile: the pass went on below Cai."""
+    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
+    monkeypatch.setattr(catchup, "STAGED_INLINE", 2)  # 5 staged: three tries
+    monkeypatch.setattr(catchup, "STAGED_POLL", 0.01)
+    async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
+        await settle(w, rt)
+        missed = {}
+        for c in (CAI, BEA, ANA):
+            missed[c] = mid_of(await w.sandbox.user_sends_dm(c, f"missed {c}", deliver=False))
+            w.clock.advance(1)
+        w.clock.advance(5)
+        walked: list[str] = []
+        waited: list[str] = []
+        real = CatchUp._conversation
+
+        async def load(tag: str) -> None:
+            rows = [EventRow(f"msg:fill{tag}{i}", ACCT, "message", ANA, 1.0, "{}")
+                    for i in range(5)]
+            await asyncio.gather(*(rt.writer.submit([r]) for r in rows))
+
+        async def conversation(self: CatchUp, *args: Any, **kwargs: Any) -> bool:
+            name, before = who(args[3]), len(conversations_calls(w.sandbox))
+            try:
+                done = await real(self, *args, **kwargs)
+            except catchup._Staged:
+                waited.append(name)
+                if name == "cai" and "dan" in walked and waited.count("cai") == 1:
+                    w.clock.advance(5)  # Cai writes while the pass from the top waits
+                    await w.sandbox.user_sends_dm(CAI, "??", deliver=False)
+                raise
+            if len(conversations_calls(w.sandbox)) == before:
+                return done  # walked before: skipped
+            walked.append(name)
+            w.clock.advance(5)
+            if name == "ana":
+                await w.sandbox.user_sends_dm(CAI, "hello?", deliver=False)  # Cai moves up
+                await load("a")
+            elif name == "bea":
+                await w.sandbox.user_sends_dm(DAN, "hi", deliver=False)
+            elif name == "dan":
+                await load("d")
+            return done
+
+        monkeypatch.setattr(CatchUp, "_conversation", conversation)
+        with writer_held(rt):
+            reports = await CatchUp.for_runtime(rt).run_now()
+        assert [r.error for r in reports] == [None]
+        assert "cai" in waited and sorted(walked) == ["ana", "bea", "cai", "dan"]
+        got = {r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")}
+        assert set(missed.values()) <= got
+
+
+async def test_a_walk_over_two_pages_sees_a_conversation_that_moved_to_the_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One part, no wait: the walk pages (25 conversations a page) and Cai, on the second
+    page, writes while the walk is on the first. Cai's conversation is now on the page
+    already listed; the pass from the top that follows a paged walk walks it."""
+    async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
+        await settle(w, rt)
+        missed = mid_of(await w.sandbox.user_sends_dm(CAI, "missed", deliver=False))
+        w.clock.advance(1)
+        others = [str(1200000000000000 + i) for i in range(25)]
+        for igsid in others:  # above Cai: Cai is 26th, on the second page
+            await w.sandbox.user_sends_dm(igsid, "hello", deliver=False)
+            w.clock.advance(1)
+        real = CatchUp._conversation
+        moved: list[bool] = []
+
+        async def conversation(self: CatchUp, *args: Any, **kwargs: Any) -> bool:
+            done = await real(self, *args, **kwargs)
+            if not moved:
+                moved.append(True)
+                w.clock.advance(5)
+                await w.sandbox.user_sends_dm(CAI, "again", deliver=False)
+            return done
+
+        monkeypatch.setattr(CatchUp, "_conversation", conversation)
+        reports = await CatchUp.for_runtime(rt).run_now()
+        assert [(r.recovered, r.error) for r in reports] == [(27, None)]
+        got = {r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")}
+        assert missed in got
+
+
+async def test_a_run_restarted_in_place_counts_each_conversation_once(tmp_path: Path) -> None:
+    """Found in review: a run restarted in place (here by `instaset catch-up` while the
+    daemon's run was under way) walked every conversation again and added to its counters:
+    the creator was told of 4 messages that could not be read back, not 2."""
+    async with world(tmp_path, workflows=()) as w:
+        async with daemon(w) as rt:
+            await settle(w, rt)
+        w.clock.advance(600)
+        await w.sandbox.user_sends_dm(ANA, "ana", deliver=False)
+        w.clock.advance(1)
+        for i in range(22):  # Meta details the 20 newest: 2 unavailable
+            await w.sandbox.user_sends_dm(BEA, f"bea {i}", deliver=False)
+            w.clock.advance(1)
+        async with daemon(w) as rt:
+            small = CatchUp.for_runtime(rt, CatchUpSettings(max_calls_per_job=23,
+                                                            calls_per_second=50))
+            cli: list[catchup.RunReport] = []
+
+            async def backfill_job(job: jobstore.Job) -> None:
+                await small.backfill_job(job)
+                run = await rt.db.fetchone("SELECT * FROM catchup_runs ORDER BY id DESC")
+                if run is not None and run["conversations"] == 1 and not cli:
+                    cli.extend(await CatchUp.for_runtime(rt).run_now())  # Bea's is done
+
+            rt.worker.handlers["catchup_backfill"] = backfill_job
+            rt.worker.handlers["catchup"] = small.periodic_job
+            await settle(w, rt)
+            assert [(r.recovered, r.unavailable, r.error) for r in cli] == [(21, 2, None)]
+            run = await rt.db.fetchone("SELECT * FROM catchup_runs ORDER BY id DESC LIMIT 1")
+            assert run is not None
+            assert (run["recovered"], run["conversations"], run["unavailable"]) == (21, 2, 2)
+
+
+async def test_the_daemon_leaves_alone_a_run_that_the_cli_is_walking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: `instaset catch-up` walking longer than the check interval had its
+    run (no job: the CLI walks inline) resumed by the daemon's periodic check as chainless.
+    Both walked it, the counters doubled, and the CLI printed "no connected account"."""
+    async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
+        await settle(w, rt)
+        for i in range(22):  # 2 unavailable
+            await w.sandbox.user_sends_dm(BEA, f"bea {i}", deliver=False)
+            w.clock.advance(1)
+        await w.sandbox.user_sends_dm(ANA, "ana", deliver=False)
+        w.clock.advance(1)
+        daemon_cu = CatchUp.for_runtime(rt)
+        daemon_cu._checked.add(ACCT)  # the daemon has checked the account already
+        real = CatchUp._conversation
+        checks: list[catchup.RunReport] = []
+
+        async def conversation(self: CatchUp, *args: Any, **kwargs: Any) -> bool:
+            done = await real(self, *args, **kwargs)
+            if not checks:  # one conversation walked; the daemon's periodic check comes
+                w.clock.advance(300)
+                checks.extend(await daemon_cu.check_all())
+                await settle(w, rt)
+            return done
+
+        monkeypatch.setattr(CatchUp, "_conversation", conversation)
+        reports = await CatchUp.for_runtime(rt).run_now()
+        assert [r.run_id for r in checks] == [None]  # it started nothing
+        run = await rt.db.fetchone("SELECT * FROM catchup_runs ORDER BY id DESC LIMIT 1")
+        assert run is not None and [(r.run_id, r.error) for r in reports] == [(run["id"], None)]
+        assert (run["conversations"], run["unavailable"], run["recovered"]) == (2, 2, 21)
 
 
 async def test_when_staging_never_ends_the_cli_catch_up_fails_and_covers_nothing(

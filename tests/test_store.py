@@ -92,7 +92,7 @@ EXPECTED_SCHEMA: dict[str, list[str]] = {
     ],
     "catchup_runs": [
         "id", "account_id", "reason", "since", "started_at", "finished_at", "api_calls",
-        "conversations", "recovered", "unavailable", "error",
+        "conversations", "recovered", "unavailable", "error", "progressed_at",
     ],
     "recovered_events": [
         "event_id", "run_id", "account_id", "contact_id", "mid", "username", "recovered_at",
@@ -122,7 +122,7 @@ EXPECTED_SCHEMA: dict[str, list[str]] = {
     "stats_clicks": ["account_id", "hour", "workflow", "media", "clicks"],
     "staged_events": ["id", "dedupe_key", "account_id", "kind", "contact_id", "occurred_at",
                       "received_at", "raw"],
-    "catchup_walked": ["run_id", "generation", "conversation_id"],
+    "catchup_walked": ["run_id", "conversation_id", "generation", "unavailable"],
 }  # fmt: skip
 
 

@@ -294,8 +294,6 @@ async def restart_run(
         " WHERE id = ? AND finished_at IS NULL",
         (reason, since, now, run_id),
     )
-    # The new generation walks every conversation again.
-    await conn.execute("DELETE FROM catchup_walked WHERE run_id = ?", (run_id,))
 
 
 async def close_stale_runs(conn: aiosqlite.Connection, account_id: str, keep: int,
@@ -348,13 +346,14 @@ async def latest_runs(db: Database) -> list[sqlite3.Row]:
 
 
 async def add_progress(
-    conn: aiosqlite.Connection, run_id: int, *, calls: int = 0, conversations: int = 0,
-    recovered: int = 0, unavailable: int = 0,
+    conn: aiosqlite.Connection, run_id: int, *, now: float, calls: int = 0,
+    conversations: int = 0, recovered: int = 0, unavailable: int = 0,
 ) -> None:
     await conn.execute(
         "UPDATE catchup_runs SET api_calls = api_calls + ?, conversations = conversations + ?,"
-        " recovered = recovered + ?, unavailable = unavailable + ? WHERE id = ?",
-        (calls, conversations, recovered, unavailable, run_id),
+        " recovered = recovered + ?, unavailable = unavailable + ?, progressed_at = ?"
+        " WHERE id = ?",
+        (calls, conversations, recovered, unavailable, now, run_id),
     )
 
 
@@ -379,17 +378,29 @@ async def finish_run(
 async def was_walked(db: Database, run_id: int, generation: float, conversation_id: str) -> bool:
     """Whether this generation of the run has walked the conversation to its end."""
     row = await db.fetchone(
-        "SELECT 1 FROM catchup_walked WHERE run_id = ? AND generation = ?"
-        " AND conversation_id = ?", (run_id, generation, conversation_id))
+        "SELECT 1 FROM catchup_walked WHERE run_id = ? AND conversation_id = ?"
+        " AND generation = ?", (run_id, conversation_id, generation))
     return row is not None
 
 
 async def mark_walked(conn: aiosqlite.Connection, run_id: int, generation: float,
-                      conversation_id: str) -> None:
-    """Record that this generation of the run walked the conversation to its end."""
+                      conversation_id: str, unavailable: int) -> tuple[int, int]:
+    """Record that this generation of the run walked the conversation to its end, with
+    ``unavailable`` missed messages it could not read back. Returns what the run's counters
+    gain: (1, ``unavailable``) the first time the run walks it; after a restart in place,
+    (0, what is unreadable beyond what was counted then)."""
+    rows = await conn.execute_fetchall(
+        "SELECT unavailable FROM catchup_walked WHERE run_id = ? AND conversation_id = ?",
+        (run_id, conversation_id))
+    counted = next((int(r[0]) for r in rows), None)
     await conn.execute(
-        "INSERT OR IGNORE INTO catchup_walked(run_id, generation, conversation_id)"
-        " VALUES (?, ?, ?)", (run_id, generation, conversation_id))
+        "INSERT INTO catchup_walked(run_id, conversation_id, generation, unavailable)"
+        " VALUES (?1, ?2, ?3, ?4) ON CONFLICT(run_id, conversation_id) DO UPDATE SET"
+        " generation = ?3, unavailable = max(unavailable, ?4)",
+        (run_id, conversation_id, generation, unavailable))
+    if counted is None:
+        return 1, unavailable
+    return 0, max(0, unavailable - counted)
 
 
 async def get_run(db: Database, run_id: int) -> sqlite3.Row | None:
