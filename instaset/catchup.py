@@ -57,9 +57,11 @@ Contracts:
   moved above the pass's position meanwhile is walked then. Conversations already walked
   cost nothing there, so such a pass is usually one call. At most :data:`TOP_PASSES` follow
   the walk; only a conversation that moves up during the last of them can still be missed.
-- A run that made progress in the last :data:`WALKING_SECONDS` is being walked (``instaset
-  catch-up`` queues no job): the periodic check does not take it over as chainless. When a
-  new gap restarts it in place anyway, the CLI reports that the daemon goes on with it.
+- A run that started, restarted, waited for ingest or walked a conversation in the last
+  :data:`WALKING_SECONDS` (``progressed_at``) is being walked (``instaset catch-up`` queues
+  no job): the periodic check does not take it over as chainless. A walk whose run finished
+  or was restarted meanwhile (a new gap) stops before its next conversation, and nothing it
+  had read is stored (:class:`_Fenced`); the CLI then reports that the daemon took it over.
 - When a run ends, one notification tells the creator what was recovered (and what could
   not be); a failing run tells them why.
 """
@@ -93,7 +95,7 @@ from instaset.backfill import (
     recovered_row,
     summary_text,
 )
-from instaset.catchup_walk import TOP_PASSES, TOP_SLACK, _Batch, _Pass, _Spent, _Staged
+from instaset.catchup_walk import TOP_PASSES, TOP_SLACK, _Batch, _Fenced, _Pass, _Spent, _Staged
 from instaset.config import Config
 from instaset.contacts import Profiles
 from instaset.engine.decide import needs_follower
@@ -313,7 +315,8 @@ class CatchUp:
             # Leave a run whose chain is alive alone, and one `instaset catch-up` is walking
             # (no job, but recent progress); resume one whose chain is gone.
             progressed = active["progressed_at"]
-            walking = progressed is not None and now - float(progressed) < WALKING_SECONDS
+            walking = (progressed is not None
+                       and 0 <= now - float(progressed) < WALKING_SECONDS)  # a step back: no
             if not queue or walking or await store.has_live_job(conn, run_id):
                 return None, None
             log.warning("account %s: catch-up run %d had no job left; resuming it", acct_id,
@@ -362,6 +365,10 @@ class CatchUp:
         try:
             left = await self.backfill(run_id, acct, float(run["since"]), after=start[0],
                                        skip=start[1], batch=batch, gen=gen, floor=walk.floor)
+        except _Fenced:
+            log.debug("catch-up run %d: restarted or finished meanwhile: this part stops",
+                      run_id)
+            return
         except _Staged as staged:
             log.info("catch-up run %d: ingest is under heavy load; the walk goes on in "
                      "%.0f s", run_id, STAGED_RETRY)
@@ -437,17 +444,16 @@ class CatchUp:
 
     async def backfill(
         self, run_id: int, acct: str, since: float, *, after: str | None = None, skip: int = 0,
-        batch: _Batch | None = None, gen: float | None = None, floor: float | None = None,
+        batch: _Batch | None = None, gen: float, floor: float | None = None,
     ) -> tuple[str | None, int] | None:
         """Walk the conversations from (``after``, ``skip``); returns None when done, else
         where the next part starts (its ``after`` cursor and how many of that page to skip)
         because the batch's call or time budget ran out. Without ``batch``: no budget.
 
-        ``gen``: the run's generation (its ``started_at``; default ``since``). A conversation
-        this generation walked to its end is skipped without a call. ``floor``: a pass from
-        the top, down to the first conversation not updated since ``floor`` (less
-        :data:`TOP_SLACK`) instead of ``since``."""
-        gen = since if gen is None else gen
+        ``gen``: the run's generation (its ``started_at``). A conversation this generation
+        walked to its end is skipped without a call; raises :class:`_Fenced` when the run is
+        no longer at ``gen``. ``floor``: a pass from the top, down to the first conversation
+        not updated since ``floor`` (less :data:`TOP_SLACK`) instead of ``since``."""
         limit = since - 1 if floor is None else max(since, floor) - TOP_SLACK
         token = await self.tokens.token(acct)
         if not token:
@@ -504,6 +510,8 @@ class CatchUp:
         conv_id = str(conv.get("id"))
         if await store.was_walked(self.db, run_id, gen, conv_id):
             return True
+        if not await store.is_current(self.db, run_id, gen):
+            raise _Fenced
         usernames = participants(conv)
         await self._move_staged()  # before the calls, so they are not made in vain
         try:
@@ -541,6 +549,8 @@ class CatchUp:
         async with self.db.tx() as conn:
             moved, calm = await move_staged(conn, max_attempts=self.max_attempts,
                                             limit=STAGED_INLINE)
+            current = await store.is_current(conn, run_id, gen)
+            calm = calm and current
             new = await store.insert_recovered(conn, rows, run_id=run_id, now=now,
                                                max_attempts=self.max_attempts) if calm else 0
             counted, unreadable = (await store.mark_walked(conn, run_id, gen, conv_id, lost)
@@ -550,6 +560,8 @@ class CatchUp:
                                      unavailable=unreadable)
         if moved:
             self.wake()  # the moved events' jobs
+        if not current:
+            raise _Fenced
         if not calm:
             raise _Staged
         if new:
@@ -599,20 +611,23 @@ class CatchUp:
                 reports.append(checked)
                 continue
             run = await store.get_run(self.db, checked.run_id)
-            gen = float(run["started_at"]) if run is not None else None
+            gen = float(run["started_at"]) if run is not None else math.nan
             error: str | None = None
             try:
                 error = await self._walk_to_the_end(checked.run_id, checked.account_id,
                                                     checked.since or 0.0, gen)
             except GraphError as exc:
                 error = str(exc)[:300]
+            except _Fenced:
+                error = None  # finish() below is fenced too
             done = await self.finish(checked.run_id, error=error, generation=gen)
-            if done is None:  # the daemon restarted the run meanwhile (a new gap): its own
+            if done is None:  # the daemon restarted the run meanwhile: its own now
                 reports.append(RunReport(
                     checked.account_id, checked.username, checked.resubscribed,
                     checked.run_id, checked.reason, checked.since,
-                    error=f"the daemon restarted catch-up run {checked.run_id} for a new gap "
-                    "while this one walked it; it goes on there (`instaset doctor` shows it)"))
+                    error=f"the daemon took catch-up run {checked.run_id} over while this "
+                    "command walked it (the daemon restarted it); `instaset doctor` shows "
+                    "how it went"))
                 continue
             reports.append(RunReport(
                 done.account_id, done.username, checked.resubscribed, done.run_id,
@@ -634,14 +649,15 @@ class CatchUp:
             raise _Staged
 
     async def _walk_to_the_end(self, run_id: int, acct: str, since: float,
-                               gen: float | None) -> str | None:
+                               gen: float) -> str | None:
         """:meth:`backfill` without a budget, going on where it stopped while ingest is
-        under heavy load (for up to :data:`STAGED_PATIENCE` s from the first wait), then the
-        last pass from the top when the walk listed conversations more than once; the error
-        to record, or None when the walk ended."""
+        under heavy load (for up to :data:`STAGED_PATIENCE` s from the first wait; the run
+        is marked as being walked meanwhile), then the passes from the top; the error to
+        record, or None when the walk ended. Raises :class:`_Fenced` when the daemon
+        restarted the run meanwhile."""
         resume: tuple[str | None, int] = (None, 0)
         deadline: float | None = None
-        walk: _Pass | None = _Pass(0, None, gen if gen is not None else self.clock())
+        walk: _Pass | None = _Pass(0, None, gen)
         while walk is not None:
             batch = _Batch(max_calls=None, seconds=None, timer=self.timer, resume=resume)
             try:
@@ -655,6 +671,7 @@ class CatchUp:
                     return (f"ingest stayed under heavy load for {STAGED_PATIENCE:.0f} s "
                             "(events staged); run `instaset catch-up` again")
                 resume, walk = staged.resume, walk.going_on()
+                await store.touch_run(self.db, run_id, self.clock())
                 await asyncio.sleep(STAGED_POLL)
                 continue
             if left is not None:

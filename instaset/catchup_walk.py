@@ -21,6 +21,11 @@ class _Spent(Exception):
     """The batch's call or time budget is used up (internal flow, never escapes)."""
 
 
+class _Fenced(Exception):
+    """The run finished, or a new generation restarted it, while this walk went on: the
+    walk stops (the newer generation, or nobody, walks on)."""
+
+
 class _Staged(Exception):
     """Ingest keeps more events staged than a transaction should move (heavy load): the
     walk stops before the conversation at ``resume`` (its ``after`` cursor, its index)."""

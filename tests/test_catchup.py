@@ -20,6 +20,7 @@ from aiohttp import web
 from instaset import catchup
 from instaset.backfill import CallLimiter, recovered_row, summary_text
 from instaset.catchup import (
+    TOP_PASSES,
     CatchUp,
     CatchUpSettings,
     Failures,
@@ -31,12 +32,14 @@ from instaset.catchup import (
     parse_since,
     run_catch_up,
 )
+from instaset.catchup_walk import _Pass
 from instaset.config import Config
 from instaset.daemon import Runtime, runtime
 from instaset.graph import GraphClient
 from instaset.outbox import StaticTokens
 from instaset.ratelimit import budgets_from_config
 from instaset.sandbox import Fault, Recorded, Sandbox
+from instaset.store import contacts as contacts_store
 from instaset.store import history, ingest
 from instaset.store import jobs as jobstore
 from instaset.store.ingest import EventRow
@@ -473,7 +476,7 @@ async def test_a_pass_from_the_top_split_in_parts_is_followed_by_another(
             await settle(w, rt)
             got = {r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")}
             assert set(missed.values()) <= got
-            assert tops[:3] == [0, 0, 1] and 2 <= max(tops) <= catchup.TOP_PASSES
+            assert tops[:3] == [0, 0, 1] and 2 <= max(tops) <= TOP_PASSES
             run = await rt.db.fetchone("SELECT * FROM catchup_runs ORDER BY id DESC LIMIT 1")
             assert run is not None and run["finished_at"] is not None and run["error"] is None
             assert run["conversations"] == 4  # Ana, Bea, Dan, Cai: each once
@@ -632,6 +635,152 @@ async def test_the_daemon_leaves_alone_a_run_that_the_cli_is_walking(
         run = await rt.db.fetchone("SELECT * FROM catchup_runs ORDER BY id DESC LIMIT 1")
         assert run is not None and [(r.run_id, r.error) for r in reports] == [(run["id"], None)]
         assert (run["conversations"], run["unavailable"], run["recovered"]) == (2, 2, 21)
+
+
+async def test_a_cli_walk_stops_when_the_daemon_restarts_its_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: the daemon started (a new gap) while `instaset catch-up` walked; the
+    daemon restarted the run and walked it to the end, and the CLI, fenced, walked on: 8
+    more conversations' calls beside the daemon's, its counts added to a finished run."""
+    async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
+        await settle(w, rt)
+        for c in (CAI, BEA, ANA, *(str(1200000000000000 + i) for i in range(6))):
+            await w.sandbox.user_sends_dm(c, f"missed {c}", deliver=False)
+            w.clock.advance(1)
+        cli, started = CatchUp.for_runtime(rt), CatchUp.for_runtime(rt)
+        real = CatchUp._conversation
+        after_restart: list[int] = []
+
+        async def conversation(self: CatchUp, *args: Any, **kwargs: Any) -> bool:
+            before = len(conversations_calls(w.sandbox))
+            try:
+                return await real(self, *args, **kwargs)
+            finally:
+                if self is cli and after_restart:
+                    after_restart.append(len(conversations_calls(w.sandbox)) - before)
+                elif self is cli:  # one conversation walked: a daemon starts
+                    after_restart.append(0)
+                    w.clock.advance(5)
+                    assert [r.reason for r in await started.check_all()] == ["start"]
+                    await settle(w, rt)
+
+        monkeypatch.setattr(CatchUp, "_conversation", conversation)
+        reports = await cli.run_now()
+        assert sum(after_restart) == 0  # not one call after the restart
+        assert len(reports) == 1 and "took catch-up run" in (reports[0].error or "")
+        run = await rt.db.fetchone("SELECT * FROM catchup_runs ORDER BY id DESC LIMIT 1")
+        assert run is not None and run["finished_at"] is not None and run["error"] is None
+        assert (run["recovered"], run["conversations"]) == (9, 9)
+        assert await count(rt, "SELECT count(*) FROM catchup_walked") == 0
+
+
+async def test_a_cli_run_waiting_for_ingest_at_its_start_is_not_taken_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: a new `instaset catch-up` run had no progress recorded while it
+    waited for ingest before its first conversation, so the daemon's periodic check resumed
+    it as chainless. A run's start, and each wait, now count as progress."""
+    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
+    monkeypatch.setattr(catchup, "STAGED_INLINE", 2)  # 5 staged: three tries
+    monkeypatch.setattr(catchup, "STAGED_POLL", 0.01)
+    async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
+        await settle(w, rt)
+        await w.sandbox.user_sends_dm(BEA, "missed", deliver=False)
+        w.clock.advance(1)
+        daemon_cu = CatchUp.for_runtime(rt)
+        daemon_cu._checked.add(ACCT)  # the daemon has checked the account already
+        real = CatchUp._move_staged
+        checks: list[catchup.RunReport] = []
+
+        async def move_staged(self: CatchUp) -> None:
+            if self is not daemon_cu and not checks:
+                w.clock.advance(300)  # the CLI waits; the daemon's periodic check comes
+                checks.extend(await daemon_cu.check_all())
+            await real(self)
+
+        fill = [EventRow(f"msg:fill{i}", ACCT, "message", ANA, 1.0, "{}") for i in range(5)]
+        monkeypatch.setattr(CatchUp, "_move_staged", move_staged)
+        with writer_held(rt):
+            await asyncio.gather(*(rt.writer.submit([r]) for r in fill))
+            reports = await CatchUp.for_runtime(rt).run_now()
+        assert [r.run_id for r in checks] == [None]
+        assert [(r.recovered, r.error) for r in reports] == [(1, None)]
+
+
+@pytest.mark.parametrize("step_back", [0.0, 3600.0])
+async def test_a_run_without_a_job_or_progress_is_resumed(tmp_path: Path,
+                                                          step_back: float) -> None:
+    """A run whose chain is gone (no job) and that made no progress for WALKING_SECONDS is
+    resumed by the periodic check, also after the wall clock stepped back (found in review:
+    then it waited for the size of the step)."""
+    async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
+        await settle(w, rt)
+        cu = CatchUp.for_runtime(rt)
+        cu._checked.add(ACCT)
+        now = w.clock()
+        async with rt.db.tx() as conn:
+            run_id = await contacts_store.start_run(conn, ACCT, "quiet", now - 7200, now - 60)
+            await contacts_store.add_progress(conn, run_id, now=now + step_back)
+        waited = None
+        for i in range(1, 6):
+            w.clock.advance(300)
+            if any(r.run_id == run_id for r in await cu.check_all()):
+                waited = 300 * i
+                break
+        assert waited == 600 if not step_back else waited == 300
+
+
+async def test_a_restarted_run_walks_again_what_its_earlier_generation_walked(
+    tmp_path: Path,
+) -> None:
+    """A run restarted in place covers a wider gap (the union of both): a conversation its
+    earlier generation walked is walked again, so its older missed messages are found."""
+    async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
+        await settle(w, rt)
+        old = await w.sandbox.user_sends_dm(BEA, "long ago", deliver=False)
+        w.clock.advance(3600)
+        recent = await w.sandbox.user_sends_dm(BEA, "lately", deliver=False)
+        w.clock.advance(1)
+        cu = CatchUp.for_runtime(rt)
+        async with rt.db.tx() as conn:  # a run over the last 10 min, Bea's walked
+            run_id = await contacts_store.start_run(conn, ACCT, "quiet", w.clock() - 600,
+                                                    w.clock())
+        run = await contacts_store.get_run(rt.db, run_id)
+        assert run is not None
+        await cu._walk_to_the_end(run_id, ACCT, float(run["since"]), float(run["started_at"]))
+        got = [r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")]
+        assert got == [mid_of(recent)]
+        w.clock.advance(5)
+        async with rt.db.tx() as conn:  # restarted in place for a gap back to before "long ago"
+            await contacts_store.restart_run(conn, run_id, reason="manual",
+                                             since=w.clock() - 7200, now=w.clock())
+        run = await contacts_store.get_run(rt.db, run_id)
+        assert run is not None
+        await cu._walk_to_the_end(run_id, ACCT, float(run["since"]), float(run["started_at"]))
+        got = [r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")]
+        assert sorted(got) == sorted([mid_of(recent), mid_of(old)])
+        run = await contacts_store.get_run(rt.db, run_id)
+        assert run is not None and run["conversations"] == 1  # walked twice, counted once
+
+
+@pytest.mark.parametrize(("payload", "expected"), [
+    # A walk's first part (no pass keys), and a later part of a walk queued before passes
+    # existed: it has listed before.
+    ({"part": 0}, (0, None, 100.0, False)),
+    ({"part": 3}, (0, None, 100.0, True)),
+    # b0ce0c2's last pass, {"top": true}: the first pass from the top, down to the run's start.
+    ({"part": 4, "top": True}, (1, 100.0, 100.0, True)),
+    ({"part": 5, "top": 2, "floor": 130.0, "began": 150.0, "relisted": False},
+     (2, 130.0, 150.0, False)),
+])
+def test_a_parts_pass_is_read_from_its_payload(payload: dict[str, Any],
+                                               expected: tuple[Any, ...]) -> None:
+    p = _Pass.of(payload, 100.0)
+    assert (p.top, p.floor, p.began, p.relisted) == expected
+    assert _Pass.of({"part": 9, **p.going_on().payload()}, 100.0) == p.going_on()
+    after = p.after(False, 200.0)
+    assert after == (_Pass(p.top + 1, p.began, 200.0) if p.relisted else None)
 
 
 async def test_when_staging_never_ends_the_cli_catch_up_fails_and_covers_nothing(

@@ -266,8 +266,9 @@ async def start_run(
     conn: aiosqlite.Connection, account_id: str, reason: str, since: float, now: float
 ) -> int:
     cur = await conn.execute(
-        "INSERT INTO catchup_runs(account_id, reason, since, started_at) VALUES (?, ?, ?, ?)",
-        (account_id, reason, since, now),
+        "INSERT INTO catchup_runs(account_id, reason, since, started_at, progressed_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (account_id, reason, since, now, now),
     )
     assert cur.lastrowid is not None
     return int(cur.lastrowid)
@@ -290,9 +291,9 @@ async def restart_run(
     the previous generation, fenced on it, stop), ``since`` and ``reason`` are the union of
     the old and the new gap. Its counters keep what was recovered so far."""
     await conn.execute(
-        "UPDATE catchup_runs SET reason = ?, since = min(since, ?), started_at = ?"
-        " WHERE id = ? AND finished_at IS NULL",
-        (reason, since, now, run_id),
+        "UPDATE catchup_runs SET reason = ?, since = min(since, ?), started_at = ?,"
+        " progressed_at = ? WHERE id = ? AND finished_at IS NULL",
+        (reason, since, now, now, run_id),
     )
 
 
@@ -345,6 +346,24 @@ async def latest_runs(db: Database) -> list[sqlite3.Row]:
     )
 
 
+async def is_current(db: Database | aiosqlite.Connection, run_id: int, generation: float
+                     ) -> bool:
+    """Whether the run is unfinished and still at this generation (not restarted since)."""
+    sql = ("SELECT 1 FROM catchup_runs WHERE id = ? AND started_at = ?"
+           " AND finished_at IS NULL")
+    if isinstance(db, Database):
+        return await db.fetchone(sql, (run_id, generation)) is not None
+    return bool(await db.execute_fetchall(sql, (run_id, generation)))
+
+
+async def touch_run(db: Database, run_id: int, now: float) -> None:
+    """Record that the run is being walked (``progressed_at``) while it makes no progress
+    (a wait for ingest)."""
+    async with db.tx() as conn:
+        await conn.execute("UPDATE catchup_runs SET progressed_at = ? WHERE id = ?"
+                           " AND finished_at IS NULL", (now, run_id))
+
+
 async def add_progress(
     conn: aiosqlite.Connection, run_id: int, *, now: float, calls: int = 0,
     conversations: int = 0, recovered: int = 0, unavailable: int = 0,
@@ -352,7 +371,7 @@ async def add_progress(
     await conn.execute(
         "UPDATE catchup_runs SET api_calls = api_calls + ?, conversations = conversations + ?,"
         " recovered = recovered + ?, unavailable = unavailable + ?, progressed_at = ?"
-        " WHERE id = ?",
+        " WHERE id = ? AND finished_at IS NULL",
         (calls, conversations, recovered, unavailable, now, run_id),
     )
 
