@@ -315,8 +315,10 @@ class CatchUp:
             # Leave a run whose chain is alive alone, and one `instaset catch-up` is walking
             # (no job, but recent progress); resume one whose chain is gone.
             progressed = active["progressed_at"]
-            walking = (progressed is not None
-                       and 0 <= now - float(progressed) < WALKING_SECONDS)  # a step back: no
+            # Read now, not at the check's start: progress committed during its Graph call
+            # would look like the future. Only a clock stepped back makes it truly so.
+            age = self.clock() - float(progressed) if progressed is not None else math.inf
+            walking = -TOP_SLACK <= age < WALKING_SECONDS
             if not queue or walking or await store.has_live_job(conn, run_id):
                 return None, None
             log.warning("account %s: catch-up run %d had no job left; resuming it", acct_id,

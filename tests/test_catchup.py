@@ -708,6 +708,107 @@ async def test_a_cli_run_waiting_for_ingest_at_its_start_is_not_taken_over(
         assert [(r.recovered, r.error) for r in reports] == [(1, None)]
 
 
+async def test_progress_made_during_the_checks_graph_call_counts_as_walking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: the periodic check read the clock before its Graph call, so progress
+    `instaset catch-up` recorded during that call looked like the future (a clock stepped
+    back), and the daemon took the run over."""
+    async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
+        await settle(w, rt)
+        daemon_cu = CatchUp.for_runtime(rt)
+        daemon_cu._checked.add(ACCT)
+        async with rt.db.tx() as conn:  # the CLI's run, walking
+            run_id = await contacts_store.start_run(conn, ACCT, "manual", w.clock() - 600,
+                                                    w.clock())
+        w.clock.advance(300)
+        real = rt.graph.subscribed_fields
+
+        async def subscribed_fields(*args: Any, **kwargs: Any) -> Any:
+            got = await real(*args, **kwargs)
+            w.clock.advance(0.5)  # the round trip; the CLI walks a conversation meanwhile
+            async with rt.db.tx() as conn:
+                await contacts_store.add_progress(conn, run_id, now=w.clock(), calls=2,
+                                                  conversations=1)
+            return got
+
+        monkeypatch.setattr(rt.graph, "subscribed_fields", subscribed_fields)
+        assert [r.run_id for r in await daemon_cu.check_all()] == [None]
+
+
+async def test_a_cli_run_that_keeps_waiting_for_ingest_is_not_taken_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each wait of `instaset catch-up` for ingest marks its run as being walked: waits that
+    add up to more than WALKING_SECONDS, a daemon check after each, and the run stays the
+    CLI's. So does an old run the CLI restarted in place (its progress long past)."""
+    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
+    monkeypatch.setattr(catchup, "STAGED_INLINE", 1)  # 4 staged: five tries
+    monkeypatch.setattr(catchup, "STAGED_POLL", 0.01)
+    async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
+        await settle(w, rt)
+        async with rt.db.tx() as conn:  # a daemon run left chainless an hour ago
+            old = await contacts_store.start_run(conn, ACCT, "quiet", w.clock() - 7200,
+                                                 w.clock() - 3600)
+        await w.sandbox.user_sends_dm(BEA, "missed", deliver=False)
+        w.clock.advance(1)
+        daemon_cu = CatchUp.for_runtime(rt)
+        daemon_cu._checked.add(ACCT)
+        real = CatchUp._move_staged
+        checks: list[catchup.RunReport] = []
+
+        async def move_staged(self: CatchUp) -> None:
+            if self is not daemon_cu and len(checks) < 3:
+                w.clock.advance(250)  # each wait: the clock goes on, a periodic check
+                checks.extend(await daemon_cu.check_all())
+            await real(self)
+
+        fill = [EventRow(f"msg:fill{i}", ACCT, "message", ANA, 1.0, "{}") for i in range(4)]
+        monkeypatch.setattr(CatchUp, "_move_staged", move_staged)
+        with writer_held(rt):
+            await asyncio.gather(*(rt.writer.submit([r]) for r in fill))
+            reports = await CatchUp.for_runtime(rt).run_now(since=w.clock() - 86400)
+        assert [r.run_id for r in checks] == [None, None, None]
+        assert [(r.run_id, r.recovered, r.error) for r in reports] == [(old, 1, None)]
+
+
+async def test_a_daemon_part_whose_run_the_cli_restarted_stops_and_stores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`instaset catch-up` restarts the daemon's run in place while a daemon part is between
+    a conversation's calls and its transaction: the part stores nothing (the CLI's walk
+    does), and its job ends done, not retried."""
+    async with world(tmp_path, workflows=()) as w:
+        async with daemon(w) as rt:
+            await settle(w, rt)
+        w.clock.advance(600)
+        for c in (CAI, BEA, ANA, *(str(1200000000000000 + i) for i in range(4))):
+            await w.sandbox.user_sends_dm(c, f"missed {c}", deliver=False)
+            w.clock.advance(1)
+        w.clock.advance(60)
+        async with daemon(w) as rt:
+            cli = CatchUp.for_runtime(rt)
+            real = CatchUp._call
+            reports: list[catchup.RunReport] = []
+
+            async def call(self: CatchUp, acct: str, batch: Any, make: Any) -> Any:
+                name = getattr(getattr(make, "func", None), "__name__", "")
+                if self is not cli and name == "message" and not reports:
+                    reports.extend(await cli.run_now())  # the daemon's part is mid-conversation
+                return await real(self, acct, batch, make)
+
+            monkeypatch.setattr(CatchUp, "_call", call)
+            await settle(w, rt)
+            assert [(r.recovered, r.error) for r in reports] == [(7, None)]
+            jobs = await rt.db.fetchall("SELECT state, attempts FROM jobs"
+                                        " WHERE kind = 'catchup_backfill'")
+            assert {(j["state"], j["attempts"]) for j in jobs} == {("done", 1)}
+            run = await rt.db.fetchone("SELECT * FROM catchup_runs ORDER BY id DESC LIMIT 1")
+            assert run is not None and (run["conversations"], run["recovered"]) == (7, 7)
+            assert await count(rt, "SELECT count(*) FROM recovered_events") == 7
+            assert await count(rt, "SELECT count(*) FROM catchup_walked") == 0
+
+
 @pytest.mark.parametrize("step_back", [0.0, 3600.0])
 async def test_a_run_without_a_job_or_progress_is_resumed(tmp_path: Path,
                                                           step_back: float) -> None:

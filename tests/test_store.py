@@ -231,6 +231,39 @@ async def test_an_upgrade_says_which_migration_runs(tmp_path: Path,
     assert {"contacts_by_id", "contacts_username_lower", "conversations_unread"} <= indexes
 
 
+async def test_0019_keeps_the_conversations_a_run_under_way_had_walked(tmp_path: Path) -> None:
+    """A database at 0018 (catchup_walked per generation, no progressed_at) with a run under
+    way: after 0019 that generation still skips what it walked, and does not count it again."""
+    from instaset.store import contacts, history
+
+    path = tmp_path / "walked.db"
+    db = await open_database(path)
+    try:
+        await history.upsert_account(db, "A", username="a", now=1.0)
+        async with db.tx() as conn:
+            run = await contacts.start_run(conn, "A", "start", 0.0, 10.0)
+    finally:
+        await db.close()
+    raw = sqlite3.connect(path)
+    raw.executescript(  # back to 0018, as b0ce0c2 left it, with c1 walked by generation 10
+        "DROP TABLE catchup_walked; ALTER TABLE catchup_runs DROP COLUMN progressed_at;"
+        " CREATE TABLE catchup_walked (run_id INTEGER NOT NULL REFERENCES catchup_runs(id)"
+        " ON DELETE CASCADE, generation REAL NOT NULL, conversation_id TEXT NOT NULL,"
+        " PRIMARY KEY (run_id, generation, conversation_id)) STRICT;"
+        f" INSERT INTO catchup_walked VALUES ({run}, 10.0, 'c1');"
+        " DELETE FROM schema_migrations WHERE version = 19;")
+    raw.close()
+    db = await open_database(path)
+    try:
+        assert await contacts.was_walked(db, run, 10.0, "c1")
+        async with db.tx() as conn:
+            assert await contacts.mark_walked(conn, run, 11.0, "c1", 0) == (0, 0)
+        row = await db.fetchone("SELECT progressed_at FROM catchup_runs WHERE id = ?", (run,))
+        assert row is not None and row[0] is None
+    finally:
+        await db.close()
+
+
 # -- group fsync: Database.barrier -----------------------------------------------------------
 async def test_concurrent_barriers_share_fsyncs_and_wait_for_one_started_after_them(
     tmp_path: Path,
