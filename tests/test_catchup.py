@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,15 +212,54 @@ def writer_held(rt: Runtime) -> Iterator[None]:
         rt.writer._waiting -= 1
 
 
+async def burst(rt: Runtime, n: int, tag: str = "") -> None:
+    """``n`` concurrent one-event webhooks (ingest under load: staged while the caller holds
+    :func:`writer_held`)."""
+    rows = [EventRow(f"msg:fill{tag}{i}", ACCT, "message", CAI, 1.0, "{}") for i in range(n)]
+    await asyncio.gather(*(rt.writer.submit([r]) for r in rows))
+
+
 async def stage_behind_load(w: World, rt: Runtime, delivered: Mapping[str, Any]) -> None:
     """Ingest under load: four other events are staged, then ``delivered``'s webhook comes
     (acknowledged, staged behind them). The caller holds a phantom waiting request and a
     long MOVE_EVERY, so nothing moves by itself."""
-    fill = [EventRow(f"msg:fill{i}", ACCT, "message", CAI, 1.0, "{}") for i in range(4)]
-    await asyncio.gather(*(rt.writer.submit([r]) for r in fill))
+    await burst(rt, 4)
     assert await w.sandbox.deliver(delivered) == 200
     assert await count(rt, "SELECT count(*) FROM staged_events WHERE dedupe_key = ?",
                        (f"msg:{mid_of(delivered)}",)) == 1
+
+
+async def moved_before_recovered(rt: Runtime, reports: Sequence[catchup.RunReport],
+                                 first: Mapping[str, Any], second: Mapping[str, Any]) -> None:
+    """Catch-up moved the staged webhook of ``first`` into events, recovered only
+    ``second``, and the two are in events in the order they were sent."""
+    assert [(r.recovered, r.error) for r in reports] == [(1, None)]
+    assert await count(rt, "SELECT count(*) FROM staged_events") == 0
+    recovered = await rt.db.fetchall("SELECT mid FROM recovered_events")
+    assert [r["mid"] for r in recovered] == [mid_of(second)]
+    order = [r["dedupe_key"] for r in await rt.db.fetchall(
+        "SELECT dedupe_key FROM events WHERE contact_id = ? ORDER BY id", (BEA,))]
+    assert order == [f"msg:{mid_of(first)}", f"msg:{mid_of(second)}"]
+
+
+def watch_walks(monkeypatch: pytest.MonkeyPatch, w: World,
+                then: Callable[[list[str]], Awaitable[None]]) -> list[str]:
+    """Wraps ``CatchUp._conversation``: returns the list of the conversations whose messages
+    were asked for (walked, not skipped), in order; ``then(walked)`` runs after each
+    conversation that was."""
+    walked: list[str] = []
+    real = CatchUp._conversation
+
+    async def conversation(self: CatchUp, *args: Any, **kwargs: Any) -> bool:
+        before = len(conversations_calls(w.sandbox))
+        done = await real(self, *args, **kwargs)
+        if len(conversations_calls(w.sandbox)) > before:
+            walked.append(str(args[3].get("id")))
+            await then(walked)
+        return done
+
+    monkeypatch.setattr(CatchUp, "_conversation", conversation)
+    return walked
 
 
 async def test_catch_up_moves_what_ingest_staged_before_it_inserts_recovered_events(
@@ -237,13 +276,7 @@ async def test_catch_up_moves_what_ingest_staged_before_it_inserts_recovered_eve
         with writer_held(rt):
             await stage_behind_load(w, rt, first)
             reports = await CatchUp.for_runtime(rt).run_now()
-        assert [(r.recovered, r.error) for r in reports] == [(1, None)]
-        assert await count(rt, "SELECT count(*) FROM staged_events") == 0
-        recovered = await rt.db.fetchall("SELECT mid FROM recovered_events")
-        assert [r["mid"] for r in recovered] == [mid_of(second)]
-        order = [r["dedupe_key"] for r in await rt.db.fetchall(
-            "SELECT dedupe_key FROM events WHERE contact_id = ? ORDER BY id", (BEA,))]
-        assert order == [f"msg:{mid_of(first)}", f"msg:{mid_of(second)}"]
+        await moved_before_recovered(rt, reports, first, second)
         jobs = await count(rt, "SELECT count(*) FROM jobs WHERE kind = 'process_event'"
                                " AND key = ?", (f"event:msg:{mid_of(first)}",))
         assert jobs == 1  # the moved webhook has its job, as the writer's move gives it
@@ -272,13 +305,7 @@ async def test_events_staged_during_the_graph_calls_move_before_the_recovered_on
         with writer_held(rt):
             reports = await CatchUp.for_runtime(rt).run_now()
         assert checks == [0]
-        assert [(r.recovered, r.error) for r in reports] == [(1, None)]
-        assert await count(rt, "SELECT count(*) FROM staged_events") == 0
-        recovered = await rt.db.fetchall("SELECT mid FROM recovered_events")
-        assert [r["mid"] for r in recovered] == [mid_of(second)]
-        order = [r["dedupe_key"] for r in await rt.db.fetchall(
-            "SELECT dedupe_key FROM events WHERE contact_id = ? ORDER BY id", (BEA,))]
-        assert order == [f"msg:{mid_of(first)}", f"msg:{mid_of(second)}"]
+        await moved_before_recovered(rt, reports, first, second)
 
 
 async def test_the_cli_catch_up_moves_staged_events_itself_when_no_daemon_does(
@@ -296,11 +323,7 @@ async def test_the_cli_catch_up_moves_staged_events_itself_when_no_daemon_does(
             await stage_behind_load(w, rt, first)
             reports = await run_catch_up(w.config, tokens=StaticTokens({ACCT: w.sandbox.token}),
                                          graph_url=w.sandbox.base_url, clock=w.clock)
-        assert [(r.recovered, r.error) for r in reports] == [(1, None)]
-        assert await count(rt, "SELECT count(*) FROM staged_events") == 0
-        order = [r["dedupe_key"] for r in await rt.db.fetchall(
-            "SELECT dedupe_key FROM events WHERE contact_id = ? ORDER BY id", (BEA,))]
-        assert order == [f"msg:{mid_of(first)}", f"msg:{mid_of(second)}"]
+        await moved_before_recovered(rt, reports, first, second)
 
 
 async def test_a_walk_that_waited_for_ingest_goes_on_where_it_stopped(
@@ -320,23 +343,12 @@ async def test_a_walk_that_waited_for_ingest_goes_on_where_it_stopped(
         for i in range(22):  # the 20 newest are detailed by Meta: 2 unavailable
             await w.sandbox.user_sends_dm(ANA, f"ana {i}", deliver=False)
             w.clock.advance(1)
-        walked: list[str] = []  # conversations whose messages were asked for
-        real = CatchUp._conversation
 
-        async def conversation(self: CatchUp, *args: Any, **kwargs: Any) -> bool:
-            before = len(conversations_calls(w.sandbox))
-            done = await real(self, *args, **kwargs)
-            if len(conversations_calls(w.sandbox)) > before:
-                walked.append(str(args[3].get("id")))
-            if len(walked) == 1 and not loaded:  # load right after the first conversation
-                loaded.append(True)
-                fill = [EventRow(f"msg:fill{i}", ACCT, "message", CAI, 1.0, "{}")
-                        for i in range(5)]
-                await asyncio.gather(*(rt.writer.submit([r]) for r in fill))
-            return done
+        async def then(walked: list[str]) -> None:
+            if len(walked) == 1:  # a burst of load right after the first conversation
+                await burst(rt, 5)
 
-        loaded: list[bool] = []
-        monkeypatch.setattr(CatchUp, "_conversation", conversation)
+        walked = watch_walks(monkeypatch, w, then)
         with writer_held(rt):
             reports = await CatchUp.for_runtime(rt).run_now()
         assert [(r.recovered, r.unavailable, r.error) for r in reports] == [(21, 2, None)]
@@ -362,25 +374,14 @@ async def test_a_conversation_that_moved_above_a_resumed_walk_is_walked_at_the_e
         for who in (CAI, BEA, ANA):  # newest first: Ana, Bea, Cai
             missed.append(await w.sandbox.user_sends_dm(who, f"missed {who}", deliver=False))
             w.clock.advance(1)
-        listed: list[str] = []  # conversations whose messages were asked for
-        real = CatchUp._conversation
 
-        async def conversation(self: CatchUp, *args: Any, **kwargs: Any) -> bool:
-            before = len(conversations_calls(w.sandbox))
-            done = await real(self, *args, **kwargs)
-            if len(conversations_calls(w.sandbox)) > before:
-                listed.append(str(args[3].get("id")))
-            if len(listed) == 1 and not self_moved:  # right after Ana's conversation
-                self_moved.append(True)
+        async def then(walked: list[str]) -> None:
+            if len(walked) == 1:  # right after Ana's conversation
                 w.clock.advance(5)
                 missed.append(await w.sandbox.user_sends_dm(CAI, "again", deliver=False))
-                fill = [EventRow(f"msg:fill{i}", ACCT, "message", ANA, 1.0, "{}")
-                        for i in range(5)]
-                await asyncio.gather(*(rt.writer.submit([r]) for r in fill))
-            return done
+                await burst(rt, 5)
 
-        self_moved: list[bool] = []
-        monkeypatch.setattr(CatchUp, "_conversation", conversation)
+        listed = watch_walks(monkeypatch, w, then)
         with writer_held(rt):
             reports = await CatchUp.for_runtime(rt).run_now()
         assert [(r.recovered, r.error) for r in reports] == [(4, None)]
@@ -501,11 +502,6 @@ async def test_the_cli_pass_from_the_top_that_waited_for_ingest_is_followed_by_a
         waited: list[str] = []
         real = CatchUp._conversation
 
-        async def load(tag: str) -> None:
-            rows = [EventRow(f"msg:fill{tag}{i}", ACCT, "message", ANA, 1.0, "{}")
-                    for i in range(5)]
-            await asyncio.gather(*(rt.writer.submit([r]) for r in rows))
-
         async def conversation(self: CatchUp, *args: Any, **kwargs: Any) -> bool:
             name, before = who(args[3]), len(conversations_calls(w.sandbox))
             try:
@@ -522,11 +518,11 @@ async def test_the_cli_pass_from_the_top_that_waited_for_ingest_is_followed_by_a
             w.clock.advance(5)
             if name == "ana":
                 await w.sandbox.user_sends_dm(CAI, "hello?", deliver=False)  # Cai moves up
-                await load("a")
+                await burst(rt, 5, "a")
             elif name == "bea":
                 await w.sandbox.user_sends_dm(DAN, "hi", deliver=False)
             elif name == "dan":
-                await load("d")
+                await burst(rt, 5, "d")
             return done
 
         monkeypatch.setattr(CatchUp, "_conversation", conversation)
@@ -699,10 +695,9 @@ async def test_a_cli_run_waiting_for_ingest_at_its_start_is_not_taken_over(
                 checks.extend(await daemon_cu.check_all())
             await real(self)
 
-        fill = [EventRow(f"msg:fill{i}", ACCT, "message", ANA, 1.0, "{}") for i in range(5)]
         monkeypatch.setattr(CatchUp, "_move_staged", move_staged)
         with writer_held(rt):
-            await asyncio.gather(*(rt.writer.submit([r]) for r in fill))
+            await burst(rt, 5)
             reports = await CatchUp.for_runtime(rt).run_now()
         assert [r.run_id for r in checks] == [None]
         assert [(r.recovered, r.error) for r in reports] == [(1, None)]
@@ -763,10 +758,9 @@ async def test_a_cli_run_that_keeps_waiting_for_ingest_is_not_taken_over(
                 checks.extend(await daemon_cu.check_all())
             await real(self)
 
-        fill = [EventRow(f"msg:fill{i}", ACCT, "message", ANA, 1.0, "{}") for i in range(4)]
         monkeypatch.setattr(CatchUp, "_move_staged", move_staged)
         with writer_held(rt):
-            await asyncio.gather(*(rt.writer.submit([r]) for r in fill))
+            await burst(rt, 4)
             reports = await CatchUp.for_runtime(rt).run_now(since=w.clock() - 86400)
         assert [r.run_id for r in checks] == [None, None, None]
         assert [(r.run_id, r.recovered, r.error) for r in reports] == [(old, 1, None)]
@@ -928,9 +922,7 @@ async def test_under_heavy_load_the_daemons_catch_up_continues_a_few_seconds_lat
         w.clock.advance(60)
         async with daemon(w) as rt:  # its start check queues a run: the gap while stopped
             with writer_held(rt):
-                fill = [EventRow(f"msg:fill{i}", ACCT, "message", CAI, 1.0, "{}")
-                        for i in range(4)]
-                await asyncio.gather(*(rt.writer.submit([r]) for r in fill))
+                await burst(rt, 4)
                 before = len(conversations_calls(w.sandbox))
                 for _ in range(4):
                     await rt.worker.run_burst(max_rounds=1)
