@@ -47,13 +47,14 @@ Contracts:
   load), the conversation waits: the daemon's walk goes on at that conversation in a part
   queued :data:`STAGED_RETRY` s later, as after a part whose budget ran out; ``instaset
   catch-up`` tries it again every :data:`STAGED_POLL` s, for up to :data:`STAGED_PATIENCE` s
-  from its first wait, then ends the run failed (the account is not marked covered).
+  at one conversation (a wait after progress starts anew), then ends the run failed (the
+  account is not marked covered).
 - A conversation walked to its end is recorded for the run (``catchup_walked``): the same
   generation never walks it twice, and a later one (the run restarted in place) walks it
   again but counts it, and its unreadable messages, once. A pass that listed conversations
   more than once (a second page, or a later part: a spent budget, a retry, a wait for
   ingest) is followed by a pass from the newest conversation down to the first not updated
-  since that pass began (less :data:`TOP_SLACK`, for clock skew): one that new messages
+  since that pass began (less the gap's overlap, for clock skew): one that new messages
   moved above the pass's position meanwhile is walked then. Conversations already walked
   cost nothing there, so such a pass is usually one call. At most :data:`TOP_PASSES` follow
   the walk; only a conversation that moves up during the last of them can still be missed.
@@ -455,8 +456,9 @@ class CatchUp:
         ``gen``: the run's generation (its ``started_at``). A conversation this generation
         walked to its end is skipped without a call; raises :class:`_Fenced` when the run is
         no longer at ``gen``. ``floor``: a pass from the top, down to the first conversation
-        not updated since ``floor`` (less :data:`TOP_SLACK`) instead of ``since``."""
-        limit = since - 1 if floor is None else max(since, floor) - TOP_SLACK
+        not updated since ``floor`` instead of ``since``, less the settings' ``overlap``:
+        the clock skew a gap allows for (Meta's times against ours)."""
+        limit = since - 1 if floor is None else max(since, floor) - self.settings.overlap
         token = await self.tokens.token(acct)
         if not token:
             raise TokenInvalid("no access token is stored for this account")
@@ -653,12 +655,12 @@ class CatchUp:
     async def _walk_to_the_end(self, run_id: int, acct: str, since: float,
                                gen: float) -> str | None:
         """:meth:`backfill` without a budget, going on where it stopped while ingest is
-        under heavy load (for up to :data:`STAGED_PATIENCE` s from the first wait; the run
+        under heavy load (for up to :data:`STAGED_PATIENCE` s at one place; the run
         is marked as being walked meanwhile), then the passes from the top; the error to
         record, or None when the walk ended. Raises :class:`_Fenced` when the daemon
         restarted the run meanwhile."""
         resume: tuple[str | None, int] = (None, 0)
-        deadline: float | None = None
+        deadline: float | None = None  # of the current wait; a new one after progress
         walk: _Pass | None = _Pass(0, None, gen)
         while walk is not None:
             batch = _Batch(max_calls=None, seconds=None, timer=self.timer, resume=resume)
@@ -667,8 +669,9 @@ class CatchUp:
                                            skip=resume[1], batch=batch, gen=gen,
                                            floor=walk.floor)
             except _Staged as staged:
-                now = time.monotonic()
-                deadline = now + STAGED_PATIENCE if deadline is None else deadline
+                now = self.timer()
+                if deadline is None or staged.resume != resume:  # a new wait
+                    deadline = now + STAGED_PATIENCE
                 if now >= deadline:
                     return (f"ingest stayed under heavy load for {STAGED_PATIENCE:.0f} s "
                             "(events staged); run `instaset catch-up` again")
@@ -679,6 +682,7 @@ class CatchUp:
             if left is not None:
                 return "the walk stopped before the end"
             walk, resume = walk.after(batch.paged, self.clock()), (None, 0)
+            deadline = None
         return None
 
 

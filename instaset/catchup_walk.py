@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from instaset.backfill import MIN_CALLS
 
-# Passes from the top (see instaset.catchup): at most this many after the walk; a
-# conversation updated this many seconds before a pass's floor is still in it (clock skew).
+# Passes from the top (see instaset.catchup): at most this many after the walk. A
+# progressed_at this many seconds ahead of the clock still counts (the clock that stamped it
+# may be read a moment later); further ahead, the clock stepped back.
 TOP_PASSES = 4
 TOP_SLACK = 60.0
 

@@ -393,6 +393,67 @@ async def test_a_conversation_that_moved_above_a_resumed_walk_is_walked_at_the_e
         assert await count(rt, "SELECT count(*) FROM catchup_walked") == 0  # finished
 
 
+async def test_a_pass_from_the_top_allows_for_a_clock_ahead_of_metas(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: the pass from the top stopped 60 s before it began, by this host's
+    clock, while a gap allows 120 s of skew (the overlap). With the clock 100 s ahead of
+    Meta's, Cai's conversation, moved above the walk, was below the pass's floor: Cai's DM
+    from the downtime was never recovered, and the run ended as a success."""
+    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
+    monkeypatch.setattr(catchup, "STAGED_INLINE", 2)  # 5 staged: three tries
+    monkeypatch.setattr(catchup, "STAGED_POLL", 0.01)
+    async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
+        await settle(w, rt)
+        missed = [mid_of(await w.sandbox.user_sends_dm(c, f"missed {c}", deliver=False))
+                  for c in (CAI, BEA, ANA)]
+
+        async def then(walked: list[str]) -> None:
+            if len(walked) == 1:  # Cai moves above the walk, which then waits for ingest
+                w.clock.advance(5)
+                await w.sandbox.user_sends_dm(CAI, "again", deliver=False)
+                await burst(rt, 5)
+
+        watch_walks(monkeypatch, w, then)
+        cli = CatchUp.for_runtime(rt)
+        cli.clock = lambda: w.clock() + 100.0  # this host's clock, ahead of Meta's
+        with writer_held(rt):
+            reports = await cli.run_now()
+        assert [r.error for r in reports] == [None]
+        got = {r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")}
+        assert set(missed) <= got
+
+
+async def test_the_cli_waits_for_ingest_anew_after_each_stretch_of_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: `instaset catch-up`'s patience with ingest load ran from the first
+    wait of the whole walk: a short load spike at the start, a walk longer than the
+    patience, one more short spike, and the run failed ("ingest stayed under heavy load")."""
+    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
+    monkeypatch.setattr(catchup, "STAGED_INLINE", 2)  # 5 staged: three tries each
+    monkeypatch.setattr(catchup, "STAGED_POLL", 0.01)
+    async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
+        await settle(w, rt)
+        for i in range(10):
+            await w.sandbox.user_sends_dm(str(1200000000000000 + i), "missed", deliver=False)
+            w.clock.advance(1)
+        elapsed = [0.0]  # the CLI's monotonic timer: a walk of 100 s a conversation
+
+        async def then(walked: list[str]) -> None:
+            elapsed[0] += 100.0
+            if len(walked) == 8:
+                await burst(rt, 5, "b")  # a second short spike, 800 s after the first
+
+        watch_walks(monkeypatch, w, then)
+        cli = CatchUp.for_runtime(rt)
+        cli.timer = lambda: elapsed[0]
+        with writer_held(rt):
+            await burst(rt, 5, "a")  # a short spike at the start
+            reports = await cli.run_now()
+        assert [(r.recovered, r.error) for r in reports] == [(10, None)]
+
+
 async def test_a_bounded_part_walk_ends_with_a_pass_from_the_top(tmp_path: Path) -> None:
     """The daemon's walk in parts of 3 calls: between two parts, Cai (not walked yet)
     writes again and moves above the walk. The last part, from the top, walks Cai's
