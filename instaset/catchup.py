@@ -96,7 +96,7 @@ from instaset.backfill import (
     recovered_row,
     summary_text,
 )
-from instaset.catchup_walk import TOP_PASSES, TOP_SLACK, _Batch, _Fenced, _Pass, _Spent, _Staged
+from instaset.catchup_walk import TOP_PASSES, _Batch, _Fenced, _Pass, _Spent, _Staged
 from instaset.config import Config
 from instaset.contacts import Profiles
 from instaset.engine.decide import needs_follower
@@ -134,8 +134,11 @@ STAGED_POLL = 1.0
 STAGED_PATIENCE = 120.0
 
 # A run that made progress this recently is being walked (by `instaset catch-up`, which
-# queues no job: the periodic check must not take it over as chainless).
+# queues no job: the periodic check must not take it over as chainless). Progress stamped up
+# to CLOCK_AHEAD seconds after the check's clock reading still counts (another process's
+# clock, read a moment later); further ahead, the clock stepped back.
 WALKING_SECONDS = 600.0
+CLOCK_AHEAD = 60.0
 
 # What an account subscribes to when its row does not say (as `instaset connect` does).
 DEFAULT_FIELDS = (
@@ -319,7 +322,7 @@ class CatchUp:
             # Read now, not at the check's start: progress committed during its Graph call
             # would look like the future. Only a clock stepped back makes it truly so.
             age = self.clock() - float(progressed) if progressed is not None else math.inf
-            walking = -TOP_SLACK <= age < WALKING_SECONDS
+            walking = -CLOCK_AHEAD <= age < WALKING_SECONDS
             if not queue or walking or await store.has_live_job(conn, run_id):
                 return None, None
             log.warning("account %s: catch-up run %d had no job left; resuming it", acct_id,

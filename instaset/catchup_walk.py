@@ -1,6 +1,6 @@
 """The walk over Meta's conversation list that a catch-up run makes, as values: a batch's
-budgets (:class:`_Batch`), which pass a part belongs to (:class:`_Pass`), and the two
-signals that stop a walk early (:class:`_Spent`, :class:`_Staged`). See
+budgets (:class:`_Batch`), which pass a part belongs to (:class:`_Pass`), and the three
+signals that stop a walk early (:class:`_Spent`, :class:`_Staged`, :class:`_Fenced`). See
 :mod:`instaset.catchup` for the contracts; the names stay private to the two modules."""
 
 from __future__ import annotations
@@ -11,11 +11,8 @@ from dataclasses import dataclass
 
 from instaset.backfill import MIN_CALLS
 
-# Passes from the top (see instaset.catchup): at most this many after the walk. A
-# progressed_at this many seconds ahead of the clock still counts (the clock that stamped it
-# may be read a moment later); further ahead, the clock stepped back.
+# Passes from the top (see instaset.catchup): at most this many after the walk.
 TOP_PASSES = 4
-TOP_SLACK = 60.0
 
 
 class _Spent(Exception):
