@@ -571,6 +571,7 @@ class CatchUp:
             raise _Fenced
         if not calm:
             raise _Staged
+        batch.walked += int(complete)
         if new:
             log.info("recovered %d message(s) of conversation %s", new, conv_id)
             self.wake()
@@ -673,7 +674,9 @@ class CatchUp:
                                            floor=walk.floor)
             except _Staged as staged:
                 now = self.timer()
-                if deadline is None or staged.resume != resume:  # a new wait
+                # A new wait after progress. Not when only the position moved: a message
+                # moves a conversation below it to the top, which shifts it down one.
+                if deadline is None or batch.walked:
                     deadline = now + STAGED_PATIENCE
                 if now >= deadline:
                     return (f"ingest stayed under heavy load for {STAGED_PATIENCE:.0f} s "

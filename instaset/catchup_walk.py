@@ -79,7 +79,7 @@ class _Batch:
     """One batch's budgets and where the walk can resume (after the last complete
     conversation)."""
 
-    __slots__ = ("calls", "deadline", "max_calls", "paged", "resume", "timer")
+    __slots__ = ("calls", "deadline", "max_calls", "paged", "resume", "timer", "walked")
 
     def __init__(self, *, max_calls: int | None, seconds: float | None,
                  timer: Callable[[], float], resume: tuple[str | None, int]) -> None:
@@ -89,6 +89,7 @@ class _Batch:
         self.deadline = timer() + seconds if seconds is not None else math.inf
         self.resume = resume
         self.paged = False  # the walk followed a cursor to a next page of conversations
+        self.walked = 0  # conversations this batch walked to their end (skipped ones: not)
 
     def room(self, n: int) -> bool:
         """Whether ``n`` more calls fit (the first MIN_CALLS always fit the time budget)."""

@@ -42,6 +42,7 @@ from instaset.sandbox import Fault, Recorded, Sandbox
 from instaset.store import contacts as contacts_store
 from instaset.store import history, ingest
 from instaset.store import jobs as jobstore
+from instaset.store.db import Database
 from instaset.store.ingest import EventRow
 from instaset.webhook import make_app
 from tests.sending_harness import ACCT, SECRET, USERNAME, Clock
@@ -452,6 +453,51 @@ async def test_the_cli_waits_for_ingest_anew_after_each_stretch_of_progress(
             await burst(rt, 5, "a")  # a short spike at the start
             reports = await cli.run_now()
         assert [(r.recovered, r.error) for r in reports] == [(10, None)]
+
+
+async def test_the_cli_gives_up_on_one_conversation_even_while_others_move_above_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: the patience restarted whenever the waiting position changed, and a
+    message from a contact below the waiting conversation moves that contact to the top,
+    shifting the waiting one down a place: under continuous load, the CLI waited at one
+    conversation for 1,350 s instead of 120. Only a conversation walked restarts it now."""
+    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
+    monkeypatch.setattr(catchup, "STAGED_INLINE", 0)  # staging outpaces moves: never calm
+    monkeypatch.setattr(catchup, "STAGED_POLL", 0.001)
+    async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
+        old = [str(1300000000000000 + i) for i in range(12)]
+        for c in old:  # conversations from before the gap, below the missed ones
+            await w.sandbox.user_sends_dm(c, "old")
+            w.clock.advance(1)
+        await settle(w, rt)
+        w.clock.advance(10)
+        for c in (ANA, BEA):  # Bea's is walked first; then the load: Ana's waits
+            await w.sandbox.user_sends_dm(c, "missed", deliver=False)
+            w.clock.advance(1)
+        elapsed = [0.0]  # the CLI's timer: 50 s a wait
+        real_touch = catchup.store.touch_run
+
+        async def touch_run(db: Database, run_id: int, now: float) -> None:
+            await real_touch(db, run_id, now)
+            elapsed[0] += 50.0
+            if old:  # an old contact writes: moves above Ana's conversation
+                await w.sandbox.user_sends_dm(old.pop(), "hi again", deliver=False)
+                w.clock.advance(1)
+
+        async def then(walked: list[str]) -> None:
+            if len(walked) == 1:
+                await burst(rt, 5)  # continuous load from here on
+
+        monkeypatch.setattr(catchup.store, "touch_run", touch_run)
+        walked = watch_walks(monkeypatch, w, then)
+        cli = CatchUp.for_runtime(rt)
+        cli.timer = lambda: elapsed[0]
+        with writer_held(rt):
+            reports = await cli.run_now()
+        assert len(walked) == 1  # Bea's; every wait was at Ana's
+        assert reports[0].error is not None and "heavy load" in reports[0].error
+        assert elapsed[0] <= catchup.STAGED_PATIENCE + 50.0
 
 
 async def test_a_bounded_part_walk_ends_with_a_pass_from_the_top(tmp_path: Path) -> None:
