@@ -213,6 +213,42 @@ def writer_held(rt: Runtime) -> Iterator[None]:
         rt.writer._waiting -= 1
 
 
+def daemon_checked(rt: Runtime) -> CatchUp:
+    """The daemon's catch-up after its first check of the account: its next check is a
+    periodic one (no start gap)."""
+    cu = CatchUp.for_runtime(rt)
+    cu._checked.add(ACCT)
+    return cu
+
+
+def daemon_checks_as_the_cli_waits(monkeypatch: pytest.MonkeyPatch, w: World, rt: Runtime, *,
+                                   times: int, every: float) -> list[catchup.RunReport]:
+    """The first ``times`` times another catch-up (the CLI's) looks at what ingest staged
+    (before a conversation, and again at each wait), the clock moves on ``every`` s and
+    the daemon's periodic check runs. Returns that check's reports."""
+    daemon_cu = daemon_checked(rt)
+    real = CatchUp._move_staged
+    checks: list[catchup.RunReport] = []
+
+    async def move_staged(self: CatchUp) -> None:
+        if self is not daemon_cu and len(checks) < times:
+            w.clock.advance(every)
+            checks.extend(await daemon_cu.check_all())
+        await real(self)
+
+    monkeypatch.setattr(CatchUp, "_move_staged", move_staged)
+    return checks
+
+
+def slow_moves(monkeypatch: pytest.MonkeyPatch, inline: int, poll: float = 0.01) -> None:
+    """Ingest under load for catch-up: the writer moves no staged row by itself (with
+    :func:`writer_held`), catch-up moves ``inline`` a transaction and looks again every
+    ``poll`` s."""
+    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
+    monkeypatch.setattr(catchup, "STAGED_INLINE", inline)
+    monkeypatch.setattr(catchup, "STAGED_POLL", poll)
+
+
 async def burst(rt: Runtime, n: int, tag: str = "") -> None:
     """``n`` concurrent one-event webhooks (ingest under load: staged while the caller holds
     :func:`writer_held`)."""
@@ -314,9 +350,7 @@ async def test_the_cli_catch_up_moves_staged_events_itself_when_no_daemon_does(
 ) -> None:
     """Found in review: with more staged than one transaction moves and no daemon moving
     them, `instaset catch-up` waited for nothing. It now moves them itself, a chunk a try."""
-    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
-    monkeypatch.setattr(catchup, "STAGED_INLINE", 2)  # 5 staged: three tries
-    monkeypatch.setattr(catchup, "STAGED_POLL", 0.01)
+    slow_moves(monkeypatch, 2)  # 5 staged: three tries
     async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
         await settle(w, rt)
         first, second = await two_missed(w)
@@ -334,9 +368,7 @@ async def test_a_walk_that_waited_for_ingest_goes_on_where_it_stopped(
     counted the conversations it had done twice (the creator was told of 4 messages that
     could not be read back, not 2), and under bursts never finished. Load comes after the
     first conversation: the walk waits, then goes on at the second."""
-    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
-    monkeypatch.setattr(catchup, "STAGED_INLINE", 2)  # 5 staged: three tries
-    monkeypatch.setattr(catchup, "STAGED_POLL", 0.01)
+    slow_moves(monkeypatch, 2)  # 5 staged: three tries
     async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
         await settle(w, rt)
         await w.sandbox.user_sends_dm(BEA, "bea", deliver=False)
@@ -366,9 +398,7 @@ async def test_a_conversation_that_moved_above_a_resumed_walk_is_walked_at_the_e
     sent while the daemon was down was never recovered. Cai's missed DM is the oldest; as
     the walk waits after Ana's conversation, Cai writes again and Cai's conversation moves
     to the top. The walk goes on (Bea), then a last pass from the top walks Cai's."""
-    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
-    monkeypatch.setattr(catchup, "STAGED_INLINE", 2)  # 5 staged: three tries
-    monkeypatch.setattr(catchup, "STAGED_POLL", 0.01)
+    slow_moves(monkeypatch, 2)  # 5 staged: three tries
     async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
         await settle(w, rt)
         missed = []
@@ -401,9 +431,7 @@ async def test_a_pass_from_the_top_allows_for_a_clock_ahead_of_metas(
     clock, while a gap allows 120 s of skew (the overlap). With the clock 100 s ahead of
     Meta's, Cai's conversation, moved above the walk, was below the pass's floor: Cai's DM
     from the downtime was never recovered, and the run ended as a success."""
-    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
-    monkeypatch.setattr(catchup, "STAGED_INLINE", 2)  # 5 staged: three tries
-    monkeypatch.setattr(catchup, "STAGED_POLL", 0.01)
+    slow_moves(monkeypatch, 2)  # 5 staged: three tries
     async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
         await settle(w, rt)
         missed = [mid_of(await w.sandbox.user_sends_dm(c, f"missed {c}", deliver=False))
@@ -431,9 +459,7 @@ async def test_the_cli_waits_for_ingest_anew_after_each_stretch_of_progress(
     """Found in review: `instaset catch-up`'s patience with ingest load ran from the first
     wait of the whole walk: a short load spike at the start, a walk longer than the
     patience, one more short spike, and the run failed ("ingest stayed under heavy load")."""
-    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
-    monkeypatch.setattr(catchup, "STAGED_INLINE", 2)  # 5 staged: three tries each
-    monkeypatch.setattr(catchup, "STAGED_POLL", 0.01)
+    slow_moves(monkeypatch, 2)  # 5 staged: three tries each
     async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
         await settle(w, rt)
         for i in range(10):
@@ -462,9 +488,7 @@ async def test_the_cli_gives_up_on_one_conversation_even_while_others_move_above
     message from a contact below the waiting conversation moves that contact to the top,
     shifting the waiting one down a place: under continuous load, the CLI waited at one
     conversation for 1,350 s instead of 120. Only a conversation walked restarts it now."""
-    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
-    monkeypatch.setattr(catchup, "STAGED_INLINE", 0)  # staging outpaces moves: never calm
-    monkeypatch.setattr(catchup, "STAGED_POLL", 0.001)
+    slow_moves(monkeypatch, 0, poll=0.001)  # staging outpaces moves: never calm
     async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
         old = [str(1300000000000000 + i) for i in range(12)]
         for c in old:  # conversations from before the gap, below the missed ones
@@ -595,9 +619,7 @@ async def test_the_cli_pass_from_the_top_that_waited_for_ingest_is_followed_by_a
 ) -> None:
     """Found in review: in `instaset catch-up`, the pass from the top waited for ingest at
     Cai's conversation, and Cai moved above it meanwhile: the pass went on below Cai."""
-    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
-    monkeypatch.setattr(catchup, "STAGED_INLINE", 2)  # 5 staged: three tries
-    monkeypatch.setattr(catchup, "STAGED_POLL", 0.01)
+    slow_moves(monkeypatch, 2)  # 5 staged: three tries
     async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
         await settle(w, rt)
         missed = {}
@@ -719,8 +741,7 @@ async def test_the_daemon_leaves_alone_a_run_that_the_cli_is_walking(
             w.clock.advance(1)
         await w.sandbox.user_sends_dm(ANA, "ana", deliver=False)
         w.clock.advance(1)
-        daemon_cu = CatchUp.for_runtime(rt)
-        daemon_cu._checked.add(ACCT)  # the daemon has checked the account already
+        daemon_cu = daemon_checked(rt)
         real = CatchUp._conversation
         checks: list[catchup.RunReport] = []
 
@@ -784,25 +805,12 @@ async def test_a_cli_run_waiting_for_ingest_at_its_start_is_not_taken_over(
     """Found in review: a new `instaset catch-up` run had no progress recorded while it
     waited for ingest before its first conversation, so the daemon's periodic check resumed
     it as chainless. A run's start, and each wait, now count as progress."""
-    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
-    monkeypatch.setattr(catchup, "STAGED_INLINE", 2)  # 5 staged: three tries
-    monkeypatch.setattr(catchup, "STAGED_POLL", 0.01)
+    slow_moves(monkeypatch, 2)  # 5 staged: three tries
     async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
         await settle(w, rt)
         await w.sandbox.user_sends_dm(BEA, "missed", deliver=False)
         w.clock.advance(1)
-        daemon_cu = CatchUp.for_runtime(rt)
-        daemon_cu._checked.add(ACCT)  # the daemon has checked the account already
-        real = CatchUp._move_staged
-        checks: list[catchup.RunReport] = []
-
-        async def move_staged(self: CatchUp) -> None:
-            if self is not daemon_cu and not checks:
-                w.clock.advance(300)  # the CLI waits; the daemon's periodic check comes
-                checks.extend(await daemon_cu.check_all())
-            await real(self)
-
-        monkeypatch.setattr(CatchUp, "_move_staged", move_staged)
+        checks = daemon_checks_as_the_cli_waits(monkeypatch, w, rt, times=1, every=300)
         with writer_held(rt):
             await burst(rt, 5)
             reports = await CatchUp.for_runtime(rt).run_now()
@@ -818,8 +826,7 @@ async def test_progress_made_during_the_checks_graph_call_counts_as_walking(
     back), and the daemon took the run over."""
     async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
         await settle(w, rt)
-        daemon_cu = CatchUp.for_runtime(rt)
-        daemon_cu._checked.add(ACCT)
+        daemon_cu = daemon_checked(rt)
         async with rt.db.tx() as conn:  # the CLI's run, walking
             run_id = await contacts_store.start_run(conn, ACCT, "manual", w.clock() - 600,
                                                     w.clock())
@@ -844,9 +851,7 @@ async def test_a_cli_run_that_keeps_waiting_for_ingest_is_not_taken_over(
     """Each wait of `instaset catch-up` for ingest marks its run as being walked: waits that
     add up to more than WALKING_SECONDS, a daemon check after each, and the run stays the
     CLI's. So does an old run the CLI restarted in place (its progress long past)."""
-    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
-    monkeypatch.setattr(catchup, "STAGED_INLINE", 1)  # 4 staged: five tries
-    monkeypatch.setattr(catchup, "STAGED_POLL", 0.01)
+    slow_moves(monkeypatch, 1)  # 4 staged: five tries
     async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
         await settle(w, rt)
         async with rt.db.tx() as conn:  # a daemon run left chainless an hour ago
@@ -854,18 +859,7 @@ async def test_a_cli_run_that_keeps_waiting_for_ingest_is_not_taken_over(
                                                  w.clock() - 3600)
         await w.sandbox.user_sends_dm(BEA, "missed", deliver=False)
         w.clock.advance(1)
-        daemon_cu = CatchUp.for_runtime(rt)
-        daemon_cu._checked.add(ACCT)
-        real = CatchUp._move_staged
-        checks: list[catchup.RunReport] = []
-
-        async def move_staged(self: CatchUp) -> None:
-            if self is not daemon_cu and len(checks) < 3:
-                w.clock.advance(250)  # each wait: the clock goes on, a periodic check
-                checks.extend(await daemon_cu.check_all())
-            await real(self)
-
-        monkeypatch.setattr(CatchUp, "_move_staged", move_staged)
+        checks = daemon_checks_as_the_cli_waits(monkeypatch, w, rt, times=3, every=250)
         with writer_held(rt):
             await burst(rt, 4)
             reports = await CatchUp.for_runtime(rt).run_now(since=w.clock() - 86400)
@@ -918,8 +912,7 @@ async def test_a_run_without_a_job_or_progress_is_resumed(tmp_path: Path,
     then it waited for the size of the step)."""
     async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
         await settle(w, rt)
-        cu = CatchUp.for_runtime(rt)
-        cu._checked.add(ACCT)
+        cu = daemon_checked(rt)
         now = w.clock()
         async with rt.db.tx() as conn:
             run_id = await contacts_store.start_run(conn, ACCT, "quiet", now - 7200, now - 60)
@@ -991,9 +984,7 @@ async def test_when_staging_never_ends_the_cli_catch_up_fails_and_covers_nothing
     """Found in review: `instaset catch-up` gave up on a conversation while ingest kept
     events staged, skipped the rest, and recorded the run as a success (the account marked
     covered): the missed message was never recovered."""
-    monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
-    monkeypatch.setattr(catchup, "STAGED_INLINE", 0)  # stands for staging faster than moves
-    monkeypatch.setattr(catchup, "STAGED_POLL", 0.05)
+    slow_moves(monkeypatch, 0, poll=0.05)  # stands for staging faster than moves
     monkeypatch.setattr(catchup, "STAGED_PATIENCE", 0.2)
     async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
         await settle(w, rt)
