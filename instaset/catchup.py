@@ -515,9 +515,10 @@ class CatchUp:
         no call, not counted again)."""
         start = batch.calls
         conv_id = str(conv.get("id"))
-        if await store.was_walked(self.db, run_id, gen, conv_id):
+        current, walked = await store.walk_state(self.db, run_id, gen, conv_id)
+        if walked:
             return True
-        if not await store.is_current(self.db, run_id, gen):
+        if not current:
             raise _Fenced
         usernames = participants(conv)
         await self._move_staged()  # before the calls, so they are not made in vain

@@ -255,7 +255,7 @@ async def test_0019_keeps_the_conversations_a_run_under_way_had_walked(tmp_path:
     raw.close()
     db = await open_database(path)
     try:
-        assert await contacts.was_walked(db, run, 10.0, "c1")
+        assert await contacts.walk_state(db, run, 10.0, "c1") == (True, True)
         async with db.tx() as conn:
             assert await contacts.mark_walked(conn, run, 11.0, "c1", 0) == (0, 0)
         row = await db.fetchone("SELECT progressed_at FROM catchup_runs WHERE id = ?", (run,))

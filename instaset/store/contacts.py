@@ -346,14 +346,26 @@ async def latest_runs(db: Database) -> list[sqlite3.Row]:
     )
 
 
-async def is_current(db: Database | aiosqlite.Connection, run_id: int, generation: float
-                     ) -> bool:
+_CURRENT = ("EXISTS (SELECT 1 FROM catchup_runs WHERE id = ?1 AND started_at = ?2"
+            " AND finished_at IS NULL)")
+
+
+async def is_current(conn: aiosqlite.Connection, run_id: int, generation: float) -> bool:
     """Whether the run is unfinished and still at this generation (not restarted since)."""
-    sql = ("SELECT 1 FROM catchup_runs WHERE id = ? AND started_at = ?"
-           " AND finished_at IS NULL")
-    if isinstance(db, Database):
-        return await db.fetchone(sql, (run_id, generation)) is not None
-    return bool(await db.execute_fetchall(sql, (run_id, generation)))
+    rows = await conn.execute_fetchall(f"SELECT {_CURRENT}", (run_id, generation))
+    return bool(next(iter(rows))[0])
+
+
+async def walk_state(db: Database, run_id: int, generation: float, conversation_id: str
+                     ) -> tuple[bool, bool]:
+    """Before a conversation's calls, in one read: whether the run is still at this
+    generation (:func:`is_current`), and whether this generation has walked the
+    conversation to its end."""
+    row = await db.fetchone(
+        f"SELECT {_CURRENT}, EXISTS (SELECT 1 FROM catchup_walked WHERE run_id = ?1"
+        " AND conversation_id = ?3 AND generation = ?2)", (run_id, generation, conversation_id))
+    assert row is not None
+    return bool(row[0]), bool(row[1])
 
 
 async def touch_run(db: Database, run_id: int, now: float) -> None:
@@ -392,14 +404,6 @@ async def finish_run(
         return False
     await conn.execute("DELETE FROM catchup_walked WHERE run_id = ?", (run_id,))
     return True
-
-
-async def was_walked(db: Database, run_id: int, generation: float, conversation_id: str) -> bool:
-    """Whether this generation of the run has walked the conversation to its end."""
-    row = await db.fetchone(
-        "SELECT 1 FROM catchup_walked WHERE run_id = ? AND conversation_id = ?"
-        " AND generation = ?", (run_id, conversation_id, generation))
-    return row is not None
 
 
 async def mark_walked(conn: aiosqlite.Connection, run_id: int, generation: float,
