@@ -8,8 +8,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import sqlite3
-import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -205,7 +203,7 @@ async def test_stop_moves_for_a_bounded_time_and_leaves_the_rest_for_the_next_st
     monkeypatch.setattr(ingest, "STOP_MOVING", 0.0)
     w = writer(db)
     w._commit([[row(f"p{i}")] for i in range(ingest.MOVE_ROWS + 10)], 5.0, True)
-    w.start()  # its task returns at once (nothing pending), then stop() moves by itself
+    w.start()  # its loop never runs: stop() cancels it first, then moves by itself
     with caplog.at_level(logging.WARNING, logger="instaset.webhook"):
         await w.stop()
     events, staged, jobs = await counts(db)
@@ -216,66 +214,3 @@ async def test_stop_moves_for_a_bounded_time_and_leaves_the_rest_for_the_next_st
     again.start()
     await again.stop()  # the next life moves the rest
     assert await counts(db) == (ingest.MOVE_ROWS + 10, 0, ingest.MOVE_ROWS + 10)
-
-
-class _HeldCommits(sqlite3.Connection):
-    """The writer's connection, whose COMMITs wait while ``hold`` is clear: a commit that
-    takes long, as under load. ``committing`` is set when one waits."""
-
-    hold = threading.Event()
-    committing = threading.Event()
-
-    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:  # type: ignore[override]
-        if sql == "COMMIT":
-            self.committing.set()
-            assert self.hold.wait(10), "the test never let the commit go"
-        return super().execute(sql, *args)
-
-
-async def test_requests_that_come_while_a_batch_commits_follow_it_without_a_hand_off(
-    db: Database, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Under load the writer's thread commits the requests that came during a commit next,
-    itself; the event loop does not hand them over one batch at a time (the loop and the
-    writer then took turns, each waiting for the other)."""
-    held = sqlite3.connect(str(db.path), isolation_level=None, check_same_thread=False,
-                           factory=_HeldCommits)
-    for pragma in ("busy_timeout=5000", f"synchronous={db.synchronous}"):  # as connect_sync
-        held.execute(f"PRAGMA {pragma}")
-    _HeldCommits.hold.clear()
-    _HeldCommits.committing.clear()
-    w = IngestWriter(held, gate=db.gate, wake=asyncio.Event(), max_attempts=6)
-    w.start()
-    try:
-        first = asyncio.gather(*(w.submit([row(f"a{i}")]) for i in range(2)))
-        assert await asyncio.to_thread(_HeldCommits.committing.wait, 10)
-        later = asyncio.gather(*(w.submit([row(f"b{i}")]) for i in range(3)))
-        await asyncio.sleep(0)  # the later requests are pending now
-        _HeldCommits.hold.set()
-        assert await first == [IngestResult(1)] * 2
-        assert await later == [IngestResult(1)] * 3
-        assert (w.handoffs, w.batches) == (1, 2)  # two commits, one hand-off
-        await w.settle()
-        keys = [r[0] for r in await db.fetchall("SELECT dedupe_key FROM events ORDER BY id")]
-        assert keys == ["msg:a0", "msg:a1", "msg:b0", "msg:b1", "msg:b2"]
-    finally:
-        _HeldCommits.hold.set()
-        await w.stop()
-        held.close()
-
-
-async def test_one_bad_request_does_not_fail_the_others_that_shared_its_commit(
-    db: Database, caplog: pytest.LogCaptureFixture,
-) -> None:
-    bad = EventRow("msg:bad", ACCT, "message", "555", 1.0, ["not", "text"])  # type: ignore[arg-type]
-    async with running(db) as w:
-        with caplog.at_level(logging.ERROR, logger="instaset.webhook"):
-            results = await asyncio.gather(
-                *(w.submit(g) for g in [[row("g0")], [bad], [row("g1")], [row("g2")]]),
-                return_exceptions=True)
-        assert results[0] == results[2] == results[3] == IngestResult(1)
-        assert isinstance(results[1], sqlite3.ProgrammingError)
-        assert any("ingest commit failed" in r.getMessage() for r in caplog.records)
-        await w.settle()
-        keys = sorted(r[0] for r in await db.fetchall("SELECT dedupe_key FROM events"))
-        assert keys == ["msg:g0", "msg:g1", "msg:g2"]

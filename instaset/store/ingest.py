@@ -1,11 +1,9 @@
 """Group commit of webhook events.
 
 Contract: :meth:`IngestWriter.submit` resolves only after the events are committed durably,
-so a 200 never precedes durability. One writer owns its own connection and commits in its
-own thread; concurrent requests queue their rows and share one commit (the batch grows with
-load, so an idle server adds no latency and a busy one does not pay one fsync per request).
-Under load the thread goes from one batch to the next without handing back to the event loop
-in between (see :meth:`IngestWriter._drain`). Events whose
+so a 200 never precedes durability. One writer task owns its own connection; concurrent
+requests queue their rows and share one commit (the batch grows with load, so an idle
+server adds no latency and a busy one does not pay one fsync per request). Events whose
 account is not connected are dropped inside the same statement, so a concurrent
 ``disconnect`` cannot race it; a dedupe key already stored is a duplicate, not stored again.
 
@@ -25,12 +23,10 @@ Two ways to store, one order:
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -50,8 +46,6 @@ MOVE_EVERY = 0.1  # seconds: staged rows move at least this often while requests
 IDLE_POLL = 0.005  # seconds: with staged rows to move, how often the writer checks for calm
 MOVE_RETRY = 1.0  # seconds before a move that failed (disk full, a locked database) is retried
 STOP_MOVING = 10.0  # seconds stop() moves staged rows; the rest moves at the next start
-DRAIN_FOR = 0.05  # seconds the writer's thread commits batch after batch before the gate is free
-LINGER = 0.003  # seconds the thread waits for the next request after a batch of 2 or more
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +63,6 @@ class IngestResult:
     stored: int  # new rows (not duplicates, not dropped)
     dropped: int = 0  # events of accounts that are not connected (not stored)
     unconnected: tuple[str, ...] = ()  # those accounts' ids
-
-
-_Request = tuple[Sequence[EventRow], asyncio.Future[IngestResult]]
 
 
 # The echo of a message already in the history (our own send, recorded when Meta answered
@@ -188,10 +179,8 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
 
 class IngestWriter:
     """See the module docstring. ``conn`` is a plain sqlite3 connection this writer owns;
-    each batch, and each move out of the staging table, is one transaction in its own thread
-    (BEGIN, the statements, COMMIT), under the database's write gate with priority over the
-    worker. The loop's task hands the thread what is pending; the thread commits until
-    nothing is (:meth:`_drain`)."""
+    each batch, and each move out of the staging table, is one call in its own thread (BEGIN, the
+    statements, COMMIT), under the database's write gate with priority over the worker."""
 
     def __init__(
         self, conn: sqlite3.Connection, *, gate: WriteGate, wake: asyncio.Event,
@@ -205,23 +194,15 @@ class IngestWriter:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="instaset-ingest"
         )
-        # Requests waiting for a commit, in arrival order. The event loop appends; the writer's
-        # thread takes them (deque's append and popleft are atomic, so no lock is needed).
-        self._pending: collections.deque[_Request] = collections.deque()
-        self._kick = asyncio.Event()  # set when a request is appended (for the loop's task)
-        self._arrived = threading.Event()  # the same, for the writer's thread while it lingers
-        self._lingering = False  # the thread waits for _arrived (set only then: it costs)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[tuple[Sequence[EventRow], asyncio.Future[IngestResult]]] = (
+            asyncio.Queue()
+        )
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         self.batches = 0
-        self.handoffs = 0  # times the loop handed pending requests to the thread (_drain)
         self.rows = 0
         self.moved = 0  # staged rows moved into events (or found there already)
         self._waiting = 0  # requests submitted and not answered yet
-        # Rows in the staging table (read at start, then counted). Written only under the
-        # write gate (on the loop, or in the writer's thread while the loop awaits it).
-        self._backlog = 0
+        self._backlog = 0  # rows in the staging table (read at start, then counted)
         self._moved_at = 0.0  # monotonic time of the last move
         self._retry_at = 0.0  # after a failed move: not before this (monotonic)
 
@@ -240,23 +221,20 @@ class IngestWriter:
         # moves while no request waits).
         self._backlog = int(self._conn.execute("SELECT count(*) FROM staged_events").fetchone()[0])
         self._moved_at = time.monotonic()
-        self._loop = asyncio.get_running_loop()
-        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="ingest-writer")
 
     async def stop(self) -> None:
-        """Commit every request submitted so far, move staged rows into ``events`` for up to
+        """Finish what is queued, move staged rows into ``events`` for up to
         :data:`STOP_MOVING` seconds (a service manager's stop timeout is not much longer),
         then stop. What is left stays staged, durable, and moves at the next start."""
         if self._task is not None:
-            self._stopping = True
-            self._kick.set()
-            self._arrived.set()  # a lingering thread hands the gate back at once
-            task, self._task = self._task, None
-            await asyncio.wait({task})  # it returns once nothing is pending
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-            # Until nothing is staged. The count may be high, never low.
+            await self._queue.join()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+            # Until nothing is staged. The count may be high, never low: a move cancelled
+            # with the task above still ran to its end in the thread, uncounted.
             deadline = time.monotonic() + STOP_MOVING
             while await self._move() > 0 and self._backlog:  # the count never undercounts
                 if time.monotonic() >= deadline:
@@ -271,15 +249,11 @@ class IngestWriter:
             pass
 
     async def submit(self, rows: Sequence[EventRow]) -> IngestResult:
-        if self._task is None or self._task.done() or self._stopping:
+        if self._task is None or self._task.done():
             raise RuntimeError("ingest writer is not running")
         fut: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
-        self._pending.append((rows, fut))
+        self._queue.put_nowait((rows, fut))  # unbounded: never waits
         self._waiting += 1
-        self._kick.set()
-        if self._lingering:  # after the append: see _drain
-            self._lingering = False
-            self._arrived.set()
         try:
             # Not shielded: the commit goes on if this request is cancelled (the writer
             # only skips answering a cancelled future).
@@ -288,131 +262,54 @@ class IngestWriter:
             self._waiting -= 1
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            self._kick.clear()
-            if self._pending:
-                # One hand-off to the thread commits batch after batch for as long as
-                # requests keep coming (see _drain), under the gate all along.
-                async with self._gate.urgent():
-                    self.handoffs += 1
-                    await loop.run_in_executor(self._executor, self._drain)
-                continue
-            if self._stopping:
-                return
-            if self._backlog:
+            if self._backlog and self._queue.empty():
                 now = time.monotonic()
                 if not self._waiting and now >= self._retry_at:
                     # No request waits for an answer: the staging table's turn.
                     await self._move()
                     continue
                 # Answers still going out (or a move just failed): look again shortly.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._kick.wait(),
-                                           max(IDLE_POLL, self._retry_at - now))
-                continue
-            await self._kick.wait()
-
-    def _drain(self) -> None:
-        """Runs in the writer's thread, under the write gate: commit what is pending, batch
-        after batch, and answer each batch from here (``call_soon_threadsafe``). Returns when
-        nothing is pending (after a batch of two requests or more, a sign of concurrent load,
-        it first waits up to :data:`LINGER` for the next one), or after :data:`DRAIN_FOR`
-        seconds, so that the loop takes the gate again and a worker transaction can come in.
-
-        Why not one batch per hand-off: under load the event loop then answered a batch,
-        read and parsed the next requests, and only then handed them over, while the writer
-        waited; the writer then committed while the loop waited (every connection in one
-        batch, in step). Here the requests that come while a batch commits are committed
-        next, as soon as the thread gets the interpreter, while the loop goes on reading."""
-        assert self._loop is not None
-        until = time.monotonic() + DRAIN_FOR
-        last = 0  # requests in the batch just committed
-        while True:
-            if not self._pending:
-                if last < 2 or self._stopping or time.monotonic() >= until:
-                    return
-                self._arrived.clear()
-                # The flag first, then the check: either submit() sees the flag and sets
-                # _arrived, or this check sees its request.
-                self._lingering = True
-                if not self._pending:
-                    self._arrived.wait(LINGER)  # without the interpreter lock: the loop runs
-                self._lingering = False
-                if not self._pending:
-                    return  # nothing came, or stop() woke it
-            batch = [self._pending.popleft()]
+                try:
+                    first = await asyncio.wait_for(
+                        self._queue.get(), max(IDLE_POLL, self._retry_at - now))
+                except TimeoutError:
+                    continue
+            else:
+                first = await self._queue.get()
+            batch = [first]
             n = len(batch[0][0])
-            while self._pending and n < MAX_BATCH_ROWS:
-                item = self._pending.popleft()
+            while not self._queue.empty() and n < MAX_BATCH_ROWS:
+                item = self._queue.get_nowait()
                 batch.append(item)
                 n += len(item[0])
-            last = len(batch)
-            now = time.monotonic()
-            # The staging table's share while requests keep coming.
-            if (self._backlog and now - self._moved_at >= MOVE_EVERY and now >= self._retry_at
-                    and self._move_here() > 0):
-                self._loop.call_soon_threadsafe(self._wake.set)
-            stage = self._backlog > 0 or len(batch) >= STAGE_FROM
-            outcomes = self._commit_batch([rows for rows, _ in batch], stage)
-            if stage:
-                self._backlog += sum(o.stored for o in outcomes if isinstance(o, IngestResult))
-            self._loop.call_soon_threadsafe(self._answer, batch, outcomes, stage)
-            if time.monotonic() >= until:
-                return
-
-    def _commit_batch(self, requests: list[Sequence[EventRow]], stage: bool
-                      ) -> list[IngestResult | Exception]:
-        """The batch in one transaction; if that fails, each request in its own, so that one
-        bad request does not fail the others that shared its commit."""
-        try:
-            return list(self._commit(requests, self._clock(), stage))
-        except Exception as exc:
-            if len(requests) == 1:
-                log.error("ingest commit failed: %s", exc)
-                return [exc]
-        outcomes: list[IngestResult | Exception] = []
-        for rows in requests:
-            outcomes += self._commit_batch([rows], stage)
-        return outcomes
-
-    def _answer(self, batch: list[_Request], outcomes: list[IngestResult | Exception],
-                stage: bool) -> None:
-        """On the event loop: the batch's answers."""
-        for (_, fut), outcome in zip(batch, outcomes, strict=True):
-            if fut.done():
-                continue  # the request was cancelled; its events are stored all the same
-            if isinstance(outcome, Exception):
-                fut.set_exception(outcome)
-            else:
-                fut.set_result(outcome)
-        self.batches += 1
-        self.rows += sum(len(rows) for rows, _ in batch)
-        if not stage:
-            self._wake.set()  # new jobs
+            try:
+                now = time.monotonic()
+                if self._backlog and now - self._moved_at >= MOVE_EVERY and now >= self._retry_at:
+                    await self._move()  # the staging table's share while requests keep coming
+                stage = self._backlog > 0 or len(batch) >= STAGE_FROM
+                await self._commit_all(batch, stage)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
 
     async def _move(self) -> int:
         """Move one chunk of staged rows into ``events``; returns the rows moved (0: none
         was staged), or -1 when the move failed (logged; the rows stay staged)."""
-        loop = asyncio.get_running_loop()
-        async with self._gate.urgent():
-            moved = await loop.run_in_executor(self._executor, self._move_here)
-        if moved > 0:
-            self._wake.set()
-        return moved
-
-    def _move_here(self) -> int:
-        """In the writer's thread, under the gate: :meth:`_move_chunk`, counted."""
         self._moved_at = time.monotonic()
+        loop = asyncio.get_running_loop()
         try:
-            moved = self._move_chunk()
+            async with self._gate.urgent():
+                moved = await loop.run_in_executor(self._executor, self._move_chunk)
         except Exception as exc:
             self._retry_at = time.monotonic() + MOVE_RETRY
             log.error("could not move %d staged events into events: %s (they stay staged, "
                       "and the move is tried again)", self._backlog, exc)
             return -1
         self._backlog = max(0, self._backlog - moved) if moved else 0
-        self.moved += moved
+        if moved:
+            self.moved += moved
+            self._wake.set()
         return moved
 
     def _move_chunk(self) -> int:
@@ -425,6 +322,38 @@ class IngestWriter:
                 for sql, args in _move_statements(top, self._max_attempts):
                     conn.execute(sql, args)
             return int(count)
+
+    async def _commit_all(
+        self, batch: list[tuple[Sequence[EventRow], asyncio.Future[IngestResult]]],
+        stage: bool,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with self._gate.urgent():
+                results = await loop.run_in_executor(
+                    self._executor, self._commit, [rows for rows, _ in batch], self._clock(),
+                    stage,
+                )
+        except Exception as exc:
+            if len(batch) > 1:
+                # One bad request must not fail the others that shared its commit.
+                for item in batch:
+                    await self._commit_all([item], stage)
+                return
+            log.error("ingest commit failed: %s", exc)
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for (_, fut), res in zip(batch, results, strict=True):
+            if not fut.done():
+                fut.set_result(res)
+        self.batches += 1
+        self.rows += sum(len(rows) for rows, _ in batch)
+        if stage:
+            self._backlog += sum(r.stored for r in results)
+        else:
+            self._wake.set()  # new jobs
 
     def _commit(self, requests: list[Sequence[EventRow]], now: float, stage: bool = False
                 ) -> list[IngestResult]:
