@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -214,3 +215,23 @@ async def test_stop_moves_for_a_bounded_time_and_leaves_the_rest_for_the_next_st
     again.start()
     await again.stop()  # the next life moves the rest
     assert await counts(db) == (ingest.MOVE_ROWS + 10, 0, ingest.MOVE_ROWS + 10)
+
+
+async def test_one_bad_request_does_not_fail_the_others_that_shared_its_commit(
+    db: Database, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The batch's commit fails as a whole; each request is then committed alone, so only
+    the one that cannot be stored gets the error (a 503: Meta delivers it again)."""
+    bad = EventRow("msg:bad", ACCT, "message", "555", 1.0, ["not", "text"])  # type: ignore[arg-type]
+    async with running(db) as w:
+        with caplog.at_level(logging.ERROR, logger="instaset.webhook"):
+            results = await asyncio.gather(
+                *(w.submit(g) for g in [[row("g0")], [bad], [row("g1")], [row("g2")]]),
+                return_exceptions=True)
+        assert results[0] == results[2] == results[3] == IngestResult(1)
+        assert isinstance(results[1], sqlite3.ProgrammingError)
+        assert any("ingest commit failed" in r.getMessage() for r in caplog.records)
+        assert (w.batches, w.rows) == (3, 3)  # only what was committed counts
+        await w.settle()
+        keys = sorted(r[0] for r in await db.fetchall("SELECT dedupe_key FROM events"))
+        assert keys == ["msg:g0", "msg:g1", "msg:g2"]
