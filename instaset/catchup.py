@@ -59,8 +59,9 @@ Contracts:
   cost nothing there, so such a pass is usually one call. At most :data:`TOP_PASSES` follow
   the walk; only a conversation that moves up during the last of them can still be missed.
 - A run that started, restarted, waited for ingest or walked a conversation in the last
-  :data:`WALKING_SECONDS` (``progressed_at``) is being walked (``instaset catch-up`` queues
-  no job): the periodic check does not take it over as chainless. A walk whose run finished
+  :data:`~instaset.catchup_check.WALKING_SECONDS` (``progressed_at``) is being walked
+  (``instaset catch-up`` queues no job): the periodic check does not take it over as
+  chainless. A walk whose run finished
   or was restarted meanwhile (a new gap) stops before its next conversation, and nothing it
   had read is stored (:class:`_Fenced`); the CLI then reports that the daemon took it over.
 - When a run ends, one notification tells the creator what was recovered (and what could
@@ -71,18 +72,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import math
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from instaset.automation import notify_job
 from instaset.backfill import (
-    RESTARTING,
     CallLimiter,
     CatchUpSettings,
     Failures,
@@ -96,7 +93,13 @@ from instaset.backfill import (
     recovered_row,
     summary_text,
 )
-from instaset.catchup_walk import TOP_PASSES, _Batch, _Fenced, _Pass, _Spent, _Staged
+from instaset.catchup_check import (
+    DEFAULT_FIELDS,
+    GapCheck,
+    RunReport,
+    _at,
+)
+from instaset.catchup_walk import TOP_PASSES, _Batch, _Fenced, _Pass, _Spent, _Staged, part_job
 from instaset.config import Config
 from instaset.contacts import Profiles
 from instaset.engine.decide import needs_follower
@@ -111,7 +114,6 @@ from instaset.store.ingest import any_staged, move_staged
 from instaset.store.jobs import Job
 
 if TYPE_CHECKING:
-    import aiosqlite
 
     from instaset.daemon import Runtime
     from instaset.doctor import Check
@@ -133,36 +135,10 @@ STAGED_RETRY = 5.0
 STAGED_POLL = 1.0
 STAGED_PATIENCE = 120.0
 
-# A run that made progress this recently is being walked (by `instaset catch-up`, which
-# queues no job: the periodic check must not take it over as chainless). Progress stamped up
-# to CLOCK_AHEAD seconds after the check's clock reading still counts (another process's
-# clock, read a moment later); further ahead, the clock stepped back.
-WALKING_SECONDS = 600.0
-CLOCK_AHEAD = 60.0
-
-# What an account subscribes to when its row does not say (as `instaset connect` does).
-DEFAULT_FIELDS = (
-    "messages", "messaging_postbacks", "messaging_seen", "message_reactions",
-    "messaging_referral", "comments", "live_comments",
-)  # fmt: skip
-
 # -- the work --------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class RunReport:
-    """The outcome of one account's check (and backfill, when run inline)."""
+class CatchUp(GapCheck):
+    """Catch-up: the check (:class:`~instaset.catchup_check.GapCheck`) and the walk."""
 
-    account_id: str
-    username: str | None
-    resubscribed: bool
-    run_id: int | None = None
-    reason: str | None = None
-    since: float | None = None
-    recovered: int = 0
-    unavailable: int = 0
-    error: str | None = None
-
-
-class CatchUp:
     def __init__(
         self, db: Database, graph: GraphClient, tokens: TokenProvider, *,
         clock: Callable[[], float] = time.time, settings: CatchUpSettings | None = None,
@@ -217,134 +193,6 @@ class CatchUp:
             await enqueue_in(conn, [NewJob("catchup_start", f"catchup:start:{now!r}", {},
                                            run_at=now)], now)
         self.wake()
-
-    async def check_all(self) -> list[RunReport]:
-        async with self._lock:
-            return await self._check_all()
-
-    async def _check_all(self) -> list[RunReport]:
-        reports: list[RunReport] = []
-        for acct in await store.connected_accounts(self.db):
-            try:
-                reports.append(await self.check_account(acct))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # one account's trouble must not stop the others
-                log.warning("catch-up check of %s failed: %s", acct["id"], exc)
-        try:
-            if await self.profiles.enqueue_due():
-                self.wake()
-        except Exception as exc:
-            log.warning("queueing profile lookups failed: %s", exc)
-        return reports
-
-    async def check_account(
-        self, acct: sqlite3.Row, *, manual_since: float | None = None, queue: bool = True,
-    ) -> RunReport:
-        """Check the subscription and look for a gap; with ``queue`` the backfill goes to the
-        job queue, else the caller runs it (:meth:`backfill`). A gap while a run is
-        unfinished restarts that run (see the module docstring): the report names it."""
-        acct_id, username = str(acct["id"]), acct["username"]
-        now = self.clock()
-        token = await self.tokens.token(acct_id)
-        if not token:
-            return RunReport(acct_id, username, False, error="no access token stored")
-        resubscribed, sub_ok, fields = False, False, self._required(acct)
-        try:
-            current = await self.graph.subscribed_fields(acct_id, token=token)
-            # Meta drops the app's whole subscription (not single fields) after failed
-            # deliveries; a partial list is what the app may have, so it is left alone
-            # (subscribing again every few minutes would not change it).
-            if not current:
-                await self.graph.subscribe(acct_id, fields, token=token)
-                resubscribed = True
-                log.warning("account %s: webhook subscription was missing; subscribed again",
-                            acct_id)
-            sub_ok = True
-        except TokenInvalid:
-            return RunReport(acct_id, username, False, error="the access token is invalid")
-        except GraphError as exc:
-            log.warning("account %s: cannot check the webhook subscription: %s", acct_id, exc)
-        marks = Marks.from_row(await store.get_check(self.db, acct_id))
-        gap: Gap | None
-        if manual_since is not None:
-            gap = Gap("manual", manual_since)
-        else:
-            gap = detect_gap(
-                now=now, created_at=float(acct["created_at"]), marks=marks,
-                last_event_at=await store.last_event_at(self.db, acct_id),
-                first_in_process=acct_id not in self._checked or not queue,
-                resubscribed=resubscribed, settings=self.settings,
-                failures=Failures.from_row(await store.failures_since_success(self.db, acct_id)),
-            )
-        jobs: list[NewJob] = []
-        run_id: int | None = None
-        async with self.db.tx() as conn:
-            await store.save_check(conn, acct_id, checked_at=now,
-                                   subscribed_at=now if sub_ok else None,
-                                   resubscribed_at=now if resubscribed else None)
-            if resubscribed:
-                jobs.append(notify_job(
-                    f"catchup:resubscribed:{acct_id}:{now!r}", acct_id, None, "catchup",
-                    f"Instagram was not sending webhooks for {_at(username, acct_id)}: the "
-                    "subscription was missing (Meta drops it after failed deliveries). "
-                    f"instaset subscribed again ({', '.join(fields)}) and is fetching what "
-                    "was missed.", now))
-            run_id, gap = await self._plan(conn, acct_id, gap, now, queue=queue)
-            if run_id is not None and gap is not None and queue:
-                jobs.append(_backfill_job(run_id, acct_id, now, None, 0, 0, now,
-                                          self.settings.max_tries))
-            if jobs:
-                await enqueue_in(conn, jobs, now)
-        self._checked.add(acct_id)
-        if jobs:
-            self.wake()
-        return RunReport(acct_id, username, resubscribed, run_id,
-                         gap.reason if gap else None, gap.since if gap else None)
-
-    async def _plan(
-        self, conn: aiosqlite.Connection, acct_id: str, gap: Gap | None, now: float, *,
-        queue: bool,
-    ) -> tuple[int | None, Gap | None]:
-        """Inside the check's transaction: the run (and its gap) that gets a new chain of
-        jobs starting at generation ``now``, or (None, None) when nothing is to start. Keeps
-        at most one unfinished run per account."""
-        active = await store.active_run(conn, acct_id)
-        if active is None:
-            if gap is None:
-                return None, None
-            return await store.start_run(conn, acct_id, gap.reason, gap.since, now), gap
-        run_id, since, reason = int(active["id"]), float(active["since"]), str(active["reason"])
-        if gap is None or not set(gap.reason.split("+")) & RESTARTING:
-            # Leave a run whose chain is alive alone, and one `instaset catch-up` is walking
-            # (no job, but recent progress); resume one whose chain is gone.
-            progressed = active["progressed_at"]
-            # Read now, not at the check's start: progress committed during its Graph call
-            # would look like the future. Only a clock stepped back makes it truly so.
-            age = self.clock() - float(progressed) if progressed is not None else math.inf
-            walking = -CLOCK_AHEAD <= age < WALKING_SECONDS
-            if not queue or walking or await store.has_live_job(conn, run_id):
-                return None, None
-            log.warning("account %s: catch-up run %d had no job left; resuming it", acct_id,
-                        run_id)
-            await store.restart_run(conn, run_id, reason=reason, since=since, now=now)
-            return run_id, Gap(reason, since)
-        stale = await store.close_stale_runs(conn, acct_id, run_id, now)
-        merged = Gap(merge_reasons(reason, gap.reason),
-                     min(since, gap.since, stale if stale is not None else math.inf))
-        await store.restart_run(conn, run_id, reason=merged.reason, since=merged.since, now=now)
-        log.info("account %s: catch-up run %d was unfinished (%s); it starts over, now "
-                 "covering since %.0f (%s)", acct_id, run_id, reason, merged.since,
-                 merged.reason)
-        return run_id, merged
-
-    def _required(self, acct: sqlite3.Row) -> list[str]:
-        try:
-            stored = json.loads(acct["subscribed_fields"] or "[]")
-        except ValueError:
-            stored = []
-        fields = [str(f) for f in stored if isinstance(f, str)] if isinstance(stored, list) else []
-        return fields or list(DEFAULT_FIELDS)
 
     async def backfill_job(self, job: Job) -> None:
         """``catchup_backfill``: one batch of a run; queues the next one itself. A job of an
@@ -443,7 +291,7 @@ class CatchUp:
                          walk: _Pass) -> None:
         now = self.clock()
         async with self.db.tx() as conn:
-            await enqueue_in(conn, [_backfill_job(run_id, acct, gen, at[0], at[1], part,
+            await enqueue_in(conn, [part_job(run_id, acct, gen, at[0], at[1], part,
                                                   run_at, self.settings.max_tries, walk)],
                              now)
         self.wake()
@@ -693,16 +541,6 @@ class CatchUp:
         return None
 
 
-def _backfill_job(run_id: int, acct: str, gen: float, after: str | None, skip: int,
-                  part: int, run_at: float, tries: int, walk: _Pass | None = None) -> NewJob:
-    # One more attempt than the handler's tries: the worker never dead-letters a batch before
-    # the handler has recorded the run's failure.
-    return NewJob("catchup_backfill", f"catchup:{run_id}:{gen!r}:{part}", {
-        "run_id": run_id, "account_id": acct, "gen": gen, "after": after, "skip": skip,
-        "part": part, **(walk.payload() if walk is not None else {})}, run_at=run_at,
-        max_attempts=tries + 1)
-
-
 async def doctor_checks(db: Database) -> list[Check]:
     """One ``catch-up`` check per account with a run: its latest run, ``warn`` when it
     failed (with the error and the fix), ``ok`` when it succeeded or is under way."""
@@ -726,10 +564,6 @@ async def doctor_checks(db: Database) -> list[Check]:
             out.append(Check("catch-up", "ok", f"{who}: last run {r['id']} ended "
                              f"{iso_utc(r['finished_at'])}, {r['recovered']} recovered"))
     return out
-
-
-def _at(username: str | None, fallback: str) -> str:
-    return f"@{username}" if username else fallback
 
 
 async def run_catch_up(

@@ -1,7 +1,7 @@
 """The walk over Meta's conversation list that a catch-up run makes, as values: a batch's
 budgets (:class:`_Batch`), which pass a part belongs to (:class:`_Pass`), and the three
 signals that stop a walk early (:class:`_Spent`, :class:`_Staged`, :class:`_Fenced`). See
-:mod:`instaset.catchup` for the contracts; the names stay private to the two modules."""
+:mod:`instaset.catchup` for the contracts; the names stay private to the catch-up modules."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from instaset.backfill import MIN_CALLS
+from instaset.queue import NewJob
 
 # Passes from the top (see instaset.catchup): at most this many after the walk.
 TOP_PASSES = 4
@@ -99,3 +100,13 @@ class _Batch:
 
     def limiter_deadline(self) -> float | None:
         return None if self.calls < MIN_CALLS or self.deadline == math.inf else self.deadline
+
+
+def part_job(run_id: int, acct: str, gen: float, after: str | None, skip: int,
+                  part: int, run_at: float, tries: int, walk: _Pass | None = None) -> NewJob:
+    # One more attempt than the handler's tries: the worker never dead-letters a batch before
+    # the handler has recorded the run's failure.
+    return NewJob("catchup_backfill", f"catchup:{run_id}:{gen!r}:{part}", {
+        "run_id": run_id, "account_id": acct, "gen": gen, "after": after, "skip": skip,
+        "part": part, **(walk.payload() if walk is not None else {})}, run_at=run_at,
+        max_attempts=tries + 1)
