@@ -134,7 +134,7 @@ def _send(row: Any) -> dict[str, Any]:
 
 
 async def _contact_doc(
-    db: Database, acct: str, cid: str, others: list[str], events: bool, staged: bool = True,
+    db: Database, acct: str, cid: str, others: list[str], events: bool, staged: bool,
 ) -> dict[str, Any]:
     k = await db.fetchone(
         "SELECT k.*, v.state, v.last_inbound_at, v.last_message_at, v.paused_until, v.unread"
