@@ -614,6 +614,44 @@ async def test_a_pass_from_the_top_split_in_parts_is_followed_by_another(
             assert run["conversations"] == 4  # Ana, Bea, Dan, Cai: each once
 
 
+def moves_as_walked(monkeypatch: pytest.MonkeyPatch, w: World, rt: Runtime
+                    ) -> tuple[list[str], list[str]]:
+    """The scene of the next two tests, on ``CatchUp._conversation``: Cai, whom the walk
+    missed, moves above it after Ana's conversation; Dan writes after Bea's; five events
+    are staged after Ana's and after Dan's; the first time the pass from the top waits
+    for ingest at Cai's conversation, Cai writes again (moves above it once more). Returns
+    the conversations walked and those waited at, in order."""
+    walked: list[str] = []
+    waited: list[str] = []
+    real = CatchUp._conversation
+
+    async def conversation(self: CatchUp, *args: Any, **kwargs: Any) -> bool:
+        name, before = who(args[3]), len(conversations_calls(w.sandbox))
+        try:
+            done = await real(self, *args, **kwargs)
+        except catchup._Staged:
+            waited.append(name)
+            if name == "cai" and "dan" in walked and waited.count("cai") == 1:
+                w.clock.advance(5)  # Cai writes while the pass from the top waits
+                await w.sandbox.user_sends_dm(CAI, "??", deliver=False)
+            raise
+        if len(conversations_calls(w.sandbox)) == before:
+            return done  # walked before: skipped
+        walked.append(name)
+        w.clock.advance(5)
+        if name == "ana":
+            await w.sandbox.user_sends_dm(CAI, "hello?", deliver=False)  # Cai moves up
+            await burst(rt, 5, "a")
+        elif name == "bea":
+            await w.sandbox.user_sends_dm(DAN, "hi", deliver=False)
+        elif name == "dan":
+            await burst(rt, 5, "d")
+        return done
+
+    monkeypatch.setattr(CatchUp, "_conversation", conversation)
+    return walked, waited
+
+
 async def test_the_cli_pass_from_the_top_that_waited_for_ingest_is_followed_by_another(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -627,40 +665,44 @@ async def test_the_cli_pass_from_the_top_that_waited_for_ingest_is_followed_by_a
             missed[c] = mid_of(await w.sandbox.user_sends_dm(c, f"missed {c}", deliver=False))
             w.clock.advance(1)
         w.clock.advance(5)
-        walked: list[str] = []
-        waited: list[str] = []
-        real = CatchUp._conversation
-
-        async def conversation(self: CatchUp, *args: Any, **kwargs: Any) -> bool:
-            name, before = who(args[3]), len(conversations_calls(w.sandbox))
-            try:
-                done = await real(self, *args, **kwargs)
-            except catchup._Staged:
-                waited.append(name)
-                if name == "cai" and "dan" in walked and waited.count("cai") == 1:
-                    w.clock.advance(5)  # Cai writes while the pass from the top waits
-                    await w.sandbox.user_sends_dm(CAI, "??", deliver=False)
-                raise
-            if len(conversations_calls(w.sandbox)) == before:
-                return done  # walked before: skipped
-            walked.append(name)
-            w.clock.advance(5)
-            if name == "ana":
-                await w.sandbox.user_sends_dm(CAI, "hello?", deliver=False)  # Cai moves up
-                await burst(rt, 5, "a")
-            elif name == "bea":
-                await w.sandbox.user_sends_dm(DAN, "hi", deliver=False)
-            elif name == "dan":
-                await burst(rt, 5, "d")
-            return done
-
-        monkeypatch.setattr(CatchUp, "_conversation", conversation)
+        walked, waited = moves_as_walked(monkeypatch, w, rt)
         with writer_held(rt):
             reports = await CatchUp.for_runtime(rt).run_now()
         assert [r.error for r in reports] == [None]
         assert "cai" in waited and sorted(walked) == ["ana", "bea", "cai", "dan"]
         got = {r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")}
         assert set(missed.values()) <= got
+
+
+async def test_the_daemons_pass_from_the_top_that_waited_for_ingest_is_followed_by_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The daemon's side of the CLI's test above: its part that goes on after a wait for ingest
+    belongs to a pass that listed conversations more than once, so another pass follows
+    (a review's mutation, that part read as a fresh pass, went unnoticed)."""
+    slow_moves(monkeypatch, 2)  # 5 staged: three parts
+    async with world(tmp_path, workflows=()) as w:
+        async with daemon(w) as rt:
+            await settle(w, rt)
+        w.clock.advance(600)
+        missed = {}
+        for c in (CAI, BEA, ANA):
+            missed[c] = mid_of(await w.sandbox.user_sends_dm(c, f"missed {c}", deliver=False))
+            w.clock.advance(1)
+        async with daemon(w) as rt:  # its start check queues a run: the gap while stopped
+            walked, waited = moves_as_walked(monkeypatch, w, rt)
+            with writer_held(rt):
+                for _ in range(30):
+                    await settle(w, rt)
+                    if await count(rt, "SELECT count(*) FROM catchup_runs"
+                                       " WHERE finished_at IS NULL") == 0:
+                        break
+                    w.clock.advance(catchup.STAGED_RETRY)  # the next part is due
+            run = await rt.db.fetchone("SELECT * FROM catchup_runs ORDER BY id DESC LIMIT 1")
+            assert run is not None and run["finished_at"] is not None and run["error"] is None
+            assert "cai" in waited and sorted(walked) == ["ana", "bea", "cai", "dan"]
+            got = {r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")}
+            assert set(missed.values()) <= got
 
 
 async def test_a_walk_over_two_pages_sees_a_conversation_that_moved_to_the_first(
