@@ -292,8 +292,7 @@ class CatchUp(GapCheck):
         now = self.clock()
         async with self.db.tx() as conn:
             await enqueue_in(conn, [part_job(run_id, acct, gen, at[0], at[1], part,
-                                                  run_at, self.settings.max_tries, walk)],
-                             now)
+                                             run_at, self.settings.max_tries, walk)], now)
         self.wake()
 
     async def backfill(

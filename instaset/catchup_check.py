@@ -162,7 +162,7 @@ class GapCheck:
             run_id, gap = await self._plan(conn, acct_id, gap, now, queue=queue)
             if run_id is not None and gap is not None and queue:
                 jobs.append(part_job(run_id, acct_id, now, None, 0, 0, now,
-                                          self.settings.max_tries))
+                                     self.settings.max_tries))
             if jobs:
                 await enqueue_in(conn, jobs, now)
         self._checked.add(acct_id)

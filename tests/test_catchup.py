@@ -705,6 +705,61 @@ async def test_the_daemons_pass_from_the_top_that_waited_for_ingest_is_followed_
             assert set(missed.values()) <= got
 
 
+async def test_the_daemons_pass_from_the_top_retried_after_progress_is_followed_by_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A part that failed on Meta's 5xx after some progress queues the rest as a fresh part
+    of the same pass, which then lists conversations again: when that pass is one from the
+    top, another follows (a review's mutation, that part read as a fresh pass, went
+    unnoticed). Cai, whom the walk missed, moves above the pass from the top while its
+    failed part waits."""
+    async with world(tmp_path, workflows=()) as w:
+        async with daemon(w) as rt:
+            await settle(w, rt)
+        w.clock.advance(600)
+        missed = {}
+        for c in (CAI, BEA, ANA):  # newest first: Ana, Bea, Cai
+            missed[c] = mid_of(await w.sandbox.user_sends_dm(c, f"missed {c}", deliver=False))
+            w.clock.advance(1)
+        async with daemon(w) as rt:  # its start check queues a run: the gap while stopped
+            walked: list[str] = []
+            real = CatchUp._conversation
+            fail_next = Fault("status", path_contains="fields=messages", status=503, times=1)
+
+            async def conversation(self: CatchUp, *args: Any, **kwargs: Any) -> bool:
+                name, before = who(args[3]), len(conversations_calls(w.sandbox))
+                done = await real(self, *args, **kwargs)
+                if len(conversations_calls(w.sandbox)) == before:
+                    return done  # walked before: skipped
+                walked.append(name)
+                w.clock.advance(5)
+                if name == "ana":  # Cai moves up; the next conversation's call fails
+                    await w.sandbox.user_sends_dm(CAI, "hello?", deliver=False)
+                    w.sandbox.inject(fail_next)
+                elif name == "bea":
+                    await w.sandbox.user_sends_dm(DAN, "hi", deliver=False)
+                elif name == "dan":  # in the pass from the top: the same once more
+                    await w.sandbox.user_sends_dm(CAI, "??", deliver=False)
+                    w.sandbox.inject(fail_next)
+                return done
+
+            monkeypatch.setattr(CatchUp, "_conversation", conversation)
+            caplog.set_level(logging.INFO, logger="instaset.catchup")
+            for _ in range(30):
+                await settle(w, rt)
+                if await count(rt, "SELECT count(*) FROM catchup_runs"
+                                   " WHERE finished_at IS NULL") == 0:
+                    break
+                w.clock.advance(5)  # the rest's backoff (2 s, jittered)
+            run = await rt.db.fetchone("SELECT * FROM catchup_runs ORDER BY id DESC LIMIT 1")
+            assert run is not None and run["finished_at"] is not None and run["error"] is None
+            assert sorted(walked) == ["ana", "bea", "cai", "dan"]
+            rests = [r for r in caplog.records if "after some progress" in r.getMessage()]
+            assert len(rests) == 2  # both failures came after progress: the path under test
+            got = {r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")}
+            assert set(missed.values()) <= got
+
+
 async def test_a_walk_over_two_pages_sees_a_conversation_that_moved_to_the_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
