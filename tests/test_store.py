@@ -264,6 +264,32 @@ async def test_0019_keeps_the_conversations_a_run_under_way_had_walked(tmp_path:
         await db.close()
 
 
+@pytest.mark.parametrize(("walks", "gains"), [
+    # (generation, unavailable) walks of one conversation by one run -> counter gains each
+    ([(10.0, 2)], [(1, 2)]),
+    ([(10.0, 2), (11.0, 2)], [(1, 2), (0, 0)]),  # restarted in place: counted once
+    ([(10.0, 2), (11.0, 5)], [(1, 2), (0, 3)]),  # more unreadable now: only the extra
+    ([(10.0, 5), (11.0, 3), (12.0, 6)], [(1, 5), (0, 0), (0, 1)]),  # beyond the most counted
+    ([(10.0, 0), (10.0, 1)], [(1, 0), (0, 1)]),
+], ids=["first", "again", "more", "fewer-then-more", "same-generation"])
+async def test_a_conversation_walked_again_adds_only_what_was_not_counted(
+    tmp_path: Path, walks: list[tuple[float, int]], gains: list[tuple[int, int]],
+) -> None:
+    from instaset.store import contacts, history
+
+    db = await open_database(tmp_path / "walked.db")
+    try:
+        await history.upsert_account(db, "A", username="a", now=1.0)
+        async with db.tx() as conn:
+            run = await contacts.start_run(conn, "A", "start", 0.0, 10.0)
+            got = [await contacts.mark_walked(conn, run, gen, "c1", n) for gen, n in walks]
+            other = await contacts.mark_walked(conn, run, walks[-1][0], "c2", 1)
+        assert got == gains
+        assert other == (1, 1)  # another conversation of the run counts on its own
+    finally:
+        await db.close()
+
+
 # -- group fsync: Database.barrier -----------------------------------------------------------
 async def test_concurrent_barriers_share_fsyncs_and_wait_for_one_started_after_them(
     tmp_path: Path,
