@@ -12,8 +12,10 @@ Contract:
 - Unknown outcome (a timeout after the request left): the row stays ``in_flight``. If Meta
   did deliver it, its echo arrives and :meth:`Deliverer.echo_origin` recognises it (same
   contact, same text) and marks the row sent; the retry then finds it sent and does nothing.
-  Only if no echo arrives within ``echo_wait`` seconds is the request sent again: the one
-  residual window for a duplicate (Meta accepted it and its echo was lost).
+  When two rows in flight to the contact match one echo, it waits (up to the pipeline's
+  ``ECHO_SETTLE_SECONDS``) for one of them to record the echo's message id, then settles
+  the oldest. Only if no echo arrives within ``echo_wait`` seconds is the request sent
+  again: the one residual window for a duplicate (Meta accepted it and its echo was lost).
 """
 
 from __future__ import annotations
@@ -477,17 +479,27 @@ class Deliverer:
     async def echo_origin(
         self, conn: aiosqlite.Connection, account_id: str, contact_id: str, mid: str,
         text: str | None, attachment_types: tuple[str, ...] = (), sent_at: float | None = None,
+        *, unsure_waits: bool = False,
     ) -> EchoOrigin:
+        """See :class:`~instaset.pipeline.SendLedger`. ``unsure_waits``: when two sends or
+        more in flight to the contact match the echo, settle none of them and answer "not
+        ours, in flight" (the pipeline looks again shortly); without it, the oldest."""
         row = await sendstore.send_by_message_id(conn, mid)
         if row is not None:
             return EchoOrigin(row["sent_by"], in_flight=False, ours=True)
         flying = await sendstore.in_flight_sends(conn, account_id, contact_id)
-        for send in flying:
-            if echo_matches(Outgoing.from_json(send["body"]), text, attachment_types):
-                # A send whose outcome we did not learn: Meta delivered it after all.
-                await sendstore.mark_sent_in(conn, send["key"], mid, self.clock())
-                log.info("send %s confirmed by its echo", send["key"])
-                return EchoOrigin(send["sent_by"], in_flight=False, ours=True)
+        matching = [s for s in flying
+                    if echo_matches(Outgoing.from_json(s["body"]), text, attachment_types)]
+        if len(matching) > 1 and unsure_waits:
+            # Which of them Meta echoed, the message id its send records tells, usually a
+            # moment later (the echo often comes before the send's answer). Settling the
+            # oldest now could mark as sent one whose call failed: never sent again.
+            return EchoOrigin("automation", in_flight=True, ours=False)
+        for send in matching:
+            # A send whose outcome we did not learn: Meta delivered it after all.
+            await sendstore.mark_sent_in(conn, send["key"], mid, self.clock())
+            log.info("send %s confirmed by its echo", send["key"])
+            return EchoOrigin(send["sent_by"], in_flight=False, ours=True)
         if not flying and sent_at is not None:
             # The late echo of a try whose answer was lost, after the send went again (or
             # was given up): Meta delivered that try too, and stamped it then. Still ours,

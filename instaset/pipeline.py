@@ -64,6 +64,7 @@ class SendLedger(Protocol):
     async def echo_origin(
         self, conn: aiosqlite.Connection, account_id: str, contact_id: str, mid: str,
         text: str | None, attachment_types: tuple[str, ...] = (), sent_at: float | None = None,
+        *, unsure_waits: bool = False,
     ) -> EchoOrigin: ...
 
     async def own_comment(
@@ -291,6 +292,7 @@ class Pipeline:
             origin = await self.ledger.echo_origin(
                 conn, acct, contact, event.mid, event.text,
                 tuple(a.type for a in event.attachments), sent_at=event.occurred_at,
+                unsure_waits=now - received_at < ECHO_SETTLE_SECONDS,
             )
         if not origin.ours and origin.in_flight and now - received_at < ECHO_SETTLE_SECONDS:
             # Our send may have reached Meta and not yet recorded its message id: look again

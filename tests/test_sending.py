@@ -865,3 +865,51 @@ async def test_the_creators_photo_is_not_taken_for_our_template(make_harness: Ma
     out = await h.messages(IGSID, "out")
     assert [(r["mid"], r["sent_by"]) for r in out] == [("creator-photo-mid", "human")]
     assert (await h.conversation(IGSID))["paused_until"] is not None
+
+
+# -- an echo that two sends in flight could both explain ---------------------------------------
+@pytest.mark.parametrize("answered", [True, False], ids=["answer-comes", "no-answer"])
+async def test_an_echo_two_identical_sends_in_flight_could_be_waits_for_their_answers(
+    make_harness: MakeHarness, answered: bool,
+) -> None:
+    """Two sends of the same text to one contact are in flight (both tries got a 5xx: Meta
+    may have delivered either), and an echo of that text comes. Settling the oldest at once
+    (as before) marked one as sent that its own answer may show never went: it was then
+    never sent again. Now the echo waits, without using a try, for one of them to record
+    the echo's message id; only after ECHO_SETTLE_SECONDS does it settle the oldest."""
+    clock = Clock(frozen=True)
+    h = await make_harness(clock=clock)
+    await h.dm(IGSID, "hello")
+    await h.settle()
+    text = "same words twice"
+    h.sandbox.inject(Fault("status", path_contains="/messages", times=2, status=500))
+    await h.enqueue(h.text("a", IGSID, text))
+    await h.enqueue(h.text("b", IGSID, text))
+    await h.settle()  # both tries fail: outcome unknown, retries later
+    assert [(await h.send_row(k))["state"] for k in "ab"] == ["in_flight", "in_flight"]
+
+    echo = await h.creator_types(IGSID, text)  # Meta's echo of one of them (b's, here)
+    mid = str(echo["entry"][0]["messaging"][0]["message"]["mid"])  # type: ignore[index]
+    await h.rt.worker.run_burst()
+    job = await h.rt.db.fetchone("SELECT * FROM jobs WHERE kind = 'process_event'"
+                                 " ORDER BY id DESC LIMIT 1")
+    assert job is not None and (job["state"], job["attempts"]) == ("ready", 0)  # waits
+    assert [(await h.send_row(k))["state"] for k in "ab"] == ["in_flight", "in_flight"]
+
+    if answered:
+        # b's answer arrives and is recorded (what Deliverer._record_sent stores first).
+        async with h.rt.db.tx() as conn:
+            await conn.execute("UPDATE sends SET state = 'sent', message_id = ? WHERE key = 'b'",
+                               (mid,))
+        clock.advance(1.0)
+        await h.rt.worker.run_burst()
+        assert (await h.send_row("a"))["state"] == "in_flight"  # still to be sent again
+        assert (await h.send_row("b"))["message_id"] == mid
+    else:
+        clock.advance(ECHO_SETTLE_SECONDS)
+        await h.rt.worker.run_burst()
+        assert ((await h.send_row("a"))["state"], (await h.send_row("a"))["message_id"]) == (
+            "sent", mid)  # nobody claimed it: the oldest, as before
+    out = [r for r in await h.messages(IGSID, "out") if r["mid"] == mid]
+    assert [r["sent_by"] for r in out] == ["automation"]  # ours either way
+    assert (await h.conversation(IGSID))["paused_until"] is None  # not the creator typing
