@@ -111,8 +111,9 @@ class GapCheck:
         self, acct: sqlite3.Row, *, manual_since: float | None = None, queue: bool = True,
     ) -> RunReport:
         """Check the subscription and look for a gap; with ``queue`` the backfill goes to the
-        job queue, else the caller runs it (:meth:`backfill`). A gap while a run is
-        unfinished restarts that run (see the module docstring): the report names it."""
+        job queue, else the caller runs it (:meth:`~instaset.catchup.CatchUp.backfill`). A
+        gap while a run is unfinished restarts that run (see the module docstring of
+        :mod:`instaset.catchup`): the report names it."""
         acct_id, username = str(acct["id"]), acct["username"]
         now = self.clock()
         token = await self.tokens.token(acct_id)

@@ -103,7 +103,7 @@ class _Batch:
 
 
 def part_job(run_id: int, acct: str, gen: float, after: str | None, skip: int,
-                  part: int, run_at: float, tries: int, walk: _Pass | None = None) -> NewJob:
+             part: int, run_at: float, tries: int, walk: _Pass | None = None) -> NewJob:
     # One more attempt than the handler's tries: the worker never dead-letters a batch before
     # the handler has recorded the run's failure.
     return NewJob("catchup_backfill", f"catchup:{run_id}:{gen!r}:{part}", {

@@ -12,10 +12,11 @@ Contract:
 - Unknown outcome (a timeout after the request left): the row stays ``in_flight``. If Meta
   did deliver it, its echo arrives and :meth:`Deliverer.echo_origin` recognises it (same
   contact, same text) and marks the row sent; the retry then finds it sent and does nothing.
-  When two rows in flight to the contact match one echo, it waits (up to the pipeline's
-  ``ECHO_SETTLE_SECONDS``) for one of them to record the echo's message id, then settles
-  the oldest. Only if no echo arrives within ``echo_wait`` seconds is the request sent
-  again: the one residual window for a duplicate (Meta accepted it and its echo was lost).
+  When two rows in flight to the contact match one echo, neither the echo nor a retry
+  claims it for up to the pipeline's ``ECHO_SETTLE_SECONDS``: the send whose answer records
+  the echo's message id does; after that, the oldest. Only if no echo arrives within
+  ``echo_wait`` seconds is the request sent again: the one residual window for a duplicate
+  (Meta accepted it and its echo was lost).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from instaset.errors import (
 from instaset.events import CommentEvent, EventKind, MessageEvent, parse_stored
 from instaset.graph import GraphClient, QuickReply, SendResult, split_text
 from instaset.metrics import Metrics
-from instaset.pipeline import EchoOrigin
+from instaset.pipeline import ECHO_SETTLE_SECONDS, EchoOrigin
 from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater, enqueue, enqueue_in
 from instaset.ratelimit import Budgets, SendClass
 from instaset.rules import Clearance, SendFacts, SendKind, check_send
@@ -437,7 +438,10 @@ class Deliverer:
         """The id Meta gave ``out``, read from a stored event not processed yet, received
         since the in_flight mark at ``since``, that no other send claims: the echo of a
         message (same contact, :func:`echo_matches`) or, for a public reply, the account's
-        own comment under the same parent with the same text. None if there is none."""
+        own comment under the same parent with the same text. None if there is none.
+        Raises :class:`RetryLater` (not a try) while such an echo is younger than
+        ``ECHO_SETTLE_SECONDS`` and another send in flight to the contact matches it too:
+        as in :meth:`echo_origin`, the send whose answer records its id claims it."""
         public = out.kind == SendKind.PUBLIC_REPLY
         about = out.account_id if public else out.contact_id
         if about is None or (public and not out.comment_id):
@@ -457,8 +461,24 @@ class Deliverer:
                     ev, MessageEvent) else ()
                 if (found and echo_matches(out, ev.text, types)
                         and await sendstore.get_send_by_mid(self.db, found) is None):
+                    if not public and await self._also_in_flight(
+                            out, ev.text, types, float(ev_row["received_at"])):
+                        raise RetryLater(1.0, "an echo that two sends in flight could explain "
+                                         "waits for their answers", count_attempt=False)
                     return found
         return None
+
+    async def _also_in_flight(self, out: Outgoing, text: str | None, types: tuple[str, ...],
+                              received_at: float) -> bool:
+        """Whether an echo received at ``received_at`` (younger than ``ECHO_SETTLE_SECONDS``)
+        matches another send in flight to ``out``'s contact as well as ``out``."""
+        if self.clock() - received_at >= ECHO_SETTLE_SECONDS or out.contact_id is None:
+            return False
+        async with self.db.read() as conn:
+            flying = await sendstore.in_flight_sends(conn, out.account_id, out.contact_id)
+        return any(s["key"] != out.key
+                   and echo_matches(Outgoing.from_json(s["body"]), text, types)
+                   for s in flying)
 
     # -- echo correlation (the pipeline's SendLedger) ----------------------------------------
     async def own_comment(

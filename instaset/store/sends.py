@@ -219,10 +219,10 @@ async def unprocessed_events(
     store/ingest.py) count too, after the others: in any process (the CLI's sends too), an
     echo that arrived is never missed for being staged."""
     return await db.fetchall(
-        "SELECT id, raw FROM (SELECT id, raw, 0 AS staged, id AS n FROM events"
-        " WHERE account_id = ?1 AND contact_id = ?2 AND kind = ?3"
+        "SELECT id, raw, received_at FROM (SELECT id, raw, received_at, 0 AS staged, id AS n"
+        " FROM events WHERE account_id = ?1 AND contact_id = ?2 AND kind = ?3"
         " AND processed_at IS NULL AND received_at >= ?4"
-        " UNION ALL SELECT NULL, raw, 1, id FROM staged_events WHERE account_id = ?1"
+        " UNION ALL SELECT NULL, raw, received_at, 1, id FROM staged_events WHERE account_id = ?1"
         " AND contact_id = ?2 AND kind = ?3 AND received_at >= ?4) ORDER BY staged, n",
         # Not quick (the loop's connection): staged rows have no index but the dedupe key,
         # so a large burst's are scanned, in aiosqlite's thread. A rare path: a send whose
