@@ -14,7 +14,8 @@ Contract:
   contact, same text) and marks the row sent; the retry then finds it sent and does nothing.
   When two rows in flight to the contact match one echo, neither the echo nor a retry
   claims it for up to the pipeline's ``ECHO_SETTLE_SECONDS``: the send whose answer records
-  the echo's message id does; after that, the oldest. Only if no echo arrives within
+  the echo's message id does; after that, the oldest (or the first of them whose retry
+  looks). Only if no echo arrives within
   ``echo_wait`` seconds is the request sent again: the one residual window for a duplicate
   (Meta accepted it and its echo was lost).
 """
@@ -471,7 +472,9 @@ class Deliverer:
     async def _also_in_flight(self, out: Outgoing, text: str | None, types: tuple[str, ...],
                               received_at: float) -> bool:
         """Whether an echo received at ``received_at`` (younger than ``ECHO_SETTLE_SECONDS``)
-        matches another send in flight to ``out``'s contact as well as ``out``."""
+        matches another send in flight to ``out``'s contact as well as ``out``. A send that
+        went in flight after the echo came counts too (it cannot be the echo's origin): the
+        wait is bounded and ends the same way."""
         if self.clock() - received_at >= ECHO_SETTLE_SECONDS or out.contact_id is None:
             return False
         async with self.db.read() as conn:

@@ -926,3 +926,61 @@ async def test_an_echo_two_identical_sends_in_flight_could_be_waits_for_their_an
     out = [r for r in await h.messages(IGSID, "out") if r["mid"] == mid]
     assert [r["sent_by"] for r in out] == ["automation"]  # ours either way
     assert (await h.conversation(IGSID))["paused_until"] is None  # not the creator typing
+
+
+@pytest.mark.parametrize("where", ["behind", "staged"])
+async def test_a_retry_takes_an_echo_another_send_could_explain_only_once_it_settled(
+    make_harness: MakeHarness, where: str,
+) -> None:
+    """The retry's side of the test above, with nobody ever answering b's call: a's retry
+    (its own echo wait over) finds b's echo stored and not processed (the worker is an hour
+    behind, or ingest keeps it staged under load), and waits while the echo is younger than
+    ECHO_SETTLE_SECONDS; then it takes it, as the oldest send, and b goes again. A wait
+    that never ended, or a staged echo that never waited, would fail here."""
+    clock = Clock(frozen=True)
+    h = await make_harness(clock=clock)
+    await h.dm(IGSID, "hello")
+    await h.settle()
+    text = "same words twice"
+    h.sandbox.inject(Fault("status", path_contains="/messages", times=1, status=500))
+    await h.enqueue(h.text("a", IGSID, text))
+    await h.rt.worker.run_burst()
+    clock.advance(10)
+    w = h.rt.writer
+    w._waiting += 1  # a request always waiting for its commit: staged rows stay staged
+    try:
+        if where == "staged":  # ingest under load: what comes now is staged
+            await asyncio.gather(*(w.submit([EventRow(f"msg:fill{i}", ACCT, "message",
+                                                      f"9{i:05d}", 1.0,
+                                                      json.dumps({"mid": f"fill{i}"}))])
+                                   for i in range(8)))
+        h.sandbox.inject(Fault("drop_after_send", path_contains="/messages", times=1))
+        await h.enqueue(h.text("b", IGSID, text))
+        await h.rt.worker.run_burst(max_rounds=1)  # b goes out, its answer is lost
+        await asyncio.wait_for(h.sandbox.drain(), timeout=10)  # its echo: acknowledged
+        (echo_mid,) = [m.mid for m in h.sandbox.thread(IGSID) if m.direction == "out"]
+        if where == "behind":
+            await h.rt.db.execute("UPDATE jobs SET run_at = run_at + 3600"
+                                  " WHERE kind = 'process_event' AND state = 'ready'")
+        else:
+            staged = await h.rt.db.fetchone(
+                "SELECT count(*) FROM staged_events WHERE kind = 'echo'")
+            assert staged is not None and staged[0] == 1
+        echo_at = clock()
+        states: dict[float, str] = {}
+        while clock() <= echo_at + ECHO_SETTLE_SECONDS + 2:
+            await h.rt.worker.run_burst()
+            states[clock() - echo_at] = (await h.send_row("a"))["state"]
+            clock.advance(1.0)
+    finally:
+        w._waiting -= 1
+    # a's own echo wait ended 5 s after the echo came; it waited 5 s more, then took it.
+    assert {t for t, s in states.items() if s == "in_flight"} == set(
+        float(t) for t in range(int(ECHO_SETTLE_SECONDS)))
+    a = await h.send_row("a")
+    assert (a["state"], a["message_id"]) == ("sent", echo_mid)
+    await h.settle(advance_up_to=60.0)
+    b = await h.send_row("b")
+    assert b["state"] == "sent" and b["message_id"] != echo_mid  # b went again
+    assert len(h.graph_sends(IGSID)) == 3  # a's 500, b's lost answer, b again
+    assert (await h.conversation(IGSID))["paused_until"] is None
