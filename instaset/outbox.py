@@ -15,9 +15,8 @@ Contract:
   When two rows in flight to the contact match one echo, neither the echo nor a retry
   claims it for up to the pipeline's ``ECHO_SETTLE_SECONDS``: the send whose answer records
   the echo's message id does; after that, the oldest (or the first of them whose retry
-  looks). Only if no echo arrives within
-  ``echo_wait`` seconds is the request sent again: the one residual window for a duplicate
-  (Meta accepted it and its echo was lost).
+  looks). Only if no echo arrives within ``echo_wait`` seconds is the request sent again:
+  the one residual window for a duplicate (Meta accepted it and its echo was lost).
 """
 
 from __future__ import annotations
