@@ -568,6 +568,19 @@ def who(conv: Mapping[str, Any]) -> str:
     return next(NAMES[p["id"]] for p in conv["participants"]["data"] if p["id"] in NAMES)
 
 
+async def three_missed_while_stopped(w: World) -> dict[str, str]:
+    """A daemon ran and stopped; 10 min later Cai, Bea and Ana (newest) each sent a DM that
+    was not delivered. Their mids by contact."""
+    async with daemon(w) as rt:
+        await settle(w, rt)
+    w.clock.advance(600)
+    missed = {}
+    for c in (CAI, BEA, ANA):  # newest first: Ana, Bea, Cai
+        missed[c] = mid_of(await w.sandbox.user_sends_dm(c, f"missed {c}", deliver=False))
+        w.clock.advance(1)
+    return missed
+
+
 async def test_a_pass_from_the_top_split_in_parts_is_followed_by_another(
     tmp_path: Path,
 ) -> None:
@@ -576,13 +589,7 @@ async def test_a_pass_from_the_top_split_in_parts_is_followed_by_another(
     was never recovered, and the run ended as a success. A pass that listed conversations
     more than once is now followed by another, down to where it began."""
     async with world(tmp_path, workflows=()) as w:
-        async with daemon(w) as rt:
-            await settle(w, rt)
-        w.clock.advance(600)
-        missed = {}
-        for c in (CAI, BEA, ANA):  # newest first: Ana, Bea, Cai
-            missed[c] = mid_of(await w.sandbox.user_sends_dm(c, f"missed {c}", deliver=False))
-            w.clock.advance(1)
+        missed = await three_missed_while_stopped(w)
         async with daemon(w) as rt:
             small = CatchUp.for_runtime(rt, CatchUpSettings(max_calls_per_job=3,
                                                             calls_per_second=50))
@@ -682,13 +689,7 @@ async def test_the_daemons_pass_from_the_top_that_waited_for_ingest_is_followed_
     (a review's mutation, that part read as a fresh pass, went unnoticed)."""
     slow_moves(monkeypatch, 2)  # 5 staged: three parts
     async with world(tmp_path, workflows=()) as w:
-        async with daemon(w) as rt:
-            await settle(w, rt)
-        w.clock.advance(600)
-        missed = {}
-        for c in (CAI, BEA, ANA):
-            missed[c] = mid_of(await w.sandbox.user_sends_dm(c, f"missed {c}", deliver=False))
-            w.clock.advance(1)
+        missed = await three_missed_while_stopped(w)
         async with daemon(w) as rt:  # its start check queues a run: the gap while stopped
             walked, waited = moves_as_walked(monkeypatch, w, rt)
             with writer_held(rt):
@@ -714,13 +715,7 @@ async def test_the_daemons_pass_from_the_top_retried_after_progress_is_followed_
     unnoticed). Cai, whom the walk missed, moves above the pass from the top while its
     failed part waits."""
     async with world(tmp_path, workflows=()) as w:
-        async with daemon(w) as rt:
-            await settle(w, rt)
-        w.clock.advance(600)
-        missed = {}
-        for c in (CAI, BEA, ANA):  # newest first: Ana, Bea, Cai
-            missed[c] = mid_of(await w.sandbox.user_sends_dm(c, f"missed {c}", deliver=False))
-            w.clock.advance(1)
+        missed = await three_missed_while_stopped(w)
         async with daemon(w) as rt:  # its start check queues a run: the gap while stopped
             walked: list[str] = []
             real = CatchUp._conversation

@@ -879,6 +879,22 @@ async def echo_stored(h: Harness, before: int) -> str:
     raise AssertionError("no echo came")
 
 
+TWICE = "same words twice"
+
+
+async def first_try_failed(make_harness: MakeHarness) -> tuple[Harness, Clock]:
+    """A contact in the window, and send a of :data:`TWICE` whose try got a 500 (Meta did not
+    deliver it, which instaset cannot know: in flight, outcome unknown). Frozen clock."""
+    clock = Clock(frozen=True)
+    h = await make_harness(clock=clock)
+    await h.dm(IGSID, "hello")
+    await h.settle()
+    h.sandbox.inject(Fault("status", path_contains="/messages", times=1, status=500))
+    await h.enqueue(h.text("a", IGSID, TWICE))
+    await h.rt.worker.run_burst()
+    return h, clock
+
+
 @pytest.mark.parametrize("answered", [True, False], ids=["answer-comes", "no-answer"])
 async def test_an_echo_two_identical_sends_in_flight_could_be_waits_for_their_answers(
     make_harness: MakeHarness, answered: bool,
@@ -889,21 +905,14 @@ async def test_an_echo_two_identical_sends_in_flight_could_be_waits_for_their_an
     did) marked a as sent although it never went: never sent again. Now, while the echo is
     younger than ECHO_SETTLE_SECONDS, neither claims it; b's answer does. With no answer
     ever, the oldest gets it after that, as before."""
-    clock = Clock(frozen=True)
-    h = await make_harness(clock=clock)
-    await h.dm(IGSID, "hello")
-    await h.settle()
-    text = "same words twice"
-    h.sandbox.inject(Fault("status", path_contains="/messages", times=1, status=500))
-    await h.enqueue(h.text("a", IGSID, text))
-    await h.rt.worker.run_burst()
+    h, clock = await first_try_failed(make_harness)
     assert (await h.send_row("a"))["state"] == "in_flight"
     clock.advance(10)
     # b reaches Meta, which echoes it, then answers 1.5 s later (or never: the connection drops).
     h.sandbox.inject(Fault("drop_after_send", path_contains="/messages", times=1,
                            delay=1.5 if answered else 0.0))
     before = len(await h.echo_events(IGSID))
-    await h.enqueue(h.text("b", IGSID, text))
+    await h.enqueue(h.text("b", IGSID, TWICE))
     b_call = asyncio.create_task(h.rt.worker.run_burst())
     mid = await echo_stored(h, before)
     await h.rt.worker.run_burst()  # the echo: two sends could be its origin, it waits
@@ -937,14 +946,7 @@ async def test_a_retry_takes_an_echo_another_send_could_explain_only_once_it_set
     behind, or ingest keeps it staged under load), and waits while the echo is younger than
     ECHO_SETTLE_SECONDS; then it takes it, as the oldest send, and b goes again. A wait
     that never ended, or a staged echo that never waited, would fail here."""
-    clock = Clock(frozen=True)
-    h = await make_harness(clock=clock)
-    await h.dm(IGSID, "hello")
-    await h.settle()
-    text = "same words twice"
-    h.sandbox.inject(Fault("status", path_contains="/messages", times=1, status=500))
-    await h.enqueue(h.text("a", IGSID, text))
-    await h.rt.worker.run_burst()
+    h, clock = await first_try_failed(make_harness)
     clock.advance(10)
     w = h.rt.writer
     w._waiting += 1  # a request always waiting for its commit: staged rows stay staged
@@ -955,7 +957,7 @@ async def test_a_retry_takes_an_echo_another_send_could_explain_only_once_it_set
                                                       json.dumps({"mid": f"fill{i}"}))])
                                    for i in range(8)))
         h.sandbox.inject(Fault("drop_after_send", path_contains="/messages", times=1))
-        await h.enqueue(h.text("b", IGSID, text))
+        await h.enqueue(h.text("b", IGSID, TWICE))
         await h.rt.worker.run_burst(max_rounds=1)  # b goes out, its answer is lost
         await asyncio.wait_for(h.sandbox.drain(), timeout=10)  # its echo: acknowledged
         (echo_mid,) = [m.mid for m in h.sandbox.thread(IGSID) if m.direction == "out"]
