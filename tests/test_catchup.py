@@ -787,6 +787,53 @@ async def test_a_walk_over_two_pages_sees_a_conversation_that_moved_to_the_first
         assert missed in got
 
 
+async def test_each_pass_from_the_top_goes_down_only_to_when_the_previous_one_began(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The walk pages (26 conversations missed), and 30 other contacts write while it runs;
+    then the clock moves on 5 min. The first pass from the top goes down to when the walk
+    began: it lists the 30 (two pages), so another follows. That one goes down only to when
+    the first pass began: one page, nothing below, no third pass. (A review's mutation, every
+    pass down to when the walk began, listed the 30 again in each pass: 4 passes.)"""
+    async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
+        await settle(w, rt)
+        for i in range(26):  # two pages of conversations missed
+            await w.sandbox.user_sends_dm(str(1200000000000000 + i), "missed", deliver=False)
+            w.clock.advance(1)
+        real_conversation, real_backfill = CatchUp._conversation, CatchUp.backfill
+        wrote: list[bool] = []
+        passes: list[tuple[float | None, int]] = []  # (floor, list calls) of each backfill
+
+        async def conversation(self: CatchUp, *args: Any, **kwargs: Any) -> bool:
+            done = await real_conversation(self, *args, **kwargs)
+            if not wrote:  # while the walk runs: 30 others write (delivered), 5 min pass
+                wrote.append(True)
+                for i in range(30):
+                    await w.sandbox.user_sends_dm(str(1300000000000000 + i), "hi")
+                    w.clock.advance(1)
+                await asyncio.wait_for(w.sandbox.drain(), timeout=10)
+                w.clock.advance(300)
+            return done
+
+        async def backfill(self: CatchUp, *args: Any, **kwargs: Any) -> object:
+            before = len(list_calls(w.sandbox))
+            try:
+                return await real_backfill(self, *args, **kwargs)
+            finally:
+                passes.append((kwargs.get("floor"), len(list_calls(w.sandbox)) - before))
+
+        monkeypatch.setattr(CatchUp, "_conversation", conversation)
+        monkeypatch.setattr(CatchUp, "backfill", backfill)
+        start = w.clock()
+        reports = await CatchUp.for_runtime(rt).run_now()
+        assert [(r.recovered, r.error) for r in reports] == [(26, None)]
+        # The walk, a pass from the top that paged (the 30 and more), a last one of one page.
+        assert len(passes) == 3 and passes[1][1] >= 2 and passes[2][1] == 1
+        (walk_floor, _), (first_floor, _), (second_floor, _) = passes
+        assert walk_floor is None and first_floor is not None and second_floor is not None
+        assert first_floor < start + 30 < second_floor  # down to when each pass before began
+
+
 async def test_a_run_restarted_in_place_counts_each_conversation_once(tmp_path: Path) -> None:
     """Found in review: a run restarted in place (here by `instaset catch-up` while the
     daemon's run was under way) walked every conversation again and added to its counters:
