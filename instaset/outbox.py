@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -132,6 +133,14 @@ def echo_matches(out: Outgoing, text: str | None, attachment_types: Sequence[str
     if out.kind == SendKind.TEMPLATE:
         return "template" in attachment_types
     return False
+
+
+def echo_candidates(flying: Sequence[sqlite3.Row], text: str | None,
+                    attachment_types: Sequence[str]) -> list[sqlite3.Row]:
+    """The rows among ``flying`` (sends in flight to one contact, oldest first) that an echo
+    with ``text`` and ``attachment_types`` could be the echo of (:func:`echo_matches`)."""
+    return [s for s in flying
+            if echo_matches(Outgoing.from_json(s["body"]), text, attachment_types)]
 
 
 def send_job(key: str, run_at: float) -> NewJob:
@@ -471,16 +480,14 @@ class Deliverer:
     async def _also_in_flight(self, out: Outgoing, text: str | None, types: tuple[str, ...],
                               received_at: float) -> bool:
         """Whether an echo received at ``received_at`` (younger than ``ECHO_SETTLE_SECONDS``)
-        matches another send in flight to ``out``'s contact as well as ``out``. A send that
-        went in flight after the echo came counts too (it cannot be the echo's origin): the
-        wait is bounded and ends the same way."""
+        matches another send in flight to ``out``'s contact as well as ``out`` (itself in
+        flight). A send that went in flight after the echo came counts too (it cannot be
+        the echo's origin): the wait is bounded and ends the same way."""
         if self.clock() - received_at >= ECHO_SETTLE_SECONDS or out.contact_id is None:
             return False
         async with self.db.read() as conn:
             flying = await sendstore.in_flight_sends(conn, out.account_id, out.contact_id)
-        return any(s["key"] != out.key
-                   and echo_matches(Outgoing.from_json(s["body"]), text, types)
-                   for s in flying)
+        return any(s["key"] != out.key for s in echo_candidates(flying, text, types))
 
     # -- echo correlation (the pipeline's SendLedger) ----------------------------------------
     async def own_comment(
@@ -510,8 +517,7 @@ class Deliverer:
         if row is not None:
             return EchoOrigin(row["sent_by"], in_flight=False, ours=True)
         flying = await sendstore.in_flight_sends(conn, account_id, contact_id)
-        matching = [s for s in flying
-                    if echo_matches(Outgoing.from_json(s["body"]), text, attachment_types)]
+        matching = echo_candidates(flying, text, attachment_types)
         if len(matching) > 1 and unsure_waits:
             # Which of them Meta echoed, the message id its send records tells, usually a
             # moment later (the echo often comes before the send's answer). Settling the
