@@ -61,9 +61,9 @@ Contracts:
 - A run that started, restarted, waited for ingest or walked a conversation in the last
   :data:`~instaset.catchup_check.WALKING_SECONDS` (``progressed_at``) is being walked
   (``instaset catch-up`` queues no job): the periodic check does not take it over as
-  chainless. A walk whose run finished
-  or was restarted meanwhile (a new gap) stops before its next conversation, and nothing it
-  had read is stored (:class:`_Fenced`); the CLI then reports that the daemon took it over.
+  chainless. A walk whose run finished or was restarted meanwhile (a new gap) stops before
+  its next conversation, and nothing it had read is stored (:class:`_Fenced`); the CLI then
+  reports that the daemon took it over.
 - When a run ends, one notification tells the creator what was recovered (and what could
   not be); a failing run tells them why.
 """
@@ -114,7 +114,6 @@ from instaset.store.ingest import any_staged, move_staged
 from instaset.store.jobs import Job
 
 if TYPE_CHECKING:
-
     from instaset.daemon import Runtime
     from instaset.doctor import Check
 
