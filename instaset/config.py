@@ -82,7 +82,7 @@ from instaset.engine.model import (
     Workflow,
     check_workflow_names,
 )
-from instaset.engine.values import BARE_CLOCK_NUMBERS
+from instaset.engine.values import BARE_CLOCK_NUMBERS, YamlWord, yaml_bool
 from instaset.errors import ConfigError
 
 # ---------------------------------------------------------------------------------------------
@@ -230,16 +230,18 @@ def _flag_problem(error: Mapping[str, Any], field: str | int | None) -> str | No
     mapping = kind in ("model_type", "model_attributes_type", "dict_type")
     if not (true_only or mapping) or not isinstance(field, str):
         return None
-    quoted_true = isinstance(value, str) and value.strip().lower() in ("true", "yes", "on")
-    if true_only or ((value is False or quoted_true) and _accepts_true(loc)):
+    truth = yaml_bool(value)
+    quoted_true = (truth is None and isinstance(value, str)
+                   and value.strip().lower() in ("true", "yes", "on"))
+    if true_only or ((truth is False or quoted_true) and _accepts_true(loc)):
         if quoted_true:
             return (f"{_describe(value)} in quotes is text, not true: "
                     f"write '{field}: true' without quotes")
         return f"{_describe(value)} is not allowed here: write '{field}: true' or remove the line"
-    if isinstance(value, bool):
+    if truth is not None:
         switches = [_field(m, "enabled") for m in _models_at(loc)]
         if any(f is not None and f.annotation is bool for f in switches):
-            state = "on" if value else "off"
+            state = "on" if truth else "off"
             return (f"must be a mapping of keys, got {_describe(value)} (to turn {field} "
                     f"{state}, write 'enabled: {_describe(value)}' under '{field}:')")
     return None
@@ -248,6 +250,8 @@ def _flag_problem(error: Mapping[str, Any], field: str | int | None) -> str | No
 def _describe(value: Any) -> str:
     if value is None:
         return "null"
+    if isinstance(value, YamlWord):
+        return str(value)  # an unquoted yes/no/on/off/true/false, as written
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import yaml
 
+from instaset.engine.values import YamlWord
+
 
 def _where(filename: str, line: int | None, column: int | None = None) -> str:
     """``file:line:column`` (1-based), shortened to what is known."""
@@ -153,13 +155,17 @@ _FLOAT_TAG = "tag:yaml.org,2002:float"
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """``SafeLoader`` with two changes for config files:
+    """``SafeLoader`` with three changes for config files:
 
     - YAML 1.1's base-60 numbers are plain strings: an unquoted ``18:00`` stays ``"18:00"``
       (not the integer 1080), so a time of day reads as written and a mistake in one is
       reported as written (``'25:00'``, not ``1500``).
     - A date-like value that is not a real date (``2024-02-30``) is a YAML error at its
       line and column, not a ``ValueError`` from deep inside the constructor.
+    - An unquoted boolean (``yes``, ``on``, ``off``, ``true``...) is a
+      :class:`~instaset.engine.values.YamlWord`: the word as written, with its truth. The
+      models read it as text in a text position (``keywords: [on]`` is the keyword "on",
+      not "Yes") and as true or false in a yes/no one.
     """
 
 
@@ -187,6 +193,13 @@ def _construct_timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> obje
 
 
 ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_timestamp)
+
+
+def _construct_bool_word(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> object:
+    return YamlWord(loader.construct_scalar(node))
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:bool", _construct_bool_word)
 
 
 def _key_text(node: yaml.Node) -> str:

@@ -43,13 +43,16 @@ from instaset.engine.values import (
     Duration,
     StrList,
     YamlStr,
+    YamlWord,
     check_field_name,
     check_template,
     parse_clock,
     parse_days,
     parse_duration,
     true_is_empty,
+    true_only,
     unbool,
+    yaml_bool,
 )
 
 __all__ = [
@@ -451,11 +454,14 @@ class AskSpec(_Model):
 
 
 def _ai_shorthand(value: object) -> object:
+    truth = yaml_bool(value)
+    if truth is False:  # YAML reads a bare `off` (and `no`) as false: the creator meant off
+        return {"mode": "off"}
+    if truth is True or value is None:
+        return {}
     if isinstance(value, str):
         return {"mode": value}
-    if value is False:  # YAML reads a bare `off` (and `no`) as false: the creator meant off
-        return {"mode": "off"}
-    return {} if value is True or value is None else value
+    return value
 
 
 class AISpec(_Model):
@@ -524,8 +530,9 @@ def _score_shorthand(value: object) -> object:
     if isinstance(value, int) and not isinstance(value, bool):
         return {"points": value}
     if not isinstance(value, dict):
-        shown = "null" if value is None else (
-            str(value).lower() if isinstance(value, bool) else repr(value))  # as YAML says it
+        shown = "null" if value is None else (  # as YAML says it
+            str(value).lower() if isinstance(value, bool)
+            else str(value) if isinstance(value, YamlWord) else repr(value))
         raise ValueError(f"must be a number of points (score: 20) or {{points: 20, reason: "
                          f"TEXT}}, got {shown}")
     return value
@@ -588,7 +595,7 @@ class ActionStep(_Model):
     buttons: ButtonsSpec | None = None
     score: Annotated[ScoreSpec, BeforeValidator(_score_shorthand)] | None = None
     offer_booking: Annotated[OfferBookingSpec, BeforeValidator(true_is_empty)] | None = None
-    typing: Literal[True] | None = None
+    typing: Annotated[Literal[True] | None, BeforeValidator(true_only)] = None
 
     @model_validator(mode="before")
     @classmethod

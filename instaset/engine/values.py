@@ -47,7 +47,7 @@ _SECOND = timedelta(seconds=1)
 
 def _shown(value: object) -> str:
     """The value as written, cut short when it is a wall of digits."""
-    text = repr(value)
+    text = str(value) if isinstance(value, YamlWord) else repr(value)
     return text if len(text) <= 60 else f"{text[:40]}...({len(text)} characters)"
 
 
@@ -226,9 +226,34 @@ def parse_days(value: object) -> tuple[int, ...]:
 Days = Annotated[tuple[int, ...], BeforeValidator(parse_days)]
 
 
+class YamlWord(str):
+    """An unquoted YAML boolean as the creator wrote it (``yes``, ``No``, ``on``, ``OFF``,
+    ``true``...): the config loader gives one for each, because YAML 1.1 reads all of them as
+    true or false, and only the position tells which was meant. In a text position (a
+    keyword, a title, a choice) it is that text: ``keywords: [on]`` is the keyword "on". In a
+    yes/no position it is its :attr:`truth`: pydantic reads yes/no/on/off/true/false as
+    booleans, and the shorthand validators below ask :func:`yaml_bool`."""
+
+    @property
+    def truth(self) -> bool:
+        return self.lower() in ("yes", "true", "on")
+
+
+def yaml_bool(value: object) -> bool | None:
+    """True/False for a boolean or a :class:`YamlWord`; None for anything else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, YamlWord):
+        return value.truth
+    return None
+
+
 def unbool(value: object) -> object:
-    """YAML 1.1 reads unquoted yes/no/on/off as booleans; in a text position (keywords,
-    titles, payloads, choices) the creator meant the word: ``Yes`` / ``No``."""
+    """A boolean in a text position (keywords, titles, payloads, choices) as text: a
+    :class:`YamlWord` as written (``on`` stays "on"); a boolean given in Python or JSON-like
+    data (no text to keep) as ``Yes`` / ``No``."""
+    if isinstance(value, YamlWord):
+        return str(value)
     if value is True:
         return "Yes"
     if value is False:
@@ -249,10 +274,15 @@ def as_tuple(value: object) -> object:
 
 
 def true_is_empty(value: object) -> object:
-    """``first_message: true`` / ``story_mention:`` (null) mean an empty block."""
-    if value is True:
+    """``first_message: true`` (or yes, on) / ``story_mention:`` (null) mean an empty block."""
+    if yaml_bool(value) is True:
         return {}
     return value
+
+
+def true_only(value: object) -> object:
+    """``typing: true`` (or yes, on) is True; anything else is left for the field to refuse."""
+    return True if yaml_bool(value) is True else value
 
 
 StrList = Annotated[tuple[str, ...], BeforeValidator(as_tuple)]
