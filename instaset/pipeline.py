@@ -154,10 +154,13 @@ class Pipeline:
         is_new = False
         defer = False
         person = contact if contact and contact != acct else None  # someone, not the account
+        # A disconnected account's events (acknowledged before a deauthorize or `disconnect`)
+        # are history only: no workflow, no AI, no profile lookup runs for them.
+        live = await history.account_live(conn, acct)
         if contact and contact != acct:
             username = event.from_username if isinstance(event, CommentEvent) else None
             is_new = await history.touch_contact(conn, acct, contact, now, username=username)
-            if (not is_new and self.profile_first is not None and self.automation is not None
+            if (live and not is_new and self.profile_first is not None
                     and isinstance(event, MessageEvent | PostbackEvent)
                     and not event.is_from_business
                     and (await pending_under(conn, f"first_plan:{acct}:{contact}:")
@@ -170,7 +173,7 @@ class Pipeline:
                 # once; one caught mid-wait would otherwise be overtaken by the next).
                 raise RetryLater(FIRST_MESSAGE_POLL, "waits for the contact's earlier message",
                                  count_attempt=False)
-            if is_new and isinstance(event, MessageEvent | PostbackEvent) and (
+            if live and is_new and isinstance(event, MessageEvent | PostbackEvent) and (
                 not event.is_from_business
             ):
                 if self.profile_first is not None and self.automation is not None:
@@ -244,7 +247,7 @@ class Pipeline:
             if not await history.set_reaction(conn, event.mid, who, reaction,
                                               account_id=acct, contact_id=person):
                 _before_its_message(event, received_at, now)
-        if self.automation is not None and not event.is_from_business and not defer:
+        if live and self.automation is not None and not event.is_from_business and not defer:
             jobs = await self.automation.plan(conn, event, is_new_contact=is_new, now=now)
             if jobs:
                 await enqueue_in(conn, jobs, now)

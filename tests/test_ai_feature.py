@@ -446,3 +446,42 @@ async def test_past_replies_off_sends_nothing_of_other_conversations(make: Make)
     req = env.fake.requests[-1]
     assert "zoom or in person" not in req.system and "Zoom only" not in req.system
     assert "past replies" not in req.system
+
+
+# --- a disconnected account: nothing more goes to Gemini (privacy review, session 15) --------
+
+async def _disconnect(env: Env) -> None:
+    """What a deauthorize callback or `instaset disconnect` does to the account's row."""
+    from instaset.store.accounts import set_disconnected
+
+    await set_disconnected(env.h.rt.db, env.h.account_id, env.h.clock())
+
+
+async def test_a_dm_acknowledged_before_a_deauthorize_is_history_not_automation(
+        make: Make) -> None:
+    env = await make([{"name": "hi", "trigger": {"fallback": True},
+                       "actions": [{"reply": "Hi! What can I do for you?"}, {"tag": "asked"}]}])
+    await env.h.dm(IGSID, "my phone is 555-0100")  # stored (200), not processed yet
+    await _disconnect(env)
+    await env.h.settle()
+
+    # no workflow decided anything: no send (not even a refused one), no tag
+    assert env.texts() == [] and await env.rows("SELECT * FROM sends") == []
+    [conv] = await env.rows("SELECT state FROM conversations")
+    assert "asked" not in json.loads(conv["state"] or "{}").get("tags", [])
+    assert [m["text"] for m in await env.h.messages(IGSID)] == ["my phone is 555-0100"]
+    assert await env.rows("SELECT * FROM events WHERE processed_at IS NULL") == []
+
+
+async def test_an_ai_reply_queued_before_a_deauthorize_does_not_call_gemini(
+        make: Make) -> None:
+    env = await make([{"name": "later", "trigger": {"fallback": True},
+                       "actions": [{"delay": "1h"}, {"ai_reply": "auto"}]}])
+    env.fake.script(reply("Sure thing!"))
+    await env.h.dm(IGSID, "tell me more")
+    await env.h.settle()  # decided; the AI step waits an hour
+    await _disconnect(env)
+    await env.h.settle(advance_up_to=2 * 3600)
+
+    assert env.fake.requests == []
+    assert env.texts() == []

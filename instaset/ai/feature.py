@@ -175,8 +175,8 @@ class AIReplies:
             return None
         ctx = await load_reply_context(self.db, job.key, acct, contact, comment_id,
                                        past_replies=self.config.ai.past_replies)
-        if ctx is None:  # answered already (a rerun), or the conversation is gone
-            return None
+        if ctx is None:  # answered already (a rerun), the conversation is gone, or the
+            return None  # account was disconnected since the job was queued
         if mode == "auto" and ctx.paused_until is not None and ctx.paused_until > self.clock():
             log.info("ai_reply for %s skipped: a human has the conversation", contact)
             return None

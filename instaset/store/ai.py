@@ -57,12 +57,13 @@ async def reply_context(db: Database, key: str, account_id: str, contact_id: str
     """:func:`conversation_row` (its ``username`` and ``paused_until``) and, as ``answered``,
     :func:`already_answered` for the ai_reply job ``key``, in one indexed statement on the
     loop-thread connection (``quick``: no thread hand-off); None when the conversation does
-    not exist."""
+    not exist, or its account is disconnected (nothing of it goes to Gemini then)."""
     return await db.fetchone(
         "SELECT k.username, c.paused_until, (EXISTS(SELECT 1 FROM sends WHERE key = ? OR"
         " key = ?) OR EXISTS(SELECT 1 FROM ai_drafts WHERE key = ?)) AS answered"
         " FROM conversations c JOIN contacts k"
         " ON k.account_id = c.account_id AND k.id = c.contact_id"
+        " JOIN accounts a ON a.id = c.account_id AND a.state != 'disconnected'"
         " WHERE c.account_id = ? AND c.contact_id = ?",
         (f"send:{key}", f"send:{key}:fallback", key, account_id, contact_id), quick=True,
     )

@@ -49,6 +49,14 @@ async def get_account(db: Database, account_id: str) -> sqlite3.Row | None:
     return await db.fetchone("SELECT * FROM accounts WHERE id = ?", (account_id,))
 
 
+async def account_live(conn: aiosqlite.Connection, account_id: str) -> bool:
+    """Whether automation runs for the account: it is stored and not disconnected (a
+    deauthorize or `disconnect` stops it, also for the work queued before)."""
+    rows = await conn.execute_fetchall(
+        "SELECT 1 FROM accounts WHERE id = ? AND state != 'disconnected'", (account_id,))
+    return bool(list(rows))
+
+
 async def list_accounts(db: Database) -> list[sqlite3.Row]:
     return await db.fetchall("SELECT * FROM accounts ORDER BY created_at, id")
 
