@@ -18,6 +18,7 @@ from instaset.outbox import Outgoing, enqueue_sends
 from instaset.pipeline import ECHO_SETTLE_SECONDS
 from instaset.rules import SendKind
 from instaset.sandbox import Fault, build_echo_payload
+from instaset.store import ingest as ingest_module
 from instaset.store.ingest import EventRow
 from tests.sending_harness import ACCT, Clock, Harness, open_harness
 
@@ -800,7 +801,7 @@ async def test_a_stored_echo_settles_an_image_send_too(make_harness: MakeHarness
 
 
 async def test_an_echo_still_staged_by_ingest_under_load_settles_the_send(
-    make_harness: MakeHarness,
+    make_harness: MakeHarness, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Found in review: under sustained load ingest stages events (store/ingest.py), and
     the echo check read only ``events``: the staged echo was missed and the image went twice.
@@ -811,6 +812,7 @@ async def test_an_echo_still_staged_by_ingest_under_load_settles_the_send(
     await h.settle()
     w = h.rt.writer
     w._waiting += 1  # a request always waiting for its commit: no calm to move in
+    monkeypatch.setattr(ingest_module, "MOVE_EVERY", 3600.0)  # nor a periodic move
     try:
         await asyncio.gather(*(w.submit([EventRow(f"msg:fill{i}", ACCT, "message",
                                                   f"9{i:05d}", 1.0,
@@ -939,7 +941,7 @@ async def test_an_echo_two_identical_sends_in_flight_could_be_waits_for_their_an
 
 @pytest.mark.parametrize("where", ["behind", "staged"])
 async def test_a_retry_takes_an_echo_another_send_could_explain_only_once_it_settled(
-    make_harness: MakeHarness, where: str,
+    make_harness: MakeHarness, where: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The retry's side of the test above, with nobody ever answering b's call: a's retry
     (its own echo wait over) finds b's echo stored and not processed (the worker is an hour
@@ -950,6 +952,9 @@ async def test_a_retry_takes_an_echo_another_send_could_explain_only_once_it_set
     clock.advance(10)
     w = h.rt.writer
     w._waiting += 1  # a request always waiting for its commit: staged rows stay staged
+    # ...and no periodic move (every 0.1 s under load) either: on a busy machine the fill
+    # rows moved before the echo came, which then went straight into events.
+    monkeypatch.setattr(ingest_module, "MOVE_EVERY", 3600.0)
     try:
         if where == "staged":  # ingest under load: what comes now is staged
             await asyncio.gather(*(w.submit([EventRow(f"msg:fill{i}", ACCT, "message",
