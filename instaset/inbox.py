@@ -338,11 +338,16 @@ async def reply(
         # The creator took over: automation stays out of this thread for a while, and the
         # thread counts as read (they have just answered it). In the same transaction as
         # the send, so automation cannot answer alongside the reply while it goes out.
-        await history.update_conversation(conn, ref.account_id, ref.contact_id, now,
-                                          paused_until=until, unread_delta=-(10**6))
+        # A longer pause set before (a workflow's handoff, `inbox pause --for 30d`) stands.
+        await history.creator_took_over(conn, ref.account_id, ref.contact_id, now,
+                                        until=until, said_at=None)
     done = await deliver_now(rt, keys, wait=wait, poll=poll)
     if done.state in ("sent", "queued"):
-        paused: float | None = until
+        previous = before["paused_until"] if before is not None else None
+        paused: float | None = max(until, previous or 0.0)
+        async with rt.db.tx() as conn:
+            await history.drop_question(conn, ref.account_id, ref.contact_id, rt.clock(),
+                                        said_at=now)
     else:
         # Refused or failed: a reply that never went out must not silence the automation
         # for hours. The conversation gets back the pause and unread count it had.

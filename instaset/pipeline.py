@@ -312,9 +312,10 @@ class Pipeline:
             conn, acct, contact, now, message_at=event.occurred_at or now,
         )
         if not origin.ours:
-            # The creator answered in the Instagram app: hand the thread to them.
-            await history.update_conversation(
-                conn, acct, contact, now, paused_until=now + self.pause_for_seconds,
-                unread_delta=-(10**6),
-            )
+            # The creator answered in the Instagram app: hand the thread to them, for
+            # pause_for from when they typed (as replay counts it; a message processed late,
+            # after downtime, pauses only what is left of that).
+            said = event.occurred_at or now
+            await history.creator_took_over(conn, acct, contact, now,
+                                            until=said + self.pause_for_seconds, said_at=said)
             log.info("creator replied to %s in the app; automation paused", contact)

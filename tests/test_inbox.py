@@ -26,6 +26,7 @@ from instaset.outbox import StaticTokens, TokenProvider
 from instaset.sandbox import Sandbox
 from instaset.store import history
 from instaset.store.db import open_database
+from instaset.timefmt import iso_utc
 from tests.sending_harness import ACCT, Harness, open_harness
 
 ALICE = "1129842642640637"
@@ -431,3 +432,22 @@ def test_escape_codes_in_a_contacts_text_never_reach_the_terminal(tmp_path: Path
         assert result.exit_code == 0, result.output
         assert not any(ch in result.stdout for ch in "\x1b\x07\r\x00"), repr(result.stdout)
     assert "hello" in shown.stdout and "OVER" in shown.stdout and "evil line" in shown.stdout
+
+
+def test_a_reply_keeps_a_longer_pause_set_before(
+    reply_env: tuple[Path, Path], sandbox: ThreadedSandbox,
+) -> None:
+    """Handoff review, session 15: `inbox pause --for 30d` then `inbox reply` left a 12 h
+    (here 6 h) pause: the reply shortened it. It now keeps the longer one, and says so."""
+    cfg, db_path = reply_env
+    sandbox.user_dm_at("3339842642640639", 2 * HOUR)
+    seed_inbound(db_path, "3339842642640639", 2 * HOUR)
+    assert run_cli(cfg, "inbox", "pause", "carol", "--for", "30d").exit_code == 0
+    month = db_rows(db_path, "SELECT paused_until FROM conversations")[0]["paused_until"]
+    assert abs(month - (time.time() + 30 * 24 * HOUR)) < 60
+    result = run_cli(cfg, "inbox", "reply", "carol", "I'll send it tonight")
+    assert result.exit_code == 0, result.output
+    assert db_rows(db_path, "SELECT paused_until FROM conversations") == [
+        {"paused_until": month}]
+    assert human_sends(sandbox)[0]["message"] == {"text": "I'll send it tonight"}
+    assert f"automation paused until {iso_utc(month)}" in result.stdout

@@ -18,6 +18,7 @@ from instaset.outbox import Outgoing, enqueue_sends
 from instaset.pipeline import ECHO_SETTLE_SECONDS
 from instaset.rules import SendKind
 from instaset.sandbox import Fault, build_echo_payload
+from instaset.sandbox.wire import new_mid
 from instaset.store import ingest as ingest_module
 from instaset.store.ingest import EventRow
 from tests.sending_harness import ACCT, Clock, Harness, open_harness
@@ -991,3 +992,74 @@ async def test_a_retry_takes_an_echo_another_send_could_explain_only_once_it_set
     assert b["state"] == "sent" and b["message_id"] != echo_mid  # b went again
     assert len(h.graph_sends(IGSID)) == 3  # a's 500, b's lost answer, b again
     assert (await h.conversation(IGSID))["paused_until"] is None
+
+
+# -- a creator's own reply never shortens a pause (handoff review, session 15) ---------------
+REFUND = {"name": "refund", "trigger": {"dm": {"keywords": ["refund"]}},
+          "actions": [{"reply": "A human will take care of it"},
+                      {"handoff": {"pause_for": "7d"}}]}
+
+
+async def test_a_creator_reply_keeps_a_longer_handoff_pause(make_harness: MakeHarness) -> None:
+    clock = Clock(frozen=True)
+    h = await make_harness(workflows=[REFUND, GUIDE], clock=clock, pause_for="12h")
+    await h.dm(IGSID, "I want a refund")
+    await h.settle()
+    week = clock() + 7 * 24 * HOUR
+    assert (await h.conversation(IGSID))["paused_until"] == pytest.approx(week)
+
+    await h.creator_types(IGSID, "Hi, sorry about that, looking into it")
+    await h.settle()
+    assert (await h.conversation(IGSID))["paused_until"] == pytest.approx(week)  # not 12 h
+
+    clock.advance(13 * HOUR)  # past the creator's 12 h, inside the workflow's week
+    await h.dm(IGSID, "guide")
+    await h.settle()
+    assert [b["message"] for b in body_of(h, IGSID)] == [{"text": "A human will take care of it"}]
+
+
+async def test_a_creator_reply_processed_late_pauses_from_when_they_typed(
+        make_harness: MakeHarness) -> None:
+    """A creator's message delivered (or processed) 11 h late pauses the thread for the hour
+    left of its 12 h, as `workflows replay` counts it, not for 12 h from now."""
+    clock = Clock(frozen=True)
+    h = await make_harness(workflows=[GUIDE], clock=clock, pause_for="12h")
+    await h.dm(IGSID, "hello")
+    await h.settle()
+    typed_at = clock() - 11 * HOUR
+    payload = build_echo_payload(ACCT, IGSID, {"text": "hey! (typed during the outage)"},
+                                 new_mid(ACCT), int(typed_at * 1000))
+    assert await h.post(payload) == 200
+    await h.settle()
+    assert (await h.conversation(IGSID))["paused_until"] == pytest.approx(typed_at + 12 * HOUR)
+
+    clock.advance(HOUR + 60)
+    await h.dm(IGSID, "guide")
+    await h.settle()
+    assert body_of(h, IGSID) == [{"recipient": {"id": IGSID}, "message": {"text": GUIDE_TEXT}}]
+
+
+ASK_EMAIL = {"name": "email", "trigger": {"dm": {"keywords": ["bonus"]}},
+             "actions": [{"ask": {"field": "email", "type": "email",
+                                  "prompt": "What's your email?"}},
+                         {"reply": "Thanks!"}]}
+
+
+async def test_a_question_asked_before_the_creator_took_over_is_dropped(
+        make_harness: MakeHarness) -> None:
+    """After the pause, the contact's next message is not taken as the answer to a question
+    asked before the creator answered them (it got "that doesn't look like an email")."""
+    clock = Clock(frozen=True)
+    h = await make_harness(workflows=[ASK_EMAIL], clock=clock, pause_for="12h")
+    await h.dm(IGSID, "bonus please")
+    await h.settle()
+    clock.advance(60)
+    await h.creator_types(IGSID, "I'll send it to you myself")
+    await h.settle()
+    clock.advance(13 * HOUR)
+    await h.dm(IGSID, "thanks so much, loved it")
+    await h.settle()
+    texts = [b["message"]["text"] for b in body_of(h, IGSID)]  # type: ignore[index]
+    assert texts == ["What's your email?"]
+    state = json.loads((await h.conversation(IGSID))["state"])
+    assert state["awaiting"] is None

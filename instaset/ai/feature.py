@@ -345,7 +345,7 @@ class AIReplies:
         p = job.payload
         acct, contact = str(p["account_id"]), str(p["contact_id"])
         pause = self.config.handoff.pause_for.total_seconds()
-        await history.update_conversation(conn, acct, contact, now, paused_until=now + pause)
+        await history.update_conversation(conn, acct, contact, now, pause_at_least=now + pause)
         await aistore.insert_draft(
             conn, key=job.key, account_id=acct, contact_id=contact,
             comment_id=p.get("comment_id"), text=answer.reply if answer else "",

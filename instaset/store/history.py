@@ -116,8 +116,10 @@ async def update_conversation(
     conn: aiosqlite.Connection, account_id: str, contact_id: str, now: float, *,
     state: str | None = None, inbound_at: float | None = None,
     message_at: float | None = None, paused_until: float | EllipsisType | None = ...,
-    unread_delta: int = 0,
+    pause_at_least: float | None = None, unread_delta: int = 0,
 ) -> None:
+    """Set what is given. ``paused_until`` replaces the pause (None ends it);
+    ``pause_at_least`` extends it, leaving a longer one as it is."""
     sets = ["updated_at = ?"]
     params: list[Any] = [now]
     if state is not None:
@@ -132,6 +134,9 @@ async def update_conversation(
     if not isinstance(paused_until, EllipsisType):
         sets.append("paused_until = ?")
         params.append(paused_until)
+    elif pause_at_least is not None:
+        sets.append("paused_until = max(coalesce(paused_until, 0), ?)")
+        params.append(pause_at_least)
     if unread_delta:
         sets.append("unread = max(0, unread + ?)")
         params.append(unread_delta)
@@ -139,6 +144,44 @@ async def update_conversation(
     await conn.execute(
         f"UPDATE conversations SET {', '.join(sets)} WHERE account_id = ? AND contact_id = ?",
         params,
+    )
+
+
+async def creator_took_over(
+    conn: aiosqlite.Connection, account_id: str, contact_id: str, now: float, *,
+    until: float, said_at: float | None,
+) -> None:
+    """The creator answered the thread themselves (in the Instagram app, or with `inbox
+    reply`): automation pauses until ``until`` unless a longer pause is set already (a
+    workflow's 7-day handoff stands), and the thread counts as read. A pause already over
+    (``until`` <= ``now``: an old message, processed late) changes no pause. With
+    ``said_at`` (their message is out), :func:`drop_question` too, in the same statement."""
+    await conn.execute(
+        "UPDATE conversations SET unread = 0, updated_at = ?,"
+        " paused_until = CASE WHEN ? > ? THEN max(coalesce(paused_until, 0), ?)"
+        " ELSE paused_until END,"
+        f" state = {_QUESTION_DROPPED}"
+        " WHERE account_id = ? AND contact_id = ?",
+        (now, until, now, until, said_at, account_id, contact_id),
+    )
+
+
+# The conversation's state without a question automation asked at or before ?1 (NULL: kept).
+_QUESTION_DROPPED = (
+    "CASE WHEN json_valid(state) AND json_extract(state, '$.awaiting.asked_at') <= ?"
+    " THEN json_set(state, '$.awaiting', json('null')) ELSE state END"
+)
+
+
+async def drop_question(conn: aiosqlite.Connection, account_id: str, contact_id: str,
+                        now: float, *, said_at: float) -> None:
+    """Forget a question automation asked the contact at or before ``said_at``, when the
+    creator answered them then: the contact now talks to the creator, and their next
+    message (after the pause) is no answer to it."""
+    await conn.execute(
+        f"UPDATE conversations SET state = {_QUESTION_DROPPED}, updated_at = ?"
+        " WHERE account_id = ? AND contact_id = ?",
+        (said_at, now, account_id, contact_id),
     )
 
 
