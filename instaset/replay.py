@@ -453,8 +453,14 @@ class Replayer:
             key = (ev.account_id, contact)
             before = state_of(*key)
             if se.human_echo:
-                until_ts = ev.occurred_at + self.pause_for_seconds
-                st[key] = replace(before, paused_until=until_ts)
+                # As the daemon does: a longer pause set before stands, and a question
+                # asked before the creator's message is dropped.
+                until_ts = max(ev.occurred_at + self.pause_for_seconds,
+                               before.paused_until or 0.0)
+                awaiting = before.awaiting
+                if awaiting is not None and awaiting.asked_at <= ev.occurred_at:
+                    awaiting = None
+                st[key] = replace(before, paused_until=until_ts, awaiting=awaiting)
                 line = f"you replied in the Instagram app: automation paused until {iso(until_ts)}"
                 steps.append(Step(ev.dedupe_key, se.id, ev.kind.value, ev.occurred_at,
                                   ev.account_id, contact, before.username, _text(ev),

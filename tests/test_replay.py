@@ -36,7 +36,7 @@ from instaset.replay import (
     offline_ai,
     replay_config,
 )
-from instaset.sandbox import build_comment_payload, build_dm_payload
+from instaset.sandbox import build_comment_payload, build_dm_payload, build_echo_payload
 from tests.sending_harness import ACCT, Harness, open_harness
 
 FAR_FUTURE = 4_102_444_800.0  # 2100-01-01: "until" that includes everything stored
@@ -345,3 +345,29 @@ def test_ai_steps_are_answered_by_the_offline_responder() -> None:
     assert "refund" in notes[1][0]
     assert describe_action(report.steps[0].outcome.actions[0]) == (
         "AI reply (auto, offline responder)")
+
+
+def _creator_event(n: int, user: str, text: str, at: float) -> StoredEvent:
+    payload = build_echo_payload(ACCT, user, {"text": text}, f"mid-{n}", int(at * 1000))
+    return StoredEvent(n, parse_webhook(payload)[0], human_echo=True)
+
+
+def test_a_creator_message_keeps_a_longer_handoff_pause_and_drops_the_question() -> None:
+    """As the daemon does (handoff review, session 15): the creator's own message does not
+    shorten the week a handoff step set, and a question asked before it is dropped."""
+    wfs = [{"name": "refund", "trigger": {"dm": {"keywords": ["refund"]}},
+            "actions": [{"handoff": {"pause_for": "7d"}}]},
+           {"name": "bonus", "trigger": {"dm": {"keywords": ["bonus"]}},
+            "actions": [{"ask": {"field": "email", "type": "email", "prompt": "Email?"}}]},
+           {"name": "hi", "trigger": {"fallback": True}, "actions": [{"reply": "Hi!"}]}]
+    events = [_dm_event(1, "u1", "refund please", T0),
+              _creator_event(2, "u1", "on it", T0 + 60),
+              _dm_event(3, "u1", "hello?", T0 + 2 * 3600),  # past the 1 h pause_for
+              _dm_event(4, "u2", "bonus", T0),
+              _creator_event(5, "u2", "I'll send it myself", T0 + 60),
+              _dm_event(6, "u2", "thanks", T0 + 2 * 3600)]
+    events.sort(key=lambda e: e.event.occurred_at)
+    report = _replayer(wfs).run(events, {}, until=T0 + 3 * 3600)
+    by_key = {s.key: s.outcome for s in report.steps}
+    assert by_key["msg:mid-3"].actions == ()  # still in the week's handoff
+    assert by_key["msg:mid-6"].actions == (SendText("Hi!"),)  # not "that's not an email"
