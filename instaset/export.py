@@ -27,6 +27,11 @@ Format ``instaset-export`` version 1 (``EXPORT_SCHEMA`` is its JSON Schema; ``in
                                                # (id null: acknowledged, still staged)
           "other": {table: [row, ...]}                 # other features' rows (drafts, leads)
       }],
+      "events": [{"account_id", "contact_id", "id", "kind", "occurred_at", "received_at",
+                  "payload"}],                     # Meta's events filed under no contact:
+                                               # the account's own comments and replies,
+                                               # unknown kinds, mentions (not in a
+                                               # contact's export; absent there)
       "notifications": [...]                           # account-level ones
     }
 
@@ -109,6 +114,26 @@ EXPORT_SCHEMA: dict[str, Any] = {
                                     "delivered_at": _TN})),
     }),
 }
+# Since 2026-12 (a new key, version 1 still): not required, so older exports stay valid.
+EXPORT_SCHEMA["properties"]["events"] = _arr(_obj({
+    "account_id": _T, "contact_id": _TN, "id": _IN, "kind": _T, "occurred_at": _TN,
+    "received_at": _TN, "payload": {}}))
+
+# Events filed under no exported contact (no contact id, the account's own, or one without
+# a contacts row), staged ones last (id null), ?1: the account or NULL for all; paged by ?2.
+_UNFILED_EVENTS = """
+SELECT id, account_id, contact_id, kind, occurred_at, received_at, raw, staged, n FROM (
+  SELECT id, account_id, contact_id, kind, occurred_at, received_at, raw, 0 AS staged, id AS n
+  FROM events e WHERE (?1 IS NULL OR account_id = ?1) AND (contact_id IS NULL
+    OR NOT EXISTS (SELECT 1 FROM contacts k WHERE k.account_id = e.account_id
+                   AND k.id = e.contact_id))
+  UNION ALL
+  SELECT NULL, account_id, contact_id, kind, occurred_at, received_at, raw, 1, id
+  FROM staged_events s WHERE (?1 IS NULL OR account_id = ?1) AND (contact_id IS NULL
+    OR NOT EXISTS (SELECT 1 FROM contacts k WHERE k.account_id = s.account_id
+                   AND k.id = s.contact_id)))
+WHERE (staged, n) > (?2, ?3) ORDER BY staged, n LIMIT ?4
+"""
 
 
 def _clean_row(row: Any) -> dict[str, Any]:
@@ -258,12 +283,32 @@ async def write_export(
         progress(n)
     notes: list[Any] = []
     if contact is None:
+        if events:
+            await _write_unfiled_events(db, out, account_id)
         notes = await db.fetchall(
             "SELECT * FROM notifications WHERE contact_id IS NULL AND (?1 IS NULL OR"
             " account_id = ?1 OR account_id IS NULL) ORDER BY created_at, id", (account_id,))
     out.write("\n ],\n \"notifications\": " + json.dumps([_notification(r) for r in notes],
                                                           ensure_ascii=False) + "\n}\n")
     return n
+
+
+async def _write_unfiled_events(db: Database, out: IO[str], account_id: str | None) -> None:
+    """The top-level ``events``, a page at a time."""
+    out.write('\n ],\n "events": [')
+    cursor: tuple[int, int] = (-1, 0)
+    first = True
+    while True:
+        rows = await db.fetchall(_UNFILED_EVENTS, (account_id, *cursor, PAGE))
+        for r in rows:
+            item = {"account_id": r["account_id"], "contact_id": r["contact_id"],
+                    "id": r["id"], "kind": r["kind"], "occurred_at": iso_utc(r["occurred_at"]),
+                    "received_at": iso_utc(r["received_at"]), "payload": json.loads(r["raw"])}
+            out.write(("\n  " if first else ",\n  ") + json.dumps(item, ensure_ascii=False))
+            first = False
+        if len(rows) < PAGE:
+            return
+        cursor = (int(rows[-1]["staged"]), int(rows[-1]["n"]))
 
 
 def read_export(text: str) -> dict[str, Any]:

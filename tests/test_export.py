@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from instaset import export as export_module
 from instaset.cli import app
 from instaset.errors import InstasetError
 from instaset.export import EXPORT_SCHEMA, read_export
@@ -114,6 +115,11 @@ def test_round_trip_against_the_schema_and_the_database(
                 for m in contact["messages"]] == stored
         events = db_rows(db_path, f"SELECT id FROM events WHERE contact_id = '{cid}'")
         assert sorted(e["id"] for e in contact["events"]) == sorted(e["id"] for e in events)
+    # every stored event is in the export: under its contact, or at the top level
+    exported_ids = [e["id"] for c in contacts.values() for e in c["events"]] + [
+        e["id"] for e in doc["events"]]
+    assert sorted(exported_ids) == [r["id"] for r in db_rows(
+        db_path, "SELECT id FROM events ORDER BY id")]
     u1 = contacts[U1]
     assert (u1["stage"], u1["tags"]) == ("engaged", ["lead"])
     assert u1["fields"]["email"] == "u1@example.com"  # (the profile fetch may add "name")
@@ -171,6 +177,44 @@ def test_an_event_still_staged_by_ingest_is_exported_with_the_events_only(
                                  "--no-events"])
     assert result.exit_code == 0, result.output
     assert "secret words" not in result.stdout
+
+
+@pytest.mark.parametrize("page", [500, 1])
+def test_events_filed_under_no_contact_are_exported_at_the_top_level(
+    exported: tuple[Path, Path], page: int, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by the session-15 privacy review: "everything stored" left out the events filed
+    under no contact: the account's own public replies (their contact is the account), items
+    of kinds instaset does not know (no contact), and such events still staged."""
+    cfg, db_path = exported
+    own = json.dumps({"text": "Thanks @u1, check your DMs!"})
+    unknown = json.dumps({"pass_thread_control": {"metadata": "u1 said hi"}})
+    with sqlite3.connect(db_path) as conn:
+        acct = conn.execute("SELECT id FROM accounts").fetchone()[0]
+        conn.execute("INSERT INTO events(dedupe_key, account_id, kind, contact_id, occurred_at,"
+                     " received_at, raw, processed_at) VALUES ('cmt:own', ?1, 'comment', ?1,"
+                     " 1.7e9, 1.7e9, ?2, 1.7e9)", (acct, own))
+        conn.execute("INSERT INTO events(dedupe_key, account_id, kind, contact_id, occurred_at,"
+                     " received_at, raw, processed_at) VALUES ('unk:1', ?, 'unknown', NULL,"
+                     " 1.7e9, 1.7e9, ?, 1.7e9)", (acct, unknown))
+        conn.execute("INSERT INTO staged_events(dedupe_key, account_id, kind, contact_id,"
+                     " occurred_at, received_at, raw) VALUES ('unk:2', ?, 'unknown', NULL,"
+                     " 1.7e9, 1.7e9, ?)", (acct, unknown))
+    monkeypatch.setattr(export_module, "PAGE", page)  # 1: every row its own page
+    runner = CliRunner()
+    result = runner.invoke(app, ["--config", str(cfg), "export"])
+    assert result.exit_code == 0, result.output
+    doc = read_export(result.stdout)
+    validate(doc, EXPORT_SCHEMA)
+    assert [(e["kind"], e["contact_id"], e["id"] is None, e["payload"])
+            for e in doc["events"]] == [
+        ("comment", acct, False, json.loads(own)), ("unknown", None, False, json.loads(unknown)),
+        ("unknown", None, True, json.loads(unknown))]
+    # one contact's export, or one without events, has none of them
+    for args in (["--contact", U1], ["--no-events"]):
+        result = runner.invoke(app, ["--config", str(cfg), "export", *args])
+        assert result.exit_code == 0, result.output
+        assert "events" not in read_export(result.stdout) and "u1 said hi" not in result.stdout
 
 
 def test_read_export_refuses_other_formats_and_versions() -> None:
