@@ -12,6 +12,8 @@ import pytest
 
 from instaset.errors import StoreError
 from instaset.store.db import Database, migrations, open_database
+from instaset.store.retention import Purger
+from tests.sending_harness import open_harness
 
 EXPECTED_SCHEMA: dict[str, list[str]] = {
     "schema_migrations": ["version", "name", "applied_at"],
@@ -146,6 +148,43 @@ async def test_pragmas(db: Database) -> None:
     assert (await db.fetchone("PRAGMA foreign_keys"))[0] == 1  # type: ignore[index]
     assert (await db.fetchone("PRAGMA synchronous"))[0] == 2  # type: ignore[index]  # FULL
     assert (await db.fetchone("PRAGMA busy_timeout"))[0] >= 5000  # type: ignore[index]
+
+
+async def test_every_connection_the_daemon_opens_overwrites_deleted_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``secure_delete`` is set, not left to how SQLite was built: upstream's default is
+    off, and a deleted message's text would then stay in the file's free pages. Every
+    connection starts as on such a build; the daemon's own pragmas must turn it on."""
+    opened: list[sqlite3.Connection] = []
+    real_connect = sqlite3.connect
+
+    def connect(*args: object, **kwargs: object) -> sqlite3.Connection:
+        kwargs["check_same_thread"] = False  # read back from the test's thread below
+        conn = real_connect(*args, **kwargs)  # type: ignore[arg-type]
+        conn.execute("PRAGMA secure_delete=OFF")  # a build without SECURE_DELETE
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+
+    def level(conn: sqlite3.Connection) -> int | None:
+        try:
+            return int(conn.execute("PRAGMA secure_delete").fetchone()[0])
+        except sqlite3.ProgrammingError:  # closed since (a one-off read)
+            return None
+
+    async with open_harness(tmp_path) as h:
+        await h.dm("1129842642640999", "my number is 555-0100")
+        await h.settle()  # the ingest writer, the worker's connections, all in use
+        daemon = [c for c in opened if level(c) is not None]
+        # The main connection, the worker's loop-thread one, the ingest writer.
+        assert len(daemon) >= 3
+        assert {id(c): level(c) for c in daemon} == {id(c): 1 for c in daemon}
+        async with Purger(h.rt.db, cache_kib=1024):
+            purger = opened[-1]
+            assert purger not in daemon
+            assert level(purger) == 2  # FAST, on purpose: see Purger._open
 
 
 async def test_migrations_recorded_once_and_reopen_is_noop(tmp_path: Path) -> None:

@@ -52,6 +52,11 @@ log = logging.getLogger("instaset.store")
 
 Synchronous = Literal["NORMAL", "FULL"]
 BUSY_TIMEOUT_MS = 10_000
+# Deleted rows are overwritten with zeros, on every connection that writes: a deleted
+# message's text must not stay readable in the file's free pages. SQLite's own default is
+# off (only some builds, Debian's among them, compile it on), so it is set, not assumed.
+# The purger's connection lowers it to FAST on purpose (see store/retention.py: Purger).
+SECURE_DELETE = "PRAGMA secure_delete=ON"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
@@ -87,6 +92,7 @@ async def _connect(path: Path, synchronous: Synchronous) -> aiosqlite.Connection
         await conn.execute(f"PRAGMA synchronous={synchronous}")
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.execute("PRAGMA temp_store=MEMORY")
+        await conn.execute(SECURE_DELETE)
     except BaseException:
         await conn.close()
         raise
@@ -142,6 +148,7 @@ def connect_sync(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(SECURE_DELETE)
     except BaseException:
         conn.close()
         raise
@@ -205,6 +212,7 @@ class Database:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA temp_store=MEMORY")
+            conn.execute(SECURE_DELETE)
             # Checkpoints (an fsync of the database file) are left to the other
             # connections, which run in threads.
             conn.execute("PRAGMA wal_autocheckpoint=0")
