@@ -38,6 +38,7 @@ _LABELS = {
     "notifications": "notifications",
     "accounts": "connected accounts",
     "tokens": "access tokens",
+    "oauth_states": "connection attempts",
 }
 
 

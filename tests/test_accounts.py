@@ -45,6 +45,7 @@ from instaset.sandbox import Fault, Sandbox
 from instaset.sandbox.oauth import CODE_TTL, LONG_TTL
 from instaset.secrets import MemorySecrets, token_key
 from instaset.signed_request import SignedRequestError, parse_signed_request
+from instaset.store import accounts as acctstore
 from instaset.store import history
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database, open_database
@@ -607,6 +608,41 @@ async def test_data_deletion_of_a_contact(rt: Runtime, client: TestClient) -> No
     left = await rt.db.fetchall("SELECT contact_id FROM messages")
     assert [r[0] for r in left] == ["666"]
     assert MemorySecrets().get(token_key(ACCT)) is not None
+
+
+async def oauth_rows(db: Database) -> list[tuple[str, str | None]]:
+    rows = await db.fetchall("SELECT state, account_id FROM oauth_states ORDER BY state")
+    return [(str(r[0]), r[1]) for r in rows]
+
+
+async def test_deleting_an_account_forgets_its_connect_attempts(
+    rt: Runtime, client: TestClient, service: AccountService  # type: ignore[type-arg]
+) -> None:
+    """oauth_states rows name the account by id and @username: data deletion and
+    `disconnect --purge` take them with the account; others' attempts stay."""
+    await seed(rt.db, ACCT)
+    await seed(rt.db, OTHER)
+    for state, acct in (("s-acct", ACCT), ("s-other", OTHER), ("s-failed", None)):
+        await acctstore.create_state(rt.db, state, "http://127.0.0.1/cb", T0, 600)
+        if acct is not None:
+            name = f"u{acct[-3:]}"
+            await acctstore.finish_state(
+                rt.db, state, "connected", acct,
+                f"Instagram account @{name} ({acct}) is connected; its token expires soon.")
+        else:
+            await acctstore.finish_state(rt.db, state, "failed", None, "Instagram said no.")
+    # An attempt that failed after naming the account (no account_id on the row).
+    await acctstore.create_state(rt.db, "s-named", "http://127.0.0.1/cb", T0, 600)
+    await acctstore.finish_state(rt.db, "s-named", "failed", None,
+                                 f"Instagram account @u{ACCT[-3:]} ({ACCT}) could not subscribe.")
+    resp = await client.post("/meta/data-deletion", data=form(ACCT, META_SECRET))
+    assert resp.status == 200
+    assert await oauth_rows(rt.db) == [("s-failed", None), ("s-other", OTHER)]
+    receipt = await acctstore.get_receipt(rt.db, (await resp.json())["confirmation_code"])
+    assert receipt is not None and json.loads(receipt["summary"])["oauth_states"] == 2
+    purged = await service.disconnect(OTHER, purge=True)
+    assert purged.deleted["oauth_states"] == 1
+    assert await oauth_rows(rt.db) == [("s-failed", None)]
 
 
 @contextlib.asynccontextmanager

@@ -6,7 +6,9 @@ caller's transaction, so it is all or nothing. Besides the spine's tables it fin
 table that has an ``account_id`` (and ``contact_id``) column by reading the schema, so data
 that later features store per account or per contact (leads, bookings, links...) goes too.
 Jobs are matched by their payload: an ``account_id``/``contact_id`` field, a
-``process_event`` job's event, a ``send`` job's send row. Returns ``{table: rows deleted}``.
+``process_event`` job's event, a ``send`` job's send row. An account's ``oauth_states`` rows
+(its connect attempts, which name it by id and @username) go with it.
+Returns ``{table: rows deleted}``.
 """
 
 from __future__ import annotations
@@ -165,6 +167,16 @@ async def delete_account_data(
     counts: dict[str, int] = {}
     # Later features may reference contacts without ON DELETE CASCADE: check at COMMIT.
     await conn.execute("PRAGMA defer_foreign_keys = ON")
+    # Its connect attempts: the row names it by id, and its summary by @username and id.
+    name = [str(r[0]) for r in await conn.execute_fetchall(
+        "SELECT username FROM accounts WHERE id = ? AND username IS NOT NULL", (account_id,))]
+    await _delete(
+        conn, counts, "oauth_states",
+        "DELETE FROM oauth_states WHERE account_id = ?1"
+        " OR instr(detail, '(' || ?1 || ')') > 0"
+        " OR (?2 IS NOT NULL AND instr(detail, '@' || ?2 || ' (') > 0)",
+        (account_id, name[0] if name else None),
+    )
     await _delete(
         conn, counts, "jobs",
         "DELETE FROM jobs WHERE json_extract(payload, '$.account_id') = ?1"
