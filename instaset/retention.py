@@ -7,9 +7,10 @@ Contract:
   redirect keeps working in old DMs); messages the person unsent lose their text and media
   URLs whatever their age (Meta's rule: honour an unsend). Where the AI feature's tables
   exist, its call records and its finished drafts follow the same horizon, and so do the
-  stats rollups of the hours before it (except ``stats_reads``, see :func:`time_rules`). Unprocessed
-  events and queued or running jobs are never touched, so nothing acknowledged to Meta is
-  lost.
+  stats rollups of the hours before it (except ``stats_reads``, see :func:`time_rules`). Queued
+  or running jobs, and the unprocessed events they will still process, are never touched,
+  so nothing acknowledged to Meta is lost. An unprocessed event whose job dead-lettered (a
+  poison event) has no pending work left: it ages out like a processed one.
 - Raw events younger than :data:`DEDUPE_GUARD` are not deleted even when the horizon is
   shorter: Meta retries a webhook for up to 36 h, and the stored key is what recognises a
   late retry. Their payload is blanked instead (``raw = '{}'``), so no content is kept.
@@ -139,10 +140,10 @@ def time_rules(horizon: float, now: float) -> list[tuple[Rule, tuple[object, ...
     guard = min(horizon, now - DEDUPE_GUARD)
     rules: list[tuple[Rule, tuple[object, ...]]] = [
         (Rule("messages", "created_at < ?"), (horizon,)),
-        (Rule("events", "received_at < ? AND processed_at IS NOT NULL"), (guard,)),
+        (Rule("events", f"received_at < ? AND {store.EVENT_SETTLED}"), (guard,)),
     ]
     if guard < horizon:
-        rules.append((Rule("events", "received_at < ? AND processed_at IS NOT NULL"
+        rules.append((Rule("events", f"received_at < ? AND {store.EVENT_SETTLED}"
                            " AND raw != '{}'", update="raw = '{}'",
                            label="events (blanked, kept as dedupe keys)"), (horizon,)))
     rules += [

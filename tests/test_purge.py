@@ -150,6 +150,43 @@ async def test_recent_events_are_kept_as_blank_dedupe_keys(db: Database) -> None
     assert [(r[0], r[1]) for r in rows] == [(f"msg:c1:{NOW - 10 * 3600}:0r", "{}")]
 
 
+async def test_an_unprocessed_event_no_job_can_process_any_more_ages_out(db: Database
+                                                                        ) -> None:
+    """An event whose job dead-lettered (a poison event) is no pending work: it goes after
+    the horizon like a processed one, instead of keeping its text for ever once the dead
+    job is purged. One that a job will still process (due, retrying later, running) stays
+    whatever its age."""
+    await history.upsert_account(db, A1, username="creator1", now=1.0)
+    old, recent = NOW - 100 * DAY, NOW - DAY
+    cases = {  # dedupe key: (received at, its job's state and due time, or no job)
+        "dead": (old, ("dead", old)), "done": (old, ("done", old)), "none": (old, None),
+        "due": (old, ("ready", old)), "retrying": (old, ("ready", NOW + DAY)),
+        "running": (old, ("running", old)), "recent-dead": (recent, ("dead", recent)),
+    }
+    async with db.tx() as conn:
+        for key, (at, job) in cases.items():
+            await conn.execute(
+                "INSERT INTO events(dedupe_key, account_id, kind, contact_id, occurred_at,"
+                " received_at, raw) VALUES (?, ?, 'message', 'c1', ?, ?, ?)",
+                (key, A1, at, at, json.dumps({"text": f"card 4111 {key}"})))
+            if job is not None:
+                await conn.execute(
+                    "INSERT INTO jobs(kind, key, payload, state, run_at, created_at,"
+                    " finished_at) VALUES ('process_event', ?, '{}', ?, ?, ?, ?)",
+                    (f"event:{key}", job[0], job[1], at, at))
+    report = await retention.purge_older_than(db, NOW - 90 * DAY, NOW)
+    assert report.counts["events"] == 3
+    left = [r[0] for r in await db.fetchall("SELECT dedupe_key FROM events ORDER BY id")]
+    assert left == ["due", "retrying", "running", "recent-dead"]
+    # The old finished jobs went too; a second run finds nothing more.
+    assert (await retention.purge_older_than(db, NOW - 90 * DAY, NOW)).counts == {}
+    # A horizon inside Meta's retry window blanks such an event instead (its key stays).
+    report = await retention.purge_older_than(db, NOW - 3600, NOW)
+    assert report.counts["events (blanked, kept as dedupe keys)"] == 1
+    rows = await db.fetchall("SELECT dedupe_key, raw FROM events ORDER BY id")
+    assert [tuple(r) for r in rows if r[1] == "{}"] == [("recent-dead", "{}")]
+
+
 # -- erasure ----------------------------------------------------------------------------------
 async def test_contact_erasure_reaches_every_table_and_spares_others(db: Database) -> None:
     await seed(db, A1, "c1", NOW)

@@ -21,7 +21,8 @@ HORIZON = NOW - 90 * DAY
 
 async def history_db(path: Path) -> None:
     """A history where most rows are old, with every case the policy distinguishes: old and
-    recent rows per table, unprocessed events and ready jobs (kept whatever their age),
+    recent rows per table, unprocessed events and ready jobs (kept whatever their age), an
+    unprocessed event whose job is dead (it goes),
     pending sends, a recent message pointing at an old event (SET NULL), recovered events
     (CASCADE), an unsent message, stats rollups written by the triggers."""
     db = await open_database(path)
@@ -38,7 +39,16 @@ async def history_db(path: Path) -> None:
                 " ?, NULL, '{}')", (A1, old, old))  # old but never processed: kept
             await conn.execute(
                 "INSERT INTO jobs(kind, key, payload, state, run_at, created_at)"
-                " VALUES ('process_event', 'event:late', '{}', 'ready', ?, ?)", (old, old))
+                " VALUES ('process_event', 'event:msg:late', '{}', 'ready', ?, ?)", (old, old))
+            # Old, never processed, its job dead-lettered: nothing will process it, it goes.
+            await conn.execute(
+                "INSERT INTO events(dedupe_key, account_id, kind, contact_id, occurred_at,"
+                " received_at, processed_at, raw) VALUES ('msg:poison', ?, 'message', 'c2', ?,"
+                " ?, NULL, '{}')", (A1, old, old))
+            await conn.execute(
+                "INSERT INTO jobs(kind, key, payload, state, run_at, created_at, finished_at)"
+                " VALUES ('process_event', 'event:msg:poison', '{}', 'dead', ?, ?, ?)",
+                (old, old, NOW - DAY))
             await conn.execute(
                 "INSERT INTO sends(key, account_id, contact_id, kind, body, state, created_at,"
                 " updated_at) VALUES ('send:pending', ?, 'c1', 'text', '{}', 'pending', ?, ?)",
@@ -107,8 +117,11 @@ async def test_bulk_and_batched_purges_leave_the_same_database(twins: tuple[Path
     assert {"messages", "events", "jobs", "sends"} <= set(bulk.bulk)
     assert batched.bulk == []
     assert bulk.counts == batched.counts
-    assert bulk.counts["messages"] == 48 and bulk.counts["events"] == 48
+    # 48 processed events and the one whose job dead-lettered; the one a job still waits
+    # for stays.
+    assert bulk.counts["messages"] == 48 and bulk.counts["events"] == 49
     after = dump(bulk_path)
+    assert [r[2] for r in after["events"] if r[8] is None] == ["msg:late"]
     # Rowids and values included: the kept rows are the same rows, not copies.
     assert after == dump(batched_path)
     assert after["schema"] == before["schema"]  # indexes and triggers as they were

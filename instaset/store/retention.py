@@ -10,8 +10,9 @@ Contract:
   ``account_id`` and a ``contact_id`` column (found by introspection, so tables that other
   features add are covered), the contact row itself (its conversation cascades), and the
   jobs whose payload names the contact.
-- Nothing here deletes an unprocessed event or a ready/running job of the time-based policy:
-  work acknowledged to Meta is never lost to a purge.
+- Nothing here deletes a ready/running job of the time-based policy, or an unprocessed event
+  that such a job will still process (:data:`EVENT_SETTLED`): work acknowledged to Meta is
+  never lost to a purge. An unprocessed event whose job dead-lettered is no pending work.
 - The one longer transaction is :meth:`Purger.write_bulk`, which the caller chooses only when
   most of a table goes (it holds the lock for a time that grows with the whole table: 1.2 s
   for a million messages on an idle 2-core VM, ~2 s under ingest, well inside busy_timeout).
@@ -46,6 +47,14 @@ _ON_DELETE = re.compile(r"\bDELETE\s+ON\b", re.IGNORECASE)  # a trigger's event 
 # exactly this WHERE, so the scrub finds them without scanning the history.
 UNSENT_UNSCRUBBED = ("deleted_at IS NOT NULL AND (text IS NOT NULL OR attachments != '[]'"
                      " OR edits != '[]')")
+
+# Events the time policy may delete: processed ones, and unprocessed ones that no job can
+# process any more (their process_event job, keyed ``event:<dedupe_key>``, dead-lettered,
+# or gone): an unprocessed event whose job is ready (due or retrying later) or running is
+# pending work, and is kept whatever its age.
+EVENT_SETTLED = ("(processed_at IS NOT NULL OR NOT EXISTS (SELECT 1 FROM jobs"
+                 " WHERE jobs.key = 'event:' || events.dedupe_key"
+                 " AND jobs.state IN ('ready', 'running')))")
 
 # Tables that erasure never touches: bookkeeping, and the connection itself.
 _NEVER = frozenset({"schema_migrations", "accounts", "contacts"})
