@@ -482,6 +482,18 @@ async def test_disconnect_keeps_data_purge_deletes_exactly_that_account(
     assert MemorySecrets().get(token_key(OTHER)) == f"IGAAtoken{OTHER}"
 
 
+async def test_purging_an_account_takes_its_first_plan_jobs(service: AccountService) -> None:
+    """A first_plan job's payload holds only an event id; the account is in its key."""
+    for acct in (ACCT, OTHER):
+        await seed(service.db, acct, ("555",))
+        await jobstore.enqueue(service.db, [NewJob(
+            "first_plan", f"first_plan:{acct}:555:1", {"event_id": 1}, T0)], T0)
+    before = await census(service.db)
+    purged = await service.disconnect(ACCT, purge=True)
+    assert await census(service.db) == without(before, ACCT)
+    assert purged.deleted["jobs"] == 4
+
+
 # -- signed_request --------------------------------------------------------------------------
 def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

@@ -22,9 +22,11 @@ from instaset.daemon import Runtime, runtime, single_instance
 from instaset.store import history
 from instaset.store import jobs as jobstore
 from instaset.store import retention as retention_store
+from instaset.store.accounts import delete_contact_data
 from instaset.store.db import Database, open_database
 from instaset.webhook import make_app
 from tests.conftest import SECRET, sign
+from tests.test_accounts import seed as accounts_seed
 
 ClientFactory = Callable[..., Awaitable[TestClient]]  # type: ignore[type-arg]
 DAY = 86400.0
@@ -210,6 +212,33 @@ async def test_contact_erasure_reaches_every_table_and_spares_others(db: Databas
     assert await count(db, "SELECT count(*) FROM jobs WHERE key = 'resume:c1'") == 0
     assert await count(db, "SELECT count(*) FROM messages WHERE contact_id = 'c2'") == 3
     assert (await retention.purge_contacts(db, [(A1, "c1")])).counts == {}
+
+
+@pytest.mark.parametrize("path", ["purge --contact", "data deletion"])
+async def test_erasing_a_contact_takes_all_of_their_jobs(db: Database, path: str) -> None:
+    """Both erasure paths find a contact's jobs alike: the ones naming them in the payload,
+    their events' process_event jobs, their sends' send jobs, and first_plan jobs (only an
+    event id in the payload; the contact is in the key), finished or still ready."""
+    await accounts_seed(db, A1, ("555", "666"))
+    async with db.tx() as conn:
+        for c in ("555", "666"):
+            event_id = (await (await conn.execute(
+                "SELECT id FROM events WHERE contact_id = ?", (c,))).fetchone())[0]
+            await jobstore.enqueue_in(conn, [jobstore.NewJob(
+                "first_plan", f"first_plan:{A1}:{c}:{event_id}", {"event_id": event_id},
+                NOW)], NOW)
+        await conn.execute("UPDATE jobs SET state = 'done', finished_at = ?"
+                           " WHERE key = ?", (NOW, f"event:{A1}:555"))
+    keys = "SELECT key FROM jobs ORDER BY key"
+    before = [r[0] for r in await db.fetchall(keys)]
+    assert len([k for k in before if "555" in k]) == 4
+    if path == "purge --contact":
+        report = await retention.purge_contacts(db, [(A1, "555")])
+        assert report.counts["jobs"] == 4
+    else:
+        async with db.tx() as conn:
+            assert (await delete_contact_data(conn, A1, "555"))["jobs"] == 4
+    assert [r[0] for r in await db.fetchall(keys)] == [k for k in before if "555" not in k]
 
 
 async def test_account_and_all_keep_the_connection_and_periodic_jobs(db: Database) -> None:

@@ -6,9 +6,10 @@ caller's transaction, so it is all or nothing. Besides the spine's tables it fin
 table that has an ``account_id`` (and ``contact_id``) column by reading the schema, so data
 that later features store per account or per contact (leads, bookings, links...) goes too.
 Jobs are matched by their payload: an ``account_id``/``contact_id`` field, a
-``process_event`` job's event, a ``send`` job's send row. An account's ``oauth_states`` rows
-(its connect attempts, which name it by id and @username) go with it.
-Returns ``{table: rows deleted}``.
+``process_event`` job's event, a ``send`` job's send row; a ``first_plan`` job by its key
+(a contact's: :data:`instaset.store.jobs.JOBS_OF_CONTACT`, shared with ``purge
+--contact``). An account's ``oauth_states`` rows (its connect attempts, which name it by id
+and @username) go with it. Returns ``{table: rows deleted}``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 import aiosqlite
 
 from instaset.store.db import Database
+from instaset.store.jobs import JOBS_OF_CONTACT
 
 # Tables handled explicitly, or that hold no per-account data to delete.
 _SPECIAL = frozenset(
@@ -183,7 +185,9 @@ async def delete_account_data(
         " OR (kind = 'process_event' AND json_extract(payload, '$.event_id') IN"
         "     (SELECT id FROM events WHERE account_id = ?1))"
         " OR (kind = 'send' AND json_extract(payload, '$.key') IN"
-        "     (SELECT key FROM sends WHERE account_id = ?1))",
+        "     (SELECT key FROM sends WHERE account_id = ?1))"
+        " OR (kind = 'first_plan' AND key > 'first_plan:' || ?1 || ':'"
+        "     AND key < 'first_plan:' || ?1 || ';')",
         (account_id,),
     )
     for table, _has_contact in await _scoped_tables(conn):
@@ -204,16 +208,8 @@ async def delete_contact_data(
     """Delete everything stored about one contact of one account."""
     counts: dict[str, int] = {}
     await conn.execute("PRAGMA defer_foreign_keys = ON")
-    await _delete(
-        conn, counts, "jobs",
-        "DELETE FROM jobs WHERE (json_extract(payload, '$.account_id') = ?1"
-        "     AND json_extract(payload, '$.contact_id') = ?2)"
-        " OR (kind = 'process_event' AND json_extract(payload, '$.event_id') IN"
-        "     (SELECT id FROM events WHERE account_id = ?1 AND contact_id = ?2))"
-        " OR (kind = 'send' AND json_extract(payload, '$.key') IN"
-        "     (SELECT key FROM sends WHERE account_id = ?1 AND contact_id = ?2))",
-        (account_id, contact_id),
-    )
+    await _delete(conn, counts, "jobs", f"DELETE FROM jobs WHERE {JOBS_OF_CONTACT}",
+                  (account_id, contact_id))
     for table, has_contact in await _scoped_tables(conn):
         if has_contact:
             await _delete(

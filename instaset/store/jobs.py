@@ -20,6 +20,23 @@ import aiosqlite
 
 from instaset.store.db import Database
 
+# The jobs of one contact (``?1`` the account id, ``?2`` the contact id), for erasure (data
+# deletion and ``purge --contact``, the two share this): a job whose payload names the
+# contact, a ``process_event`` job of one of their events, a ``send`` job of one of their
+# sends, and a ``first_plan`` job (its payload holds only the event id; its key
+# ``first_plan:<account>:<contact>:<event id>`` names them, and is found by a range of the
+# unique key index, even once the event is gone). Run it before their events and sends
+# are deleted.
+JOBS_OF_CONTACT = (
+    "((json_extract(payload, '$.account_id') = ?1 AND json_extract(payload, '$.contact_id') = ?2)"
+    " OR (kind = 'process_event' AND json_extract(payload, '$.event_id') IN"
+    "     (SELECT id FROM events WHERE account_id = ?1 AND contact_id = ?2))"
+    " OR (kind = 'send' AND json_extract(payload, '$.key') IN"
+    "     (SELECT key FROM sends WHERE account_id = ?1 AND contact_id = ?2))"
+    " OR (kind = 'first_plan' AND key > 'first_plan:' || ?1 || ':' || ?2 || ':'"
+    "     AND key < 'first_plan:' || ?1 || ':' || ?2 || ';'))"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Job:

@@ -9,7 +9,7 @@ Contract:
   a contact is never half deleted. "Everything" is every table that has both an
   ``account_id`` and a ``contact_id`` column (found by introspection, so tables that other
   features add are covered), the contact row itself (its conversation cascades), and the
-  jobs whose payload names the contact.
+  contact's jobs (:data:`instaset.store.jobs.JOBS_OF_CONTACT`, as data deletion finds them).
 - Nothing here deletes a ready/running job of the time-based policy, or an unprocessed event
   that such a job will still process (:data:`EVENT_SETTLED`): work acknowledged to Meta is
   never lost to a purge. An unprocessed event whose job dead-lettered is no pending work.
@@ -34,6 +34,7 @@ import aiosqlite
 
 from instaset.errors import StoreError
 from instaset.store.db import Database, connect_sync
+from instaset.store.jobs import JOBS_OF_CONTACT
 
 T = TypeVar("T")
 
@@ -488,28 +489,24 @@ async def contacts_page(
     return [(r[0], r[1]) for r in rows]
 
 
-_JOB_OF_CONTACT = (
-    "json_extract(payload, '$.account_id') = ? AND json_extract(payload, '$.contact_id') = ?"
-)
-
-
 async def _delete_contact_in(
     conn: aiosqlite.Connection, tables: Sequence[str], account_id: str, contact_id: str,
     totals: dict[str, int], *, jobs: str,
 ) -> None:
+    if jobs != "none":
+        # First: the jobs of their events and sends are found through those rows.
+        # "ready" only: the jobs_due index finds them without a scan. "all" also scans the
+        # finished ones (fine for one contact; account-wide erasure sweeps them afterwards).
+        state = "state = 'ready'" if jobs == "ready" else "state != 'running'"
+        cur = await conn.execute(
+            f"DELETE FROM jobs WHERE {state} AND {JOBS_OF_CONTACT}", (account_id, contact_id)
+        )
+        totals["jobs"] = totals.get("jobs", 0) + max(cur.rowcount, 0)
     for t in tables:
         cur = await conn.execute(
             f"DELETE FROM {t} WHERE account_id = ? AND contact_id = ?", (account_id, contact_id)
         )
         totals[t] = totals.get(t, 0) + max(cur.rowcount, 0)
-    if jobs != "none":
-        # "ready" only: the jobs_due index finds them without a scan. "all" also scans the
-        # finished ones (fine for one contact; account-wide erasure sweeps them afterwards).
-        state = "state = 'ready'" if jobs == "ready" else "state != 'running'"
-        cur = await conn.execute(
-            f"DELETE FROM jobs WHERE {state} AND {_JOB_OF_CONTACT}", (account_id, contact_id)
-        )
-        totals["jobs"] = totals.get("jobs", 0) + max(cur.rowcount, 0)
     cur = await conn.execute(
         "DELETE FROM contacts WHERE account_id = ? AND id = ?", (account_id, contact_id)
     )
@@ -535,7 +532,7 @@ async def count_contact(
     out: dict[str, int] = {}
     for t in tables:
         out[t] = await count(db, t, "account_id = ? AND contact_id = ?", (account_id, contact_id))
-    out["jobs"] = await count(db, "jobs", f"state != 'running' AND {_JOB_OF_CONTACT}",
+    out["jobs"] = await count(db, "jobs", f"state != 'running' AND {JOBS_OF_CONTACT}",
                               (account_id, contact_id))
     out["contacts"] = await count(db, "contacts", "account_id = ? AND id = ?",
                                   (account_id, contact_id))
