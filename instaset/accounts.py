@@ -160,6 +160,7 @@ class AccountService:
         self.graph = graph
         self._store = store
         self.clock = clock
+        self._store_unreadable = False  # logged once, until the store reads again
 
     @property
     def store(self) -> SecretStore:
@@ -177,8 +178,25 @@ class AccountService:
         return await asyncio.to_thread(self.store.delete, key)
 
     async def secrets(self) -> list[bytes]:
-        """The app secrets (config/env first, then the secret store)."""
-        return await asyncio.to_thread(app_secrets, self.config, self.store)
+        """The app secrets (config/env first, then the secret store). When the store cannot
+        be read (a locked OS keyring on a headless server) the config's secrets are used
+        alone, as the webhook does (``daemon.serving``): Meta's deauthorize and
+        data-deletion callbacks must not wait for a keyring someone has to unlock. The
+        store's error is logged once (again only after it read in between); without a
+        secret in the config it stands."""
+        try:
+            found = await asyncio.to_thread(app_secrets, self.config, self.store)
+        except InstasetError as exc:
+            configured = self.config.instagram.webhook_secrets()
+            if not configured:
+                raise
+            if not self._store_unreadable:
+                self._store_unreadable = True
+                log.warning("the secret store cannot be read (%s); checking signatures with "
+                            "the app secret from the config alone until it can", exc)
+            return configured
+        self._store_unreadable = False
+        return found
 
     # -- connect ---------------------------------------------------------------------------
     async def begin(self) -> tuple[str, str]:

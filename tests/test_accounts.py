@@ -36,7 +36,7 @@ from instaset.automation import notify_job
 from instaset.cli import app
 from instaset.config import Config
 from instaset.daemon import FEATURES, Runtime, runtime
-from instaset.errors import InstasetError
+from instaset.errors import InstasetError, SecretsError
 from instaset.graph import GraphClient
 from instaset.outbox import Outgoing, enqueue_sends
 from instaset.queue import NewJob, enqueue_in
@@ -655,6 +655,47 @@ async def test_deleting_an_account_forgets_its_connect_attempts(
     purged = await service.disconnect(OTHER, purge=True)
     assert purged.deleted["oauth_states"] == 1
     assert await oauth_rows(rt.db) == [("s-failed", None)]
+
+
+class LockedKeyring:
+    """An OS keyring that cannot be read (locked, or none on a headless server)."""
+
+    name = "keyring"
+
+    def _fail(self, key: str) -> SecretsError:
+        return SecretsError(f"the OS keyring could not read {key!r} (NoKeyringError)")
+
+    def get(self, key: str) -> str | None:
+        raise self._fail(key)
+
+    def set(self, key: str, value: str) -> None:
+        raise self._fail(key)
+
+    def delete(self, key: str) -> bool:
+        raise self._fail(key)
+
+
+async def test_callbacks_check_with_the_configs_secret_while_the_keyring_is_locked(
+    rt: Runtime, client: TestClient, tmp_path: Path, box: Sandbox,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The config holds instagram.app_secret: a secret store that cannot be read must not
+    turn Meta's callbacks away (503) while webhooks go on. Its error is logged once."""
+    monkeypatch.setattr("instaset.accounts.open_secrets", lambda _config: LockedKeyring())
+    await seed(rt.db, ACCT, ("555", "666"))
+    caplog.set_level("WARNING", logger="instaset.accounts")
+    resp = await client.post("/meta/data-deletion", data=form("555"))
+    assert resp.status == 200
+    assert [r[0] for r in await rt.db.fetchall("SELECT contact_id FROM messages")] == ["666"]
+    assert (await client.post("/meta/deauthorize", data=form("42", META_SECRET))).status == 200
+    assert (await client.post("/meta/deauthorize", data=form("42", "wrong"))).status == 403
+    said = [r.getMessage() for r in caplog.records if "secret store" in r.getMessage()]
+    assert len(said) == 1 and "NoKeyringError" in said[0] and "config" in said[0]
+    # Without a secret in the config, the store's error still stands.
+    bare = make_config(tmp_path, box.base_url or "", free_port(),
+                       instagram={"app_secret": None, "meta_app_secret": None})
+    with pytest.raises(SecretsError):
+        await AccountService(bare, rt.db, rt.graph, LockedKeyring()).secrets()
 
 
 @contextlib.asynccontextmanager
