@@ -161,6 +161,14 @@ def time_rules(horizon: float, now: float) -> list[tuple[Rule, tuple[object, ...
         # were sent or discarded (a pending draft still waits for the creator).
         (Rule("ai_calls", "created_at < ?"), (horizon,)),
         (Rule("ai_drafts", "state != 'pending' AND updated_at < ?"), (horizon,)),
+        # A lead keeps its score and the rules behind it, not the contact's words past the
+        # horizon: the evidence quoted from their messages goes with the messages.
+        (Rule("lead_facts", "created_at < ? AND evidence IS NOT NULL", update="evidence = NULL",
+              label="lead facts (quotes removed)"), (horizon,)),
+        (Rule("leads", "updated_at < ? AND instr(reasons, '\"evidence\"') > 0",
+              update="reasons = (SELECT json_group_array(json_remove(value, '$.evidence'))"
+                     " FROM json_each(leads.reasons))",
+              label="leads (quotes removed)"), (horizon,)),
     ]
     # The stats rollups (0010) of hours before the horizon go with the history they count.
     # stats_reads (one row per conversation: what its receipts reached) is never aged out:

@@ -190,6 +190,42 @@ async def test_an_unprocessed_event_no_job_can_process_any_more_ages_out(db: Dat
 
 
 # -- erasure ----------------------------------------------------------------------------------
+async def test_a_leads_quotes_of_old_messages_go_with_the_messages(db: Database) -> None:
+    """Found by the session-15 privacy review: a lead's reasons quoted the contact's message
+    word for word ("evidence") and outlived the message by years. Past the horizon the
+    quotes go; the score, the stage and the rules behind them stay."""
+    old, new = NOW - 100 * DAY, NOW - DAY
+    await seed(db, A1, "c1", old, n=1)
+    await seed(db, A1, "c2", new, n=1)
+    reasons = json.dumps([{"rule": "wants_a_call", "points": 20,
+                           "evidence": "I'd like to book a call, my number is 555-0100"},
+                          {"rule": "tagged", "points": 5}])
+    async with db.tx() as conn:
+        for contact, at in (("c1", old), ("c2", new)):
+            await conn.execute(
+                "INSERT INTO leads(account_id, contact_id, score, stage, reasons, rules_hash,"
+                " updated_at) VALUES (?, ?, 25, 'engaged', ?, 'h', ?)", (A1, contact, reasons, at))
+            await conn.execute(
+                "INSERT INTO lead_facts(key, account_id, contact_id, source, name, value,"
+                " evidence, created_at) VALUES (?, ?, ?, 'ai', 'phone', '555-0100',"
+                " 'my number is 555-0100', ?)", (f"f:{contact}", A1, contact, at))
+    report = await retention.purge_older_than(db, NOW - 90 * DAY, NOW)
+    assert report.counts["leads (quotes removed)"] == 1
+    assert report.counts["lead facts (quotes removed)"] == 1
+    rows = {r["contact_id"]: r for r in await db.fetchall(
+        "SELECT contact_id, score, stage, reasons FROM leads")}
+    assert json.loads(rows["c1"]["reasons"]) == [{"rule": "wants_a_call", "points": 20},
+                                                 {"rule": "tagged", "points": 5}]
+    assert (rows["c1"]["score"], rows["c1"]["stage"]) == (25, "engaged")
+    assert rows["c2"]["reasons"] == reasons  # a recent lead keeps its quotes
+    facts = {r["contact_id"]: tuple(r) for r in await db.fetchall(
+        "SELECT contact_id, value, evidence FROM lead_facts")}
+    assert facts == {"c1": ("c1", "555-0100", None),
+                     "c2": ("c2", "555-0100", "my number is 555-0100")}
+    again = await retention.purge_older_than(db, NOW - 90 * DAY, NOW)
+    assert "leads (quotes removed)" not in again.counts  # idempotent
+
+
 async def test_contact_erasure_reaches_every_table_and_spares_others(db: Database) -> None:
     await seed(db, A1, "c1", NOW)
     await seed(db, A1, "c2", NOW)
