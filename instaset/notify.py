@@ -12,7 +12,10 @@ channels that had already succeeded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import smtplib
 import time
 from collections.abc import Callable
@@ -27,8 +30,38 @@ from instaset.store.jobs import Job
 
 log = logging.getLogger("instaset.notify")
 
+COMMAND_TIMEOUT = 30.0
+"""Seconds ``notify.command`` may run before it is killed."""
+
 SMTP_TIMEOUT = 30.0
 """Seconds for each SMTP socket operation (connect, each command, the data)."""
+
+
+async def run_bounded(
+    proc: asyncio.subprocess.Process, data: bytes, timeout: float, what: str
+) -> None:
+    """Feed ``data`` to ``proc`` (started with ``start_new_session=True``) and wait for it,
+    at most ``timeout`` seconds. Timed out or cancelled, the process and everything it
+    started (its process group: a shell's children too) are killed and reaped before the
+    error goes on: nothing is left running, no transport is left open. A non-zero exit
+    raises :class:`RuntimeError` naming ``what``."""
+    try:
+        async with asyncio.timeout(timeout):
+            _out, err = await proc.communicate(data)
+    except BaseException:
+        kill_group(proc)
+        await proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} exited {proc.returncode}: {err[:200]!r}")
+
+
+def kill_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the process group ``proc`` leads (see :func:`run_bounded`)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()  # in case it left its group
 
 
 def email_for(smtp: SmtpConfig, kind: str, text: str) -> EmailMessage:
@@ -84,10 +117,9 @@ class Notifier:
             proc = await asyncio.create_subprocess_shell(
                 self.config.command, stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
             )
-            _out, err = await asyncio.wait_for(proc.communicate(text.encode()), timeout=30)
-            if proc.returncode != 0:
-                raise RuntimeError(f"notify.command exited {proc.returncode}: {err[:200]!r}")
+            await run_bounded(proc, text.encode(), COMMAND_TIMEOUT, "notify.command")
         if self.config.webhook_url:
             async with aiohttp.ClientSession() as session, session.post(
                 self.config.webhook_url, json={"kind": p.get("kind"), "text": text},

@@ -4,8 +4,13 @@ that reruns after a failure without recording the notification twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
+import gc
+import os
+import signal
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
+import instaset.notify as nmod
 from instaset.config import NotifyConfig, SmtpConfig
 from instaset.notify import Notifier
 from instaset.store.db import Database, open_database
@@ -246,3 +252,104 @@ async def test_the_log_names_the_notification_not_the_contacts_words(
     assert [r.getMessage() for r in caplog.records] == [
         "notification (handoff) for contact 5260000000000042: see instaset inbox"]
     assert await records(db) == [("notify:handoff:alice", quoted, NOW)]
+
+
+# -- a command that hangs ---------------------------------------------------------------------
+def hanging_command(tmp_path: Path) -> str:
+    """A command that never ends and has a child of its own (a shell that forked): the
+    ``hang-child`` in a process's command line marks both as this test's."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    child = bindir / "hang-child"
+    child.write_text("#!/bin/sh\nsleep 20\n")
+    child.chmod(0o755)
+    return f"'{child}' & wait"
+
+
+def running(marker: str) -> list[int]:
+    """Pids of live (not zombie) processes whose command line contains ``marker``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != "Z":
+            pids.append(int(proc.name))
+    return pids
+
+
+async def none_left(marker: str) -> list[int]:
+    """Waits (a little: SIGKILL is delivered asynchronously) for no process to match; the
+    pids still there, killed so that a failing run leaves nothing behind."""
+    for _ in range(100):
+        left = running(marker)
+        if not left:
+            return []
+        await asyncio.sleep(0.05)
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return left
+
+
+class Spawned:
+    """Wraps ``asyncio.create_subprocess_*`` to keep the processes the notifier starts."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.procs: list[asyncio.subprocess.Process] = []
+        for name in ("create_subprocess_shell", "create_subprocess_exec"):
+            real = getattr(asyncio, name)
+
+            async def spawn(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+                proc = await _real(*args, **kwargs)
+                self.procs.append(proc)
+                return proc
+
+            monkeypatch.setattr(nmod.asyncio, name, spawn)
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
+
+
+@needs_proc
+async def test_a_hanging_command_is_killed_on_timeout(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nmod, "COMMAND_TIMEOUT", 0.3)
+    spawned = Spawned(monkeypatch)
+    notifier = Notifier(db, NotifyConfig(command=hanging_command(tmp_path)), clock=lambda: NOW)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for attempt in (1, 2):  # each try of the job: none leaves a process behind
+            with pytest.raises(TimeoutError):
+                await notifier.handle(job(attempts=attempt))
+            assert await none_left(str(tmp_path)) == []
+        assert [p.returncode for p in spawned.procs] == [-signal.SIGKILL] * 2  # reaped
+        await asyncio.sleep(0)
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert await records(db) == [("notify:lead:alice", TEXT, None)]
+
+
+@needs_proc
+async def test_a_cancelled_notification_kills_its_command(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker cancels the job (shutdown, or its own time limit): the command goes with it.
+    spawned = Spawned(monkeypatch)
+    notifier = Notifier(db, NotifyConfig(command=hanging_command(tmp_path)), clock=lambda: NOW)
+    task = asyncio.create_task(notifier.handle(job()))
+    for _ in range(200):  # until the child runs
+        if running("hang-child"):
+            break
+        await asyncio.sleep(0.05)
+    assert running(str(tmp_path))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await none_left(str(tmp_path)) == []
+    assert [p.returncode for p in spawned.procs] == [-signal.SIGKILL]
