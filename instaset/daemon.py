@@ -209,7 +209,8 @@ async def runtime(
             db, config.workflows, engine_settings(config, account_id), clock=clock,
             link_base=config.server.public_url,
         )
-        notifier = Notifier(db, config.notify, clock=clock)
+        settings = worker_settings(config)
+        notifier = Notifier(db, config.notify, clock=clock, job_seconds=settings.job_timeout)
         wake = asyncio.Event()
         writer = IngestWriter(
             db.connect_sync_writer(), gate=db.gate, wake=wake,
@@ -232,7 +233,7 @@ async def runtime(
             metrics.job_latency.labels(job.kind, outcome).observe(max(0.0, latency))
 
         worker = Worker(
-            db, handlers, worker_settings(config), wake=wake, clock=clock, on_finish=on_finish,
+            db, handlers, settings, wake=wake, clock=clock, on_finish=on_finish,
             busy=lambda: writer.busy,
         )
         verify = config.instagram.verify_token

@@ -22,7 +22,8 @@ from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
 import instaset.notify as nmod
-from instaset.config import NotifyConfig, SmtpConfig
+from instaset.config import Config, NotifyConfig, SmtpConfig
+from instaset.daemon import runtime, worker_settings
 from instaset.notify import Notifier
 from instaset.store.db import Database, open_database
 from instaset.store.jobs import Job
@@ -353,3 +354,60 @@ async def test_a_cancelled_notification_kills_its_command(
         await task
     assert await none_left(str(tmp_path)) == []
     assert [p.returncode for p in spawned.procs] == [-signal.SIGKILL]
+
+
+# -- every channel's bound fits in the worker's job time limit --------------------------------
+def test_each_channel_bound_fits_in_the_shortest_job() -> None:
+    # The shortest lease allowed (30 s) leaves a job 22.5 s: SMTP's 4 x 30 s, the command's
+    # 30 s and the webhook's 15 s must all end before the worker would cut the job off.
+    job_seconds = worker_settings(Config.model_validate(
+        {"worker": {"lease_seconds": 30}})).job_timeout
+    notifier = Notifier(None, NotifyConfig(), job_seconds=job_seconds)  # type: ignore[arg-type]
+    for own in (nmod.COMMAND_TIMEOUT, nmod.WEBHOOK_TIMEOUT, 4 * nmod.SMTP_TIMEOUT):
+        assert notifier.bound(own) <= job_seconds - nmod.JOB_MARGIN
+    default = Notifier(None, NotifyConfig())  # type: ignore[arg-type]
+    assert default.job_seconds == worker_settings(Config()).job_timeout
+
+
+async def test_the_daemon_gives_the_notifier_its_job_time_limit(tmp_path: Path) -> None:
+    config = Config.model_validate({
+        "secrets": {"backend": "memory"}, "worker": {"lease_seconds": 40},
+        "storage": {"path": str(tmp_path / "d.db"), "synchronous": "NORMAL"}})
+    async with runtime(config) as rt:
+        notifier = getattr(rt.handlers["notify"], "__self__", None)
+        assert isinstance(notifier, Notifier)
+        assert notifier.job_seconds == rt.worker.settings.job_timeout == 30.0
+
+
+@needs_proc
+async def test_channels_that_hang_each_fail_on_their_own_bound(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A command that never ends, a webhook that never answers, a mail server that never
+    # greets: with a job limit shortened to 1 s (0.5 s kept for the job), every channel
+    # gives up on its own bound, together, and says which it was; the command is killed.
+    monkeypatch.setattr(nmod, "JOB_MARGIN", 0.5)
+    stalled: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stalled.append(writer)
+        await reader.read()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}/hook"
+    config = NotifyConfig(command=hanging_command(tmp_path), webhook_url=url,
+                          smtp=smtp_config(port))
+    notifier = Notifier(db, config, clock=lambda: NOW, job_seconds=1.0)
+    try:
+        with pytest.raises(RuntimeError) as err:
+            await notifier.handle(job())
+    finally:
+        for w in stalled:
+            w.close()
+        server.close()
+        await server.wait_closed()
+    assert [part.split(":")[0] for part in str(err.value).split("; ")] == [
+        "command", "webhook", "smtp"]
+    assert await none_left(str(tmp_path)) == []
+    assert await records(db) == [("notify:lead:alice", TEXT, None)]
