@@ -39,6 +39,7 @@ from instaset.engine.settings import EngineSettings
 from instaset.engine.state import ConversationState
 from instaset.events import CommentEvent, Event
 from instaset.links import track_links
+from instaset.notify import NOTIFY_MAX_ATTEMPTS
 from instaset.outbox import Outgoing, enqueue_sends
 from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater, enqueue_in
 from instaset.rules import SendKind
@@ -262,6 +263,8 @@ class WorkflowAutomation:
 
 def notify_job(key: str, account_id: str | None, contact_id: str | None, kind: str, text: str,
                now: float) -> NewJob:
+    """The job that records and delivers one notification; a channel that is down is
+    retried for about a day (see :data:`instaset.notify.NOTIFY_MAX_ATTEMPTS`)."""
     return NewJob("notify", f"notify:{key}", {
         "key": key, "account_id": account_id, "contact_id": contact_id, "kind": kind,
-        "text": text}, run_at=now)
+        "text": text}, run_at=now, max_attempts=NOTIFY_MAX_ATTEMPTS)

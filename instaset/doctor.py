@@ -329,17 +329,42 @@ async def check_public_url(config: Config, session: aiohttp.ClientSession | None
                  "token", _ref("public-url"))
 
 
+NOTIFY_LATE = 3600.0
+"""A notification not delivered after this many seconds is worth a warning (its job goes on
+retrying for about a day: ``instaset.notify.NOTIFY_MAX_ATTEMPTS``)."""
+
+_NOTIFY_FIX = ("check notify.command / webhook_url / smtp / desktop; the daemon's log "
+               "(instaset.notify) names the failing channel")
+
+
 async def check_notifications(db: Database, now: float, limit: int = 5) -> list[Check]:
     rows = await history.recent_notifications(db, limit)
     out: list[Check] = []
     for r in rows:
-        stuck = r["delivered_at"] is None and now - r["created_at"] > 3600
+        stuck = r["delivered_at"] is None and now - r["created_at"] > NOTIFY_LATE
         out.append(Check(
             "notification", "warn" if stuck else "ok",
             f"{iso_utc(r['created_at'])} {r['kind']}: {r['text'][:100]}"
             + (" (not delivered)" if stuck else ""),
-            "check notify.command / notify.webhook_url" if stuck else None,
+            _NOTIFY_FIX if stuck else None,
             _ref("notifications") if stuck else None))
+    # All of them, not only the last few: a notification is retried for a day, and the
+    # ones still trying are told apart from those given up (dead job, or purged).
+    late = await db.fetchall(
+        "SELECT j.state, j.run_at FROM notifications n"
+        " LEFT JOIN jobs j ON j.key = 'notify:' || n.key"
+        " WHERE n.delivered_at IS NULL AND n.created_at < ?", (now - NOTIFY_LATE,))
+    if late:
+        retrying = [r["run_at"] for r in late if r["state"] in ("ready", "running")]
+        parts = []
+        if retrying:
+            parts.append(f"{len(retrying)} still retried (next try {iso_utc(min(retrying))})")
+        if len(late) > len(retrying):
+            parts.append(f"{len(late) - len(retrying)} given up after a day of tries")
+        out.append(Check(
+            "undelivered notifications", "warn",
+            f"{len(late)} not delivered after an hour: " + ", ".join(parts),
+            _NOTIFY_FIX, _ref("notifications")))
     return out
 
 

@@ -6,9 +6,10 @@ Contract of the ``notify`` job: the notification is recorded once per key (the i
 through ``notify.smtp`` (stdlib ``smtplib`` in a thread). The channels run side by side, each
 within its own bound (:data:`COMMAND_TIMEOUT`, :data:`WEBHOOK_TIMEOUT`, :data:`SMTP_TIMEOUT`),
 cut to fit in the worker's time limit for the job; a command that runs out of time is killed.
-A failing command, webhook or mail server raises, so the job retries; the record is never
-duplicated. Delivery is at least once per channel: a retry after a partial failure repeats the
-channels that had already succeeded."""
+A failing command, webhook or mail server makes the job retry (:class:`RetryLater`, for about
+a day: see :data:`NOTIFY_MAX_ATTEMPTS`); the record is never duplicated. Delivery is at least
+once per channel: a retry repeats only the channels that failed, unless the daemon restarted
+in between (then it repeats all of them)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import smtplib
 import time
@@ -27,6 +29,7 @@ import aiohttp
 
 from instaset.config import NotifyConfig, SmtpConfig, WorkerConfig
 from instaset.config_models import JOB_SHARE_OF_LEASE
+from instaset.queue import RetryLater
 from instaset.store import history
 from instaset.store.db import Database
 from instaset.store.jobs import Job
@@ -38,6 +41,28 @@ COMMAND_TIMEOUT = 30.0
 
 WEBHOOK_TIMEOUT = 15.0
 """Seconds for the whole POST to ``notify.webhook_url``."""
+
+# How long a notification is retried. A channel is down for minutes to hours at a time (a
+# chat webhook being redeployed, a mail server greylisting or in maintenance, a laptop
+# asleep): the first retry comes after 30 s (a blip), the wait then doubles up to an hour
+# (30 s, 1, 2, 4, 8, 16, 32 min: the first hour), then one try an hour. 31 tries in all put
+# the last one about 24 h after the first (3810 s + 23 x 3600 s); only then is the job
+# dead-lettered (and `instaset doctor` says so). Hourly at most, a channel that is down for a
+# day costs 31 tries per notification, not a flood. The waits are our own, not the worker's
+# backoff (worker.backoff_base/backoff_cap shape the retries of sends, made for seconds).
+NOTIFY_RETRY_FIRST = 30.0
+NOTIFY_RETRY_CAP = 3600.0
+NOTIFY_MAX_ATTEMPTS = 31
+
+
+def notify_retry_delay(attempts: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait after ``attempts`` failed tries of a notification (1 after the first):
+    :data:`NOTIFY_RETRY_FIRST` doubling up to :data:`NOTIFY_RETRY_CAP`, +-10 % jitter (the
+    notifications that failed together do not all retry in the same second)."""
+    r = rng if rng is not None else random
+    delay = NOTIFY_RETRY_FIRST * 2.0 ** min(max(0, attempts - 1), 20)
+    return min(NOTIFY_RETRY_CAP, delay) * r.uniform(0.9, 1.1)
+
 
 JOB_MARGIN = 5.0
 """Seconds of a ``notify`` job's time limit kept for its own database work: no channel's
@@ -58,6 +83,10 @@ async def run_bounded(
     try:
         async with asyncio.timeout(timeout):
             _out, err = await proc.communicate(data)
+    except TimeoutError:
+        kill_group(proc)
+        await proc.wait()
+        raise TimeoutError(f"{what} still running after {timeout:g} s: killed") from None
     except BaseException:
         kill_group(proc)
         await proc.wait()
@@ -115,6 +144,7 @@ class Notifier:
         self.config = config
         self.clock = clock
         self.job_seconds = job_seconds
+        self.delivered: dict[str, set[str]] = {}  # key -> channels done (see handle)
 
     def bound(self, seconds: float) -> float:
         """``seconds``, a channel's own bound, cut to what a job leaves to its channels."""
@@ -135,7 +165,12 @@ class Notifier:
             log.warning("notification (%s) for contact %s: see instaset inbox",
                         kind, p.get("contact_id") or "-")
             log.debug("notify text: %s", text)
-        channels = self.channels(p.get("kind"), text)
+        # The channels that already took this notification in an earlier try of this process
+        # are not repeated (a channel down for hours would otherwise have the others say the
+        # same thing every hour). After a restart all run again: at least once per channel.
+        done = self.delivered.setdefault(key, set())
+        channels = {name: c for name, c in self.channels(p.get("kind"), text).items()
+                    if name not in done}
         results = await asyncio.gather(*(c() for c in channels.values()),
                                        return_exceptions=True)
         failed: list[tuple[str, Exception]] = []
@@ -144,11 +179,20 @@ class Notifier:
                 failed.append((name, result))
             elif isinstance(result, BaseException):  # cancelled: not a channel's failure
                 raise result
-        if len(failed) == 1:
-            raise failed[0][1]
+            else:
+                done.add(name)
         if failed:
-            raise RuntimeError("; ".join(f"{name}: {type(exc).__name__}: {exc}"
-                                         for name, exc in failed)) from failed[0][1]
+            error = "; ".join(f"{name}: {type(exc).__name__}: {exc}" for name, exc in failed)
+            if job.attempts >= job.max_attempts:
+                self.delivered.pop(key, None)
+                log.error("notification %s not delivered, given up after %d tries: %s",
+                          key, job.attempts, error)
+                raise RetryLater(0.0, error[:2000]) from failed[0][1]
+            delay = notify_retry_delay(job.attempts)
+            log.warning("notification %s not delivered (try %d/%d), next try in %.0f s: %s",
+                        key, job.attempts, job.max_attempts, delay, error)
+            raise RetryLater(delay, error[:2000]) from failed[0][1]
+        self.delivered.pop(key, None)
         await history.mark_notification_delivered(self.db, key, self.clock())
 
     def channels(
@@ -175,12 +219,16 @@ class Notifier:
 
     async def post_webhook(self, kind: object, text: str) -> None:
         assert self.config.webhook_url
-        async with aiohttp.ClientSession() as session, session.post(
-            self.config.webhook_url, json={"kind": kind, "text": text},
-            timeout=aiohttp.ClientTimeout(total=self.bound(WEBHOOK_TIMEOUT)),
-        ) as resp:
-            if resp.status >= 300:
-                raise RuntimeError(f"notify.webhook_url answered HTTP {resp.status}")
+        bound = self.bound(WEBHOOK_TIMEOUT)
+        try:
+            async with aiohttp.ClientSession() as session, session.post(
+                self.config.webhook_url, json={"kind": kind, "text": text},
+                timeout=aiohttp.ClientTimeout(total=bound),
+            ) as resp:
+                if resp.status >= 300:
+                    raise RuntimeError(f"notify.webhook_url answered HTTP {resp.status}")
+        except TimeoutError:
+            raise TimeoutError(f"notify.webhook_url did not answer within {bound:g} s") from None
 
     async def send_mail(self, kind: str, text: str) -> None:
         assert self.config.smtp is not None
@@ -188,5 +236,10 @@ class Notifier:
         # The socket timeout bounds each SMTP step; the whole is bounded too (a server that
         # trickles), at four steps' worth.
         total = self.bound(4 * SMTP_TIMEOUT)
-        await asyncio.wait_for(
-            asyncio.to_thread(send_email, self.config.smtp, msg, total / 4), timeout=total)
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(send_email, self.config.smtp, msg, total / 4), timeout=total)
+        except TimeoutError as exc:
+            raise TimeoutError(
+                f"notify.smtp: no answer within {total / 4:g} s, or not done in {total:g} s"
+            ) from exc

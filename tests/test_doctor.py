@@ -18,6 +18,7 @@ from instaset.cli import app
 from instaset.config import Config
 from instaset.daemon import runtime
 from instaset.doctor import Check, failed, run_checks
+from instaset.inbox import iso_utc
 from instaset.outbox import StaticTokens
 from instaset.sandbox import Sandbox
 from instaset.store import history
@@ -210,3 +211,38 @@ async def test_queue_dead_letters_and_notifications(tmp_path: Path) -> None:
     assert dead.status == "warn" and "notify: RuntimeError: HTTP 500" in dead.message
     note = checks["notification"]
     assert note.status == "warn" and "@ana is a hot lead (not delivered)" in note.message
+
+
+async def test_undelivered_notifications_beyond_the_last_five_retrying_or_given_up(
+    tmp_path: Path,
+) -> None:
+    # A notification is retried for a day: doctor counts every one not delivered after an
+    # hour, also when five newer ones (delivered) hide it from the list, and tells those
+    # still retried from those given up.
+    cfg = write_config(tmp_path)
+    await make_db(tmp_path)
+    db = await open_database(tmp_path / "doc.db", synchronous="NORMAL")
+    try:
+        now = time.time()
+        for i in range(3):
+            await history.add_notification(db, key=f"old{i}", account_id=ACCT, contact_id=None,
+                                           kind="handoff", text=f"old {i}", now=now - 7200)
+        await jobstore.enqueue(db, [jobstore.NewJob("notify", f"notify:old{i}", {}, now + 600 * i)
+                                    for i in range(2)], now)
+        async with db.tx() as conn:
+            await conn.execute(
+                "INSERT INTO jobs(kind, key, state, run_at, created_at, finished_at, last_error)"
+                " VALUES ('notify', 'notify:old2', 'dead', ?, ?, ?, 'RuntimeError: HTTP 500')",
+                (now, now, now))
+        for i in range(5):
+            await history.add_notification(db, key=f"new{i}", account_id=ACCT, contact_id=None,
+                                           kind="lead", text=f"new {i}", now=now - 60)
+            await history.mark_notification_delivered(db, f"new{i}", now - 50)
+    finally:
+        await db.close()
+    checks = await run_checks(cfg, offline=True)
+    assert [c.status for c in checks if c.name == "notification"] == ["ok"] * 5
+    late = by_name(checks)["undelivered notifications"]
+    assert late.status == "warn"
+    assert late.message == (f"3 not delivered after an hour: 2 still retried (next try "
+                            f"{iso_utc(now)}), 1 given up after a day of tries")
