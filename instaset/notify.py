@@ -3,8 +3,10 @@
 Contract of the ``notify`` job: the notification is recorded once per key (the inbox and
 ``doctor`` show it), logged at WARNING on ``instaset.notify``, and, when configured, handed to
 ``notify.command`` (text on stdin), POSTed as JSON to ``notify.webhook_url`` and/or emailed
-through ``notify.smtp`` (stdlib ``smtplib`` in a thread). The channels run side by side, each
-within its own bound (:data:`COMMAND_TIMEOUT`, :data:`WEBHOOK_TIMEOUT`, :data:`SMTP_TIMEOUT`),
+through ``notify.smtp`` (stdlib ``smtplib`` in a thread) and/or shown on the desktop
+(``notify.desktop``: ``notify-send``, or ``osascript`` on macOS; without it the channel fails,
+see :meth:`Notifier.show_desktop`). The channels run side by side, each within its own bound
+(:data:`COMMAND_TIMEOUT`, :data:`WEBHOOK_TIMEOUT`, :data:`SMTP_TIMEOUT`, :data:`DESKTOP_TIMEOUT`),
 cut to fit in the worker's time limit for the job; a command that runs out of time is killed.
 A failing command, webhook or mail server makes the job retry (:class:`RetryLater`, for about
 a day: see :data:`NOTIFY_MAX_ATTEMPTS`); the record is never duplicated. Delivery is at least
@@ -15,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
 import os
 import random
+import shutil
 import signal
 import smtplib
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from email.message import EmailMessage
@@ -41,6 +46,9 @@ COMMAND_TIMEOUT = 30.0
 
 WEBHOOK_TIMEOUT = 15.0
 """Seconds for the whole POST to ``notify.webhook_url``."""
+
+DESKTOP_TIMEOUT = 10.0
+"""Seconds ``notify-send`` / ``osascript`` may run before it is killed."""
 
 # How long a notification is retried. A channel is down for minutes to hours at a time (a
 # chat webhook being redeployed, a mail server greylisting or in maintenance, a laptop
@@ -73,7 +81,7 @@ SMTP_TIMEOUT = 30.0
 
 
 async def run_bounded(
-    proc: asyncio.subprocess.Process, data: bytes, timeout: float, what: str
+    proc: asyncio.subprocess.Process, data: bytes | None, timeout: float, what: str
 ) -> None:
     """Feed ``data`` to ``proc`` (started with ``start_new_session=True``) and wait for it,
     at most ``timeout`` seconds. Timed out or cancelled, the process and everything it
@@ -101,6 +109,26 @@ def kill_group(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()  # in case it left its group
+
+
+def desktop_tool(platform: str = sys.platform) -> str:
+    """The program that shows a desktop notification here: ``osascript`` on macOS,
+    ``notify-send`` (libnotify) elsewhere."""
+    return "osascript" if platform == "darwin" else "notify-send"
+
+
+def desktop_argv(path: str, kind: str, text: str, platform: str = sys.platform) -> list[str]:
+    """The command line that shows ``text`` with ``path`` (:func:`desktop_tool`, found). An
+    argv list, never a shell: the text may quote a contact. osascript gets it as arguments of
+    a fixed script (``on run argv``), never inside the script's source; notify-send after
+    ``--`` (a text starting with ``-`` is no option), with ``<>&`` escaped (its body may be
+    read as markup: a contact's ``<a href>`` is shown, not made a link)."""
+    title = f"instaset: {kind}"
+    if platform == "darwin":
+        return [path, "-e", "on run argv",
+                "-e", "display notification (item 2 of argv) with title (item 1 of argv)",
+                "-e", "end run", title, text]
+    return [path, "--app-name=instaset", "--", title, html.escape(text, quote=False)]
 
 
 def email_for(smtp: SmtpConfig, kind: str, text: str) -> EmailMessage:
@@ -145,6 +173,8 @@ class Notifier:
         self.clock = clock
         self.job_seconds = job_seconds
         self.delivered: dict[str, set[str]] = {}  # key -> channels done (see handle)
+        self.platform = sys.platform
+        self.said_no_desktop = False  # the missing notify-send/osascript is logged once
 
     def bound(self, seconds: float) -> float:
         """``seconds``, a channel's own bound, cut to what a job leaves to its channels."""
@@ -206,7 +236,30 @@ class Notifier:
             out["webhook"] = lambda: self.post_webhook(kind, text)
         if self.config.smtp is not None:
             out["smtp"] = lambda: self.send_mail(str(kind or "notify"), text)
+        if self.config.desktop:
+            out["desktop"] = lambda: self.show_desktop(str(kind or "notify"), text)
         return out
+
+    async def show_desktop(self, kind: str, text: str) -> None:
+        """A desktop notification. Without the tool (:func:`desktop_tool` not on PATH) the
+        channel fails like one that is down: the notification is not marked delivered, it is
+        retried (installing the tool is enough: it is looked up at each try) and ``doctor``
+        reports it; the reason is logged once per daemon at WARNING, then with each try."""
+        tool = desktop_tool(self.platform)
+        path = shutil.which(tool)
+        if path is None:
+            if not self.said_no_desktop:
+                self.said_no_desktop = True
+                log.warning("notify.desktop is on but %s is not on the daemon's PATH: no desktop "
+                            "notification is shown, and notifications stay undelivered until "
+                            "it is installed (or set notify.desktop: false)", tool)
+            raise RuntimeError(f"notify.desktop: {tool} not found on PATH")
+        proc = await asyncio.create_subprocess_exec(
+            *desktop_argv(path, kind, text, self.platform), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        await run_bounded(proc, None, self.bound(DESKTOP_TIMEOUT), f"notify.desktop ({tool})")
 
     async def run_command(self, text: str) -> None:
         assert self.config.command

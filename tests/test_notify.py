@@ -365,7 +365,8 @@ def test_each_channel_bound_fits_in_the_shortest_job() -> None:
     job_seconds = worker_settings(Config.model_validate(
         {"worker": {"lease_seconds": 30}})).job_timeout
     notifier = Notifier(None, NotifyConfig(), job_seconds=job_seconds)  # type: ignore[arg-type]
-    for own in (nmod.COMMAND_TIMEOUT, nmod.WEBHOOK_TIMEOUT, 4 * nmod.SMTP_TIMEOUT):
+    for own in (nmod.COMMAND_TIMEOUT, nmod.WEBHOOK_TIMEOUT, 4 * nmod.SMTP_TIMEOUT,
+                nmod.DESKTOP_TIMEOUT):
         assert notifier.bound(own) <= job_seconds - nmod.JOB_MARGIN
     default = Notifier(None, NotifyConfig())  # type: ignore[arg-type]
     assert default.job_seconds == worker_settings(Config()).job_timeout
@@ -450,3 +451,93 @@ async def test_the_last_try_gives_up_and_says_so(
         await notifier.handle(job(attempts=5))  # max_attempts=5: the worker dead-letters it
     assert "given up after 5 tries" in caplog.text
     assert notifier.delivered == {}
+
+
+# -- desktop notifications --------------------------------------------------------------------
+UNTRUSTED = "@eve <a href='https://x.example'>win</a> & $(touch pwned) `touch pwned2`\n-rf"
+
+
+def fake_tool(bindir: Path, name: str, body: str) -> Path:
+    """A ``name`` script first on PATH; ``body`` runs after it logged its arguments
+    (NUL-separated) to ``<name>.args`` next to ``bindir``."""
+    bindir.mkdir(exist_ok=True)
+    log = bindir.parent / f"{name}.args"
+    tool = bindir / name
+    tool.write_text(f"#!/bin/sh\nprintf '%s\\0' \"$@\" > '{log}'\n{body}\n")
+    tool.chmod(0o755)
+    return log
+
+
+def logged_args(log: Path) -> list[str]:
+    return log.read_text("utf-8").split("\0")[:-1]
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin"])
+async def test_desktop_notification_passes_the_text_as_one_argument(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, platform: str
+) -> None:
+    bindir = tmp_path / "bin"
+    logs = {name: fake_tool(bindir, name, "exit 0") for name in ("notify-send", "osascript")}
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.chdir(tmp_path)
+    notifier = Notifier(db, NotifyConfig(desktop=True), clock=lambda: NOW)
+    notifier.platform = platform
+    await notifier.handle(job(text=UNTRUSTED))
+    if platform == "darwin":
+        assert not logs["notify-send"].exists()
+        assert logged_args(logs["osascript"]) == [
+            "-e", "on run argv",
+            "-e", "display notification (item 2 of argv) with title (item 1 of argv)",
+            "-e", "end run", "instaset: qualified_lead", UNTRUSTED]
+    else:
+        assert not logs["osascript"].exists()
+        assert logged_args(logs["notify-send"]) == [
+            "--app-name=instaset", "--", "instaset: qualified_lead",
+            "@eve &lt;a href='https://x.example'&gt;win&lt;/a&gt; &amp; $(touch pwned) "
+            "`touch pwned2`\n-rf"]
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
+    assert await records(db) == [("notify:lead:alice", UNTRUSTED, NOW)]
+
+
+async def test_without_a_desktop_tool_nothing_is_claimed_delivered(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    caplog.set_level("WARNING", logger="instaset.notify")
+    notifier = Notifier(db, NotifyConfig(desktop=True), clock=lambda: NOW)
+    for attempt in (1, 2):
+        with pytest.raises(RetryLater, match=r"^desktop: .*notify-send not found on PATH"):
+            await notifier.handle(job(attempts=attempt))
+    assert await records(db) == [("notify:lead:alice", TEXT, None)]
+    assert sum("is not on the daemon's PATH" in r.getMessage() for r in caplog.records) == 1
+    # Installed later: the next try shows it and the notification is delivered.
+    fake_tool(tmp_path / "empty", "notify-send", "exit 0")
+    await notifier.handle(job(attempts=3))
+    assert await records(db) == [("notify:lead:alice", TEXT, NOW)]
+
+
+async def test_a_failing_desktop_tool_is_retried(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # notify-send with no session bus to talk to (a headless service) exits non-zero.
+    fake_tool(tmp_path / "bin", "notify-send", "echo 'Cannot autolaunch D-Bus' >&2; exit 1")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    notifier = Notifier(db, NotifyConfig(desktop=True), clock=lambda: NOW)
+    with pytest.raises(RetryLater, match=r"notify-send.* exited 1: .*D-Bus"):
+        await notifier.handle(job())
+    assert await records(db) == [("notify:lead:alice", TEXT, None)]
+
+
+@needs_proc
+async def test_a_hanging_desktop_tool_is_killed(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nmod, "DESKTOP_TIMEOUT", 0.3)
+    fake_tool(tmp_path / "bin", "notify-send", hanging_command(tmp_path))
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    notifier = Notifier(db, NotifyConfig(desktop=True), clock=lambda: NOW)
+    with pytest.raises(RetryLater, match=r"desktop: TimeoutError: .* killed"):
+        await notifier.handle(job())
+    assert await none_left(str(tmp_path)) == []
