@@ -350,10 +350,7 @@ async def check_notifications(db: Database, now: float, limit: int = 5) -> list[
             _ref("notifications") if stuck else None))
     # All of them, not only the last few: a notification is retried for a day, and the
     # ones still trying are told apart from those given up (dead job, or purged).
-    late = await db.fetchall(
-        "SELECT j.state, j.run_at FROM notifications n"
-        " LEFT JOIN jobs j ON j.key = 'notify:' || n.key"
-        " WHERE n.delivered_at IS NULL AND n.created_at < ?", (now - NOTIFY_LATE,))
+    late = await history.undelivered_notifications(db, now - NOTIFY_LATE)
     if late:
         retrying = [r["run_at"] for r in late if r["state"] in ("ready", "running")]
         parts = []

@@ -349,6 +349,15 @@ async def mark_notification_delivered(db: Database, key: str, now: float) -> Non
     await db.execute("UPDATE notifications SET delivered_at = ? WHERE key = ?", (now, key))
 
 
+async def undelivered_notifications(db: Database, before: float) -> list[sqlite3.Row]:
+    """Every notification recorded before ``before`` and not delivered, with its job's
+    ``state`` and ``run_at`` (None when the job is gone: purged, or given up and aged out)."""
+    return await db.fetchall(
+        "SELECT j.state, j.run_at FROM notifications n"
+        " LEFT JOIN jobs j ON j.key = 'notify:' || n.key"
+        " WHERE n.delivered_at IS NULL AND n.created_at < ?", (before,))
+
+
 async def recent_notifications(db: Database, limit: int = 50) -> list[sqlite3.Row]:
     return await db.fetchall(
         "SELECT * FROM notifications ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
