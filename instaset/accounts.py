@@ -585,17 +585,13 @@ def install(rt: Runtime) -> None:
     service = AccountService(rt.config, rt.db, rt.graph, clock=rt.clock)
     rt.web.extra_routes.extend([callback_route(service), *meta_routes(service)])
     rt.add_periodic("refresh_tokens", REFRESH_INTERVAL, service.refresh_job)
-    tasks: set[asyncio.Task[None]] = set()
     previous = rt.deliverer.on_refused
 
     def on_refused(out: Outgoing, reason: str, detail: str) -> None:
         if previous is not None:
             previous(out, reason, detail)
         if reason == "token_invalid":  # the periodic job notifies too if this is lost
-            task = asyncio.get_running_loop().create_task(service.notify_reconnect(
-                out.account_id))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            rt.spawn(service.notify_reconnect(out.account_id))
 
     rt.deliverer.on_refused = on_refused
 

@@ -29,6 +29,15 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+class LogLevel(StrEnum):
+    """What ``serve --log-level`` takes (any case): a level the logging module knows."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
 class JsonFormatter(logging.Formatter):
     """A record -> one line of JSON (see the module docstring)."""
 

@@ -154,3 +154,17 @@ def test_a_reader_that_stops_early_gets_no_error_message(tmp_path: Path, rich: b
     assert proc.wait(timeout=60) == 0
     assert first.startswith(b"line 0 ")
     assert err == b""
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--log-level", "LOUD"], "Invalid value for '--log-level'"),
+    (["--port", "99999"], "Invalid value for '--port'"),
+    (["--port", "65536"], "Invalid value for '--port'"),
+    (["--port", "-1"], "Invalid value for '--port'"),
+])
+def test_a_bad_serve_option_is_a_usage_error(argv: list[str], says: str) -> None:
+    """CLI review, session 15: an unknown log level ended in a traceback, and a port past
+    65535 listened on another port (99999 mod 65536, or any free one for 65536)."""
+    result = CliRunner().invoke(app, ["serve", *argv])
+    assert result.exit_code == 2
+    assert says in result.output and "Traceback" not in result.output

@@ -451,3 +451,23 @@ def test_a_reply_keeps_a_longer_pause_set_before(
         {"paused_until": month}]
     assert human_sends(sandbox)[0]["message"] == {"text": "I'll send it tonight"}
     assert f"automation paused until {iso_utc(month)}" in result.stdout
+
+
+def test_a_reply_refused_for_a_revoked_token_says_so_without_a_traceback(
+    reply_env: tuple[Path, Path], sandbox: ThreadedSandbox,
+) -> None:
+    """CLI review, session 15: the "reconnect" notification the 190 starts ran after the
+    command had closed its database: a "Task exception was never retrieved" traceback on
+    stderr, and no notification. The command now waits for it."""
+    cfg, db_path = reply_env
+    sandbox.user_dm_at("3339842642640639", 2 * HOUR)
+    seed_inbound(db_path, "3339842642640639", 2 * HOUR)
+    sandbox.box.revoke_token()
+    result = run_cli(cfg, "inbox", "reply", "carol", "hi")
+    assert result.exit_code == 1
+    assert "token_invalid" in result.stderr and "instaset connect" in result.stderr
+    assert "Traceback" not in result.output and "never retrieved" not in result.output
+    jobs = db_rows(db_path, "SELECT key FROM jobs WHERE kind = 'notify'")
+    assert len(jobs) == 1 and "token" in jobs[0]["key"]
+    state = db_rows(db_path, "SELECT state FROM accounts")[0]["state"]
+    assert state == "reconnect_needed"

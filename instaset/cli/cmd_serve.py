@@ -8,12 +8,12 @@ import typer
 
 from instaset.cli.app import STATE, app, handle_errors, run_server
 from instaset.errors import InstasetError
-from instaset.logsetup import LogFormat
+from instaset.logsetup import LogFormat, LogLevel
 
-# LogFormat is a parameter type, so typer resolves it from this module's globals when the
-# command tree is built; instaset.logsetup imports only the standard library. The daemon
-# (aiohttp) and the config are imported inside the command: `instaset --help` must not pay
-# for them (see instaset/cli/app.py).
+# LogFormat and LogLevel are parameter types, so typer resolves them from this module's
+# globals when the command tree is built; instaset.logsetup imports only the standard
+# library. The daemon (aiohttp) and the config are imported inside the command:
+# `instaset --help` must not pay for them (see instaset/cli/app.py).
 
 
 @app.command()
@@ -23,8 +23,10 @@ def serve(
         False, "--sandbox", help="Run against the built-in Instagram sandbox instead of Meta."
     ),
     host: str | None = typer.Option(None, help="Listen address (default: server.host)."),
-    port: int | None = typer.Option(None, help="Listen port (default: server.port)."),
-    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR."),
+    port: int | None = typer.Option(None, min=0, max=65535,
+                                    help="Listen port (default: server.port; 0: any free one)."),
+    log_level: LogLevel = typer.Option(LogLevel.INFO, "--log-level", case_sensitive=False,
+                                       help="DEBUG, INFO, WARNING or ERROR."),
     log_format: LogFormat = typer.Option(
         LogFormat.TEXT, "--log-format", envvar="INSTASET_LOG_FORMAT", case_sensitive=False,
         help="text, or json: one JSON object per line (ts, level, logger, msg).",
