@@ -137,12 +137,33 @@ def authorize_url(config: Config, state: str, redirect: str) -> str:
     return f"{config.instagram.auth_url.rstrip('/')}/oauth/authorize?{query}"
 
 
+# What Meta's code exchange says, and what to do about it, most specific first (every
+# GraphError's text ends in "(code N)": "code" alone says nothing).
+_EXCHANGE_ERRORS = (
+    (re.compile(r"redirect_uri", re.I),
+     "Meta says the redirect URI is not the one the sign-in used: set instagram.redirect_uri "
+     "(or server.public_url) to the URI registered in the app's dashboard, then run "
+     "`instaset connect` again."),
+    (re.compile(r"client secret|app secret", re.I),
+     "Meta refused the app secret: set INSTASET_APP_SECRET (or instagram.app_secret) to the "
+     "Instagram app secret from the app's dashboard, then run `instaset connect` again."),
+    (re.compile(r"application|platform app|client[_ ]id|app id", re.I),
+     "Meta does not know this app: check instagram.app_id (the Instagram app ID from the "
+     "app's dashboard), then run `instaset connect` again."),
+    (re.compile(r"authorization code|verification code|code (has|was) (expired|been used|"
+                r"already used|not found)|matching code", re.I),
+     "The authorization code expired or was already used (a code works once, within an "
+     "hour). Run `instaset connect` again."),
+)
+
+
 def _explain(exc: InstasetError) -> str:
     """Why a connect failed, in words; GraphError messages are already token-free."""
     text = str(exc)
-    if isinstance(exc, InvalidParameter) and re.search(r"code|verification", text, re.I):
-        return ("The authorization code expired or was already used (a code works once, "
-                "within an hour). Run `instaset connect` again.")
+    if isinstance(exc, InvalidParameter):
+        for pattern, advice in _EXCHANGE_ERRORS:
+            if pattern.search(text):
+                return f"{advice} ({text})"
     if isinstance(exc, Transient):
         return f"Instagram could not be reached; try again in a minute ({text})."
     return f"Instagram refused the connection: {text}"

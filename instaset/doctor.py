@@ -225,6 +225,14 @@ async def check_accounts(
         if a["sandbox"]:
             out.append(Check(f"account {name}", "ok", "sandbox account (no Meta checks)"))
             continue
+        if a["state"] == "disconnected":
+            # Disconnected on purpose (`disconnect`, or the app removed at Meta): its
+            # history stays for `export`; nothing is broken, so doctor does not fail.
+            out.append(Check(f"account {name}", "warn", "disconnected: no automation; its "
+                             "history is kept", "`instaset connect` to use it again, or "
+                             "`instaset disconnect --purge` to erase it",
+                             _ref("connect-an-account")))
+            continue
         if a["state"] != "connected":
             out.append(Check(f"account {name}", "fail", f"state {a['state']}",
                              "run `instaset connect` again", _ref("connect-an-account")))

@@ -902,3 +902,25 @@ def test_a_plain_http_redirect_to_meta_is_warned_about() -> None:
     assert redirect_warning(public) is None
     sandbox = Config.model_validate({"instagram": {"api_url": "http://127.0.0.1:9999"}})
     assert redirect_warning(sandbox) is None
+
+
+@pytest.mark.parametrize(("meta_says", "advice"), [
+    ("Error validating client secret.", "INSTASET_APP_SECRET"),
+    ("Error validating verification code. Please make sure your redirect_uri is identical to "
+     "the one you used in the OAuth dialog request", "instagram.redirect_uri"),
+    ("Invalid platform app", "instagram.app_id"),
+    ("This authorization code has expired.", "expired or was already used"),
+    ("This authorization code has been used.", "expired or was already used"),
+    ("Matching code was not found or was already used", "expired or was already used"),
+])
+def test_a_failed_code_exchange_names_the_setting_to_fix(meta_says: str, advice: str) -> None:
+    """CLI review, session 15: every refusal of the code exchange said "the authorization
+    code expired... run connect again", even a wrong app secret, which no rerun fixes."""
+    from instaset.accounts import _explain
+    from instaset.errors import InvalidParameter
+
+    said = _explain(InvalidParameter(f"Meta OAuth error: {meta_says} (code 400)", code=400))
+    assert advice in said and meta_says[:20] in said
+    others = {"INSTASET_APP_SECRET", "instagram.redirect_uri", "instagram.app_id",
+              "expired or was already used"} - {advice}
+    assert not any(o in said for o in others)

@@ -246,3 +246,22 @@ async def test_undelivered_notifications_beyond_the_last_five_retrying_or_given_
     assert late.status == "warn"
     assert late.message == (f"3 not delivered after an hour: 2 still retried (next try "
                             f"{iso_utc(now)}), 1 given up after a day of tries")
+
+
+@pytest.mark.parametrize(("state", "status"), [("disconnected", "warn"),
+                                               ("reconnect_needed", "fail")])
+async def test_a_disconnected_account_is_a_warning_a_dead_token_a_failure(
+        tmp_path: Path, state: str, status: str) -> None:
+    """CLI review, session 15: after a deliberate `disconnect` (history kept for export),
+    doctor failed for ever; a token Meta no longer accepts still fails."""
+    cfg = write_config(tmp_path)
+    await make_db(tmp_path, sandbox=False, expires=time.time() + 30 * DAY)
+    db = await open_database(tmp_path / "doc.db", synchronous="NORMAL")
+    try:
+        await db.execute("UPDATE accounts SET state = ?", (state,))
+    finally:
+        await db.close()
+    checks = await run_checks(cfg, tokens=StaticTokens({}), offline=True)
+    account = by_name(checks)["account @coach"]
+    assert account.status == status and "instaset connect" in (account.fix or "")
+    assert bool(failed(checks)) is (status == "fail")
