@@ -345,10 +345,25 @@ class AccountService:
                         f"could not be refreshed ({exc}). Run `instaset connect` before then.")
                 await self._notify(f"token-expiring:{acct}:{int(issued)}", acct, text, now)
             return
+        # A `disconnect` or deauthorize may have deleted the token while Meta answered: the
+        # new one must not bring it back (looked at before and after storing it).
+        if not await self._still_connected(acct):
+            return
         await self._set(token_key(acct), grant.access_token)
+        if not await self._still_connected(acct):
+            await self._delete(token_key(acct))
+            return
         new_expiry = now + (grant.expires_in or LONG_LIVED)
         await acctstore.set_token_times(self.db, acct, now, new_expiry, now)
         log.info("refreshed the token of account %s; it expires %s", acct, iso_or_none(new_expiry))
+
+    async def _still_connected(self, account_id: str) -> bool:
+        row = await history.get_account(self.db, account_id)
+        if row is not None and row["state"] != "disconnected":
+            return True
+        log.info("account %s was disconnected during its token refresh: the new token is "
+                 "not kept", account_id)
+        return False
 
     async def mark_reconnect(self, row: sqlite3.Row, why: str, now: float) -> None:
         await history.set_account_state(self.db, str(row["id"]), "reconnect_needed", now)

@@ -924,3 +924,26 @@ def test_a_failed_code_exchange_names_the_setting_to_fix(meta_says: str, advice:
     others = {"INSTASET_APP_SECRET", "instagram.redirect_uri", "instagram.app_id",
               "expired or was already used"} - {advice}
     assert not any(o in said for o in others)
+
+
+async def test_a_disconnect_during_a_token_refresh_keeps_the_token_deleted(
+    rt: Runtime, service: AccountService, box: Sandbox, clock: Clock
+) -> None:
+    """CLI review, session 15: a refresh in flight when `disconnect` (or a deauthorize)
+    deleted the token stored the new one afterwards: a disconnected account with a valid
+    60-day token in the secret store."""
+    await service.store_token(box.token, int(LONG_TTL))
+    clock.t = T0 + 31 * DAY  # due for a refresh
+    box.inject(Fault("delay", path_contains="refresh_access_token", delay=1.0))
+    cli = AccountService(rt.config, rt.db, rt.graph, clock=clock)  # another process's
+
+    async def disconnect_meanwhile() -> None:
+        # While Meta holds the refresh (had the refresh not started yet, it would skip the
+        # disconnected account: the test passes then too, without the race).
+        await asyncio.sleep(0.3)
+        await cli.disconnect(ACCT, purge=False)
+
+    await asyncio.wait_for(asyncio.gather(run_refresh(rt), disconnect_meanwhile()), 10)
+    assert MemorySecrets().get(token_key(ACCT)) is None
+    row = await history.get_account(rt.db, ACCT)
+    assert row is not None and row["state"] == "disconnected"
