@@ -61,6 +61,7 @@ from instaset.store import history
 from instaset.store.db import Database
 from instaset.store.jobs import Job
 from instaset.timefmt import iso_or_none
+from instaset.token_health import REJECTED, reconnect_notice
 
 if TYPE_CHECKING:
     from instaset.daemon import Runtime
@@ -335,7 +336,7 @@ class AccountService:
         try:
             grant = await self.graph.refresh_token(token)
         except TokenInvalid:
-            await self.mark_reconnect(row, "Meta rejected its token (code 190)", now)
+            await self.mark_reconnect(row, REJECTED, now)
             return
         except GraphError as exc:
             log.warning("could not refresh the token of account %s: %s", acct, exc)
@@ -370,17 +371,13 @@ class AccountService:
         await self._notify_reconnect(row, why, now)
 
     async def _notify_reconnect(self, row: sqlite3.Row, why: str, now: float) -> None:
-        acct = str(row["id"])
-        issued = int(row["token_issued_at"] or row["created_at"])
-        text = (f"Instagram account @{row['username'] or acct} needs reconnecting: {why}. "
-                "Automation for it is stopped; run `instaset connect`.")
-        await self._notify(f"token-reconnect:{acct}:{issued}", acct, text, now)
+        await enqueue(self.db, [reconnect_notice(row, why, now)], now)
 
     async def notify_reconnect(self, account_id: str) -> None:
         """For the sender's 190: notify once per token that the account needs reconnecting."""
         row = await history.get_account(self.db, account_id)
         if row is not None:
-            await self._notify_reconnect(row, "Meta rejected its token (code 190)", self.clock())
+            await self._notify_reconnect(row, REJECTED, self.clock())
 
     async def _notify(self, key: str, account_id: str, text: str, now: float) -> None:
         await enqueue(self.db, [notify_job(key, account_id, None, "token", text, now)], now)

@@ -112,6 +112,7 @@ from instaset.store import history
 from instaset.store.db import Database
 from instaset.store.ingest import any_staged, move_staged
 from instaset.store.jobs import Job
+from instaset.token_health import token_rejected
 
 if TYPE_CHECKING:
     from instaset.daemon import Runtime
@@ -229,6 +230,8 @@ class CatchUp(GapCheck):
                                   self.clock() + STAGED_RETRY, walk.going_on())
             return
         except TokenInvalid:
+            await token_rejected(self.db, self.tokens, acct, await self.tokens.token(acct),
+                                 self.clock())
             await self.finish(run_id, error="the access token is invalid; run `instaset "
                               "connect`", generation=gen)
             return

@@ -33,6 +33,7 @@ from instaset.outbox import TokenProvider
 from instaset.queue import NewJob, enqueue_in
 from instaset.store import contacts as store
 from instaset.store.db import Database
+from instaset.token_health import token_rejected
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -132,7 +133,9 @@ class GapCheck:
                             acct_id)
             sub_ok = True
         except TokenInvalid:
-            return RunReport(acct_id, username, False, error="the access token is invalid")
+            await token_rejected(self.db, self.tokens, acct_id, token, now)
+            return RunReport(acct_id, username, False, error="the access token is invalid; "
+                             "run `instaset connect`")
         except GraphError as exc:
             log.warning("account %s: cannot check the webhook subscription: %s", acct_id, exc)
         marks = Marks.from_row(await store.get_check(self.db, acct_id))

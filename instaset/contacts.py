@@ -52,6 +52,7 @@ from instaset.store import jobs as jobstore
 from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in
 from instaset.timefmt import iso_or_none
+from instaset.token_health import token_rejected
 
 log = logging.getLogger("instaset.contacts")
 
@@ -390,7 +391,8 @@ class Profiles:
         except (InvalidParameter, UserUnavailable) as exc:
             return await self._failed(acct, contact, type(exc).__name__.lower(), job)
         except TokenInvalid:
-            return None  # the accounts feature marks the account and tells the creator
+            await token_rejected(self.db, self.tokens, acct, token, self.clock())
+            return None
         except Throttled as exc:
             raise RetryLater(exc.retry_after or 60.0, "user profile throttled",
                              count_attempt=False) from None

@@ -34,6 +34,7 @@ from instaset.catchup import (
 )
 from instaset.catchup_walk import _Pass
 from instaset.config import Config
+from instaset.contacts import Profiles
 from instaset.daemon import Runtime, runtime
 from instaset.graph import GraphClient
 from instaset.outbox import StaticTokens
@@ -1600,3 +1601,32 @@ def test_summary_and_since() -> None:
     assert summary_text("creator", "quiet", 0, [], 0, None) is None
     assert parse_since("6h", NOW) == NOW - 6 * HOUR
     assert parse_since("1970-01-12T13:46:40Z", NOW) == NOW
+
+
+# -- a 190 outside a send (CLI review, session 15) ---------------------------------------------
+async def test_a_token_meta_rejects_in_the_check_or_a_profile_lookup_marks_the_account(
+    tmp_path: Path,
+) -> None:
+    """A revoked token showed up only when a send hit it: the catch-up check, the catch-up
+    command and the profile lookups failed, and the account stayed "connected" in
+    `accounts`, `/healthz` and `doctor`, with nobody told. Now each marks it and notifies
+    once (per token)."""
+    async with world(tmp_path) as w, daemon(w, start=False) as rt:
+        w.sandbox.revoke_token()
+        [report] = await CatchUp.for_runtime(rt).run_now()
+        assert report.error is not None and "instaset connect" in report.error
+        row = await history.get_account(rt.db, ACCT)
+        assert row is not None and row["state"] == "reconnect_needed"
+        notes = await rt.db.fetchall("SELECT key FROM jobs WHERE kind = 'notify'")
+        assert [n["key"] for n in notes] == [f"notify:token-reconnect:{ACCT}:"
+                                             f"{int(row['created_at'])}"]
+
+        # a profile lookup that meets the 190 marks a connected account the same way
+        await rt.db.execute("UPDATE accounts SET state = 'connected'")
+        async with rt.db.tx() as conn:
+            await history.touch_contact(conn, ACCT, BEA, w.clock())
+        assert await Profiles(rt.db, rt.graph, rt.tokens, clock=w.clock).fetch(ACCT, BEA) is None
+        row = await history.get_account(rt.db, ACCT)
+        assert row is not None and row["state"] == "reconnect_needed"
+        # one notification per token: the same key, not a second one
+        assert await count(rt, "SELECT count(*) FROM jobs WHERE kind = 'notify'") == 1

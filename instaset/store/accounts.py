@@ -78,6 +78,14 @@ async def set_token_times(
     )
 
 
+async def mark_reconnect_needed(db: Database, account_id: str, now: float) -> bool:
+    """``connected`` -> ``reconnect_needed``; False when the account was not connected (a
+    disconnected one stays so, one already marked is not marked again)."""
+    return bool(await db.execute(
+        "UPDATE accounts SET state = 'reconnect_needed', updated_at = ?"
+        " WHERE id = ? AND state = 'connected'", (now, account_id)))
+
+
 async def set_disconnected(db: Database, account_id: str, now: float) -> int:
     return await db.execute(
         "UPDATE accounts SET state = 'disconnected', subscribed_fields = '[]', updated_at = ?"
