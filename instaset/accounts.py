@@ -45,11 +45,11 @@ import yarl
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from instaset.automation import notify_job
 from instaset.config import Config, InstagramConfig
 from instaset.errors import GraphError, InstasetError, InvalidParameter, TokenInvalid, Transient
 from instaset.graph import GraphClient
 from instaset.http_body import in_time, too_slow
+from instaset.notify import notify_job
 from instaset.oauth_pages import deletion_status_page, not_found_page, result_page
 from instaset.oneline import one_line
 from instaset.proxy import client_view, external_base_url, valid_host

@@ -33,13 +33,13 @@ from instaset.engine.actions import (
     SetStage,
     TypingOn,
 )
-from instaset.engine.decide import Decision, decide, resume
+from instaset.engine.decide import WINDOW_CLOSED, Decision, decide, resume
 from instaset.engine.model import Workflow
 from instaset.engine.settings import EngineSettings
 from instaset.engine.state import ConversationState
 from instaset.events import CommentEvent, Event
 from instaset.links import track_links
-from instaset.notify import NOTIFY_MAX_ATTEMPTS
+from instaset.notify import notify_job
 from instaset.outbox import Outgoing, enqueue_sends
 from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater, enqueue_in
 from instaset.rules import SendKind
@@ -152,6 +152,16 @@ class WorkflowAutomation:
             self.on_decision(decision)
         outs: list[Outgoing] = []
         jobs: list[NewJob] = []
+        closed = [line for line in decision.trace
+                  if ": refused " in line and WINDOW_CLOSED in line]
+        if closed and decision.workflow:
+            # The engine refused a step itself (a delayed step after the 24 h window): the
+            # creator is told, once per contact, workflow and day (as the outbox does).
+            jobs.append(notify_job(
+                f"engine-refused:{st.account_id}:{st.contact_id}:{decision.workflow}:"
+                f"{int(now // 86400)}", st.account_id, st.contact_id, "refused",
+                f"Workflow {decision.workflow} could not message {st.contact_id}: "
+                + "; ".join(line.split(": ", 1)[-1] for line in closed), now))
         public = sum(isinstance(a, PublicReply) for a in decision.actions)
         if public and decision.workflow:
             # The next comment's public reply takes the next variant (decide(turns=...)).
@@ -259,12 +269,3 @@ class WorkflowAutomation:
                 # Not ours any more (its lease ran out and another claim took it): roll back.
                 raise RetryLater(0.0, "resume_flow job no longer leased here", count_attempt=False)
         return COMPLETED
-
-
-def notify_job(key: str, account_id: str | None, contact_id: str | None, kind: str, text: str,
-               now: float) -> NewJob:
-    """The job that records and delivers one notification; a channel that is down is
-    retried for about a day (see :data:`instaset.notify.NOTIFY_MAX_ATTEMPTS`)."""
-    return NewJob("notify", f"notify:{key}", {
-        "key": key, "account_id": account_id, "contact_id": contact_id, "kind": kind,
-        "text": text}, run_at=now, max_attempts=NOTIFY_MAX_ATTEMPTS)

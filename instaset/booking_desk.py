@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import aiosqlite
 
-from instaset.automation import notify_job
 from instaset.booking_slots import (
     REMINDER_KIND,
     Slot,
@@ -36,6 +35,7 @@ from instaset.booking_slots import (
     tz_label,
 )
 from instaset.config import Config
+from instaset.notify import notify_job
 from instaset.outbox import Outgoing, enqueue_sends
 from instaset.queue import NewJob, enqueue_in
 from instaset.rules import Clearance, Refusal, SendFacts, SendKind, check_send

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from instaset.automation import notify_job
 from instaset.booking_desk import SlotDesk
 from instaset.booking_slots import (
     TAP_KIND,
@@ -36,6 +35,7 @@ from instaset.booking_slots import (
 )
 from instaset.errors import InstasetError
 from instaset.events import Event
+from instaset.notify import notify_job
 from instaset.outbox import Outgoing, enqueue_sends
 from instaset.pipeline import Automation
 from instaset.queue import NewJob, enqueue_in

@@ -78,7 +78,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
-from instaset.automation import notify_job
 from instaset.backfill import (
     CallLimiter,
     CatchUpSettings,
@@ -105,6 +104,7 @@ from instaset.contacts import Profiles
 from instaset.engine.decide import needs_follower
 from instaset.errors import GraphError, InvalidParameter, Throttled, TokenInvalid
 from instaset.graph import GraphClient
+from instaset.notify import notify_job
 from instaset.outbox import TokenProvider
 from instaset.queue import NewJob, Outcome, RetryLater, backoff_delay, enqueue_in
 from instaset.store import contacts as store

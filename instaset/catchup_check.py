@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from instaset.automation import notify_job
 from instaset.backfill import (
     RESTARTING,
     CatchUpSettings,
@@ -29,6 +28,7 @@ from instaset.catchup_walk import part_job
 from instaset.contacts import Profiles
 from instaset.errors import GraphError, TokenInvalid
 from instaset.graph import GraphClient
+from instaset.notify import notify_job
 from instaset.outbox import TokenProvider
 from instaset.queue import NewJob, enqueue_in
 from instaset.store import contacts as store

@@ -329,11 +329,15 @@ async def reply(
     verdict = check_send(facts, now)
     if not isinstance(verdict, Clearance):
         return ReplyOutcome("refused", [], reason=verdict.reason, detail=verdict.detail)
-    out = Outgoing(key=key, kind=SendKind.TEXT, account_id=ref.account_id,
-                   contact_id=ref.contact_id, text=text, sent_by="human")
     until = now + rt.config.handoff.pause_for.total_seconds()
     async with rt.db.tx() as conn:
         before = await history.get_conversation(conn, ref.account_id, ref.contact_id)
+        # Refused or failed later (at the daemon, after this command stopped waiting), the
+        # send gives the conversation back its pause and unread count itself (outbox).
+        undo = (until, before["paused_until"] if before is not None else None,
+                int(before["unread"]) if before is not None else 0)
+        out = Outgoing(key=key, kind=SendKind.TEXT, account_id=ref.account_id,
+                       contact_id=ref.contact_id, text=text, sent_by="human", undo_pause=undo)
         keys = await enqueue_sends(conn, [out], now)
         # The creator took over: automation stays out of this thread for a while, and the
         # thread counts as read (they have just answered it). In the same transaction as

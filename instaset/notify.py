@@ -34,7 +34,7 @@ import aiohttp
 
 from instaset.config import NotifyConfig, SmtpConfig, WorkerConfig
 from instaset.config_models import JOB_SHARE_OF_LEASE
-from instaset.queue import RetryLater
+from instaset.queue import NewJob, RetryLater
 from instaset.store import history
 from instaset.store.db import Database
 from instaset.store.jobs import Job
@@ -61,6 +61,15 @@ DESKTOP_TIMEOUT = 10.0
 NOTIFY_RETRY_FIRST = 30.0
 NOTIFY_RETRY_CAP = 3600.0
 NOTIFY_MAX_ATTEMPTS = 31
+
+
+def notify_job(key: str, account_id: str | None, contact_id: str | None, kind: str, text: str,
+               now: float) -> NewJob:
+    """The job that records and delivers one notification; a channel that is down is
+    retried for about a day (see :data:`NOTIFY_MAX_ATTEMPTS`)."""
+    return NewJob("notify", f"notify:{key}", {
+        "key": key, "account_id": account_id, "contact_id": contact_id, "kind": kind,
+        "text": text}, run_at=now, max_attempts=NOTIFY_MAX_ATTEMPTS)
 
 
 def notify_retry_delay(attempts: int, rng: random.Random | None = None) -> float:

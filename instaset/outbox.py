@@ -44,6 +44,7 @@ from instaset.errors import (
 from instaset.events import CommentEvent, EventKind, MessageEvent, parse_stored
 from instaset.graph import GraphClient, QuickReply, SendResult, split_text
 from instaset.metrics import Metrics
+from instaset.notify import notify_job
 from instaset.pipeline import ECHO_SETTLE_SECONDS, EchoOrigin
 from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater, enqueue, enqueue_in
 from instaset.ratelimit import Budgets, SendClass
@@ -77,6 +78,9 @@ class Outgoing:
     workflow: str | None = None
     next_key: str | None = None
     before_handoff: bool = False  # decided together with a handoff: the pause follows it
+    # A human reply (`inbox reply`) that paused automation: (the pause it set, the pause and
+    # unread count before it). A reply refused or failed later gives them back (_refuse).
+    undo_pause: tuple[float, float | None, int] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
@@ -86,6 +90,8 @@ class Outgoing:
         d: dict[str, Any] = json.loads(text)
         d["kind"] = SendKind(d["kind"])
         d["quick_replies"] = tuple(tuple(q) for q in d.get("quick_replies", ()))
+        if d.get("undo_pause") is not None:
+            d["undo_pause"] = tuple(d["undo_pause"])
         return cls(**d)
 
     @property
@@ -141,6 +147,37 @@ def echo_candidates(flying: Sequence[sqlite3.Row], text: str | None,
     with ``text`` and ``attachment_types`` could be the echo of (:func:`echo_matches`)."""
     return [s for s in flying
             if echo_matches(Outgoing.from_json(s["body"]), text, attachment_types)]
+
+
+# Refusals the creator is told about (design.md: "the send is refused locally with a
+# reason, and the creator is told"): a window or deadline that closed, and what Meta refused
+# for good. Not: a pause (the creator has the thread), a private reply already given, a
+# disconnected account, or a token (its own notice: token_health).
+_TOLD = frozenset({"window_closed", "private_reply_expired"})
+_UNTOLD = frozenset({"paused", "private_reply_used", "account_disconnected", "no_token",
+                     "token_invalid"})
+
+
+def refusal_notice(out: Outgoing, state: str, reason: str, detail: str, now: float
+                   ) -> NewJob | None:
+    """The notification of ``out`` refused (or failed) for ``reason``, or None. A human
+    reply that did not go out is told (with its text's start); automation's, once per
+    contact, reason and day. Reasons with their own notice or none (see above): None."""
+    who = out.contact_id or "?"
+    if reason in _UNTOLD:
+        return None
+    if out.sent_by == "human":
+        text = (f"Your reply to {who} was not sent ({reason}): {detail}. "
+                f"It said: {(out.text or '')[:80]}")
+        return notify_job(f"reply-not-sent:{out.key}", out.account_id, out.contact_id,
+                          "refused", text, now)
+    if state != "failed" and reason not in _TOLD:
+        return None
+    what = f"workflow {out.workflow}" if out.workflow else "automation"
+    day = int(now // 86400)
+    return notify_job(f"send-refused:{out.account_id}:{who}:{reason}:{day}", out.account_id,
+                      out.contact_id, "refused",
+                      f"A message from {what} to {who} was not sent ({reason}): {detail}", now)
 
 
 def send_job(key: str, run_at: float) -> NewJob:
@@ -250,6 +287,16 @@ class Deliverer:
             await sendstore.set_state_in(conn, out.key, state, now, reason=reason)
             if out.next_key:  # the rest of the chain still gets its own verdict
                 await enqueue_in(conn, [send_job(out.next_key, now)], now)
+            if out.undo_pause is not None and out.contact_id is not None:
+                # A human reply that never went out must not silence automation for hours
+                # (unless another pause was set since: that one stands).
+                until, previous, unread = out.undo_pause
+                await history.undo_pause(conn, out.account_id, out.contact_id, now,
+                                         paused_until=until, previous_until=previous,
+                                         previous_unread=unread)
+            notice = refusal_notice(out, state, reason, detail, now)
+            if notice is not None:
+                await enqueue_in(conn, [notice], now)
         self._count(out, reason)
         log.info("send %s %s: %s (%s)", out.key, state, reason, detail)
         if self.on_refused is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from instaset.automation import notify_job
+from instaset.notify import notify_job
 from instaset.outbox import TokenProvider
 from instaset.queue import NewJob, enqueue
 from instaset.store import accounts as acctstore

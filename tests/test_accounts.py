@@ -32,12 +32,12 @@ from instaset.accounts import (
     install,
     run_connect,
 )
-from instaset.automation import notify_job
 from instaset.cli import app
 from instaset.config import Config
 from instaset.daemon import FEATURES, Runtime, runtime
 from instaset.errors import InstasetError, SecretsError
 from instaset.graph import GraphClient
+from instaset.notify import notify_job
 from instaset.outbox import Outgoing, enqueue_sends
 from instaset.queue import NewJob, enqueue_in
 from instaset.rules import SendKind

@@ -6,8 +6,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from instaset.automation import notify_job
-from instaset.notify import NOTIFY_MAX_ATTEMPTS, NOTIFY_RETRY_CAP, notify_retry_delay
+from instaset.notify import NOTIFY_MAX_ATTEMPTS, NOTIFY_RETRY_CAP, notify_job, notify_retry_delay
 from tests.sending_harness import open_harness
 
 IGSID = "1129842642640637"

@@ -34,9 +34,11 @@ DRIP = [{"name": "drip", "trigger": {"dm": {"keywords": ["go"]}}, "actions": [
 
 
 async def follow_ups(h: Harness) -> tuple[list[str], list[int], list[str]]:
-    """The notifications, the workflow's lead points and the DMs the contact got."""
+    """The workflow's notifications, its lead points and the DMs the contact got. (A step
+    refused because the window closed meanwhile is also told to the creator: kind
+    'refused', not counted here.)"""
     notes = [str(r["text"]) for r in await h.rt.db.fetchall(
-        "SELECT text FROM notifications ORDER BY id")]
+        "SELECT text FROM notifications WHERE kind = 'notify' ORDER BY id")]
     points = [int(r["points"]) for r in await h.rt.db.fetchall(
         "SELECT points FROM lead_facts WHERE source = 'workflow' ORDER BY rowid")]
     texts = [str(r.json["message"].get("text")) for r in h.graph_sends(IGSID)]

@@ -1063,3 +1063,66 @@ async def test_a_question_asked_before_the_creator_took_over_is_dropped(
     assert texts == ["What's your email?"]
     state = json.loads((await h.conversation(IGSID))["state"])
     assert state["awaiting"] is None
+
+
+# -- refusals the creator is told about (handoff review, session 15) ----------------------------
+async def test_an_automation_send_refused_for_a_closed_window_is_told_once_a_day(
+        make_harness: MakeHarness) -> None:
+    clock = Clock(frozen=True)
+    h = await make_harness(workflows=[GUIDE], clock=clock)
+    await h.dm(IGSID, "hello")
+    await h.settle()
+    clock.advance(25 * HOUR)
+    await h.enqueue(h.text("late", IGSID, "sorry, late answer", workflow="guide"))
+    await h.enqueue(h.text("later", IGSID, "still there?", workflow="guide"))
+    await h.settle()
+    rows = await h.rt.db.fetchall("SELECT key, state, reason FROM sends ORDER BY key")
+    assert [tuple(r) for r in rows] == [("late", "refused", "window_closed"),
+                                        ("later", "refused", "window_closed")]
+    notes = await h.rt.db.fetchall("SELECT kind, text FROM notifications")
+    assert [n["kind"] for n in notes] == ["refused"]  # once for the contact and the day
+    assert "workflow guide" in notes[0]["text"] and "window_closed" in notes[0]["text"]
+    assert IGSID in notes[0]["text"]
+
+
+async def test_a_queued_inbox_reply_that_fails_later_gives_the_pause_back_and_says_so(
+        make_harness: MakeHarness) -> None:
+    """`inbox reply` that came back "queued" (the daemon sends it later) and then failed
+    kept the 12 h pause, and nobody was told: the contact got neither the human's answer
+    nor automation."""
+    from instaset import inbox
+
+    h = await make_harness(workflows=[GUIDE], pause_for="12h")
+    await h.dm(IGSID, "hello")
+    await h.settle()
+    ref = await inbox.resolve_contact(h.rt.db, IGSID)
+    out = await inbox.reply(h.rt, ref, "I'll answer properly", wait=0)
+    assert out.state == "queued"
+    assert (await h.conversation(IGSID))["paused_until"] is not None
+    h.sandbox.inject(Fault("graph_error", path_contains="/messages", times=5, status=400,
+                           code=551, message="This person isn't available right now."))
+    await h.settle()
+    [send] = await h.rt.db.fetchall("SELECT sent_by, state FROM sends")
+    assert tuple(send) == ("human", "failed")
+    conv = await h.conversation(IGSID)
+    assert conv["paused_until"] is None  # as before the reply
+    [note] = await h.rt.db.fetchall("SELECT kind, text FROM notifications")
+    assert note["kind"] == "refused" and "I'll answer properly" in note["text"]
+
+
+async def test_a_delayed_step_the_engine_refuses_after_the_window_is_told(
+        make_harness: MakeHarness) -> None:
+    """A step that comes due after the 24 h window is refused by the engine itself (no send
+    row): it was a trace line only, and the creator never knew the follow-up did not go."""
+    clock = Clock(frozen=True)
+    late = {"name": "late", "trigger": {"dm": {"keywords": ["go"]}},
+            "actions": [{"reply": "first"}, {"delay": "25h"}, {"reply": "a day later"}]}
+    h = await make_harness(workflows=[late], clock=clock)
+    await h.dm(IGSID, "go")
+    await h.settle()
+    clock.advance(25 * HOUR + 1)
+    await h.settle()
+    assert [b["message"] for b in body_of(h, IGSID)] == [{"text": "first"}]
+    [note] = await h.rt.db.fetchall("SELECT kind, text FROM notifications")
+    assert note["kind"] == "refused" and "Workflow late" in note["text"]
+    assert "24 h window closed" in note["text"]

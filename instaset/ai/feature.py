@@ -41,7 +41,7 @@ from instaset.ai.plaintext import plain_text
 from instaset.ai.prompt import DEFAULT_LEAD_FACTS, Example, PromptInput, Turn, build_prompt
 from instaset.ai.scoring import LeadScoring, rescore_after, rescore_in
 from instaset.ai.similarity import rank
-from instaset.automation import WorkflowAutomation, notify_job
+from instaset.automation import WorkflowAutomation
 from instaset.booking import BookingDesk, parse_payload
 from instaset.config import Config, LeadsConfig
 from instaset.events import (
@@ -54,6 +54,7 @@ from instaset.events import (
 )
 from instaset.leads import Msg
 from instaset.links import track_links
+from instaset.notify import notify_job
 from instaset.outbox import Outgoing, enqueue_sends
 from instaset.pipeline import Automation
 from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater, backoff_delay, enqueue_in

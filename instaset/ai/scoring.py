@@ -17,7 +17,6 @@ from typing import Literal
 
 import aiosqlite
 
-from instaset.automation import notify_job
 from instaset.config import LeadsConfig
 from instaset.leads import (
     Fact,
@@ -29,6 +28,7 @@ from instaset.leads import (
     score_after,
     score_lead,
 )
+from instaset.notify import notify_job
 from instaset.queue import COMPLETED, NewJob, Outcome, enqueue_in
 from instaset.store import ai as aistore
 from instaset.store.db import Database

@@ -144,6 +144,9 @@ class Decision:
     trace: tuple[str, ...]
 
 
+WINDOW_CLOSED = "24 h window closed"  # the trace's words for it (automation tells the creator)
+
+
 @dataclass(slots=True)
 class _Run:
     """Mutable scratch for running steps; frozen into a Decision at the end."""
@@ -203,7 +206,7 @@ class _Run:
             why = (
                 "a commenter gets one private reply until they answer"
                 if self.comment_id is not None
-                else "24 h window closed"
+                else WINDOW_CLOSED
             )
             self.note(step, f"refused {what}: {why}")
             return False
