@@ -500,3 +500,38 @@ async def test_purge_while_the_daemon_ingests(daemon: Runtime, tmp_path: Path,
                                       " AND state = 'ready'") == live
     finally:
         await purger.close()
+
+
+@pytest.mark.parametrize("path", ["data-deletion", "purge --contact"])
+async def test_erasing_a_contact_takes_the_events_filed_under_no_contact_that_name_them(
+        db: Database, path: str) -> None:
+    """Found by the session-15 privacy review: the account's own public reply naming
+    @leo_lifts under his comment (filed under the account) and an item of an unknown kind
+    he sent (no contact) survived his data deletion. A reply naming @leo_lifts2, another
+    person, stays."""
+    await seed(db, A1, "leo", NOW, n=1)
+    async with db.tx() as conn:
+        await conn.execute("UPDATE contacts SET username = 'leo_lifts' WHERE id = 'leo'")
+        rows = [("cmt:1", "comment", A1, {"text": "Thanks @leo_lifts, check your DMs!"}),
+                ("unk:1", "unknown", None, {"sender": {"id": "leo"}, "x": {"text": "hi"}}),
+                ("cmt:2", "comment", A1, {"text": "Thanks @leo_lifts2!"}),
+                ("cmt:3", "comment", A1, {"text": "@leo_lifts: see you Monday"})]
+        for key, kind, contact, raw in rows:
+            await conn.execute(
+                "INSERT INTO events(dedupe_key, account_id, kind, contact_id, occurred_at,"
+                " received_at, processed_at, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, A1, kind, contact, NOW, NOW, NOW, json.dumps(raw)))
+        await conn.execute(
+            "INSERT INTO staged_events(dedupe_key, account_id, kind, contact_id, occurred_at,"
+            " received_at, raw) VALUES ('unk:2', ?, 'unknown', NULL, ?, ?, ?)",
+            (A1, NOW, NOW, json.dumps({"sender": {"id": "leo"}})))
+    if path == "data-deletion":
+        async with db.tx() as conn:
+            counts = await delete_contact_data(conn, A1, "leo")
+    else:
+        tables = retention_store.contact_tables(await retention_store.columns(db))
+        counts = await retention_store.delete_contacts(db, tables, [(A1, "leo")])
+    assert counts["events naming them"] == 4  # cmt:1, cmt:3, unk:1 and the staged unk:2
+    left = [r[0] for r in await db.fetchall("SELECT dedupe_key FROM events ORDER BY id")]
+    assert left == ["cmt:2"]
+    assert await count(db, "SELECT count(*) FROM staged_events") == 0

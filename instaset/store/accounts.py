@@ -15,6 +15,7 @@ and @username) go with it. Returns ``{table: rows deleted}``.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Sequence
 
@@ -210,14 +211,53 @@ async def delete_account_data(
     return counts
 
 
+# Events of the account filed under no contact, or under the account itself (its own
+# comments and public replies, items of kinds instaset does not know), that may name a
+# person: their id as a JSON string, or their @username (checked again below).
+_UNFILED_NAMING = (
+    "SELECT id, raw FROM {table} WHERE account_id = ?1 AND (contact_id IS NULL"
+    " OR contact_id = ?1) AND (instr(raw, '\"' || ?2 || '\"') > 0"
+    " OR (?3 IS NOT NULL AND instr(raw, '@' || ?3) > 0))"
+)
+
+
+async def delete_mentions(conn: aiosqlite.Connection, account_id: str, contact_id: str
+                          ) -> int:
+    """Delete the events (stored or staged) filed under no contact that name ``contact_id``
+    or the contact's @username: the account's reply "Thanks @leo, check your DMs!" under
+    his comment, an unknown item he sent. Erasing a person (Meta's data deletion, `purge
+    --contact`) takes these too; call it before the contact row goes (its username)."""
+    row = list(await conn.execute_fetchall(
+        "SELECT username FROM contacts WHERE account_id = ? AND id = ?", (account_id, contact_id)))
+    username = str(row[0][0]) if row and row[0][0] else None
+    # "@leo" must not match "@leo_lifts": what follows the name is no username character.
+    named = re.compile(rf"@{re.escape(username)}(?![A-Za-z0-9._])") if username else None
+    deleted = 0
+    for table in ("events", "staged_events"):
+        rows = await conn.execute_fetchall(_UNFILED_NAMING.format(table=table),
+                                           (account_id, contact_id, username))
+        ids = [int(r[0]) for r in rows
+               if f'"{contact_id}"' in r[1] or (named is not None and named.search(r[1]))]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            await conn.execute(f"DELETE FROM {table} WHERE id IN ({marks})", chunk)
+        deleted += len(ids)
+    return deleted
+
+
 async def delete_contact_data(
     conn: aiosqlite.Connection, account_id: str, contact_id: str
 ) -> dict[str, int]:
-    """Delete everything stored about one contact of one account."""
+    """Delete everything stored about one contact of one account, including the events
+    filed under no contact that name them (:func:`delete_mentions`)."""
     counts: dict[str, int] = {}
     await conn.execute("PRAGMA defer_foreign_keys = ON")
     await _delete(conn, counts, "jobs", f"DELETE FROM jobs WHERE {JOBS_OF_CONTACT}",
                   (account_id, contact_id))
+    mentions = await delete_mentions(conn, account_id, contact_id)
+    if mentions:
+        counts["events naming them"] = mentions
     for table, has_contact in await _scoped_tables(conn):
         if has_contact:
             await _delete(

@@ -33,6 +33,7 @@ from typing import TypeVar
 import aiosqlite
 
 from instaset.errors import StoreError
+from instaset.store.accounts import delete_mentions
 from instaset.store.db import Database, connect_sync
 from instaset.store.jobs import JOBS_OF_CONTACT
 
@@ -502,6 +503,9 @@ async def _delete_contact_in(
             f"DELETE FROM jobs WHERE {state} AND {JOBS_OF_CONTACT}", (account_id, contact_id)
         )
         totals["jobs"] = totals.get("jobs", 0) + max(cur.rowcount, 0)
+    mentions = await delete_mentions(conn, account_id, contact_id)
+    if mentions:
+        totals["events naming them"] = totals.get("events naming them", 0) + mentions
     for t in tables:
         cur = await conn.execute(
             f"DELETE FROM {t} WHERE account_id = ? AND contact_id = ?", (account_id, contact_id)
