@@ -336,7 +336,7 @@ def _print_report(report: Report, show_all: bool) -> None:
 
 def _print_counts(rows: dict[str, tuple[int, ...]], headers: tuple[str, ...]) -> None:
     if not rows:
-        typer.echo("no workflow fired")
+        typer.echo("\nno workflow fired")  # after a heading printed without its newline
         return
     width = max(len("workflow"), *(len(n) for n in rows))
     typer.echo("")
