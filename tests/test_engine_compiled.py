@@ -50,6 +50,9 @@ WORDS = (
     "call", "book", "e-book", "ebook", "order", "#1234", "1234", "_vip", "vip_", "naïve",
     "straße", "STRASSE", "ﬁle", "file", "İstanbul", "istanbul", "🔥", "🔥\ufe0f", "❤️", "❤",
     "hi", "hello", "a", "x", "!", "?", "...", "(", ")", "-", "'", "info", "café", "cafe",
+    # scripts written without spaces (word edges only against spaced scripts)
+    "价格", "请问价格多少", "买", "吗", "iphone", "価格", "かかく", "ราคา", "ราคาเท่าไหร่",
+    "가격",
 )
 REGEXES = (r"\border\s*#?\d{4}", r"^hi\b", r"gu[íi]a", r"🔥+", r"(?i)PRICE|precio", r"x$")
 PAYLOADS = ("BOOK", "PRICES", "YES", "NO", "")

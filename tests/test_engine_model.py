@@ -357,6 +357,15 @@ actions: [{reply: {text: ok, quick_replies: [Yes, No]}}]
         (MatchMode.WORD, "ñandú", "NANDU", True),
         (MatchMode.WORD, "straße", "STRASSE", True),
         (MatchMode.REGEX, r"^\d{3}$", "123", True),
+        # scripts without spaces between words: no edge to find inside them
+        (MatchMode.WORD, "价格", "请问价格多少？", True),
+        (MatchMode.WORD, "価格", "この価格はいくらですか", True),
+        (MatchMode.WORD, "ราคา", "ราคาเท่าไหร่ครับ", True),
+        (MatchMode.WORD, "iphone", "买iPhone吗", True),
+        (MatchMode.WORD, "iphone", "买iPhones吗", False),
+        (MatchMode.ANY_WORD, "price 价格", "请问价格", True),
+        (MatchMode.WORD, "가격", "가격이 얼마예요", False),  # Korean spaces its words
+        (MatchMode.WORD, "가격", "가격 얼마예요", True),
     ],
 )  # fmt: skip
 def test_match_modes(mode: MatchMode, keyword: str, text: str, hit: bool) -> None:

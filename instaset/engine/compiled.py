@@ -14,7 +14,8 @@ The index only prunes: a workflow it leaves out can never match the event, and e
 candidate is still judged by :func:`~instaset.engine.triggers.match_trigger`, so the indexed
 ``decide`` returns exactly what the plain scan (:func:`~instaset.engine.decide.decide_scan`)
 returns. Why a word index is sound: in ``word`` and ``any_word`` modes a keyword (folded)
-matches only where each of its word runs (``\\w+``) is a whole word run of the folded text,
+matches only where each of its word runs (:data:`~instaset.engine.triggers.WORD_CHAR`
+``+``: scripts written without spaces make no runs) is a whole word run of the folded text,
 since the keyword is glued to no word character on a side where it starts or ends with one.
 So a keyword is reachable through any one of its runs (the longest is used, being the most
 selective). Keywords without a word run (emoji, punctuation) and ``contains`` keywords are
@@ -35,12 +36,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
 
 from instaset.engine.model import MatchMode, TriggerKeywords, Workflow
-from instaset.engine.triggers import fold, inbound_dm, strip_edges
+from instaset.engine.triggers import WORD_CHAR, fold, inbound_dm, strip_edges
 from instaset.events import CommentEvent, Event, EventKind, PostbackEvent, ReferralEvent
 
 __all__ = ["CompiledWorkflows", "KeywordIndex", "compiled"]
 
-_WORD_RUN_RE = re.compile(r"\w+")
+_WORD_RUN_RE = re.compile(WORD_CHAR + "+")  # the runs of spaced scripts (see triggers)
 _NONE: frozenset[int] = frozenset()
 
 

@@ -3,7 +3,9 @@
 Text comparison is case- and accent-insensitive: both sides are *folded* (Unicode NFKD,
 combining marks and variation selectors dropped, casefolded), so "Guía" matches "guia" and
 "🔥" matches "🔥️". A *word* is a run of letters, digits or ``_``; emoji and punctuation are
-not word characters, so an emoji keyword matches wherever the emoji appears.
+not word characters, so an emoji keyword matches wherever the emoji appears. Neither are
+the characters of scripts written without spaces (Chinese, Japanese, Thai...: see
+:data:`WORD_CHAR`): a keyword in them matches wherever it appears.
 """
 
 from __future__ import annotations
@@ -54,8 +56,20 @@ def fold(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", kept.casefold()).split())
 
 
+# Scripts written without spaces between words (Thai, Lao, Burmese, Khmer; Chinese and
+# Japanese kanji and kana): no word edge can be found in them without a dictionary. A
+# keyword's character of one of them needs no edge on its side, and such a character next
+# to a keyword is no edge to cross either: in word mode "价格" is found in "请问价格多少",
+# and "iphone" in "买iphone吗". (Korean spaces its words: it is not in the list.)
+_UNSPACED = ("\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3005-\u3007\u3040-\u30ff"
+             "\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f")
+WORD_CHAR = f"[^\\W{_UNSPACED}]"
+"""A word character of a script that spaces its words (a regex character class)."""
+_WORD_CHAR_RE = re.compile(WORD_CHAR)
+
+
 def _is_word_char(ch: str) -> bool:
-    return ch.isalnum() or ch == "_"
+    return _WORD_CHAR_RE.match(ch) is not None
 
 
 def strip_edges(text: str) -> str:
@@ -75,8 +89,8 @@ def _is_edge(ch: str) -> bool:
 def _word_piece(word: str) -> str:
     """A regex for ``word`` not glued to other word characters, on each side where the word
     itself starts/ends with a word character (so emoji keywords match anywhere)."""
-    left = r"(?<!\w)" if _is_word_char(word[0]) else ""
-    right = r"(?!\w)" if _is_word_char(word[-1]) else ""
+    left = f"(?<!{WORD_CHAR})" if _is_word_char(word[0]) else ""
+    right = f"(?!{WORD_CHAR})" if _is_word_char(word[-1]) else ""
     return left + re.escape(word) + right
 
 
