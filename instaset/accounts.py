@@ -397,13 +397,14 @@ class AccountService:
                 unsubscribed = True
             except GraphError as exc:
                 log.warning("could not unsubscribe account %s (continuing): %s", account_id, exc)
+        # The state first, then the token: a token refresh finishing meanwhile sees the
+        # account disconnected and drops its new token (see _lifecycle).
+        await acctstore.set_disconnected(self.db, account_id, self.clock())
         had = await self._delete(token_key(account_id))
         deleted: dict[str, int] = {}
         if purge:
             async with self.db.tx() as conn:
                 deleted = await acctstore.delete_account_data(conn, account_id)
-        else:
-            await acctstore.set_disconnected(self.db, account_id, self.clock())
         if had:
             deleted["tokens"] = 1
         return DisconnectResult(account_id, unsubscribed, had, deleted)
@@ -421,9 +422,9 @@ class AccountService:
                 log.info("deauthorize callback issued before %d account(s) connected again: "
                          "left connected", len(newer))
             ids = [a for a in ids if a not in newer]
-        for acct in ids:
-            await self._delete(token_key(acct))
+        for acct in ids:  # the state first, then the token (see disconnect)
             await acctstore.set_disconnected(self.db, acct, self.clock())
+            await self._delete(token_key(acct))
         log.info("deauthorize callback: %d account(s) disconnected", len(ids))
         return ids
 
@@ -435,6 +436,8 @@ class AccountService:
         contacts = [c for c in found if c[0] not in ids]
         counts: dict[str, int] = {}
         for acct in ids:  # tokens first: a crash then leaves data but no way to use it
+            # (each account disconnected first: a token refresh then drops its new token)
+            await acctstore.set_disconnected(self.db, acct, self.clock())
             if await self._delete(token_key(acct)):
                 counts["tokens"] = counts.get("tokens", 0) + 1
         code = token_hex(10).upper()

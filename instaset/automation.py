@@ -249,6 +249,10 @@ class WorkflowAutomation:
         acct, contact = str(p["account_id"]), str(p["contact_id"])
         now = self.clock()
         async with self.db.tx() as conn:
+            if not await history.account_live(conn, acct):
+                # Disconnected (or deauthorized) since the delay began: the workflow stops.
+                await complete_in(conn, job, now)
+                return COMPLETED
             row = await history.get_conversation(conn, acct, contact)
             state = load_state(row, acct, contact)
             comment_id = p.get("comment_id")

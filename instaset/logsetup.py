@@ -35,7 +35,9 @@ class LogLevel(StrEnum):
     DEBUG = "DEBUG"
     INFO = "INFO"
     WARNING = "WARNING"
+    WARN = "WARN"  # logging's own alias
     ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
 
 
 class JsonFormatter(logging.Formatter):

@@ -268,6 +268,15 @@ class Pipeline:
                  else None)
         if event is None or self.automation is None or event.contact_id is None:
             return None
+        async with self.db.read() as conn:
+            live = await history.account_live(conn, event.account_id)
+        if not live:  # disconnected since: no lookup at Meta, no workflow (see _apply)
+            now = self.clock()
+            async with self.db.tx(relaxed=True) as conn:
+                await complete_in(conn, job, now)
+                await history.wake_contact_events(conn, event.account_id, event.contact_id,
+                                                  now)
+            return COMPLETED
         if self.profile_first is not None:
             try:
                 await self.profile_first(event.account_id, event.contact_id)

@@ -135,6 +135,10 @@ class PurgeReport:
                 "counts": dict(sorted(self.counts.items())), "space": self.space}
 
 
+# When a lead's reason was scored: its own time, else (older rows) the lead's.
+_REASON_AT = "coalesce(json_extract(value, '$.at'), leads.updated_at)"
+
+
 def time_rules(horizon: float, now: float) -> list[tuple[Rule, tuple[object, ...]]]:
     """The time policy as (rule, parameters), in the order they run."""
     guard = min(horizon, now - DEDUPE_GUARD)
@@ -165,9 +169,15 @@ def time_rules(horizon: float, now: float) -> list[tuple[Rule, tuple[object, ...
         # horizon: the evidence quoted from their messages goes with the messages.
         (Rule("lead_facts", "created_at < ? AND evidence IS NOT NULL", update="evidence = NULL",
               label="lead facts (quotes removed)"), (horizon,)),
-        (Rule("leads", "updated_at < ? AND instr(reasons, '\"evidence\"') > 0",
-              update="reasons = (SELECT json_group_array(json_remove(value, '$.evidence'))"
-                     " FROM json_each(leads.reasons))",
+        # Each reason on its own time (a lead still scored keeps its old reasons); one
+        # without a time, on the lead's. The horizon in the SET clause is a float of ours.
+        (Rule("leads", f"instr(reasons, '\"evidence\"') > 0 AND EXISTS (SELECT 1 FROM"
+                       f" json_each(leads.reasons) WHERE {_REASON_AT} < ?"
+                       " AND json_extract(value, '$.evidence') IS NOT NULL)",
+              update=("reasons = (SELECT json_group_array(CASE WHEN"
+                      f" {_REASON_AT} < {float(horizon)!r}"
+                      " THEN json_remove(value, '$.evidence') ELSE json(value) END)"
+                      " FROM json_each(leads.reasons))"),
               label="leads (quotes removed)"), (horizon,)),
     ]
     # The stats rollups (0010) of hours before the horizon go with the history they count.

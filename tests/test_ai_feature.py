@@ -15,6 +15,7 @@ import pytest
 from instaset.ai.feature import AIFeature, install_feature
 from instaset.booking import booking_link, parse_payload
 from instaset.config import AIConfig, BookingConfig, LeadsConfig
+from instaset.store import jobs as jobstore
 from instaset.store.jobs import Job
 from tests.fake_gemini import (
     FakeGemini,
@@ -485,3 +486,42 @@ async def test_an_ai_reply_queued_before_a_deauthorize_does_not_call_gemini(
 
     assert env.fake.requests == []
     assert env.texts() == []
+
+
+async def test_a_delayed_step_due_after_a_deauthorize_decides_nothing(make: Make) -> None:
+    """Found by the session-15 fix review: the `resume_flow` job of a delay queued before
+    the deauthorize still ran the rest of the workflow (a tag, a handoff, a notification)."""
+    env = await make([{"name": "later", "trigger": {"fallback": True},
+                       "actions": [{"delay": "1h"}, {"reply": "Hello again"}, {"tag": "late"},
+                                   {"handoff": {"note": "call them"}}]}])
+    await env.h.dm(IGSID, "tell me more")
+    await env.h.settle()
+    await _disconnect(env)
+    await env.h.settle(advance_up_to=2 * 3600)
+    assert await env.rows("SELECT * FROM sends") == []
+    [conv] = await env.rows("SELECT state, paused_until FROM conversations")
+    assert "late" not in json.loads(conv["state"] or "{}").get("tags", [])
+    assert conv["paused_until"] is None
+    assert await env.rows("SELECT * FROM notifications") == []
+
+
+async def test_a_first_message_waiting_for_its_profile_decides_nothing_once_disconnected(
+        make: Make) -> None:
+    """The same for `first_plan` (a new contact's first message whose workflow needs their
+    profile): no profile lookup at Meta, no workflow, after the deauthorize."""
+    env = await make([{"name": "hello", "trigger": {"fallback": True},
+                       "actions": [{"reply": "Hey {first_name|there}!"}, {"tag": "greeted"}]}])
+    await env.h.dm(IGSID, "hi")
+    [row] = await env.rows("SELECT key FROM jobs WHERE kind = 'process_event'")
+    job = await jobstore.claim_key(env.h.rt.db, row["key"], "t", env.h.clock(), 60)
+    assert job is not None
+    await env.h.rt.handlers["process_event"](job)  # defers to first_plan
+    assert [r["state"] for r in await env.rows(
+        "SELECT state FROM jobs WHERE kind = 'first_plan'")] == ["ready"]
+    calls = len(env.h.sandbox.transcript)
+    await _disconnect(env)
+    await env.h.settle()
+    assert await env.rows("SELECT * FROM sends") == []
+    assert len(env.h.sandbox.transcript) == calls  # no profile lookup
+    [conv] = await env.rows("SELECT state FROM conversations")
+    assert "greeted" not in json.loads(conv["state"] or "{}").get("tags", [])

@@ -168,3 +168,10 @@ def test_a_bad_serve_option_is_a_usage_error(argv: list[str], says: str) -> None
     result = CliRunner().invoke(app, ["serve", *argv])
     assert result.exit_code == 2
     assert says in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("level", ["critical", "WARN", "Debug"])
+def test_every_level_logging_knows_is_taken(level: str) -> None:
+    """The fix review's point: CRITICAL and WARN worked before the level became a choice."""
+    result = CliRunner().invoke(app, ["serve", "--log-level", level, "--port", "70000"])
+    assert result.exit_code == 2 and "'--port'" in result.output  # the level was fine

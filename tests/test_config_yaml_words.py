@@ -123,3 +123,15 @@ def test_an_on_key_is_the_key_on() -> None:
     before, YAML's true could only be reported at the mapping."""
     text = "workflows:\n  - name: w\n    on: {dm: {keywords: [hi]}}\n    actions: [{reply: hi}]\n"
     assert "config.yaml:3:5: workflows[0]: unknown key 'on'" in problems(text)
+
+
+@pytest.mark.parametrize("word", ["yes", "true", "On"])
+def test_a_field_test_that_reads_as_yes_or_no_is_refused_with_the_two_readings(word: str) -> None:
+    """Found by the session-15 fix review: `fields: {vip: yes}` (an error before, "got
+    true") became a silent test of the text "yes". It is refused, naming both readings."""
+    text = workflow().replace("    actions:", f"    when: {{fields: {{vip: {word}}}}}\n    actions:")
+    [problem] = [p for p in problems(text) if "fields" in p]
+    assert f"{word} is not a field test" in problem and "exists" in problem
+    quoted = workflow().replace("    actions:", f"    when: {{fields: {{vip: '{word}'}}}}\n    actions:")
+    when = parse(quoted).workflows[0].when
+    assert when.fields["vip"].equals == word

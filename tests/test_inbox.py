@@ -471,3 +471,19 @@ def test_a_reply_refused_for_a_revoked_token_says_so_without_a_traceback(
     assert len(jobs) == 1 and "token" in jobs[0]["key"]
     state = db_rows(db_path, "SELECT state FROM accounts")[0]["state"]
     assert state == "reconnect_needed"
+
+
+def test_a_failed_reply_under_a_longer_pause_gives_the_unread_count_back(
+    reply_env: tuple[Path, Path], sandbox: ThreadedSandbox,
+) -> None:
+    """Found by the session-15 fix review: the reply keeps a longer pause that was set
+    before; when it then failed, the undo matched only the reply's own pause, and the
+    thread stayed marked read."""
+    cfg, db_path = reply_env
+    seed_inbound(db_path, "3339842642640639", 2 * HOUR)  # Meta never saw carol write
+    assert run_cli(cfg, "inbox", "pause", "carol", "--for", "30d").exit_code == 0
+    before = db_rows(db_path, "SELECT paused_until, unread FROM conversations")
+    assert before[0]["unread"] == 1
+    result = run_cli(cfg, "inbox", "reply", "carol", "hi!")
+    assert result.exit_code == 1  # Meta refused it
+    assert db_rows(db_path, "SELECT paused_until, unread FROM conversations") == before

@@ -218,6 +218,19 @@ async def test_a_leads_quotes_of_old_messages_go_with_the_messages(db: Database)
                                                  {"rule": "tagged", "points": 5}]
     assert (rows["c1"]["score"], rows["c1"]["stage"]) == (25, "engaged")
     assert rows["c2"]["reasons"] == reasons  # a recent lead keeps its quotes
+    # A lead still scored (updated yesterday) keeps an old reason, with its time: that
+    # reason's quote goes, the recent one's stays.
+    mixed = [{"rule": "asked_price", "points": 10, "evidence": "price? 555-0100", "at": old},
+             {"rule": "wants_a_call", "points": 20, "evidence": "call me", "at": new}]
+    async with db.tx() as conn:
+        await conn.execute("UPDATE leads SET reasons = ?, updated_at = ? WHERE contact_id = 'c2'",
+                           (json.dumps(mixed), new))
+    report = await retention.purge_older_than(db, NOW - 90 * DAY, NOW)
+    assert report.counts["leads (quotes removed)"] == 1
+    row = await db.fetchone("SELECT reasons FROM leads WHERE contact_id = 'c2'")
+    assert row is not None and json.loads(row[0]) == [
+        {"rule": "asked_price", "points": 10, "at": old},
+        {"rule": "wants_a_call", "points": 20, "evidence": "call me", "at": new}]
     facts = {r["contact_id"]: tuple(r) for r in await db.fetchall(
         "SELECT contact_id, value, evidence FROM lead_facts")}
     assert facts == {"c1": ("c1", "555-0100", None),

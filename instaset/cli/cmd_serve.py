@@ -26,7 +26,7 @@ def serve(
     port: int | None = typer.Option(None, min=0, max=65535,
                                     help="Listen port (default: server.port; 0: any free one)."),
     log_level: LogLevel = typer.Option(LogLevel.INFO, "--log-level", case_sensitive=False,
-                                       help="DEBUG, INFO, WARNING or ERROR."),
+                                       help="DEBUG, INFO, WARNING, ERROR or CRITICAL."),
     log_format: LogFormat = typer.Option(
         LogFormat.TEXT, "--log-format", envvar="INSTASET_LOG_FORMAT", case_sensitive=False,
         help="text, or json: one JSON object per line (ts, level, logger, msg).",

@@ -191,11 +191,15 @@ async def undo_pause(
 ) -> None:
     """Put back the pause and unread count a conversation had before a pause that ended
     up unwarranted (a human reply that was not sent), unless something set another pause
-    since (then that one stands)."""
+    since (then that one stands). When the reply kept a longer pause that was there
+    before (:func:`creator_took_over`), that pause is still the conversation's: only the
+    unread count comes back."""
     await conn.execute(
-        "UPDATE conversations SET paused_until = ?, unread = max(unread, ?), updated_at = ?"
-        " WHERE account_id = ? AND contact_id = ? AND paused_until = ?",
-        (previous_until, previous_unread, now, account_id, contact_id, paused_until),
+        "UPDATE conversations SET paused_until = CASE WHEN paused_until = ?1 THEN ?2"
+        " ELSE paused_until END, unread = max(unread, ?3), updated_at = ?4"
+        " WHERE account_id = ?5 AND contact_id = ?6 AND (paused_until = ?1"
+        " OR paused_until IS ?2)",
+        (paused_until, previous_until, previous_unread, now, account_id, contact_id),
     )
 
 
