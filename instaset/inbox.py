@@ -393,6 +393,7 @@ async def deliver_now(rt: Runtime, keys: list[str], *, wait: float, poll: float)
             previous(o, reason, detail)
 
     rt.deliverer.on_refused = capture
+    rt.deliverer.human_watched = True  # the creator sees a refusal here, not as a notice
     done = Delivery("queued")
     from instaset.retention import daemon_lock
 
@@ -418,6 +419,7 @@ async def deliver_now(rt: Runtime, keys: list[str], *, wait: float, poll: float)
         return done
     finally:
         rt.deliverer.on_refused = previous
+        rt.deliverer.human_watched = False
 
 
 async def _deliver_one(rt: Runtime, key: str, deadline: float, poll: float, *,

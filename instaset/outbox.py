@@ -117,7 +117,9 @@ def split_parts(out: Outgoing) -> list[Outgoing]:
     parts: list[Outgoing] = []
     for i, (key, chunk) in enumerate(zip(keys, chunks, strict=True)):
         last = i == len(chunks) - 1
-        part = replace(out, key=key, text=chunk, quick_replies=out.quick_replies if last else ())
+        part = replace(out, key=key, text=chunk, quick_replies=out.quick_replies if last else (),
+                       # a later part failing after the first went out: the reply is out
+                       undo_pause=out.undo_pause if i == 0 else None)
         if i > 0 and out.kind == SendKind.PRIVATE_REPLY:
             # Only one private reply per comment: the rest continue as DMs in the thread
             # once the person answers. Here they follow as plain texts.
@@ -167,10 +169,11 @@ def refusal_notice(out: Outgoing, state: str, reason: str, detail: str, now: flo
     if reason in _UNTOLD:
         return None
     if out.sent_by == "human":
+        # One per reply (its parts share the key before "#").
         text = (f"Your reply to {who} was not sent ({reason}): {detail}. "
                 f"It said: {(out.text or '')[:80]}")
-        return notify_job(f"reply-not-sent:{out.key}", out.account_id, out.contact_id,
-                          "refused", text, now)
+        return notify_job(f"reply-not-sent:{out.key.split('#')[0]}", out.account_id,
+                          out.contact_id, "refused", text, now)
     if state != "failed" and reason not in _TOLD:
         return None
     what = f"workflow {out.workflow}" if out.workflow else "automation"
@@ -276,6 +279,9 @@ class Deliverer:
         # process was listening: its wait counts from now, not from the in_flight mark.
         self.started_at = clock()
         self.on_refused = on_refused
+        # True while `inbox reply` (this process) delivers and shows the outcome itself: a
+        # human reply's refusal is then not also notified.
+        self.human_watched = False
 
     def _count(self, out: Outgoing, outcome: str) -> None:
         if self.metrics is not None:
@@ -295,7 +301,7 @@ class Deliverer:
                                          paused_until=until, previous_until=previous,
                                          previous_unread=unread)
             notice = refusal_notice(out, state, reason, detail, now)
-            if notice is not None:
+            if notice is not None and not (out.sent_by == "human" and self.human_watched):
                 await enqueue_in(conn, [notice], now)
         self._count(out, reason)
         log.info("send %s %s: %s (%s)", out.key, state, reason, detail)

@@ -285,9 +285,11 @@ class Pipeline:
                          exc)
         now = self.clock()
         async with self.db.tx(relaxed=True) as conn:
-            jobs = await self.automation.plan(conn, event, is_new_contact=True, now=now)
-            if jobs:
-                await enqueue_in(conn, jobs, now)
+            # Again: a deauthorize may have come during the lookup.
+            if await history.account_live(conn, event.account_id):
+                jobs = await self.automation.plan(conn, event, is_new_contact=True, now=now)
+                if jobs:
+                    await enqueue_in(conn, jobs, now)
             await complete_in(conn, job, now)
             # Their next messages waited for this one (see _apply): due now, in order.
             await history.wake_contact_events(conn, event.account_id, event.contact_id, now)

@@ -350,7 +350,7 @@ async def _erase_scope(
             break
         # Ready jobs only inside the per-person transactions (an index finds them); the
         # finished ones are swept below in batches instead of one scan per person.
-        report.add(await store.delete_contacts(db, tables, page, jobs="ready"))
+        report.add(await store.delete_contacts(db, tables, page, jobs="ready", mentions=False))
         cursor = page[-1]
         done += len(page)
         progress("contacts", done, total)

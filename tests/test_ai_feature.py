@@ -525,3 +525,25 @@ async def test_a_first_message_waiting_for_its_profile_decides_nothing_once_disc
     assert len(env.h.sandbox.transcript) == calls  # no profile lookup
     [conv] = await env.rows("SELECT state FROM conversations")
     assert "greeted" not in json.loads(conv["state"] or "{}").get("tags", [])
+
+
+async def test_a_deauthorize_during_the_first_messages_profile_lookup_stops_it(
+        make: Make) -> None:
+    """Fix review 2: the first_plan job checked the account before the profile lookup only;
+    a deauthorize that came during the lookup still let the workflow run."""
+    env = await make([{"name": "hello", "trigger": {"fallback": True},
+                       "actions": [{"reply": "Hey {first_name|there}!"}, {"tag": "greeted"}]}])
+    pipeline = env.h.rt.pipeline
+    lookup = pipeline.profile_first
+    assert lookup is not None
+
+    async def lookup_then_deauthorized(acct: str, contact: str) -> None:
+        await lookup(acct, contact)
+        await _disconnect(env)
+
+    pipeline.profile_first = lookup_then_deauthorized
+    await env.h.dm(IGSID, "hi")
+    await env.h.settle()
+    assert await env.rows("SELECT * FROM sends") == []
+    [conv] = await env.rows("SELECT state FROM conversations")
+    assert "greeted" not in json.loads(conv["state"] or "{}").get("tags", [])

@@ -487,3 +487,5 @@ def test_a_failed_reply_under_a_longer_pause_gives_the_unread_count_back(
     result = run_cli(cfg, "inbox", "reply", "carol", "hi!")
     assert result.exit_code == 1  # Meta refused it
     assert db_rows(db_path, "SELECT paused_until, unread FROM conversations") == before
+    # shown here, in the terminal: not a notification as well
+    assert db_rows(db_path, "SELECT key FROM jobs WHERE kind = 'notify'") == []

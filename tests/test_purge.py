@@ -528,7 +528,9 @@ async def test_erasing_a_contact_takes_the_events_filed_under_no_contact_that_na
         rows = [("cmt:1", "comment", A1, {"text": "Thanks @leo_lifts, check your DMs!"}),
                 ("unk:1", "unknown", None, {"sender": {"id": "leo"}, "x": {"text": "hi"}}),
                 ("cmt:2", "comment", A1, {"text": "Thanks @leo_lifts2!"}),
-                ("cmt:3", "comment", A1, {"text": "@leo_lifts: see you Monday"})]
+                ("cmt:3", "comment", A1, {"text": "@leo_lifts: see you Monday"}),
+                ("cmt:4", "comment", A1, {"text": "Thanks @Leo_Lifts."}),
+                ("cmt:5", "comment", A1, {"text": "Ask @leo_lifts.fit, not me"})]
         for key, kind, contact, raw in rows:
             await conn.execute(
                 "INSERT INTO events(dedupe_key, account_id, kind, contact_id, occurred_at,"
@@ -544,7 +546,8 @@ async def test_erasing_a_contact_takes_the_events_filed_under_no_contact_that_na
     else:
         tables = retention_store.contact_tables(await retention_store.columns(db))
         counts = await retention_store.delete_contacts(db, tables, [(A1, "leo")])
-    assert counts["events naming them"] == 4  # cmt:1, cmt:3, unk:1 and the staged unk:2
+    # cmt:1, cmt:3, cmt:4 (capitals, a sentence's period), unk:1 and the staged unk:2
+    assert counts["events naming them"] == 5
     left = [r[0] for r in await db.fetchall("SELECT dedupe_key FROM events ORDER BY id")]
-    assert left == ["cmt:2"]
+    assert left == ["cmt:2", "cmt:5"]  # @leo_lifts2 and @leo_lifts.fit are other people
     assert await count(db, "SELECT count(*) FROM staged_events") == 0

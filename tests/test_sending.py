@@ -1126,3 +1126,20 @@ async def test_a_delayed_step_the_engine_refuses_after_the_window_is_told(
     [note] = await h.rt.db.fetchall("SELECT kind, text FROM notifications")
     assert note["kind"] == "refused" and "Workflow late" in note["text"]
     assert "24 h window closed" in note["text"]
+
+
+def test_only_the_first_part_of_a_long_human_reply_gives_the_pause_back() -> None:
+    """Fix review 2: every part of a split reply carried the undo; a later part failing
+    after the first went out took the pause away although the creator's reply was out."""
+    from instaset.outbox import Outgoing, split_parts
+
+    out = Outgoing("human:k", SendKind.TEXT, ACCT, IGSID, text="word " * 600,
+                   sent_by="human", undo_pause=(2.0, None, 1))
+    parts = split_parts(out)
+    assert len(parts) >= 2
+    assert [p.undo_pause for p in parts] == [(2.0, None, 1)] + [None] * (len(parts) - 1)
+    from instaset.outbox import refusal_notice
+
+    keys = {refusal_notice(p, "failed", "user_unavailable", "gone", 1.0).key  # type: ignore[union-attr]
+            for p in parts}
+    assert keys == {"notify:reply-not-sent:human:k"}  # one notice per reply

@@ -306,8 +306,9 @@ class Trigger(_Model):
 
 def _field_test_shorthand(value: object) -> object:
     if isinstance(value, YamlWord):  # `vip: yes` reads like a yes/no, which a test is not
-        raise ValueError(f"{value} is not a field test: write {{exists: {value}}} (the field "
-                         f"is set) or '{value}' in quotes (the field's text is {value})")
+        raise ValueError(f"{value} is not a field test: write {{exists: {value}}} (whether "
+                         f"the field is set) or '{value}' in quotes (the field's text is "
+                         f"{value})")
     if isinstance(value, str):
         return {"equals": value}
     if isinstance(value, list):

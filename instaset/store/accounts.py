@@ -217,7 +217,7 @@ async def delete_account_data(
 _UNFILED_NAMING = (
     "SELECT id, raw FROM {table} WHERE account_id = ?1 AND (contact_id IS NULL"
     " OR contact_id = ?1) AND (instr(raw, '\"' || ?2 || '\"') > 0"
-    " OR (?3 IS NOT NULL AND instr(raw, '@' || ?3) > 0))"
+    " OR (?3 IS NOT NULL AND instr(lower(raw), '@' || lower(?3)) > 0))"
 )
 
 
@@ -230,8 +230,11 @@ async def delete_mentions(conn: aiosqlite.Connection, account_id: str, contact_i
     row = list(await conn.execute_fetchall(
         "SELECT username FROM contacts WHERE account_id = ? AND id = ?", (account_id, contact_id)))
     username = str(row[0][0]) if row and row[0][0] else None
-    # "@leo" must not match "@leo_lifts": what follows the name is no username character.
-    named = re.compile(rf"@{re.escape(username)}(?![A-Za-z0-9._])") if username else None
+    # "@leo" must not match "@leo_lifts" or "@leo.fit": what follows the name is no
+    # username character (a period only ends a sentence: no username ends with one).
+    # Usernames are case-insensitive.
+    named = (re.compile(rf"@{re.escape(username)}(?![A-Za-z0-9_]|\.[A-Za-z0-9_])",
+                        re.IGNORECASE) if username else None)
     deleted = 0
     for table in ("events", "staged_events"):
         rows = await conn.execute_fetchall(_UNFILED_NAMING.format(table=table),

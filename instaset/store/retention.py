@@ -492,7 +492,7 @@ async def contacts_page(
 
 async def _delete_contact_in(
     conn: aiosqlite.Connection, tables: Sequence[str], account_id: str, contact_id: str,
-    totals: dict[str, int], *, jobs: str,
+    totals: dict[str, int], *, jobs: str, mentions: bool = True,
 ) -> None:
     if jobs != "none":
         # First: the jobs of their events and sends are found through those rows.
@@ -503,9 +503,10 @@ async def _delete_contact_in(
             f"DELETE FROM jobs WHERE {state} AND {JOBS_OF_CONTACT}", (account_id, contact_id)
         )
         totals["jobs"] = totals.get("jobs", 0) + max(cur.rowcount, 0)
-    mentions = await delete_mentions(conn, account_id, contact_id)
-    if mentions:
-        totals["events naming them"] = totals.get("events naming them", 0) + mentions
+    if mentions:  # not when the account's own events all go anyway (erasing it whole)
+        named = await delete_mentions(conn, account_id, contact_id)
+        if named:
+            totals["events naming them"] = totals.get("events naming them", 0) + named
     for t in tables:
         cur = await conn.execute(
             f"DELETE FROM {t} WHERE account_id = ? AND contact_id = ?", (account_id, contact_id)
@@ -519,14 +520,18 @@ async def _delete_contact_in(
 
 async def delete_contacts(
     db: Database, tables: Sequence[str], contacts: Sequence[tuple[str, str]], *,
-    jobs: str = "all",
+    jobs: str = "all", mentions: bool = True,
 ) -> dict[str, int]:
     """Erase ``contacts`` ((account_id, contact_id) pairs) in ONE transaction. ``jobs``:
-    ``all`` (every job naming the contact that is not running), ``ready`` or ``none``."""
+    ``all`` (every job naming the contact that is not running), ``ready`` or ``none``.
+    ``mentions``: also the events filed under no contact that name them
+    (:func:`~instaset.store.accounts.delete_mentions`; pointless when the account's
+    events all go anyway)."""
     totals: dict[str, int] = {}
     async with db.tx() as conn:
         for acct, contact in contacts:
-            await _delete_contact_in(conn, tables, acct, contact, totals, jobs=jobs)
+            await _delete_contact_in(conn, tables, acct, contact, totals, jobs=jobs,
+                                     mentions=mentions)
     return totals
 
 
