@@ -161,6 +161,7 @@ class Pipeline:
             username = event.from_username if isinstance(event, CommentEvent) else None
             is_new = await history.touch_contact(conn, acct, contact, now, username=username)
             if (live and not is_new and self.profile_first is not None
+                    and self.automation is not None
                     and isinstance(event, MessageEvent | PostbackEvent)
                     and not event.is_from_business
                     and (await pending_under(conn, f"first_plan:{acct}:{contact}:")
