@@ -81,11 +81,6 @@ from typing import TYPE_CHECKING, TypeVar
 from instaset.backfill import (
     CallLimiter,
     CatchUpSettings,
-    Failures,
-    Gap,
-    Marks,
-    detect_gap,
-    merge_reasons,
     parse_since,
     parse_time,
     participants,
@@ -119,9 +114,8 @@ if TYPE_CHECKING:
     from instaset.doctor import Check
 
 __all__ = [
-    "DEFAULT_FIELDS", "TOP_PASSES", "CatchUp", "CatchUpSettings", "Failures", "Gap", "Marks",
-    "RunReport", "detect_gap", "doctor_checks", "install", "merge_reasons", "parse_since",
-    "run_catch_up",
+    "DEFAULT_FIELDS", "TOP_PASSES", "CatchUp", "CatchUpSettings", "RunReport",
+    "doctor_checks", "install", "parse_since", "run_catch_up",
 ]
 
 log = logging.getLogger("instaset.catchup")

@@ -18,17 +18,21 @@ import pytest
 from aiohttp import web
 
 from instaset import catchup
-from instaset.backfill import CallLimiter, recovered_row, summary_text
-from instaset.catchup import (
-    TOP_PASSES,
-    CatchUp,
-    CatchUpSettings,
+from instaset.backfill import (
+    CallLimiter,
     Failures,
     Gap,
     Marks,
     detect_gap,
-    doctor_checks,
     merge_reasons,
+    recovered_row,
+    summary_text,
+)
+from instaset.catchup import (
+    TOP_PASSES,
+    CatchUp,
+    CatchUpSettings,
+    doctor_checks,
     parse_since,
     run_catch_up,
 )
