@@ -65,7 +65,6 @@ from instaset.token_health import REJECTED, reconnect_notice
 
 if TYPE_CHECKING:
     from instaset.daemon import Runtime
-    from instaset.outbox import Outgoing
 
 log = logging.getLogger("instaset.accounts")
 
@@ -367,17 +366,12 @@ class AccountService:
         return False
 
     async def mark_reconnect(self, row: sqlite3.Row, why: str, now: float) -> None:
-        await history.set_account_state(self.db, str(row["id"]), "reconnect_needed", now)
+        await acctstore.mark_reconnect_needed(self.db, str(row["id"]), now)
         await self._notify_reconnect(row, why, now)
 
     async def _notify_reconnect(self, row: sqlite3.Row, why: str, now: float) -> None:
         await enqueue(self.db, [reconnect_notice(row, why, now)], now)
 
-    async def notify_reconnect(self, account_id: str) -> None:
-        """For the sender's 190: notify once per token that the account needs reconnecting."""
-        row = await history.get_account(self.db, account_id)
-        if row is not None:
-            await self._notify_reconnect(row, REJECTED, self.clock())
 
     async def _notify(self, key: str, account_id: str, text: str, now: float) -> None:
         await enqueue(self.db, [notify_job(key, account_id, None, "token", text, now)], now)
@@ -617,17 +611,10 @@ async def run_connect(
 
 
 def install(rt: Runtime) -> None:
-    """Routes (callback, Meta's callbacks), the ``refresh_tokens`` job, 190 notifications."""
+    """Routes (callback, Meta's callbacks) and the ``refresh_tokens`` job. (A 190 met by a
+    send marks the account and notifies in the outbox: :mod:`instaset.token_health`.)"""
     service = AccountService(rt.config, rt.db, rt.graph, clock=rt.clock)
     rt.web.extra_routes.extend([callback_route(service), *meta_routes(service)])
     rt.add_periodic("refresh_tokens", REFRESH_INTERVAL, service.refresh_job)
-    previous = rt.deliverer.on_refused
 
-    def on_refused(out: Outgoing, reason: str, detail: str) -> None:
-        if previous is not None:
-            previous(out, reason, detail)
-        if reason == "token_invalid":  # the periodic job notifies too if this is lost
-            rt.spawn(service.notify_reconnect(out.account_id))
-
-    rt.deliverer.on_refused = on_refused
 

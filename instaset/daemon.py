@@ -19,10 +19,10 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import aiohttp
 from aiohttp import web
@@ -56,7 +56,6 @@ from instaset.webhook import WebContext, make_app
 from instaset.worker import Handler, Worker, WorkerSettings, worker_alive
 
 log = logging.getLogger("instaset")
-BACKGROUND_GRACE = 5.0  # seconds a closing runtime waits for its background work (Runtime.spawn)
 
 # The secret the sandbox signs its webhooks with when the config has none. It protects
 # nothing real: the sandbox only ever talks to this daemon on this machine.
@@ -123,21 +122,6 @@ class Runtime:
     tokens: TokenProvider = field(default_factory=lambda: StaticTokens({}))
     periodic: dict[str, float] = field(default_factory=dict)  # job kind -> interval (s)
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    background: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run ``work`` beside the caller (a hook that must not block it). :func:`runtime`
-        waits for what is still running, at most :data:`BACKGROUND_GRACE` seconds, before
-        it closes the database: a short-lived runtime (the CLI's `inbox reply`) then neither
-        loses that work nor prints a "Task exception was never retrieved" traceback."""
-        task = asyncio.get_running_loop().create_task(work)
-        self.background.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self.background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background work failed: %s", task.exception())
 
     def add_periodic(self, kind: str, interval: float, handler: Handler) -> None:
         """Run ``handler`` every ``interval`` seconds through the durable queue: one job per
@@ -263,11 +247,7 @@ async def runtime(
         rt = Runtime(config, db, metrics, writer, worker, pipeline, web_ctx, wake, graph,
                      deliverer, budgets, handlers, clock, token_provider)
         install_features(rt)
-        try:
-            yield rt
-        finally:
-            if rt.background:
-                await asyncio.wait(set(rt.background), timeout=BACKGROUND_GRACE)
+        yield rt
     finally:
         await session.close()
         await db.close()

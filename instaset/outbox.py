@@ -53,6 +53,7 @@ from instaset.store import history
 from instaset.store import sends as sendstore
 from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in
+from instaset.token_health import mark_rejected, token_replaced
 
 log = logging.getLogger("instaset.graph")
 
@@ -386,15 +387,13 @@ class Deliverer:
             await self._refuse(out, "failed", "invalid_request", str(exc))
             return None
         except TokenInvalid as exc:
-            self.tokens.forget(out.account_id)
-            if await self.tokens.token(out.account_id) not in (None, token):
+            if await token_replaced(self.tokens, out.account_id, token):
                 # A cached token that `instaset connect` has replaced since: try the new one.
                 await sendstore.set_state(self.db, key, "pending", self.clock())
                 raise RetryLater(0.0, "the access token was replaced", count_attempt=False
                                  ) from None
-            async with self.db.tx() as conn:
-                await sendstore.set_account_state_in(conn, out.account_id, "reconnect_needed",
-                                                     self.clock())
+            # The account needs `instaset connect`, and the creator is told (token_health).
+            await mark_rejected(self.db, out.account_id, self.clock())
             await self._refuse(out, "refused", "token_invalid", exc.describe())
             return None
         except Throttled as exc:

@@ -12,13 +12,16 @@ here, so none of them leaves a dead account looking connected.
 from __future__ import annotations
 
 import sqlite3
+from typing import TYPE_CHECKING
 
 from instaset.notify import notify_job
-from instaset.outbox import TokenProvider
 from instaset.queue import NewJob, enqueue
 from instaset.store import accounts as acctstore
 from instaset.store import history
 from instaset.store.db import Database
+
+if TYPE_CHECKING:
+    from instaset.outbox import TokenProvider
 
 REJECTED = "Meta rejected its token (code 190)"
 
@@ -33,16 +36,29 @@ def reconnect_notice(row: sqlite3.Row, why: str, now: float) -> NewJob:
     return notify_job(f"token-reconnect:{acct}:{issued}", acct, None, "token", text, now)
 
 
-async def token_rejected(db: Database, tokens: TokenProvider, account_id: str,
-                         failed_token: str | None, now: float) -> bool:
-    """See the module docstring. ``failed_token``: the token Meta refused (None: none was
-    stored). True when the account was marked (and the creator told)."""
+async def token_replaced(tokens: TokenProvider, account_id: str, failed_token: str | None
+                         ) -> bool:
+    """Whether the store holds another token than ``failed_token`` now (a `connect` the
+    caller's cached copy missed: the next call uses it). Drops the cached copy."""
     tokens.forget(account_id)
-    if await tokens.token(account_id) not in (None, failed_token):
-        return False  # replaced since: the next call uses the new token
+    return await tokens.token(account_id) not in (None, failed_token)
+
+
+async def mark_rejected(db: Database, account_id: str, now: float) -> bool:
+    """A connected account becomes ``reconnect_needed`` and the creator is told (one notice
+    per token). False when it was not connected."""
     if not await acctstore.mark_reconnect_needed(db, account_id, now):
         return False
     row = await history.get_account(db, account_id)
     if row is not None:
         await enqueue(db, [reconnect_notice(row, REJECTED, now)], now)
     return True
+
+
+async def token_rejected(db: Database, tokens: TokenProvider, account_id: str,
+                         failed_token: str | None, now: float) -> bool:
+    """See the module docstring. ``failed_token``: the token Meta refused (None: none was
+    stored). True when the account was marked (and the creator told)."""
+    if await token_replaced(tokens, account_id, failed_token):
+        return False
+    return await mark_rejected(db, account_id, now)

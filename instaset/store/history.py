@@ -39,12 +39,6 @@ async def upsert_account(
     )
 
 
-async def set_account_state(db: Database, account_id: str, state: str, now: float) -> int:
-    return await db.execute(
-        "UPDATE accounts SET state = ?, updated_at = ? WHERE id = ?", (state, now, account_id)
-    )
-
-
 async def get_account(db: Database, account_id: str) -> sqlite3.Row | None:
     return await db.fetchone("SELECT * FROM accounts WHERE id = ?", (account_id,))
 

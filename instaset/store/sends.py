@@ -192,14 +192,6 @@ async def count_public_replies(conn: aiosqlite.Connection, account_id: str, work
         (account_id, workflow, n))
 
 
-async def set_account_state_in(
-    conn: aiosqlite.Connection, account_id: str, state: str, now: float
-) -> None:
-    await conn.execute(
-        "UPDATE accounts SET state = ?, updated_at = ? WHERE id = ?", (state, now, account_id)
-    )
-
-
 async def refusals_by_reason(db: Database, since: float) -> dict[str, int]:
     rows = await db.fetchall(
         "SELECT reason, count(*) FROM sends WHERE state IN ('refused', 'failed')"
