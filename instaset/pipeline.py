@@ -262,6 +262,7 @@ class Pipeline:
         event_id = int(job.payload["event_id"])
         async with self.db.read() as conn:
             row = await history.get_event_in(conn, event_id)
+            live = row is not None and await history.account_live(conn, row["account_id"])
         if row is None:
             return None  # purged since
         parsed = parse_stored(row["raw"])
@@ -269,16 +270,7 @@ class Pipeline:
                  else None)
         if event is None or self.automation is None or event.contact_id is None:
             return None
-        async with self.db.read() as conn:
-            live = await history.account_live(conn, event.account_id)
-        if not live:  # disconnected since: no lookup at Meta, no workflow (see _apply)
-            now = self.clock()
-            async with self.db.tx(relaxed=True) as conn:
-                await complete_in(conn, job, now)
-                await history.wake_contact_events(conn, event.account_id, event.contact_id,
-                                                  now)
-            return COMPLETED
-        if self.profile_first is not None:
+        if live and self.profile_first is not None:  # disconnected since: no lookup at Meta
             try:
                 await self.profile_first(event.account_id, event.contact_id)
             except Exception as exc:  # the reply must not wait for ever on a lookup
@@ -286,7 +278,8 @@ class Pipeline:
                          exc)
         now = self.clock()
         async with self.db.tx(relaxed=True) as conn:
-            # Again: a deauthorize may have come during the lookup.
+            # No workflow for a disconnected account (see _apply), also one disconnected
+            # during the lookup.
             if await history.account_live(conn, event.account_id):
                 jobs = await self.automation.plan(conn, event, is_new_contact=True, now=now)
                 if jobs:

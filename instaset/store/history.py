@@ -58,7 +58,8 @@ async def list_accounts(db: Database) -> list[sqlite3.Row]:
 # -- events ----------------------------------------------------------------------------------
 async def get_event_in(conn: aiosqlite.Connection, event_id: int) -> sqlite3.Row | None:
     rows = list(await conn.execute_fetchall(
-        "SELECT raw, received_at, processed_at FROM events WHERE id = ?", (event_id,)
+        "SELECT account_id, raw, received_at, processed_at FROM events WHERE id = ?",
+        (event_id,)
     ))
     return rows[0] if rows else None
 
