@@ -145,12 +145,24 @@ def test_offline_answers_from_examples_and_facts(message: str, reply: str,
     assert (answer.confidence >= 0.6) is (not needs_human)
 
 
-def test_offline_is_deterministic_and_uses_past_replies() -> None:
-    past = (Example("are you on zoom or in person", "Zoom only for now!", "history"),)
-    a = inp(Turn("contact", "is it on zoom or in person?"), past_replies=past)
+def test_offline_is_deterministic_and_answers_from_the_configured_examples() -> None:
+    ex = (Example("are you on zoom or in person", "Zoom only for now!", "config"),)
+    a = inp(Turn("contact", "is it on zoom or in person?"), examples=ex)
     first = OfflineResponder().answer(a)
-    assert first.reply == "Zoom only for now!"
+    assert first.reply == "Zoom only for now!" and not first.needs_human
     assert all(OfflineResponder().answer(a) == first for _ in range(5))
+
+
+def test_offline_never_sends_a_reply_written_to_another_contact() -> None:
+    """Past replies were written to other people: the offline responder (which sends what
+    it picks as it is) must not pass one contact's details to another; it hands off."""
+    past = (Example("can I book a session for next tuesday?",
+                    "Hi Anna! You're booked Tuesday 3pm, door code 4471.", "history"),)
+    answer = OfflineResponder().answer(
+        inp(Turn("contact", "can I book a session for next tuesday?"), past_replies=past,
+            examples=(), facts=()))
+    assert "Anna" not in answer.reply and "4471" not in answer.reply
+    assert answer.needs_human and answer.reply == ""
 
 
 def test_offline_booking_and_email() -> None:

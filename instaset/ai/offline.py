@@ -1,9 +1,12 @@
 """The offline responder: used when no Gemini key is set (the demo, replays, tests).
 
-It answers from the creator's own words only: the best match among ``ai.examples`` and the
-retrieved past replies (by message similarity), or else the closest of ``ai.facts`` stated
-as written. When nothing is close enough it hands off (``needs_human``). Deterministic: the
-same input always gives the same answer, so demos and replays reproduce exactly.
+It answers from the creator's own words only: the best match among ``ai.examples`` (by
+message similarity), or else the closest of ``ai.facts`` stated as written. Never from the
+past replies retrieved for Gemini: those were written to other people, and sent as they
+are they would hand one contact's name, number or appointment to another (Gemini gets
+them redacted, as style samples only). When nothing is close enough it hands off
+(``needs_human``). Deterministic: the same input always gives the same answer, so demos and
+replays reproduce exactly.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class OfflineResponder:
         incoming = inp.incoming
         intent = intent_of(incoming)
         facts = _facts_in(incoming)
-        pairs = [*inp.examples, *inp.past_replies]
+        pairs = list(inp.examples)  # not inp.past_replies: see the module docstring
         best_pair = rank(incoming, [p.message for p in pairs], k=1, min_score=self.threshold)
         best_fact = rank(incoming, list(inp.facts), k=1, min_score=self.threshold)
         pair_score = best_pair[0].score if best_pair else 0.0
