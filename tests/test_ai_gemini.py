@@ -113,9 +113,13 @@ async def test_booking_function_call_is_declared_and_not_executed(
         (max_tokens(), "max_tokens", False, None),
         (malformed(), "malformed", True, None),
         (held(), "timeout", True, None),  # never released: the 300 ms timeout fires
+        # a 200 that is no JSON (a proxy's page, a wrong ai.base_url): the SDK's own decoding
+        # error once escaped, and the job died without the fallback or a handoff
+        (Scripted(200, "<html>proxy says hi</html>"), "malformed", True, None),
+        (Scripted(200, "[1, 2]"), "malformed", True, None),
     ],
     ids=["429", "429-fraction", "500", "503", "400", "safety", "blocked", "max-tokens",
-         "malformed", "timeout"],
+         "malformed", "timeout", "not-json", "json-not-an-answer"],
 )
 async def test_failures_map_to_ai_errors(
     fake: FakeGemini, gemini: GeminiResponder, scripted: object, outcome: str,

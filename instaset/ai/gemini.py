@@ -237,6 +237,13 @@ class GeminiResponder:
         except aiohttp.ClientError as exc:
             raise GeminiError(f"cannot reach Gemini: {exc}", outcome="network",
                               retryable=True) from None
+        except Exception as exc:
+            # Whatever else the SDK raises reading the answer: a 200 that is no JSON (a
+            # proxy's page, a wrong ai.base_url) raises json's own error. Unmapped, it
+            # skipped the fallback and the handoff (see the module docstring's contract).
+            raise GeminiError(f"Gemini's answer could not be read ({type(exc).__name__}: "
+                              f"{str(exc)[:200]})", outcome="malformed",
+                              retryable=True) from None
         return read_response(resp, self.model)
 
     async def aclose(self) -> None:
