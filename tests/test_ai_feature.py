@@ -325,6 +325,20 @@ async def test_comment_gets_an_ai_private_reply(make: Make) -> None:
     assert req.turns[-1] == ("user", "price??") and "public comment" in req.system
 
 
+async def test_an_ai_reply_too_long_for_one_private_reply_goes_to_the_creator(
+        make: Make) -> None:
+    """Only the first 1000 bytes of a private reply reach the commenter (the rest would
+    wait for a DM of theirs): a longer answer is not cut in half, the creator is told."""
+    env = await make([AI_COMMENT])
+    long = ("Thanks for the comment! " + "Here is everything about coaching. " * 40).strip()
+    env.fake.script(reply(long))
+    await env.h.sandbox.user_comments(IGSID, "price??", "media-1")
+    await env.h.settle()
+    assert env.h.graph_sends() == []
+    [note] = await env.rows("SELECT * FROM notifications WHERE kind = 'handoff'")
+    assert f"{len(long.encode())} bytes" in note["text"]
+
+
 async def test_offline_responder_without_a_key(make: Make) -> None:
     env = await make(key=False)
     await env.h.dm(IGSID, "Do you do online coaching?")

@@ -71,6 +71,21 @@ def test_check_reply(incoming: str, answer: Answer, reason: str | None) -> None:
         assert verdict.detail
 
 
+@pytest.mark.parametrize(("reply", "comment", "reason"), [
+    ("x" * 1000, True, None),  # one private reply: 1000 bytes
+    ("x" * 1001, True, "too_long"),
+    ("é" * 501, True, "too_long"),  # bytes, not characters
+    ("x" * 1001, False, None),  # to a DM: split in two
+    ("x" * 2000, False, None),
+    ("Yes! " * 6000, False, "too_long"),  # a model running on (30 DMs once)
+])
+def test_a_reply_longer_than_it_is_sent_in_one_go_goes_to_the_creator(
+        reply: str, comment: bool, reason: str | None) -> None:
+    verdict = check_reply(ans(reply), "hi", FACTS, comment=comment)
+    assert verdict.reason == reason
+    assert (str(len(reply.encode())) in verdict.detail) is (reason is not None)
+
+
 def test_min_confidence_is_configurable() -> None:
     assert check_reply(ans(confidence=0.6), "hi", FACTS, min_confidence=0.7).reason == (
         "low_confidence")

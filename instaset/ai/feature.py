@@ -214,7 +214,7 @@ class AIReplies:
             return await self._give_up(job, mode, ctx, inp, exc, call)
         # Instagram shows no Markdown or HTML: what the contact reads is the plain text.
         answer = replace(answer, reply=plain_text(answer.reply))
-        verdict = check_reply(answer, inp.incoming, inp.facts)
+        verdict = check_reply(answer, inp.incoming, inp.facts, comment=comment_id is not None)
         return await self._finish(job, mode, ctx, inp, answer, verdict, call)
 
     # -- calling the model -----------------------------------------------------------------

@@ -8,7 +8,11 @@ conversation goes to the creator instead (a stable slug plus a human-readable de
 - the model itself asks for a human, or classified the message so;
 - the reply is empty or the model is unsure (``confidence`` below the minimum);
 - the reply states a price or a link that is not in the creator's facts (the model may not
-  make up offers).
+  make up offers);
+- the reply is longer than what is sent in one go: one private reply (1000 bytes) to a
+  comment, two DMs to a message. The prompt asks for under 900 characters; a longer answer
+  is a model running on (a repetition loop went out as 30 DMs), and to a comment only the
+  first 1000 bytes could go out at all (the rest waits for a DM that may never come).
 
 :func:`grounded` keeps only the lead facts the contact really said: a score explains itself
 with the contact's words, never with a quote the model made up.
@@ -22,8 +26,11 @@ from dataclasses import dataclass
 
 from instaset.ai.answer import Answer, LeadFact
 from instaset.engine.triggers import fold
+from instaset.graph_wire import MAX_TEXT_BYTES
 
 MIN_CONFIDENCE = 0.5
+MAX_COMMENT_REPLY_BYTES = MAX_TEXT_BYTES  # a private reply is one message
+MAX_DM_REPLY_BYTES = 2 * MAX_TEXT_BYTES  # split into at most two DMs
 
 _HUMAN = re.compile(
     r"\b(human|real person|actual person|a person|agent|representative|customer service"
@@ -129,11 +136,23 @@ def contact_needs_human(incoming: str) -> Verdict:
     return OK
 
 
+def too_long(reply: str, *, comment: bool) -> Verdict:
+    """Whether ``reply`` is longer than one answer is sent as (see the module docstring)."""
+    size = len(reply.encode("utf-8"))
+    limit = MAX_COMMENT_REPLY_BYTES if comment else MAX_DM_REPLY_BYTES
+    if size <= limit:
+        return OK
+    what = "a private reply to a comment" if comment else "an answer (two DMs)"
+    return Verdict(False, "too_long",
+                   f"the AI's reply is {size} bytes; {what} takes at most {limit}")
+
+
 def check_reply(
     answer: Answer, incoming: str, facts: Sequence[str], *,
-    min_confidence: float = MIN_CONFIDENCE,
+    min_confidence: float = MIN_CONFIDENCE, comment: bool = False,
 ) -> Verdict:
-    """Whether ``answer`` may be sent in reply to ``incoming``; see the module docstring."""
+    """Whether ``answer`` may be sent in reply to ``incoming`` (``comment``: as the private
+    reply to a comment); see the module docstring."""
     verdict = contact_needs_human(incoming)
     if not verdict.send:
         return verdict
@@ -147,6 +166,9 @@ def check_reply(
     if answer.confidence < min_confidence:
         return Verdict(False, "low_confidence",
                        f"the AI is unsure (confidence {answer.confidence:.2f})")
+    verdict = too_long(answer.reply, comment=comment)
+    if not verdict.send:
+        return verdict
     return unverified(answer.reply, facts)
 
 
