@@ -55,6 +55,17 @@ def ans(reply: str = "Sounds great!", **kw: object) -> Answer:
         ("I want a REFUND now", ans(), "refund"),
         ("this program is a scam", ans(), "complaint"),
         ("the app is not working and I'm angry", ans(), "complaint"),
+        ("the band I got is broken", ans(), "complaint"),
+        ("worst service ever", ans(), "complaint"),
+        ("honestly your program was terrible", ans(), "complaint"),
+        ("can I speak to an agent?", ans(), "human_requested"),
+        ("I need customer service", ans(), "human_requested"),
+        # ordinary sales questions with those words in them (each paused a lead for 12 h)
+        ("is coaching ok for a person over 50?", ans(), None),
+        ("I'm a real estate agent with little time, do you coach me?", ans(), None),
+        ("I had a broken wrist last year, can I still train?", ans(), None),
+        ("I'm terrible at sticking to workouts, can you help?", ans(), None),
+        ("my old gym was the worst, do you coach online?", ans(), None),
         # the model's own doubts
         ("hmm", ans(needs_human=True), "needs_human"),
         ("hmm", ans(confidence=0.3), "low_confidence"),

@@ -32,17 +32,25 @@ MIN_CONFIDENCE = 0.5
 MAX_COMMENT_REPLY_BYTES = MAX_TEXT_BYTES  # a private reply is one message
 MAX_DM_REPLY_BYTES = 2 * MAX_TEXT_BYTES  # split into at most two DMs
 
+# Phrases, not bare words that sales questions use too ("for a person over 50", "I'm a real
+# estate agent", "a broken wrist", "I'm terrible at ...", "my old gym was the worst" each
+# paused a lead for 12 h). The model's own reading (intent, needs_human) still hands off
+# what these miss.
+_WHO = r"(you|someone|somebody|a person|a human|an agent|a real person|a representative)"
 _HUMAN = re.compile(
-    r"\b(human|real person|actual person|a person|agent|representative|customer service"
-    r"|talk to (you|someone|somebody)|speak to (you|someone|somebody)|call me"
+    r"\b(human|real person|actual person|live agent|support agent|representative"
+    rf"|customer service|(talk|speak|chat) (to|with) {_WHO}|call me"
     r"|are you (a )?(bot|robot|ai))\b"
 )
 _REFUND = re.compile(
     r"\b(refund\w*|money back|chargeback|reembolso|cancel my (order|subscription))\b"
 )
+_BAD = r"(terrible|awful|worst|horrible)"
 _COMPLAINT = re.compile(
-    r"\b(complain\w*|scam\w*|rip ?off|disappointed|terrible|awful|worst|unacceptable"
-    r"|not working|doesn'?t work|broken|angry|furious|fraud)\b"
+    r"\b(complain\w*|scam\w*|rip ?off|disappointed|unacceptable|angry|furious|fraud"
+    r"|not working|doesn'?t work|(is|was|are|were|arrived|came|still) broken"
+    rf"|{_BAD} (service|experience|product|course|program|coaching|support|quality)"
+    rf"|(you|your \w+|this|it) (is|are|was|were) {_BAD})\b"
 )
 _CURRENCY = r"[$€£¥₹]"
 _AMOUNT = r"\d[\d,]*(?:\.\d+)?"
