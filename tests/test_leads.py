@@ -319,3 +319,19 @@ def test_cli_leads_explain_and_rescore(cli_config: Path, tmp_path: Path) -> None
 
     res = runner.invoke(app, ["--config", str(cli_config), "leads", "--csv", "--json"])
     assert res.exit_code == 1 and "either --json or --csv" in res.stderr
+
+
+def test_cli_rescore_warns_that_a_running_daemon_keeps_its_old_rules(cli_config: Path) -> None:
+    """The daemon reads the config once: while one runs, `leads rescore` says that it will
+    put the old scores back until it is restarted (the creator was told "qualified", then
+    the lead quietly dropped back)."""
+    from instaset.config import load_config
+    from instaset.daemon import single_instance
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["--config", str(cli_config), "leads", "rescore"])
+    assert res.exit_code == 0 and "warning" not in res.stderr
+    with single_instance(load_config(cli_config, env={}).storage.db_path()):
+        res = runner.invoke(app, ["--config", str(cli_config), "leads", "rescore"])
+    assert res.exit_code == 0 and "rescored 2 leads" in res.stdout
+    assert "instaset serve is running" in res.stderr and "restart it" in res.stderr

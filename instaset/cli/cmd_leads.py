@@ -173,9 +173,19 @@ async def _explain(config: Config, ref: str) -> list[dict[str, Any]]:
 @handle_errors
 def leads_rescore() -> None:
     """Apply the current lead rules to every contact's history and store the scores."""
+    from instaset.retention import daemon_lock
+
     config = load_or_exit()
     count = run_async(_rescore)(config)
     typer.echo(f"rescored {count} leads")
+    with daemon_lock(config.storage.db_path()) as alone:
+        if not alone:
+            # The daemon reads its config once, at start: until it restarts it scores with
+            # the old rules, and puts back every score it finds stored under other rules.
+            typer.echo(
+                "warning: instaset serve is running on this database with the lead rules it "
+                "started with; restart it so it scores with these (until then it puts the "
+                "old scores back, within the hour or at a contact's next message)", err=True)
 
 
 async def _rescore(config: Config) -> int:
