@@ -54,7 +54,7 @@ def human_duration(seconds: float) -> str:
 
 _UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([wdhms])", re.ASCII)
-DURATION_PATTERN = r"^\s*(\d+(\.\d+)?\s*[wdhmsWDHMS]\s*)+$|^\s*\d+(\.\d+)?\s*$"
+DURATION_PATTERN = r"^\s*(\d+(\.\d+)?\s*[wdhmsWDHS]\s*)+$|^\s*\d+(\.\d+)?\s*$"
 _DURATION_HINT = "use a number of seconds or a string like '30s', '15m', '12h', '7d', '2w'"
 
 
@@ -80,6 +80,11 @@ def parse_duration(value: object) -> timedelta:
     elif isinstance(value, float):
         seconds = value
     elif isinstance(value, str):
+        if re.search(r"\dM", value.replace(" ", ""), re.ASCII):
+            # "6M" reads as six months to many people; lowercased it was six minutes, and
+            # `purge --older-than 6M` deleted all but the last six minutes.
+            raise ValueError(f"invalid duration {value!r}: 'M' could mean months or minutes; "
+                             "write minutes as 'm' (15m), months as days (180d)")
         text = value.strip().lower()
         if re.fullmatch(r"\d+(\.\d+)?", text, re.ASCII):
             seconds = float(text)  # a huge digit string gives inf, refused below

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -380,6 +381,14 @@ def test_cli_purge_policy_flags_confirmation_and_dry_run(tmp_path: Path) -> None
     assert bare.exit_code == 1 and "give a unit, e.g. 30d for days" in bare.stderr
     decimal = run(app, ["--config", str(cfg), "purge", "--older-than", "30.0", "--yes"])
     assert decimal.exit_code == 1 and "give a unit, e.g. 30.0d for days" in decimal.stderr
+    # "6M" read as 6 minutes deleted all but the last 6 minutes (months were meant)
+    months = run(app, ["--config", str(cfg), "purge", "--older-than", "6M", "--yes"])
+    assert months.exit_code == 1 and "months as days (180d)" in months.stderr
+    assert messages_left(db_path) == 9
+    # the report says the time it applied, not only the words it was given
+    preview = run(app, ["--config", str(cfg), "purge", "--older-than", "30d", "--dry-run"])
+    assert preview.exit_code == 0 and "would delete" in preview.stdout
+    assert re.search(r"older than 30d: before \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", preview.stdout)
     assert messages_left(db_path) == 9
 
     plain = run(app, ["--config", str(cfg), "purge"])  # cron: retention.days=60, never asks

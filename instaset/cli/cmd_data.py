@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 DAY = 86400.0
 
 
+def _iso(ts: float) -> str | None:
+    from instaset.timefmt import iso_seconds
+
+    return iso_seconds(ts)
+
+
 def _seconds(value: str, option: str) -> float:
     from instaset.timefmt import parse_duration
 
@@ -233,7 +239,8 @@ def purge(
     elif all_:
         what = "ALL data of every account"
     else:
-        what = "" if older_than is None else f"data older than {older_than}"
+        what = "" if older_than is None else (
+            f"data older than {older_than.strip()}: before {_iso(horizon)}")
     if chosen and not dry_run and not yes:
         if not is_tty():
             raise InstasetError(f"purge would delete {what}; no terminal to confirm: add --yes")
@@ -264,7 +271,8 @@ def purge(
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
         return
-    scope = what or f"data older than retention.days={config.retention.days}"
+    scope = what or (f"data older than retention.days={config.retention.days}: before "
+                     f"{_iso(horizon)}")
     verb = "would delete" if dry_run else "deleted"
     if not report.counts:
         typer.echo(f"nothing to purge ({scope})")
