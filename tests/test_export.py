@@ -151,6 +151,16 @@ def test_one_contact_to_stdout_and_leads_csv(exported: tuple[Path, Path],
     assert schema.exit_code == 0 and json.loads(schema.stdout) == EXPORT_SCHEMA
 
 
+@pytest.mark.parametrize("option", ["--out", "--leads-csv"])
+def test_a_directory_given_as_the_file_is_refused_naming_it(
+        exported: tuple[Path, Path], tmp_path: Path, option: str) -> None:
+    cfg, _ = exported
+    result = CliRunner().invoke(app, ["--config", str(cfg), "export", option, str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"{option} {tmp_path} is a directory: give a file name" in result.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 def test_an_event_still_staged_by_ingest_is_exported_with_the_events_only(
     exported: tuple[Path, Path],
 ) -> None:

@@ -121,6 +121,13 @@ def export(
         return
     nonempty(contact, "--contact")
     nonempty(account, "--account")
+    for option, path, example in (("--out", out, "export.json"),
+                                  ("--leads-csv", leads, "leads.csv")):
+        if path is not None and path.expanduser().is_dir():
+            # Before the export is built, and naming their path (the rename of our temp
+            # file into a directory failed naming the temp file).
+            raise InstasetError(f"{option} {path} is a directory: give a file name, e.g. "
+                                f"{path / example}")
     config = load_or_exit()
     now = time.time()
 
