@@ -319,3 +319,19 @@ def test_every_trigger_kind_can_be_tried(tmp_path: Path, args: list[str], headli
 def test_two_kinds_of_event_at_once_are_refused(config: Path) -> None:
     code, _out, err = run(config, "x", "--postback", "A", "--story-reply")
     assert code == 1 and "--story-reply and --postback describe different events" in err
+
+
+def test_the_accounts_own_username_is_the_business_and_an_unknown_account_is_an_error(
+        config: Path) -> None:
+    """The pipeline ignores the account's own comments (its public replies come back as
+    comment webhooks): the dry run showed a private reply to them that never goes out."""
+    db_path = config.parent / "cli.db"
+    asyncio.run(_seed_waiting_contact(db_path))  # the account is @coach
+    for who in ("@coach", "COACH", ACCT):
+        code, out, _ = run(config, "guide", "--comment", "--media", "111", "--from", who)
+        assert code == 0, out
+        assert "ignored: sent by the business" in out and "private reply" not in out
+    code, out, err = run(config, "guide", "--from", "leo", "--account", "999")
+    assert code == 1 and out == "" and "no account '999'" in err
+    code, out, _ = run(config, "guide", "--from", "leo", "--account", "@coach")
+    assert code == 0 and "free-guide" in out

@@ -61,6 +61,7 @@ async def _lookup(
     """(account id, contact id, username, stored state or None) for ``--from``. Reads the
     database only when it already exists (a dry run never creates one)."""
     from instaset.automation import load_state
+    from instaset.cli.cmd_accounts import resolve_account
     from instaset.simulate import stable_igsid
     from instaset.store import replay as store
     from instaset.store.db import open_database
@@ -70,6 +71,9 @@ async def _lookup(
     if path.exists():
         db = await open_database(path, synchronous=config.storage.synchronous)
         try:
+            own: str | None = None  # the account's username
+            if account is not None:  # one that does not exist is an error, not a dry run
+                account, own = await resolve_account(db, account)
             row = await store.find_contact(db, name, account)
             if row is not None:
                 acct, contact = str(row["account_id"]), str(row["id"])
@@ -84,7 +88,11 @@ async def _lookup(
                         f"several accounts are connected ({ids}); pick one with --account"
                     )
                 if accounts:
-                    account = str(accounts[0]["id"])
+                    account, own = str(accounts[0]["id"]), accounts[0]["username"]
+            if account is not None and own and name.lower() == own.lower():
+                # The account itself (its own comment or message): the pipeline ignores
+                # what the business sends, and so must the dry run.
+                return account, account, own, None
         finally:
             await db.close()
     acct = account or config.sandbox.account_id
