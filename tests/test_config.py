@@ -581,3 +581,27 @@ def test_validate_strict_fails_on_warnings_and_says_so(_isolated: Path) -> None:
     assert strict.exit_code == 1
     assert strict.stdout.strip() == ("config loads (1 workflow), but --strict fails it on 1"
                                      " warning")
+
+
+def test_validate_json_lists_errors_and_warnings(_isolated: Path) -> None:
+    """Every listing has --json (interface.md): validate's errors and warnings too."""
+    warned = _isolated.parent / "warned.yaml"
+    warned.write_text("workflows:\n  - name: a\n    trigger: {dm: {keywords: [hi]}}\n"
+                      "    actions:\n      - stage: qualifed\n")
+    doc = json.loads(runner.invoke(
+        app, ["--config", str(warned), "workflows", "validate", "--json"]).stdout)
+    assert doc["ok"] is True and doc["workflows"] == 1 and doc["errors"] == []
+    [warning] = doc["warnings"]
+    assert warning["code"] == "unknown-stage" and warning["file"] == str(warned)
+    assert warning["line"] == 5 and warning["workflow"] == "a"
+    strict = runner.invoke(app, ["--config", str(warned), "workflows", "validate", "--strict",
+                                 "--json"])
+    assert strict.exit_code == 1 and json.loads(strict.stdout)["ok"] is False
+
+    bad = _isolated.parent / "bad.yaml"
+    bad.write_text("server:\n  port: 1\n  prot: 2\n")
+    result = runner.invoke(app, ["--config", str(bad), "workflows", "validate", "--json"])
+    assert result.exit_code == 1 and result.stderr == ""
+    assert json.loads(result.stdout) == {
+        "ok": False, "workflows": None, "warnings": [],
+        "errors": [f"{bad}:3:3: server: unknown key 'prot' (did you mean 'port'?)"]}

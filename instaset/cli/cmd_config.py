@@ -114,11 +114,28 @@ def config_show(
 @workflows_app.command("validate")
 def workflows_validate(
     strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON document on stdout: ok, workflows, errors, warnings."),
 ) -> None:
     """Check the config and its workflows; exit 1 with file:line errors."""
-    config = load_or_exit()
+    from instaset.config import load_config
     from instaset.workflow_lint import lint_config
 
+    if as_json:
+        try:
+            config = load_config(STATE.config_path)
+        except ConfigError as exc:
+            typer.echo(json.dumps({"ok": False, "workflows": None, "errors": exc.problems,
+                                   "warnings": []}, indent=2))
+            raise typer.Exit(1) from None
+        found = lint_config(config)
+        ok = not (strict and found)
+        typer.echo(json.dumps({"ok": ok, "workflows": len(config.workflows), "errors": [],
+                               "warnings": [w.to_json() for w in found]}, indent=2))
+        if not ok:
+            raise typer.Exit(1)
+        return
+    config = load_or_exit()
     n = len(config.workflows)
     warnings = lint_config(config)
     if strict and warnings:
