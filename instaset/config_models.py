@@ -27,6 +27,7 @@ from pydantic import (
     PlainValidator,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -35,6 +36,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from instaset.engine.model import Hours, Workflow, nested_repeat
+from instaset.format_check import format_problem
 from instaset.paths import default_db_path
 from instaset.timefmt import DURATION_PATTERN, format_duration, parse_duration
 
@@ -283,6 +285,21 @@ def _default_availability() -> list[Hours]:
     return [Hours.model_validate({"days": "mon-fri", "from": "09:00", "to": "17:00"})]
 
 
+BOOKING_TEXT_PLACEHOLDERS: dict[str, tuple[str, ...]] = {
+    "intro": ("timezone",),
+    "confirmation": ("when", "timezone"),
+    "reminder": ("title", "when", "timezone"),
+    "cancelled": ("title", "when", "timezone"),
+    "moved": ("title", "when", "timezone"),
+    "reschedule_intro": ("title", "timezone"),
+    "link_text": ("link",),
+}
+"""The names each booking message is filled with (``str.format`` in
+:mod:`instaset.booking_desk` and :mod:`instaset.booking_lifecycle`): any other placeholder,
+or a lone brace, would raise there at every send, so the config refuses it at load.
+(``unavailable`` is sent as written, so any text is fine there.)"""
+
+
 class BookingConfig(_Model):
     """Appointment slots, in the top-level ``timezone``: weekly ``availability`` minus
     ``blackout`` dates and existing bookings, ``slot_length`` long, ``buffer`` apart, from
@@ -312,6 +329,14 @@ class BookingConfig(_Model):
     # ``utm_content`` (both tools pass UTM parameters on to the booking).
     link: str | None = None
     link_text: str = "Pick a time that suits you here: {link}"
+
+    @field_validator(*BOOKING_TEXT_PLACEHOLDERS)
+    @classmethod
+    def _known_placeholders(cls, value: str, info: ValidationInfo) -> str:
+        problem = format_problem(value, BOOKING_TEXT_PLACEHOLDERS[str(info.field_name)])
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("link")
     @classmethod
@@ -441,6 +466,7 @@ class Config(_Model):
 
 
 __all__ = [
+    "BOOKING_TEXT_PLACEHOLDERS",
     "DURATION_PATTERN",
     "AIConfig",
     "AIExample",
