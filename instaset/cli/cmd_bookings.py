@@ -19,6 +19,8 @@ from instaset.cli.app import app, handle_errors, is_tty, open_db, run_async, sub
 from instaset.timefmt import iso_seconds
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from instaset.booking import BookingDesk, Outcome
     from instaset.config import Config
     from instaset.store.db import Database
@@ -162,7 +164,8 @@ async def _cancel(config: Config, booking_id: int, reason: str | None, notify: b
 
 def parse_when(value: str, config: Config) -> float:
     """``--to``: an ISO 8601 date-time; without an offset it is the creator's local time
-    (the config's ``timezone``)."""
+    (the config's ``timezone``). A local time the clocks skip (when summer time starts) is
+    refused; one they show twice (when it ends) is the first of the two, as in the slots."""
     from datetime import datetime
 
     from instaset.errors import InstasetError
@@ -174,8 +177,40 @@ def parse_when(value: str, config: Config) -> float:
                             f" 2025-06-02T10:00 ({config.timezone}) or 2025-06-02T08:00Z"
                             ) from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=config.tzinfo)
+        local = dt.replace(tzinfo=config.tzinfo, fold=0)
+        if datetime.fromtimestamp(local.timestamp(), config.tzinfo).replace(tzinfo=None) != dt:
+            raise InstasetError(_skipped(value, dt, config))
+        dt = local
     return dt.timestamp()
+
+
+def _skipped(value: str, dt: datetime, config: Config) -> str:
+    """Why ``dt``, a local time in a gap of the config's zone (clocks going forward), is
+    refused, and what to write instead."""
+    from datetime import UTC, datetime, timedelta
+
+    tz = config.tzinfo
+    before = dt.replace(tzinfo=tz, fold=0).utcoffset() or timedelta(0)
+    after = dt.replace(tzinfo=tz, fold=1).utcoffset() or timedelta(0)
+    as_utc = dt.replace(tzinfo=UTC).timestamp()
+    # the change lies between the two readings of dt; find its second
+    lo, hi = int(as_utc - after.total_seconds()), int(as_utc - before.total_seconds())
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, tz).utcoffset() == before:
+            lo = mid
+        else:
+            hi = mid
+    change = datetime.fromtimestamp(hi, UTC).replace(tzinfo=None)
+
+    def wall(t: datetime) -> str:
+        return t.strftime("%H:%M" if t.date() == dt.date() else "%Y-%m-%d %H:%M")
+
+    later = (dt + (after - before)).isoformat(timespec="minutes")
+    return (f"--to {value}: that time does not exist in {config.timezone}, the clocks jump"
+            f" from {wall(change + before)} to {wall(change + after)} that night; give a time"
+            f" before {wall(change + before)} or from {wall(change + after)} on"
+            f" (e.g. {later})")
 
 
 @bookings_app.command("reschedule")
@@ -184,7 +219,9 @@ def reschedule(
     booking_id: int = typer.Argument(..., metavar="ID", help="The booking's id (see the list)."),
     to: str | None = typer.Option(
         None, "--to", metavar="ISO_DATETIME",
-        help="The new start, a free slot; local time (config timezone) unless it has an offset."),
+        help="The new start, a free slot; local time (config timezone) unless it has an"
+             " offset. A local time the clocks skip is refused; one they show twice is the"
+             " first."),
     offer: bool = typer.Option(False, "--offer",
                                help="Send the contact free times to pick from instead."),
 ) -> None:
