@@ -117,13 +117,26 @@ def slot_payload(start: float) -> str:
     return f"{PAYLOAD_PREFIX}{int(start)}"
 
 
+_MAX_ID = 2**63 - 1  # SQLite's INTEGER
+_MAX_START = 253402300799  # 9999-12-31 23:59:59 UTC, the last second a datetime holds
+
+
+def _number(text: str, most: int) -> int | None:
+    """``text`` as we write numbers in payloads (ASCII digits, no sign), at most ``most``;
+    else None. A payload arrives from outside: a forged id beyond SQLite's INTEGER raised
+    OverflowError in the tap's job (retried until dead), a start of 400 digits one in the
+    event's own plan."""
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(most)):
+        return None
+    value = int(text)
+    return value if value <= most else None
+
+
 def parse_payload(payload: str | None) -> float | None:
     if not payload or not payload.startswith(PAYLOAD_PREFIX):
         return None
-    try:
-        return float(int(payload[len(PAYLOAD_PREFIX):]))
-    except ValueError:
-        return None
+    start = _number(payload[len(PAYLOAD_PREFIX):], _MAX_START)
+    return None if start is None else float(start)
 
 
 # -- the contact's taps on a booking it has ----------------------------------------------------
@@ -147,18 +160,21 @@ def manage_replies(booking_id: int) -> tuple[tuple[str, str], ...]:
 
 
 def parse_tap(payload: str | None) -> Tap | None:
+    """The tap ``payload`` stands for; None for anything else, a malformed or out-of-range
+    id or time included (a payload we never sent)."""
     if not payload:
         return None
-    try:
-        if payload.startswith(CANCEL_PREFIX):
-            return Tap("cancel", int(payload[len(CANCEL_PREFIX):]))
-        if payload.startswith(RESCHEDULE_PREFIX):
-            return Tap("reschedule", int(payload[len(RESCHEDULE_PREFIX):]))
-        if payload.startswith(MOVE_PREFIX):
-            ident, start = payload[len(MOVE_PREFIX):].split(":")
-            return Tap("move", int(ident), float(int(start)))
-    except ValueError:
-        return None
+    if payload.startswith(CANCEL_PREFIX):
+        ident = _number(payload[len(CANCEL_PREFIX):], _MAX_ID)
+        return None if ident is None else Tap("cancel", ident)
+    if payload.startswith(RESCHEDULE_PREFIX):
+        ident = _number(payload[len(RESCHEDULE_PREFIX):], _MAX_ID)
+        return None if ident is None else Tap("reschedule", ident)
+    if payload.startswith(MOVE_PREFIX):
+        ident_text, _, start_text = payload[len(MOVE_PREFIX):].partition(":")
+        ident, start = _number(ident_text, _MAX_ID), _number(start_text, _MAX_START)
+        if ident is not None and start is not None:
+            return Tap("move", ident, float(start))
     return None
 
 
