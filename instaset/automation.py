@@ -37,7 +37,7 @@ from instaset.engine.decide import WINDOW_CLOSED, Decision, decide, resume
 from instaset.engine.model import Workflow
 from instaset.engine.settings import EngineSettings
 from instaset.engine.state import ConversationState
-from instaset.events import CommentEvent, Event
+from instaset.events import CommentEvent, Event, MessageEvent, PostbackEvent
 from instaset.links import track_links
 from instaset.notify import notify_job
 from instaset.outbox import Outgoing, enqueue_sends
@@ -135,12 +135,15 @@ class WorkflowAutomation:
                  if isinstance(event, CommentEvent) else None)
         decision = decide(event, state, self.workflows, self.settings, now, turns=turns)
         comment_at = event.occurred_at if isinstance(event, CommentEvent) else None
-        return await self._persist(conn, decision, event.dedupe_key, now, comment_at)
+        mid = event.mid if isinstance(event, MessageEvent | PostbackEvent) else None
+        return await self._persist(conn, decision, event.dedupe_key, now, comment_at, mid)
 
     async def _persist(
         self, conn: aiosqlite.Connection, decision: Decision, key: str, now: float,
-        comment_at: float | None,
+        comment_at: float | None, mid: str | None = None,
     ) -> list[NewJob]:
+        """``mid``: the message decided on (the anchor of an ``ai_reply``: see
+        :meth:`instaset.ai.feature.AIReplies.handle`)."""
         st = decision.state
         await history.update_conversation(
             conn, st.account_id, st.contact_id, now, state=st.to_json(),
@@ -216,6 +219,7 @@ class WorkflowAutomation:
                         "account_id": st.account_id, "contact_id": st.contact_id,
                         "mode": action.mode, "comment_id": action.comment_id,
                         "comment_at": comment_at, "workflow": decision.workflow,
+                        "mid": None if action.comment_id else mid,
                     }, run_at=now, max_attempts=4, at_once=True))  # the reply path
                 case OfferBooking():
                     if self.offer_booking is not None:

@@ -1,8 +1,11 @@
 """The AI feature: the ``ai_reply`` job, lead scoring jobs, booking on tap, and ``install``.
 
 Contract of the ``ai_reply`` job (payload ``account_id``, ``contact_id``, ``mode``,
-``comment_id``, ``comment_at``, ``workflow``):
+``comment_id``, ``comment_at``, ``workflow``, and ``mid``: the DM or tap it answers; absent
+in jobs queued before it existed, and for comments and replies after a ``delay``):
 
+0. Does nothing (no call, no send) when a later message of the thread than ``mid`` has its
+   reply already, or an ai_reply of it still to run (see :meth:`AIReplies.handle`).
 1. Reads the recent conversation, the message to answer (the comment's text for a comment),
    and the creator's own past replies most similar to it (local retrieval); builds the prompt.
 2. Calls Gemini (or the offline responder when no key is set). A slow call first shows the
@@ -115,14 +118,19 @@ async def load_context(conn: aiosqlite.Connection, acct: str, contact: str,
 
 
 async def load_reply_context(db: Database, key: str, acct: str, contact: str,
-                             comment_id: str | None, *, past_replies: bool = True
-                             ) -> Context | None:
+                             comment_id: str | None, *, past_replies: bool = True,
+                             anchor: str | None = None) -> Context | None:
     """:func:`load_context` for the ai_reply job ``key``; None also when the job already
-    left its effects (a rerun). The job's hot path: the two checks share one statement, and
-    it and the recent messages (indexed lookups) are read on the loop-thread connection;
-    only the past replies (a scan of the account's replies) go to the database thread."""
-    conv = await aistore.reply_context(db, key, acct, contact)
+    left its effects (a rerun), or when a later message than ``anchor`` (the mid the job
+    answers) has its reply (see :meth:`AIReplies.handle`). The job's hot path: the checks
+    share one statement, and it and the recent messages (indexed lookups) are read on the
+    loop-thread connection; only the past replies (a scan of the account's replies) go to
+    the database thread."""
+    conv = await aistore.reply_context(db, key, acct, contact, anchor)
     if conv is None or conv["answered"]:
+        return None
+    if conv["answered_later"]:
+        log.info("ai_reply %s skipped: a later message has its reply", key)
         return None
     rows = await aistore.recent_texts_quick(db, acct, contact, HISTORY_TURNS)
     async with db.read() as conn:
@@ -167,7 +175,21 @@ class AIReplies:
     # -- the job ---------------------------------------------------------------------------
     async def handle(self, job: Job) -> Outcome | None:
         """Returns ``COMPLETED`` when the job's completion committed with its effects (the
-        worker then writes nothing more), None when the worker is to complete it."""
+        worker then writes nothing more), None when the worker is to complete it.
+
+        The job answers the conversation as it is when it runs (its newest messages), not
+        only the message that queued it (``mid``, its anchor). So it does nothing, before
+        the call and again in the transaction that would send, when a message stored after
+        the anchor has its reply: an automated send decided on it (an AI reply or a
+        workflow's), an AI draft or hand-off of it, or an ai_reply of it still to run (that
+        one reads the anchor too). Without this, a reply deferred by a 429, a 5xx back-off
+        or a backlog answered again what the later reply answered (the model does not see
+        that reply: trailing turns of ours are dropped). Answering only up to the anchor
+        was the other way; it was not taken, as it sends a late answer to an older message
+        after the newer one's, and still answers once per message where several quick
+        messages now get one reply, from the job of the last. A job without ``mid``
+        (queued before it existed, a comment's, one after a ``delay``) answers as before.
+        """
         p = job.payload
         acct, contact = str(p["account_id"]), str(p["contact_id"])
         mode = str(p.get("mode") or "auto")
@@ -175,9 +197,10 @@ class AIReplies:
         if mode == "off":
             return None
         ctx = await load_reply_context(self.db, job.key, acct, contact, comment_id,
-                                       past_replies=self.config.ai.past_replies)
-        if ctx is None:  # answered already (a rerun), the conversation is gone, or the
-            return None  # account was disconnected since the job was queued
+                                       past_replies=self.config.ai.past_replies,
+                                       anchor=self._anchor(job))
+        if ctx is None:  # answered already (a rerun, or by a later reply), the conversation
+            return None  # is gone, or the account was disconnected since the job was queued
         if mode == "auto" and ctx.paused_until is not None and ctx.paused_until > self.clock():
             log.info("ai_reply for %s skipped: a human has the conversation", contact)
             return None
@@ -216,6 +239,19 @@ class AIReplies:
         answer = replace(answer, reply=plain_text(answer.reply))
         verdict = check_reply(answer, inp.incoming, inp.facts, comment=comment_id is not None)
         return await self._finish(job, mode, ctx, inp, answer, verdict, call)
+
+    @staticmethod
+    def _anchor(job: Job) -> str | None:
+        """The mid of the message ``job`` answers (None: a comment, or an older job)."""
+        mid = job.payload.get("mid")
+        return str(mid) if mid and not job.payload.get("comment_id") else None
+
+    async def _answered(self, conn: aiosqlite.Connection, job: Job) -> bool:
+        """Whether the job left its effects already, or a later reply answers its message
+        (see :meth:`handle`), read in the transaction that would add the effects."""
+        anchor = self._anchor(job)
+        return await aistore.already_answered(conn, job.key) or (
+            anchor is not None and await aistore.answered_later(conn, anchor))
 
     # -- calling the model -----------------------------------------------------------------
     async def _call(self, job: Job, inp: PromptInput, *, typing: bool
@@ -294,7 +330,7 @@ class AIReplies:
         async with self.db.tx(relaxed=True) as conn:
             if call is not None:
                 await aistore.insert_call(conn, call)
-            if await aistore.already_answered(conn, job.key):
+            if await self._answered(conn, job):
                 await complete_in(conn, job, now)
                 return COMPLETED
             jobs: list[NewJob] = []
@@ -375,6 +411,9 @@ class AIReplies:
         now = self.clock()
         async with self.db.tx(relaxed=True) as conn:  # as in _finish
             await aistore.insert_call(conn, call)
+            if await self._answered(conn, job):
+                await complete_in(conn, job, now)
+                return COMPLETED
             await enqueue_sends(conn, [self._reply_out(job, f"send:{job.key}:fallback",
                                                         fallback)], now)
             await enqueue_in(conn, [self._notify(

@@ -52,21 +52,60 @@ async def conversation_row(conn: aiosqlite.Connection, account_id: str, contact_
     return rows[0] if rows else None
 
 
-async def reply_context(db: Database, key: str, account_id: str, contact_id: str
-                        ) -> sqlite3.Row | None:
-    """:func:`conversation_row` (its ``username`` and ``paused_until``) and, as ``answered``,
-    :func:`already_answered` for the ai_reply job ``key``, in one indexed statement on the
-    loop-thread connection (``quick``: no thread hand-off); None when the conversation does
-    not exist, or its account is disconnected (nothing of it goes to Gemini then)."""
+# Whether a later message of the thread than the one with mid ?1 (stored after it: a
+# greater id) has its reply: an automated send decided on it (not refused or failed; a
+# workflow's keys are ``send:{event}:{n}``, an ai_reply's ``send:ai:{event}:{n}...``), an
+# ai_reply draft or hand-off of it (``ai:{event}:{n}``), or an ai_reply of it still to run
+# (``ai:{event}:{n}``, ready or running), which will read this message too. Keys derive
+# from the event's dedupe key (automation.py), found through the message's event; each
+# test is a range of a unique index (the unary + keeps the planner off the due-jobs index,
+# which would scan every ready job). A typing indicator or a reaction is no reply.
+_ANSWERED_LATER = (
+    "EXISTS(SELECT 1 FROM messages a JOIN messages m ON m.account_id = a.account_id"
+    " AND m.contact_id = a.contact_id AND m.direction = 'in' AND m.id > a.id"
+    " JOIN events e ON e.id = m.event_id WHERE a.mid = ?1 AND ("
+    " EXISTS(SELECT 1 FROM sends s WHERE s.key > 'send:' || e.dedupe_key || ':'"
+    "  AND s.key < 'send:' || e.dedupe_key || ';' AND s.kind NOT IN ('sender_action', 'react')"
+    "  AND s.state NOT IN ('refused', 'failed'))"
+    " OR EXISTS(SELECT 1 FROM sends s WHERE s.key > 'send:ai:' || e.dedupe_key || ':'"
+    "  AND s.key < 'send:ai:' || e.dedupe_key || ';' AND s.kind NOT IN ('sender_action', 'react')"
+    "  AND s.state NOT IN ('refused', 'failed'))"
+    " OR EXISTS(SELECT 1 FROM ai_drafts d WHERE d.key > 'ai:' || e.dedupe_key || ':'"
+    "  AND d.key < 'ai:' || e.dedupe_key || ';')"
+    " OR EXISTS(SELECT 1 FROM jobs j WHERE j.key > 'ai:' || e.dedupe_key || ':'"
+    "  AND j.key < 'ai:' || e.dedupe_key || ';' AND j.kind = 'ai_reply'"
+    "  AND +j.state IN ('ready', 'running'))))"
+)
+
+
+async def reply_context(db: Database, key: str, account_id: str, contact_id: str,
+                        anchor: str | None = None) -> sqlite3.Row | None:
+    """:func:`conversation_row` (its ``username`` and ``paused_until``), as ``answered``
+    :func:`already_answered` for the ai_reply job ``key``, and as ``answered_later``
+    :func:`answered_later` of the message with mid ``anchor`` (0 without one), in one indexed
+    statement on the loop-thread connection (``quick``: no thread hand-off); None when the
+    conversation does not exist, or its account is disconnected (nothing of it goes to
+    Gemini then)."""
     return await db.fetchone(
-        "SELECT k.username, c.paused_until, (EXISTS(SELECT 1 FROM sends WHERE key = ? OR"
-        " key = ?) OR EXISTS(SELECT 1 FROM ai_drafts WHERE key = ?)) AS answered"
+        "SELECT k.username, c.paused_until, (EXISTS(SELECT 1 FROM sends WHERE key = ?2 OR"
+        " key = ?3) OR EXISTS(SELECT 1 FROM ai_drafts WHERE key = ?4)) AS answered,"
+        f" (?1 IS NOT NULL AND {_ANSWERED_LATER}) AS answered_later"
         " FROM conversations c JOIN contacts k"
         " ON k.account_id = c.account_id AND k.id = c.contact_id"
         " JOIN accounts a ON a.id = c.account_id AND a.state != 'disconnected'"
-        " WHERE c.account_id = ? AND c.contact_id = ?",
-        (f"send:{key}", f"send:{key}:fallback", key, account_id, contact_id), quick=True,
+        " WHERE c.account_id = ?5 AND c.contact_id = ?6",
+        (anchor, f"send:{key}", f"send:{key}:fallback", key, account_id, contact_id),
+        quick=True,
     )
+
+
+async def answered_later(conn: aiosqlite.Connection, anchor: str) -> bool:
+    """Whether a later message of the thread of the message with mid ``anchor`` has its
+    reply (sent, queued, drafted or handed off), or an ai_reply job of it still to run: a
+    reply to ``anchor`` now would answer what that reply answers (see
+    :meth:`instaset.ai.feature.AIReplies.handle`)."""
+    rows = await _rows(conn, f"SELECT {_ANSWERED_LATER} AS later", (anchor,))
+    return bool(rows[0]["later"])
 
 
 _RECENT_TEXTS = (

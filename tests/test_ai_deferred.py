@@ -1,0 +1,146 @@
+"""An ai_reply that runs late (a 429, a back-off, a backlog) and a Gemini outage, end to end:
+the real daemon against the Instagram sandbox and the fake Gemini server (s16 audit AI,
+findings 6 and 9)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from instaset.queue import NewJob, enqueue_in
+from tests import test_ai_feature
+from tests.fake_gemini import held, rate_limited, reply
+from tests.sending_harness import Clock
+from tests.test_ai_feature import AI_AUTO, IGSID, Env, Make
+
+make = test_ai_feature.make  # the fixture: the runtime, the sandbox and the fake Gemini
+
+
+async def _ai_jobs(env: Env) -> list[dict[str, object]]:
+    return await env.rows("SELECT key, state, payload FROM jobs WHERE kind = 'ai_reply'"
+                          " ORDER BY id")
+
+
+# --- finding 6: a deferred reply does not answer again what a later reply answered ----------
+
+async def test_a_reply_deferred_by_a_429_is_dropped_once_a_later_one_answered(
+        make: Make) -> None:
+    """The audit's B2: "hi there" waits 7 s for Gemini; "how much is coaching?" is answered
+    meanwhile (with "hi there" in its turns). The first job then sends nothing and does not
+    call Gemini again: before, it sent the price a second time."""
+    clock = Clock(frozen=True)
+    env = await make(clock=clock)
+    env.fake.script(rate_limited("7s"), reply("Coaching is $90 a session!"),
+                    reply("It's $90 per session 💪"))
+    await env.h.dm(IGSID, "hi there")
+    await env.h.settle()
+    await env.h.dm(IGSID, "how much is coaching?")
+    await env.h.settle()
+    assert env.texts() == ["Coaching is $90 a session!"]
+    await env.h.settle(advance_up_to=10)
+
+    assert env.texts() == ["Coaching is $90 a session!"]
+    assert [r.turns for r in env.fake.requests] == [
+        [("user", "hi there")], [("user", "hi there\nhow much is coaching?")]]
+    first, second = await _ai_jobs(env)
+    assert first["state"] == second["state"] == "done"
+    hi, _how_much = await env.h.messages(IGSID, "in")
+    assert json.loads(str(first["payload"]))["mid"] == hi["mid"]
+    sends = await env.rows("SELECT key FROM sends WHERE key LIKE 'send:ai:%'")
+    assert sends == [{"key": f"send:{second['key']}"}]
+
+
+async def test_quick_messages_waiting_for_gemini_get_one_reply(make: Make) -> None:
+    """Three messages whose replies all wait (a 429 each): the job of the last answers the
+    three; the two before it fold into it (before: three answers to the same turns)."""
+    clock = Clock(frozen=True)
+    env = await make(clock=clock)
+    env.fake.script(rate_limited("7s"), rate_limited("7s"), rate_limited("7s"),
+                    reply("Hi! Yes, online, $90 a session."), reply("again"), reply("again"))
+    for text in ("hi", "do you coach online?", "how much?"):
+        await env.h.dm(IGSID, text)
+        await env.h.settle()
+    assert env.texts() == [] and len(env.fake.requests) == 3
+    await env.h.settle(advance_up_to=10)
+
+    assert env.texts() == ["Hi! Yes, online, $90 a session."]
+    assert len(env.fake.requests) == 4
+    assert env.fake.requests[-1].turns == [("user", "hi\ndo you coach online?\nhow much?")]
+    assert {j["state"] for j in await _ai_jobs(env)} == {"done"}
+
+
+async def test_a_workflow_reply_to_a_later_message_also_answers_it(make: Make) -> None:
+    price = {"name": "price", "trigger": {"dm": {"keywords": ["price"]}},
+             "actions": [{"reply": "Coaching is $90 a session."}]}
+    clock = Clock(frozen=True)
+    env = await make([price, AI_AUTO], clock=clock)
+    env.fake.script(rate_limited("7s"), reply("It's $90!"))
+    await env.h.dm(IGSID, "hi there")
+    await env.h.settle()
+    await env.h.dm(IGSID, "what's the price?")
+    await env.h.settle(advance_up_to=10)
+    assert env.texts() == ["Coaching is $90 a session."]
+    assert len(env.fake.requests) == 1
+
+
+async def test_a_reply_that_was_in_flight_when_a_later_one_went_out_is_not_sent(
+        make: Make) -> None:
+    """The check again in the transaction that would send: the first reply's Gemini call
+    is slow; the second message is answered meanwhile (its turns have both messages)."""
+    env = await make()
+    env.fake.script(held(reply("Hi! How can I help?")), reply("Yes, I coach online!"))
+    stop = asyncio.Event()
+    worker = asyncio.create_task(env.h.rt.worker.run(stop))
+    try:
+        await env.h.dm(IGSID, "hi")
+        for _ in range(500):
+            if env.fake.requests:
+                break
+            await asyncio.sleep(0.02)
+        await env.h.dm(IGSID, "do you coach online?")
+        for _ in range(500):
+            if env.texts():
+                break
+            await asyncio.sleep(0.02)
+        assert env.texts() == ["Yes, I coach online!"]
+        env.fake.release()
+        for _ in range(500):
+            if {j["state"] for j in await _ai_jobs(env)} == {"done"}:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await worker
+    await env.h.settle()
+    assert env.texts() == ["Yes, I coach online!"]
+    assert env.fake.requests[1].turns == [("user", "hi\ndo you coach online?")]
+    # its call is recorded all the same
+    assert [c["outcome"] for c in await env.rows("SELECT outcome FROM ai_calls")] == ["ok"] * 2
+
+
+async def test_a_human_reply_meanwhile_still_stops_a_deferred_reply(make: Make) -> None:
+    clock = Clock(frozen=True)
+    env = await make(clock=clock)
+    env.fake.script(rate_limited("7s"), reply("Here you go!"))
+    await env.h.dm(IGSID, "what do you offer?")
+    await env.h.settle()
+    await env.h.creator_types(IGSID, "Hey! Coaching and a free guide.")
+    await env.h.settle(advance_up_to=10)
+    assert env.texts() == [] and len(env.fake.requests) == 1
+    assert {j["state"] for j in await _ai_jobs(env)} == {"done"}
+
+
+async def test_a_job_queued_before_the_anchor_existed_still_answers(make: Make) -> None:
+    """An ai_reply queued by an older version (no ``mid`` in its payload) answers the
+    conversation as before."""
+    env = await make([])
+    await env.h.dm(IGSID, "do you coach online?")
+    await env.h.settle()
+    env.fake.script(reply("Yes, all online!"))
+    async with env.h.rt.db.tx() as conn:
+        await enqueue_in(conn, [NewJob("ai_reply", "ai:legacy:0", {
+            "account_id": env.h.account_id, "contact_id": IGSID, "mode": "auto",
+            "comment_id": None, "comment_at": None, "workflow": "ai"},
+            run_at=env.h.clock(), max_attempts=4)], env.h.clock())
+    await env.h.settle()
+    assert env.texts() == ["Yes, all online!"]
