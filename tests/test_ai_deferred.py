@@ -144,3 +144,59 @@ async def test_a_job_queued_before_the_anchor_existed_still_answers(make: Make) 
             run_at=env.h.clock(), max_attempts=4)], env.h.clock())
     await env.h.settle()
     assert env.texts() == ["Yes, all online!"]
+
+
+# --- finding 9: a Gemini outage sends the fallback once a day, not once per message ----------
+
+FALLBACK = "Thanks! I'll get back to you very soon."
+
+
+async def test_an_exhausted_quota_sends_the_fallback_and_tells_the_creator_once_a_day(
+        make: Make) -> None:
+    """The audit's I_quota: every call is a 429 asking for an hour. Four messages: one
+    fallback, one notification (before: four of each). Not paused (see _give_up): once the
+    quota is back, the next message gets an AI answer; the next day's outage is told anew."""
+    clock = Clock(frozen=True)
+    env = await make(clock=clock, ai={"fallback_message": FALLBACK})
+    env.fake.default = rate_limited("3600s")
+    for text in ("hi!", "do you coach online?", "how much is it?", "hello??"):
+        await env.h.dm(IGSID, text)
+        await env.h.settle()
+        clock.advance(30)
+
+    assert env.texts() == [FALLBACK]
+    assert len(env.fake.requests) == 4  # each message still tried Gemini
+    notes = await env.rows("SELECT text FROM notifications WHERE kind = 'handoff'")
+    assert len(notes) == 1 and "rate_limited" in notes[0]["text"]
+    assert '"hi!"' in notes[0]["text"]
+    assert (await env.h.conversation(IGSID))["paused_until"] is None
+    assert {j["state"] for j in await _ai_jobs(env)} == {"done"}
+
+    # the quota is back: answered, with the outage's messages in the turns
+    env.fake.script(reply("Yes! Online, $90 a session."))
+    await env.h.dm(IGSID, "anyone there?")
+    await env.h.settle()
+    assert env.texts() == [FALLBACK, "Yes! Online, $90 a session."]
+    assert env.fake.requests[-1].turns == [
+        ("user", "hi!"), ("model", FALLBACK),
+        ("user", "do you coach online?\nhow much is it?\nhello??\nanyone there?")]
+
+    # the next day, a new outage: the fallback and the notice once more
+    clock.advance(86400)
+    await env.h.dm(IGSID, "one more question")
+    await env.h.settle()
+    assert env.texts()[-1] == FALLBACK and env.texts().count(FALLBACK) == 2
+    assert len(await env.rows("SELECT 1 FROM notifications WHERE kind = 'handoff'")) == 2
+
+
+async def test_the_fallback_once_a_day_is_per_contact(make: Make) -> None:
+    clock = Clock(frozen=True)
+    env = await make(clock=clock, ai={"fallback_message": FALLBACK})
+    env.fake.default = rate_limited("3600s")
+    other = "2229842642640638"
+    for who in (IGSID, other, IGSID, other):
+        await env.h.dm(who, "hello?")
+        await env.h.settle()
+    assert env.texts(IGSID) == [FALLBACK] and env.texts(other) == [FALLBACK]
+    notes = await env.rows("SELECT contact_id FROM notifications WHERE kind = 'handoff'")
+    assert sorted(n["contact_id"] for n in notes) == sorted([IGSID, other])

@@ -17,10 +17,12 @@ in jobs queued before it existed, and for comments and replies after a ``delay``
    notifies the creator. Extracted lead facts are stored and the lead rescored.
 4. Failures: a 429 defers the job by its ``retryDelay``; 5xx, timeouts and malformed answers
    retry with the queue's backoff; after the last try (``min(job, ai.max_attempts)``) or on a
-   final error, ``ai.fallback_message`` is sent (auto mode) or the conversation handed off.
+   final error, ``ai.fallback_message`` is sent (auto mode; once per contact and day, the
+   creator told once too: see :meth:`AIReplies._give_up`) or the conversation handed off.
 
-Every effect is keyed by the job's key and commits with the job's completion, so a rerun
-sends nothing twice. Nothing here runs inside ingest: the pipeline only enqueues jobs.
+Every effect is keyed (by the job's key; the fallback and its notice by contact and day)
+and commits with the job's completion, so a rerun sends nothing twice. Nothing here runs
+inside ingest: the pipeline only enqueues jobs.
 """
 
 from __future__ import annotations
@@ -392,33 +394,67 @@ class AIReplies:
         log.info("ai_reply for %s handed off: %s", contact, verdict.reason)
 
     def _notify(self, job: Job, ctx: Context, inp: PromptInput, kind: str, detail: str,
-                now: float) -> NewJob:
+                now: float, key: str | None = None) -> NewJob:
+        """The creator's notification, keyed by the job's key unless ``key`` is given."""
         p = job.payload
         who = f"@{ctx.username}" if ctx.username else str(p["contact_id"])
         said = inp.incoming.strip().replace("\n", " ")[:120]
         what = "a draft reply is waiting" if kind == "draft" else "needs you"
-        return notify_job(job.key, str(p["account_id"]), str(p["contact_id"]), kind,
+        return notify_job(key or job.key, str(p["account_id"]), str(p["contact_id"]), kind,
                           f'{who} {what} ({detail}): "{said}"', now)
 
     async def _give_up(self, job: Job, mode: str, ctx: Context, inp: PromptInput,
                        exc: GeminiError, call: CallRecord) -> Outcome:
+        """The AI cannot answer: after the last try, or at once on a final error (a 429
+        whose ``retryDelay`` is past :data:`MAX_AI_RETRY_WAIT`: a quota gone for hours).
+
+        Without ``ai.fallback_message``, or in draft mode: the hand-off of :meth:`_finish`
+        (the conversation paused, a draft, a notification). With it, in auto mode: the
+        fallback goes to the contact at most once a day, and the creator is told once per
+        contact and day (keys ``send:ai-fallback:{account}:{contact}:{day}`` and
+        ``ai-failed:{account}:{contact}:{day}``, like the outbox's refusal notices). Before,
+        each message of an outage got the same line and the creator one push for each. A
+        failure after the fallback, the same day, sends nothing and tells nobody again.
+
+        The conversation is not paused after the fallback, as it is after a hand-off:
+
+        - a pause stops all automation for the contact for ``handoff.pause_for`` (12 h by
+          default): the keyword workflows that need no AI (a guide link, a booking offer)
+          would go silent because Gemini failed once, and a 5xx outage of minutes would
+          silence the contact for half a day;
+        - unpaused, the contact's next message after Gemini is back gets an AI answer, with
+          the messages of the outage in its turns: what the fallback ("I'll get back to
+          you") promised;
+        - the creator is told; answering in the app pauses automation anyway, as any reply
+          of theirs does.
+
+        The cost: while the outage lasts, each message of the contact still costs a try at
+        Gemini (one quick 429, or a 5xx's tries), and the ones after the fallback get no
+        answer until it ends; the one notification covers them."""
         fallback = self.config.ai.fallback_message
         log.warning("ai_reply %s gave up after try %d: %s", job.key, job.attempts, exc)
         if mode != "auto" or not fallback:
             return await self._finish(
                 job, mode, ctx, inp, None,
                 Verdict(False, f"ai_{exc.outcome}", f"the AI failed: {exc}"), call)
+        p = job.payload
+        acct, contact = str(p["account_id"]), str(p["contact_id"])
         now = self.clock()
+        day = int(now // 86400)
         async with self.db.tx(relaxed=True) as conn:  # as in _finish
             await aistore.insert_call(conn, call)
             if await self._answered(conn, job):
                 await complete_in(conn, job, now)
                 return COMPLETED
-            await enqueue_sends(conn, [self._reply_out(job, f"send:{job.key}:fallback",
-                                                        fallback)], now)
+            # Both keyed per contact and day: a key there already (an earlier failure
+            # today) adds nothing.
+            await enqueue_sends(conn, [self._reply_out(
+                job, f"send:ai-fallback:{acct}:{contact}:{day}", fallback)], now)
             await enqueue_in(conn, [self._notify(
                 job, ctx, inp, "handoff",
-                f"the AI failed ({exc.outcome}); the fallback message was queued", now)], now)
+                f"the AI failed ({exc.outcome}); the fallback message was queued, once a "
+                "day: later messages get no answer until the AI works again", now,
+                key=f"ai-failed:{acct}:{contact}:{day}")], now)
             await complete_in(conn, job, now)
         if self.wake is not None:
             self.wake.set()

@@ -59,7 +59,8 @@ async def conversation_row(conn: aiosqlite.Connection, account_id: str, contact_
 # (``ai:{event}:{n}``, ready or running), which will read this message too. Keys derive
 # from the event's dedupe key (automation.py), found through the message's event; each
 # test is a range of a unique index (the unary + keeps the planner off the due-jobs index,
-# which would scan every ready job). A typing indicator or a reaction is no reply.
+# which would scan every ready job). A typing indicator, a reaction or the fallback
+# message (``send:ai-fallback:...``, see AIReplies._give_up) is no reply.
 _ANSWERED_LATER = (
     "EXISTS(SELECT 1 FROM messages a JOIN messages m ON m.account_id = a.account_id"
     " AND m.contact_id = a.contact_id AND m.direction = 'in' AND m.id > a.id"
