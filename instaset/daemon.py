@@ -277,6 +277,13 @@ async def serving(
             # An app secret may also live in the secret store instead of the config.
             with contextlib.suppress(InstasetError):
                 secrets = app_secrets(config, open_secrets(config))
+            if not secrets:
+                # Said at start, not at Meta's first delivery (doctor says it too).
+                log.warning("no app secret: every webhook will be refused (403); set "
+                            "instagram.app_secret (or INSTASET_APP_SECRET) and restart")
+            if config.instagram.verify_token is None:
+                log.warning("no verify token: Meta cannot verify the webhook URL; set "
+                            "instagram.verify_token (or INSTASET_VERIFY_TOKEN) and restart")
         async with contextlib.AsyncExitStack() as stack:
             graph_url: str | None = None
             tokens: TokenProvider | None = None

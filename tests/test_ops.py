@@ -248,3 +248,31 @@ def test_the_service_runs_on_the_files_this_command_sees(tmp_path: Path,
     bare = systemd_unit(None, {"INSTASET_HOME": str(empty)}, shutdown_grace=45)
     assert "TimeoutStopSec=65" in bare
     assert f'Environment="INSTASET_HOME={empty}"' in bare and "--config" not in bare
+
+
+async def test_serve_says_at_start_when_webhooks_cannot_work(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Without an app secret every webhook is refused and without a verify token Meta
+    cannot verify the URL: said when the daemon starts, not at Meta's first delivery."""
+    import logging
+
+    from instaset.config import Config
+    from instaset.daemon import serving
+
+    def config(name: str, **instagram: str) -> Config:
+        return Config.model_validate({"storage": {"path": str(tmp_path / f"{name}.db")},
+                                      "secrets": {"backend": "memory"},
+                                      "instagram": instagram})
+
+    caplog.set_level(logging.WARNING, "instaset")
+    async with serving(config("bare"), host="127.0.0.1", port=0):
+        pass
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(m.startswith("no app secret: every webhook will be refused") for m in said)
+    assert any(m.startswith("no verify token") for m in said)
+    caplog.clear()
+    async with serving(config("set", app_secret="s3cret", verify_token="vt"),
+                       host="127.0.0.1", port=0):
+        pass
+    assert not [r for r in caplog.records if "no app secret" in r.getMessage()
+                or "no verify token" in r.getMessage()]
