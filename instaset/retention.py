@@ -417,12 +417,12 @@ async def reclaim_space(db: Database, *, exclusive: bool) -> str:
         await store.vacuum_into_incremental(db)
         msg = (f"returned {mb:.1f} MB to the OS (VACUUM; the file now uses "
                "auto_vacuum=INCREMENTAL, so later purges reclaim space in place)")
-    elif free:
+    elif mb >= 1.0:  # less is not worth a word (or a stop of the daemon)
         msg = (f"{mb:.1f} MB free inside the file (new data reuses it); the daemon is running, "
                "so no VACUUM: run `instaset purge` once while it is stopped to return the "
                "space and switch the file to incremental vacuum")
     else:
-        msg = "no free pages to reclaim"
+        msg = "no free pages to reclaim" if not free else f"{mb:.1f} MB free inside the file"
     await store.checkpoint(db, truncate=exclusive)  # shrink the WAL file too
     return msg
 

@@ -5,6 +5,7 @@ daemon's daily job, and purging under concurrent webhook ingest on the same file
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -309,11 +310,37 @@ async def test_account_and_all_keep_the_connection_and_periodic_jobs(db: Databas
 
 
 # -- space ------------------------------------------------------------------------------------
-async def test_vacuum_only_when_alone_then_incremental(tmp_path: Path) -> None:
-    path = tmp_path / "space.db"
+async def test_a_new_database_returns_space_even_under_a_daemon(tmp_path: Path) -> None:
+    """New files are created with auto_vacuum=INCREMENTAL (it can only be chosen before the
+    first table): no advice to stop the daemon and purge again (said of 0.0 MB on every
+    first start)."""
+    path = tmp_path / "new.db"
     db = await open_database(path, synchronous="NORMAL")
     try:
+        assert await retention_store.pragma_int(db, "auto_vacuum") == 2
         await seed(db, A1, "c1", NOW - 100 * DAY, n=300)
+        await retention.purge_older_than(db, NOW - 90 * DAY, NOW)
+        assert await retention_store.pragma_int(db, "freelist_count") > 0
+        with single_instance(path), retention.daemon_lock(path) as alone:
+            assert not alone
+            msg = await retention.reclaim_space(db, exclusive=alone)
+        assert "MB to the OS (incremental_vacuum)" in msg and "daemon" not in msg
+        assert await retention_store.pragma_int(db, "freelist_count") == 0
+    finally:
+        await db.close()
+
+
+async def test_vacuum_only_when_alone_then_incremental(tmp_path: Path) -> None:
+    """A file from before new files were incremental switches at its first purge with no
+    daemon running."""
+    import sqlite3
+
+    path = tmp_path / "space.db"
+    with contextlib.closing(sqlite3.connect(path)) as old:  # a table first: auto_vacuum 0
+        old.execute("CREATE TABLE older_than_incremental(x)")
+    db = await open_database(path, synchronous="NORMAL")
+    try:
+        await seed(db, A1, "c1", NOW - 100 * DAY, n=1500)  # over 1 MB: worth a word
         await retention.purge_older_than(db, NOW - 90 * DAY, NOW)
         # A daemon holds the database: no VACUUM.
         with single_instance(path), retention.daemon_lock(path) as alone:
@@ -394,7 +421,7 @@ def test_cli_purge_policy_flags_confirmation_and_dry_run(tmp_path: Path) -> None
     plain = run(app, ["--config", str(cfg), "purge"])  # cron: retention.days=60, never asks
     assert plain.exit_code == 0, plain.output
     assert "deleted" in plain.stdout and "messages: 3" in plain.stdout
-    assert "VACUUM" in plain.stdout  # no daemon: the file was compacted
+    assert "MB to the OS" in plain.stdout  # the file was compacted
     assert messages_left(db_path) == 6
 
     dry = run(app, ["--config", str(cfg), "purge", "--older-than", "30d", "--dry-run",
