@@ -12,6 +12,7 @@ Stages: ``new`` (never wrote) -> ``engaged`` (wrote) -> ``qualified`` (score at 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
@@ -237,6 +238,32 @@ def score_after(
         if reason is not None:
             reasons.append(reason)
     return _total(cfg, inp, reasons)
+
+
+def unquoted(reason: Reason) -> Reason:
+    """``reason`` without the contact's words: no evidence, and for a pattern rule no
+    ``('words')`` the regex found in them either (``pattern 'RX'`` stays: the creator's
+    rule). The rule, points and time stay, so the score still explains itself."""
+    return replace(reason, evidence=None, matched=_rule_part(reason.matched))
+
+
+def _rule_part(matched: str) -> str:
+    """``pattern 'RX' ('words')`` -> ``pattern 'RX'``; any other description as it is.
+    The regex's literal ends at the first `` (`` before which the text is one whole string
+    literal (a `` (`` inside it leaves an unterminated one)."""
+    if not matched.startswith("pattern ") or not matched.endswith(")"):
+        return matched
+    body = matched[len("pattern "):]
+    cut = body.find(" (")
+    while cut != -1:
+        try:
+            literal = ast.literal_eval(body[:cut])
+        except (ValueError, SyntaxError, TypeError):
+            literal = None
+        if isinstance(literal, str):
+            return f"pattern {body[:cut]}"
+        cut = body.find(" (", cut + 1)
+    return matched
 
 
 def explain(score: LeadScore) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import aiosqlite
 
+from instaset.ai.scoring import forget_unsent
 from instaset.events import (
     CommentEvent,
     Event,
@@ -234,6 +235,7 @@ class Pipeline:
                                               event.comment_id)
         elif isinstance(event, MessageDeletedEvent):
             await history.mark_message_deleted(conn, event.mid, now)
+            await forget_unsent(conn, event.mid)  # its quotes in the lead go now too
         elif isinstance(event, MessageEditEvent):
             # Only the thread's own people change its messages (the contact: when the
             # edit names one that is not the account itself).

@@ -64,14 +64,18 @@ async def make(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
                         ai: Mapping[str, Any] | None = None,
                         booking: Mapping[str, Any] | None = None,
                         leads: Mapping[str, Any] | None = None, key: bool = True,
-                        clock: Clock | None = None, typing_after: float = 30.0) -> Env:
+                        clock: Clock | None = None, typing_after: float = 30.0,
+                        notify: Mapping[str, Any] | None = None) -> Env:
             nonlocal count
             count += 1
-            # The booking section from the start too: the runtime's own features (the
-            # workflows' offer_booking hook) are installed with the config it starts with.
+            # The booking and notify sections from the start too: the runtime's own features
+            # (the workflows' offer_booking hook, the notifier) are built with the config it
+            # starts with.
+            extra = {k: v for k, v in (("booking", booking), ("notify", notify))
+                     if v is not None}
             h = await stack.enter_async_context(open_harness(
                 tmp_path, name=f"ai{count}", workflows=workflows, clock=clock,
-                extra={"booking": booking} if booking is not None else None))
+                extra=extra or None))
             ai_cfg = {"persona": PERSONA, "facts": FACTS, "examples": EXAMPLES,
                       "base_url": fake.url, "timeout_ms": 5000,
                       "api_key_env": "TEST_GEMINI_KEY" if key else "NO_SUCH_KEY_VAR",

@@ -15,7 +15,8 @@ conversation goes to the creator instead (a stable slug plus a human-readable de
   first 1000 bytes could go out at all (the rest waits for a DM that may never come).
 
 :func:`grounded` keeps only the lead facts the contact really said: a score explains itself
-with the contact's words, never with a quote the model made up.
+with the contact's words, never with a quote the model made up. :func:`quoted_in` is the same
+test for one stored quote (which of them an unsent message takes with it).
 """
 
 from __future__ import annotations
@@ -205,3 +206,10 @@ def grounded(facts: Sequence[LeadFact], said: Sequence[str]) -> tuple[LeadFact, 
         if source is not None:
             kept.append(LeadFact(fact.name, fact.value, source))
     return tuple(kept)
+
+
+def quoted_in(evidence: str, said: Sequence[str]) -> bool:
+    """Whether ``evidence`` (a fact's quote, as :func:`grounded` kept it) is words of one of
+    the texts ``said``: folded, quote marks trimmed, as :func:`grounded` compares them."""
+    needle = fold(evidence.strip(_QUOTE_MARKS))
+    return bool(needle) and any(needle in fold(text) for text in said if text)

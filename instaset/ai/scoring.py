@@ -5,6 +5,7 @@ Contract: :func:`rescore_in` reads everything a contact's score depends on (thei
 fields, tags and stage from the engine state, AI-extracted facts, workflow points, bookings),
 stores the score with its reasons and the rules' hash, and returns a ``notify`` job the first
 time the lead reaches "qualified" (keyed per contact, so the creator is told once).
+:func:`forget_unsent` takes an unsent message's words out of the lead (its points stay).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Literal
 
 import aiosqlite
 
+from instaset.ai.guardrails import quoted_in
 from instaset.config import LeadsConfig
 from instaset.leads import (
     Fact,
@@ -27,10 +29,12 @@ from instaset.leads import (
     rules_hash,
     score_after,
     score_lead,
+    unquoted,
 )
 from instaset.notify import notify_job
 from instaset.queue import COMPLETED, NewJob, Outcome, enqueue_in
 from instaset.store import ai as aistore
+from instaset.store import history
 from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in
 
@@ -71,11 +75,16 @@ async def lead_input(
     )
 
 
+def _quoted(evidence: str) -> str:
+    """How the "qualified" notification quotes a reason's evidence."""
+    return f' ("{evidence[:60]}")'
+
+
 def _qualified_text(username: str | None, score: LeadScore) -> str:
     who = f"@{username}" if username else "A contact"
     why = "; ".join(
         f"{r.matched if r.rule == 'workflow' else r.rule} {r.points:+d}"
-        + (f' ("{r.evidence[:60]}")' if r.evidence else "")
+        + (_quoted(r.evidence) if r.evidence else "")
         for r in score.reasons
     )
     return f"{who} is a qualified lead (score {score.score}): {why}"
@@ -127,6 +136,49 @@ async def _store(
                                contact_id, "lead", text, now))
         log.info("%s qualified (score %d)", contact_id, result.score)
     return jobs
+
+
+async def forget_unsent(conn: aiosqlite.Connection, mid: str) -> None:
+    """Honour the contact's unsend of message ``mid`` (Meta's rule) in their lead, inside
+    the unsend's transaction: the lead's reasons and lead facts quoting it lose the quote
+    (:func:`instaset.leads.unquoted`: evidence None, and a pattern's matched words), as
+    retention strips quotes at the horizon, and so does the "qualified" notification (its
+    record, and its delivery while that waits: see
+    :func:`instaset.store.history.unquote_notification`).
+
+    Quoting it means: evidence equal to the message's text or one of its earlier (edited)
+    texts (message, field and workflow reasons quote a whole message), or, for an AI fact,
+    words of it (:func:`instaset.ai.guardrails.quoted_in`; the same words in another
+    message lose their quote too: which message the model quoted is not recorded).
+
+    The points stay: an unsend takes back the contact's words, not the interest they showed
+    by writing them, so like retention at the horizon a reason keeps its rule, points and
+    time, and the score still says where each point came from."""
+    msg = await aistore.message_said(conn, mid)
+    if msg is None or msg["direction"] != "in":
+        return  # not stored (it never will be scored), or the account's own message
+    said = [t for t in (msg["text"], *json.loads(msg["edits"] or "[]")) if t]
+    if not said:
+        return
+    acct, contact = str(msg["account_id"]), str(msg["contact_id"])
+    facts = [f for f in await aistore.lead_facts(conn, acct, contact)
+             if f["evidence"] and (f["evidence"] in said or (
+                 f["source"] == "ai" and quoted_in(f["evidence"], said)))]
+    if facts:
+        await aistore.forget_fact_quotes(conn, [f["key"] for f in facts])
+    gone = set(said) | {str(f["evidence"]) for f in facts}
+    lead = await aistore.get_lead(conn, acct, contact)
+    if lead is not None:
+        reasons = [Reason.from_dict(d) for d in json.loads(lead["reasons"] or "[]")]
+        kept = [unquoted(r) if r.evidence and (r.evidence in gone or (
+                    r.matched.startswith("AI: ") and quoted_in(r.evidence, said))) else r
+                for r in reasons]
+        if kept != reasons:
+            gone |= {r.evidence for r, k in zip(reasons, kept, strict=True)
+                     if r.evidence and k.evidence is None}
+            await aistore.set_lead_reasons(conn, acct, contact, [r.to_dict() for r in kept])
+    await history.unquote_notification(conn, f"lead-qualified:{acct}:{contact}",
+                                       sorted({_quoted(q) for q in gone}))
 
 
 async def add_workflow_points(

@@ -311,6 +311,33 @@ async def lead_facts(conn: aiosqlite.Connection, account_id: str, contact_id: st
     )
 
 
+async def forget_fact_quotes(conn: aiosqlite.Connection, keys: Sequence[str]) -> None:
+    """The lead facts ``keys`` lose their evidence (the quote), as retention's rule for
+    lead_facts does at the horizon; the fact and its points stay."""
+    await conn.execute(
+        "UPDATE lead_facts SET evidence = NULL WHERE key IN (SELECT value FROM json_each(?))"
+        " AND evidence IS NOT NULL", (json.dumps(list(keys)),),
+    )
+
+
+async def set_lead_reasons(conn: aiosqlite.Connection, account_id: str, contact_id: str,
+                           reasons: list[dict[str, Any]]) -> None:
+    """Replace a lead's reasons only (a quote taken out): its score, stage, rules and times
+    stay, as retention's rule for leads leaves them."""
+    await conn.execute(
+        "UPDATE leads SET reasons = ? WHERE account_id = ? AND contact_id = ?",
+        (json.dumps(reasons, ensure_ascii=False), account_id, contact_id),
+    )
+
+
+async def message_said(conn: aiosqlite.Connection, mid: str) -> sqlite3.Row | None:
+    """Whose message ``mid`` is and what it said: ``account_id``, ``contact_id``,
+    ``direction``, ``text`` and ``edits`` (its earlier texts, JSON)."""
+    rows = await _rows(conn, "SELECT account_id, contact_id, direction, text, edits"
+                       " FROM messages WHERE mid = ?", (mid,))
+    return rows[0] if rows else None
+
+
 async def get_lead(conn: aiosqlite.Connection, account_id: str, contact_id: str
                    ) -> sqlite3.Row | None:
     rows = await _rows(conn, "SELECT * FROM leads WHERE account_id = ? AND contact_id = ?",

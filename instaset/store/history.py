@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import EllipsisType
 from typing import Any
 
@@ -342,6 +342,23 @@ async def add_notification(
         )
         == 1
     )
+
+
+async def unquote_notification(conn: aiosqlite.Connection, key: str,
+                               quotes: Iterable[str]) -> None:
+    """Take each of ``quotes`` out of the text of notification ``key``: the recorded one
+    (what ``instaset inbox`` shows) and its ``notify`` job's copy, so a job that waits (not
+    run yet, or between retries of a channel that failed) delivers it without them. A
+    delivery already made, or running now, is not called back."""
+    for quote in quotes:
+        await conn.execute(
+            "UPDATE notifications SET text = replace(text, ?1, '')"
+            " WHERE key = ?2 AND instr(text, ?1) > 0", (quote, key))
+        await conn.execute(
+            "UPDATE jobs SET payload = json_set(payload, '$.text',"
+            " replace(json_extract(payload, '$.text'), ?1, ''))"
+            " WHERE key = 'notify:' || ?2 AND instr(json_extract(payload, '$.text'), ?1) > 0",
+            (quote, key))
 
 
 async def mark_notification_delivered(db: Database, key: str, now: float) -> None:
