@@ -68,11 +68,12 @@ async def make(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
                         notify: Mapping[str, Any] | None = None) -> Env:
             nonlocal count
             count += 1
-            # The booking and notify sections from the start too: the runtime's own features
-            # (the workflows' offer_booking hook, the notifier) are built with the config it
-            # starts with.
-            extra = {k: v for k, v in (("booking", booking), ("notify", notify))
-                     if v is not None}
+            # The booking, notify and leads sections from the start too: the runtime's own
+            # features (the workflows' offer_booking hook, the notifier, its own lead scoring,
+            # which the feature installed below wraps) are built with the config it starts
+            # with; lead scores under two sets of rules would undo each other's reasons.
+            extra = {k: v for k, v in (("booking", booking), ("notify", notify),
+                                       ("leads", leads)) if v is not None}
             h = await stack.enter_async_context(open_harness(
                 tmp_path, name=f"ai{count}", workflows=workflows, clock=clock,
                 extra=extra or None))
