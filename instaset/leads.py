@@ -172,15 +172,70 @@ def stage_for(score: int, cfg: LeadsConfig, inp: LeadInput) -> str:
     return wf if _RANK.get(wf, -1) > _RANK[computed] else computed
 
 
-def score_lead(cfg: LeadsConfig, inp: LeadInput) -> LeadScore:
+def score_lead(cfg: LeadsConfig, inp: LeadInput, prior: LeadScore | None = None) -> LeadScore:
     """The score, stage and reasons of one contact. Deterministic; reasons in rule order,
-    then workflow points in the order they were given."""
+    then workflow points in the order they were given.
+
+    ``prior`` is the stored score, when rescoring: its message rules' reasons whose message
+    is no longer in ``inp.messages`` (aged out at the retention horizon, or unsent) stay,
+    without the quote (see :func:`carried`), so points README says stay until a purge of the
+    contact are not lost by rescoring what is left of the history. A contact whose stored
+    stage says they wrote ("engaged"), or who keeps such a reason, stays engaged."""
+    kept = carried(cfg, inp, prior.reasons) if prior is not None else {}
     reasons: list[Reason] = []
     for rule in cfg.rules:
         reason = _check(rule, inp)
+        old = kept.get(rule.name)
+        if old is not None and (reason is None or (
+                old.at is not None and reason.at is not None and old.at < reason.at)):
+            reason = old  # on its earliest evidence, as score_after keeps it
         if reason is not None:
             reasons.append(reason)
+    if kept or (prior is not None and prior.stage == "engaged"):
+        inp = replace(inp, earlier_messages=True)
     return _total(cfg, inp, reasons)
+
+
+def carried(cfg: LeadsConfig, inp: LeadInput, prior: tuple[Reason, ...]) -> dict[str, Reason]:
+    """The ``prior`` reasons of message rules (``keyword ...``, ``pattern ...``) that a
+    rescore keeps although their message is gone from ``inp.messages``, by rule name, with
+    the rule's current points and without their quote (:func:`unquoted`).
+
+    A reason's message is gone when no message of ``inp`` has its time (a reason without a
+    time: its words), so a message still there is scored as it reads now (an edit that took
+    the keyword out takes the points too). The reason stays only while a rule of that name
+    still holds for the old message, which can be told without its text: a keyword rule that
+    still has the keyword that matched (word matching depends on nothing else), a pattern
+    rule with the same regex. A rule renamed, removed, or whose keyword or regex changed
+    loses the points, for good: whether it matches the old words cannot be told once they
+    are gone, and a rule does not give points for words it never saw. (The rules' hash
+    changing is not the test: adding one rule must not cost every other rule its points.)"""
+    rules = {rule.name: rule for rule in cfg.rules}
+    times = {m.at for m in inp.messages}
+    texts = {m.text for m in inp.messages}
+    out: dict[str, Reason] = {}
+    for old in prior:
+        rule = rules.get(old.rule)
+        if rule is None or old.rule == "workflow" or not old.matched.startswith(_MESSAGE_MATCH):
+            continue
+        if (old.at in times) if old.at is not None else (old.evidence in texts):
+            continue  # its message is still there
+        if _holds(rule, old.matched):
+            out[rule.name] = replace(unquoted(old), points=rule.points)
+    return out
+
+
+def _holds(rule: LeadRule, matched: str) -> bool:
+    """Whether ``rule`` matches the message a reason described as ``matched``."""
+    if rule.keywords and matched.startswith("keyword "):
+        try:
+            keyword = ast.literal_eval(matched[len("keyword "):])
+        except (ValueError, SyntaxError, TypeError):
+            return False
+        return isinstance(keyword, str) and any(fold(k) == fold(keyword) for k in rule.keywords)
+    if rule.regex and matched.startswith("pattern "):
+        return _rule_part(matched) == f"pattern {rule.regex!r}"
+    return False
 
 
 def _total(cfg: LeadsConfig, inp: LeadInput, reasons: list[Reason]) -> LeadScore:

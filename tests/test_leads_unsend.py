@@ -91,6 +91,25 @@ async def test_an_unsent_message_leaves_the_lead_its_points_not_its_words(
     assert out.read_text() == note["text"]
 
 
+async def test_a_full_rescore_after_the_unsend_quotes_nothing_again(make: Make) -> None:
+    """The rescore a new AI fact triggers keeps the unsent message's points, unquoted."""
+    env = await make(leads=RULES)
+    env.fake.script(reply("Sure!"), reply("Noted!", lead_fields=[
+        {"name": "budget", "value": "600", "evidence": "600 works"}]))
+    dm = await env.h.dm(IGSID, UNSENT)
+    await env.h.settle()
+    assert await env.h.post(unsend(dm)) == 200
+    await env.h.settle()
+    await env.h.dm(IGSID, "ok 600 works")
+    await env.h.settle()
+    [lead] = await env.rows("SELECT score, stage, reasons FROM leads")
+    reasons = json.loads(lead["reasons"])
+    assert [(r["rule"], r.get("evidence")) for r in reasons] == [
+        ("asked_price", None), ("phone", None), ("budget", "600 works")]
+    assert (lead["score"], lead["stage"]) == (40, "qualified")
+    assert not [w for w in PRIVATE if w in await stored_words(env)]
+
+
 async def test_the_words_of_an_edited_message_go_with_its_unsend(make: Make) -> None:
     """The lead was scored on the text before the edit: that text is the message's too."""
     env = await make([GUIDE], leads=RULES)

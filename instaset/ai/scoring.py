@@ -2,9 +2,10 @@
 ``lead_score`` job and the periodic ``leads_rescore`` job (stale scores after a rules change).
 
 Contract: :func:`rescore_in` reads everything a contact's score depends on (their messages,
-fields, tags and stage from the engine state, AI-extracted facts, workflow points, bookings),
-stores the score with its reasons and the rules' hash, and returns a ``notify`` job the first
-time the lead reaches "qualified" (keyed per contact, so the creator is told once).
+fields, tags and stage from the engine state, AI-extracted facts, workflow points, bookings,
+and the stored score: the points of messages gone from the history stay), stores the score
+with its reasons and the rules' hash, and returns a ``notify`` job the first time the lead
+reaches "qualified" (keyed per contact, so the creator is told once).
 :func:`forget_unsent` takes an unsent message's words out of the lead (its points stay).
 """
 
@@ -90,13 +91,23 @@ def _qualified_text(username: str | None, score: LeadScore) -> str:
     return f"{who} is a qualified lead (score {score.score}): {why}"
 
 
+def stored_score(row: sqlite3.Row | None) -> LeadScore | None:
+    """A ``leads`` row as the score it stores (None: never scored)."""
+    if row is None:
+        return None
+    reasons = tuple(Reason.from_dict(d) for d in json.loads(row["reasons"] or "[]"))
+    return LeadScore(int(row["score"]), str(row["stage"]), reasons)
+
+
 async def rescore_in(
     conn: aiosqlite.Connection, cfg: LeadsConfig, account_id: str, contact_id: str, now: float
 ) -> tuple[LeadScore, list[NewJob]]:
-    """Score one contact and store it; see the module docstring."""
-    inp = await lead_input(conn, account_id, contact_id)
-    result = score_lead(cfg, inp)
+    """Score one contact and store it; see the module docstring. The stored score's reasons
+    whose message has left the history (retention, an unsend) stay while their rule does
+    (:func:`instaset.leads.carried`)."""
     before = await aistore.get_lead(conn, account_id, contact_id)
+    inp = await lead_input(conn, account_id, contact_id)
+    result = score_lead(cfg, inp, stored_score(before))
     return result, await _store(conn, cfg, account_id, contact_id, result, before, now)
 
 
@@ -111,9 +122,10 @@ async def rescore_after(
     before = await aistore.get_lead(conn, account_id, contact_id)
     if before is None or before["rules_hash"] != rules_hash(cfg):
         return await rescore_in(conn, cfg, account_id, contact_id, now)
-    prior = tuple(Reason.from_dict(d) for d in json.loads(before["reasons"] or "[]"))
+    prior = stored_score(before)
+    assert prior is not None
     inp = await lead_input(conn, account_id, contact_id, newest=newest)
-    result = score_after(cfg, prior, inp)
+    result = score_after(cfg, prior.reasons, inp)
     if result is None:
         return await rescore_in(conn, cfg, account_id, contact_id, now)
     return result, await _store(conn, cfg, account_id, contact_id, result, before, now)

@@ -371,16 +371,19 @@ async def list_leads(db: Database, stage: str | None = None) -> list[sqlite3.Row
 
 
 async def contacts_to_rescore(db: Database, rules_hash: str | None) -> list[sqlite3.Row]:
-    """Contacts who wrote to an account: all of them (``rules_hash`` None), or only those
-    without a score under ``rules_hash`` (scored under other rules, or never)."""
-    sql = ("SELECT DISTINCT m.account_id, m.contact_id FROM messages m"
+    """Contacts who wrote to an account or have a score: all of them (``rules_hash``
+    None), or only those without a score under ``rules_hash`` (scored under other rules, or
+    never). A scored contact whose messages all left the history (retention) is one of
+    them: a rule removed since must lose its points there too."""
+    sql = ("SELECT m.account_id, m.contact_id FROM messages m"
            " LEFT JOIN leads l ON l.account_id = m.account_id AND l.contact_id = m.contact_id"
            " WHERE m.direction = 'in'")
     if rules_hash is None:
-        return await db.fetchall(sql + " ORDER BY m.account_id, m.contact_id")
+        return await db.fetchall(sql + " UNION SELECT account_id, contact_id FROM leads"
+                                 " ORDER BY 1, 2")
     return await db.fetchall(
-        sql + " AND (l.rules_hash IS NULL OR l.rules_hash != ?) ORDER BY m.account_id,"
-        " m.contact_id", (rules_hash,),
+        sql + " AND (l.rules_hash IS NULL OR l.rules_hash != ?1) UNION SELECT account_id,"
+        " contact_id FROM leads WHERE rules_hash != ?1 ORDER BY 1, 2", (rules_hash,),
     )
 
 
