@@ -1,18 +1,31 @@
 """Lead scores once retention took the messages behind them (README: "Contacts, their tags,
 captured fields, scores and bookings stay until purge --contact/--account/--all"): a full
-rescore keeps the points of messages gone from the history while their rule holds."""
+rescore keeps the points of messages gone from the history while their rule holds, and
+`leads explain` shows the stored score, with a rescore's differing result next to it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
+
+from typer.testing import CliRunner
 
 from instaset.ai.scoring import LeadScoring, rescore_all
-from instaset.config import LeadRule, LeadsConfig
+from instaset.cli import app
+from instaset.cli.cmd_leads import _explain, _list
+from instaset.config import LeadRule, LeadsConfig, load_config
 from instaset.retention import purge_older_than
 from instaset.store import history
-from instaset.store.db import Database
+from instaset.store.db import Database, open_database
+from tests import test_ai_feature, test_leads
 from tests.conftest import connect_account
-from tests.test_leads import ACCT, add_dm, job
+from tests.fake_gemini import reply
+from tests.test_ai_feature import IGSID, Make
+from tests.test_leads import ACCT, add_dm, job, write_config
+
+make = test_ai_feature.make  # the fixtures: a daemon with the AI feature and a fake Gemini,
+cli_config = test_leads.cli_config  # and a config + database for the CLI
 
 DAY = 86400.0
 T0 = 1_000_000.0
@@ -116,3 +129,73 @@ async def test_an_edit_that_took_the_keyword_out_takes_the_points(db: Database) 
         assert await history.edit_message(conn, "m1", "hello", 1)
     await rescore_all(db, RULES, T0 + 1, only_stale=False)
     assert await lead(db) == (0, "engaged", [])
+
+
+async def test_leads_and_explain_agree_after_retention_and_a_new_fact(make: Make) -> None:
+    """The audit's G2, through the daemon: the AI's new fact rescores in full."""
+    env = await make(leads={"qualified_at": 30, "rules": [
+        {"name": "asked_price", "points": 15, "keywords": ["price"]},
+        {"name": "wants_call", "points": 20, "keywords": ["call"]},
+        {"name": "budget", "points": 20, "ai_fact": "budget"}]})
+    env.fake.script(reply("Happy to help!"), reply("Sure!", lead_fields=[
+        {"name": "budget", "value": "500 a month", "evidence": "500 a month"}]))
+    await env.h.dm(IGSID, "what's the price? can we do a call?")
+    await env.h.settle()
+    env.h.clock.advance(100 * DAY)
+    now = env.h.clock()
+    await purge_older_than(env.h.rt.db, now - 90 * DAY, now)
+    config = env.h.rt.config
+    [listed] = await _list(config, None)
+    [explained] = await _explain(config, IGSID)
+    assert (listed["score"], listed["stage"]) == (35, "qualified")
+    assert (explained["score"], explained["stage"]) == (35, "qualified")
+    assert explained["reasons"] == listed["reasons"]
+    assert explained["rescore"]["differs"] is False and explained["current_rules"] is True
+    await env.h.dm(IGSID, "I could do 500 a month")
+    await env.h.settle()
+    [listed] = await _list(config, None)
+    assert (listed["score"], listed["stage"]) == (55, "qualified")
+    assert [(r["rule"], r["evidence"]) for r in listed["reasons"]] == [
+        ("asked_price", None), ("wants_call", None), ("budget", "500 a month")]
+    [explained] = await _explain(config, IGSID)
+    assert explained["score"] == 55 and explained["rescore"]["differs"] is False
+
+
+def test_cli_explain_shows_the_stored_score_and_a_differing_rescore(
+    cli_config: Path, tmp_path: Path,
+) -> None:
+    async def purge() -> None:
+        config = load_config(cli_config, env={})
+        db = await open_database(config.storage.db_path(), synchronous="NORMAL")
+        try:
+            await purge_older_than(db, 100.0, 200.0)  # the seeded DMs are at 1 s and 2 s
+        finally:
+            await db.close()
+
+    asyncio.run(purge())
+    runner = CliRunner()
+    res = runner.invoke(app, ["--config", str(cli_config), "leads", "explain", "@sam"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines()[1:] == [
+        "  score 35, stage engaged",
+        "  +15  asked_price: keyword 'how much'",
+        "  +20  wants_call: keyword 'book'",
+    ]
+    # The rules change in config.yaml, no rescore yet: the stored score, then the new one.
+    write_config(tmp_path, leads={"qualified_at": 10, "rules": [
+        {"name": "reel_fan", "points": 12, "keywords": ["reel"]}]})
+    res = runner.invoke(app, ["--config", str(cli_config), "leads", "explain", "@sam"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines()[1:] == [
+        "  score 35, stage engaged",
+        "  +15  asked_price: keyword 'how much'",
+        "  +20  wants_call: keyword 'book'",
+        "  rescoring now gives score 0, stage engaged (the rules changed since it was scored;"
+        " `instaset leads rescore` stores it):",
+    ]
+    res = runner.invoke(app, ["--config", str(cli_config), "leads", "explain", "@sam",
+                              "--json"])
+    data = json.loads(res.stdout)
+    assert (data["score"], data["stage"], data["stored"], data["current_rules"]) == (
+        35, "engaged", True, False)
+    assert data["rescore"] == {"score": 0, "stage": "engaged", "reasons": [], "differs": True}

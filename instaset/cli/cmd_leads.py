@@ -1,8 +1,10 @@
 """``instaset leads [--stage S | --all] [--json|--csv]``, ``leads explain CONTACT`` and
 ``leads rescore`` (``instaset bookings`` lives in :mod:`instaset.cli.cmd_bookings`).
 
-Leads are listed best score first with the reasons behind each score; ``explain`` applies the
-current rules to the stored history and shows each reason with the message behind it;
+Leads are listed best score first with the reasons behind each score; ``explain`` shows the
+stored score (what ``leads`` lists) with each reason and the message behind it, and, when
+applying the current rules to what is stored now gives another score (the rules changed, or
+a rescore is pending), that one next to it, never in its place (``rescore`` in ``--json``);
 ``rescore`` stores fresh scores for every contact (after the rules changed) and queues the
 "qualified" notifications the daemon then delivers.
 """
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     import sqlite3
 
     from instaset.config import Config
-    from instaset.leads import Reason
+    from instaset.leads import LeadScore, Reason
 
 # Lead scoring, the AI store and the config are imported inside the commands: `instaset
 # --help` must not pay for them (see instaset/cli/app.py).
@@ -129,7 +131,8 @@ def leads_explain(
     contact: str = typer.Argument(..., help="A username (@name) or an Instagram-scoped id."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
-    """Why a contact has its score: every rule that holds, with the message behind it."""
+    """Why a contact has its score (the stored one `leads` lists): every rule that held,
+    with the message behind it; and what rescoring now would give, when that differs."""
     config = load_or_exit()
     results = run_async(_explain)(config, contact)
     if as_json:
@@ -144,8 +147,8 @@ def leads_explain(
 
 
 async def _explain(config: Config, ref: str) -> list[dict[str, Any]]:
-    from instaset.ai.scoring import lead_input
-    from instaset.leads import explain, score_lead
+    from instaset.ai.scoring import lead_input, stored_score
+    from instaset.leads import explain, rules_hash, score_lead
     from instaset.store import ai as aistore
 
     db = await open_db(config)
@@ -158,15 +161,40 @@ async def _explain(config: Config, ref: str) -> list[dict[str, Any]]:
         for c in contacts:
             async with db.read() as conn:
                 inp = await lead_input(conn, c["account_id"], c["id"])
-            score = score_lead(config.leads, inp)
+                row = await aistore.get_lead(conn, c["account_id"], c["id"])
+            stored = stored_score(row)
+            fresh = score_lead(config.leads, inp, stored)
+            score = stored if stored is not None else fresh
+            differs = stored is not None and _points(stored) != _points(fresh)
+            lines = explain(score)
+            if differs:
+                why = ("the rules changed since it was scored" if row is not None
+                       and row["rules_hash"] != rules_hash(config.leads) else
+                       "the history changed since it was scored")
+                lines += [f"rescoring now gives score {fresh.score}, stage {fresh.stage} "
+                          f"({why}; `instaset leads rescore` stores it):"]
+                lines += [f"  {line}" for line in explain(fresh)[1:]]
             out.append({
                 "account_id": c["account_id"], "contact_id": c["id"],
                 "username": c["username"], "score": score.score, "stage": score.stage,
-                "reasons": [_reason_json(r) for r in score.reasons], "lines": explain(score),
+                "reasons": [_reason_json(r) for r in score.reasons], "lines": lines,
+                "stored": stored is not None,
+                "current_rules": row is not None and row["rules_hash"] == rules_hash(
+                    config.leads),
+                "updated_at": iso_seconds(row["updated_at"]) if row is not None else None,
+                "rescore": {"score": fresh.score, "stage": fresh.stage,
+                            "reasons": [_reason_json(r) for r in fresh.reasons],
+                            "differs": differs},
             })
         return out
     finally:
         await db.close()
+
+
+def _points(score: LeadScore) -> tuple[object, ...]:
+    """What a rescore may change that `leads` shows: score, stage, each rule's points (not
+    a quote retention or an unsend took out)."""
+    return score.score, score.stage, tuple((r.rule, r.points) for r in score.reasons)
 
 
 @leads_app.command("rescore")
