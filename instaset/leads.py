@@ -4,6 +4,8 @@
 contact (each at most once, on its earliest evidence) and the points of workflow ``score``
 steps, and derives the stage. Every point comes with a :class:`Reason` naming the rule, what
 matched, and the contact's own words behind it, so ``instaset leads explain`` can show why.
+Rescored from the stored score, a message rule keeps the points of a message gone from the
+history (retention, an unsend) without its words (:func:`carried`, :func:`unquoted`).
 
 Stages: ``new`` (never wrote) -> ``engaged`` (wrote) -> ``qualified`` (score at least
 ``qualified_at``) -> ``booked`` (has a booking) -> ``customer``. A workflow may set any stage;
