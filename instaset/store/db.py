@@ -87,7 +87,8 @@ async def _connect(path: Path, synchronous: Synchronous) -> aiosqlite.Connection
     try:
         conn.row_factory = aiosqlite.Row
         await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        if not (await conn.execute_fetchall("SELECT count(*) FROM sqlite_master"))[0][0]:
+        tables = list(await conn.execute_fetchall("SELECT count(*) FROM sqlite_master"))
+        if not tables[0][0]:
             # A new file: incremental vacuum can only be chosen before the first table, and
             # with it a purge returns space to the OS while the daemon runs (older files
             # switch at their first purge with the daemon stopped: store/retention.py).
