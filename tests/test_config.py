@@ -518,7 +518,8 @@ def test_init_writes_a_loadable_config_and_refuses_to_overwrite(_isolated: Path)
 def test_workflows_validate_ok_and_failing(_isolated: Path) -> None:
     ok = runner.invoke(app, ["workflows", "validate"])
     assert ok.exit_code == 0, ok.output
-    assert ok.stdout.strip() == "config OK: 0 workflows"
+    assert ok.stdout.strip() == ("config OK: 0 workflows (no config file found: the built-in "
+                                 "defaults; `instaset init` writes one, --config names one)")
 
     two = _isolated.parent / "two.yaml"
     two.write_text(WORKFLOWS.split("  - name: third")[0].replace("name: guide", "name: g2", 1))
@@ -591,6 +592,7 @@ def test_validate_json_lists_errors_and_warnings(_isolated: Path) -> None:
     doc = json.loads(runner.invoke(
         app, ["--config", str(warned), "workflows", "validate", "--json"]).stdout)
     assert doc["ok"] is True and doc["workflows"] == 1 and doc["errors"] == []
+    assert doc["source"] == str(warned.absolute())
     [warning] = doc["warnings"]
     assert warning["code"] == "unknown-stage" and warning["file"] == str(warned)
     assert warning["line"] == 5 and warning["workflow"] == "a"
@@ -603,5 +605,5 @@ def test_validate_json_lists_errors_and_warnings(_isolated: Path) -> None:
     result = runner.invoke(app, ["--config", str(bad), "workflows", "validate", "--json"])
     assert result.exit_code == 1 and result.stderr == ""
     assert json.loads(result.stdout) == {
-        "ok": False, "workflows": None, "warnings": [],
+        "ok": False, "source": None, "workflows": None, "warnings": [],
         "errors": [f"{bad}:3:3: server: unknown key 'prot' (did you mean 'port'?)"]}

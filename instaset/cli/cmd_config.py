@@ -125,13 +125,15 @@ def workflows_validate(
         try:
             config = load_config(STATE.config_path)
         except ConfigError as exc:
-            typer.echo(json.dumps({"ok": False, "workflows": None, "errors": exc.problems,
-                                   "warnings": []}, indent=2))
+            typer.echo(json.dumps({"ok": False, "source": None, "workflows": None,
+                                   "errors": exc.problems, "warnings": []}, indent=2))
             raise typer.Exit(1) from None
         found = lint_config(config)
         ok = not (strict and found)
-        typer.echo(json.dumps({"ok": ok, "workflows": len(config.workflows), "errors": [],
-                               "warnings": [w.to_json() for w in found]}, indent=2))
+        typer.echo(json.dumps({
+            "ok": ok, "source": str(config.source) if config.source is not None else None,
+            "workflows": len(config.workflows), "errors": [],
+            "warnings": [w.to_json() for w in found]}, indent=2))
         if not ok:
             raise typer.Exit(1)
         return
@@ -141,6 +143,10 @@ def workflows_validate(
     if strict and warnings:
         typer.echo(f"config loads ({n} workflow{'s' if n != 1 else ''}), but --strict fails "
                    f"it on {len(warnings)} warning{'s' if len(warnings) != 1 else ''}")
+    elif config.source is None:
+        # Not "OK" alone: a config edited in another place than the one read would pass.
+        typer.echo(f"config OK: {n} workflow{'s' if n != 1 else ''} (no config file found: "
+                   "the built-in defaults; `instaset init` writes one, --config names one)")
     else:
         typer.echo(f"config OK: {n} workflow{'s' if n != 1 else ''}")
     # Warnings go to stderr: stdout stays one line for scripts.
