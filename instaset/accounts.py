@@ -103,6 +103,7 @@ class DisconnectResult:
     unsubscribed: bool
     token_deleted: bool
     deleted: dict[str, int] = field(default_factory=dict)
+    sandbox: bool = False  # the sandbox's account: nothing at Meta to unsubscribe
 
 
 def redirect_uri(config: Config) -> str:
@@ -401,7 +402,8 @@ class AccountService:
                 deleted = await acctstore.delete_account_data(conn, account_id)
         if had:
             deleted["tokens"] = 1
-        return DisconnectResult(account_id, unsubscribed, had, deleted)
+        return DisconnectResult(account_id, unsubscribed, had, deleted,
+                                sandbox=bool(row["sandbox"]))
 
     # -- Meta's callbacks ------------------------------------------------------------------
     async def deauthorize(self, user_id: str, issued_at: float | None = None) -> list[str]:

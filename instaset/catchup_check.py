@@ -119,7 +119,9 @@ class GapCheck:
         now = self.clock()
         token = await self.tokens.token(acct_id)
         if not token:
-            return RunReport(acct_id, username, False, error="no access token stored")
+            fix = ("it is the sandbox's account: nothing to catch up at Meta" if acct["sandbox"]
+                   else "reconnect it with `instaset connect`")
+            return RunReport(acct_id, username, False, error=f"no access token stored; {fix}")
         resubscribed, sub_ok, fields = False, False, self._required(acct)
         try:
             current = await self.graph.subscribed_fields(acct_id, token=token)

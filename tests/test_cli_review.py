@@ -198,14 +198,15 @@ def test_catch_up_exits_1_when_an_account_failed(seeded: tuple[Path, Path]) -> N
     cfg, _ = seeded  # two accounts, no token stored for either
     text = run(cfg, "catch-up", "--since", "1h")
     assert text.exit_code == 1, text.output
-    assert "error: @creator1: no access token stored" in text.stderr
-    assert "error: @creator2: no access token stored" in text.stderr
+    fix = "no access token stored; reconnect it with `instaset connect`"
+    assert f"error: @creator1: {fix}" in text.stderr
+    assert f"error: @creator2: {fix}" in text.stderr
     assert "error" not in text.stdout
     as_json = run(cfg, "catch-up", "--since", "1h", "--json")
     assert as_json.exit_code == 1
     doc = json.loads(as_json.stdout)  # the document is still there, whole
     assert [(r["account_id"], r["error"]) for r in doc] == [
-        (A1, "no access token stored"), (A2, "no access token stored")]
+        (A1, fix), (A2, fix)]
     assert "no access token stored" in as_json.stderr
 
 

@@ -232,8 +232,10 @@ def disconnect(
     async def go() -> None:
         async with _service(config) as service:
             result = await service.disconnect(account_id, purge=purge)
-        _say(f"disconnected {what}" + ("" if result.unsubscribed
-                                       else " (could not unsubscribe its webhooks)"))
+        _say(f"disconnected {what}" + (
+            "" if result.unsubscribed or result.sandbox
+            else " (could not unsubscribe its webhooks: remove the app in Instagram's "
+                 "settings, Apps and websites)"))
         if purge:
             counts = ", ".join(f"{t}: {n}" for t, n in sorted(result.deleted.items()))
             _say(f"deleted {counts or 'nothing'}")
