@@ -37,7 +37,7 @@ from instaset.engine.decide import WINDOW_CLOSED, Decision, decide, resume
 from instaset.engine.model import Workflow
 from instaset.engine.settings import EngineSettings
 from instaset.engine.state import ConversationState
-from instaset.events import CommentEvent, Event, MessageEvent, PostbackEvent
+from instaset.events import CommentEvent, Event, EventKind, MessageEvent, PostbackEvent
 from instaset.links import track_links
 from instaset.notify import notify_job
 from instaset.outbox import Outgoing, enqueue_sends
@@ -136,14 +136,17 @@ class WorkflowAutomation:
         decision = decide(event, state, self.workflows, self.settings, now, turns=turns)
         comment_at = event.occurred_at if isinstance(event, CommentEvent) else None
         mid = event.mid if isinstance(event, MessageEvent | PostbackEvent) else None
-        return await self._persist(conn, decision, event.dedupe_key, now, comment_at, mid)
+        return await self._persist(conn, decision, event.dedupe_key, now, comment_at, mid,
+                                   live=event.kind is EventKind.LIVE_COMMENT)
 
     async def _persist(
         self, conn: aiosqlite.Connection, decision: Decision, key: str, now: float,
-        comment_at: float | None, mid: str | None = None,
+        comment_at: float | None, mid: str | None = None, *, live: bool = False,
     ) -> list[NewJob]:
         """``mid``: the message decided on (the anchor of an ``ai_reply``: see
-        :meth:`instaset.ai.feature.AIReplies.handle`)."""
+        :meth:`instaset.ai.feature.AIReplies.handle`). ``live``: the decision answers a live
+        comment (its private reply, now or after a delay or an AI answer, takes the live
+        budget: see :class:`Outgoing`)."""
         st = decision.state
         await history.update_conversation(
             conn, st.account_id, st.contact_id, now, state=st.to_json(),
@@ -190,7 +193,8 @@ class WorkflowAutomation:
                 case PrivateReply():
                     outs.append(Outgoing(key=f"send:{k}", kind=SendKind.PRIVATE_REPLY,
                                          comment_id=action.comment_id, comment_at=comment_at,
-                                         text=action.text, **base))  # type: ignore[arg-type]
+                                         text=action.text, live=live,
+                                         **base))  # type: ignore[arg-type]
                 case PublicReply():
                     outs.append(Outgoing(key=f"send:{k}", kind=SendKind.PUBLIC_REPLY,
                                          comment_id=action.comment_id, text=action.text,
@@ -212,13 +216,13 @@ class WorkflowAutomation:
                         "comment_id": action.comment_id,
                         "comment_at": (comment_at if action.comment_at is None
                                        else action.comment_at),
-                        "public_ok": action.public_ok, "text": action.text,
+                        "public_ok": action.public_ok, "text": action.text, "live": live,
                     }, run_at=action.run_at))
                 case GenerateAIReply():
                     jobs.append(NewJob("ai_reply", f"ai:{k}", {
                         "account_id": st.account_id, "contact_id": st.contact_id,
                         "mode": action.mode, "comment_id": action.comment_id,
-                        "comment_at": comment_at, "workflow": decision.workflow,
+                        "comment_at": comment_at, "workflow": decision.workflow, "live": live,
                         "mid": None if action.comment_id else mid,
                     }, run_at=now, max_attempts=4, at_once=True))  # the reply path
                 case OfferBooking():
@@ -270,7 +274,7 @@ class WorkflowAutomation:
                               text=p.get("text") if isinstance(p.get("text"), str) else None,
                               turns=turns)
             jobs = await self._persist(conn, decision, f"resume:{job.key}", now,
-                                       p.get("comment_at"))
+                                       p.get("comment_at"), live=p.get("live") is True)
             if jobs:
                 await enqueue_in(conn, jobs, now)
             if not await complete_in(conn, job, now):

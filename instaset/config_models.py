@@ -146,7 +146,9 @@ class WorkerConfig(_Model):
 class RateLimitConfig(_Model):
     text_per_second: float = Field(default=5, gt=0, allow_inf_nan=False)
     media_per_second: float = Field(default=1, gt=0, allow_inf_nan=False)
-    private_replies_per_hour: int = Field(default=200, ge=1)
+    private_replies_per_hour: int = Field(default=200, ge=1)  # to post and reel comments
+    # Private replies to live comments (Meta: 100/s, only while the broadcast runs).
+    live_private_replies_per_second: float = Field(default=5, gt=0, allow_inf_nan=False)
     conversations_per_second: float = Field(default=2, gt=0)
 
 

@@ -199,8 +199,10 @@ async def runtime(
             rl.text_per_second, rl.media_per_second, rl.private_replies_per_hour,
             # An injected clock (tests, replay) drives the budgets too.
             clock=time.monotonic if clock is time.time else clock,
+            live_private_replies_per_second=rl.live_private_replies_per_second,
         )
-        # The hourly private-reply budget outlives a restart: the last hour's count.
+        # The hourly private-reply budget outlives a restart: the last hour's count (of
+        # replies to post and reel comments; a live comment's reply has its own budget).
         now = clock()
         for acct, starts in (await sendstore.recent_private_replies(db, now - 3600)).items():
             budgets.seed(acct, SendClass.PRIVATE_REPLY, [now - t for t in starts])

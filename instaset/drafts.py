@@ -55,7 +55,7 @@ from typing import Any
 
 from instaset.daemon import Runtime
 from instaset.errors import InstasetError
-from instaset.events import CommentEvent, parse_stored
+from instaset.events import CommentEvent, EventKind, parse_stored
 from instaset.inbox import automation_json, deliver_now, iso_utc, window_state
 from instaset.links import track_links
 from instaset.outbox import Outgoing, enqueue_sends
@@ -163,12 +163,14 @@ class DraftOutcome:
     message_ids: list[str] = field(default_factory=list)
 
 
-async def _origin(db: Database, row: sqlite3.Row) -> tuple[str | None, float | None]:
-    """The workflow and comment time the ai_reply job carried (from its payload while the
-    job is stored, else the comment's own event), so the send is what the job would have
-    made: attributed to its workflow, and a private reply checked against its 7 days."""
+async def _origin(db: Database, row: sqlite3.Row) -> tuple[str | None, float | None, bool]:
+    """The workflow, comment time and live flag the ai_reply job carried (from its payload
+    while the job is stored, else the comment's own event), so the send is what the job
+    would have made: attributed to its workflow, a private reply checked against its 7
+    days, and one to a live comment under the live budget."""
     workflow: str | None = None
     comment_at: float | None = None
+    live = False
     raw = await store.job_payload(db, row["key"])
     if raw is not None:
         try:
@@ -179,6 +181,7 @@ async def _origin(db: Database, row: sqlite3.Row) -> tuple[str | None, float | N
             wf, at = payload.get("workflow"), payload.get("comment_at")
             workflow = wf if isinstance(wf, str) else None
             comment_at = float(at) if isinstance(at, int | float) else None
+            live = payload.get("live") is True
     if row["comment_id"] and comment_at is None:
         async with db.read() as conn:
             raws = await aistore.comment_events(conn, row["account_id"], row["contact_id"])
@@ -186,7 +189,8 @@ async def _origin(db: Database, row: sqlite3.Row) -> tuple[str | None, float | N
             for ev in parse_stored(envelope):
                 if isinstance(ev, CommentEvent) and ev.comment_id == row["comment_id"]:
                     comment_at = ev.occurred_at
-    return workflow, comment_at
+                    live = ev.kind is EventKind.LIVE_COMMENT
+    return workflow, comment_at, live
 
 
 def _refusal_detail(draft_id: int, refusal: Refusal, facts: SendFacts, now: float) -> str:
@@ -230,7 +234,7 @@ async def _send(rt: Runtime, draft_id: int, edited: str | None, *, wait: float,
     key = store.send_key(row["key"])
     comment_id: str | None = row["comment_id"] or None
     kind = SendKind.PRIVATE_REPLY if comment_id else SendKind.TEXT
-    workflow, comment_at = await _origin(rt.db, row)
+    workflow, comment_at, live = await _origin(rt.db, row)
     now = rt.clock()
     ctx = await sendstore.send_context(rt.db, row["account_id"], row["contact_id"],
                                        comment_id, key)
@@ -253,7 +257,7 @@ async def _send(rt: Runtime, draft_id: int, edited: str | None, *, wait: float,
         key=key, kind=kind, account_id=row["account_id"], contact_id=row["contact_id"],
         comment_id=comment_id, comment_at=comment_at if comment_id else None, text=text,
         sent_by="human" if human else "automation", workflow=workflow,
-        before_handoff=not human,
+        live=live and bool(comment_id), before_handoff=not human,
     )
     async with rt.db.tx() as conn:
         if not await store.decide_in(conn, draft_id, "sent", now):

@@ -78,6 +78,7 @@ class Outgoing:
     sent_by: str = "automation"
     workflow: str | None = None
     next_key: str | None = None
+    live: bool = False  # caused by a live comment: its private reply has its own budget
     before_handoff: bool = False  # decided together with a handoff: the pause follows it
     # A human reply (`inbox reply`) that paused automation: (the pause it set, the pause and
     # unread count before it). A reply refused or failed later gives them back (_refuse).
@@ -98,7 +99,7 @@ class Outgoing:
     @property
     def send_class(self) -> SendClass:
         if self.kind == SendKind.PRIVATE_REPLY:
-            return SendClass.PRIVATE_REPLY
+            return SendClass.LIVE_PRIVATE_REPLY if self.live else SendClass.PRIVATE_REPLY
         if self.kind == SendKind.PUBLIC_REPLY:
             return SendClass.PUBLIC_REPLY
         if self.kind == SendKind.MEDIA and self.media_type != "image":

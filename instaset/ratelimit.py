@@ -19,7 +19,8 @@ from enum import StrEnum
 class SendClass(StrEnum):
     TEXT = "text"  # text, quick replies, templates, reactions, sender actions, stickers
     MEDIA = "media"  # audio, video, images, files
-    PRIVATE_REPLY = "private_reply"
+    PRIVATE_REPLY = "private_reply"  # to a comment on a post or reel: an hourly budget
+    LIVE_PRIVATE_REPLY = "live_private_reply"  # to a live comment: per second (Meta: 100/s)
     PUBLIC_REPLY = "public_reply"
 
 
@@ -101,8 +102,12 @@ class Budgets:
 
 def budgets_from_config(
     text_per_second: float, media_per_second: float, private_replies_per_hour: int,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] = time.monotonic, *,
+    live_private_replies_per_second: float = 5.0,
 ) -> Budgets:
+    """The budgets of ``rate_limits``. Private replies to live comments have their own,
+    per second: Meta allows them only during the broadcast (at 100/s), so they must not
+    wait an hour behind the replies to post and reel comments (750/h at Meta)."""
     def per_second(rate: float) -> Budget:
         # A fractional rate (0.5/s) becomes 1 send per 2 s.
         return Budget(1, 1 / rate) if rate < 1 else Budget(int(rate), 1.0)
@@ -112,6 +117,7 @@ def budgets_from_config(
             SendClass.TEXT: per_second(text_per_second),
             SendClass.MEDIA: per_second(media_per_second),
             SendClass.PRIVATE_REPLY: Budget(private_replies_per_hour, 3600.0),
+            SendClass.LIVE_PRIVATE_REPLY: per_second(live_private_replies_per_second),
             SendClass.PUBLIC_REPLY: per_second(text_per_second),
         },
         clock,

@@ -62,6 +62,7 @@ from instaset.engine.state import ConversationState
 from instaset.events import (
     CommentEvent,
     Event,
+    EventKind,
     MessageEvent,
     PostbackEvent,
     parse_stored,
@@ -368,6 +369,7 @@ class _Pending:
     contact_id: str = field(compare=False)
     schedule: Schedule = field(compare=False)
     origin: str = field(compare=False)
+    live: bool = field(default=False, compare=False)  # continues a live comment's workflow
 
 
 class Replayer:
@@ -416,8 +418,10 @@ class Replayer:
             return st.get((acct, contact)) or ConversationState(acct, contact)
 
         def record(step: Step, decision_actions: tuple[Action, ...], acct: str,
-                   contact: str) -> None:
-            notes = self._budget_notes(decision_actions, step.at, private_log, acct)
+                   contact: str, live: bool) -> None:
+            # A live comment's private reply has its own (per second) budget, not this one.
+            notes = () if live else self._budget_notes(decision_actions, step.at,
+                                                       private_log, acct)
             steps.append(replace(step, notes=(*step.notes, *notes)) if notes else step)
             for a in decision_actions:
                 if isinstance(a, PublicReply) and step.outcome.workflow is not None:
@@ -425,7 +429,7 @@ class Replayer:
                     mine[step.outcome.workflow] = mine.get(step.outcome.workflow, 0) + 1
                 if isinstance(a, Schedule):
                     heapq.heappush(pending, _Pending(a.run_at, next(seq), acct, contact, a,
-                                                     step.key))
+                                                     step.key, live))
 
         def flush(t: float) -> None:
             while pending and pending[0].run_at <= t:
@@ -441,7 +445,7 @@ class Replayer:
                 key = f"resume:{p.origin}:{p.schedule.workflow}:{p.schedule.step}"
                 step = Step(key, None, "continuation", p.run_at, p.account_id, p.contact_id,
                             d.state.username, None, Outcome(d.workflow, False, d.actions, d.trace))
-                record(step, d.actions, p.account_id, p.contact_id)
+                record(step, d.actions, p.account_id, p.contact_id, p.live)
 
         for se in events:
             count += 1
@@ -480,7 +484,8 @@ class Replayer:
             if self.ai is not None and any(isinstance(a, GenerateAIReply) for a in d.actions):
                 line = self.ai(_text(ev) or "", isinstance(ev, CommentEvent))
                 step = replace(step, notes=(*step.notes, line))
-            record(step, d.actions, ev.account_id, contact)
+            record(step, d.actions, ev.account_id, contact,
+                   ev.kind is EventKind.LIVE_COMMENT)
         flush(until)
         return Report(tuple(steps), count, since, until, source)
 

@@ -248,8 +248,9 @@ async def open_harness(
                     tokens=StaticTokens({ACCT: sandbox.token}), account_id=ACCT)
         )
         rl = config.rate_limits
-        budgets = budgets_from_config(rl.text_per_second, rl.media_per_second,
-                                      rl.private_replies_per_hour, clock=clk)
+        budgets = budgets_from_config(
+            rl.text_per_second, rl.media_per_second, rl.private_replies_per_hour, clock=clk,
+            live_private_replies_per_second=rl.live_private_replies_per_second)
         rt.budgets = rt.deliverer.budgets = budgets
         if graph_timeout is not None:
             session = aiohttp.ClientSession()

@@ -315,6 +315,7 @@ class AIReplies:
             account_id=str(p["account_id"]), contact_id=str(p["contact_id"]),
             comment_id=comment_id, comment_at=p.get("comment_at") if comment_id else None,
             text=text, workflow=p.get("workflow"),
+            live=bool(comment_id) and p.get("live") is True,  # a live comment's reply
         )
 
     async def _finish(self, job: Job, mode: str, ctx: Context, inp: PromptInput,

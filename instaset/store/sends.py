@@ -21,13 +21,15 @@ async def insert_sends(conn: aiosqlite.Connection, rows: Sequence[tuple[object, 
 
 
 async def recent_private_replies(db: Database, since: float) -> dict[str, list[float]]:
-    """Per account, when each private reply that reached Meta or may have (sent or in
-    flight) since ``since`` started; its last state change, an upper bound."""
+    """Per account, when each private reply to a post or reel comment that reached Meta or
+    may have (sent or in flight) since ``since`` started; its last state change, an upper
+    bound. Replies to live comments (``live`` in the body) have their own budget: not here."""
     # The literal kind and states are those of the partial index sends_one_private_reply,
     # so SQLite reads that index, not every send (0.44 s on 500,000 sends; 20 ms this way).
     rows = await db.fetchall(
         "SELECT account_id, updated_at FROM sends WHERE kind = 'private_reply'"
-        " AND state IN ('in_flight', 'sent') AND updated_at >= ?", (since,))
+        " AND state IN ('in_flight', 'sent') AND updated_at >= ?"
+        " AND json_extract(body, '$.live') IS NOT 1", (since,))
     out: dict[str, list[float]] = {}
     for row in rows:
         out.setdefault(str(row[0]), []).append(float(row[1]))
