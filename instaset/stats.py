@@ -36,8 +36,10 @@ Definitions (a send, a message, a comment... belongs to the period by its creati
   customer). Per workflow: the contacts it last fired for in the period; per media: the
   contacts whose last comment on it is in the period; totals: conversations updated in the
   period (``conversations`` counts them).
-- *media*: the media of the comment a send, link or comment was about. Comments and read
-  receipts count once the daemon has processed their event (normally within a second).
+- *media*: the media of the comment (or live comment) a send, link or comment was about.
+  *comments* are other people's: the account's own (its public replies come back from Meta
+  as comments) are not counted. Comments and read receipts count once the daemon has
+  processed their event (normally within a second).
 - *first_response*: a wait starts when the person writes and none of their messages is
   waiting for an answer; our next message (automation or human) ends it. ``conversations``
   counts the answered waits that started in the period, ``median_seconds`` is their median

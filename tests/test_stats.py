@@ -1,6 +1,8 @@
 """``instaset stats``: the funnel per workflow and per media from a real scene played through
 the daemon and the sandbox (comments, private replies, a DM, a read receipt, clicks on tracked
-links, a refused send, AI calls), then the same figures through the CLI (JSON and CSV)."""
+links, a refused send, AI calls), then the same figures through the CLI (JSON and CSV); and a
+live comment's reply credited to the live video, the account's own comments (its public
+replies, back as comments webhooks) not counted as comments."""
 
 from __future__ import annotations
 
@@ -104,6 +106,44 @@ def check(doc: dict[str, Any]) -> None:
     assert doc["first_response"] == {"conversations": 1, "median_seconds": 90.0}
     days = doc["messages_per_day"]
     assert sum(d["in"] for d in days) == 1 and sum(d["out"] for d in days) == 3
+
+
+LIVE = "18000000000000055"
+PUBLIC_WF = {"name": "guide-public", "trigger": {"comment": {"keywords": ["guide"]}},
+             "actions": [{"private_reply": "Here it is!"},
+                         {"public_reply": "Sent it to your DMs!"}]}
+LIVE_WF = {"name": "live-guide", "trigger": {"live_comment": {"keywords": ["guide"]}},
+           "actions": [{"private_reply": "Here it is, live!"}]}
+
+
+async def test_live_sends_count_for_the_live_video_and_own_comments_do_not_count(
+        tmp_path: Path) -> None:
+    """(audit s16 findings 6 and 7) A live comment's reply is credited to the live video
+    (its key names 'live:{id}', not 'comment:{id}'); the account's public reply, which Meta
+    sends back as a comment on the post, is not one of the post's comments."""
+    async with open_harness(tmp_path, workflows=[PUBLIC_WF, LIVE_WF],
+                            clock=Clock(frozen=True)) as h:
+        await h.sandbox.user_comments(U1, "guide please", M1)
+        live = await h.sandbox.user_comments(U2, "guide!", LIVE, deliver=False)
+        change = live["entry"][0]["changes"][0]  # type: ignore[index]
+        change["field"] = "live_comments"
+        change["value"]["media"]["media_product_type"] = "LIVE"
+        assert await h.post(live) == 200
+        await h.settle()
+        own = await h.rt.db.fetchall(
+            "SELECT processed_at FROM events WHERE kind = 'comment' AND contact_id = ?", (ACCT,))
+        assert len(own) == 1 and own[0]["processed_at"] is not None  # the public reply
+        now = h.clock()
+        for doc in (await compute(h.rt.db, now - 86400, now),
+                    await compute_scan(h.rt.db, now - 86400, now)):
+            media = funnel(doc["media"], "media_id")
+            pick = ("comments", "triggers", "sent", "refused", "pending")
+            assert {k: media[M1][k] for k in pick} == {
+                "comments": 1, "triggers": 1, "sent": 2, "refused": 0, "pending": 0}
+            assert {k: media[LIVE][k] for k in pick} == {
+                "comments": 1, "triggers": 1, "sent": 1, "refused": 0, "pending": 0}
+            wf = funnel(doc["workflows"], "workflow")
+            assert (wf["live-guide"]["triggers"], wf["live-guide"]["sent"]) == (1, 1)
 
 
 async def test_funnel_from_a_real_scene(tmp_path: Path) -> None:

@@ -2,19 +2,21 @@
 
 Seeded random histories are written through the store's own write functions (the same
 statements the daemon, the inbox and the drafts run): DMs in and out, decisions with several
-sends (comment-caused ones, resumed flows, chunks), every send state transition, human
-replies, read receipts (also for messages stored after the receipt, and unknown ones),
-comments on media (processed at once or later), workflow fires, stage and tag changes,
-conversation touches and tracked-link clicks, over several hours and days and two accounts.
-Then ``compute`` (rollups) must equal ``compute_scan`` (rows) for periods starting at
-different hours; and again after the rollup tables are emptied and rebuilt by the
-migration's backfill.
+sends (comment-caused ones, live-comment-caused ones, resumed flows, chunks), every send state
+transition, human replies, read receipts (also for messages stored after the receipt, and
+unknown ones), comments and live comments on media (processed at once or later; the account's
+own too), workflow fires, stage and tag changes, conversation touches and tracked-link
+clicks, over several hours and days and two accounts. Then ``compute`` (rollups) must equal
+``compute_scan`` (rows) for periods starting at different hours; and again after the rollup
+tables are emptied and rebuilt by the migrations' backfills (0010, then 0020's corrections);
+and for a history written under 0010's triggers, once 0020 has run.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -34,8 +36,10 @@ ACCOUNTS = ("17841400000000001", "17841400000000002")
 CONTACTS = tuple(f"90000000000000{i:02d}" for i in range(6))
 WORKFLOWS = ("welcome", "comment-guide", "book")
 MEDIA = ("18000000000000001", "18000000000000002")
+LIVE_MEDIA = ("18000000000000055",)
 STAGES = ("new", "engaged", "qualified", "booked", "customer")
 REASONS = ("window_closed", "paused", None, "graph_error")
+STATS_ROLLUP, STATS_LIVE = "0010_stats_rollup.sql", "0020_stats_live_and_own_comments.sql"
 ROLLUPS = ("stats_sends", "stats_refusals", "stats_reads", "stats_messages", "stats_pending",
            "stats_waits_hour", "stats_waits_day", "stats_conversations", "stats_fired",
            "stats_commenters", "stats_media", "stats_clicks")
@@ -50,7 +54,8 @@ class World:
     n: int = 0
     sends: list[tuple[str, str, str, str]] = field(default_factory=list)  # key, acct, c, kind
     outs: list[tuple[str, str, str]] = field(default_factory=list)  # mid, acct, contact
-    comments: list[tuple[str, str, str]] = field(default_factory=list)  # cid, acct, contact
+    # the comment event's key ('comment:{id}' or 'live:{id}'), acct, contact
+    comments: list[tuple[str, str, str]] = field(default_factory=list)
     unprocessed: list[int] = field(default_factory=list)
     late_mids: list[tuple[str, str, str]] = field(default_factory=list)  # sent, no message yet
     states: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -97,9 +102,13 @@ async def step(conn: aiosqlite.Connection, w: World) -> None:
                                           message_at=w.now, unread_delta=1)
     elif op <= 4:  # a decision: sends (maybe caused by a comment), and the workflow fires
         wf = rng.choice((*WORKFLOWS, None))
-        mine = [c for c in w.comments if c[1] == acct and c[2] == contact]
-        base = (f"send:comment:{rng.choice(mine)[0]}" if mine and rng.random() < 0.6
-                else rng.choice((f"send:msg:m{w.uid()}", f"send:resume:r{w.uid()}")))
+        if w.comments and rng.random() < 0.5:  # caused by a comment: to its author
+            event, acct, contact = rng.choice(w.comments)
+            base = f"send:{event}"
+        else:
+            base = rng.choice((f"send:msg:m{w.uid()}", f"send:resume:r{w.uid()}"))
+        if base.startswith("send:live:") and rng.random() < 0.3:  # a live flow resumed
+            base = f"send:resume:resume:{base[5:]}:{rng.randrange(3)}"
         keys = [f"{base}:{i}" for i in range(rng.randint(1, 3))]
         if rng.random() < 0.2:
             keys.append(f"{keys[0]}#2")
@@ -154,16 +163,19 @@ async def step(conn: aiosqlite.Connection, w: World) -> None:
             {"sender": {"id": contact}, "recipient": {"id": acct}, "read": {"mid": mid}}]}]}
         await _event(conn, w, "read", acct, contact, raw, f"read:{w.uid()}",
                      processed=rng.random() < 0.7)
-    elif op == 9:  # a comment
+    elif op == 9:  # a comment, a live comment, or the account's own comment (a public reply)
         cid = f"c{w.uid()}"
-        value: dict[str, Any] = {"id": cid, "text": "guide", "from": {"id": contact}}
+        kind = rng.choice(("comment", "comment", "live_comment"))
+        author = acct if rng.random() < 0.25 else contact
+        value: dict[str, Any] = {"id": cid, "text": "guide", "from": {"id": author}}
         if rng.random() < 0.9:
-            value["media"] = {"id": rng.choice(MEDIA)}
-        raw = {"object": "instagram", "entry": [
-            {"id": acct, "time": 1, "changes": [{"field": "comments", "value": value}]}]}
-        await _event(conn, w, "comment", acct, contact, raw, f"comment:{cid}",
-                     processed=rng.random() < 0.8)
-        w.comments.append((cid, acct, contact))
+            value["media"] = {"id": rng.choice(MEDIA if kind == "comment" else LIVE_MEDIA)}
+        raw = {"object": "instagram", "entry": [{"id": acct, "time": 1, "changes": [
+            {"field": "comments" if kind == "comment" else "live_comments", "value": value}]}]}
+        key = f"{'comment' if kind == 'comment' else 'live'}:{cid}"
+        await _event(conn, w, kind, acct, author, raw, key, processed=rng.random() < 0.8)
+        if author != acct:  # the account's own comments never trigger anything
+            w.comments.append((key, acct, contact))
     elif op == 10:  # stage or tags change
         if rng.random() < 0.7:
             await _conversation(conn, w, acct, contact, stage=rng.choice(STAGES))
@@ -199,17 +211,28 @@ async def build(db: Database, seed: int, steps: int) -> World:
     return w
 
 
-async def rebuild_from_backfill(db: Database) -> None:
-    """Empty the rollups and run the migration's backfill (the statements before its
-    triggers), as an existing database gets them."""
-    sql = (resources.files("instaset.store") / "migrations" / "0010_stats_rollup.sql"
-           ).read_text("utf-8")
+def migration(name: str) -> str:
+    return (resources.files("instaset.store") / "migrations" / name).read_text("utf-8")
+
+
+def backfills() -> list[str]:
+    """The statements an existing database got from 0010 (its backfill) and then from
+    0020 (its corrections), but for their tables and triggers."""
+    sql = migration(STATS_ROLLUP)
     backfill = sql[sql.index("-- Backfill"):sql.index("-- Triggers.")]
     statements = [s for s in _split_sql(backfill) if not s.startswith("CREATE TABLE stats_")]
+    sql = migration(STATS_LIVE)
+    corrections = sql[sql.index("-- Corrections"):sql.index("-- Triggers:")]
+    return statements + _split_sql(corrections)
+
+
+async def rebuild_from_backfill(db: Database) -> None:
+    """Empty the rollups and run the migrations' backfills (the statements before their
+    triggers), as an existing database gets them."""
     async with db.tx() as conn:
         for table in ROLLUPS:
             await conn.execute(f"DELETE FROM {table}")
-        for statement in statements:
+        for statement in backfills():
             await conn.execute(statement)
 
 
@@ -231,8 +254,50 @@ async def test_rollups_equal_the_reference(tmp_path: Path, seed: int) -> None:
         assert full["totals"]["refused"] and full["totals"]["leads"]
         assert full["totals"]["clicks"] and full["first_response"]["conversations"]
         assert any(m["comments"] for m in full["media"])
+        assert any(m["media_id"] in LIVE_MEDIA and m["comments"] for m in full["media"])
         await assert_same(db, w)
         await rebuild_from_backfill(db)
+        await assert_same(db, w)
+    finally:
+        await db.close()
+
+
+async def old_triggers(db: Database) -> None:
+    """Put back the triggers 0020 replaced, as 0010 made them (a database before 0020)."""
+    sql = migration(STATS_ROLLUP)
+    names = re.findall(r"^DROP TRIGGER (\w+);", migration(STATS_LIVE), re.M)
+    assert len(names) == 6
+    async with db.tx() as conn:
+        for name in names:
+            await conn.execute(f"DROP TRIGGER {name}")
+        for statement in _split_sql(sql[sql.index("-- Triggers."):]):
+            if any(f"CREATE TRIGGER {name} " in statement for name in names):
+                await conn.execute(statement)
+
+
+@pytest.mark.parametrize("seed", (3, 5, 6, 9))  # with sends and clicks of live comments
+async def test_0020_corrects_what_0010_counted(tmp_path: Path, seed: int) -> None:
+    """A history written under 0010's triggers (a live comment's sends under no media, the
+    account's own comments counted), then 0020 as an upgrade applies it: the figures are
+    the reference's, and stay so as the history goes on under 0020's triggers."""
+    db = await open_database(tmp_path / "s.db")
+    try:
+        await old_triggers(db)
+        w = await build(db, seed, 260)
+        full = await compute_scan(db, START - 3600, w.now)
+        [live] = [m for m in full["media"] if m["media_id"] in LIVE_MEDIA]
+        assert live["sent"] and live["clicks"] and live["triggers"]
+        own = await db.fetchone("SELECT count(*) FROM events WHERE contact_id = account_id"
+                                " AND processed_at IS NOT NULL")
+        assert own is not None and own[0] > 0
+        assert await compute(db, START - 3600, w.now) != full  # 0010 had it wrong
+        async with db.tx() as conn:
+            for statement in _split_sql(migration(STATS_LIVE)):
+                await conn.execute(statement)
+        await assert_same(db, w)
+        async with db.tx() as conn:
+            for _ in range(120):
+                await step(conn, w)
         await assert_same(db, w)
     finally:
         await db.close()

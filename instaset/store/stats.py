@@ -10,7 +10,9 @@ The ``*_scan`` functions compute the same figures from the rows themselves (``se
 (stage, tags, and ``fired``: workflow -> last time it fired), ``links``/``clicks``): they are
 the reference the rollups are tested against (and what to fall back on to audit a figure).
 A decision's sends share the key prefix ``send:{event}:``; a send caused by a comment has
-``comment:{id}`` in its key, which names the comment event and so its media.
+``comment:{id}`` in its key (``live:{id}`` for a live comment), which names the comment event
+and so its media. The account's own comments (its public replies come back as comments) are
+not counted as comments (migration 0020).
 """
 
 from __future__ import annotations
@@ -145,10 +147,14 @@ _MEDIA = (
     "CAST(coalesce(json_extract(e.raw, '$.entry[0].changes[0].value.media.id'),"
     " json_extract(e.raw, '$.entry[0].changes[0].value.media_id')) AS TEXT)"
 )
-# 'comment:{id}' of a send key that contains it (resumed flows keep it in their keys).
-_COMMENT_OF_KEY = (
+# 'comment:{id}' or 'live:{id}' (the comment event's dedupe key) of a send key that
+# contains it (resumed flows keep it in their keys).
+_EVENT_OF_KEY = (
     "CASE WHEN instr({k}, 'comment:') > 0 THEN 'comment:' || substr(substr({k},"
     " instr({k}, 'comment:') + 8), 1, instr(substr({k}, instr({k}, 'comment:') + 8) || ':',"
+    " ':') - 1)"
+    " WHEN instr({k}, ':live:') > 0 THEN 'live:' || substr(substr({k},"
+    " instr({k}, ':live:') + 6), 1, instr(substr({k}, instr({k}, ':live:') + 6) || ':',"
     " ':') - 1) END"
 )
 MESSAGE_KINDS = "('text', 'media', 'template', 'private_reply', 'public_reply')"
@@ -169,7 +175,7 @@ WITH w AS (
     GROUP BY rtrim(key, '0123456789')
 ), s AS (
     SELECT s.rowid AS id, s.account_id, s.contact_id, s.workflow, s.sent_by, s.state, s.kind,
-           s.message_id, {_COMMENT_OF_KEY.format(k="s.key")} AS ev
+           s.message_id, {_EVENT_OF_KEY.format(k="s.key")} AS ev
     FROM sends s WHERE s.created_at >= ?1
 )
 SELECT s.workflow, s.sent_by,
@@ -193,7 +199,7 @@ async def send_groups_scan(db: Database, since: float) -> list[sqlite3.Row]:
 async def clicks_by_scan(db: Database, since: float) -> list[sqlite3.Row]:
     return await db.fetchall(
         f"SELECT l.workflow, (SELECT {_MEDIA} FROM events e WHERE json_valid(e.raw) AND"
-        f" e.dedupe_key = {_COMMENT_OF_KEY.format(k='l.send_key')}) AS media,"
+        f" e.dedupe_key = {_EVENT_OF_KEY.format(k='l.send_key')}) AS media,"
         " count(*) AS clicks"
         " FROM clicks c JOIN links l ON l.code = c.code WHERE c.at >= ? GROUP BY 1, 2",
         (since,),
@@ -223,7 +229,8 @@ async def leads_by_media_scan(db: Database, since: float) -> list[sqlite3.Row]:
     return await db.fetchall(
         "WITH k AS (SELECT e.account_id, e.contact_id, " + _MEDIA + " AS media FROM events e"
         "   WHERE e.received_at >= ? AND e.processed_at IS NOT NULL AND json_valid(e.raw)"
-        f"   AND {_STATS_KINDS} AND e.kind != 'read'),"
+        f"   AND {_STATS_KINDS} AND e.kind != 'read'"
+        "   AND e.contact_id IS NOT e.account_id),"  # not the account's own comments
         " c AS (SELECT media, count(*) AS comments FROM k GROUP BY media),"
         " p AS (SELECT DISTINCT media, account_id, contact_id FROM k)"
         " SELECT c.media, c.comments,"
