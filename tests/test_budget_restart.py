@@ -52,8 +52,8 @@ async def test_live_comments_private_replies_do_not_count_against_the_hour(
     """A private reply to a live comment has its own budget (per second): after a restart
     it takes nothing from the hourly one of post and reel replies (audit s16 finding 2)."""
     db_path = tmp_path / "d.db"
-    config = Config.model_validate({"storage": {"path": str(db_path)},
-                                    "rate_limits": {"private_replies_per_hour": 2}})
+    config = Config.model_validate({"storage": {"path": str(db_path)}, "rate_limits": {
+        "private_replies_per_hour": 2, "live_private_replies_per_second": 1}})
     async with runtime(config, tokens=StaticTokens({}), account_id=ACCT) as rt:
         now = rt.clock()
     db = await open_database(db_path)
@@ -75,4 +75,7 @@ async def test_live_comments_private_replies_do_not_count_against_the_hour(
         # Only the post reply counts: one of the two left for this hour.
         assert rt.budgets.reserve(ACCT, SendClass.PRIVATE_REPLY, "a") == 0.0
         assert rt.budgets.reserve(ACCT, SendClass.PRIVATE_REPLY, "b") > 0
+        # The live budget is the configured one, per second.
         assert rt.budgets.reserve(ACCT, SendClass.LIVE_PRIVATE_REPLY, "c") == 0.0
+        wait = rt.budgets.reserve(ACCT, SendClass.LIVE_PRIVATE_REPLY, "d")
+        assert 0 < wait <= WINDOW_MARGIN
