@@ -329,7 +329,10 @@ async def serving(
             except OSError as exc:
                 await runner.cleanup()
                 await rt.writer.stop()
-                raise InstasetError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+                raise InstasetError(
+                    f"cannot listen on {host}:{port}: {exc.strerror} (another program uses "
+                    "the port? choose another with --port, server.port or INSTASET_PORT)"
+                ) from None
             scheme = "https" if ssl_context is not None else "http"
             url = f"{scheme}://{_connect_host(host)}:{_bound_port(runner, port)}"
             if box is not None:

@@ -276,3 +276,31 @@ async def test_serve_says_at_start_when_webhooks_cannot_work(
         pass
     assert not [r for r in caplog.records if "no app secret" in r.getMessage()
                 or "no verify token" in r.getMessage()]
+
+
+def test_version_option() -> None:
+    from typer.testing import CliRunner
+
+    from instaset import __version__
+    from instaset.cli import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout == f"instaset {__version__}\n"
+
+
+async def test_a_port_in_use_names_the_ways_to_choose_another(tmp_path: Path) -> None:
+    import socket
+
+    from instaset.config import Config
+    from instaset.daemon import serving
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = Config.model_validate({"storage": {"path": str(tmp_path / "p.db")},
+                                        "secrets": {"backend": "memory"}})
+        with pytest.raises(InstasetError, match=f"cannot listen on 127.0.0.1:{port}") as info:
+            async with serving(config, host="127.0.0.1", port=port):
+                pass
+    assert "--port, server.port or INSTASET_PORT" in str(info.value)

@@ -96,11 +96,21 @@ class State:
 STATE = State()
 
 
+def _print_version(given: bool) -> None:
+    if given:
+        from instaset import __version__
+
+        typer.echo(f"instaset {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     config: Path | None = typer.Option(
         None, "--config", "-c", envvar="INSTASET_CONFIG", help="Path of config.yaml."
     ),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print instaset's version and exit."),
 ) -> None:
     STATE.config_path = config
 

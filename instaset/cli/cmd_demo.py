@@ -46,7 +46,8 @@ def _simulate(kind: str, user: str, text: str, media: str | None, url: str | Non
 def simulate_dm(
     user: str = typer.Argument(..., help="Username or Instagram-scoped id of the sender."),
     text: str = typer.Argument(..., help="The message text."),
-    url: str | None = typer.Option(None, help="Base URL of the daemon (default: server.port)."),
+    url: str | None = typer.Option(
+        None, help="Base URL of the daemon (default: http://127.0.0.1:<server.port>)."),
 ) -> None:
     """A user sends a DM."""
     _simulate("dm", user, text, None, url)
@@ -58,7 +59,8 @@ def simulate_comment(
     user: str = typer.Argument(..., help="Username or Instagram-scoped id of the commenter."),
     text: str = typer.Argument(..., help="The comment text."),
     media: str = typer.Option("17900000000000001", "--media", help="Media id commented on."),
-    url: str | None = typer.Option(None, help="Base URL of the daemon (default: server.port)."),
+    url: str | None = typer.Option(
+        None, help="Base URL of the daemon (default: http://127.0.0.1:<server.port>)."),
 ) -> None:
     """A user comments on a post or reel."""
     _simulate("comment", user, text, media, url)
