@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import statistics
 from typing import TYPE_CHECKING, Any
 
@@ -299,7 +300,9 @@ def bar_chart(days: list[dict[str, Any]], width: int = 40) -> Text:
 
 def render(doc: dict[str, Any], console: Console) -> None:
     tot = doc["totals"]
-    console.print(f"[bold]instaset stats[/] {doc['since']} → {doc['until']}")
+    # Whole seconds for people (the document keeps the exact time).
+    until = re.sub(r"\.\d+(?=Z$)", "", str(doc["until"]))
+    console.print(f"[bold]instaset stats[/] {doc['since']} → {until}")
     console.print(
         f"triggers {tot['triggers']} · sent {tot['sent']} · read {_rate(tot['read'], tot['sent'])}"
         f" · clicks {tot['clicks']} · conversations {tot['conversations']} · leads {tot['leads']}"

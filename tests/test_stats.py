@@ -195,3 +195,19 @@ def test_stats_cli_json_csv_and_chart(tmp_path: Path) -> None:
 
     bad = runner.invoke(app, ["--config", str(cfg), "stats", "--since", "soon"])
     assert bad.exit_code == 1 and "--since" in bad.stderr
+
+
+def test_the_text_header_shows_whole_seconds(tmp_path: Path) -> None:
+    """The document keeps the exact time; people read 03:17:31Z, not 03:17:31.363185Z."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from instaset.cli import app
+
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"storage: {{path: {tmp_path / 's.db'}}}\n", "utf-8")
+    result = CliRunner().invoke(app, ["--config", str(cfg), "stats"])
+    assert result.exit_code == 0, result.output
+    header = result.stdout.splitlines()[0]
+    assert re.fullmatch(r"instaset stats \S+Z → \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", header), header

@@ -152,7 +152,8 @@ def export(
 
     n = go()
     if out is not None:
-        cli_app.err_console.print(f"exported {n} contacts to {out}", highlight=False)
+        cli_app.err_console.print(f"exported {n} contact{'s' if n != 1 else ''} to {out}",
+                                  highlight=False)
     if leads is not None:
         cli_app.err_console.print(f"leads written to {leads}", highlight=False)
 
@@ -320,6 +321,7 @@ def doctor(
                 cli_app.out_console.print(f"    fix: {c.fix}{ref}", markup=False, highlight=False)
         fails = sum(c.status == "fail" for c in checks)
         warns = sum(c.status == "warn" for c in checks)
-        cli_app.out_console.print(f"{fails} failed, {warns} warnings", highlight=False)
+        cli_app.out_console.print(f"{fails} failed, {warns} warning{'s' if warns != 1 else ''}",
+                                  highlight=False)
     if bad:
         raise typer.Exit(1)
