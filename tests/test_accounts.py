@@ -926,6 +926,17 @@ def test_a_plain_http_redirect_to_meta_is_warned_about() -> None:
     assert redirect_warning(sandbox) is None
 
 
+def test_connect_without_an_app_id_says_only_that(tmp_path: Path) -> None:
+    """The redirect warning came first, then the error that stops the sign-in anyway."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"storage": {"path": str(tmp_path / "c.db")},
+                                    "secrets": {"backend": "memory"}}))
+    result = runner.invoke(app, ["--config", str(path), "connect", "--no-browser"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: instagram.app_id is not set")
+    assert "warning" not in result.stderr
+
+
 @pytest.mark.parametrize(("meta_says", "advice"), [
     ("Error validating client secret.", "INSTASET_APP_SECRET"),
     ("Error validating verification code. Please make sure your redirect_uri is identical to "

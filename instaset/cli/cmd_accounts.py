@@ -131,7 +131,10 @@ def connect(
 
     config = load_or_exit()
     raw = _read_token() if token else None
-    if raw is None and (warning := redirect_warning(config)) is not None:
+    # The redirect is only worth a warning once a sign-in can start at all (without an app
+    # id the error below comes alone).
+    if (raw is None and config.instagram.app_id
+            and (warning := redirect_warning(config)) is not None):
         typer.echo(f"warning: {warning}", err=True)
 
     @run_async
