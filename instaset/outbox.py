@@ -44,10 +44,10 @@ from instaset.errors import (
 from instaset.events import CommentEvent, EventKind, MessageEvent, parse_stored
 from instaset.graph import GraphClient, QuickReply, SendResult, split_text
 from instaset.metrics import Metrics
-from instaset.notify import notify_job
 from instaset.pipeline import ECHO_SETTLE_SECONDS, EchoOrigin
 from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater, enqueue, enqueue_in
 from instaset.ratelimit import Budgets, SendClass
+from instaset.refusals import refusal_notice
 from instaset.rules import Clearance, SendFacts, SendKind, check_send
 from instaset.store import history
 from instaset.store import sends as sendstore
@@ -151,38 +151,6 @@ def echo_candidates(flying: Sequence[sqlite3.Row], text: str | None,
     with ``text`` and ``attachment_types`` could be the echo of (:func:`echo_matches`)."""
     return [s for s in flying
             if echo_matches(Outgoing.from_json(s["body"]), text, attachment_types)]
-
-
-# Refusals the creator is told about (design.md: "the send is refused locally with a
-# reason, and the creator is told"): a window or deadline that closed, and what Meta refused
-# for good. Not: a pause (the creator has the thread), a private reply already given, a
-# disconnected account, or a token (its own notice: token_health).
-_TOLD = frozenset({"window_closed", "private_reply_expired"})
-_UNTOLD = frozenset({"paused", "private_reply_used", "account_disconnected", "no_token",
-                     "token_invalid"})
-
-
-def refusal_notice(out: Outgoing, state: str, reason: str, detail: str, now: float
-                   ) -> NewJob | None:
-    """The notification of ``out`` refused (or failed) for ``reason``, or None. A human
-    reply that did not go out is told (with its text's start); automation's, once per
-    contact, reason and day. Reasons with their own notice or none (see above): None."""
-    who = out.contact_id or "?"
-    if reason in _UNTOLD:
-        return None
-    if out.sent_by == "human":
-        # One per reply (its parts share the key before "#").
-        text = (f"Your reply to {who} was not sent ({reason}): {detail}. "
-                f"It said: {(out.text or '')[:80]}")
-        return notify_job(f"reply-not-sent:{out.key.split('#')[0]}", out.account_id,
-                          out.contact_id, "refused", text, now)
-    if state != "failed" and reason not in _TOLD:
-        return None
-    what = f"workflow {out.workflow}" if out.workflow else "automation"
-    day = int(now // 86400)
-    return notify_job(f"send-refused:{out.account_id}:{who}:{reason}:{day}", out.account_id,
-                      out.contact_id, "refused",
-                      f"A message from {what} to {who} was not sent ({reason}): {detail}", now)
 
 
 def send_job(key: str, run_at: float) -> NewJob:

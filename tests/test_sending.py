@@ -1138,7 +1138,7 @@ def test_only_the_first_part_of_a_long_human_reply_gives_the_pause_back() -> Non
     parts = split_parts(out)
     assert len(parts) >= 2
     assert [p.undo_pause for p in parts] == [(2.0, None, 1)] + [None] * (len(parts) - 1)
-    from instaset.outbox import refusal_notice
+    from instaset.refusals import refusal_notice
 
     keys = {refusal_notice(p, "failed", "user_unavailable", "gone", 1.0).key  # type: ignore[union-attr]
             for p in parts}

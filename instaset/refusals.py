@@ -1,0 +1,58 @@
+"""Telling the creator about messages that did not go out.
+
+Contract: :func:`refusal_notice` is the notification of one send the outbox refused or that
+failed at Meta (or None when nobody is told); :func:`automation_refusal_notice` is the same
+notice for a message of automation, also used for a refusal the engine made while deciding
+(which has no send row). Automation's notices go once per contact, reason and day: the key
+is the same whichever of the two refused, so a day of refusals is one notice.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from instaset.notify import notify_job
+from instaset.queue import NewJob
+
+if TYPE_CHECKING:
+    from instaset.outbox import Outgoing
+
+# Refusals the creator is told about (design.md: "the send is refused locally with a
+# reason, and the creator is told"): a window or deadline that closed, and what Meta refused
+# for good. Not: a pause (the creator has the thread), a private reply already given, a
+# disconnected account, or a token (its own notice: token_health).
+TOLD = frozenset({"window_closed", "private_reply_expired"})
+UNTOLD = frozenset({"paused", "private_reply_used", "account_disconnected", "no_token",
+                    "token_invalid"})
+
+
+def automation_refusal_notice(account_id: str, contact_id: str | None, workflow: str | None,
+                              reason: str, detail: str, now: float) -> NewJob:
+    """The notice that a message of automation (of ``workflow``) to ``contact_id`` was not
+    sent for ``reason``: one per contact, reason and day."""
+    who = contact_id or "?"
+    what = f"workflow {workflow}" if workflow else "automation"
+    day = int(now // 86400)
+    return notify_job(f"send-refused:{account_id}:{who}:{reason}:{day}", account_id,
+                      contact_id, "refused",
+                      f"A message from {what} to {who} was not sent ({reason}): {detail}", now)
+
+
+def refusal_notice(out: Outgoing, state: str, reason: str, detail: str, now: float
+                   ) -> NewJob | None:
+    """The notification of ``out`` refused (or failed) for ``reason``, or None. A human
+    reply that did not go out is told (with its text's start); automation's, once per
+    contact, reason and day. Reasons with their own notice or none (see above): None."""
+    if reason in UNTOLD:
+        return None
+    if out.sent_by == "human":
+        # One per reply (its parts share the key before "#").
+        who = out.contact_id or "?"
+        text = (f"Your reply to {who} was not sent ({reason}): {detail}. "
+                f"It said: {(out.text or '')[:80]}")
+        return notify_job(f"reply-not-sent:{out.key.split('#')[0]}", out.account_id,
+                          out.contact_id, "refused", text, now)
+    if state != "failed" and reason not in TOLD:
+        return None
+    return automation_refusal_notice(out.account_id, out.contact_id, out.workflow, reason,
+                                     detail, now)
