@@ -94,6 +94,11 @@ class InvalidParameter(GraphError):
     """Code 100: the request was malformed or names something that does not exist. Final."""
 
 
+class AlreadyReplied(GraphError):
+    """Code 10900, "Activity already replied to": the comment already has its one private
+    reply. Final. After a try of ours whose answer was lost, it is that try's delivery."""
+
+
 class Transient(GraphError):
     """Codes 1, 2, 5xx, timeouts and connection errors: retry with backoff.
     ``outcome_unknown`` is True when the request may have reached Meta (a timeout after

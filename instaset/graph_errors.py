@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from instaset.errors import (
+    AlreadyReplied,
     GraphError,
     InvalidParameter,
     PermissionMissing,
@@ -184,6 +185,8 @@ def _classify(
         return make(WindowClosed, f"messaging window is closed: {message}")
     if code == 551:
         return make(UserUnavailable, f"this person cannot be messaged: {message}")
+    if code == 10900:
+        return make(AlreadyReplied, f"the comment already has its private reply: {message}")
     if is_transient or code in TRANSIENT_CODES:
         return make(Transient, f"temporary Meta error: {message}")
     if code == 10 or (code is not None and 200 <= code <= 299):

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import aiosqlite
 
 from instaset.errors import (
+    AlreadyReplied,
     GraphError,
     InvalidParameter,
     PermissionMissing,
@@ -215,6 +216,8 @@ _FINAL_ERRORS: dict[type[GraphError], str] = {
     UserUnavailable: "user_unavailable",
     PermissionMissing: "permission_missing",
     InvalidParameter: "invalid_parameter",
+    # The comment got a private reply from elsewhere (not a try of this send): not ours.
+    AlreadyReplied: "private_reply_used",
 }
 
 
@@ -296,6 +299,8 @@ class Deliverer:
             await self._continue_chain(out, self.clock())
             return None
         now = self.clock()
+        # An earlier try may have reached Meta (its outcome stayed unknown): see 10900 below.
+        tried_unknown = row["state"] == "in_flight" or row["unknown_at"] is not None
         if row["state"] == "in_flight":
             # The last try may have reached Meta. Its echo, if any, marks the row sent: it
             # is waited for before the rules are applied again (a pause the creator caused
@@ -385,6 +390,15 @@ class Deliverer:
                 await sendstore.set_state(self.db, key, "pending", self.clock())
             raise
         except GraphError as exc:
+            if (isinstance(exc, AlreadyReplied) and out.kind == SendKind.PRIVATE_REPLY
+                    and tried_unknown):
+                # One private reply per comment: Meta's "already replied to" after a try
+                # whose answer was lost and whose echo never came says that try delivered
+                # this very reply. It is sent (its message id unknown until a late echo).
+                log.info("send %s: Meta says the comment was answered; the earlier try "
+                         "whose answer was lost delivered it", key)
+                await self._record_sent(out, SendResult(out.contact_id, None), job)
+                return COMPLETED
             reason = next(
                 (slug for cls, slug in _FINAL_ERRORS.items() if isinstance(exc, cls)), "graph_error"
             )
@@ -559,6 +573,13 @@ class Deliverer:
                 if (sent_at <= float(send["unknown_at"]) + LATE_ECHO_SKEW
                         and echo_matches(Outgoing.from_json(send["body"]), text,
                                          attachment_types)):
+                    if send["state"] == "sent" and send["message_id"] is None:
+                        # Recorded sent without its id (Meta answered the retry of a private
+                        # reply "already replied to"): this is its message, stored then.
+                        await sendstore.mark_sent_in(conn, send["key"], mid, self.clock())
+                        await history.identify_message(
+                            conn, account_id, contact_id, text, mid,
+                            since=float(send["created_at"]))
                     log.info("echo %s: a late echo of an earlier try of send %s", mid,
                              send["key"])
                     return EchoOrigin(send["sent_by"], in_flight=False, ours=True)

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from instaset.errors import (
+    AlreadyReplied,
     GraphError,
     InvalidParameter,
     PermissionMissing,
@@ -444,6 +445,7 @@ ERROR_TABLE: list[tuple[str, int, object, type[GraphError]]] = [
     ("299", 403, env(299), PermissionMissing),
     ("551", 400, env(551, 1545041, "This person isn't available right now."), UserUnavailable),
     ("100", 400, env(100, None, "Invalid parameter"), InvalidParameter),
+    ("10900", 400, env(10900, None, "Activity already replied to"), AlreadyReplied),
     ("1", 500, env(1), Transient),
     ("2", 503, env(2), Transient),
     ("100_is_transient", 400, env(100, is_transient=True), Transient),

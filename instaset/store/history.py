@@ -228,6 +228,21 @@ async def earlier_message_waiting(
 
 
 # -- messages --------------------------------------------------------------------------------
+async def identify_message(
+    conn: aiosqlite.Connection, account_id: str, contact_id: str, text: str | None, mid: str,
+    *, since: float,
+) -> bool:
+    """Give ``mid`` to the oldest message out to the contact since ``since`` with ``text``
+    and no id yet (a send recorded before Meta's id for it was known); False if none."""
+    cur = await conn.execute(
+        "UPDATE messages SET mid = ?1 WHERE id = (SELECT id FROM messages"
+        " WHERE account_id = ?2 AND contact_id = ?3 AND created_at >= ?4 AND mid IS NULL"
+        " AND direction = 'out' AND text IS ?5 ORDER BY created_at, id LIMIT 1)",
+        (mid, account_id, contact_id, since, text),
+    )
+    return cur.rowcount == 1
+
+
 async def insert_message(
     conn: aiosqlite.Connection, *, account_id: str, contact_id: str, mid: str | None,
     direction: str, sent_by: str, text: str | None, attachments: list[dict[str, Any]],
