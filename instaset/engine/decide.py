@@ -29,58 +29,30 @@ Order of business for one event:
    a :class:`~instaset.engine.actions.Schedule`; the daemon calls :func:`resume` at
    ``run_at``) or a ``handoff`` (pauses).
 
-Messaging rules while running steps: a DM (text, media, buttons, template, booking offer,
-typing, AI auto-reply) needs the 24 h window open, else it is refused with a trace line. On a
-comment, the first message becomes the comment's one private reply (refused if the comment
-is over 7 days old); later messages go as DMs only if the contact's window is open (they
-messaged within 24 h), else they are refused. A public reply needs a top-level, non-live
-comment. An ``ask`` whose field is already known is skipped.
+The steps run under Instagram's messaging rules: see :mod:`instaset.engine.steps`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
-from instaset.engine.actions import (
-    Action,
-    Button,
-    GenerateAIReply,
-    HandOff,
-    Notify,
-    OfferBooking,
-    PrivateReply,
-    PublicReply,
-    QuickReplySpec,
-    RemoveTag,
-    Schedule,
-    ScoreLead,
-    SendButtons,
-    SendMedia,
-    SendTemplate,
-    SendText,
-    SetField,
-    SetStage,
-    SetTag,
-    TemplateCard,
-    TypingOn,
-)
+from instaset.engine.actions import Action, SetField
+from instaset.engine.answers import validate_answer
 from instaset.engine.compiled import compiled
 from instaset.engine.conditions import check_conditions, fmt_time
-from instaset.engine.model import ActionStep, AskSpec, AskType, ButtonSpec, OnFail, Workflow
+from instaset.engine.model import AskSpec, OnFail, Workflow
 from instaset.engine.settings import EngineSettings
 from instaset.engine.state import Awaiting, ConversationState
-from instaset.engine.templating import has_placeholders, render
-from instaset.engine.triggers import (
-    FIRST_MESSAGE,
-    fold,
-    inbound_dm,
-    match_trigger,
-    strip_edges,
+from instaset.engine.steps import (
+    PRIVATE_REPLY_MAX_AGE,
+    WINDOW_CLOSED,
+    Run,
+    hand_off,
+    run_steps,
+    send_question,
 )
+from instaset.engine.triggers import FIRST_MESSAGE, inbound_dm, match_trigger
 from instaset.events import (
     CommentEvent,
     Event,
@@ -92,6 +64,7 @@ from instaset.events import (
 
 __all__ = [
     "PRIVATE_REPLY_MAX_AGE",
+    "WINDOW_CLOSED",
     "Decision",
     "decide",
     "decide_scan",
@@ -99,34 +72,6 @@ __all__ = [
     "resume",
     "validate_answer",
 ]
-
-#: A comment accepts its private reply for 7 days.
-PRIVATE_REPLY_MAX_AGE = 7 * 86400
-
-# The domain ends in a TLD of letters, and has no empty label ("example..com").
-_EMAIL_RE = re.compile(r"^[^@\s]+@(?!.*\.\.)[^@\s]+\.[^\W\d_]{2,}$")
-_EMAIL_EDGES = "<>()[]{}\"'`.,;:!?«»“”‘’"
-# Separators people put in phone numbers, the typographic dashes included.
-_PHONE_STRIP_RE = re.compile(r"[\s().\-/\u2010-\u2015\u2212]")
-_ASCII_DIGITS = re.compile(r"[0-9]+", re.ASCII)
-
-
-def _email_token(word: str) -> str:
-    """A word holding an address without what is glued around it: brackets and quotes,
-    and trailing punctuation or emoji ("anna@x.com🙏", "anna@x.com…")."""
-    word = word.strip(_EMAIL_EDGES)
-    end = len(word)
-    while end and not word[end - 1].isalnum():
-        end -= 1
-    return word[:end]
-
-
-def _ascii_digits(text: str) -> str:
-    """Decimal digits of any script (full-width, Arabic-Indic...) as ASCII; superscripts
-    and other non-decimal digits stay as they are (and then fail the check)."""
-    if text.isascii():
-        return text
-    return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,76 +87,6 @@ class Decision:
     actions: tuple[Action, ...]
     state: ConversationState
     trace: tuple[str, ...]
-
-
-WINDOW_CLOSED = "24 h window closed"  # the trace's words for it (automation tells the creator)
-
-
-@dataclass(slots=True)
-class _Run:
-    """Mutable scratch for running steps; frozen into a Decision at the end."""
-
-    wf: Workflow
-    state: ConversationState
-    settings: EngineSettings
-    now: float
-    seed: str
-    text: str | None = None
-    comment_id: str | None = None
-    comment_at: float | None = None  # when the comment was written (private replies: 7 days)
-    public_to: str | None = None  # the comment a public reply answers: a top-level post one
-    private_used: bool = False
-    turns: Mapping[str, int] | None = None  # see decide(): public replies in turn
-    actions: list[Action] = field(default_factory=list)
-    trace: list[str] = field(default_factory=list)
-
-    def note(self, step: int, message: str) -> None:
-        self.trace.append(f"{self.wf.name} step {step + 1}: {message}")
-
-    def render(self, template: str) -> str:
-        if not has_placeholders(template):
-            return template
-        st = self.state
-        values = st.fields.as_dict()
-        values["username"] = st.username or ""
-        if not values.get("first_name") and st.fields.get("name"):
-            values["first_name"] = st.fields["name"].split()[0]
-        extra = {"text": self.text} if self.text else None
-        return render(template, values, extra)
-
-    def pick(self, texts: Sequence[str], step: int) -> str:
-        if len(texts) == 1:
-            return texts[0]
-        digest = hashlib.sha256(f"{self.seed}|{self.wf.name}|{step}".encode()).digest()
-        return texts[int.from_bytes(digest[:8], "big") % len(texts)]
-
-    def window_open(self) -> bool:
-        return self.state.window_open(self.now, self.settings.window_seconds)
-
-    def message(self, step: int, what: str, as_dm: Action, as_private: Action | None) -> bool:
-        """Emit a message to the contact under the messaging rules; False if refused."""
-        if self.comment_id is not None and not self.private_used:
-            if as_private is None:
-                self.note(step, f"refused {what}: a comment's private reply can only be text")
-                return False
-            if self.comment_at is not None and self.now - self.comment_at > (
-                PRIVATE_REPLY_MAX_AGE
-            ):
-                self.note(step, f"refused {what}: comment is older than 7 days")
-                return False
-            self.private_used = True
-            self.actions.append(as_private)
-            return True
-        if not self.window_open():
-            why = (
-                "a commenter gets one private reply until they answer"
-                if self.comment_id is not None
-                else WINDOW_CLOSED
-            )
-            self.note(step, f"refused {what}: {why}")
-            return False
-        self.actions.append(as_dm)
-        return True
 
 
 def _bookkeep(event: Event, state: ConversationState) -> ConversationState:
@@ -418,7 +293,7 @@ def resume(
         msg = f"{workflow_name}: continuation dropped, workflow or step no longer exists"
         return Decision(None, (), state, (msg,))
     seed = f"resume|{state.contact_id}|{step}|{state.fired.get(wf.name, 0.0)!r}"
-    run = _Run(wf, state, settings, now, seed, text=text, comment_id=comment_id,
+    run = Run(wf, state, settings, now, seed, text=text, comment_id=comment_id,
                comment_at=comment_at, public_to=comment_id if public_ok else None, turns=turns)
     # A private reply already sent before the delay used the comment's one message.
     run.private_used = comment_id is not None and any(
@@ -427,7 +302,7 @@ def resume(
         for s in wf.actions[:step]
     )
     run.trace.append(f"{wf.name}: continuing at step {step + 1} after a delay")
-    _steps(run, step)
+    run_steps(run, step)
     return _finish(run)
 
 
@@ -449,7 +324,7 @@ def _ask_at(wf: Workflow | None, step: int) -> AskSpec | None:
     return wf.actions[step].ask
 
 
-def _finish(run: _Run) -> Decision:
+def _finish(run: Run) -> Decision:
     return Decision(run.wf.name, tuple(run.actions), run.state, tuple(run.trace))
 
 
@@ -463,47 +338,15 @@ def _fire(
     turns: Mapping[str, int] | None = None,
 ) -> Decision:
     state = state.with_fired(wf.name, now)
-    run = _Run(wf, state, settings, now, event.dedupe_key, trace=trace, turns=turns)
+    run = Run(wf, state, settings, now, event.dedupe_key, trace=trace, turns=turns)
     if isinstance(event, CommentEvent):
         run.comment_id, run.comment_at, run.text = event.comment_id, event.occurred_at, event.text
         if event.kind is EventKind.COMMENT and not event.is_reply:
             run.public_to = event.comment_id
     elif isinstance(event, MessageEvent):
         run.text = event.text
-    _steps(run, 0)
+    run_steps(run, 0)
     return _finish(run)
-
-
-def validate_answer(ask: AskSpec, text: str | None, payload: str | None) -> str | None:
-    """The value to store for an answer to ``ask``, or ``None`` when it is invalid.
-
-    email: trimmed, domain lowercased; phone: 7-15 digits, separators dropped, ``+`` kept;
-    choice: the configured choice (matched case- and accent-insensitively, by text or
-    quick-reply payload); text: any non-empty text."""
-    answer = (text or "").strip()
-    if ask.type is AskType.EMAIL:
-        # People write "my email is anna@x.com." or "<anna@x.com>": the one address in the
-        # message is the answer; none, or two, is not.
-        found = [_email_token(w) for w in answer.split()
-                 if "@" in w and not w.startswith("@")]  # "@anna_fit" is a handle
-        if len(found) != 1 or not _EMAIL_RE.match(found[0]):
-            return None
-        local, _, domain = found[0].rpartition("@")
-        return f"{local}@{domain.lower()}"
-    if ask.type is AskType.PHONE:
-        compact = _ascii_digits(_PHONE_STRIP_RE.sub("", answer))
-        digits = compact[1:] if compact.startswith("+") else compact
-        if not _ASCII_DIGITS.fullmatch(digits) or not 7 <= len(digits) <= 15:
-            return None
-        return compact
-    if ask.type is AskType.CHOICE:
-        for candidate in (payload, answer, strip_edges(answer)):
-            if candidate:
-                for choice in ask.choices:
-                    if fold(choice) == fold(candidate):
-                        return choice
-        return None
-    return answer or None
 
 
 def _answer(
@@ -516,20 +359,20 @@ def _answer(
     now: float,
     seed: str,
 ) -> Decision:
-    run = _Run(wf, state, settings, now, seed, text=dm.text)
+    run = Run(wf, state, settings, now, seed, text=dm.text)
     value = validate_answer(ask, dm.text, dm.quick_reply_payload)
     if value is not None:
         run.state = replace(state, awaiting=None, fields=state.fields.set(ask.field, value))
         run.actions.append(SetField(ask.field, value))
         run.trace.append(f"{wf.name}: captured {ask.field} ({ask.type.value})")
-        _steps(run, aw.step + 1)
+        run_steps(run, aw.step + 1)
         return _finish(run)
     if aw.retries < ask.max_retries:
         run.trace.append(
             f"{wf.name}: invalid {ask.type.value} for {ask.field}, "
             f"asking again ({aw.retries + 1}/{ask.max_retries})"
         )
-        if _send_question(run, aw.step, ask, retry=True):
+        if send_question(run, aw.step, ask, retry=True):
             run.state = replace(state, awaiting=replace(aw, retries=aw.retries + 1, asked_at=now))
         else:
             run.state = replace(state, awaiting=None)
@@ -539,147 +382,10 @@ def _answer(
         f"{wf.name}: no valid {ask.field} after {ask.max_retries} retries, {ask.on_fail.value}"
     )
     if ask.on_fail is OnFail.CONTINUE:
-        _steps(run, aw.step + 1)
+        run_steps(run, aw.step + 1)
     elif ask.on_fail is OnFail.HANDOFF:
-        _handoff(run, aw.step, None, f"could not capture {ask.field}")
+        hand_off(run, aw.step, None, f"could not capture {ask.field}")
     return _finish(run)
-
-
-def _send_question(run: _Run, i: int, ask: AskSpec, *, retry: bool) -> bool:
-    template = ask.retry if retry and ask.retry is not None else ask.prompt
-    text = run.render(template)
-    qrs = tuple(QuickReplySpec(c, c) for c in ask.choices)
-    return run.message(i, "ask", SendText(text, qrs), PrivateReply(run.comment_id or "", text))
-
-
-def _handoff(run: _Run, i: int, pause_for: int | None, note: str | None) -> None:
-    pause = pause_for or run.settings.default_pause_seconds
-    until = run.now + pause
-    run.state = replace(run.state, paused_until=until, awaiting=None)
-    who = f"@{run.state.username}" if run.state.username else run.state.contact_id
-    run.actions.append(HandOff(pause, note or ""))
-    run.actions.append(Notify(f"{who} needs you ({run.wf.name})" + (f": {note}" if note else "")))
-    run.note(i, f"handed off, automation paused until {fmt_time(until)}")
-
-
-def _button(b: ButtonSpec, run: _Run) -> Button:
-    return Button(b.title, run.render(b.url) if b.url else None, b.payload)
-
-
-def _steps(run: _Run, start: int) -> None:
-    """Run ``run.wf``'s steps from ``start`` until the end or a step that suspends."""
-    for i in range(start, len(run.wf.actions)):
-        if not _step(run, i, run.wf.actions[i]):
-            return
-
-
-def _step(run: _Run, i: int, step: ActionStep) -> bool:
-    """Run one step; False when the workflow suspends or ends here."""
-    st = run.state
-    if step.reply is not None:
-        text = run.render(run.pick(step.reply.texts(), i))
-        qrs = tuple(QuickReplySpec(q.title, q.effective_payload) for q in step.reply.quick_replies)
-        run.message(i, "reply", SendText(text, qrs), PrivateReply(run.comment_id or "", text))
-    elif step.private_reply is not None:
-        if run.comment_id is None or run.private_used:
-            run.note(i, "skipped private_reply: not answering an unanswered comment")
-        else:
-            text = run.render(run.pick(step.private_reply.texts(), i))
-            run.message(i, "private_reply", SendText(text), PrivateReply(run.comment_id, text))
-    elif step.public_reply is not None:
-        if run.public_to is None:
-            run.note(i, "skipped public_reply: only top-level post comments take public replies")
-        else:
-            variants = step.public_reply.texts()
-            if run.turns is not None and len(variants) > 1:
-                # In turn across comments: the same public reply twice running under a post
-                # looks like spam (a hash pick did that 5 times in a row over 30 comments).
-                text = variants[run.turns.get(run.wf.name, 0) % len(variants)]
-            else:
-                text = run.pick(variants, i)
-            run.actions.append(PublicReply(run.public_to, run.render(text)))
-    elif step.tag is not None:
-        for tag in step.tag:
-            run.actions.append(SetTag(tag))
-        run.state = replace(st, tags=st.tags | set(step.tag))
-    elif step.untag is not None:
-        for tag in step.untag:
-            run.actions.append(RemoveTag(tag))
-        run.state = replace(st, tags=st.tags - set(step.untag))
-    elif step.set_ is not None:
-        fields = st.fields
-        for name, template in step.set_.items():
-            value = run.render(template)
-            run.actions.append(SetField(name, value))
-            fields = fields.set(name, value)
-        run.state = replace(st, fields=fields)
-    elif step.stage is not None:
-        run.actions.append(SetStage(step.stage))
-        run.state = replace(st, stage=step.stage)
-    elif step.ask is not None:
-        ask = step.ask
-        if st.fields.get(ask.field):
-            run.note(i, f"{ask.field} already known, question skipped")
-            return True
-        if not _send_question(run, i, ask, retry=False):
-            run.note(i, "stopped: the question could not be sent")
-            return False
-        aw = Awaiting(run.wf.name, i, ask.field, ask.type.value, 0, run.now)
-        run.state = replace(run.state, awaiting=aw)
-        run.note(i, f"waiting for {ask.field}")
-        return False
-    elif step.delay is not None:
-        if i + 1 < len(run.wf.actions):
-            at = run.now + step.delay
-            run.actions.append(Schedule(at, run.wf.name, i + 1, run.comment_id,
-                                        public_ok=run.public_to is not None,
-                                        comment_at=run.comment_at, text=run.text))
-            run.note(i, f"continues at {fmt_time(at)}")
-        return False
-    elif step.ai_reply is not None:
-        mode = step.ai_reply.mode
-        if mode == "off":
-            run.note(i, "ai_reply is off")
-        elif mode == "draft":
-            run.actions.append(GenerateAIReply("draft", run.comment_id))
-        else:
-            run.message(
-                i, "ai_reply", GenerateAIReply("auto"), GenerateAIReply("auto", run.comment_id)
-            )
-    elif step.handoff is not None:
-        note = run.render(step.handoff.note) if step.handoff.note else None
-        _handoff(run, i, step.handoff.pause_for, note)
-        return False
-    elif step.notify is not None:
-        run.actions.append(Notify(run.render(step.notify)))
-    elif step.media is not None:
-        run.message(i, "media", SendMedia(step.media.type, step.media.url), None)
-    elif step.buttons is not None:
-        buttons = tuple(_button(b, run) for b in step.buttons.buttons)
-        run.message(i, "buttons", SendButtons(run.render(step.buttons.text), buttons), None)
-    elif step.template is not None:
-        cards = tuple(
-            TemplateCard(
-                run.render(e.title),
-                run.render(e.subtitle) if e.subtitle else None,
-                e.image_url,
-                e.url,
-                tuple(_button(b, run) for b in e.buttons),
-            )
-            for e in step.template.elements
-        )
-        run.message(i, "template", SendTemplate(cards), None)
-    elif step.score is not None:
-        run.actions.append(ScoreLead(step.score.points, step.score.reason))
-    elif step.offer_booking is not None:
-        intro = run.render(step.offer_booking.text) if step.offer_booking.text else None
-        run.message(i, "offer_booking", OfferBooking(intro), None)
-    elif step.typing is not None:
-        if run.window_open():
-            run.actions.append(TypingOn())
-        else:
-            run.note(i, "skipped typing: 24 h window closed")
-    return True
 
 
 def needs_follower(workflows: Sequence[Workflow]) -> bool:

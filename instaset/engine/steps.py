@@ -1,0 +1,259 @@
+"""Running a workflow's steps under Instagram's messaging rules (pure: no I/O, no clock).
+
+:class:`Run` is the scratch of one decision while its steps run: the actions so far, the
+state, the trace. :func:`run_steps` runs the steps from one index until the end or a step
+that suspends (``ask``, ``delay``, ``handoff``). The messaging rules while running steps: a
+DM (text, media, buttons, template, booking offer, typing, AI auto-reply) needs the 24 h
+window open, else it is refused with a trace line. On a comment, the first message becomes
+the comment's one private reply (refused if the comment is over 7 days old); later messages
+go as DMs only if the contact's window is open (they messaged within 24 h), else they are
+refused. A public reply needs a top-level, non-live comment. An ``ask`` whose field is
+already known is skipped. :func:`~instaset.engine.decide.decide` chooses the workflow and
+freezes the run into a :class:`~instaset.engine.decide.Decision`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from instaset.engine.actions import (
+    Action,
+    Button,
+    GenerateAIReply,
+    HandOff,
+    Notify,
+    OfferBooking,
+    PrivateReply,
+    PublicReply,
+    QuickReplySpec,
+    RemoveTag,
+    Schedule,
+    ScoreLead,
+    SendButtons,
+    SendMedia,
+    SendTemplate,
+    SendText,
+    SetField,
+    SetStage,
+    SetTag,
+    TemplateCard,
+    TypingOn,
+)
+from instaset.engine.conditions import fmt_time
+from instaset.engine.model import ActionStep, AskSpec, ButtonSpec, Workflow
+from instaset.engine.settings import EngineSettings
+from instaset.engine.state import Awaiting, ConversationState
+from instaset.engine.templating import has_placeholders, render
+
+__all__ = ["PRIVATE_REPLY_MAX_AGE", "WINDOW_CLOSED", "Run", "hand_off", "run_steps",
+           "send_question"]
+
+#: A comment accepts its private reply for 7 days.
+PRIVATE_REPLY_MAX_AGE = 7 * 86400
+WINDOW_CLOSED = "24 h window closed"  # the trace's words for it (automation tells the creator)
+
+
+@dataclass(slots=True)
+class Run:
+    """Mutable scratch for running steps; frozen into a Decision at the end."""
+
+    wf: Workflow
+    state: ConversationState
+    settings: EngineSettings
+    now: float
+    seed: str
+    text: str | None = None
+    comment_id: str | None = None
+    comment_at: float | None = None  # when the comment was written (private replies: 7 days)
+    public_to: str | None = None  # the comment a public reply answers: a top-level post one
+    private_used: bool = False
+    turns: Mapping[str, int] | None = None  # see decide(): public replies in turn
+    actions: list[Action] = field(default_factory=list)
+    trace: list[str] = field(default_factory=list)
+
+    def note(self, step: int, message: str) -> None:
+        self.trace.append(f"{self.wf.name} step {step + 1}: {message}")
+
+    def render(self, template: str) -> str:
+        if not has_placeholders(template):
+            return template
+        st = self.state
+        values = st.fields.as_dict()
+        values["username"] = st.username or ""
+        if not values.get("first_name") and st.fields.get("name"):
+            values["first_name"] = st.fields["name"].split()[0]
+        extra = {"text": self.text} if self.text else None
+        return render(template, values, extra)
+
+    def pick(self, texts: Sequence[str], step: int) -> str:
+        if len(texts) == 1:
+            return texts[0]
+        digest = hashlib.sha256(f"{self.seed}|{self.wf.name}|{step}".encode()).digest()
+        return texts[int.from_bytes(digest[:8], "big") % len(texts)]
+
+    def window_open(self) -> bool:
+        return self.state.window_open(self.now, self.settings.window_seconds)
+
+    def message(self, step: int, what: str, as_dm: Action, as_private: Action | None) -> bool:
+        """Emit a message to the contact under the messaging rules; False if refused."""
+        if self.comment_id is not None and not self.private_used:
+            if as_private is None:
+                self.note(step, f"refused {what}: a comment's private reply can only be text")
+                return False
+            if self.comment_at is not None and self.now - self.comment_at > (
+                PRIVATE_REPLY_MAX_AGE
+            ):
+                self.note(step, f"refused {what}: comment is older than 7 days")
+                return False
+            self.private_used = True
+            self.actions.append(as_private)
+            return True
+        if not self.window_open():
+            why = (
+                "a commenter gets one private reply until they answer"
+                if self.comment_id is not None
+                else WINDOW_CLOSED
+            )
+            self.note(step, f"refused {what}: {why}")
+            return False
+        self.actions.append(as_dm)
+        return True
+
+
+def send_question(run: Run, i: int, ask: AskSpec, *, retry: bool) -> bool:
+    template = ask.retry if retry and ask.retry is not None else ask.prompt
+    text = run.render(template)
+    qrs = tuple(QuickReplySpec(c, c) for c in ask.choices)
+    return run.message(i, "ask", SendText(text, qrs), PrivateReply(run.comment_id or "", text))
+
+
+def hand_off(run: Run, i: int, pause_for: int | None, note: str | None) -> None:
+    pause = pause_for or run.settings.default_pause_seconds
+    until = run.now + pause
+    run.state = replace(run.state, paused_until=until, awaiting=None)
+    who = f"@{run.state.username}" if run.state.username else run.state.contact_id
+    run.actions.append(HandOff(pause, note or ""))
+    run.actions.append(Notify(f"{who} needs you ({run.wf.name})" + (f": {note}" if note else "")))
+    run.note(i, f"handed off, automation paused until {fmt_time(until)}")
+
+
+def _button(b: ButtonSpec, run: Run) -> Button:
+    return Button(b.title, run.render(b.url) if b.url else None, b.payload)
+
+
+def run_steps(run: Run, start: int) -> None:
+    """Run ``run.wf``'s steps from ``start`` until the end or a step that suspends."""
+    for i in range(start, len(run.wf.actions)):
+        if not _step(run, i, run.wf.actions[i]):
+            return
+
+
+def _step(run: Run, i: int, step: ActionStep) -> bool:
+    """Run one step; False when the workflow suspends or ends here."""
+    st = run.state
+    if step.reply is not None:
+        text = run.render(run.pick(step.reply.texts(), i))
+        qrs = tuple(QuickReplySpec(q.title, q.effective_payload) for q in step.reply.quick_replies)
+        run.message(i, "reply", SendText(text, qrs), PrivateReply(run.comment_id or "", text))
+    elif step.private_reply is not None:
+        if run.comment_id is None or run.private_used:
+            run.note(i, "skipped private_reply: not answering an unanswered comment")
+        else:
+            text = run.render(run.pick(step.private_reply.texts(), i))
+            run.message(i, "private_reply", SendText(text), PrivateReply(run.comment_id, text))
+    elif step.public_reply is not None:
+        if run.public_to is None:
+            run.note(i, "skipped public_reply: only top-level post comments take public replies")
+        else:
+            variants = step.public_reply.texts()
+            if run.turns is not None and len(variants) > 1:
+                # In turn across comments: the same public reply twice running under a post
+                # looks like spam (a hash pick did that 5 times in a row over 30 comments).
+                text = variants[run.turns.get(run.wf.name, 0) % len(variants)]
+            else:
+                text = run.pick(variants, i)
+            run.actions.append(PublicReply(run.public_to, run.render(text)))
+    elif step.tag is not None:
+        for tag in step.tag:
+            run.actions.append(SetTag(tag))
+        run.state = replace(st, tags=st.tags | set(step.tag))
+    elif step.untag is not None:
+        for tag in step.untag:
+            run.actions.append(RemoveTag(tag))
+        run.state = replace(st, tags=st.tags - set(step.untag))
+    elif step.set_ is not None:
+        fields = st.fields
+        for name, template in step.set_.items():
+            value = run.render(template)
+            run.actions.append(SetField(name, value))
+            fields = fields.set(name, value)
+        run.state = replace(st, fields=fields)
+    elif step.stage is not None:
+        run.actions.append(SetStage(step.stage))
+        run.state = replace(st, stage=step.stage)
+    elif step.ask is not None:
+        ask = step.ask
+        if st.fields.get(ask.field):
+            run.note(i, f"{ask.field} already known, question skipped")
+            return True
+        if not send_question(run, i, ask, retry=False):
+            run.note(i, "stopped: the question could not be sent")
+            return False
+        aw = Awaiting(run.wf.name, i, ask.field, ask.type.value, 0, run.now)
+        run.state = replace(run.state, awaiting=aw)
+        run.note(i, f"waiting for {ask.field}")
+        return False
+    elif step.delay is not None:
+        if i + 1 < len(run.wf.actions):
+            at = run.now + step.delay
+            run.actions.append(Schedule(at, run.wf.name, i + 1, run.comment_id,
+                                        public_ok=run.public_to is not None,
+                                        comment_at=run.comment_at, text=run.text))
+            run.note(i, f"continues at {fmt_time(at)}")
+        return False
+    elif step.ai_reply is not None:
+        mode = step.ai_reply.mode
+        if mode == "off":
+            run.note(i, "ai_reply is off")
+        elif mode == "draft":
+            run.actions.append(GenerateAIReply("draft", run.comment_id))
+        else:
+            run.message(
+                i, "ai_reply", GenerateAIReply("auto"), GenerateAIReply("auto", run.comment_id)
+            )
+    elif step.handoff is not None:
+        note = run.render(step.handoff.note) if step.handoff.note else None
+        hand_off(run, i, step.handoff.pause_for, note)
+        return False
+    elif step.notify is not None:
+        run.actions.append(Notify(run.render(step.notify)))
+    elif step.media is not None:
+        run.message(i, "media", SendMedia(step.media.type, step.media.url), None)
+    elif step.buttons is not None:
+        buttons = tuple(_button(b, run) for b in step.buttons.buttons)
+        run.message(i, "buttons", SendButtons(run.render(step.buttons.text), buttons), None)
+    elif step.template is not None:
+        cards = tuple(
+            TemplateCard(
+                run.render(e.title),
+                run.render(e.subtitle) if e.subtitle else None,
+                e.image_url,
+                e.url,
+                tuple(_button(b, run) for b in e.buttons),
+            )
+            for e in step.template.elements
+        )
+        run.message(i, "template", SendTemplate(cards), None)
+    elif step.score is not None:
+        run.actions.append(ScoreLead(step.score.points, step.score.reason))
+    elif step.offer_booking is not None:
+        intro = run.render(step.offer_booking.text) if step.offer_booking.text else None
+        run.message(i, "offer_booking", OfferBooking(intro), None)
+    elif step.typing is not None:
+        if run.window_open():
+            run.actions.append(TypingOn())
+        else:
+            run.note(i, "skipped typing: 24 h window closed")
+    return True
