@@ -33,7 +33,7 @@ from instaset.engine.actions import (
     SetStage,
     TypingOn,
 )
-from instaset.engine.decide import WINDOW_CLOSED, Decision, decide, resume
+from instaset.engine.decide import Decision, decide, resume
 from instaset.engine.model import Workflow
 from instaset.engine.settings import EngineSettings
 from instaset.engine.state import ConversationState
@@ -42,6 +42,7 @@ from instaset.links import track_links
 from instaset.notify import notify_job
 from instaset.outbox import Outgoing, enqueue_sends
 from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater, enqueue_in
+from instaset.refusals import TOLD, automation_refusal_notice
 from instaset.rules import SendKind
 from instaset.store import history
 from instaset.store import sends as sendstore
@@ -96,6 +97,31 @@ def _button(title: str, url: str | None, payload: str | None) -> dict[str, str]:
     if url:
         return {"type": "web_url", "url": url, "title": title}
     return {"type": "postback", "title": title, "payload": payload or title}
+
+
+def _refusal_notices(decision: Decision, now: float) -> list[NewJob]:
+    """The creator is told of the messages the engine refused itself (they have no send
+    row), as of the outbox's refusals: a step after the 24 h window (a delayed one), once
+    per contact, workflow and day; a private reply to a comment over 7 days old (processed
+    late), once per contact, reason and day, with the key the outbox's notice has."""
+    st, wf = decision.state, decision.workflow
+    if wf is None:
+        return []
+    jobs: list[NewJob] = []
+    closed = [r for r in decision.refused if r.reason == "window_closed"]
+    if closed:
+        jobs.append(notify_job(
+            f"engine-refused:{st.account_id}:{st.contact_id}:{wf}:{int(now // 86400)}",
+            st.account_id, st.contact_id, "refused",
+            f"Workflow {wf} could not message {st.contact_id}: "
+            + "; ".join(f"refused {r.what}: {r.detail}" for r in closed), now))
+    told: dict[str, str] = {}
+    for r in decision.refused:
+        if r.reason in TOLD and r.reason != "window_closed":
+            told.setdefault(r.reason, r.detail)
+    jobs.extend(automation_refusal_notice(st.account_id, st.contact_id, wf, reason, detail, now)
+                for reason, detail in told.items())
+    return jobs
 
 
 class WorkflowAutomation:
@@ -158,16 +184,7 @@ class WorkflowAutomation:
             self.on_decision(decision)
         outs: list[Outgoing] = []
         jobs: list[NewJob] = []
-        closed = [line for line in decision.trace
-                  if ": refused " in line and WINDOW_CLOSED in line]
-        if closed and decision.workflow:
-            # The engine refused a step itself (a delayed step after the 24 h window): the
-            # creator is told, once per contact, workflow and day (as the outbox does).
-            jobs.append(notify_job(
-                f"engine-refused:{st.account_id}:{st.contact_id}:{decision.workflow}:"
-                f"{int(now // 86400)}", st.account_id, st.contact_id, "refused",
-                f"Workflow {decision.workflow} could not message {st.contact_id}: "
-                + "; ".join(line.split(": ", 1)[-1] for line in closed), now))
+        jobs.extend(_refusal_notices(decision, now))
         public = sum(isinstance(a, PublicReply) for a in decision.actions)
         if public and decision.workflow:
             # The next comment's public reply takes the next variant (decide(turns=...)).

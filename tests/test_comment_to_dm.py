@@ -127,3 +127,35 @@ async def test_10900_on_a_first_try_is_a_private_reply_given_elsewhere(
     assert (await sends(h))[0] == ("private_reply", "failed", "private_reply_used")
     assert await notices(h) == []
     assert [m for m in h.sandbox.thread(IGSID) if m.direction == "out"] == []
+
+
+# -- finding 4: a private reply the engine refuses as over 7 days old is told ------------------
+
+REPLY_ONLY = {"name": "reply-only", "trigger": {"comment": {"keywords": ["oldtest"]}},
+              "actions": [{"private_reply": GUIDE}]}
+
+
+async def test_a_private_reply_the_engine_refuses_as_over_7_days_old_is_told_once_a_day(
+        make_harness: MakeHarness) -> None:
+    """Two comments the daemon gets 8 days late (stopped for a week, or Meta's retries):
+    nothing was sent and nothing said so (no notification, no send row, only a trace line
+    in the log). Now the creator is told, as for the outbox's refusal of the same reason:
+    once per contact, reason and day."""
+    h = await make_harness(workflows=[REPLY_ONLY])
+    late = [await h.sandbox.user_comments(IGSID, text, MEDIA, deliver=False)
+            for text in ("oldtest", "oldtest again")]
+    h.clock.advance(8 * DAY)
+    for payload in late:
+        assert await h.post(payload) == 200
+        await h.settle()
+        h.clock.advance(3600)
+    assert h.graph_sends() == []
+    assert await sends(h) == []
+    (note,) = await notices(h)
+    assert "workflow reply-only" in note and IGSID in note
+    assert "(private_reply_expired)" in note and "older than 7 days" in note
+    # A comment answered in time still gets its private reply: the refusal is about age.
+    await h.sandbox.user_comments(IGSID, "oldtest", MEDIA)
+    await h.settle()
+    assert [m.text for m in h.sandbox.thread(IGSID) if m.direction == "out"] == [GUIDE]
+    assert len(await notices(h)) == 1

@@ -144,9 +144,35 @@ def test_window_closed_refuses_sends_but_keeps_bookkeeping() -> None:
     later = resume(first.state, wfs, SETTINGS, "w", 1, NOW + 2 * 86400)
     assert later.actions == (SetTag("followed-up"), Notify("done"))
     assert sum("24 h window closed" in line for line in later.trace) == 2
+    assert [(r.step, r.what, r.reason) for r in later.refused] == [
+        (1, "reply", "window_closed"), (2, "media", "window_closed")]
 
 
 # --- comments -----------------------------------------------------------------------------
+
+_PR = "    - private_reply: Here it is\n"
+_REPLY = "    - reply: more\n"
+_MEDIA = "    - media: {type: image, url: 'https://x.example/a.jpg'}\n"
+REFUSAL_ROWS = [
+    # id, comment written at, steps, (step, what, reason) of each refusal the decision marks
+    ("fresh-comment", NOW, _PR, []),
+    ("comment-8-days-old", NOW - 8 * 86400, _PR, [(0, "private_reply", "private_reply_expired")]),
+    ("each-try-8-days-old", NOW - 8 * 86400, _PR + _REPLY, [(0, "private_reply", "private_reply_expired"), (1, "reply", "private_reply_expired")]),
+    ("media-first", NOW, _MEDIA + _REPLY, [(0, "media", "private_reply_not_text")]),
+    ("dm-after-the-private-reply", NOW, _PR + _REPLY, [(1, "reply", "private_reply_used")]),
+]
+
+
+@pytest.mark.parametrize("decide_fn", [decide, decide_scan])
+@pytest.mark.parametrize(("at", "steps", "expected"), [pytest.param(*r[1:], id=r[0]) for r in REFUSAL_ROWS])
+def test_refusals_are_marked_with_the_outboxs_reason(
+        decide_fn: Any, at: float, steps: str, expected: list[tuple[int, str, str]]) -> None:
+    """Each message the engine refuses carries a marker (step, kind, reason slug) besides its
+    trace line: the daemon tells the creator from it, without reading the trace's words."""
+    wfs = workflows("- name: w\n  trigger: {comment: {keywords: [guide]}}\n  actions:\n" + steps)
+    decision = decide_fn(comment("guide", at=at), state(), wfs, SETTINGS, NOW)
+    assert [(r.step, r.what, r.reason) for r in decision.refused] == expected
+    assert sum(": refused " in line for line in decision.trace) == len(expected)
 
 COMMENT_WF = """
 - name: guide

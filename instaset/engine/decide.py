@@ -47,6 +47,7 @@ from instaset.engine.state import Awaiting, ConversationState
 from instaset.engine.steps import (
     PRIVATE_REPLY_MAX_AGE,
     WINDOW_CLOSED,
+    Refused,
     Run,
     hand_off,
     run_steps,
@@ -66,6 +67,7 @@ __all__ = [
     "PRIVATE_REPLY_MAX_AGE",
     "WINDOW_CLOSED",
     "Decision",
+    "Refused",
     "decide",
     "decide_scan",
     "needs_follower",
@@ -81,12 +83,14 @@ class Decision:
     ``workflow`` is the workflow that fired or continued (``None``: nothing did);
     ``actions`` are to be executed in order; ``state`` is the conversation's new state, to be
     stored as-is; ``trace`` says why, one line per fact, for logs, ``workflows test`` and
-    replay reports."""
+    replay reports; ``refused`` are the messages the rules refused, for the creator to be
+    told (the trace says the same in words)."""
 
     workflow: str | None
     actions: tuple[Action, ...]
     state: ConversationState
     trace: tuple[str, ...]
+    refused: tuple[Refused, ...] = ()
 
 
 def _bookkeep(event: Event, state: ConversationState) -> ConversationState:
@@ -325,7 +329,8 @@ def _ask_at(wf: Workflow | None, step: int) -> AskSpec | None:
 
 
 def _finish(run: Run) -> Decision:
-    return Decision(run.wf.name, tuple(run.actions), run.state, tuple(run.trace))
+    return Decision(run.wf.name, tuple(run.actions), run.state, tuple(run.trace),
+                    tuple(run.refused))
 
 
 def _fire(

@@ -47,12 +47,26 @@ from instaset.engine.settings import EngineSettings
 from instaset.engine.state import Awaiting, ConversationState
 from instaset.engine.templating import has_placeholders, render
 
-__all__ = ["PRIVATE_REPLY_MAX_AGE", "WINDOW_CLOSED", "Run", "hand_off", "run_steps",
-           "send_question"]
+__all__ = ["PRIVATE_REPLY_MAX_AGE", "WINDOW_CLOSED", "Refused", "Run", "hand_off",
+           "run_steps", "send_question"]
 
 #: A comment accepts its private reply for 7 days.
 PRIVATE_REPLY_MAX_AGE = 7 * 86400
-WINDOW_CLOSED = "24 h window closed"  # the trace's words for it (automation tells the creator)
+WINDOW_CLOSED = "24 h window closed"  # the trace's words for it
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A message the rules refused while the steps ran (its trace line says the same).
+    ``reason`` is the slug the outbox gives the same refusal at delivery: ``window_closed``,
+    ``private_reply_expired`` (comment over 7 days old), ``private_reply_not_text``, or
+    ``private_reply_used`` (after a comment's private reply, a commenter who has not
+    answered gets nothing more); ``detail`` is in words."""
+
+    step: int  # 0-based
+    what: str  # the step kind: reply, private_reply, media...
+    reason: str
+    detail: str
 
 
 @dataclass(slots=True)
@@ -72,9 +86,15 @@ class Run:
     turns: Mapping[str, int] | None = None  # see decide(): public replies in turn
     actions: list[Action] = field(default_factory=list)
     trace: list[str] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
 
     def note(self, step: int, message: str) -> None:
         self.trace.append(f"{self.wf.name} step {step + 1}: {message}")
+
+    def refuse(self, step: int, what: str, reason: str, detail: str) -> None:
+        """Record that the rules refused ``what`` at ``step`` (trace line and marker)."""
+        self.note(step, f"refused {what}: {detail}")
+        self.refused.append(Refused(step, what, reason, detail))
 
     def render(self, template: str) -> str:
         if not has_placeholders(template):
@@ -100,23 +120,23 @@ class Run:
         """Emit a message to the contact under the messaging rules; False if refused."""
         if self.comment_id is not None and not self.private_used:
             if as_private is None:
-                self.note(step, f"refused {what}: a comment's private reply can only be text")
+                self.refuse(step, what, "private_reply_not_text",
+                            "a comment's private reply can only be text")
                 return False
             if self.comment_at is not None and self.now - self.comment_at > (
                 PRIVATE_REPLY_MAX_AGE
             ):
-                self.note(step, f"refused {what}: comment is older than 7 days")
+                self.refuse(step, what, "private_reply_expired", "comment is older than 7 days")
                 return False
             self.private_used = True
             self.actions.append(as_private)
             return True
         if not self.window_open():
-            why = (
-                "a commenter gets one private reply until they answer"
-                if self.comment_id is not None
-                else WINDOW_CLOSED
-            )
-            self.note(step, f"refused {what}: {why}")
+            if self.comment_id is not None:
+                self.refuse(step, what, "private_reply_used",
+                            "a commenter gets one private reply until they answer")
+            else:
+                self.refuse(step, what, "window_closed", WINDOW_CLOSED)
             return False
         self.actions.append(as_dm)
         return True
