@@ -215,6 +215,7 @@ class WorkflowAutomation:
                 case PublicReply():
                     outs.append(Outgoing(key=f"send:{k}", kind=SendKind.PUBLIC_REPLY,
                                          comment_id=action.comment_id, text=action.text,
+                                         after_private=action.after_private,
                                          **base))  # type: ignore[arg-type]
                 case TypingOn():
                     outs.append(Outgoing(key=f"send:{k}", kind=SendKind.SENDER_ACTION,

@@ -81,6 +81,8 @@ class Outgoing:
     next_key: str | None = None
     live: bool = False  # caused by a live comment: its private reply has its own budget
     before_handoff: bool = False  # decided together with a handoff: the pause follows it
+    # A public reply announcing the comment's private reply: it goes only if that went.
+    after_private: bool = False
     # A human reply (`inbox reply`) that paused automation: (the pause it set, the pause and
     # unread count before it). A reply refused or failed later gives them back (_refuse).
     undo_pause: tuple[float, float | None, int] | None = None
@@ -331,6 +333,7 @@ class Deliverer:
             paused_until=None if out.before_handoff else row["paused_until"],
             comment_at=out.comment_at,
             private_reply_used=bool(row["private_reply_used"]),
+            after_private=out.after_private,
             quick_reply_titles=tuple(t for t, _ in out.quick_replies),
         )
         verdict = check_send(facts, now)

@@ -20,10 +20,11 @@ if TYPE_CHECKING:
 # Refusals the creator is told about (design.md: "the send is refused locally with a
 # reason, and the creator is told"): a window or deadline that closed, and what Meta refused
 # for good. Not: a pause (the creator has the thread), a private reply already given, a
-# disconnected account, or a token (its own notice: token_health).
+# disconnected account, or a token (its own notice: token_health), or a public reply held
+# back because the private reply it announces did not go (that one's notice says it).
 TOLD = frozenset({"window_closed", "private_reply_expired"})
 UNTOLD = frozenset({"paused", "private_reply_used", "account_disconnected", "no_token",
-                    "token_invalid"})
+                    "token_invalid", "private_reply_not_sent"})
 
 
 def automation_refusal_notice(account_id: str, contact_id: str | None, workflow: str | None,

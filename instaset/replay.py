@@ -144,7 +144,8 @@ def describe_action(action: Action, *, limit: int = 80) -> str:
         case PrivateReply():
             return f"private reply {q(action.text)}"
         case PublicReply():
-            return f"public reply {q(action.text)}"
+            return f"public reply {q(action.text)}" + (
+                " (if the private reply is sent)" if action.after_private else "")
         case SendMedia():
             return f"{action.kind} {action.url}"
         case SendButtons():

@@ -49,7 +49,8 @@ class SendFacts:
     last_inbound_at: float | None
     paused_until: float | None
     comment_at: float | None = None
-    private_reply_used: bool = False
+    private_reply_used: bool = False  # a private reply to the comment is sent or in flight
+    after_private: bool = False  # a public reply announcing the comment's private reply
     quick_reply_titles: tuple[str, ...] = ()
 
 
@@ -93,6 +94,11 @@ def check_send(f: SendFacts, now: float) -> Refusal | Clearance:
             )
         return Clearance(human_agent_tag=False)
     if f.kind == SendKind.PUBLIC_REPLY:
+        if f.after_private and not f.private_reply_used:
+            # "Sent it to your DMs!" under a comment whose DM was refused or failed.
+            return Refusal("private_reply_not_sent",
+                           "the comment's private reply, which this public reply announces, "
+                           "was not sent")
         return Clearance(human_agent_tag=False)
     # A DM: the 24 h window after the contact's last message (7 days for a human reply).
     if f.last_inbound_at is None:

@@ -64,6 +64,80 @@ def public_replies(h: Harness, comment_id: str) -> list[str]:
     return [c.text for c in h.sandbox.comments.values() if c.parent_id == comment_id]
 
 
+# -- finding 1: no "Sent it to your DMs!" when the DM did not go --------------------------------
+
+@pytest.mark.parametrize(("status", "code", "subcode", "reason"), [
+    (400, 551, 1545041, "user_unavailable"),  # the person blocked messages
+    (400, 100, None, "invalid_parameter"),  # the comment was deleted meanwhile
+    (403, 10, None, "permission_missing"),  # no Advanced Access / Development mode
+], ids=["551-unavailable", "100-deleted-comment", "10-no-access"])
+async def test_a_private_reply_meta_refuses_keeps_its_public_reply_back(
+        make_harness: MakeHarness, status: int, code: int, subcode: int | None,
+        reason: str) -> None:
+    """The public reply announcing the DM was posted under the comment although Meta had
+    refused the DM: a false statement under the creator's post. It is now refused with its
+    own reason and recorded; the private reply's notice is the one the creator gets."""
+    h = await make_harness(workflows=[C2D])
+    h.sandbox.inject(Fault("graph_error", path_contains="/messages", status=status, code=code,
+                           subcode=subcode, message="refused"))
+    cid = comment_id_of(await h.sandbox.user_comments(IGSID, "guide pls", MEDIA))
+    await h.settle()
+    assert await sends(h) == [("private_reply", "failed", reason),
+                              ("public_reply", "refused", "private_reply_not_sent")]
+    assert public_replies(h, cid) == []
+    assert [r.path for r in h.graph_posts() if "/replies" in r.path] == []
+    (note,) = await notices(h)
+    assert f"({reason})" in note
+
+
+async def test_the_public_reply_goes_when_the_private_reply_did(
+        make_harness: MakeHarness) -> None:
+    h = await make_harness(workflows=[C2D])
+    cid = comment_id_of(await h.sandbox.user_comments(IGSID, "guide pls", MEDIA))
+    await h.settle()
+    assert await sends(h) == [("private_reply", "sent", None), ("public_reply", "sent", None)]
+    assert public_replies(h, cid) == [ANNOUNCE]
+    assert await notices(h) == []
+
+
+async def test_a_public_reply_after_a_delay_waits_for_the_private_reply_before_it(
+        make_harness: MakeHarness) -> None:
+    """The public reply comes an hour later, in a decision of its own: it still knows the
+    private reply did not go."""
+    delayed = {**C2D, "actions": [{"private_reply": GUIDE}, {"delay": "1h"},
+                                  {"public_reply": ANNOUNCE}]}
+    h = await make_harness(workflows=[delayed])
+    h.sandbox.inject(Fault("graph_error", path_contains="/messages", status=400, code=551,
+                           subcode=1545041, message="This person isn't available right now."))
+    cid = comment_id_of(await h.sandbox.user_comments(IGSID, "guide pls", MEDIA))
+    await h.settle(advance_up_to=3600)
+    assert await sends(h) == [("private_reply", "failed", "user_unavailable"),
+                              ("public_reply", "refused", "private_reply_not_sent")]
+    assert public_replies(h, cid) == []
+    assert len(await notices(h)) == 1
+
+
+async def test_a_comment_too_old_for_its_private_reply_gets_no_public_reply_either(
+        make_harness: MakeHarness) -> None:
+    """The engine refused the DM (comment over 7 days old) and still posted "Sent it to
+    your DMs!". A workflow with only a public reply still answers such a comment."""
+    public_only = {"name": "thanks", "trigger": {"comment": {"keywords": ["love"]}},
+                   "actions": [{"public_reply": "Thank you!"}]}
+    h = await make_harness(workflows=[C2D, public_only])
+    late = [await h.sandbox.user_comments(IGSID, text, MEDIA, deliver=False)
+            for text in ("guide pls", "love it")]
+    h.clock.advance(8 * DAY)
+    for payload in late:
+        assert await h.post(payload) == 200
+    await h.settle()
+    guide_cid, love_cid = (comment_id_of(p) for p in late)
+    assert public_replies(h, guide_cid) == []
+    assert public_replies(h, love_cid) == ["Thank you!"]
+    assert await sends(h) == [("public_reply", "sent", None)]
+    (note,) = await notices(h)
+    assert "(private_reply_expired)" in note
+
+
 # -- finding 3: a private reply delivered whose answer was lost ---------------------------------
 
 async def deliver_then_lose_the_answer(h: Harness) -> str:
@@ -124,7 +198,8 @@ async def test_10900_on_a_first_try_is_a_private_reply_given_elsewhere(
                            message="Activity already replied to"))
     await h.sandbox.user_comments(IGSID, "guide please", MEDIA)
     await h.settle()
-    assert (await sends(h))[0] == ("private_reply", "failed", "private_reply_used")
+    assert await sends(h) == [("private_reply", "failed", "private_reply_used"),
+                              ("public_reply", "refused", "private_reply_not_sent")]
     assert await notices(h) == []
     assert [m for m in h.sandbox.thread(IGSID) if m.direction == "out"] == []
 

@@ -163,6 +163,74 @@ REFUSAL_ROWS = [
 ]
 
 
+_PUB = "    - public_reply: Sent it to your DMs!\n"
+_AI = "    - ai_reply: auto\n"
+OLD = NOW - 8 * 86400
+PUBLIC_ROWS = [
+    # id, comment written at, steps, the actions (a public reply: "public" if it goes
+    # whatever, "public-after-private" if only when the private reply went)
+    ("private-then-public", NOW, _PR + _PUB, ["private_reply", "public-after-private"]),
+    ("public-only", NOW, _PUB, ["public"]),
+    ("public-only-8-days-old", OLD, _PUB, ["public"]),
+    ("private-then-public-8-days-old", OLD, _PR + _PUB, []),
+    ("public-then-private-8-days-old", OLD, _PUB + _PR, []),
+    ("public-then-private", NOW, _PUB + _PR, ["public", "private_reply"]),
+    ("media-then-public", NOW, _MEDIA + _PUB, []),
+    ("media-reply-public", NOW, _MEDIA + _REPLY + _PUB, ["private_reply", "public-after-private"]),
+    ("ai-reply-then-public", NOW, _AI + _PUB, ["generate_ai_reply", "public"]),
+]
+
+
+def _kinds(actions: tuple[Action, ...]) -> list[str]:
+    return [("public-after-private" if a.after_private else "public")
+            if isinstance(a, PublicReply) else a.type for a in actions]
+
+
+@pytest.mark.parametrize("decide_fn", [decide, decide_scan])
+@pytest.mark.parametrize(("at", "steps", "expected"), [pytest.param(*r[1:], id=r[0]) for r in PUBLIC_ROWS])
+def test_a_public_reply_announcing_a_private_reply_waits_for_it(
+        decide_fn: Any, at: float, steps: str, expected: list[str]) -> None:
+    """A public reply after the comment's private reply ("Sent it to your DMs!") is marked
+    to go only if the private reply goes (the outbox checks at delivery); when the engine
+    itself refused the private reply (comment over 7 days old, media only), the public
+    reply is dropped, wherever it stands. A workflow with no private reply keeps its public
+    reply, and so does one whose private reply is an AI's (sent by a job of its own)."""
+    wfs = workflows("- name: w\n  trigger: {comment: {keywords: [guide]}}\n  actions:\n" + steps)
+    decision = decide_fn(comment("guide", at=at), state(), wfs, SETTINGS, NOW)
+    assert _kinds(decision.actions) == expected
+    withheld = [line for line in decision.trace if "skipped public_reply" in line]
+    assert len(withheld) == (_PUB in steps and "public" not in "".join(expected))
+
+
+@pytest.mark.parametrize(("at", "expected"), [(NOW, ["public-after-private"]), (OLD, ["public-after-private"])], ids=["fresh", "8-days-old"])
+def test_a_public_reply_after_a_delay_waits_for_the_private_reply_before_it(
+        at: float, expected: list[str]) -> None:
+    """The private reply went (or did not) before the delay: the continuation's public reply
+    is marked, and the outbox knows which."""
+    wfs = workflows("- name: w\n  trigger: {comment: {keywords: [guide]}}\n  actions:\n"
+                    + _PR + "    - delay: 1h\n" + _PUB)
+    first = decide(comment("guide", at=at), state(), wfs, SETTINGS, NOW)
+    schedule = first.actions[-1]
+    assert isinstance(schedule, Schedule)
+    later = resume(first.state, wfs, SETTINGS, "w", schedule.step, schedule.run_at,
+                   comment_id=schedule.comment_id, comment_at=schedule.comment_at,
+                   public_ok=schedule.public_ok)
+    assert _kinds(later.actions) == expected
+
+
+def test_a_public_reply_after_a_private_reply_refused_after_a_delay_is_dropped() -> None:
+    wfs = workflows("- name: w\n  trigger: {comment: {keywords: [guide]}}\n  actions:\n"
+                    "    - delay: 8d\n" + _PR + _PUB)
+    first = decide(comment("guide"), state(), wfs, SETTINGS, NOW)
+    (schedule,) = first.actions
+    assert isinstance(schedule, Schedule)
+    later = resume(first.state, wfs, SETTINGS, "w", schedule.step, schedule.run_at,
+                   comment_id=schedule.comment_id, comment_at=schedule.comment_at,
+                   public_ok=schedule.public_ok)
+    assert later.actions == ()
+    assert [r.reason for r in later.refused] == ["private_reply_expired"]
+
+
 @pytest.mark.parametrize("decide_fn", [decide, decide_scan])
 @pytest.mark.parametrize(("at", "steps", "expected"), [pytest.param(*r[1:], id=r[0]) for r in REFUSAL_ROWS])
 def test_refusals_are_marked_with_the_outboxs_reason(
@@ -220,7 +288,7 @@ def test_reply_step_becomes_the_private_reply_on_a_comment() -> None:
     [
         (comment("guide", parent="17000"), ("private_reply", "set_tag"), "top-level"),
         (comment("guide", live=True), ("private_reply", "set_tag"), "top-level"),
-        (comment("guide", at=NOW - 8 * 86400), ("public_reply", "set_tag"), "older than 7 days"),
+        (comment("guide", at=NOW - 8 * 86400), ("set_tag",), "older than 7 days"),
     ],
     ids=["reply-comment", "live", "old-comment"],
 )
@@ -268,7 +336,7 @@ def test_public_reply_variants_go_in_turn(decide_fn: Any) -> None:
     # Another workflow's count does not move this one's turn.
     ev = replace(comment("guide"), dedupe_key="c.x", comment_id="x")
     other = decide_fn(ev, state(), wfs, SETTINGS, NOW, turns={"other": 5})
-    assert other.actions[1] == PublicReply("x", variants[0])
+    assert other.actions[1] == PublicReply("x", variants[0], after_private=True)
 
 
 # --- ask and capture ----------------------------------------------------------------------
@@ -665,6 +733,7 @@ ALL_ACTIONS: list[Action] = [
                                (Button("B", payload="P"),)), TemplateCard("Bare"))),
     PrivateReply("c1", "hey"),
     PublicReply("c1", "thanks"),
+    PublicReply("c1", "Sent it to your DMs!", after_private=True),
     GenerateAIReply("auto", "c1"),
     GenerateAIReply("draft"),
     SetTag("lead"),

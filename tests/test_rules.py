@@ -30,7 +30,7 @@ TAGGED = Clearance(human_agent_tag=True)
 def facts(kind: SendKind = SendKind.TEXT, *, human: bool = False, state: str = "connected",
           inbound_ago: float | None = H, paused_for: float | None = None,
           comment_ago: float | None = None, used: bool = False,
-          titles: tuple[str, ...] = ()) -> SendFacts:
+          titles: tuple[str, ...] = (), after_private: bool = False) -> SendFacts:
     """Facts as seen at ``NOW``: the contact last wrote ``inbound_ago`` s ago, the pause ends
     ``paused_for`` s from now (negative: ended), the comment is ``comment_ago`` s old."""
     return SendFacts(
@@ -38,7 +38,7 @@ def facts(kind: SendKind = SendKind.TEXT, *, human: bool = False, state: str = "
         last_inbound_at=None if inbound_ago is None else NOW - inbound_ago,
         paused_until=None if paused_for is None else NOW + paused_for,
         comment_at=None if comment_ago is None else NOW - comment_ago,
-        private_reply_used=used, quick_reply_titles=titles,
+        private_reply_used=used, quick_reply_titles=titles, after_private=after_private,
     )
 
 
@@ -97,6 +97,14 @@ CASES: list[tuple[str, SendFacts, Clearance | str]] = [
     # Public replies need no window at all.
     ("public reply never messaged", facts(SendKind.PUBLIC_REPLY, inbound_ago=None), OPEN),
     ("public reply 30d", facts(SendKind.PUBLIC_REPLY, inbound_ago=30 * D), OPEN),
+    # A public reply announcing the comment's private reply goes only if that one did.
+    ("public reply after the private reply went",
+     facts(SendKind.PUBLIC_REPLY, after_private=True, used=True), OPEN),
+    ("public reply after a private reply not sent",
+     facts(SendKind.PUBLIC_REPLY, after_private=True), "private_reply_not_sent"),
+    ("public reply of a workflow without private reply", facts(SendKind.PUBLIC_REPLY), OPEN),
+    ("paused public reply after a private reply not sent",
+     facts(SendKind.PUBLIC_REPLY, after_private=True, paused_for=H), "paused"),
     # The account's state comes first, for every kind and sender.
     ("reconnect needed", facts(state="reconnect_needed"), "account_reconnect_needed"),
     ("disconnected human", facts(human=True, state="disconnected"), "account_disconnected"),

@@ -115,7 +115,7 @@ def test_a_comment_on_the_listed_media_gets_private_and_public_replies(config: P
         "  reel-guide: comment keyword 'guide' matched (word)",
         "actions (a dry run: nothing was sent):",
         '  1. private reply "Here it is, leo!"',
-        '  2. public reply "Check your DMs!"',
+        '  2. public reply "Check your DMs!" (if the private reply is sent)',
     ]
     # --media alone implies a comment; another post does not match the media list
     code, out, _ = run(config, "guide", "--media", "222")
@@ -152,7 +152,7 @@ def test_json_shape(config: Path) -> None:
             {"type": "private_reply", "comment_id": doc["actions"][0]["comment_id"],
              "text": "Here it is, leo!"},
             {"type": "public_reply", "comment_id": doc["actions"][0]["comment_id"],
-             "text": "Check your DMs!"},
+             "text": "Check your DMs!", "after_private": True},
         ],
         "sent": False,
     }

@@ -149,11 +149,14 @@ class PrivateReply(_Base):
 
 @dataclass(frozen=True, slots=True)
 class PublicReply(_Base):
-    """A public reply under a top-level (non-live) comment."""
+    """A public reply under a top-level (non-live) comment. ``after_private``: it follows
+    the comment's private reply in its workflow (it announces it: "Sent it to your DMs!"),
+    so it goes out only if that private reply did."""
 
     type: ClassVar[str] = "public_reply"
     comment_id: str
     text: str
+    after_private: bool = False
 
 
 @dataclass(frozen=True, slots=True)

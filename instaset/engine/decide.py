@@ -52,6 +52,7 @@ from instaset.engine.steps import (
     hand_off,
     run_steps,
     send_question,
+    withhold_public_replies,
 )
 from instaset.engine.triggers import FIRST_MESSAGE, inbound_dm, match_trigger
 from instaset.events import (
@@ -305,6 +306,8 @@ def resume(
         or (s.kind == "ai_reply" and s.ai_reply is not None and s.ai_reply.mode == "auto")
         for s in wf.actions[:step]
     )
+    # Settled by now, whatever it was: a public reply after it goes out only if it went.
+    run.private_made = run.private_used
     run.trace.append(f"{wf.name}: continuing at step {step + 1} after a delay")
     run_steps(run, step)
     return _finish(run)
@@ -329,6 +332,7 @@ def _ask_at(wf: Workflow | None, step: int) -> AskSpec | None:
 
 
 def _finish(run: Run) -> Decision:
+    withhold_public_replies(run)
     return Decision(run.wf.name, tuple(run.actions), run.state, tuple(run.trace),
                     tuple(run.refused))
 

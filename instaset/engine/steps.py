@@ -48,7 +48,7 @@ from instaset.engine.state import Awaiting, ConversationState
 from instaset.engine.templating import has_placeholders, render
 
 __all__ = ["PRIVATE_REPLY_MAX_AGE", "WINDOW_CLOSED", "Refused", "Run", "hand_off",
-           "run_steps", "send_question"]
+           "run_steps", "send_question", "withhold_public_replies"]
 
 #: A comment accepts its private reply for 7 days.
 PRIVATE_REPLY_MAX_AGE = 7 * 86400
@@ -83,6 +83,9 @@ class Run:
     comment_at: float | None = None  # when the comment was written (private replies: 7 days)
     public_to: str | None = None  # the comment a public reply answers: a top-level post one
     private_used: bool = False
+    # The comment's private reply is a text this workflow sent before (this decision, or
+    # the one before a delay): a public reply after it announces it.
+    private_made: bool = False
     turns: Mapping[str, int] | None = None  # see decide(): public replies in turn
     actions: list[Action] = field(default_factory=list)
     trace: list[str] = field(default_factory=list)
@@ -129,6 +132,9 @@ class Run:
                 self.refuse(step, what, "private_reply_expired", "comment is older than 7 days")
                 return False
             self.private_used = True
+            # Not an AI reply: it is generated and sent by a job of its own, after this
+            # decision's sends may have gone.
+            self.private_made = isinstance(as_private, PrivateReply)
             self.actions.append(as_private)
             return True
         if not self.window_open():
@@ -194,7 +200,8 @@ def _step(run: Run, i: int, step: ActionStep) -> bool:
                 text = variants[run.turns.get(run.wf.name, 0) % len(variants)]
             else:
                 text = run.pick(variants, i)
-            run.actions.append(PublicReply(run.public_to, run.render(text)))
+            run.actions.append(PublicReply(run.public_to, run.render(text),
+                                           after_private=run.private_made))
     elif step.tag is not None:
         for tag in step.tag:
             run.actions.append(SetTag(tag))
@@ -277,3 +284,22 @@ def _step(run: Run, i: int, step: ActionStep) -> bool:
         else:
             run.note(i, "skipped typing: 24 h window closed")
     return True
+
+
+# A private reply the workflow meant to send and the rules refused.
+_PRIVATE_MISSED = frozenset({"private_reply_expired", "private_reply_not_text"})
+
+
+def withhold_public_replies(run: Run) -> None:
+    """A public reply announces the comment's private reply ("Sent it to your DMs!"): when
+    the workflow tried to answer the comment privately and the rules refused every try (the
+    comment is over 7 days old, or only media was offered), its public replies are dropped
+    too, wherever they stand in the workflow. (The outbox does the same for a private reply
+    refused or failed at delivery: see ``PublicReply.after_private``.)"""
+    if run.private_used or not any(r.reason in _PRIVATE_MISSED for r in run.refused):
+        return
+    kept: list[Action] = [a for a in run.actions if not isinstance(a, PublicReply)]
+    if len(kept) < len(run.actions):
+        run.actions = kept
+        run.trace.append(f"{run.wf.name}: skipped public_reply: the comment's private reply "
+                         "was refused")
