@@ -208,6 +208,7 @@ class StaticTokens:
 
 ACCOUNT_WIDE_THROTTLES = frozenset({4, 17, 32})
 ECHO_WAIT = 15.0  # s an unknown outcome waits for its echo before the send may go again
+PRIVATE_REPLY_POLL = 60.0  # s between looks of a public reply at its queued private reply
 # Meta retries a webhook for up to 36 h: how far back a late echo may belong to a send.
 LATE_ECHO_SECONDS = 36 * 3600.0
 # Meta's clock against ours: a late echo is stamped at most this long after our try.
@@ -336,6 +337,11 @@ class Deliverer:
             after_private=out.after_private,
             quick_reply_titles=tuple(t for t, _ in out.quick_replies),
         )
+        if out.after_private and row["private_reply_pending"] and not facts.private_reply_used:
+            # The private reply it announces is still queued (a delay shorter than its wait
+            # for the budget): the public reply follows it, whatever becomes of it.
+            raise RetryLater(PRIVATE_REPLY_POLL, "waiting for the comment's private reply",
+                             count_attempt=False)
         verdict = check_send(facts, now)
         if not isinstance(verdict, Clearance):
             await self._refuse(out, "refused", verdict.reason, verdict.detail)

@@ -234,3 +234,29 @@ async def test_a_private_reply_the_engine_refuses_as_over_7_days_old_is_told_onc
     await h.settle()
     assert [m.text for m in h.sandbox.thread(IGSID) if m.direction == "out"] == [GUIDE]
     assert len(await notices(h)) == 1
+
+
+async def test_a_delayed_public_reply_waits_for_a_private_reply_still_queued(
+        make_harness: MakeHarness) -> None:
+    """The private reply waits for the hourly budget (a busy post) longer than the workflow's
+    delay: the public reply after the delay waits for it instead of being refused, and both
+    go, in order."""
+    delayed = {**C2D, "actions": [{"private_reply": GUIDE}, {"delay": "2m"},
+                                  {"public_reply": ANNOUNCE}]}
+    h = await make_harness(workflows=[delayed], rate_limits={"private_replies_per_hour": 1})
+    await h.sandbox.user_comments("9000000000000001", "guide", MEDIA)  # takes the budget
+    await h.settle()
+    cid = comment_id_of(await h.sandbox.user_comments(IGSID, "guide pls", MEDIA))
+    await h.settle()
+    h.clock.advance(180)  # the delay is over; the private reply still waits for the budget
+    await h.rt.worker.run_burst()
+    mine = await h.rt.db.fetchall(
+        "SELECT kind, state, reason FROM sends WHERE contact_id = ? ORDER BY key", (IGSID,))
+    assert [tuple(r) for r in mine] == [("private_reply", "pending", None),
+                                        ("public_reply", "pending", None)]
+    await h.settle(advance_up_to=3600)
+    mine = await h.rt.db.fetchall(
+        "SELECT kind, state, reason FROM sends WHERE contact_id = ? ORDER BY key", (IGSID,))
+    assert [tuple(r) for r in mine] == [("private_reply", "sent", None),
+                                        ("public_reply", "sent", None)]
+    assert public_replies(h, cid) == [ANNOUNCE]

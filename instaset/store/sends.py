@@ -52,7 +52,13 @@ def _facts_sql(comment: str, key: str) -> str:
 
 
 _DELIVERY_SQL = (
-    f"SELECT s.*, {_facts_sql('s.comment_id', 's.key')}"
+    f"SELECT s.*, {_facts_sql('s.comment_id', 's.key')},"
+    # For a public reply: whether the comment's private reply is still queued (the
+    # commenter's sends, by the sends_contact index).
+    " CASE WHEN s.kind = 'public_reply' THEN EXISTS (SELECT 1 FROM sends p"
+    "   WHERE p.account_id = s.account_id AND p.contact_id = s.contact_id"
+    "   AND p.comment_id = s.comment_id AND p.kind = 'private_reply'"
+    "   AND p.state = 'pending') ELSE 0 END AS private_reply_pending"
     " FROM sends s LEFT JOIN accounts a ON a.id = s.account_id"
     " LEFT JOIN conversations c ON a.id IS NOT NULL"
     "   AND c.account_id = s.account_id AND c.contact_id = s.contact_id"
