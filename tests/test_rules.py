@@ -217,7 +217,10 @@ def test_budgets_from_config() -> None:
         SendClass.MEDIA: Budget(1, 2.0),  # 0.5/s: one send per 2 s
         SendClass.PRIVATE_REPLY: Budget(200, 3600.0),
         SendClass.PUBLIC_REPLY: Budget(20, 1.0),
+        SendClass.LIVE_PRIVATE_REPLY: Budget(5, 1.0),  # its own, per second (default 5)
     }
+    live = budgets_from_config(20, 0.5, 200, live_private_replies_per_second=0.5)
+    assert live.budgets[SendClass.LIVE_PRIVATE_REPLY] == Budget(1, 2.0)
 
 
 @settings(max_examples=200, deadline=None, derandomize=True, database=None)
