@@ -8,8 +8,9 @@
   through the outbox (keyed sends) only when the sending rules allow an automated DM now;
   otherwise :class:`Outcome` says why not.
 - The ``booking_reminder`` job (one per booking, start and offset) is a no-op for a booking
-  cancelled or moved since, is skipped outside the 24 h window (never sent with a tag), and
-  records its outcome once in ``booking_reminders``.
+  cancelled or moved since, for an offset no longer configured and for a reminder overtaken
+  by a later one (after downtime), is skipped outside the 24 h window (never sent with a
+  tag), and records its outcome once in ``booking_reminders``.
 - :class:`BookingTaps` routes the contact's taps on those quick replies to ``booking_tap``.
 """
 
@@ -281,10 +282,17 @@ class BookingDesk(SlotDesk):
     async def remind(self, job: Job) -> None:
         """The ``booking_reminder`` job: send the reminder if the booking is still live at
         the start it was scheduled for and the rules allow an automated DM now (inside the
-        24 h window, automation not paused); otherwise skip. Recorded once per key."""
+        24 h window, automation not paused); otherwise skip. Recorded once per key.
+
+        Skipped too: an offset no longer in ``booking.reminders`` (``unconfigured``: ``[]``
+        means none, also for the reminders queued before the change), and a reminder whose
+        moment a later one's has passed too (``late``: after downtime the "24 h before" one
+        would otherwise go out next to the "1 h before" one, minutes before the call; only
+        the latest one due is sent)."""
         p = job.payload
         bid, start, offset = int(p["booking_id"]), float(p["start_at"]), float(p["offset"])
         now = self.clock()
+        offsets = {float(o.total_seconds()) for o in self.cfg.reminders}
         async with self.db.tx() as conn:
             row = await bstore.get_booking(conn, bid)
             if row is not None and not await bstore.reminder_recorded(conn, job.key):
@@ -298,6 +306,10 @@ class BookingDesk(SlotDesk):
                     reason = "moved"
                 elif now >= start:
                     reason = "past"
+                elif offset not in offsets:
+                    reason = "unconfigured"
+                elif any(o < offset and start - o <= now for o in offsets):
+                    reason = "late"
                 elif (refusal := await self.refusal_in(conn, out, now)) is not None:
                     reason = refusal.reason
                 if reason is None:
