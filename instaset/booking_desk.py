@@ -10,6 +10,10 @@
 - The helpers every later change shares: :meth:`SlotDesk.refusal_in` (the sending rules),
   the configured texts and :meth:`SlotDesk.reminder_jobs`.
 
+The configured texts are filled with ``str.format``, each with the names
+:data:`~instaset.config_models.BOOKING_TEXT_PLACEHOLDERS` lists for it (the config is checked
+against that list when it loads).
+
 :class:`~instaset.booking_lifecycle.BookingDesk` extends :class:`SlotDesk` with the lifecycle
 (cancel, reschedule, the contact's taps, reminders); use that one.
 """
@@ -138,7 +142,8 @@ class SlotDesk:
             log.info("%s booked %s", contact, when)
         else:
             nxt = await self.slots_in(conn, acct, now, self.cfg.offer)
-            outs = [self._offer(f"send:{key}", acct, contact, self.cfg.unavailable,
+            outs = [self._offer(f"send:{key}", acct, contact,
+                                self.cfg.unavailable.format(timezone=tz_label(self.tz)),
                                 nxt, None)] if nxt else []
         if outs:
             await enqueue_sends(conn, outs, now)

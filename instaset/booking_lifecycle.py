@@ -273,7 +273,9 @@ class BookingDesk(SlotDesk):
                 return
             except SlotTaken:
                 pass  # taken between the offer and the tap: offer the next ones
-        outs = await self._move_offer_in(conn, row, f"send:{key}", self.cfg.unavailable, now)
+        outs = await self._move_offer_in(
+            conn, row, f"send:{key}", self.cfg.unavailable.format(timezone=tz_label(self.tz)),
+            now)
         if outs:
             await enqueue_sends(conn, outs, now)
 

@@ -290,6 +290,7 @@ def _default_availability() -> list[Hours]:
 BOOKING_TEXT_PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     "intro": ("timezone",),
     "confirmation": ("when", "timezone"),
+    "unavailable": ("timezone",),
     "reminder": ("title", "when", "timezone"),
     "cancelled": ("title", "when", "timezone"),
     "moved": ("title", "when", "timezone"),
@@ -298,8 +299,7 @@ BOOKING_TEXT_PLACEHOLDERS: dict[str, tuple[str, ...]] = {
 }
 """The names each booking message is filled with (``str.format`` in
 :mod:`instaset.booking_desk` and :mod:`instaset.booking_lifecycle`): any other placeholder,
-or a lone brace, would raise there at every send, so the config refuses it at load.
-(``unavailable`` is sent as written, so any text is fine there.)"""
+or a lone brace, would raise there at every send, so the config refuses it at load."""
 
 
 class BookingConfig(_Model):

@@ -10,9 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from instaset.ai.feature import install_feature
-from instaset.booking import REMINDER_KIND, BookingDesk, install, slot_payload
-from instaset.config import BookingConfig
+from instaset.booking import REMINDER_KIND, BookingDesk, slot_payload
 from tests.sending_harness import Clock, Harness, open_harness
 from tests.test_booking_lifecycle import BOOKING as ANY_TIME
 from tests.test_booking_lifecycle import IGSID, NOW, rows, tap, texts
@@ -23,15 +21,12 @@ BOOKING = {**ANY_TIME, "availability": [{"days": "daily", "from": "09:00", "to":
 @contextlib.asynccontextmanager
 async def booking_env(tmp_path: Path, workflows: tuple[dict[str, Any], ...] = (),
                       **booking: Any) -> AsyncIterator[Harness]:
-    """The daemon wired as in production (the AI feature, then booking) on a frozen clock at
-    Monday 2025-06-02 06:00 UTC; availability daily 09:00-17:00 UTC, 30 min slots, offer 3,
-    with ``booking`` overriding keys of that section."""
-    async with open_harness(tmp_path, clock=Clock(NOW, frozen=True),
-                            workflows=workflows) as h:
-        cfg = BookingConfig.model_validate({**BOOKING, **booking})
-        h.rt.config = h.rt.config.model_copy(update={"timezone": "UTC", "booking": cfg})
-        install_feature(h.rt)
-        install(h.rt)
+    """The daemon as in production (its features installed by ``runtime()``) on a frozen clock
+    at Monday 2025-06-02 06:00 UTC; slots daily 09:00-17:00 UTC, 30 min long, 3 offered, with
+    ``booking`` overriding keys of that section."""
+    async with open_harness(tmp_path, clock=Clock(NOW, frozen=True), workflows=workflows,
+                            extra={"timezone": "UTC",
+                                   "booking": {**BOOKING, **booking}}) as h:
         yield h
 
 
