@@ -249,9 +249,10 @@ class WorkflowAutomation:
                             conn, st.account_id, st.contact_id, f"send:{k}", action.text,
                             decision.workflow, now)
                         outs.extend(offer)
-                        if not offer:
+                        if not offer:  # another hook (the booking desk always answers)
+                            who = f"@{st.username}" if st.username else st.contact_id
                             jobs.append(notify_job(k, st.account_id, st.contact_id, "booking",
-                                                   "no free booking slot to offer", now))
+                                                   f"no free booking slot to offer {who}", now))
                 case ScoreLead() | SetStage():
                     points = action.points if isinstance(action, ScoreLead) else 0
                     reason = action.reason if isinstance(action, ScoreLead) else ""

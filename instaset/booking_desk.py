@@ -7,6 +7,8 @@
   start) makes the second of two concurrent taps fail, and that person gets the next free
   slots. The confirmation carries "Reschedule"/"Cancel" quick replies; reminders are
   scheduled with the booking.
+- No free slot at all (an offer, or a tap on a time just taken): the contact gets the
+  ``no_slots`` message and the creator a notice naming them, so nobody is left waiting.
 - The helpers every later change shares: :meth:`SlotDesk.refusal_in` (the sending rules),
   the configured texts and :meth:`SlotDesk.reminder_jobs`.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 
 import aiosqlite
 
@@ -47,6 +50,7 @@ from instaset.store import ai as aistore
 from instaset.store import sends as sendstore
 from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in
+from instaset.timefmt import format_duration
 
 log = logging.getLogger("instaset.booking")
 
@@ -89,9 +93,10 @@ class SlotDesk:
         self, conn: aiosqlite.Connection, account_id: str, contact_id: str, key: str,
         intro: str | None, workflow: str | None, now: float,
     ) -> list[Outgoing]:
-        """The message offering the next ``booking.offer`` free slots (none when there is no
-        free slot: the caller tells the creator); with ``booking.link``, the message with
-        the scheduling page's link for this contact instead (tracked like every link)."""
+        """The message offering the next ``booking.offer`` free slots; with ``booking.link``,
+        the message with the scheduling page's link for this contact instead (tracked like
+        every link). With no free slot, the ``no_slots`` message, and the creator is notified
+        (naming the contact) by a job queued in this transaction."""
         if self.cfg.link:
             url = booking_link(self.cfg.link, contact_id)
             return [Outgoing(key=key, kind=SendKind.TEXT, account_id=account_id,
@@ -101,7 +106,13 @@ class SlotDesk:
         if not slots:
             log.warning("no free booking slot for %s in the next %s", contact_id,
                         self.cfg.horizon)
-            return []
+            who = await self._who_in(conn, account_id, contact_id)
+            await enqueue_in(conn, [notify_job(
+                f"booking:none:{key}", account_id, contact_id, "booking",
+                f"{who} wants to book, but {self._none_free()}; they get booking.no_slots",
+                now)], now)
+            return [replace(self._no_slots_out(key, account_id, contact_id, self.cfg.title),
+                            workflow=workflow)]
         text = intro or self.cfg.intro.format(timezone=tz_label(self.tz))
         return [self._offer(key, account_id, contact_id, text, slots, workflow)]
 
@@ -131,8 +142,7 @@ class SlotDesk:
             outs = [Outgoing(key=f"send:{key}", kind=SendKind.TEXT, account_id=acct,
                              contact_id=contact, text=text,
                              quick_replies=manage_replies(int(row["id"])))]
-            conv = await aistore.conversation_row(conn, acct, contact)
-            who = f"@{conv['username']}" if conv is not None and conv["username"] else contact
+            who = await self._who_in(conn, acct, contact)
             jobs.append(notify_job(key, acct, contact, "booking",
                                    f"{who} booked {self.cfg.title} on {when} "
                                    f"({tz_label(self.tz)})", now))
@@ -140,11 +150,17 @@ class SlotDesk:
             if self.on_booked is not None:
                 jobs.extend(await self.on_booked(conn, acct, contact, now))
             log.info("%s booked %s", contact, when)
-        else:
-            nxt = await self.slots_in(conn, acct, now, self.cfg.offer)
+        elif nxt := await self.slots_in(conn, acct, now, self.cfg.offer):
             outs = [self._offer(f"send:{key}", acct, contact,
                                 self.cfg.unavailable.format(timezone=tz_label(self.tz)),
-                                nxt, None)] if nxt else []
+                                nxt, None)]
+        else:
+            outs, who = [], await self._who_in(conn, acct, contact)
+            note = await self._answer_in(conn, self._no_slots_out(
+                f"send:{key}", acct, contact, self.cfg.title), who, now)
+            jobs.append(notify_job(key, acct, contact, "booking",
+                                   f"{who} tapped a time that is no longer free, and"
+                                   f" {self._none_free()}{note}", now))
         if outs:
             await enqueue_sends(conn, outs, now)
         await enqueue_in(conn, jobs, now)
@@ -173,6 +189,26 @@ class SlotDesk:
             return refusal.detail
         await enqueue_sends(conn, [out], now)
         return None
+
+    async def _answer_in(self, conn: aiosqlite.Connection, out: Outgoing, who: str,
+                         now: float) -> str:
+        """Queue ``out`` (an answer to the contact) if the rules allow it now; returns what
+        the creator's notice about it adds: nothing, or why ``who`` was not told."""
+        why_not = await self._tell_in(conn, out, now)
+        return "" if why_not is None else f"; {who} could not be told: {why_not}"
+
+    async def _who_in(self, conn: aiosqlite.Connection, acct: str, contact: str) -> str:
+        """The contact as the creator's notices name them: @username, else the id."""
+        conv = await aistore.conversation_row(conn, acct, contact)
+        return f"@{conv['username']}" if conv is not None and conv["username"] else contact
+
+    def _none_free(self) -> str:
+        return (f"no slot is free within booking.horizon ({format_duration(self.cfg.horizon)})"
+                " (see booking.availability)")
+
+    def _no_slots_out(self, key: str, acct: str, contact: str, title: str) -> Outgoing:
+        return Outgoing(key=key, kind=SendKind.TEXT, account_id=acct, contact_id=contact,
+                        text=self.cfg.no_slots.format(title=title, timezone=tz_label(self.tz)))
 
     def _text(self, name: str, row: sqlite3.Row, start: float) -> str:
         return str(getattr(self.cfg, name)).format(

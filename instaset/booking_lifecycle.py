@@ -256,9 +256,7 @@ class BookingDesk(SlotDesk):
                 if outs:
                     await enqueue_sends(conn, outs, now)
                 else:
-                    await enqueue_in(conn, [notify_job(job.key, acct, contact, "booking",
-                                                       f"{_who(row)} wants to reschedule"
-                                                       " but there is no free slot", now)], now)
+                    await self._none_free_in(conn, job.key, row, "wants to reschedule", now)
             elif action == "move" and float(p["start"]) != row["start_at"]:
                 await self._tapped_move_in(conn, job.key, row, float(p["start"]), now)
             await complete_in(conn, job, now)
@@ -278,6 +276,22 @@ class BookingDesk(SlotDesk):
             now)
         if outs:
             await enqueue_sends(conn, outs, now)
+        else:
+            await self._none_free_in(conn, key, row, "tapped a new time that is no longer"
+                                     " free for", now)
+
+    async def _none_free_in(self, conn: aiosqlite.Connection, key: str, row: sqlite3.Row,
+                            did: str, now: float) -> None:
+        """No other free time for the contact's booking ``row``: the contact gets
+        ``no_slots`` (the booking stays) and the creator a notice naming them."""
+        acct, contact = str(row["account_id"]), str(row["contact_id"])
+        note = await self._answer_in(conn, self._no_slots_out(
+            f"send:{key}", acct, contact, str(row["title"])), _who(row), now)
+        await enqueue_in(conn, [notify_job(
+            key, acct, contact, "booking",
+            f"{_who(row)} {did} {row['title']} on {slot_when(row['start_at'], self.tz)}"
+            f" ({tz_label(self.tz)}), but {self._none_free()}; the booking stays{note}", now)],
+            now)
 
 
     # -- reminders -------------------------------------------------------------------------

@@ -291,6 +291,7 @@ BOOKING_TEXT_PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     "intro": ("timezone",),
     "confirmation": ("when", "timezone"),
     "unavailable": ("timezone",),
+    "no_slots": ("title", "timezone"),
     "reminder": ("title", "when", "timezone"),
     "cancelled": ("title", "when", "timezone"),
     "moved": ("title", "when", "timezone"),
@@ -319,6 +320,9 @@ class BookingConfig(_Model):
     intro: str = "Here are my next free times ({timezone}). Tap one to book it:"
     confirmation: str = "You're booked for {when} ({timezone}). See you then!"
     unavailable: str = "Sorry, that time is no longer free. Here are the next ones:"
+    # When no slot is free at all (an offer, a tap on a time just taken, a reschedule); the
+    # creator is notified too.
+    no_slots: str = "Sorry, I have no free time to offer right now. I'll get back to you soon."
     # Reminders before each booking, sent only while the 24 h messaging window is open.
     reminders: list[Duration] = Field(
         default_factory=lambda: [timedelta(hours=24), timedelta(hours=1)])

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -386,6 +387,25 @@ async def test_booking_through_a_function_call_and_a_tap(make: Make) -> None:
     assert len(notes) == 1
     [lead] = await env.rows("SELECT * FROM leads")
     assert lead["stage"] == "booked"
+
+
+async def test_an_ai_booking_offer_with_no_free_slot_tells_the_contact_and_the_creator(
+        make: Make) -> None:
+    monday = datetime(2025, 6, 2, 6, 0, tzinfo=UTC).timestamp()
+    env = await make(booking={"enabled": True, "min_notice": 0, "horizon": "1d",
+                              "availability": [{"days": "sun", "from": "09:00",
+                                                "to": "10:00"}]},
+                     clock=Clock(monday, frozen=True))
+    env.fake.script(function_call("offer_booking", text="Let's find a time!"))
+    await env.h.dm(IGSID, "can I book a call?")
+    await env.h.settle()
+    assert env.texts() == ["Let's find a time!", "Sorry, I have no free time to offer right"
+                           " now. I'll get back to you soon."]
+    # named by the id: the reply job runs before the new contact's profile is stored
+    [note] = await env.rows("SELECT text FROM notifications WHERE kind = 'booking'")
+    assert note["text"] == (
+        f"{IGSID} wants to book, but no slot is free within booking.horizon (1d) (see"
+        " booking.availability); they get booking.no_slots")
 
 
 async def test_every_inbound_message_rescores_the_lead(make: Make) -> None:

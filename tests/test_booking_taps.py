@@ -66,9 +66,84 @@ async def test_unavailable_is_filled_in_when_a_new_time_was_taken(tmp_path: Path
         assert mine["start_at"] == NINE  # it stays where it was
 
 
-
 def test_unavailable_takes_only_timezone_at_load() -> None:
     with pytest.raises(ValidationError, match=r"unknown placeholder \{when\} \(this message can"
                        r" use \{timezone\}\)"):
         BookingConfig.model_validate({"unavailable": "{when} is taken ({timezone})"})
     assert BookingConfig.model_validate({"unavailable": "{{sorry}} ({timezone})"})
+
+
+# -- 3: no free slot at all: the contact hears so, the creator is told who ----------------------
+WHO = f"@user_{IGSID}"
+NO_SLOTS = "Sorry, I have no free time to offer right now. I'll get back to you soon."
+NOTIFY_WORKFLOW = ({"name": "slots", "trigger": {"dm": {"keywords": ["book"]}},
+                    "actions": [{"offer_booking": True}, {"notify": "@{username} is booking"}]},)
+
+
+async def test_an_offer_with_no_free_slot_tells_the_contact_and_names_them(
+        tmp_path: Path) -> None:
+    sundays = [{"days": "sun", "from": "09:00", "to": "10:00"}]
+    async with booking_env(tmp_path, NOTIFY_WORKFLOW, horizon="1d",
+                           availability=sundays) as h:
+        await h.dm(IGSID, "book")
+        await h.settle()
+        assert texts(h) == [NO_SLOTS]
+        assert await notes(h) == [
+            f"{WHO} wants to book, but no slot is free within booking.horizon (1d) (see"
+            " booking.availability); they get booking.no_slots"]
+        # the workflow goes on
+        assert [n["text"] for n in await rows(
+            h, "SELECT text FROM notifications WHERE kind = 'notify'")] == [f"{WHO} is booking"]
+
+
+async def test_the_loser_of_the_race_for_the_last_slot_is_told(tmp_path: Path) -> None:
+    one_slot = [{"days": "mon", "from": "09:00", "to": "09:30"}]
+    async with booking_env(tmp_path, availability=one_slot) as h:
+        await h.dm(OTHER, "hi")  # its profile (the username) is known before the tap
+        await h.settle()
+        await tap(h, "Mon 02 Jun 09:00", slot_payload(NINE))
+        await tap(h, "Mon 02 Jun 09:00", slot_payload(NINE), who=OTHER)
+        assert texts(h, OTHER) == [NO_SLOTS]
+        assert (await notes(h))[1:] == [
+            f"@user_{OTHER} tapped a time that is no longer free, and no slot is free within"
+            " booking.horizon (1w) (see booking.availability)"]
+        assert len(await rows(h, "SELECT * FROM bookings")) == 1
+
+
+async def test_reschedule_with_no_other_free_time_tells_both(tmp_path: Path) -> None:
+    one_slot = [{"days": "mon", "from": "09:00", "to": "09:30"}]
+    async with booking_env(tmp_path, availability=one_slot) as h:
+        await tap(h, "Mon 02 Jun 09:00", slot_payload(NINE))
+        await tap(h, *quick(h)[0])  # Reschedule
+        assert texts(h)[-1] == NO_SLOTS
+        assert (await notes(h))[-1] == (
+            f"{WHO} wants to reschedule Call on Monday 02 June 2025, 09:00 (UTC), but no slot"
+            " is free within booking.horizon (1w) (see booking.availability); the booking"
+            " stays")
+        [booking] = await rows(h, "SELECT status, start_at FROM bookings")
+        assert booking == {"status": "booked", "start_at": NINE}
+
+
+async def test_a_new_time_taken_with_nothing_else_free_tells_both(tmp_path: Path) -> None:
+    two_slots = [{"days": "mon", "from": "09:00", "to": "10:00"}]
+    async with booking_env(tmp_path, availability=two_slots) as h:
+        await tap(h, "Mon 02 Jun 09:00", slot_payload(NINE))
+        await tap(h, *quick(h)[0])  # Reschedule: only 09:30 is offered
+        [(title, move)] = quick(h)
+        await tap(h, title, slot_payload(NINE + 1800), who=OTHER)  # takes 09:30
+        await tap(h, title, move)
+        assert texts(h)[-1] == NO_SLOTS
+        assert (await notes(h))[-1] == (
+            f"{WHO} tapped a new time that is no longer free for Call on Monday 02 June 2025,"
+            " 09:00 (UTC), but no slot is free within booking.horizon (1w) (see"
+            " booking.availability); the booking stays")
+        [mine] = await rows(h, f"SELECT start_at FROM bookings WHERE contact_id = '{IGSID}'")
+        assert mine["start_at"] == NINE
+
+
+def test_no_slots_takes_title_and_timezone_at_load() -> None:
+    with pytest.raises(ValidationError, match=r"unknown placeholder \{when\} \(this message can"
+                       r" use \{title\}, \{timezone\}\)"):
+        BookingConfig.model_validate({"no_slots": "Nothing before {when}"})
+    cfg = BookingConfig.model_validate({"no_slots": "No {title} times ({timezone}) {{soon}}"})
+    assert cfg.no_slots.format(title="Call", timezone="UTC") == "No Call times (UTC) {soon}"
