@@ -9,6 +9,16 @@
   scheduled with the booking.
 - No free slot at all (an offer, or a tap on a time just taken): the contact gets the
   ``no_slots`` message and the creator a notice naming them, so nobody is left waiting.
+- One live booking per contact. A contact whose booking is still ahead and who asks to book
+  again (an offer) or taps a slot gets ``already_booked`` with that booking's
+  "Reschedule"/"Cancel" quick replies instead of a second booking; a tap on the very slot
+  they hold confirms it again (the ``confirmation``), never "no longer free". Why: the lead
+  stage ("booked: has a booking"), the Reschedule/Cancel buttons and the reminders are each
+  about one appointment, and nothing else stopped a contact from holding every slot (each
+  tap on a still-open offer, or the menu's "Book a call" path, booked one more, with one
+  more notice to the creator). Moving is what Reschedule is for. A booking that has started
+  no longer counts, so a follow-up can be booked after the call. The limit applies to the
+  contact's taps and offers only; bookings are made nowhere else.
 - The helpers every later change shares: :meth:`SlotDesk.refusal_in` (the sending rules),
   the configured texts and :meth:`SlotDesk.reminder_jobs`.
 
@@ -47,6 +57,7 @@ from instaset.outbox import Outgoing, enqueue_sends
 from instaset.queue import NewJob, enqueue_in
 from instaset.rules import Clearance, Refusal, SendFacts, SendKind, check_send
 from instaset.store import ai as aistore
+from instaset.store import booking as bstore
 from instaset.store import sends as sendstore
 from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in
@@ -95,13 +106,18 @@ class SlotDesk:
     ) -> list[Outgoing]:
         """The message offering the next ``booking.offer`` free slots; with ``booking.link``,
         the message with the scheduling page's link for this contact instead (tracked like
-        every link). With no free slot, the ``no_slots`` message, and the creator is notified
-        (naming the contact) by a job queued in this transaction."""
+        every link). To a contact with a booking ahead, ``already_booked`` with its
+        Reschedule/Cancel quick replies. With no free slot, the ``no_slots`` message, and
+        the creator is notified (naming the contact) by a job queued in this transaction."""
         if self.cfg.link:
             url = booking_link(self.cfg.link, contact_id)
             return [Outgoing(key=key, kind=SendKind.TEXT, account_id=account_id,
                              contact_id=contact_id, workflow=workflow,
                              text=self.cfg.link_text.format(link=url))]
+        mine = await bstore.upcoming_booking(conn, account_id, contact_id, now)
+        if mine is not None:  # one live booking per contact (module docstring)
+            return [replace(self._manage_out(key, mine, self._text(
+                "already_booked", mine, mine["start_at"])), workflow=workflow)]
         slots = await self.slots_in(conn, account_id, now, self.cfg.offer)
         if not slots:
             log.warning("no free booking slot for %s in the next %s", contact_id,
@@ -128,6 +144,15 @@ class SlotDesk:
 
     async def _book_in(self, conn: aiosqlite.Connection, key: str, acct: str, contact: str,
                        start: float, now: float) -> None:
+        mine = await bstore.upcoming_booking(conn, acct, contact, now)
+        if mine is not None:  # one live booking per contact (module docstring)
+            again = mine["start_at"] == start
+            text = (self._confirmation(start) if again
+                    else self._text("already_booked", mine, mine["start_at"]))
+            await enqueue_sends(conn, [self._manage_out(f"send:{key}", mine, text)], now)
+            log.info("%s tapped %s while booked for %s: %s", contact, start, mine["start_at"],
+                     "confirmed again" if again else "already booked")
+            return
         free = {s.start: s for s in await self.slots_in(conn, acct, now, None)}
         slot = free.get(start)
         booked = slot is not None and await aistore.insert_booking(
@@ -138,10 +163,7 @@ class SlotDesk:
         row = await aistore.booking_by_key(conn, key) if booked else None
         if slot is not None and row is not None:
             when = slot_when(start, self.tz)
-            text = self.cfg.confirmation.format(when=when, timezone=tz_label(self.tz))
-            outs = [Outgoing(key=f"send:{key}", kind=SendKind.TEXT, account_id=acct,
-                             contact_id=contact, text=text,
-                             quick_replies=manage_replies(int(row["id"])))]
+            outs = [self._manage_out(f"send:{key}", row, self._confirmation(start))]
             who = await self._who_in(conn, acct, contact)
             jobs.append(notify_job(key, acct, contact, "booking",
                                    f"{who} booked {self.cfg.title} on {when} "
@@ -205,6 +227,16 @@ class SlotDesk:
     def _none_free(self) -> str:
         return (f"no slot is free within booking.horizon ({format_duration(self.cfg.horizon)})"
                 " (see booking.availability)")
+
+    def _manage_out(self, key: str, row: sqlite3.Row, text: str) -> Outgoing:
+        """``text`` about booking ``row``, with its Reschedule/Cancel quick replies."""
+        return Outgoing(key=key, kind=SendKind.TEXT, account_id=str(row["account_id"]),
+                        contact_id=str(row["contact_id"]), text=text,
+                        quick_replies=manage_replies(int(row["id"])))
+
+    def _confirmation(self, start: float) -> str:
+        return self.cfg.confirmation.format(when=slot_when(start, self.tz),
+                                            timezone=tz_label(self.tz))
 
     def _no_slots_out(self, key: str, acct: str, contact: str, title: str) -> Outgoing:
         return Outgoing(key=key, kind=SendKind.TEXT, account_id=acct, contact_id=contact,

@@ -292,6 +292,7 @@ BOOKING_TEXT_PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     "confirmation": ("when", "timezone"),
     "unavailable": ("timezone",),
     "no_slots": ("title", "timezone"),
+    "already_booked": ("title", "when", "timezone"),
     "reminder": ("title", "when", "timezone"),
     "cancelled": ("title", "when", "timezone"),
     "moved": ("title", "when", "timezone"),
@@ -323,6 +324,9 @@ class BookingConfig(_Model):
     # When no slot is free at all (an offer, a tap on a time just taken, a reschedule); the
     # creator is notified too.
     no_slots: str = "Sorry, I have no free time to offer right now. I'll get back to you soon."
+    # To a contact who has a booking ahead and taps a time or asks to book again (one live
+    # booking per contact), with that booking's Reschedule/Cancel quick replies.
+    already_booked: str = "You're already booked for your {title} on {when} ({timezone})."
     # Reminders before each booking, sent only while the 24 h messaging window is open.
     reminders: list[Duration] = Field(
         default_factory=lambda: [timedelta(hours=24), timedelta(hours=1)])

@@ -147,3 +147,82 @@ def test_no_slots_takes_title_and_timezone_at_load() -> None:
         BookingConfig.model_validate({"no_slots": "Nothing before {when}"})
     cfg = BookingConfig.model_validate({"no_slots": "No {title} times ({timezone}) {{soon}}"})
     assert cfg.no_slots.format(title="Call", timezone="UTC") == "No Call times (UTC) {soon}"
+
+
+# -- 4: one live booking per contact ------------------------------------------------------------
+BOOK_WORKFLOW = ({"name": "slots", "trigger": {"dm": {"keywords": ["book"]}},
+                  "actions": [{"offer_booking": True}]},)
+ALREADY = "You're already booked for your Call on Monday 02 June 2025, 09:00 (UTC)."
+BOOKED_NINE = "You're booked for Monday 02 June 2025, 09:00 (UTC). See you then!"
+
+
+async def test_a_booked_contact_tapping_another_slot_is_told_instead_of_booked_twice(
+        tmp_path: Path) -> None:
+    async with booking_env(tmp_path, BOOK_WORKFLOW) as h:
+        await h.dm(IGSID, "book")
+        await h.settle()
+        offered = quick(h)
+        await tap(h, *offered[0])  # 09:00
+        [booking] = await rows(h, "SELECT * FROM bookings")
+        manage = quick(h)
+        await tap(h, *offered[1])  # 09:30, from the same offer
+        assert texts(h)[-1] == ALREADY
+        assert quick(h) == manage == [("Reschedule", f"BOOKING_RESCHEDULE:{booking['id']}"),
+                                      ("Cancel", f"BOOKING_CANCEL:{booking['id']}")]
+        assert len(await rows(h, "SELECT * FROM bookings")) == 1
+        assert len(await notes(h)) == 1  # the one "booked" notice
+
+        # asking to book again: the same answer instead of an offer
+        await h.dm(IGSID, "book")
+        await h.settle()
+        assert texts(h)[-1] == ALREADY and quick(h) == manage
+
+        # the Reschedule button it carries moves the one booking
+        await tap(h, *manage[0])
+        await tap(h, *quick(h)[1])  # 10:00
+        [moved] = await rows(h, "SELECT id, start_at FROM bookings")
+        assert moved == {"id": booking["id"], "start_at": TEN}
+
+
+async def test_a_second_tap_on_the_slot_the_contact_holds_confirms_it_again(
+        tmp_path: Path) -> None:
+    async with booking_env(tmp_path) as h:
+        await tap(h, "Mon 02 Jun 09:00", slot_payload(NINE))
+        await tap(h, "Mon 02 Jun 09:00", slot_payload(NINE))  # a new message: a new mid
+        assert texts(h) == [BOOKED_NINE, BOOKED_NINE]
+        assert [t for t, _ in quick(h)] == ["Reschedule", "Cancel"]
+        assert len(await rows(h, "SELECT * FROM bookings")) == 1
+        assert len(await notes(h)) == 1
+
+
+async def test_after_the_call_the_contact_can_book_a_follow_up(tmp_path: Path) -> None:
+    async with booking_env(tmp_path) as h:
+        await tap(h, "Mon 02 Jun 09:00", slot_payload(NINE))
+        h.clock.advance(3 * 3600 + 60)  # Mon 09:01: the call has started
+        await tap(h, "Mon 02 Jun 11:00", slot_payload(NOW + 5 * 3600))
+        assert texts(h)[-1] == "You're booked for Monday 02 June 2025, 11:00 (UTC). See you then!"
+        assert [b["start_at"] for b in await rows(
+            h, "SELECT start_at FROM bookings WHERE status = 'booked' ORDER BY start_at")] == [
+            NINE, NOW + 5 * 3600]
+
+
+async def test_a_new_time_for_a_cancelled_booking_does_not_book_a_second_one(
+        tmp_path: Path) -> None:
+    async with booking_env(tmp_path) as h:
+        await tap(h, "Mon 02 Jun 09:00", slot_payload(NINE))
+        reschedule, cancel = quick(h)
+        await tap(h, *reschedule)
+        old_offer = dict(quick(h))
+        await tap(h, *cancel)
+        await tap(h, "Mon 02 Jun 11:00", slot_payload(NOW + 5 * 3600))  # booked afresh
+        await tap(h, "Mon 02 Jun 10:00", old_offer["Mon 02 Jun 10:00"])
+        assert texts(h)[-1] == (
+            "You're already booked for your Call on Monday 02 June 2025, 11:00 (UTC).")
+        assert [b["start_at"] for b in await rows(
+            h, "SELECT start_at FROM bookings WHERE status = 'booked'")] == [NOW + 5 * 3600]
+
+
+def test_already_booked_takes_title_when_and_timezone_at_load() -> None:
+    with pytest.raises(ValidationError, match=r"unknown placeholder \{username\} \(this message"
+                       r" can use \{title\}, \{when\}, \{timezone\}\)"):
+        BookingConfig.model_validate({"already_booked": "Hi {username}, see you {when}"})

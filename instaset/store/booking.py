@@ -43,6 +43,16 @@ async def booking_at(conn: aiosqlite.Connection, account_id: str, start_at: floa
     return rows[0] if rows else None
 
 
+async def upcoming_booking(conn: aiosqlite.Connection, account_id: str, contact_id: str,
+                           now: float) -> sqlite3.Row | None:
+    """The contact's earliest live booking that has not started by ``now``, with their
+    username (None if they have none)."""
+    rows = await _rows(conn, _BOOKING + " WHERE b.account_id = ? AND b.contact_id = ?"
+                       " AND b.status = 'booked' AND b.start_at > ? ORDER BY b.start_at, b.id"
+                       " LIMIT 1", (account_id, contact_id, now))
+    return rows[0] if rows else None
+
+
 async def busy_except(conn: aiosqlite.Connection, account_id: str, start: float, end: float,
                       exclude_id: int) -> list[tuple[float, float]]:
     """Live bookings overlapping [start, end) other than ``exclude_id`` (a booking being moved
