@@ -149,7 +149,8 @@ class SlotDesk:
             again = mine["start_at"] == start
             text = (self._confirmation(start) if again
                     else self._text("already_booked", mine, mine["start_at"]))
-            await enqueue_sends(conn, [self._manage_out(f"send:{key}", mine, text)], now)
+            await self._answer_in(conn, self._manage_out(f"send:{key}", mine, text), contact,
+                                  now)
             log.info("%s tapped %s while booked for %s: %s", contact, start, mine["start_at"],
                      "confirmed again" if again else "already booked")
             return
@@ -163,42 +164,43 @@ class SlotDesk:
         row = await aistore.booking_by_key(conn, key) if booked else None
         if slot is not None and row is not None:
             when = slot_when(start, self.tz)
-            outs = [self._manage_out(f"send:{key}", row, self._confirmation(start))]
             who = await self._who_in(conn, acct, contact)
+            note = await self._answer_in(conn, self._manage_out(
+                f"send:{key}", row, self._confirmation(start)), who, now)
             jobs.append(notify_job(key, acct, contact, "booking",
                                    f"{who} booked {self.cfg.title} on {when} "
-                                   f"({tz_label(self.tz)})", now))
+                                   f"({tz_label(self.tz)}){note}", now))
             jobs += self.reminder_jobs(int(row["id"]), acct, contact, slot.start, now)
             if self.on_booked is not None:
                 jobs.extend(await self.on_booked(conn, acct, contact, now))
             log.info("%s booked %s", contact, when)
         elif nxt := await self.slots_in(conn, acct, now, self.cfg.offer):
-            outs = [self._offer(f"send:{key}", acct, contact,
-                                self.cfg.unavailable.format(timezone=tz_label(self.tz)),
-                                nxt, None)]
+            await self._answer_in(conn, self._offer(
+                f"send:{key}", acct, contact,
+                self.cfg.unavailable.format(timezone=tz_label(self.tz)), nxt, None), contact, now)
         else:
-            outs, who = [], await self._who_in(conn, acct, contact)
+            who = await self._who_in(conn, acct, contact)
             note = await self._answer_in(conn, self._no_slots_out(
                 f"send:{key}", acct, contact, self.cfg.title), who, now)
             jobs.append(notify_job(key, acct, contact, "booking",
                                    f"{who} tapped a time that is no longer free, and"
                                    f" {self._none_free()}{note}", now))
-        if outs:
-            await enqueue_sends(conn, outs, now)
         await enqueue_in(conn, jobs, now)
 
     # -- shared by every change ------------------------------------------------------------
     async def refusal_in(self, conn: aiosqlite.Connection, out: Outgoing, now: float
                          ) -> Refusal | None:
         """Why the sending rules would refuse ``out`` (an automated DM) now, or None. The
-        same :func:`check_send` the outbox applies again at delivery."""
+        same :func:`check_send` the outbox applies again at delivery (a pause does not hold
+        an ``out`` with ``before_handoff``, there as here)."""
         f = await sendstore.send_context_in(conn, out.account_id, out.contact_id,
                                             out.comment_id, out.key)
         verdict = check_send(SendFacts(
             kind=out.kind, human=False,
             account_state=f["account_state"] if f is not None else "disconnected",
             last_inbound_at=f["last_inbound_at"] if f is not None else None,
-            paused_until=f["paused_until"] if f is not None else None,
+            paused_until=(f["paused_until"] if f is not None and not out.before_handoff
+                          else None),
             quick_reply_titles=tuple(t for t, _ in out.quick_replies),
         ), now)
         return None if isinstance(verdict, Clearance) else verdict
@@ -214,10 +216,29 @@ class SlotDesk:
 
     async def _answer_in(self, conn: aiosqlite.Connection, out: Outgoing, who: str,
                          now: float) -> str:
-        """Queue ``out`` (an answer to the contact) if the rules allow it now; returns what
-        the creator's notice about it adds: nothing, or why ``who`` was not told."""
-        why_not = await self._tell_in(conn, out, now)
-        return "" if why_not is None else f"; {who} could not be told: {why_not}"
+        """Queue ``out``, the answer to the contact's own tap; a pause of automation does
+        not hold it (see "Taps while automation is paused" in
+        :mod:`instaset.booking_lifecycle`), the other sending rules do, at delivery as for
+        every send. Returns what the creator's notice about the tap adds
+        (:meth:`_note_in`), from those rules as they stand now."""
+        out = replace(out, before_handoff=True)
+        refusal = await self.refusal_in(conn, out, now)
+        await enqueue_sends(conn, [out], now)
+        return await self._note_in(conn, out.account_id, str(out.contact_id), who,
+                                   refusal.detail if refusal is not None else None, now)
+
+    async def _note_in(self, conn: aiosqlite.Connection, acct: str, contact: str, who: str,
+                       why_not: str | None, now: float) -> str:
+        """What a creator's notice about a tap adds: why ``who`` could not be told, or that
+        they were told although automation is paused for them, or nothing."""
+        if why_not is not None:
+            return f"; {who} could not be told: {why_not}"
+        conv = await aistore.conversation_row(conn, acct, contact)
+        paused = conv["paused_until"] if conv is not None else None
+        if paused is not None and paused > now:
+            return (f"; automation is paused for {who} (a human took over), but this answer"
+                    " to their tap went out")
+        return ""
 
     async def _who_in(self, conn: aiosqlite.Connection, acct: str, contact: str) -> str:
         """The contact as the creator's notices name them: @username, else the id."""

@@ -12,6 +12,21 @@
   by a later one (after downtime), is skipped outside the 24 h window (never sent with a
   tag), and records its outcome once in ``booking_reminders``.
 - :class:`BookingTaps` routes the contact's taps on those quick replies to ``booking_tap``.
+
+Taps while automation is paused for the contact (the creator wrote to them in the app, or a
+hand-off): a tap takes effect and is answered, and the creator's notice says so. A tap is
+the contact's own action on buttons we sent, and its effect is real the moment it is
+processed: a slot booked, a booking cancelled or moved. Its answer (the confirmation with
+its Reschedule/Cancel buttons, the cancellation, the new times, "no longer free", "no free
+time") is the only way the contact learns of it, so it goes out despite the pause, flagged
+``before_handoff`` as an approved draft is (the outbox's "a pause does not hold this"). The
+notice about the tap (booked, moved, cancelled, nothing free) then adds "automation is paused
+for @x (a human took over), but this answer to their tap went out", or, when another rule
+refused the answer (the 24 h window, the account), "@x could not be told: why". The other
+way, leaving the tap to the human, would leave the contact unanswered and the slot free for
+anyone (nothing lets the creator book for them). Nothing else is sent while paused: the
+workflows and AI replies stay quiet, and reminders still respect the pause. The creator's own
+``bookings cancel|reschedule`` still tell the contact only when no pause is in the way.
 """
 
 from __future__ import annotations
@@ -194,13 +209,15 @@ class BookingDesk(SlotDesk):
             text = self._text("cancelled", row, row["start_at"])
             why_not = await self._tell_in(conn, Outgoing(
                 key=f"send:booking:{bid}:cancel", kind=SendKind.TEXT, account_id=acct,
-                contact_id=contact, text=f"{text} {reason}" if reason else text), now)
+                contact_id=contact, text=f"{text} {reason}" if reason else text,
+                before_handoff=by == "contact"), now)  # a tap's answer (module docstring)
         when = slot_when(row["start_at"], self.tz)
         jobs = await self.on_booked(conn, acct, contact, now) if self.on_booked else []
         if by == "contact":
+            note = await self._note_in(conn, acct, contact, _who(row), why_not, now)
             jobs.append(notify_job(f"booking:{bid}:cancel", acct, contact, "booking",
                                    f"{_who(row)} cancelled {row['title']} on {when}"
-                                   f" ({tz_label(self.tz)})", now))
+                                   f" ({tz_label(self.tz)}){note}", now))
         await enqueue_in(conn, jobs, now)
         log.info("booking %s (%s, %s) cancelled by the %s", bid, contact, when, by)
         return Outcome(bid, _who(row), when, notify and why_not is None, why_not)
@@ -218,12 +235,13 @@ class BookingDesk(SlotDesk):
         why_not = await self._tell_in(conn, Outgoing(
             key=f"send:booking:{bid}:move:{int(row['sequence']) + 1}", kind=SendKind.TEXT,
             account_id=acct, contact_id=contact, text=self._text("moved", row, slot.start),
-            quick_replies=manage_replies(bid)), now)
+            quick_replies=manage_replies(bid), before_handoff=by == "contact"), now)
         old, new = slot_when(row["start_at"], self.tz), slot_when(slot.start, self.tz)
         if by == "contact":
+            note = await self._note_in(conn, acct, contact, _who(row), why_not, now)
             jobs.append(notify_job(f"booking:{bid}:move:{int(slot.start)}", acct, contact,
                                    "booking", f"{_who(row)} moved {row['title']} from {old}"
-                                   f" to {new} ({tz_label(self.tz)})", now))
+                                   f" to {new} ({tz_label(self.tz)}){note}", now))
         await enqueue_in(conn, jobs, now)
         log.info("booking %s (%s) moved by the %s from %s to %s", bid, contact, by, old, new)
         return Outcome(bid, _who(row), new, why_not is None, why_not)
@@ -254,7 +272,7 @@ class BookingDesk(SlotDesk):
             elif action == "reschedule":
                 outs = await self._move_offer_in(conn, row, f"send:{job.key}", None, now)
                 if outs:
-                    await enqueue_sends(conn, outs, now)
+                    await self._answer_in(conn, outs[0], _who(row), now)
                 else:
                     await self._none_free_in(conn, job.key, row, "wants to reschedule", now)
             elif action == "move" and float(p["start"]) != row["start_at"]:
@@ -275,7 +293,7 @@ class BookingDesk(SlotDesk):
             conn, row, f"send:{key}", self.cfg.unavailable.format(timezone=tz_label(self.tz)),
             now)
         if outs:
-            await enqueue_sends(conn, outs, now)
+            await self._answer_in(conn, outs[0], _who(row), now)
         else:
             await self._none_free_in(conn, key, row, "tapped a new time that is no longer"
                                      " free for", now)

@@ -133,6 +133,8 @@ async def seed(db: Database, *contacts: str) -> None:
     async with db.tx() as conn:
         for c in contacts:
             await history.touch_contact(conn, ACCT, c, NOW, username=f"user_{c}")
+            # a tap is a message: the 24 h window is open
+            await history.update_conversation(conn, ACCT, c, NOW, inbound_at=NOW - 60)
 
 
 def book_job(key: str, contact: str, start: float) -> Job:

@@ -226,3 +226,65 @@ def test_already_booked_takes_title_when_and_timezone_at_load() -> None:
     with pytest.raises(ValidationError, match=r"unknown placeholder \{username\} \(this message"
                        r" can use \{title\}, \{when\}, \{timezone\}\)"):
         BookingConfig.model_validate({"already_booked": "Hi {username}, see you {when}"})
+
+
+# -- 5: taps while automation is paused: booked, and both are told -------------------------------
+PAUSED = (f"; automation is paused for {WHO} (a human took over), but this answer to their tap"
+          " went out")
+
+
+async def test_taps_while_paused_take_effect_and_are_answered(tmp_path: Path) -> None:
+    async with booking_env(tmp_path, BOOK_WORKFLOW) as h:
+        await h.dm(IGSID, "book")
+        await h.settle()
+        offered = quick(h)
+        await h.creator_types(IGSID, "hey, I'll handle this myself")  # pauses automation
+        await h.settle()
+        [conv] = await rows(h, f"SELECT paused_until FROM conversations WHERE contact_id"
+                               f" = '{IGSID}'")
+        assert conv["paused_until"] > NOW
+
+        await tap(h, *offered[0])  # Mon 09:00
+        [booking] = await rows(h, "SELECT id, start_at, status FROM bookings")
+        assert booking["start_at"] == NINE
+        assert texts(h)[-1] == BOOKED_NINE
+        assert [t for t, _ in quick(h)] == ["Reschedule", "Cancel"]
+        assert (await notes(h))[-1] == (
+            f"{WHO} booked Call on Monday 02 June 2025, 09:00 (UTC){PAUSED}")
+
+        await tap(h, *quick(h)[0])  # Reschedule
+        assert texts(h)[-1] == "Pick a new time for your Call (UTC):"
+        await tap(h, *quick(h)[1])  # Mon 10:00
+        assert texts(h)[-1] == (
+            "Your Call is moved to Monday 02 June 2025, 10:00 (UTC). See you then!")
+        assert (await notes(h))[-1] == (
+            f"{WHO} moved Call from Monday 02 June 2025, 09:00 to Monday 02 June 2025, 10:00"
+            f" (UTC){PAUSED}")
+
+        await tap(h, *quick(h)[1])  # Cancel
+        assert texts(h)[-1] == "Your Call on Monday 02 June 2025, 10:00 (UTC) is cancelled."
+        assert (await notes(h))[-1] == (
+            f"{WHO} cancelled Call on Monday 02 June 2025, 10:00 (UTC){PAUSED}")
+        assert await rows(h, "SELECT state, reason FROM sends WHERE state != 'sent'") == []
+
+        # everything else stays paused: a message is not answered by the workflow
+        sent = len(texts(h))
+        await h.dm(IGSID, "book")
+        await h.settle()
+        assert len(texts(h)) == sent
+
+
+async def test_the_creator_is_told_when_the_contact_could_not_be_told(tmp_path: Path) -> None:
+    async with booking_env(tmp_path) as h:
+        wednesday = NOW + 2 * 86400 + 3 * 3600
+        await h.sandbox.user_sends_dm(IGSID, "Wed 04 Jun 09:00",
+                                      quick_reply={"payload": slot_payload(wednesday)})
+        h.clock.advance(25 * 3600)  # the daemon only gets to the tap 25 h later
+        await h.settle()
+        [booking] = await rows(h, "SELECT start_at FROM bookings")
+        assert booking["start_at"] == wednesday
+        assert texts(h) == []
+        # (named by the id: a new contact's profile is looked up after the tap's booking)
+        assert (await notes(h)) == [
+            f"{IGSID} booked Call on Wednesday 04 June 2025, 09:00 (UTC); {IGSID} could not be"
+            " told: last message from this person was 25.0 h ago; the limit is 24 h"]
