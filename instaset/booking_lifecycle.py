@@ -252,7 +252,8 @@ class BookingDesk(SlotDesk):
         ``booking_id``, ``start``): cancel, offer new times, or move to the tapped time. A
         tap on a booking that is not the contact's does nothing; a new time that is gone by
         now gets the next free ones; a new time for a booking cancelled meanwhile books
-        afresh. Effects commit with the job's completion."""
+        afresh; a tap on a booking that has started changes nothing (:meth:`_started_tap_in`).
+        Effects commit with the job's completion."""
         p = job.payload
         acct, contact, action = str(p["account_id"]), str(p["contact_id"]), str(p["action"])
         now = self.clock()
@@ -267,6 +268,8 @@ class BookingDesk(SlotDesk):
             elif row["status"] != "booked":
                 log.info("%s tapped %s on booking %s, cancelled already", contact, action,
                          row["id"])
+            elif row["start_at"] <= now:
+                await self._started_tap_in(conn, row, action, now)
             elif action == "cancel":
                 await self._cancel_in(conn, row, by="contact", reason=None, notify=True, now=now)
             elif action == "reschedule":
@@ -278,6 +281,24 @@ class BookingDesk(SlotDesk):
             elif action == "move" and float(p["start"]) != row["start_at"]:
                 await self._tapped_move_in(conn, job.key, row, float(p["start"]), now)
             await complete_in(conn, job, now)
+
+    async def _started_tap_in(self, conn: aiosqlite.Connection, row: sqlite3.Row, action: str,
+                              now: float) -> None:
+        """A tap on Cancel, Reschedule or a new time of a booking that has started (or taken
+        place): nothing changes, since a call that happened is not "cancelled" (that would
+        rewrite the bookings list, the .ics and the stats, and drop the lead from booked to
+        engaged), nor moved. The contact gets no answer (a tap on an old message, which no
+        configured text covers); the creator is told, once per booking and action, in case
+        it means something (a missed call)."""
+        what = {"cancel": "Cancel", "reschedule": "Reschedule"}.get(action, "a new time")
+        acct, contact = str(row["account_id"]), str(row["contact_id"])
+        log.info("%s tapped %s on booking %s, which has started: ignored", contact, action,
+                 row["id"])
+        await enqueue_in(conn, [notify_job(
+            f"booking:{row['id']}:started:{action}", acct, contact, "booking",
+            f"{_who(row)} tapped {what} on {row['title']} on"
+            f" {slot_when(row['start_at'], self.tz)} ({tz_label(self.tz)}), which has already"
+            " started: nothing changed", now)], now)
 
     async def _tapped_move_in(self, conn: aiosqlite.Connection, key: str, row: sqlite3.Row,
                               start: float, now: float) -> None:

@@ -288,3 +288,30 @@ async def test_the_creator_is_told_when_the_contact_could_not_be_told(tmp_path: 
         assert (await notes(h)) == [
             f"{IGSID} booked Call on Wednesday 04 June 2025, 09:00 (UTC); {IGSID} could not be"
             " told: last message from this person was 25.0 h ago; the limit is 24 h"]
+
+
+# -- 8: a booking that has started cannot be cancelled or moved by a tap ---------------------------
+async def test_taps_on_a_booking_that_took_place_change_nothing(tmp_path: Path) -> None:
+    async with booking_env(tmp_path) as h:
+        await tap(h, "Mon 02 Jun 09:00", slot_payload(NINE))
+        reschedule, cancel = quick(h)
+        await tap(h, *reschedule)
+        new_time = quick(h)[2]  # Mon 10:30
+        sent = len(texts(h))
+        [lead] = await rows(h, "SELECT stage FROM leads")
+        assert lead["stage"] == "booked"
+
+        h.clock.advance(5 * 3600)  # Mon 11:00: the call is over
+        await h.dm(IGSID, "thanks for the call!")
+        await h.settle()
+        for button in (cancel, reschedule, new_time, cancel):
+            await tap(h, *button)
+        [booking] = await rows(h, "SELECT status, start_at, sequence FROM bookings")
+        assert booking == {"status": "booked", "start_at": NINE, "sequence": 0}
+        assert len(texts(h)) == sent  # no answer to the contact
+        [lead] = await rows(h, "SELECT stage FROM leads")
+        assert lead["stage"] == "booked"
+        on = "Call on Monday 02 June 2025, 09:00 (UTC), which has already started: nothing changed"
+        assert (await notes(h))[1:] == [f"{WHO} tapped Cancel on {on}",
+                                        f"{WHO} tapped Reschedule on {on}",
+                                        f"{WHO} tapped a new time on {on}"]  # once each
