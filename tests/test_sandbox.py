@@ -203,6 +203,24 @@ async def test_unknown_recipient_gets_metas_real_error(
     assert (status, body) == (400, real("send_error_user_not_found_real.json"))
 
 
+async def test_comment_ids_look_like_metas_and_differ_between_sandboxes() -> None:
+    """Comment ids used to restart at 17900000000000001 in each sandbox, so a sandbox
+    started again on the same data reused ids the daemon had stored (s16 fresh audit,
+    finding 1). A seeded base keeps them predictable for tests."""
+    ids: list[str] = []
+    for _ in range(2):
+        box = Sandbox(app_secret=SECRET)
+        for n in range(2):
+            payload = await box.user_comments(IGSID, f"c{n}", "18000000001", deliver=False)
+            ids.append(str(dig(payload, "entry", 0, "changes", 0, "value", "id")))
+    assert len(set(ids)) == 4
+    assert all(len(i) == 17 and i.isdigit() and i.startswith("1790") for i in ids)
+    assert int(ids[1]) == int(ids[0]) + 1
+    seeded = Sandbox(app_secret=SECRET, comment_id_base=1)
+    first = await seeded.user_comments(IGSID, "x", "18000000001", deliver=False)
+    assert dig(first, "entry", 0, "changes", 0, "value", "id") == "17900000000000001"
+
+
 @pytest.mark.parametrize(
     ("body", "needle"),
     [

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import Literal
@@ -69,10 +70,16 @@ HUMAN_AGENT_SECONDS = 7 * 86400.0
 PRIVATE_REPLY_SECONDS = 7 * 86400.0
 _VERSION = re.compile(r"v\d+\.\d+")
 _KEPT_HEADERS = ("Authorization", "Content-Type", "User-Agent")
+# Random comment sequence starts: 13 digits, leaving 10**12 ids above the highest start.
+_COMMENT_BASE_LOW = 10**12
+_COMMENT_BASE_SPAN = 8 * 10**12
 
 
 class Sandbox:
-    """A fake Meta for one Instagram professional account. See the package docstring."""
+    """A fake Meta for one Instagram professional account. See the package docstring.
+
+    ``comment_id_base`` makes comment ids predictable (``1`` gives ``17900000000000001``,
+    then ``...0002``); by default their sequence starts at a random point."""
 
     def __init__(
         self,
@@ -83,6 +90,7 @@ class Sandbox:
         token: str = "IGAAsandbox-token",
         webhook_url: str | None = None,
         clock: Callable[[], float] = time.time,
+        comment_id_base: int | None = None,
     ) -> None:
         self.app_secret = app_secret
         self.account_id = account_id
@@ -118,7 +126,13 @@ class Sandbox:
         self._last_inbound: dict[str, float] = {}
         self._faults = FaultQueue()
         self._seq = itertools.count(1)
-        self._comment_seq = itertools.count(1)
+        # Comment ids are 17 digits like Meta's: "1790" and a 13-digit sequence. The
+        # sequence starts at a random point unless a test seeds it, so a sandbox started
+        # again on the same data directory does not hand out ids the daemon has stored
+        # (they would be dropped as duplicates), as its random message ids do not.
+        if comment_id_base is None:
+            comment_id_base = _COMMENT_BASE_LOW + secrets.randbelow(_COMMENT_BASE_SPAN)
+        self._comment_seq = itertools.count(comment_id_base)
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
