@@ -45,7 +45,7 @@ from instaset.queue import NewJob
 from instaset.ratelimit import Budgets, SendClass, budgets_from_config
 from instaset.sandbox import Sandbox
 from instaset.secrets import app_secrets, open_secrets
-from instaset.simulate import sandbox_routes
+from instaset.simulate import remember_stored_users, sandbox_routes
 from instaset.store import history
 from instaset.store import jobs as jobstore
 from instaset.store import sends as sendstore
@@ -312,6 +312,9 @@ async def serving(
                     rt.db, box.account_id, username=box.username, now=rt.clock(), sandbox=True,
                     subscribed_fields=WEBHOOK_FIELDS,
                 )
+                # Started again on the same data: the contacts of the earlier runs are
+                # Instagram users it knows, with their messaging windows.
+                await remember_stored_users(box, rt.db)
                 rt.web.extra_routes.extend(sandbox_routes(box))
             released = await jobstore.release_orphaned(rt.db, worker_alive)
             if released:

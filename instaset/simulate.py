@@ -38,9 +38,11 @@ from instaset.errors import InstasetError
 from instaset.http_body import in_time, too_slow_error
 from instaset.oneline import one_line
 from instaset.sandbox import Sandbox, build_comment_payload, build_dm_payload, signed_delivery
+from instaset.store import contacts as contact_store
 
 if TYPE_CHECKING:
     from instaset.config import Config
+    from instaset.store.db import Database
 
 DEFAULT_MEDIA = "17900000000000001"
 # An answer longer than this is not the small JSON document the sandbox routes send.
@@ -105,6 +107,17 @@ def _user(body: dict[str, Any], box: Sandbox) -> str:
     igsid = stable_igsid(who)
     box.add_user(igsid, who)
     return igsid
+
+
+async def remember_stored_users(box: Sandbox, db: Database) -> int:
+    """Tell a sandbox that starts on existing data about the contacts stored for its account
+    (Meta would still know them after a restart): replies to them are accepted within their
+    window, while an IGSID nobody stored still gets Meta's "user not found". Returns how many
+    contacts it was told about."""
+    rows = await contact_store.known_users(db, box.account_id)
+    for row in rows:
+        box.know_user(row["id"], row["username"], row["last_inbound_at"])
+    return len(rows)
 
 
 def sandbox_routes(box: Sandbox) -> list[web.RouteDef]:

@@ -203,6 +203,33 @@ async def test_unknown_recipient_gets_metas_real_error(
     assert (status, body) == (400, real("send_error_user_not_found_real.json"))
 
 
+async def test_users_known_from_stored_data_keep_their_windows(
+    sandbox: Sandbox, session: aiohttp.ClientSession, graph: GraphClient, clock: Clock
+) -> None:
+    """``serve --sandbox`` started again tells the sandbox the stored contacts (s16 fresh
+    audit, finding 2): each is a user Meta knows, with the window of their last message;
+    anyone else is still unknown."""
+    sandbox.know_user("2001", "carol", T0 - 2 * HOUR)
+    sandbox.know_user("2002", None, T0 - 30 * HOUR)
+    sandbox.know_user("2003", "only_commented", None)
+    path = f"/{ACCT}/messages"
+    status, body = await post_json(session, sandbox, path, text_body("2001", "hi carol"))
+    assert status == 200 and body["recipient_id"] == "2001"
+    with pytest.raises(WindowClosed):
+        await graph.send_text(ACCT, "2002", "bot, too late", token=sandbox.token)
+    sent = await graph.send_text(ACCT, "2002", "human", token=sandbox.token, human_agent=True)
+    assert sent.message_id is not None and sandbox.users["2002"] == "user_2002"
+    with pytest.raises(WindowClosed):
+        await graph.send_text(ACCT, "2003", "never wrote", token=sandbox.token, human_agent=True)
+    status, body = await post_json(session, sandbox, path, text_body("2004", "who?"))
+    assert (status, body) == (400, real("send_error_user_not_found_real.json"))
+    # A message received since is newer than the stored one: it counts.
+    await sandbox.user_sends_dm(IGSID, "hi", deliver=False)
+    sandbox.know_user(IGSID, "alice", T0 - 8 * DAY)
+    status, _ = await post_json(session, sandbox, path, text_body(IGSID, "still open"))
+    assert status == 200
+
+
 async def test_comment_ids_look_like_metas_and_differ_between_sandboxes() -> None:
     """Comment ids used to restart at 17900000000000001 in each sandbox, so a sandbox
     started again on the same data reused ids the daemon had stored (s16 fresh audit,

@@ -210,6 +210,14 @@ class Sandbox:
     def add_user(self, igsid: str, username: str) -> None:
         self.users[igsid] = username
 
+    def know_user(self, igsid: str, username: str | None, last_inbound_at: float | None) -> None:
+        """A user this account already talked to before the sandbox started (``serve
+        --sandbox`` again on the same data): Meta knows them, and their messaging window runs
+        from their last message (``last_inbound_at``, None when they never wrote)."""
+        self.users.setdefault(igsid, username or f"user_{igsid}")
+        if last_inbound_at is not None:
+            self._last_inbound[igsid] = max(last_inbound_at, self._last_inbound.get(igsid, 0.0))
+
     def sends(self) -> list[Recorded]:
         """Recorded message sends (DMs and private replies), without sender actions."""
         return [

@@ -56,6 +56,18 @@ async def contact_exists(db: Database, account_id: str, contact_id: str) -> bool
     ) is not None
 
 
+async def known_users(db: Database, account_id: str) -> list[sqlite3.Row]:
+    """``id``, ``username`` and ``last_inbound_at`` (None when the contact never wrote) of
+    every contact stored for ``account_id``: what a restarted sandbox needs to know its users
+    and their messaging windows."""
+    return await db.fetchall(
+        "SELECT k.id, k.username, c.last_inbound_at FROM contacts k"
+        " LEFT JOIN conversations c ON c.account_id = k.account_id AND c.contact_id = k.id"
+        " WHERE k.account_id = ?",
+        (account_id,),
+    )
+
+
 async def find_contacts(
     db: Database, ref: str, account_id: str | None = None
 ) -> list[sqlite3.Row]:
