@@ -11,9 +11,10 @@ Contract:
   ``now``, through the same pure :func:`~instaset.engine.decide` the daemon uses, from a
   fresh conversation state per contact (or the stored one, ``start="stored"``). What the
   daemon does around the engine is mirrored: a ``delay`` continuation runs (``resume``) when
-  its time comes between events; an echo the pipeline recorded as the creator typing in the
-  Instagram app pauses automation for ``handoff.pause_for``. Contact facts the engine does
-  not own (username, follower status) are seeded from the database.
+  its time comes between events; the echo of the creator's own reply (typed in the
+  Instagram app, or sent with ``instaset inbox reply``; not an edited draft) pauses
+  automation for ``handoff.pause_for``. Contact facts the engine does not own (username,
+  follower status) are seeded from the database.
 - **Deterministic.** Same history and same config give the same report, byte for byte: the
   engine has no clock and no randomness (variants are picked by a hash of the event key).
 
@@ -317,11 +318,13 @@ class Report:
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
-    """A stored event; ``human_echo``: the creator's own reply typed in the Instagram app."""
+    """A stored event; ``human_echo``: the creator's own reply, typed in the Instagram app
+    or, with ``inbox_reply``, sent with ``instaset inbox reply``."""
 
     id: int
     event: Event
     human_echo: bool = False
+    inbox_reply: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +345,7 @@ async def load_history(
     ``fresh``: a new state per contact, seeded only with facts the engine does not own
     (username, follower status). ``stored``: each conversation's current stored state."""
     rows = await store.events_between(db, since, until)
-    human = await store.human_echo_event_ids(db, since)
+    human = await store.human_reply_event_ids(db, since)
     events: list[StoredEvent] = []
     append = events.append
     for event_id, raw, received_at in rows:  # one query; decoding is the whole cost per row
@@ -350,7 +353,8 @@ async def load_history(
         if len(parsed) == 1:
             # The time the daemon decided with (an implausible one was the arrival time).
             event = with_plausible_time(parsed[0], received_at)
-            append(StoredEvent(event_id, event, event_id in human))
+            via = human.get(event_id)
+            append(StoredEvent(event_id, event, via is not None, via == "inbox"))
     states: dict[ContactKey, ConversationState] = {}
     for conv in await store.conversation_rows(db):
         acct, contact = str(conv["account_id"]), str(conv["contact_id"])
@@ -377,7 +381,7 @@ class Replayer:
     """Replays events through the engine for one set of workflows (pure, no I/O).
 
     ``settings_for(account_id)`` gives the engine settings of an account;
-    ``pause_for_seconds`` is how long a reply typed by the creator in the app pauses
+    ``pause_for_seconds`` is how long the creator's own reply (app or inbox) pauses
     automation; ``private_replies_per_hour`` notes when the daemon's private-reply budget
     would hold a reply back (it delays, it does not drop)."""
 
@@ -466,7 +470,8 @@ class Replayer:
                 if awaiting is not None and awaiting.asked_at <= ev.occurred_at:
                     awaiting = None
                 st[key] = replace(before, paused_until=until_ts, awaiting=awaiting)
-                line = f"you replied in the Instagram app: automation paused until {iso(until_ts)}"
+                how = "with `instaset inbox reply`" if se.inbox_reply else "in the Instagram app"
+                line = f"you replied {how}: automation paused until {iso(until_ts)}"
                 steps.append(Step(ev.dedupe_key, se.id, ev.kind.value, ev.occurred_at,
                                   ev.account_id, contact, before.username, _text(ev),
                                   Outcome(None, False, (), (line,))))

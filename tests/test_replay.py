@@ -371,3 +371,57 @@ def test_a_creator_message_keeps_a_longer_handoff_pause_and_drops_the_question()
     by_key = {s.key: s.outcome for s in report.steps}
     assert by_key["msg:mid-3"].actions == ()  # still in the week's handoff
     assert by_key["msg:mid-6"].actions == (SendText("Hi!"),)  # not "that's not an email"
+
+
+ASK_EMAIL: list[dict[str, Any]] = [
+    {"name": "bonus", "trigger": {"dm": {"keywords": ["guide"]}},
+     "actions": [{"reply": "Here's the guide!"},
+                 {"ask": {"field": "email", "type": "email", "prompt": "Your email?"}},
+                 {"reply": "Thanks! Sent to {email}"}]},
+    {"name": "fallback", "trigger": {"fallback": True}, "actions": [{"reply": "Hi!"}]},
+]
+
+
+async def test_an_inbox_reply_pauses_the_replay_as_it_paused_the_daemon(tmp_path: Path) -> None:
+    """s16 fresh audit, finding 3: replay paused only for replies typed in the Instagram app.
+    A reply sent with `instaset inbox reply` (its message row has no event: its echo matched
+    the send) was ignored, and replay showed the email captured and answered while the daemon,
+    paused, had sent nothing. An edited draft does not pause (drafts.py), here neither."""
+    from instaset.drafts import edit
+    from instaset.inbox import reply, resolve_contact
+    from instaset.store.ai import insert_draft
+
+    async with open_harness(tmp_path, workflows=ASK_EMAIL) as h:
+        await _dm(h, "u7", "can I get the guide?")
+        ref = await resolve_contact(h.rt.db, "u7")
+        done = await reply(h.rt, ref, "Hi, it's me", wait=10)
+        assert done.state == "sent"
+        await h.settle()  # its echo arrives and is stored
+        email = await _dm(h, "u7", "me@example.com")
+        # u8: an edited draft goes out as the human, and automation carries on.
+        await _dm(h, "u8", "hello")
+        async with h.rt.db.tx() as conn:  # as the ai_reply job stores one
+            assert await insert_draft(conn, key="ai_reply:u8:test", account_id=ACCT,
+                                      contact_id="u8", comment_id=None, text="AI draft",
+                                      intent=None, confidence=None, reason="draft",
+                                      now=h.clock())
+        [draft_id] = [r["id"] for r in await h.rt.db.fetchall("SELECT id FROM ai_drafts")]
+        assert (await edit(h.rt, draft_id, "My own words", wait=10)).state == "sent"
+        await h.settle()
+        later = await _dm(h, "u8", "guide")
+        await h.settle(advance_up_to=60)  # past the per-second text budget
+        sent = [r["text"] for r in await h.messages("u7", "out")]
+        assert sent == ["Here's the guide!", "Your email?", "Hi, it's me"]  # paused after
+        assert [r["text"] for r in await h.messages("u8", "out")][-2:] == [
+            "Here's the guide!", "Your email?"]
+        report = replay_config(h.config, await _history(h))
+    by_key = {s.key: s for s in report.steps}
+    assert by_key[email].outcome.actions == ()
+    assert by_key[email].outcome.trace[0].startswith("paused until ")
+    lines = [s.outcome.trace[0] for s in report.steps if s.contact_id == "u7" and s.text
+             == "Hi, it's me"]
+    assert len(lines) == 1 and lines[0].startswith(
+        "you replied with `instaset inbox reply`: automation paused until ")
+    # u8: the daemon answered "guide" after the edited draft, and so does the replay.
+    assert [a.to_dict().get("text") for a in by_key[later].outcome.messages] == [
+        "Here's the guide!", "Your email?"]

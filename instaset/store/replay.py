@@ -16,7 +16,7 @@ __all__ = [
     "conversation_rows",
     "events_between",
     "find_contact",
-    "human_echo_event_ids",
+    "human_reply_event_ids",
 ]
 
 
@@ -37,15 +37,31 @@ async def events_between(
     return [(int(r[0]), str(r[1]), float(r[2])) for r in rows]
 
 
-async def human_echo_event_ids(db: Database, since: float | None) -> set[int]:
-    """Ids of echo events that were the creator typing in the Instagram app (the pipeline
-    recorded them as ``sent_by = 'human'``): replay pauses automation there, like the daemon."""
+# The creator's own replies, by the id of their echo event: "app" for a message typed in the
+# Instagram app (the pipeline recorded its echo as sent_by 'human'; not a send of ours), and
+# "inbox" for one sent with `instaset inbox reply` (a send keyed human:..., whose echo is
+# stored under msg:<its message id>; the message row is the send's, without an event). An
+# edited draft (`inbox edit`, also sent as the human) is keyed send:...:approved and does not
+# pause automation, in the daemon or here.
+_HUMAN_REPLIES = """
+SELECT m.event_id, 'app' FROM messages m
+WHERE m.sent_by = 'human' AND m.direction = 'out' AND m.event_id IS NOT NULL
+  AND m.created_at >= ?1
+  AND NOT EXISTS (SELECT 1 FROM sends s WHERE s.message_id = m.mid)
+UNION ALL
+SELECT e.id, 'inbox' FROM sends s JOIN events e ON e.dedupe_key = 'msg:' || s.message_id
+WHERE s.key >= 'human:' AND s.key < 'human;' AND s.state = 'sent' AND s.created_at >= ?1
+"""
+
+
+async def human_reply_event_ids(db: Database, since: float | None) -> dict[int, str]:
+    """Ids of the echo events that were the creator's own replies, each with how it was
+    sent: ``"app"`` (typed in the Instagram app) or ``"inbox"`` (``instaset inbox reply``).
+    Replay pauses automation there, like the daemon."""
     rows = await db.fetchall(
-        "SELECT event_id FROM messages WHERE sent_by = 'human' AND direction = 'out'"
-        " AND event_id IS NOT NULL AND created_at >= ?",
-        (since if since is not None else float("-inf"),),
+        _HUMAN_REPLIES, (since if since is not None else float("-inf"),)
     )
-    return {int(r[0]) for r in rows}
+    return {int(r[0]): str(r[1]) for r in rows}
 
 
 async def conversation_rows(db: Database) -> list[sqlite3.Row]:
