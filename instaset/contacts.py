@@ -10,6 +10,12 @@ Contracts:
   state's ``name`` field (``{first_name}`` in templates reads the latter); ``stage`` is the
   state's stage; any other name is a captured field (``email`` and ``phone`` are checked and
   normalised as an ``ask:`` step would). An empty value removes the field.
+- The same transaction rescores the contact's lead (:func:`instaset.ai.scoring.rescore_in`,
+  as ``leads rescore`` does), so every listing shows the correction at once. ``stage`` must
+  be one of :data:`instaset.leads.STAGES`; it is compared with, and its change recorded
+  from, the stage listings show (the lead's). A stage the lead's score and history would
+  not show (one below theirs: a stage set by hand only raises the computed one, except
+  ``customer`` and ``lost``) is refused and nothing changes.
 - :func:`forget` is ``instaset purge --contact``'s deletion (:func:`instaset.retention.
   purge_contacts`): every row about the person, in one transaction.
 - :class:`Profiles` fetches the User Profile API for people who messaged the account (only
@@ -31,7 +37,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from instaset.ai.scoring import rescore_in
 from instaset.automation import load_state
+from instaset.config import LeadsConfig
 from instaset.engine.decide import validate_answer
 from instaset.engine.model import AskSpec, AskType
 from instaset.engine.state import ConversationState, FrozenMap
@@ -44,6 +52,7 @@ from instaset.errors import (
     UserUnavailable,
 )
 from instaset.graph import GraphClient
+from instaset.leads import STAGES
 from instaset.outbox import TokenProvider
 from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater
 from instaset.retention import purge_contacts
@@ -143,18 +152,22 @@ def _without(fields: FrozenMap[str], key: str) -> FrozenMap[str]:
     return FrozenMap({k: v for k, v in fields.items() if k != key})
 
 
-async def _edit(
-    db: Database, ref: ContactRef, now: float, by: str,
-    change: Callable[[ConversationState, sqlite3.Row], tuple[ConversationState, list[Change]]],
-) -> list[Change]:
-    """Read-modify-write of one contact's state and change log, in one transaction."""
+Edit = Callable[[ConversationState, sqlite3.Row, str], tuple[ConversationState, list[Change]]]
+
+
+async def _edit(db: Database, ref: ContactRef, now: float, by: str, leads: LeadsConfig,
+                change: Edit) -> list[Change]:
+    """Read-modify-write of one contact's state and change log, and the rescore of their
+    lead, in one transaction. ``change`` gets the state, the conversation row and the stage
+    listings show."""
     async with db.tx() as conn:
         await store.ensure_conversation(conn, ref.account_id, ref.contact_id, now)
         row = await store.get_state_row(conn, ref.account_id, ref.contact_id)
         if row is None:
             raise InstasetError(f"contact {ref.contact_id} was deleted meanwhile")
         state = load_state(row, ref.account_id, ref.contact_id)
-        new_state, changes = change(state, row)
+        shown = await store.shown_stage_in(conn, ref.account_id, ref.contact_id)
+        new_state, changes = change(state, row, shown)
         if not changes:
             return []
         await store.set_state(conn, ref.account_id, ref.contact_id, new_state.to_json(), now)
@@ -167,27 +180,39 @@ async def _edit(
                 conn, account_id=ref.account_id, contact_id=ref.contact_id, field=ch.field,
                 action=ch.action, old=ch.old, new=ch.new, by=by, now=now,
             )
+        score, jobs = await rescore_in(conn, leads, ref.account_id, ref.contact_id, now)
+        wanted = next((ch.new for ch in changes if ch.field == "stage"), None)
+        if wanted is not None and score.stage != wanted:
+            raise InstasetError(  # rolls the whole correction back
+                f"stage {wanted!r} would not show: the contact's messages, score and bookings "
+                f"put them at {score.stage!r}, and a stage set by hand only raises that one "
+                "(customer and lost always apply); nothing changed")
+        await jobstore.enqueue_in(conn, jobs, now)  # "qualified", the first time
         return changes
 
 
 async def set_fields(
     db: Database, ref: ContactRef, values: Sequence[tuple[str, str | None]], *, by: str,
-    now: float,
+    now: float, leads: LeadsConfig,
 ) -> list[Change]:
     """Set (or with ``None`` remove) fields; see the module docstring."""
     clean = [(f, normalise(f, v)) for f, v in values]
     for f, v in clean:
         if f == "stage" and v is None:
             raise InstasetError("stage cannot be empty (e.g. stage=customer)")
+        if f == "stage" and v not in STAGES:
+            raise InstasetError(f"{v!r} is not a stage: use one of {', '.join(STAGES)}")
 
-    def change(st: ConversationState, row: sqlite3.Row) -> tuple[ConversationState, list[Change]]:
+    def change(st: ConversationState, row: sqlite3.Row, shown: str
+               ) -> tuple[ConversationState, list[Change]]:
         out: list[Change] = []
         for f, v in clean:
             if f == "stage":
                 assert v is not None
-                if st.stage != v:
-                    out.append(Change("stage", "set", st.stage, v))
+                if shown != v:
+                    out.append(Change("stage", "set", shown, v))
                     st = replace(st, stage=v)
+                    shown = v
                 continue
             if f == "name":  # the contacts row is the primary copy, the state's field follows
                 old = row["name"]
@@ -204,7 +229,7 @@ async def set_fields(
             out.append(Change(f, "unset" if v is None else "set", old, v))
         return st, out
 
-    return await _edit(db, ref, now, by, change)
+    return await _edit(db, ref, now, by, leads, change)
 
 
 def _check_tags(tags: Sequence[str]) -> list[str]:
@@ -221,28 +246,32 @@ def _check_tags(tags: Sequence[str]) -> list[str]:
 
 
 async def add_tags(
-    db: Database, ref: ContactRef, tags: Sequence[str], *, by: str, now: float
+    db: Database, ref: ContactRef, tags: Sequence[str], *, by: str, now: float,
+    leads: LeadsConfig,
 ) -> list[Change]:
     wanted = _check_tags(tags)
 
-    def change(st: ConversationState, _row: sqlite3.Row) -> tuple[ConversationState, list[Change]]:
+    def change(st: ConversationState, _row: sqlite3.Row, _shown: str
+               ) -> tuple[ConversationState, list[Change]]:
         new = [t for t in wanted if t not in st.tags]
         return replace(st, tags=st.tags | set(new)), [Change("tags", "tag", None, t) for t in new]
 
-    return await _edit(db, ref, now, by, change)
+    return await _edit(db, ref, now, by, leads, change)
 
 
 async def remove_tags(
-    db: Database, ref: ContactRef, tags: Sequence[str], *, by: str, now: float
+    db: Database, ref: ContactRef, tags: Sequence[str], *, by: str, now: float,
+    leads: LeadsConfig,
 ) -> list[Change]:
     wanted = _check_tags(tags)
 
-    def change(st: ConversationState, _row: sqlite3.Row) -> tuple[ConversationState, list[Change]]:
+    def change(st: ConversationState, _row: sqlite3.Row, _shown: str
+               ) -> tuple[ConversationState, list[Change]]:
         gone = [t for t in wanted if t in st.tags]
         return (replace(st, tags=st.tags - set(gone)),
                 [Change("tags", "untag", t, None) for t in gone])
 
-    return await _edit(db, ref, now, by, change)
+    return await _edit(db, ref, now, by, leads, change)
 
 
 async def forget(db: Database, ref: ContactRef) -> dict[str, int]:

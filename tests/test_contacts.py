@@ -184,6 +184,64 @@ def test_bad_input_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     assert ana.fields.get("email") == "ana@old.example"
 
 
+def shown_stages(path: Path, contact: str) -> tuple[str, str, str]:
+    """The stage `contacts show`, `contacts --json` and `leads --all --json` give."""
+    show = json.loads(cli(path, "contacts", "show", contact, "--json").stdout)["stage"]
+    listed = next(c["stage"] for c in json.loads(cli(path, "contacts", "--json").stdout)
+                  if c["id"] == contact)
+    leads = json.loads(cli(path, "leads", "--all", "--json").stdout)
+    lead = next(x["stage"] for x in leads if x["contact_id"] == contact)
+    return show, listed, lead
+
+
+def test_a_stage_set_by_hand_shows_at_once_and_only_real_stages_are_taken(
+    tmp_path: Path,
+) -> None:
+    """s16 fresh audit, finding 4: `contacts set alice stage=vip` was taken, changed only the
+    workflow's stage (listings show the lead's, so nothing showed until `leads rescore`), and
+    printed as "from" a stage no listing showed."""
+    path = seeded(tmp_path)
+    assert cli(path, "leads", "rescore").exit_code == 0
+    assert shown_stages(path, BEA) == ("engaged", "engaged", "engaged")  # she wrote
+
+    vip = cli(path, "contacts", "set", BEA, "stage=vip")
+    assert vip.exit_code == 1
+    assert "'vip' is not a stage: use one of new, engaged, qualified, booked, customer, lost" \
+        in vip.stderr
+
+    done = cli(path, "contacts", "set", BEA, "stage=customer")
+    assert done.exit_code == 0, done.output
+    assert done.stdout == f"{BEA}: stage 'engaged' -> 'customer'\n"
+    assert shown_stages(path, BEA) == ("customer", "customer", "customer")
+
+    # Below what her messages give: it would not show, so it is refused, nothing changes.
+    lower = cli(path, "contacts", "set", BEA, "stage=new")
+    assert lower.exit_code == 1
+    assert "stage 'new' would not show" in lower.stderr and "'engaged'" in lower.stderr
+    assert shown_stages(path, BEA) == ("customer", "customer", "customer")
+
+    qualified = cli(path, "contacts", "set", BEA, "stage=qualified")
+    assert qualified.stdout == f"{BEA}: stage 'customer' -> 'qualified'\n"
+    assert shown_stages(path, BEA) == ("qualified", "qualified", "qualified")
+    assert "nothing to change" in cli(path, "contacts", "set", BEA, "stage=qualified").stdout
+    changes = json.loads(cli(path, "contacts", "show", BEA, "--json").stdout)["changes"]
+    assert [(c["old"], c["new"]) for c in changes] == [
+        ("engaged", "customer"), ("customer", "qualified")]
+    state, _ = contact_state(tmp_path, ACCT, BEA)
+    assert state.stage == "qualified"
+
+    async def notices() -> list[str]:
+        db = await open_database(tmp_path / "c.db")
+        try:
+            return [r[0] for r in await db.fetchall(
+                "SELECT key FROM jobs WHERE kind = 'notify' ORDER BY id")]
+        finally:
+            await db.close()
+
+    # As a rescore does: the creator is told once that the lead is qualified.
+    assert asyncio.run(notices()) == [f"notify:lead-qualified:{ACCT}:{BEA}"]
+
+
 def test_forget_deletes_exactly_that_contact(tmp_path: Path) -> None:
     path = seeded(tmp_path)
     assert cli(path, "contacts", "tag", ANA, "x").exit_code == 0
@@ -249,7 +307,7 @@ async def test_a_refresh_never_overwrites_a_name_the_creator_corrected(tmp_path:
         await settle(w, rt)
         ref = await svc.resolve(rt.db, ANA)
         await svc.set_fields(rt.db, ref, [("name", "Ana (from the gym)")], by="cli:test",
-                             now=w.clock())
+                             now=w.clock(), leads=rt.config.leads)
         w.sandbox.profiles[ANA] = {"name": "Ana Renamed", "is_user_follow_business": False}
         w.clock.advance(8 * 86400)  # past the 7-day refresh
         cu = CatchUp.for_runtime(rt, CatchUpSettings(calls_per_second=50))

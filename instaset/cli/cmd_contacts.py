@@ -147,7 +147,8 @@ def set_(
 ) -> None:
     """Correct a name, email, phone, stage or any captured field; the change is recorded.
 
-    An empty value (email=) removes the field."""
+    An empty value (email=) removes the field. A stage is one of new, engaged, qualified,
+    booked, customer, lost; the lead is rescored at once, so every listing shows it."""
     from instaset import contacts as svc
 
     values = svc.parse_assignments(assignments)
@@ -157,7 +158,8 @@ def set_(
     async def go() -> list[svc.Change]:
         async with _open(config) as db:
             ref = await svc.resolve(db, contact, account)
-            return await svc.set_fields(db, ref, values, by=_who(), now=time.time())
+            return await svc.set_fields(db, ref, values, by=_who(), now=time.time(),
+                                        leads=config.leads)
 
     _print_changes(contact, go())
 
@@ -172,7 +174,7 @@ def _tags(contact: str, tags: list[str], account: str | None, add: bool) -> None
         async with _open(config) as db:
             ref = await svc.resolve(db, contact, account)
             fn = svc.add_tags if add else svc.remove_tags
-            return await fn(db, ref, tags, by=_who(), now=time.time())
+            return await fn(db, ref, tags, by=_who(), now=time.time(), leads=config.leads)
 
     _print_changes(contact, go())
 

@@ -94,6 +94,16 @@ async def get_state_row(
     return await history.get_conversation(conn, account_id, contact_id)
 
 
+async def shown_stage_in(conn: aiosqlite.Connection, account_id: str, contact_id: str) -> str:
+    """The stage every listing shows for the contact (:func:`~instaset.store.ai.
+    shown_stage_sql`), inside the caller's transaction."""
+    rows = list(await conn.execute_fetchall(
+        f"SELECT {shown_stage_sql('?1', '?2', 'c.state')} FROM conversations c"
+        " WHERE c.account_id = ?1 AND c.contact_id = ?2", (account_id, contact_id),
+    ))
+    return str(rows[0][0]) if rows else "new"
+
+
 async def ensure_conversation(
     conn: aiosqlite.Connection, account_id: str, contact_id: str, now: float
 ) -> None:
