@@ -14,7 +14,8 @@ Contracts:
   read, then delivers that send itself (and only that send) so the caller learns the
   outcome; when a running daemon takes the job first, it waits for the daemon's verdict
   instead. A reply that ends refused or failed gives the conversation back its previous
-  pause and unread count (the send stays recorded, with its reason).
+  pause and unread count (the send stays recorded, with its reason); the caller gets the
+  refusal's words (Meta's, or the sending rules'), also when the daemon refused it.
 """
 
 from __future__ import annotations
@@ -411,7 +412,8 @@ async def deliver_now(rt: Runtime, keys: list[str], *, wait: float, poll: float)
                 done.message_ids.append(row["message_id"])
             if state != "sent":
                 done.state, done.reason = state, row["reason"]
-                done.detail = details.get(part) or row["reason"]
+                done.detail = (details.get(part) or await _words_of_refusal(rt.db, row)
+                               or row["reason"])
                 if state == "queued":
                     done.detail = await jobstore.last_error(rt.db, f"send:{part}")
                 return done
@@ -420,6 +422,41 @@ async def deliver_now(rt: Runtime, keys: list[str], *, wait: float, poll: float)
     finally:
         rt.deliverer.on_refused = previous
         rt.deliverer.human_watched = False
+
+
+async def _words_of_refusal(db: Database, row: sqlite3.Row) -> str | None:
+    """The words (Meta's, or the sending rules') of the refusal of the send ``row`` when
+    another process (the running daemon) refused it, or None when they cannot be found.
+    They are stored only in the notice that process queued in the refusal's transaction
+    (:func:`instaset.refusals.refusal_notice`): the notice this send's refusal would give, with
+    a marker for the words, names the job and places the words in its text. A notice made
+    by another refusal (automation's are one per contact, reason and day) is not it: its
+    job was created at another time than the refusal."""
+    from instaset.outbox import Outgoing
+    from instaset.refusals import refusal_notice
+
+    if row["state"] not in ("refused", "failed") or not row["reason"]:
+        return None
+    mark = "\x00words\x00"
+    try:
+        out = Outgoing.from_json(row["body"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    notice = refusal_notice(out, row["state"], row["reason"], mark, row["updated_at"])
+    if notice is None:
+        return None  # a refusal nobody is told about (e.g. token_invalid)
+    job = await jobstore.get_by_key(db, notice.key)
+    if job is None or job["created_at"] != row["updated_at"]:
+        return None
+    head, _, tail = str(notice.payload.get("text", "")).partition(mark)
+    try:
+        text = str(json.loads(job["payload"]).get("text") or "")
+    except (ValueError, AttributeError):
+        return None
+    if len(text) <= len(head) + len(tail) or not (
+            text.startswith(head) and text.endswith(tail)):
+        return None
+    return text[len(head):len(text) - len(tail)]
 
 
 async def _deliver_one(rt: Runtime, key: str, deadline: float, poll: float, *,

@@ -489,3 +489,52 @@ def test_a_failed_reply_under_a_longer_pause_gives_the_unread_count_back(
     assert db_rows(db_path, "SELECT paused_until, unread FROM conversations") == before
     # shown here, in the terminal: not a notification as well
     assert db_rows(db_path, "SELECT key FROM jobs WHERE kind = 'notify'") == []
+
+
+def test_a_reply_the_running_daemon_sent_and_meta_refused_shows_metas_words(
+    tmp_path: Path,
+) -> None:
+    """s16 fresh audit, finding 5: with `serve` running, its worker sends the reply; when
+    Meta refused it, the command printed "(Instagram refused it: invalid_parameter):
+    invalid_parameter" (the words were only in the daemon's log and notice). The same for
+    `inbox edit` and `inbox approve` of a draft. Here the daemon's sandbox does not know
+    the contact (stored after it started), so Meta answers "user not found"."""
+    import instaset.cli.cmd_drafts  # noqa: F401  (registers inbox approve/edit)
+    from instaset.config import load_config
+    from instaset.store.ai import insert_draft
+    from tests.test_simulate_errors import threaded_daemon
+    from tests.test_simulate_errors import write_config as daemon_config
+
+    cfg = daemon_config(tmp_path, "d")
+    config = load_config(cfg)
+    db_path = config.storage.db_path()
+    carol = "3339842642640639"
+    meta = "Não foi possível encontrar o usuário solicitado. (code 100/2534014) [HTTP 400]"
+    with threaded_daemon(config, sandbox=True):
+        seed_inbound(db_path, carol, HOUR)
+
+        async def drafts() -> list[int]:
+            db = await open_database(db_path)
+            try:
+                async with db.tx() as conn:
+                    for n in (1, 2):
+                        await insert_draft(conn, key=f"ai_reply:carol:{n}", account_id=ACCT,
+                                           contact_id=carol, comment_id=None, text="AI text",
+                                           intent=None, confidence=None, reason="draft",
+                                           now=time.time())
+                return [r["id"] for r in await db.fetchall("SELECT id FROM ai_drafts")]
+            finally:
+                await db.close()
+
+        first, second = asyncio.run(drafts())
+        results = [run_cli(cfg, "inbox", "reply", "carol", "Hi Carol", "--wait", "30"),
+                   run_cli(cfg, "inbox", "edit", str(first), "My words", "--wait", "30"),
+                   run_cli(cfg, "inbox", "approve", str(second), "--yes", "--wait", "30")]
+    for result in results:
+        assert result.exit_code == 1, result.output
+        assert "(Instagram refused it: invalid_parameter): " in result.stderr
+        assert meta in result.stderr, result.stderr
+        assert "invalid_parameter): invalid_parameter" not in result.stderr
+    assert results[0].stderr.startswith("error: not sent to @carol (Instagram refused it")
+    rows = db_rows(db_path, "SELECT state, reason FROM sends ORDER BY created_at")
+    assert rows == [{"state": "failed", "reason": "invalid_parameter"}] * 3

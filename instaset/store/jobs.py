@@ -336,6 +336,11 @@ async def get(db: Database, job_id: int) -> sqlite3.Row | None:
     return await db.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
 
 
+async def get_by_key(db: Database, key: str) -> sqlite3.Row | None:
+    """The job with idempotency key ``key`` (None: no such job)."""
+    return await db.fetchone("SELECT * FROM jobs WHERE key = ?", (key,))
+
+
 async def last_error(db: Database, key: str) -> str | None:
     """The last error of the job with idempotency key ``key`` (None: none, or no such job)."""
     row = await db.fetchone("SELECT last_error FROM jobs WHERE key = ?", (key,))
