@@ -31,11 +31,11 @@ from instaset.replay import (
     Replayer,
     StoredEvent,
     describe_action,
-    diff,
     load_history,
     offline_ai,
     replay_config,
 )
+from instaset.replay_diff import diff
 from instaset.sandbox import build_comment_payload, build_dm_payload, build_echo_payload
 from tests.sending_harness import ACCT, Harness, open_harness
 

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from instaset.engine.decide import Decision
     from instaset.engine.state import ConversationState
     from instaset.events import Event
-    from instaset.replay import ReplayDiff, Report
+    from instaset.replay import Report
+    from instaset.replay_diff import ReplayDiff
 
 # The engine, the replay, the sandbox payload builders, the config and the store are imported
 # inside the functions: `instaset --help` must not pay for them (see instaset/cli/app.py).
@@ -401,7 +402,8 @@ async def workflows_replay(
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
     """Replay the workflows over the stored history, or diff a candidate config. Read-only."""
-    from instaset.replay import diff, load_history, replay_config
+    from instaset.replay import load_history, replay_config
+    from instaset.replay_diff import diff
     from instaset.store.db import open_database
 
     config = load_or_exit()
