@@ -330,6 +330,26 @@ async def test_a_new_database_returns_space_even_under_a_daemon(tmp_path: Path) 
         await db.close()
 
 
+async def test_one_incremental_vacuum_returns_up_to_its_pages_in_one_transaction(
+        tmp_path: Path) -> None:
+    """The sqlite3 module steps the pragma once (one page); 1,000 free pages took 1,000
+    transactions, each with its fsync, under the running daemon."""
+    db = await open_database(tmp_path / "pages.db", synchronous="NORMAL")
+    try:
+        await seed(db, A1, "c1", NOW - 100 * DAY, n=1500)
+        await retention.purge_older_than(db, NOW - 90 * DAY, NOW)
+        free = await retention_store.pragma_int(db, "freelist_count")
+        assert free > 100
+        await retention_store.incremental_vacuum(db, 10)  # bounded by its pages
+        assert await retention_store.pragma_int(db, "freelist_count") == free - 10
+        await retention_store.incremental_vacuum(db, 100_000)
+        assert await retention_store.pragma_int(db, "freelist_count") == 0
+        async with db.tx() as conn:  # the connection is usable as before
+            await conn.execute("DELETE FROM messages WHERE 0")
+    finally:
+        await db.close()
+
+
 async def test_vacuum_only_when_alone_then_incremental(tmp_path: Path) -> None:
     """A file from before new files were incremental switches at its first purge with no
     daemon running."""

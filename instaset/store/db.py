@@ -337,6 +337,21 @@ class Database:
                 os.close(fd)
             return
 
+    async def write_script(self, sql: str) -> None:
+        """Run ``sql`` (statements with their own ``BEGIN IMMEDIATE`` ... ``COMMIT``) with
+        ``executescript``, under the write gate like every write. Why: the sqlite3 module
+        steps a statement without result columns only once, and some pragmas work one step
+        at a time (``incremental_vacuum`` frees one page per step); executescript steps each
+        statement to its end. A failure part way rolls back what the script began."""
+        async with self.gate.normal(), self._lock:
+            try:
+                await self.main.executescript(sql)
+            except BaseException:
+                if self.main.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        await self.main.execute("ROLLBACK")
+                raise
+
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:
         """Serialised access for reads and single-statement writes (autocommit)."""

@@ -555,11 +555,11 @@ async def pragma_int(db: Database, name: str) -> int:
 
 
 async def incremental_vacuum(db: Database, pages: int) -> None:
-    """Return up to ``pages`` free pages to the OS (needs ``auto_vacuum=INCREMENTAL``). A
-    write, so it goes through a short transaction like every other write."""
-    async with db.tx() as conn:
-        # The pragma yields a row per step: read them all, or COMMIT finds it still running.
-        await conn.execute_fetchall(f"PRAGMA incremental_vacuum({int(pages)})")
+    """Return up to ``pages`` free pages to the OS (needs ``auto_vacuum=INCREMENTAL``), in
+    one short write transaction. A script: the pragma frees one page per step, and a plain
+    execute steps it once (one transaction per page: 25,000 fsync'd commits for 100 MB)."""
+    await db.write_script(
+        f"BEGIN IMMEDIATE; PRAGMA incremental_vacuum({int(pages)}); COMMIT;")
 
 
 async def vacuum_into_incremental(db: Database) -> None:
