@@ -59,6 +59,13 @@ def ans(reply: str = "Sounds great!", **kw: object) -> Answer:
         ("worst service ever", ans(), "complaint"),
         ("honestly your program was terrible", ans(), "complaint"),
         ("can I speak to an agent?", ans(), "human_requested"),
+        ("I want an agent", ans(), "human_requested"),
+        ("you are the worst", ans(), "complaint"),
+        ("you're terrible", ans(), "complaint"),
+        ("worst coach ever", ans(), "complaint"),
+        ("it's broken", ans(), "complaint"),
+        ("this is the worst", ans(), "complaint"),
+        ("absolutely terrible", ans(), "complaint"),
         ("I need customer service", ans(), "human_requested"),
         # ordinary sales questions with those words in them (each paused a lead for 12 h)
         ("is coaching ok for a person over 50?", ans(), None),

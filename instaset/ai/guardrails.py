@@ -41,17 +41,25 @@ _WHO = r"(you|someone|somebody|a person|a human|an agent|a real person|a represe
 _HUMAN = re.compile(
     r"\b(human|real person|actual person|live agent|support agent|representative"
     rf"|customer service|(talk|speak|chat) (to|with) {_WHO}|call me"
+    r"|(want|need|get me) (an agent|a human|a person|a real person|someone real)"
     r"|are you (a )?(bot|robot|ai))\b"
 )
 _REFUND = re.compile(
     r"\b(refund\w*|money back|chargeback|reembolso|cancel my (order|subscription))\b"
 )
 _BAD = r"(terrible|awful|worst|horrible)"
+# What is bad is us, or what was bought: "you are the worst", "it's broken", "worst coach
+# ever", a message that is only "terrible".
+_OURS = (r"(you|you'?re|your \w+|this|this is|it|it'?s|it is|that'?s|that is)"
+         r"( is| are| was| were)?")
 _COMPLAINT = re.compile(
     r"\b(complain\w*|scam\w*|rip ?off|disappointed|unacceptable|angry|furious|fraud"
-    r"|not working|doesn'?t work|(is|was|are|were|arrived|came|still) broken"
+    r"|not working|doesn'?t work"
+    rf"|({_OURS}|is|was|are|were|arrived|came|still) broken"
     rf"|{_BAD} (service|experience|product|course|program|coaching|support|quality)"
-    rf"|(you|your \w+|this|it) (is|are|was|were) {_BAD})\b"
+    rf"|{_BAD} \w+ ever"
+    rf"|{_OURS} (the |so |really |absolutely )?{_BAD})\b"
+    rf"|^\W*(absolutely |so |really |just )?{_BAD}\W*$"
 )
 _CURRENCY = r"[$€£¥₹]"
 _AMOUNT = r"\d[\d,]*(?:\.\d+)?"
