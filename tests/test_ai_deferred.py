@@ -69,18 +69,24 @@ async def test_quick_messages_waiting_for_gemini_get_one_reply(make: Make) -> No
     assert {j["state"] for j in await _ai_jobs(env)} == {"done"}
 
 
-async def test_a_workflow_reply_to_a_later_message_also_answers_it(make: Make) -> None:
-    price = {"name": "price", "trigger": {"dm": {"keywords": ["price"]}},
-             "actions": [{"reply": "Coaching is $90 a session."}]}
+async def test_a_canned_reply_to_a_later_keyword_does_not_answer_the_question(
+        make: Make) -> None:
+    """A question, then the keyword "guide": the workflow's canned link answers the keyword,
+    not the question. The deferred AI reply still answers the question, from the
+    conversation up to it (it does not answer "guide" again). It was dropped silently
+    (review s16 A, finding 1)."""
+    guide = {"name": "guide", "trigger": {"dm": {"keywords": ["guide"]}},
+             "actions": [{"reply": "Here's the free guide: https://maya.fit/guide"}]}
     clock = Clock(frozen=True)
-    env = await make([price, AI_AUTO], clock=clock)
-    env.fake.script(rate_limited("7s"), reply("It's $90!"))
-    await env.h.dm(IGSID, "hi there")
+    env = await make([guide, AI_AUTO], clock=clock)
+    env.fake.script(rate_limited("7s"), reply("Yes! I also do nutrition plans 🥗"))
+    await env.h.dm(IGSID, "do you also do nutrition plans?")
     await env.h.settle()
-    await env.h.dm(IGSID, "what's the price?")
+    await env.h.dm(IGSID, "and send me the guide pls")
     await env.h.settle(advance_up_to=10)
-    assert env.texts() == ["Coaching is $90 a session."]
-    assert len(env.fake.requests) == 1
+    assert env.texts() == ["Here's the free guide: https://maya.fit/guide",
+                           "Yes! I also do nutrition plans 🥗"]
+    assert env.fake.requests[-1].turns == [("user", "do you also do nutrition plans?")]
 
 
 async def test_a_reply_that_was_in_flight_when_a_later_one_went_out_is_not_sent(

@@ -135,6 +135,11 @@ async def load_reply_context(db: Database, key: str, acct: str, contact: str,
         log.info("ai_reply %s skipped: a later message has its reply", key)
         return None
     rows = await aistore.recent_texts_quick(db, acct, contact, HISTORY_TURNS)
+    if anchor is not None:
+        # The conversation up to the message this job answers (see AIReplies.handle).
+        cut = next((i for i, r in enumerate(rows) if r["mid"] == anchor), None)
+        if cut is not None:
+            rows = rows[:cut + 1]
     async with db.read() as conn:
         return await _context(conn, conv, rows, acct, contact, comment_id, past_replies)
 
@@ -179,18 +184,17 @@ class AIReplies:
         """Returns ``COMPLETED`` when the job's completion committed with its effects (the
         worker then writes nothing more), None when the worker is to complete it.
 
-        The job answers the conversation as it is when it runs (its newest messages), not
-        only the message that queued it (``mid``, its anchor). So it does nothing, before
-        the call and again in the transaction that would send, when a message stored after
-        the anchor has its reply: an automated send decided on it (an AI reply or a
-        workflow's), an AI draft or hand-off of it, or an ai_reply of it still to run (that
-        one reads the anchor too). Without this, a reply deferred by a 429, a 5xx back-off
-        or a backlog answered again what the later reply answered (the model does not see
-        that reply: trailing turns of ours are dropped). Answering only up to the anchor
-        was the other way; it was not taken, as it sends a late answer to an older message
-        after the newer one's, and still answers once per message where several quick
-        messages now get one reply, from the job of the last. A job without ``mid``
-        (queued before it existed, a comment's, one after a ``delay``) answers as before.
+        The job answers the message that queued it (``mid``, its anchor): the model sees
+        the conversation up to the anchor. It does nothing, before the call and again in
+        the transaction that would send, when a message stored after the anchor has an AI
+        reply (sent, drafted or handed off) or an ai_reply of it still to run: that reply
+        reads the anchor too, so several quick messages get one answer, from the last
+        one's job. Without this, a reply deferred by a 429, a 5xx back-off or a backlog
+        answered again what the later reply answered. A workflow's canned reply to a later
+        message does not stop it (a question, then the keyword "guide": the canned guide
+        answers the keyword, the AI still answers the question; cut at the anchor, it does
+        not answer "guide" again). A job without ``mid`` (queued before it existed, a
+        comment's, one after a ``delay``) answers the newest messages, as before.
         """
         p = job.payload
         acct, contact = str(p["account_id"]), str(p["contact_id"])

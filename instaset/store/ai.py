@@ -53,10 +53,12 @@ async def conversation_row(conn: aiosqlite.Connection, account_id: str, contact_
 
 
 # Whether a later message of the thread than the one with mid ?1 (stored after it: a
-# greater id) has its reply: an automated send decided on it (not refused or failed; a
-# workflow's keys are ``send:{event}:{n}``, an ai_reply's ``send:ai:{event}:{n}...``), an
-# ai_reply draft or hand-off of it (``ai:{event}:{n}``), or an ai_reply of it still to run
-# (``ai:{event}:{n}``, ready or running), which will read this message too. Keys derive
+# greater id) has an AI reply, which read the conversation and so this message too: an
+# ai_reply's send (``send:ai:{event}:{n}...``, not refused or failed), an ai_reply draft
+# or hand-off of it (``ai:{event}:{n}``), or an ai_reply of it still to run (ready or
+# running). A workflow's canned reply to a later message (``send:{event}:{n}``) answers
+# that message, not this one (a question, then the keyword "guide": the question still
+# gets its answer, see AIReplies.handle). Keys derive
 # from the event's dedupe key (automation.py), found through the message's event; each
 # test is a range of a unique index (the unary + keeps the planner off the due-jobs index,
 # which would scan every ready job). A typing indicator, a reaction or the fallback
@@ -65,10 +67,7 @@ _ANSWERED_LATER = (
     "EXISTS(SELECT 1 FROM messages a JOIN messages m ON m.account_id = a.account_id"
     " AND m.contact_id = a.contact_id AND m.direction = 'in' AND m.id > a.id"
     " JOIN events e ON e.id = m.event_id WHERE a.mid = ?1 AND ("
-    " EXISTS(SELECT 1 FROM sends s WHERE s.key > 'send:' || e.dedupe_key || ':'"
-    "  AND s.key < 'send:' || e.dedupe_key || ';' AND s.kind NOT IN ('sender_action', 'react')"
-    "  AND s.state NOT IN ('refused', 'failed'))"
-    " OR EXISTS(SELECT 1 FROM sends s WHERE s.key > 'send:ai:' || e.dedupe_key || ':'"
+    " EXISTS(SELECT 1 FROM sends s WHERE s.key > 'send:ai:' || e.dedupe_key || ':'"
     "  AND s.key < 'send:ai:' || e.dedupe_key || ';' AND s.kind NOT IN ('sender_action', 'react')"
     "  AND s.state NOT IN ('refused', 'failed'))"
     " OR EXISTS(SELECT 1 FROM ai_drafts d WHERE d.key > 'ai:' || e.dedupe_key || ':'"
