@@ -283,7 +283,8 @@ async def serving(
                 # Said at start, not at Meta's first delivery (doctor says it too).
                 log.warning("no app secret: every webhook will be refused (403); set "
                             "instagram.app_secret (or INSTASET_APP_SECRET) and restart")
-            if config.instagram.verify_token is None:
+            verify = config.instagram.verify_token
+            if verify is None or not verify.get_secret_value():
                 log.warning("no verify token: Meta cannot verify the webhook URL; set "
                             "instagram.verify_token (or INSTASET_VERIFY_TOKEN) and restart")
         async with contextlib.AsyncExitStack() as stack:

@@ -80,7 +80,7 @@ def parse_duration(value: object) -> timedelta:
     elif isinstance(value, float):
         seconds = value
     elif isinstance(value, str):
-        if re.search(r"\dM", value.replace(" ", ""), re.ASCII):
+        if re.search(r"\d\s*M", value):
             # "6M" reads as six months to many people; lowercased it was six minutes, and
             # `purge --older-than 6M` deleted all but the last six minutes.
             raise ValueError(f"invalid duration {value!r}: 'M' could mean months or minutes; "

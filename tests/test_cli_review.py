@@ -25,6 +25,7 @@ from instaset.export import read_export
 from instaset.outbox import StaticTokens, TokenProvider
 from instaset.paths import default_db_path
 from instaset.secrets import MemorySecrets
+from instaset.store import history
 from instaset.store.db import open_database
 from tests.sending_harness import ACCT
 from tests.test_inbox import HOUR, ThreadedSandbox, db_rows, seed_inbound, write_config
@@ -208,6 +209,27 @@ def test_catch_up_exits_1_when_an_account_failed(seeded: tuple[Path, Path]) -> N
     assert [(r["account_id"], r["error"]) for r in doc] == [
         (A1, fix), (A2, fix)]
     assert "no access token stored" in as_json.stderr
+
+
+def test_catch_up_has_nothing_to_do_for_the_sandboxs_account(tmp_path: Path) -> None:
+    """Without `serve --sandbox` its account has no token, and nothing at Meta to catch up:
+    no failure (a cron catch-up failed on every run after the README's sandbox try)."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"storage": {"path": str(tmp_path / "s.db")},
+                                   "secrets": {"backend": "memory"}}), "utf-8")
+
+    async def go() -> None:
+        db = await open_database(tmp_path / "s.db")
+        try:
+            await history.upsert_account(db, A1, username="sandbox_creator", now=time.time(),
+                                         sandbox=True)
+        finally:
+            await db.close()
+
+    asyncio.run(go())
+    result = run(cfg, "catch-up")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "@sandbox_creator: nothing to catch up"
 
 
 # -- 3. a top-level typo is a config error for the read commands too -------------------------

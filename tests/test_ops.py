@@ -276,6 +276,11 @@ async def test_serve_says_at_start_when_webhooks_cannot_work(
         pass
     assert not [r for r in caplog.records if "no app secret" in r.getMessage()
                 or "no verify token" in r.getMessage()]
+    caplog.clear()
+    async with serving(config("empty", app_secret="s3cret", verify_token=""),
+                       host="127.0.0.1", port=0):
+        pass
+    assert any(r.getMessage().startswith("no verify token") for r in caplog.records)
 
 
 def test_version_option() -> None:

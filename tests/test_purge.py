@@ -450,6 +450,7 @@ def test_cli_purge_policy_flags_confirmation_and_dry_run(tmp_path: Path) -> None
     assert dry.exit_code == 0, dry.output
     report = json.loads(dry.stdout)
     assert report["dry_run"] and report["counts"]["messages"] == 3
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", report["cutoff"])
     assert messages_left(db_path) == 6
 
     done = run(app, ["--config", str(cfg), "purge", "--older-than", "30d", "--yes", "--json"])

@@ -277,7 +277,10 @@ def purge(
 
     report = go()
     if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2))
+        doc = report.to_json()
+        if ref is None and account_id is None and not all_:
+            doc["cutoff"] = _iso(horizon)  # what "older than" meant, as the text report says
+        typer.echo(json.dumps(doc, indent=2))
         return
     scope = what or (f"data older than retention.days={config.retention.days}: before "
                      f"{_iso(horizon)}")
