@@ -424,7 +424,8 @@ def test_duration_parsing(raw: object, expected: timedelta) -> None:
 
 
 @pytest.mark.parametrize("raw", ["", "h", "12x", "-5s", "5 hours", "1e3", True, None, -1, [1],
-                                 "6M", "1 M", "1h30M", "6\tM"])  # months or minutes? (6M once = 6 min)
+                                 # months or minutes? ("6M" once meant six minutes)
+                                 "6M", "1 M", "1h30M", "6\tM"])
 def test_duration_rejects(raw: object) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(raw)
