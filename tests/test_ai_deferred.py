@@ -206,3 +206,41 @@ async def test_the_fallback_once_a_day_is_per_contact(make: Make) -> None:
     assert env.texts(IGSID) == [FALLBACK] and env.texts(other) == [FALLBACK]
     notes = await env.rows("SELECT contact_id FROM notifications WHERE kind = 'handoff'")
     assert sorted(n["contact_id"] for n in notes) == sorted([IGSID, other])
+
+
+async def test_an_unsend_during_the_gemini_call_leaves_no_quote(make: Make) -> None:
+    """The contact unsends their message while Gemini answers it: the AI's lead fact must not
+    bring the unsent words back (review s16 A, finding 2)."""
+    from tests.test_leads_unsend import RULES, unsend
+
+    env = await make(leads=RULES)
+    env.fake.script(held(reply("Thanks! Let's find something that fits.", lead_fields=[
+        {"name": "budget", "value": "500/month", "evidence": "I could do 500 a month"}])))
+    stop = asyncio.Event()
+    worker = asyncio.create_task(env.h.rt.worker.run(stop))
+    try:
+        dm = await env.h.dm(IGSID, "I'm Dana, +49 176 5550199, I could do 500 a month")
+        for _ in range(500):
+            if env.fake.requests:
+                break
+            await asyncio.sleep(0.02)
+        assert await env.h.post(unsend(dm)) == 200
+        for _ in range(500):
+            m = await env.rows("SELECT deleted_at FROM messages WHERE direction = 'in'")
+            if m and m[0]["deleted_at"]:
+                break
+            await asyncio.sleep(0.02)
+        env.fake.release()
+        for _ in range(500):
+            rows = await _ai_jobs(env)
+            if rows and {r["state"] for r in rows} == {"done"}:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await worker
+    await env.h.settle()
+    assert {r["state"] for r in await _ai_jobs(env)} == {"done"}
+    facts = await env.rows("SELECT name, evidence FROM lead_facts")
+    leads = await env.rows("SELECT reasons FROM leads")
+    assert "500 a month" not in json.dumps(facts) + json.dumps([r["reasons"] for r in leads])

@@ -322,6 +322,20 @@ class AIReplies:
             live=bool(comment_id) and p.get("live") is True,  # a live comment's reply
         )
 
+    @staticmethod
+    async def _still_said(conn: aiosqlite.Connection, job: Job, inp: PromptInput
+                          ) -> list[str]:
+        """The contact's words the model saw that are still theirs now: a message unsent
+        while the model answered is no evidence (its words would come back in a lead
+        fact). Read in the transaction that stores the facts."""
+        p = job.payload
+        rows = await aistore.recent_texts(conn, str(p["account_id"]), str(p["contact_id"]),
+                                          HISTORY_TURNS)
+        present = {r["text"] for r in rows if r["direction"] == "in"}
+        comment = inp.conversation[-1].text if p.get("comment_id") else None
+        return [t.text for t in inp.conversation
+                if t.role == "contact" and (t.text in present or t.text == comment)]
+
     async def _finish(self, job: Job, mode: str, ctx: Context, inp: PromptInput,
                       answer: Answer | None, verdict: Verdict, call: CallRecord | None
                       ) -> Outcome:
@@ -341,8 +355,8 @@ class AIReplies:
                 await complete_in(conn, job, now)
                 return COMPLETED
             jobs: list[NewJob] = []
-            facts = grounded(answer.lead_facts, [t.text for t in inp.conversation
-                                                  if t.role == "contact"]) if answer else ()
+            facts = grounded(answer.lead_facts, await self._still_said(conn, job, inp)
+                             ) if answer and answer.lead_facts else ()
             if facts:
                 for i, fact in enumerate(facts):
                     await aistore.add_lead_fact(
