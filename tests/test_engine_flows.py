@@ -218,6 +218,24 @@ def test_a_public_reply_after_a_delay_waits_for_the_private_reply_before_it(
     assert _kinds(later.actions) == expected
 
 
+@pytest.mark.parametrize("delay", ["", "    - delay: 1m\n"], ids=["no-delay", "delay"])
+def test_a_public_reply_after_an_ai_reply_does_not_wait_with_or_without_a_delay(
+        delay: str) -> None:
+    """An ai_reply's private reply is its own job's: the public reply after it is not
+    marked to wait for it, after a delay as without one (review s16 A, finding 4)."""
+    wfs = workflows("- name: w\n  trigger: {comment: {keywords: [guide]}}\n  actions:\n"
+                    + _AI + delay + _PUB)
+    decision = decide(comment("guide"), state(), wfs, SETTINGS, NOW)
+    kinds = _kinds(decision.actions)
+    schedule = decision.actions[-1]
+    if isinstance(schedule, Schedule):
+        later = resume(decision.state, wfs, SETTINGS, "w", schedule.step, schedule.run_at,
+                       comment_id=schedule.comment_id, comment_at=schedule.comment_at,
+                       public_ok=schedule.public_ok)
+        kinds = _kinds(later.actions)
+    assert kinds[-1] == "public"
+
+
 def test_a_public_reply_after_a_private_reply_refused_after_a_delay_is_dropped() -> None:
     wfs = workflows("- name: w\n  trigger: {comment: {keywords: [guide]}}\n  actions:\n"
                     "    - delay: 8d\n" + _PR + _PUB)

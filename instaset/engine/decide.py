@@ -301,13 +301,17 @@ def resume(
     run = Run(wf, state, settings, now, seed, text=text, comment_id=comment_id,
                comment_at=comment_at, public_to=comment_id if public_ok else None, turns=turns)
     # A private reply already sent before the delay used the comment's one message.
-    run.private_used = comment_id is not None and any(
+    before = wf.actions[:step]
+    sent_here = comment_id is not None and any(
         s.kind in ("reply", "private_reply", "ask", "media", "template", "buttons")
-        or (s.kind == "ai_reply" and s.ai_reply is not None and s.ai_reply.mode == "auto")
-        for s in wf.actions[:step]
-    )
-    # Settled by now, whatever it was: a public reply after it goes out only if it went.
-    run.private_made = run.private_used
+        for s in before)
+    run.private_used = sent_here or (comment_id is not None and any(
+        s.kind == "ai_reply" and s.ai_reply is not None and s.ai_reply.mode == "auto"
+        for s in before))
+    # Settled by now, whatever it was: a public reply after it goes out only if it went. An
+    # ai_reply's private reply is its own job's, which a public reply does not wait for
+    # (with or without a delay between them: docs/workflows.md).
+    run.private_made = sent_here
     run.trace.append(f"{wf.name}: continuing at step {step + 1} after a delay")
     run_steps(run, step)
     return _finish(run)
