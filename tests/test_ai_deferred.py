@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 from instaset.queue import NewJob, enqueue_in
 from tests import test_ai_feature
@@ -19,6 +20,28 @@ make = test_ai_feature.make  # the fixture: the runtime, the sandbox and the fak
 async def _ai_jobs(env: Env) -> list[dict[str, object]]:
     return await env.rows("SELECT key, state, payload FROM jobs WHERE kind = 'ai_reply'"
                           " ORDER BY id")
+
+
+async def _until(check: Callable[[], Awaitable[bool]]) -> None:
+    """Wait (at most 10 s, in 20 ms steps) until ``check()`` holds."""
+    for _ in range(500):
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+
+
+async def _now(value: bool) -> bool:
+    return value
+
+
+async def _all_done(env: Env) -> bool:
+    jobs = await _ai_jobs(env)
+    return bool(jobs) and {j["state"] for j in jobs} == {"done"}
+
+
+async def _unsent(env: Env) -> bool:
+    rows = await env.rows("SELECT deleted_at FROM messages WHERE direction = 'in'")
+    return bool(rows) and rows[0]["deleted_at"] is not None
 
 
 # --- finding 6: a deferred reply does not answer again what a later reply answered ----------
@@ -99,21 +122,12 @@ async def test_a_reply_that_was_in_flight_when_a_later_one_went_out_is_not_sent(
     worker = asyncio.create_task(env.h.rt.worker.run(stop))
     try:
         await env.h.dm(IGSID, "hi")
-        for _ in range(500):
-            if env.fake.requests:
-                break
-            await asyncio.sleep(0.02)
+        await _until(lambda: _now(bool(env.fake.requests)))
         await env.h.dm(IGSID, "do you coach online?")
-        for _ in range(500):
-            if env.texts():
-                break
-            await asyncio.sleep(0.02)
+        await _until(lambda: _now(bool(env.texts())))
         assert env.texts() == ["Yes, I coach online!"]
         env.fake.release()
-        for _ in range(500):
-            if {j["state"] for j in await _ai_jobs(env)} == {"done"}:
-                break
-            await asyncio.sleep(0.02)
+        await _until(lambda: _all_done(env))
     finally:
         stop.set()
         await worker
@@ -220,22 +234,11 @@ async def test_an_unsend_during_the_gemini_call_leaves_no_quote(make: Make) -> N
     worker = asyncio.create_task(env.h.rt.worker.run(stop))
     try:
         dm = await env.h.dm(IGSID, "I'm Dana, +49 176 5550199, I could do 500 a month")
-        for _ in range(500):
-            if env.fake.requests:
-                break
-            await asyncio.sleep(0.02)
+        await _until(lambda: _now(bool(env.fake.requests)))
         assert await env.h.post(unsend(dm)) == 200
-        for _ in range(500):
-            m = await env.rows("SELECT deleted_at FROM messages WHERE direction = 'in'")
-            if m and m[0]["deleted_at"]:
-                break
-            await asyncio.sleep(0.02)
+        await _until(lambda: _unsent(env))
         env.fake.release()
-        for _ in range(500):
-            rows = await _ai_jobs(env)
-            if rows and {r["state"] for r in rows} == {"done"}:
-                break
-            await asyncio.sleep(0.02)
+        await _until(lambda: _all_done(env))
     finally:
         stop.set()
         await worker
