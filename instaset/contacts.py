@@ -11,11 +11,12 @@ Contracts:
   state's stage; any other name is a captured field (``email`` and ``phone`` are checked and
   normalised as an ``ask:`` step would). An empty value removes the field.
 - The same transaction rescores the contact's lead (:func:`instaset.ai.scoring.rescore_in`,
-  as ``leads rescore`` does), so every listing shows the correction at once. ``stage`` must
-  be one of :data:`instaset.leads.STAGES`; it is compared with, and its change recorded
-  from, the stage listings show (the lead's). A stage the lead's score and history would
-  not show (one below theirs: a stage set by hand only raises the computed one, except
-  ``customer`` and ``lost``) is refused and nothing changes.
+  as ``leads rescore`` does), so every listing shows the correction at once. ``stage`` is
+  compared with the state's stage; a lead stage (:data:`instaset.leads.STAGES`) is recorded
+  as changed from the stage listings showed, a stage of the creator's own ("vip", as a
+  workflow's ``stage`` step may set) from itself. A lead stage the lead's score and
+  history would not show (one below theirs: a stage set by hand only raises the computed
+  one, except ``customer`` and ``lost``) is refused and nothing changes.
 - :func:`forget` is ``instaset purge --contact``'s deletion (:func:`instaset.retention.
   purge_contacts`): every row about the person, in one transaction.
 - :class:`Profiles` fetches the User Profile API for people who messaged the account (only
@@ -182,7 +183,7 @@ async def _edit(db: Database, ref: ContactRef, now: float, by: str, leads: Leads
             )
         score, jobs = await rescore_in(conn, leads, ref.account_id, ref.contact_id, now)
         wanted = next((ch.new for ch in changes if ch.field == "stage"), None)
-        if wanted is not None and score.stage != wanted:
+        if wanted is not None and wanted in STAGES and score.stage != wanted:
             raise InstasetError(  # rolls the whole correction back
                 f"stage {wanted!r} would not show: the contact's messages, score and bookings "
                 f"put them at {score.stage!r}, and a stage set by hand only raises that one "
@@ -200,19 +201,20 @@ async def set_fields(
     for f, v in clean:
         if f == "stage" and v is None:
             raise InstasetError("stage cannot be empty (e.g. stage=customer)")
-        if f == "stage" and v not in STAGES:
-            raise InstasetError(f"{v!r} is not a stage: use one of {', '.join(STAGES)}")
 
     def change(st: ConversationState, row: sqlite3.Row, shown: str
                ) -> tuple[ConversationState, list[Change]]:
         out: list[Change] = []
         for f, v in clean:
             if f == "stage":
+                # Against the stage the state holds (a stage of the creator's own, "vip",
+                # is one too, as a workflow's `stage` step sets it); "from" is what
+                # listings showed when that was a lead stage.
                 assert v is not None
-                if shown != v:
-                    out.append(Change("stage", "set", shown, v))
+                if st.stage != v:
+                    old_shown = shown if st.stage in STAGES or st.stage == "new" else st.stage
+                    out.append(Change("stage", "set", old_shown, v))
                     st = replace(st, stage=v)
-                    shown = v
                 continue
             if f == "name":  # the contacts row is the primary copy, the state's field follows
                 old = row["name"]

@@ -194,7 +194,7 @@ def shown_stages(path: Path, contact: str) -> tuple[str, str, str]:
     return show, listed, lead
 
 
-def test_a_stage_set_by_hand_shows_at_once_and_only_real_stages_are_taken(
+def test_a_stage_set_by_hand_shows_at_once_and_a_stage_of_ones_own_is_taken(
     tmp_path: Path,
 ) -> None:
     """s16 fresh audit, finding 4: `contacts set alice stage=vip` was taken, changed only the
@@ -204,10 +204,14 @@ def test_a_stage_set_by_hand_shows_at_once_and_only_real_stages_are_taken(
     assert cli(path, "leads", "rescore").exit_code == 0
     assert shown_stages(path, BEA) == ("engaged", "engaged", "engaged")  # she wrote
 
+    # A stage of the creator's own (what a workflow's `stage` step may set: hers is "lead")
+    # is taken, and taken away again (review s16 C, finding 2).
     vip = cli(path, "contacts", "set", BEA, "stage=vip")
-    assert vip.exit_code == 1
-    assert "'vip' is not a stage: use one of new, engaged, qualified, booked, customer, lost" \
-        in vip.stderr
+    assert vip.exit_code == 0 and vip.stdout == f"{BEA}: stage 'lead' -> 'vip'\n"
+    assert contact_state(tmp_path, ACCT, BEA)[0].stage == "vip"
+    back = cli(path, "contacts", "set", BEA, "stage=engaged")
+    assert back.exit_code == 0 and back.stdout == f"{BEA}: stage 'vip' -> 'engaged'\n"
+    assert contact_state(tmp_path, ACCT, BEA)[0].stage == "engaged"
 
     done = cli(path, "contacts", "set", BEA, "stage=customer")
     assert done.exit_code == 0, done.output
@@ -226,7 +230,8 @@ def test_a_stage_set_by_hand_shows_at_once_and_only_real_stages_are_taken(
     assert "nothing to change" in cli(path, "contacts", "set", BEA, "stage=qualified").stdout
     changes = json.loads(cli(path, "contacts", "show", BEA, "--json").stdout)["changes"]
     assert [(c["old"], c["new"]) for c in changes] == [
-        ("engaged", "customer"), ("customer", "qualified")]
+        ("lead", "vip"), ("vip", "engaged"), ("engaged", "customer"),
+        ("customer", "qualified")]
     state, _ = contact_state(tmp_path, ACCT, BEA)
     assert state.stage == "qualified"
 
