@@ -247,3 +247,49 @@ async def test_an_unsend_during_the_gemini_call_leaves_no_quote(make: Make) -> N
     facts = await env.rows("SELECT name, evidence FROM lead_facts")
     leads = await env.rows("SELECT reasons FROM leads")
     assert "500 a month" not in json.dumps(facts) + json.dumps([r["reasons"] for r in leads])
+
+
+async def test_a_deferred_reply_to_a_question_unsent_since_sends_nothing(make: Make) -> None:
+    """A question (its reply deferred by a 429), then "guide" (canned), then the question is
+    unsent: nothing of theirs is left to answer, and the job must not answer "guide" a
+    second time (the newest messages were read when the question was not among the recent
+    texts; review s16 C, finding 1)."""
+    from tests.test_leads_unsend import unsend
+
+    guide = {"name": "guide", "trigger": {"dm": {"keywords": ["guide"]}},
+             "actions": [{"reply": "Here's the free guide: https://maya.fit/guide"}]}
+    clock = Clock(frozen=True)
+    env = await make([guide, AI_AUTO], clock=clock)
+    env.fake.script(rate_limited("7s"), reply("AI: here is the guide again!"))
+    question = await env.h.dm(IGSID, "do you also do nutrition plans?")
+    await env.h.settle()
+    await env.h.dm(IGSID, "guide")
+    await env.h.settle()
+    assert await env.h.post(unsend(question)) == 200
+    await env.h.settle(advance_up_to=10)
+    assert env.texts() == ["Here's the free guide: https://maya.fit/guide"]
+    assert len(env.fake.requests) == 1  # the 429 only: no second call
+    assert {j["state"] for j in await _ai_jobs(env)} == {"done"}
+    # skipped, not handed to the creator as a message with no text
+    assert await env.rows("SELECT kind FROM notifications WHERE kind = 'handoff'") == []
+    assert await env.rows("SELECT key FROM ai_drafts") == []
+
+
+async def test_the_reply_reads_the_conversation_up_to_its_message_however_long(
+        make: Make) -> None:
+    """The message a deferred reply answers is older than the 20 newest texts (a backlog of
+    keyword messages and their canned replies): the model still sees up to it, not the
+    newest ones."""
+    guide = {"name": "guide", "trigger": {"dm": {"keywords": ["guide"]}},
+             "actions": [{"reply": "Here's the free guide: https://maya.fit/guide"}]}
+    clock = Clock(frozen=True)
+    env = await make([guide, AI_AUTO], clock=clock)
+    env.fake.script(rate_limited("7s"), reply("Yes, nutrition too!"))
+    await env.h.dm(IGSID, "do you also do nutrition plans?")
+    await env.h.settle()
+    for i in range(12):  # 24 texts after the question
+        await env.h.dm(IGSID, f"guide {i}")
+        await env.h.settle()
+    await env.h.settle(advance_up_to=10)
+    assert env.texts()[-1] == "Yes, nutrition too!"
+    assert env.fake.requests[-1].turns == [("user", "do you also do nutrition plans?")]

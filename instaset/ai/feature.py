@@ -132,14 +132,11 @@ async def load_reply_context(db: Database, key: str, acct: str, contact: str,
     if conv is None or conv["answered"]:
         return None
     if conv["answered_later"]:
-        log.info("ai_reply %s skipped: a later message has its reply", key)
+        log.info("ai_reply %s skipped: a later message has its reply, or this one was "
+                 "unsent", key)
         return None
-    rows = await aistore.recent_texts_quick(db, acct, contact, HISTORY_TURNS)
-    if anchor is not None:
-        # The conversation up to the message this job answers (see AIReplies.handle).
-        cut = next((i for i, r in enumerate(rows) if r["mid"] == anchor), None)
-        if cut is not None:
-            rows = rows[:cut + 1]
+    # The conversation up to the message this job answers (see AIReplies.handle).
+    rows = await aistore.recent_texts_quick(db, acct, contact, HISTORY_TURNS, until=anchor)
     async with db.read() as conn:
         return await _context(conn, conv, rows, acct, contact, comment_id, past_replies)
 

@@ -63,8 +63,10 @@ async def conversation_row(conn: aiosqlite.Connection, account_id: str, contact_
 # test is a range of a unique index (the unary + keeps the planner off the due-jobs index,
 # which would scan every ready job). A typing indicator, a reaction or the fallback
 # message (``send:ai-fallback:...``, see AIReplies._give_up) is no reply.
+#   Or the message with mid ?1 was unsent since: nothing of theirs is left to answer.
 _ANSWERED_LATER = (
-    "EXISTS(SELECT 1 FROM messages a JOIN messages m ON m.account_id = a.account_id"
+    "(EXISTS(SELECT 1 FROM messages u WHERE u.mid = ?1 AND u.deleted_at IS NOT NULL) OR"
+    " EXISTS(SELECT 1 FROM messages a JOIN messages m ON m.account_id = a.account_id"
     " AND m.contact_id = a.contact_id AND m.direction = 'in' AND m.id > a.id"
     " JOIN events e ON e.id = m.event_id WHERE a.mid = ?1 AND ("
     " EXISTS(SELECT 1 FROM sends s WHERE s.key > 'send:ai:' || e.dedupe_key || ':'"
@@ -74,7 +76,7 @@ _ANSWERED_LATER = (
     "  AND d.key < 'ai:' || e.dedupe_key || ';')"
     " OR EXISTS(SELECT 1 FROM jobs j WHERE j.key > 'ai:' || e.dedupe_key || ':'"
     "  AND j.key < 'ai:' || e.dedupe_key || ';' AND j.kind = 'ai_reply'"
-    "  AND +j.state IN ('ready', 'running'))))"
+    "  AND +j.state IN ('ready', 'running')))))"
 )
 
 
@@ -114,6 +116,13 @@ _RECENT_TEXTS = (
     " AND deleted_at IS NULL ORDER BY created_at DESC, id DESC LIMIT ?)"
     " ORDER BY created_at, id"
 )
+_RECENT_TEXTS_UNTIL = (
+    "SELECT * FROM (SELECT id, mid, direction, sent_by, text, created_at FROM messages"
+    " WHERE account_id = ?1 AND contact_id = ?2 AND text IS NOT NULL AND text != ''"
+    " AND deleted_at IS NULL AND id <= coalesce((SELECT id FROM messages WHERE mid = ?3"
+    " AND account_id = ?1 AND contact_id = ?2), 9223372036854775807)"
+    " ORDER BY created_at DESC, id DESC LIMIT ?4) ORDER BY created_at, id"
+)
 
 
 async def recent_texts(conn: aiosqlite.Connection, account_id: str, contact_id: str,
@@ -122,11 +131,15 @@ async def recent_texts(conn: aiosqlite.Connection, account_id: str, contact_id: 
     return await _rows(conn, _RECENT_TEXTS, (account_id, contact_id, limit))
 
 
-async def recent_texts_quick(db: Database, account_id: str, contact_id: str, limit: int
-                             ) -> list[sqlite3.Row]:
+async def recent_texts_quick(db: Database, account_id: str, contact_id: str, limit: int,
+                             *, until: str | None = None) -> list[sqlite3.Row]:
     """:func:`recent_texts` on the loop-thread connection (an indexed read of ``limit``
-    rows of one thread: short enough for the loop)."""
-    return await db.fetchall(_RECENT_TEXTS, (account_id, contact_id, limit), quick=True)
+    rows of one thread: short enough for the loop); with ``until`` (a mid), the last
+    ``limit`` up to that message (all of them when it is not stored)."""
+    if until is None:
+        return await db.fetchall(_RECENT_TEXTS, (account_id, contact_id, limit), quick=True)
+    return await db.fetchall(_RECENT_TEXTS_UNTIL, (account_id, contact_id, until, limit),
+                             quick=True)
 
 
 # Newest first through messages_human_replies (migration 0013): no sort of the history.
