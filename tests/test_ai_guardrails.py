@@ -68,6 +68,13 @@ def ans(reply: str = "Sounds great!", **kw: object) -> Answer:
         ("absolutely terrible", ans(), "complaint"),
         ("I need customer service", ans(), "human_requested"),
         # ordinary sales questions with those words in them (each paused a lead for 12 h)
+        ("I had the worst week ever, can you help me get back on track?", ans(), None),
+        ("what's the worst mistake ever for beginners?", ans(), None),
+        ("is it broken down into weekly modules?", ans(), None),
+        ("my diet, honestly it's the worst. can you help?", ans(), None),
+        ("this is the worst part of my day lol, how long are sessions?", ans(), None),
+        ("do I need a person to spot me?", ans(), None),
+        ("I need someone real to keep me accountable", ans(), None),
         ("is coaching ok for a person over 50?", ans(), None),
         ("I'm a real estate agent with little time, do you coach me?", ans(), None),
         ("I had a broken wrist last year, can I still train?", ans(), None),

@@ -41,25 +41,26 @@ _WHO = r"(you|someone|somebody|a person|a human|an agent|a real person|a represe
 _HUMAN = re.compile(
     r"\b(human|real person|actual person|live agent|support agent|representative"
     rf"|customer service|(talk|speak|chat) (to|with) {_WHO}|call me"
-    r"|(want|need|get me) (an agent|a human|a person|a real person|someone real)"
+    r"|i (want|need) (an agent|a human|a real person)"
     r"|are you (a )?(bot|robot|ai))\b"
 )
 _REFUND = re.compile(
     r"\b(refund\w*|money back|chargeback|reembolso|cancel my (order|subscription))\b"
 )
 _BAD = r"(terrible|awful|worst|horrible)"
-# What is bad is us, or what was bought: "you are the worst", "it's broken", "worst coach
-# ever", a message that is only "terrible".
-_OURS = (r"(you|you'?re|your \w+|this|this is|it|it'?s|it is|that'?s|that is)"
-         r"( is| are| was| were)?")
+_THING = r"(service|experience|product|purchase|course|program|coaching|coach|support|quality)"
+_VERY = r"(the |so |really |absolutely )?"
+# What is bad is us, or what was bought: "you are the worst", "worst coach ever", "it's
+# broken", a message that is only "terrible" or "this is the worst". Not the contact's own
+# week, knees or diet ("I had the worst week ever", "is it broken down into modules?").
 _COMPLAINT = re.compile(
     r"\b(complain\w*|scam\w*|rip ?off|disappointed|unacceptable|angry|furious|fraud"
     r"|not working|doesn'?t work"
-    rf"|({_OURS}|is|was|are|were|arrived|came|still) broken"
-    rf"|{_BAD} (service|experience|product|course|program|coaching|support|quality)"
-    rf"|{_BAD} \w+ ever"
-    rf"|{_OURS} (the |so |really |absolutely )?{_BAD})\b"
-    rf"|^\W*(absolutely |so |really |just )?{_BAD}\W*$"
+    r"|(it'?s|it is|is|was|are|were|arrived|came|still) broken(?! (down|into|up))"
+    rf"|{_BAD} {_THING}( ever)?"
+    rf"|(you|you'?re|your {_THING})( is| are| was| were)? {_VERY}{_BAD})\b"
+    rf"|\b(this|that|it)('?s| is| was) {_VERY}{_BAD}\W*$"
+    rf"|^\W*{_VERY}{_BAD}\W*$"
 )
 _CURRENCY = r"[$€£¥₹]"
 _AMOUNT = r"\d[\d,]*(?:\.\d+)?"
