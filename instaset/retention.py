@@ -95,7 +95,7 @@ PAUSE_SHARE, PAUSE_MAX = 0.4, 0.12  # lock-free time after a batch: share of it,
 BULK_SHARE, BULK_MIN_ROWS, BULK_MAX_ROWS = 0.5, 10_000, 1_500_000
 PURGE_CACHE_KIB = 128 * 1024  # page cache of the purging connection while it purges
 CONTACTS_PER_TX = 50
-VACUUM_PAGES = 4096
+VACUUM_PAGES = 1024  # ~4 MB per transaction: a short hold of the write lock (webhooks wait)
 
 Progress = Callable[[str, int, int | None], None]  # (what, done so far, total if known)
 

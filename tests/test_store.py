@@ -399,3 +399,40 @@ async def test_the_ais_past_replies_are_read_through_an_index(tmp_path: Path) ->
         await db.close()
     assert plan[0] == "SEARCH h USING INDEX messages_human_replies (account_id=?)"
     assert not any("TEMP B-TREE" in step for step in plan)
+
+
+async def test_a_cancelled_write_script_holds_the_gate_until_it_has_ended(
+        tmp_path: Path) -> None:
+    """Cancelled while its BEGIN waits for another process's lock, the script went on in
+    aiosqlite's thread after the write gate was released (review s16 C, finding 4)."""
+    import sqlite3
+
+    db = await open_database(tmp_path / "s.db", synchronous="NORMAL")
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        script = asyncio.ensure_future(db.write_script(
+            "BEGIN IMMEDIATE; CREATE TABLE scripted(x); COMMIT;"))
+        await asyncio.sleep(0.2)  # its BEGIN waits in SQLite's busy handler
+        script.cancel()
+        entered = asyncio.Event()
+
+        async def writer() -> None:  # as the ingest writer's or the worker's connection do
+            async with db.gate.normal():
+                entered.set()
+            async with db.tx() as conn:
+                await conn.execute("CREATE TABLE after_script(x)")
+
+        later = asyncio.ensure_future(writer())
+        await asyncio.sleep(0.2)
+        assert not entered.is_set()  # the gate is still the script's
+        other.execute("COMMIT")
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(script, 15)
+        await asyncio.wait_for(later, 15)
+        assert not db.main.in_transaction
+        names = {r[0] for r in await db.fetchall("SELECT name FROM sqlite_master")}
+        assert {"scripted", "after_script"} <= names
+    finally:
+        other.close()
+        await db.close()

@@ -344,9 +344,14 @@ class Database:
         at a time (``incremental_vacuum`` frees one page per step); executescript steps each
         statement to its end. A failure part way rolls back what the script began."""
         async with self.gate.normal(), self._lock:
+            run = asyncio.ensure_future(self.main.executescript(sql))
             try:
-                await self.main.executescript(sql)
+                # Shielded: cancelled, the script would go on in aiosqlite's thread after
+                # the gate and the lock were released (tx() holds them until it is clean).
+                await asyncio.shield(run)
             except BaseException:
+                with contextlib.suppress(Exception):
+                    await run  # its end, whatever it is, before anything else writes
                 if self.main.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         await self.main.execute("ROLLBACK")
