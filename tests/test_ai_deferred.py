@@ -16,6 +16,9 @@ from tests.test_ai_feature import AI_AUTO, IGSID, Env, Make
 
 make = test_ai_feature.make  # the fixture: the runtime, the sandbox and the fake Gemini
 
+GUIDE = {"name": "guide", "trigger": {"dm": {"keywords": ["guide"]}},
+         "actions": [{"reply": "Here's the free guide: https://maya.fit/guide"}]}
+
 
 async def _ai_jobs(env: Env) -> list[dict[str, object]]:
     return await env.rows("SELECT key, state, payload FROM jobs WHERE kind = 'ai_reply'"
@@ -98,10 +101,8 @@ async def test_a_canned_reply_to_a_later_keyword_does_not_answer_the_question(
     not the question. The deferred AI reply still answers the question, from the
     conversation up to it (it does not answer "guide" again). It was dropped silently
     (review s16 A, finding 1)."""
-    guide = {"name": "guide", "trigger": {"dm": {"keywords": ["guide"]}},
-             "actions": [{"reply": "Here's the free guide: https://maya.fit/guide"}]}
     clock = Clock(frozen=True)
-    env = await make([guide, AI_AUTO], clock=clock)
+    env = await make([GUIDE, AI_AUTO], clock=clock)
     env.fake.script(rate_limited("7s"), reply("Yes! I also do nutrition plans 🥗"))
     await env.h.dm(IGSID, "do you also do nutrition plans?")
     await env.h.settle()
@@ -256,10 +257,8 @@ async def test_a_deferred_reply_to_a_question_unsent_since_sends_nothing(make: M
     texts; review s16 C, finding 1)."""
     from tests.test_leads_unsend import unsend
 
-    guide = {"name": "guide", "trigger": {"dm": {"keywords": ["guide"]}},
-             "actions": [{"reply": "Here's the free guide: https://maya.fit/guide"}]}
     clock = Clock(frozen=True)
-    env = await make([guide, AI_AUTO], clock=clock)
+    env = await make([GUIDE, AI_AUTO], clock=clock)
     env.fake.script(rate_limited("7s"), reply("AI: here is the guide again!"))
     question = await env.h.dm(IGSID, "do you also do nutrition plans?")
     await env.h.settle()
@@ -280,10 +279,8 @@ async def test_the_reply_reads_the_conversation_up_to_its_message_however_long(
     """The message a deferred reply answers is older than the 20 newest texts (a backlog of
     keyword messages and their canned replies): the model still sees up to it, not the
     newest ones."""
-    guide = {"name": "guide", "trigger": {"dm": {"keywords": ["guide"]}},
-             "actions": [{"reply": "Here's the free guide: https://maya.fit/guide"}]}
     clock = Clock(frozen=True)
-    env = await make([guide, AI_AUTO], clock=clock)
+    env = await make([GUIDE, AI_AUTO], clock=clock)
     env.fake.script(rate_limited("7s"), reply("Yes, nutrition too!"))
     await env.h.dm(IGSID, "do you also do nutrition plans?")
     await env.h.settle()
