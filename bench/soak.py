@@ -927,6 +927,9 @@ def write_config(tmp: Path, db: Path, graph: str) -> Path:
         # The creator's own replies pause a contact; short, so pausing and resuming both run.
         "handoff": {"pause_for": "30s"},
         "workflows": example["workflows"],
+        # The creator's voice too: the catch-all ai_reply answers from these examples and
+        # facts (the offline responder: no key here) instead of handing every chatter off.
+        "ai": example["ai"],
     }
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), "utf-8")
