@@ -177,7 +177,7 @@ class SlotDesk:
         elif nxt := await self.slots_in(conn, acct, now, self.cfg.offer):
             await self._answer_in(conn, self._offer(
                 f"send:{key}", acct, contact,
-                self.cfg.unavailable.format(timezone=tz_label(self.tz)), nxt, None), contact, now)
+                self._unavailable(), nxt, None), contact, now)
         else:
             who = await self._who_in(conn, acct, contact)
             note = await self._answer_in(conn, self._no_slots_out(
@@ -258,6 +258,9 @@ class SlotDesk:
     def _confirmation(self, start: float) -> str:
         return self.cfg.confirmation.format(when=slot_when(start, self.tz),
                                             timezone=tz_label(self.tz))
+
+    def _unavailable(self) -> str:
+        return self.cfg.unavailable.format(timezone=tz_label(self.tz))
 
     def _no_slots_out(self, key: str, acct: str, contact: str, title: str) -> Outgoing:
         return Outgoing(key=key, kind=SendKind.TEXT, account_id=acct, contact_id=contact,

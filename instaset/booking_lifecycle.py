@@ -311,8 +311,7 @@ class BookingDesk(SlotDesk):
             except SlotTaken:
                 pass  # taken between the offer and the tap: offer the next ones
         outs = await self._move_offer_in(
-            conn, row, f"send:{key}", self.cfg.unavailable.format(timezone=tz_label(self.tz)),
-            now)
+            conn, row, f"send:{key}", self._unavailable(), now)
         if outs:
             await self._answer_in(conn, outs[0], _who(row), now)
         else:
