@@ -1,7 +1,8 @@
 """YAML for the config loader: a loader that keeps what YAML 1.1 would misread (base-60
 numbers, impossible dates) as text or a located error, and helpers that turn a YAML node path
-into ``file:line:column`` and a problem line. Split from :mod:`instaset.config`, which uses
-them to locate pydantic's errors in the file."""
+into ``file:line:column`` and a problem line, and the validation context a config file is
+checked under. Split from :mod:`instaset.config`; :mod:`instaset.config_errors` uses them to
+locate pydantic's errors in the file."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from instaset.engine.values import YamlWord
+from instaset.engine.values import BARE_CLOCK_NUMBERS, YamlWord
 
 
 def _where(filename: str, line: int | None, column: int | None = None) -> str:
@@ -167,6 +168,11 @@ class ConfigLoader(yaml.SafeLoader):
       models read it as text in a text position (``keywords: [on]`` is the keyword "on",
       not "Yes") and as true or false in a yes/no one.
     """
+
+
+VALIDATION_CONTEXT = {BARE_CLOCK_NUMBERS: False}
+"""Validation context of a config file: :class:`ConfigLoader` keeps ``18:00`` a string, so
+an int where a time of day goes is a bare number (``from: 9``), refused with a hint."""
 
 
 def _no_base60(regexp: re.Pattern[str]) -> re.Pattern[str]:
