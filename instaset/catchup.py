@@ -585,7 +585,7 @@ def install(rt: Runtime) -> None:
         "profile": cu.profiles.profile_job,
     }
     rt.handlers.update(handlers)
-    from instaset.workflow_lint import uses_profile_placeholders
+    from instaset.step_texts import uses_profile_placeholders
 
     if needs_follower(rt.config.workflows) or uses_profile_placeholders(rt.config.workflows):
         # A `follower` condition, or a text naming {username}/{first_name}, needs the

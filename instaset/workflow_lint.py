@@ -8,7 +8,8 @@ reading the YAML the config came from. Every warning has a stable ``code``:
 
 - ``text-too-long``: a text over Instagram's limit after templating (DMs and private
   replies: 1000 bytes; public replies: 2200 characters; button texts: 640; card titles and
-  subtitles: 80), with placeholders at their longest expected size (:data:`ASSUMED_SIZES`).
+  subtitles: 80), with placeholders at their longest expected size
+  (:data:`instaset.step_texts.ASSUMED_SIZES`).
 - ``quick-replies-on-comment`` / ``comment-reply-not-text``: on a comment, a workflow's first
   message is the comment's private reply, which is text only: quick replies are dropped and
   media, buttons, templates and booking offers are refused.
@@ -52,18 +53,12 @@ from instaset.engine.model import (
     TriggerKeywords,
     Workflow,
 )
-from instaset.engine.templating import (
-    BUILTIN_PLACEHOLDERS,
-    LINK_TOKEN_RE,
-    URL_RE,
-    placeholders,
-    render,
-)
+from instaset.engine.templating import BUILTIN_PLACEHOLDERS, LINK_TOKEN_RE
 from instaset.engine.triggers import fold
 from instaset.leads import STAGES as LEAD_STAGES
+from instaset.step_texts import length_problem, step_texts
 
 __all__ = [
-    "ASSUMED_SIZES",
     "LintWarning",
     "lint_config",
     "lint_workflows",
@@ -71,15 +66,6 @@ __all__ = [
 
 Path_ = tuple[str | int, ...]
 
-#: Bytes a placeholder is assumed to take when checking lengths after templating:
-#: Instagram usernames have at most 30 characters; ``text`` (the message answered) and other
-#: contact fields are taken at a generous typical size; a ``{link:NAME}`` at a short URL's.
-#: With ``server.public_url`` set, plain URLs count at their tracked length.
-ASSUMED_SIZES: dict[str, int] = {"username": 30, "first_name": 30, "text": 100, "field": 50,
-                                 "link": 60}
-
-_DM_BYTES = 1000
-_CHAR_LIMITS = {"public": 2200, "buttons": 640, "card": 80}
 _PLACEHOLDER_RE = re.compile(r"\{([a-z_][a-z0-9_]*)(\|[^{}]*)?\}")
 _LINKISH_RE = re.compile(r"\{\s*link\s*:([^{}]*)\}")
 #: Fields filled outside workflows (the user profile lookup).
@@ -117,110 +103,6 @@ class LintWarning:
         return {"code": self.code, "workflow": self.workflow, "where": self.where,
                 "message": self.message, "file": self.file, "line": self.line,
                 "column": self.column}
-
-
-# --- texts --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Text:
-    path: Path_  # relative to the step
-    template: str
-    kind: str  # dm, public, buttons, card, url, internal
-    label: str
-
-
-def _step_texts(step: ActionStep) -> Iterator[_Text]:
-    kind = step.kind
-    if kind in ("reply", "private_reply", "public_reply"):
-        spec = step.value(kind)
-        limit = "public" if kind == "public_reply" else "dm"
-        if spec.text is not None:
-            yield _Text((kind, "text"), spec.text, limit, "text")
-        for k, v in enumerate(spec.variants):
-            yield _Text((kind, "variants", k), v, limit, f"variant {k + 1}")
-    elif step.ask is not None:
-        yield _Text(("ask", "prompt"), step.ask.prompt, "dm", "prompt")
-        if step.ask.retry is not None:
-            yield _Text(("ask", "retry"), step.ask.retry, "dm", "retry text")
-    elif step.buttons is not None:
-        yield _Text(("buttons", "text"), step.buttons.text, "buttons", "text")
-        for k, b in enumerate(step.buttons.buttons):
-            if b.url:
-                yield _Text(("buttons", "buttons", k, "url"), b.url, "url", f"button {k + 1}")
-    elif step.template is not None:
-        for e, el in enumerate(step.template.elements):
-            base: Path_ = ("template", "elements", e)
-            yield _Text((*base, "title"), el.title, "card", f"card {e + 1} title")
-            if el.subtitle:
-                yield _Text((*base, "subtitle"), el.subtitle, "card", f"card {e + 1} subtitle")
-            for k, b in enumerate(el.buttons):
-                if b.url:
-                    yield _Text((*base, "buttons", k, "url"), b.url, "url",
-                                f"card {e + 1} button {k + 1}")
-    elif step.offer_booking is not None and step.offer_booking.text:
-        yield _Text(("offer_booking", "text"), step.offer_booking.text, "dm", "text")
-    elif step.notify is not None:
-        yield _Text(("notify",), step.notify, "internal", "text")
-    elif step.handoff is not None and step.handoff.note:
-        yield _Text(("handoff", "note"), step.handoff.note, "internal", "note")
-    elif step.set_ is not None:
-        for name, value in step.set_.items():
-            yield _Text(("set", name), value, "internal", f"value of {name}")
-
-
-PROFILE_PLACEHOLDERS = frozenset({"username", "first_name", "name"})
-"""Placeholders filled from the contact's Instagram profile (username, name)."""
-
-
-def uses_profile_placeholders(workflows: Sequence[Workflow]) -> bool:
-    """Whether an enabled workflow's message names ``{username}``, ``{first_name}`` or
-    ``{name}``: the daemon then looks a new contact's profile up before deciding their first
-    message, so the first reply is personal (a DM's webhook carries no username)."""
-    return any(
-        not PROFILE_PLACEHOLDERS.isdisjoint(placeholders(t.template))
-        for wf in workflows if wf.enabled
-        for step in wf.actions
-        for t in _step_texts(step)
-    )
-
-
-def _worst_case(template: str, url_size: int | None) -> str:
-    values = {n: "x" * ASSUMED_SIZES.get(n, ASSUMED_SIZES["field"])
-              for n in placeholders(template)}
-    rendered = render(template, values)
-    if url_size is not None:  # link tracking rewrites every URL to {public_url}/l/CODE
-        rendered = URL_RE.sub("x" * url_size, rendered)
-    return LINK_TOKEN_RE.sub("x" * ASSUMED_SIZES["link"], rendered)
-
-
-def _length_problem(t: _Text, url_size: int | None) -> str | None:
-    if t.kind not in ("dm", *_CHAR_LIMITS):
-        return None
-    text = _worst_case(t.template, url_size if t.kind != "public" else None)
-    templated = text != t.template
-    after = " after templating" if templated else ""
-    if t.kind == "dm":
-        size = len(text.encode("utf-8"))
-        if size > _DM_BYTES:
-            from instaset.graph import split_text  # only here: it brings aiohttp
-
-            parts = len(split_text(text))
-            return (f"{t.label} is {size} bytes{after}, over Instagram's {_DM_BYTES}-byte limit "
-                    f"for one message: it goes out as {parts} messages (as the private reply "
-                    f"to a comment, only the first: the rest needs the commenter's open "
-                    f"window)" + (_ASSUMPTION if templated else ""))
-        return None
-    limit = _CHAR_LIMITS[t.kind]
-    if len(text) > limit:
-        return (f"{t.label} is {len(text)} characters{after}; the limit is {limit}"
-                + (_ASSUMPTION if templated else ""))
-    return None
-
-
-_ASSUMPTION = (f" (counting {{username}} as {ASSUMED_SIZES['username']}, fields as "
-               f"{ASSUMED_SIZES['field']}, {{text}} as {ASSUMED_SIZES['text']} and links as "
-               f"{ASSUMED_SIZES['link']} bytes)")
 
 
 # --- the lints ----------------------------------------------------------------------------
@@ -483,9 +365,9 @@ def _text_problems(wf: Workflow, i: int, known_fields: set[str], links: Collecti
                    url_size: int | None) -> Iterator[LintWarning]:
     for n, step in enumerate(wf.actions):
         where = _step_where(n, step)
-        for t in _step_texts(step):
+        for t in step_texts(step):
             path: Path_ = ("workflows", i, "actions", n, *t.path)
-            problem = _length_problem(t, url_size)
+            problem = length_problem(t, url_size)
             if problem:
                 yield LintWarning("text-too-long", wf.name, where, problem, path)
             for m in _PLACEHOLDER_RE.finditer(t.template):
