@@ -9,7 +9,8 @@ Contracts:
   (both response shapes), gets the long-lived token, reads ``/me`` (its ``user_id`` is the
   account id used everywhere), stores the token in the secret store, upserts the account and
   subscribes :data:`WEBHOOK_FIELDS`. The outcome is written to the state's row, which the
-  waiting ``connect`` reads: the callback may run in the daemon or in connect's own listener.
+  waiting ``connect`` reads: the callback may run in the daemon or in connect's own listener
+  (:mod:`instaset.connect_flow`).
 - Tokens: the ``refresh_tokens`` periodic job refreshes a token older than 24 h once it is
   within :data:`REFRESH_WITHIN` of expiry. A failed refresh within :data:`WARN_WITHIN` of
   expiry notifies (once per token); code 190, an expired or a missing token marks the account
@@ -33,14 +34,13 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from secrets import token_hex, token_urlsafe
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlencode
 
-import aiohttp
 import yarl
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -541,75 +541,6 @@ def meta_routes(service: AccountService) -> list[web.RouteDef]:
         web.post("/meta/data-deletion", data_deletion),
         web.get("/meta/data-deletion/{code}", status),
     ]
-
-
-async def _wait_for_outcome(db: Database, state: str, timeout: float) -> sqlite3.Row:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        row = await acctstore.get_state(db, state)
-        if row is not None and row["outcome"] is not None:
-            return row
-        if loop.time() >= deadline:
-            raise InstasetError(f"no answer from Instagram within {timeout:g} s; run "
-                                "`instaset connect` again and finish signing in sooner")
-        await asyncio.sleep(0.2)
-
-
-async def _callback_served(host: str, port: int) -> bool:
-    """True when something at host:port answers /oauth/callback (a running daemon)."""
-    url = f"http://{host}:{port}/oauth/callback"
-    try:
-        async with aiohttp.ClientSession() as session, session.get(
-            url, timeout=aiohttp.ClientTimeout(total=5)
-        ) as resp:
-            return resp.status != 404
-    except (aiohttp.ClientError, TimeoutError):
-        return False
-
-
-async def run_connect(
-    service: AccountService, *, open_browser: Callable[[str], Awaitable[None]] | None,
-    say: Callable[[str], None], show_url: Callable[[str], None] | None = None,
-    timeout: float = 600.0,
-) -> sqlite3.Row:
-    """The OAuth flow of ``instaset connect``: listen on server.host:server.port unless a
-    daemon already serves the callback there, show/open the URL, wait for the outcome.
-    Returns the account row; raises :class:`InstasetError` with the reason otherwise."""
-    state, url = await service.begin()
-    host = service.config.server.host
-    port = service.config.server.port
-    runner: web.AppRunner | None = None
-    app = web.Application()
-    app.add_routes([callback_route(service)])
-    candidate = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await candidate.setup()
-    try:
-        await web.TCPSite(candidate, host, port).start()
-        runner = candidate
-    except OSError:
-        await candidate.cleanup()
-        if not await _callback_served(host if host not in ("0.0.0.0", "::") else "127.0.0.1",
-                                      port):
-            raise InstasetError(
-                f"cannot listen on {host}:{port} for the OAuth callback and no instaset daemon "
-                "answers there; stop what uses the port or change server.port") from None
-        say(f"the running instaset daemon on port {port} will receive the callback")
-    try:
-        say("Open this URL to connect your Instagram account:")
-        (show_url or say)(url)
-        if open_browser is not None:
-            await open_browser(url)
-        row = await _wait_for_outcome(service.db, state, timeout)
-    finally:
-        if runner is not None:
-            await runner.cleanup()
-    if row["outcome"] != "connected":
-        raise InstasetError(f"not connected: {row['detail']}")
-    account = await history.get_account(service.db, str(row["account_id"]))
-    if account is None:
-        raise InstasetError("the account was connected but then removed")
-    return account
 
 
 def install(rt: Runtime) -> None:

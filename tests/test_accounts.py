@@ -30,10 +30,10 @@ from instaset.accounts import (
     WEBHOOK_FIELDS,
     AccountService,
     install,
-    run_connect,
 )
 from instaset.cli import app
 from instaset.config import Config
+from instaset.connect_flow import run_connect
 from instaset.daemon import FEATURES, Runtime, runtime
 from instaset.errors import InstasetError, SecretsError
 from instaset.graph import GraphClient

@@ -25,7 +25,8 @@ import aiohttp
 import pytest
 import yaml
 
-from instaset.accounts import AccountService, run_connect
+from instaset.accounts import AccountService
+from instaset.connect_flow import run_connect
 from instaset.graph import GraphClient
 from instaset.sandbox import Sandbox
 from instaset.secrets import FileSecrets, MemorySecrets, secrets_file, token_key

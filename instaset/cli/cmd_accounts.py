@@ -127,7 +127,8 @@ def connect(
         600.0, "--timeout", min=1.0, help="Seconds to wait for the sign-in to finish."),
 ) -> None:
     """Connect an Instagram professional account (Business Login) and subscribe its webhooks."""
-    from instaset.accounts import redirect_warning, run_connect
+    from instaset.accounts import redirect_warning
+    from instaset.connect_flow import run_connect
 
     config = load_or_exit()
     raw = _read_token() if token else None
