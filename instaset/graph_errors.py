@@ -35,7 +35,12 @@ TRANSIENT_CODES = frozenset({1, 2})
 _WINDOW_MESSAGE = re.compile(r"allowed window|outside (of )?(the )?(allowed |messaging )?window")
 # Token-looking strings: Instagram user tokens (IGAA/IGAB/IGQV...) and Facebook tokens (EAA...).
 _TOKENISH = re.compile(r"\b(?:IG[A-Z]{2}|EAA)[A-Za-z0-9_\-]{16,}")
-_ACCESS_TOKEN_PARAM = re.compile(r"(access_token=)[^&\s\"']+")
+# Query (or form) values that are secrets, as a URL Meta echoes in an error message carries
+# them: plain or percent-encoded ("access_token%3D..."), whatever the case. The value runs to
+# the next separator; percent-encoded, possibly further (more is hidden, never less).
+_SECRET_PARAM = re.compile(
+    r"((?:access_token|client_secret|appsecret_proof|fb_exchange_token|input_token"
+    r"|refresh_token)(?:=|%3D))[^&\s\"'<>(),;]+", re.IGNORECASE)
 _USAGE_KEYS = ("call_count", "total_cputime", "total_time", "call_volume", "cpu_time")
 
 
@@ -130,11 +135,13 @@ def parse_usage(headers: Mapping[str, str]) -> Usage | None:
 
 
 def redact(text: str, secrets: Sequence[str] = ()) -> str:
-    """Remove anything token-like (and the given secrets) from ``text``."""
+    """Remove anything token-like (and the given secrets) from ``text``: token-shaped
+    strings, and the values of secret query parameters (``access_token=``,
+    ``client_secret=``, ``appsecret_proof=`` ...) as in a URL Meta echoes."""
     for secret in secrets:
         if len(secret) >= 6:  # shorter values are not secrets worth mangling messages for
             text = text.replace(secret, "***")
-    text = _ACCESS_TOKEN_PARAM.sub(r"\1***", text)
+    text = _SECRET_PARAM.sub(r"\1***", text)
     return _TOKENISH.sub("***", text)
 
 

@@ -536,6 +536,23 @@ def test_error_messages_never_carry_tokens() -> None:
     assert "mysecret" not in str(info2.value)
 
 
+def test_secret_query_values_in_an_echoed_url_are_hidden() -> None:
+    """A refusal's words are stored on the send (``sends.detail``) and shown and exported:
+    Meta's message may echo a request URL, plain or percent-encoded. The secret parameters'
+    values go (appsecret_proof and client_secret too, not only access_token); the rest of
+    the words stay."""
+    from instaset.graph import redact
+
+    said = ("Bad request (https://graph.instagram.com/v25.0/me/messages?access_token=tok1234"
+            "&appsecret_proof=9f8e7d6c5b4a&recipient=42); retry. Also"
+            " redirect=https%3A%2F%2Fx%2Fcb%3Fclient_secret%3Dcafe0123%26code%3D1,"
+            " ACCESS_TOKEN=abcdef12")
+    assert redact(said) == (
+        "Bad request (https://graph.instagram.com/v25.0/me/messages?access_token=***"
+        "&appsecret_proof=***&recipient=42); retry. Also"
+        " redirect=https%3A%2F%2Fx%2Fcb%3Fclient_secret%3D***, ACCESS_TOKEN=***")
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
