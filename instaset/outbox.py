@@ -6,9 +6,10 @@ Contract:
   transaction; later parts are enqueued only when the previous part went out, so they arrive
   in order. The idempotency key of each row is its primary key: enqueueing it again is a no-op.
 - :meth:`Deliverer.deliver` (the ``send`` job handler) checks the sending rules first (a
-  refusal makes no Graph call and is recorded with its reason), waits for the account's rate
-  budget without spending a try, marks the row ``in_flight`` before calling Meta, and records
-  the message id with the history row when Meta answers.
+  refusal makes no Graph call and is recorded with its reason and, in ``detail``, its
+  words, scrubbed of tokens), waits for the account's rate budget without spending a try,
+  marks the row ``in_flight`` before calling Meta, and records the message id with the
+  history row when Meta answers.
 - Unknown outcome (a timeout after the request left): the row stays ``in_flight``. If Meta
   did deliver it, its echo arrives and :meth:`Deliverer.echo_origin` recognises it (same
   contact, same text) and marks the row sent; the retry then finds it sent and does nothing.
@@ -43,7 +44,7 @@ from instaset.errors import (
     WindowClosed,
 )
 from instaset.events import CommentEvent, EventKind, MessageEvent, parse_stored
-from instaset.graph import GraphClient, QuickReply, SendResult, split_text
+from instaset.graph import GraphClient, QuickReply, SendResult, redact, split_text
 from instaset.metrics import Metrics
 from instaset.pipeline import ECHO_SETTLE_SECONDS, EchoOrigin
 from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater, enqueue, enqueue_in
@@ -207,6 +208,7 @@ class StaticTokens:
 
 
 ACCOUNT_WIDE_THROTTLES = frozenset({4, 17, 32})
+MAX_DETAIL = 1000  # characters of a refusal's words kept on the send (Meta's: 500 at most)
 ECHO_WAIT = 15.0  # s an unknown outcome waits for its echo before the send may go again
 PRIVATE_REPLY_POLL = 60.0  # s between looks of a public reply at its queued private reply
 # Meta retries a webhook for up to 36 h: how far back a late echo may belong to a send.
@@ -264,9 +266,13 @@ class Deliverer:
             self.metrics.sends.labels(str(out.kind), outcome).inc()
 
     async def _refuse(self, out: Outgoing, state: str, reason: str, detail: str) -> None:
+        """Record ``out`` ``state`` (refused, failed) for ``reason``; ``detail`` (Meta's
+        words and code, or the rules') goes on the send, scrubbed of anything token-like."""
         now = self.clock()
+        detail = redact(detail)[:MAX_DETAIL]
         async with self.db.tx(relaxed=True) as conn:  # a refusal is decided again if lost
-            await sendstore.set_state_in(conn, out.key, state, now, reason=reason)
+            await sendstore.set_state_in(conn, out.key, state, now, reason=reason,
+                                         detail=detail)
             if out.next_key:  # the rest of the chain still gets its own verdict
                 await enqueue_in(conn, [send_job(out.next_key, now)], now)
             if out.undo_pause is not None and out.contact_id is not None:

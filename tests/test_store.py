@@ -42,6 +42,7 @@ EXPECTED_SCHEMA: dict[str, list[str]] = {
     "sends": [
         "key", "account_id", "contact_id", "comment_id", "kind", "body", "state", "sent_by",
         "message_id", "reason", "workflow", "attempts", "created_at", "updated_at", "unknown_at",
+        "detail",  # 0021: a refusal's words
     ],
     "notifications": [
         "id", "key", "account_id", "contact_id", "kind", "text", "created_at", "delivered_at",

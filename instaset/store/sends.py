@@ -116,12 +116,16 @@ async def set_state(
 
 
 async def set_state_in(
-    conn: aiosqlite.Connection, key: str, state: str, now: float, *, reason: str | None = None
+    conn: aiosqlite.Connection, key: str, state: str, now: float, *, reason: str | None = None,
+    detail: str | None = None,
 ) -> None:
+    """Set a send's state inside the caller's transaction (never over a ``sent`` row).
+    ``detail``: the refusal's words (migration 0021), already scrubbed of secrets by the
+    caller; None keeps what the row has."""
     await conn.execute(
-        "UPDATE sends SET state = ?, reason = coalesce(?, reason), updated_at = ?"
-        " WHERE key = ? AND state != 'sent'",
-        (state, reason, now, key),
+        "UPDATE sends SET state = ?, reason = coalesce(?, reason),"
+        " detail = coalesce(?, detail), updated_at = ? WHERE key = ? AND state != 'sent'",
+        (state, reason, detail, now, key),
     )
 
 
@@ -130,7 +134,7 @@ async def mark_sent_in(
 ) -> None:
     await conn.execute(
         "UPDATE sends SET state = 'sent', message_id = coalesce(?, message_id), updated_at = ?,"
-        " reason = NULL WHERE key = ?",
+        " reason = NULL, detail = NULL WHERE key = ?",
         (message_id, now, key),
     )
 
