@@ -19,8 +19,12 @@ Format ``instaset-export`` version 1 (``EXPORT_SCHEMA`` is its JSON Schema; ``in
                            "state"},                   # state: the engine's full JSON
           "messages": [{"mid", "direction", "text", "created_at", "sent_by", "attachments",
                         "media", "reactions", "reply_to", "edited", "deleted_at", "preview"}],
-          "sends":    [{"key", "kind", "state", "sent_by", "reason", "workflow", "text",
-                        "message_id", "created_at", "updated_at"}],
+          "sends":    [{"key", "kind", "state", "sent_by", "reason", "detail", "workflow",
+                        "text", "message_id", "created_at", "updated_at"}],
+                                               # detail: why a refused or failed send did
+                                               # not go, in Meta's words (message and code)
+                                               # or the sending rules'; null when it went
+                                               # out, or was refused by an older instaset
           "links":    [{"code", "url", "created_at", "clicks": [ISO time, ...]}],
           "notifications": [{"kind", "text", "created_at", "delivered_at"}],
           "events":   [{"id", "kind", "occurred_at", "received_at", "payload"}],  # Meta's
@@ -119,6 +123,10 @@ EXPORT_SCHEMA["properties"]["events"] = _arr(_obj({
     "account_id": _T, "contact_id": _TN, "id": _IN, "kind": _T, "occurred_at": _TN,
     "received_at": _TN, "payload": {}}))
 
+# Since 2026-12 too (a new key, version 1 still; not required): a send's refusal in words.
+EXPORT_SCHEMA["properties"]["contacts"]["items"]["properties"]["sends"]["items"][
+    "properties"]["detail"] = _TN
+
 # Events filed under no exported contact (no contact id, the account's own, or one without
 # a contacts row), staged ones last (id null), ?1: the account or NULL for all; paged by ?2.
 _UNFILED_EVENTS = """
@@ -153,7 +161,8 @@ def _send(row: Any) -> dict[str, Any]:
     except (ValueError, TypeError, KeyError):
         text = None
     return {"key": row["key"], "kind": row["kind"], "state": row["state"],
-            "sent_by": row["sent_by"], "reason": row["reason"], "workflow": row["workflow"],
+            "sent_by": row["sent_by"], "reason": row["reason"], "detail": row["detail"],
+            "workflow": row["workflow"],
             "text": text, "message_id": row["message_id"],
             "created_at": iso_utc(row["created_at"]), "updated_at": iso_utc(row["updated_at"])}
 

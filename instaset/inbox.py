@@ -15,7 +15,8 @@ Contracts:
   outcome; when a running daemon takes the job first, it waits for the daemon's verdict
   instead. A reply that ends refused or failed gives the conversation back its previous
   pause and unread count (the send stays recorded, with its reason); the caller gets the
-  refusal's words (Meta's, or the sending rules'), also when the daemon refused it.
+  refusal's words (Meta's, or the sending rules'), stored on the send (``sends.detail``),
+  also when the daemon refused it.
 """
 
 from __future__ import annotations
@@ -229,7 +230,8 @@ async def thread(
     db: Database, ref: ContactRef, now: float, *, limit: int = 200, mark_read: bool = True
 ) -> dict[str, Any]:
     """``{"contact": {...}, "messages": [...]}`` (the ``inbox show --json`` document), plus
-    ``held``: the contact's sends that did not go out, with their reasons."""
+    ``held``: the contact's sends that did not go out, with their reasons and the words of
+    a refusal (``detail``: Meta's or the sending rules'; null when none were stored)."""
     rows = await store.find_contacts(db, ref.contact_id)
     row = next(r for r in rows if r["account_id"] == ref.account_id)
     state = json.loads(row["state"] or "{}") if row["state"] else {}
@@ -249,8 +251,8 @@ async def thread(
     messages = [message_json(m) for m in await history.thread(db, ref.account_id,
                                                               ref.contact_id, limit)]
     held = [
-        {"key": s["key"], "state": s["state"], "reason": s["reason"], "sent_by": s["sent_by"],
-         "workflow": s["workflow"], "text": _send_text(s["body"]),
+        {"key": s["key"], "state": s["state"], "reason": s["reason"], "detail": s["detail"],
+         "sent_by": s["sent_by"], "workflow": s["workflow"], "text": _send_text(s["body"]),
          "created_at": iso_utc(s["created_at"])}
         for s in await store.contact_sends(db, ref.account_id, ref.contact_id)
     ]
@@ -382,18 +384,8 @@ class Delivery:
 async def deliver_now(rt: Runtime, keys: list[str], *, wait: float, poll: float) -> Delivery:
     """Deliver the enqueued sends ``keys`` in order from this process (the CLI), each through
     its own job, waiting up to ``wait`` seconds for each; stops at the first one that is not
-    sent. ``detail`` carries the sending rules' own words for a refusal."""
-    from instaset.outbox import Outgoing
-
-    details: dict[str, str] = {}
-    previous = rt.deliverer.on_refused
-
-    def capture(o: Outgoing, reason: str, detail: str) -> None:
-        details[o.key] = detail  # the rules' words, for the creator
-        if previous is not None:  # other features listen too (e.g. token_invalid)
-            previous(o, reason, detail)
-
-    rt.deliverer.on_refused = capture
+    sent. ``detail`` carries the refusal's words as stored on the send (Meta's, or the
+    sending rules'), whichever process refused it."""
     rt.deliverer.human_watched = True  # the creator sees a refusal here, not as a notice
     done = Delivery("queued")
     from instaset.retention import daemon_lock
@@ -412,51 +404,22 @@ async def deliver_now(rt: Runtime, keys: list[str], *, wait: float, poll: float)
                 done.message_ids.append(row["message_id"])
             if state != "sent":
                 done.state, done.reason = state, row["reason"]
-                done.detail = (details.get(part) or await _words_of_refusal(rt.db, row)
-                               or row["reason"])
                 if state == "queued":
                     done.detail = await jobstore.last_error(rt.db, f"send:{part}")
+                else:
+                    done.detail = row["detail"] or no_words(row["contact_id"])
                 return done
         done.state = "sent"
         return done
     finally:
-        rt.deliverer.on_refused = previous
         rt.deliverer.human_watched = False
 
 
-async def _words_of_refusal(db: Database, row: sqlite3.Row) -> str | None:
-    """The words (Meta's, or the sending rules') of the refusal of the send ``row`` when
-    another process (the running daemon) refused it, or None when they cannot be found.
-    They are stored only in the notice that process queued in the refusal's transaction
-    (:func:`instaset.refusals.refusal_notice`): the notice this send's refusal would give, with
-    a marker for the words, names the job and places the words in its text. A notice made
-    by another refusal (automation's are one per contact, reason and day) is not it: its
-    job was created at another time than the refusal."""
-    from instaset.outbox import Outgoing
-    from instaset.refusals import refusal_notice
-
-    if row["state"] not in ("refused", "failed") or not row["reason"]:
-        return None
-    mark = "\x00words\x00"
-    try:
-        out = Outgoing.from_json(row["body"])
-    except (ValueError, TypeError, KeyError):
-        return None
-    notice = refusal_notice(out, row["state"], row["reason"], mark, row["updated_at"])
-    if notice is None:
-        return None  # a refusal nobody is told about (e.g. token_invalid)
-    job = await jobstore.get_by_key(db, notice.key)
-    if job is None or job["created_at"] != row["updated_at"]:
-        return None
-    head, _, tail = str(notice.payload.get("text", "")).partition(mark)
-    try:
-        text = str(json.loads(job["payload"]).get("text") or "")
-    except (ValueError, AttributeError):
-        return None
-    if len(text) <= len(head) + len(tail) or not (
-            text.startswith(head) and text.endswith(tail)):
-        return None
-    return text[len(head):len(text) - len(tail)]
+def no_words(contact_id: str | None) -> str:
+    """What is said of a refusal whose words were not stored (a send refused before
+    migration 0021, or by an older daemon): where to look."""
+    where = f"`instaset inbox show {contact_id}`" if contact_id else "`instaset inbox show`"
+    return f"no details were stored with it; {where} lists what was not sent"
 
 
 async def _deliver_one(rt: Runtime, key: str, deadline: float, poll: float, *,

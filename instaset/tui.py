@@ -124,7 +124,9 @@ def render_thread(doc: dict[str, Any], now: float) -> Text:
         out.append("\n")
     for h in doc["held"]:
         if h["state"] in ("refused", "failed"):
-            out.append(f"not sent ({h['reason']}): {h['text'] or ''}\n", style="red")
+            why = h["reason"] + (f": {h['detail']}" if h["detail"] else "")
+            out.append(f"not sent ({one_line(why)}): {printable(h['text'] or '')}\n",
+                       style="red")
     if not doc["messages"]:
         out.append("no messages yet\n", style="dim")
     return out

@@ -123,8 +123,8 @@ def test_round_trip_against_the_schema_and_the_database(
     u1 = contacts[U1]
     assert (u1["stage"], u1["tags"]) == ("engaged", ["lead"])
     assert u1["fields"]["email"] == "u1@example.com"  # (the profile fetch may add "name")
-    assert [(s["workflow"], s["state"], s["text"]) for s in u1["sends"]] == [
-        ("guide", "sent", "Here: https://example.com/guide")]
+    assert [(s["workflow"], s["state"], s["text"], s["detail"]) for s in u1["sends"]] == [
+        ("guide", "sent", "Here: https://example.com/guide", None)]  # detail: no refusal
     assert contacts[U2]["messages"][0]["media"] == ["[image]"]
     assert contacts[U2]["messages"][0]["attachments"][0]["url"] == "https://cdn.example/p.jpg"
     # The AI feature's tables come along under "other" when they hold rows for the contact.

@@ -13,6 +13,7 @@ import typer
 
 from instaset.cli.app import handle_errors, is_tty, run_async
 from instaset.cli.cmd_inbox import inbox_app
+from instaset.oneline import one_line
 
 if TYPE_CHECKING:
     from instaset.drafts import DraftOutcome
@@ -87,7 +88,7 @@ def _report(outcome: DraftOutcome) -> None:
     if outcome.state in ("refused", "failed"):
         verb = "refused" if outcome.state == "refused" else "Instagram refused it"
         typer.echo(f"error: {what} #{outcome.draft_id} not sent to {outcome.label} "
-                   f"({verb}: {outcome.reason}): {outcome.detail}", err=True)
+                   f"({verb}: {outcome.reason}): {one_line(outcome.detail or '')}", err=True)
         raise typer.Exit(1)
     if outcome.state == "sent":
         tag = " with the HUMAN_AGENT tag (the 24 h window had closed)" \

@@ -223,7 +223,9 @@ def show(
         cli_app.out_console.print(line)
     for h in doc["held"]:
         if h["state"] in ("refused", "failed"):
-            cli_app.out_console.print(Text(f"not sent ({h['reason']}): {_short(h['text'], 80)}",
+            # Why, in Meta's (or the rules') words when they were stored (migration 0021).
+            why = h["reason"] + (f": {_short(h['detail'], 160)}" if h["detail"] else "")
+            cli_app.out_console.print(Text(f"not sent ({why}): {_short(h['text'], 80)}",
                                    style="red"))
 
 
@@ -252,8 +254,9 @@ def reply_cmd(
     label, outcome = go()
     if outcome.state in ("refused", "failed"):
         verb = "refused" if outcome.state == "refused" else "Instagram refused it"
-        typer.echo(f"error: not sent to {label} ({verb}: {outcome.reason}): {outcome.detail};"
-                   " automation was not paused", err=True)
+        # Meta's words (a string from outside): on one line, without control characters.
+        typer.echo(f"error: not sent to {label} ({verb}: {outcome.reason}): "
+                   f"{one_line(outcome.detail or '')}; automation was not paused", err=True)
         raise typer.Exit(1)
     until = iso_utc(outcome.paused_until)
     if outcome.state == "sent":

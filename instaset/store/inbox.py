@@ -101,8 +101,9 @@ async def contact_sends(
     """The contact's latest sends that did not go out (refused, failed, pending), newest
     last: the thread shows them so the creator sees what was held back and why."""
     return await db.fetchall(
-        "SELECT * FROM (SELECT key, kind, body, state, sent_by, reason, workflow, created_at,"
-        " updated_at FROM sends WHERE account_id = ? AND contact_id = ? AND state != 'sent'"
+        "SELECT * FROM (SELECT key, kind, body, state, sent_by, reason, detail, workflow,"
+        " created_at, updated_at FROM sends WHERE account_id = ? AND contact_id = ?"
+        " AND state != 'sent'"
         " ORDER BY created_at DESC LIMIT ?) ORDER BY created_at",
         (account_id, contact_id, limit),
     )
