@@ -16,7 +16,9 @@ Contracts:
   as changed from the stage listings showed, a stage of the creator's own ("vip", as a
   workflow's ``stage`` step may set) from itself. A lead stage the lead's score and
   history would not show (one below theirs: a stage set by hand only raises the computed
-  one, except ``customer`` and ``lost``) is refused and nothing changes.
+  one, except ``customer`` and ``lost``) is refused and nothing changes. A stage set by
+  hand that makes the lead qualified (or booked, customer) sends no "qualified" notice, now
+  or at a later rescore: the creator set it; one their score reached still does, once.
 - :func:`forget` is ``instaset purge --contact``'s deletion (:func:`instaset.retention.
   purge_contacts`): every row about the person, in one transaction.
 - :class:`Profiles` fetches the User Profile API for people who messaged the account (only
@@ -181,14 +183,16 @@ async def _edit(db: Database, ref: ContactRef, now: float, by: str, leads: Leads
                 conn, account_id=ref.account_id, contact_id=ref.contact_id, field=ch.field,
                 action=ch.action, old=ch.old, new=ch.new, by=by, now=now,
             )
-        score, jobs = await rescore_in(conn, leads, ref.account_id, ref.contact_id, now)
         wanted = next((ch.new for ch in changes if ch.field == "stage"), None)
+        score, jobs = await rescore_in(conn, leads, ref.account_id, ref.contact_id, now,
+                                       stage_by_hand=wanted is not None)
         if wanted is not None and wanted in STAGES and score.stage != wanted:
             raise InstasetError(  # rolls the whole correction back
                 f"stage {wanted!r} would not show: the contact's messages, score and bookings "
                 f"put them at {score.stage!r}, and a stage set by hand only raises that one "
                 "(customer and lost always apply); nothing changed")
-        await jobstore.enqueue_in(conn, jobs, now)  # "qualified", the first time
+        # "qualified", the first time, unless the stage set here made it (the creator knows)
+        await jobstore.enqueue_in(conn, jobs, now)
         return changes
 
 

@@ -174,6 +174,13 @@ def stage_for(score: int, cfg: LeadsConfig, inp: LeadInput) -> str:
     return wf if _RANK.get(wf, -1) > _RANK[computed] else computed
 
 
+def qualified_by_evidence(score: int, cfg: LeadsConfig, inp: LeadInput) -> bool:
+    """Whether the contact's own evidence (``score`` against ``qualified_at``, a booking)
+    puts them at or past "qualified", whatever stage a workflow or the creator set for them:
+    what tells a stage reached by scoring from one set by hand (only the first is news)."""
+    return _RANK[stage_for(score, cfg, replace(inp, workflow_stage="new"))] >= _RANK["qualified"]
+
+
 def score_lead(cfg: LeadsConfig, inp: LeadInput, prior: LeadScore | None = None) -> LeadScore:
     """The score, stage and reasons of one contact. Deterministic; reasons in rule order,
     then workflow points in the order they were given.

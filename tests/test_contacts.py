@@ -235,7 +235,14 @@ def test_a_stage_set_by_hand_shows_at_once_and_a_stage_of_ones_own_is_taken(
     state, _ = contact_state(tmp_path, ACCT, BEA)
     assert state.stage == "qualified"
 
-    async def notices() -> list[str]:
+    # The creator set "customer" (then "qualified") themselves: no "qualified lead" notice
+    # (before: the one a rescore to that stage gives, as if it were news; s17 leftovers 1).
+    assert notices(tmp_path) == []
+
+
+def notices(tmp_path: Path) -> list[str]:
+    """The keys of the notifications queued so far."""
+    async def go() -> list[str]:
         db = await open_database(tmp_path / "c.db")
         try:
             return [r[0] for r in await db.fetchall(
@@ -243,8 +250,42 @@ def test_a_stage_set_by_hand_shows_at_once_and_a_stage_of_ones_own_is_taken(
         finally:
             await db.close()
 
-    # As a rescore does: the creator is told once that the lead is qualified.
-    assert asyncio.run(notices()) == [f"notify:lead-qualified:{ACCT}:{BEA}"]
+    return asyncio.run(go())
+
+
+def test_a_stage_set_by_hand_does_not_notify_and_one_reached_by_scoring_does_once(
+    tmp_path: Path,
+) -> None:
+    """s17 leftovers 1: `contacts set CONTACT stage=customer` queued the one-time "qualified
+    lead" notice, as a rescore to that stage does. A stage set by hand is not news: no
+    notice, then or at a later rescore. A score that reaches "qualified" (here through a
+    field the creator set: the rules score it) still tells it, once."""
+    path = seeded(tmp_path)
+    config = yaml.safe_load(path.read_text())
+    config["leads"] = {"qualified_at": 50, "rules": [
+        {"name": "gave_phone", "points": 60, "field": "phone"}]}
+    path.write_text(yaml.safe_dump(config))
+    assert cli(path, "leads", "rescore").exit_code == 0  # both engaged, nobody qualified
+    assert notices(tmp_path) == []
+
+    done = cli(path, "contacts", "set", ANA, "stage=customer")
+    assert done.exit_code == 0, done.output
+    assert shown_stages(path, ANA) == ("customer", "customer", "customer")
+    assert notices(tmp_path) == []
+    # Neither a later rescore nor a score that gets there after it: she is a customer.
+    assert cli(path, "leads", "rescore").exit_code == 0
+    assert cli(path, "contacts", "set", ANA, "phone=+15551234567").exit_code == 0
+    assert notices(tmp_path) == []
+
+    # Bea's phone gives 60 points: qualified by her score, told once...
+    scored = cli(path, "contacts", "set", BEA, "phone=+15557654321")
+    assert scored.exit_code == 0, scored.output
+    assert shown_stages(path, BEA) == ("qualified", "qualified", "qualified")
+    assert notices(tmp_path) == [f"notify:lead-qualified:{ACCT}:{BEA}"]
+    # ... and not again when the creator then marks her a customer, or on a rescore.
+    assert cli(path, "contacts", "set", BEA, "stage=customer").exit_code == 0
+    assert cli(path, "leads", "rescore").exit_code == 0
+    assert notices(tmp_path) == [f"notify:lead-qualified:{ACCT}:{BEA}"]
 
 
 def test_forget_deletes_exactly_that_contact(tmp_path: Path) -> None:

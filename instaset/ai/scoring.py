@@ -27,6 +27,7 @@ from instaset.leads import (
     LeadScore,
     Msg,
     Reason,
+    qualified_by_evidence,
     rules_hash,
     score_after,
     score_lead,
@@ -100,15 +101,24 @@ def stored_score(row: sqlite3.Row | None) -> LeadScore | None:
 
 
 async def rescore_in(
-    conn: aiosqlite.Connection, cfg: LeadsConfig, account_id: str, contact_id: str, now: float
+    conn: aiosqlite.Connection, cfg: LeadsConfig, account_id: str, contact_id: str, now: float,
+    *, stage_by_hand: bool = False,
 ) -> tuple[LeadScore, list[NewJob]]:
     """Score one contact and store it; see the module docstring. The stored score's reasons
     whose message has left the history (retention, an unsend) stay while their rule does
-    (:func:`instaset.leads.carried`)."""
+    (:func:`instaset.leads.carried`).
+
+    ``stage_by_hand``: the creator just set the contact's stage (``contacts set
+    stage=...``). A lead it makes qualified (or more) is stored as qualified from now on
+    (``qualified_at``), without the "qualified" notice: the creator set it, nothing is news;
+    so no later rescore tells it either. A lead their own evidence qualifies
+    (:func:`instaset.leads.qualified_by_evidence`) is told as ever, once."""
     before = await aistore.get_lead(conn, account_id, contact_id)
     inp = await lead_input(conn, account_id, contact_id)
     result = score_lead(cfg, inp, stored_score(before))
-    return result, await _store(conn, cfg, account_id, contact_id, result, before, now)
+    notify = not stage_by_hand or qualified_by_evidence(result.score, cfg, inp)
+    return result, await _store(conn, cfg, account_id, contact_id, result, before, now,
+                                notify=notify)
 
 
 async def rescore_after(
@@ -133,15 +143,17 @@ async def rescore_after(
 
 async def _store(
     conn: aiosqlite.Connection, cfg: LeadsConfig, account_id: str, contact_id: str,
-    result: LeadScore, before: sqlite3.Row | None, now: float,
+    result: LeadScore, before: sqlite3.Row | None, now: float, *, notify: bool = True,
 ) -> list[NewJob]:
+    """Store ``result``; the "qualified" notice the first time the lead reaches that stage
+    (none when not ``notify``: see :func:`rescore_in`), to enqueue with the transaction."""
     await aistore.upsert_lead(
         conn, account_id=account_id, contact_id=contact_id, score=result.score,
         stage=result.stage, reasons=[r.to_dict() for r in result.reasons],
         rules_hash=rules_hash(cfg), qualified_at=now if result.qualified else None, now=now,
     )
     jobs: list[NewJob] = []
-    if result.qualified and (before is None or before["qualified_at"] is None):
+    if notify and result.qualified and (before is None or before["qualified_at"] is None):
         conv = await aistore.conversation_row(conn, account_id, contact_id)
         text = _qualified_text(conv["username"] if conv is not None else None, result)
         jobs.append(notify_job(f"lead-qualified:{account_id}:{contact_id}", account_id,
