@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -321,17 +322,63 @@ def test_cli_leads_explain_and_rescore(cli_config: Path, tmp_path: Path) -> None
     assert res.exit_code == 1 and "either --json or --csv" in res.stderr
 
 
-def test_cli_rescore_warns_that_a_running_daemon_keeps_its_old_rules(cli_config: Path) -> None:
+def test_cli_rescore_warns_that_a_running_daemon_keeps_its_old_rules(
+    cli_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The daemon reads the config once: while one runs, `leads rescore` says that it will
     put the old scores back until it is restarted (the creator was told "qualified", then
-    the lead quietly dropped back)."""
+    the lead quietly dropped back). It says so BEFORE writing anything (s17 leftovers 2:
+    the scores and a "qualified" notice were written first), asks on a terminal, and with
+    no terminal refuses unless --yes, as destructive commands do (interface.md)."""
+    import instaset.cli.cmd_leads
     from instaset.config import load_config
     from instaset.daemon import single_instance
 
     runner = CliRunner()
-    res = runner.invoke(app, ["--config", str(cli_config), "leads", "rescore"])
-    assert res.exit_code == 0 and "warning" not in res.stderr
-    with single_instance(load_config(cli_config, env={}).storage.db_path()):
-        res = runner.invoke(app, ["--config", str(cli_config), "leads", "rescore"])
+    db_path = load_config(cli_config, env={}).storage.db_path()
+
+    def stored() -> tuple[list[tuple[str, int, str]], int]:
+        """(username, score, stage) of every lead, and the notifications queued."""
+        data = json.loads(runner.invoke(app, ["--config", str(cli_config), "leads", "--all",
+                                              "--json"]).stdout)
+        with sqlite3.connect(db_path) as conn:
+            (jobs,) = conn.execute("SELECT count(*) FROM jobs WHERE kind = 'notify'").fetchone()
+        return [(d["username"], d["score"], d["stage"]) for d in data], int(jobs)
+
+    before = stored()
+    assert before == ([("sam", 35, "engaged"), ("alex", 0, "engaged")], 0)
+    # New rules: rescoring qualifies alex (a score and a "qualified" notice to write).
+    write_config(tmp_path, leads={"qualified_at": 10, "rules": [
+        {"name": "reel_fan", "points": 12, "keywords": ["reel"]}]})
+    rescore = ["--config", str(cli_config), "leads", "rescore"]
+
+    with single_instance(db_path):
+        refused = runner.invoke(app, rescore)  # no terminal, no --yes
+        assert refused.exit_code == 1
+        assert "instaset serve is running" in refused.stderr and "restart it" in refused.stderr
+        assert "nothing rescored" in refused.stderr and "--yes" in refused.stderr
+        assert "rescored" not in refused.stdout
+        assert stored() == before
+
+        monkeypatch.setattr(instaset.cli.cmd_leads, "is_tty", lambda: True)
+        declined = runner.invoke(app, rescore, input="n\n")
+        assert declined.exit_code == 1 and "Rescore now anyway?" in declined.stdout
+        assert "instaset serve is running" in declined.stderr
+        assert stored() == before
+        accepted = runner.invoke(app, rescore, input="y\n")
+        assert accepted.exit_code == 0, accepted.output
+        assert "instaset serve is running" in accepted.stderr
+        assert "rescored 2 leads" in accepted.stdout
+        assert stored() == ([("alex", 12, "qualified"), ("sam", 0, "engaged")], 1)
+        monkeypatch.setattr(instaset.cli.cmd_leads, "is_tty", lambda: False)
+
+        write_config(tmp_path)  # the first rules again
+        forced = runner.invoke(app, [*rescore, "--yes"])
+        assert forced.exit_code == 0 and "rescored 2 leads" in forced.stdout
+        assert "instaset serve is running" in forced.stderr and "restart it" in forced.stderr
+        assert stored()[0] == before[0]
+
+    # No daemon: as before, no question, no warning.
+    res = runner.invoke(app, rescore)
     assert res.exit_code == 0 and "rescored 2 leads" in res.stdout
-    assert "instaset serve is running" in res.stderr and "restart it" in res.stderr
+    assert res.stderr == ""

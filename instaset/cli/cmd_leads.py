@@ -6,7 +6,9 @@ stored score (what ``leads`` lists) with each reason and the message behind it, 
 applying the current rules to what is stored now gives another score (the rules changed, or
 a rescore is pending), that one next to it, never in its place (``rescore`` in ``--json``);
 ``rescore`` stores fresh scores for every contact (after the rules changed) and queues the
-"qualified" notifications the daemon then delivers.
+"qualified" notifications the daemon then delivers; while the daemon runs (it keeps the rules
+it started with) it warns first, then asks on a terminal, and without one refuses unless
+``--yes``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from instaset.cli.app import app, handle_errors, open_db, run_async, sub_app
+from instaset.cli.app import app, handle_errors, is_tty, open_db, run_async, sub_app
 from instaset.cli.cmd_config import load_or_exit
 from instaset.errors import InstasetError
 from instaset.timefmt import iso_seconds
@@ -199,21 +201,37 @@ def _points(score: LeadScore) -> tuple[object, ...]:
 
 @leads_app.command("rescore")
 @handle_errors
-def leads_rescore() -> None:
-    """Apply the current lead rules to every contact's history and store the scores."""
+def leads_rescore(
+    yes: bool = typer.Option(False, "--yes", "-y",
+                             help="Rescore even while instaset serve runs, without asking."),
+) -> None:
+    """Apply the current lead rules to every contact's history and store the scores.
+
+    While instaset serve runs on this database it keeps the rules it started with: this
+    says so first and, on a terminal, asks; with no terminal it refuses unless --yes."""
     from instaset.retention import daemon_lock
 
     config = load_or_exit()
+    with daemon_lock(config.storage.db_path()) as alone:
+        pass
+    if not alone:
+        # The daemon reads its config once, at start: until it restarts it scores with the
+        # old rules, and puts back every score it finds stored under other rules. Said before
+        # anything is written (the scores, a "qualified" notice), so the creator can stop.
+        typer.echo(
+            "warning: instaset serve is running on this database with the lead rules it "
+            "started with; restart it so it scores with these (until then it puts the "
+            "old scores back, within the hour or at a contact's next message)", err=True)
+        if not yes:
+            if not is_tty():
+                raise InstasetError(
+                    "nothing rescored: instaset serve is running (see above); restart it "
+                    "(it rescores with the current rules as it starts), or pass --yes to "
+                    "rescore now anyway")
+            if not typer.confirm("Rescore now anyway?", default=False):
+                raise InstasetError("nothing rescored")
     count = run_async(_rescore)(config)
     typer.echo(f"rescored {count} leads")
-    with daemon_lock(config.storage.db_path()) as alone:
-        if not alone:
-            # The daemon reads its config once, at start: until it restarts it scores with
-            # the old rules, and puts back every score it finds stored under other rules.
-            typer.echo(
-                "warning: instaset serve is running on this database with the lead rules it "
-                "started with; restart it so it scores with these (until then it puts the "
-                "old scores back, within the hour or at a contact's next message)", err=True)
 
 
 async def _rescore(config: Config) -> int:
