@@ -290,3 +290,47 @@ async def test_the_reply_reads_the_conversation_up_to_its_message_however_long(
     await env.h.settle(advance_up_to=10)
     assert env.texts()[-1] == "Yes, nutrition too!"
     assert env.fake.requests[-1].turns == [("user", "do you also do nutrition plans?")]
+
+
+async def test_the_fallback_to_a_comment_is_credited_to_its_media(make: Make) -> None:
+    """s17 leftovers 3: keyed per contact and day only, the fallback's send no longer named
+    the comment it answered, so `stats` credited it to no media. Its key names the comment
+    again (after the day's prefix), and still only one goes per contact and day."""
+    from instaset.stats import compute, compute_scan
+    from tests.test_ai_feature import AI_COMMENT
+
+    post, reel = "18000000000000071", "18000000000000072"
+    clock = Clock(frozen=True)
+    env = await make([AI_COMMENT, AI_AUTO], clock=clock, ai={"fallback_message": FALLBACK})
+    env.fake.default = rate_limited("3600s")
+    await env.h.sandbox.user_comments(IGSID, "price??", post)
+    await env.h.settle()
+    clock.advance(30)
+    await env.h.sandbox.user_comments(IGSID, "and this one?", reel)  # the same day: nothing
+    await env.h.settle()
+    await env.h.dm(IGSID, "hello??")  # nor for a DM
+    await env.h.settle()
+    [send] = env.h.graph_sends()
+    assert send.json["message"] == {"text": FALLBACK}
+    assert "comment_id" in dict(send.json["recipient"])  # type: ignore[call-overload]
+
+    now = clock()
+    for doc in (await compute(env.h.rt.db, now - 3600, now),
+                await compute_scan(env.h.rt.db, now - 3600, now)):
+        media = {m["media_id"]: m for m in doc["media"]}
+        assert {k: media[post][k] for k in ("comments", "triggers", "sent")} == {
+            "comments": 1, "triggers": 1, "sent": 1}
+        assert {k: media[reel][k] for k in ("comments", "triggers", "sent")} == {
+            "comments": 1, "triggers": 0, "sent": 0}
+        assert doc["totals"]["sent"] == 1
+
+    # The next day, the reel's comment gets the day's fallback, credited to the reel.
+    clock.advance(86400)
+    await env.h.sandbox.user_comments(IGSID, "still there?", reel)
+    await env.h.settle()
+    assert [r.json["message"] for r in env.h.graph_sends()] == [{"text": FALLBACK}] * 2
+    now = clock()
+    for doc in (await compute(env.h.rt.db, now - 3600, now),
+                await compute_scan(env.h.rt.db, now - 3600, now)):
+        media = {m["media_id"]: m for m in doc["media"]}
+        assert (media[reel]["triggers"], media[reel]["sent"]) == (1, 1)

@@ -232,6 +232,19 @@ async def already_answered(conn: aiosqlite.Connection, key: str) -> bool:
     return bool(rows)
 
 
+async def fallback_given(conn: aiosqlite.Connection, prefix: str) -> bool:
+    """Whether a send keyed ``prefix`` or ``prefix:...`` exists: the AI fallback of one
+    contact and day (``send:ai-fallback:{account}:{contact}:{day}``, then the ai_reply job
+    it answers: see AIReplies._give_up). A range of the primary key; read in the write
+    transaction that would add one, so two failures cannot both send it."""
+    rows = await _rows(
+        conn,
+        "SELECT 1 FROM sends WHERE key = ?1 OR (key >= ?1 || ':' AND key < ?1 || ';') LIMIT 1",
+        (prefix,),
+    )
+    return bool(rows)
+
+
 _RECORD_CALL = (
     "INSERT INTO ai_calls(job_key, attempt, account_id, contact_id, backend, model, outcome,"
     " prompt_tokens, output_tokens, total_tokens, latency_ms, error, created_at)"
