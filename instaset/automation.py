@@ -100,8 +100,9 @@ def _button(title: str, url: str | None, payload: str | None) -> dict[str, str]:
 
 
 def _refusal_notices(decision: Decision, now: float) -> list[NewJob]:
-    """The creator is told of the messages the engine refused itself (they have no send
-    row), as of the outbox's refusals: a step after the 24 h window (a delayed one), once
+    """The creator is told of the messages the engine refused itself (stored as refused
+    sends by :func:`_refused_sends`, which the outbox never sees), as of the outbox's
+    refusals: a step after the 24 h window (a delayed one), once
     per contact, workflow and day; a private reply to a comment over 7 days old (processed
     late), once per contact, reason and day, with the key the outbox's notice has."""
     st, wf = decision.state, decision.workflow
@@ -122,6 +123,56 @@ def _refusal_notices(decision: Decision, now: float) -> list[NewJob]:
     jobs.extend(automation_refusal_notice(st.account_id, st.contact_id, wf, reason, detail, now)
                 for reason, detail in told.items())
     return jobs
+
+
+MessageAction = SendText | SendMedia | SendButtons | SendTemplate | PrivateReply
+
+
+def _message_out(action: MessageAction, key: str, base: dict[str, Any],
+                 comment_at: float | None, live: bool) -> Outgoing:
+    """The send of one message ``action`` of a decision (``base``: account, contact and
+    workflow)."""
+    match action:
+        case SendText():
+            return Outgoing(key=key, kind=SendKind.TEXT, text=action.text,
+                            quick_replies=tuple((q.title, q.payload)
+                                                for q in action.quick_replies), **base)
+        case SendMedia():
+            return Outgoing(key=key, kind=SendKind.MEDIA, media_type=action.kind,
+                            media_url=action.url, **base)
+        case SendButtons() | SendTemplate():
+            return Outgoing(key=key, kind=SendKind.TEMPLATE, template=_template_json(action),
+                            **base)
+        case PrivateReply():
+            return Outgoing(key=key, kind=SendKind.PRIVATE_REPLY, comment_id=action.comment_id,
+                            comment_at=comment_at, text=action.text, live=live, **base)
+
+
+def _refused_sends(decision: Decision, key: str, comment_at: float | None, live: bool,
+                   ) -> list[tuple[Outgoing, str]]:
+    """The messages the engine refused itself, as sends refused for their reason (keyed
+    after the decision's actions, ``send:{key}:{n}``): what the outbox's refusal of the same
+    message would leave, so ``stats`` (refused, by reason, per workflow and media) and the
+    thread count them from the one table of sends. An AI reply or a booking offer refused
+    before it was written is a send without text."""
+    st = decision.state
+    base: dict[str, Any] = dict(account_id=st.account_id, contact_id=st.contact_id,
+                                workflow=decision.workflow)
+    out: list[tuple[Outgoing, str]] = []
+    for i, r in enumerate(decision.refused):
+        k = f"send:{key}:{len(decision.actions) + i}"
+        match r.action:
+            case SendText() | SendMedia() | SendButtons() | SendTemplate() | PrivateReply():
+                send = _message_out(r.action, k, base, comment_at, live)
+            case GenerateAIReply(comment_id=cid) if cid:
+                send = Outgoing(key=k, kind=SendKind.PRIVATE_REPLY, comment_id=cid,
+                                comment_at=comment_at, live=live, **base)
+            case GenerateAIReply() | OfferBooking():
+                send = Outgoing(key=k, kind=SendKind.TEXT, **base)
+            case _:
+                continue
+        out.append((send, r.reason))
+    return out
 
 
 class WorkflowAutomation:
@@ -185,6 +236,11 @@ class WorkflowAutomation:
         outs: list[Outgoing] = []
         jobs: list[NewJob] = []
         jobs.extend(_refusal_notices(decision, now))
+        if decision.workflow and decision.refused:
+            await sendstore.insert_refused(conn, [
+                (o.key, o.account_id, o.contact_id, o.comment_id, str(o.kind), o.to_json(),
+                 o.sent_by, o.workflow, reason, now)
+                for o, reason in _refused_sends(decision, key, comment_at, live)])
         public = sum(isinstance(a, PublicReply) for a in decision.actions)
         if public and decision.workflow:
             # The next comment's public reply takes the next variant (decide(turns=...)).
@@ -194,24 +250,8 @@ class WorkflowAutomation:
         for n, action in enumerate(decision.actions):
             k = f"{key}:{n}"
             match action:
-                case SendText():
-                    outs.append(Outgoing(
-                        key=f"send:{k}", kind=SendKind.TEXT, text=action.text,
-                        quick_replies=tuple((q.title, q.payload) for q in action.quick_replies),
-                        **base))  # type: ignore[arg-type]
-                case SendMedia():
-                    outs.append(Outgoing(key=f"send:{k}", kind=SendKind.MEDIA,
-                                         media_type=action.kind, media_url=action.url,
-                                         **base))  # type: ignore[arg-type]
-                case SendButtons() | SendTemplate():
-                    outs.append(Outgoing(key=f"send:{k}", kind=SendKind.TEMPLATE,
-                                         template=_template_json(action),
-                                         **base))  # type: ignore[arg-type]
-                case PrivateReply():
-                    outs.append(Outgoing(key=f"send:{k}", kind=SendKind.PRIVATE_REPLY,
-                                         comment_id=action.comment_id, comment_at=comment_at,
-                                         text=action.text, live=live,
-                                         **base))  # type: ignore[arg-type]
+                case SendText() | SendMedia() | SendButtons() | SendTemplate() | PrivateReply():
+                    outs.append(_message_out(action, f"send:{k}", base, comment_at, live))
                 case PublicReply():
                     outs.append(Outgoing(key=f"send:{k}", kind=SendKind.PUBLIC_REPLY,
                                          comment_id=action.comment_id, text=action.text,

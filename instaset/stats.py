@@ -29,7 +29,10 @@ Definitions (a send, a message, a comment... belongs to the period by its creati
 - *read*: sends of the period that were sent and that the person has read by now: their
   message is not newer than the newest of our messages one of their read receipts named.
 - *refused*: sends of the period refused by the rules or failed at Meta (by reason in
-  ``refused_by_reason``); *pending*: sends of the period still pending or in flight.
+  ``refused_by_reason``), the messages the engine refused while deciding among them (a
+  private reply to a comment over 7 days old, a DM after the 24 h window: stored as refused
+  sends, see :func:`instaset.automation._refused_sends`); *pending*: sends of the period
+  still pending or in flight.
 - *clicks*: human clicks on tracked links in the period (crawlers are not counted).
 - *leads / qualified / booked*: contacts by their current stage (lead: any stage after
   ``new`` or the tag ``lead``; qualified: qualified, booked or customer; booked: booked or

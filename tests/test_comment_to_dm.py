@@ -133,7 +133,8 @@ async def test_a_comment_too_old_for_its_private_reply_gets_no_public_reply_eith
     guide_cid, love_cid = (comment_id_of(p) for p in late)
     assert public_replies(h, guide_cid) == []
     assert public_replies(h, love_cid) == ["Thank you!"]
-    assert await sends(h) == [("public_reply", "sent", None)]
+    assert await sends(h) == [("private_reply", "refused", "private_reply_expired"),
+                              ("public_reply", "sent", None)]
     (note,) = await notices(h)
     assert "(private_reply_expired)" in note
 
@@ -215,7 +216,10 @@ async def test_a_private_reply_the_engine_refuses_as_over_7_days_old_is_told_onc
     """Two comments the daemon gets 8 days late (stopped for a week, or Meta's retries):
     nothing was sent and nothing said so (no notification, no send row, only a trace line
     in the log). Now the creator is told, as for the outbox's refusal of the same reason:
-    once per contact, reason and day."""
+    once per contact, reason and day. And each is a refused send (s17 leftovers 4: without
+    a send row, `stats` counted none of them among the refused private replies)."""
+    from instaset.stats import compute, compute_scan
+
     h = await make_harness(workflows=[REPLY_ONLY])
     late = [await h.sandbox.user_comments(IGSID, text, MEDIA, deliver=False)
             for text in ("oldtest", "oldtest again")]
@@ -225,7 +229,17 @@ async def test_a_private_reply_the_engine_refuses_as_over_7_days_old_is_told_onc
         await h.settle()
         h.clock.advance(3600)
     assert h.graph_sends() == []
-    assert await sends(h) == []
+    assert await sends(h) == [("private_reply", "refused", "private_reply_expired")] * 2
+    now = h.clock()
+    for doc in (await compute(h.rt.db, now - DAY, now),
+                await compute_scan(h.rt.db, now - DAY, now)):
+        assert doc["refused_by_reason"] == {"private_reply_expired": 2}
+        [wf] = doc["workflows"]
+        assert (wf["workflow"], wf["refused"], wf["sent"], wf["pending"]) == (
+            "reply-only", 2, 0, 0)
+        [media] = doc["media"]
+        assert (media["media_id"], media["refused"], media["comments"]) == (MEDIA, 2, 2)
+        assert doc["totals"]["refused"] == 2
     (note,) = await notices(h)
     assert "workflow reply-only" in note and IGSID in note
     assert "(private_reply_expired)" in note and "older than 7 days" in note

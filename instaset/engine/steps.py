@@ -61,12 +61,14 @@ class Refused:
     ``reason`` is the slug the outbox gives the same refusal at delivery: ``window_closed``,
     ``private_reply_expired`` (comment over 7 days old), ``private_reply_not_text``, or
     ``private_reply_used`` (after a comment's private reply, a commenter who has not
-    answered gets nothing more); ``detail`` is in words."""
+    answered gets nothing more); ``detail`` is in words. ``action``: the message refused
+    (the private reply a comment was to get, else the DM), stored as a refused send."""
 
     step: int  # 0-based
     what: str  # the step kind: reply, private_reply, media...
     reason: str
     detail: str
+    action: Action | None = None
 
 
 @dataclass(slots=True)
@@ -94,10 +96,12 @@ class Run:
     def note(self, step: int, message: str) -> None:
         self.trace.append(f"{self.wf.name} step {step + 1}: {message}")
 
-    def refuse(self, step: int, what: str, reason: str, detail: str) -> None:
-        """Record that the rules refused ``what`` at ``step`` (trace line and marker)."""
+    def refuse(self, step: int, what: str, reason: str, detail: str,
+               action: Action | None = None) -> None:
+        """Record that the rules refused ``what`` (the message ``action``) at ``step``
+        (trace line and marker)."""
         self.note(step, f"refused {what}: {detail}")
-        self.refused.append(Refused(step, what, reason, detail))
+        self.refused.append(Refused(step, what, reason, detail, action))
 
     def render(self, template: str) -> str:
         if not has_placeholders(template):
@@ -124,12 +128,13 @@ class Run:
         if self.comment_id is not None and not self.private_used:
             if as_private is None:
                 self.refuse(step, what, "private_reply_not_text",
-                            "a comment's private reply can only be text")
+                            "a comment's private reply can only be text", as_dm)
                 return False
             if self.comment_at is not None and self.now - self.comment_at > (
                 PRIVATE_REPLY_MAX_AGE
             ):
-                self.refuse(step, what, "private_reply_expired", "comment is older than 7 days")
+                self.refuse(step, what, "private_reply_expired", "comment is older than 7 days",
+                            as_private)
                 return False
             self.private_used = True
             # Not an AI reply: it is generated and sent by a job of its own, after this
@@ -140,9 +145,9 @@ class Run:
         if not self.window_open():
             if self.comment_id is not None:
                 self.refuse(step, what, "private_reply_used",
-                            "a commenter gets one private reply until they answer")
+                            "a commenter gets one private reply until they answer", as_dm)
             else:
-                self.refuse(step, what, "window_closed", WINDOW_CLOSED)
+                self.refuse(step, what, "window_closed", WINDOW_CLOSED, as_dm)
             return False
         self.actions.append(as_dm)
         return True

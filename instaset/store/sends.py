@@ -20,6 +20,19 @@ async def insert_sends(conn: aiosqlite.Connection, rows: Sequence[tuple[object, 
     )
 
 
+async def insert_refused(conn: aiosqlite.Connection, rows: Sequence[tuple[object, ...]]
+                         ) -> None:
+    """Sends refused before they were queued (by the engine's rules), for the record:
+    rows (key, account_id, contact_id, comment_id, kind, body, sent_by, workflow, reason,
+    now). No job: nothing delivers them."""
+    await conn.executemany(
+        "INSERT INTO sends(key, account_id, contact_id, comment_id, kind, body, sent_by,"
+        " workflow, state, reason, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'refused', ?, ?10, ?10) ON CONFLICT(key) DO NOTHING",
+        rows,
+    )
+
+
 async def recent_private_replies(db: Database, since: float) -> dict[str, list[float]]:
     """Per account, when each private reply to a post or reel comment that reached Meta or
     may have (sent or in flight) since ``since`` started; its last state change, an upper
