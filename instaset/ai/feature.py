@@ -427,11 +427,10 @@ class AIReplies:
         Without ``ai.fallback_message``, or in draft mode: the hand-off of :meth:`_finish`
         (the conversation paused, a draft, a notification). With it, in auto mode: the
         fallback goes to the contact at most once a day, and the creator is told once per
-        contact and day (the send's key starts ``send:ai-fallback:{account}:{contact}:{day}:``
-        and goes on with the job's key, so it names the comment it answers, for ``stats``;
-        none is added under a day's prefix taken: :func:`instaset.store.ai.fallback_given`;
-        the notice's key is ``ai-failed:{account}:{contact}:{day}``, like the outbox's
-        refusal notices). Before,
+        contact and day (the send's key ``send:ai-fallback:{account}:{contact}:{day}:{job}``
+        names the comment answered, for ``stats``; none goes under a day's prefix taken:
+        :func:`instaset.store.ai.fallback_given`; the notice's key is
+        ``ai-failed:{account}:{contact}:{day}``, like the outbox's refusal notices). Before,
         each message of an outage got the same line and the creator one push for each. A
         failure after the fallback, the same day, sends nothing and tells nobody again.
 
@@ -465,10 +464,8 @@ class AIReplies:
             if await self._answered(conn, job):
                 await complete_in(conn, job, now)
                 return COMPLETED
-            # Once per contact and day: a fallback under the day's prefix (an earlier
-            # failure today) and nothing is sent. The key goes on with the job's key, which
-            # names the comment answered ('comment:{id}', 'live:{id}'): stats credit the
-            # fallback to that comment's media by it, as every send's.
+            # A fallback under the day's prefix (an earlier failure today): none again. The
+            # job's key names the comment ('comment:{id}'): stats find its media by it.
             today = f"send:ai-fallback:{acct}:{contact}:{day}"
             if not await aistore.fallback_given(conn, today):
                 await enqueue_sends(conn, [self._reply_out(
