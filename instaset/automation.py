@@ -149,8 +149,9 @@ def _message_out(action: MessageAction, key: str, base: dict[str, Any],
 
 
 def _refused_sends(decision: Decision, key: str, comment_at: float | None, live: bool,
-                   ) -> list[tuple[Outgoing, str]]:
-    """The messages the engine refused itself, as sends refused for their reason (keyed
+                   ) -> list[tuple[Outgoing, str, str]]:
+    """The messages the engine refused itself, as sends refused for their reason and
+    words (keyed
     after the decision's actions, ``send:{key}:{n}``): what the outbox's refusal of the same
     message would leave, so ``stats`` (refused, by reason, per workflow and media) and the
     thread count them from the one table of sends. An AI reply or a booking offer refused
@@ -158,7 +159,7 @@ def _refused_sends(decision: Decision, key: str, comment_at: float | None, live:
     st = decision.state
     base: dict[str, Any] = dict(account_id=st.account_id, contact_id=st.contact_id,
                                 workflow=decision.workflow)
-    out: list[tuple[Outgoing, str]] = []
+    out: list[tuple[Outgoing, str, str]] = []
     for i, r in enumerate(decision.refused):
         k = f"send:{key}:{len(decision.actions) + i}"
         match r.action:
@@ -171,7 +172,7 @@ def _refused_sends(decision: Decision, key: str, comment_at: float | None, live:
                 send = Outgoing(key=k, kind=SendKind.TEXT, **base)
             case _:
                 continue
-        out.append((send, r.reason))
+        out.append((send, r.reason, r.detail))
     return out
 
 
@@ -239,8 +240,8 @@ class WorkflowAutomation:
         if decision.workflow and decision.refused:
             await sendstore.insert_refused(conn, [
                 (o.key, o.account_id, o.contact_id, o.comment_id, str(o.kind), o.to_json(),
-                 o.sent_by, o.workflow, reason, now)
-                for o, reason in _refused_sends(decision, key, comment_at, live)])
+                 o.sent_by, o.workflow, reason, detail, now)
+                for o, reason, detail in _refused_sends(decision, key, comment_at, live)])
         public = sum(isinstance(a, PublicReply) for a in decision.actions)
         if public and decision.workflow:
             # The next comment's public reply takes the next variant (decide(turns=...)).

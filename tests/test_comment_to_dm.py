@@ -135,6 +135,9 @@ async def test_a_comment_too_old_for_its_private_reply_gets_no_public_reply_eith
     assert public_replies(h, love_cid) == ["Thank you!"]
     assert await sends(h) == [("private_reply", "refused", "private_reply_expired"),
                               ("public_reply", "sent", None)]
+    # The refused send keeps the rules' words (sends.detail), as the outbox's refusals do.
+    (row,) = await h.rt.db.fetchall("SELECT detail FROM sends WHERE state = 'refused'")
+    assert row["detail"] == "comment is older than 7 days"
     (note,) = await notices(h)
     assert "(private_reply_expired)" in note
 

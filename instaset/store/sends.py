@@ -24,11 +24,12 @@ async def insert_refused(conn: aiosqlite.Connection, rows: Sequence[tuple[object
                          ) -> None:
     """Sends refused before they were queued (by the engine's rules), for the record:
     rows (key, account_id, contact_id, comment_id, kind, body, sent_by, workflow, reason,
-    now). No job: nothing delivers them."""
+    detail, now); ``detail``: the rules' words (migration 0021). No job: nothing delivers
+    them."""
     await conn.executemany(
         "INSERT INTO sends(key, account_id, contact_id, comment_id, kind, body, sent_by,"
-        " workflow, state, reason, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'refused', ?, ?10, ?10) ON CONFLICT(key) DO NOTHING",
+        " workflow, state, reason, detail, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'refused', ?, ?, ?11, ?11) ON CONFLICT(key) DO NOTHING",
         rows,
     )
 
