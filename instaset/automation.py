@@ -220,11 +220,19 @@ class WorkflowAutomation:
     async def _persist(
         self, conn: aiosqlite.Connection, decision: Decision, key: str, now: float,
         comment_at: float | None, mid: str | None = None, *, live: bool = False,
+        ai_base: str | None = None,
     ) -> list[NewJob]:
-        """``mid``: the message decided on (the anchor of an ``ai_reply``: see
-        :meth:`instaset.ai.feature.AIReplies.handle`). ``live``: the decision answers a live
-        comment (its private reply, now or after a delay or an AI answer, takes the live
-        budget: see :class:`Outgoing`)."""
+        """``mid``: the message that started the workflow (the anchor of an ``ai_reply``,
+        see :meth:`instaset.ai.feature.AIReplies.handle`; a continuation after a ``delay``
+        carries it on). ``live``: the decision answers a live comment (its private reply,
+        now or after a delay or an AI answer, takes the live budget: see
+        :class:`Outgoing`). ``ai_base``: what an ``ai_reply`` job's key is built on
+        (``ai:{ai_base}:{n}``; ``key`` when None). A continuation's is the event's dedupe
+        key and the position of each ``delay`` on the way (``{event}:{n}:{m}``), so its
+        reply has a key of that event's replies, as the check of a later message's reply
+        (:data:`instaset.store.ai._ANSWERED_LATER`) finds them; continuations queued before
+        it existed keep ``ai:resume:...`` keys."""
+        ai_base = key if ai_base is None else ai_base
         st = decision.state
         await history.update_conversation(
             conn, st.account_id, st.contact_id, now, state=st.to_json(),
@@ -276,9 +284,10 @@ class WorkflowAutomation:
                         "comment_at": (comment_at if action.comment_at is None
                                        else action.comment_at),
                         "public_ok": action.public_ok, "text": action.text, "live": live,
+                        "mid": mid, "ai_base": f"{ai_base}:{n}",
                     }, run_at=action.run_at))
                 case GenerateAIReply():
-                    jobs.append(NewJob("ai_reply", f"ai:{k}", {
+                    jobs.append(NewJob("ai_reply", f"ai:{ai_base}:{n}", {
                         "account_id": st.account_id, "contact_id": st.contact_id,
                         "mode": action.mode, "comment_id": action.comment_id,
                         "comment_at": comment_at, "workflow": decision.workflow, "live": live,
@@ -333,8 +342,13 @@ class WorkflowAutomation:
                               public_ok=bool(p.get("public_ok")),
                               text=p.get("text") if isinstance(p.get("text"), str) else None,
                               turns=turns)
-            jobs = await self._persist(conn, decision, f"resume:{job.key}", now,
-                                       p.get("comment_at"), live=p.get("live") is True)
+            # The anchor and the key base the delay carried (absent in a continuation
+            # queued before they existed: its ai_reply then answers the newest messages).
+            mid, ai_base = p.get("mid"), p.get("ai_base")
+            jobs = await self._persist(
+                conn, decision, f"resume:{job.key}", now, p.get("comment_at"),
+                mid if isinstance(mid, str) else None, live=p.get("live") is True,
+                ai_base=ai_base if isinstance(ai_base, str) else None)
             if jobs:
                 await enqueue_in(conn, jobs, now)
             if not await complete_in(conn, job, now):

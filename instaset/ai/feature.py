@@ -1,8 +1,9 @@
 """The AI feature: the ``ai_reply`` job, lead scoring jobs, booking on tap, and ``install``.
 
 Contract of the ``ai_reply`` job (payload ``account_id``, ``contact_id``, ``mode``,
-``comment_id``, ``comment_at``, ``workflow``, and ``mid``: the DM or tap it answers; absent
-in jobs queued before it existed, and for comments and replies after a ``delay``):
+``comment_id``, ``comment_at``, ``workflow``, and ``mid``: the DM or tap it answers, after a
+``delay`` too (the message that started the workflow); absent for comments, and in jobs, or
+continuations after a ``delay``, queued before it existed):
 
 0. Does nothing (no call, no send) when a later message of the thread than ``mid`` has its
    reply already, or an ai_reply of it still to run (see :meth:`AIReplies.handle`).
@@ -190,8 +191,14 @@ class AIReplies:
         answered again what the later reply answered. A workflow's canned reply to a later
         message does not stop it (a question, then the keyword "guide": the canned guide
         answers the keyword, the AI still answers the question; cut at the anchor, it does
-        not answer "guide" again). A job without ``mid`` (queued before it existed, a
-        comment's, one after a ``delay``) answers the newest messages, as before.
+        not answer "guide" again). After a ``delay`` the anchor is the message that
+        started the workflow, with the same checks: a message the contact unsent during
+        the delay is not answered (before, the reply answered whatever was newest, or, with
+        nothing left, handed the contact off for "no text"); each message that started a
+        delayed reply gets one answer, up to itself (before, two messages during the delay
+        got two answers to the same newest turns); and a later message's own reply, sooner
+        or delayed, stops it. A job without ``mid`` (queued before it existed, a comment's)
+        answers the newest messages, as before.
         """
         p = job.payload
         acct, contact = str(p["account_id"]), str(p["contact_id"])

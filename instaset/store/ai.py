@@ -59,7 +59,9 @@ async def conversation_row(conn: aiosqlite.Connection, account_id: str, contact_
 # running). A workflow's canned reply to a later message (``send:{event}:{n}``) answers
 # that message, not this one (a question, then the keyword "guide": the question still
 # gets its answer, see AIReplies.handle). Keys derive
-# from the event's dedupe key (automation.py), found through the message's event; each
+# from the event's dedupe key (automation.py), found through the message's event; an
+# ai_reply after a delay has a key of the event that started its workflow too
+# (``ai:{event}:{n}:{m}``, see WorkflowAutomation._persist), so it is found the same way; each
 # test is a range of a unique index (the unary + keeps the planner off the due-jobs index,
 # which would scan every ready job). A typing indicator, a reaction or the fallback
 # message (``send:ai-fallback:...``, see AIReplies._give_up) is no reply.
