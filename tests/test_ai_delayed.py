@@ -1,15 +1,16 @@
 """An ai_reply after a workflow ``delay`` answers the message that started the workflow,
-with the checks of any late reply: end to end, the real daemon against the Instagram
-sandbox and the fake Gemini server (session 17)."""
+with the checks of any late reply, and a Gemini outage in draft mode makes one draft and
+one notice per contact and day: end to end, the real daemon against the Instagram sandbox
+and the fake Gemini server (session 17)."""
 
 from __future__ import annotations
 
 import json
 
 from tests import test_ai_feature
-from tests.fake_gemini import rate_limited, reply
+from tests.fake_gemini import rate_limited, reply, server_error
 from tests.sending_harness import Clock
-from tests.test_ai_feature import IGSID, Env, Make
+from tests.test_ai_feature import AI_DRAFT, IGSID, Env, Make
 from tests.test_leads_unsend import unsend
 
 make = test_ai_feature.make  # the fixture: the runtime, the sandbox and the fake Gemini
@@ -141,3 +142,59 @@ async def test_a_continuation_queued_before_the_anchor_still_answers(make: Make)
     [job] = await _ai_jobs(env)
     assert str(job["key"]).startswith("ai:resume:resume:")
     assert json.loads(str(job["payload"]))["mid"] is None
+
+
+# --- draft mode during a Gemini outage: one draft and one notice per contact and day --------
+
+async def test_an_outage_in_draft_mode_makes_one_draft_and_one_notice_a_day(
+        make: Make) -> None:
+    """Every call is a 500 (each message's tries run out). Three messages: one empty draft
+    and one "draft waiting" notice (before: three of each). Gemini back: a normal draft.
+    The next day's outage makes its own."""
+    clock = Clock(frozen=True)
+    env = await make([AI_DRAFT], clock=clock)
+    env.fake.default = server_error()
+    for text in ("hi!", "do you coach online?", "how much is it?"):
+        await env.h.dm(IGSID, text)
+        await env.h.settle(advance_up_to=60)
+        clock.advance(30)
+
+    assert len(env.fake.requests) == 9  # 3 tries each (ai.max_attempts)
+    drafts = await env.rows("SELECT key, text, reason, state FROM ai_drafts")
+    assert [(d["text"], d["reason"], d["state"]) for d in drafts] == [
+        ("", "ai_server_error", "pending")]
+    notes = await env.rows("SELECT text FROM notifications WHERE kind = 'draft'")
+    assert len(notes) == 1 and "server_error" in str(notes[0]["text"])
+    assert '"hi!"' in str(notes[0]["text"])
+    assert env.texts() == [] and await _handoffs(env) == []
+    assert (await env.h.conversation(IGSID))["paused_until"] is None
+    assert {j["state"] for j in await _ai_jobs(env)} == {"done"}
+
+    env.fake.default = reply("Yes! Online, $90 a session.")
+    await env.h.dm(IGSID, "anyone there?")
+    await env.h.settle()
+    drafts = await env.rows("SELECT text, reason FROM ai_drafts ORDER BY id")
+    assert drafts[-1] == {"text": "Yes! Online, $90 a session.", "reason": "draft"}
+
+    clock.advance(86400)
+    env.fake.default = server_error()
+    await env.h.dm(IGSID, "one more question")
+    await env.h.settle(advance_up_to=60)
+    reasons = [d["reason"] for d in await env.rows("SELECT reason FROM ai_drafts ORDER BY id")]
+    assert reasons == ["ai_server_error", "draft", "ai_server_error"]
+    assert len(await env.rows("SELECT 1 FROM notifications WHERE kind = 'draft'")) == 2
+
+
+async def test_the_outage_draft_once_a_day_is_per_contact(make: Make) -> None:
+    clock = Clock(frozen=True)
+    env = await make([AI_DRAFT], clock=clock)
+    env.fake.default = rate_limited("3600s")  # a final error: no tries after the first
+    other = "2229842642640638"
+    for who in (IGSID, other, IGSID, other):
+        await env.h.dm(who, "hello?")
+        await env.h.settle()
+    drafts = await env.rows("SELECT contact_id, reason FROM ai_drafts")
+    assert sorted((d["contact_id"], d["reason"]) for d in drafts) == sorted(
+        [(IGSID, "ai_rate_limited"), (other, "ai_rate_limited")])
+    notes = await env.rows("SELECT contact_id FROM notifications WHERE kind = 'draft'")
+    assert sorted(n["contact_id"] for n in notes) == sorted([IGSID, other])

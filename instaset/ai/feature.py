@@ -19,7 +19,8 @@ continuations after a ``delay``, queued before it existed):
 4. Failures: a 429 defers the job by its ``retryDelay``; 5xx, timeouts and malformed answers
    retry with the queue's backoff; after the last try (``min(job, ai.max_attempts)``) or on a
    final error, ``ai.fallback_message`` is sent (auto mode; once per contact and day, the
-   creator told once too: see :meth:`AIReplies._give_up`) or the conversation handed off.
+   creator told once too: see :meth:`AIReplies._give_up`) or the conversation handed off;
+   in ``draft`` mode one empty draft and one notice per contact and day.
 
 Every effect is keyed (by the job's key; the fallback and its notice by contact and day)
 and commits with the job's completion, so a rerun sends nothing twice. Nothing here runs
@@ -431,15 +432,23 @@ class AIReplies:
         """The AI cannot answer: after the last try, or at once on a final error (a 429
         whose ``retryDelay`` is past :data:`MAX_AI_RETRY_WAIT`: a quota gone for hours).
 
-        Without ``ai.fallback_message``, or in draft mode: the hand-off of :meth:`_finish`
-        (the conversation paused, a draft, a notification). With it, in auto mode: the
-        fallback goes to the contact at most once a day, and the creator is told once per
-        contact and day (the send's key ``send:ai-fallback:{account}:{contact}:{day}:{job}``
-        names the comment answered, for ``stats``; none goes under a day's prefix taken:
+        In auto mode without ``ai.fallback_message``: the hand-off of :meth:`_finish` (the
+        conversation paused, which stops the next messages' replies too; a draft; a
+        notification). With it, in auto mode: the fallback goes to the contact at most once
+        a day, and the creator is told once per contact and day (the send's key
+        ``send:ai-fallback:{account}:{contact}:{day}:{job}`` names the comment answered, for
+        ``stats``; none goes under a day's prefix taken:
         :func:`instaset.store.ai.fallback_given`; the notice's key is
         ``ai-failed:{account}:{contact}:{day}``, like the outbox's refusal notices). Before,
         each message of an outage got the same line and the creator one push for each. A
         failure after the fallback, the same day, sends nothing and tells nobody again.
+
+        In draft mode, the same once per contact and day: one empty draft (key
+        ``ai-failed:{account}:{contact}:{day}``, for ``inbox edit``; it answers the first
+        failed message, a comment's private reply if that was one) and one "draft waiting"
+        notice under that key. Draft mode pauses nothing, so before, each message of an
+        outage made a draft and a notice of its own. Keyed by the day, not the job, the
+        draft's approval cannot find the job's workflow (its send is attributed to none).
 
         The conversation is not paused after the fallback, as it is after a hand-off:
 
@@ -458,32 +467,44 @@ class AIReplies:
         answer until it ends; the one notification covers them."""
         fallback = self.config.ai.fallback_message
         log.warning("ai_reply %s gave up after try %d: %s", job.key, job.attempts, exc)
-        if mode != "auto" or not fallback:
+        if mode != "draft" and not fallback:
             return await self._finish(
                 job, mode, ctx, inp, None,
                 Verdict(False, f"ai_{exc.outcome}", f"the AI failed: {exc}"), call)
         p = job.payload
         acct, contact = str(p["account_id"]), str(p["contact_id"])
         now = self.clock()
-        day = int(now // 86400)
+        day = f"{acct}:{contact}:{int(now // 86400)}"
+        day_key = f"ai-failed:{day}"
         async with self.db.tx(relaxed=True) as conn:  # as in _finish
             await aistore.insert_call(conn, call)
             if await self._answered(conn, job):
                 await complete_in(conn, job, now)
                 return COMPLETED
-            # A fallback under the day's prefix (an earlier failure today): none again. The
-            # job's key names the comment ('comment:{id}'): stats find its media by it.
-            today = f"send:ai-fallback:{acct}:{contact}:{day}"
-            if not await aistore.fallback_given(conn, today):
-                await enqueue_sends(conn, [self._reply_out(
-                    job, f"{today}:{job.key}", fallback)], now)
-            await enqueue_in(conn, [self._notify(
-                job, ctx, inp, "handoff",
-                f"the AI failed ({exc.outcome}); the fallback message was queued, once a "
-                "day: later messages get no answer until the AI works again", now,
-                key=f"ai-failed:{acct}:{contact}:{day}")], now)
+            if mode == "draft":  # keyed per contact and day: a second one adds nothing
+                await aistore.insert_draft(
+                    conn, key=day_key, account_id=acct, contact_id=contact,
+                    comment_id=p.get("comment_id"), text="", intent=None, confidence=None,
+                    reason=f"ai_{exc.outcome}", now=now)
+                note = self._notify(
+                    job, ctx, inp, "draft",
+                    f"the AI failed ({exc.outcome}); one draft a day while it fails: later "
+                    "messages get none until the AI works again", now, key=day_key)
+            else:
+                # A fallback under the day's prefix (an earlier failure today): none again.
+                # The job's key names the comment ('comment:{id}'): stats find its media by it.
+                today = f"send:ai-fallback:{day}"
+                if not await aistore.fallback_given(conn, today):
+                    await enqueue_sends(conn, [self._reply_out(
+                        job, f"{today}:{job.key}", fallback)], now)
+                note = self._notify(
+                    job, ctx, inp, "handoff",
+                    f"the AI failed ({exc.outcome}); the fallback message was queued, once "
+                    "a day: later messages get no answer until the AI works again", now,
+                    key=day_key)
+            await enqueue_in(conn, [note], now)
             await complete_in(conn, job, now)
-        if self.wake is not None:
+        if mode != "draft" and self.wake is not None:
             self.wake.set()
         return COMPLETED
 
