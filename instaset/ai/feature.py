@@ -410,16 +410,7 @@ class AIReplies:
             if await self._answered(conn, job):
                 await complete_in(conn, job, now)
                 return COMPLETED
-            if mode == "draft":  # keyed per contact and day: a second one adds nothing
-                await aistore.insert_draft(
-                    conn, key=day_key, account_id=acct, contact_id=contact,
-                    comment_id=p.get("comment_id"), text="", intent=None, confidence=None,
-                    reason=f"ai_{exc.outcome}", now=now)
-                note = self._notify(
-                    job, ctx, inp, "draft",
-                    f"the AI failed ({exc.outcome}); one draft a day while it fails: later "
-                    "messages get none until the AI works again", now, key=day_key)
-            else:
+            if mode != "draft" and fallback:
                 # A fallback under the day's prefix (an earlier failure today): none again.
                 # The job's key names the comment ('comment:{id}'): stats find its media by it.
                 today = f"send:ai-fallback:{day}"
@@ -431,6 +422,15 @@ class AIReplies:
                     f"the AI failed ({exc.outcome}); the fallback message was queued, once "
                     "a day: later messages get no answer until the AI works again", now,
                     key=day_key)
+            else:  # draft mode, keyed per contact and day: a second one adds nothing
+                await aistore.insert_draft(
+                    conn, key=day_key, account_id=acct, contact_id=contact,
+                    comment_id=p.get("comment_id"), text="", intent=None, confidence=None,
+                    reason=f"ai_{exc.outcome}", now=now)
+                note = self._notify(
+                    job, ctx, inp, "draft",
+                    f"the AI failed ({exc.outcome}); one draft a day while it fails: later "
+                    "messages get none until the AI works again", now, key=day_key)
             await enqueue_in(conn, [note], now)
             await complete_in(conn, job, now)
         if mode != "draft" and self.wake is not None:
