@@ -35,7 +35,8 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from instaset.engine.model import Hours, Workflow, nested_repeat
+from instaset.engine.model import Hours, Workflow
+from instaset.engine.trigger_model import nested_repeat
 from instaset.format_check import format_problem
 from instaset.paths import default_db_path
 from instaset.timefmt import DURATION_PATTERN, format_duration, parse_duration

@@ -1,6 +1,7 @@
 """Scalar value types of the workflow language: durations, times of day, weekdays, and the
 YAML shorthands (a string where a list is expected, ``true`` for an empty block, YAML 1.1
-booleans in text positions). Also the field-name and template checks shared by the models."""
+booleans in text positions). Also the field-name and template checks shared by the models,
+and :class:`FrozenModel`, their base."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import re
 from datetime import timedelta
 from typing import Annotated
 
-from pydantic import BeforeValidator, PlainSerializer, ValidationInfo, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    ValidationInfo,
+    WithJsonSchema,
+)
 
 from instaset import timefmt
 from instaset.engine.templating import placeholders
@@ -32,6 +40,13 @@ __all__ = [
     "true_is_empty",
     "unbool",
 ]
+
+
+class FrozenModel(BaseModel):
+    """The base of the workflow language's models: an unknown key is an error (typos are
+    caught), and a model is frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 MAX_DURATION = 3650 * 86400
