@@ -30,6 +30,7 @@ from instaset.engine.actions import (
     SendMedia,
     SendTemplate,
     SendText,
+    SetField,
     SetStage,
     TypingOn,
 )
@@ -46,6 +47,7 @@ from instaset.refusals import TOLD, automation_refusal_notice
 from instaset.rules import SendKind
 from instaset.store import history
 from instaset.store import sends as sendstore
+from instaset.store import unsend
 from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in
 
@@ -310,8 +312,17 @@ class WorkflowAutomation:
                         "account_id": st.account_id, "contact_id": st.contact_id,
                         "points": points, "reason": reason or f"workflow {decision.workflow}",
                         "workflow": decision.workflow}, run_at=now))
+                case SetField():
+                    # Already in the new state; where its value came from is kept beside it
+                    # (the contact's unsend of that message takes the value back).
+                    if action.captured and mid is not None:
+                        await unsend.record_capture(conn, st.account_id, st.contact_id,
+                                                    action.name, mid, now)
+                    else:
+                        await unsend.forget_sources(conn, st.account_id, st.contact_id,
+                                                    (action.name,))
                 case _:
-                    pass  # tags, fields: already in the new state
+                    pass  # tags, stage: already in the new state
         if outs:
             outs = await track_links(conn, outs, base_url=self.link_base, now=now)
             await enqueue_sends(conn, outs, now)

@@ -60,6 +60,7 @@ from instaset.outbox import TokenProvider
 from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater
 from instaset.retention import purge_contacts
 from instaset.store import contacts as store
+from instaset.store import unsend as unsendstore
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in
@@ -174,6 +175,9 @@ async def _edit(db: Database, ref: ContactRef, now: float, by: str, leads: Leads
         if not changes:
             return []
         await store.set_state(conn, ref.account_id, ref.contact_id, new_state.to_json(), now)
+        # A value set by hand is the creator's, not an answer the contact may take back.
+        await unsendstore.forget_sources(conn, ref.account_id, ref.contact_id,
+                                         [ch.field for ch in changes])
         for ch in changes:
             if ch.field == "name":
                 await store.set_contact_columns(
@@ -470,6 +474,7 @@ class Profiles:
                 # A name a workflow captured itself is left alone.
                 if state.fields.get("name") in (None, row["name"]):
                     new_state = replace(new_state, fields=state.fields.set("name", profile.name))
+                    await unsendstore.forget_sources(conn, acct, contact, ("name",))
             if profile.is_user_follow_business is not None:
                 new_state = replace(new_state, follower=profile.is_user_follow_business)
             await store.set_contact_columns(conn, acct, contact, now, columns)

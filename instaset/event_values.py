@@ -126,3 +126,45 @@ def num_edit(value: object) -> int:
     if isinstance(value, float) and value.is_integer() and 0 <= value < 1e18:
         return int(value)
     return 0
+
+
+# What a message (or an edit of one) holds of the sender's own content, besides its text.
+_CONTENT_KEYS = ("message", "message_edit")
+
+
+def redacted_raw(raw: str) -> str:
+    """A stored one-item envelope (``events.raw``) of a message or message edit without the
+    sender's content: the ``text`` goes, attachments keep only their ``type`` (their URLs
+    and titles go), and a story reply loses the story's URL. Everything that makes the
+    event what it is stays (ids, times, the mid, ``num_edit``), so it parses to the same
+    kind of event with the same key. Returned canonical (:func:`canon`); ``raw`` as it is
+    when it holds no such content, or is no JSON object."""
+    try:
+        payload = json.loads(raw)
+    except ValueError:
+        return raw
+    changed = False
+    entries = payload.get("entry") if isinstance(payload, dict) else None
+    for entry in entries if isinstance(entries, list) else ():
+        for items in entry.values() if isinstance(entry, dict) else ():
+            for item in items if isinstance(items, list) else ():
+                for key in _CONTENT_KEYS:
+                    body = item.get(key) if isinstance(item, dict) else None
+                    if isinstance(body, dict):
+                        changed |= _redact(body)
+    return canon(payload) if changed else raw
+
+
+def _redact(body: JSONObject) -> bool:
+    changed = body.pop("text", None) is not None
+    atts = body.get("attachments")
+    if isinstance(atts, dict):
+        atts = [atts]
+    if isinstance(atts, list) and atts:
+        body["attachments"] = [{"type": a.get("type")} for a in atts if isinstance(a, dict)]
+        changed = True
+    reply_to = as_object(body.get("reply_to"))
+    story = as_object(reply_to.get("story")) if reply_to is not None else None
+    if story is not None and story.pop("url", None) is not None:
+        changed = True
+    return changed

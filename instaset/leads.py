@@ -153,9 +153,11 @@ def _check(rule: LeadRule, inp: LeadInput) -> Reason | None:
         facts = [f for f in inp.facts if f.source == "ai" and f.name == fold(rule.ai_fact)]
         if not facts:
             return None
-        fact = facts[-1]  # the latest thing they said about it
-        return Reason(rule.name, rule.points, f"AI: {fact.name} = {fact.value!r}",
-                      fact.evidence, fact.at)
+        # The latest thing they said about it that they did not take back (an unsend
+        # leaves the fact without its value: it still holds, saying nothing of theirs).
+        fact = next((f for f in reversed(facts) if f.value is not None), facts[-1])
+        said = f" = {fact.value!r}" if fact.value is not None else ""
+        return Reason(rule.name, rule.points, f"AI: {fact.name}{said}", fact.evidence, fact.at)
     return None
 
 

@@ -32,7 +32,7 @@ from instaset.events import (
     with_plausible_time,
 )
 from instaset.queue import COMPLETED, NewJob, Outcome, PermanentJobError, RetryLater, enqueue_in
-from instaset.store import history
+from instaset.store import history, unsend
 from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in, pending_under
 
@@ -158,6 +158,13 @@ class Pipeline:
         # A disconnected account's events (acknowledged before a deauthorize or `disconnect`)
         # are history only: no workflow, no AI, no profile lookup runs for them.
         live = await history.account_live(conn, acct)
+        # A message whose unsend was processed first (webhooks come out of order): stored
+        # deleted and without its content, and nothing decides on it (no reply, workflow,
+        # AI or lead score: the contact took it back before anyone read it).
+        unsent = (isinstance(event, MessageEvent) and event.kind == EventKind.MESSAGE
+                  and await unsend.unsent_at(conn, event.mid) is not None)
+        if unsent:
+            live = False
         if contact and contact != acct:
             username = event.from_username if isinstance(event, CommentEvent) else None
             is_new = await history.touch_contact(conn, acct, contact, now, username=username)
@@ -204,10 +211,14 @@ class Pipeline:
                 return  # the business's own messages never trigger automation
             await history.insert_message(
                 conn, account_id=acct, contact_id=contact, mid=event.mid, direction="in",
-                sent_by="contact", text=event.text, attachments=attachments_json(event),
+                sent_by="contact", text=None if unsent else event.text,
+                attachments=[] if unsent else attachments_json(event),
                 created_at=event.occurred_at or now, event_id=event_id,
                 reply_to=event.reply_to_mid,
             )
+            if unsent:
+                await unsend.redact_events(conn, event.mid)  # this event's text, its edits'
+                return
             await history.update_conversation(
                 conn, acct, contact, now, inbound_at=event.occurred_at or now,
                 message_at=event.occurred_at or now, unread_delta=1,
@@ -235,12 +246,20 @@ class Pipeline:
                                               event.comment_id)
         elif isinstance(event, MessageDeletedEvent):
             await history.mark_message_deleted(conn, event.mid, now)
-            await forget_unsent(conn, event.mid)  # its quotes in the lead go now too
+            # What was taken from it goes (values, quotes in the lead), then its text, in
+            # the history and in the raw events of it and of its edits (their rows stay:
+            # a redelivery is still a duplicate). The lead is rescored after (automation).
+            await forget_unsent(conn, event.mid, now)
+            await unsend.scrub_message(conn, event.mid)
+            await unsend.redact_events(conn, event.mid)
         elif isinstance(event, MessageEditEvent):
+            if await unsend.is_unsent(conn, event.mid):
+                # Unsent (perhaps before the message came): the edit's text goes too.
+                await unsend.redact_events(conn, event.mid)
             # Only the thread's own people change its messages (the contact: when the
             # edit names one that is not the account itself).
-            if not await history.edit_message(conn, event.mid, event.text, event.num_edit,
-                                              account_id=acct, contact_id=person):
+            elif not await history.edit_message(conn, event.mid, event.text, event.num_edit,
+                                                account_id=acct, contact_id=person):
                 _before_its_message(event, received_at, now)
         elif isinstance(event, ReactionEvent):
             # The contact id is the other person either way (the recipient when the
@@ -281,8 +300,10 @@ class Pipeline:
         now = self.clock()
         async with self.db.tx(relaxed=True) as conn:
             # No workflow for a disconnected account (see _apply), also one disconnected
-            # during the lookup.
-            if await history.account_live(conn, event.account_id):
+            # during the lookup, nor for a message unsent meanwhile (its raw has no text
+            # left: it would be decided as an empty message).
+            if await history.account_live(conn, event.account_id) and not (
+                    isinstance(event, MessageEvent) and await unsend.is_unsent(conn, event.mid)):
                 jobs = await self.automation.plan(conn, event, is_new_contact=True, now=now)
                 if jobs:
                     await enqueue_in(conn, jobs, now)

@@ -24,10 +24,9 @@ RULES = {"qualified_at": 30, "rules": [
 ]}
 FIRST = "hi, can we do a call?"
 UNSENT = "what's the price? I'm Dana Smith, +49 176 5550199, I could do 500 a month"
-# (The AI's budget fact keeps its value, "500/month", as a captured field keeps its own.)
 GUIDE = {"name": "guide", "trigger": {"fallback": True},
          "actions": [{"reply": "Thanks, noted!"}]}
-PRIVATE = ("price?", "Dana", "5550199", "could do 500")
+PRIVATE = ("price?", "Dana", "5550199", "could do 500", "500/month")
 
 
 def unsend(dm: dict[str, Any]) -> dict[str, Any]:
@@ -42,6 +41,7 @@ async def stored_words(env: Env) -> str:
     """Everything of the lead that may quote the contact, as one string."""
     rows = await env.rows(
         "SELECT reasons AS t FROM leads UNION ALL SELECT evidence FROM lead_facts"
+        " UNION ALL SELECT value FROM lead_facts"
         " UNION ALL SELECT text FROM notifications UNION ALL"
         " SELECT payload FROM jobs WHERE kind = 'notify'")
     return "\n".join(str(r["t"]) for r in rows)
@@ -78,10 +78,10 @@ async def test_an_unsent_message_leaves_the_lead_its_points_not_its_words(
         ("asked_price", 15, "keyword 'price'", None),
         ("wants_call", 20, "keyword 'call'", FIRST),  # another message: quoted still
         ("phone", 5, "pattern '\\\\+?\\\\d[\\\\d ]{7,}\\\\d'", None),
-        ("budget", 20, "AI: budget = '500/month'", None),
+        ("budget", 20, "AI: budget", None),  # the fact's value was in the message too
     ]
-    assert await env.rows("SELECT name, evidence FROM lead_facts") == [
-        {"name": "budget", "evidence": None}]
+    assert await env.rows("SELECT name, value, evidence FROM lead_facts") == [
+        {"name": "budget", "value": None, "evidence": None}]
     [note] = await env.rows("SELECT text FROM notifications WHERE kind = 'lead'")
     assert note["text"] == (f"@user_{IGSID} is a qualified lead (score 40): asked_price +15;"
                             f' wants_call +20 ("{FIRST}"); phone +5')

@@ -67,6 +67,8 @@ EXPECTED_SCHEMA: dict[str, list[str]] = {
     "lead_facts": [
         "key", "account_id", "contact_id", "source", "name", "value", "evidence", "points",
         "created_at",
+        # 0022: the message an AI fact came from
+        "mid",
     ],
     "leads": [
         "account_id", "contact_id", "score", "stage", "reasons", "rules_hash", "qualified_at",
@@ -126,6 +128,8 @@ EXPECTED_SCHEMA: dict[str, list[str]] = {
     "staged_events": ["id", "dedupe_key", "account_id", "kind", "contact_id", "occurred_at",
                       "received_at", "raw"],
     "catchup_walked": ["run_id", "conversation_id", "generation", "unavailable"],
+    # 0022: the message a captured field came from
+    "captured_fields": ["account_id", "contact_id", "field", "mid", "captured_at"],
 }  # fmt: skip
 
 

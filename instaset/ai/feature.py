@@ -42,7 +42,7 @@ import aiosqlite
 from instaset.ai.answer import Answer
 from instaset.ai.context import HISTORY_TURNS, Context, load_context, load_reply_context
 from instaset.ai.gemini import GeminiError, GeminiResponder
-from instaset.ai.guardrails import Verdict, check_reply, grounded
+from instaset.ai.guardrails import Verdict, check_reply, grounded, quoted_from
 from instaset.ai.offline import OfflineResponder
 from instaset.ai.plaintext import plain_text
 from instaset.ai.prompt import DEFAULT_LEAD_FACTS, Example, PromptInput, build_prompt
@@ -54,6 +54,7 @@ from instaset.events import (
     CommentEvent,
     Event,
     EventKind,
+    MessageDeletedEvent,
     MessageEvent,
     PostbackEvent,
 )
@@ -258,16 +259,18 @@ class AIReplies:
 
     @staticmethod
     async def _still_said(conn: aiosqlite.Connection, job: Job, inp: PromptInput
-                          ) -> list[str]:
-        """The contact's words the model saw that are still theirs now: a message unsent
-        while the model answered is no evidence (its words would come back in a lead
-        fact). Read in the transaction that stores the facts."""
+                          ) -> list[tuple[str, str | None]]:
+        """The contact's words the model saw that are still theirs now, each with the mid of
+        its message (None: the comment answered): a message unsent while the model
+        answered is no evidence (its words would come back in a lead fact). Read in the
+        transaction that stores the facts."""
         p = job.payload
         rows = await aistore.recent_texts(conn, str(p["account_id"]), str(p["contact_id"]),
                                           HISTORY_TURNS)
-        present = {r["text"] for r in rows if r["direction"] == "in"}
+        # The newest message with a text wins (see quoted_from).
+        present = {r["text"]: r["mid"] for r in rows if r["direction"] == "in"}
         comment = inp.conversation[-1].text if p.get("comment_id") else None
-        return [t.text for t in inp.conversation
+        return [(t.text, present.get(t.text)) for t in inp.conversation
                 if t.role == "contact" and (t.text in present or t.text == comment)]
 
     async def _finish(self, job: Job, mode: str, ctx: Context, inp: PromptInput,
@@ -289,14 +292,17 @@ class AIReplies:
                 await complete_in(conn, job, now)
                 return COMPLETED
             jobs: list[NewJob] = []
-            facts = grounded(answer.lead_facts, await self._still_said(conn, job, inp)
+            said = (await self._still_said(conn, job, inp)
+                    if answer and answer.lead_facts else [])
+            facts = grounded(answer.lead_facts, [t for t, _mid in said]
                              ) if answer and answer.lead_facts else ()
             if facts:
                 for i, fact in enumerate(facts):
                     await aistore.add_lead_fact(
                         conn, key=f"{job.key}:fact:{i}", account_id=acct, contact_id=contact,
                         source="ai", name=fact.name, value=fact.value, evidence=fact.evidence,
-                        points=None, now=now)
+                        points=None, now=now,
+                        mid=quoted_from(fact.evidence, said, p.get("mid")))
                 _score, more = await rescore_in(conn, self.config.leads, acct, contact, now)
                 jobs += more
             outs: list[Outgoing] = []
@@ -489,6 +495,9 @@ class LeadsAndBooking:
         if mine and contact is not None:
             jobs += (await rescore_after(conn, self.leads, event.account_id, contact,
                                          newest_message(event, now), now))[1]
+        elif isinstance(event, MessageDeletedEvent) and contact not in (None, event.account_id):
+            # An unsend took values out (pipeline: forget_unsent): score what is left.
+            jobs += (await rescore_in(conn, self.leads, event.account_id, str(contact), now))[1]
         return jobs
 
 

@@ -222,3 +222,14 @@ def quoted_in(evidence: str, said: Sequence[str]) -> bool:
     the texts ``said``: folded, quote marks trimmed, as :func:`grounded` compares them."""
     needle = fold(evidence.strip(_QUOTE_MARKS))
     return bool(needle) and any(needle in fold(text) for text in said if text)
+
+
+def quoted_from(evidence: str, said: Sequence[tuple[str, str | None]], anchor: object
+                ) -> str | None:
+    """The mid of the message a fact's ``evidence`` quotes (``said``: the contact's texts
+    with their mids, oldest first): ``anchor`` (the message answered) when it holds the
+    words, else the newest that does; None when none does (a comment)."""
+    mids = [mid for text, mid in said if quoted_in(evidence, [text])]
+    if isinstance(anchor, str) and anchor in mids:
+        return anchor
+    return next((mid for mid in reversed(mids) if mid is not None), None)

@@ -6,7 +6,8 @@ fields, tags and stage from the engine state, AI-extracted facts, workflow point
 and the stored score: the points of messages gone from the history stay), stores the score
 with its reasons and the rules' hash, and returns a ``notify`` job the first time the lead
 reaches "qualified" (keyed per contact, so the creator is told once).
-:func:`forget_unsent` takes an unsent message's words out of the lead (its points stay).
+:func:`forget_unsent` takes an unsent message's words and the values taken from it out of
+the lead (the points of its words stay).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Literal
 
 import aiosqlite
@@ -36,7 +38,7 @@ from instaset.leads import (
 from instaset.notify import notify_job
 from instaset.queue import COMPLETED, NewJob, Outcome, enqueue_in
 from instaset.store import ai as aistore
-from instaset.store import history
+from instaset.store import history, unsend
 from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in
 
@@ -162,29 +164,45 @@ async def _store(
     return jobs
 
 
-async def forget_unsent(conn: aiosqlite.Connection, mid: str) -> None:
+async def forget_unsent(conn: aiosqlite.Connection, mid: str, now: float) -> None:
     """Honour the contact's unsend of message ``mid`` (Meta's rule) in their lead, inside
-    the unsend's transaction: the lead's reasons and lead facts quoting it lose the quote
-    (:func:`instaset.leads.unquoted`: evidence None, and a pattern's matched words), as
-    retention strips quotes at the horizon, and so does the "qualified" notification (its
-    record, and its delivery while that waits: see
-    :func:`instaset.store.history.unquote_notification`).
+    the unsend's transaction, before the message's text is scrubbed (it is read here):
 
-    Quoting it means: evidence equal to the message's text or one of its earlier (edited)
-    texts (message, field and workflow reasons quote a whole message), or, for an AI fact,
-    words of it (:func:`instaset.ai.guardrails.quoted_in`; the same words in another
-    message lose their quote too: which message the model quoted is not recorded).
+    - The values taken from it go: the AI facts extracted from it lose their value and quote
+      (:func:`instaset.store.unsend.forget_fact_values`), the fields an ``ask:`` step captured
+      from it leave the conversation's state (:func:`instaset.store.unsend.remove_captured`;
+      the step asks again), and the lead's reasons naming those values lose them
+      (``AI: budget = '500'`` -> ``AI: budget``, ``field phone = '...'`` -> ``field phone``).
+    - Its words go: the lead's reasons and lead facts quoting it lose the quote
+      (:func:`instaset.leads.unquoted`: evidence None, and a pattern's matched words), as
+      retention strips quotes at the horizon, and so does the "qualified" notification (its
+      record, and its delivery while that waits: see
+      :func:`instaset.store.history.unquote_notification`). Quoting it means: evidence equal
+      to the message's text or one of its earlier (edited) texts (message, field and
+      workflow reasons quote a whole message), or, for an AI fact, words of it
+      (:func:`instaset.ai.guardrails.quoted_in`; the same words in another message lose
+      their quote too).
 
-    The points stay: an unsend takes back the contact's words, not the interest they showed
-    by writing them, so like retention at the horizon a reason keeps its rule, points and
-    time, and the score still says where each point came from."""
+    The points of its words stay: an unsend takes back the contact's words, not the interest
+    they showed by writing them, so like retention at the horizon a reason keeps its rule,
+    points and time (an AI fact keeps its name: its rule still holds). A field taken out no
+    longer holds for its rule: the rescore that follows the unsend
+    (:class:`instaset.ai.feature.LeadsAndBooking`) drops those points."""
     msg = await aistore.message_said(conn, mid)
     if msg is None or msg["direction"] != "in":
         return  # not stored (it never will be scored), or the account's own message
     said = [t for t in (msg["text"], *json.loads(msg["edits"] or "[]")) if t]
-    if not said:
-        return
     acct, contact = str(msg["account_id"]), str(msg["contact_id"])
+    # What a reason says of a value that goes -> what it says without it.
+    valueless = {f"AI: {r['name']} = {r['value']!r}": f"AI: {r['name']}"
+                 for r in await unsend.forget_fact_values(conn, mid) if r["value"] is not None}
+    fields = await unsend.captured_from(conn, mid)
+    valueless |= {f"field {r['field']} = {r['value']!r}": f"field {r['field']}"
+                  for r in fields if r["value"] is not None}
+    if fields:
+        await unsend.remove_captured(conn, acct, contact, [r["field"] for r in fields], now)
+    if not said and not valueless:
+        return
     facts = [f for f in await aistore.lead_facts(conn, acct, contact)
              if f["evidence"] and (f["evidence"] in said or (
                  f["source"] == "ai" and quoted_in(f["evidence"], said)))]
@@ -197,6 +215,8 @@ async def forget_unsent(conn: aiosqlite.Connection, mid: str) -> None:
         kept = [unquoted(r) if r.evidence and (r.evidence in gone or (
                     r.matched.startswith("AI: ") and quoted_in(r.evidence, said))) else r
                 for r in reasons]
+        kept = [replace(r, matched=valueless[r.matched], evidence=None)
+                if r.matched in valueless else r for r in kept]
         if kept != reasons:
             gone |= {r.evidence for r, k in zip(reasons, kept, strict=True)
                      if r.evidence and k.evidence is None}

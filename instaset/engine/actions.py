@@ -185,11 +185,16 @@ class RemoveTag(_Base):
 
 @dataclass(frozen=True, slots=True)
 class SetField(_Base):
-    """A contact field was set (by ``set:`` or a captured ``ask:`` answer)."""
+    """A contact field was set (by ``set:`` or a captured ``ask:`` answer).
+
+    ``captured``: the value is the contact's answer in the message decided on (the daemon
+    records that message as its source, so that their unsend takes it back). Where a value
+    came from is not what the action does: equal actions compare equal either way."""
 
     type: ClassVar[str] = "set_field"
     name: str
     value: str
+    captured: bool = dataclasses.field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -376,7 +376,7 @@ def _answer(
     value = validate_answer(ask, dm.text, dm.quick_reply_payload)
     if value is not None:
         run.state = replace(state, awaiting=None, fields=state.fields.set(ask.field, value))
-        run.actions.append(SetField(ask.field, value))
+        run.actions.append(SetField(ask.field, value, captured=True))
         run.trace.append(f"{wf.name}: captured {ask.field} ({ask.type.value})")
         run_steps(run, aw.step + 1)
         return _finish(run)

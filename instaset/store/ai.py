@@ -321,11 +321,15 @@ async def call_stats(db: Database, since: float) -> dict[str, Any]:
 async def add_lead_fact(
     conn: aiosqlite.Connection, *, key: str, account_id: str, contact_id: str, source: str,
     name: str, value: str | None, evidence: str | None, points: int | None, now: float,
+    mid: str | None = None,
 ) -> None:
+    """``mid``: the contact's message the fact was taken from (its unsend takes the value
+    back: :func:`instaset.store.unsend.forget_fact_values`)."""
     await conn.execute(
         "INSERT INTO lead_facts(key, account_id, contact_id, source, name, value, evidence,"
-        " points, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
-        (key, account_id, contact_id, source, name, value, evidence, points, now),
+        " points, created_at, mid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(key) DO NOTHING",
+        (key, account_id, contact_id, source, name, value, evidence, points, now, mid),
     )
 
 
