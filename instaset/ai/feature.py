@@ -495,7 +495,8 @@ class LeadsAndBooking:
         if mine and contact is not None:
             jobs += (await rescore_after(conn, self.leads, event.account_id, contact,
                                          newest_message(event, now), now))[1]
-        elif isinstance(event, MessageDeletedEvent) and contact not in (None, event.account_id):
+        elif (isinstance(event, MessageDeletedEvent) and contact not in (None, event.account_id)
+              and await aistore.get_lead(conn, event.account_id, str(contact)) is not None):
             # An unsend took values out (pipeline: forget_unsent): score what is left.
             jobs += (await rescore_in(conn, self.leads, event.account_id, str(contact), now))[1]
         return jobs
