@@ -45,9 +45,8 @@ from instaset.outbox import Outgoing, enqueue_sends
 from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater, enqueue_in
 from instaset.refusals import TOLD, automation_refusal_notice
 from instaset.rules import SendKind
-from instaset.store import history
+from instaset.store import history, unsend
 from instaset.store import sends as sendstore
-from instaset.store import unsend
 from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in
 

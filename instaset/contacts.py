@@ -60,8 +60,8 @@ from instaset.outbox import TokenProvider
 from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater
 from instaset.retention import purge_contacts
 from instaset.store import contacts as store
-from instaset.store import unsend as unsendstore
 from instaset.store import jobs as jobstore
+from instaset.store import unsend as unsendstore
 from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in
 from instaset.timefmt import iso_or_none

@@ -11,6 +11,8 @@ import copy
 import json
 from typing import Any
 
+from instaset.event_values import redacted_raw
+from instaset.events import MessageEvent, parse_stored
 from tests import test_ai_feature
 from tests.fake_gemini import reply
 from tests.test_ai_feature import AI_AUTO, IGSID, Env, Make
@@ -173,3 +175,19 @@ async def test_an_unsend_before_its_message_leaves_it_deleted_and_unanswered(
         "del", "msg", "edit"]
     # Every event was processed (none waits for a message that came deleted).
     assert await env.rows("SELECT id FROM events WHERE processed_at IS NULL") == []
+
+
+def test_a_redacted_raw_keeps_the_event_without_the_content() -> None:
+    raw = json.dumps({"object": "instagram", "entry": [{"id": "1", "time": 5, "messaging": [{
+        "sender": {"id": "2"}, "recipient": {"id": "1"}, "timestamp": 5,
+        "message": {"mid": "m1", "text": "my number", "attachments": [
+            {"type": "image", "payload": {"url": "https://cdn/x.jpg"}}],
+            "reply_to": {"story": {"id": "s1", "url": "https://cdn/story"}}}}]}]})
+    out = redacted_raw(raw)
+    [event] = parse_stored(out)
+    assert isinstance(event, MessageEvent) and event.dedupe_key == "msg:m1"
+    assert event.text is None and "cdn" not in out and "my number" not in out
+    assert [a.type for a in event.attachments] == ["image"]
+    assert redacted_raw(out) == out  # nothing left to take
+    deleted = unsend({"entry": [{"messaging": [{"message": {"mid": "m1"}}]}]})
+    assert redacted_raw(json.dumps(deleted)) == json.dumps(deleted)  # no content: as it is
