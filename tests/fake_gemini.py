@@ -18,6 +18,13 @@ from typing import Any
 
 from aiohttp import web
 
+DEADLINE_MS = 60_000
+"""``ai.timeout_ms`` for tests that do not test the deadline itself. The fake answers in
+milliseconds, but on a loaded machine a call can take seconds (the loop is shared with the
+daemon, the sandbox and this server), and a call past its deadline is retried later with
+backoff: ``settle()`` then returns with the reply still to come and the test fails on what
+is missing. A held answer (:func:`held`) must also outlast the tests' own waits (10 s)."""
+
 
 @dataclass
 class Scripted:

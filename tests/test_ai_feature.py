@@ -19,6 +19,7 @@ from instaset.config import AIConfig, BookingConfig, LeadsConfig
 from instaset.store import jobs as jobstore
 from instaset.store.jobs import Job
 from tests.fake_gemini import (
+    DEADLINE_MS,
     FakeGemini,
     function_call,
     held,
@@ -79,7 +80,7 @@ async def make(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
                 tmp_path, name=f"ai{count}", workflows=workflows, clock=clock,
                 extra=extra or None))
             ai_cfg = {"persona": PERSONA, "facts": FACTS, "examples": EXAMPLES,
-                      "base_url": fake.url, "timeout_ms": 5000,
+                      "base_url": fake.url, "timeout_ms": DEADLINE_MS,
                       "api_key_env": "TEST_GEMINI_KEY" if key else "NO_SUCH_KEY_VAR",
                       **(ai or {})}
             update: dict[str, Any] = {"ai": AIConfig.model_validate(ai_cfg)}

@@ -33,7 +33,7 @@ from instaset.errors import InstasetError
 from instaset.outbox import StaticTokens, TokenProvider
 from instaset.store import ai as aistore
 from instaset.store.db import open_database
-from tests.fake_gemini import FakeGemini, reply
+from tests.fake_gemini import DEADLINE_MS, FakeGemini, reply
 from tests.sending_harness import ACCT, Harness, open_harness
 from tests.test_inbox import ThreadedSandbox, db_rows, run_cli, seed_inbound, write_config
 
@@ -62,7 +62,7 @@ async def make(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         async def build(workflows: Sequence[Mapping[str, Any]]) -> Harness:
             h = await stack.enter_async_context(open_harness(tmp_path, workflows=workflows))
             ai = AIConfig.model_validate({"persona": "Maya, a coach.", "facts": FACTS,
-                                          "base_url": fake.url, "timeout_ms": 5000,
+                                          "base_url": fake.url, "timeout_ms": DEADLINE_MS,
                                           "api_key_env": "TEST_GEMINI_KEY"})
             h.rt.config = h.rt.config.model_copy(update={"ai": ai})
             install_feature(h.rt, typing_after=30.0)

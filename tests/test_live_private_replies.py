@@ -28,7 +28,7 @@ from instaset.events import parse_webhook
 from instaset.ratelimit import WINDOW_MARGIN
 from instaset.replay import Replayer, StoredEvent
 from instaset.sandbox import build_comment_payload
-from tests.fake_gemini import FakeGemini, reply
+from tests.fake_gemini import DEADLINE_MS, FakeGemini, reply
 from tests.sending_harness import ACCT, Clock, Harness, open_harness
 
 POST, LIVE = "18000000000000001", "18000000000000055"
@@ -158,7 +158,7 @@ async def with_ai(tmp_path: Path, clock: Clock | None = None) -> AsyncIterator[
             tmp_path, clock=clock, workflows=[POST_GUIDE, LIVE_AI, LIVE_DRAFT],
             rate_limits={"private_replies_per_hour": 1}) as h:
         h.rt.config = h.rt.config.model_copy(update={"ai": AIConfig.model_validate({
-            "persona": "A coach.", "base_url": fake.url, "timeout_ms": 5000,
+            "persona": "A coach.", "base_url": fake.url, "timeout_ms": DEADLINE_MS,
             "api_key_env": "TEST_GEMINI_KEY"})})
         install_feature(h.rt)
         yield h, fake
