@@ -1,14 +1,16 @@
 """HTTP helpers for tests: a real `instaset serve --sandbox --log-format json` subprocess
-whose log a test reads, and a raw request whose body never arrives."""
+whose log a test reads, a raw request whose body never arrives, and a reserved port."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -60,3 +62,22 @@ async def withheld_body_answer(port: int, path: str) -> tuple[bytes, bytes]:
         return head, await asyncio.wait_for(reader.readexactly(length), 10)
     finally:
         writer.close()
+
+
+@contextlib.contextmanager
+def reserved_port() -> Iterator[int]:
+    """A port on 127.0.0.1 kept for the caller until the block ends, for a server that the
+    code under test binds later, once or several times (``instaset connect``'s callback).
+
+    Picking a free port and closing it (bind to 0, close) leaves it to anyone until the server
+    binds it: another process's server (bind to 0) or an outgoing connection's local port
+    may take it meanwhile, and the server then fails with "address already in use": a flaky
+    test on a busy machine. Here the port stays bound (SO_REUSEADDR, never listening), so
+    the kernel gives it to no other bind to 0 and no connect, while our server, which binds
+    with SO_REUSEADDR too (asyncio's default on POSIX, in this process or a child), can
+    still listen on it, and listen again after closing. Nothing answers on it meanwhile: a
+    connection to it is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])

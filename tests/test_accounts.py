@@ -13,7 +13,7 @@ import html
 import json
 import re
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -50,6 +50,7 @@ from instaset.store import history
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database, open_database
 from instaset.webhook import make_app
+from tests.http_helpers import reserved_port
 
 SECRET = "accounts-test-app-secret"
 META_SECRET = "accounts-test-meta-secret"
@@ -68,12 +69,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_config(tmp_path: Path, box_url: str, port: int, **extra: Any) -> Config:
@@ -112,9 +107,10 @@ async def box(clock: Clock) -> AsyncIterator[Sandbox]:
 
 
 @pytest.fixture
-def config(tmp_path: Path, box: Sandbox) -> Config:
+def config(tmp_path: Path, box: Sandbox) -> Iterator[Config]:
     assert box.base_url is not None
-    return make_config(tmp_path, box.base_url, free_port())
+    with reserved_port() as port:  # the callback binds it later (see reserved_port)
+        yield make_config(tmp_path, box.base_url, port)
 
 
 @contextlib.asynccontextmanager
@@ -217,6 +213,23 @@ async def test_user_denies(service: AccountService, box: Sandbox) -> None:
     assert "user denied" in says(browser.page)
     assert await history.list_accounts(service.db) == []
     assert MemorySecrets().get(token_key(ACCT)) is None
+
+
+async def test_the_callback_port_stays_ours_between_two_connects(
+    service: AccountService, box: Sandbox
+) -> None:
+    """The config's callback port is held for the test (reserved_port): another process
+    cannot bind it between two attempts (the browser tests deny after an allow; a port
+    picked and released was free for anyone then), and `connect` still binds it each time."""
+    port = service.config.server.port
+    with socket.socket() as rival, pytest.raises(OSError):
+        rival.bind(("127.0.0.1", port))  # what another server, or a bind to 0, would get
+    for _attempt in range(2):
+        with pytest.raises(InstasetError, match="denied"):
+            await run_connect(service, open_browser=Browser(click="deny"),
+                              say=lambda _m: None, timeout=30)
+    with socket.socket() as rival, pytest.raises(OSError):
+        rival.bind(("127.0.0.1", port))
 
 
 async def test_a_denial_text_cannot_forge_log_lines(service: AccountService) -> None:
@@ -692,10 +705,11 @@ async def test_callbacks_check_with_the_configs_secret_while_the_keyring_is_lock
     said = [r.getMessage() for r in caplog.records if "secret store" in r.getMessage()]
     assert len(said) == 1 and "NoKeyringError" in said[0] and "config" in said[0]
     # Without a secret in the config, the store's error still stands.
-    bare = make_config(tmp_path, box.base_url or "", free_port(),
-                       instagram={"app_secret": None, "meta_app_secret": None})
-    with pytest.raises(SecretsError):
-        await AccountService(bare, rt.db, rt.graph, LockedKeyring()).secrets()
+    with reserved_port() as port:
+        bare = make_config(tmp_path, box.base_url or "", port,
+                           instagram={"app_secret": None, "meta_app_secret": None})
+        with pytest.raises(SecretsError):
+            await AccountService(bare, rt.db, rt.graph, LockedKeyring()).secrets()
 
 
 @contextlib.asynccontextmanager
@@ -704,10 +718,11 @@ async def fixture_daemon(
 ) -> AsyncIterator[tuple[Runtime, TestClient]]:  # type: ignore[type-arg]
     """A daemon without server.public_url, its clock at the real fixture's issued_at."""
     issued = json.loads(fx["decoded_payload_json"])["issued_at"]
-    config = make_config(tmp_path, box.base_url or "", free_port(),
-                         instagram={"app_secret": "key"}, server={"public_url": None})
-    async with daemon(config, Clock(issued + 5)) as r:
-        yield r, await aiohttp_client(make_app(r.web))
+    with reserved_port() as port:
+        config = make_config(tmp_path, box.base_url or "", port,
+                             instagram={"app_secret": "key"}, server={"public_url": None})
+        async with daemon(config, Clock(issued + 5)) as r:
+            yield r, await aiohttp_client(make_app(r.web))
 
 
 async def test_unknown_user_still_gets_a_receipt_and_the_real_fixture_works(

@@ -4,7 +4,6 @@ check_response over real and constructed envelopes, and split_text."""
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from instaset.graph import (
     split_text,
 )
 from instaset.sandbox import Fault, Sandbox
+from tests.http_helpers import reserved_port
 
 DATA = Path(__file__).parent / "data"
 SECRET = "graph-test-app-secret"
@@ -611,17 +611,12 @@ async def test_successful_send_with_full_usage_is_not_an_error(
 # ---------------------------------------------------------------------------- network errors
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 async def test_connection_refused_is_known_not_sent(session: aiohttp.ClientSession) -> None:
-    graph = client_for(session, f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(Transient) as info:
-        await graph.send_text(ACCT, IGSID, "hi", token="IGAAtoken")
+    # Held, not picked and released: nothing else can start listening on it meanwhile.
+    with reserved_port() as port:
+        graph = client_for(session, f"http://127.0.0.1:{port}")
+        with pytest.raises(Transient) as info:
+            await graph.send_text(ACCT, IGSID, "hi", token="IGAAtoken")
     assert info.value.outcome_unknown is False
 
 

@@ -17,7 +17,7 @@ import shutil
 import stat
 import sys
 from base64 import b64decode
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ from instaset.graph import GraphClient
 from instaset.sandbox import Sandbox
 from instaset.secrets import FileSecrets, MemorySecrets, secrets_file, token_key
 from instaset.store.db import open_database
-from tests.test_accounts import ACCT, SECRET, free_port, make_config
+from tests.http_helpers import reserved_port
+from tests.test_accounts import ACCT, SECRET, make_config
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -117,12 +118,20 @@ async def chromium(tmp_path: Path) -> AsyncIterator[Chromium]:
         await proc.wait()
 
 
+@pytest.fixture
+def callback_port() -> Iterator[int]:
+    """The OAuth callback's port, held for the test: ``connect`` binds it once per attempt
+    (a port picked and released could be taken in between: see reserved_port)."""
+    with reserved_port() as port:
+        yield port
+
+
 async def test_chromium_allow_and_deny_reach_the_result_page(
-    chromium: Chromium, tmp_path: Path
+    chromium: Chromium, tmp_path: Path, callback_port: int
 ) -> None:
     MemorySecrets.reset()
     async with Sandbox(app_secret=SECRET, account_id=ACCT, username="creator") as box:
-        config = make_config(tmp_path, box.base_url or "", free_port())
+        config = make_config(tmp_path, box.base_url or "", callback_port)
         db = await open_database(config.storage.db_path())
         try:
             async with aiohttp.ClientSession() as session:
@@ -182,10 +191,12 @@ async def cli(env: dict[str, str], *args: str, stdin: bytes = b"") -> tuple[int,
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_a_whole_session_never_reveals_a_token_or_the_app_secret(tmp_path: Path) -> None:
+async def test_a_whole_session_never_reveals_a_token_or_the_app_secret(
+    tmp_path: Path, callback_port: int
+) -> None:
     app_secret = "whole-session-app-secret-5f1c2d"
     async with Sandbox(app_secret=app_secret, account_id=ACCT, username="creator") as box:
-        port = free_port()
+        port = callback_port  # bound by two `connect` subprocesses, one after the other
         url = box.base_url or ""
         config = tmp_path / "config.yaml"
         config.write_text(yaml.safe_dump({
