@@ -198,3 +198,30 @@ async def test_the_outage_draft_once_a_day_is_per_contact(make: Make) -> None:
         [(IGSID, "ai_rate_limited"), (other, "ai_rate_limited")])
     notes = await env.rows("SELECT contact_id FROM notifications WHERE kind = 'draft'")
     assert sorted(n["contact_id"] for n in notes) == sorted([IGSID, other])
+
+
+PRICE_AUTO = {"name": "price", "trigger": {"dm": {"keywords": ["price"]}},
+              "actions": [{"ai_reply": "auto"}]}
+
+
+async def test_an_outage_day_with_both_modes_tells_of_the_fallback_and_the_draft(
+        make: Make) -> None:
+    """Review A (s17): the draft-mode notice shared the fallback's notice key, so a contact
+    whose workflows use both modes got one of the two notices: a draft waited unannounced,
+    or the fallback went out and the creator was not told. Both orders."""
+    for first, second in (("what's the price?", "hello, anyone?"),
+                          ("hello, anyone?", "what's the price?")):
+        clock = Clock(frozen=True)
+        env = await make([PRICE_AUTO, AI_DRAFT], clock=clock,
+                         ai={"fallback_message": "Back to you soon!"})
+        env.fake.default = rate_limited("3600s")  # a final error: gives up at once
+        await env.h.dm(IGSID, first)
+        await env.h.settle()
+        clock.advance(60)
+        await env.h.dm(IGSID, second)
+        await env.h.settle()
+        assert env.texts() == ["Back to you soon!"]
+        assert [d["state"] for d in await env.rows("SELECT state FROM ai_drafts")] == [
+            "pending"]
+        kinds = sorted(n["kind"] for n in await env.rows("SELECT kind FROM notifications"))
+        assert kinds == ["draft", "handoff"], (first, kinds)

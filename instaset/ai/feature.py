@@ -381,7 +381,8 @@ class AIReplies:
         In draft mode, the same once per contact and day: one empty draft (key
         ``ai-failed:{account}:{contact}:{day}``, for ``inbox edit``; it answers the first
         failed message, a comment's private reply if that was one) and one "draft waiting"
-        notice under that key. Draft mode pauses nothing, so before, each message of an
+        notice (``ai-failed-draft:...``: a contact whose workflows use both modes gets both
+        notices in one outage day). Draft mode pauses nothing, so before, each message of an
         outage made a draft and a notice of its own. Keyed by the day, not the job, the
         draft's approval cannot find the job's workflow (its send is attributed to none).
 
@@ -436,7 +437,8 @@ class AIReplies:
                 note = self._notify(
                     job, ctx, inp, "draft",
                     f"the AI failed ({exc.outcome}); one draft a day while it fails: later "
-                    "messages get none until the AI works again", now, key=day_key)
+                    "messages get none until the AI works again", now,
+                    key=f"ai-failed-draft:{day}")  # not the fallback's: both may come in a day
             await enqueue_in(conn, [note], now)
             await complete_in(conn, job, now)
         if mode != "draft" and self.wake is not None:
