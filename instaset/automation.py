@@ -346,15 +346,21 @@ class WorkflowAutomation:
             turns = (await sendstore.public_reply_turns(conn, acct)
                      if comment_id is not None else None)
             comment_at = p.get("comment_at")
+            # The message answered, for {text}; not one the contact unsent during the delay
+            # (the unsend also took it out of this payload: see instaset.unsent_copies).
+            text = p.get("text") if isinstance(p.get("text"), str) else None
+            mid = p.get("mid")
+            if text is not None and isinstance(mid, str) and await unsend.is_unsent(
+                    conn, mid, acct, contact):
+                text = None
             decision = resume(state, self.workflows, self.settings, str(p["workflow"]),
                               int(p["step"]), now, comment_id=comment_id,
                               comment_at=float(comment_at) if comment_at is not None else None,
                               public_ok=bool(p.get("public_ok")),
-                              text=p.get("text") if isinstance(p.get("text"), str) else None,
-                              turns=turns)
+                              text=text, turns=turns)
             # The anchor and the key base the delay carried (absent in a continuation
             # queued before they existed: its ai_reply then answers the newest messages).
-            mid, ai_base = p.get("mid"), p.get("ai_base")
+            ai_base = p.get("ai_base")
             jobs = await self._persist(
                 conn, decision, f"resume:{job.key}", now, p.get("comment_at"),
                 mid if isinstance(mid, str) else None, live=p.get("live") is True,

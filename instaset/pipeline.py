@@ -35,6 +35,7 @@ from instaset.queue import COMPLETED, NewJob, Outcome, PermanentJobError, RetryL
 from instaset.store import history, unsend
 from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in, pending_under
+from instaset.unsent_copies import forget_copies
 
 log = logging.getLogger("instaset.worker")
 
@@ -160,9 +161,17 @@ class Pipeline:
         live = await history.account_live(conn, acct)
         # A message whose unsend was processed first (webhooks come out of order): stored
         # deleted and without its content, and nothing decides on it (no reply, workflow,
-        # AI or lead score: the contact took it back before anyone read it).
-        unsent = (isinstance(event, MessageEvent) and event.kind == EventKind.MESSAGE
-                  and await unsend.unsent_at(conn, event.mid) is not None)
+        # AI or lead score: the contact took it back before anyone read it). Only an unsend
+        # from its own conversation counts (as for an edit: see the MessageDeletedEvent below).
+        unsent = False
+        if isinstance(event, MessageEvent) and event.kind == EventKind.MESSAGE:
+            gone = await unsend.unsend_of(conn, event.mid)
+            if gone is not None and gone["processed_at"] is not None:
+                unsent = (gone["account_id"], gone["contact_id"]) == (acct, contact)
+                if not unsent:
+                    log.warning("the unsend of message %s came from another conversation "
+                                "(account %s, contact %s): not applied", event.mid,
+                                gone["account_id"], gone["contact_id"])
         if unsent:
             live = False
         if contact and contact != acct:
@@ -217,7 +226,8 @@ class Pipeline:
                 reply_to=event.reply_to_mid,
             )
             if unsent:
-                await unsend.redact_events(conn, event.mid)  # this event's text, its edits'
+                # This event's text, its edits'.
+                await unsend.redact_events(conn, event.mid, acct, contact)
                 return
             await history.update_conversation(
                 conn, acct, contact, now, inbound_at=event.occurred_at or now,
@@ -245,17 +255,32 @@ class Pipeline:
                 await self.ledger.own_comment(conn, event.parent_id, event.text,
                                               event.comment_id)
         elif isinstance(event, MessageDeletedEvent):
-            await history.mark_message_deleted(conn, event.mid, now)
-            # What was taken from it goes (values, quotes in the lead), then its text, in
-            # the history and in the raw events of it and of its edits (their rows stay:
-            # a redelivery is still a duplicate). The lead is rescored after (automation).
-            await forget_unsent(conn, event.mid, now)
-            await unsend.scrub_message(conn, event.mid)
-            await unsend.redact_events(conn, event.mid)
+            # Only the thread's own people take back a message of that thread (as for an
+            # edit): an unsend naming a message of another conversation is kept (stored,
+            # processed) and changes nothing, not even a rescore.
+            if await history.mark_message_deleted(conn, event.mid, now, account_id=acct,
+                                                  contact_id=person):
+                # What was taken from it goes (copies in notifications, drafts and a
+                # continuation's payload; values and quotes in the lead), then its text, in
+                # the history and in the raw events of it and of its edits (their rows stay:
+                # a redelivery is still a duplicate). The lead is rescored after.
+                await forget_copies(conn, event.mid, now)
+                await forget_unsent(conn, event.mid, now)
+                await unsend.scrub_message(conn, event.mid)
+                await unsend.redact_events(conn, event.mid, acct, person)
+            elif (other := await unsend.message_thread(conn, event.mid)) is not None:
+                log.warning("unsend of message %s from account %s, contact %s: the message is "
+                            "of another conversation (account %s, contact %s); not applied",
+                            event.mid, acct, contact, other["account_id"], other["contact_id"])
+                return
+            else:
+                # Before its message: the message applies it when it comes (from this
+                # conversation); what of it was stored already loses its text now.
+                await unsend.redact_events(conn, event.mid, acct, person)
         elif isinstance(event, MessageEditEvent):
-            if await unsend.is_unsent(conn, event.mid):
+            if await unsend.is_unsent(conn, event.mid, acct, person):
                 # Unsent (perhaps before the message came): the edit's text goes too.
-                await unsend.redact_events(conn, event.mid)
+                await unsend.redact_events(conn, event.mid, acct, person)
             # Only the thread's own people change its messages (the contact: when the
             # edit names one that is not the account itself).
             elif not await history.edit_message(conn, event.mid, event.text, event.num_edit,
@@ -303,7 +328,8 @@ class Pipeline:
             # during the lookup, nor for a message unsent meanwhile (its raw has no text
             # left: it would be decided as an empty message).
             if await history.account_live(conn, event.account_id) and not (
-                    isinstance(event, MessageEvent) and await unsend.is_unsent(conn, event.mid)):
+                    isinstance(event, MessageEvent) and await unsend.is_unsent(
+                        conn, event.mid, event.account_id, event.contact_id)):
                 jobs = await self.automation.plan(conn, event, is_new_contact=True, now=now)
                 if jobs:
                     await enqueue_in(conn, jobs, now)

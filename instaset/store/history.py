@@ -251,12 +251,14 @@ async def insert_message(
     """Insert one history row; a ``mid`` already stored is left alone (returns False).
     A message whose deletion was processed first (events are processed concurrently, and
     someone who unsends at once can have the deletion handled before the message) is stored
-    deleted."""
+    deleted, when that unsend came from the message's conversation (the same account and
+    contact: an unsend naming the mid from another thread is not applied)."""
     cur = await conn.execute(
         "INSERT INTO messages(account_id, contact_id, mid, direction, sent_by, text,"
         " attachments, reply_to, event_id, created_at, deleted_at)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,"
-        " (SELECT processed_at FROM events WHERE dedupe_key = 'del:' || ?3))"
+        " (SELECT processed_at FROM events WHERE dedupe_key = 'del:' || ?3"
+        "  AND account_id = ?1 AND contact_id = ?2))"
         " ON CONFLICT(mid) DO NOTHING",
         (account_id, contact_id, mid, direction, sent_by, text,
          json.dumps(attachments, ensure_ascii=False), reply_to, event_id, created_at),
@@ -275,9 +277,16 @@ async def insert_message(
     return cur.rowcount == 1
 
 
-async def mark_message_deleted(conn: aiosqlite.Connection, mid: str, now: float) -> int:
+async def mark_message_deleted(conn: aiosqlite.Connection, mid: str, now: float, *,
+                               account_id: str | None = None,
+                               contact_id: str | None = None) -> int:
+    """Mark message ``mid`` unsent (its first unsend's time stays); 0 when it is not stored
+    (yet), or is not in the conversation of ``account_id`` / ``contact_id`` (when given: as
+    for an edit, only the thread's own people take back a message of that thread)."""
     cur = await conn.execute(
-        "UPDATE messages SET deleted_at = coalesce(deleted_at, ?) WHERE mid = ?", (now, mid)
+        "UPDATE messages SET deleted_at = coalesce(deleted_at, ?1) WHERE mid = ?2"
+        " AND (?3 IS NULL OR account_id = ?3) AND (?4 IS NULL OR contact_id = ?4)",
+        (now, mid, account_id, contact_id)
     )
     return cur.rowcount
 
@@ -374,6 +383,19 @@ async def unquote_notification(conn: aiosqlite.Connection, key: str,
             " replace(json_extract(payload, '$.text'), ?1, ''))"
             " WHERE key = 'notify:' || ?2 AND instr(json_extract(payload, '$.text'), ?1) > 0",
             (quote, key))
+
+
+async def rewrite_notification(conn: aiosqlite.Connection, key: str, before: str,
+                               after: str) -> None:
+    """Notification ``key`` says ``after`` where it said ``before``: the recorded one and its
+    ``notify`` job's copy, as :func:`unquote_notification` (for a rewrite a plain
+    replacement cannot make: words taken out only where they stand as words)."""
+    await conn.execute("UPDATE notifications SET text = ?3 WHERE key = ?1 AND text = ?2",
+                       (key, before, after))
+    await conn.execute(
+        "UPDATE jobs SET payload = json_set(payload, '$.text', ?3)"
+        " WHERE key = 'notify:' || ?1 AND json_extract(payload, '$.text') = ?2",
+        (key, before, after))
 
 
 async def mark_notification_delivered(db: Database, key: str, now: float) -> None:

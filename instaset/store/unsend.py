@@ -12,8 +12,11 @@ Contract, for the message with mid ``mid``:
 - :func:`forget_fact_values` and :func:`captured_from` / :func:`remove_captured`: the AI
   facts extracted from the message and the fields captured from it (migration 0022 records
   which message each came from) lose their values.
-- :func:`unsent_at`: whether (and when) the unsend of ``mid`` was processed, for a message
-  that arrives after it.
+- :func:`unsend_of` / :func:`is_unsent`: whether (and from which conversation) the unsend of
+  ``mid`` was processed, for a message or an edit that arrives after it. An unsend applies
+  only in its own conversation (the same account and contact), as an edit does.
+- :func:`notification_texts`, :func:`retire_drafts`, :func:`drop_resume_text`: the other
+  copies of its words (:mod:`instaset.unsent_copies`).
 """
 
 from __future__ import annotations
@@ -26,21 +29,35 @@ import aiosqlite
 from instaset.event_values import redacted_raw
 
 
-async def unsent_at(conn: aiosqlite.Connection, mid: str) -> float | None:
-    """When the unsend of ``mid`` was processed (its ``del:`` event), or None."""
+async def unsend_of(conn: aiosqlite.Connection, mid: str) -> sqlite3.Row | None:
+    """The stored unsend of ``mid`` (its ``del:`` event): ``processed_at`` (None while it
+    waits), ``account_id`` and ``contact_id`` (the conversation it came from), or None.
+    A message applies it only when it is of the same conversation (see
+    :func:`instaset.store.history.insert_message`)."""
     rows = list(await conn.execute_fetchall(
-        "SELECT processed_at FROM events WHERE dedupe_key = 'del:' || ?", (mid,)))
-    return float(rows[0][0]) if rows and rows[0][0] is not None else None
+        "SELECT processed_at, account_id, contact_id FROM events"
+        " WHERE dedupe_key = 'del:' || ?", (mid,)))
+    return rows[0] if rows else None
 
 
-async def is_unsent(conn: aiosqlite.Connection, mid: str) -> bool:
-    """Whether message ``mid`` was unsent: stored deleted, or (not stored yet) its unsend
-    was processed."""
+async def is_unsent(conn: aiosqlite.Connection, mid: str, account_id: str,
+                    contact_id: str | None) -> bool:
+    """Whether message ``mid`` of the conversation of ``account_id`` / ``contact_id`` (None:
+    any contact of the account) was unsent: stored deleted, or (not stored yet) an unsend
+    of it from that conversation was processed."""
     rows = await conn.execute_fetchall(
         "SELECT 1 FROM messages WHERE mid = ?1 AND deleted_at IS NOT NULL UNION ALL"
         " SELECT 1 FROM events WHERE dedupe_key = 'del:' || ?1 AND processed_at IS NOT NULL"
-        " LIMIT 1", (mid,))
+        " AND account_id = ?2 AND (?3 IS NULL OR contact_id = ?3) LIMIT 1",
+        (mid, account_id, contact_id))
     return bool(list(rows))
+
+
+async def message_thread(conn: aiosqlite.Connection, mid: str) -> sqlite3.Row | None:
+    """The conversation message ``mid`` is stored in (``account_id``, ``contact_id``)."""
+    rows = list(await conn.execute_fetchall(
+        "SELECT account_id, contact_id FROM messages WHERE mid = ?", (mid,)))
+    return rows[0] if rows else None
 
 
 async def scrub_message(conn: aiosqlite.Connection, mid: str) -> None:
@@ -51,13 +68,17 @@ async def scrub_message(conn: aiosqlite.Connection, mid: str) -> None:
         " AND (text IS NOT NULL OR attachments != '[]' OR edits != '[]')", (mid,))
 
 
-async def redact_events(conn: aiosqlite.Connection, mid: str) -> int:
-    """Redact the raw events of message ``mid`` and its edits; returns how many changed.
-    Found by key: ``msg:<mid>`` and the range of ``edit:<mid>:...`` (the unique index)."""
+async def redact_events(conn: aiosqlite.Connection, mid: str, account_id: str,
+                        contact_id: str | None) -> int:
+    """Redact the raw events of message ``mid`` and its edits in the conversation of
+    ``account_id`` / ``contact_id`` (None: any contact of the account); returns how many
+    changed. Found by key: ``msg:<mid>`` and the range of ``edit:<mid>:...`` (the unique
+    index)."""
     rows = await conn.execute_fetchall(
-        "SELECT id, raw FROM events WHERE dedupe_key = 'msg:' || ?1"
-        " OR (dedupe_key > 'edit:' || ?1 || ':' AND dedupe_key < 'edit:' || ?1 || ';')",
-        (mid,))
+        "SELECT id, raw FROM events WHERE (dedupe_key = 'msg:' || ?1"
+        " OR (dedupe_key > 'edit:' || ?1 || ':' AND dedupe_key < 'edit:' || ?1 || ';'))"
+        " AND account_id = ?2 AND (?3 IS NULL OR contact_id = ?3)",
+        (mid, account_id, contact_id))
     changed = 0
     for row in rows:
         raw = redacted_raw(str(row[1]))
@@ -124,3 +145,45 @@ async def forget_sources(conn: aiosqlite.Connection, account_id: str, contact_id
         await conn.execute(
             "DELETE FROM captured_fields WHERE account_id = ? AND contact_id = ? AND field = ?",
             (account_id, contact_id, name))
+
+
+# -- other copies of its words (see instaset.unsent_copies) ----------------------------------
+async def notification_texts(conn: aiosqlite.Connection, account_id: str, contact_id: str
+                             ) -> list[sqlite3.Row]:
+    """The texts of the contact's notifications: ``key`` and ``text`` of each recorded one
+    and of each ``notify`` job's copy (a job not run yet has no record). The jobs are found
+    by their payload (no index: a scan of the queue, once per unsend)."""
+    return list(await conn.execute_fetchall(
+        "SELECT key, text FROM notifications WHERE account_id = ?1 AND contact_id = ?2"
+        " UNION SELECT json_extract(payload, '$.key'), json_extract(payload, '$.text')"
+        " FROM jobs WHERE kind = 'notify' AND json_extract(payload, '$.account_id') = ?1"
+        " AND json_extract(payload, '$.contact_id') = ?2", (account_id, contact_id)))
+
+
+async def retire_drafts(conn: aiosqlite.Connection, mid: str, now: float) -> int:
+    """The AI drafts answering message ``mid`` (their ai_reply job's key is one of the
+    message's: ``ai:msg:<mid>:...``, a range of the unique index) lose their text, and a
+    pending one is discarded with reason ``unsent`` (approving it would answer a message the
+    contact took back). A draft already sent stays: its text is the reply in the history.
+    Returns how many changed."""
+    cur = await conn.execute(
+        "UPDATE ai_drafts SET text = '', updated_at = ?2,"
+        " reason = CASE WHEN state = 'pending' THEN 'unsent' ELSE reason END,"
+        " state = CASE WHEN state = 'pending' THEN 'discarded' ELSE state END"
+        " WHERE key > 'ai:msg:' || ?1 || ':' AND key < 'ai:msg:' || ?1 || ';'"
+        " AND state != 'sent' AND (text != '' OR state = 'pending')", (mid, now))
+    return cur.rowcount
+
+
+async def drop_resume_text(conn: aiosqlite.Connection, account_id: str, contact_id: str,
+                           mid: str) -> int:
+    """The workflow continuations (``resume_flow`` jobs, waiting out a ``delay``) that
+    answer message ``mid`` lose the copy of its text they carry for ``{text}``. Found by
+    their payload (a scan of the queue, once per unsend). Returns how many changed."""
+    cur = await conn.execute(
+        "UPDATE jobs SET payload = json_remove(payload, '$.text')"
+        " WHERE kind = 'resume_flow' AND json_extract(payload, '$.mid') = ?1"
+        " AND json_extract(payload, '$.account_id') = ?2"
+        " AND json_extract(payload, '$.contact_id') = ?3"
+        " AND json_extract(payload, '$.text') IS NOT NULL", (mid, account_id, contact_id))
+    return cur.rowcount
