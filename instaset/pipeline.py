@@ -265,7 +265,7 @@ class Pipeline:
                 # the history and in the raw events of it and of its edits (their rows stay:
                 # a redelivery is still a duplicate). The lead is rescored after.
                 await forget_copies(conn, event.mid, now)
-                await forget_unsent(conn, event.mid, now)
+                await forget_unsent(conn, event.mid, acct, person, now)
                 await unsend.scrub_message(conn, event.mid)
                 await unsend.redact_events(conn, event.mid, acct, person)
             elif (other := await unsend.message_thread(conn, event.mid)) is not None:
@@ -275,8 +275,11 @@ class Pipeline:
                 return
             else:
                 # Before its message: the message applies it when it comes (from this
-                # conversation); what of it was stored already loses its text now.
+                # conversation); what of it was stored already loses its text now. Or
+                # after retention took the message: the values taken from it (kept until
+                # the contact is erased) go now.
                 await unsend.redact_events(conn, event.mid, acct, person)
+                await forget_unsent(conn, event.mid, acct, person, now)
         elif isinstance(event, MessageEditEvent):
             if await unsend.is_unsent(conn, event.mid, acct, person):
                 # Unsent (perhaps before the message came): the edit's text goes too.

@@ -67,7 +67,7 @@ async def forget_copies(conn: aiosqlite.Connection, mid: str, now: float) -> Non
         return
     acct, contact = str(msg["account_id"]), str(msg["contact_id"])
     said = [t for t in (msg["text"], *json.loads(msg["edits"] or "[]")) if t]
-    values = [str(r["value"]) for r in await unsend.captured_from(conn, mid)
+    values = [str(r["value"]) for r in await unsend.captured_from(conn, mid, acct, contact)
               if r["value"] is not None and str(r["value"]).strip()]
     await unsend.retire_drafts(conn, mid, now)
     await unsend.drop_resume_text(conn, acct, contact, mid)

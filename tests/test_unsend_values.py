@@ -191,3 +191,37 @@ def test_a_redacted_raw_keeps_the_event_without_the_content() -> None:
     assert redacted_raw(out) == out  # nothing left to take
     deleted = unsend({"entry": [{"messaging": [{"message": {"mid": "m1"}}]}]})
     assert redacted_raw(json.dumps(deleted)) == json.dumps(deleted)  # no content: as it is
+
+
+async def test_an_unsend_after_retention_took_the_message_takes_its_values_too(
+        make: Make) -> None:
+    """Review A (s17): retention (90 days) took the messages; the field captured from one
+    and the AI fact from another are kept until the contact is erased. The contact unsends
+    both: the values go as they would have with the messages there (they stayed, quoted in
+    the lead's reasons)."""
+    from instaset.retention import purge_older_than
+    from tests.sending_harness import Clock
+    day = 86400.0
+    clock = Clock(frozen=True)
+    env = await make([CALLBACK, AI_AUTO], leads=RULES, clock=clock)
+    env.fake.script(reply("Noted!", lead_fields=[
+        {"name": "budget", "value": "500/month", "evidence": BUDGET}]))
+    await env.h.dm(IGSID, "can we do a call?")
+    await env.h.settle()
+    phone = await env.h.dm(IGSID, PHONE)
+    await env.h.settle()
+    budget = await env.h.dm(IGSID, BUDGET)
+    await env.h.settle()
+    assert (await state_fields(env))["phone"].endswith("5550199")
+    assert "500/month" in await everything(env)
+    clock.advance(100 * day)
+    await purge_older_than(env.h.rt.db, clock() - 90 * day, clock())
+    assert await env.rows("SELECT 1 FROM messages") == []
+    for dm in (phone, budget):
+        p = unsend(dm)
+        p["entry"][0]["messaging"][0]["timestamp"] = int(clock() * 1000)
+        assert await env.h.post(p) == 200
+        await env.h.settle()
+    assert "phone" not in await state_fields(env)
+    left = await everything(env)
+    assert "500/month" not in left and "5550199" not in left

@@ -164,7 +164,8 @@ async def _store(
     return jobs
 
 
-async def forget_unsent(conn: aiosqlite.Connection, mid: str, now: float) -> None:
+async def forget_unsent(conn: aiosqlite.Connection, mid: str, account_id: str,
+                        contact_id: str | None, now: float) -> None:
     """Honour the contact's unsend of message ``mid`` (Meta's rule) in their lead, inside
     the unsend's transaction, before the message's text is scrubbed (it is read here):
 
@@ -187,16 +188,23 @@ async def forget_unsent(conn: aiosqlite.Connection, mid: str, now: float) -> Non
     they showed by writing them, so like retention at the horizon a reason keeps its rule,
     points and time (an AI fact keeps its name: its rule still holds). A field taken out no
     longer holds for its rule: the rescore that follows the unsend
-    (:class:`instaset.ai.feature.LeadsAndBooking`) drops those points."""
+    (:class:`instaset.ai.feature.LeadsAndBooking`) drops those points.
+
+    ``account_id``, ``contact_id``: the conversation the unsend came from (the caller checked
+    that the message, if stored, is of it; ``contact_id`` None: the account took back its
+    own message). A message retention already took still had values taken from it (they
+    are kept until the contact is erased): they go too."""
     msg = await aistore.message_said(conn, mid)
-    if msg is None or msg["direction"] != "in":
-        return  # not stored (it never will be scored), or the account's own message
-    said = [t for t in (msg["text"], *json.loads(msg["edits"] or "[]")) if t]
-    acct, contact = str(msg["account_id"]), str(msg["contact_id"])
+    if contact_id is None or (msg is not None and msg["direction"] != "in"):
+        return  # the account's own message
+    said = [] if msg is None else [
+        t for t in (msg["text"], *json.loads(msg["edits"] or "[]")) if t]
+    acct, contact = account_id, contact_id
     # What a reason says of a value that goes -> what it says without it.
     valueless = {f"AI: {r['name']} = {r['value']!r}": f"AI: {r['name']}"
-                 for r in await unsend.forget_fact_values(conn, mid) if r["value"] is not None}
-    fields = await unsend.captured_from(conn, mid)
+                 for r in await unsend.forget_fact_values(conn, mid, acct, contact)
+                 if r["value"] is not None}
+    fields = await unsend.captured_from(conn, mid, acct, contact)
     valueless |= {f"field {r['field']} = {r['value']!r}": f"field {r['field']}"
                   for r in fields if r["value"] is not None}
     if fields:

@@ -88,30 +88,35 @@ async def redact_events(conn: aiosqlite.Connection, mid: str, account_id: str,
     return changed
 
 
-async def forget_fact_values(conn: aiosqlite.Connection, mid: str) -> list[sqlite3.Row]:
-    """The AI facts extracted from message ``mid`` lose their value and quote (the fact's
-    name and the row stay: its rule's points stay, as an unsent message's keyword's do).
-    Returns them as they were (``key``, ``account_id``, ``contact_id``, ``name``,
-    ``value``)."""
+async def forget_fact_values(conn: aiosqlite.Connection, mid: str, account_id: str,
+                             contact_id: str) -> list[sqlite3.Row]:
+    """The AI facts of that conversation extracted from message ``mid`` lose their value and
+    quote (the fact's name and the row stay: its rule's points stay, as an unsent message's
+    keyword's do). Returns them as they were (``key``, ``account_id``, ``contact_id``,
+    ``name``, ``value``)."""
+    where = ("mid = ?1 AND account_id = ?2 AND contact_id = ?3"
+             " AND (value IS NOT NULL OR evidence IS NOT NULL)")
+    args = (mid, account_id, contact_id)
     rows = list(await conn.execute_fetchall(
-        "SELECT key, account_id, contact_id, name, value FROM lead_facts WHERE mid = ?"
-        " AND (value IS NOT NULL OR evidence IS NOT NULL)", (mid,)))
+        f"SELECT key, account_id, contact_id, name, value FROM lead_facts WHERE {where}", args))
     if rows:
-        await conn.execute(
-            "UPDATE lead_facts SET value = NULL, evidence = NULL WHERE mid = ?", (mid,))
+        await conn.execute(f"UPDATE lead_facts SET value = NULL, evidence = NULL WHERE {where}",
+                           args)
     return rows
 
 
-async def captured_from(conn: aiosqlite.Connection, mid: str) -> list[sqlite3.Row]:
-    """The fields whose value is the contact's answer in message ``mid`` (nothing set them
-    since: see :func:`forget_sources`): ``account_id``, ``contact_id``, ``field`` and its
-    ``value`` (from the conversation's state)."""
+async def captured_from(conn: aiosqlite.Connection, mid: str, account_id: str,
+                        contact_id: str) -> list[sqlite3.Row]:
+    """The fields of that conversation whose value is the contact's answer in message
+    ``mid`` (nothing set them since: see :func:`forget_sources`): ``account_id``,
+    ``contact_id``, ``field`` and its ``value`` (from the conversation's state)."""
     return list(await conn.execute_fetchall(
         "SELECT f.account_id, f.contact_id, f.field,"
         " json_extract(c.state, '$.fields.' || json_quote(f.field)) AS value"
         " FROM captured_fields f JOIN conversations c"
         " ON c.account_id = f.account_id AND c.contact_id = f.contact_id"
-        " WHERE f.mid = ? AND json_valid(c.state)", (mid,)))
+        " WHERE f.mid = ?1 AND f.account_id = ?2 AND f.contact_id = ?3"
+        " AND json_valid(c.state)", (mid, account_id, contact_id)))
 
 
 async def remove_captured(conn: aiosqlite.Connection, account_id: str, contact_id: str,
