@@ -117,6 +117,46 @@ async def test_a_public_reply_after_a_delay_waits_for_the_private_reply_before_i
     assert len(await notices(h)) == 1
 
 
+C2D_ANNOUNCE_FIRST = {**C2D, "actions": [{"public_reply": ANNOUNCE}, {"private_reply": GUIDE}]}
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["sent", "551-unavailable"])
+@pytest.mark.parametrize("delay", [False, True], ids=["at-once", "delay-between"])
+async def test_a_public_reply_placed_before_the_private_reply_waits_for_it(
+        make_harness: MakeHarness, refused: bool, delay: bool) -> None:
+    """"Sent it to your DMs!" placed first in the workflow was posted at once, so when
+    Meta then refused the DM it stood under the post, false. It now waits for the private
+    reply wherever it stands (across a delay too), and is posted only if that one is
+    sent."""
+    steps: list[dict[str, object]] = [{"public_reply": ANNOUNCE}]
+    steps += [{"delay": "1h"}] if delay else []
+    steps += [{"private_reply": GUIDE}]
+    h = await make_harness(workflows=[{**C2D_ANNOUNCE_FIRST, "actions": steps}])
+    if refused:
+        h.sandbox.inject(Fault("graph_error", path_contains="/messages", status=400, code=551,
+                               subcode=1545041, message="This person isn't available."))
+    cid = comment_id_of(await h.sandbox.user_comments(IGSID, "guide pls", MEDIA))
+    await h.settle()
+    if delay:  # nothing posted before the delay is over
+        assert public_replies(h, cid) == [] and await sends(h) == []
+        await h.settle(advance_up_to=3600)
+    if refused:
+        assert await sends(h) == [("private_reply", "failed", "user_unavailable"),
+                                  ("public_reply", "refused", "private_reply_not_sent")]
+        assert public_replies(h, cid) == []
+        assert [r.path for r in h.graph_posts() if "/replies" in r.path] == []
+        (note,) = await notices(h)
+        assert "(user_unavailable)" in note
+    else:
+        assert await sends(h) == [("private_reply", "sent", None),
+                                  ("public_reply", "sent", None)]
+        assert public_replies(h, cid) == [ANNOUNCE]
+        # The DM first, then the public reply that announces it.
+        paths = [r.path for r in h.graph_posts() if "/messages" in r.path or "/replies" in r.path]
+        assert ["/replies" in p for p in paths] == [False, True]
+        assert await notices(h) == []
+
+
 async def test_a_comment_too_old_for_its_private_reply_gets_no_public_reply_either(
         make_harness: MakeHarness) -> None:
     """The engine refused the DM (comment over 7 days old) and still posted "Sent it to

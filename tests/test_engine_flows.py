@@ -165,6 +165,7 @@ REFUSAL_ROWS = [
 
 _PUB = "    - public_reply: Sent it to your DMs!\n"
 _AI = "    - ai_reply: auto\n"
+_ASK = "    - ask: {field: email, type: email, prompt: 'Your email?'}\n"
 OLD = NOW - 8 * 86400
 PUBLIC_ROWS = [
     # id, comment written at, steps, the actions (a public reply: "public" if it goes
@@ -174,7 +175,24 @@ PUBLIC_ROWS = [
     ("public-only-8-days-old", OLD, _PUB, ["public"]),
     ("private-then-public-8-days-old", OLD, _PR + _PUB, []),
     ("public-then-private-8-days-old", OLD, _PUB + _PR, []),
-    ("public-then-private", NOW, _PUB + _PR, ["public", "private_reply"]),
+    # Placed before its private reply, a public reply waits for it all the same: it goes
+    # right after it, and only if it is sent (the creator put "Sent it to your DMs!" first).
+    ("public-then-private", NOW, _PUB + _PR, ["private_reply", "public-after-private"]),
+    ("public-then-reply", NOW, _PUB + _REPLY, ["private_reply", "public-after-private"]),
+    ("public-then-question", NOW, _PUB + _ASK, ["private_reply", "public-after-private"]),
+    ("public-private-public", NOW, _PUB + _PR + _PUB,
+     ["private_reply", "public-after-private", "public-after-private"]),
+    ("public-public-private", NOW, _PUB + _PUB + _PR,
+     ["private_reply", "public-after-private", "public-after-private"]),
+    ("public-media-reply", NOW, _PUB + _MEDIA + _REPLY, ["private_reply", "public-after-private"]),
+    ("public-then-media-only", NOW, _PUB + _MEDIA, []),
+    ("public-tag-private", NOW, _PUB + "    - tag: [lead]\n" + _PR,
+     ["set_tag", "private_reply", "public-after-private"]),
+    # An AI's private reply is its own job's: no waiting for it, before or after it.
+    ("public-then-ai-reply", NOW, _PUB + _AI + _PR, ["public", "generate_ai_reply"]),
+    # A handoff ends the workflow: the private reply after it is never sent.
+    ("public-handoff-private", NOW, _PUB + "    - handoff: {}\n" + _PR,
+     ["public", "handoff", "notify"]),
     ("media-then-public", NOW, _MEDIA + _PUB, []),
     ("media-reply-public", NOW, _MEDIA + _REPLY + _PUB, ["private_reply", "public-after-private"]),
     ("ai-reply-then-public", NOW, _AI + _PUB, ["generate_ai_reply", "public"]),
@@ -216,6 +234,41 @@ def test_a_public_reply_after_a_delay_waits_for_the_private_reply_before_it(
                    comment_id=schedule.comment_id, comment_at=schedule.comment_at,
                    public_ok=schedule.public_ok)
     assert _kinds(later.actions) == expected
+
+
+_DELAY = "    - delay: 1h\n"
+
+
+@pytest.mark.parametrize(("at", "steps", "first_kinds", "later_kinds"), [
+    (NOW, _PUB + _DELAY + _PR, ["schedule"], ["private_reply", "public-after-private"]),
+    # Seven days pass during the delay: the private reply is refused, its public reply too.
+    (NOW - 7 * 86400 + 1800, _PUB + _DELAY + _PR, ["schedule"], []),
+    (NOW, _PUB + _DELAY + _PUB + _DELAY + _PR, ["schedule"], ["schedule"]),
+    # No private reply after the delay (an AI's is its own job's): it goes at once.
+    (NOW, _PUB + _DELAY + _AI, ["public", "schedule"], ["generate_ai_reply"]),
+], ids=["fresh", "7-days-during-the-delay", "two-delays", "ai-reply-after-the-delay"])
+def test_a_public_reply_before_a_delay_waits_for_the_private_reply_after_it(
+        at: float, steps: str, first_kinds: list[str], later_kinds: list[str]) -> None:
+    """"Sent it to your DMs!", then an hour's delay, then the DM: the public reply is held
+    across the delay and goes right after the private reply, if that one is sent."""
+    wfs = workflows("- name: w\n  trigger: {comment: {keywords: [guide]}}\n  actions:\n"
+                    + steps)
+    first = decide(comment("guide", at=at), state(), wfs, SETTINGS, NOW)
+    assert _kinds(first.actions) == first_kinds
+    schedule = first.actions[-1]
+    assert isinstance(schedule, Schedule)
+    later = resume(first.state, wfs, SETTINGS, "w", schedule.step, schedule.run_at,
+                   comment_id=schedule.comment_id, comment_at=schedule.comment_at,
+                   public_ok=schedule.public_ok)
+    assert _kinds(later.actions) == later_kinds
+    if later_kinds == ["schedule"]:  # the second delay: both public replies still wait
+        again = later.actions[-1]
+        assert isinstance(again, Schedule)
+        last = resume(later.state, wfs, SETTINGS, "w", again.step, again.run_at,
+                      comment_id=again.comment_id, comment_at=again.comment_at,
+                      public_ok=again.public_ok)
+        assert _kinds(last.actions) == ["private_reply", "public-after-private",
+                                        "public-after-private"]
 
 
 @pytest.mark.parametrize("delay", ["", "    - delay: 1m\n"], ids=["no-delay", "delay"])

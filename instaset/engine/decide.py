@@ -50,6 +50,7 @@ from instaset.engine.steps import (
     Refused,
     Run,
     hand_off,
+    held_before,
     run_steps,
     send_question,
     withhold_public_replies,
@@ -313,6 +314,9 @@ def resume(
     # (with or without a delay between them: docs/workflows.md).
     run.private_made = sent_here
     run.trace.append(f"{wf.name}: continuing at step {step + 1} after a delay")
+    # A public reply before the delay, placed ahead of the private reply still to come,
+    # waits for it here (it was held, not sent, before the delay).
+    held_before(run, step)
     run_steps(run, step)
     return _finish(run)
 

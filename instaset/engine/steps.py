@@ -7,8 +7,11 @@ DM (text, media, buttons, template, booking offer, typing, AI auto-reply) needs 
 window open, else it is refused with a trace line. On a comment, the first message becomes
 the comment's one private reply (refused if the comment is over 7 days old); later messages
 go as DMs only if the contact's window is open (they messaged within 24 h), else they are
-refused. A public reply needs a top-level, non-live comment. An ``ask`` whose field is
-already known is skipped. :func:`~instaset.engine.decide.decide` chooses the workflow and
+refused. A public reply needs a top-level, non-live comment; in a workflow that answers
+the comment privately with a text, it announces that private reply ("Sent it to your
+DMs!"), so wherever it stands it goes right after it and only if it is sent
+(``PublicReply.after_private``; held across a ``delay`` before the private reply). An
+``ask`` whose field is already known is skipped. :func:`~instaset.engine.decide.decide` chooses the workflow and
 freezes the run into a :class:`~instaset.engine.decide.Decision`.
 """
 
@@ -48,7 +51,8 @@ from instaset.engine.state import Awaiting, ConversationState
 from instaset.engine.templating import has_placeholders, render
 
 __all__ = ["PRIVATE_REPLY_MAX_AGE", "WINDOW_CLOSED", "Refused", "Run", "hand_off",
-           "run_steps", "send_question", "withhold_public_replies"]
+           "held_before", "private_reply_ahead", "run_steps", "send_question",
+           "withhold_public_replies"]
 
 #: A comment accepts its private reply for 7 days.
 PRIVATE_REPLY_MAX_AGE = 7 * 86400
@@ -89,6 +93,9 @@ class Run:
     # the one before a delay): a public reply after it announces it.
     private_made: bool = False
     turns: Mapping[str, int] | None = None  # see decide(): public replies in turn
+    # Public replies placed before the comment's private reply, held until it is made:
+    # they go right after it and only if it is sent (see hold_public_reply).
+    held: list[PublicReply] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
     trace: list[str] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
@@ -120,6 +127,15 @@ class Run:
         digest = hashlib.sha256(f"{self.seed}|{self.wf.name}|{step}".encode()).digest()
         return texts[int.from_bytes(digest[:8], "big") % len(texts)]
 
+    def release_held(self) -> None:
+        """Emit the held public replies here: waiting for the private reply just made (a
+        text), or going whatever becomes of it (no private reply made: an AI's, which is its
+        own job's, or none at all)."""
+        if self.held:
+            self.actions.extend(replace(p, after_private=self.private_made)
+                                for p in self.held)
+            self.held.clear()
+
     def window_open(self) -> bool:
         return self.state.window_open(self.now, self.settings.window_seconds)
 
@@ -141,6 +157,7 @@ class Run:
             # decision's sends may have gone.
             self.private_made = isinstance(as_private, PrivateReply)
             self.actions.append(as_private)
+            self.release_held()
             return True
         if not self.window_open():
             if self.comment_id is not None:
@@ -175,10 +192,56 @@ def _button(b: ButtonSpec, run: Run) -> Button:
 
 
 def run_steps(run: Run, start: int) -> None:
-    """Run ``run.wf``'s steps from ``start`` until the end or a step that suspends."""
-    for i in range(start, len(run.wf.actions)):
-        if not _step(run, i, run.wf.actions[i]):
-            return
+    """Run ``run.wf``'s steps from ``start`` until the end or a step that suspends. Public
+    replies still held at the end go as they are (no private reply was made for them to
+    wait for); across a ``delay`` they stay held: :func:`held_before` finds them again when
+    the workflow continues."""
+    steps = run.wf.actions
+    for i in range(start, len(steps)):
+        if not _step(run, i, steps[i]):
+            if run.held and steps[i].delay is not None and i + 1 < len(steps):
+                run.note(i, "public_reply held until the private reply after the delay")
+                run.held.clear()
+                return
+            break
+    run.release_held()
+
+
+def private_reply_ahead(wf: Workflow, i: int) -> bool:
+    """Whether a step after ``i`` is meant to send the comment's private reply as a text
+    (``reply``, ``private_reply``, ``ask``) before the workflow ends or an auto ``ai_reply``
+    takes that reply (the AI's goes by a job of its own, which public replies do not wait
+    for). Media, buttons and templates do not count: a comment's private reply is text."""
+    for step in wf.actions[i + 1:]:
+        kind = step.kind
+        if kind in ("reply", "private_reply", "ask"):
+            return True
+        if kind == "handoff" or (kind == "ai_reply" and step.ai_reply is not None
+                                 and step.ai_reply.mode == "auto"):
+            return False
+    return False
+
+
+def held_before(run: Run, step: int) -> None:
+    """Hold again the public replies before ``step`` that were held when the run before a
+    ``delay`` suspended: those ahead of the private reply, when no message has taken the
+    comment's private reply yet (``run.private_used`` as :func:`~instaset.engine.decide.
+    resume` derives it)."""
+    if run.public_to is None or run.comment_id is None or run.private_used:
+        return
+    for j in range(step):
+        spec = run.wf.actions[j].public_reply
+        if spec is not None and private_reply_ahead(run.wf, j):
+            run.held.append(PublicReply(run.public_to, _public_text(run, j, spec.texts()),
+                                        after_private=True))
+
+
+def _public_text(run: Run, i: int, variants: Sequence[str]) -> str:
+    if run.turns is not None and len(variants) > 1:
+        # In turn across comments: the same public reply twice running under a post
+        # looks like spam (a hash pick did that 5 times in a row over 30 comments).
+        return run.render(variants[run.turns.get(run.wf.name, 0) % len(variants)])
+    return run.render(run.pick(variants, i))
 
 
 def _step(run: Run, i: int, step: ActionStep) -> bool:
@@ -198,15 +261,16 @@ def _step(run: Run, i: int, step: ActionStep) -> bool:
         if run.public_to is None:
             run.note(i, "skipped public_reply: only top-level post comments take public replies")
         else:
-            variants = step.public_reply.texts()
-            if run.turns is not None and len(variants) > 1:
-                # In turn across comments: the same public reply twice running under a post
-                # looks like spam (a hash pick did that 5 times in a row over 30 comments).
-                text = variants[run.turns.get(run.wf.name, 0) % len(variants)]
+            text = _public_text(run, i, step.public_reply.texts())
+            if (run.comment_id is not None and not run.private_used
+                    and private_reply_ahead(run.wf, i)):
+                # Placed before the private reply it announces ("Sent it to your DMs!"):
+                # it waits for it all the same, wherever the creator put it.
+                run.held.append(PublicReply(run.public_to, text, after_private=True))
+                run.note(i, "public_reply waits for the private reply")
             else:
-                text = run.pick(variants, i)
-            run.actions.append(PublicReply(run.public_to, run.render(text),
-                                           after_private=run.private_made))
+                run.actions.append(PublicReply(run.public_to, text,
+                                               after_private=run.private_made))
     elif step.tag is not None:
         for tag in step.tag:
             run.actions.append(SetTag(tag))
