@@ -49,7 +49,7 @@ from instaset.metrics import Metrics
 from instaset.pipeline import ECHO_SETTLE_SECONDS, EchoOrigin
 from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater, enqueue, enqueue_in
 from instaset.ratelimit import Budgets, SendClass
-from instaset.refusals import refusal_notice
+from instaset.refusals import ALREADY_ANSWERED, ALREADY_ANSWERED_WORDS, refusal_notice
 from instaset.rules import Clearance, SendFacts, SendKind, check_send
 from instaset.store import history
 from instaset.store import sends as sendstore
@@ -221,8 +221,8 @@ _FINAL_ERRORS: dict[type[GraphError], str] = {
     UserUnavailable: "user_unavailable",
     PermissionMissing: "permission_missing",
     InvalidParameter: "invalid_parameter",
-    # The comment got a private reply from elsewhere (not a try of this send): not ours.
-    AlreadyReplied: "private_reply_used",
+    # No try of this send reached Meta: the comment's private reply came from elsewhere.
+    AlreadyReplied: ALREADY_ANSWERED,
 }
 
 
@@ -308,7 +308,8 @@ class Deliverer:
             await self._continue_chain(out, self.clock())
             return None
         now = self.clock()
-        # An earlier try may have reached Meta (its outcome stayed unknown): see 10900 below.
+        # An earlier try may have reached Meta (its outcome stayed unknown: a lost answer, a
+        # server error): see 10900 below. A throttled try, or a dead token's, was not sent.
         tried_unknown = row["state"] == "in_flight" or row["unknown_at"] is not None
         if row["state"] == "in_flight":
             # The last try may have reached Meta. Its echo, if any, marks the row sent: it
@@ -417,7 +418,10 @@ class Deliverer:
             reason = next(
                 (slug for cls, slug in _FINAL_ERRORS.items() if isinstance(exc, cls)), "graph_error"
             )
-            await self._refuse(out, "failed", reason, exc.describe())
+            detail = exc.describe()
+            if reason == ALREADY_ANSWERED:  # on our first try: the reply came from elsewhere
+                detail = f"{ALREADY_ANSWERED_WORDS}; {detail}"
+            await self._refuse(out, "failed", reason, detail)
             return None
         await self._record_sent(out, result, job)
         return COMPLETED

@@ -4,7 +4,9 @@ Contract: :func:`refusal_notice` is the notification of one send the outbox refu
 failed at Meta (or None when nobody is told); :func:`automation_refusal_notice` is the same
 notice for a message of automation, also used for a refusal the engine made while deciding
 (which has no send row). Automation's notices go once per contact, reason and day: the key
-is the same whichever of the two refused, so a day of refusals is one notice.
+is the same whichever of the two refused, so a day of refusals is one notice. A private
+reply Meta refuses because the comment was answered from elsewhere
+(:data:`ALREADY_ANSWERED`) is told once per account and day.
 """
 
 from __future__ import annotations
@@ -23,6 +25,15 @@ if TYPE_CHECKING:
 # disconnected account, or a token (its own notice: token_health), or a public reply held
 # back because the private reply it announces did not go (that one's notice says it).
 TOLD = frozenset({"window_closed", "private_reply_expired"})
+# Meta's 10900 on the first try of a private reply: the comment's one private reply was
+# given elsewhere (another tool answering the same comments, or the creator by hand), so
+# ours was not sent, nor the public reply announcing it. Its usual cause, a second tool on
+# the account, answers every comment: one notice per account and day, not per commenter
+# (`stats` counts them all under this reason).
+ALREADY_ANSWERED = "already_answered"
+ALREADY_ANSWERED_WORDS = ("the comment was already answered privately from elsewhere (another "
+                          "tool on this account, or by hand in the Instagram app), and a "
+                          "comment takes one private reply")
 UNTOLD = frozenset({"paused", "private_reply_used", "account_disconnected", "no_token",
                     "token_invalid", "private_reply_not_sent"})
 
@@ -55,5 +66,13 @@ def refusal_notice(out: Outgoing, state: str, reason: str, detail: str, now: flo
                           out.contact_id, "refused", text, now)
     if state != "failed" and reason not in TOLD:
         return None
+    if reason == ALREADY_ANSWERED:
+        what = f"workflow {out.workflow}" if out.workflow else "automation"
+        day = int(now // 86400)
+        text = (f"A private reply from {what} to {out.contact_id or '?'} was not sent "
+                f"({reason}): {detail}. If another tool answers your comments too, turn one "
+                "of them off for these posts; the others today are in `instaset stats`.")
+        return notify_job(f"send-refused:{out.account_id}:{reason}:{day}", out.account_id,
+                          out.contact_id, "refused", text, now)
     return automation_refusal_notice(out.account_id, out.contact_id, out.workflow, reason,
                                      detail, now)

@@ -1,8 +1,8 @@
 """Comment-to-DM end to end: the daemon against the built-in sandbox, Meta's refusals and
 lost answers injected as sandbox faults, on a frozen clock (audit s16, findings 1, 3, 4).
 
-The workflow is the one the docs recommend: a private reply, then the public reply that
-announces it ("Sent it to your DMs!")."""
+The workflow: a private reply, and the public reply that announces it ("Sent it to your
+DMs!"), after it or (C2D_ANNOUNCE_FIRST) before it: the order does not matter."""
 
 from __future__ import annotations
 
@@ -232,20 +232,64 @@ async def test_the_late_echo_of_a_private_reply_settled_by_10900_gives_it_its_id
     assert (await h.conversation(IGSID))["paused_until"] is None
 
 
-async def test_10900_on_a_first_try_is_a_private_reply_given_elsewhere(
+async def answered_elsewhere(h: Harness, text: str) -> str:
+    """The commenter comments the keyword; another tool on the account answers the comment
+    privately before our daemon does (its echo not yet with us). Returns the comment id."""
+    payload = await h.sandbox.user_comments(IGSID, text, MEDIA, deliver=False)
+    cid = comment_id_of(payload)
+    h.sandbox.webhook_url, hook = None, h.sandbox.webhook_url
+    await h.rt.graph.private_reply(ACCT, cid, "from the other tool", token=h.sandbox.token)
+    h.sandbox.webhook_url = hook
+    assert await h.post(payload) == 200
+    return cid
+
+
+async def test_10900_on_a_first_try_is_a_comment_answered_elsewhere_and_told_once(
         make_harness: MakeHarness) -> None:
     """No try of ours reached Meta before: the comment's private reply came from elsewhere
-    (another tool, the app). Not sent, and nothing to tell (as for a local
-    private_reply_used)."""
-    h = await make_harness(workflows=[C2D])
-    h.sandbox.inject(Fault("graph_error", path_contains="/messages", status=400, code=10900,
-                           message="Activity already replied to"))
-    await h.sandbox.user_comments(IGSID, "guide please", MEDIA)
+    (another tool, the creator in the app). It was recorded as `private_reply_used`, which
+    nobody is told of, so two tools answering the same comments went unnoticed. Now: failed,
+    `already_answered`, with words; its public reply is not posted ("Sent it to your DMs!"
+    would announce a DM we did not send, and the other tool likely posts its own); and the
+    creator is told, once per account and day however many comments it happens to."""
+    h = await make_harness(workflows=[C2D_ANNOUNCE_FIRST])
+    first = await answered_elsewhere(h, "guide please")
     await h.settle()
-    assert await sends(h) == [("private_reply", "failed", "private_reply_used"),
+    assert await sends(h) == [("private_reply", "failed", "already_answered"),
                               ("public_reply", "refused", "private_reply_not_sent")]
+    row = await h.rt.db.fetchone("SELECT detail FROM sends WHERE kind = 'private_reply'")
+    assert row is not None and "answered privately from elsewhere" in row["detail"]
+    assert "10900" in row["detail"]
+    assert [m.text for m in h.sandbox.thread(IGSID) if m.direction == "out"] == [
+        "from the other tool"]
+    assert public_replies(h, first) == []
+    (note,) = await notices(h)
+    assert "(already_answered)" in note and "workflow c2d" in note and IGSID in note
+    # Another comment answered elsewhere the same day: counted, not told again.
+    await answered_elsewhere(h, "guide again")
+    await h.settle()
+    assert [r[2] for r in await sends(h)].count("already_answered") == 2
+    assert len(await notices(h)) == 1
+
+
+async def test_10900_after_an_error_meta_answered_for_a_delivered_try_is_ours(
+        make_harness: MakeHarness) -> None:
+    """Meta delivered the private reply and answered an error anyway (its "unexpected
+    error"), and the echo was lost: the retry's 10900 is our first try's delivery, not a
+    comment answered elsewhere (a server error's outcome counts as unknown), so it is sent
+    and its public reply goes. Guards the line between the two verdicts of 10900."""
+    h = await make_harness(workflows=[C2D])
+    cid = comment_id_of(await h.sandbox.user_comments(IGSID, "guide please", MEDIA))
+    h.sandbox.webhook_url, hook = None, h.sandbox.webhook_url  # its echo is lost
+    h.sandbox.inject(Fault("error_after_send", path_contains="/messages", status=500, code=2,
+                           times=1))
+    await h.settle(advance_up_to=600)
+    h.sandbox.webhook_url = hook
+    assert [m.text for m in h.sandbox.thread(IGSID) if m.direction == "out"] == [GUIDE]
+    assert private_reply_posts(h, cid) == 2
+    assert await sends(h) == [("private_reply", "sent", None), ("public_reply", "sent", None)]
+    assert public_replies(h, cid) == [ANNOUNCE]
     assert await notices(h) == []
-    assert [m for m in h.sandbox.thread(IGSID) if m.direction == "out"] == []
 
 
 # -- finding 4: a private reply the engine refuses as over 7 days old is told ------------------
