@@ -11,8 +11,8 @@ refused. A public reply needs a top-level, non-live comment; in a workflow that 
 the comment privately with a text, it announces that private reply ("Sent it to your
 DMs!"), so wherever it stands it goes right after it and only if it is sent
 (``PublicReply.after_private``; held across a ``delay`` before the private reply). An
-``ask`` whose field is already known is skipped. :func:`~instaset.engine.decide.decide` chooses the workflow and
-freezes the run into a :class:`~instaset.engine.decide.Decision`.
+``ask`` whose field is already known is skipped. :func:`~instaset.engine.decide.decide`
+chooses the workflow and freezes the run into a :class:`~instaset.engine.decide.Decision`.
 """
 
 from __future__ import annotations
