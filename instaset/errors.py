@@ -96,7 +96,8 @@ class InvalidParameter(GraphError):
 
 class AlreadyReplied(GraphError):
     """Code 10900, "Activity already replied to": the comment already has its one private
-    reply. Final. After a try of ours whose answer was lost, it is that try's delivery."""
+    reply. Final. After a try of ours whose answer was lost, it is that try's delivery; on a
+    first try, the comment was answered elsewhere (the outbox's ``already_answered``)."""
 
 
 class Transient(GraphError):

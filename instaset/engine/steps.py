@@ -94,7 +94,7 @@ class Run:
     private_made: bool = False
     turns: Mapping[str, int] | None = None  # see decide(): public replies in turn
     # Public replies placed before the comment's private reply, held until it is made:
-    # they go right after it and only if it is sent (see hold_public_reply).
+    # they go right after it and only if it is sent (release_held, run_steps).
     held: list[PublicReply] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
     trace: list[str] = field(default_factory=list)
@@ -225,8 +225,7 @@ def private_reply_ahead(wf: Workflow, i: int) -> bool:
 def held_before(run: Run, step: int) -> None:
     """Hold again the public replies before ``step`` that were held when the run before a
     ``delay`` suspended: those ahead of the private reply, when no message has taken the
-    comment's private reply yet (``run.private_used`` as :func:`~instaset.engine.decide.
-    resume` derives it)."""
+    comment's private reply yet (``run.private_used``, as ``resume`` derives it)."""
     if run.public_to is None or run.comment_id is None or run.private_used:
         return
     for j in range(step):
