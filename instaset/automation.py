@@ -286,6 +286,9 @@ class WorkflowAutomation:
                                        else action.comment_at),
                         "public_ok": action.public_ok, "text": action.text, "live": live,
                         "mid": mid, "ai_base": f"{ai_base}:{n}",
+                        "private_used": action.private_used,
+                        "private_made": action.private_made,
+                        "private_missed": action.private_missed,
                     }, run_at=action.run_at))
                 case GenerateAIReply():
                     jobs.append(NewJob("ai_reply", f"ai:{ai_base}:{n}", {
@@ -357,7 +360,11 @@ class WorkflowAutomation:
                               int(p["step"]), now, comment_id=comment_id,
                               comment_at=float(comment_at) if comment_at is not None else None,
                               public_ok=bool(p.get("public_ok")),
-                              text=text, turns=turns)
+                              text=text, turns=turns,
+                              private_used=(p["private_used"] if isinstance(
+                                  p.get("private_used"), bool) else None),
+                              private_made=p.get("private_made") is True,
+                              private_missed=p.get("private_missed") is True)
             # The anchor and the key base the delay carried (absent in a continuation
             # queued before they existed: its ai_reply then answers the newest messages).
             ai_base = p.get("ai_base")

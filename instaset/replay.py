@@ -443,7 +443,10 @@ class Replayer:
                            comment_id=p.schedule.comment_id,
                            comment_at=p.schedule.comment_at, public_ok=p.schedule.public_ok,
                            text=p.schedule.text,
-                           turns=turns.get(p.account_id, {}))
+                           turns=turns.get(p.account_id, {}),
+                           private_used=p.schedule.private_used,
+                           private_made=p.schedule.private_made,
+                           private_missed=p.schedule.private_missed)
                 st[(p.account_id, p.contact_id)] = d.state
                 key = f"resume:{p.origin}:{p.schedule.workflow}:{p.schedule.step}"
                 step = Step(key, None, "continuation", p.run_at, p.account_id, p.contact_id,

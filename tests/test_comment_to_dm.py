@@ -117,6 +117,23 @@ async def test_a_public_reply_after_a_delay_waits_for_the_private_reply_before_i
     assert len(await notices(h)) == 1
 
 
+async def test_a_private_reply_after_a_delay_goes_when_the_steps_before_used_none(
+        make_harness: MakeHarness) -> None:
+    """An image first (a private reply can only be text: refused), an hour's delay, then
+    the guide and "Sent it to your DMs!": the continuation knows the comment's private
+    reply is still unused (carried by the delay's job). It counted the image as the private
+    reply and refused the guide (`private_reply_used`), so the commenter got nothing."""
+    steps: list[dict[str, object]] = [
+        {"media": {"type": "image", "url": "https://x.example/a.jpg"}}, {"delay": "1h"},
+        {"private_reply": GUIDE}, {"public_reply": ANNOUNCE}]
+    h = await make_harness(workflows=[{**C2D, "actions": steps}])
+    cid = comment_id_of(await h.sandbox.user_comments(IGSID, "guide pls", MEDIA))
+    await h.settle(advance_up_to=3600)
+    assert await sends(h) == [("media", "refused", "private_reply_not_text"),
+                              ("private_reply", "sent", None), ("public_reply", "sent", None)]
+    assert public_replies(h, cid) == [ANNOUNCE]
+
+
 C2D_ANNOUNCE_FIRST = {**C2D, "actions": [{"public_reply": ANNOUNCE}, {"private_reply": GUIDE}]}
 
 

@@ -271,6 +271,38 @@ def test_a_public_reply_before_a_delay_waits_for_the_private_reply_after_it(
                                         "public-after-private"]
 
 
+def _resumed(decision: Any, wfs: Any) -> Any:
+    """The continuation of ``decision``'s delay, with everything its Schedule carries (as
+    the resume_flow job passes it)."""
+    schedule = decision.actions[-1]
+    assert isinstance(schedule, Schedule)
+    return resume(decision.state, wfs, SETTINGS, "w", schedule.step, schedule.run_at,
+                  comment_id=schedule.comment_id, comment_at=schedule.comment_at,
+                  public_ok=schedule.public_ok, private_used=schedule.private_used,
+                  private_made=schedule.private_made, private_missed=schedule.private_missed)
+
+
+@pytest.mark.parametrize(("at", "known", "steps", "later_kinds"), [
+    # The question is skipped (its field is known): it used no private reply, so the one
+    # after the delay goes, and the public reply announcing it waits for it. Read from the
+    # steps before the delay, the skipped `ask` counted as the private reply.
+    (NOW, {"email": "a@b.example"}, _ASK + _DELAY + _PR + _PUB,
+     ["private_reply", "public-after-private"]),
+    # Media cannot be a private reply (refused): the text after the delay is.
+    (NOW, {}, _MEDIA + _DELAY + _PR + _PUB, ["private_reply", "public-after-private"]),
+    # The private reply was refused before the delay (comment over 7 days old): the public
+    # reply after it is dropped, as it would be without the delay.
+    (OLD, {}, _PR + _DELAY + _PUB, []),
+], ids=["ask-skipped", "media-refused", "private-refused-8-days"])
+def test_a_continuation_knows_what_became_of_the_private_reply_before_its_delay(
+        at: float, known: dict[str, str], steps: str, later_kinds: list[str]) -> None:
+    wfs = workflows("- name: w\n  trigger: {comment: {keywords: [guide]}}\n  actions:\n"
+                    + steps)
+    st = ConversationState.from_dict({**state().to_dict(), "fields": known})
+    first = decide(comment("guide", at=at), st, wfs, SETTINGS, NOW)
+    assert _kinds(_resumed(first, wfs).actions) == later_kinds
+
+
 @pytest.mark.parametrize("delay", ["", "    - delay: 1m\n"], ids=["no-delay", "delay"])
 def test_a_public_reply_after_an_ai_reply_does_not_wait_with_or_without_a_delay(
         delay: str) -> None:
@@ -677,13 +709,16 @@ def test_delay_after_a_comment_keeps_the_comment() -> None:
     first = decide(comment("guide"), state(), wfs, SETTINGS, NOW)
     assert first.actions == (
         PrivateReply("17900", "Here you go"),
-        Schedule(NOW + 600, "drip", 2, "17900", public_ok=True, comment_at=NOW, text="guide"),
+        # The continuation carries what became of the comment's private reply: made.
+        Schedule(NOW + 600, "drip", 2, "17900", public_ok=True, comment_at=NOW, text="guide",
+                 private_used=True, private_made=True),
     )
     # The private reply was used before the delay and the contact never answered.
     later = resume(first.state, wfs, SETTINGS, "drip", 2, NOW + 600, comment_id="17900",
-                   comment_at=NOW, public_ok=True)
+                   comment_at=NOW, public_ok=True, private_used=True, private_made=True)
     assert later.actions == (
-        Schedule(NOW + 4200, "drip", 4, "17900", public_ok=True, comment_at=NOW),
+        Schedule(NOW + 4200, "drip", 4, "17900", public_ok=True, comment_at=NOW,
+                 private_used=True, private_made=True),
     )
     assert any("one private reply" in line for line in later.trace)
     # Had they answered in DMs meanwhile, the follow-up goes as a DM.

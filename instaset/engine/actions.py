@@ -244,7 +244,11 @@ class Schedule(_Base):
     comment-triggered workflow answers, so a private reply after a delay still has it;
     ``public_ok``: it is a top-level post comment, so a public reply after the delay may
     answer it too; ``comment_at``: when it was written (a private reply's 7 days);
-    ``text``: the message or comment the workflow answers (``{text}`` in later steps)."""
+    ``text``: the message or comment the workflow answers (``{text}`` in later steps);
+    ``private_used`` / ``private_made`` / ``private_missed``: whether the steps before the
+    delay used the comment's one private reply, made it as a text (a public reply after the
+    delay announces it), or had it refused by the rules (a public reply after the delay is
+    dropped); None for a continuation queued before they were carried."""
 
     type: ClassVar[str] = "schedule"
     run_at: float
@@ -254,6 +258,9 @@ class Schedule(_Base):
     public_ok: bool = False
     comment_at: float | None = None
     text: str | None = None
+    private_used: bool | None = None
+    private_made: bool = False
+    private_missed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

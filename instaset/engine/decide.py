@@ -284,12 +284,17 @@ def resume(
     public_ok: bool = False,
     text: str | None = None,
     turns: Mapping[str, int] | None = None,
+    private_used: bool | None = None,
+    private_made: bool = False,
+    private_missed: bool = False,
 ) -> Decision:
     """Continue ``workflow_name`` at ``step`` (0-based) after a ``delay``: the payload of a
     :class:`~instaset.engine.actions.Schedule` (``comment_at``: when its comment was
     written, for the private reply's 7 days; ``text``: the message answered, for
-    ``{text}``). Nothing runs while the conversation is paused
-    or if the workflow was removed or disabled since."""
+    ``{text}``; ``private_used``/``private_made``/``private_missed``: what became of the
+    comment's private reply before the delay, ``private_used`` None when the payload
+    predates them: then read from the steps before it). Nothing runs while the
+    conversation is paused or if the workflow was removed or disabled since."""
     if state.paused(now):
         assert state.paused_until is not None
         msg = f"{workflow_name}: continuation dropped, paused until {fmt_time(state.paused_until)}"
@@ -301,18 +306,25 @@ def resume(
     seed = f"resume|{state.contact_id}|{step}|{state.fired.get(wf.name, 0.0)!r}"
     run = Run(wf, state, settings, now, seed, text=text, comment_id=comment_id,
                comment_at=comment_at, public_to=comment_id if public_ok else None, turns=turns)
-    # A private reply already sent before the delay used the comment's one message.
-    before = wf.actions[:step]
-    sent_here = comment_id is not None and any(
-        s.kind in ("reply", "private_reply", "ask", "media", "template", "buttons")
-        for s in before)
-    run.private_used = sent_here or (comment_id is not None and any(
-        s.kind == "ai_reply" and s.ai_reply is not None and s.ai_reply.mode == "auto"
-        for s in before))
+    if comment_id is not None and private_used is not None:
+        # As the steps before the delay left it: an `ask` skipped because its field was
+        # known, or a media step refused as a private reply, used nothing.
+        run.private_used, run.private_made = private_used, private_made
+        run.private_missed_before = private_missed
+    else:
+        # A continuation queued before the payload carried it: a message step before the
+        # delay is taken to have sent the private reply.
+        before = wf.actions[:step]
+        sent_here = comment_id is not None and any(
+            s.kind in ("reply", "private_reply", "ask", "media", "template", "buttons")
+            for s in before)
+        run.private_used = sent_here or (comment_id is not None and any(
+            s.kind == "ai_reply" and s.ai_reply is not None and s.ai_reply.mode == "auto"
+            for s in before))
+        run.private_made = sent_here
     # Settled by now, whatever it was: a public reply after it goes out only if it went. An
     # ai_reply's private reply is its own job's, which a public reply does not wait for
     # (with or without a delay between them: docs/workflows.md).
-    run.private_made = sent_here
     run.trace.append(f"{wf.name}: continuing at step {step + 1} after a delay")
     # A public reply before the delay, placed ahead of the private reply still to come,
     # waits for it here (it was held, not sent, before the delay).

@@ -92,6 +92,9 @@ class Run:
     # The comment's private reply is a text this workflow sent before (this decision, or
     # the one before a delay): a public reply after it announces it.
     private_made: bool = False
+    # Before a delay, the rules refused the comment's private reply (carried by Schedule):
+    # public replies after the delay are dropped as those of this decision would be.
+    private_missed_before: bool = False
     turns: Mapping[str, int] | None = None  # see decide(): public replies in turn
     # Public replies placed before the comment's private reply, held until it is made:
     # they go right after it and only if it is sent (release_held, run_steps).
@@ -305,7 +308,8 @@ def _step(run: Run, i: int, step: ActionStep) -> bool:
             at = run.now + step.delay
             run.actions.append(Schedule(at, run.wf.name, i + 1, run.comment_id,
                                         public_ok=run.public_to is not None,
-                                        comment_at=run.comment_at, text=run.text))
+                                        comment_at=run.comment_at, text=run.text,
+                                        **_private_so_far(run)))
             run.note(i, f"continues at {fmt_time(at)}")
         return False
     elif step.ai_reply is not None:
@@ -358,13 +362,29 @@ def _step(run: Run, i: int, step: ActionStep) -> bool:
 _PRIVATE_MISSED = frozenset({"private_reply_expired", "private_reply_not_text"})
 
 
+def _private_so_far(run: Run) -> dict[str, bool]:
+    """What a delay's continuation carries of the comment's private reply (nothing for a
+    workflow that answers no comment)."""
+    if run.comment_id is None:
+        return {}
+    return {"private_used": run.private_used, "private_made": run.private_made,
+            "private_missed": private_missed(run)}
+
+
+def private_missed(run: Run) -> bool:
+    """Whether the workflow tried to answer the comment privately and the rules refused
+    every try so far (in this decision, or before a delay)."""
+    return not run.private_used and (run.private_missed_before or any(
+        r.reason in _PRIVATE_MISSED for r in run.refused))
+
+
 def withhold_public_replies(run: Run) -> None:
     """A public reply announces the comment's private reply ("Sent it to your DMs!"): when
     the workflow tried to answer the comment privately and the rules refused every try (the
     comment is over 7 days old, or only media was offered), its public replies are dropped
     too, wherever they stand in the workflow. (The outbox does the same for a private reply
     refused or failed at delivery: see ``PublicReply.after_private``.)"""
-    if run.private_used or not any(r.reason in _PRIVATE_MISSED for r in run.refused):
+    if not private_missed(run):
         return
     kept: list[Action] = [a for a in run.actions if not isinstance(a, PublicReply)]
     if len(kept) < len(run.actions):
