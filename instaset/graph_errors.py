@@ -37,10 +37,11 @@ _WINDOW_MESSAGE = re.compile(r"allowed window|outside (of )?(the )?(allowed |mes
 _TOKENISH = re.compile(r"\b(?:IG[A-Z]{2}|EAA)[A-Za-z0-9_\-]{16,}")
 # Query (or form) values that are secrets, as a URL Meta echoes in an error message carries
 # them: plain or percent-encoded ("access_token%3D..."), whatever the case. The value runs to
-# the next separator; percent-encoded, possibly further (more is hidden, never less).
+# the next separator or closing bracket (a URL quoted in (), [] or {} keeps its bracket);
+# percent-encoded, possibly further (more is hidden, never less).
 _SECRET_PARAM = re.compile(
     r"((?:access_token|client_secret|appsecret_proof|fb_exchange_token|input_token"
-    r"|refresh_token)(?:=|%3D))[^&\s\"'<>(),;]+", re.IGNORECASE)
+    r"|refresh_token)(?:=|%3D))[^&\s\"'<>(),;\]}]+", re.IGNORECASE)
 _USAGE_KEYS = ("call_count", "total_cputime", "total_time", "call_volume", "cpu_time")
 
 

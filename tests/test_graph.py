@@ -553,6 +553,16 @@ def test_secret_query_values_in_an_echoed_url_are_hidden() -> None:
         " redirect=https%3A%2F%2Fx%2Fcb%3Fclient_secret%3D***, ACCESS_TOKEN=***")
 
 
+@pytest.mark.parametrize("opening,closing", [("(", ")"), ("[", "]"), ("{", "}")])
+def test_a_secret_value_stops_at_the_closing_bracket(opening: str, closing: str) -> None:
+    """A URL Meta quotes in brackets: its secret value is hidden, the bracket and the words
+    after it stay."""
+    from instaset.graph import redact
+
+    said = f"url {opening}https://x/?client_secret=deadbeefcafe0123{closing} words after"
+    assert redact(said) == f"url {opening}https://x/?client_secret=***{closing} words after"
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
