@@ -32,7 +32,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 from instaset import inbox, timefmt
 from instaset.errors import InstasetError
 from instaset.inbox import ContactRef
-from instaset.oneline import one_line, printable
+from instaset.oneline import one_line, printable, refusal_words
 
 if TYPE_CHECKING:
     from instaset.config import Config
@@ -124,8 +124,9 @@ def render_thread(doc: dict[str, Any], now: float) -> Text:
         out.append("\n")
     for h in doc["held"]:
         if h["state"] in ("refused", "failed"):
-            why = h["reason"] + (f": {h['detail']}" if h["detail"] else "")
-            out.append(f"not sent ({one_line(why)}): {printable(h['text'] or '')}\n",
+            # The words cut to one line, as `inbox show` shows them (the whole: --json).
+            out.append(f"not sent ({refusal_words(h['reason'], h['detail'])}): "
+                       f"{printable(h['text'] or '')}\n",
                        style="red")
     if not doc["messages"]:
         out.append("no messages yet\n", style="dim")

@@ -157,3 +157,27 @@ async def test_send_error_is_shown(db: Database) -> None:
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert str(app.query_one("#status", Static).render()) == "error: the reply is empty"
+
+
+async def test_a_refusals_words_are_cut_to_one_line(db: Database) -> None:
+    """A refused send's stored words (up to 1000 characters, Meta's or the rules') show in
+    the thread on one line, cut as `inbox show` cuts them; the message's own text stays."""
+    from instaset import inbox
+    from instaset.oneline import DETAIL_CHARS
+    from instaset.store import sends as sendstore
+    from instaset.tui import render_thread
+
+    words = "Meta said\nsomething long " + " ".join(f"word{i}" for i in range(150))
+    async with db.tx() as conn:
+        await sendstore.insert_refused(conn, [(
+            "send:late", ACCT, BOB, None, "text",
+            json.dumps({"key": "send:late", "kind": "text", "account_id": ACCT,
+                        "contact_id": BOB, "text": "the guide"}),
+            "automation", "guide", "window_closed", words, NOW)])
+    doc = await inbox.thread(db, ContactRef(ACCT, BOB, "bob"), NOW)
+    assert [h["detail"] for h in doc["held"]] == [words]  # whole, stored
+    [line] = [ln for ln in render_thread(doc, NOW).plain.splitlines()
+              if ln.startswith("not sent")]
+    shown = line.removeprefix("not sent (window_closed: ").removesuffix("): the guide")
+    assert len(shown) == DETAIL_CHARS and shown.endswith("…")
+    assert shown.startswith("Meta said something long word0 word1")

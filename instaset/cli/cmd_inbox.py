@@ -20,7 +20,7 @@ from instaset.cli.app import app, handle_errors, is_tty, nonempty, run_async, su
 from instaset.cli.app import open_db as open_database
 from instaset.cli.cmd_config import load_or_exit, storage_or_exit
 from instaset.errors import InstasetError
-from instaset.oneline import one_line, printable
+from instaset.oneline import one_line, printable, refusal_words, shortened
 
 if TYPE_CHECKING:
     from instaset.config import Config
@@ -49,8 +49,7 @@ def _echo_json(doc: object) -> None:
 
 
 def _short(text: str | None, n: int = 60) -> str:
-    t = one_line(text or "")  # a contact's text: no escape may reach the terminal
-    return t if len(t) <= n else t[: n - 1] + "…"
+    return shortened(text, n)  # a contact's text: no escape may reach the terminal
 
 
 async def _notifications(db: Database, limit: int) -> list[dict[str, Any]]:
@@ -224,7 +223,7 @@ def show(
     for h in doc["held"]:
         if h["state"] in ("refused", "failed"):
             # Why, in Meta's (or the rules') words when they were stored (migration 0021).
-            why = h["reason"] + (f": {_short(h['detail'], 160)}" if h["detail"] else "")
+            why = refusal_words(h["reason"], h["detail"])
             cli_app.out_console.print(Text(f"not sent ({why}): {_short(h['text'], 80)}",
                                    style="red"))
 
