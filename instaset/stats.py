@@ -23,7 +23,9 @@ reference the rollups are tested against).
 Definitions (a send, a message, a comment... belongs to the period by its creation time):
 
 - *triggers*: decisions of a workflow that produced a send, counted once, at the first send
-  stored for the decision (sends of a decision share the key ``send:{event}:``; resumed
+  stored for the decision (sends of a decision share the key ``send:{event}:``, and its AI
+  replies, their slots and the AI's fallback, keyed after the AI job ``ai:{event}:{n}``,
+  belong to it: :data:`instaset.store.stats.DECISION_OF_KEY`, migration 0023; resumed
   flows and message chunks ``#n`` are not new decisions), in that send's row.
 - *sent*: sends of the period Meta accepted (messages; sender actions and reactions excluded).
 - *read*: sends of the period that were sent and that the person has read by now: their
@@ -31,7 +33,10 @@ Definitions (a send, a message, a comment... belongs to the period by its creati
 - *refused*: sends of the period refused by the rules or failed at Meta (by reason in
   ``refused_by_reason``), the messages the engine refused while deciding among them (a
   private reply to a comment over 7 days old, a DM after the 24 h window: stored as refused
-  sends, see :func:`instaset.automation._refused_sends`); *pending*: sends of the period
+  sends, see :func:`instaset.automation._refused_sends`). Not the public reply held back
+  because the private reply it announces did not go (``private_reply_not_sent``): the
+  private reply's refusal counts the miss, once, whether the engine or the outbox caught
+  it (the engine drops such a public reply unstored); *pending*: sends of the period
   still pending or in flight.
 - *clicks*: human clicks on tracked links in the period (crawlers are not counted).
 - *leads / qualified / booked*: contacts by their current stage (lead: any stage after

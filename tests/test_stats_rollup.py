@@ -39,7 +39,9 @@ MEDIA = ("18000000000000001", "18000000000000002")
 LIVE_MEDIA = ("18000000000000055",)
 STAGES = ("new", "engaged", "qualified", "booked", "customer")
 REASONS = ("window_closed", "paused", None, "graph_error")
+HELD = ("private_reply_not_sent",)  # a public reply whose private reply did not go
 STATS_ROLLUP, STATS_LIVE = "0010_stats_rollup.sql", "0020_stats_live_and_own_comments.sql"
+STATS_DECISION = "0023_stats_one_decision.sql"
 ROLLUPS = ("stats_sends", "stats_refusals", "stats_reads", "stats_messages", "stats_pending",
            "stats_waits_hour", "stats_waits_day", "stats_conversations", "stats_fired",
            "stats_commenters", "stats_media", "stats_clicks")
@@ -59,6 +61,9 @@ class World:
     unprocessed: list[int] = field(default_factory=list)
     late_mids: list[tuple[str, str, str]] = field(default_factory=list)  # sent, no message yet
     states: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # Also AI replies, their slots and fallbacks, and held public replies (an extra draw of
+    # the generator: off for the seeds chosen before they existed).
+    ai: bool = False
 
     def uid(self) -> int:
         self.n += 1
@@ -86,6 +91,44 @@ async def _conversation(conn: aiosqlite.Connection, w: World, acct: str, contact
         st["fired"][fired] = w.now
     st.update(changes)
     await history.update_conversation(conn, acct, contact, w.now, state=json.dumps(st))
+
+
+async def _ai_sends(conn: aiosqlite.Connection, w: World, base: str, n: int, acct: str,
+                    contact: str, wf: str | None) -> None:
+    """What the AI adds to a decision (``base`` = 'send:{event}', ``n`` its sends): an
+    ai_reply's answer (and its typing, no workflow), its offer of slots, or the AI's
+    fallback (today's format, or the older one per contact and day); the engine's refused
+    sends (a held public reply among them)."""
+    rng = w.rng
+    job = f"ai:{base[5:]}:{n}"
+    keys: list[str] = []
+    shape = rng.randrange(5)
+    if shape <= 1:
+        keys.append(f"send:{job}")
+        if rng.random() < 0.3:
+            keys.append(f"send:{job}:slots")
+        if rng.random() < 0.2:
+            keys.append(f"send:{job}#2")
+        if rng.random() < 0.3:  # after a delay: the continuation's ai_reply
+            keys.append(f"send:{job}:{rng.randrange(3)}")
+    elif shape == 2:
+        day = f"send:ai-fallback:{acct}:{contact}:{int(w.now // 86400)}"
+        keys.append(day if rng.random() < 0.2 else f"{day}:{job}")
+    elif shape == 3:
+        await sendstore.insert_refused(conn, [(
+            f"{base}:{n + 1}", acct, contact, None, "public_reply", "{}", "automation", wf,
+            rng.choice((*HELD, "private_reply_expired")), "words", w.now)])
+        w.sends.append((f"{base}:{n + 1}", acct, contact, "public_reply"))
+    if not keys:
+        return
+    kinds = [rng.choice(("text", "private_reply")) for _ in keys]
+    await sendstore.insert_sends(conn, [
+        (k, acct, contact, None, kind, "{}", "automation", wf, w.now)
+        for k, kind in zip(keys, kinds, strict=True)])
+    w.sends += [(k, acct, contact, kind) for k, kind in zip(keys, kinds, strict=True)]
+    if rng.random() < 0.3:
+        await sendstore.insert_sends(conn, [(f"send:{job}:typing", acct, contact, None,
+                                             "sender_action", "{}", "automation", None, w.now)])
 
 
 async def step(conn: aiosqlite.Connection, w: World) -> None:
@@ -117,6 +160,8 @@ async def step(conn: aiosqlite.Connection, w: World) -> None:
             (k, acct, contact, None, kind, "{}", "automation", wf, w.now)
             for k, kind in zip(keys, kinds, strict=True)])
         w.sends += [(k, acct, contact, kind) for k, kind in zip(keys, kinds, strict=True)]
+        if w.ai:
+            await _ai_sends(conn, w, base, len(keys), acct, contact, wf)
         if wf is not None:
             await _conversation(conn, w, acct, contact, fired=wf)
     elif op <= 6 and w.sends:  # a send moves on
@@ -138,7 +183,7 @@ async def step(conn: aiosqlite.Connection, w: World) -> None:
                     w.late_mids.append((mid, s_acct, s_contact))
         elif move == 3:
             await sendstore.set_state_in(conn, key, rng.choice(("refused", "failed")), w.now,
-                                         reason=rng.choice(REASONS))
+                                         reason=rng.choice((*REASONS, *HELD) if w.ai else REASONS))
         elif move == 4:
             await sendstore.set_state_in(conn, key, "pending", w.now)
         else:  # another reason for a refused send
@@ -201,8 +246,8 @@ async def step(conn: aiosqlite.Connection, w: World) -> None:
                            " VALUES (?, ?, ?, ?)", (code, s_acct, s_contact, w.now))
 
 
-async def build(db: Database, seed: int, steps: int) -> World:
-    w = World(random.Random(seed))
+async def build(db: Database, seed: int, steps: int, *, ai: bool = False) -> World:
+    w = World(random.Random(seed), ai=ai)
     for acct in ACCOUNTS:
         await history.upsert_account(db, acct, username=f"a{acct[-1]}", now=START)
     async with db.tx() as conn:
@@ -217,13 +262,14 @@ def migration(name: str) -> str:
 
 def backfills() -> list[str]:
     """The statements an existing database got from 0010 (its backfill) and then from
-    0020 (its corrections), but for their tables and triggers."""
+    0020 and 0023 (their corrections), but for their tables and triggers."""
     sql = migration(STATS_ROLLUP)
     backfill = sql[sql.index("-- Backfill"):sql.index("-- Triggers.")]
     statements = [s for s in _split_sql(backfill) if not s.startswith("CREATE TABLE stats_")]
-    sql = migration(STATS_LIVE)
-    corrections = sql[sql.index("-- Corrections"):sql.index("-- Triggers:")]
-    return statements + _split_sql(corrections)
+    for name in (STATS_LIVE, STATS_DECISION):
+        sql = migration(name)
+        statements += _split_sql(sql[sql.index("-- Corrections"):sql.index("-- Triggers:")])
+    return statements
 
 
 async def rebuild_from_backfill(db: Database) -> None:
@@ -293,6 +339,69 @@ async def test_0020_corrects_what_0010_counted(tmp_path: Path, seed: int) -> Non
         assert await compute(db, START - 3600, w.now) != full  # 0010 had it wrong
         async with db.tx() as conn:
             for statement in _split_sql(migration(STATS_LIVE)):
+                await conn.execute(statement)
+        await assert_same(db, w)
+        async with db.tx() as conn:
+            for _ in range(120):
+                await step(conn, w)
+        await assert_same(db, w)
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_rollups_equal_the_reference_with_ai_replies(tmp_path: Path, seed: int) -> None:
+    """With AI replies, their slots and fallbacks among a decision's sends, and public
+    replies held back for their private reply (migration 0023)."""
+    db = await open_database(tmp_path / "s.db")
+    try:
+        w = await build(db, seed, 260, ai=True)
+        full = await compute_scan(db, START - 3600, w.now)
+        assert full["totals"]["triggers"] and full["totals"]["refused"]
+        held = await db.fetchone("SELECT count(*) FROM sends WHERE state IN ('refused',"
+                                 " 'failed') AND reason = 'private_reply_not_sent'")
+        assert held is not None and held[0] > 0
+        assert "private_reply_not_sent" not in full["refused_by_reason"]
+        await assert_same(db, w)
+        await rebuild_from_backfill(db)
+        await assert_same(db, w)
+    finally:
+        await db.close()
+
+
+async def triggers_before_0023(db: Database) -> None:
+    """Put back the triggers 0023 replaced, as 0020 (and 0010) made them."""
+    names = re.findall(r"^DROP TRIGGER (\w+);", migration(STATS_DECISION), re.M)
+    assert len(names) == 3
+    async with db.tx() as conn:
+        for name in names:
+            await conn.execute(f"DROP TRIGGER {name}")
+        for source in (STATS_LIVE, STATS_ROLLUP):
+            sql = migration(source)
+            for statement in _split_sql(sql[sql.index("-- Triggers"):]):
+                made = re.search(r"^CREATE TRIGGER (\w+) ", statement, re.M)
+                if made and made[1] in names:
+                    await conn.execute(statement)
+                    names.remove(made[1])
+    assert names == []
+
+
+@pytest.mark.parametrize("seed", (1, 4, 7))
+async def test_0023_corrects_what_0020_counted(tmp_path: Path, seed: int) -> None:
+    """A history written under 0020's triggers (an AI reply or fallback counted as a
+    decision of its own, a held public reply as a refusal), then 0023 as an upgrade applies
+    it: the figures are the reference's, and stay so as the history goes on."""
+    db = await open_database(tmp_path / "s.db")
+    try:
+        await triggers_before_0023(db)
+        w = await build(db, seed, 260, ai=True)
+        full = await compute_scan(db, START - 3600, w.now)
+        before = await compute(db, START - 3600, w.now)
+        assert before["totals"]["triggers"] > full["totals"]["triggers"]  # 0020 had it wrong
+        assert before["totals"]["refused"] > full["totals"]["refused"]
+        assert before["refused_by_reason"]["private_reply_not_sent"] > 0
+        async with db.tx() as conn:
+            for statement in _split_sql(migration(STATS_DECISION)):
                 await conn.execute(statement)
         await assert_same(db, w)
         async with db.tx() as conn:

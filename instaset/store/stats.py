@@ -9,10 +9,15 @@ The ``*_scan`` functions compute the same figures from the rows themselves (``se
 ``messages``, ``events`` (read receipts, comments with their media id), ``conversations.state``
 (stage, tags, and ``fired``: workflow -> last time it fired), ``links``/``clicks``): they are
 the reference the rollups are tested against (and what to fall back on to audit a figure).
-A decision's sends share the key prefix ``send:{event}:``; a send caused by a comment has
+A decision's sends share the key prefix ``send:{event}:``, its AI replies, their offer of
+slots and the AI's fallback are keyed after the AI job (``send:ai:{event}:{n}``,
+``...:slots``, ``send:ai-fallback:{account}:{contact}:{day}:ai:{event}:{n}``) and belong to
+the same decision (:data:`DECISION_OF_KEY`, migration 0023); a send caused by a comment has
 ``comment:{id}`` in its key (``live:{id}`` for a live comment), which names the comment event
 and so its media. The account's own comments (its public replies come back as comments) are
-not counted as comments (migration 0020).
+not counted as comments (migration 0020). A public reply held back because the private reply
+it announces did not go (reason ``private_reply_not_sent``) is not a refusal of its own: the
+private reply's refusal counts the miss (:data:`REFUSED`, migration 0023).
 """
 
 from __future__ import annotations
@@ -158,6 +163,22 @@ _EVENT_OF_KEY = (
     " ':') - 1) END"
 )
 MESSAGE_KINDS = "('text', 'media', 'template', 'private_reply', 'public_reply')"
+# The decision a send key belongs to (the key prefix 'send:{event}:' its first send counts
+# as a trigger by): an AI reply, its slots and the AI's fallback are keyed after the AI job,
+# 'ai:{event}:{n}', so they join the sends of the decision that asked for them. Migration
+# 0023 writes the same expression out in its triggers.
+DECISION_OF_KEY = (
+    "rtrim(CASE"
+    " WHEN {k} LIKE 'send:ai-fallback:%:ai:%'"
+    " THEN 'send:' || substr({k}, instr({k}, ':ai:') + 4)"
+    " WHEN {k} LIKE 'send:ai:%:slots' THEN 'send:' || substr({k}, 9, length({k}) - 14)"
+    " WHEN {k} LIKE 'send:ai:%' THEN 'send:' || substr({k}, 9)"
+    " ELSE {k} END, '0123456789')"
+)
+# A refusal as stats count it (a send of alias s): not the public reply held back because
+# the private reply it announces did not go; that one's refusal counts the miss.
+REFUSED = ("{s}.state IN ('refused', 'failed')"
+           " AND {s}.reason IS NOT 'private_reply_not_sent'")
 
 # Only rows of the partial index events_stats: its exact WHERE term must appear in the query.
 _STATS_KINDS = "e.kind IN ('comment', 'live_comment', 'read')"
@@ -172,10 +193,11 @@ WITH w AS (
 ), f AS (
     SELECT min(rowid) AS id FROM sends WHERE workflow IS NOT NULL
       AND key NOT LIKE 'send:resume:%' AND instr(key, '#') = 0
-    GROUP BY rtrim(key, '0123456789')
+    GROUP BY {DECISION_OF_KEY.format(k="key")}
 ), s AS (
     SELECT s.rowid AS id, s.account_id, s.contact_id, s.workflow, s.sent_by, s.state, s.kind,
-           s.message_id, {_EVENT_OF_KEY.format(k="s.key")} AS ev
+           s.message_id, {REFUSED.format(s="s")} AS refused,
+           {_EVENT_OF_KEY.format(k="s.key")} AS ev
     FROM sends s WHERE s.created_at >= ?1
 )
 SELECT s.workflow, s.sent_by,
@@ -185,7 +207,7 @@ SELECT s.workflow, s.sent_by,
     coalesce(sum(s.state = 'sent' AND EXISTS (SELECT 1 FROM messages m
         WHERE m.mid = s.message_id AND m.account_id = s.account_id
           AND m.contact_id = s.contact_id AND m.created_at <= w.upto)), 0) AS read,
-    coalesce(sum(s.state IN ('refused', 'failed')), 0) AS refused,
+    coalesce(sum(s.refused), 0) AS refused,
     coalesce(sum(s.state IN ('pending', 'in_flight')), 0) AS pending
 FROM s LEFT JOIN w ON w.account_id = s.account_id AND w.contact_id = s.contact_id
 GROUP BY 1, 2, 3
@@ -287,8 +309,8 @@ async def messages_per_day_scan(db: Database, since: float) -> list[sqlite3.Row]
 
 async def refusals_scan(db: Database, since: float) -> dict[str, int]:
     rows = await db.fetchall(
-        "SELECT coalesce(reason, 'unknown'), count(*) FROM sends"
-        " WHERE state IN ('refused', 'failed') AND created_at >= ? GROUP BY 1 ORDER BY 2 DESC, 1",
+        "SELECT coalesce(reason, 'unknown'), count(*) FROM sends s"
+        f" WHERE {REFUSED.format(s='s')} AND created_at >= ? GROUP BY 1 ORDER BY 2 DESC, 1",
         (since,),
     )
     return {r[0]: int(r[1]) for r in rows}
