@@ -41,6 +41,7 @@ from pydantic.json_schema import GenerateJsonSchema
 from instaset.config_errors import describe, format_errors, without_echoes
 from instaset.config_models import (
     DURATION_PATTERN,
+    SECTIONS,
     AIConfig,
     AIExample,
     BookingConfig,
@@ -241,6 +242,14 @@ def config_json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of ``config.yaml``, for editors and ``config schema``."""
     schema = Config.model_json_schema(mode="validation", schema_generator=_Schema)
     schema["title"] = "instaset config.yaml"
+    # Config's own before-validator reads a section left empty (null) as its defaults; a
+    # model-level validator has no input type to publish, so the schema says it here.
+    properties = schema["properties"]
+    for name in (*SECTIONS, "workflows"):
+        prop = properties[name]
+        shape = {k: v for k, v in prop.items() if k not in ("default", "description", "title")}
+        meta = {k: v for k, v in prop.items() if k not in shape}
+        properties[name] = {**meta, "anyOf": [shape, {"type": "null"}]}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 

@@ -397,10 +397,12 @@ class SandboxConfig(_Model):
     port: int = Field(default=0, ge=0, le=65535)
 
 
-_SECTIONS = (
+SECTIONS = (
     "instagram", "server", "storage", "worker", "rate_limits", "handoff",
     "ai", "retention", "secrets", "notify", "sandbox", "leads", "booking",
 )  # fmt: skip
+"""The sections that may be left empty (all their keys commented out: YAML null), meaning
+their defaults; ``workflows:`` left empty is no workflow."""
 
 
 class Config(_Model):
@@ -432,7 +434,7 @@ class Config(_Model):
     def _empty_sections(cls, data: Any) -> Any:
         # A section whose keys are all commented out parses as null: treat it as "defaults".
         if isinstance(data, dict):
-            data = {k: v for k, v in data.items() if not (v is None and k in _SECTIONS)}
+            data = {k: v for k, v in data.items() if not (v is None and k in SECTIONS)}
             if data.get("workflows", []) is None:
                 data["workflows"] = []
         return data
@@ -479,6 +481,7 @@ class Config(_Model):
 __all__ = [
     "BOOKING_TEXT_PLACEHOLDERS",
     "DURATION_PATTERN",
+    "SECTIONS",
     "AIConfig",
     "AIExample",
     "BookingConfig",

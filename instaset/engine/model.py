@@ -57,8 +57,8 @@ from instaset.engine.values import (
     parse_clock,
     parse_days,
     parse_duration,
-    true_is_empty,
     true_only,
+    true_or_block,
     unbool,
     yaml_bool,
 )
@@ -148,7 +148,8 @@ class Conditions(_Model):
     tags_any: StrList = ()
     tags_all: StrList = ()
     tags_none: StrList = ()
-    fields: dict[str, Annotated[FieldTest, BeforeValidator(_field_test_shorthand)]] = Field(
+    fields: dict[str, Annotated[FieldTest, BeforeValidator(
+        _field_test_shorthand, json_schema_input_type=str | list[str] | FieldTest)]] = Field(
         default_factory=dict
     )
     stage: StrList = ()
@@ -217,7 +218,8 @@ class QuickReply(_Model):
 class ReplySpec(TextSpec):
     """A DM text with optional quick replies (at most 13)."""
 
-    quick_replies: tuple[Annotated[QuickReply, BeforeValidator(_quick_reply_shorthand)], ...] = (
+    quick_replies: tuple[Annotated[QuickReply, BeforeValidator(
+        _quick_reply_shorthand, json_schema_input_type=str | bool | QuickReply)], ...] = (
         Field(default=(), max_length=13)
     )
 
@@ -276,10 +278,13 @@ def _ai_shorthand(value: object) -> object:
     return value
 
 
+AIMode = Literal["auto", "draft", "off"]
+
+
 class AISpec(_Model):
     """``auto`` sends the AI's reply, ``draft`` saves it for the creator, ``off`` does nothing."""
 
-    mode: Literal["auto", "draft", "off"] = "auto"
+    mode: AIMode = "auto"
 
 
 class HandoffSpec(_Model):
@@ -363,7 +368,10 @@ class OfferBookingSpec(_Model):
     _text = field_validator("text")(lambda v: v if v is None else check_template(v))
 
 
-_Text = Annotated[TextSpec, BeforeValidator(_text_shorthand)]
+# The JSON Schema of each short form's field is what the YAML may say (the input type), not
+# the expanded model alone: `instaset config schema` serves editors the config as written.
+_Text = Annotated[TextSpec, BeforeValidator(
+    _text_shorthand, json_schema_input_type=str | list[str] | TextSpec)]
 
 _STEP_KINDS = (
     "reply",
@@ -390,7 +398,8 @@ _STEP_KINDS = (
 class ActionStep(_Model):
     """One step of a workflow: a mapping with exactly one of the kinds below."""
 
-    reply: Annotated[ReplySpec, BeforeValidator(_text_shorthand)] | None = None
+    reply: Annotated[ReplySpec, BeforeValidator(
+        _text_shorthand, json_schema_input_type=str | list[str] | ReplySpec)] | None = None
     private_reply: _Text | None = None
     public_reply: _Text | None = None
     tag: StrList | None = None
@@ -399,14 +408,16 @@ class ActionStep(_Model):
     stage: str | None = None
     ask: AskSpec | None = None
     delay: Duration | None = None
-    ai_reply: Annotated[AISpec, BeforeValidator(_ai_shorthand)] | None = None
-    handoff: Annotated[HandoffSpec, BeforeValidator(true_is_empty)] | None = None
+    ai_reply: Annotated[AISpec, BeforeValidator(
+        _ai_shorthand, json_schema_input_type=bool | AIMode | AISpec | None)] | None = None
+    handoff: Annotated[HandoffSpec, true_or_block(HandoffSpec)] | None = None
     notify: str | None = None
     media: MediaSpec | None = None
     template: TemplateSpec | None = None
     buttons: ButtonsSpec | None = None
-    score: Annotated[ScoreSpec, BeforeValidator(_score_shorthand)] | None = None
-    offer_booking: Annotated[OfferBookingSpec, BeforeValidator(true_is_empty)] | None = None
+    score: Annotated[ScoreSpec, BeforeValidator(
+        _score_shorthand, json_schema_input_type=int | ScoreSpec)] | None = None
+    offer_booking: Annotated[OfferBookingSpec, true_or_block(OfferBookingSpec)] | None = None
     typing: Annotated[Literal[True] | None, BeforeValidator(true_only)] = None
 
     @model_validator(mode="before")

@@ -17,10 +17,10 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from instaset.engine.values import FrozenModel as _Model
-from instaset.engine.values import StrList, true_is_empty
+from instaset.engine.values import StrList, true_or_block
 
 __all__ = [
     "CommentTrigger",
@@ -186,7 +186,7 @@ class ReferralTrigger(_Model):
     ref: StrList = ()
 
 
-Empty = Annotated[EmptyTrigger | None, BeforeValidator(true_is_empty)]
+Empty = Annotated[EmptyTrigger | None, true_or_block(EmptyTrigger)]
 
 
 class Trigger(_Model):
@@ -197,10 +197,10 @@ class Trigger(_Model):
     live_comment: CommentTrigger | None = None
     # ``story_reply: true`` / ``referral: true``: any story reply / any referral (their
     # options are filters, none = any), as ``story_reply:`` alone already meant.
-    story_reply: Annotated[TriggerKeywords | None, BeforeValidator(true_is_empty)] = None
+    story_reply: Annotated[TriggerKeywords | None, true_or_block(TriggerKeywords)] = None
     story_mention: Empty = None
     postback: PostbackTrigger | None = None
-    referral: Annotated[ReferralTrigger | None, BeforeValidator(true_is_empty)] = None
+    referral: Annotated[ReferralTrigger | None, true_or_block(ReferralTrigger)] = None
     first_message: Empty = None
     fallback: Empty = None
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     PlainSerializer,
     ValidationInfo,
     WithJsonSchema,
@@ -38,6 +39,7 @@ __all__ = [
     "parse_days",
     "parse_duration",
     "true_is_empty",
+    "true_or_block",
     "unbool",
 ]
 
@@ -238,7 +240,12 @@ def parse_days(value: object) -> tuple[int, ...]:
     return tuple(sorted(days))
 
 
-Days = Annotated[tuple[int, ...], BeforeValidator(parse_days)]
+_DayNumber = Annotated[int, Field(ge=0, le=6)]
+# What the YAML may say (the JSON Schema publishes this, not the parsed tuple of numbers).
+Days = Annotated[
+    tuple[int, ...],
+    BeforeValidator(parse_days, json_schema_input_type=str | list[str | _DayNumber]),
+]
 
 
 class YamlWord(str):
@@ -276,7 +283,7 @@ def unbool(value: object) -> object:
     return value
 
 
-YamlStr = Annotated[str, BeforeValidator(unbool)]
+YamlStr = Annotated[str, BeforeValidator(unbool, json_schema_input_type=str | bool)]
 
 
 def as_tuple(value: object) -> object:
@@ -295,12 +302,22 @@ def true_is_empty(value: object) -> object:
     return value
 
 
+def true_or_block(block: Any) -> BeforeValidator:
+    """The validator of a block that ``true`` (or null) switches on with its defaults
+    (:func:`true_is_empty`); the JSON Schema says so, so that an editor accepts
+    ``fallback: true`` as the loader does."""
+    return BeforeValidator(true_is_empty, json_schema_input_type=Literal[True] | block | None)
+
+
 def true_only(value: object) -> object:
     """``typing: true`` (or yes, on) is True; anything else is left for the field to refuse."""
     return True if yaml_bool(value) is True else value
 
 
-StrList = Annotated[tuple[str, ...], BeforeValidator(as_tuple)]
+StrList = Annotated[
+    tuple[str, ...],
+    BeforeValidator(as_tuple, json_schema_input_type=str | bool | list[str | bool]),
+]
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
