@@ -30,6 +30,7 @@ from instaset.catchup import doctor_checks as catchup_checks
 from instaset.config import Config, load_config
 from instaset.errors import (
     ConfigError,
+    ForeignDatabaseError,
     GraphError,
     InstasetError,
     SecretsError,
@@ -410,6 +411,9 @@ async def run_checks(
     else:
         try:
             db = await open_database(db_path, synchronous=config.storage.synchronous)
+        except ForeignDatabaseError as exc:
+            return [*checks, Check("database", "fail", exc.problem, exc.fix,
+                                   _ref("doctor-database"))]
         except InstasetError as exc:
             return [*checks, Check("database", "fail", str(exc), "restore a backup or upgrade "
                                    "instaset", _ref("backups"))]

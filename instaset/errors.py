@@ -29,6 +29,17 @@ class StoreError(InstasetError):
     """The database cannot be used (e.g. it is from a newer instaset version)."""
 
 
+class ForeignDatabaseError(StoreError):
+    """The database file belongs to something else: it has tables and no instaset schema.
+    instaset refuses it rather than writing its own tables into it. ``problem`` and ``fix``
+    are the two halves of the message (``doctor`` shows them apart)."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{problem}; {fix}")
+
+
 class SecretsError(InstasetError):
     """A secret cannot be stored or read."""
 

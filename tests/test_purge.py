@@ -356,8 +356,11 @@ async def test_vacuum_only_when_alone_then_incremental(tmp_path: Path) -> None:
     import sqlite3
 
     path = tmp_path / "space.db"
-    with contextlib.closing(sqlite3.connect(path)) as old:  # a table first: auto_vacuum 0
-        old.execute("CREATE TABLE older_than_incremental(x)")
+    # A table first: auto_vacuum 0. Its own (an instaset file of any age has one; another
+    # program's tables would be refused).
+    with contextlib.closing(sqlite3.connect(path)) as old:
+        old.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+                    " name TEXT NOT NULL, applied_at REAL NOT NULL) STRICT")
     db = await open_database(path, synchronous="NORMAL")
     try:
         await seed(db, A1, "c1", NOW - 100 * DAY, n=1500)  # over 1 MB: worth a word

@@ -3,7 +3,9 @@
 Contract:
 - :func:`open_database` opens (creating if needed) the SQLite file, applies the pragmas and
   every pending numbered migration, and returns a :class:`Database`. Close it with
-  :meth:`Database.close` (an unclosed aiosqlite connection hangs interpreter exit).
+  :meth:`Database.close` (an unclosed aiosqlite connection hangs interpreter exit). A file
+  with tables but no ``schema_migrations`` is another program's database: it is refused
+  (:class:`~instaset.errors.ForeignDatabaseError`) before anything is written to it.
 - ``synchronous`` defaults to FULL: with group commit it costs little (see bench/ingest.py),
   and it means an event we answered 200 for survives a power loss, not just a process crash.
   NORMAL is available in config for slow disks.
@@ -37,6 +39,7 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -46,7 +49,7 @@ from typing import Any, Literal, cast
 
 import aiosqlite
 
-from instaset.errors import StoreError
+from instaset.errors import ForeignDatabaseError, StoreError
 
 log = logging.getLogger("instaset.store")
 
@@ -81,12 +84,52 @@ def migrations() -> list[Migration]:
     return found
 
 
-async def _connect(path: Path, synchronous: Synchronous) -> aiosqlite.Connection:
+async def _start(path: Path) -> aiosqlite.Connection:
+    """``aiosqlite.connect``, whose worker thread is finished when the connect fails.
+
+    On a failed connect (a directory, a path SQLite cannot open) aiosqlite stops its worker
+    thread without waiting for it, and the thread then posts the stop's result to this event
+    loop: if a CLI command's loop has closed by then, the thread dies with a traceback
+    ("Event loop is closed") printed after the command's own error message. Waiting for the
+    thread here, while the loop still runs, makes that post land."""
     # isolation_level=None: no implicit BEGINs; we open every transaction ourselves.
-    conn = await aiosqlite.connect(str(path), isolation_level=None)
+    pending = aiosqlite.connect(str(path), isolation_level=None)
+    try:
+        return await pending
+    except BaseException:
+        # aiosqlite >= 0.22 keeps the thread in ``_thread``; older ones are the thread.
+        thread = pending if isinstance(pending, threading.Thread) else getattr(
+            pending, "_thread", None)
+        if isinstance(thread, threading.Thread) and thread.is_alive():
+            await asyncio.to_thread(thread.join, 5.0)
+        raise
+
+
+_FOREIGN_FIX = ("set storage.path (or INSTASET_DB) to a new file, which instaset creates, or "
+                "move that file out of the way")
+
+
+async def _refuse_foreign(conn: aiosqlite.Connection, path: Path) -> None:
+    """Raise :class:`ForeignDatabaseError` when the file holds tables and no
+    ``schema_migrations``: another program's database, which migrating would fill with
+    instaset's tables (and switch to WAL). An empty file (0 bytes, or no table) is new."""
+    rows = list(await conn.execute_fetchall(
+        "SELECT count(*), count(*) FILTER (WHERE type = 'table' AND name = 'schema_migrations')"
+        " FROM sqlite_master"))
+    objects, ours = int(rows[0][0]), int(rows[0][1])
+    if objects and not ours:
+        raise ForeignDatabaseError(
+            f"{path} is not an instaset database: it holds {objects} schema object(s) of "
+            "something else and no schema_migrations table, and instaset does not write its "
+            "tables into another program's database", _FOREIGN_FIX)
+
+
+async def _connect(path: Path, synchronous: Synchronous) -> aiosqlite.Connection:
+    conn = await _start(path)
     try:
         conn.row_factory = aiosqlite.Row
         await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        await _refuse_foreign(conn, path)  # before the pragmas below change the file
         tables = list(await conn.execute_fetchall("SELECT count(*) FROM sqlite_master"))
         if not tables[0][0]:
             # A new file: incremental vacuum can only be chosen before the first table, and
