@@ -266,7 +266,12 @@ def test_reject_sends_nothing(env: tuple[Path, Path], box: ThreadedSandbox) -> N
     cfg, db_path = env
     conversation(box, db_path, HOUR)
     draft = seed_draft(db_path, CAROL, "Sure!")
-    result = run_cli(cfg, "inbox", "reject", str(draft))
+    refused = run_cli(cfg, "inbox", "reject", str(draft))  # no terminal, no --yes
+    assert refused.exit_code == 1
+    assert refused.stderr == (f"error: rejecting discards draft {draft} for good; no terminal "
+                              "to confirm: pass --yes\n")
+    assert db_rows(db_path, "SELECT state FROM ai_drafts") == [{"state": "pending"}]
+    result = run_cli(cfg, "inbox", "reject", str(draft), "--yes")
     assert result.exit_code == 0, result.output
     assert "discarded; nothing was sent" in result.stdout
     assert db_rows(db_path, "SELECT state FROM ai_drafts") == [{"state": "discarded"}]
@@ -279,7 +284,7 @@ def test_reject_sends_nothing(env: tuple[Path, Path], box: ThreadedSandbox) -> N
 
 def test_unknown_draft_names_the_listing(env: tuple[Path, Path]) -> None:
     cfg, _db_path = env
-    for args in (("approve", "42", "--yes"), ("edit", "42", "hi"), ("reject", "42")):
+    for args in (("approve", "42", "--yes"), ("edit", "42", "hi"), ("reject", "42", "-y")):
         result = run_cli(cfg, "inbox", *args)
         assert result.exit_code == 1
         assert "no draft 42" in result.stderr and "instaset inbox drafts" in result.stderr
@@ -327,7 +332,7 @@ def test_listing_json_shape_newest_first(env: tuple[Path, Path], box: ThreadedSa
     newer = seed_draft(db_path, CAROL, "Second draft", n=2, ago=60.0,
                        reason="low_confidence")
     gone = seed_draft(db_path, CAROL, "Third draft", n=3, ago=30.0)
-    assert run_cli(cfg, "inbox", "reject", str(gone)).exit_code == 0
+    assert run_cli(cfg, "inbox", "reject", str(gone), "--yes").exit_code == 0
 
     result = run_cli(cfg, "inbox", "drafts", "--json")
     assert result.exit_code == 0, result.output
@@ -374,3 +379,26 @@ def test_approve_on_a_terminal_shows_the_draft_and_asks(
                              input="y\n")
     assert accepted.exit_code == 0, accepted.output
     assert [s["message"] for s in meta_sends(box)] == [{"text": "See you Tuesday!"}]
+
+
+def test_reject_on_a_terminal_shows_the_draft_and_asks(
+    env: tuple[Path, Path], box: ThreadedSandbox, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A discarded draft cannot be brought back: reject asks, as approve does (s17 D4)."""
+    cfg, db_path = env
+    conversation(box, db_path, HOUR)
+    draft = seed_draft(db_path, CAROL, "See you Tuesday!")
+    monkeypatch.setattr(instaset.cli.cmd_drafts, "is_tty", lambda: True)
+    runner = CliRunner()
+    declined = runner.invoke(app, ["--config", str(cfg), "inbox", "reject", str(draft)],
+                             input="n\n")
+    assert declined.exit_code == 1
+    assert "See you Tuesday!" in declined.stdout
+    assert "Discard this draft for @carol? Nothing is sent" in declined.stdout
+    assert db_rows(db_path, "SELECT state FROM ai_drafts") == [{"state": "pending"}]
+    accepted = runner.invoke(app, ["--config", str(cfg), "inbox", "reject", str(draft)],
+                             input="y\n")
+    assert accepted.exit_code == 0, accepted.output
+    assert "discarded; nothing was sent" in accepted.stdout
+    assert db_rows(db_path, "SELECT state FROM ai_drafts") == [{"state": "discarded"}]
+    assert meta_sends(box) == []

@@ -128,31 +128,36 @@ def approve_cmd(
 ) -> None:
     """Send the AI's draft as written, as the automation would (24 h window; no pause)."""
     if not yes:
-        from instaset.cli.cmd_config import load_or_exit
-        from instaset.drafts import draft_json, pending_draft
-        from instaset.errors import InstasetError
-        from instaset.store.db import open_database
-
-        if not is_tty():
-            raise InstasetError(f"approving sends draft {draft_id}; no terminal to confirm: "
-                                "pass --yes")
-        config = load_or_exit()
-
-        @run_async
-        async def load() -> dict[str, Any]:
-            db = await open_database(config.storage.db_path(),
-                                     synchronous=config.storage.synchronous)
-            try:
-                return draft_json(await pending_draft(db, draft_id), time.time())
-            finally:
-                await db.close()
-
-        d = load()
-        typer.echo(_line(d))
-        typer.echo(f"    {d['text']}")
-        if not typer.confirm(f"Send this to {_who(d)}?"):
-            raise typer.Exit(1)
+        _confirm(draft_id, f"approving sends draft {draft_id}", "Send this to {who}?")
     _report(_send(draft_id, None, wait))
+
+
+def _confirm(draft_id: int, doing: str, question: str) -> None:
+    """Show the pending draft and ask ``question`` (``{who}``: its contact) on a terminal;
+    with no terminal, refuse (the caller skips this with --yes). Exit 1 on no."""
+    from instaset.cli.cmd_config import load_or_exit
+    from instaset.drafts import draft_json, pending_draft
+    from instaset.errors import InstasetError
+    from instaset.store.db import open_database
+
+    if not is_tty():
+        raise InstasetError(f"{doing}; no terminal to confirm: pass --yes")
+    config = load_or_exit()
+
+    @run_async
+    async def load() -> dict[str, Any]:
+        db = await open_database(config.storage.db_path(),
+                                 synchronous=config.storage.synchronous)
+        try:
+            return draft_json(await pending_draft(db, draft_id), time.time())
+        finally:
+            await db.close()
+
+    d = load()
+    typer.echo(_line(d))
+    typer.echo(f"    {d['text']}")
+    if not typer.confirm(question.format(who=_who(d))):
+        raise typer.Exit(1)
 
 
 @inbox_app.command("edit")
@@ -170,8 +175,12 @@ def edit_cmd(
 @handle_errors
 def reject_cmd(
     draft_id: int = typer.Argument(..., help="The draft's id (from `instaset inbox drafts`)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
-    """Discard the draft; nothing is sent."""
+    """Discard the draft; nothing is sent. It cannot be undone: asks first on a terminal."""
+    if not yes:
+        _confirm(draft_id, f"rejecting discards draft {draft_id} for good",
+                 "Discard this draft for {who}? Nothing is sent, and it cannot be undone.")
     from instaset.cli.cmd_config import load_or_exit
     from instaset.drafts import reject
     from instaset.store.db import open_database
