@@ -175,3 +175,18 @@ def test_every_level_logging_knows_is_taken(level: str) -> None:
     """The fix review's point: CRITICAL and WARN worked before the level became a choice."""
     result = CliRunner().invoke(app, ["serve", "--log-level", level, "--port", "70000"])
     assert result.exit_code == 2 and "'--port'" in result.output  # the level was fine
+
+
+def test_demo_says_that_it_does_not_use_the_config_given(tmp_path: Path) -> None:
+    """The demo runs on its own embedded config; a --config given (here an invalid one) was
+    silently ignored (s17 audit D5): one line on stderr says so, and the demo still runs."""
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(f"storage:\n  path: {tmp_path / 'mine.db'}\nbogus: 1\n", "utf-8")
+    env = {**os.environ, "INSTASET_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-m", "instaset", "demo", "--config", str(cfg)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (f"note: the demo runs on its own embedded config; {cfg} is not "
+                           "used\n")
+    assert "every step through the real pipeline" in done.stdout
+    assert not (tmp_path / "mine.db").exists() and not (tmp_path / "home").exists()

@@ -20,8 +20,15 @@ app.add_typer(simulate_app, name="simulate")
 @app.command()
 @handle_errors
 def demo() -> None:
-    """Play a scripted scene through the real pipeline against the built-in sandbox."""
+    """Play a scripted scene through the real pipeline against the built-in sandbox.
+
+    It runs on its own embedded config (config.example.yaml's workflows, a throwaway
+    database), never the creator's: a --config given is said to be unused, not read."""
     from instaset.demo import play
+
+    if STATE.config_path is not None:
+        typer.echo(f"note: the demo runs on its own embedded config; {STATE.config_path} is "
+                   "not used", err=True)
 
     raise typer.Exit(run_async(play)(cli_app.out_console))
 
