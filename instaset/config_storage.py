@@ -8,17 +8,27 @@ inbox while they fix it. :func:`quick_storage` reads the file's ``storage`` sect
 anything is not plainly valid (including a top-level key the full config does not know:
 ``storag:`` would otherwise silently mean "the default database") it returns None and the
 caller falls back to the full loader, whose messages name the file, the line and the fix.
+
+Such a command still says when the rest of the config is broken (one warning line, from the
+full loader): it is not silent about it. So that this does not build the models at every
+command, a config the full loader accepted is remembered by :func:`config_stamp` (a digest of
+the file, the environment variables that feed the loader, and instaset's version) in the
+data directory's ``config-checked``; only a config changed since costs the full check.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from instaset.paths import default_config_path, default_db_path
+from instaset import __version__
+from instaset.errors import InstasetError
+from instaset.paths import default_config_path, default_db_path, ensure_data_dir
 
 CONFIG_ENV = "INSTASET_CONFIG"
 DB_ENV = "INSTASET_DB"
@@ -32,6 +42,12 @@ TOP_LEVEL_KEYS = frozenset({
 :class:`instaset.config_models.Config` that the file may set (all but ``source``). Spelled
 out here because importing the model costs what this module saves;
 tests/test_cli_review.py checks that it matches the model."""
+
+
+CHECKED_FILENAME = "config-checked"
+_STAMPED_ENV = (CONFIG_ENV, DB_ENV, "INSTASET_HOST", "INSTASET_PORT")
+"""The variables besides the file that can make the full loader refuse a config (the secret
+ones take any text, and stay out of the digest)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +111,39 @@ def quick_storage(path: Path | None = None,
     if not where.is_absolute():
         where = file.absolute().parent / where
     return StorageLocation(where, sync)
+
+
+def config_stamp(path: Path | None = None, env: Mapping[str, str] | None = None) -> str:
+    """A digest of what the full loader's verdict on the config depends on: instaset's
+    version, which file, its bytes (or that it is missing) and the non-secret variables
+    that override it."""
+    environ = os.environ if env is None else env
+    file, _explicit = config_file(path, environ)
+    digest = hashlib.sha256(f"{__version__}\0{file.absolute()}\0".encode())
+    try:
+        digest.update(file.read_bytes())
+    except OSError as exc:
+        digest.update(f"\0unreadable {exc.errno}".encode())
+    for name in _STAMPED_ENV:
+        digest.update(f"\0{name}={environ.get(name, '')}".encode())
+    return digest.hexdigest()
+
+
+def checked(stamp: str, env: Mapping[str, str] | None = None) -> bool:
+    """Whether the config with this :func:`config_stamp` was the last one found valid."""
+    from instaset.paths import data_dir
+
+    try:
+        return (data_dir(env) / CHECKED_FILENAME).read_text("ascii").strip() == stamp
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def remember_checked(stamp: str, env: Mapping[str, str] | None = None) -> None:
+    """Record that the config with this stamp is valid. A cache: failing to write it only
+    costs the full check next time."""
+    with contextlib.suppress(OSError, InstasetError):
+        target = ensure_data_dir(env) / CHECKED_FILENAME
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(stamp + "\n")

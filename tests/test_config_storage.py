@@ -107,6 +107,52 @@ def test_read_commands_work_while_a_workflow_is_broken(tmp_path: Path) -> None:
     assert "keywrods" in check.output
 
 
+@pytest.mark.parametrize("text", [
+    "instagram:\n  app_id: '1'\n  bogus_key: 3\n",
+    "storage: {path: i.db}\nserver:\n  port: abc\n",
+    BROKEN_WORKFLOW,
+], ids=["unknown-key", "bad-value", "workflow-typo"])
+def test_read_commands_on_a_broken_config_warn_with_its_first_problem(
+        tmp_path: Path, text: str) -> None:
+    """They go on (storage is all they read) but are not silent about the rest (s17 audit
+    D6): one warning line on stderr, the loader's own first problem with file:line."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg, env={})
+    first = info.value.problems[0]
+    assert first.startswith(f"{cfg.absolute()}:")
+    runner = CliRunner()
+    for argv, rc in ((["inbox", "--json"], 0), (["stats", "--json"], 0),
+                     (["inbox", "show", "nobody", "--json"], 1)):
+        res = runner.invoke(app, ["--config", str(cfg), *argv])
+        assert res.exit_code == rc, res.output
+        lines = res.stderr.splitlines()
+        assert lines[0].startswith(f"warning: {first}"), res.stderr
+        assert lines[0].endswith("this command reads only storage.path and goes on; "
+                                 "`instaset workflows validate` lists every problem")
+        if rc == 0:
+            json.loads(res.stdout)  # stdout is still the one JSON document
+            assert len(lines) == 1
+        else:
+            assert lines[1:] == ["error: no contact 'nobody': give a username or an "
+                                 "Instagram-scoped id from `instaset inbox`"]
+
+
+def test_a_valid_config_is_checked_once_and_again_when_it_changes(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("storage: {path: i.db}\n")
+    runner = CliRunner()
+    first = runner.invoke(app, ["--config", str(cfg), "inbox", "--json"])
+    assert (first.exit_code, first.stderr) == (0, "")
+    assert (Path(os.environ["INSTASET_HOME"]) / "config-checked").exists()
+    cfg.write_text("storage: {path: i.db}\nretention: {days: -5}\n")
+    changed = runner.invoke(app, ["--config", str(cfg), "stats", "--json"])
+    assert changed.exit_code == 0
+    assert changed.stderr.startswith(f"warning: {cfg.absolute()}:2:")
+    assert "retention.days" in changed.stderr
+
+
 def test_a_broken_storage_section_is_reported_like_everywhere_else(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text("storage:\n  path: a.db\n  synchronus: FULL\n")
@@ -137,6 +183,11 @@ def test_the_read_commands_do_not_build_the_config_models(tmp_path: Path, argv: 
         f"    open({str(modules)!r}, 'w').write(json.dumps(sorted(sys.modules)))\n"
     )
     env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "120"}
+    # The first run of a config checks all of it once (to warn when it is broken) and
+    # remembers that it is valid; from then on the command is what is measured.
+    primed = subprocess.run([sys.executable, "-m", "instaset", "--config", str(cfg), *argv],
+                            capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert "warning" not in primed.stderr, primed.stderr
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env, timeout=60, check=False)
     assert says in res.stdout + res.stderr, res.stdout + res.stderr

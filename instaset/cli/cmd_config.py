@@ -51,9 +51,34 @@ def storage_or_exit() -> StorageLocation:
 
     found = quick_storage(STATE.config_path)
     if found is not None:
+        _warn_if_invalid()
         return found
     storage = load_or_exit().storage
     return StorageLocation(storage.db_path(), storage.synchronous)
+
+
+def _warn_if_invalid() -> None:
+    """A read-only command goes on when the config is broken outside ``storage`` (the
+    creator can read their inbox while fixing a workflow), but says so on stderr: its first
+    problem, as the full loader words it (file:line). A config found valid is remembered
+    (:func:`~instaset.config_storage.config_stamp`): the models are built once per change
+    of the config, not at every command."""
+    from instaset.config_storage import checked, config_stamp, remember_checked
+
+    stamp = config_stamp(STATE.config_path)
+    if checked(stamp):
+        return
+    from instaset.config import load_config
+
+    try:
+        load_config(STATE.config_path)
+    except ConfigError as exc:
+        more = len(exc.problems) - 1
+        typer.echo(f"warning: {exc.problems[0]}" + (f" (and {more} more)" if more else "")
+                   + "; this command reads only storage.path and goes on; `instaset workflows"
+                   " validate` lists every problem", err=True)
+        return
+    remember_checked(stamp)
 
 
 @app.command()
