@@ -307,8 +307,9 @@ async def serving(
                         account_id=box.account_id if box else "")
             )
             if box is not None:
-                # The sandbox account starts connected and subscribed, as after `connect`.
-                box.subscribed = list(WEBHOOK_FIELDS)
+                # The sandbox account starts connected and subscribed, as after `connect`:
+                # subscribed through the sandbox's API, as `connect` subscribes at Meta.
+                await rt.graph.subscribe(box.account_id, WEBHOOK_FIELDS, token=box.token)
                 await history.upsert_account(
                     rt.db, box.account_id, username=box.username, now=rt.clock(), sandbox=True,
                     subscribed_fields=WEBHOOK_FIELDS,

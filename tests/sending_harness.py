@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from instaset.accounts import WEBHOOK_FIELDS
 from instaset.config import Config
 from instaset.daemon import Runtime, runtime
 from instaset.graph import GraphClient
@@ -259,7 +260,12 @@ async def open_harness(
                 session, graph_url=graph_url, api_version=config.instagram.api_version,
                 api_url=graph_url, timeout=graph_timeout,
             )
-        await history.upsert_account(rt.db, ACCT, username=USERNAME, now=clk(), sandbox=True)
+        # Subscribed as `instaset connect` leaves an account (through the sandbox's API):
+        # the sandbox, like Meta, sends no webhook for an account that is not.
+        await rt.graph.subscribe(ACCT, WEBHOOK_FIELDS, token=sandbox.token)
+        sandbox.transcript.clear()  # tests look at what the daemon does once connected
+        await history.upsert_account(rt.db, ACCT, username=USERNAME, now=clk(), sandbox=True,
+                                     subscribed_fields=WEBHOOK_FIELDS)
         runner = web.AppRunner(make_app(rt.web), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

@@ -124,6 +124,7 @@ async def sandbox(clock: Clock) -> AsyncIterator[Sandbox]:
     sb = Sandbox(app_secret=SECRET, clock=clock)
     sb.echo_delay = 0.0
     sb.retry_delay = 0.0
+    sb.subscribe(["messages", "comments"])  # as `instaset connect` leaves an account
     await sb.start()
     sb.add_user(IGSID, "alice")
     yield sb
@@ -495,11 +496,12 @@ async def test_oauth_flow_codes_are_single_use(
     long = await graph.long_lived_token(grant.access_token, client_secret=SECRET)
     assert long.expires_in == 60 * 86400
     assert (await graph.me(token=long.access_token))["user_id"] == ACCT
-    refreshed = await graph.refresh_token(long.access_token)
-    assert refreshed.access_token not in (long.access_token, grant.access_token)
-    clock.t += HOUR + 1  # the short-lived token has expired, the long-lived ones have not
+    clock.t += HOUR + 1  # the short-lived token has expired, the long-lived one has not
     with pytest.raises(TokenInvalid):
         await graph.me(token=grant.access_token)
+    clock.t += DAY  # a long-lived token can be refreshed once it is 24 h old
+    refreshed = await graph.refresh_token(long.access_token)
+    assert refreshed.access_token not in (long.access_token, grant.access_token)
     assert (await graph.me(token=refreshed.access_token))["username"] == "sandbox_creator"
 
 
@@ -581,7 +583,7 @@ async def test_faults_hit_matching_paths_the_given_number_of_times(
         with pytest.raises(Transient):
             await graph.subscribed_fields(ACCT, token=sandbox.token)
     assert (await graph.me(token=sandbox.token))["user_id"] == ACCT  # other paths unaffected
-    assert await graph.subscribed_fields(ACCT, token=sandbox.token) == []
+    assert await graph.subscribed_fields(ACCT, token=sandbox.token) == ["messages", "comments"]
 
     buc = json.dumps(
         {ACCT: [{"type": "instagram", "call_count": 100, "estimated_time_to_regain_access": 3}]}

@@ -7,6 +7,7 @@ state and live in the server."""
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -18,6 +19,12 @@ from instaset.sandbox.wire import graph_error
 MAX_TEXT_BYTES = 1000
 SIMPLE_ACTIONS = frozenset({"mark_seen", "typing_on", "typing_off"})
 MEDIA_TYPES = frozenset({"image", "audio", "video", "file"})
+QUICK_REPLY_TYPES = frozenset({"text", "user_phone_number", "user_email"})  # reference §4.2
+MAX_ELEMENT_TEXT = 80  # generic template title and subtitle (reference §4.2)
+REACTION_NAMES = frozenset({"love"})  # "reaction":"love", or an emoji (reference §4.2)
+# Unicode categories an emoji is made of: symbols, skin-tone modifiers (Sk), variation
+# selectors (Mn), the zero-width joiner and tag characters (Cf).
+_EMOJI_CATEGORIES = frozenset({"So", "Sk", "Mn", "Cf"})
 
 SendKind = Literal["message", "action", "react", "unreact"]
 
@@ -67,6 +74,12 @@ def _check_message(message: Mapping[str, object]) -> str | None:
         if quick is not None:
             return _check_quick_replies(quick)
         return None
+    if message.get("quick_replies") is not None:
+        # The reference shows quick replies only on a text prompt (§4.2); Messenger allows
+        # them on attachments, so they are checked here, not refused [unverified].
+        problem = _check_quick_replies(message["quick_replies"])
+        if problem is not None:
+            return problem
     if "attachments" in message:
         items = message["attachments"]
         if not isinstance(items, list) or not 1 <= len(items) <= 10:
@@ -94,7 +107,11 @@ def _check_quick_replies(quick: object) -> str | None:
     for q in quick:
         if not isinstance(q, Mapping):
             return "Each quick reply must be an object"
-        if q.get("content_type", "text") == "text":
+        kind = q.get("content_type", "text")
+        if kind not in QUICK_REPLY_TYPES:
+            return (f"Param message[quick_replies][content_type] {kind!r} must be one of "
+                    f"{', '.join(sorted(QUICK_REPLY_TYPES))}")
+        if kind == "text":
             title = q.get("title")
             if not isinstance(title, str) or not title:
                 return "Param message[quick_replies][title] is required"
@@ -129,9 +146,7 @@ def _check_template(payload: object) -> str | None:
         if not isinstance(elements, list) or not 1 <= len(elements) <= 10:
             return "A generic template needs 1 to 10 elements"
         for el in elements:
-            if not isinstance(el, Mapping) or not el.get("title"):
-                return "Each template element needs a title"
-            err = _check_buttons(el.get("buttons", []), required=False)
+            err = _check_element(el)
             if err:
                 return err
         return None
@@ -143,13 +158,47 @@ def _check_template(payload: object) -> str | None:
     return f"template_type {ttype!r} is not supported"
 
 
+def _check_element(el: object) -> str | None:
+    """A generic template element: title (and subtitle) of at most 80 characters, a
+    ``web_url`` default action with its url, and valid buttons."""
+    if not isinstance(el, Mapping) or not isinstance(el.get("title"), str) or not el["title"]:
+        return "Each template element needs a title"
+    for key in ("title", "subtitle"):
+        value = el.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_ELEMENT_TEXT):
+            return f"Param element[{key}] must be a string of at most {MAX_ELEMENT_TEXT} characters"
+    action = el.get("default_action")
+    if action is not None and (
+        not isinstance(action, Mapping) or action.get("type") != "web_url"
+        or not isinstance(action.get("url"), str) or not action["url"]
+    ):
+        return "Param element[default_action] must be a web_url with a url"
+    return _check_buttons(el.get("buttons", []), required=False)
+
+
 def _check_buttons(buttons: object, *, required: bool) -> str | None:
+    """1 to 3 (0 to 3 when not ``required``) buttons: ``web_url`` with ``url`` and ``title``,
+    ``postback`` with ``title`` and ``payload`` (reference §4.2)."""
     if not isinstance(buttons, list) or len(buttons) > 3 or (required and not buttons):
         return "Templates take 1 to 3 buttons"
     for b in buttons:
         if not isinstance(b, Mapping) or b.get("type") not in ("postback", "web_url"):
             return "Only postback and web_url buttons are supported"
+        needs = ("url", "title") if b["type"] == "web_url" else ("title", "payload")
+        for key in needs:
+            value = b.get(key)
+            if not isinstance(value, str) or not value:
+                return f"Param buttons[{key}] is required for a {b['type']} button"
     return None
+
+
+def is_reaction(value: str) -> bool:
+    """``love``, or one emoji (a short run of symbol characters and their modifiers)."""
+    if value in REACTION_NAMES:
+        return True
+    return 0 < len(value) <= 10 and all(
+        unicodedata.category(ch) in _EMOJI_CATEGORIES for ch in value
+    ) and any(unicodedata.category(ch) == "So" for ch in value)
 
 
 def parse_send(body: Mapping[str, object]) -> SendSpec | web.Response:
@@ -179,6 +228,8 @@ def parse_send(body: Mapping[str, object]) -> SendSpec | web.Response:
             reaction = payload.get("reaction") if isinstance(payload, Mapping) else None
             if action == "react" and (not isinstance(reaction, str) or not reaction):
                 return _bad("Param payload[reaction] is required")
+            if action == "react" and not is_reaction(str(reaction)):
+                return _bad("Param payload[reaction] must be love or an emoji")
             kind: SendKind = "react" if action == "react" else "unreact"
             react = str(reaction) if action == "react" else None
             return SendSpec(kind, recipient_id, None, {}, str(action), False, mid, react)

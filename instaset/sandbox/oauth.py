@@ -17,7 +17,19 @@ from instaset.sandbox.wire import graph_error, oauth_error
 SHORT_TTL = 3600.0
 LONG_TTL = 60 * 86400.0
 CODE_TTL = 3600.0
-DEFAULT_SCOPES = ("instagram_business_basic", "instagram_business_manage_messages")
+REFRESH_MIN_AGE = 86400.0  # "the token must be at least 24 h old" (reference §1.6)
+BASIC = "instagram_business_basic"
+MESSAGES = "instagram_business_manage_messages"
+COMMENTS = "instagram_business_manage_comments"
+DEFAULT_SCOPES = (BASIC, MESSAGES)
+# Business Login's scopes (reference §1.3). The old names (business_basic, ...) were
+# deprecated on 2025-01-27 and are refused like any unknown name.
+VALID_SCOPES = frozenset({
+    BASIC, MESSAGES, COMMENTS, "instagram_business_content_publish",
+    "instagram_business_manage_insights",
+})
+# What the sandbox's own token (``Sandbox.token``, a dashboard-generated token) carries.
+ALL_MESSAGING_SCOPES = (BASIC, MESSAGES, COMMENTS)
 
 TokenKind = Literal["short", "long"]
 
@@ -27,6 +39,7 @@ class TokenInfo:
     kind: TokenKind
     issued_at: float
     expires_at: float
+    scopes: tuple[str, ...] = ALL_MESSAGING_SCOPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +54,18 @@ class TokenBook:
     """Which tokens are valid right now. A token is valid until it expires or is revoked;
     refreshing issues a new token and leaves the old one valid until its own expiry."""
 
-    def __init__(self, clock: Callable[[], float], initial_token: str) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        initial_token: str,
+        scopes: tuple[str, ...] = ALL_MESSAGING_SCOPES,
+    ) -> None:
         self._clock = clock
         self.tokens: dict[str, TokenInfo] = {}
         self.revoked: set[str] = set()
         self.codes: dict[str, CodeInfo] = {}
         now = clock()
-        self.tokens[initial_token] = TokenInfo("long", now, now + LONG_TTL)
+        self.tokens[initial_token] = TokenInfo("long", now, now + LONG_TTL, scopes)
 
     def now(self) -> float:
         return self._clock()
@@ -78,10 +96,21 @@ class TokenBook:
             )
         return None
 
-    def mint(self, kind: TokenKind) -> tuple[str, TokenInfo]:
+    def lacks(self, token: str | None, scope: str) -> web.Response | None:
+        """None when the (valid) ``token`` was granted ``scope``; else Meta's code 10 with no
+        subcode, "Permission denied" (reference §5.4, a real diagnostic). The HTTP status is
+        not in the reference: 403, as for the other code-10 answer there [unverified]."""
+        info = self.tokens.get(token or "")
+        if info is None or scope in info.scopes:
+            return None
+        return graph_error(
+            403, 10, f"(#10) Permission denied: the token lacks {scope}", type="IGApiException"
+        )
+
+    def mint(self, kind: TokenKind, scopes: tuple[str, ...]) -> tuple[str, TokenInfo]:
         now = self._clock()
         token = f"IGAAsandbox{'S' if kind == 'short' else 'L'}{secrets.token_urlsafe(24)}"
-        info = TokenInfo(kind, now, now + (SHORT_TTL if kind == "short" else LONG_TTL))
+        info = TokenInfo(kind, now, now + (SHORT_TTL if kind == "short" else LONG_TTL), scopes)
         self.tokens[token] = info
         return token, info
 
@@ -104,6 +133,21 @@ def _page(title: str, body: str, status: int = 200) -> web.Response:
         f"<title>{html.escape(title)}</title></head><body>{body}</body></html>"
     )
     return web.Response(text=doc, status=status, content_type="text/html")
+
+
+def scope_problem(raw: str) -> str | None:
+    """Why the ``scope`` list ``raw`` (comma- or space-separated) cannot be granted, or None.
+
+    Meta's answer to a bad scope is not in the reference [unverified]; this mirrors Facebook
+    Login's dialog ("Invalid Scopes: ...") on an error page, and refuses a list without the
+    required ``instagram_business_basic`` (reference §1.3) the same way."""
+    names = [s for s in raw.replace(" ", ",").split(",") if s]
+    bad = [n for n in names if n not in VALID_SCOPES]
+    if bad:
+        return f"Invalid Scopes: {', '.join(bad)}"
+    if names and BASIC not in names:
+        return f"Invalid Scopes: {BASIC} is required"
+    return None
 
 
 def _redirect(uri: str, params: Mapping[str, str], fragment: str = "") -> web.Response:
@@ -136,6 +180,9 @@ class OAuthRoutes:
         if missing or params.get("response_type") != "code":
             why = f"missing {', '.join(missing)}" if missing else "response_type must be code"
             return _page("Invalid request", f"<p id='error'>Invalid request: {why}</p>", 400)
+        bad_scope = scope_problem(params["scope"])
+        if bad_scope is not None:
+            return _page("Invalid request", f"<p id='error'>{html.escape(bad_scope)}</p>", 400)
         keep = {
             k: params[k] for k in ("client_id", "redirect_uri", "scope", "state") if k in params
         }
@@ -166,6 +213,9 @@ class OAuthRoutes:
                     "state": state,
                 },
             )
+        bad_scope = scope_problem(params.get("scope", ""))
+        if bad_scope is not None:
+            return _page("Invalid request", f"<p id='error'>{html.escape(bad_scope)}</p>", 400)
         raw_scopes = params.get("scope", "").replace(" ", ",")
         scopes = tuple(s for s in raw_scopes.split(",") if s) or DEFAULT_SCOPES
         code = self.book.issue_code(params.get("client_id", ""), uri, scopes)
@@ -191,7 +241,7 @@ class OAuthRoutes:
                 "identical to the one you used in the OAuth dialog request"
             )
         del self.book.codes[code]
-        token, _ = self.book.mint("short")
+        token, _ = self.book.mint("short", info.scopes)
         if self._shape() == "flat":
             return web.json_response(
                 {
@@ -216,7 +266,7 @@ class OAuthRoutes:
         problem = self.book.problem(token)
         if problem is not None:
             return problem
-        new, _ = self.book.mint("long")
+        new, _ = self.book.mint("long", self.book.tokens[token or ""].scopes)
         return web.json_response(
             {"access_token": new, "token_type": "bearer", "expires_in": int(LONG_TTL)}
         )
@@ -229,9 +279,17 @@ class OAuthRoutes:
         if problem is not None:
             return problem
         assert token is not None
-        if self.book.tokens[token].kind != "long":
+        info = self.book.tokens[token]
+        if info.kind != "long":
             return graph_error(400, 100, "(#100) Only long-lived tokens can be refreshed")
-        new, _ = self.book.mint("long")
+        if self.book.now() - info.issued_at < REFRESH_MIN_AGE:
+            # Reference §1.6 gives the rule, not Meta's answer [unverified]: a code-100
+            # refusal, which clients classify as an invalid request (not a dead token).
+            return graph_error(
+                400, 100, "(#100) The access token must be at least 24 hours old to be refreshed",
+                type="IGApiException",
+            )
+        new, _ = self.book.mint("long", info.scopes)
         return web.json_response(
             {"access_token": new, "token_type": "bearer", "expires_in": int(LONG_TTL)}
         )

@@ -13,7 +13,7 @@ Pure functions over the sandbox's records, so that ``server.py`` keeps only the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from aiohttp import web
 
@@ -30,7 +30,7 @@ CONSENT_MESSAGE = "User consent is required to access user profile"
 
 
 def profile_json(
-    igsid: str, username: str, overrides: Mapping[str, object], fields: set[str]
+    igsid: str, username: str, overrides: Mapping[str, object], fields: Collection[str]
 ) -> dict[str, object]:
     """The requested fields of ``igsid``'s profile (``id`` always), defaults filled in."""
     full: dict[str, object] = {
@@ -43,13 +43,13 @@ def profile_json(
         "is_verified_user": False,
         **overrides,
     }
-    wanted = (fields & PROFILE_FIELDS) or {"name", "username"}
+    wanted = (set(fields) & PROFILE_FIELDS) or {"name", "username"}
     return {"id": igsid, **{k: v for k, v in full.items() if k in wanted}}
 
 
 def profile_response(
     igsid: str, username: str, *, consented: bool, overrides: Mapping[str, object],
-    fields: set[str],
+    fields: Collection[str],
 ) -> web.Response:
     if not consented:
         return graph_error(400, CONSENT_CODE, CONSENT_MESSAGE, type="IGApiException")

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 import re
 import secrets
 import time
@@ -22,7 +23,9 @@ from typing import Literal
 import aiohttp
 from aiohttp import web
 
+from instaset.sandbox.delivery import DeliveryMixin
 from instaset.sandbox.faults import FaultQueue, fault_response
+from instaset.sandbox.fields import Selection, bad_fields
 from instaset.sandbox.messaging import SendSpec, parse_send
 from instaset.sandbox.model import (
     Comment,
@@ -32,11 +35,18 @@ from instaset.sandbox.model import (
     StoredMessage,
     Undelivered,
 )
-from instaset.sandbox.oauth import OAuthRoutes, TokenBook
+from instaset.sandbox.oauth import (
+    ALL_MESSAGING_SCOPES,
+    COMMENTS,
+    MESSAGES,
+    OAuthRoutes,
+    TokenBook,
+)
 from instaset.sandbox.profiles import has_details, profile_response
 from instaset.sandbox.views import (
     as_list,
     bearer,
+    comment_json,
     conversation_json,
     conversations_page,
     me_json,
@@ -47,6 +57,7 @@ from instaset.sandbox.views import (
     subscribed_apps,
 )
 from instaset.sandbox.wire import (
+    KNOWN_FIELDS,
     USER_NOT_FOUND_BODY,
     USER_NOT_FOUND_STATUS,
     WINDOW_CLOSED_BODY,
@@ -56,10 +67,8 @@ from instaset.sandbox.wire import (
     build_echo_payload,
     build_referral_payload,
     graph_error,
-    iso_time,
     new_conversation_id,
     new_mid,
-    signed_delivery,
     unknown_object,
 )
 
@@ -75,11 +84,16 @@ _COMMENT_BASE_LOW = 10**12
 _COMMENT_BASE_SPAN = 8 * 10**12
 
 
-class Sandbox:
+class Sandbox(DeliveryMixin):
     """A fake Meta for one Instagram professional account. See the package docstring.
 
-    ``comment_id_base`` makes comment ids predictable (``1`` gives ``17900000000000001``,
-    then ``...0002``); by default their sequence starts at a random point."""
+    ``token_scopes`` are the scopes granted to ``token`` (tokens from the OAuth flow carry
+    what was authorized). ``comment_id_base`` makes comment ids predictable (``1`` gives
+    ``17900000000000001``, then ``...0002``); by default their sequence starts at a random
+    point.
+
+    No webhook is sent for the account until it subscribes (``POST /{ig-id}/subscribed_apps``
+    or :meth:`subscribe`), as on Meta; see :mod:`instaset.sandbox.delivery`."""
 
     def __init__(
         self,
@@ -91,6 +105,7 @@ class Sandbox:
         webhook_url: str | None = None,
         clock: Callable[[], float] = time.time,
         comment_id_base: int | None = None,
+        token_scopes: tuple[str, ...] = ALL_MESSAGING_SCOPES,
     ) -> None:
         self.app_secret = app_secret
         self.account_id = account_id
@@ -100,6 +115,10 @@ class Sandbox:
         self.clock = clock
         self.app_user_id = "26" + account_id[-15:].rjust(15, "0")  # app-scoped, not the IG id
         self.echo_delay = 0.05
+        # Share of sends whose echo is delivered *before* the Send API answers (0 never, 1
+        # always): on Meta the echo often wins that race (reference §3.1).
+        self.echo_first = 0.0
+        self._rng = random.Random()
         self.delivery_attempts = 3
         self.retry_delay = 0.05
         self.echo_comment_replies = True  # Meta also sends `comments` for the account's own
@@ -110,10 +129,14 @@ class Sandbox:
         self.deliveries: list[tuple[dict[str, object], int]] = []
         self.users: dict[str, str] = {}
         self.profiles: dict[str, dict[str, object]] = {}  # User Profile API overrides
+        # The account's `subscribed_apps` fields (none until it subscribes, as on Meta) and
+        # the App Dashboard's (every field by default): see instaset.sandbox.delivery.
         self.subscribed: list[str] = []
+        self.app_fields: frozenset[str] = KNOWN_FIELDS
+        self.withheld: list[Undelivered] = []
         self.messenger_profile: dict[str, object] = {}
         self.comments: dict[str, Comment] = {}
-        self.tokens = TokenBook(clock, token)
+        self.tokens = TokenBook(clock, token, token_scopes)
         self._oauth = OAuthRoutes(
             self.tokens,
             app_secret=app_secret,
@@ -204,9 +227,6 @@ class Sandbox:
         """Invalidate ``token``, or every token issued so far: calls then answer 190."""
         self.tokens.revoke(token)
 
-    def drop_subscription(self) -> None:
-        self.subscribed.clear()
-
     def add_user(self, igsid: str, username: str) -> None:
         self.users[igsid] = username
 
@@ -249,7 +269,7 @@ class Sandbox:
             self.account_id, igsid, text, mid, int(now * 1000), extras=extras
         )
         if deliver:
-            await self.deliver(payload)
+            await self._deliver_event("messages", payload)
         return payload
 
     async def user_opens_link(
@@ -264,7 +284,7 @@ class Sandbox:
         self._last_inbound[igsid] = now
         payload = build_referral_payload(self.account_id, igsid, ref, int(now * 1000))
         if deliver:
-            await self.deliver(payload)
+            await self._deliver_event("messaging_referral", payload)
         return payload
 
     async def user_comments(
@@ -290,57 +310,8 @@ class Sandbox:
             parent_id=parent_id,
         )
         if deliver:
-            await self.deliver(payload)
+            await self._deliver_event("comments", payload)
         return payload
-
-    def build_signed(self, payload: object) -> tuple[bytes, dict[str, str]]:
-        """Raw body and headers of a delivery signed with ``app_secret``."""
-        return signed_delivery(payload, self.app_secret)
-
-    async def deliver(self, payload: dict[str, object]) -> int:
-        """POST ``payload`` signed to ``webhook_url``; returns the HTTP status. Raises
-        ``ConnectionError`` when the webhook cannot be reached."""
-        if not self.webhook_url:
-            raise ValueError("the sandbox has no webhook_url to deliver to")
-        raw, headers = self.build_signed(payload)
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
-        try:
-            async with self._session.post(
-                self.webhook_url, data=raw, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
-            ) as resp:
-                await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ConnectionError(
-                f"cannot deliver webhook to {self.webhook_url}: {type(exc).__name__}"
-            ) from None
-        self.deliveries.append((payload, status))
-        return status
-
-    def _emit(self, payload: dict[str, object]) -> None:
-        """Deliver in the background after ``echo_delay``, retrying a few times."""
-        if self.webhook_url:
-            task = asyncio.get_running_loop().create_task(self._deliver_later(payload))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _deliver_later(self, payload: dict[str, object]) -> None:
-        await asyncio.sleep(self.echo_delay)
-        reason = "not attempted"
-        for attempt in range(max(1, self.delivery_attempts)):
-            if attempt:
-                await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
-            try:
-                status = await self.deliver(payload)
-            except (ConnectionError, ValueError) as exc:
-                reason = str(exc)
-                continue
-            if 200 <= status < 300:
-                return
-            reason = f"HTTP {status}"
-        log.warning("sandbox gave up delivering a webhook: %s", reason)
-        self.undelivered.append(Undelivered(payload, reason))
 
     # -- store ---------------------------------------------------------------------------
 
@@ -413,7 +384,7 @@ class Sandbox:
             return self._oauth.exchange(params, token)
         if segs == ["refresh_access_token"] and method == "GET":
             return self._oauth.refresh(params, token)
-        problem = self.tokens.problem(token)
+        problem = self.tokens.problem(token) or self._permission(token, segs, body)
         if problem is not None:
             return problem
         if len(segs) == 1:
@@ -425,8 +396,28 @@ class Sandbox:
             if edge in ("messages", "subscribed_apps", "messenger_profile", "conversations"):
                 if obj not in (self.account_id, "me"):
                     return unknown_object(method, obj)
-                return self._account_edge(request, edge, params, body)
+                return await self._account_edge(request, edge, params, body)
         return graph_error(400, 2500, f"Unknown path components: /{'/'.join(segs)}")
+
+    def _permission(self, token: str | None, segs: list[str], body: object
+                    ) -> web.Response | None:
+        """Meta's code 10 when the token lacks the scope this call needs (reference §4.4, §7,
+        §8): messaging and its reads need ``..._manage_messages``; comments, their replies and
+        private replies ``..._manage_comments``. ``/me`` and subscriptions need only basic."""
+        edge = segs[1] if len(segs) == 2 else None
+        obj = segs[0] if segs else ""
+        need: str | None = None
+        if edge == "messages":
+            recipient = body.get("recipient") if isinstance(body, Mapping) else None
+            private = isinstance(recipient, Mapping) and "comment_id" in recipient
+            need = COMMENTS if private else MESSAGES
+        elif edge == "replies" or (edge is None and obj in self.comments):
+            need = COMMENTS
+        elif edge in ("conversations", "messenger_profile") or (
+            edge is None and (obj in self._conv_ids or obj in self._messages or obj in self.users)
+        ):
+            need = MESSAGES
+        return self.tokens.lacks(token, need) if need else None
 
     def _oauth_route(self, method: str, rest: list[str], params: dict[str, str]) -> web.Response:
         if rest == ["authorize"] and method == "GET":
@@ -437,13 +428,13 @@ class Sandbox:
             return self._oauth.access_token(params)
         return web.Response(status=404, text="not found")
 
-    def _account_edge(
+    async def _account_edge(
         self, request: web.Request, edge: str, params: dict[str, str], body: object
     ) -> web.Response:
         method = request.method
         if edge == "messages" and method == "POST":
             spec = parse_send(body if isinstance(body, Mapping) else {})
-            return spec if isinstance(spec, web.Response) else self._send(spec)
+            return spec if isinstance(spec, web.Response) else await self._send(spec)
         if edge == "subscribed_apps":
             return subscribed_apps(method, params, self.subscribed)
         if edge == "messenger_profile":
@@ -455,10 +446,10 @@ class Sandbox:
 
     # -- Send API ------------------------------------------------------------------------
 
-    def _send(self, spec: SendSpec) -> web.Response:
+    async def _send(self, spec: SendSpec) -> web.Response:
         now = self.clock()
         if spec.comment_id is not None:
-            return self._private_reply(spec, now)
+            return await self._private_reply(spec, now)
         rid = spec.recipient_id or ""
         if rid not in self.users:
             return web.json_response(USER_NOT_FOUND_BODY, status=USER_NOT_FOUND_STATUS)
@@ -478,9 +469,9 @@ class Sandbox:
         allowed = HUMAN_AGENT_SECONDS if spec.human_agent else WINDOW_SECONDS
         if last is None or now - last > allowed:
             return web.json_response(WINDOW_CLOSED_BODY, status=WINDOW_CLOSED_STATUS)
-        return self._deliver_send(rid, spec.message, now)
+        return await self._deliver_send(rid, spec.message, now)
 
-    def _private_reply(self, spec: SendSpec, now: float) -> web.Response:
+    async def _private_reply(self, spec: SendSpec, now: float) -> web.Response:
         comment = self.comments.get(spec.comment_id or "")
         if comment is None or comment.deleted or comment.igsid == self.account_id:
             return graph_error(
@@ -501,9 +492,13 @@ class Sandbox:
                 type="IGApiException",
             )
         comment.private_replied = True
-        return self._deliver_send(comment.igsid, spec.message, now)
+        return await self._deliver_send(comment.igsid, spec.message, now)
 
-    def _deliver_send(self, igsid: str, message: Mapping[str, object], now: float) -> web.Response:
+    async def _deliver_send(
+        self, igsid: str, message: Mapping[str, object], now: float
+    ) -> web.Response:
+        """Store our message and echo it (``messages`` field); with ``echo_first`` the echo
+        is delivered (or given up on) before this returns the answer."""
         mid = new_mid(self.account_id)
         atts = message.get("attachments") or (
             [message["attachment"]] if "attachment" in message else []
@@ -513,7 +508,11 @@ class Sandbox:
             mid, igsid, "out", text if isinstance(text, str) else None, as_list(atts), now
         )
         self._store(igsid, stored)
-        self._emit(build_echo_payload(self.account_id, igsid, message, mid, int(now * 1000)))
+        echo = build_echo_payload(self.account_id, igsid, message, mid, int(now * 1000))
+        first = self.echo_first > 0 and self._rng.random() < self.echo_first
+        task = self._emit("messages", echo, delay=0.0 if first else None)
+        if first and task is not None:
+            await asyncio.wait({task})  # not task itself: a cancelled echo must not raise here
         return web.json_response({"recipient_id": igsid, "message_id": mid})
 
     # -- comments and nodes --------------------------------------------------------------
@@ -532,6 +531,7 @@ class Sandbox:
         reply = self._new_comment(self.account_id, self.username, text, parent.media_id, parent.id)
         if self.echo_comment_replies:
             self._emit(
+                "comments",
                 build_comment_payload(
                     self.account_id,
                     self.account_id,
@@ -545,9 +545,26 @@ class Sandbox:
             )
         return web.json_response({"id": reply.id})
 
+    def _node_type(self, obj: str) -> str | None:
+        """The fields schema (instaset.sandbox.fields) of the node ``GET /{obj}`` reads."""
+        if obj in ("me", self.account_id):
+            return "IGUser"
+        if obj in self.comments and not self.comments[obj].deleted:
+            return "IGComment"
+        if obj in self.users:
+            return "IGUserProfile"
+        if obj in self._conv_ids:
+            return "IGConversation"
+        return "IGMessage" if obj in self._messages else None
+
     def _node(self, method: str, obj: str, params: dict[str, str]) -> web.Response:
+        node = self._node_type(obj) if method == "GET" else None
+        if node is not None:
+            problem = bad_fields(params, node)
+            if problem is not None:
+                return problem
         fields = requested_fields(params)
-        if obj in ("me", self.account_id) and method == "GET":
+        if node == "IGUser":
             return web.json_response(
                 me_json(self.account_id, self.app_user_id, self.username, fields)
             )
@@ -560,23 +577,15 @@ class Sandbox:
                 comment.deleted = True
                 return web.json_response({"success": True})
             if method == "GET":
-                return web.json_response(
-                    {
-                        "id": comment.id,
-                        "text": comment.text,
-                        "hidden": comment.hidden,
-                        "username": comment.username,
-                        "timestamp": iso_time(comment.at),
-                    }
-                )
-        if method == "GET" and obj in self.users:
+                return web.json_response(comment_json(comment, fields))
+        if node == "IGUserProfile":
             return profile_response(
                 obj, self.users[obj], consented=obj in self._last_inbound,
                 overrides=self.profiles.get(obj, {}), fields=fields,
             )
-        if method == "GET" and obj in self._conv_ids:
+        if node == "IGConversation":
             return web.json_response(self._conversation_json(self._conv_ids[obj], fields))
-        if method == "GET" and obj in self._messages:
+        if node == "IGMessage":
             conv, msg = self._messages[obj]
             if not has_details(conv, msg):
                 return unknown_object(method, obj)  # past the 20 newest: reads as deleted
@@ -586,7 +595,7 @@ class Sandbox:
     def _me_ref(self) -> dict[str, str]:
         return {"username": self.username, "id": self.account_id}
 
-    def _conversation_json(self, conv: Conversation, fields: set[str]) -> dict[str, object]:
+    def _conversation_json(self, conv: Conversation, fields: Selection) -> dict[str, object]:
         return conversation_json(conv, fields, self._me_ref(), self.users)
 
 

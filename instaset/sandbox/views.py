@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 from yarl import URL
 
+from instaset.sandbox.fields import FieldsError, Selection, bad_fields, project, requested
 from instaset.sandbox.messaging import coerce_form
-from instaset.sandbox.model import Conversation, StoredMessage
+from instaset.sandbox.model import Comment, Conversation, StoredMessage
+from instaset.sandbox.profiles import DETAIL_LIMIT
 from instaset.sandbox.wire import KNOWN_FIELDS, graph_error, iso_time, unknown_object
 
 ME_DEFAULTS: dict[str, object] = {
@@ -43,15 +44,17 @@ def offset(text: str) -> int | None:
         return None
 
 
-def requested_fields(params: Mapping[str, str]) -> set[str]:
-    """``fields`` as a set; nested selections (``messages{id,message}``) are accepted and
-    flattened to their top-level name."""
-    raw = re.sub(r"\{[^}]*\}", "", params.get("fields", ""))
-    return {f.strip() for f in raw.split(",") if f.strip()}
+def requested_fields(params: Mapping[str, str]) -> Selection:
+    """``fields`` parsed, nested selections kept (``{"messages": {"id": None, ...}}``); empty
+    when absent or malformed (handlers answer a malformed one with ``bad_fields`` first)."""
+    try:
+        return requested(params)
+    except FieldsError:
+        return {}
 
 
 def me_json(
-    account_id: str, app_user_id: str, username: str, fields: set[str]
+    account_id: str, app_user_id: str, username: str, fields: Selection
 ) -> dict[str, object]:
     full: dict[str, object] = {"user_id": account_id, "username": username, **ME_DEFAULTS}
     out = {k: v for k, v in full.items() if k in fields}
@@ -104,7 +107,10 @@ def messenger_profile(
             profile.pop(str(name), None)
         return web.json_response({"success": True})
     if method == "GET":
-        wanted = requested_fields(params)
+        problem = bad_fields(params, "MessengerProfile")
+        if problem is not None:
+            return problem
+        wanted = set(requested_fields(params))
         if wanted == {"ice_breakers"}:
             return web.json_response({"data": profile.get("ice_breakers", [])})
         found = {k: v for k, v in profile.items() if k in wanted}
@@ -116,9 +122,12 @@ def conversations_page(
     convs: list[Conversation],
     params: Mapping[str, str],
     url: URL,
-    render: Callable[[Conversation, set[str]], dict[str, object]],
+    render: Callable[[Conversation, Selection], dict[str, object]],
 ) -> web.Response:
     """One page of conversations, newest first, with Graph's cursor paging."""
+    problem = bad_fields(params, "IGConversation")
+    if problem is not None:
+        return problem
     if params.get("user_id"):
         convs = [c for c in convs if c.igsid == params["user_id"]]
     convs = sorted(convs, key=lambda c: (c.updated_at, c.seq), reverse=True)
@@ -133,7 +142,7 @@ def conversations_page(
             return graph_error(400, 100, "(#100) Invalid cursor")
         start = found
     page = convs[start : start + limit]
-    fields = requested_fields(params) or {"id", "updated_time"}
+    fields = requested_fields(params) or {"id": None, "updated_time": None}
     out: dict[str, object] = {"data": [render(c, fields) for c in page]}
     if page:
         end = start + len(page)
@@ -145,24 +154,36 @@ def conversations_page(
 
 
 def conversation_json(
-    conv: Conversation, fields: set[str], me: dict[str, str], users: Mapping[str, str]
+    conv: Conversation, fields: Selection, me: dict[str, str], users: Mapping[str, str]
 ) -> dict[str, object]:
+    """A conversation with the requested fields. ``messages{...}`` gives each message's
+    sub-fields; only the :data:`DETAIL_LIMIT` newest have details, the older ones keep
+    ``id`` and ``created_time`` (how Meta fills them is not in the reference [unverified])."""
     out: dict[str, object] = {"id": conv.id}
     if "updated_time" in fields:
         out["updated_time"] = iso_time(conv.updated_at)
     if "participants" in fields:
         them = {"username": users.get(conv.igsid, ""), "id": conv.igsid}
-        out["participants"] = {"data": [me, them]}
+        sub = fields["participants"]
+        out["participants"] = {"data": [project(p, sub) for p in (me, them)]}
     if "messages" in fields:
         newest = sorted(conv.messages, key=lambda m: m.at, reverse=True)
-        out["messages"] = {"data": [{"id": m.mid, "created_time": iso_time(m.at)} for m in newest]}
+        sub = fields["messages"]
+        items: list[object] = []
+        for i, m in enumerate(newest):
+            if sub and i < DETAIL_LIMIT:
+                items.append(message_json(conv, m, sub, me, users))
+            else:
+                brief = {"id": m.mid, "created_time": iso_time(m.at)}
+                items.append(project(brief, sub) if sub else brief)
+        out["messages"] = {"data": items}
     return out
 
 
 def message_json(
     conv: Conversation,
     msg: StoredMessage,
-    fields: set[str],
+    fields: Selection,
     me: dict[str, str],
     users: Mapping[str, str],
 ) -> dict[str, object]:
@@ -176,8 +197,25 @@ def message_json(
     }
     if msg.attachments:
         full["attachments"] = {"data": msg.attachments}
-    wanted = fields or {"created_time"}
-    return {"id": msg.mid, **{k: v for k, v in full.items() if k in wanted}}
+    return project({"id": msg.mid, **full}, fields or {"created_time": None})
+
+
+def comment_json(comment: Comment, fields: Selection) -> dict[str, object]:
+    """``GET /{comment-id}``: the requested fields, or a fixed default set when none are."""
+    full: dict[str, object] = {
+        "id": comment.id,
+        "text": comment.text,
+        "hidden": comment.hidden,
+        "username": comment.username,
+        "timestamp": iso_time(comment.at),
+        "from": {"id": comment.igsid, "username": comment.username},
+        "media": {"id": comment.media_id},
+        "like_count": 0,
+    }
+    if comment.parent_id is not None:
+        full["parent_id"] = comment.parent_id
+    default = dict.fromkeys(("text", "hidden", "username", "timestamp"))
+    return project(full, fields or default)
 
 
 def bearer(request: web.Request) -> str | None:
