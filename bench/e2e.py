@@ -454,6 +454,7 @@ async def bench(args: argparse.Namespace) -> int:
                 # the measured phases: open-loop p99 100-137 ms against 20-64 ms without.
                 relay_box = Sandbox(app_secret=SECRET, account_id=ACCOUNT_ID,
                                     username="bench_creator")
+                relay_box.subscribe(["messages"])  # echoes reach the relay, as after connect
                 relay_url = await relay_box.start("127.0.0.1")
                 try:
                     bare = await drive(Daemon.relay(env, relay_url, relay_box.token,

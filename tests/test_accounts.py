@@ -475,7 +475,7 @@ async def test_disconnect_keeps_data_purge_deletes_exactly_that_account(
 ) -> None:
     await seed(service.db, ACCT)
     await seed(service.db, OTHER)
-    box.subscribed[:] = list(WEBHOOK_FIELDS)
+    box.subscribe(WEBHOOK_FIELDS)
     before = await census(service.db)
     assert before["jobs"] == {ACCT: 6, OTHER: 6} and before["messages"][ACCT] == 2
     MemorySecrets().set(token_key(ACCT), box.token)

@@ -85,7 +85,7 @@ async def world(tmp_path: Path, *, frozen: bool = False, **config: Any) -> Async
     clock = Clock(frozen=frozen)
     sandbox = Sandbox(app_secret=SECRET, account_id=ACCT, username=USERNAME, clock=clock)
     await sandbox.start("127.0.0.1")
-    sandbox.subscribed = list(FIELDS)  # as `instaset connect` left it
+    sandbox.subscribe(FIELDS)  # as `instaset connect` left it
     try:
         yield World(sandbox, clock, make_config(tmp_path / "d.db", **config))
     finally:

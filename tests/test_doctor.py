@@ -117,11 +117,11 @@ async def test_token_and_subscriptions_checked_at_meta(tmp_path: Path, sandbox: 
     assert sub.status == "fail" and "not subscribed to messages" in sub.message
     assert sub.ref == "docs/setup.md#connect-an-account"
 
-    sandbox.subscribed[:] = ["messages", "comments"]
+    sandbox.subscribe(["messages", "comments"])
     sub = by_name(await run_checks(cfg, tokens=tokens))["subscriptions @coach"]
     assert sub.status == "warn" and "missing message_reactions" in sub.message
-    sandbox.subscribed[:] = ["messages", "comments", "message_reactions",
-                             "messaging_postbacks", "messaging_seen"]
+    sandbox.subscribe(["messages", "comments", "message_reactions",
+                       "messaging_postbacks", "messaging_seen"])
     sub = by_name(await run_checks(cfg, tokens=tokens))["subscriptions @coach"]
     assert sub.status == "ok"
 
