@@ -6,7 +6,10 @@ transcript and fault injection. Used by ``serve --sandbox``, ``demo``, ``simulat
 Rules it enforces like Meta: a user may be messaged within 24 h of their last message (7 days
 with the ``HUMAN_AGENT`` tag); a comment gets one private reply, within 7 days; texts are at
 most 1000 UTF-8 bytes; unknown recipients, bad tokens and revoked tokens get Meta's real
-error bodies.
+error bodies; webhooks go out only for a subscribed account (:mod:`.delivery`); tokens carry
+their scopes (code 10 without the one a call needs); a field a node does not have is code
+100 (:mod:`.fields`); a long-lived token is refreshed only from 24 h of age. ``echo_first``
+delivers echoes before the Send API's answer.
 """
 
 from instaset.sandbox.model import (

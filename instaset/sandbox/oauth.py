@@ -127,6 +127,28 @@ class TokenBook:
         return code
 
 
+def needed_scope(
+    segs: list[str], body: object, node_type: Callable[[str], str | None]
+) -> str | None:
+    """The scope a Graph call needs beyond ``instagram_business_basic`` (reference §4.4, §7,
+    §8): messaging and its reads need manage_messages; comments, their replies and private
+    replies manage_comments. ``segs`` is the path without its version; ``node_type`` names
+    what ``/{id}`` is (instaset.sandbox.fields schema names)."""
+    edge = segs[1] if len(segs) == 2 else None
+    node = node_type(segs[0]) if len(segs) == 1 else None
+    if edge == "messages":
+        recipient = body.get("recipient") if isinstance(body, Mapping) else None
+        private = isinstance(recipient, Mapping) and "comment_id" in recipient
+        return COMMENTS if private else MESSAGES
+    if edge == "replies" or node == "IGComment":
+        return COMMENTS
+    if edge in ("conversations", "messenger_profile") or node in (
+        "IGConversation", "IGMessage", "IGUserProfile"
+    ):
+        return MESSAGES
+    return None
+
+
 def _page(title: str, body: str, status: int = 200) -> web.Response:
     doc = (
         "<!doctype html><html><head><meta charset='utf-8'>"

@@ -35,13 +35,7 @@ from instaset.sandbox.model import (
     StoredMessage,
     Undelivered,
 )
-from instaset.sandbox.oauth import (
-    ALL_MESSAGING_SCOPES,
-    COMMENTS,
-    MESSAGES,
-    OAuthRoutes,
-    TokenBook,
-)
+from instaset.sandbox.oauth import ALL_MESSAGING_SCOPES, OAuthRoutes, TokenBook, needed_scope
 from instaset.sandbox.profiles import has_details, profile_response
 from instaset.sandbox.views import (
     as_list,
@@ -384,7 +378,8 @@ class Sandbox(DeliveryMixin):
             return self._oauth.exchange(params, token)
         if segs == ["refresh_access_token"] and method == "GET":
             return self._oauth.refresh(params, token)
-        problem = self.tokens.problem(token) or self._permission(token, segs, body)
+        need = needed_scope(segs, body, self._node_type)
+        problem = self.tokens.problem(token) or (self.tokens.lacks(token, need) if need else None)
         if problem is not None:
             return problem
         if len(segs) == 1:
@@ -398,26 +393,6 @@ class Sandbox(DeliveryMixin):
                     return unknown_object(method, obj)
                 return await self._account_edge(request, edge, params, body)
         return graph_error(400, 2500, f"Unknown path components: /{'/'.join(segs)}")
-
-    def _permission(self, token: str | None, segs: list[str], body: object
-                    ) -> web.Response | None:
-        """Meta's code 10 when the token lacks the scope this call needs (reference §4.4, §7,
-        §8): messaging and its reads need ``..._manage_messages``; comments, their replies and
-        private replies ``..._manage_comments``. ``/me`` and subscriptions need only basic."""
-        edge = segs[1] if len(segs) == 2 else None
-        obj = segs[0] if segs else ""
-        need: str | None = None
-        if edge == "messages":
-            recipient = body.get("recipient") if isinstance(body, Mapping) else None
-            private = isinstance(recipient, Mapping) and "comment_id" in recipient
-            need = COMMENTS if private else MESSAGES
-        elif edge == "replies" or (edge is None and obj in self.comments):
-            need = COMMENTS
-        elif edge in ("conversations", "messenger_profile") or (
-            edge is None and (obj in self._conv_ids or obj in self._messages or obj in self.users)
-        ):
-            need = MESSAGES
-        return self.tokens.lacks(token, need) if need else None
 
     def _oauth_route(self, method: str, rest: list[str], params: dict[str, str]) -> web.Response:
         if rest == ["authorize"] and method == "GET":
