@@ -126,7 +126,7 @@ def sandbox_routes(box: Sandbox) -> list[web.RouteDef]:
         igsid = _user(body, box)
         text = _field(body, "text") or ""
         payload = await box.user_sends_dm(igsid, text, deliver=False)
-        status = await _deliver(box, payload)
+        status = await _deliver(box, "messages", payload)
         return web.json_response({"user": igsid, "webhook_status": status})
 
     async def comment(request: web.Request) -> web.Response:
@@ -135,7 +135,7 @@ def sandbox_routes(box: Sandbox) -> list[web.RouteDef]:
         text = _field(body, "text") or ""
         media = _field(body, "media") or DEFAULT_MEDIA
         payload = await box.user_comments(igsid, text, media, deliver=False)
-        status = await _deliver(box, payload)
+        status = await _deliver(box, "comments", payload)
         return web.json_response({"user": igsid, "webhook_status": status})
 
     async def thread(request: web.Request) -> web.Response:
@@ -170,8 +170,17 @@ async def _json(request: web.Request) -> dict[str, Any]:
     return body
 
 
-async def _deliver(box: Sandbox, payload: dict[str, object]) -> int:
-    """Post the signed webhook to the daemon; the status it really answered."""
+async def _deliver(box: Sandbox, field: str, payload: dict[str, object]) -> int:
+    """Post the signed webhook to the daemon; the status it really answered. Meta sends
+    nothing for an account that is not subscribed, and neither does the sandbox: 409."""
+    if not box.delivers(field):
+        raise web.HTTPConflict(
+            text=json.dumps({"error": (
+                f"the sandbox account is not subscribed to webhooks ({field}), so Meta would "
+                "send nothing (was it disconnected?); restart `instaset serve --sandbox`, "
+                "which subscribes it")}),
+            content_type="application/json",
+        )
     try:
         return await box.deliver(payload)
     except (ConnectionError, ValueError) as exc:

@@ -232,6 +232,23 @@ async def test_sandbox_routes_report_the_real_webhook_status(
     assert [code for _payload, code in box.deliveries] == [200, 403]
 
 
+@pytest.mark.parametrize("route", ["/sandbox/dm", "/sandbox/comment"])
+async def test_sandbox_routes_send_nothing_for_an_unsubscribed_account(
+    sandbox_daemon: Serving, route: str,
+) -> None:
+    """`serve --sandbox` subscribes its account through the sandbox's API, as `connect`
+    does; once unsubscribed (`disconnect`), Meta sends no webhook, and the route says why
+    instead of delivering one anyway."""
+    box = sandbox_daemon.sandbox
+    assert box is not None
+    assert box.transcript[0].method == "POST" and box.transcript[0].route.endswith(
+        "/subscribed_apps")
+    await sandbox_daemon.rt.graph.unsubscribe(box.account_id, token=box.token)
+    status, answer = await post(sandbox_daemon, route, {"user": "alice", "text": "hi"})
+    assert status == 409 and "not subscribed" in answer["error"]
+    assert box.deliveries == []
+
+
 # -- `instaset simulate` ----------------------------------------------------------------------
 
 
