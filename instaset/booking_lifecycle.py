@@ -232,14 +232,18 @@ class BookingDesk(SlotDesk):
                 f" (booking {other['id'] if other is not None else '?'}); booking {bid} stays"
                 " where it was: pick another time")
         jobs = self.reminder_jobs(bid, acct, contact, slot.start, now)
+        # Keyed by the change (the booking's SEQUENCE after it), not by the new time: a
+        # booking moved back to a time it had before is a new change, told again; a retried
+        # tap job is the same change (its transaction rolled back), told once.
+        change = int(row["sequence"]) + 1
         why_not = await self._tell_in(conn, Outgoing(
-            key=f"send:booking:{bid}:move:{int(row['sequence']) + 1}", kind=SendKind.TEXT,
+            key=f"send:booking:{bid}:move:{change}", kind=SendKind.TEXT,
             account_id=acct, contact_id=contact, text=self._text("moved", row, slot.start),
             quick_replies=manage_replies(bid), before_handoff=by == "contact"), now)
         old, new = slot_when(row["start_at"], self.tz), slot_when(slot.start, self.tz)
         if by == "contact":
             note = await self._note_in(conn, acct, contact, _who(row), why_not, now)
-            jobs.append(notify_job(f"booking:{bid}:move:{int(slot.start)}", acct, contact,
+            jobs.append(notify_job(f"booking:{bid}:move:{change}", acct, contact,
                                    "booking", f"{_who(row)} moved {row['title']} from {old}"
                                    f" to {new} ({tz_label(self.tz)}){note}", now))
         await enqueue_in(conn, jobs, now)

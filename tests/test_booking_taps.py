@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from instaset.booking import slot_payload
+from instaset.booking_slots import move_payload
 from instaset.config import BookingConfig
 from tests.sending_harness import Harness
 from tests.test_booking_lifecycle import IGSID, NOW, message, rows
@@ -315,3 +316,24 @@ async def test_taps_on_a_booking_that_took_place_change_nothing(tmp_path: Path) 
         assert (await notes(h))[1:] == [f"{WHO} tapped Cancel on {on}",
                                         f"{WHO} tapped Reschedule on {on}",
                                         f"{WHO} tapped a new time on {on}"]  # once each
+
+
+# -- a booking moved back to a time it had before: every move is told ------------------------
+async def test_every_move_is_told_even_back_to_an_earlier_time(tmp_path: Path) -> None:
+    """09:00 -> 09:30 -> 09:00 -> 09:30: three moves, three notices, the last one naming the
+    time the booking is at (the notice was keyed by the new time, so the third was lost)."""
+    half = NINE + 1800
+    async with booking_env(tmp_path) as h:
+        await tap(h, "Mon 02 Jun 09:00", slot_payload(NINE))
+        [booking] = await rows(h, "SELECT id FROM bookings")
+        for start in (half, NINE, half):
+            await tap(h, "new time", move_payload(booking["id"], start))
+        [now_at] = await rows(h, "SELECT start_at FROM bookings")
+        assert now_at["start_at"] == half
+        moved = [n for n in await notes(h) if " moved " in n]
+        assert moved == [
+            f"{WHO} moved Call from Monday 02 June 2025, {a} to Monday 02 June 2025, {b} (UTC)"
+            for a, b in (("09:00", "09:30"), ("09:30", "09:00"), ("09:00", "09:30"))]
+        # a second tap on the time the booking is at changes nothing and tells nothing
+        await tap(h, "new time", move_payload(booking["id"], half))
+        assert [n for n in await notes(h) if " moved " in n] == moved
