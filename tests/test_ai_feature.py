@@ -388,6 +388,10 @@ async def test_booking_through_a_function_call_and_a_tap(make: Make) -> None:
     assert len(notes) == 1
     [lead] = await env.rows("SELECT * FROM leads")
     assert lead["stage"] == "booked"
+    # The booking ranks above "qualified", but the score (wants_a_call +20) is under
+    # qualified_at: the booking's notice tells it, no "qualified lead (score 20)" beside it.
+    assert lead["score"] < 100 and lead["qualified_at"] is not None
+    assert await env.rows("SELECT * FROM notifications WHERE kind = 'lead'") == []
 
 
 async def test_an_ai_booking_offer_with_no_free_slot_tells_the_contact_and_the_creator(

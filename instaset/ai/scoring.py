@@ -84,15 +84,30 @@ def _quoted(evidence: str) -> str:
     return f' ("{evidence[:60]}")'
 
 
-def _qualified_text(username: str | None, score: LeadScore) -> str:
-    who = f"@{username}" if username else "A contact"
+def _qualified_text(who: str, score: LeadScore, qualified_at: int) -> str:
+    """The "qualified" notice about ``who`` (@username, else the contact id, as every notice
+    names a contact). A score under ``qualified_at`` is not quoted as if it qualified: the
+    stage (a workflow's ``stage`` step) is what did, and the notice says so."""
     why = "; ".join(
         f"{r.matched if r.rule == 'workflow' else r.rule} {r.points:+d}"
         + (_quoted(r.evidence) if r.evidence else "")
         for r in score.reasons
     )
-    return f"{who} is a qualified lead (score {score.score}): {why}"
+    if score.score < qualified_at:
+        head = (f"{who} is a qualified lead (stage {score.stage}, set by a workflow; score"
+                f" {score.score}, under leads.qualified_at {qualified_at})")
+    else:
+        head = f"{who} is a qualified lead (score {score.score})"
+    return f"{head}: {why}" if why else head
 
+
+def _booking_qualified(result: LeadScore, cfg: LeadsConfig, inp: LeadInput) -> bool:
+    """Whether only the contact's booking puts them at or past "qualified" (a booking ranks
+    above it: stage ``booked``) while their points are under ``qualified_at``. The creator
+    hears of it from the booking's own notice ("@x booked ..."), a stronger signal than a
+    score; a second, "qualified lead (score 20)" notice beside it would quote a score under
+    the threshold as if it qualified."""
+    return inp.booked and result.score < cfg.qualified_at
 
 def stored_score(row: sqlite3.Row | None) -> LeadScore | None:
     """A ``leads`` row as the score it stores (None: never scored)."""
@@ -119,6 +134,7 @@ async def rescore_in(
     inp = await lead_input(conn, account_id, contact_id)
     result = score_lead(cfg, inp, stored_score(before))
     notify = not stage_by_hand or qualified_by_evidence(result.score, cfg, inp)
+    notify = notify and not _booking_qualified(result, cfg, inp)
     return result, await _store(conn, cfg, account_id, contact_id, result, before, now,
                                 notify=notify)
 
@@ -140,7 +156,8 @@ async def rescore_after(
     result = score_after(cfg, prior.reasons, inp)
     if result is None:
         return await rescore_in(conn, cfg, account_id, contact_id, now)
-    return result, await _store(conn, cfg, account_id, contact_id, result, before, now)
+    return result, await _store(conn, cfg, account_id, contact_id, result, before, now,
+                                notify=not _booking_qualified(result, cfg, inp))
 
 
 async def _store(
@@ -148,7 +165,9 @@ async def _store(
     result: LeadScore, before: sqlite3.Row | None, now: float, *, notify: bool = True,
 ) -> list[NewJob]:
     """Store ``result``; the "qualified" notice the first time the lead reaches that stage
-    (none when not ``notify``: see :func:`rescore_in`), to enqueue with the transaction."""
+    (none when not ``notify``: see :func:`rescore_in` and :func:`_booking_qualified`; the
+    lead is stored as qualified from then on all the same, so no later rescore tells it),
+    to enqueue with the transaction."""
     await aistore.upsert_lead(
         conn, account_id=account_id, contact_id=contact_id, score=result.score,
         stage=result.stage, reasons=[r.to_dict() for r in result.reasons],
@@ -157,7 +176,9 @@ async def _store(
     jobs: list[NewJob] = []
     if notify and result.qualified and (before is None or before["qualified_at"] is None):
         conv = await aistore.conversation_row(conn, account_id, contact_id)
-        text = _qualified_text(conv["username"] if conv is not None else None, result)
+        username = conv["username"] if conv is not None else None
+        text = _qualified_text(f"@{username}" if username else contact_id, result,
+                               cfg.qualified_at)
         jobs.append(notify_job(f"lead-qualified:{account_id}:{contact_id}", account_id,
                                contact_id, "lead", text, now))
         log.info("%s qualified (score %d)", contact_id, result.score)
