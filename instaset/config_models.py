@@ -15,8 +15,10 @@ import os
 import re
 from collections.abc import Mapping
 from datetime import date, timedelta
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -372,8 +374,31 @@ class SecretsConfig(_Model):
     backend: Literal["auto", "keyring", "file", "memory"] = "auto"
 
 
+SMTPS_PORT = 465
+"""SMTP over implicit TLS: the client speaks TLS from the first byte. The notifier
+(:func:`instaset.notify.send_email`, ``smtplib.SMTP``) connects in plain and upgrades with
+STARTTLS, so against this port it waits for a greeting that never comes: refused here."""
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot take a notification's JSON POST (None: it can). The message never
+    repeats the URL: a chat webhook's URL carries its token."""
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        return "webhook_url is not a valid URL (check the host and the port)"
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(
+            c.isspace() for c in url.strip()):
+        return ("webhook_url must be an http(s) URL without spaces, e.g."
+                " https://hooks.slack.com/services/...: each notification is POSTed to it as"
+                " JSON")
+    return None
+
+
 class SmtpConfig(_Model):
-    """Email notifications: one message per notification, to ``to_addr``."""
+    """Email notifications: one message per notification, to ``to_addr``. Plain SMTP,
+    upgraded with STARTTLS when ``starttls``; implicit TLS (port 465) is refused."""
 
     host: str
     port: int = Field(default=587, ge=1, le=65535)
@@ -383,12 +408,41 @@ class SmtpConfig(_Model):
     from_addr: str
     to_addr: str
 
+    @field_validator("port")
+    @classmethod
+    def _not_smtps(cls, value: int) -> int:
+        if value == SMTPS_PORT:
+            raise ValueError(
+                "port 465 is SMTP over implicit TLS, which instaset does not speak (it connects"
+                " in plain and upgrades with STARTTLS): use port 587 with starttls: true, which"
+                " mail providers offer beside 465")
+        return value
+
+    @field_validator("from_addr", "to_addr")
+    @classmethod
+    def _addresses(cls, value: str, info: ValidationInfo) -> str:
+        found = getaddresses([value])
+        if not value.strip() or not found or any(
+                not re.fullmatch(r"[^@\s]+@[^@\s]+", addr) for _, addr in found):
+            raise ValueError(f"{info.field_name} must be an email address, e.g."
+                             " me@example.com (several: comma-separated)")
+        return value
+
 
 class NotifyConfig(_Model):
     command: str | None = None
     webhook_url: str | None = None
     desktop: bool = False
     smtp: SmtpConfig | None = None
+
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _http_webhook(cls, value: object) -> object:
+        # Before the type's own validation, on the text as written (whatever type holds it).
+        problem = webhook_url_problem(value) if isinstance(value, str) else None
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class SandboxConfig(_Model):
