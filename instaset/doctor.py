@@ -28,6 +28,7 @@ import aiohttp
 from instaset import tokens as tokens_mod
 from instaset.catchup import doctor_checks as catchup_checks
 from instaset.config import Config, load_config
+from instaset.doctor_notify import check_notifications, redact_error
 from instaset.errors import (
     ConfigError,
     ForeignDatabaseError,
@@ -199,7 +200,8 @@ async def check_queue(db: Database, now: float, daemon_running: bool) -> list[Ch
     if counts["dead"]:
         last = await db.fetchone("SELECT kind, last_error FROM jobs WHERE state = 'dead'"
                                  " ORDER BY finished_at DESC LIMIT 1")
-        detail = f"; latest: {last['kind']}: {(last['last_error'] or '')[:120]}" if last else ""
+        detail = (f"; latest: {last['kind']}: {redact_error(last['last_error'] or '')[:120]}"
+                  if last else "")
         out.append(Check("dead letters", "warn", f"{counts['dead']} jobs gave up{detail}",
                          "fix the cause above; dead jobs are kept for inspection and removed "
                          "by `instaset purge` after the retention period",
@@ -338,42 +340,6 @@ async def check_public_url(config: Config, session: aiohttp.ClientSession | None
                  "token", _ref("public-url"))
 
 
-NOTIFY_LATE = 3600.0
-"""A notification not delivered after this many seconds is worth a warning (its job goes on
-retrying for about a day: ``instaset.notify.NOTIFY_MAX_ATTEMPTS``)."""
-
-_NOTIFY_FIX = ("check notify.command / webhook_url / smtp / desktop; the daemon's log "
-               "(instaset.notify) names the failing channel")
-
-
-async def check_notifications(db: Database, now: float, limit: int = 5) -> list[Check]:
-    rows = await history.recent_notifications(db, limit)
-    out: list[Check] = []
-    for r in rows:
-        stuck = r["delivered_at"] is None and now - r["created_at"] > NOTIFY_LATE
-        out.append(Check(
-            "notification", "warn" if stuck else "ok",
-            f"{iso_utc(r['created_at'])} {r['kind']}: {r['text'][:100]}"
-            + (" (not delivered)" if stuck else ""),
-            _NOTIFY_FIX if stuck else None,
-            _ref("notifications") if stuck else None))
-    # All of them, not only the last few: a notification is retried for a day, and the
-    # ones still trying are told apart from those given up (dead job, or purged).
-    late = await history.undelivered_notifications(db, now - NOTIFY_LATE)
-    if late:
-        retrying = [r["run_at"] for r in late if r["state"] in ("ready", "running")]
-        parts = []
-        if retrying:
-            parts.append(f"{len(retrying)} still retried (next try {iso_utc(min(retrying))})")
-        if len(late) > len(retrying):
-            parts.append(f"{len(late) - len(retrying)} given up after a day of tries")
-        out.append(Check(
-            "undelivered notifications", "warn",
-            f"{len(late)} not delivered after an hour: " + ", ".join(parts),
-            _NOTIFY_FIX, _ref("notifications")))
-    return out
-
-
 async def check_retention(db: Database, config: Config, now: float) -> Check:
     row = await db.fetchone("SELECT min(created_at) FROM messages")
     oldest = row[0] if row else None
@@ -431,7 +397,7 @@ async def run_checks(
                 checks += await check_accounts(db, config, provider, now, offline=offline,
                                                graph=graph)
                 checks.append(await check_retention(db, config, now))
-                checks += await check_notifications(db, now)
+                checks += await check_notifications(db, now, config=config.notify)
                 checks += await catchup_checks(db)
             checks.append(await check_public_url(config, session, offline=offline))
         finally:

@@ -7,10 +7,22 @@ failing notices at once, with their channel and error, and looks at each channel
 
 from __future__ import annotations
 
-import pytest
+import time
+from pathlib import Path
 
-from instaset.config import parse_config_text
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from instaset.config import NotifyConfig, parse_config_text
+from instaset.doctor import Check, run_checks
+from instaset.doctor_notify import redact_error
+from instaset.notify import NOTIFY_MAX_ATTEMPTS, Notifier, notify_job
+from instaset.queue import RetryLater
+from instaset.store import jobs as jobstore
+from instaset.store.db import open_database
 from tests.config_helpers import problems
+from tests.test_doctor import ACCT, make_db, write_config
 
 TOKEN = "bot123456:AAHsecretTOKEN"
 
@@ -67,3 +79,97 @@ def test_working_smtp_settings_are_fine() -> None:
         config = parse_config_text(SMTP.format(extra="    port: 25\n", sender=sender, to=to),
                                    "config.yaml", {})
         assert config.notify.smtp is not None and config.notify.smtp.port == 25
+
+
+# -- doctor: failing notices at once, with channel and error; the channels' form -------------
+async def redirect_loop(request: web.Request) -> web.Response:
+    """A webhook URL that only redirects to itself (a moved chat endpoint gone wrong)."""
+    raise web.HTTPFound(str(request.rel_url))
+
+
+async def test_doctor_reports_a_failing_notice_at_once_with_channel_and_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notice failing for two minutes was shown as OK (doctor waited an hour, then only
+    counted it); now it warns at once, names the channel and its error, and never prints
+    the webhook URL's path (a chat webhook's token)."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no notify-send: the desktop channel fails
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", redirect_loop)
+    async with TestServer(app, host="127.0.0.1") as server:
+        port = server.port
+        url = f"http://127.0.0.1:{port}/{TOKEN}/sendMessage?chat_id=42"
+        notify = {"webhook_url": url, "desktop": True}
+        cfg = write_config(tmp_path, notify=notify)
+        await make_db(tmp_path)
+        now = time.time()
+        db = await open_database(tmp_path / "doc.db", synchronous="NORMAL")
+        try:
+            await jobstore.enqueue(db, [notify_job("handoff:ana", ACCT, "c1", "handoff",
+                                                   "@ana needs you", now - 120)], now - 120)
+            [job] = await jobstore.claim(db, "w1", now - 120, 60.0, 1)
+            notifier = Notifier(db, NotifyConfig.model_validate(notify), clock=lambda: now - 120)
+            with pytest.raises(RetryLater) as failure:
+                await notifier.handle(job)
+            await jobstore.reschedule(db, job, run_at=now - 120 + failure.value.delay,
+                                      error=failure.value.reason, dead=False)
+        finally:
+            await db.close()
+        checks = await run_checks(cfg, offline=True)
+    shown = "\n".join(f"{c.name}: {c.status}: {c.message} | {c.fix}" for c in checks)
+    assert TOKEN not in shown and "sendMessage" not in shown and "chat_id" not in shown
+    by = {c.name: c for c in checks}
+    assert by["notification"].status == "warn"
+    assert by["notification"].message.endswith(
+        "handoff: @ana needs you (not delivered: failing on desktop, webhook)")
+    webhook = by["failing notifications (webhook)"]
+    assert webhook.status == "warn" and webhook.message.startswith(
+        f"1 notification not delivered on webhook (try 1 of {NOTIFY_MAX_ATTEMPTS}, next try ")
+    assert "2xx to a JSON POST" in str(webhook.fix)
+    desktop = by["failing notifications (desktop)"]
+    assert desktop.status == "warn" and "notify-send not found on PATH" in desktop.message
+    assert by["notify channel (desktop)"].status == "warn"
+    assert by["notify channel (webhook)"].message == (
+        f"POST to http://127.0.0.1:{port}/… (path hidden)")
+    assert "undelivered notifications" not in by  # not an hour old: not counted as late
+
+
+def test_an_error_quoting_the_url_is_shown_without_its_path() -> None:
+    error = ("TooManyRedirects: 0, message='', url='http://127.0.0.1:18901/r/"
+             f"{TOKEN}/sendMessage?chat_id=42'")
+    assert redact_error(error) == (
+        "TooManyRedirects: 0, message='', url='http://127.0.0.1:18901/…'")
+
+
+async def test_doctor_looks_at_each_configured_channel(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "notify-send"
+    tool.write_text("#!/bin/sh\nexit 0\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    cfg = write_config(tmp_path, notify={
+        "command": "/nonexistent/notify.sh --quiet", "desktop": True,
+        "smtp": {"host": "smtp.example.com", "port": 25, "starttls": False, "username": "me",
+                 "password": "pw-123456", "from_addr": "a@example.com",
+                 "to_addr": "me@example.com"}})
+    await make_db(tmp_path)
+    by = {c.name: c for c in await run_checks(cfg, offline=True)}
+    command = by["notify channel (command)"]
+    assert (command.status, command.message) == (
+        "warn", "notify.command runs '/nonexistent/notify.sh', which is not found (no such"
+        " executable file)")
+    smtp = by["notify channel (smtp)"]
+    assert smtp.status == "warn" and "password go over the network in clear" in smtp.message
+    assert by["notify channel (desktop)"] == Check(
+        "notify channel (desktop)", "ok", f"notify-send at {tool}")
+    assert "notify channels" not in by
+
+
+async def test_doctor_without_channels_says_so(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    await make_db(tmp_path)
+    by = {c.name: c for c in await run_checks(cfg, offline=True)}
+    assert by["notify channels"].status == "skip"

@@ -411,6 +411,17 @@ async def undelivered_notifications(db: Database, before: float) -> list[sqlite3
         " WHERE n.delivered_at IS NULL AND n.created_at < ?", (before,))
 
 
+async def failing_notifications(db: Database) -> list[sqlite3.Row]:
+    """Every notification not delivered whose ``notify`` job has failed at least once (its
+    ``last_error`` is set), newest first: ``key``, ``kind``, ``created_at`` and the job's
+    ``state``, ``attempts``, ``max_attempts``, ``run_at``, ``last_error``."""
+    return await db.fetchall(
+        "SELECT n.key, n.kind, n.created_at, j.state, j.attempts, j.max_attempts, j.run_at,"
+        " j.last_error FROM notifications n JOIN jobs j ON j.key = 'notify:' || n.key"
+        " WHERE n.delivered_at IS NULL AND j.last_error IS NOT NULL"
+        " ORDER BY n.created_at DESC, n.id DESC")
+
+
 async def recent_notifications(db: Database, limit: int = 50) -> list[sqlite3.Row]:
     return await db.fetchall(
         "SELECT * FROM notifications ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
