@@ -7,12 +7,17 @@ failing notices at once, with their channel and error, and looks at each channel
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from typer.testing import CliRunner
+
+from instaset.cli import app as cli_app
 
 from instaset.config import NotifyConfig, parse_config_text
 from instaset.doctor import Check, run_checks
@@ -21,6 +26,7 @@ from instaset.notify import NOTIFY_MAX_ATTEMPTS, Notifier, notify_job
 from instaset.queue import RetryLater
 from instaset.store import jobs as jobstore
 from instaset.store.db import open_database
+from instaset.store.jobs import Job
 from tests.config_helpers import problems
 from tests.test_doctor import ACCT, make_db, write_config
 
@@ -173,3 +179,53 @@ async def test_doctor_without_channels_says_so(tmp_path: Path) -> None:
     await make_db(tmp_path)
     by = {c.name: c for c in await run_checks(cfg, offline=True)}
     assert by["notify channels"].status == "skip"
+
+
+# -- listing the notifications: all of them, not the last 5 ----------------------------------
+async def eight_handoffs(tmp_path: Path, now: float) -> None:
+    """Eight handoffs through the real notifier: the two oldest fail (a command that exits
+    1), the six newer ones are delivered."""
+    await make_db(tmp_path)
+    db = await open_database(tmp_path / "doc.db", synchronous="NORMAL")
+    try:
+        for i in range(8):
+            command = "exit 1" if i < 2 else "cat > /dev/null"
+            notifier = Notifier(db, NotifyConfig(command=command), clock=lambda i=i: now + i)
+            job = Job(id=i, kind="notify", key=f"notify:h{i}", payload={
+                "key": f"h{i}", "kind": "handoff", "text": f"@u{i} needs you",
+                "account_id": ACCT, "contact_id": f"c{i}"}, attempts=1, max_attempts=31,
+                run_at=now, created_at=now, worker=None)
+            if i < 2:
+                with pytest.raises(RetryLater):
+                    await notifier.handle(job)
+            else:
+                await notifier.handle(job)
+    finally:
+        await db.close()
+
+
+def test_inbox_notifications_lists_past_the_last_five_with_limit_and_json(
+        tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    asyncio.run(eight_handoffs(tmp_path, time.time()))
+
+    def cli(*args: str) -> str:
+        result = CliRunner().invoke(cli_app, ["--config", str(cfg), "inbox", *args])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    doc = json.loads(cli("notifications", "--json"))
+    assert (doc["total"], doc["undelivered"]) == (8, 2)
+    assert [n["text"] for n in doc["notifications"]] == [f"@u{i} needs you"
+                                                         for i in reversed(range(8))]
+    assert {n["key"]: n["delivered_at"] is None for n in doc["notifications"]} == {
+        f"h{i}": i < 2 for i in range(8)}
+    assert [n["key"] for n in json.loads(cli("notifications", "--json", "--limit", "3"))[
+        "notifications"]] == ["h7", "h6", "h5"]
+    assert [n["key"] for n in json.loads(cli("notifications", "--json", "--undelivered"))[
+        "notifications"]] == ["h1", "h0"]
+    plain = cli("notifications", "--undelivered").splitlines()
+    assert plain[0] == "8 notifications, 2 not delivered"
+    assert plain[1].startswith("! ") and plain[1].endswith("handoff: @u1 needs you (not delivered)")
+    # `inbox` keeps its last 5, now marked delivered or not
+    assert [line[:2] for line in cli("--plain").splitlines()[1:]] == ["- "] * 5

@@ -52,14 +52,22 @@ def _short(text: str | None, n: int = 60) -> str:
     return shortened(text, n)  # a contact's text: no escape may reach the terminal
 
 
-async def _notifications(db: Database, limit: int) -> list[dict[str, Any]]:
+async def _notifications(db: Database, limit: int, *, undelivered: bool = False
+                         ) -> list[dict[str, Any]]:
     from instaset.inbox import iso_utc
     from instaset.store import history
 
-    return [{"kind": r["kind"], "text": r["text"], "account_id": r["account_id"],
-             "contact_id": r["contact_id"], "created_at": iso_utc(r["created_at"]),
-             "delivered_at": iso_utc(r["delivered_at"])}
-            for r in await history.recent_notifications(db, limit)]
+    return [{"key": r["key"], "kind": r["kind"], "text": r["text"],
+             "account_id": r["account_id"], "contact_id": r["contact_id"],
+             "created_at": iso_utc(r["created_at"]), "delivered_at": iso_utc(r["delivered_at"])}
+            for r in await history.recent_notifications(db, limit, undelivered=undelivered)]
+
+
+def _note_line(note: dict[str, Any]) -> str:
+    """One notification on one line: ``!`` marks one not delivered (yet, or given up)."""
+    late = note["delivered_at"] is None
+    return (f"{'!' if late else '-'} {note['created_at']} {note['kind']}:"
+            f" {_short(note['text'], 90)}{' (not delivered)' if late else ''}")
 
 
 @inbox_app.callback(invoke_without_command=True)
@@ -127,7 +135,7 @@ def inbox(
                           ago)
         cli_app.out_console.print(table)
     for note in notes:
-        typer.echo(f"! {note['created_at']} {note['kind']}: {_short(note['text'], 90)}")
+        typer.echo(_note_line(note))
 
 
 def _ts(iso: str | None) -> float | None:
@@ -164,6 +172,37 @@ def _automation_text(a: dict[str, Any], now: float) -> str:
     from instaset.inbox import describe_automation
 
     return describe_automation(_ts(a["paused_until"]), now)
+
+
+@inbox_app.command("notifications")
+@handle_errors
+def notifications_cmd(
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, help="How many, newest first."),
+    undelivered: bool = typer.Option(False, "--undelivered",
+                                     help="Only those not delivered (yet, or given up)."),
+) -> None:
+    """Your notifications, newest first, and whether each was delivered (`inbox` shows only
+    the last 5; `doctor` says why one fails)."""
+    from instaset.store import history
+
+    storage = storage_or_exit()
+
+    @run_async
+    async def load() -> tuple[list[dict[str, Any]], tuple[int, int]]:
+        async with open_db(storage) as db:
+            notes = await _notifications(db, limit, undelivered=undelivered)
+            return notes, await history.count_notifications(db)
+
+    notes, (total, late) = load()
+    if as_json:
+        _echo_json({"notifications": notes, "total": total, "undelivered": late})
+        return
+    typer.echo(f"{total} notifications, {late} not delivered"
+               + (f" (the newest {len(notes)} shown)" if len(notes) < (
+                   late if undelivered else total) else ""))
+    for note in notes:
+        typer.echo(_note_line(note))
 
 
 @inbox_app.command("show")

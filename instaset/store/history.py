@@ -422,7 +422,17 @@ async def failing_notifications(db: Database) -> list[sqlite3.Row]:
         " ORDER BY n.created_at DESC, n.id DESC")
 
 
-async def recent_notifications(db: Database, limit: int = 50) -> list[sqlite3.Row]:
+async def recent_notifications(db: Database, limit: int = 50, *,
+                               undelivered: bool = False) -> list[sqlite3.Row]:
+    """The newest ``limit`` notifications, newest first; with ``undelivered``, only those
+    not delivered (yet, or given up)."""
+    where = " WHERE delivered_at IS NULL" if undelivered else ""
     return await db.fetchall(
-        "SELECT * FROM notifications ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
-    )
+        f"SELECT * FROM notifications{where} ORDER BY created_at DESC, id DESC LIMIT ?",
+        (limit,))
+
+
+async def count_notifications(db: Database) -> tuple[int, int]:
+    """How many notifications are stored, and how many of them are not delivered."""
+    row = await db.fetchone("SELECT count(*), count(*) - count(delivered_at) FROM notifications")
+    return (int(row[0]), int(row[1])) if row is not None else (0, 0)
