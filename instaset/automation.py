@@ -43,7 +43,7 @@ from instaset.links import track_links
 from instaset.notify import notify_job
 from instaset.outbox import Outgoing, enqueue_sends
 from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater, enqueue_in
-from instaset.refusals import TOLD, automation_refusal_notice
+from instaset.refusals import TOLD, automation_refusal_notice, named
 from instaset.rules import SendKind
 from instaset.store import history, unsend
 from instaset.store import sends as sendstore
@@ -115,13 +115,14 @@ def _refusal_notices(decision: Decision, now: float) -> list[NewJob]:
         jobs.append(notify_job(
             f"engine-refused:{st.account_id}:{st.contact_id}:{wf}:{int(now // 86400)}",
             st.account_id, st.contact_id, "refused",
-            f"Workflow {wf} could not message {st.contact_id}: "
+            f"Workflow {wf} could not message {named(st.contact_id, st.username)}: "
             + "; ".join(f"refused {r.what}: {r.detail}" for r in closed), now))
     told: dict[str, str] = {}
     for r in decision.refused:
         if r.reason in TOLD and r.reason != "window_closed":
             told.setdefault(r.reason, r.detail)
-    jobs.extend(automation_refusal_notice(st.account_id, st.contact_id, wf, reason, detail, now)
+    jobs.extend(automation_refusal_notice(st.account_id, st.contact_id, wf, reason, detail, now,
+                                          username=st.username)
                 for reason, detail in told.items())
     return jobs
 
@@ -271,8 +272,12 @@ class WorkflowAutomation:
                     outs.append(Outgoing(key=f"send:{k}", kind=SendKind.SENDER_ACTION,
                                          action="typing_on", **base))  # type: ignore[arg-type]
                 case Notify():
-                    jobs.append(notify_job(k, st.account_id, st.contact_id, "notify",
-                                           action.text, now))
+                    # A handoff's notice (the engine emits it right after the HandOff) has
+                    # its own kind, as an AI hand-off's: a receiver can route handoffs.
+                    handoff = n > 0 and isinstance(decision.actions[n - 1], HandOff)
+                    jobs.append(notify_job(k, st.account_id, st.contact_id,
+                                           "handoff" if handoff else "notify", action.text,
+                                           now))
                 case HandOff():
                     # The engine also emits a Notify for the creator; the pause is in the
                     # new state. Messages decided before the handoff still go out.

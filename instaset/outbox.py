@@ -49,7 +49,7 @@ from instaset.metrics import Metrics
 from instaset.pipeline import ECHO_SETTLE_SECONDS, EchoOrigin
 from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater, enqueue, enqueue_in
 from instaset.ratelimit import Budgets, SendClass
-from instaset.refusals import ALREADY_ANSWERED, ALREADY_ANSWERED_WORDS, refusal_notice
+from instaset.refusals import ALREADY_ANSWERED, ALREADY_ANSWERED_WORDS, refusal_notice_in
 from instaset.rules import Clearance, SendFacts, SendKind, check_send
 from instaset.store import history
 from instaset.store import sends as sendstore
@@ -282,7 +282,7 @@ class Deliverer:
                 await history.undo_pause(conn, out.account_id, out.contact_id, now,
                                          paused_until=until, previous_until=previous,
                                          previous_unread=unread)
-            notice = refusal_notice(out, state, reason, detail, now)
+            notice = await refusal_notice_in(conn, out, state, reason, detail, now)
             if notice is not None and not (out.sent_by == "human" and self.human_watched):
                 await enqueue_in(conn, [notice], now)
         self._count(out, reason)

@@ -1,7 +1,8 @@
 """Telling the creator about messages that did not go out.
 
 Contract: :func:`refusal_notice` is the notification of one send the outbox refused or that
-failed at Meta (or None when nobody is told); :func:`automation_refusal_notice` is the same
+failed at Meta (or None when nobody is told; :func:`refusal_notice_in` names the contact by
+their stored @username); :func:`automation_refusal_notice` is the same
 notice for a message of automation, also used for a refusal the engine made while deciding
 (which has no send row). Automation's notices go once per contact, reason and day: the key
 is the same whichever of the two refused, so a day of refusals is one notice. A private
@@ -15,8 +16,11 @@ from typing import TYPE_CHECKING
 
 from instaset.notify import notify_job
 from instaset.queue import NewJob
+from instaset.store import contacts as contactstore
 
 if TYPE_CHECKING:
+    import aiosqlite
+
     from instaset.outbox import Outgoing
 
 # Refusals the creator is told about (design.md: "the send is refused locally with a
@@ -38,20 +42,36 @@ UNTOLD = frozenset({"paused", "private_reply_used", "account_disconnected", "no_
                     "token_invalid", "private_reply_not_sent"})
 
 
+def named(contact_id: str | None, username: str | None) -> str:
+    """How a notice names a contact: ``@username`` when known, else the id."""
+    return f"@{username}" if username else (contact_id or "?")
+
+
 def automation_refusal_notice(account_id: str, contact_id: str | None, workflow: str | None,
-                              reason: str, detail: str, now: float) -> NewJob:
-    """The notice that a message of automation (of ``workflow``) to ``contact_id`` was not
-    sent for ``reason``: one per contact, reason and day."""
-    who = contact_id or "?"
+                              reason: str, detail: str, now: float, *,
+                              username: str | None = None) -> NewJob:
+    """The notice that a message of automation (of ``workflow``) to ``contact_id`` (named
+    ``@username`` when known) was not sent for ``reason``: one per contact, reason and
+    day."""
     what = f"workflow {workflow}" if workflow else "automation"
     day = int(now // 86400)
-    return notify_job(f"send-refused:{account_id}:{who}:{reason}:{day}", account_id,
-                      contact_id, "refused",
-                      f"A message from {what} to {who} was not sent ({reason}): {detail}", now)
+    return notify_job(f"send-refused:{account_id}:{contact_id or '?'}:{reason}:{day}",
+                      account_id, contact_id, "refused",
+                      f"A message from {what} to {named(contact_id, username)} was not sent"
+                      f" ({reason}): {detail}", now)
 
 
-def refusal_notice(out: Outgoing, state: str, reason: str, detail: str, now: float
-                   ) -> NewJob | None:
+async def refusal_notice_in(conn: aiosqlite.Connection, out: Outgoing, state: str,
+                            reason: str, detail: str, now: float) -> NewJob | None:
+    """:func:`refusal_notice`, naming the contact by their stored @username when known."""
+    if refusal_notice(out, state, reason, detail, now) is None or out.contact_id is None:
+        return refusal_notice(out, state, reason, detail, now)
+    username = await contactstore.username_in(conn, out.account_id, out.contact_id)
+    return refusal_notice(out, state, reason, detail, now, username=username)
+
+
+def refusal_notice(out: Outgoing, state: str, reason: str, detail: str, now: float, *,
+                   username: str | None = None) -> NewJob | None:
     """The notification of ``out`` refused (or failed) for ``reason``, or None. A human
     reply that did not go out is told (with its text's start); automation's, once per
     contact, reason and day. Reasons with their own notice or none (see above): None."""
@@ -59,7 +79,7 @@ def refusal_notice(out: Outgoing, state: str, reason: str, detail: str, now: flo
         return None
     if out.sent_by == "human":
         # One per reply (its parts share the key before "#").
-        who = out.contact_id or "?"
+        who = named(out.contact_id, username)
         text = (f"Your reply to {who} was not sent ({reason}): {detail}. "
                 f"It said: {(out.text or '')[:80]}")
         return notify_job(f"reply-not-sent:{out.key.split('#')[0]}", out.account_id,
@@ -69,10 +89,10 @@ def refusal_notice(out: Outgoing, state: str, reason: str, detail: str, now: flo
     if reason == ALREADY_ANSWERED:
         what = f"workflow {out.workflow}" if out.workflow else "automation"
         day = int(now // 86400)
-        text = (f"A private reply from {what} to {out.contact_id or '?'} was not sent "
-                f"({reason}): {detail}. If another tool answers your comments too, turn one "
+        text = (f"A private reply from {what} to {named(out.contact_id, username)} was not"
+                f" sent ({reason}): {detail}. If another tool answers your comments too, turn one "
                 "of them off for these posts; the others today are in `instaset stats`.")
         return notify_job(f"send-refused:{out.account_id}:{reason}:{day}", out.account_id,
                           out.contact_id, "refused", text, now)
     return automation_refusal_notice(out.account_id, out.contact_id, out.workflow, reason,
-                                     detail, now)
+                                     detail, now, username=username)

@@ -28,6 +28,7 @@ from instaset.store import jobs as jobstore
 from instaset.store.db import open_database
 from instaset.store.jobs import Job
 from tests.config_helpers import problems
+from tests.sending_harness import Clock, open_harness
 from tests.test_doctor import ACCT, make_db, write_config
 
 TOKEN = "bot123456:AAHsecretTOKEN"
@@ -229,3 +230,46 @@ def test_inbox_notifications_lists_past_the_last_five_with_limit_and_json(
     assert plain[1].startswith("! ") and plain[1].endswith("handoff: @u1 needs you (not delivered)")
     # `inbox` keeps its last 5, now marked delivered or not
     assert [line[:2] for line in cli("--plain").splitlines()[1:]] == ["- "] * 5
+
+
+# -- notice contents: refusals name @username, handoffs have their own kind -------------------
+OLGA = "9270074373746416"
+HOUR = 3600.0
+
+
+async def test_refusal_notices_name_the_contact_by_username(tmp_path: Path) -> None:
+    """Both refusal notices (the engine's, for a delayed step after the 24 h window; the
+    outbox's, for a queued send after it) said the numeric id although @olga was known."""
+    late = {"name": "late", "trigger": {"dm": {"keywords": ["go"]}},
+            "actions": [{"reply": "first"}, {"delay": "25h"}, {"reply": "a day later"}]}
+    clock = Clock(frozen=True)
+    async with open_harness(tmp_path, workflows=[late], clock=clock) as h:
+        h.sandbox.add_user(OLGA, "olga")
+        await h.dm(OLGA, "go")
+        await h.settle()
+        clock.advance(25 * HOUR + 1)
+        await h.settle()
+        await h.enqueue(h.text("queued", OLGA, "still there?", workflow="late"))
+        await h.settle()
+        notes = [r["text"] for r in await h.rt.db.fetchall(
+            "SELECT text FROM notifications WHERE kind = 'refused' ORDER BY id")]
+    assert notes[0].startswith("Workflow late could not message @olga: refused reply:")
+    assert notes[1].startswith("A message from workflow late to @olga was not sent"
+                               " (window_closed)")
+    assert not any(OLGA in n for n in notes)
+
+
+async def test_a_workflow_handoff_has_its_own_kind(tmp_path: Path) -> None:
+    """A workflow `handoff` reached the receivers as kind "notify", like a `notify:` step;
+    an AI hand-off was already "handoff". A `notify:` step keeps "notify"."""
+    wf = {"name": "human", "trigger": {"dm": {"keywords": ["human"]}},
+          "actions": [{"notify": "someone asked for a human"}, {"handoff": True}]}
+    async with open_harness(tmp_path, workflows=[wf]) as h:
+        h.sandbox.add_user(OLGA, "olga")
+        await h.dm(OLGA, "a human please")
+        await h.settle()
+        notes = [(r["kind"], r["text"]) for r in await h.rt.db.fetchall(
+            "SELECT kind, text FROM notifications ORDER BY id")]
+    assert [kind for kind, _ in notes] == ["notify", "handoff"]
+    assert notes[0][1] == "someone asked for a human"
+    assert notes[1][1].endswith(" needs you (human)")

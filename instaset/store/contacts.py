@@ -48,6 +48,14 @@ async def get_contact(db: Database, account_id: str, contact_id: str) -> sqlite3
     )
 
 
+async def username_in(conn: aiosqlite.Connection, account_id: str, contact_id: str
+                      ) -> str | None:
+    """The contact's stored @username (without the @), or None when unknown."""
+    rows = list(await conn.execute_fetchall(
+        "SELECT username FROM contacts WHERE account_id = ? AND id = ?", (account_id, contact_id)))
+    return str(rows[0][0]) if rows and rows[0][0] else None
+
+
 async def contact_exists(db: Database, account_id: str, contact_id: str) -> bool:
     """Whether the contact is stored (an indexed lookup on the worker's hot path)."""
     return await db.fetchone(
