@@ -18,7 +18,6 @@ from aiohttp.test_utils import TestServer
 from typer.testing import CliRunner
 
 from instaset.cli import app as cli_app
-
 from instaset.config import NotifyConfig, parse_config_text
 from instaset.doctor import Check, run_checks
 from instaset.doctor_notify import redact_error
