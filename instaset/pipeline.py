@@ -264,7 +264,7 @@ class Pipeline:
                 # continuation's payload; values and quotes in the lead), then its text, in
                 # the history and in the raw events of it and of its edits (their rows stay:
                 # a redelivery is still a duplicate). The lead is rescored after.
-                await forget_copies(conn, event.mid, now)
+                await forget_copies(conn, event.mid, acct, person, now)
                 await forget_unsent(conn, event.mid, acct, person, now)
                 await unsend.scrub_message(conn, event.mid)
                 await unsend.redact_events(conn, event.mid, acct, person)
@@ -279,6 +279,7 @@ class Pipeline:
                 # after retention took the message: the values taken from it (kept until
                 # the contact is erased) go now.
                 await unsend.redact_events(conn, event.mid, acct, person)
+                await forget_copies(conn, event.mid, acct, person, now)
                 await forget_unsent(conn, event.mid, acct, person, now)
         elif isinstance(event, MessageEditEvent):
             if await unsend.is_unsent(conn, event.mid, acct, person):

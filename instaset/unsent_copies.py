@@ -28,6 +28,7 @@ from collections.abc import Iterable
 
 import aiosqlite
 
+from instaset.ai.guardrails import prices, urls
 from instaset.store import ai as aistore
 from instaset.store import history, unsend
 
@@ -40,12 +41,15 @@ AI_QUOTE_CHARS = 120
 
 def quote_forms(texts: Iterable[str]) -> list[str]:
     """The ways a notification can quote each of ``texts``: as it is, stripped, on one line,
-    and cut as the AI's notification cuts it; longest first (a longer quote is taken whole
-    before a shorter one inside it)."""
+    and cut as the AI's notification cuts it, and the links and prices in it as the AI
+    guardrail's notice names them (``the reply has a link (x.example/pay)``: a reply that
+    repeated the contact's link); longest first (a longer quote is taken whole before a
+    shorter one inside it)."""
     forms: set[str] = set()
     for text in texts:
         one_line = text.strip().replace("\n", " ")
-        forms |= {text, text.strip(), one_line, one_line[:AI_QUOTE_CHARS].rstrip()}
+        forms |= {text, text.strip(), one_line, one_line[:AI_QUOTE_CHARS].rstrip(),
+                  *urls(text), *prices(text)}
     return sorted((f for f in forms if f.strip()), key=lambda f: (-len(f), f))
 
 
@@ -59,17 +63,21 @@ def unquoted(text: str, forms: Iterable[str]) -> str:
     return text
 
 
-async def forget_copies(conn: aiosqlite.Connection, mid: str, now: float) -> None:
-    """Take the copies of the unsent message ``mid`` out (see the module). Nothing for a
-    message not stored, or the account's own."""
+async def forget_copies(conn: aiosqlite.Connection, mid: str, account_id: str,
+                       contact_id: str | None, now: float) -> None:
+    """Take the copies of the unsent message ``mid`` out (see the module), in the
+    conversation the unsend came from (the caller checked that the message, if stored, is
+    of it). Nothing for the account's own message. A message retention already took still
+    had copies (a pending draft, a value captured from it): they go too."""
     msg = await aistore.message_said(conn, mid)
-    if msg is None or msg["direction"] != "in":
+    if contact_id is None or (msg is not None and msg["direction"] != "in"):
         return
-    acct, contact = str(msg["account_id"]), str(msg["contact_id"])
-    said = [t for t in (msg["text"], *json.loads(msg["edits"] or "[]")) if t]
+    acct, contact = account_id, contact_id
+    said = [] if msg is None else [
+        t for t in (msg["text"], *json.loads(msg["edits"] or "[]")) if t]
     values = [str(r["value"]) for r in await unsend.captured_from(conn, mid, acct, contact)
               if r["value"] is not None and str(r["value"]).strip()]
-    await unsend.retire_drafts(conn, mid, now)
+    await unsend.retire_drafts(conn, mid, acct, contact, now)
     await unsend.drop_resume_text(conn, acct, contact, mid)
     forms = quote_forms([*said, *values])
     if not forms:

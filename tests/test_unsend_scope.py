@@ -16,7 +16,7 @@ from instaset.unsent_copies import UNSENT, quote_forms, unquoted
 from tests import test_ai_feature
 from tests.fake_gemini import reply
 from tests.sending_harness import Clock
-from tests.test_ai_feature import AI_DRAFT, IGSID, Make
+from tests.test_ai_feature import AI_AUTO, AI_DRAFT, IGSID, Make
 from tests.test_leads_unsend import GUIDE, unsend
 from tests.test_unsend_values import everything, mid_of, raws
 
@@ -131,3 +131,44 @@ def test_a_quote_is_taken_out_where_it_stands_as_words() -> None:
     assert unquoted(f'needs you: "{cut}"', forms) == f'needs you: "{UNSENT}"'
     assert unquoted("shipping", forms) == "shipping"
     assert forms[0].startswith("line one") and forms[-1] == "hi"  # longest first
+
+
+async def test_an_unsend_takes_the_contacts_link_out_of_the_ai_notice_detail(
+        make: Make) -> None:
+    """Review C (s17): the AI reply repeated the contact's private link, the guardrail held
+    it and the notice named the link ("the reply has a link (...)"); after the unsend the
+    quote went but the link stayed in the notice and its job."""
+    secret = "https://dana-private.example/tax-return-2025"
+    env = await make([AI_AUTO])
+    env.fake.script(reply(f"Got it, I'll look at {secret} today"))
+    dm = await env.h.dm(IGSID, f"here is my file {secret}")
+    await env.h.settle()
+    assert "dana-private" in await everything(env)
+    assert await env.h.post(unsend(dm)) == 200
+    await env.h.settle()
+    left = await everything(env)
+    assert "dana-private" not in left, [x for x in left.splitlines() if "dana-private" in x]
+
+
+async def test_a_pending_draft_goes_with_an_unsend_after_retention_took_its_message(
+        make: Make) -> None:
+    """Review C (s17): retention keeps pending drafts; the unsend came after it took the
+    message, and the draft (repeating the phone number) stayed pending, approvable."""
+    from instaset.retention import purge_older_than
+    day = 86400.0
+    clock = Clock(frozen=True)
+    env = await make([AI_DRAFT], clock=clock)
+    env.fake.script(reply("Sure Dana, I'll call +49 176 5550199 today!"))
+    dm = await env.h.dm(IGSID, "can I talk to a real person? call me at +49 176 5550199")
+    await env.h.settle()
+    assert [r["state"] for r in await env.rows("SELECT state FROM ai_drafts")] == ["pending"]
+    clock.advance(100 * day)
+    await purge_older_than(env.h.rt.db, clock() - 90 * day, clock())
+    assert await env.rows("SELECT 1 FROM messages") == []
+    p = unsend(dm)
+    p["entry"][0]["messaging"][0]["timestamp"] = int(clock() * 1000)
+    assert await env.h.post(p) == 200
+    await env.h.settle()
+    assert [(r["state"], r["reason"]) for r in await env.rows(
+        "SELECT state, reason FROM ai_drafts")] == [("discarded", "unsent")]
+    assert "5550199" not in await everything(env)

@@ -165,18 +165,21 @@ async def notification_texts(conn: aiosqlite.Connection, account_id: str, contac
         " AND json_extract(payload, '$.contact_id') = ?2", (account_id, contact_id)))
 
 
-async def retire_drafts(conn: aiosqlite.Connection, mid: str, now: float) -> int:
-    """The AI drafts answering message ``mid`` (their ai_reply job's key is one of the
-    message's: ``ai:msg:<mid>:...``, a range of the unique index) lose their text, and a
-    pending one is discarded with reason ``unsent`` (approving it would answer a message the
-    contact took back). A draft already sent stays: its text is the reply in the history.
-    Returns how many changed."""
+async def retire_drafts(conn: aiosqlite.Connection, mid: str, account_id: str,
+                        contact_id: str, now: float) -> int:
+    """The AI drafts of that conversation answering message ``mid`` (their ai_reply job's
+    key is one of the message's: ``ai:msg:<mid>:...``, a range of the unique index) lose
+    their text, and a pending one is discarded with reason ``unsent`` (approving it would
+    answer a message the contact took back). A draft already sent stays: its text is the
+    reply in the history. Returns how many changed."""
     cur = await conn.execute(
         "UPDATE ai_drafts SET text = '', updated_at = ?2,"
         " reason = CASE WHEN state = 'pending' THEN 'unsent' ELSE reason END,"
         " state = CASE WHEN state = 'pending' THEN 'discarded' ELSE state END"
         " WHERE key > 'ai:msg:' || ?1 || ':' AND key < 'ai:msg:' || ?1 || ';'"
-        " AND state != 'sent' AND (text != '' OR state = 'pending')", (mid, now))
+        " AND account_id = ?3 AND contact_id = ?4"
+        " AND state != 'sent' AND (text != '' OR state = 'pending')",
+        (mid, now, account_id, contact_id))
     return cur.rowcount
 
 
