@@ -23,13 +23,13 @@ Selection = dict[str, "Selection | None"]
 SCHEMA: dict[str, dict[str, str | None]] = {
     "IGUser": dict.fromkeys((
         "id", "user_id", "username", "name", "account_type", "profile_picture_url",
-        "followers_count", "follows_count", "media_count",
+        "followers_count", "follows_count", "media_count", "biography", "website", "ig_id",
     )),
     "IGConversation": {"id": None, "updated_time": None, "participants": "IGParticipant",
                        "messages": "IGMessage"},
     "IGMessage": {"id": None, "created_time": None, "from": "IGParticipant",
                   "to": "IGParticipant", "message": None, "attachments": None,
-                  "is_unsupported": None},
+                  "is_unsupported": None, "reactions": None, "shares": None, "story": None},
     "IGParticipant": {"id": None, "username": None},
     "IGUserProfile": dict.fromkeys((
         "id", "name", "username", "profile_pic", "follower_count", "is_user_follow_business",
@@ -37,7 +37,8 @@ SCHEMA: dict[str, dict[str, str | None]] = {
     )),
     "IGComment": {"id": None, "text": None, "timestamp": None, "username": None,
                   "hidden": None, "from": "IGParticipant", "media": None, "parent_id": None,
-                  "like_count": None},
+                  "like_count": None, "replies": None, "user": None,
+                  "legacy_instagram_comment_id": None},
     "MessengerProfile": {"ice_breakers": None, "persistent_menu": None},
 }  # fmt: skip
 
@@ -69,6 +70,14 @@ def _parse(raw: str, i: int) -> tuple[Selection, int]:
             name = ""
         elif ch == "}":
             break
+        elif ch == "(":
+            # A modifier's arguments (``.fields(id,message)``, ``.limit(2)``) belong to the
+            # name before them: their commas separate nothing here.
+            end = raw.find(")", i)
+            if end < 0:
+                raise FieldsError(f"unbalanced '(' in fields={raw}")
+            name += raw[i:end + 1]
+            i = end
         elif ch == ",":
             if _bare(name):
                 out.setdefault(_bare(name), None)

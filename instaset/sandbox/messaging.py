@@ -24,7 +24,7 @@ MAX_ELEMENT_TEXT = 80  # generic template title and subtitle (reference §4.2)
 REACTION_NAMES = frozenset({"love"})  # "reaction":"love", or an emoji (reference §4.2)
 # Unicode categories an emoji is made of: symbols, skin-tone modifiers (Sk), variation
 # selectors (Mn), the zero-width joiner and tag characters (Cf).
-_EMOJI_CATEGORIES = frozenset({"So", "Sk", "Mn", "Cf"})
+_EMOJI_CATEGORIES = frozenset({"So", "Sk", "Mn", "Me", "Cf"})
 
 SendKind = Literal["message", "action", "react", "unreact"]
 
@@ -193,12 +193,15 @@ def _check_buttons(buttons: object, *, required: bool) -> str | None:
 
 
 def is_reaction(value: str) -> bool:
-    """``love``, or one emoji (a short run of symbol characters and their modifiers)."""
+    """``love``, or an emoji: a short run of emoji characters and their modifiers (a
+    keycap ``1️⃣`` is a digit, U+FE0F and U+20E3). How Meta treats two emoji in one reaction
+    is not in the reference: accepted, the lenient side of unknown."""
     if value in REACTION_NAMES:
         return True
-    return 0 < len(value) <= 10 and all(
-        unicodedata.category(ch) in _EMOJI_CATEGORIES for ch in value
-    ) and any(unicodedata.category(ch) == "So" for ch in value)
+    if not 0 < len(value) <= 10 or value.isascii():
+        return False
+    return all(unicodedata.category(ch) in _EMOJI_CATEGORIES or ch.isdigit() or ch in "#*"
+               for ch in value) and any(not ch.isascii() for ch in value)
 
 
 def parse_send(body: Mapping[str, object]) -> SendSpec | web.Response:
