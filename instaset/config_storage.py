@@ -113,13 +113,24 @@ def quick_storage(path: Path | None = None,
     return StorageLocation(where, sync)
 
 
-def config_stamp(path: Path | None = None, env: Mapping[str, str] | None = None) -> str:
+def config_stamp(path: Path | None = None, env: Mapping[str, str] | None = None,
+                 package: Path | None = None) -> str:
     """A digest of what the full loader's verdict on the config depends on: instaset's
-    version, which file, its bytes (or that it is missing) and the non-secret variables
-    that override it."""
+    version and its modules (size and time of each), which file, its bytes (or that it is
+    missing) and the non-secret variables that override it. ``package``: another source
+    tree than this one (tests)."""
     environ = os.environ if env is None else env
     file, _explicit = config_file(path, environ)
     digest = hashlib.sha256(f"{__version__}\0{file.absolute()}\0".encode())
+    # The code that judges it: an upgrade (or an edit of a source tree) that keeps the
+    # version number may refuse what the old code accepted. Sizes and mtimes of the
+    # package's modules: a few hundred stat calls, no reading.
+    package = package or Path(__file__).resolve().parent
+    for module in sorted(package.rglob("*.py")):
+        with contextlib.suppress(OSError):
+            st = module.stat()
+            digest.update(f"\0{module.relative_to(package)}:{st.st_size}:{st.st_mtime_ns}"
+                          .encode())
     try:
         digest.update(file.read_bytes())
     except OSError as exc:

@@ -196,3 +196,22 @@ def test_the_read_commands_do_not_build_the_config_models(tmp_path: Path, argv: 
     heavy = {"instaset.config", "instaset.config_models", "instaset.engine.model",
              "instaset.event_types", "instaset.daemon", "aiohttp", "pydantic"}
     assert heavy.isdisjoint(loaded), sorted(heavy & loaded)
+
+
+def test_the_checked_stamp_changes_with_the_code_that_judges_the_config(
+        tmp_path: Path) -> None:
+    """Review D (s17): the stamp of a config found valid named instaset's version only, so
+    an upgrade that keeps the version number (0.1.0 then and now) and refuses what the old
+    code accepted left inbox and stats silent until the config was edited."""
+    from instaset.config_storage import config_stamp
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("retention:\n  days: 30\n")
+    package = tmp_path / "pkg"
+    (package / "engine").mkdir(parents=True)
+    module = package / "engine" / "model.py"
+    module.write_text("X = 1\n")
+    env = {"INSTASET_HOME": str(tmp_path / "home")}
+    before = config_stamp(cfg, env, package)
+    assert config_stamp(cfg, env, package) == before  # stable while nothing changes
+    module.write_text("X = 22\n")  # an upgrade of the code, same version number
+    assert config_stamp(cfg, env, package) != before
