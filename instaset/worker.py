@@ -5,6 +5,8 @@ Contract:
   ``shutdown_grace`` seconds for in-flight jobs and cancels the rest (their leases lapse and
   the jobs run again on the next start: handlers are idempotent).
 - ``Worker.run_burst()`` processes jobs until none is due, then returns (tests, demo, CLI).
+- A kind in ``WorkerSettings.kind_limits`` never has more jobs in flight than its cap, and
+  gets only the slots the other kinds leave; the rest of its due jobs wait in the queue.
 - A handler returning normally completes its job (unless it returns ``COMPLETED``: it
   completed the job itself inside its own transaction); :class:`RetryLater` reschedules;
   :class:`PermanentJobError` dead-letters; any other exception retries with exponential
@@ -60,6 +62,11 @@ class WorkerSettings:
     # of ms on a webhook's answer. Jobs already running finish; the cap lifts when ingest
     # is idle again.
     busy_concurrency: int = 4
+    # At most this many jobs of a kind in flight at once, (kind, cap) pairs; within
+    # ``concurrency``, and only in the slots the other kinds leave (see jobs.claim's
+    # ``capped``). For a kind whose jobs may wait long on something outside (a notification
+    # on a mail server or chat webhook that does not answer): the replies never queue behind it.
+    kind_limits: tuple[tuple[str, int], ...] = ()
 
 
 def worker_alive(name: str) -> bool:
@@ -104,6 +111,10 @@ class Worker:
         self.busy = busy
         self.name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._inflight: set[asyncio.Task[None]] = set()
+        # In-flight jobs of each capped kind (WorkerSettings.kind_limits), by the job a task
+        # was started for (its at_once follow-ups run in the same task and slot).
+        self._caps = dict(settings.kind_limits)
+        self._running_of: dict[str, int] = dict.fromkeys(self._caps, 0)
         self._freed = asyncio.Event()  # set when an in-flight job finishes
         self._stop: asyncio.Event | None = None  # run()'s: no at_once job is run after it
 
@@ -215,8 +226,10 @@ class Worker:
 
     # -- loops -----------------------------------------------------------------------------
     async def _claim(self, limit: int) -> list[Job]:
+        capped = {kind: max(0, cap - self._running_of[kind]) for kind, cap in self._caps.items()}
         return await jobstore.claim(
-            self.db, self.name, self.clock(), self.settings.lease_seconds, limit
+            self.db, self.name, self.clock(), self.settings.lease_seconds, limit,
+            capped=capped or None,
         )
 
     async def run_burst(self, *, max_rounds: int = 10_000) -> int:
@@ -226,7 +239,7 @@ class Worker:
             batch = await self._claim(self.settings.concurrency)
             if not batch:
                 return ran
-            await asyncio.gather(*(self._run_job(j) for j in batch))
+            await asyncio.gather(*(self._counted(j) for j in batch))
             ran += len(batch)
         return ran
 
@@ -242,7 +255,7 @@ class Worker:
             free = self._limit() - len(self._inflight)
             batch = await self._claim(free) if free > 0 else []
             for job in batch:
-                task = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
+                task = asyncio.create_task(self._counted(job), name=f"job-{job.id}")
                 self._inflight.add(task)
                 task.add_done_callback(self._job_done)
             if batch and len(batch) == free:
@@ -250,6 +263,17 @@ class Worker:
             await self._sleep(stop)
         await self._drain()
         log.info("worker %s stopped", self.name)
+
+    async def _counted(self, job: Job) -> None:
+        """:meth:`_run_job`, counted against its kind's cap (if any) while it runs."""
+        if job.kind not in self._running_of:
+            await self._run_job(job)
+            return
+        self._running_of[job.kind] += 1
+        try:
+            await self._run_job(job)
+        finally:
+            self._running_of[job.kind] -= 1
 
     def _limit(self) -> int:
         """How many jobs may be in flight now (see ``WorkerSettings.busy_concurrency``)."""

@@ -180,27 +180,53 @@ async def claim_key(db: Database, key: str, worker: str, now: float, lease: floa
 
 # The two branches are separate subqueries so that each walks the jobs_due index in order
 # (one OR over both made SQLite sort every due job: 1.5 ms per claim with a backlog).
-_CLAIM_SQL = """
+# ``{only}`` narrows both to some kinds (see :func:`claim`'s ``capped``): the index is walked
+# as before, the kind read from each row it passes.
+_CLAIM_TEMPLATE = """
 UPDATE jobs SET state = 'running', attempts = attempts + 1, worker = :worker,
        lease_until = :lease_until, started_at = :now
 WHERE id IN (
-    SELECT id FROM (SELECT id FROM jobs WHERE state = 'running' AND lease_until < :now
+    SELECT id FROM (SELECT id FROM jobs WHERE state = 'running' AND lease_until < :now{only}
                     LIMIT :limit)
     UNION ALL
-    SELECT id FROM (SELECT id FROM jobs WHERE state = 'ready' AND run_at <= :now
+    SELECT id FROM (SELECT id FROM jobs WHERE state = 'ready' AND run_at <= :now{only}
                     ORDER BY run_at, id LIMIT :limit)
     LIMIT :limit)
 RETURNING *
 """
+_CLAIM_SQL = _CLAIM_TEMPLATE.format(only="")
 
 
-async def claim(db: Database, worker: str, now: float, lease: float, limit: int) -> list[Job]:
+def _claim_sql(only: str) -> str:
+    return _CLAIM_TEMPLATE.format(only=f" AND {only}")
+
+
+async def claim(db: Database, worker: str, now: float, lease: float, limit: int, *,
+                capped: Mapping[str, int] | None = None) -> list[Job]:
     """Atomically lease up to ``limit`` due jobs (one UPDATE ... RETURNING statement, so two
-    claimers can never take the same job)."""
+    claimers can never take the same job).
+
+    ``capped`` maps a job kind to how many more jobs of it may be leased now (0: none): the
+    jobs of the other kinds are claimed first, then, in the slots they left, up to that many
+    of each capped kind, in the same transaction. A kind that may hold its jobs for long
+    (a notification waiting on a mail server that does not answer) then never takes the
+    slots the others need."""
+    params: dict[str, Any] = {"worker": worker, "lease_until": now + lease, "now": now}
     async with db.tx(relaxed=True) as conn:
-        rows = await conn.execute_fetchall(
-            _CLAIM_SQL, {"worker": worker, "lease_until": now + lease, "now": now, "limit": limit}
-        )
+        if not capped:
+            rows = list(await conn.execute_fetchall(_CLAIM_SQL, {**params, "limit": limit}))
+        else:
+            kinds = sorted(capped)
+            marks = ", ".join(f":k{i}" for i in range(len(kinds)))
+            named = {f"k{i}": k for i, k in enumerate(kinds)}
+            rows = list(await conn.execute_fetchall(
+                _claim_sql(f"kind NOT IN ({marks})"), {**params, **named, "limit": limit}))
+            for kind in kinds:
+                room = min(limit - len(rows), capped[kind])
+                if room <= 0:
+                    continue
+                rows += await conn.execute_fetchall(
+                    _claim_sql("kind = :kind"), {**params, "kind": kind, "limit": room})
     jobs = [Job.from_row(r) for r in rows]
     jobs.sort(key=lambda j: (j.run_at, j.id))
     return jobs
