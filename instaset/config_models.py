@@ -73,6 +73,22 @@ Secret = Annotated[SecretStr, PlainSerializer(_mask, return_type=str, when_used=
 """A secret string; never serialised to JSON in clear."""
 
 
+def mask_url(url: str) -> str:
+    """``url`` as ``scheme://host/…``: without its path, query and user info, which may be a
+    credential (a Telegram bot token, a Slack or Discord webhook path). Not a URL: ``***``."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]  # as written (a wrong port too), no user info
+    if not parts.scheme or not host:
+        return "***" if url else ""
+    rest = "/…" if parts.path.strip("/") or parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{host}{rest}"
+
+
+SecretUrl = Annotated[str, PlainSerializer(mask_url, return_type=str, when_used="json")]
+"""A URL that may hold a credential: serialised to JSON (``config show``) as
+:func:`mask_url` shows it."""
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -431,7 +447,7 @@ class SmtpConfig(_Model):
 
 class NotifyConfig(_Model):
     command: str | None = None
-    webhook_url: str | None = None
+    webhook_url: SecretUrl | None = None
     desktop: bool = False
     smtp: SmtpConfig | None = None
 

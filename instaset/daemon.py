@@ -36,7 +36,7 @@ from instaset.engine.settings import EngineSettings
 from instaset.errors import InstasetError
 from instaset.graph import GraphClient
 from instaset.metrics import Metrics
-from instaset.notify import Notifier
+from instaset.notify import NOTIFY_CONCURRENCY, Notifier
 from instaset.outbox import Deliverer, StaticTokens, TokenProvider
 from instaset.paths import not_a_directory
 from instaset.pipeline import Pipeline
@@ -100,6 +100,9 @@ def worker_settings(config: Config) -> WorkerSettings:
         concurrency=w.concurrency, lease_seconds=w.lease_seconds, backoff_base=w.backoff_base,
         backoff_cap=w.backoff_cap, poll_interval=w.poll_interval, shutdown_grace=w.shutdown_grace,
         job_timeout=max(1.0, w.lease_seconds * JOB_SHARE_OF_LEASE),
+        # A notification may wait its whole bound on a channel that does not answer: a few
+        # at a time, in the slots the replies leave (see notify.NOTIFY_CONCURRENCY).
+        kind_limits=(("notify", NOTIFY_CONCURRENCY),),
     )
 
 
@@ -213,7 +216,8 @@ async def runtime(
             link_base=config.server.public_url,
         )
         settings = worker_settings(config)
-        notifier = Notifier(db, config.notify, clock=clock, job_seconds=settings.job_timeout)
+        notifier = Notifier(db, config.notify, clock=clock, job_seconds=settings.job_timeout,
+                            hidden_env=[config.ai.api_key_env or ""])
         wake = asyncio.Event()
         writer = IngestWriter(
             db.connect_sync_writer(), gate=db.gate, wake=wake,

@@ -85,16 +85,18 @@ def make_config(
     pause_for: str = "12h",
     worker: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    synchronous: str = "NORMAL",
 ) -> Config:
     """A config for one harness: its own database, fast polling, the given workflows, and
-    ``extra`` top-level sections (e.g. ``booking``)."""
+    ``extra`` top-level sections (e.g. ``booking``). ``synchronous="FULL"`` (the daemon's
+    default) for a test of what waits on the commits' fsync (``Database.barrier``)."""
     return Config.model_validate(
         {
             **(extra or {}),
             "instagram": {"app_secret": SECRET},
             # NORMAL: the harness's databases are throwaway; fsync per commit only slows
             # the burst tests down without testing anything.
-            "storage": {"path": str(db_path), "synchronous": "NORMAL"},
+            "storage": {"path": str(db_path), "synchronous": synchronous},
             "worker": {"poll_interval": 0.02, "backoff_base": 2.0, **(worker or {})},
             "rate_limits": dict(rate_limits or {}),
             "handoff": {"pause_for": pause_for},
@@ -234,12 +236,13 @@ async def open_harness(
     graph_timeout: float | None = None,
     name: str = "harness",
     extra: Mapping[str, Any] | None = None,
+    synchronous: str = "NORMAL",
 ) -> AsyncIterator[Harness]:
     """Start a sandbox and a daemon wired to each other; tear both down on exit."""
     clk = clock if clock is not None else Clock()
     config = make_config(tmp_path / f"{name}.db", workflows=workflows,
                          rate_limits=rate_limits, pause_for=pause_for, worker=worker,
-                         extra=extra)
+                         extra=extra, synchronous=synchronous)
     sandbox = Sandbox(app_secret=SECRET, account_id=ACCT, username=USERNAME, clock=clk)
     async with contextlib.AsyncExitStack() as stack:
         graph_url = await sandbox.start("127.0.0.1")
