@@ -331,7 +331,11 @@ async def test_a_hanging_command_is_killed_on_timeout(
             with pytest.raises(RetryLater, match=r"command: TimeoutError: .* killed"):
                 await notifier.handle(job(attempts=attempt))
             assert await none_left(str(tmp_path)) == []
-        assert [p.returncode for p in spawned.procs] == [-signal.SIGKILL] * 2  # reaped
+        # Reaped (a return code): -SIGKILL, or 255 when asyncio's threaded child watcher
+        # lost the race to waitpid ("Unknown child process pid ..."), one run in a few
+        # under load. That the processes are gone is checked above (none_left).
+        codes = [p.returncode for p in spawned.procs]
+        assert len(codes) == 2 and all(c in (-signal.SIGKILL, 255) for c in codes), codes
         await asyncio.sleep(0)
         gc.collect()
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
