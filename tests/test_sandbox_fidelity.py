@@ -252,6 +252,18 @@ async def test_messaging_needs_manage_messages_and_comments_need_manage_comments
 # ------------------------------------------------------------------------ D3: fields
 
 
+async def _get_fields(sandbox: Sandbox, session: aiohttp.ClientSession, path: str,
+                      fields: str) -> tuple[int, Any]:
+    """GET ``path`` (or the node a placeholder names: CONV, MID, COMMENT, made here: a DM and
+    a comment of the user) with ``fields``."""
+    await sandbox.user_sends_dm(IGSID, "hi", deliver=False)
+    payload = await sandbox.user_comments(IGSID, "nice", "17900000000000099", deliver=False)
+    _, listed = await get(session, sandbox, f"{ACCT}/conversations", platform="instagram")
+    ids = {"CONV": listed["data"][0]["id"], "MID": sandbox.thread(IGSID)[0].mid,
+           "COMMENT": str(payload["entry"][0]["changes"][0]["value"]["id"])}  # type: ignore[index]
+    return await get(session, sandbox, ids.get(path, path), fields=fields, platform="instagram")
+
+
 @pytest.mark.parametrize("path_fields", [
     ("me", "bogus_field"),
     (f"{ACCT}/conversations", "id,unread_count"),  # reference §7: real error 100
@@ -264,14 +276,7 @@ async def test_messaging_needs_manage_messages_and_comments_need_manage_comments
 async def test_an_unknown_field_is_metas_code_100(
     sandbox: Sandbox, session: aiohttp.ClientSession, path_fields: tuple[str, str]
 ) -> None:
-    await sandbox.user_sends_dm(IGSID, "hi", deliver=False)
-    payload = await sandbox.user_comments(IGSID, "nice", "17900000000000099", deliver=False)
-    status, listed = await get(session, sandbox, f"{ACCT}/conversations", platform="instagram")
-    ids = {"CONV": listed["data"][0]["id"], "MID": sandbox.thread(IGSID)[0].mid,
-           "COMMENT": str(payload["entry"][0]["changes"][0]["value"]["id"])}  # type: ignore[index]
-    path, fields = path_fields
-    status, body = await get(session, sandbox, ids.get(path, path), fields=fields,
-                             platform="instagram")
+    status, body = await _get_fields(sandbox, session, *path_fields)
     assert status == 400 and body["error"]["code"] == 100
     assert "nonexisting field" in body["error"]["message"]
 
@@ -289,14 +294,7 @@ async def test_an_unknown_field_is_metas_code_100(
 async def test_documented_fields_and_modifiers_are_accepted(
     sandbox: Sandbox, session: aiohttp.ClientSession, path_fields: tuple[str, str]
 ) -> None:
-    await sandbox.user_sends_dm(IGSID, "hi", deliver=False)
-    payload = await sandbox.user_comments(IGSID, "nice", "17900000000000099", deliver=False)
-    status, listed = await get(session, sandbox, f"{ACCT}/conversations", platform="instagram")
-    ids = {"CONV": listed["data"][0]["id"], "MID": sandbox.thread(IGSID)[0].mid,
-           "COMMENT": str(payload["entry"][0]["changes"][0]["value"]["id"])}  # type: ignore[index]
-    path, fields = path_fields
-    status, body = await get(session, sandbox, ids.get(path, path), fields=fields,
-                             platform="instagram")
+    status, body = await _get_fields(sandbox, session, *path_fields)
     assert status == 200, body
 
 
