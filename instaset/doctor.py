@@ -369,6 +369,11 @@ async def run_checks(
                             "point INSTASET_HOME (or storage.path) at a directory, or move "
                             "the file out of the way", _ref("configuration")))
         db = None
+    elif db_path.is_dir():
+        checks.append(Check("database", "fail", f"{db_path} is a directory",
+                            "storage.path names the database file itself: point it at a "
+                            f"file, e.g. {db_path / 'instaset.db'}", _ref("configuration")))
+        db = None
     elif not db_path.exists():
         checks.append(Check("database", "warn", f"{db_path} does not exist yet",
                             "it is created by `instaset serve` or `instaset connect`",

@@ -186,7 +186,7 @@ def test_demo_says_that_it_does_not_use_the_config_given(tmp_path: Path) -> None
     done = subprocess.run([sys.executable, "-m", "instaset", "demo", "--config", str(cfg)],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stderr == (f"note: the demo runs on its own embedded config; {cfg} is not "
-                           "used\n")
+    assert done.stderr == ("note: the demo runs on its own embedded copy of "
+                           f"config.example.yaml; the file you gave ({cfg}) is not read\n")
     assert "every step through the real pipeline" in done.stdout
     assert not (tmp_path / "mine.db").exists() and not (tmp_path / "home").exists()

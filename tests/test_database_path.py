@@ -33,8 +33,32 @@ def test_a_directory_as_the_database_is_one_error_and_no_traceback(tmp_path: Pat
     for argv in [("inbox",), ("accounts",), ("stats",), ("export",)] * 3:
         done = _cli(*argv, config=cfg, home=tmp_path / "home")
         assert done.returncode == 1, (argv, done.stderr)
-        assert done.stderr == f"error: cannot open database {folder}: unable to open " \
-                              "database file\n", (argv, done.stderr)
+        assert done.stderr == (
+            f"error: cannot open database {folder}: it is a directory; storage.path names "
+            f"the database file itself (e.g. {folder / 'instaset.db'})\n"), (argv, done.stderr)
+
+
+def test_a_failed_connect_leaves_no_thread_to_post_to_a_closed_loop(tmp_path: Path) -> None:
+    """The same race below the directory check (which now answers first): SQLite itself
+    refusing the path. Each run opens and closes its own event loop, as a CLI command does;
+    before the fix about half of them printed a thread's traceback."""
+    folder = tmp_path / "dirdb"
+    folder.mkdir()
+    script = (
+        "import asyncio, sqlite3, sys\n"
+        "from pathlib import Path\n"
+        "from instaset.store.db import _start\n"
+        "for _ in range(10):\n"
+        "    try:\n"
+        f"        asyncio.run(_start(Path({str(folder)!r})))\n"
+        "    except sqlite3.Error:\n"
+        "        pass\n"
+        "    else:\n"
+        "        sys.exit('opened a directory')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
 
 
 def _foreign(path: Path) -> None:
@@ -109,3 +133,18 @@ async def test_doctor_names_the_file_and_the_fix(tmp_path: Path) -> None:
     assert database.fix is not None and database.fix.startswith("set storage.path")
     assert database.ref == "docs/setup.md#doctor-database"
     assert _objects(path) == [("table", "x")]
+
+
+def test_doctor_says_a_directory_is_not_a_database_file(tmp_path: Path) -> None:
+    """A newcomer's audit (s17): doctor said "unable to open database file" and suggested
+    restoring a backup or upgrading instaset."""
+    folder = tmp_path / "dirdb"
+    folder.mkdir()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"storage:\n  path: {folder}\n", "utf-8")
+    env = {**os.environ, "INSTASET_HOME": str(tmp_path / "home"), "COLUMNS": "1000"}
+    done = subprocess.run([sys.executable, "-m", "instaset", "doctor", "--offline", "--config",
+                           str(cfg)], capture_output=True, text=True, env=env, timeout=120)
+    assert f"{folder} is a directory" in done.stdout, done.stdout
+    assert str(folder / "instaset.db") in done.stdout
+    assert "restore a backup" not in done.stdout

@@ -27,8 +27,8 @@ def demo() -> None:
     from instaset.demo import play
 
     if STATE.config_path is not None:
-        typer.echo(f"note: the demo runs on its own embedded config; {STATE.config_path} is "
-                   "not used", err=True)
+        typer.echo(f"note: the demo runs on its own embedded copy of config.example.yaml; "
+                   f"the file you gave ({STATE.config_path}) is not read", err=True)
 
     raise typer.Exit(run_async(play)(cli_app.out_console))
 

@@ -572,6 +572,9 @@ async def open_database(path: Path, *, synchronous: Synchronous = "FULL") -> Dat
     import time
 
     if str(path) != ":memory:":
+        if path.is_dir():  # sqlite3 says only "unable to open database file"
+            raise StoreError(f"cannot open database {path}: it is a directory; storage.path "
+                             f"names the database file itself (e.g. {path / 'instaset.db'})")
         _create_private(path)
     try:
         conn = await _connect(path, synchronous)
