@@ -157,7 +157,8 @@ def _refused_sends(decision: Decision, key: str, comment_at: float | None, live:
     after the decision's actions, ``send:{key}:{n}``): what the outbox's refusal of the same
     message would leave, so ``stats`` (refused, by reason, per workflow and media) and the
     thread count them from the one table of sends. An AI reply or a booking offer refused
-    before it was written is a send without text."""
+    before it was written is a send without text, with the step it stands for
+    (``Outgoing.step``)."""
     st = decision.state
     base: dict[str, Any] = dict(account_id=st.account_id, contact_id=st.contact_id,
                                 workflow=decision.workflow)
@@ -169,9 +170,11 @@ def _refused_sends(decision: Decision, key: str, comment_at: float | None, live:
                 send = _message_out(r.action, k, base, comment_at, live)
             case GenerateAIReply(comment_id=cid) if cid:
                 send = Outgoing(key=k, kind=SendKind.PRIVATE_REPLY, comment_id=cid,
-                                comment_at=comment_at, live=live, **base)
-            case GenerateAIReply() | OfferBooking():
-                send = Outgoing(key=k, kind=SendKind.TEXT, **base)
+                                comment_at=comment_at, live=live, step="ai_reply", **base)
+            case GenerateAIReply():
+                send = Outgoing(key=k, kind=SendKind.TEXT, step="ai_reply", **base)
+            case OfferBooking():
+                send = Outgoing(key=k, kind=SendKind.TEXT, step="offer_booking", **base)
             case _:
                 continue
         out.append((send, r.reason, r.detail))

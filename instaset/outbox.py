@@ -87,9 +87,15 @@ class Outgoing:
     # A human reply (`inbox reply`) that paused automation: (the pause it set, the pause and
     # unread count before it). A reply refused or failed later gives them back (_refuse).
     undo_pause: tuple[float, float | None, int] | None = None
+    # A send the engine refused before its text was written (an AI reply, a booking offer):
+    # the step it stands for (``ai_reply``, ``offer_booking``), so the thread can name it.
+    step: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
+        d = asdict(self)
+        if d["step"] is None:  # only refused sends have one: other bodies stay as they were
+            del d["step"]
+        return json.dumps(d, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> Outgoing:
