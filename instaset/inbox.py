@@ -231,7 +231,10 @@ async def thread(
 ) -> dict[str, Any]:
     """``{"contact": {...}, "messages": [...]}`` (the ``inbox show --json`` document), plus
     ``held``: the contact's sends that did not go out, with their reasons and the words of
-    a refusal (``detail``: Meta's or the sending rules'; null when none were stored)."""
+    a refusal (``detail``: Meta's or the sending rules'; null when none were stored) and
+    ``what`` they were (:func:`send_what`: ``text`` is null for media or an AI reply);
+    ``comments``: the contact's comments; ``public_replies``: the public replies that went
+    out under them (``sent_at``: when). :func:`timeline` puts them all in time order."""
     rows = await store.find_contacts(db, ref.contact_id)
     row = next(r for r in rows if r["account_id"] == ref.account_id)
     state = json.loads(row["state"] or "{}") if row["state"] else {}
@@ -251,17 +254,49 @@ async def thread(
     messages = [message_json(m) for m in await history.thread(db, ref.account_id,
                                                               ref.contact_id, limit)]
     held = [
-        {"key": s["key"], "state": s["state"], "reason": s["reason"], "detail": s["detail"],
-         "sent_by": s["sent_by"], "workflow": s["workflow"], "text": _send_text(s["body"]),
+        {"key": s["key"], "kind": s["kind"], "state": s["state"], "reason": s["reason"],
+         "detail": s["detail"], "sent_by": s["sent_by"], "workflow": s["workflow"],
+         "text": _send_text(s["body"]), "what": send_what(s["kind"], s["body"]),
          "created_at": iso_utc(s["created_at"])}
         for s in await store.contact_sends(db, ref.account_id, ref.contact_id)
+    ]
+    public = [
+        {"key": s["key"], "comment_id": s["comment_id"], "text": _send_text(s["body"]),
+         "sent_by": s["sent_by"], "workflow": s["workflow"], "message_id": s["message_id"],
+         "created_at": iso_utc(s["created_at"]), "sent_at": iso_utc(s["updated_at"])}
+        for s in await store.public_replies_sent(db, ref.account_id, ref.contact_id)
     ]
     comments = [c for r in await history.contact_comments(db, ref.account_id, ref.contact_id)
                 if (c := _comment_json(r)) is not None]
     if mark_read:
         await store.mark_read(db, ref.account_id, ref.contact_id, now)
     return {"contact": contact, "messages": messages, "held": held,
-            "comments": comments[::-1]}
+            "comments": comments[::-1], "public_replies": public}
+
+
+def timeline(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A :func:`thread` document in time order, as ``inbox show`` and the TUI print it:
+    ``("comment", c)``, ``("message", m)``, ``("public_reply", p)`` (at ``sent_at``: when
+    it went) and ``("unsent", h)`` (a send refused or failed, at ``created_at``: when it
+    was decided). A comment goes before anything of the same instant (it is what that
+    answers); otherwise items of the same instant keep this order."""
+    items: list[tuple[str, dict[str, Any]]] = [("comment", c) for c in doc["comments"]]
+    items += [("message", m) for m in doc["messages"]]
+    items += [("public_reply", p) for p in doc["public_replies"]]
+    items += [("unsent", h) for h in doc["held"] if h["state"] in ("refused", "failed")]
+    return sorted(items, key=lambda item: (_epoch(item_time(*item)), item[0] != "comment"))
+
+
+def item_time(kind: str, item: dict[str, Any]) -> str | None:
+    """When a :func:`timeline` item happened (ISO 8601 UTC)."""
+    at = item["sent_at"] if kind == "public_reply" else item["created_at"]
+    return at if isinstance(at, str) else None
+
+
+def _epoch(iso: str | None) -> float:
+    from datetime import datetime
+
+    return 0.0 if iso is None else datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _comment_json(row: sqlite3.Row) -> dict[str, Any] | None:
@@ -279,6 +314,57 @@ def _comment_json(row: sqlite3.Row) -> dict[str, Any] | None:
     return {"comment_id": event.comment_id, "media_id": event.media_id, "text": event.text,
             "created_at": iso_utc(row["occurred_at"] or row["received_at"]),
             "reply": event.is_reply, "live": event.kind.value == "live_comment"}
+
+
+# What an unsent send was when it has no text of its own: by the step the engine refused
+# before the text was written (automation._refused_sends), else by its kind (a text send
+# without text stored before the step was recorded is one of those two).
+_STEP_WHAT = {"ai_reply": "(AI reply)", "offer_booking": "(booking offer)"}
+_KIND_WHAT = {"text": "(AI reply or booking offer)", "private_reply": "(AI private reply)",
+              "template": "(buttons)", "public_reply": "(no text)"}
+
+
+def send_what(kind: str, body: str) -> str:
+    """What a stored send (``kind``, its Outgoing ``body`` as JSON) was, in words for the
+    thread: its text, a medium (``[image]``), a button message's text or a card message's
+    titles, or what it stands for: ``(AI reply)``, ``(booking offer)``, ``(AI private
+    reply)`` (an AI answer to a comment), ``(typing indicator)``, ``(reaction love)``. A
+    public reply's says it is one: ``public reply under the comment: ...``."""
+    try:
+        d = json.loads(body)
+    except ValueError:
+        d = None
+    d = d if isinstance(d, dict) else {}
+    action = d.get("action")
+    what: str | None
+    if kind == "media":
+        what = describe_attachment(str(d.get("media_type") or "attachment"), None)
+    elif kind in ("sender_action", "react"):
+        noun = "typing indicator" if action == "typing_on" else (
+            "reaction" if kind == "react" else "sender action")
+        what = f"({noun}{f' {action}' if action and action != 'typing_on' else ''})"
+    else:
+        text = d.get("text")
+        what = (text if isinstance(text, str) else None) or _template_words(d.get("template"))
+    if not what:
+        step = d.get("step")
+        what = ("(AI private reply)" if kind == "private_reply" and step == "ai_reply"
+                else _STEP_WHAT.get(str(step)) or _KIND_WHAT.get(kind, f"({kind})"))
+    return f"public reply under the comment: {what}" if kind == "public_reply" else what
+
+
+def _template_words(raw: object) -> str | None:
+    """A button message's text, or a card message's titles (``[cards: A, B]``)."""
+    try:
+        t = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+    if not isinstance(t, dict):
+        return None
+    if isinstance(t.get("text"), str):
+        return f"{t['text']} [buttons]"
+    titles = [str(e.get("title")) for e in _objects(t.get("elements"))]
+    return f"[cards: {', '.join(titles)}]" if titles else None
 
 
 def _send_text(body: str) -> str | None:

@@ -2,7 +2,8 @@
 
 Layout: the conversations on the left (newest first: unread count, lead stage, automation
 and window state), the selected thread on the right (who sent each message: the contact,
-the automation or you; media described), and a reply box under it.
+the automation or you; media described; in time order with the comments, the public replies
+and the unsent sends, as `inbox show` prints it), and a reply box under it.
 
 Contracts:
 - Everything shown comes from :mod:`instaset.inbox` (``conversations``, ``thread``); the app
@@ -110,25 +111,36 @@ def render_thread(doc: dict[str, Any], now: float) -> Text:
                "window ")
     out.append_text(_window_cell(c["window"]))
     out.append("\n\n")
-    for m in doc["messages"]:
-        sender = m["sent_by"] if m["direction"] == "out" else "contact"
-        stamp = (m["created_at"] or "")[:16].replace("T", " ")
+    # In time order, as `inbox show` prints it (inbox.timeline).
+    items = inbox.timeline(doc)
+    for kind, m in items:
+        stamp = (inbox.item_time(kind, m) or "")[:16].replace("T", " ")
         out.append(f"{stamp} ", style="dim")
+        if kind == "comment":
+            where = "a live video" if m["live"] else f"media {m['media_id'] or '?'}"
+            out.append("them", style=SENDER_STYLES["contact"])
+            out.append(f" ({'comment reply' if m['reply'] else 'comment'} on {where}): ")
+            out.append(printable(m["text"] or "[no text]") + "\n")
+            continue
+        sender = "contact" if kind == "message" and m["direction"] == "in" else m["sent_by"]
         out.append(SENDER_LABELS.get(sender, sender), style=SENDER_STYLES.get(sender, ""))
         out.append(": ")
+        if kind == "public_reply":
+            out.append(f"public reply under the comment: {printable(m['text'] or '')}\n",
+                       style="yellow")
+            continue
+        if kind == "unsent":
+            # The words cut to one line, as `inbox show` shows them (the whole: --json).
+            out.append(f"not sent ({refusal_words(m['reason'], m['detail'])}): "
+                       f"{printable(m['what'])}\n", style="red")
+            continue
         out.append(printable(m["preview"]))
         if m["edited"]:
             out.append(" (edited)", style="dim")
         if m["reactions"]:
             out.append("  " + " ".join(str(v) for v in m["reactions"].values()))
         out.append("\n")
-    for h in doc["held"]:
-        if h["state"] in ("refused", "failed"):
-            # The words cut to one line, as `inbox show` shows them (the whole: --json).
-            out.append(f"not sent ({refusal_words(h['reason'], h['detail'])}): "
-                       f"{printable(h['text'] or '')}\n",
-                       style="red")
-    if not doc["messages"]:
+    if not items:
         out.append("no messages yet\n", style="dim")
     return out
 

@@ -538,3 +538,104 @@ def test_a_reply_the_running_daemon_sent_and_meta_refused_shows_metas_words(
     assert results[0].stderr.startswith("error: not sent to @carol (Instagram refused it")
     rows = db_rows(db_path, "SELECT state, reason FROM sends ORDER BY created_at")
     assert rows == [{"state": "failed", "reason": "invalid_parameter"}] * 3
+
+
+def _thread_lines(cfg: Path, contact: str) -> list[str]:
+    shown = run_cli(cfg, "inbox", "show", contact)
+    assert shown.exit_code == 0, shown.output
+    lines: list[str] = []
+    for line in shown.stdout.splitlines()[1:]:  # after the header
+        if lines and not _stamped(line):  # wrapped at the console's width: one line again
+            lines[-1] += line if lines[-1].endswith(" ") else f" {line}"
+        else:
+            lines.append(line)
+    return lines
+
+
+def _stamped(line: str) -> bool:
+    """The line starts with its time, as every line of a thread does."""
+    return len(line) > 18 and line[4] == "-" and line[13] == ":" and line[16:18] == "  "
+
+
+def test_show_has_the_public_reply_that_went_out_under_the_comment(tmp_path: Path) -> None:
+    """s17 fresh audit, finding 4a: the public reply under a contact's comment (sent after
+    the private reply went) was in the demo's thread but nowhere in `inbox show` or its
+    JSON. It now shows when it went, as a public reply, by whom it was sent."""
+    dan = "4429842642640640"
+    workflow = {"name": "c2dm", "trigger": {"comment": {"keywords": ["guide"]}},
+                "actions": [{"private_reply": "Here it is!"},
+                            {"public_reply": "Sent it to your DMs!"}]}
+
+    async def build() -> Path:
+        async with open_harness(tmp_path, workflows=[workflow]) as h:
+            h.sandbox.add_user(dan, "dan")
+            await h.sandbox.user_comments(dan, "GUIDE please", "17900000000000777")
+            await h.settle()
+            return h.config.storage.db_path()
+
+    cfg = write_config(tmp_path, asyncio.run(build()))
+    [sent] = db_rows(cfg.parent / "harness.db",
+                     "SELECT key, updated_at FROM sends WHERE kind = 'public_reply'"
+                     " AND state = 'sent'")
+    doc = json.loads(run_cli(cfg, "inbox", "show", dan, "--json").stdout)
+    assert [m["text"] for m in doc["messages"]] == ["Here it is!"]  # messages: DMs only
+    [public] = doc["public_replies"]
+    assert (public["key"], public["text"], public["sent_by"], public["workflow"]) == (
+        sent["key"], "Sent it to your DMs!", "automation", "c2dm")
+    assert public["sent_at"] == iso_utc(sent["updated_at"])
+    assert public["comment_id"] == doc["comments"][0]["comment_id"]
+    lines = _thread_lines(cfg, dan)
+    assert len(lines) == 3 and all(_stamped(line) for line in lines), lines
+    assert "@dan commented on media 17900000000000777: GUIDE please" in lines[0]
+    assert lines[1].endswith("bot: Here it is!")
+    assert lines[2].endswith("bot: public reply under the comment: Sent it to your DMs!")
+
+
+def test_an_unsent_send_shows_where_it_happened_with_its_time_and_what_it_was(
+    tmp_path: Path,
+) -> None:
+    """s17 fresh audit, finding 4b: a refused send was printed after the whole thread, with
+    no time, and ``not sent (...): `` followed by nothing when it had no text (an image, an
+    AI reply, a booking offer). It now stands where it was decided, with its time, named."""
+    erin, fay = "5529842642640641", "6629842642640642"
+    image = {"name": "img-delay", "trigger": {"comment": {"keywords": ["pic"]}},
+             "actions": [{"media": {"type": "image", "url": "https://example.com/p.png"}},
+                         {"delay": "1h"}, {"reply": "Text after the delay"}]}
+    # After the comment's one private reply, the commenter has no DM window: refused.
+    ai = {"name": "ai-after", "trigger": {"comment": {"keywords": ["help"]}},
+          "actions": [{"private_reply": "One moment!"}, {"ai_reply": "auto"},
+                      {"offer_booking": True}]}
+
+    async def build() -> Path:
+        async with open_harness(tmp_path, workflows=[image, ai]) as h:
+            for igsid, name in ((erin, "erin"), (fay, "fay")):
+                h.sandbox.add_user(igsid, name)
+            await h.sandbox.user_comments(erin, "pic please", "17900000000000888")
+            await h.settle(advance_up_to=2 * HOUR)
+            await h.sandbox.user_comments(fay, "help me", "17900000000000888")
+            await h.settle()
+            return h.config.storage.db_path()
+
+    cfg = write_config(tmp_path, asyncio.run(build()))
+    doc = json.loads(run_cli(cfg, "inbox", "show", erin, "--json").stdout)
+    [held] = doc["held"]
+    assert (held["kind"], held["text"], held["what"], held["reason"]) == (
+        "media", None, "[image]", "private_reply_not_text")
+    lines = _thread_lines(cfg, erin)
+    assert len(lines) == 3 and all(_stamped(line) for line in lines), lines
+    assert "commented on media 17900000000000888: pic please" in lines[0]
+    assert lines[1].endswith("bot: not sent (private_reply_not_text: a comment's private "
+                             "reply can only be text): [image]")
+    assert lines[1][:16] == held["created_at"][:16].replace("T", " ")
+    assert lines[2].endswith("bot: Text after the delay")
+
+    doc = json.loads(run_cli(cfg, "inbox", "show", fay, "--json").stdout)
+    assert [(h["kind"], h["text"], h["what"], h["reason"]) for h in doc["held"]] == [
+        ("text", None, "(AI reply)", "private_reply_used"),
+        ("text", None, "(booking offer)", "private_reply_used")]
+    lines = _thread_lines(cfg, fay)
+    assert len(lines) == 4 and all(_stamped(line) for line in lines), lines
+    # Refused when the comment was decided on, before the private reply went out.
+    assert lines[1].endswith("): (AI reply)") and "bot: not sent (private_reply_used" in lines[1]
+    assert lines[2].endswith("): (booking offer)")
+    assert lines[3].endswith("bot: One moment!")

@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Input, Static
 from instaset.inbox import ContactRef
 from instaset.store import history
 from instaset.store.db import Database, open_database
+from instaset.timefmt import iso_utc
 from instaset.tui import InboxApp
 
 ACCT = "17841400000000001"
@@ -176,8 +177,46 @@ async def test_a_refusals_words_are_cut_to_one_line(db: Database) -> None:
             "automation", "guide", "window_closed", words, NOW)])
     doc = await inbox.thread(db, ContactRef(ACCT, BOB, "bob"), NOW)
     assert [h["detail"] for h in doc["held"]] == [words]  # whole, stored
-    [line] = [ln for ln in render_thread(doc, NOW).plain.splitlines()
-              if ln.startswith("not sent")]
-    shown = line.removeprefix("not sent (window_closed: ").removesuffix("): the guide")
+    [line] = [ln for ln in render_thread(doc, NOW).plain.splitlines() if "not sent" in ln]
+    stamp = iso_utc(NOW)[:16].replace("T", " ")  # in its place in time, with its time
+    shown = line.removeprefix(f"{stamp} bot: not sent (window_closed: ").removesuffix(
+        "): the guide")
     assert len(shown) == DETAIL_CHARS and shown.endswith("…")
     assert shown.startswith("Meta said something long word0 word1")
+
+
+async def test_the_thread_is_in_time_order_with_unsent_sends_and_public_replies(
+    db: Database,
+) -> None:
+    """s17 fresh audit, finding 4 (the TUI shares `inbox show`'s order): a refused image
+    stands where it was decided, with its time and ``[image]`` (it has no text); a public
+    reply that went out shows when it went."""
+    from instaset import inbox
+    from instaset.store import sends as sendstore
+    from instaset.tui import render_thread
+
+    async with db.tx() as conn:
+        await sendstore.insert_refused(conn, [(
+            "send:img", ACCT, BOB, None, "media",
+            json.dumps({"key": "send:img", "kind": "media", "account_id": ACCT,
+                        "contact_id": BOB, "media_type": "image",
+                        "media_url": "https://example.com/p.png"}),
+            "automation", "pics", "window_closed", "the window closed", NOW - HOUR + 30)])
+        await sendstore.insert_sends(conn, [(
+            "send:pub", ACCT, BOB, "c1", "public_reply",
+            json.dumps({"key": "send:pub", "kind": "public_reply", "account_id": ACCT,
+                        "contact_id": BOB, "comment_id": "c1", "text": "Check your DMs"}),
+            "human", "pics", NOW - HOUR + 40)])
+        await conn.execute("UPDATE sends SET state = 'sent', updated_at = ? WHERE key = ?",
+                           (NOW - HOUR + 120, "send:pub"))
+    doc = await inbox.thread(db, ContactRef(ACCT, BOB, "bob"), NOW)
+    lines = render_thread(doc, NOW).plain.splitlines()[2:]
+    def stamp(at: float) -> str:
+        return iso_utc(at)[:16].replace("T", " ")
+
+    assert lines == [
+        f"{stamp(NOW - HOUR)} them: look at this [image]",
+        f"{stamp(NOW - HOUR)} bot: not sent (window_closed: the window closed): [image]",
+        f"{stamp(NOW - HOUR + 60)} them: hello?",
+        f"{stamp(NOW - HOUR + 120)} you: public reply under the comment: Check your DMs",
+    ]

@@ -216,7 +216,7 @@ def show(
     """One thread: media described, reactions, and who sent each message."""
     from rich.text import Text
 
-    from instaset.inbox import describe_automation, resolve_contact, thread
+    from instaset.inbox import describe_automation, item_time, resolve_contact, thread, timeline
 
     storage = storage_or_exit()
     now = time.time()
@@ -238,33 +238,34 @@ def show(
         describe_automation(_ts(c["automation"]["paused_until"]), now),
         "  ·  window ", (_window_text(c["window"], now), _window_style(c["window"]["state"])),
     ))
-    # Comments (what a private reply answers) in time order among the messages; a comment
-    # goes before a message of the same second (it is what the message answers).
-    shown = sorted([("m", m) for m in doc["messages"]] + [("c", c) for c in doc["comments"]],
-                   key=lambda item: (_ts(item[1]["created_at"]) or 0.0, item[0] == "m"))
-    for kind, m in shown:
-        line = Text(f"{(m['created_at'] or '')[:16].replace('T', ' ')}  ", style="dim")
-        if kind == "c":
+    # Everything in time order (inbox.timeline): comments among the messages, each public
+    # reply when it went, each unsent send where it was decided, with what it was.
+    senders = {"contact": who, "automation": "bot", "human": "you"}
+    for kind, m in timeline(doc):
+        line = Text(f"{(item_time(kind, m) or '')[:16].replace('T', ' ')}  ", style="dim")
+        if kind == "comment":
             where = "a live video" if m["live"] else f"media {m['media_id'] or '?'}"
             what = "replied to a comment" if m["reply"] else "commented"
             line.append(f"{who} {what} on {where}: ", style="cyan")
             line.append(printable(m["text"] or "[no text]"))
-            cli_app.out_console.print(line)
-            continue
-        sender = {"contact": who, "automation": "bot", "human": "you"}[m["sent_by"]]
-        line.append(f"{sender}: ", style="cyan" if m["direction"] == "in" else "magenta")
-        line.append(printable(m["preview"]))
-        if m["edited"]:
-            line.append(" (edited)", style="dim")
-        for by, reaction in m["reactions"].items():
-            line.append(f"  [{by} reacted {reaction}]", style="yellow")
-        cli_app.out_console.print(line)
-    for h in doc["held"]:
-        if h["state"] in ("refused", "failed"):
+        elif kind == "public_reply":
+            line.append(f"{senders.get(m['sent_by'], m['sent_by'])}: ", style="magenta")
+            line.append(f"public reply under the comment: {printable(m['text'] or '')}",
+                        style="yellow")
+        elif kind == "unsent":
             # Why, in Meta's (or the rules') words when they were stored (migration 0021).
-            why = refusal_words(h["reason"], h["detail"])
-            cli_app.out_console.print(Text(f"not sent ({why}): {_short(h['text'], 80)}",
-                                   style="red"))
+            why = refusal_words(m["reason"], m["detail"])
+            line.append(f"{senders.get(m['sent_by'], m['sent_by'])}: ", style="magenta")
+            line.append(f"not sent ({why}): {_short(m['what'], 80)}", style="red")
+        else:
+            sender = senders[m["sent_by"]]
+            line.append(f"{sender}: ", style="cyan" if m["direction"] == "in" else "magenta")
+            line.append(printable(m["preview"]))
+            if m["edited"]:
+                line.append(" (edited)", style="dim")
+            for by, reaction in m["reactions"].items():
+                line.append(f"  [{by} reacted {reaction}]", style="yellow")
+        cli_app.out_console.print(line)
 
 
 @inbox_app.command("reply")

@@ -101,9 +101,24 @@ async def contact_sends(
     """The contact's latest sends that did not go out (refused, failed, pending), newest
     last: the thread shows them so the creator sees what was held back and why."""
     return await db.fetchall(
-        "SELECT * FROM (SELECT key, kind, body, state, sent_by, reason, detail, workflow,"
-        " created_at, updated_at FROM sends WHERE account_id = ? AND contact_id = ?"
+        "SELECT * FROM (SELECT rowid AS n, key, kind, body, state, sent_by, reason, detail,"
+        " workflow, created_at, updated_at FROM sends WHERE account_id = ? AND contact_id = ?"
         " AND state != 'sent'"
-        " ORDER BY created_at DESC LIMIT ?) ORDER BY created_at",
+        # One decision's sends have one created_at: in the order they were written.
+        " ORDER BY created_at DESC, n DESC LIMIT ?) ORDER BY created_at, n",
+        (account_id, contact_id, limit),
+    )
+
+
+async def public_replies_sent(
+    db: Database, account_id: str, contact_id: str, limit: int = 50
+) -> list[sqlite3.Row]:
+    """The public replies that went out under the contact's comments (the latest ``limit``),
+    oldest first; ``updated_at`` is when each went (its last state change: sent)."""
+    return await db.fetchall(
+        "SELECT * FROM (SELECT rowid AS n, key, comment_id, body, sent_by, workflow,"
+        " message_id, created_at, updated_at FROM sends WHERE account_id = ?"
+        " AND contact_id = ? AND kind = 'public_reply' AND state = 'sent'"
+        " ORDER BY created_at DESC, n DESC LIMIT ?) ORDER BY updated_at, n",
         (account_id, contact_id, limit),
     )
