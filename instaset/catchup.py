@@ -100,7 +100,6 @@ from instaset.engine.decide import needs_follower
 from instaset.errors import GraphError, InvalidParameter, Throttled, TokenInvalid
 from instaset.graph import GraphClient
 from instaset.notify import notify_job
-from instaset.outbox import TokenProvider
 from instaset.queue import NewJob, Outcome, RetryLater, backoff_delay, enqueue_in
 from instaset.store import contacts as store
 from instaset.store import history
@@ -108,6 +107,7 @@ from instaset.store.db import Database
 from instaset.store.ingest import any_staged, move_staged
 from instaset.store.jobs import Job
 from instaset.token_health import token_rejected
+from instaset.tokens import TokenProvider
 
 if TYPE_CHECKING:
     from instaset.daemon import Runtime

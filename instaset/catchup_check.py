@@ -29,11 +29,11 @@ from instaset.contacts import Profiles
 from instaset.errors import GraphError, TokenInvalid
 from instaset.graph import GraphClient
 from instaset.notify import notify_job
-from instaset.outbox import TokenProvider
 from instaset.queue import NewJob, enqueue_in
 from instaset.store import contacts as store
 from instaset.store.db import Database
 from instaset.token_health import token_rejected
+from instaset.tokens import TokenProvider
 
 if TYPE_CHECKING:
     import aiosqlite

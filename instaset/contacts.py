@@ -56,7 +56,6 @@ from instaset.errors import (
 )
 from instaset.graph import GraphClient
 from instaset.leads import STAGES
-from instaset.outbox import TokenProvider
 from instaset.queue import COMPLETED, NewJob, Outcome, RetryLater
 from instaset.retention import purge_contacts
 from instaset.store import contacts as store
@@ -66,6 +65,7 @@ from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in
 from instaset.timefmt import iso_or_none
 from instaset.token_health import token_rejected
+from instaset.tokens import TokenProvider
 
 log = logging.getLogger("instaset.contacts")
 

@@ -37,7 +37,7 @@ from instaset.errors import InstasetError
 from instaset.graph import GraphClient
 from instaset.metrics import Metrics
 from instaset.notify import NOTIFY_CONCURRENCY, Notifier
-from instaset.outbox import Deliverer, StaticTokens, TokenProvider
+from instaset.outbox import Deliverer
 from instaset.paths import not_a_directory
 from instaset.pipeline import Pipeline
 from instaset.proxy import ProxySettings
@@ -52,7 +52,7 @@ from instaset.store import sends as sendstore
 from instaset.store.db import Database, open_database
 from instaset.store.ingest import IngestWriter
 from instaset.store.jobs import Job
-from instaset.tokens import default_tokens
+from instaset.tokens import StaticTokens, TokenProvider, default_tokens
 from instaset.webhook import WebContext, make_app
 from instaset.worker import Handler, Worker, WorkerSettings, worker_alive
 

@@ -40,7 +40,6 @@ from instaset.errors import (
 )
 from instaset.graph import GraphClient
 from instaset.inbox import iso_utc
-from instaset.outbox import TokenProvider
 from instaset.paths import not_a_directory
 from instaset.retention import DAY, daemon_lock
 from instaset.secrets import FileSecrets, SecretStore, app_secrets, open_secrets
@@ -48,6 +47,7 @@ from instaset.store import history
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database, migrations, open_database
 from instaset.timefmt import human_duration
+from instaset.tokens import TokenProvider
 
 README = "docs/setup.md"
 REQUIRED_FIELDS = ("messages",)

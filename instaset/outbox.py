@@ -26,9 +26,9 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import aiosqlite
 
@@ -56,6 +56,7 @@ from instaset.store import sends as sendstore
 from instaset.store.db import Database
 from instaset.store.jobs import Job, complete_in
 from instaset.token_health import mark_rejected, token_replaced
+from instaset.tokens import TokenProvider
 
 log = logging.getLogger("instaset.graph")
 
@@ -191,26 +192,6 @@ async def enqueue_sends(
     await sendstore.insert_sends(conn, rows)
     await enqueue_in(conn, [send_job(chained[0].key, now if run_at is None else run_at)], now)
     return [p.key for p in chained]
-
-
-class TokenProvider(Protocol):
-    async def token(self, account_id: str) -> str | None: ...
-
-    def forget(self, account_id: str | None = None) -> None:
-        """Drop any cached copy (the next :meth:`token` reads the store)."""
-
-
-class StaticTokens:
-    """Tokens held in memory (the sandbox, tests)."""
-
-    def __init__(self, tokens: Mapping[str, str]) -> None:
-        self.tokens = dict(tokens)
-
-    async def token(self, account_id: str) -> str | None:
-        return self.tokens.get(account_id)
-
-    def forget(self, account_id: str | None = None) -> None:
-        """Nothing is cached."""
 
 
 ACCOUNT_WIDE_THROTTLES = frozenset({4, 17, 32})

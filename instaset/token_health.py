@@ -21,7 +21,7 @@ from instaset.store import history
 from instaset.store.db import Database
 
 if TYPE_CHECKING:
-    from instaset.outbox import TokenProvider
+    from instaset.tokens import TokenProvider
 
 REJECTED = "Meta rejected its token (code 190)"
 

@@ -15,10 +15,31 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
+from typing import Protocol
 
 from instaset.config import Config
-from instaset.outbox import TokenProvider
 from instaset.secrets import SecretStore, open_secrets, token_key
+
+
+class TokenProvider(Protocol):
+    async def token(self, account_id: str) -> str | None: ...
+
+    def forget(self, account_id: str | None = None) -> None:
+        """Drop any cached copy (the next :meth:`token` reads the store)."""
+
+
+class StaticTokens:
+    """Tokens held in memory (the sandbox, tests)."""
+
+    def __init__(self, tokens: Mapping[str, str]) -> None:
+        self.tokens = dict(tokens)
+
+    async def token(self, account_id: str) -> str | None:
+        return self.tokens.get(account_id)
+
+    def forget(self, account_id: str | None = None) -> None:
+        """Nothing is cached."""
 
 
 class SecretTokens:

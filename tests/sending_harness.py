@@ -37,13 +37,14 @@ from instaset.accounts import WEBHOOK_FIELDS
 from instaset.config import Config
 from instaset.daemon import Runtime, runtime
 from instaset.graph import GraphClient
-from instaset.outbox import Outgoing, StaticTokens, enqueue_sends
+from instaset.outbox import Outgoing, enqueue_sends
 from instaset.ratelimit import budgets_from_config
 from instaset.rules import SendKind
 from instaset.sandbox import Recorded, Sandbox, build_echo_payload
 from instaset.sandbox.wire import new_mid
 from instaset.store import history
 from instaset.store import jobs as jobstore
+from instaset.tokens import StaticTokens
 from instaset.webhook import make_app
 
 SECRET = "sending-harness-app-secret"

@@ -9,11 +9,12 @@ import pytest
 
 from instaset.config import Config
 from instaset.daemon import runtime
-from instaset.outbox import Outgoing, StaticTokens
+from instaset.outbox import Outgoing
 from instaset.ratelimit import WINDOW_MARGIN, SendClass
 from instaset.rules import SendKind
 from instaset.store import sends as sendstore
 from instaset.store.db import open_database
+from instaset.tokens import StaticTokens
 
 ACCT = "17841400000000001"
 

@@ -41,7 +41,6 @@ from instaset.config import Config
 from instaset.contacts import Profiles
 from instaset.daemon import Runtime, runtime
 from instaset.graph import GraphClient
-from instaset.outbox import StaticTokens
 from instaset.ratelimit import budgets_from_config
 from instaset.sandbox import Fault, Recorded, Sandbox
 from instaset.store import contacts as contacts_store
@@ -49,6 +48,7 @@ from instaset.store import history, ingest
 from instaset.store import jobs as jobstore
 from instaset.store.db import Database
 from instaset.store.ingest import EventRow
+from instaset.tokens import StaticTokens
 from instaset.webhook import make_app
 from tests.sending_harness import ACCT, SECRET, USERNAME, Clock
 

@@ -22,11 +22,11 @@ from instaset.cli import app
 from instaset.config import Config
 from instaset.config_storage import TOP_LEVEL_KEYS, StorageLocation, quick_storage
 from instaset.export import read_export
-from instaset.outbox import StaticTokens, TokenProvider
 from instaset.paths import default_db_path
 from instaset.secrets import MemorySecrets
 from instaset.store import history
 from instaset.store.db import open_database
+from instaset.tokens import StaticTokens, TokenProvider
 from tests.sending_harness import ACCT
 from tests.test_inbox import HOUR, ThreadedSandbox, db_rows, seed_inbound, write_config
 from tests.test_purge import A1, A2, DAY, seed

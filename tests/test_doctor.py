@@ -19,11 +19,11 @@ from instaset.config import Config
 from instaset.daemon import runtime
 from instaset.doctor import Check, failed, run_checks
 from instaset.inbox import iso_utc
-from instaset.outbox import StaticTokens
 from instaset.sandbox import Sandbox
 from instaset.store import history
 from instaset.store import jobs as jobstore
 from instaset.store.db import open_database
+from instaset.tokens import StaticTokens
 from instaset.webhook import make_app
 
 ACCT = "17841400000000009"

@@ -30,9 +30,9 @@ from instaset.cli import app
 from instaset.config import AIConfig, Config
 from instaset.drafts import DraftOutcome, approve
 from instaset.errors import InstasetError
-from instaset.outbox import StaticTokens, TokenProvider
 from instaset.store import ai as aistore
 from instaset.store.db import open_database
+from instaset.tokens import StaticTokens, TokenProvider
 from tests.fake_gemini import DEADLINE_MS, FakeGemini, reply
 from tests.sending_harness import ACCT, Harness, open_harness
 from tests.test_inbox import ThreadedSandbox, db_rows, run_cli, seed_inbound, write_config

@@ -22,11 +22,11 @@ from typer.testing import CliRunner
 import instaset.tokens
 from instaset.cli import app
 from instaset.config import Config
-from instaset.outbox import StaticTokens, TokenProvider
 from instaset.sandbox import Sandbox
 from instaset.store import history
 from instaset.store.db import open_database
 from instaset.timefmt import iso_utc
+from instaset.tokens import StaticTokens, TokenProvider
 from tests.sending_harness import ACCT, Harness, open_harness
 
 ALICE = "1129842642640637"

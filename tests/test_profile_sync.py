@@ -15,9 +15,9 @@ import yaml
 from instaset.config import Config, load_config
 from instaset.daemon import runtime
 from instaset.errors import ConfigError, InstasetError
-from instaset.outbox import StaticTokens
 from instaset.profile_sync import ICE_BREAKERS, MENU, apply_config, diff, wanted
 from instaset.sandbox import Sandbox
+from instaset.tokens import StaticTokens
 from instaset.workflow_lint import lint_config
 
 ACCT = "17841400000000001"
