@@ -226,11 +226,19 @@ class Worker:
 
     # -- loops -----------------------------------------------------------------------------
     async def _claim(self, limit: int) -> list[Job]:
+        """Lease up to ``limit`` due jobs. A capped kind's jobs count against its cap from
+        here, not from when their task starts: a second claim before the tasks of the first
+        have started (the loop claims again at once after a full batch) would grant the
+        whole cap again."""
         capped = {kind: max(0, cap - self._running_of[kind]) for kind, cap in self._caps.items()}
-        return await jobstore.claim(
+        jobs = await jobstore.claim(
             self.db, self.name, self.clock(), self.settings.lease_seconds, limit,
             capped=capped or None,
         )
+        for job in jobs:
+            if job.kind in self._running_of:
+                self._running_of[job.kind] += 1
+        return jobs
 
     async def run_burst(self, *, max_rounds: int = 10_000) -> int:
         """Run due jobs until none is left; returns how many ran."""
@@ -265,15 +273,13 @@ class Worker:
         log.info("worker %s stopped", self.name)
 
     async def _counted(self, job: Job) -> None:
-        """:meth:`_run_job`, counted against its kind's cap (if any) while it runs."""
-        if job.kind not in self._running_of:
-            await self._run_job(job)
-            return
-        self._running_of[job.kind] += 1
+        """:meth:`_run_job` of a job :meth:`_claim` leased; it stops counting against its
+        kind's cap (if any) when it ends."""
         try:
             await self._run_job(job)
         finally:
-            self._running_of[job.kind] -= 1
+            if job.kind in self._running_of:
+                self._running_of[job.kind] -= 1
 
     def _limit(self) -> int:
         """How many jobs may be in flight now (see ``WorkerSettings.busy_concurrency``)."""

@@ -322,6 +322,50 @@ async def test_while_ingest_is_busy_the_worker_starts_fewer_jobs(db: Database) -
         await asyncio.wait_for(task, 10)
 
 
+async def test_a_capped_kind_never_runs_more_than_its_cap_when_the_limit_rises(
+        db: Database) -> None:
+    """Review E (s17): the cap was counted when a job's task started, and the loop claims
+    again at once after a full batch, before those tasks ran: with the slot limit rising in
+    between (ingest stops being busy), the cap was granted twice (6 notify jobs ran at a cap
+    of 3)."""
+    running = 0
+    peak: list[int] = []
+    release = asyncio.Event()
+
+    async def hold(job: Job) -> None:
+        nonlocal running
+        running += 1
+        peak.append(running)
+        await release.wait()
+        running -= 1
+
+    await jobstore.enqueue(db, [NewJob("notify", f"n{i}", {}, run_at=0) for i in range(8)],
+                           now=0)
+    calls = 0
+
+    def busy() -> bool:  # busy for the first claim only: one slot, then eight
+        nonlocal calls
+        calls += 1
+        return calls == 1
+
+    w = Worker(db, {"notify": hold}, WorkerSettings(
+        concurrency=8, busy_concurrency=1, poll_interval=0.01, kind_limits=(("notify", 3),)),
+        busy=busy)
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop))
+    try:
+        for _ in range(1000):
+            if running == 3:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # several polls: still three
+        assert running == 3 and max(peak) == 3, peak
+    finally:
+        release.set()
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
 # -- at_once: a job a handler enqueues to run right after it, in the same task ---------------
 def _at_once_worker(db: Database, clock: Clock, ran: list[str]) -> Worker:
     async def parent(job: Job) -> None:
