@@ -15,7 +15,7 @@ A failing command, webhook or mail server makes the job retry (:class:`RetryLate
 a day: see :data:`NOTIFY_MAX_ATTEMPTS`); the record is never duplicated. Delivery is at least
 once per channel: a retry repeats only the channels that failed, unless the daemon restarted
 in between (then it repeats all of them). So that a receiver can drop a repeat, every
-delivery carries the notification's key: ``id`` in the webhook's JSON and its
+delivery carries the notification's id (:func:`notice_id`): ``id`` in the webhook's JSON and its
 ``Idempotency-Key`` / ``X-Instaset-Notice-Id`` headers, and the email's ``Message-ID`` (see
 :func:`message_id`). The webhook URL may be a credential: errors and logs show it masked."""
 
@@ -155,6 +155,14 @@ def desktop_argv(path: str, kind: str, text: str, platform: str = sys.platform) 
                 "-e", "display notification (item 2 of argv) with title (item 1 of argv)",
                 "-e", "end run", title, text]
     return [path, "--app-name=instaset", "--", title, html.escape(text, quote=False)]
+
+
+def notice_id(key: str, created_at: float) -> str:
+    """The id a receiver drops repeats of a notice by (webhook ``id``, email ``Message-ID``):
+    its key and when its job was queued, in ms. The same for every try and restart; not the
+    key alone, which can come back for another notice (a booking's id is reused once its
+    row was deleted by ``contacts forget``: ``booking:1:cancel`` of another contact)."""
+    return f"{key}.{round(created_at * 1000)}"
 
 
 def message_id(key: str, from_addr: str) -> str:
@@ -346,8 +354,8 @@ class Notifier:
         # are not repeated (a channel down for hours would otherwise have the others say the
         # same thing every hour). After a restart all run again: at least once per channel.
         done = self.delivered.setdefault(key, set())
-        channels = {name: c for name, c in self.channels(key, p.get("kind"), text).items()
-                    if name not in done}
+        channels = {name: c for name, c in self.channels(
+            notice_id(key, job.created_at), p.get("kind"), text).items() if name not in done}
         results = await asyncio.gather(*(c() for c in channels.values()),
                                        return_exceptions=True)
         failed: list[tuple[str, Exception]] = []

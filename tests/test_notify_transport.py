@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -320,16 +320,31 @@ async def test_every_delivery_of_a_notice_carries_the_same_id(db: Database) -> N
         for _restart in range(2):  # a new daemon repeats every channel: the ids say so
             await Notifier(db, config, clock=lambda: NOW).handle(job())
     assert len(hook.seen) == 2 and len(mail.mails) == 2
+    ident = f"{KEY}.{round(NOW * 1000)}"  # the key and when its job was queued
     for _m, _p, headers, body in hook.seen:
-        assert yaml.safe_load(body) == {"id": KEY, "kind": "handoff", "text": TEXT}
-        assert headers["Idempotency-Key"] == headers["X-Instaset-Notice-Id"] == KEY
+        assert yaml.safe_load(body) == {"id": ident, "kind": "handoff", "text": TEXT}
+        assert headers["Idempotency-Key"] == headers["X-Instaset-Notice-Id"] == ident
     ids = set()
     for raw in mail.mails:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         ids.add(msg["Message-ID"])
-        assert msg["X-Instaset-Notice-Id"] == KEY and msg["Date"]
+        assert msg["X-Instaset-Notice-Id"] == ident and msg["Date"]
     assert ids == {"<instaset.handoff=3A17841400000000001=3A5260000000000042=3A1"
-                   "@notices.example>"}
+                   f"=2E{round(NOW * 1000)}@notices.example>"}
+
+
+async def test_a_notice_whose_key_comes_back_gets_another_id(db: Database) -> None:
+    """Review E (s17): a booking's id is reused after `contacts forget`, so another contact's
+    `booking:1:cancel` carried the id of an earlier notice, and a receiver dropping repeats
+    (a mail client, by Message-ID) dropped it."""
+    async with hook_server() as (hook, base):
+        config = NotifyConfig(webhook_url=base + "hook")
+        first = job()
+        again = replace(first, created_at=NOW + 86400.0)  # the same key, queued a day later
+        for j in (first, again):
+            await Notifier(db, config, clock=lambda: NOW).handle(j)
+    ids = [yaml.safe_load(body)["id"] for _m, _p, _h, body in hook.seen]
+    assert len(ids) == 2 and ids[0] != ids[1]
 
 
 # -- 6. the command does not get the daemon's secrets -----------------------------------------
