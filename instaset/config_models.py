@@ -455,9 +455,14 @@ class NotifyConfig(_Model):
     @classmethod
     def _http_webhook(cls, value: object) -> object:
         # Before the type's own validation, on the text as written (whatever type holds it).
-        problem = webhook_url_problem(value) if isinstance(value, str) else None
-        if problem is not None:
-            raise ValueError(problem)
+        if isinstance(value, str):
+            if not value.strip():
+                return None  # "" meant "no webhook" before the URL was checked: it still does
+            problem = webhook_url_problem(value)
+            if problem is not None:
+                raise ValueError(problem)
+            # Spaces around it (a copy-paste) would be sent as %20: every POST a 404.
+            return value.strip()
         return value
 
 

@@ -53,6 +53,18 @@ def test_http_and_https_webhook_urls_are_fine() -> None:
         assert config.notify.webhook_url is not None
 
 
+def test_an_empty_webhook_url_is_no_webhook_and_spaces_around_one_go() -> None:
+    """Review E (s17): `webhook_url: ""` meant "no webhook" before URLs were checked and
+    became a fatal error on upgrade; a URL pasted with a trailing space passed the check and
+    was POSTed to as .../hook%20 (a 404 every time, for a day of retries)."""
+    for empty in ('""', '"  "'):
+        config = parse_config_text(f"notify:\n  webhook_url: {empty}\n", "config.yaml", {})
+        assert config.notify.webhook_url is None
+    config = parse_config_text('notify:\n  webhook_url: " https://example.com/hook "\n',
+                               "config.yaml", {})
+    assert config.notify.webhook_url == "https://example.com/hook"
+
+
 SMTP = "notify:\n  smtp:\n    host: smtp.example.com\n{extra}    from_addr: {sender}\n    to_addr: {to}\n"
 
 
