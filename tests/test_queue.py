@@ -282,18 +282,25 @@ async def test_a_finished_job_or_a_wake_up_ends_the_idle_wait(db: Database) -> N
         await asyncio.wait_for(task, 10)
 
 
+class Holder:
+    """A handler that holds every job until ``release`` is set, counting how many run at
+    once (``running``) and the count after each start (``peak``)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak: list[int] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, job: Job) -> None:
+        self.running += 1
+        self.peak.append(self.running)
+        await self.release.wait()
+        self.running -= 1
+
+
 async def test_while_ingest_is_busy_the_worker_starts_fewer_jobs(db: Database) -> None:
     """busy() true: at most busy_concurrency jobs in flight; false again: the full count."""
-    running = 0
-    peak: list[int] = []
-    release = asyncio.Event()
-
-    async def hold(job: Job) -> None:
-        nonlocal running
-        running += 1
-        peak.append(running)
-        await release.wait()
-        running -= 1
+    hold = Holder()
 
     await jobstore.enqueue(db, [NewJob("hold", f"h{i}", {}, run_at=0) for i in range(6)], now=0)
     busy = True
@@ -305,19 +312,19 @@ async def test_while_ingest_is_busy_the_worker_starts_fewer_jobs(db: Database) -
     task = asyncio.create_task(w.run(stop))
     try:
         for _ in range(1000):
-            if running == 2:
+            if hold.running == 2:
                 break
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.1)  # several polls: still two
-        assert max(peak) == 2
+        assert max(hold.peak) == 2
         busy = False
         for _ in range(1000):
-            if running == 6:
+            if hold.running == 6:
                 break
             await asyncio.sleep(0.01)
-        assert running == 6
+        assert hold.running == 6
     finally:
-        release.set()
+        hold.release.set()
         stop.set()
         await asyncio.wait_for(task, 10)
 
@@ -328,16 +335,7 @@ async def test_a_capped_kind_never_runs_more_than_its_cap_when_the_limit_rises(
     again at once after a full batch, before those tasks ran: with the slot limit rising in
     between (ingest stops being busy), the cap was granted twice (6 notify jobs ran at a cap
     of 3)."""
-    running = 0
-    peak: list[int] = []
-    release = asyncio.Event()
-
-    async def hold(job: Job) -> None:
-        nonlocal running
-        running += 1
-        peak.append(running)
-        await release.wait()
-        running -= 1
+    hold = Holder()
 
     await jobstore.enqueue(db, [NewJob("notify", f"n{i}", {}, run_at=0) for i in range(8)],
                            now=0)
@@ -355,13 +353,13 @@ async def test_a_capped_kind_never_runs_more_than_its_cap_when_the_limit_rises(
     task = asyncio.create_task(w.run(stop))
     try:
         for _ in range(1000):
-            if running == 3:
+            if hold.running == 3:
                 break
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.1)  # several polls: still three
-        assert running == 3 and max(peak) == 3, peak
+        assert hold.running == 3 and max(hold.peak) == 3, hold.peak
     finally:
-        release.set()
+        hold.release.set()
         stop.set()
         await asyncio.wait_for(task, 10)
 
