@@ -12,8 +12,9 @@ caller falls back to the full loader, whose messages name the file, the line and
 Such a command still says when the rest of the config is broken (one warning line, from the
 full loader): it is not silent about it. So that this does not build the models at every
 command, a config the full loader accepted is remembered by :func:`config_stamp` (a digest of
-the file, the environment variables that feed the loader, and instaset's version) in the
-data directory's ``config-checked``; only a config changed since costs the full check.
+the file, the environment variables that feed the loader, instaset's version and its
+modules) in the data directory's ``config-checked``; only a config (or an instaset) changed
+since costs the full check.
 """
 
 from __future__ import annotations
