@@ -92,6 +92,23 @@ WAIT_FOR_MESSAGE = 36 * 3600.0
 FIRST_MESSAGE_POLL = 0.5
 
 
+async def _take_back(conn: aiosqlite.Connection, mid: str, account_id: str,
+                     contact_id: str | None, now: float) -> None:
+    """Honour the unsend of message ``mid`` in this conversation (``contact_id`` None: the
+    account took back its own). What was taken from the contact's words goes first (copies
+    in notifications, drafts and a continuation's payload; values and quotes in the lead,
+    which is rescored after), read while they are still stored; then its text, in the
+    history and in the raw events of it and of its edits (their rows stay: a redelivery is
+    still a duplicate)."""
+    if contact_id is not None:
+        said = await unsend.contacts_words(conn, mid)
+        if said is not None:  # the contact's (or not stored): theirs to take back
+            await forget_copies(conn, mid, account_id, contact_id, said, now)
+            await forget_unsent(conn, mid, account_id, contact_id, said, now)
+    await unsend.scrub_message(conn, mid)
+    await unsend.redact_events(conn, mid, account_id, contact_id)
+
+
 def _before_its_message(event: MessageEditEvent | ReactionEvent, received_at: float,
                         now: float) -> None:
     """An edit or reaction of a message not stored yet: it came first (redeliveries after
@@ -258,29 +275,18 @@ class Pipeline:
             # Only the thread's own people take back a message of that thread (as for an
             # edit): an unsend naming a message of another conversation is kept (stored,
             # processed) and changes nothing, not even a rescore.
-            if await history.mark_message_deleted(conn, event.mid, now, account_id=acct,
-                                                  contact_id=person):
-                # What was taken from it goes (copies in notifications, drafts and a
-                # continuation's payload; values and quotes in the lead), then its text, in
-                # the history and in the raw events of it and of its edits (their rows stay:
-                # a redelivery is still a duplicate). The lead is rescored after.
-                await forget_copies(conn, event.mid, acct, person, now)
-                await forget_unsent(conn, event.mid, acct, person, now)
-                await unsend.scrub_message(conn, event.mid)
-                await unsend.redact_events(conn, event.mid, acct, person)
-            elif (other := await unsend.message_thread(conn, event.mid)) is not None:
+            # Stored in this conversation: marked deleted. Not stored: before its message
+            # (the message applies it when it comes from this conversation), or after
+            # retention took it.
+            deleted = await history.mark_message_deleted(conn, event.mid, now, account_id=acct,
+                                                         contact_id=person)
+            other = None if deleted else await unsend.message_thread(conn, event.mid)
+            if other is not None:
                 log.warning("unsend of message %s from account %s, contact %s: the message is "
                             "of another conversation (account %s, contact %s); not applied",
                             event.mid, acct, contact, other["account_id"], other["contact_id"])
                 return
-            else:
-                # Before its message: the message applies it when it comes (from this
-                # conversation); what of it was stored already loses its text now. Or
-                # after retention took the message: the values taken from it (kept until
-                # the contact is erased) go now.
-                await unsend.redact_events(conn, event.mid, acct, person)
-                await forget_copies(conn, event.mid, acct, person, now)
-                await forget_unsent(conn, event.mid, acct, person, now)
+            await _take_back(conn, event.mid, acct, person, now)
         elif isinstance(event, MessageEditEvent):
             if await unsend.is_unsent(conn, event.mid, acct, person):
                 # Unsent (perhaps before the message came): the edit's text goes too.

@@ -22,14 +22,12 @@ scrubbed (its texts are read here; :func:`instaset.ai.scoring.forget_unsent` doe
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 
 import aiosqlite
 
 from instaset.ai.guardrails import prices, urls
-from instaset.store import ai as aistore
 from instaset.store import history, unsend
 
 UNSENT = "[unsent]"
@@ -64,17 +62,13 @@ def unquoted(text: str, forms: Iterable[str]) -> str:
 
 
 async def forget_copies(conn: aiosqlite.Connection, mid: str, account_id: str,
-                       contact_id: str | None, now: float) -> None:
-    """Take the copies of the unsent message ``mid`` out (see the module), in the
+                       contact_id: str, said: list[str], now: float) -> None:
+    """Take the copies of the contact's unsent message ``mid`` out (see the module), in the
     conversation the unsend came from (the caller checked that the message, if stored, is
-    of it). Nothing for the account's own message. A message retention already took still
-    had copies (a pending draft, a value captured from it): they go too."""
-    msg = await aistore.message_said(conn, mid)
-    if contact_id is None or (msg is not None and msg["direction"] != "in"):
-        return
+    of it). ``said``: its texts (:func:`instaset.store.unsend.contacts_words`; none when
+    retention already took the message, whose copies, a pending draft or a value captured
+    from it, go too)."""
     acct, contact = account_id, contact_id
-    said = [] if msg is None else [
-        t for t in (msg["text"], *json.loads(msg["edits"] or "[]")) if t]
     values = [str(r["value"]) for r in await unsend.captured_from(conn, mid, acct, contact)
               if r["value"] is not None and str(r["value"]).strip()]
     await unsend.retire_drafts(conn, mid, acct, contact, now)

@@ -186,7 +186,7 @@ async def _store(
 
 
 async def forget_unsent(conn: aiosqlite.Connection, mid: str, account_id: str,
-                        contact_id: str | None, now: float) -> None:
+                        contact_id: str, said: list[str], now: float) -> None:
     """Honour the contact's unsend of message ``mid`` (Meta's rule) in their lead, inside
     the unsend's transaction, before the message's text is scrubbed (it is read here):
 
@@ -212,14 +212,9 @@ async def forget_unsent(conn: aiosqlite.Connection, mid: str, account_id: str,
     (:class:`instaset.ai.feature.LeadsAndBooking`) drops those points.
 
     ``account_id``, ``contact_id``: the conversation the unsend came from (the caller checked
-    that the message, if stored, is of it; ``contact_id`` None: the account took back its
-    own message). A message retention already took still had values taken from it (they
-    are kept until the contact is erased): they go too."""
-    msg = await aistore.message_said(conn, mid)
-    if contact_id is None or (msg is not None and msg["direction"] != "in"):
-        return  # the account's own message
-    said = [] if msg is None else [
-        t for t in (msg["text"], *json.loads(msg["edits"] or "[]")) if t]
+    that the message, if stored, is of it). ``said``: its texts
+    (:func:`instaset.store.unsend.contacts_words`); none when retention already took the
+    message, whose values (kept until the contact is erased) go too."""
     acct, contact = account_id, contact_id
     # What a reason says of a value that goes -> what it says without it.
     valueless = {f"AI: {r['name']} = {r['value']!r}": f"AI: {r['name']}"

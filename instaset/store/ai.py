@@ -361,14 +361,6 @@ async def set_lead_reasons(conn: aiosqlite.Connection, account_id: str, contact_
     )
 
 
-async def message_said(conn: aiosqlite.Connection, mid: str) -> sqlite3.Row | None:
-    """Whose message ``mid`` is and what it said: ``account_id``, ``contact_id``,
-    ``direction``, ``text`` and ``edits`` (its earlier texts, JSON)."""
-    rows = await _rows(conn, "SELECT account_id, contact_id, direction, text, edits"
-                       " FROM messages WHERE mid = ?", (mid,))
-    return rows[0] if rows else None
-
-
 async def get_lead(conn: aiosqlite.Connection, account_id: str, contact_id: str
                    ) -> sqlite3.Row | None:
     rows = await _rows(conn, "SELECT * FROM leads WHERE account_id = ? AND contact_id = ?",

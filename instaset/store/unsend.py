@@ -12,6 +12,8 @@ Contract, for the message with mid ``mid``:
 - :func:`forget_fact_values` and :func:`captured_from` / :func:`remove_captured`: the AI
   facts extracted from the message and the fields captured from it (migration 0022 records
   which message each came from) lose their values.
+- :func:`contacts_words`: what the contact said in it (its texts), for the copies and the
+  lead (:mod:`instaset.unsent_copies`, :func:`instaset.ai.scoring.forget_unsent`).
 - :func:`unsend_of` / :func:`is_unsent`: whether (and from which conversation) the unsend of
   ``mid`` was processed, for a message or an edit that arrives after it. An unsend applies
   only in its own conversation (the same account and contact), as an edit does.
@@ -21,6 +23,7 @@ Contract, for the message with mid ``mid``:
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 
@@ -51,6 +54,20 @@ async def is_unsent(conn: aiosqlite.Connection, mid: str, account_id: str,
         " AND account_id = ?2 AND (?3 IS NULL OR contact_id = ?3) LIMIT 1",
         (mid, account_id, contact_id))
     return bool(list(rows))
+
+
+async def contacts_words(conn: aiosqlite.Connection, mid: str) -> list[str] | None:
+    """What the contact said in message ``mid``: its text and its earlier (edited) texts,
+    read before the unsend scrubs them; ``[]`` when it is not stored (not come yet, or taken
+    by retention: what was taken from it may still be stored); None when it is the
+    account's own message (nothing of the contact's to take back)."""
+    rows = list(await conn.execute_fetchall(
+        "SELECT direction, text, edits FROM messages WHERE mid = ?", (mid,)))
+    if not rows:
+        return []
+    if rows[0]["direction"] != "in":
+        return None
+    return [t for t in (rows[0]["text"], *json.loads(rows[0]["edits"] or "[]")) if t]
 
 
 async def message_thread(conn: aiosqlite.Connection, mid: str) -> sqlite3.Row | None:
