@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from instaset import webhook
@@ -36,10 +36,15 @@ from tests.test_events import (
     CHANGE,
     DATA,
     ENVELOPE,
+    HEAD,
+    IDS,
     IG,
     ITEM,
     JSON,
+    MESSAGE,
     PROPERTY,
+    TIMES,
+    USER,
     envelope,
     item,
 )
@@ -102,6 +107,45 @@ def test_one_item_envelopes_are_accepted(payload: Any) -> None:
     if b"\\u" in body or not _utf8(body):
         return  # the refusals below
     assert assert_stands_as_raw(payload, body)
+
+
+# Meta's usual delivery, one message in one entry, which event_heads reads without the
+# general walk: its every attribute is drawn here (ids and times of any JSON type, echoes,
+# unsends, standby, an entry without id or time, a message that is not an object).
+PARTIES = st.fixed_dictionaries({
+    "sender": st.fixed_dictionaries({"id": st.sampled_from([IG, USER, 7])}),
+    "recipient": st.fixed_dictionaries({"id": st.sampled_from([IG, USER])}),
+    "timestamp": st.sampled_from([1740000000001, 1740000000, None]),
+})
+_ABSENT = object()
+FLAGS = st.fixed_dictionaries({
+    "is_echo": st.sampled_from([True, False, 1, "true", _ABSENT]),
+    "is_deleted": st.sampled_from([False, True, 1, _ABSENT]),
+    "mid": st.sampled_from(["m1", "", 5, 1.5, None, _ABSENT]),
+}).map(lambda flags: {k: v for k, v in flags.items() if v is not _ABSENT})
+ONE_DM = st.builds(
+    lambda entry, key, head, message, flags: {
+        "object": "instagram",
+        "entry": [{**entry, key: [{**head, "message": (
+            {**message, **flags} if isinstance(message, dict) else message)}]}]},
+    st.fixed_dictionaries({}, optional={"id": IDS, "time": TIMES}),
+    st.sampled_from(["messaging", "standby"]),
+    HEAD | PARTIES,
+    MESSAGE | st.sampled_from([None, [], "m1"]),
+    FLAGS,
+)
+
+
+@settings(PROPERTY, max_examples=400)
+@given(ONE_DM)
+def test_the_usual_dm_reads_as_the_general_walk_does(payload: Any) -> None:
+    body = json.dumps(payload, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    if assert_stands_as_raw(payload, body):
+        return
+    # Refused as a body (a surrogate escape, or not UTF-8): still read the same way.
+    text = body.decode("utf-8", "replace")
+    assert [_but_raw(h) for h in event_heads(payload, body=text)] == [
+        _but_raw(e) for e in parse_webhook(payload)]
 
 
 def _utf8(body: bytes) -> bool:
@@ -213,3 +257,12 @@ def test_the_webhook_decodes_a_body_exactly_as_json_loads_does(body: bytes) -> N
     def reference(b: bytes) -> object:
         return json.loads(b, parse_constant=webhook._no_constant, parse_float=webhook._finite)
     assert _loads_outcome(webhook._decode_body, body) == _loads_outcome(reference, body)
+
+
+def test_the_usual_dm_read_takes_every_list_of_an_entry() -> None:
+    """event_heads given a body that one_item_body would refuse (its entry holds a second
+    list) still reads every list, as the general walk does."""
+    payload = {"object": "instagram", "entry": [{**DM_ENTRY, "standby": [DM]}]}
+    heads = event_heads(payload, body=json.dumps(payload))
+    assert [_but_raw(h) for h in heads] == [_but_raw(e) for e in parse_webhook(payload)]
+    assert [h.standby for h in heads] == [False, True]
