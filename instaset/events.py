@@ -11,13 +11,15 @@ any other list an entry carries). Contracts:
   :class:`UnknownEvent` (stored and skipped by the engine, never dropped silently).
 * ``Event.raw`` is the compact, key-sorted JSON of a one-item envelope holding exactly that
   item, so ``parse_webhook(json.loads(ev.raw)) == [ev]``. The store keeps it as the raw row,
-  or keeps the body's own text when the body holds that one item only (:func:`one_item_body`;
-  :func:`parse_stored` gives the same event from either).
+  or keeps the body's own text when the body holds that one item only
+  (:func:`instaset.event_heads.one_item_body`; :func:`parse_stored` gives the same event
+  from either).
 * ``Event.dedupe_key`` depends only on what Meta repeats on a redelivery (ids, the item's own
   ``timestamp``), never on ``entry.time`` (the *send* time, which changes on retries) nor on
   whether the item arrived in ``standby[]``.
-* :func:`event_heads` gives the same events as plain :class:`Event` objects (only the
-  attributes every event has: what ingest stores), at a fraction of the cost.
+* :func:`instaset.event_heads.event_heads` gives the same events as plain :class:`Event`
+  objects (only the attributes every event has: what ingest stores), at a fraction of the
+  cost; :func:`heads_walk` is its general case.
 * Times are UTC unix seconds; Meta sends ms on messaging items and seconds on changes, so
   :func:`normalise_timestamp` decides by magnitude.
 
@@ -29,7 +31,6 @@ imports only the standard library, :mod:`instaset.errors` and those two modules.
 
 from __future__ import annotations
 
-import codecs
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -82,66 +83,15 @@ def parse_webhook(payload: object) -> list[Event]:
         raise PayloadError("webhook body is nested too deeply to process") from None
 
 
-def event_heads(payload: object, *, body: str | None = None) -> list[Event]:
-    """What ingest stores of each event of a webhook body: ``parse_webhook(payload)`` with
-    every event as a plain :class:`Event` (kind, account, dedupe key, time, contact, standby,
-    raw; equal to the parsed events' own), without building the kind-specific fields
-    (attachments, referrals, ...) that only the worker needs. Raises like parse_webhook.
-
-    ``body``: the body's own text, from :func:`one_item_body` (so the body holds exactly one
-    item). That event's ``raw`` is then ``body`` rather than a re-serialisation, which
-    :func:`parse_stored` parses to the same event (a fifth of the cost of a DM's heads),
-    when its kind is in :data:`VERBATIM_KINDS`; other kinds keep the canonical raw."""
-    if body is not None:
-        head = _dm_head(payload, body)
-        if head is not None:
-            return [head]
+def heads_walk(payload: object, body: str | None = None) -> list[Event]:
+    """:func:`instaset.event_heads.event_heads` for any body: the general walk with plain
+    :class:`Event` objects (see there)."""
     envelopes = _envelopes(payload)
     try:
         return [event for envelope in envelopes
                 for event in _parse_envelope(envelope, body, heads_only=True)]
     except RecursionError:
         raise PayloadError("webhook body is nested too deeply to process") from None
-
-
-def _dm_head(payload: object, body: str) -> Event | None:
-    """The head of Meta's usual delivery, one message (or echo) item that
-    :func:`one_item_body` accepted: what the general walk gives, without its machinery
-    (ingest's largest own cost per DM). None for anything else: the walk decides. The same
-    helpers decide each attribute as in :func:`_parse_messaging` and :func:`_message`;
-    tests compare the two on every fixture and on generated bodies."""
-    entries = payload.get("entry") if isinstance(payload, dict) else None
-    if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict):
-        return None
-    entry = entries[0]
-    if len(entry) - ("id" in entry) - ("time" in entry) != 1:
-        return None  # what the walk reads is not one list (one_item_body's callers: never)
-    key, items = "", None
-    for key, items in entry.items():  # noqa: B007 (used after the break: the first list)
-        if key not in _ENTRY_META:
-            break
-    if key not in ("messaging", "standby") or not isinstance(items, list) or len(items) != 1:
-        return None
-    obj = items[0]
-    msg = obj.get("message") if isinstance(obj, dict) else None
-    if not isinstance(msg, dict) or msg.get("is_deleted") is True:
-        return None
-    mid = as_id(msg.get("mid"))
-    if mid is None:
-        return None
-    is_echo = msg.get("is_echo") is True
-    occurred = normalise_timestamp(obj.get("timestamp"))
-    if occurred is None:
-        occurred = normalise_timestamp(entry.get("time"))
-    return Event(
-        kind=EventKind.ECHO if is_echo else EventKind.MESSAGE,
-        account_id=as_id(entry.get("id")) or "",
-        dedupe_key=f"msg:{mid}",
-        occurred_at=0.0 if occurred is None else occurred,
-        contact_id=id_of(obj.get("recipient") if is_echo else obj.get("sender")),
-        standby=key == "standby",
-        raw=body,
-    )
 
 
 # Kinds whose stored raw only Python reads (parse_stored). SQL reads inside the raw of read
@@ -153,39 +103,6 @@ VERBATIM_KINDS = frozenset({
     EventKind.MESSAGE, EventKind.ECHO, EventKind.MESSAGE_DELETED, EventKind.MESSAGE_EDIT,
     EventKind.REACTION, EventKind.POSTBACK, EventKind.REFERRAL, EventKind.OPTIN,
 })
-VERBATIM_MAX_BYTES = 64 * 1024  # a DM is ~0.4-1.5 KB; padding is not worth storing
-
-
-def one_item_body(payload: object, body: bytes) -> str | None:
-    """``body`` as text when it can stand as the ``raw`` of its only event: the decoded body
-    ``payload`` is one envelope (``object`` and ``entry`` only) whose one entry holds one
-    list of one item besides ``id`` and ``time`` (Meta's usual delivery of a DM). That text
-    parses exactly as the canonical one-item envelope would. None otherwise, and when the
-    text is not plain UTF-8 JSON (a BOM, or NUL bytes: UTF-16/32, which ``json.loads``
-    accepts from bytes), holds a ``\\uD8xx``-style escape (perhaps a lone surrogate, which
-    no text column can store: the canonical path refuses it), or is over
-    :data:`VERBATIM_MAX_BYTES`. :func:`event_heads` then keeps the canonical raw for an
-    event whose kind is not in :data:`VERBATIM_KINDS`."""
-    if len(body) > VERBATIM_MAX_BYTES:
-        return None
-    if not isinstance(payload, dict) or len(payload) != 2 or not isinstance(
-            payload.get("object"), str):
-        return None
-    entries = payload.get("entry")
-    if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict):
-        return None
-    items = [v for k, v in entries[0].items() if k not in _ENTRY_META]
-    if len(items) != 1 or not isinstance(items[0], list) or len(items[0]) != 1:
-        return None
-    if b"\\ud" in body or b"\\uD" in body or b"\x00" in body or body.startswith(
-            codecs.BOM_UTF8):
-        return None
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
 def parse_stored(raw: str) -> list[Event]:
     """The event of a stored ``events.raw`` row (a one-item envelope, see the contract
     above): as ``parse_webhook(json.loads(raw))``, but its ``raw`` is ``raw`` itself instead
@@ -253,14 +170,14 @@ class _Ctx:
     entry_time: float | None
     # parse_stored: the stored raw row, which already is this item's canonical envelope.
     stored: str | None = None
-    heads_only: bool = False  # event_heads: plain Event objects, see there
+    heads_only: bool = False  # heads_walk: plain Event objects, see there
 
     @property
     def standby(self) -> bool:
         return self.key == "standby"
 
     def raw(self, item: object, kind: EventKind) -> str:
-        # event_heads given the body keeps it only for the kinds no SQL reads into.
+        # heads_walk given the body keeps it only for the kinds no SQL reads into.
         if self.stored is not None and (not self.heads_only or kind in VERBATIM_KINDS):
             return self.stored
         if self.key is None:  # the entry itself is malformed: keep it whole
@@ -292,7 +209,7 @@ class _Ctx:
 
     def head(self, kind: EventKind, key: str, contact: str | None, item: object,
              when: float) -> Event:
-        """The plain :class:`Event` of an item (see :func:`event_heads`)."""
+        """The plain :class:`Event` of an item (see :func:`heads_walk`)."""
         return Event(**self.common(kind, key, contact, item, when))
 
     def unknown(self, item: object, hashed: object, field: str | None, reason: str) -> Event:
@@ -306,7 +223,7 @@ class _Ctx:
         )
 
 
-_ENTRY_META = ("id", "time")
+ENTRY_META = ("id", "time")  # the entry keys that are not lists of items
 
 
 def _parse_envelope(
@@ -322,7 +239,7 @@ def _parse_envelope(
         account_id = as_id(entry.get("id")) or ""
         entry_time = normalise_timestamp(entry.get("time"))
         for key, value in entry.items():
-            if key in _ENTRY_META or value is None:
+            if key in ENTRY_META or value is None:
                 continue
             ctx = _Ctx(obj_name, entry, key, account_id, entry_time, stored, heads_only)
             # A lone object where a list belongs is taken as a one-item list (lenient, and
@@ -655,7 +572,7 @@ __all__ = [
     "ReferralEvent",
     "StoryRef",
     "UnknownEvent",
-    "event_heads",
+    "heads_walk",
     "normalise_timestamp",
     "parse_stored",
     "parse_webhook",

@@ -23,8 +23,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from instaset.errors import PayloadError
+from instaset.event_heads import event_heads, one_item_body
 from instaset.event_values import plausible_time
-from instaset.events import event_heads, one_item_body
 from instaset.http_body import expect_within, in_time, too_large, too_slow_message, with_expect
 from instaset.metrics import Metrics
 from instaset.proxy import ProxySettings, forwarded_middleware

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from instaset.errors import PayloadError
+from instaset.event_heads import event_heads
 from instaset.events import (
     Attachment,
     CommentEvent,
@@ -33,7 +34,6 @@ from instaset.events import (
     ReferralEvent,
     StoryRef,
     UnknownEvent,
-    event_heads,
     normalise_timestamp,
     parse_stored,
     parse_webhook,

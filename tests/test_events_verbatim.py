@@ -1,4 +1,4 @@
-"""A webhook body of one item is stored as it came (``events.one_item_body``).
+"""A webhook body of one item is stored as it came (``event_heads.one_item_body``).
 
 The contract under test: when ``one_item_body`` accepts a body, that text can stand as the
 event's ``raw``: ``event_heads(payload, body=text)`` gives the full parse's events but for
@@ -21,13 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from instaset import webhook
+from instaset.event_heads import VERBATIM_MAX_BYTES, event_heads, one_item_body
 from instaset.events import (
     VERBATIM_KINDS,
-    VERBATIM_MAX_BYTES,
     Event,
     EventKind,
-    event_heads,
-    one_item_body,
     parse_stored,
     parse_webhook,
 )
