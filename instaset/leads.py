@@ -15,6 +15,7 @@ Stages: ``new`` (never wrote) -> ``engaged`` (wrote) -> ``qualified`` (score at 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import re
@@ -111,9 +112,15 @@ def rules_hash(cfg: LeadsConfig) -> str:
     return digest
 
 
+@functools.lru_cache(maxsize=256)
+def _word_spec(keywords: tuple[str, ...]) -> TriggerKeywords:
+    """A rule's keywords as a trigger spec, built once: rules are checked on every message."""
+    return TriggerKeywords(keywords=keywords, match=MatchMode.WORD)
+
+
 def _first_message(rule: LeadRule, messages: tuple[Msg, ...]) -> tuple[str, Msg] | None:
     if rule.keywords:
-        spec = TriggerKeywords(keywords=tuple(rule.keywords), match=MatchMode.WORD)
+        spec = _word_spec(tuple(rule.keywords))
         for msg in messages:
             kw = match_keywords(spec, msg.text)
             if kw:
@@ -277,7 +284,9 @@ def score_after(
     for rule in cfg.rules:
         if rule.keywords or rule.regex:
             old = before.get(rule.name)
-            new = _check(rule, replace(inp, fields={}, tags=frozenset(), facts=()))
+            found = _first_message(rule, inp.messages)  # the newest message only
+            new = Reason(rule.name, rule.points, found[0], found[1].text, found[1].at
+                         ) if found is not None else None
             if old is not None and old.matched.startswith(_MESSAGE_MATCH):
                 if new is not None and old.at is not None and new.at is not None and (
                         new.at < old.at):
@@ -300,7 +309,8 @@ def score_after(
                 old = replace(old, evidence=quote.text, at=quote.at)
             reasons.append(old)
             continue
-        reason = _check(rule, replace(inp, messages=()))
+        # Neither a message nor a field rule: what it reads (tags, facts) is all in inp.
+        reason = _check(rule, inp)
         if reason is not None:
             reasons.append(reason)
     return _total(cfg, inp, reasons)
