@@ -98,8 +98,11 @@ def one_item_body(payload: object, body: bytes) -> str | None:
     items = [v for k, v in entries[0].items() if k not in ENTRY_META]
     if len(items) != 1 or not isinstance(items[0], list) or len(items[0]) != 1:
         return None
-    if b"\\ud" in body or b"\\uD" in body or b"\x00" in body or body.startswith(
-            codecs.BOM_UTF8):
+    # A byte search is memchr-fast; a three-byte one is not (0.7 us per KB): most DMs
+    # hold no backslash at all.
+    if b"\\" in body and (b"\\ud" in body or b"\\uD" in body):
+        return None
+    if b"\x00" in body or body.startswith(codecs.BOM_UTF8):
         return None
     try:
         return body.decode("utf-8")
