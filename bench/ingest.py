@@ -791,6 +791,21 @@ def bench_server(
 # ------------------------------------------------------------------------------ report
 
 
+def cpu_per_request(rounds: list[tuple[ServerResult, ServerResult]], which: int, main: bool
+                    ) -> float | None:
+    """CPU microseconds per closed-loop request of server ``which`` (0 bare, 1 instaset) in
+    its event-loop thread (``main``) or its other threads, median over the rounds. Steadier
+    than req/s on a shared machine: a cheaper code path shows here even when the throughput,
+    set by the commit cycle, does not move."""
+    values = []
+    for pair in rounds:
+        r = pair[which]
+        pct = r.main_cpu_pct if main else r.other_cpu_pct
+        if pct is not None and r.rps:
+            values.append(pct / 100 / r.rps * 1e6)
+    return statistics.median(values) if values else None
+
+
 def ratio(rounds: list[tuple[ServerResult, ServerResult]]) -> float:
     """Median over the rounds of instaset/bare throughput: each pair ran back to back, so a
     per-round ratio cancels most of the drift of a shared, noisy machine."""
@@ -871,6 +886,11 @@ def render(
     lines.append(f"closed-loop p99, information only (Little's law: mean latency = "
                  f"connections / throughput): bare {bare.p99_ms:.2f} ms, "
                  f"instaset {inst.p99_ms:.2f} ms")
+    us = [cpu_per_request(rounds, w, m) for w, m in ((0, True), (1, True), (1, False))]
+    if None not in us:
+        lines.append(f"server CPU per request (closed loop, median of the rounds): bare "
+                     f"{us[0]:.1f} us on its event loop; instaset {us[1]:.1f} us on its event "
+                     f"loop + {us[2]:.1f} us in its other threads (the ingest writer's)")
     lines += ["", *render_open(args, rounds, bare, inst)]
     gc = "n/a"
     if inst.commits:
@@ -954,6 +974,11 @@ def as_json(
         "rounds": [{"bare": asdict(b), "instaset": asdict(i)} for b, i in rounds],
         "targets": verdicts(rounds, inst),
         "closed_loop_p99_ms_info": {"bare": bare.p99_ms, "instaset": inst.p99_ms},
+        "cpu_us_per_request": {
+            "bare": {"loop": cpu_per_request(rounds, 0, True)},
+            "instaset": {"loop": cpu_per_request(rounds, 1, True),
+                         "other_threads": cpu_per_request(rounds, 1, False)},
+        },
         "durable_every_round": durable(rounds),
     }
     return json.dumps(doc, indent=2)
