@@ -257,6 +257,11 @@ class LeadRule(_Model):
             )
         if self.equals is not None and self.field is None:
             raise ValueError("'equals' only goes with 'field'")
+        blank = [kw for kw in self.keywords if not kw.strip()]
+        if blank:
+            # Scoring checks every message against the rule's keywords: a blank one would
+            # fail there, on every message, and hold up the processing of each.
+            raise ValueError(f"keywords must not be blank (got {blank[0]!r}); remove it")
         if self.regex is not None:
             try:
                 re.compile(self.regex)

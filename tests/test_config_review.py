@@ -520,3 +520,11 @@ def test_an_on_key_is_no_longer_a_boolean() -> None:
     found = problems(text)
     assert "config.yaml:3:5: workflows[0]: unknown key 'on'" in found
     assert not any("reads as true" in line for line in found)
+
+
+def test_a_blank_lead_keyword_is_a_config_error_naming_the_rule() -> None:
+    """Found by the s18 review: `keywords: [" "]` loaded, then every inbound message's lead
+    scoring raised (the keyword spec refuses blanks), so processing failed for each."""
+    text = "leads:\n  rules:\n    - name: asked\n      points: 5\n      keywords: [price, ' ']\n"
+    (found,) = problems(text)
+    assert "leads.rules[0]" in found and "keywords must not be blank" in found

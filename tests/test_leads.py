@@ -121,6 +121,10 @@ def test_rule_validation() -> None:
     with pytest.raises(ValueError, match="repeats a group that itself repeats"):
         LeadRule(name="x", points=1, regex=r"(\w+\s?)+price")
     assert LeadRule(name="x", points=1, regex=r"\bprice\b").regex == r"\bprice\b"
+    # A blank keyword was accepted, and then failed every message's scoring (s18 review).
+    for blank in ("", " ", "\t"):
+        with pytest.raises(ValueError, match="keywords must not be blank"):
+            LeadRule(name="x", points=1, keywords=["price", blank])
     with pytest.raises(ValueError, match="two lead rules"):
         LeadsConfig(rules=[LeadRule(name="x", points=1, tag="a"),
                            LeadRule(name="x", points=2, tag="b")])
