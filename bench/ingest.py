@@ -890,7 +890,8 @@ def render(
     if None not in us:
         lines.append(f"server CPU per request (closed loop, median of the rounds): bare "
                      f"{us[0]:.1f} us on its event loop; instaset {us[1]:.1f} us on its event "
-                     f"loop + {us[2]:.1f} us in its other threads (the ingest writer's)")
+                     f"loop (its worker's share included) + {us[2]:.1f} us in its other "
+                     f"threads (the ingest writer's)")
     lines += ["", *render_open(args, rounds, bare, inst)]
     gc = "n/a"
     if inst.commits:

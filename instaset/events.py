@@ -103,6 +103,8 @@ VERBATIM_KINDS = frozenset({
     EventKind.MESSAGE, EventKind.ECHO, EventKind.MESSAGE_DELETED, EventKind.MESSAGE_EDIT,
     EventKind.REACTION, EventKind.POSTBACK, EventKind.REFERRAL, EventKind.OPTIN,
 })
+
+
 def parse_stored(raw: str) -> list[Event]:
     """The event of a stored ``events.raw`` row (a one-item envelope, see the contract
     above): as ``parse_webhook(json.loads(raw))``, but its ``raw`` is ``raw`` itself instead

@@ -435,11 +435,12 @@ async def test_a_delivery_with_too_many_items_is_413_unparsed(
 async def test_the_smallest_delivery_with_too_many_items_is_413(
     client: TestClient, rt: Runtime,  # type: ignore[type-arg]
 ) -> None:
-    """Items of two bytes each ("0,"), the fewest bytes 10,001 items can take: the item
-    count is skipped only for bodies too small to hold more than the limit."""
+    """Items of two bytes each ("0,"), the fewest bytes 10,001 items can take (20,013 in
+    all): the item count is skipped only for bodies too small to hold more than the
+    limit."""
     await connect_account(rt.db, "17841400000000001")
-    body = json.dumps({"object": "instagram", "entry": [
-        {"id": "17841400000000001", "messaging": [0] * 10_001}]}, separators=(",", ":")).encode()
+    body = json.dumps({"entry": [0] * 10_001}, separators=(",", ":")).encode()
+    assert len(body) == 20_013
     assert await post(client, body) == 413
     assert await event_count(rt) == 0
 
