@@ -37,7 +37,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from instaset.engine.model import Hours, Workflow
+from instaset.engine.model import MAX_POINTS, Hours, Workflow
 from instaset.engine.trigger_model import nested_repeat
 from instaset.format_check import format_problem
 from instaset.paths import default_db_path
@@ -127,7 +127,9 @@ class ServerConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=8787, ge=0, le=65535)
     public_url: str | None = None
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
+    # A floor: a smaller limit refuses Meta's own deliveries (one DM with an attachment is
+    # a few KB; a batch of 1000 items several hundred), and every event is lost.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     trusted_proxies: list[str] = Field(default_factory=list)
 
 
@@ -149,30 +151,47 @@ worker may take it over)."""
 
 class WorkerConfig(_Model):
     # Jobs mostly wait on the network (Meta, Gemini); the database work of each is short.
-    concurrency: int = Field(default=32, ge=1)
+    concurrency: int = Field(default=32, ge=1, le=1000)
     # At least 30 s: a job is cut off at 3/4 of its lease, and a call to Meta may take 20 s;
     # a shorter lease would cut sends off mid-call and make their outcome unknown.
     lease_seconds: float = Field(default=120, ge=30, allow_inf_nan=False)
-    max_attempts: int = Field(default=6, ge=1)
+    max_attempts: int = Field(default=6, ge=1, le=100)
     backoff_base: float = Field(default=2.0, ge=0, allow_inf_nan=False)
     backoff_cap: float = Field(default=600, ge=0, allow_inf_nan=False)
-    poll_interval: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    # At least 10 ms: 0 made the idle worker run its claim query in a tight loop.
+    poll_interval: float = Field(default=1.0, ge=0.01, allow_inf_nan=False)
     shutdown_grace: float = Field(default=10, ge=0, allow_inf_nan=False)
     # (allow_inf_nan=False: YAML's .inf passed ge=0; a poll_interval of .inf never ran a
-    # delayed step.)
+    # delayed step. The upper bounds: SQLite's integers end at 2**63, and a concurrency or
+    # attempt count that large failed every claim or every webhook.)
+
+
+MIN_RATE = 0.001
+"""Per second (one every ~17 minutes): a rate closer to zero makes the wait between two
+calls infinite (1e-320 is a valid float)."""
 
 
 class RateLimitConfig(_Model):
-    text_per_second: float = Field(default=5, gt=0, allow_inf_nan=False)
-    media_per_second: float = Field(default=1, gt=0, allow_inf_nan=False)
+    text_per_second: float = Field(default=5, ge=MIN_RATE, allow_inf_nan=False)
+    media_per_second: float = Field(default=1, ge=MIN_RATE, allow_inf_nan=False)
     private_replies_per_hour: int = Field(default=200, ge=1)  # to post and reel comments
     # Private replies to live comments (Meta: 100/s, only while the broadcast runs).
-    live_private_replies_per_second: float = Field(default=5, gt=0, allow_inf_nan=False)
-    conversations_per_second: float = Field(default=2, gt=0)
+    live_private_replies_per_second: float = Field(default=5, ge=MIN_RATE,
+                                                   allow_inf_nan=False)
+    conversations_per_second: float = Field(default=2, ge=MIN_RATE, allow_inf_nan=False)
 
 
 class HandoffConfig(_Model):
     pause_for: Duration = timedelta(hours=12)
+
+    @field_validator("pause_for")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        # 0 paused nothing: the bot kept answering a contact who asked for a human, and
+        # your own replies did not pause it either (a workflow's handoff refuses 0 too).
+        if value.total_seconds() <= 0:
+            raise ValueError("pause_for must be longer than zero (e.g. 12h)")
+        return value
 
 
 WEB_URL_PATTERN = r"^https?://\S+$"
@@ -206,7 +225,7 @@ class AIExample(_Model):
 
 
 class AIConfig(_Model):
-    model: str = "gemini-3.8-flash"
+    model: str = Field(default="gemini-3.8-flash", min_length=1)
     base_url: str | None = None
     api_key_env: str | None = None
     persona: str = ""
@@ -218,6 +237,15 @@ class AIConfig(_Model):
     timeout_ms: int = Field(default=20000, ge=1)
     max_attempts: int = Field(default=3, ge=1)
     fallback_message: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        # Anything else failed every call as "cannot reach Gemini" with a mangled URL.
+        if value is not None and re.fullmatch(r"https?://[^\s/?#]+\S*", value) is None:
+            raise ValueError("base_url must be an http(s) URL, e.g. http://127.0.0.1:8080 "
+                             "(or remove it for Google's own)")
+        return value
 
     def api_key(self, env: Mapping[str, str] | None = None) -> str | None:
         """The Gemini API key: the variable named by ``api_key_env`` if set, else
@@ -239,7 +267,7 @@ class LeadRule(_Model):
     budget, timeline, goal)."""
 
     name: str = Field(min_length=1)
-    points: int
+    points: int = Field(ge=-MAX_POINTS, le=MAX_POINTS)
     keywords: list[str] = Field(default_factory=list)
     regex: str | None = None
     field: str | None = None
@@ -293,7 +321,7 @@ class LeadsConfig(_Model):
     """Lead scoring: the score is the sum of the rules that hold plus workflow ``score``
     steps; at ``qualified_at`` points a lead becomes qualified (and you are notified once)."""
 
-    qualified_at: int = Field(default=50, ge=1)
+    qualified_at: int = Field(default=50, ge=1, le=MAX_POINTS)
     rules: list[LeadRule] = Field(default_factory=_default_lead_rules)
 
     @field_validator("rules")
@@ -472,8 +500,8 @@ class NotifyConfig(_Model):
 
 
 class SandboxConfig(_Model):
-    account_id: str = "17841400000000001"
-    username: str = "sandbox_creator"
+    account_id: str = Field(default="17841400000000001", min_length=1)
+    username: str = Field(default="sandbox_creator", min_length=1)
     port: int = Field(default=0, ge=0, le=65535)
 
 

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from instaset.cli import app
 from instaset.config import (
     DURATION_PATTERN,
+    BookingConfig,
     Config,
-    HandoffConfig,
     InstagramConfig,
     StorageConfig,
     config_json_schema,
@@ -418,7 +418,8 @@ def test_default_config_path_precedence(tmp_path: Path) -> None:
 )
 def test_duration_parsing(raw: object, expected: timedelta) -> None:
     assert parse_duration(raw) == expected
-    assert HandoffConfig.model_validate({"pause_for": raw}).pause_for == expected
+    # A config field of the generic type (booking.buffer may be 0; handoff.pause_for may not).
+    assert BookingConfig.model_validate({"buffer": raw}).buffer == expected
     if isinstance(raw, str):
         assert re.fullmatch(DURATION_PATTERN, raw)  # the JSON Schema accepts it too
 
@@ -448,7 +449,7 @@ def test_duration_rejects(raw: object) -> None:
 def test_duration_formatting_round_trips(value: timedelta, text: str) -> None:
     assert format_duration(value) == text
     assert parse_duration(text) == value
-    assert HandoffConfig(pause_for=value).model_dump(mode="json") == {"pause_for": text}
+    assert BookingConfig(buffer=value).model_dump(mode="json")["buffer"] == text
 
 
 # --- schema and dumps -----------------------------------------------------------------------

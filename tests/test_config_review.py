@@ -528,3 +528,59 @@ def test_a_blank_lead_keyword_is_a_config_error_naming_the_rule() -> None:
     text = "leads:\n  rules:\n    - name: asked\n      points: 5\n      keywords: [price, ' ']\n"
     (found,) = problems(text)
     assert "leads.rules[0]" in found and "keywords must not be blank" in found
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # Past SQLite's integers: every claim failed (the daemon stopped at start) ...
+    ("worker: {concurrency: 100000000000000000000}\n",
+     "worker.concurrency: must be less than or equal to 1000"),
+    # ... every webhook got 503, nothing was stored ...
+    ("worker: {max_attempts: 100000000000000000000}\n",
+     "worker.max_attempts: must be less than or equal to 100"),
+    # ... every event of a contact the rule matched failed, and so did `leads rescore`.
+    ("leads: {rules: [{name: big, points: 100000000000000000000, keywords: [price]}]}\n",
+     "leads.rules[0].points: must be less than or equal to 1000000"),
+    ("leads: {rules: [{name: big, points: -100000000000000000000, keywords: [price]}]}\n",
+     "leads.rules[0].points: must be greater than or equal to -1000000"),
+    ("workflows: [{name: s, trigger: {dm: {keywords: [x]}}, actions: [{score: 10000000}]}]\n",
+     "workflows[0].actions[0].score: must be less than or equal to 1000000"),
+    ("leads: {qualified_at: 100000000000000000000}\n",
+     "leads.qualified_at: must be less than or equal to 1000000"),
+    # An idle worker ran its claim query in a tight loop (a core at 100 %).
+    ("worker: {poll_interval: 0}\n", "worker.poll_interval: must be greater than or equal to 0.01"),
+    # serve crashed at start (the only rate without the finite check) ...
+    ("rate_limits: {conversations_per_second: .inf}\n",
+     "rate_limits.conversations_per_second: must be a finite number"),
+    # ... and a rate near zero made the wait between two sends infinite.
+    ("rate_limits: {text_per_second: 1e-320}\n",
+     "rate_limits.text_per_second: must be greater than or equal to 0.001"),
+    # A handoff paused nothing: the bot went on answering a contact who asked for a human.
+    ("handoff: {pause_for: 0s}\n", "handoff.pause_for: pause_for must be longer than zero"),
+    # Every webhook of Meta's was refused with 413: every event lost.
+    ("server: {max_body_bytes: 100}\n", "server.max_body_bytes: must be greater than or equal to 65536"),
+    ("sandbox: {account_id: ''}\n", "sandbox.account_id: string should have at least 1 character"),
+    # Every AI reply was handed off as "Gemini's answer could not be read" ...
+    ("ai: {model: ''}\n", "ai.model: string should have at least 1 character"),
+    # ... or as "cannot reach Gemini: not%20a%20url/v1/models/...".
+    ("ai: {base_url: not a url}\n", "ai.base_url: base_url must be an http(s) URL"),
+    ("ai: {base_url: '127.0.0.1:9'}\n", "ai.base_url: base_url must be an http(s) URL"),
+], ids=["concurrency", "max-attempts", "rule-points", "rule-points-negative", "score-step",
+        "qualified-at", "poll-interval", "inf-rate", "tiny-rate", "pause-for", "body-limit",
+        "sandbox-account", "ai-model", "ai-base-url", "ai-base-url-no-scheme"])
+def test_values_that_loaded_and_then_failed_at_runtime_are_refused(
+    text: str, expected: str,
+) -> None:
+    """Found by the s18 config audit: each loaded, then failed at runtime (see the comments)."""
+    (found,) = problems(text)
+    assert found.startswith("config.yaml:1:") and expected in found, found
+
+
+def test_the_bounds_leave_what_a_creator_writes_alone() -> None:
+    text = ("worker: {concurrency: 1000, max_attempts: 100, poll_interval: 0.01}\n"
+            "rate_limits: {conversations_per_second: 0.001}\nhandoff: {pause_for: 1s}\n"
+            "server: {max_body_bytes: 65536}\nai: {base_url: 'http://127.0.0.1:8080'}\n"
+            "leads: {qualified_at: 1000000, rules: [{name: a, points: -1000000, tag: x}]}\n")
+    config = parse_config_text(text, "config.yaml", {})
+    assert (config.worker.concurrency, config.worker.max_attempts) == (1000, 100)
+    assert config.ai.base_url == "http://127.0.0.1:8080"
+    assert config.leads.rules[0].points == -1_000_000

@@ -355,8 +355,13 @@ def _score_shorthand(value: object) -> object:
     return value
 
 
+MAX_POINTS = 1_000_000
+"""The most points one lead rule or ``score`` step may give or take: a score is stored as
+an SQLite integer (at most 2**63), and one past it failed every event of the contact."""
+
+
 class ScoreSpec(_Model):
-    points: int
+    points: int = Field(ge=-MAX_POINTS, le=MAX_POINTS)
     reason: str = ""
 
 
