@@ -36,3 +36,21 @@ def test_a_tap_fires_its_payload_workflow_first(text: str, qr: str | None, fired
                                                 engine: object) -> None:
     decision = engine(dm(text, qr=qr), state(), WFS, SETTINGS, NOW)  # type: ignore[operator]
     assert decision.workflow == fired
+
+
+@pytest.mark.parametrize("engine", [decide, decide_scan])
+def test_an_empty_payload_falls_back_to_the_title_as_a_buttons_does(engine: object) -> None:
+    """Found by the s18 config audit: a button with `payload: ""` sent its title, but a quick
+    reply with `payload: ""` sent "" and Meta refused every send ("payload is required")."""
+    wfs = workflows("""
+- name: ask
+  trigger: {dm: {keywords: [hi]}}
+  actions:
+    - reply:
+        text: "Pick one"
+        quick_replies: [{title: "Yes", payload: ""}, {title: "No", payload: NO_TAP}, Maybe]
+""")
+    decision = engine(dm("hi"), state(), wfs, SETTINGS, NOW)  # type: ignore[operator]
+    (send,) = decision.actions
+    assert [(q.title, q.payload) for q in send.quick_replies] == [
+        ("Yes", "Yes"), ("No", "NO_TAP"), ("Maybe", "Maybe")]

@@ -205,14 +205,16 @@ def _quick_reply_shorthand(value: object) -> object:
 
 
 class QuickReply(_Model):
-    """A quick-reply chip: ``title`` (<= 20 characters) and ``payload`` (default: the title)."""
+    """A quick-reply chip: ``title`` (<= 20 characters) and ``payload`` (default, and when
+    empty: the title, as for a button)."""
 
     title: YamlStr = Field(min_length=1, max_length=20)
     payload: YamlStr | None = None
 
     @property
     def effective_payload(self) -> str:
-        return self.payload if self.payload is not None else self.title
+        # Meta requires a payload: an empty one falls back to the title, as a button's does.
+        return self.payload or self.title
 
 
 class ReplySpec(TextSpec):
