@@ -39,6 +39,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from instaset.engine.model import MAX_POINTS, Hours, Workflow
 from instaset.engine.trigger_model import nested_repeat
+from instaset.engine.values import check_not_blank
 from instaset.format_check import format_problem
 from instaset.paths import default_db_path
 from instaset.timefmt import DURATION_PATTERN, format_duration, parse_duration
@@ -204,6 +205,12 @@ class IceBreaker(_Model):
     question: str = Field(min_length=1, max_length=80)
     payload: str = Field(min_length=1, max_length=1000)
 
+    @model_validator(mode="after")
+    def _check(self) -> IceBreaker:
+        check_not_blank("question", self.question, "write the question the button shows")
+        check_not_blank("payload", self.payload, "write the text a postback trigger matches")
+        return self
+
 
 class MenuItem(_Model):
     """A persistent-menu entry: a ``payload`` for a postback trigger, or a ``url`` to open."""
@@ -216,6 +223,8 @@ class MenuItem(_Model):
     def _one_target(self) -> MenuItem:
         if (self.payload is None) == (self.url is None):
             raise ValueError("a menu item needs either payload or url, not both")
+        check_not_blank("title", self.title, "write the menu entry's label")
+        check_not_blank("payload", self.payload, "write the text a postback trigger matches")
         return self
 
 
@@ -246,6 +255,9 @@ class AIConfig(_Model):
             raise ValueError("base_url must be an http(s) URL, e.g. http://127.0.0.1:8080 "
                              "(or remove it for Google's own)")
         return value
+    _fallback = field_validator("fallback_message")(lambda v: check_not_blank(
+        "", v, "write the text sent when the AI fails, or leave fallback_message out to hand "
+        "the conversation to you"))
 
     def api_key(self, env: Mapping[str, str] | None = None) -> str | None:
         """The Gemini API key: the variable named by ``api_key_env`` if set, else
@@ -395,6 +407,8 @@ class BookingConfig(_Model):
     @field_validator(*BOOKING_TEXT_PLACEHOLDERS)
     @classmethod
     def _known_placeholders(cls, value: str, info: ValidationInfo) -> str:
+        # Each is sent as filled in, and Meta refuses a blank text (no offer, no confirmation).
+        check_not_blank("", value, "write the message, or leave the key out for the default")
         problem = format_problem(value, BOOKING_TEXT_PLACEHOLDERS[str(info.field_name)])
         if problem is not None:
             raise ValueError(problem)

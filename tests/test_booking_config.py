@@ -9,6 +9,7 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import instaset.booking_desk
@@ -19,6 +20,7 @@ from instaset.config import BookingConfig, load_config
 from instaset.config_models import BOOKING_TEXT_PLACEHOLDERS
 from instaset.errors import ConfigError
 from instaset.format_check import format_problem
+from tests.config_helpers import problems
 from tests.sending_harness import Clock, open_harness
 from tests.test_booking_lifecycle import IGSID, NOW, quick, rows, tap, texts
 
@@ -220,3 +222,15 @@ workflows:
         await h.settle()
         assert texts(h) == [
             f"{{Book}} here: https://cal.com/jess/30min?utm_content={IGSID}"]
+
+
+@pytest.mark.parametrize("key", sorted(BOOKING_TEXT_PLACEHOLDERS))
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_booking_text_is_a_located_error(key: str, blank: str) -> None:
+    """Found by the s18 config audit: only the placeholders were checked, so `intro: ""`
+    loaded and Meta refused every booking offer ("message text must not be empty"); the same
+    held for each booking text."""
+    text = f"timezone: UTC\nbooking:\n  enabled: true\n  {key}: {blank!r}\n"
+    (found,) = problems(text)
+    assert found.startswith(f"config.yaml:4:{len(key) + 5}: booking.{key}: must not be blank"
+                            f" (got {blank!r}); write the message, or leave the key out"), found

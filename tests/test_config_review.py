@@ -584,3 +584,56 @@ def test_the_bounds_leave_what_a_creator_writes_alone() -> None:
     assert (config.worker.concurrency, config.worker.max_attempts) == (1000, 100)
     assert config.ai.base_url == "http://127.0.0.1:8080"
     assert config.leads.rules[0].points == -1_000_000
+_STEPS = "workflows:\n  - name: w\n    trigger: {dm: {keywords: [hi]}}\n    actions:\n      - "
+
+
+@pytest.mark.parametrize(("text", "where", "message"), [
+    (_STEPS + "reply: {text: 'Pick one', quick_replies: ['Yes', ' ']}\n",
+     "config.yaml:5:58: workflows[0].actions[0].reply.quick_replies[1]",
+     "title must not be blank (got ' '); write the text the chip shows"),
+    (_STEPS + "reply: {text: 'Pick one', quick_replies: [{title: '\t', payload: X}]}\n",
+     "workflows[0].actions[0].reply.quick_replies[0]", "title must not be blank"),
+    (_STEPS + "ask: {field: goal, type: choice, choices: [Strength, ' '], prompt: 'Goal?'}\n",
+     "config.yaml:5:14: workflows[0].actions[0].ask",
+     "choices must not be blank (got ' '); remove it"),
+    (_STEPS + "ask: {field: goal, prompt: ' '}\n", "workflows[0].actions[0].ask",
+     "prompt must not be blank (got ' '); write the question to ask"),
+    (_STEPS + "ask: {field: goal, prompt: 'Goal?', retry: ''}\n", "workflows[0].actions[0].ask",
+     "retry must not be blank (got ''); write the text sent after an invalid answer"),
+    (_STEPS + "buttons: {text: ' ', buttons: [{title: Go, url: 'https://example.com'}]}\n",
+     "workflows[0].actions[0].buttons",
+     "text must not be blank (got ' '); write the text shown above the buttons"),
+    (_STEPS + "buttons: {text: Hi, buttons: [{title: ' ', url: 'https://example.com'}]}\n",
+     "workflows[0].actions[0].buttons.buttons[0]",
+     "title must not be blank (got ' '); write the button's label"),
+    (_STEPS + "offer_booking: {text: ' '}\n", "workflows[0].actions[0].offer_booking",
+     "text must not be blank (got ' '); write the intro, or leave text out to use booking.intro"),
+    (_STEPS + "template: {elements: [{title: ' '}]}\n",
+     "workflows[0].actions[0].template.elements[0]",
+     "title must not be blank (got ' '); write the card's title"),
+    ("ice_breakers: [{question: ' ', payload: GO}]\n", "config.yaml:1:16: ice_breakers[0]",
+     "question must not be blank (got ' ')"),
+    ("ice_breakers: [{question: 'Prices?', payload: ' '}]\n", "ice_breakers[0]",
+     "payload must not be blank (got ' ')"),
+    ("menu: [{title: ' ', payload: X}]\n", "config.yaml:1:8: menu[0]",
+     "title must not be blank (got ' '); write the menu entry's label"),
+    ("ai: {fallback_message: ' '}\n", "config.yaml:1:24: ai.fallback_message",
+     "must not be blank (got ' '); write the text sent when the AI fails, or leave"
+     " fallback_message out"),
+])
+def test_a_blank_text_is_a_config_error_naming_its_key(text: str, where: str,
+                                                        message: str) -> None:
+    """Found by the s18 config audit: blank (whitespace) texts, titles and payloads loaded,
+    then Meta refused every send of them (an `ask` with a blank prompt even captured the
+    contact's next message as the answer to a question never shown)."""
+    (found,) = problems(text)
+    assert where in found and message in found, found
+
+
+def test_an_unset_fallback_message_and_an_empty_quick_reply_payload_still_load() -> None:
+    text = ("ai: {fallback_message: null}\n"
+            + _STEPS + "reply: {text: 'Pick one', quick_replies: [{title: 'Yes', payload: ''}]}\n")
+    config = parse_config_text(text, "config.yaml", {})
+    assert config.ai.fallback_message is None
+    step = config.workflows[0].actions[0].reply
+    assert step is not None and step.quick_replies[0].effective_payload == "Yes"

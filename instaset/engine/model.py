@@ -53,6 +53,7 @@ from instaset.engine.values import (
     YamlStr,
     YamlWord,
     check_field_name,
+    check_not_blank,
     check_template,
     parse_clock,
     parse_days,
@@ -205,11 +206,16 @@ def _quick_reply_shorthand(value: object) -> object:
 
 
 class QuickReply(_Model):
-    """A quick-reply chip: ``title`` (<= 20 characters) and ``payload`` (default, and when
-    empty: the title, as for a button)."""
+    """A quick-reply chip: ``title`` (<= 20 characters, not blank) and ``payload`` (default,
+    and when empty: the title, as for a button)."""
 
     title: YamlStr = Field(min_length=1, max_length=20)
     payload: YamlStr | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> QuickReply:
+        check_not_blank("title", self.title, "write the text the chip shows")
+        return self
 
     @property
     def effective_payload(self) -> str:
@@ -256,7 +262,10 @@ class AskSpec(_Model):
     @model_validator(mode="after")
     def _check(self) -> AskSpec:
         check_field_name(self.field)
+        check_not_blank("prompt", self.prompt, "write the question to ask")
         check_template(self.prompt)
+        check_not_blank("retry", self.retry, "write the text sent after an invalid answer, "
+                        "or leave retry out to ask the prompt again")
         if self.retry is not None:
             check_template(self.retry)
         if self.type is AskType.CHOICE and not self.choices:
@@ -264,6 +273,7 @@ class AskSpec(_Model):
         if self.choices and self.type is not AskType.CHOICE:
             raise ValueError("choices are only used with type: choice")
         for c in self.choices:
+            check_not_blank("choices", c, "remove it")  # each choice is a quick reply
             if not 1 <= len(c) <= 20:
                 raise ValueError(f"choice {c!r} must be 1-20 characters (it is a quick reply)")
         return self
@@ -316,6 +326,7 @@ class ButtonSpec(_Model):
             raise ValueError("a button needs either url or payload")
         if self.url is not None and self.payload is not None:
             raise ValueError("a button has either url or payload, not both")
+        check_not_blank("title", self.title, "write the button's label")
         return self
 
 
@@ -327,6 +338,11 @@ class ButtonsSpec(_Model):
 
     _text = field_validator("text")(check_template)
 
+    @model_validator(mode="after")
+    def _check(self) -> ButtonsSpec:
+        check_not_blank("text", self.text, "write the text shown above the buttons")
+        return self
+
 
 class TemplateElement(_Model):
     title: str = Field(min_length=1, max_length=80)
@@ -337,6 +353,11 @@ class TemplateElement(_Model):
 
     _texts = field_validator("title", "subtitle")(
         lambda v: v if v is None else check_template(v))
+
+    @model_validator(mode="after")
+    def _check(self) -> TemplateElement:
+        check_not_blank("title", self.title, "write the card's title")
+        return self
 
 
 class TemplateSpec(_Model):
@@ -373,6 +394,12 @@ class OfferBookingSpec(_Model):
     text: str | None = None
 
     _text = field_validator("text")(lambda v: v if v is None else check_template(v))
+
+    @model_validator(mode="after")
+    def _check(self) -> OfferBookingSpec:
+        check_not_blank("text", self.text, "write the intro, or leave text out to use "
+                        "booking.intro")
+        return self
 
 
 # The JSON Schema of each short form's field is what the YAML may say (the input type), not

@@ -33,6 +33,7 @@ __all__ = [
     "YamlStr",
     "as_tuple",
     "check_field_name",
+    "check_not_blank",
     "check_template",
     "format_clock",
     "parse_clock",
@@ -327,6 +328,16 @@ def check_field_name(name: str) -> str:
             f"field name {name!r} must be lowercase letters, digits and _ (e.g. email, plan)"
         )
     return name
+
+
+def check_not_blank(what: str, text: str | None, todo: str) -> str | None:
+    """Refuse a blank ``text`` (empty or only whitespace; None is "not given" and passes).
+    Meta refuses a blank message text, title or payload at every send, so the config refuses
+    it at load: ``what`` names the key (empty in a field's own validator, whose error is
+    located at the key already), ``todo`` says what to write instead. Returns ``text``."""
+    if text is not None and not text.strip():
+        raise ValueError(f"{what} must not be blank (got {text!r}); {todo}".lstrip())
+    return text
 
 
 _PLACEHOLDER_LIKE_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\|[^{}]*)?\}")
