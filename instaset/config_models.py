@@ -255,6 +255,7 @@ class AIConfig(_Model):
             raise ValueError("base_url must be an http(s) URL, e.g. http://127.0.0.1:8080 "
                              "(or remove it for Google's own)")
         return value
+
     _fallback = field_validator("fallback_message")(lambda v: check_not_blank(
         "", v, "write the text sent when the AI fails, or leave fallback_message out to hand "
         "the conversation to you"))
