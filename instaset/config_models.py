@@ -309,9 +309,10 @@ class LeadRule(_Model):
             except re.error as exc:
                 raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
             if nested_repeat(self.regex):
-                raise ValueError(f"regex {self.regex!r} repeats a group that itself repeats "
-                                 "(like (a+)+): a short message can make it run for minutes "
-                                 "and stall the daemon; drop the outer repeat")
+                raise ValueError(f"regex {self.regex!r} repeats a group that itself repeats, "
+                                 "or whose alternatives can spell one text in two ways (like "
+                                 "(a+)+, (\\w+){1,30} or (a|aa)+): a short message can make it "
+                                 "run for minutes and stall the daemon; drop the outer repeat")
         return self
 
 

@@ -458,7 +458,15 @@ def test_every_bad_regex_of_a_list_is_reported() -> None:
      (r"(\d{1,3}\.){3}", False), (r"(\d{3}[- ]?){2}\d{4}", False), (r"(\w+\.)+", False),
      (r"(very\s+)+good", False), (r"(\d{3}[- ]?)+", False), (r"(a{2})+", False),
      # The second review's: bounded but variable repeats, and alternatives, inside a +.
-     (r"(\d{1,3}[,.]?)+", True), (r"(\w{1,20}\s?)+!", True), (r"(\w+|\d+)+x", True)],
+     (r"(\d{1,3}[,.]?)+", True), (r"(\w{1,20}\s?)+!", True), (r"(\w+|\d+)+x", True),
+     # The s18 audit's: a bounded repeat of a variable one (`^(\w+){1,30}$`: 2 s at 27
+     # characters, twice as long per character; `(\w+){2}`: 16 s on a 2,200-character
+     # comment), and alternatives that spell one text in two ways (`^(a|aa)+$`).
+     (r"^(\w+){1,30}$", True), (r"(\w+){2}!", True), (r"(\w{1,20}\s?){1,30}", True),
+     (r"^(a|aa)+$", True), (r"(ab|a|b)+", True), (r"(ab|[ab]b)+", True), (r"(a|a)+", True),
+     (r"(Ab|ab)+", True), (r"(a|aa){1,30}", True),
+     (r"(\d{1,3}){2}", False), (r"(a|aa){2}", False), (r"(x(a|aa))+", False),
+     (r"(ab|cd)+", False), (r"\w+(\s\w+){0,4}", False), (r"(ab){1,100000}", False)],
 )
 def test_a_regex_that_repeats_a_repeat_is_refused(pattern: str, refused: bool) -> None:
     """Found by the s11 input audit: with `^(a+)+$` a 26-character DM stalled the daemon's
@@ -472,6 +480,14 @@ def test_a_regex_that_repeats_a_repeat_is_refused(pattern: str, refused: bool) -
         assert "stall the daemon" in found
     else:
         assert parse_config_text(text, "config.yaml", {}).workflows[0].name == "x"
+
+
+@pytest.mark.parametrize("pattern", [r"^(\w+){1,30}$", r"^(a|aa)+$"])
+def test_a_lead_rule_regex_that_can_stall_the_daemon_is_refused(pattern: str) -> None:
+    """Found by the s18 audit: both loaded, and lead scoring (run on every inbound DM)
+    took 2 s on a 27-character message with the first, twice as long per character."""
+    (found,) = problems(f"leads:\n  rules:\n    - {{name: r, points: 5, regex: '{pattern}'}}\n")
+    assert found.startswith(f"config.yaml:3:7: leads.rules[0]: regex {pattern!r} repeats a group")
 
 
 # An AI call must end before the worker cuts its job off (3/4 of the lease), or the message

@@ -13,6 +13,7 @@ trigger matches an event is :mod:`instaset.engine.triggers`' job, not this modul
 from __future__ import annotations
 
 import importlib
+import math
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -53,50 +54,150 @@ class MatchMode(StrEnum):
     REGEX = "regex"
 
 
+# A bounded repeat (``{m,n}``) of an ambiguous group is refused once it allows more than this
+# many ways to split a text between its iterations: ``(\d{1,3}){2}`` (9) is harmless,
+# ``(\w{1,20}\s?){1,30}`` or ``(a|aa){1,30}`` is not.
+_SPLIT_LIMIT = 1000
+# A group is read as a finite set of literal words (``(a|aa)``: "a", "aa") only up to this
+# many words; a bigger one is not checked for ambiguous alternatives.
+_WORD_LIMIT = 64
+
+
 def nested_repeat(pattern: str) -> bool:
-    """Whether ``pattern`` (a valid regex) repeats without bound a group made of nothing but
-    repeats (or alternatives of them), one of variable length: ``(a+)+``, ``(\\w+\\s?)*``,
-    ``(\\d{1,3}[,.]?)+``, ``(\\w+|\\d+)+``. A text can then be split between the
-    iterations in exponentially many ways, and a failing match tries them all on the
-    daemon's one event loop (Python's ``re`` has no time limit). A group with anything fixed
-    in it (``(\\w+\\.)+``, ``(very\\s+)+``), fixed-length repeats and optional characters
-    only (``(\\d{3}[- ]?)+``) or a bounded outer repeat is not flagged. Read from the parsed
-    pattern (CPython's own ``re._parser``)."""
+    """Whether ``pattern`` (a valid regex) repeats a group that a text can fill in many
+    ways, so that a failing match tries exponentially (or, for a repeat bounded at ``k``, to
+    the power ``k + 1`` of the text's length) many splits on the daemon's one event loop
+    (Python's ``re`` has no time limit). Refused, under a repeat that can run more than once:
+
+    - a group of nothing but repeats (or alternatives of them), one of variable length:
+      ``(a+)+``, ``(\\w+\\s?)*``, ``(\\d{1,3}[,.]?)+``, ``(\\w+|\\d+)+``, and bounded ones
+      too: ``(\\w+){1,30}`` and even ``(\\w+){2}`` (16 s on a 2,200-character comment);
+      a bounded repeat of bounded ones only when it allows over 1,000 splits
+      (``(\\d{1,3}){2}``, 9, is accepted);
+    - alternatives of literal text that can spell the same text in two ways (one is a
+      repetition or a combination of others, found with the Sardinas-Patterson test, case
+      folded as the daemon matches): ``(a|aa)+``, ``(ab|a|b)+``, ``(ab|[ab]b)+``; a bounded
+      repeat of them only past 1,000 splits. ``(hi|hey)+`` is accepted. Only groups of
+      literal characters (small ``[...]`` sets and small fixed repeats included) are read
+      this way; alternatives that mix literals with ``\\w``, ``.`` or variable repeats are
+      not checked.
+
+    A group with anything fixed in it (``(\\w+\\.)+``, ``(very\\s+)+``) or fixed-length
+    repeats and optional characters only (``(\\d{3}[- ]?)+``, ``(a{2})+``) is accepted.
+    Read from the parsed pattern (CPython's own ``re._parser``)."""
     # Private modules (typeshed has no stubs for them): looked up by name.
     sre: Any = importlib.import_module("re._parser")
     c: Any = importlib.import_module("re._constants")
     repeats = (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT)
 
-    def only_repeats(items: Any) -> tuple[bool, bool]:
-        """(the items are repeats, groups or alternatives of them only; one of them has a
-        variable length)"""
-        variable = False
+    def only_repeats(items: Any) -> tuple[bool, float]:
+        """(the items are repeats, groups or alternatives of them only; how many ways a
+        text can be split between their variable-length repeats: 1 when none is, inf when
+        one is unbounded)"""
+        ways = 1.0
         for op, av in items:
             if op in repeats:
                 # A variable length over more than one character (an optional separator,
                 # `[- ]?`, splits nothing: `(\\d{3}[- ]?)+` is linear).
-                variable = variable or (av[0] != av[1] and av[1] > 1)
+                if av[0] != av[1] and av[1] > 1:
+                    ways *= float("inf") if av[1] is c.MAXREPEAT else av[1] - av[0] + 1
             elif op is c.SUBPATTERN:
                 ok, inner = only_repeats(av[-1])
                 if not ok:
-                    return False, False
-                variable = variable or inner
+                    return False, 1.0
+                ways *= inner
             elif op is c.BRANCH:
+                total = 0.0
                 for branch in av[1]:
                     ok, inner = only_repeats(branch)
                     if not ok:
-                        return False, False
-                    variable = variable or inner
+                        return False, 1.0
+                    total += inner
+                if total > len(av[1]):  # one branch or more of variable length
+                    ways *= total
             else:
-                return False, False
-        return bool(items), variable
+                return False, 1.0
+        return bool(items), ways
+
+    def words(items: Any) -> list[str] | None:
+        """The literal texts the items match, one per way of matching (so a text twice
+        means two ways), lower-cased; None when they are not all literal or too many."""
+        out = [""]
+        for op, av in items:
+            if op is c.LITERAL:
+                step = [chr(av).lower()]
+            elif op is c.IN and all(o is c.LITERAL for o, _ in av):
+                step = sorted({chr(v).lower() for _, v in av})  # one set: one way per text
+            elif op is c.SUBPATTERN:
+                inner = words(av[-1])
+                if inner is None:
+                    return None
+                step = inner
+            elif op is c.BRANCH:
+                step = []
+                for branch in av[1]:
+                    inner = words(branch)
+                    if inner is None:
+                        return None
+                    step += inner
+            elif op in repeats and av[1] is not c.MAXREPEAT and av[1] <= 8:
+                inner = words(av[2])
+                if inner is None:
+                    return None
+                step, seq = [], [""]
+                for count in range(av[1] + 1):
+                    if count >= av[0]:
+                        step += seq
+                    seq = [a + b for a in seq for b in inner]
+                    if len(seq) > _WORD_LIMIT:
+                        return None
+            else:
+                return None
+            out = [a + b for a in out for b in step]
+            if len(out) > _WORD_LIMIT:
+                return None
+        return out
+
+    def ambiguous(found: list[str]) -> bool:
+        """Whether a sequence of these words can spell one text in two ways
+        (Sardinas-Patterson; an empty word ends an iteration and is left out)."""
+        code = [w for w in found if w]
+        if len(set(code)) != len(code):
+            return True
+        code_set = set(code)
+
+        def quotient(left: set[str], right: set[str]) -> set[str]:
+            return {b[len(a):] for a in left for b in right if b.startswith(a)}
+
+        dangling = quotient(code_set, code_set) - {""}
+        seen: set[frozenset[str]] = set()
+        while dangling and frozenset(dangling) not in seen:
+            if dangling & code_set:
+                return True
+            seen.add(frozenset(dangling))
+            dangling = quotient(code_set, dangling) | quotient(dangling, code_set)
+        return False
+
+    def splits(sub: Any) -> float:
+        """How many ways one iteration of ``sub`` can take the same text (1: one way)."""
+        ok, ways = only_repeats(sub)
+        if ok and ways > 1:
+            return ways
+        found = words(sub)
+        if found is not None and ambiguous(found):
+            return float(len(found))
+        return 1.0
 
     def walk(items: Any) -> bool:
         for op, av in items:
             if op in repeats:
                 _low, high, sub = av
-                if high is c.MAXREPEAT and all(only_repeats(sub)):
-                    return True
+                if high is c.MAXREPEAT or high > 1:
+                    ways = splits(sub)
+                    # ways ** high, compared in logs (a float power overflows)
+                    if ways > 1 and (high is c.MAXREPEAT
+                                     or high * math.log(ways) > math.log(_SPLIT_LIMIT)):
+                        return True
                 if walk(sub):
                     return True
             elif op is c.SUBPATTERN:
@@ -131,9 +232,11 @@ class TriggerKeywords(_Model):
                     bad.append(f"invalid regex {kw!r}: {exc}")
                     continue
                 if nested_repeat(kw):
-                    bad.append(f"regex {kw!r} repeats a group that itself repeats (like "
-                               "(a+)+): a short message can make it run for minutes and stall "
-                               "the daemon; drop the outer repeat (a+) or use match: word")
+                    bad.append(f"regex {kw!r} repeats a group that itself repeats, or whose "
+                               "alternatives can spell one text in two ways (like (a+)+, "
+                               "(\\w+){1,30} or (a|aa)+): a short message can make it run for "
+                               "minutes and stall the daemon; drop the outer repeat (a+) or use "
+                               "match: word")
         if bad:
             raise ValueError("; ".join(bad))
         return self
