@@ -306,7 +306,8 @@ class LeadRule(_Model):
         if self.regex is not None:
             try:
                 re.compile(self.regex)
-            except re.error as exc:
+            # A count of 2**32 or more raises OverflowError, a deep nesting RecursionError.
+            except (re.error, OverflowError, RecursionError) as exc:
                 raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
             if nested_repeat(self.regex):
                 raise ValueError(f"regex {self.regex!r} repeats a group that itself repeats, "

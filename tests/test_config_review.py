@@ -449,6 +449,21 @@ def test_every_bad_regex_of_a_list_is_reported() -> None:
     assert "invalid regex 'a('" in found and "invalid regex 'b['" in found
 
 
+
+def test_a_regex_count_too_large_for_re_is_an_invalid_regex() -> None:
+    """Found by the s18 audit: `a{4294967296}` made re raise OverflowError, and validate
+    (and every other command) ended in a traceback."""
+    (found,) = problems("leads:\n  rules:\n    - {name: big, points: 1, regex: 'a{4294967296}'}\n")
+    assert found.startswith("config.yaml:3:7: leads.rules[0]: invalid regex 'a{4294967296}': ")
+    assert "too large" in found
+    text = ("workflows:\n  - name: x\n    trigger: {dm: {keywords: ['x{4294967296}', 'y' ],"
+            " match: regex}}\n    actions: [{reply: hi}]\n")
+    (found,) = problems(text)
+    assert "invalid regex 'x{4294967296}': " in found and "too large" in found
+    deep = "(" * 1000 + "a" + ")" * 1000  # RecursionError in re's parser
+    (found,) = problems(f"leads:\n  rules:\n    - {{name: deep, points: 1, regex: '{deep}'}}\n")
+    assert "leads.rules[0]: invalid regex" in found
+
 @pytest.mark.parametrize(
     ("pattern", "refused"),
     [(r"^(a+)+$", True), (r"(\w+\s?)*", True), (r"(a*)*", True), (r"(a{2,})+", True),

@@ -228,7 +228,8 @@ class TriggerKeywords(_Model):
             if self.match is MatchMode.REGEX:
                 try:
                     re.compile(kw)
-                except re.error as exc:
+                # A count of 2**32 or more raises OverflowError, a deep nesting RecursionError.
+                except (re.error, OverflowError, RecursionError) as exc:
                     bad.append(f"invalid regex {kw!r}: {exc}")
                     continue
                 if nested_repeat(kw):
