@@ -420,8 +420,22 @@ class BookingConfig(_Model):
     @field_validator("link")
     @classmethod
     def _http_link(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
+        if value is None:
+            return value
+        if not value.startswith(("https://", "http://")):
             raise ValueError("link must be an http(s) URL, e.g. https://cal.com/you/30min")
+        # Parsed as each offer parses it (booking_slots.booking_link): a link urlsplit
+        # refuses made every booking offer raise, and its event was retried until dead.
+        try:
+            parts = urlsplit(value.replace("{contact_id}", "0"))
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
+            problem = None if parts.hostname else "no host"
+        except ValueError as exc:
+            problem = str(exc)
+        if problem is None and any(c.isspace() for c in value):
+            problem = "it has a space"
+        if problem is not None:
+            raise ValueError(f"not a valid URL ({problem}), e.g. https://cal.com/you/30min")
         return value
 
     @field_validator("slot_length")

@@ -464,6 +464,24 @@ def test_a_regex_count_too_large_for_re_is_an_invalid_regex() -> None:
     (found,) = problems(f"leads:\n  rules:\n    - {{name: deep, points: 1, regex: '{deep}'}}\n")
     assert "leads.rules[0]: invalid regex" in found
 
+
+@pytest.mark.parametrize(("link", "why"), [
+    ("https://[cal.com/you", "Invalid IPv6 URL"), ("https://", "no host"),
+    ("https://cal.com/you me", "it has a space"), ("https://cal.com:99999/you", "out of range"),
+    ("https://[cal.com/{contact_id}", "Invalid IPv6 URL")])
+def test_a_booking_link_that_cannot_be_parsed_is_refused(link: str, why: str) -> None:
+    """Found by the s18 audit: `https://[cal.com/you` loaded, then every booking offer
+    raised ValueError in urlsplit and the whole event was retried until dead."""
+    (found,) = problems(f"booking: {{enabled: true, link: '{link}'}}\n")
+    assert found.startswith("config.yaml:1:32: booking.link: not a valid URL (")
+    assert why in found and "e.g. https://cal.com/you/30min" in found
+
+
+def test_a_booking_link_with_the_contact_placeholder_loads() -> None:
+    for link in ("https://cal.com/you?ref={contact_id}", "http://127.0.0.1:8080/b"):
+        text = f"booking: {{enabled: true, link: '{link}'}}\n"
+        assert parse_config_text(text, "config.yaml", {}).booking.link == link
+
 @pytest.mark.parametrize(
     ("pattern", "refused"),
     [(r"^(a+)+$", True), (r"(\w+\s?)*", True), (r"(a*)*", True), (r"(a{2,})+", True),
