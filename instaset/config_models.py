@@ -11,10 +11,12 @@ Import these from :mod:`instaset.config`, which re-exports every public name her
 
 from __future__ import annotations
 
+import email.policy
 import os
 import re
 from collections.abc import Mapping
 from datetime import date, timedelta
+from email.message import EmailMessage
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -498,14 +500,43 @@ class SmtpConfig(_Model):
                 " mail providers offer beside 465")
         return value
 
+    @field_validator("host")
+    @classmethod
+    def _some_host(cls, value: str) -> str:
+        # "" loaded, then every notification failed ("please run connect() first").
+        if not value.strip():
+            raise ValueError("host must be the mail server's name, e.g. smtp.example.com")
+        return value
+
     @field_validator("from_addr", "to_addr")
     @classmethod
     def _addresses(cls, value: str, info: ValidationInfo) -> str:
+        name = info.field_name
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"{name} must be on one line (it holds a line break)")
+        if not value.isascii():
+            raise ValueError(f"{name} must be ASCII, as the email's header is sent: write a"
+                             " non-ASCII domain in its xn-- form")
         found = getaddresses([value])
         if not value.strip() or not found or any(
                 not re.fullmatch(r"[^@\s]+@[^@\s]+", addr) for _, addr in found):
-            raise ValueError(f"{info.field_name} must be an email address, e.g."
+            raise ValueError(f"{name} must be an email address, e.g."
                              " me@example.com (several: comma-separated)")
+        # The header built as notify.email_for builds it: its parser is stricter than the
+        # check above (a@[b passed it, then every notification failed for a day).
+        msg = EmailMessage(policy=email.policy.default.clone(max_line_length=998))
+        try:
+            msg["To"] = value
+            header = msg["To"]
+            broken = bool(header.defects) or not getattr(header, "addresses", ())
+            msg.set_content("x")
+            msg.as_bytes()
+        except (ValueError, TypeError, AttributeError, IndexError, UnicodeError):
+            broken = True
+        if broken:
+            raise ValueError(f"{name} {value!r} cannot be read as an email header; write"
+                             " it as me@example.com or Me <me@example.com> (several:"
+                             " comma-separated)")
         return value
 
 

@@ -99,6 +99,39 @@ def test_working_smtp_settings_are_fine() -> None:
         assert config.notify.smtp is not None and config.notify.smtp.port == 25
 
 
+
+@pytest.mark.parametrize(("key", "value", "why"), [
+    ("from_addr", "instaset@[example.com", "from_addr 'instaset@[example.com' cannot be read as"
+     " an email header; write it as me@example.com or Me <me@example.com> (several:"
+     " comma-separated)"),
+    ("to_addr", "a@[b", "to_addr 'a@[b' cannot be read as an email header"),
+    ("to_addr", "a@b.com\\r\\nBcc: x@y.com", "to_addr must be on one line (it holds a line break)"),
+    ("from_addr", "a@b.com\\nBcc: x@y.com", "from_addr must be on one line"),
+    ("from_addr", "jöhn@exämple.com", "from_addr must be ASCII, as the email's header is sent:"
+     " write a non-ASCII domain in its xn-- form"),
+])
+def test_smtp_addresses_the_email_header_cannot_take_are_refused(key: str, value: str,
+                                                                  why: str) -> None:
+    """Found by the s18 audit: each loaded, then building the email raised (AttributeError
+    in email's header parser, or ValueError for a line break) on every notification,
+    retried for a day."""
+    good = {"from_addr": "a@example.com", "to_addr": "me@example.com"}
+    good[key] = value
+    [line] = problems(SMTP.format(extra="", sender=f"\"{good['from_addr']}\"",
+                                  to=f"\"{good['to_addr']}\""))
+    where = "4:16" if key == "from_addr" else "5:14"
+    assert line.startswith(f"config.yaml:{where}: notify.smtp.{key}: {why}")
+
+
+def test_a_blank_smtp_host_is_refused() -> None:
+    """Found by the s18 audit: `host: ""` loaded; every notification then failed with
+    "please run connect() first"."""
+    text = SMTP.format(extra="", sender="a@example.com", to="me@example.com")
+    for blank in ('""', '"  "'):
+        [line] = problems(text.replace("smtp.example.com", blank))
+        assert line.startswith("config.yaml:3:11: notify.smtp.host: host must be the mail"
+                               " server's name, e.g. smtp.example.com")
+
 # -- doctor: failing notices at once, with channel and error; the channels' form -------------
 async def redirect_loop(request: web.Request) -> web.Response:
     """A webhook URL that only redirects to itself (a moved chat endpoint gone wrong)."""
