@@ -135,6 +135,28 @@ class ServerConfig(_Model):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     trusted_proxies: list[str] = Field(default_factory=list)
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_ranges(cls, value: list[str]) -> list[str]:
+        # The parse `serve` uses (proxy.TrustedProxies.parse), so that validate and doctor
+        # refuse a bad entry too, at its line. Imported here: instaset.proxy pulls in
+        # aiohttp, which loading a config does not need otherwise.
+        from instaset.proxy import parse_network
+
+        problems: list[InitErrorDetails] = []
+        for i, entry in enumerate(value):
+            try:
+                parse_network(entry)
+            except ValueError:
+                problems.append(InitErrorDetails(
+                    type=PydanticCustomError("value_error", "{entry} is not an IP address or"
+                                             " CIDR range (e.g. 127.0.0.1, ::1 or 10.0.0.0/8)",
+                                             {"entry": repr(entry)}),
+                    loc=(i,), input=entry))
+        if problems:
+            raise ValidationError.from_exception_data("trusted_proxies", problems)
+        return value
+
 
 class StorageConfig(_Model):
     path: Path | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,9 @@ from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
+from typer.testing import CliRunner
 
+from instaset.cli import app
 from instaset.errors import ConfigError
 from instaset.proxy import (
     ClientView,
@@ -69,6 +72,23 @@ def test_bad_trusted_proxies_name_each_entry() -> None:
     assert info.value.problems[0].startswith("server.trusted_proxies[1]: 'localhost'")
     assert info.value.problems[1].startswith("server.trusted_proxies[2]: '10.0.0.0/33'")
     assert len(info.value.problems) == 2
+
+
+def test_bad_trusted_proxies_fail_workflows_validate_at_their_line(tmp_path: Path) -> None:
+    """Found by the s18 audit: `workflows validate` (and doctor) said config OK; only
+    `serve` refused them, with the same words but no file:line."""
+    path = tmp_path / "config.yaml"
+    path.write_text("server: {port: 18814, trusted_proxies: [banana, '10.0.0.0/33', '::1']}\n")
+    result = CliRunner().invoke(app, ["--config", str(path), "workflows", "validate"])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"{path}:1:41: server.trusted_proxies[0]: 'banana' is not an IP address or CIDR range"
+        " (e.g. 127.0.0.1, ::1 or 10.0.0.0/8)",
+        f"{path}:1:49: server.trusted_proxies[1]: '10.0.0.0/33' is not an IP address or CIDR"
+        " range (e.g. 127.0.0.1, ::1 or 10.0.0.0/8)"]
+    path.write_text("server: {trusted_proxies: [10.0.0.0/8, '::ffff:10.0.0.0/104']}\n")
+    result = CliRunner().invoke(app, ["--config", str(path), "workflows", "validate"])
+    assert result.exit_code == 0, result.stderr
 
 
 SPOOF = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https",
@@ -245,4 +265,5 @@ def test_settings_from_config() -> None:
     assert settings.public_url == "https://dm.example.com"
     assert settings.trusted.trusts("10.2.3.4") and not settings.trusted.trusts("127.0.0.1")
     with pytest.raises(ConfigError, match=r"trusted_proxies\[0\]"):
-        ProxySettings.from_config(ServerConfig(trusted_proxies=["not-an-ip"]))
+        # A ServerConfig refuses it itself since s18; serve's own parse still stands.
+        ProxySettings.from_config(ServerConfig.model_construct(trusted_proxies=["not-an-ip"]))
