@@ -180,18 +180,20 @@ class BookingDesk(SlotDesk):
         raise BookingError(f"{when} is not a free slot (availability, buffer, notice and"
                            f" horizon in `booking`); the next free ones: {nxt}")
 
-    async def _move_slots_in(self, conn: aiosqlite.Connection, row: sqlite3.Row, now: float
-                             ) -> list[Slot]:
-        """Free slots for moving ``row``: its own time does not block its neighbours, and is
-        not offered as a new one."""
+    async def _move_slots_in(self, conn: aiosqlite.Connection, row: sqlite3.Row, now: float,
+                             limit: int | None = None) -> list[Slot]:
+        """Free slots for moving ``row`` (the first ``limit`` with one): its own time does not
+        block its neighbours, and is not offered as a new one."""
         end = now + (self.cfg.horizon + self.cfg.slot_length + self.cfg.buffer).total_seconds()
         busy = await bstore.busy_except(conn, row["account_id"], now - 86400, end, row["id"])
-        return [s for s in free_slots(self.cfg, self.tz, now, busy)
-                if s.start != row["start_at"]]
+        # One more than asked for: the booking's own time may be among them.
+        found = free_slots(self.cfg, self.tz, now, busy,
+                           limit=None if limit is None else limit + 1)
+        return [s for s in found if s.start != row["start_at"]][:limit]
 
     async def _move_offer_in(self, conn: aiosqlite.Connection, row: sqlite3.Row, key: str,
                              text: str | None, now: float) -> list[Outgoing]:
-        slots = (await self._move_slots_in(conn, row, now))[:self.cfg.offer]
+        slots = await self._move_slots_in(conn, row, now, self.cfg.offer)
         if not slots:
             return []
         intro = text or self.cfg.reschedule_intro.format(

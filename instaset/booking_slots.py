@@ -53,7 +53,9 @@ def free_slots(
     cfg: BookingConfig, tz: ZoneInfo, now: float, busy: Sequence[tuple[float, float]] = (),
     *, limit: int | None = None,
 ) -> list[Slot]:
-    """Free slots from ``now + min_notice`` to ``now + horizon``, earliest first."""
+    """Free slots from ``now + min_notice`` to ``now + horizon``, earliest first; with
+    ``limit``, the first ``limit`` of them, and the walk stops at the first day past them (it
+    runs in the job, on the daemon's one loop: a year of 1-minute slots took seconds)."""
     length = cfg.slot_length.total_seconds()
     step = int((cfg.slot_length + cfg.buffer).total_seconds() // 60)
     buffer = cfg.buffer.total_seconds()
@@ -83,6 +85,12 @@ def free_slots(
                        for b_start, b_end in busy):
                     continue
                 found.setdefault(start, slot)
+        if limit is not None and len(found) >= limit:
+            # A later day's slots start at its midnight or after; 3 h below that is below
+            # any DST shift, so the first ``limit`` slots are all found already.
+            after = datetime(date.year, date.month, date.day, tzinfo=tz) + timedelta(days=1)
+            if sum(start < after.timestamp() - 3 * 3600 for start in found) >= limit:
+                break
     slots = sorted(found.values(), key=lambda s: s.start)
     return slots if limit is None else slots[:limit]
 

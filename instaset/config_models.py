@@ -395,6 +395,10 @@ BOOKING_TEXT_PLACEHOLDERS: dict[str, tuple[str, ...]] = {
 or a lone brace, would raise there at every send, so the config refuses it at load."""
 
 
+MAX_BOOKING_HORIZON_DAYS = 366
+"""The longest ``booking.horizon``: a year ahead, leap day included."""
+
+
 class BookingConfig(_Model):
     """Appointment slots, in the top-level ``timezone``: weekly ``availability`` minus
     ``blackout`` dates and existing bookings, ``slot_length`` long, ``buffer`` apart, from
@@ -460,6 +464,16 @@ class BookingConfig(_Model):
             problem = "it has a space"
         if problem is not None:
             raise ValueError(f"not a valid URL ({problem}), e.g. https://cal.com/you/30min")
+        return value
+
+    @field_validator("horizon")
+    @classmethod
+    def _bookable_horizon(cls, value: timedelta) -> timedelta:
+        # Each offer walks every day of the horizon in the job, on the daemon's one loop:
+        # 100 years of 1-minute slots took 50 s.
+        if value > timedelta(days=MAX_BOOKING_HORIZON_DAYS):
+            raise ValueError(f"horizon must be at most {MAX_BOOKING_HORIZON_DAYS}d (a year):"
+                             " how far ahead a contact can book")
         return value
 
     @field_validator("slot_length")

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 import instaset.cli.cmd_bookings  # noqa: F401  (registers `bookings` until cli/__init__ does)
@@ -115,6 +117,35 @@ def test_window_across_midnight_and_payloads() -> None:
     assert parse_payload("BOOK:nope") is None and parse_payload("OTHER") is None
     assert len(slot_label(slots[0].start, BERLIN)) <= 20
 
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "UTC", "Australia/Lord_Howe"])
+@pytest.mark.parametrize("limit", [1, 3, 7, 40])
+def test_a_limit_gives_the_first_slots_of_the_whole_walk(zone: str, limit: int) -> None:
+    """free_slots stops at the first day past ``limit`` slots (s18 audit: it walked every
+    day of the horizon first); what it gives is still the start of the full list, across
+    DST changes and windows over midnight."""
+    cfg = booking(availability=[{"days": ["mon", "wed"], "from": "23:00", "to": "02:00"},
+                                {"days": "fri", "from": "09:00", "to": "10:00"}],
+                  slot_length="45m", buffer="10m", horizon="60d", min_notice="5h")
+    for now in (ts("2025-03-28T12:00:00+00:00"), ts("2025-10-01T21:30:00+00:00")):
+        every = free_slots(cfg, ZoneInfo(zone), now)
+        assert free_slots(cfg, ZoneInfo(zone), now, limit=limit) == every[:limit]
+
+
+def test_a_year_of_one_minute_slots_gives_the_first_at_once() -> None:
+    """Found by the s18 audit: a 100-year horizon of 1-minute slots took 51 s per offer, in
+    the job on the daemon's one loop. The horizon is now at most 366d, and an offer stops at
+    its first day: the whole year takes about 2 s, the offer a few ms."""
+    cfg = booking(availability=[{"days": "mon-sun", "from": "00:00", "to": "24:00"}],
+                  slot_length="1m", horizon="366d")
+    started = time.perf_counter()
+    slots = free_slots(cfg, BERLIN, ts("2025-06-02T06:00:00+00:00"), limit=5)
+    assert time.perf_counter() - started < 0.3
+    assert [utc(s.start) for s in slots] == [f"2025-06-02 06:0{m}" for m in range(5)]
+    for horizon in ("367d", "36500d"):
+        with pytest.raises(ValidationError, match=r"horizon must be at most 366d \(a year\)"):
+            booking(horizon=horizon)
 
 # -- booking in the database ---------------------------------------------------------------------
 NOW = ts("2025-06-02T06:00:00+00:00")  # Monday 08:00 Berlin
