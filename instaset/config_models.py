@@ -11,13 +11,10 @@ Import these from :mod:`instaset.config`, which re-exports every public name her
 
 from __future__ import annotations
 
-import email.policy
 import os
 import re
 from collections.abc import Mapping
 from datetime import date, timedelta
-from email.message import EmailMessage
-from email.utils import getaddresses
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -39,6 +36,11 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from instaset.config_checks import (
+    booking_link_problem,
+    email_address_problem,
+    webhook_url_problem,
+)
 from instaset.engine.model import MAX_POINTS, Hours, Workflow
 from instaset.engine.trigger_model import nested_repeat
 from instaset.engine.values import check_not_blank
@@ -448,22 +450,9 @@ class BookingConfig(_Model):
     @field_validator("link")
     @classmethod
     def _http_link(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        if not value.startswith(("https://", "http://")):
-            raise ValueError("link must be an http(s) URL, e.g. https://cal.com/you/30min")
-        # Parsed as each offer parses it (booking_slots.booking_link): a link urlsplit
-        # refuses made every booking offer raise, and its event was retried until dead.
-        try:
-            parts = urlsplit(value.replace("{contact_id}", "0"))
-            parts.port  # noqa: B018 - raises ValueError for a port out of range
-            problem = None if parts.hostname else "no host"
-        except ValueError as exc:
-            problem = str(exc)
-        if problem is None and any(c.isspace() for c in value):
-            problem = "it has a space"
+        problem = None if value is None else booking_link_problem(value)
         if problem is not None:
-            raise ValueError(f"not a valid URL ({problem}), e.g. https://cal.com/you/30min")
+            raise ValueError(problem)
         return value
 
     @field_validator("horizon")
@@ -496,22 +485,6 @@ SMTPS_PORT = 465
 """SMTP over implicit TLS: the client speaks TLS from the first byte. The notifier
 (:func:`instaset.notify.send_email`, ``smtplib.SMTP``) connects in plain and upgrades with
 STARTTLS, so against this port it waits for a greeting that never comes: refused here."""
-
-
-def webhook_url_problem(url: str) -> str | None:
-    """Why ``url`` cannot take a notification's JSON POST (None: it can). The message never
-    repeats the URL: a chat webhook's URL carries its token."""
-    try:
-        parts = urlsplit(url.strip())
-        parts.port  # noqa: B018 - raises ValueError for a port out of range
-    except ValueError:
-        return "webhook_url is not a valid URL (check the host and the port)"
-    if parts.scheme not in ("http", "https") or not parts.hostname or any(
-            c.isspace() for c in url.strip()):
-        return ("webhook_url must be an http(s) URL without spaces, e.g."
-                " https://hooks.slack.com/services/...: each notification is POSTed to it as"
-                " JSON")
-    return None
 
 
 class SmtpConfig(_Model):
@@ -547,32 +520,9 @@ class SmtpConfig(_Model):
     @field_validator("from_addr", "to_addr")
     @classmethod
     def _addresses(cls, value: str, info: ValidationInfo) -> str:
-        name = info.field_name
-        if "\r" in value or "\n" in value:
-            raise ValueError(f"{name} must be on one line (it holds a line break)")
-        if not value.isascii():
-            raise ValueError(f"{name} must be ASCII, as the email's header is sent: write a"
-                             " non-ASCII domain in its xn-- form")
-        found = getaddresses([value])
-        if not value.strip() or not found or any(
-                not re.fullmatch(r"[^@\s]+@[^@\s]+", addr) for _, addr in found):
-            raise ValueError(f"{name} must be an email address, e.g."
-                             " me@example.com (several: comma-separated)")
-        # The header built as notify.email_for builds it: its parser is stricter than the
-        # check above (a@[b passed it, then every notification failed for a day).
-        msg = EmailMessage(policy=email.policy.default.clone(max_line_length=998))
-        try:
-            msg["To"] = value
-            header = msg["To"]
-            broken = bool(header.defects) or not getattr(header, "addresses", ())
-            msg.set_content("x")
-            msg.as_bytes()
-        except (ValueError, TypeError, AttributeError, IndexError, UnicodeError):
-            broken = True
-        if broken:
-            raise ValueError(f"{name} {value!r} cannot be read as an email header; write"
-                             " it as me@example.com or Me <me@example.com> (several:"
-                             " comma-separated)")
+        problem = email_address_problem(str(info.field_name), value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from instaset.config import NotifyConfig
-from instaset.config_models import webhook_url_problem
+from instaset.config_checks import webhook_url_problem
 from instaset.graph_errors import redact
 from instaset.inbox import iso_utc
 from instaset.notify import desktop_tool
