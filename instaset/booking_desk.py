@@ -23,7 +23,7 @@
   the configured texts and :meth:`SlotDesk.reminder_jobs`.
 
 The configured texts are filled with ``str.format``, each with the names
-:data:`~instaset.config_models.BOOKING_TEXT_PLACEHOLDERS` lists for it (the config is checked
+:data:`~instaset.config_booking.BOOKING_TEXT_PLACEHOLDERS` lists for it (the config is checked
 against that list when it loads).
 
 :class:`~instaset.booking_lifecycle.BookingDesk` extends :class:`SlotDesk` with the lifecycle

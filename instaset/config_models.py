@@ -1,4 +1,5 @@
-"""The pydantic models of ``config.yaml``, one per section, and their reusable field types.
+"""The pydantic models of ``config.yaml``, one per section (``booking:`` in
+:mod:`instaset.config_booking`; the reusable field types in :mod:`instaset.config_types`).
 
 Every model is frozen and strict about keys (``extra="forbid"``); :mod:`instaset.config` turns
 their validation errors into ``file:line`` messages. ``Config()`` is the default
@@ -14,89 +15,30 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    PlainSerializer,
-    PlainValidator,
-    SecretStr,
     ValidationError,
     ValidationInfo,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from instaset.config_checks import (
-    booking_link_problem,
-    email_address_problem,
-    webhook_url_problem,
-)
-from instaset.engine.model import MAX_POINTS, Hours, Workflow
+from instaset.config_booking import BOOKING_TEXT_PLACEHOLDERS, BookingConfig
+from instaset.config_checks import email_address_problem, webhook_url_problem
+from instaset.config_types import ConfigModel as _Model
+from instaset.config_types import Duration, Secret, SecretUrl
+from instaset.engine.model import MAX_POINTS, Workflow
 from instaset.engine.trigger_model import nested_repeat
 from instaset.engine.values import check_not_blank
-from instaset.format_check import format_problem
 from instaset.paths import default_db_path
 from instaset.timefmt import DURATION_PATTERN, format_duration, parse_duration
-
-# ---------------------------------------------------------------------------------------------
-# Reusable field types
-# ---------------------------------------------------------------------------------------------
-
-Duration = Annotated[
-    timedelta,
-    PlainValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str, when_used="json"),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "pattern": DURATION_PATTERN},
-                {"type": "number", "minimum": 0},
-            ],
-            "description": "A duration: '30s', '15m', '12h', '7d', '2w', or seconds.",
-            "examples": ["30s", "15m", "12h", "7d"],
-        }
-    ),
-]
-"""A :class:`timedelta` written as ``"12h"`` etc. in YAML; serialises back to that form."""
-
-
-def _mask(secret: SecretStr) -> str:
-    return "***" if secret.get_secret_value() else ""
-
-
-Secret = Annotated[SecretStr, PlainSerializer(_mask, return_type=str, when_used="json")]
-"""A secret string; never serialised to JSON in clear."""
-
-
-def mask_url(url: str) -> str:
-    """``url`` as ``scheme://host/…``: without its path, query and user info, which may be a
-    credential (a Telegram bot token, a Slack or Discord webhook path). Not a URL: ``***``."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]  # as written (a wrong port too), no user info
-    if not parts.scheme or not host:
-        return "***" if url else ""
-    rest = "/…" if parts.path.strip("/") or parts.query or parts.fragment else ""
-    return f"{parts.scheme}://{host}{rest}"
-
-
-SecretUrl = Annotated[str, PlainSerializer(mask_url, return_type=str, when_used="json")]
-"""A URL that may hold a credential: serialised to JSON (``config show``) as
-:func:`mask_url` shows it."""
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
 
 # ---------------------------------------------------------------------------------------------
 # The models
@@ -374,103 +316,6 @@ class LeadsConfig(_Model):
                 raise ValueError(f"two lead rules are named {rule.name!r}")
             seen.add(rule.name)
         return rules
-
-
-def _default_availability() -> list[Hours]:
-    return [Hours.model_validate({"days": "mon-fri", "from": "09:00", "to": "17:00"})]
-
-
-BOOKING_TEXT_PLACEHOLDERS: dict[str, tuple[str, ...]] = {
-    "intro": ("timezone",),
-    "confirmation": ("when", "timezone"),
-    "unavailable": ("timezone",),
-    "no_slots": ("title", "timezone"),
-    "already_booked": ("title", "when", "timezone"),
-    "reminder": ("title", "when", "timezone"),
-    "cancelled": ("title", "when", "timezone"),
-    "moved": ("title", "when", "timezone"),
-    "reschedule_intro": ("title", "timezone"),
-    "link_text": ("link",),
-}
-"""The names each booking message is filled with (``str.format`` in
-:mod:`instaset.booking_desk` and :mod:`instaset.booking_lifecycle`): any other placeholder,
-or a lone brace, would raise there at every send, so the config refuses it at load."""
-
-
-MAX_BOOKING_HORIZON_DAYS = 366
-"""The longest ``booking.horizon``: a year ahead, leap day included."""
-
-
-class BookingConfig(_Model):
-    """Appointment slots, in the top-level ``timezone``: weekly ``availability`` minus
-    ``blackout`` dates and existing bookings, ``slot_length`` long, ``buffer`` apart, from
-    ``min_notice`` ahead up to ``horizon`` ahead."""
-
-    enabled: bool = False
-    title: str = "Call"
-    slot_length: Duration = timedelta(minutes=30)
-    buffer: Duration = timedelta(0)
-    min_notice: Duration = timedelta(hours=2)
-    horizon: Duration = timedelta(days=14)
-    offer: int = Field(default=5, ge=1, le=13)
-    availability: list[Hours] = Field(default_factory=_default_availability)
-    blackout: list[date] = Field(default_factory=list)
-    intro: str = "Here are my next free times ({timezone}). Tap one to book it:"
-    confirmation: str = "You're booked for {when} ({timezone}). See you then!"
-    unavailable: str = "Sorry, that time is no longer free. Here are the next ones:"
-    # When no slot is free at all (an offer, a tap on a time just taken, a reschedule); the
-    # creator is notified too.
-    no_slots: str = "Sorry, I have no free time to offer right now. I'll get back to you soon."
-    # To a contact who has a booking ahead and taps a time or asks to book again (one live
-    # booking per contact), with that booking's Reschedule/Cancel quick replies.
-    already_booked: str = "You're already booked for your {title} on {when} ({timezone})."
-    # Reminders before each booking, sent only while the 24 h messaging window is open.
-    reminders: list[Duration] = Field(
-        default_factory=lambda: [timedelta(hours=24), timedelta(hours=1)])
-    reminder: str = "Reminder: your {title} is on {when} ({timezone}). See you then!"
-    cancelled: str = "Your {title} on {when} ({timezone}) is cancelled."
-    moved: str = "Your {title} is moved to {when} ({timezone}). See you then!"
-    reschedule_intro: str = "Pick a new time for your {title} ({timezone}):"
-    # A scheduling page (Calendly, Cal.com, ...) offered instead of slots when set. The
-    # contact's id goes in it for attribution: where ``{contact_id}`` stands, else as
-    # ``utm_content`` (both tools pass UTM parameters on to the booking).
-    link: str | None = None
-    link_text: str = "Pick a time that suits you here: {link}"
-
-    @field_validator(*BOOKING_TEXT_PLACEHOLDERS)
-    @classmethod
-    def _known_placeholders(cls, value: str, info: ValidationInfo) -> str:
-        # Each is sent as filled in, and Meta refuses a blank text (no offer, no confirmation).
-        check_not_blank("", value, "write the message, or leave the key out for the default")
-        problem = format_problem(value, BOOKING_TEXT_PLACEHOLDERS[str(info.field_name)])
-        if problem is not None:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("link")
-    @classmethod
-    def _http_link(cls, value: str | None) -> str | None:
-        problem = None if value is None else booking_link_problem(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("horizon")
-    @classmethod
-    def _bookable_horizon(cls, value: timedelta) -> timedelta:
-        # Each offer walks every day of the horizon in the job, on the daemon's one loop:
-        # 100 years of 1-minute slots took 50 s.
-        if value > timedelta(days=MAX_BOOKING_HORIZON_DAYS):
-            raise ValueError(f"horizon must be at most {MAX_BOOKING_HORIZON_DAYS}d (a year):"
-                             " how far ahead a contact can book")
-        return value
-
-    @field_validator("slot_length")
-    @classmethod
-    def _positive_length(cls, value: timedelta) -> timedelta:
-        if value.total_seconds() < 60:
-            raise ValueError("slot_length must be at least 1 minute")
-        return value
 
 
 class RetentionConfig(_Model):

@@ -45,7 +45,8 @@ import aiohttp
 import yarl
 
 from instaset.config import NotifyConfig, SmtpConfig, WorkerConfig
-from instaset.config_models import JOB_SHARE_OF_LEASE, mask_url
+from instaset.config_models import JOB_SHARE_OF_LEASE
+from instaset.config_types import mask_url
 from instaset.queue import NewJob, RetryLater
 from instaset.store import history
 from instaset.store.db import Database

@@ -17,7 +17,7 @@ import instaset.booking_lifecycle
 from instaset.booking import slot_payload
 from instaset.cli import app
 from instaset.config import BookingConfig, load_config
-from instaset.config_models import BOOKING_TEXT_PLACEHOLDERS
+from instaset.config_booking import BOOKING_TEXT_PLACEHOLDERS
 from instaset.errors import ConfigError
 from instaset.format_check import format_problem
 from tests.config_helpers import problems
@@ -139,7 +139,7 @@ def _code_placeholders() -> dict[str, set[frozenset[str]]]:
 
 def test_the_checked_names_are_the_ones_the_code_fills_in() -> None:
     """If the booking code formats another text, or with other names, the check at load has
-    to follow (BOOKING_TEXT_PLACEHOLDERS in config_models.py)."""
+    to follow (BOOKING_TEXT_PLACEHOLDERS in config_booking.py)."""
     found = _code_placeholders()
     assert {f: {frozenset(n)} for f, n in BOOKING_TEXT_PLACEHOLDERS.items()} == dict(found)
 
