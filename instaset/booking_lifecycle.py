@@ -167,10 +167,12 @@ class BookingDesk(SlotDesk):
         when = f"{slot_when(start, self.tz)} ({tz_label(self.tz)})"
         if start == row["start_at"]:
             raise BookingError(f"booking {row['id']} is at {when} already")
-        free = await self._move_slots_in(conn, row, now)
-        slot = next((s for s in free if s.start == start), None)
+        # Up to the time asked for only (a year of 1-minute slots took seconds to walk).
+        slot = next((s for s in await self._move_slots_in(conn, row, now, until=start)
+                     if s.start == start), None)
         if slot is not None:
             return slot
+        free = await self._move_slots_in(conn, row, now, limit=3)
         other = await bstore.booking_at(conn, row["account_id"], start)
         if other is not None:
             raise SlotTaken(f"{when} is booked already (booking {other['id']}); pick another"
@@ -181,14 +183,16 @@ class BookingDesk(SlotDesk):
                            f" horizon in `booking`); the next free ones: {nxt}")
 
     async def _move_slots_in(self, conn: aiosqlite.Connection, row: sqlite3.Row, now: float,
-                             limit: int | None = None) -> list[Slot]:
-        """Free slots for moving ``row`` (the first ``limit`` with one): its own time does not
-        block its neighbours, and is not offered as a new one."""
+                             limit: int | None = None, until: float | None = None
+                             ) -> list[Slot]:
+        """Free slots for moving ``row`` (the first ``limit`` with one; those starting by
+        ``until`` with one): its own time does not block its neighbours, and is not offered
+        as a new one."""
         end = now + (self.cfg.horizon + self.cfg.slot_length + self.cfg.buffer).total_seconds()
         busy = await bstore.busy_except(conn, row["account_id"], now - 86400, end, row["id"])
         # One more than asked for: the booking's own time may be among them.
         found = free_slots(self.cfg, self.tz, now, busy,
-                           limit=None if limit is None else limit + 1)
+                           limit=None if limit is None else limit + 1, until=until)
         return [s for s in found if s.start != row["start_at"]][:limit]
 
     async def _move_offer_in(self, conn: aiosqlite.Connection, row: sqlite3.Row, key: str,
@@ -308,8 +312,8 @@ class BookingDesk(SlotDesk):
 
     async def _tapped_move_in(self, conn: aiosqlite.Connection, key: str, row: sqlite3.Row,
                               start: float, now: float) -> None:
-        slot = next((s for s in await self._move_slots_in(conn, row, now) if s.start == start),
-                    None)
+        slot = next((s for s in await self._move_slots_in(conn, row, now, until=start)
+                     if s.start == start), None)
         if slot is not None:
             try:
                 await self._move_in(conn, row, slot, by="contact", now=now)

@@ -51,11 +51,12 @@ def _local_start(day: datetime, minutes: int, tz: ZoneInfo) -> float | None:
 
 def free_slots(
     cfg: BookingConfig, tz: ZoneInfo, now: float, busy: Sequence[tuple[float, float]] = (),
-    *, limit: int | None = None,
+    *, limit: int | None = None, until: float | None = None,
 ) -> list[Slot]:
     """Free slots from ``now + min_notice`` to ``now + horizon``, earliest first; with
     ``limit``, the first ``limit`` of them, and the walk stops at the first day past them (it
-    runs in the job, on the daemon's one loop: a year of 1-minute slots took seconds)."""
+    runs in the job, on the daemon's one loop: a year of 1-minute slots took seconds); with
+    ``until``, those that start by then (the walk stops at the first day past it)."""
     length = cfg.slot_length.total_seconds()
     step = int((cfg.slot_length + cfg.buffer).total_seconds() // 60)
     buffer = cfg.buffer.total_seconds()
@@ -85,13 +86,18 @@ def free_slots(
                        for b_start, b_end in busy):
                     continue
                 found.setdefault(start, slot)
-        if limit is not None and len(found) >= limit:
-            # A later day's slots start at its midnight or after; 3 h below that is below
-            # any DST shift, so the first ``limit`` slots are all found already.
-            after = datetime(date.year, date.month, date.day, tzinfo=tz) + timedelta(days=1)
-            if sum(start < after.timestamp() - 3 * 3600 for start in found) >= limit:
-                break
+        # A later day's slots start at its midnight or after; 3 h below that is below any
+        # DST shift: the slots before ``later`` are all found already.
+        later = (datetime(date.year, date.month, date.day, tzinfo=tz)
+                 + timedelta(days=1)).timestamp() - 3 * 3600
+        if until is not None and later > until:
+            break
+        if limit is not None and len(found) >= limit and sum(
+                start < later for start in found) >= limit:
+            break
     slots = sorted(found.values(), key=lambda s: s.start)
+    if until is not None:
+        slots = [s for s in slots if s.start <= until]
     return slots if limit is None else slots[:limit]
 
 

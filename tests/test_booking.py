@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -16,6 +15,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 import instaset.cli.cmd_bookings  # noqa: F401  (registers `bookings` until cli/__init__ does)
+from instaset import booking_slots
 from instaset.booking import (
     BookingDesk,
     free_slots,
@@ -133,19 +133,54 @@ def test_a_limit_gives_the_first_slots_of_the_whole_walk(zone: str, limit: int) 
         assert free_slots(cfg, ZoneInfo(zone), now, limit=limit) == every[:limit]
 
 
-def test_a_year_of_one_minute_slots_gives_the_first_at_once() -> None:
+def days_walked(monkeypatch: pytest.MonkeyPatch) -> set[object]:
+    """The local days free_slots looks at from now on (a spy on its per-slot helper)."""
+    seen: set[object] = set()
+    real = booking_slots._local_start
+
+    def spy(midnight: datetime, minutes: int, tz: ZoneInfo) -> float | None:
+        seen.add(midnight.date())
+        return real(midnight, minutes, tz)
+
+    monkeypatch.setattr(booking_slots, "_local_start", spy)
+    return seen
+
+
+def test_a_year_of_one_minute_slots_gives_the_first_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Found by the s18 audit: a 100-year horizon of 1-minute slots took 51 s per offer, in
     the job on the daemon's one loop. The horizon is now at most 366d, and an offer stops at
-    its first day: the whole year takes about 2 s, the offer a few ms."""
+    its first day (the whole year took about 2 s, the offer a few ms)."""
     cfg = booking(availability=[{"days": "mon-sun", "from": "00:00", "to": "24:00"}],
                   slot_length="1m", horizon="366d")
-    started = time.perf_counter()
+    walked = days_walked(monkeypatch)
     slots = free_slots(cfg, BERLIN, ts("2025-06-02T06:00:00+00:00"), limit=5)
-    assert time.perf_counter() - started < 0.3
     assert [utc(s.start) for s in slots] == [f"2025-06-02 06:0{m}" for m in range(5)]
+    assert len(walked) <= 2  # yesterday and today, not the year
     for horizon in ("367d", "36500d"):
         with pytest.raises(ValidationError, match=r"horizon must be at most 366d \(a year\)"):
             booking(horizon=horizon)
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "UTC", "Australia/Lord_Howe"])
+def test_until_gives_the_slots_up_to_a_time_and_stops_there(
+    zone: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tapped new time for a booking is looked up to that time only (s18: a move walked
+    the whole horizon on the daemon's one loop)."""
+    cfg = booking(availability=[{"days": ["mon", "wed"], "from": "23:00", "to": "02:00"},
+                                {"days": "fri", "from": "09:00", "to": "10:00"}],
+                  slot_length="45m", buffer="10m", horizon="60d", min_notice="5h")
+    now = ts("2025-03-28T12:00:00+00:00")
+    every = free_slots(cfg, ZoneInfo(zone), now)
+    for target in (every[0], every[4], every[-1]):
+        upto = free_slots(cfg, ZoneInfo(zone), now, until=target.start)
+        assert upto == [s for s in every if s.start <= target.start]
+    walked = days_walked(monkeypatch)
+    free_slots(cfg, ZoneInfo(zone), now, until=every[4].start)
+    assert len(walked) < 20  # the 60 days stop a day past the fifth slot
+
 
 # -- booking in the database ---------------------------------------------------------------------
 NOW = ts("2025-06-02T06:00:00+00:00")  # Monday 08:00 Berlin
