@@ -1,4 +1,5 @@
-"""Shared fixtures: a real SQLite database in a temp dir, and signing helpers."""
+"""Shared fixtures: a real SQLite database in a temp dir, an HTTP client session and a Graph
+client of the module's own ``sandbox`` fixture, and signing helpers."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import aiohttp
 import pytest
 
+from instaset.graph import GraphClient
 from instaset.store import history
 from instaset.store.db import Database, open_database
+
+if TYPE_CHECKING:
+    from instaset.sandbox import Sandbox
 
 DATA = Path(__file__).parent / "data"
 SECRET = "test-app-secret"
@@ -66,3 +73,17 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 async def connect_account(db: Database, account_id: str, username: str = "creator") -> None:
     await history.upsert_account(db, account_id, username=username, now=1.0)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+def graph(sandbox: Sandbox, session: aiohttp.ClientSession) -> GraphClient:
+    """A Graph client of the requesting module's ``sandbox`` fixture."""
+    assert sandbox.base_url is not None
+    url = sandbox.base_url
+    return GraphClient(session, graph_url=url, api_version="v25.0", api_url=url, timeout=5.0)

@@ -70,20 +70,8 @@ async def sandbox(clock: Clock) -> AsyncIterator[Sandbox]:
     await sb.stop()
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
 def client_for(session: aiohttp.ClientSession, url: str, timeout: float = 5.0) -> GraphClient:
     return GraphClient(session, graph_url=url, api_version="v25.0", api_url=url, timeout=timeout)
-
-
-@pytest.fixture
-def graph(sandbox: Sandbox, session: aiohttp.ClientSession) -> GraphClient:
-    assert sandbox.base_url is not None
-    return client_for(session, sandbox.base_url)
 
 
 @pytest.fixture

@@ -95,19 +95,6 @@ async def sandbox(clock: Clock, receiver: Receiver) -> AsyncIterator[Sandbox]:
     await sb.stop()
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-def graph(sandbox: Sandbox, session: aiohttp.ClientSession) -> GraphClient:
-    assert sandbox.base_url is not None
-    url = sandbox.base_url
-    return GraphClient(session, graph_url=url, api_version="v25.0", api_url=url, timeout=5.0)
-
-
 async def get(session: aiohttp.ClientSession, sandbox: Sandbox, path: str, token: str = "",
               **params: str) -> tuple[int, Any]:
     headers = {"Authorization": f"Bearer {token or sandbox.token}"}
