@@ -58,15 +58,6 @@ async def until(check: Callable[[], Awaitable[bool] | bool], what: str,
     raise AssertionError(f"never happened: {what}")
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await open_database(tmp_path / "notify.db", synchronous="NORMAL")
-    try:
-        yield database
-    finally:
-        await database.close()
-
-
 # -- a mail server that answers, or holds every connection ------------------------------------
 @dataclass
 class MailServer:
