@@ -140,11 +140,19 @@ def _quote_of(value: str, messages: tuple[Msg, ...]) -> Msg | None:
     return next((m for m in messages if needle and needle in fold(m.text)), None)
 
 
+def _message_reason(rule: LeadRule, messages: tuple[Msg, ...]) -> Reason | None:
+    """The rule's reason from the earliest of ``messages`` its keywords or regex match."""
+    found = _first_message(rule, messages)
+    if found is None:
+        return None
+    matched, msg = found
+    return Reason(rule.name, rule.points, matched, msg.text, msg.at)
+
+
 def _check(rule: LeadRule, inp: LeadInput) -> Reason | None:
-    found = _first_message(rule, inp.messages)
-    if found is not None:
-        matched, msg = found
-        return Reason(rule.name, rule.points, matched, msg.text, msg.at)
+    reason = _message_reason(rule, inp.messages)
+    if reason is not None:
+        return reason
     if rule.field:
         value = inp.fields.get(rule.field)
         if not value or (rule.equals is not None and fold(value) != fold(rule.equals)):
@@ -284,9 +292,7 @@ def score_after(
     for rule in cfg.rules:
         if rule.keywords or rule.regex:
             old = before.get(rule.name)
-            found = _first_message(rule, inp.messages)  # the newest message only
-            new = Reason(rule.name, rule.points, found[0], found[1].text, found[1].at
-                         ) if found is not None else None
+            new = _message_reason(rule, inp.messages)  # the newest message only
             if old is not None and old.matched.startswith(_MESSAGE_MATCH):
                 if new is not None and old.at is not None and new.at is not None and (
                         new.at < old.at):
