@@ -9,12 +9,14 @@ most 1000 UTF-8 bytes; unknown recipients, bad tokens and revoked tokens get Met
 error bodies; webhooks go out only for a subscribed account (:mod:`.delivery`); tokens carry
 their scopes (code 10 without the one a call needs); a field a node does not have is code
 100 (:mod:`.fields`); a long-lived token is refreshed only from 24 h of age. ``echo_first``
-delivers echoes before the Send API's answer.
+delivers echoes before the Send API's answer. A failed webhook delivery of a user event is
+retried; a :class:`DeliveryPolicy` can also batch, duplicate and shuffle deliveries.
 """
 
 from instaset.sandbox.model import (
     Comment,
     Conversation,
+    DeliveryPolicy,
     Fault,
     Recorded,
     StoredMessage,
@@ -33,6 +35,7 @@ from instaset.sandbox.wire import (
 __all__ = [
     "Comment",
     "Conversation",
+    "DeliveryPolicy",
     "Fault",
     "Recorded",
     "Sandbox",

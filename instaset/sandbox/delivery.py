@@ -12,21 +12,66 @@ empty and ``field`` is in :attr:`DeliveryMixin.app_fields`; otherwise it is kept
 :meth:`DeliveryMixin.deliver` is the raw POST (a hand-built payload, like the App Dashboard's
 Test button) and does not look at subscriptions; the user simulation and the echoes go
 through :meth:`DeliveryMixin.delivers`.
+
+How they are delivered follows :attr:`DeliveryMixin.delivery` (a
+:class:`~instaset.sandbox.model.DeliveryPolicy`): by default a user event is POSTed at once
+(the first attempt inside ``user_sends_dm`` and the like) and, when that fails, retried in
+the background like Meta retries; an echo is POSTed ``echo_delay`` s after the send. The
+policy can also batch events into one POST, deliver some twice and shuffle them (reference
+§2.3: "batching cannot be guaranteed", "Your server should handle deduplication";
+performance §1: no ordering guarantee). Every background delivery is a task that
+:meth:`~instaset.sandbox.Sandbox.drain` waits for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any
 
 import aiohttp
 
-from instaset.sandbox.model import Undelivered
+from instaset.sandbox.model import DeliveryPolicy, Undelivered
 from instaset.sandbox.wire import KNOWN_FIELDS, signed_delivery
 
 log = logging.getLogger("instaset.sandbox")
 
 NOT_SUBSCRIBED = "the account is not subscribed (POST /{ig-id}/subscribed_apps)"
+LOST_ANSWER = "the answer was lost (as when Meta's timeout fires before it arrives)"
+_ITEM_KEYS = ("messaging", "changes", "standby")
+
+
+def batch_body(
+    payloads: Sequence[Mapping[str, object]], rng: random.Random, *, reorder: bool
+) -> dict[str, object]:
+    """One delivery holding every update of ``payloads``, as Meta aggregates them: the items
+    (``messaging``/``changes``/``standby``) in order, or shuffled with ``reorder``; an item
+    joins the previous ``entry`` when that is the same account's and the same kind, by a coin
+    of ``rng`` (so both several ``entry[]`` and several items per entry occur)."""
+    items: list[tuple[object, object, str, object]] = []
+    for payload in payloads:
+        entries = payload.get("entry")
+        for entry in entries if isinstance(entries, list) else []:
+            if not isinstance(entry, Mapping):
+                continue
+            for key in _ITEM_KEYS:
+                found = entry.get(key)
+                for item in found if isinstance(found, list) else []:
+                    items.append((entry.get("id"), entry.get("time"), key, item))
+    if reorder:
+        rng.shuffle(items)
+    out: list[dict[str, Any]] = []
+    for account, at, key, item in items:
+        last = out[-1] if out else None
+        if last is not None and last["id"] == account and key in last and rng.random() < 0.5:
+            last[key].append(item)
+            if isinstance(at, int) and isinstance(last["time"], int):
+                last["time"] = max(last["time"], at)
+            continue
+        out.append({"id": account, "time": at, key: [item]})
+    return {"object": "instagram", "entry": out}
 
 
 class DeliveryMixin:
@@ -44,6 +89,13 @@ class DeliveryMixin:
     withheld: list[Undelivered]
     _tasks: set[asyncio.Task[None]]
     _session: aiohttp.ClientSession | None
+    _policy: DeliveryPolicy
+    _policy_rng: random.Random
+    _lost_left: int
+    _event_no: int
+    _pending: list[dict[str, object]]
+    _again: list[dict[str, object]]
+    _flush: asyncio.Task[None] | None
 
     # -- subscriptions -------------------------------------------------------------------
 
@@ -64,6 +116,22 @@ class DeliveryMixin:
         """Whether Meta would send this account's events of webhook ``field`` now."""
         return bool(self.subscribed) and field in self.app_fields
 
+    # -- the policy ----------------------------------------------------------------------
+
+    @property
+    def delivery(self) -> DeliveryPolicy:
+        """How webhooks are delivered (see the module docstring). Setting it starts its
+        seeded choices and its count of lost answers afresh."""
+        return self._policy
+
+    @delivery.setter
+    def delivery(self, policy: DeliveryPolicy) -> None:
+        self._policy = policy
+        self._policy_rng = random.Random(policy.seed)
+        self._lost_left = policy.lose_answers
+        self._event_no = 0
+        self._pending, self._again, self._flush = [], [], None
+
     # -- delivery ------------------------------------------------------------------------
 
     def build_signed(self, payload: object) -> tuple[bytes, dict[str, str]]:
@@ -72,16 +140,17 @@ class DeliveryMixin:
 
     async def deliver(self, payload: dict[str, object]) -> int:
         """POST ``payload`` signed to ``webhook_url``; returns the HTTP status. Raises
-        ``ConnectionError`` when the webhook cannot be reached. Subscriptions are not looked
-        at (see the module docstring)."""
+        ``ConnectionError`` when the webhook cannot be reached or does not answer within the
+        policy's ``timeout``. Subscriptions are not looked at (see the module docstring)."""
         if not self.webhook_url:
             raise ValueError("the sandbox has no webhook_url to deliver to")
         raw, headers = self.build_signed(payload)
         if self._session is None:
             self._session = aiohttp.ClientSession()
+        timeout = aiohttp.ClientTimeout(total=self._policy.timeout)
         try:
             async with self._session.post(
-                self.webhook_url, data=raw, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
+                self.webhook_url, data=raw, headers=headers, timeout=timeout
             ) as resp:
                 await resp.read()
                 status = resp.status
@@ -93,11 +162,25 @@ class DeliveryMixin:
         return status
 
     async def _deliver_event(self, field: str, payload: dict[str, object]) -> None:
-        """A user's event of ``field``: POSTed now when the account gets it, else withheld."""
-        if self.delivers(field):
-            await self.deliver(payload)
-        else:
+        """A user's event of ``field``: delivered by the policy when the account gets it,
+        else withheld. Unbatched, the first attempt is made before this returns; retries and
+        a duplicate follow in the background."""
+        if not self.delivers(field):
             self.withheld.append(Undelivered(payload, f"{field}: {NOT_SUBSCRIBED}"))
+            return
+        if not self.webhook_url:
+            raise ValueError("the sandbox has no webhook_url to deliver to")
+        policy = self._policy
+        if policy.batch_window > 0:
+            self._batched(payload)
+            return
+        again = self._duplicated()
+        failed = await self._attempt(payload)
+        if failed is not None:
+            self._spawn(self._attempts(payload, 1 + policy.retries, policy.retry_delay,
+                                       start=1, reason=failed))
+        if again:
+            self._spawn(self._attempts(payload, 1 + policy.retries, policy.retry_delay))
 
     def _emit(self, field: str, payload: dict[str, object], *, delay: float | None = None
               ) -> asyncio.Task[None] | None:
@@ -109,24 +192,82 @@ class DeliveryMixin:
             self.withheld.append(Undelivered(payload, f"{field}: {NOT_SUBSCRIBED}"))
             return None
         wait = self.echo_delay if delay is None else delay
-        task = asyncio.get_running_loop().create_task(self._deliver_later(payload, wait))
+        return self._spawn(self._deliver_later(payload, wait))
+
+    async def _deliver_later(self, payload: dict[str, object], delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self._policy.batch_window > 0:
+            await asyncio.wait({self._batched(payload)})
+            return
+        again = self._duplicated()
+        for _copy in range(2 if again else 1):
+            await self._attempts(payload, self.delivery_attempts,
+                                 lambda n: self.retry_delay * 2 ** (n - 1))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _deliver_later(self, payload: dict[str, object], delay: float) -> None:
-        await asyncio.sleep(delay)
-        reason = "not attempted"
-        for attempt in range(max(1, self.delivery_attempts)):
+    def _duplicated(self) -> bool:
+        """Whether the policy delivers this event (the next one counted) twice."""
+        self._event_no += 1
+        policy = self._policy
+        if policy.duplicate_every > 0 and self._event_no % policy.duplicate_every == 0:
+            return True
+        return policy.duplicate_rate > 0 and self._policy_rng.random() < policy.duplicate_rate
+
+    async def _attempt(self, payload: dict[str, object]) -> str | None:
+        """One POST; None when it succeeded, else why it failed."""
+        try:
+            status = await self.deliver(payload)
+        except (ConnectionError, ValueError) as exc:
+            return str(exc)
+        if not 200 <= status < 300:
+            return f"HTTP {status}"
+        if self._lost_left > 0:
+            self._lost_left -= 1
+            return LOST_ANSWER
+        return None
+
+    async def _attempts(
+        self, payload: dict[str, object], tries: int, wait: Callable[[int], float], *,
+        start: int = 0, reason: str = "not attempted",
+    ) -> None:
+        """Attempts ``start`` to ``tries - 1`` (attempt n > 0 after ``wait(n)`` s) until one
+        succeeds; else the payload is recorded in ``undelivered``."""
+        for attempt in range(start, max(1, tries)):
             if attempt:
-                await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
-            try:
-                status = await self.deliver(payload)
-            except (ConnectionError, ValueError) as exc:
-                reason = str(exc)
-                continue
-            if 200 <= status < 300:
+                await asyncio.sleep(wait(attempt))
+            failed = await self._attempt(payload)
+            if failed is None:
                 return
-            reason = f"HTTP {status}"
+            reason = failed
         log.warning("sandbox gave up delivering a webhook: %s", reason)
         self.undelivered.append(Undelivered(payload, reason))
+
+    # -- batching ------------------------------------------------------------------------
+
+    def _batched(self, payload: dict[str, object], *, counted: bool = True
+                 ) -> asyncio.Task[None]:
+        """Add ``payload`` to the batch being gathered; returns the task that delivers it."""
+        self._pending.append(payload)
+        if counted and self._duplicated():
+            self._again.append(payload)  # delivered again in the batch after this one
+        if self._flush is None or self._flush.done():
+            self._flush = self._spawn(self._flush_after(self._policy.batch_window))
+        return self._flush
+
+    async def _flush_after(self, window: float) -> None:
+        await asyncio.sleep(window)
+        self._flush = None  # what comes from now on is the next batch
+        pending, self._pending = self._pending, []
+        again, self._again = self._again, []
+        policy = self._policy
+        for i in range(0, len(pending), max(1, policy.batch_max)):
+            body = batch_body(pending[i : i + max(1, policy.batch_max)], self._policy_rng,
+                              reorder=policy.reorder)
+            await self._attempts(body, 1 + policy.retries, policy.retry_delay)
+        for payload in again:
+            self._batched(payload, counted=False)

@@ -99,6 +99,48 @@ class Comment:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """How the sandbox delivers webhooks, as unkindly as Meta may (reference §2.3; performance
+    §1): failed deliveries retried, several updates in one POST, duplicates, any order.
+
+    - ``retries``: further attempts at a user event (DM, comment, link) whose POST failed (a
+      non-2xx answer, no connection, or ``timeout``): the first at once, then after
+      ``retry_base``, doubling up to ``retry_cap`` seconds, as Meta retries "immediately,
+      then a few more times with decreasing frequency" (its 36 h shortened to a test's
+      patience). Echoes keep :attr:`~instaset.sandbox.Sandbox.delivery_attempts`.
+    - ``timeout``: how long a POST may take before it counts as failed (Meta: 20 s).
+    - ``batch_window``: > 0 holds events (user events and echoes) for that many seconds and
+      POSTs them together, at most ``batch_max`` updates a POST; items of the same account
+      are put in one ``entry`` or in several, by the seeded coin. 0: one POST per event.
+    - ``duplicate_every`` / ``duplicate_rate``: every Nth event, or a share of them, is
+      delivered once more after the first delivery (in the next batch when batching).
+    - ``reorder``: the items of a batch go out shuffled.
+    - ``lose_answers``: the first N POSTs reach the webhook but count as failed, as when
+      Meta's timeout fires before the answer arrives; they are retried (a duplicate the
+      receiver already stored).
+    - ``seed``: the seed of every random choice above, so a run can be repeated.
+
+    The default is Meta's retrying with none of the rest: each event alone, once, in order.
+    """
+
+    retries: int = 3
+    retry_base: float = 0.05
+    retry_cap: float = 1.0
+    timeout: float = 20.0
+    batch_window: float = 0.0
+    batch_max: int = 1000
+    duplicate_every: int = 0
+    duplicate_rate: float = 0.0
+    reorder: bool = False
+    lose_answers: int = 0
+    seed: int = 0
+
+    def retry_delay(self, attempt: int) -> float:
+        """The wait before retry number ``attempt`` (1 is the first retry)."""
+        return 0.0 if attempt <= 1 else min(self.retry_cap, self.retry_base * 2 ** (attempt - 2))
+
+
+@dataclass(frozen=True, slots=True)
 class Undelivered:
     """A webhook the sandbox gave up delivering, and the last reason."""
 

@@ -30,6 +30,7 @@ from instaset.sandbox.messaging import SendSpec, parse_send
 from instaset.sandbox.model import (
     Comment,
     Conversation,
+    DeliveryPolicy,
     Fault,
     Recorded,
     StoredMessage,
@@ -87,7 +88,8 @@ class Sandbox(DeliveryMixin):
     point.
 
     No webhook is sent for the account until it subscribes (``POST /{ig-id}/subscribed_apps``
-    or :meth:`subscribe`), as on Meta; see :mod:`instaset.sandbox.delivery`."""
+    or :meth:`subscribe`), as on Meta; see :mod:`instaset.sandbox.delivery`. ``delivery`` is
+    how webhooks go out (retries, batching, duplicates, order: :class:`DeliveryPolicy`)."""
 
     def __init__(
         self,
@@ -100,6 +102,7 @@ class Sandbox(DeliveryMixin):
         clock: Callable[[], float] = time.time,
         comment_id_base: int | None = None,
         token_scopes: tuple[str, ...] = ALL_MESSAGING_SCOPES,
+        delivery: DeliveryPolicy | None = None,
     ) -> None:
         self.app_secret = app_secret
         self.account_id = account_id
@@ -113,8 +116,9 @@ class Sandbox(DeliveryMixin):
         # always): on Meta the echo often wins that race (reference §3.1).
         self.echo_first = 0.0
         self._rng = random.Random()
-        self.delivery_attempts = 3
+        self.delivery_attempts = 3  # of an echo (user events: `delivery`)
         self.retry_delay = 0.05
+        self.delivery = delivery or DeliveryPolicy()
         self.echo_comment_replies = True  # Meta also sends `comments` for the account's own
         self.oauth_shape: Literal["data", "flat"] = "data"
         self.base_url: str | None = None
