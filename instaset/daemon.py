@@ -43,7 +43,7 @@ from instaset.pipeline import Pipeline
 from instaset.proxy import ProxySettings
 from instaset.queue import NewJob
 from instaset.ratelimit import Budgets, SendClass, budgets_from_config
-from instaset.sandbox import Sandbox
+from instaset.sandbox import Limits, Sandbox
 from instaset.secrets import app_secrets, open_secrets
 from instaset.simulate import remember_stored_users, sandbox_routes
 from instaset.store import history
@@ -298,9 +298,10 @@ async def serving(
             if sandbox:
                 if not secrets:
                     secrets = [SANDBOX_SECRET.encode()]
+                # Meta's rate limits and usage header on (the daemon keeps within them).
                 box = Sandbox(
                     app_secret=secrets[0].decode(), account_id=config.sandbox.account_id,
-                    username=config.sandbox.username,
+                    username=config.sandbox.username, limits=Limits(),
                 )
                 # Half the echoes come before the Send API's answer, as they often do at
                 # Meta (reference §3.1), so the demo and `serve --sandbox` meet both orders.

@@ -11,8 +11,11 @@ their scopes (code 10 without the one a call needs); a field a node does not hav
 100 (:mod:`.fields`); a long-lived token is refreshed only from 24 h of age. ``echo_first``
 delivers echoes before the Send API's answer. A failed webhook delivery of a user event is
 retried; a :class:`DeliveryPolicy` can also batch, duplicate and shuffle deliveries.
+:class:`Limits` (on in ``serve --sandbox``) throttles like Meta (2 Conversations API calls a
+second, 750 private replies an hour, a BUC budget) and sends its usage header.
 """
 
+from instaset.sandbox.limits import Limits
 from instaset.sandbox.model import (
     Comment,
     Conversation,
@@ -37,6 +40,7 @@ __all__ = [
     "Conversation",
     "DeliveryPolicy",
     "Fault",
+    "Limits",
     "Recorded",
     "Sandbox",
     "StoredMessage",

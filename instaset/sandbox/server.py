@@ -26,6 +26,7 @@ from aiohttp import web
 from instaset.sandbox.delivery import DeliveryMixin
 from instaset.sandbox.faults import FaultQueue, fault_response
 from instaset.sandbox.fields import Selection, bad_fields
+from instaset.sandbox.limits import Limits, Meter
 from instaset.sandbox.messaging import SendSpec, parse_send
 from instaset.sandbox.model import (
     Comment,
@@ -89,7 +90,9 @@ class Sandbox(DeliveryMixin):
 
     No webhook is sent for the account until it subscribes (``POST /{ig-id}/subscribed_apps``
     or :meth:`subscribe`), as on Meta; see :mod:`instaset.sandbox.delivery`. ``delivery`` is
-    how webhooks go out (retries, batching, duplicates, order: :class:`DeliveryPolicy`)."""
+    how webhooks go out (retries, batching, duplicates, order: :class:`DeliveryPolicy`).
+    ``limits`` (off by default) throttles like Meta and adds its usage header
+    (:mod:`instaset.sandbox.limits`)."""
 
     def __init__(
         self,
@@ -103,6 +106,7 @@ class Sandbox(DeliveryMixin):
         comment_id_base: int | None = None,
         token_scopes: tuple[str, ...] = ALL_MESSAGING_SCOPES,
         delivery: DeliveryPolicy | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.app_secret = app_secret
         self.account_id = account_id
@@ -119,6 +123,8 @@ class Sandbox(DeliveryMixin):
         self.delivery_attempts = 3  # of an echo (user events: `delivery`)
         self.retry_delay = 0.05
         self.delivery = delivery or DeliveryPolicy()
+        self.limits = limits
+        self.meter = Meter(clock)
         self.echo_comment_replies = True  # Meta also sends `comments` for the account's own
         self.oauth_shape: Literal["data", "flat"] = "data"
         self.base_url: str | None = None
@@ -358,6 +364,7 @@ class Sandbox(DeliveryMixin):
         if segs and _VERSION.fullmatch(segs[0]):
             segs = segs[1:]
         response = await self._route(request, segs, params, body)
+        self.meter.stamp(self.limits, response, request.method, segs, self.account_id)
         if fault is not None and fault.kind == "error_after_send":
             return fault_response(fault)
         if fault is not None and fault.kind == "drop_after_send":
@@ -386,6 +393,10 @@ class Sandbox(DeliveryMixin):
         problem = self.tokens.problem(token) or (self.tokens.lacks(token, need) if need else None)
         if problem is not None:
             return problem
+        refused = self.meter.gate(self.limits, method, segs, body, self._node_type,
+                                  self.account_id)
+        if refused is not None:
+            return refused
         if len(segs) == 1:
             return self._node(method, segs[0], params)
         if len(segs) == 2:

@@ -1,0 +1,186 @@
+"""Meta's rate limits and usage header in the sandbox (reference §5.1-5.2; s17 sandbox audit
+D8), read by instaset's real Graph client: the Business Use Case header on every Graph
+answer, code 613 past 2 Conversations API calls a second or 750 private replies an hour,
+code 80002 past the account's BUC budget; the daemon's catch-up keeps within the limit and,
+throttled anyway, backs off and finishes. All on frozen clocks the tests move."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from instaset.backfill import CallLimiter
+from instaset.catchup import CatchUp, CatchUpSettings
+from instaset.errors import Throttled
+from instaset.graph import GraphClient
+from instaset.sandbox import Sandbox
+from instaset.sandbox.limits import Limits
+from tests.test_catchup import World, daemon, mid_of, settle, world
+
+SECRET = "limits-test-app-secret"
+ACCT = "17841400000000001"
+IGSID = "1129842642640637"
+MEDIA = "17900000000000001"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_760_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def sandbox(clock: Clock) -> AsyncIterator[Sandbox]:
+    sb = Sandbox(app_secret=SECRET, clock=clock, limits=Limits())
+    await sb.start()
+    await sb.user_sends_dm(IGSID, "hi", deliver=False)
+    yield sb
+    await sb.stop()
+
+
+async def test_every_graph_answer_carries_the_buc_header_the_client_reads(
+    sandbox: Sandbox, graph: GraphClient, session: aiohttp.ClientSession,
+) -> None:
+    sandbox.limits = Limits(buc_calls_per_hour=20)
+    await graph.me(token=sandbox.token)
+    assert graph.last_usage is not None and graph.last_usage.buc_pct == 5.0
+    await graph.send_text(ACCT, IGSID, "hello", token=sandbox.token)
+    assert graph.last_usage.buc_pct == 10.0
+    async with session.get(f"{sandbox.base_url}/v25.0/me",
+                           headers={"Authorization": f"Bearer {sandbox.token}"}) as resp:
+        header = json.loads(resp.headers["X-Business-Use-Case-Usage"])
+    # Reference §5.2's shape: keyed by the account, one "instagram" entry in percent.
+    assert header == {ACCT: [{"type": "instagram", "call_count": 15, "total_cputime": 7,
+                              "total_time": 7, "estimated_time_to_regain_access": 0}]}
+
+
+async def test_a_third_conversations_api_call_in_a_second_gets_613(
+    sandbox: Sandbox, graph: GraphClient, clock: Clock,
+) -> None:
+    [conv], _ = await graph.conversations(ACCT, token=sandbox.token)
+    await graph.conversation_messages(str(conv["id"]), token=sandbox.token)
+    with pytest.raises(Throttled) as caught:
+        await graph.conversations(ACCT, token=sandbox.token)
+    assert (caught.value.code, caught.value.status) == (613, 400)
+    assert caught.value.retry_after is None  # under a minute: the header's unit says 0
+    await graph.me(token=sandbox.token)  # other calls are not the Conversations API
+    clock.t += 1.0
+    await graph.conversations(ACCT, token=sandbox.token)
+    assert sandbox.meter.refused == 1
+
+
+async def test_private_replies_past_the_hourly_limit_get_613_with_the_wait(
+    sandbox: Sandbox, graph: GraphClient, clock: Clock,
+) -> None:
+    sandbox.limits = Limits(private_replies_per_hour=2)
+    comments = [await sandbox.user_comments(f"22000000000000{i}", "guide", MEDIA, deliver=False)
+                for i in range(3)]
+    cids = [str(c["entry"][0]["changes"][0]["value"]["id"]) for c in comments]  # type: ignore[index]
+    for cid in cids[:2]:
+        await graph.private_reply(ACCT, cid, "sent you the guide", token=sandbox.token)
+        clock.t += 600
+    with pytest.raises(Throttled) as caught:
+        await graph.private_reply(ACCT, cids[2], "sent you the guide", token=sandbox.token)
+    assert caught.value.code == 613
+    assert caught.value.retry_after == 40 * 60.0  # the first reply leaves the hour then
+    assert not sandbox.comments[cids[2]].private_replied
+    clock.t += 40 * 60
+    await graph.private_reply(ACCT, cids[2], "sent you the guide", token=sandbox.token)
+
+
+async def test_the_buc_budget_spent_throttles_every_call_until_the_hour_moves_on(
+    sandbox: Sandbox, graph: GraphClient, clock: Clock,
+) -> None:
+    sandbox.limits = Limits(buc_calls_per_hour=3)
+    await graph.me(token=sandbox.token)
+    await graph.me(token=sandbox.token)
+    with pytest.raises(Throttled):  # answered, but at 100 %: the client stops there
+        await graph.me(token=sandbox.token)
+    assert graph.last_usage is not None and graph.last_usage.buc_pct == 100.0
+    with pytest.raises(Throttled) as caught:
+        await graph.send_text(ACCT, IGSID, "hello", token=sandbox.token)
+    assert (caught.value.code, caught.value.retry_after) == (80002, 3600.0)
+    assert sandbox.sends() and sandbox.thread(IGSID)[-1].direction == "in"  # not sent
+    clock.t += 3600
+    await graph.send_text(ACCT, IGSID, "hello", token=sandbox.token)
+
+
+async def test_without_limits_nothing_is_throttled_or_reported(
+    clock: Clock, session: aiohttp.ClientSession,
+) -> None:
+    """The default (benchmarks, tests on a frozen clock): no limit, no header."""
+    async with Sandbox(app_secret=SECRET, clock=clock) as sb:
+        assert sb.base_url is not None
+        client = GraphClient(session, graph_url=sb.base_url, api_version="v25.0",
+                             api_url=sb.base_url, timeout=5.0)
+        for _ in range(5):
+            await client.conversations(ACCT, token=sb.token)
+        assert client.last_usage is None and sb.meter.refused == 0
+
+
+# -- the daemon's catch-up ---------------------------------------------------------------------
+
+
+async def catch_up(w: World, *, other_app_calls: int) -> tuple[int, int]:
+    """Three DMs missed while the daemon was down, then its catch-up (2 calls/s, in the fake
+    time its limiter waits in) while another app has just made ``other_app_calls``
+    Conversations API calls for the account. Returns (recovered, calls the sandbox refused)."""
+    async with daemon(w, start=False) as rt:  # connected, checked once, then stopped
+        await CatchUp.for_runtime(rt).check_all()
+        await settle(w, rt)
+    w.clock.advance(600)
+    missed = [await w.sandbox.user_sends_dm(f"110000000000010{i}", "hi", deliver=False)
+              for i in range(3)]
+    w.clock.advance(5)
+    w.sandbox.limits = Limits()
+    async with daemon(w, start=False) as rt:
+
+        async def wait(seconds: float) -> None:  # the limiter waits in fake time
+            w.clock.advance(seconds)
+            await asyncio.sleep(0)
+
+        cu = CatchUp(rt.db, rt.graph, rt.tokens, clock=w.clock, timer=w.clock,
+                     settings=CatchUpSettings(calls_per_second=2.0), wake=rt.wake.set,
+                     limiter=CallLimiter(2.0, clock=w.clock, sleep=wait))
+        rt.worker.handlers["catchup_backfill"] = cu.backfill_job
+        for _ in range(other_app_calls):
+            await rt.graph.conversations(ACCT, token=w.sandbox.token)
+        [report] = await cu.check_all()
+        for _ in range(20):  # bounded: each round runs what is due, then moves the clock on
+            await settle(w, rt)
+            run = await rt.db.fetchone("SELECT * FROM catchup_runs WHERE id = ?",
+                                       (report.run_id,))
+            assert run is not None
+            if run["finished_at"] is not None:
+                break
+            due = await rt.db.fetchone("SELECT min(run_at) FROM jobs WHERE state = 'ready'"
+                                       " AND kind = 'catchup_backfill'")
+            assert due is not None and due[0] is not None
+            w.clock.advance(max(0.0, due[0] - w.clock()))
+        assert run["finished_at"] is not None and run["error"] is None
+        got = {r["mid"] for r in await rt.db.fetchall("SELECT mid FROM recovered_events")}
+        assert got == {mid_of(p) for p in missed}
+        return len(got), w.sandbox.meter.refused
+
+
+async def test_the_catch_up_keeps_within_the_conversations_api_limit(tmp_path: Path) -> None:
+    async with world(tmp_path, frozen=True, workflows=()) as w:
+        assert await catch_up(w, other_app_calls=0) == (3, 0)
+
+
+async def test_a_throttled_catch_up_backs_off_and_finishes(tmp_path: Path) -> None:
+    async with world(tmp_path, frozen=True, workflows=()) as w:
+        recovered, refused = await catch_up(w, other_app_calls=2)
+        assert (recovered, refused) == (3, 1)
