@@ -344,3 +344,18 @@ async def test_a_first_reply_naming_the_contact_waits_for_their_profile(
         await h.dm(OTHER, "hi")
         await h.settle()
         assert texts_to(h, OTHER) == ["Hey there (@you)!"]
+
+
+async def test_the_first_ice_breaker_tap_of_a_new_user_is_answered(tmp_path: Path) -> None:
+    """An ice-breaker tap opens the 24 h window at Meta (reference §8), so the bot can
+    answer someone who never wrote: the sandbox sends the tap's webhook and accepts the
+    reply, with no earlier message and no hand-made window."""
+    flow = {"name": "prices", "trigger": {"postback": {"payload": ["ICE_PRICES"]}},
+            "actions": [{"reply": "Here are the prices"}]}
+    async with open_harness(tmp_path, workflows=[flow]) as h:
+        await h.sandbox.user_taps_postback(IGSID, "What do you sell?", "ICE_PRICES")
+        await h.settle()
+        assert texts_to(h, IGSID) == ["Here are the prices"]
+        [send] = await h.rt.db.fetchall("SELECT state FROM sends")
+        assert send["state"] == "sent"
+        assert [m.direction for m in h.sandbox.thread(IGSID)] == ["out"]

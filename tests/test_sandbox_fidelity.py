@@ -422,3 +422,29 @@ async def test_send_api_accepts_what_meta_documents(
     await sandbox.user_sends_dm(IGSID, "hi", deliver=False)
     status, answer = await post(session, sandbox, with_real_mid(sandbox, body))
     assert status == 200 and answer["recipient_id"] == IGSID
+
+
+# ------------------------------------------------------------------ D14: postback taps
+
+
+async def test_a_postback_tap_opens_the_window_and_profile_consent(
+    sandbox: Sandbox, graph: GraphClient, receiver: Receiver, clock: Clock,
+    session: aiohttp.ClientSession,
+) -> None:
+    """Reference §4.3 and §8: an ice-breaker or persistent-menu tap opens the 24 h window
+    and grants User-Profile consent; it arrives as a ``messaging_postbacks`` webhook."""
+    newcomer = "1129842642640699"
+    sandbox.subscribe(["messaging_postbacks"])
+    sandbox.app_fields = frozenset({"messaging_postbacks"})
+    body = await sandbox.user_taps_postback(newcomer, "What do you sell?", "ICE_PRICES")
+    item = body["entry"][0]["messaging"][0]  # type: ignore[index]
+    assert item["postback"]["title"] == "What do you sell?"
+    assert item["postback"]["payload"] == "ICE_PRICES" and item["postback"]["mid"]
+    assert receiver.bodies == [body]
+    status, _ = await get(session, sandbox, newcomer, fields="name,username")
+    assert status == 200
+    await graph.send_text(ACCT, newcomer, "Here are the prices", token=sandbox.token)
+    clock.t += DAY + 1  # and it closes 24 h after the tap
+    status, answer = await post(session, sandbox, {"recipient": {"id": newcomer},
+                                                   "message": {"text": "late"}})
+    assert (status, answer["error"]["error_subcode"]) == (403, 2534022)

@@ -39,6 +39,7 @@ from instaset.sandbox.model import (
 )
 from instaset.sandbox.oauth import ALL_MESSAGING_SCOPES, OAuthRoutes, TokenBook, needed_scope
 from instaset.sandbox.profiles import has_details, profile_response
+from instaset.sandbox.users import UsersMixin
 from instaset.sandbox.views import (
     as_list,
     bearer,
@@ -59,9 +60,7 @@ from instaset.sandbox.wire import (
     WINDOW_CLOSED_BODY,
     WINDOW_CLOSED_STATUS,
     build_comment_payload,
-    build_dm_payload,
     build_echo_payload,
-    build_referral_payload,
     graph_error,
     new_conversation_id,
     new_mid,
@@ -80,7 +79,7 @@ _COMMENT_BASE_LOW = 10**12
 _COMMENT_BASE_SPAN = 8 * 10**12
 
 
-class Sandbox(DeliveryMixin):
+class Sandbox(UsersMixin, DeliveryMixin):
     """A fake Meta for one Instagram professional account. See the package docstring.
 
     ``token_scopes`` are the scopes granted to ``token`` (tokens from the OAuth flow carry
@@ -231,17 +230,6 @@ class Sandbox(DeliveryMixin):
         """Invalidate ``token``, or every token issued so far: calls then answer 190."""
         self.tokens.revoke(token)
 
-    def add_user(self, igsid: str, username: str) -> None:
-        self.users[igsid] = username
-
-    def know_user(self, igsid: str, username: str | None, last_inbound_at: float | None) -> None:
-        """A user this account already talked to before the sandbox started (``serve
-        --sandbox`` again on the same data): Meta knows them, and their messaging window runs
-        from their last message (``last_inbound_at``, None when they never wrote)."""
-        self.users.setdefault(igsid, username or f"user_{igsid}")
-        if last_inbound_at is not None:
-            self._last_inbound[igsid] = max(last_inbound_at, self._last_inbound.get(igsid, 0.0))
-
     def sends(self) -> list[Recorded]:
         """Recorded message sends (DMs and private replies), without sender actions."""
         return [
@@ -253,69 +241,6 @@ class Sandbox(DeliveryMixin):
     def thread(self, igsid: str) -> list[StoredMessage]:
         conv = self._convs.get(igsid)
         return list(conv.messages) if conv else []
-
-    # -- user simulation -----------------------------------------------------------------
-
-    async def user_sends_dm(
-        self, igsid: str, text: str, *, deliver: bool = True, **extras: object
-    ) -> dict[str, object]:
-        """The user ``igsid`` DMs the account: store it (opening the 24 h window), build the
-        webhook and, with ``deliver``, POST it signed to ``webhook_url``. ``extras`` go into
-        ``message`` (``attachments``, ``quick_reply``, ``reply_to``...)."""
-        if igsid not in self.users:
-            self.add_user(igsid, f"user_{igsid}")
-        now = self.clock()
-        mid = new_mid(self.account_id)
-        atts = extras.get("attachments")
-        self._store(igsid, StoredMessage(mid, igsid, "in", text or None, as_list(atts), now))
-        self._last_inbound[igsid] = now
-        payload = build_dm_payload(
-            self.account_id, igsid, text, mid, int(now * 1000), extras=extras
-        )
-        if deliver:
-            await self._deliver_event("messages", payload)
-        return payload
-
-    async def user_opens_link(
-        self, igsid: str, ref: str, *, deliver: bool = True
-    ) -> dict[str, object]:
-        """The user opens ``ig.me/<account>?ref=<ref>`` into their existing thread: the 24 h
-        window starts again (as Meta documents for m.me links) and a standalone referral
-        webhook is built and, with ``deliver``, POSTed."""
-        if igsid not in self.users:
-            self.add_user(igsid, f"user_{igsid}")
-        now = self.clock()
-        self._last_inbound[igsid] = now
-        payload = build_referral_payload(self.account_id, igsid, ref, int(now * 1000))
-        if deliver:
-            await self._deliver_event("messaging_referral", payload)
-        return payload
-
-    async def user_comments(
-        self,
-        igsid: str,
-        text: str,
-        media_id: str,
-        *,
-        parent_id: str | None = None,
-        deliver: bool = True,
-    ) -> dict[str, object]:
-        """The user comments on ``media_id`` (comments do not open the DM window)."""
-        username = self.users.setdefault(igsid, f"user_{igsid}")
-        comment = self._new_comment(igsid, username, text, media_id, parent_id)
-        payload = build_comment_payload(
-            self.account_id,
-            igsid,
-            username,
-            text,
-            media_id,
-            comment.id,
-            int(comment.at),
-            parent_id=parent_id,
-        )
-        if deliver:
-            await self._deliver_event("comments", payload)
-        return payload
 
     # -- store ---------------------------------------------------------------------------
 

@@ -135,6 +135,23 @@ def build_dm_payload(
     }
 
 
+def build_postback_payload(account_id: str, igsid: str, title: str, payload: str, mid: str,
+                           ts_ms: int) -> dict[str, object]:
+    """A ``messaging_postbacks`` webhook: the user tapped a button (an ice breaker, a
+    persistent-menu item, a template's postback button) titled ``title`` (reference §3.3,
+    with the ``mid`` Meta sends since v11.0)."""
+    item = {
+        "sender": {"id": igsid},
+        "recipient": {"id": account_id},
+        "timestamp": ts_ms,
+        "postback": {"mid": mid, "title": title, "payload": payload},
+    }
+    return {
+        "object": "instagram",
+        "entry": [{"time": ts_ms, "id": account_id, "messaging": [item]}],
+    }
+
+
 def build_referral_payload(account_id: str, igsid: str, ref: str, ts_ms: int
                             ) -> dict[str, object]:
     """A standalone ``messaging_referral`` webhook: an ig.me link with ``ref`` opened an
