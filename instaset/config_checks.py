@@ -13,7 +13,17 @@ from email.message import EmailMessage
 from email.utils import getaddresses
 from urllib.parse import urlsplit
 
-__all__ = ["booking_link_problem", "email_address_problem", "webhook_url_problem"]
+__all__ = [
+    "API_VERSION_PATTERN",
+    "base_url_problem",
+    "booking_link_problem",
+    "email_address_problem",
+    "webhook_url_problem",
+]
+
+API_VERSION_PATTERN = r"v\d+\.\d+"
+"""A Graph API version as Meta names it (``v25.0``): every Graph call's path starts with it,
+and Meta (like the sandbox) answers any other first segment with "Unknown path components"."""
 
 
 def webhook_url_problem(url: str) -> str | None:
@@ -29,6 +39,27 @@ def webhook_url_problem(url: str) -> str | None:
         return ("webhook_url must be an http(s) URL without spaces, e.g."
                 " https://hooks.slack.com/services/...: each notification is POSTed to it as"
                 " JSON")
+    return None
+
+
+def base_url_problem(name: str, url: str, example: str, *, base: bool = True) -> str | None:
+    """Why ``url`` cannot be the URL that the key ``name`` holds (None: it can): it must be
+    absolute (http(s), a host, a valid port, no spaces), since instaset joins paths to it
+    (``base``: no ``?query`` or ``#fragment`` either, which the joined path would land in).
+    Without a scheme (``graph.instagram.com``) every call failed as a connection error, and
+    links and redirects built on ``server.public_url`` went out as text that is no link."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        return f"{name} is not a valid URL ({exc}), e.g. {example}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{name} must start with https:// (or http://) and a host, e.g. {example}"
+    if any(c.isspace() for c in url):
+        return f"{name} must not contain spaces, e.g. {example}"
+    if parts.fragment or (base and parts.query):
+        return (f"{name} must not have a {'#fragment' if parts.fragment else '?query'}"
+                f" (instaset adds paths after it), e.g. {example}")
     return None
 
 

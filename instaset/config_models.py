@@ -31,7 +31,12 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from instaset.config_booking import BOOKING_TEXT_PLACEHOLDERS, BookingConfig
-from instaset.config_checks import email_address_problem, webhook_url_problem
+from instaset.config_checks import (
+    API_VERSION_PATTERN,
+    base_url_problem,
+    email_address_problem,
+    webhook_url_problem,
+)
 from instaset.config_types import ConfigModel as _Model
 from instaset.config_types import Duration, Secret, SecretUrl
 from instaset.engine.model import MAX_POINTS, Workflow
@@ -58,6 +63,29 @@ class InstagramConfig(_Model):
     auth_url: str = "https://www.instagram.com"
     redirect_uri: str | None = None
 
+    @field_validator("api_version")
+    @classmethod
+    def _graph_version(cls, value: str) -> str:
+        # Every Graph call's path starts with it: "v25" or "25.0" failed each one with
+        # "Unknown path components".
+        if re.fullmatch(API_VERSION_PATTERN, value) is None:
+            raise ValueError(f"api_version must be a Graph API version like v25.0 (got "
+                             f"{value!r}): every Graph call's path starts with it")
+        return value
+
+    @field_validator("graph_url", "api_url", "auth_url", "redirect_uri")
+    @classmethod
+    def _absolute_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        name = str(info.field_name)
+        example = {"graph_url": "https://graph.instagram.com", "api_url":
+                   "https://api.instagram.com", "auth_url": "https://www.instagram.com"}.get(
+                       name, "https://example.com/oauth/callback")
+        problem = None if value is None else base_url_problem(
+            name, value, example, base=name != "redirect_uri")
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     def webhook_secrets(self) -> list[bytes]:
         """The configured, non-empty secrets a webhook signature may match, UTF-8 encoded,
         ``app_secret`` first, without duplicates. Empty when none is configured here (the
@@ -78,6 +106,20 @@ class ServerConfig(_Model):
     # a few KB; a batch of 1000 items several hundred), and every event is lost.
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_base(cls, value: str | None) -> str | None:
+        # Tracked links ({public_url}/l/CODE), the OAuth redirect and doctor's webhook check
+        # are built on it: without a scheme a contact got "example.com/l/CODE", no link.
+        problem = None if value is None else base_url_problem(
+            "public_url", value, "https://dm.example.com")
+        if problem is None and value is not None and value.rstrip("/").endswith("/webhook"):
+            problem = ("public_url is this server's base URL, without /webhook (instaset adds"
+                       " /webhook, /oauth/callback and /l/ itself), e.g. https://dm.example.com")
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

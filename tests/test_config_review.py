@@ -686,3 +686,47 @@ def test_an_unset_fallback_message_and_an_empty_quick_reply_payload_still_load()
     assert config.ai.fallback_message is None
     step = config.workflows[0].actions[0].reply
     assert step is not None and step.quick_replies[0].effective_payload == "Yes"
+
+
+# --- 9. URLs the code joins paths to, and the Graph API version -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("instagram:\n  graph_url: graph.instagram.com\n",
+         "config.yaml:2:14: instagram.graph_url: graph_url must start with https:// (or http://) and a host, e.g. https://graph.instagram.com"),
+        ("instagram:\n  api_url: api.instagram.com\n",
+         "config.yaml:2:12: instagram.api_url: api_url must start with https:// (or http://) and a host, e.g. https://api.instagram.com"),
+        ("instagram:\n  auth_url: 'https://www.instagram.com/?lang=en'\n",
+         "config.yaml:2:13: instagram.auth_url: auth_url must not have a ?query (instaset adds paths after it), e.g. https://www.instagram.com"),
+        ("instagram:\n  redirect_uri: example.com/oauth/callback\n",
+         "config.yaml:2:17: instagram.redirect_uri: redirect_uri must start with https:// (or http://) and a host, e.g. https://example.com/oauth/callback"),
+        ("instagram:\n  api_version: v25\n",
+         "config.yaml:2:16: instagram.api_version: api_version must be a Graph API version like v25.0 (got 'v25'): every Graph call's path starts with it"),
+        ("instagram:\n  api_version: '25.0'\n",
+         "config.yaml:2:16: instagram.api_version: api_version must be a Graph API version like v25.0 (got '25.0'): every Graph call's path starts with it"),
+        ("server:\n  public_url: example.com/webhook\n",
+         "config.yaml:2:15: server.public_url: public_url must start with https:// (or http://) and a host, e.g. https://dm.example.com"),
+        ("server:\n  public_url: https://dm.example.com/webhook\n",
+         "config.yaml:2:15: server.public_url: public_url is this server's base URL, without /webhook (instaset adds /webhook, /oauth/callback and /l/ itself), e.g. https://dm.example.com"),
+        ("server:\n  public_url: 'https://dm.example.com:99999'\n",
+         "config.yaml:2:15: server.public_url: public_url is not a valid URL (Port out of range 0-65535), e.g. https://dm.example.com"),
+        ("server:\n  public_url: 'https://dm.example.com/?a=1'\n",
+         "config.yaml:2:15: server.public_url: public_url must not have a ?query (instaset adds paths after it), e.g. https://dm.example.com"),
+    ],
+)
+def test_a_url_or_api_version_the_calls_cannot_use_is_refused(text: str, expected: str) -> None:
+    # Each loaded before, then failed every Graph call ("Unknown path components: /v25/me",
+    # a connection error for a URL without a scheme) or sent "example.com/l/CODE" as a link.
+    assert problems(text) == [expected]
+
+
+def test_usable_urls_and_versions_load() -> None:
+    config = parse_config_text(
+        "instagram:\n  api_version: v23.0\n  graph_url: 'http://127.0.0.1:9000/'\n"
+        "  redirect_uri: 'https://dm.example.com/oauth/callback?via=ig'\n"
+        "server:\n  public_url: 'https://example.com/instaset/'\n", "config.yaml", {})
+    assert config.instagram.api_version == "v23.0"
+    assert config.server.public_url == "https://example.com/instaset/"
+    assert config.instagram.redirect_uri == "https://dm.example.com/oauth/callback?via=ig"
