@@ -243,6 +243,11 @@ class AIExample(_Model):
     reply: str
 
 
+MIN_AI_TIMEOUT_MS = 1000
+"""The shortest ``ai.timeout_ms``: Gemini's answers (a structured JSON reply) take a second
+or more, so anything shorter is a mistake (seconds written for milliseconds)."""
+
+
 class AIConfig(_Model):
     model: str = Field(default="gemini-3.8-flash", min_length=1)
     base_url: str | None = None
@@ -253,9 +258,21 @@ class AIConfig(_Model):
     # Your own replies to similar messages in other conversations, as style examples (each
     # with the message it answered, redacted): false sends nothing of other conversations.
     past_replies: bool = True
-    timeout_ms: int = Field(default=20000, ge=1)
+    timeout_ms: int = Field(default=20000, json_schema_extra={"minimum": MIN_AI_TIMEOUT_MS})
     max_attempts: int = Field(default=3, ge=1)
     fallback_message: str | None = None
+
+    @field_validator("timeout_ms")
+    @classmethod
+    def _milliseconds(cls, value: int) -> int:
+        # The SDK takes milliseconds; a structured Gemini answer takes a second or more, so
+        # 20 (meant as seconds) timed every call out and every AI reply was handed off.
+        if value < MIN_AI_TIMEOUT_MS:
+            meant = f" (for {value} s write {value * 1000})" if 1 <= value <= 120 else ""
+            raise ValueError(f"timeout_ms is in milliseconds: {value} is {value / 1000:g} s, "
+                             "shorter than a Gemini answer takes; write at least "
+                             f"{MIN_AI_TIMEOUT_MS} (1 s){meant}")
+        return value
 
     @field_validator("base_url")
     @classmethod

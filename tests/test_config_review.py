@@ -730,3 +730,21 @@ def test_usable_urls_and_versions_load() -> None:
     assert config.instagram.api_version == "v23.0"
     assert config.server.public_url == "https://example.com/instaset/"
     assert config.instagram.redirect_uri == "https://dm.example.com/oauth/callback?via=ig"
+
+
+# --- 10. ai.timeout_ms written in seconds -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("20", "config.yaml:2:15: ai.timeout_ms: timeout_ms is in milliseconds: 20 is 0.02 s, shorter than a Gemini answer takes; write at least 1000 (1 s) (for 20 s write 20000)"),
+        ("999", "config.yaml:2:15: ai.timeout_ms: timeout_ms is in milliseconds: 999 is 0.999 s, shorter than a Gemini answer takes; write at least 1000 (1 s)"),
+        ("0", "config.yaml:2:15: ai.timeout_ms: timeout_ms is in milliseconds: 0 is 0 s, shorter than a Gemini answer takes; write at least 1000 (1 s)"),
+    ],
+)
+def test_an_ai_timeout_too_short_for_any_answer_is_refused(value: str, expected: str) -> None:
+    # 20 loaded, then every Gemini call timed out (the SDK takes milliseconds) and every AI
+    # reply was handed off.
+    assert problems(f"ai:\n  timeout_ms: {value}\n") == [expected]
+    assert parse_config_text("ai:\n  timeout_ms: 1000\n", "config.yaml", {}).ai.timeout_ms == 1000
