@@ -110,3 +110,20 @@ class BookingConfig(_Model):
         if value.total_seconds() < 60:
             raise ValueError("slot_length must be at least 1 minute")
         return value
+
+
+def availability_problem(booking: BookingConfig, offered_by: list[str]) -> str | None:
+    """Why ``booking.availability`` cannot serve the offers that ``offered_by`` names (the
+    workflows with an ``offer_booking`` step; ``booking.enabled`` lets the AI offer too), or
+    None. Empty hours while slots are offered: every offer, tap and reschedule found no free
+    time, and each one notified the creator. With ``link`` set the scheduling page is
+    offered instead of slots, and unused hours are no mistake."""
+    if booking.availability or booking.link is not None or not (
+            booking.enabled or offered_by):
+        return None
+    who = ("booking.enabled: true" if booking.enabled else "") + (
+        (" and " if booking.enabled else "") + f"workflow {offered_by[0]!r}" if offered_by
+        else "")
+    return (f"no weekly hours, so every booking offer (from {who}) finds no free time; "
+            "add some, e.g. - {days: mon-fri, from: \"09:00\", to: \"17:00\"}, "
+            "or set booking.link to your scheduling page")

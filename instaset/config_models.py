@@ -30,7 +30,11 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from instaset.config_booking import BOOKING_TEXT_PLACEHOLDERS, BookingConfig
+from instaset.config_booking import (
+    BOOKING_TEXT_PLACEHOLDERS,
+    BookingConfig,
+    availability_problem,
+)
 from instaset.config_checks import (
     API_VERSION_PATTERN,
     base_url_problem,
@@ -530,6 +534,17 @@ class Config(_Model):
             )
             raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
                 type=problem, loc=("ai", "timeout_ms"), input=self.ai.timeout_ms)])
+        return self
+
+    @model_validator(mode="after")
+    def _bookable_hours(self) -> Config:
+        offered_by = [wf.name for wf in self.workflows if wf.enabled and any(
+            step.kind == "offer_booking" for step in wf.actions)]
+        problem = availability_problem(self.booking, offered_by)
+        if problem is not None:  # located at booking.availability's line, as above
+            raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
+                type=PydanticCustomError("no_hours", problem), loc=("booking", "availability"),
+                input=[])])
         return self
 
     @property

@@ -16,7 +16,7 @@ import instaset.booking_desk
 import instaset.booking_lifecycle
 from instaset.booking import slot_payload
 from instaset.cli import app
-from instaset.config import BookingConfig, load_config
+from instaset.config import BookingConfig, load_config, parse_config_text
 from instaset.config_booking import BOOKING_TEXT_PLACEHOLDERS
 from instaset.errors import ConfigError
 from instaset.format_check import format_problem
@@ -234,3 +234,39 @@ def test_a_blank_booking_text_is_a_located_error(key: str, blank: str) -> None:
     (found,) = problems(text)
     assert found.startswith(f"config.yaml:4:{len(key) + 5}: booking.{key}: must not be blank"
                             f" (got {blank!r}); write the message, or leave the key out"), found
+
+
+ADD_HOURS = ('add some, e.g. - {days: mon-fri, from: "09:00", to: "17:00"}, or set'
+             " booking.link to your scheduling page")
+OFFER = ("workflows:\n  - name: book\n    trigger: {dm: {keywords: [book]}}\n"
+         "    actions: [{offer_booking: true}]\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("booking:\n  availability: []\n" + OFFER,
+         "config.yaml:2:17: booking.availability: no weekly hours, so every booking offer"
+         " (from workflow 'book') finds no free time; " + ADD_HOURS),
+        ("booking:\n  enabled: true\n  availability: []\n",
+         "config.yaml:3:17: booking.availability: no weekly hours, so every booking offer"
+         " (from booking.enabled: true) finds no free time; " + ADD_HOURS),
+    ],
+)
+def test_no_hours_while_booking_is_offered_is_refused(text: str, expected: str) -> None:
+    # It loaded, then every offer, tap and reschedule sent booking.no_slots and notified
+    # the creator.
+    assert problems(text) == [expected]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "booking:\n  availability: []\n",  # booking unused: the hours are never read
+        "booking:\n  enabled: true\n  link: https://cal.com/jess\n  availability: []\n" + OFFER,
+        "booking:\n  availability: []\n" + OFFER.replace("- name: book\n",
+                                                        "- name: book\n    enabled: false\n"),
+    ],
+)
+def test_no_hours_load_where_no_slot_is_offered(text: str) -> None:
+    assert parse_config_text(text, "config.yaml", {}).booking.availability == []
