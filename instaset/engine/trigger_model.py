@@ -58,9 +58,19 @@ class MatchMode(StrEnum):
 # many ways to split a text between its iterations: ``(\d{1,3}){2}`` (9) is harmless,
 # ``(\w{1,20}\s?){1,30}`` or ``(a|aa){1,30}`` is not.
 _SPLIT_LIMIT = 1000
-# A group is read as a finite set of literal words (``(a|aa)``: "a", "aa") only up to this
-# many words; a bigger one is not checked for ambiguous alternatives.
+# A group is read as a finite set of words of character classes (``(a|\w\w)``: "a" and two
+# word characters) only up to this many words; a bigger one is not checked for ambiguity.
 _WORD_LIMIT = 64
+# The characters two classes are compared on (``a`` and ``\w`` share one; ``\d`` and ``x``
+# none): U+0000-024F (ASCII and Latin) and a few others (Greek, Cyrillic, non-ASCII digits,
+# CJK, an emoji, odd spaces, the Kelvin sign that ``k`` matches case-insensitively).
+_SAMPLE = tuple(chr(i) for i in range(0x250)) + tuple(
+    "αΩяЯ٣߀中ー😀\u00a0\u2028\u212a\ufb01")
+_CATEGORIES = {f"CATEGORY_{name}": re.compile(rx) for name, rx in (
+    ("DIGIT", r"\d"), ("NOT_DIGIT", r"\D"), ("SPACE", r"\s"), ("NOT_SPACE", r"\S"),
+    ("WORD", r"\w"), ("NOT_WORD", r"\W"), ("LINEBREAK", r"\n"), ("NOT_LINEBREAK", r"[^\n]"))}
+_ANY_CHAR = re.compile(r"(?s).")  # a category not listed above: taken as any character
+_Word = tuple[frozenset[str], ...]  # a text as the character classes of its positions
 
 
 def nested_repeat(pattern: str) -> bool:
@@ -74,13 +84,17 @@ def nested_repeat(pattern: str) -> bool:
       too: ``(\\w+){1,30}`` and even ``(\\w+){2}`` (16 s on a 2,200-character comment);
       a bounded repeat of bounded ones only when it allows over 1,000 splits
       (``(\\d{1,3}){2}``, 9, is accepted);
-    - alternatives of literal text that can spell the same text in two ways (one is a
-      repetition or a combination of others, found with the Sardinas-Patterson test, case
-      folded as the daemon matches): ``(a|aa)+``, ``(ab|a|b)+``, ``(ab|[ab]b)+``; a bounded
-      repeat of them only past 1,000 splits. ``(hi|hey)+`` is accepted. Only groups of
-      literal characters (small ``[...]`` sets and small fixed repeats included) are read
-      this way; alternatives that mix literals with ``\\w``, ``.`` or variable repeats are
-      not checked.
+    - alternatives one of which is nothing but repeats, one of variable length:
+      ``(\\d+|x)+``, ``(a|a*)+``, ``(hi|\\w+)+`` (that alternative alone splits a text);
+    - alternatives of fixed characters that can spell the same text in two ways (one is a
+      repetition or a combination of others, or two share a text, found with the
+      Sardinas-Patterson test over character classes, case folded as the daemon matches):
+      ``(a|aa)+``, ``(ab|a|b)+``, ``(ab|[ab]b)+``, ``(\\w|ab)+``, ``(\\d|12)+``,
+      ``(a|.)+``; a bounded repeat of them only past 1,000 splits. ``(hi|hey)+`` and
+      ``(ab|a\\d)+`` are accepted, and so are ``(a|\\w)+`` and ``(\\d|1)+``: CPython
+      merges single-character alternatives into one set (``[a\\w]+``), which is linear.
+      Alternatives with a variable part beside fixed ones (``(\\w+x|\\w)+``) are not
+      checked.
 
     A group with anything fixed in it (``(\\w+\\.)+``, ``(very\\s+)+``) or fixed-length
     repeats and optional characters only (``(\\d{3}[- ]?)+``, ``(a{2})+``) is accepted.
@@ -119,15 +133,47 @@ def nested_repeat(pattern: str) -> bool:
                 return False, 1.0
         return bool(items), ways
 
-    def words(items: Any) -> list[str] | None:
-        """The literal texts the items match, one per way of matching (so a text twice
-        means two ways), lower-cased; None when they are not all literal or too many."""
-        out = [""]
+    classes: dict[str, frozenset[str]] = {}
+
+    def chars(op: Any, av: Any) -> frozenset[str] | None:
+        """The characters (of :data:`_SAMPLE`, case folded as the daemon matches) that one
+        single-character item matches; None when the item is not one."""
+        if op is c.LITERAL:
+            return frozenset(chr(av).lower())
+        if op is c.NOT_LITERAL:
+            return frozenset(ch.lower() for ch in _SAMPLE if ch.lower() != chr(av).lower())
+        if op is c.ANY:  # a line break only under (?s)
+            return frozenset(ch.lower() for ch in _SAMPLE if ch != "\n" or dotall)
+        if op is not c.IN:
+            return None
+        key = repr(av)
+        if key not in classes:
+            negate = any(o is c.NEGATE for o, _ in av)
+
+            def hit(ch: str) -> bool:
+                for o, v in av:
+                    if o is c.LITERAL and ch.lower() == chr(v).lower():
+                        return True
+                    if o is c.RANGE and any(v[0] <= ord(x) <= v[1] for x in (
+                            ch, ch.lower(), ch.upper()) if len(x) == 1):  # "ß".upper(): SS
+                        return True
+                    if o is c.CATEGORY and _CATEGORIES.get(str(v), _ANY_CHAR).fullmatch(ch):
+                        return True
+                return False
+
+            classes[key] = frozenset(ch.lower() for ch in _SAMPLE if hit(ch) != negate)
+        return classes[key]
+
+    def words(items: Any) -> list[_Word] | None:
+        """The texts the items match, as words of character classes (``a\\w`` is
+        ``({a}, word characters)``), one per way of matching (so a word twice means two
+        ways); None when they are not all fixed characters, small fixed repeats and
+        alternatives of them, or too many."""
+        out: list[_Word] = [()]
         for op, av in items:
-            if op is c.LITERAL:
-                step = [chr(av).lower()]
-            elif op is c.IN and all(o is c.LITERAL for o, _ in av):
-                step = sorted({chr(v).lower() for _, v in av})  # one set: one way per text
+            one = chars(op, av)
+            if one is not None:
+                step: list[_Word] = [(one,)]
             elif op is c.SUBPATTERN:
                 inner = words(av[-1])
                 if inner is None:
@@ -144,7 +190,8 @@ def nested_repeat(pattern: str) -> bool:
                 inner = words(av[2])
                 if inner is None:
                     return None
-                step, seq = [], [""]
+                step = []
+                seq: list[_Word] = [()]
                 for count in range(av[1] + 1):
                     if count >= av[0]:
                         step += seq
@@ -158,30 +205,62 @@ def nested_repeat(pattern: str) -> bool:
                 return None
         return out
 
-    def ambiguous(found: list[str]) -> bool:
-        """Whether a sequence of these words can spell one text in two ways
-        (Sardinas-Patterson; an empty word ends an iteration and is left out)."""
+    def ambiguous(found: list[_Word]) -> bool:
+        """Whether a sequence of these words can spell one text in two ways: the
+        Sardinas-Patterson test, with "is a prefix of" read as "can match the start of the
+        same text" (classes that share a character). An empty word ends an iteration and
+        is left out."""
         code = [w for w in found if w]
-        if len(set(code)) != len(code):
-            return True
-        code_set = set(code)
 
-        def quotient(left: set[str], right: set[str]) -> set[str]:
-            return {b[len(a):] for a in left for b in right if b.startswith(a)}
+        def rest(head: _Word, whole: _Word) -> _Word | None:
+            # What is left of `whole` after a text that both start with; None: no such text.
+            if len(head) > len(whole) or not all(
+                    x & y for x, y in zip(head, whole, strict=False)):
+                return None
+            return whole[len(head):]
 
-        dangling = quotient(code_set, code_set) - {""}
-        seen: set[frozenset[str]] = set()
-        while dangling and frozenset(dangling) not in seen:
-            if dangling & code_set:
-                return True
-            seen.add(frozenset(dangling))
-            dangling = quotient(code_set, dangling) | quotient(dangling, code_set)
+        dangling: list[_Word] = []
+        for i, a in enumerate(code):
+            for j, b in enumerate(code):
+                left = rest(a, b) if i != j else None
+                if left == ():  # two words (or one written twice) take the same text
+                    return True
+                if left is not None:
+                    dangling.append(left)
+        seen = set(dangling)
+        while dangling:
+            d = dangling.pop()
+            for w in code:
+                for left in (rest(w, d), rest(d, w)):
+                    if left == ():
+                        return True
+                    if left is not None and left not in seen:
+                        seen.add(left)
+                        dangling.append(left)
         return False
+
+    def branch_splits(sub: Any) -> float:
+        """How many ways an iteration that is one set of alternatives can take the same
+        text through one alternative made of repeats only (``(\\d+|x)+``, ``(a|a*)+``):
+        that alternative alone splits a text between iterations."""
+        while len(sub) == 1 and sub[0][0] is c.SUBPATTERN:
+            sub = sub[0][1][-1]
+        if len(sub) != 1 or sub[0][0] is not c.BRANCH:
+            return 1.0
+        most = 1.0
+        for branch in sub[0][1][1]:
+            ok, ways = only_repeats(branch)
+            if ok:
+                most = max(most, ways)
+        return most
 
     def splits(sub: Any) -> float:
         """How many ways one iteration of ``sub`` can take the same text (1: one way)."""
         ok, ways = only_repeats(sub)
         if ok and ways > 1:
+            return ways
+        ways = branch_splits(sub)
+        if ways > 1:
             return ways
         found = words(sub)
         if found is not None and ambiguous(found):
@@ -210,7 +289,9 @@ def nested_repeat(pattern: str) -> bool:
                 return True
         return False
 
-    return walk(sre.parse(pattern))
+    parsed = sre.parse(pattern)
+    dotall = bool(parsed.state.flags & re.DOTALL)
+    return walk(parsed)
 
 
 class TriggerKeywords(_Model):
