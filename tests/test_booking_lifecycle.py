@@ -10,7 +10,7 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from instaset.store import history
 from instaset.store.db import Database, open_database
 from instaset.store.jobs import Job
 from tests.sending_harness import Clock, Harness, open_harness
+from tests.test_booking import days_walked
 
 ACCT = "17841400000000001"
 IGSID = "5550001112223334"
@@ -449,3 +450,33 @@ async def test_contact_cancels_by_tap_and_reminders_are_noops(env: Harness) -> N
     await tap(h, "Mon 02 Jun 10:00", slot_payload(ten))
     live = await rows(h, "SELECT * FROM bookings WHERE status = 'booked'")
     assert [b["start_at"] for b in live] == [ten]
+
+
+async def test_a_chosen_new_time_is_looked_up_up_to_that_time_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A contact's tap on a new time (`_tapped_move_in`) and `bookings reschedule --to`
+    (`_free_slot_in`) walk the calendar up to the time chosen, not the whole horizon (s18:
+    up to 366 days of slots, in the job on the daemon's one loop). Counted in days walked."""
+    async with open_harness(tmp_path, clock=Clock(NOW, frozen=True)) as h:
+        year = db_config(tmp_path).booking.model_copy(update={"horizon": timedelta(days=366)})
+        h.rt.config = h.rt.config.model_copy(update={"timezone": "UTC", "booking": year})
+        install_feature(h.rt)
+        install(h.rt)
+        await tap(h, "Mon 02 Jun 09:00", slot_payload(NOW + 3 * 3600))
+        [booking] = await rows(h, "SELECT * FROM bookings")
+        await tap(h, "Reschedule", quick(h)[0][1])
+        offered = quick(h)
+
+        walked = days_walked(monkeypatch)
+        await tap(h, *offered[1])  # 10:00 the same day
+        [moved] = await rows(h, "SELECT * FROM bookings")
+        assert (moved["start_at"], moved["sequence"]) == (NOW + 4 * 3600, 1)
+        assert 0 < len(walked) <= 3  # yesterday, today (and tomorrow), not the year
+
+        walked.clear()
+        desk = BookingDesk(h.rt.db, h.rt.config, clock=lambda: NOW)
+        await desk.reschedule(booking["id"], NOW + 5 * 3600)  # 11:00 the same day
+        [moved] = await rows(h, "SELECT * FROM bookings")
+        assert (moved["start_at"], moved["sequence"]) == (NOW + 5 * 3600, 2)
+        assert 0 < len(walked) <= 3
