@@ -51,11 +51,20 @@ Secret = Annotated[SecretStr, PlainSerializer(_mask, return_type=str, when_used=
 
 def mask_url(url: str) -> str:
     """``url`` as ``scheme://host/…``: without its path, query and user info, which may be a
-    credential (a Telegram bot token, a Slack or Discord webhook path). Not a URL: ``***``."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]  # as written (a wrong port too), no user info
+    credential (a Telegram bot token, a Slack or Discord webhook path). The host is kept as
+    written (a port too, even a wrong one; IPv6 in brackets); ``/…`` stands for whatever
+    followed it. Never raises: a URL ``urlsplit`` cannot read (``http://[::1``), or one with
+    no scheme or host, is ``(a URL)``; ``""`` stays ``""``. Used for ``config show``, the
+    notifier's errors and ``doctor``."""
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return "(a URL)"
+    host = parts.netloc.rpartition("@")[2]  # as written, no user info
     if not parts.scheme or not host:
-        return "***" if url else ""
+        return "(a URL)"
     rest = "/…" if parts.path.strip("/") or parts.query or parts.fragment else ""
     return f"{parts.scheme}://{host}{rest}"
 

@@ -24,10 +24,10 @@ import shlex
 import shutil
 import sqlite3
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from instaset.config import NotifyConfig
 from instaset.config_checks import webhook_url_problem
+from instaset.config_types import mask_url
 from instaset.graph_errors import redact
 from instaset.inbox import iso_utc
 from instaset.notify import desktop_tool
@@ -61,15 +61,11 @@ _SHELL_WORDS = frozenset({"exec", "env", "nohup", "command", "cd", "set", "expor
                           "for", "while", "case", "{", "(", "!"})
 
 
-def _origin(url: str) -> str:
-    """``url`` cut to its scheme and host (a chat webhook's path or query is its token)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or "?"
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "(a URL)"
-    return f"{parts.scheme}://{host}{port}/…"
+def _shown(url: str) -> str:
+    """The webhook URL as doctor shows it: :func:`mask_url` (a chat webhook's path or query
+    is its token), saying so when a path was cut."""
+    masked = mask_url(url)
+    return f"{masked} (path hidden)" if masked.endswith("/…") else masked
 
 
 def redact_error(text: str, config: NotifyConfig | None = None) -> str:
@@ -78,7 +74,7 @@ def redact_error(text: str, config: NotifyConfig | None = None) -> str:
     secrets: list[str] = []
     if config is not None and config.smtp is not None and config.smtp.password is not None:
         secrets.append(config.smtp.password.get_secret_value())
-    text = _URL.sub(lambda m: _origin(m.group(0)), text)
+    text = _URL.sub(lambda m: mask_url(m.group(0)), text)
     return redact(text, secrets)
 
 
@@ -168,7 +164,7 @@ def check_channels(config: NotifyConfig) -> list[Check]:
         out.append(Check("notify channel (webhook)", "fail", problem, CHANNEL_FIX["webhook"], REF)
                    if problem else
                    Check("notify channel (webhook)", "ok",
-                         f"POST to {_origin(config.webhook_url)} (path hidden)"))
+                         f"POST to {_shown(config.webhook_url)}"))
     if config.smtp is not None:
         s = config.smtp
         how = "STARTTLS" if s.starttls else "no TLS"

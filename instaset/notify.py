@@ -300,8 +300,11 @@ def scrub_url(text: str, url: str) -> str:
 def describe_redirect(url: str, location: str) -> str:
     """Where a redirect from ``url`` to ``location`` goes, without either one's credential:
     ``https://host/…`` and how the path compares (the same, with a trailing ``/`` ...)."""
-    target = urljoin(url, location)
-    a, b = urlsplit(url), urlsplit(target)
+    try:  # the Location comes from the webhook's server: it may not parse
+        target = urljoin(url, location)
+        a, b = urlsplit(url), urlsplit(target)
+    except ValueError:
+        return "(a URL)"
     if (a.path, a.query) == (b.path, b.query):
         how = "the same path"
     elif b.path == a.path + "/" and a.query == b.query:

@@ -19,9 +19,10 @@ from typer.testing import CliRunner
 
 from instaset.cli import app as cli_app
 from instaset.config import NotifyConfig, parse_config_text
+from instaset.config_types import mask_url
 from instaset.doctor import Check, run_checks
 from instaset.doctor_notify import redact_error
-from instaset.notify import NOTIFY_MAX_ATTEMPTS, Notifier, notify_job
+from instaset.notify import NOTIFY_MAX_ATTEMPTS, Notifier, describe_redirect, notify_job
 from instaset.queue import RetryLater
 from instaset.store import jobs as jobstore
 from instaset.store.db import open_database
@@ -317,3 +318,25 @@ async def test_a_workflow_handoff_has_its_own_kind(tmp_path: Path) -> None:
     assert [kind for kind, _ in notes] == ["notify", "handoff"]
     assert notes[0][1] == "someone asked for a human"
     assert notes[1][1].endswith(" needs you (human)")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [("https://hooks.slack.com/services/T/B/X", "https://hooks.slack.com/…"),
+     ("http://user:pw@127.0.0.1:8080/r/tok?chat_id=4", "http://127.0.0.1:8080/…"),
+     ("http://[::1]:8080/r/tok", "http://[::1]:8080/…"),  # doctor showed http://::1:8080
+     ("https://example.com", "https://example.com"),
+     ("http://[::1/r/tok", "(a URL)"),  # urlsplit raises: config show and notify did too
+     ("http://", "(a URL)"), ("not a url", "(a URL)"), ("", "")],
+)
+def test_one_url_masker_serves_config_show_the_notifier_and_doctor(url: str, shown: str) -> None:
+    assert mask_url(url) == shown
+    if url.startswith("http") and url != "http://":  # doctor finds URLs by their scheme
+        assert redact_error(f"failed: url={url} and more") == f"failed: url={shown} and more"
+
+
+def test_a_redirect_to_a_location_that_cannot_be_parsed_is_described() -> None:
+    # The Location comes from the webhook's server: it raised ValueError in the job.
+    assert describe_redirect("https://hooks.example.com/x", "http://[oops/") == "(a URL)"
+    assert describe_redirect("https://hooks.example.com/x", "/x/") == (
+        "https://hooks.example.com/… (the same path with a trailing /)")
