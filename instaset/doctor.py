@@ -45,7 +45,8 @@ from instaset.retention import DAY, daemon_lock
 from instaset.secrets import FileSecrets, SecretStore, app_secrets, open_secrets
 from instaset.store import history
 from instaset.store import jobs as jobstore
-from instaset.store.db import Database, migrations, open_database
+from instaset.store.db import Database, open_database
+from instaset.store.migrate import migrations
 from instaset.timefmt import human_duration
 from instaset.tokens import TokenProvider
 

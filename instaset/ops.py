@@ -27,7 +27,8 @@ from pathlib import Path
 from instaset.config_storage import config_file
 from instaset.daemon import single_instance
 from instaset.errors import InstasetError, StoreError
-from instaset.store.db import inspect_schema_version, migrations, open_database
+from instaset.store.db import open_database
+from instaset.store.migrate import inspect_schema_version, migrations
 
 
 def default_backup_path(db_path: Path) -> Path:

@@ -150,8 +150,9 @@ class Pipeline:
         now = self.clock()
         # Relaxed: a power loss can only roll this back together with everything after it,
         # and the event (committed durably by ingest) is then processed again, to the same
-        # keys. A send decided here goes out only after its durable in_flight mark.
-        async with self.db.tx(relaxed=True) as conn:
+        # keys. A send decided here goes out only after its durable in_flight mark. Grouped:
+        # the events processed in one turn of the loop share one commit.
+        async with self.db.tx(grouped=True) as conn:
             row = await history.get_event_in(conn, event_id)
             if row is None or row["processed_at"] is not None:
                 return None  # purged since, or done before: nothing to do

@@ -18,7 +18,8 @@ from instaset.daemon import single_instance
 from instaset.errors import InstasetError, StoreError
 from instaset.ops import backup, cron_line, restore, systemd_unit
 from instaset.store import history
-from instaset.store.db import migrations, open_database
+from instaset.store.db import open_database
+from instaset.store.migrate import migrations
 
 runner = CliRunner()
 

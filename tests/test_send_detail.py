@@ -20,7 +20,8 @@ from instaset.export import EXPORT_SCHEMA, read_export
 from instaset.inbox import deliver_now
 from instaset.sandbox import Fault
 from instaset.store import sends as sendstore
-from instaset.store.db import migrations, open_database
+from instaset.store.db import open_database
+from instaset.store.migrate import migrations
 from tests.sending_harness import SECRET, Clock, open_harness
 from tests.test_export import validate
 

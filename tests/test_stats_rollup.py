@@ -29,7 +29,8 @@ from instaset.stats import compute, compute_scan, median_of, wait_bucket
 from instaset.store import history
 from instaset.store import sends as sendstore
 from instaset.store import stats as statstore
-from instaset.store.db import Database, _split_sql, open_database
+from instaset.store.db import Database, open_database
+from instaset.store.migrate import _split_sql
 
 START = 1_700_000_000.0 - 1_700_000_000.0 % 86400 + 5 * 3600 + 17  # 05:00:17 UTC
 ACCOUNTS = ("17841400000000001", "17841400000000002")

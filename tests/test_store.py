@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from instaset.errors import StoreError
-from instaset.store.db import Database, migrations, open_database
+from instaset.store.db import Database, open_database
+from instaset.store.migrate import migrations
 from instaset.store.retention import Purger
 from tests.sending_harness import open_harness
 
