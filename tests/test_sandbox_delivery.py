@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from instaset.sandbox import DeliveryPolicy, Sandbox
-from instaset.sandbox.delivery import LOST_ANSWER
+from instaset.sandbox.delivery import LOST_ANSWER, STOPPED
 from tests.sending_harness import open_harness
 
 SECRET = "delivery-test-app-secret"
@@ -229,3 +229,40 @@ async def test_the_daemon_answers_every_dm_once_through_batches_duplicates_and_a
         first_body = h.sandbox.deliveries[0][0]
         assert h.sandbox.deliveries[1][0] == first_body  # the lost answer, redelivered
         assert h.sandbox.undelivered == []
+
+
+# -- stopping ----------------------------------------------------------------------------
+
+
+async def test_stop_during_a_user_events_first_post_never_raises_and_records_it(
+    sandbox: Sandbox, receiver: Receiver
+) -> None:
+    """stop() while the first POST waits for its answer (s19 review #1): stop() returns,
+    no retry is spawned on the closed session, and the event is in ``undelivered``."""
+    receiver.slow = [5.0]
+    dm = asyncio.create_task(sandbox.user_sends_dm(USERS[0], "hi"))
+    async with asyncio.timeout(10):
+        while not receiver.bodies:
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(sandbox.stop(), 10)
+    payload = await asyncio.wait_for(dm, 10)
+    assert [u.payload for u in sandbox.undelivered] == [payload]
+    assert sandbox._tasks == set() and sandbox._session is None
+    assert len(receiver.bodies) == 1 and sandbox.deliveries == []
+
+
+async def test_stop_during_a_retry_wait_records_the_event_and_opens_no_session(
+    sandbox: Sandbox, receiver: Receiver
+) -> None:
+    sandbox.delivery = DeliveryPolicy(retries=3, retry_base=30.0)
+    receiver.script = [500, 500]  # the first POST and the immediate retry; then a long wait
+    payload = await sandbox.user_comments(USERS[0], "nice", "17900000000000001")
+    async with asyncio.timeout(10):
+        while len(receiver.bodies) < 2:
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(sandbox.stop(), 10)
+    assert [(u.payload, u.reason) for u in sandbox.undelivered] == [(payload, STOPPED)]
+    # A delivery asked for after stop() fails at once and opens no session.
+    with pytest.raises(ConnectionError, match="stopped"):
+        await sandbox.deliver(payload)
+    assert sandbox._session is None and len(receiver.bodies) == 2

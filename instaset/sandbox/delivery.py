@@ -39,6 +39,7 @@ from instaset.sandbox.wire import KNOWN_FIELDS, signed_delivery
 log = logging.getLogger("instaset.sandbox")
 
 NOT_SUBSCRIBED = "the account is not subscribed (POST /{ig-id}/subscribed_apps)"
+STOPPED = "the sandbox stopped before the webhook was delivered"
 LOST_ANSWER = "the answer was lost (as when Meta's timeout fires before it arrives)"
 _ITEM_KEYS = ("messaging", "changes", "standby")
 
@@ -96,6 +97,7 @@ class DeliveryMixin:
     _pending: list[dict[str, object]]
     _again: list[dict[str, object]]
     _flush: asyncio.Task[None] | None
+    _closing: asyncio.Event
 
     # -- subscriptions -------------------------------------------------------------------
 
@@ -141,10 +143,13 @@ class DeliveryMixin:
     async def deliver(self, payload: dict[str, object]) -> int:
         """POST ``payload`` signed to ``webhook_url``; returns the HTTP status. Raises
         ``ConnectionError`` when the webhook cannot be reached or does not answer within the
-        policy's ``timeout``. Subscriptions are not looked at (see the module docstring)."""
+        policy's ``timeout``, and when the sandbox is stopping (no session is opened then:
+        nothing would close it). Subscriptions are not looked at (see the module docstring)."""
         if not self.webhook_url:
             raise ValueError("the sandbox has no webhook_url to deliver to")
         raw, headers = self.build_signed(payload)
+        if self._closing.is_set():
+            raise ConnectionError(f"cannot deliver webhook to {self.webhook_url}: {STOPPED}")
         if self._session is None:
             self._session = aiohttp.ClientSession()
         timeout = aiohttp.ClientTimeout(total=self._policy.timeout)
@@ -154,7 +159,8 @@ class DeliveryMixin:
             ) as resp:
                 await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
+            # RuntimeError: "Session is closed", when stop() closed it under this POST.
             raise ConnectionError(
                 f"cannot deliver webhook to {self.webhook_url}: {type(exc).__name__}"
             ) from None
@@ -176,6 +182,11 @@ class DeliveryMixin:
             return
         again = self._duplicated()
         failed = await self._attempt(payload)
+        if self._closing.is_set():
+            # stop() cut it (or came right after): nothing is spawned that it would not see.
+            if failed is not None:
+                self.undelivered.append(Undelivered(payload, failed))
+            return
         if failed is not None:
             self._spawn(self._attempts(payload, 1 + policy.retries, policy.retry_delay,
                                        start=1, reason=failed))
@@ -236,14 +247,20 @@ class DeliveryMixin:
         start: int = 0, reason: str = "not attempted",
     ) -> None:
         """Attempts ``start`` to ``tries - 1`` (attempt n > 0 after ``wait(n)`` s) until one
-        succeeds; else the payload is recorded in ``undelivered``."""
-        for attempt in range(start, max(1, tries)):
-            if attempt:
-                await asyncio.sleep(wait(attempt))
-            failed = await self._attempt(payload)
-            if failed is None:
-                return
-            reason = failed
+        succeeds; else the payload is recorded in ``undelivered`` (also when stop() cancels
+        it: the webhook was not delivered)."""
+        try:
+            for attempt in range(start, max(1, tries)):
+                if attempt:
+                    await asyncio.sleep(wait(attempt))
+                failed = await self._attempt(payload)
+                if failed is None:
+                    return
+                reason = failed
+        except asyncio.CancelledError:
+            if self._closing.is_set():
+                self.undelivered.append(Undelivered(payload, STOPPED))
+            raise
         log.warning("sandbox gave up delivering a webhook: %s", reason)
         self.undelivered.append(Undelivered(payload, reason))
 
@@ -260,7 +277,13 @@ class DeliveryMixin:
         return self._flush
 
     async def _flush_after(self, window: float) -> None:
-        await asyncio.sleep(window)
+        try:
+            await asyncio.sleep(window)
+        except asyncio.CancelledError:
+            if self._closing.is_set():  # stop() cut the batch: none of it was delivered
+                self.undelivered.extend(Undelivered(p, STOPPED) for p in self._pending)
+                self._pending, self._again = [], []
+            raise
         self._flush = None  # what comes from now on is the next batch
         pending, self._pending = self._pending, []
         again, self._again = self._again, []

@@ -200,12 +200,19 @@ class Sandbox(UsersMixin, DeliveryMixin):
         await self.stop()
 
     async def aclose(self) -> None:
+        """Cancel the pending deliveries and close the client session. Never raises: a
+        delivery that failed meanwhile is already in ``undelivered``."""
+        self._closing.set()  # no delivery starts (or opens a session) from now on
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("a sandbox webhook delivery failed while stopping")
         if self._session is not None:
             await self._session.close()
             self._session = None
