@@ -266,3 +266,25 @@ async def test_stop_during_a_retry_wait_records_the_event_and_opens_no_session(
     with pytest.raises(ConnectionError, match="stopped"):
         await sandbox.deliver(payload)
     assert sandbox._session is None and len(receiver.bodies) == 2
+
+
+async def test_setting_the_policy_while_a_batch_is_gathered_loses_nothing(
+    sandbox: Sandbox, receiver: Receiver
+) -> None:
+    """s19 review #2: the batch (and its duplicate) under the old policy is still delivered,
+    and a later batching policy's events are not taken by the old batch."""
+    sandbox.delivery = DeliveryPolicy(batch_window=0.2, duplicate_every=1)
+    held = await sandbox.user_sends_dm(USERS[0], "held in the batch")
+    sandbox.delivery = DeliveryPolicy()
+    at_once = await sandbox.user_sends_dm(USERS[1], "sent at once")
+    await drained(sandbox)
+    assert receiver.items() == [(USERS[1], mid(at_once))] + [(USERS[0], mid(held))] * 2
+
+    receiver.bodies.clear()
+    sandbox.delivery = DeliveryPolicy(batch_window=0.05)
+    first = await sandbox.user_sends_dm(USERS[2], "first policy")
+    sandbox.delivery = DeliveryPolicy(batch_window=0.3)
+    second = await sandbox.user_sends_dm(USERS[3], "second policy")
+    await drained(sandbox)
+    assert receiver.items() == [(USERS[2], mid(first)), (USERS[3], mid(second))]
+    assert sandbox.undelivered == []

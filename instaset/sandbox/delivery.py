@@ -123,7 +123,8 @@ class DeliveryMixin:
     @property
     def delivery(self) -> DeliveryPolicy:
         """How webhooks are delivered (see the module docstring). Setting it starts its
-        seeded choices and its count of lost answers afresh."""
+        seeded choices and its count of lost answers afresh; a batch being gathered is
+        still delivered, under the policy it was gathered by."""
         return self._policy
 
     @delivery.setter
@@ -268,29 +269,43 @@ class DeliveryMixin:
 
     def _batched(self, payload: dict[str, object], *, counted: bool = True
                  ) -> asyncio.Task[None]:
-        """Add ``payload`` to the batch being gathered; returns the task that delivers it."""
+        """Add ``payload`` to the batch being gathered; returns the task that delivers it.
+        A batch belongs to the policy it was started under: setting :attr:`delivery` while
+        it is gathered starts the next one afresh, and the old one is still delivered."""
+        if self._flush is None or self._flush.done():
+            self._pending, self._again = [], []
+            self._flush = self._spawn(self._flush_after(
+                self._policy, self._policy_rng, self._pending, self._again))
         self._pending.append(payload)
         if counted and self._duplicated():
             self._again.append(payload)  # delivered again in the batch after this one
-        if self._flush is None or self._flush.done():
-            self._flush = self._spawn(self._flush_after(self._policy.batch_window))
         return self._flush
 
-    async def _flush_after(self, window: float) -> None:
+    async def _flush_after(
+        self, policy: DeliveryPolicy, rng: random.Random,
+        pending: list[dict[str, object]], again: list[dict[str, object]],
+    ) -> None:
         try:
-            await asyncio.sleep(window)
+            await asyncio.sleep(policy.batch_window)
         except asyncio.CancelledError:
             if self._closing.is_set():  # stop() cut the batch: none of it was delivered
-                self.undelivered.extend(Undelivered(p, STOPPED) for p in self._pending)
-                self._pending, self._again = [], []
+                self.undelivered.extend(Undelivered(p, STOPPED) for p in pending)
             raise
-        self._flush = None  # what comes from now on is the next batch
-        pending, self._pending = self._pending, []
-        again, self._again = self._again, []
-        policy = self._policy
-        for i in range(0, len(pending), max(1, policy.batch_max)):
-            body = batch_body(pending[i : i + max(1, policy.batch_max)], self._policy_rng,
-                              reorder=policy.reorder)
+        if self._pending is pending:
+            self._flush = None  # what comes from now on is the next batch
+            self._pending, self._again = [], []
+        await self._post_batch(pending, policy, rng)
+        if not again:
+            return
+        if policy is self._policy:
+            for payload in again:
+                self._batched(payload, counted=False)
+        else:  # the policy was replaced meanwhile: its duplicates go out under it, alone
+            await self._post_batch(again, policy, rng)
+
+    async def _post_batch(self, pending: list[dict[str, object]], policy: DeliveryPolicy,
+                          rng: random.Random) -> None:
+        size = max(1, policy.batch_max)
+        for i in range(0, len(pending), size):
+            body = batch_body(pending[i : i + size], rng, reorder=policy.reorder)
             await self._attempts(body, 1 + policy.retries, policy.retry_delay)
-        for payload in again:
-            self._batched(payload, counted=False)
