@@ -91,9 +91,12 @@ class DeliveryMixin:
     _tasks: set[asyncio.Task[None]]
     _session: aiohttp.ClientSession | None
     _policy: DeliveryPolicy
-    _policy_rng: random.Random
+    _policy_rng: random.Random  # the user events' duplicates
+    _echo_rng: random.Random  # the echoes'
+    _batch_rng: random.Random  # batch_body's coins and shuffles
     _lost_left: int
     _event_no: int
+    _echo_no: int
     _pending: list[dict[str, object]]
     _again: list[dict[str, object]]
     _flush: asyncio.Task[None] | None
@@ -130,9 +133,13 @@ class DeliveryMixin:
     @delivery.setter
     def delivery(self, policy: DeliveryPolicy) -> None:
         self._policy = policy
+        # One stream of choices per kind: echoes come whenever the daemon sends, and must
+        # not shift which user events the same seed duplicates.
         self._policy_rng = random.Random(policy.seed)
+        self._echo_rng = random.Random(f"echoes-{policy.seed}")
+        self._batch_rng = random.Random(f"batches-{policy.seed}")
         self._lost_left = policy.lose_answers
-        self._event_no = 0
+        self._event_no = self._echo_no = 0
         self._pending, self._again, self._flush = [], [], None
 
     # -- delivery ------------------------------------------------------------------------
@@ -209,9 +216,9 @@ class DeliveryMixin:
     async def _deliver_later(self, payload: dict[str, object], delay: float) -> None:
         await asyncio.sleep(delay)
         if self._policy.batch_window > 0:
-            await asyncio.wait({self._batched(payload)})
+            await asyncio.wait({self._batched(payload, echo=True)})
             return
-        again = self._duplicated()
+        again = self._duplicated(echo=True)
         for _copy in range(2 if again else 1):
             await self._attempts(payload, self.delivery_attempts,
                                  lambda n: self.retry_delay * 2 ** (n - 1))
@@ -222,13 +229,19 @@ class DeliveryMixin:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _duplicated(self) -> bool:
-        """Whether the policy delivers this event (the next one counted) twice."""
-        self._event_no += 1
+    def _duplicated(self, *, echo: bool = False) -> bool:
+        """Whether the policy delivers this event (the next user event or echo counted, each
+        kind on its own count and seeded RNG) twice."""
+        if echo:
+            self._echo_no += 1
+            number, rng = self._echo_no, self._echo_rng
+        else:
+            self._event_no += 1
+            number, rng = self._event_no, self._policy_rng
         policy = self._policy
-        if policy.duplicate_every > 0 and self._event_no % policy.duplicate_every == 0:
+        if policy.duplicate_every > 0 and number % policy.duplicate_every == 0:
             return True
-        return policy.duplicate_rate > 0 and self._policy_rng.random() < policy.duplicate_rate
+        return policy.duplicate_rate > 0 and rng.random() < policy.duplicate_rate
 
     async def _attempt(self, payload: dict[str, object]) -> str | None:
         """One POST; None when it succeeded, else why it failed."""
@@ -267,17 +280,17 @@ class DeliveryMixin:
 
     # -- batching ------------------------------------------------------------------------
 
-    def _batched(self, payload: dict[str, object], *, counted: bool = True
-                 ) -> asyncio.Task[None]:
+    def _batched(self, payload: dict[str, object], *, counted: bool = True,
+                 echo: bool = False) -> asyncio.Task[None]:
         """Add ``payload`` to the batch being gathered; returns the task that delivers it.
         A batch belongs to the policy it was started under: setting :attr:`delivery` while
         it is gathered starts the next one afresh, and the old one is still delivered."""
         if self._flush is None or self._flush.done():
             self._pending, self._again = [], []
             self._flush = self._spawn(self._flush_after(
-                self._policy, self._policy_rng, self._pending, self._again))
+                self._policy, self._batch_rng, self._pending, self._again))
         self._pending.append(payload)
-        if counted and self._duplicated():
+        if counted and self._duplicated(echo=echo):
             self._again.append(payload)  # delivered again in the batch after this one
         return self._flush
 
