@@ -12,8 +12,10 @@ Contracts:
 - ``POST /sandbox/dm`` and ``POST /sandbox/comment`` take a JSON object ``{"user", "text",
   "media"}`` (``user`` required; every field a string or absent; no lone surrogates) and
   answer ``{"user": IGSID, "webhook_status": N}`` where N is the status the daemon really
-  answered the sandbox's signed webhook with. Bad input gets 400 ``{"error": "..."}``; a
-  webhook that could not be delivered at all gets 502 ``{"error": "..."}``.
+  answered the sandbox's signed webhook with (its first POST: one not accepted is retried
+  in the background and, given up, recorded in the sandbox's ``undelivered``, as
+  ``Sandbox.delivery`` says). Bad input gets 400 ``{"error": "..."}``; a webhook that
+  could not be delivered at all gets 502 ``{"error": "..."}``.
 - :func:`simulate` returns ``{"user", "webhook_status": 200}`` or raises
   :class:`InstasetError` naming what went wrong: an unreachable daemon, an answer that is not
   instaset's, a refused request, or a webhook the daemon did not accept (any status but 200).
@@ -171,8 +173,10 @@ async def _json(request: web.Request) -> dict[str, Any]:
 
 
 async def _deliver(box: Sandbox, field: str, payload: dict[str, object]) -> int:
-    """Post the signed webhook to the daemon; the status it really answered. Meta sends
-    nothing for an account that is not subscribed, and neither does the sandbox: 409."""
+    """Post the signed webhook to the daemon as the sandbox delivers a user's event (retried
+    in the background when not accepted); the status the daemon really answered the first
+    POST with. Meta sends nothing for an account that is not subscribed, and neither does
+    the sandbox: 409."""
     if not box.delivers(field):
         raise web.HTTPConflict(
             text=json.dumps({"error": (
@@ -182,7 +186,7 @@ async def _deliver(box: Sandbox, field: str, payload: dict[str, object]) -> int:
             content_type="application/json",
         )
     try:
-        return await box.deliver(payload)
+        return await box.deliver_event(payload)
     except (ConnectionError, ValueError) as exc:
         raise web.HTTPBadGateway(
             text=json.dumps({"error": f"the sandbox could not deliver the webhook: {exc}"}),

@@ -221,7 +221,8 @@ async def test_sandbox_routes_report_the_real_webhook_status(
     sandbox_daemon: Serving, route: str,
 ) -> None:
     """The daemon refuses the sandbox's webhook (here: signed with a secret it does not
-    know): the route reports the daemon's 403, not a made-up 200."""
+    know): the route reports the daemon's 403, not a made-up 200, and the sandbox retries
+    it in the background as Meta would, then records it as undelivered."""
     box = sandbox_daemon.sandbox
     assert box is not None
     status, answer = await post(sandbox_daemon, route, {"user": "alice", "text": "hi"})
@@ -229,7 +230,9 @@ async def test_sandbox_routes_report_the_real_webhook_status(
     box.app_secret = "not-the-daemon-secret"
     status, answer = await post(sandbox_daemon, route, {"user": "alice", "text": "hi"})
     assert (status, answer["webhook_status"]) == (200, 403)
-    assert [code for _payload, code in box.deliveries] == [200, 403]
+    await asyncio.wait_for(box.drain(), 10)
+    assert [code for _payload, code in box.deliveries] == [200] + [403] * 4
+    assert [u.reason for u in box.undelivered] == ["HTTP 403"]
 
 
 @pytest.mark.parametrize("route", ["/sandbox/dm", "/sandbox/comment"])

@@ -88,7 +88,7 @@ class DeliveryMixin:
     deliveries: list[tuple[dict[str, object], int]]
     undelivered: list[Undelivered]
     withheld: list[Undelivered]
-    _tasks: set[asyncio.Task[None]]
+    _tasks: set[asyncio.Task[Any]]
     _session: aiohttp.ClientSession | None
     _policy: DeliveryPolicy
     _policy_rng: random.Random  # the user events' duplicates
@@ -184,22 +184,48 @@ class DeliveryMixin:
             return
         if not self.webhook_url:
             raise ValueError("the sandbox has no webhook_url to deliver to")
-        policy = self._policy
-        if policy.batch_window > 0:
+        if self._policy.batch_window > 0:
             self._batched(payload)
             return
+        await self._first_post(payload)
+
+    async def deliver_event(self, payload: dict[str, object]) -> int:
+        """Deliver a user event built with ``deliver=False`` as ``user_sends_dm`` would (for
+        the daemon's ``/sandbox/*`` routes): returns the status the webhook answered the
+        first POST with; a failed POST is retried and a duplicate sent in the background,
+        and an event given up is in ``undelivered``. Subscriptions are the caller's to
+        check (:meth:`delivers`).
+
+        Raises ``ConnectionError`` when the first POST got no answer, ``ValueError``
+        without ``webhook_url`` or under a batching policy (a batch has no status of its
+        own event)."""
+        if not self.webhook_url:
+            raise ValueError("the sandbox has no webhook_url to deliver to")
+        if self._policy.batch_window > 0:
+            raise ValueError("a batched event has no status of its own (batch_window > 0)")
+        status, failed = await self._first_post(payload)
+        if status is None:
+            raise ConnectionError(failed)
+        return status
+
+    async def _first_post(self, payload: dict[str, object]) -> tuple[int | None, str | None]:
+        """The first POST of an unbatched user event, its retries and duplicate spawned;
+        returns its status (None when there was no answer) and why it failed (None when
+        it did not)."""
+        policy = self._policy
         again = self._duplicated()
-        failed = await self._attempt(payload)
+        status, failed = await self._try(payload)
         if self._closing.is_set():
             # stop() cut it (or came right after): nothing is spawned that it would not see.
             if failed is not None:
                 self.undelivered.append(Undelivered(payload, failed))
-            return
+            return status, failed
         if failed is not None:
             self._spawn(self._attempts(payload, 1 + policy.retries, policy.retry_delay,
                                        start=1, reason=failed))
         if again:
             self._spawn(self._attempts(payload, 1 + policy.retries, policy.retry_delay))
+        return status, failed
 
     def _emit(self, field: str, payload: dict[str, object], *, delay: float | None = None
               ) -> asyncio.Task[None] | None:
@@ -245,16 +271,21 @@ class DeliveryMixin:
 
     async def _attempt(self, payload: dict[str, object]) -> str | None:
         """One POST; None when it succeeded, else why it failed."""
+        return (await self._try(payload))[1]
+
+    async def _try(self, payload: dict[str, object]) -> tuple[int | None, str | None]:
+        """One POST: the status answered (None when none came), and why it failed (None
+        when it succeeded)."""
         try:
             status = await self.deliver(payload)
         except (ConnectionError, ValueError) as exc:
-            return str(exc)
+            return None, str(exc)
         if not 200 <= status < 300:
-            return f"HTTP {status}"
+            return status, f"HTTP {status}"
         if self._lost_left > 0:
             self._lost_left -= 1
-            return LOST_ANSWER
-        return None
+            return status, LOST_ANSWER
+        return status, None
 
     async def _attempts(
         self, payload: dict[str, object], tries: int, wait: Callable[[int], float], *,

@@ -18,7 +18,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
@@ -159,7 +159,7 @@ class Sandbox(UsersMixin, DeliveryMixin):
         if comment_id_base is None:
             comment_id_base = _COMMENT_BASE_LOW + secrets.randbelow(_COMMENT_BASE_SPAN)
         self._comment_seq = itertools.count(comment_id_base)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
