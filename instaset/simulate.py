@@ -15,7 +15,8 @@ Contracts:
   answered the sandbox's signed webhook with (its first POST: one not accepted is retried
   in the background and, given up, recorded in the sandbox's ``undelivered``, as
   ``Sandbox.delivery`` says). Bad input gets 400 ``{"error": "..."}``; a webhook that
-  could not be delivered at all gets 502 ``{"error": "..."}``.
+  could not be delivered at all, or was not answered within :data:`ROUTE_WAIT` seconds
+  (the sandbox keeps waiting for it, as Meta does), gets 502 ``{"error": "..."}``.
 - :func:`simulate` returns ``{"user", "webhook_status": 200}`` or raises
   :class:`InstasetError` naming what went wrong: an unreachable daemon, an answer that is not
   instaset's, a refused request, or a webhook the daemon did not accept (any status but 200).
@@ -47,6 +48,11 @@ if TYPE_CHECKING:
     from instaset.store.db import Database
 
 DEFAULT_MEDIA = "17900000000000001"
+# How long a /sandbox/* route waits for the daemon's answer to the webhook, and the margin
+# `simulate` waits beyond it: the route's explanation must arrive before the client gives up
+# (Meta's own timeout, the sandbox's, is longer: 20 s).
+ROUTE_WAIT = 10.0
+_CLIENT_MARGIN = 5.0
 # An answer longer than this is not the small JSON document the sandbox routes send.
 _MAX_ANSWER = 64 * 1024
 _MAX_DETAIL = 200
@@ -186,7 +192,7 @@ async def _deliver(box: Sandbox, field: str, payload: dict[str, object]) -> int:
             content_type="application/json",
         )
     try:
-        return await box.deliver_event(payload)
+        return await box.deliver_event(payload, wait=ROUTE_WAIT)
     except (ConnectionError, ValueError) as exc:
         raise web.HTTPBadGateway(
             text=json.dumps({"error": f"the sandbox could not deliver the webhook: {exc}"}),
@@ -339,7 +345,7 @@ async def simulate(
     if not who:
         raise InstasetError("USER must be a username or an Instagram-scoped id, not empty")
     base = base_url.rstrip("/")
-    timeout = aiohttp.ClientTimeout(total=15)
+    timeout = aiohttp.ClientTimeout(total=ROUTE_WAIT + _CLIENT_MARGIN)
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             async with session.post(

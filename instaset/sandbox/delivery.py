@@ -189,21 +189,33 @@ class DeliveryMixin:
             return
         await self._first_post(payload)
 
-    async def deliver_event(self, payload: dict[str, object]) -> int:
+    async def deliver_event(self, payload: dict[str, object], *, wait: float | None = None
+                            ) -> int:
         """Deliver a user event built with ``deliver=False`` as ``user_sends_dm`` would (for
         the daemon's ``/sandbox/*`` routes): returns the status the webhook answered the
         first POST with; a failed POST is retried and a duplicate sent in the background,
         and an event given up is in ``undelivered``. Subscriptions are the caller's to
         check (:meth:`delivers`).
 
-        Raises ``ConnectionError`` when the first POST got no answer, ``ValueError``
-        without ``webhook_url`` or under a batching policy (a batch has no status of its
-        own event)."""
+        ``wait``: return after at most that many seconds; the POST is not cut short (the
+        policy's ``timeout`` is Meta's) and goes on in the background. Raises
+        ``ConnectionError`` when the first POST got no answer (or none within ``wait``),
+        ``ValueError`` without ``webhook_url`` or under a batching policy (a batch has no
+        status of its own event)."""
         if not self.webhook_url:
             raise ValueError("the sandbox has no webhook_url to deliver to")
         if self._policy.batch_window > 0:
             raise ValueError("a batched event has no status of its own (batch_window > 0)")
-        status, failed = await self._first_post(payload)
+        task = asyncio.get_running_loop().create_task(self._first_post(payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        try:
+            status, failed = await asyncio.wait_for(asyncio.shield(task), wait)
+        except TimeoutError:
+            raise ConnectionError(
+                f"the webhook at {self.webhook_url} has not answered within {wait:g} s; the "
+                f"sandbox waits up to {self._policy.timeout:g} s, as Meta does, and retries "
+                "it if it fails") from None
         if status is None:
             raise ConnectionError(failed)
         return status
@@ -214,7 +226,12 @@ class DeliveryMixin:
         it did not)."""
         policy = self._policy
         again = self._duplicated()
-        status, failed = await self._try(payload)
+        try:
+            status, failed = await self._try(payload)
+        except asyncio.CancelledError:  # stop() cancelled deliver_event's task
+            if self._closing.is_set():
+                self.undelivered.append(Undelivered(payload, STOPPED))
+            raise
         if self._closing.is_set():
             # stop() cut it (or came right after): nothing is spawned that it would not see.
             if failed is not None:
