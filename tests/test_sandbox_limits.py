@@ -106,15 +106,29 @@ async def test_the_buc_budget_spent_throttles_every_call_until_the_hour_moves_on
     sandbox.limits = Limits(buc_calls_per_hour=3)
     await graph.me(token=sandbox.token)
     await graph.me(token=sandbox.token)
-    with pytest.raises(Throttled):  # answered, but at 100 %: the client stops there
+    with pytest.raises(Throttled) as spent:  # answered, but at 100 %: the client stops there
         await graph.me(token=sandbox.token)
     assert graph.last_usage is not None and graph.last_usage.buc_pct == 100.0
+    assert spent.value.retry_after == 3600.0  # the real wait, not 0, on the spending call
+    clock.t += 600
     with pytest.raises(Throttled) as caught:
         await graph.send_text(ACCT, IGSID, "hello", token=sandbox.token)
-    assert (caught.value.code, caught.value.retry_after) == (80002, 3600.0)
+    assert (caught.value.code, caught.value.retry_after) == (80002, 3000.0)
     assert sandbox.sends() and sandbox.thread(IGSID)[-1].direction == "in"  # not sent
-    clock.t += 3600
+    clock.t += 3000
     await graph.send_text(ACCT, IGSID, "hello", token=sandbox.token)
+
+
+async def test_a_call_without_a_valid_token_gets_no_usage_header(
+    sandbox: Sandbox, session: aiohttp.ClientSession,
+) -> None:
+    for headers, code in (({}, 2500), ({"Authorization": "Bearer not-a-token"}, 190)):
+        async with session.get(f"{sandbox.base_url}/v25.0/me", headers=headers) as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["code"] == code
+            assert "X-Business-Use-Case-Usage" not in resp.headers
+    async with session.get(f"{sandbox.base_url}/v25.0/me",
+                           headers={"Authorization": f"Bearer {sandbox.token}"}) as resp:
+        assert resp.status == 200 and "X-Business-Use-Case-Usage" in resp.headers
 
 
 async def test_without_limits_nothing_is_throttled_or_reported(

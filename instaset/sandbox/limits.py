@@ -120,22 +120,29 @@ class Meter:
         return None if kinds is None else self.take(limits, kinds, account)
 
     def stamp(self, limits: Limits | None, response: web.StreamResponse, method: str,
-              segs: list[str], account: str) -> None:
+              segs: list[str], account: str, *, authenticated: bool = True) -> None:
         """Put the usage header on the answer to a Graph call when ``limits`` are on (a
-        throttling answer keeps the one it has)."""
-        if limits is None or "X-Business-Use-Case-Usage" in response.headers:
+        throttling answer keeps the one it has); not on the answer to a call without a
+        valid token (``authenticated`` False), which no account's usage covers."""
+        if limits is None or not authenticated or "X-Business-Use-Case-Usage" in response.headers:
             return
         if buckets(method, segs, None, None) is not None:
             response.headers.update(self.headers(limits, account=account))
 
     def headers(self, limits: Limits, *, account: str, regain: float = 0.0) -> dict[str, str]:
-        """``X-Business-Use-Case-Usage`` for ``account`` now. ``regain``: seconds until a
-        refused call would pass, in the header's whole minutes (rounded up) from one minute
-        on; a wait under a minute (the per-second limit) reads 0, as the unit allows. Putting
-        an hourly API limit's wait there too is a choice: where Meta says it is unknown.
-        The CPU and time shares are a choice too (half the call share)."""
-        calls = self._window("buc", HOUR, self.clock())
-        pct = min(100, math.floor(100 * len(calls) / max(1, limits.buc_calls_per_hour)))
+        """``X-Business-Use-Case-Usage`` for ``account`` now. ``estimated_time_to_regain_access``
+        is the longer of ``regain`` (seconds until a refused call would pass) and, whenever
+        the BUC budget is spent (also on the answer to the call that spent it), the wait
+        until a BUC call passes again; in the header's whole minutes (rounded up) from one
+        minute on: a wait under a minute (the per-second limit) reads 0, as the unit allows.
+        Putting an hourly API limit's wait there too is a choice: where Meta says it is
+        unknown. The CPU and time shares are a choice too (half the call share)."""
+        now = self.clock()
+        calls = self._window("buc", HOUR, now)
+        budget = max(1, limits.buc_calls_per_hour)
+        if len(calls) >= budget:
+            regain = max(regain, calls[len(calls) - budget] + HOUR - now)
+        pct = min(100, math.floor(100 * len(calls) / budget))
         minutes = math.ceil(regain / 60) if regain >= 60 else 0
         usage = {"type": "instagram", "call_count": pct, "total_cputime": pct // 2,
                  "total_time": pct // 2, "estimated_time_to_regain_access": minutes}

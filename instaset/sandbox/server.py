@@ -296,7 +296,10 @@ class Sandbox(UsersMixin, DeliveryMixin):
         if segs and _VERSION.fullmatch(segs[0]):
             segs = segs[1:]
         response = await self._route(request, segs, params, body)
-        self.meter.stamp(self.limits, response, request.method, segs, self.account_id)
+        if self.limits is not None:
+            token = bearer(request) or params.get("access_token")
+            self.meter.stamp(self.limits, response, request.method, segs, self.account_id,
+                             authenticated=self.tokens.problem(token) is None)
         if fault is not None and fault.kind == "error_after_send":
             return fault_response(fault)
         if fault is not None and fault.kind == "drop_after_send":
