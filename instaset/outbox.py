@@ -377,8 +377,12 @@ class Deliverer:
             delay = exc.retry_after if exc.retry_after is not None else 60.0
             # Codes 4, 17 and 32 limit the app, the account or the page as a whole: every
             # kind of send waits. Others (613, a send-API subcode) limit this kind only.
-            for cls in (SendClass if exc.code in ACCOUNT_WIDE_THROTTLES else (out.send_class,)):
-                self.budgets.block(out.account_id, cls, delay)
+            classes = SendClass if exc.code in ACCOUNT_WIDE_THROTTLES else (out.send_class,)
+            started = [self.budgets.block(out.account_id, cls, delay) for cls in classes]
+            if any(started):  # one line per episode: the sends waiting behind it say nothing
+                log.warning("Meta throttled sends of account %s (%s): %s sends wait %.0f s",
+                            out.account_id, exc.describe(),
+                            "all" if len(started) > 1 else out.send_class, delay)
             await sendstore.set_state(self.db, key, "pending", self.clock())
             # Not an attempt: throttling says when to come back, and a send must not be
             # dead-lettered because Meta asked us to slow down.

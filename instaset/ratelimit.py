@@ -94,10 +94,14 @@ class Budgets:
             for k in [k for k, t in self._held.items() if t < now - 3600]:
                 del self._held[k]
 
-    def block(self, account_id: str, cls: SendClass, seconds: float) -> None:
-        """Meta said we are throttled: nothing of this class goes out for ``seconds``."""
+    def block(self, account_id: str, cls: SendClass, seconds: float) -> bool:
+        """Meta said we are throttled: nothing of this class goes out for ``seconds``.
+        True when the class was not blocked already (a new throttling episode)."""
         key = (account_id, cls)
-        self._blocked[key] = max(self._blocked.get(key, 0.0), self.clock() + seconds)
+        now = self.clock()
+        before = self._blocked.get(key, 0.0)
+        self._blocked[key] = max(before, now + seconds)
+        return before <= now
 
 
 def budgets_from_config(

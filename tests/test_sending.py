@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -520,7 +521,9 @@ async def test_budget_counts_requests_as_meta_sees_them(make_harness: MakeHarnes
 
 
 # -- 10. throttling: retried later, never failed ----------------------------------------------
-async def test_throttled_send_is_retried_later(make_harness: MakeHarness) -> None:
+async def test_throttled_send_is_retried_later(
+    make_harness: MakeHarness, caplog: pytest.LogCaptureFixture
+) -> None:
     clock = Clock(frozen=True)
     h = await make_harness(clock=clock)
     await h.dm(IGSID, "hello")
@@ -551,6 +554,10 @@ async def test_throttled_send_is_retried_later(make_harness: MakeHarness) -> Non
     for key in ("throttled", "queued", "pic"):
         assert (await h.send_row(key))["state"] == "sent"
     assert [r.at - t0 for r in h.graph_sends()][1:] == [pytest.approx(60.0)] * 3
+    # The creator is told once, with the wait, not once per send held back.
+    warned = [r.getMessage() for r in caplog.records
+              if r.levelno == logging.WARNING and "Meta throttled" in r.getMessage()]
+    assert len(warned) == 1 and "all sends wait 60 s" in warned[0], warned
     assert body_of(h, IGSID) == [{"recipient": {"id": IGSID},
                                   "message": {"text": "after the limit"}}] * 2
 
