@@ -160,3 +160,33 @@ async def test_a_read_from_inside_a_grouped_transaction_does_not_wait_for_itself
     assert [r[0] for r in rows] == ["before"]
     await asyncio.sleep(0)
     assert _outside(db.path) == ["before", "grouped", "mine"]
+
+
+async def test_a_follow_up_job_runs_after_its_grouped_cause_committed(db: Database) -> None:
+    """An ``at_once`` job runs in its cause's task, without a claim (which would commit the
+    group): it must still start after its cause committed, since what it does next may be
+    outside the database (a reply, a notification) and must not outlive a lost cause."""
+    from instaset.queue import COMPLETED, NewJob, Outcome
+    from instaset.store import jobs as jobstore
+    from instaset.store.jobs import Job
+    from instaset.worker import Worker, WorkerSettings
+
+    await _table(db)
+    seen: list[list[str]] = []
+
+    async def cause(job: Job) -> Outcome:
+        async with db.tx(grouped=True) as conn:
+            await conn.execute("INSERT INTO t(v) VALUES ('cause')")
+            await jobstore.enqueue_in(
+                conn, [NewJob("effect", "effect", {}, run_at=0.0, at_once=True)], 0.0)
+            await jobstore.complete_in(conn, job, 0.0)
+        return COMPLETED
+
+    async def effect(job: Job) -> None:
+        seen.append(_outside(db.path))  # what a crash right now would leave
+
+    w = Worker(db, {"cause": cause, "effect": effect},
+               WorkerSettings(concurrency=1, poll_interval=0.01), clock=lambda: 0.0)
+    await jobstore.enqueue(db, [NewJob("cause", "c", {}, run_at=0.0)], 0.0)
+    assert await asyncio.wait_for(w.run_burst(), 10) == 1
+    assert seen == [["cause"]]

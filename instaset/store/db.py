@@ -238,7 +238,7 @@ class Database:
         # connection inside its BEGIN, holding the write gate until the group commits.
         self._group: sqlite3.Connection | None = None
         self._group_task: asyncio.Task[Any] | None = None  # inside a grouped transaction
-        self.gate.before_urgent = self._end_group
+        self.gate.before_urgent = self.end_group
         # Group fsync of the WAL (see barrier): the one running, and the one that starts
         # when it ends, which every barrier asked for meanwhile shares.
         self._fsyncing: asyncio.Future[None] | None = None
@@ -282,7 +282,7 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def _fast_tx(self, conn: sqlite3.Connection) -> AsyncIterator[aiosqlite.Connection]:
-        await self._end_group()
+        await self.end_group()
         async with self.gate.normal(), self._fast_lock:
             try:
                 await self._begin_fast(conn)
@@ -359,7 +359,7 @@ class Database:
         finally:
             self.gate.release()
 
-    async def _end_group(self) -> None:
+    async def end_group(self) -> None:
         """Commit the open group now (before anything else in this process uses the
         database: it would not see the group's changes, or would wait for its lock)."""
         if self._group is not None:
@@ -398,7 +398,7 @@ class Database:
             async with (self._grouped_tx(fast) if grouped else self._fast_tx(fast)) as conn:
                 yield conn
             return
-        await self._end_group()
+        await self.end_group()
         async with self.gate.normal(), self._lock:
             try:
                 # BEGIN inside the try: a cancellation (a job timeout) can land while BEGIN
@@ -421,7 +421,7 @@ class Database:
         Group fsync: returns after an fsync that *started* after this call. Callers that
         arrive while one runs (it may have started before their commit) share the next,
         so N concurrent barriers cost at most two fsyncs, not N thread hand-offs."""
-        await self._end_group()
+        await self.end_group()
         if self.synchronous != "FULL" or str(self.path) == ":memory:":
             return
         if self._fsyncing is None:
@@ -471,7 +471,7 @@ class Database:
         steps a statement without result columns only once, and some pragmas work one step
         at a time (``incremental_vacuum`` frees one page per step); executescript steps each
         statement to its end. A failure part way rolls back what the script began."""
-        await self._end_group()
+        await self.end_group()
         async with self.gate.normal(), self._lock:
             run = asyncio.ensure_future(self.main.executescript(sql))
             try:
@@ -489,7 +489,7 @@ class Database:
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:
         """Serialised access for reads and single-statement writes (autocommit)."""
-        await self._end_group()
+        await self.end_group()
         async with self._lock:
             yield self.main
 
@@ -517,7 +517,7 @@ class Database:
         if fast is not None:
             async with self._fast_tx(fast) as conn:
                 return (await conn.execute(sql, params)).rowcount
-        await self._end_group()
+        await self.end_group()
         async with self.gate.normal(), self._lock:
             cur = await self.main.execute(sql, params)
             return cur.rowcount
@@ -541,7 +541,7 @@ class Database:
         try:
             target = await aiosqlite.connect(str(tmp))
             try:
-                await self._end_group()
+                await self.end_group()
                 async with self._lock:
                     await self.main.backup(target, pages=256)
             finally:
@@ -556,7 +556,7 @@ class Database:
         return row is not None and row[0] == "ok"
 
     async def close(self) -> None:
-        await self._end_group()
+        await self.end_group()
         if self._fast is not None:
             self._fast.close()
             self._fast = None

@@ -295,7 +295,12 @@ async def still_leased(db: Database, job: Job) -> Job | None:
     """``job`` as stored, if it is still leased as it was listed: None when the transaction
     that inserted it rolled back after :func:`enqueue_in` listed it (a handler that caught
     the error and finished anyway), or when its lease changed hands. One indexed read: what
-    a :class:`FollowUp` job costs instead of a claim."""
+    a :class:`FollowUp` job costs instead of a claim.
+
+    The group of relaxed transactions its cause may be in commits first (see
+    :meth:`Database.tx`): a follow-up runs after its cause committed, as a claimed job
+    does (its claim commits the group), whatever it then does outside the database."""
+    await db.end_group()
     rows = await db.fetchall(f"SELECT * FROM jobs WHERE {_LEASED}",
                              (job.id, job.key, job.worker, job.lease_until), quick=True)
     return Job.from_row(rows[0]) if rows else None
