@@ -7,8 +7,10 @@ the group committed first."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -190,3 +192,141 @@ async def test_a_follow_up_job_runs_after_its_grouped_cause_committed(db: Databa
     await jobstore.enqueue(db, [NewJob("cause", "c", {}, run_at=0.0)], 0.0)
     assert await asyncio.wait_for(w.run_burst(), 10) == 1
     assert seen == [["cause"]]
+
+
+# -- error and cancellation paths (from the session-19 review): each must leave the write
+# gate free and no group open, so the ingest writer and the next grouped transaction go on.
+
+
+async def _still_writes(db: Database, value: str) -> None:
+    async with asyncio.timeout(5):
+        async with db.gate.urgent():  # the ingest writer's side
+            pass
+        await _put(db, value)
+        await asyncio.sleep(0)
+    assert value in _outside(db.path)
+
+
+class _FailingCommit:
+    """The loop-thread connection, whose next COMMIT fails (a full disk, an I/O error)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self.fail = True
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT" and self.fail:
+            self.fail = False
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+async def test_a_failed_group_commit_frees_the_gate(db: Database, caplog: Any) -> None:
+    await _table(db)
+    real = db._fast_conn()
+    assert real is not None
+    db._fast = _FailingCommit(real)  # type: ignore[assignment]
+    await _put(db, "lost")
+    with caplog.at_level(logging.ERROR):
+        await asyncio.sleep(0)
+    assert "1 processed event(s) were not stored, its commit failed" in caplog.text
+    assert not real.in_transaction
+    db._fast = real
+    await _still_writes(db, "next")
+    assert _outside(db.path) == ["next"]
+
+
+async def test_sqlite_ending_the_whole_transaction_frees_the_gate(db: Database,
+                                                                  caplog: Any) -> None:
+    """SQLITE_FULL, SQLITE_IOERR, SQLITE_INTERRUPT roll back the whole transaction, not the
+    savepoint: the group is gone, and the gate must not stay held."""
+    await _table(db)
+    await _put(db, "lost with it")
+    fast = db._fast_conn()
+    assert fast is not None
+    with caplog.at_level(logging.ERROR), pytest.raises(sqlite3.OperationalError):
+        async with db.tx(grouped=True) as conn:
+            fast.set_progress_handler(lambda: 1, 1)  # SQLITE_INTERRUPT
+            try:
+                await conn.execute("INSERT INTO t(v) VALUES ('x')")
+            finally:
+                fast.set_progress_handler(None, 1)
+    assert "1 processed event(s) were not stored, its transaction ended" in caplog.text
+    await _still_writes(db, "next")
+    assert _outside(db.path) == ["next"]
+
+
+async def test_an_opener_cancelled_while_another_process_holds_the_lock_frees_the_gate(
+        db: Database) -> None:
+    await _table(db)
+    other = sqlite3.connect(str(db.path), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    task = asyncio.create_task(_put(db, "cancelled"))
+    await asyncio.sleep(0.05)  # in _begin_fast's retry loop, holding the gate
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    other.execute("ROLLBACK")
+    other.close()
+    await _still_writes(db, "next")
+
+
+async def test_a_transaction_that_waited_for_the_loop_connection_runs_inside_a_group(
+        db: Database) -> None:
+    """The group may commit while a grouped transaction waits for the loop connection: it
+    must then open a group of its own, not run outside any transaction (without the gate)."""
+    await _table(db)
+    go = asyncio.Event()
+    seen: list[tuple[bool, bool]] = []
+
+    async def slow() -> None:
+        async with db.tx(grouped=True) as conn:
+            await conn.execute("INSERT INTO t(v) VALUES ('slow')")
+            await go.wait()
+
+    async def waiting() -> None:
+        async with db.tx(grouped=True) as conn:
+            fast = db._fast
+            assert fast is not None
+            seen.append((fast.in_transaction, db.gate._lock.locked()))
+            await conn.execute("INSERT INTO t(v) VALUES ('waiting')")
+
+    first = asyncio.create_task(slow())
+    await asyncio.sleep(0)
+    # Waiting for the loop connection first: a use that commits the group (a read, say).
+    ender = asyncio.create_task(db.end_group())
+    await asyncio.sleep(0)
+    second = asyncio.create_task(waiting())
+    await asyncio.sleep(0.01)
+    go.set()
+    await asyncio.wait_for(asyncio.gather(first, ender, second), 5)
+    await asyncio.sleep(0)
+    assert seen == [(True, True)]
+    assert _outside(db.path) == ["slow", "waiting"]
+
+
+async def test_a_transaction_that_awaits_does_not_spin_the_loop(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The turn's commit, finding a grouped transaction under way, waits for its end; it
+    does not look again at every turn of the loop (a core at 100 % while it waits)."""
+    await _table(db)
+    calls = 0
+    real = db._commit_group_soon
+
+    def counted() -> None:
+        nonlocal calls
+        calls += 1
+        real()
+
+    monkeypatch.setattr(db, "_commit_group_soon", counted)
+    async with db.tx(grouped=True) as conn:
+        await conn.execute("INSERT INTO t(v) VALUES ('waits')")
+        for _ in range(200):
+            await asyncio.sleep(0)  # 200 turns of the loop inside the transaction
+    assert _outside(db.path) == []
+    await asyncio.sleep(0)
+    assert _outside(db.path) == ["waits"]
+    assert calls <= 3

@@ -44,13 +44,14 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import aiosqlite
 
 from instaset.errors import ForeignDatabaseError, StoreError
+from instaset.store.gate import WriteGate
 from instaset.store.migrate import apply_migrations
 
 log = logging.getLogger("instaset.store")
@@ -126,59 +127,6 @@ async def _connect(path: Path, synchronous: Synchronous) -> aiosqlite.Connection
     return conn
 
 
-class WriteGate:
-    """One writer at a time inside this process, the ingest writer first.
-
-    Without it the ingest writer's connection and the worker's meet in SQLite's busy
-    handler, which sleeps up to 100 ms between tries and is unfair: acknowledgements then
-    waited behind the worker's backlog (p99 in the hundreds of ms, see bench/ingest.py).
-    ``urgent`` (ingest) overtakes every ``normal`` (worker, CLI) waiter."""
-
-    def __init__(self) -> None:
-        self._lock = asyncio.Lock()
-        self._urgent = 0
-        self._calm = asyncio.Event()
-        self._calm.set()
-        # Set by Database: ends its group of relaxed transactions, which holds the gate
-        # until the loop's next turn, so that an urgent writer does not wait for that turn.
-        self.before_urgent: Callable[[], Awaitable[None]] | None = None
-
-    @contextlib.asynccontextmanager
-    async def urgent(self) -> AsyncIterator[None]:
-        self._urgent += 1
-        self._calm.clear()
-        try:
-            if self.before_urgent is not None:
-                await self.before_urgent()
-            async with self._lock:
-                yield
-        finally:
-            self._urgent -= 1
-            if not self._urgent:
-                self._calm.set()
-
-    async def acquire_normal(self) -> None:
-        """What :meth:`normal` takes, held until :meth:`release` (a group of relaxed
-        transactions holds it across the loop's turn)."""
-        while True:
-            await self._calm.wait()
-            await self._lock.acquire()
-            if not self._urgent:
-                return
-            self._lock.release()  # an urgent writer is waiting: let it go first
-
-    def release(self) -> None:
-        self._lock.release()
-
-    @contextlib.asynccontextmanager
-    async def normal(self) -> AsyncIterator[None]:
-        await self.acquire_normal()
-        try:
-            yield
-        finally:
-            self._lock.release()
-
-
 def connect_sync(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
     """A plain sqlite3 connection with the same pragmas, for a task that runs whole
     transactions in one worker thread (one hand-off per batch instead of one per statement)."""
@@ -238,6 +186,8 @@ class Database:
         # connection inside its BEGIN, holding the write gate until the group commits.
         self._group: sqlite3.Connection | None = None
         self._group_task: asyncio.Task[Any] | None = None  # inside a grouped transaction
+        self._members = 0  # grouped transactions done in the open group
+        self._commit_due = False  # the turn's commit waits for a transaction under way
         self.gate.before_urgent = self.end_group
         # Group fsync of the WAL (see barrier): the one running, and the one that starts
         # when it ends, which every barrier asked for meanwhile shares.
@@ -312,6 +262,7 @@ class Database:
                     self.gate.release()
                     raise
                 self._group = conn
+                self._members = 0
                 asyncio.get_running_loop().call_soon(self._commit_group_soon)
             await self._fast_lock.acquire()
             if self._group is conn:
@@ -323,41 +274,55 @@ class Database:
             try:
                 yield cast(aiosqlite.Connection, LoopConnection(conn))
                 conn.execute("RELEASE grouped")
+                self._members += 1
             except BaseException:
                 if conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK TO grouped")
                         conn.execute("RELEASE grouped")
-                else:  # SQLite ended the whole transaction (an I/O error): no group left
+                else:  # SQLite ended the whole transaction (disk full, an I/O error)
                     self._group = None
                     self.gate.release()
+                    self._lost(self._members, "its transaction ended with an error")
                 raise
         finally:
             self._group_task = None
             self._fast_lock.release()
+            if self._commit_due and self._group is not None:
+                # The turn's commit came while this ran: it is due now.
+                self._commit_due = False
+                asyncio.get_running_loop().call_soon(self._commit_group_soon)
 
     def _commit_group_soon(self) -> None:
         if self._group is None:
             return
-        if self._fast_lock.locked():  # a grouped transaction is mid-way: its end, then
-            asyncio.get_running_loop().call_soon(self._commit_group_soon)
+        if self._fast_lock.locked():  # a grouped transaction is mid-way: at its end
+            self._commit_due = True
             return
         self._commit_group()
 
     def _commit_group(self) -> None:
         conn, self._group = self._group, None
+        self._commit_due = False
         if conn is None:
             return
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            # What the group did is lost as a power loss loses a relaxed commit: its jobs
-            # stay leased and run again (each transaction in it is re-derived idempotently).
-            log.error("a group of relaxed transactions did not commit: %s", exc)
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            self._lost(self._members, f"its commit failed: {exc}")
         finally:
             self.gate.release()
+
+    @staticmethod
+    def _lost(members: int, why: str) -> None:
+        # As a power loss loses relaxed commits: their jobs were reported done but are still
+        # leased in the database, and run again when the lease lapses (each is re-derived
+        # idempotently). Said, because that is minutes later.
+        if members:
+            log.error("%d processed event(s) were not stored, %s; they are processed again "
+                      "when their jobs' lease lapses", members, why)
 
     async def end_group(self) -> None:
         """Commit the open group now (before anything else in this process uses the
@@ -387,7 +352,9 @@ class Database:
         ``grouped`` (relaxed too): a savepoint of a group of such transactions that commits
         once, at the event loop's next turn, or at once when anything else in this process
         uses the database (another transaction, a read not ``quick``, the ingest writer, a
-        barrier, close). An error rolls back this transaction only. Until the group commits
+        barrier, close). An error rolls back this transaction only (unless SQLite ends the
+        whole transaction, on a full disk say: then the group is lost, logged, and its jobs
+        run again when their lease lapses, as after a crash). Until the group commits
         its changes are seen only by ``quick`` reads and grouped transactions, and a crash
         loses them (its jobs run again): only for work re-derived idempotently, with no
         effect outside the database before the commit (whatever precedes one commits

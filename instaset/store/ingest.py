@@ -32,7 +32,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from instaset.store.db import Database, WriteGate
+from instaset.store.db import Database
+from instaset.store.gate import WriteGate
 
 if TYPE_CHECKING:
     import aiosqlite
