@@ -188,7 +188,7 @@ class Database:
         self._group_task: asyncio.Task[Any] | None = None  # inside a grouped transaction
         self._members = 0  # grouped transactions done in the open group
         self._commit_due = False  # the turn's commit waits for a transaction under way
-        self.gate.before_urgent = self.end_group
+        self.gate.before_write = self.end_group
         # Group fsync of the WAL (see barrier): the one running, and the one that starts
         # when it ends, which every barrier asked for meanwhile shares.
         self._fsyncing: asyncio.Future[None] | None = None
@@ -232,7 +232,6 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def _fast_tx(self, conn: sqlite3.Connection) -> AsyncIterator[aiosqlite.Connection]:
-        await self.end_group()
         async with self.gate.normal(), self._fast_lock:
             try:
                 await self._begin_fast(conn)
@@ -365,7 +364,6 @@ class Database:
             async with (self._grouped_tx(fast) if grouped else self._fast_tx(fast)) as conn:
                 yield conn
             return
-        await self.end_group()
         async with self.gate.normal(), self._lock:
             try:
                 # BEGIN inside the try: a cancellation (a job timeout) can land while BEGIN
@@ -438,7 +436,6 @@ class Database:
         steps a statement without result columns only once, and some pragmas work one step
         at a time (``incremental_vacuum`` frees one page per step); executescript steps each
         statement to its end. A failure part way rolls back what the script began."""
-        await self.end_group()
         async with self.gate.normal(), self._lock:
             run = asyncio.ensure_future(self.main.executescript(sql))
             try:
@@ -484,7 +481,6 @@ class Database:
         if fast is not None:
             async with self._fast_tx(fast) as conn:
                 return (await conn.execute(sql, params)).rowcount
-        await self.end_group()
         async with self.gate.normal(), self._lock:
             cur = await self.main.execute(sql, params)
             return cur.rowcount

@@ -3,8 +3,8 @@
 Contract: every write in this process passes :class:`WriteGate` (``urgent`` for the ingest
 writer, ``normal`` for everything else), so the process's connections never wait on each
 other inside SQLite's busy handler. An ``urgent`` writer overtakes every ``normal`` one that
-has not started; ``before_urgent`` runs first (the database ends its group of relaxed
-transactions there, which holds the gate until the loop's next turn).
+has not started; ``before_write`` runs first on either side (the database ends its group of
+relaxed transactions there, which holds the gate until the loop's next turn).
 """
 
 from __future__ import annotations
@@ -28,16 +28,16 @@ class WriteGate:
         self._calm = asyncio.Event()
         self._calm.set()
         # Set by Database: ends its group of relaxed transactions, which holds the gate
-        # until the loop's next turn, so that an urgent writer does not wait for that turn.
-        self.before_urgent: Callable[[], Awaitable[None]] | None = None
+        # until the loop's next turn, so that a writer does not wait for that turn.
+        self.before_write: Callable[[], Awaitable[None]] | None = None
 
     @contextlib.asynccontextmanager
     async def urgent(self) -> AsyncIterator[None]:
         self._urgent += 1
         self._calm.clear()
         try:
-            if self.before_urgent is not None:
-                await self.before_urgent()
+            if self.before_write is not None:
+                await self.before_write()
             async with self._lock:
                 yield
         finally:
@@ -60,6 +60,8 @@ class WriteGate:
 
     @contextlib.asynccontextmanager
     async def normal(self) -> AsyncIterator[None]:
+        if self.before_write is not None:
+            await self.before_write()
         await self.acquire_normal()
         try:
             yield
