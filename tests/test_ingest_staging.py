@@ -9,7 +9,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -85,6 +85,8 @@ async def test_a_batch_under_load_is_staged_then_moves_in_arrival_order(
         assert stored[2] == stored[0]  # moved (by the writer, if calm came) with the jobs
         await w.settle()
         assert w.moved == ingest.STAGE_FROM  # they went through the staging table
+        # A move commits without an fsync; the batches' commits stay FULL (the default).
+        assert w._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
         assert await counts(db) == (ingest.STAGE_FROM, 0, ingest.STAGE_FROM)
         assert wake.is_set()  # the worker is told about the new jobs (a staged commit
         # sets nothing: only the move that made jobs)
@@ -235,3 +237,76 @@ async def test_one_bad_request_does_not_fail_the_others_that_shared_its_commit(
         await w.settle()
         keys = sorted(r[0] for r in await db.fetchall("SELECT dedupe_key FROM events"))
         assert keys == ["msg:g0", "msg:g1", "msg:g2"]
+
+
+@contextlib.asynccontextmanager
+async def steady_load(w: IngestWriter, senders: int = 8) -> AsyncIterator[list[int]]:
+    """``senders`` requests always waiting: each sender submits again as soon as it is
+    answered, so the writer never sees a moment without a request waiting (the load of a
+    few hundred webhooks/s, or more). Yields the count of answered requests."""
+    answered = [0]
+    stop = asyncio.Event()
+
+    async def sender(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            await w.submit([row(f"load{n}-{i}")])
+            answered[0] += 1
+            i += 1
+
+    tasks = [asyncio.create_task(sender(n)) for n in range(senders)]
+    try:
+        yield answered
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+async def until(check: Callable[[], bool], what: str) -> None:
+    for _ in range(1000):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not within 10 s: {what}")
+
+
+async def test_a_small_backlog_moves_while_requests_keep_waiting(
+    db: Database, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by bench/e2e.py at 300-400 DMs/s: batches of STAGE_FROM came often enough that
+    no calm moment came, and staged DMs reached the worker only every MOVE_EVERY (their
+    replies p50 ~100 ms, against ~30 without staging). A backlog one move drains now moves
+    after MOVE_SOON, requests waiting or not; here MOVE_EVERY never comes."""
+    monkeypatch.setattr(ingest, "MOVE_EVERY", 1e9)
+    monkeypatch.setattr(ingest, "MOVE_SOON", 0.0)
+    wake = asyncio.Event()
+    async with running(db, wake) as w:
+        async with steady_load(w) as answered:
+            await until(lambda: w.moved > 0 and answered[0] > 0, "a move under load")
+            assert w.busy  # the load goes on (it never leaves the writer a calm moment)
+            assert wake.is_set()  # the worker heard of the moved jobs
+        events, _, jobs = await counts(db)
+        assert events > 0 and jobs == events  # moved with their jobs, while the load ran
+
+
+async def test_a_large_backlog_leaves_the_writer_to_the_requests_until_move_every(
+    db: Database, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A backlog above SOON_ROWS is a burst's: moving it early would take the writer from the
+    requests (the ingest bench's throughput); it keeps the MOVE_EVERY cadence."""
+    monkeypatch.setattr(ingest, "MOVE_EVERY", 1e9)
+    monkeypatch.setattr(ingest, "MOVE_SOON", 0.0)
+    w = writer(db)
+    w._commit([[row(f"big{i}")] for i in range(ingest.MOVE_ROWS * 3)], 5.0, True)
+    w.start()
+    try:
+        async with steady_load(w) as answered:
+            await until(lambda: w.batches >= 50, "50 batches under load")
+            # At most one move, in the calm before the first request; none under load.
+            assert w.moved <= ingest.MOVE_ROWS and w.backlog > ingest.MOVE_ROWS * 2
+            monkeypatch.setattr(ingest, "MOVE_EVERY", 0.0)  # its time comes
+            await until(lambda: w.moved > 0, "a move at MOVE_EVERY")
+            assert answered[0] > 0
+    finally:
+        await w.stop()
+    assert await counts(db) == (w.moved, 0, w.moved)

@@ -15,7 +15,8 @@ Two ways to store, one order:
   the commit that the senders wait for is short. The writer moves staged rows, in arrival
   order, into ``events`` with their jobs (one transaction per chunk of :data:`MOVE_ROWS`)
   whenever no request waits for its answer, at least every :data:`MOVE_EVERY` seconds under
-  sustained load, on :meth:`IngestWriter.stop`, and after a restart (what a crash left).
+  sustained load (a moderate load's backlog, :data:`SOON_ROWS` or fewer, after :data:`MOVE_SOON`),
+  on :meth:`IngestWriter.stop`, and after a restart (what a crash left).
   While rows are staged, new events are staged too, so ``events.id`` keeps the order of
   arrival. A staged row is durable like an event: acknowledged means stored either way.
 """
@@ -44,6 +45,14 @@ MAX_BATCH_ROWS = 4096
 STAGE_FROM = 4  # requests in one batch from which it is staged (ingest under load)
 MOVE_ROWS = 128  # staged rows moved per transaction: a few ms of holding the write lock
 MOVE_EVERY = 0.1  # seconds: staged rows move at least this often while requests keep coming
+# A backlog of at most SOON_ROWS moves MOVE_SOON seconds after it began, requests or not. Under
+# a moderate but steady load (a few hundred webhooks/s) batches of STAGE_FROM come often enough
+# that the writer never sees a moment without a request waiting, and each staged DM, with its
+# reply, waited up to MOVE_EVERY for the worker. A burst (thousands of webhooks/s) stages more
+# than SOON_ROWS within MOVE_SOON: it keeps the MOVE_EVERY cadence, so the requests keep most
+# of the writer and the rows move in large chunks after it.
+SOON_ROWS = 32
+MOVE_SOON = 0.01
 IDLE_POLL = 0.005  # seconds: with staged rows to move, how often the writer checks for calm
 MOVE_RETRY = 1.0  # seconds before a move that failed (disk full, a locked database) is retried
 STOP_MOVING = 10.0  # seconds stop() moves staged rows; the rest moves at the next start
@@ -188,6 +197,7 @@ class IngestWriter:
         max_attempts: int, clock: Callable[[], float] = time.time,
     ) -> None:
         self._conn = conn
+        self._synchronous = int(conn.execute("PRAGMA synchronous").fetchone()[0])  # configured
         self._gate = gate
         self._wake = wake
         self._max_attempts = max_attempts
@@ -205,6 +215,7 @@ class IngestWriter:
         self._waiting = 0  # requests submitted and not answered yet
         self._backlog = 0  # rows in the staging table (read at start, then counted)
         self._moved_at = 0.0  # monotonic time of the last move
+        self._staged_at = 0.0  # monotonic time the backlog last grew from none
         self._retry_at = 0.0  # after a failed move: not before this (monotonic)
 
     @property
@@ -221,7 +232,7 @@ class IngestWriter:
         # What a crash or a failed stop left in the staging table moves first (the writer's loop
         # moves while no request waits).
         self._backlog = int(self._conn.execute("SELECT count(*) FROM staged_events").fetchone()[0])
-        self._moved_at = time.monotonic()
+        self._moved_at = self._staged_at = time.monotonic()
         self._task = asyncio.create_task(self._run(), name="ingest-writer")
 
     async def stop(self) -> None:
@@ -262,12 +273,23 @@ class IngestWriter:
         finally:
             self._waiting -= 1
 
+    def _move_due(self, now: float) -> bool:
+        """Whether staged rows move now though requests wait (``now``: monotonic): every
+        :data:`MOVE_EVERY`, or a backlog of :data:`SOON_ROWS` or fewer once it is
+        :data:`MOVE_SOON` old; never before a failed move's retry time."""
+        if not self._backlog or now < self._retry_at:
+            return False
+        if now - self._moved_at >= MOVE_EVERY:
+            return True
+        return self._backlog <= SOON_ROWS and now - self._staged_at >= MOVE_SOON
+
     async def _run(self) -> None:
         while True:
             if self._backlog and self._queue.empty():
                 now = time.monotonic()
-                if not self._waiting and now >= self._retry_at:
-                    # No request waits for an answer: the staging table's turn.
+                if (not self._waiting and now >= self._retry_at) or self._move_due(now):
+                    # No request waits for an answer (the staging table's turn), or the
+                    # staged rows waited long enough.
                     await self._move()
                     continue
                 # Answers still going out (or a move just failed): look again shortly.
@@ -285,8 +307,7 @@ class IngestWriter:
                 batch.append(item)
                 n += len(item[0])
             try:
-                now = time.monotonic()
-                if self._backlog and now - self._moved_at >= MOVE_EVERY and now >= self._retry_at:
+                if self._move_due(time.monotonic()):
                     await self._move()  # the staging table's share while requests keep coming
                 stage = self._backlog > 0 or len(batch) >= STAGE_FROM
                 await self._commit_all(batch, stage)
@@ -317,12 +338,20 @@ class IngestWriter:
         """Runs in the writer's thread: the oldest :data:`MOVE_ROWS` staged rows into
         ``events`` with their jobs, and out of the staging table, in one transaction."""
         conn = self._conn
-        with _immediate(conn):
-            count, top = conn.execute(_OLDEST_STAGED, (MOVE_ROWS,)).fetchone()
-            if count:
-                for sql, args in _move_statements(top, self._max_attempts):
-                    conn.execute(sql, args)
-            return int(count)
+        # Without an fsync: the rows are durable in the staging table already. A power loss
+        # that rolls the move back leaves them staged, to move again at the next start, and
+        # the next durable commit on this database (the WAL is one file) fsyncs the move too,
+        # so nothing that depends on it (a send's in_flight mark) can outlive it.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with _immediate(conn):
+                count, top = conn.execute(_OLDEST_STAGED, (MOVE_ROWS,)).fetchone()
+                if count:
+                    for sql, args in _move_statements(top, self._max_attempts):
+                        conn.execute(sql, args)
+                return int(count)
+        finally:
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
 
     async def _commit_all(
         self, batch: list[tuple[Sequence[EventRow], asyncio.Future[IngestResult]]],
@@ -352,6 +381,8 @@ class IngestWriter:
         self.batches += 1
         self.rows += sum(len(rows) for rows, _ in batch)
         if stage:
+            if not self._backlog:
+                self._staged_at = time.monotonic()
             self._backlog += sum(r.stored for r in results)
         else:
             self._wake.set()  # new jobs
