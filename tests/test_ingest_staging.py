@@ -85,8 +85,6 @@ async def test_a_batch_under_load_is_staged_then_moves_in_arrival_order(
         assert stored[2] == stored[0]  # moved (by the writer, if calm came) with the jobs
         await w.settle()
         assert w.moved == ingest.STAGE_FROM  # they went through the staging table
-        # A move commits without an fsync; the batches' commits stay FULL (the default).
-        assert w._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
         assert await counts(db) == (ingest.STAGE_FROM, 0, ingest.STAGE_FROM)
         assert wake.is_set()  # the worker is told about the new jobs (a staged commit
         # sets nothing: only the move that made jobs)
@@ -275,27 +273,22 @@ async def test_a_small_backlog_moves_while_requests_keep_waiting(
 ) -> None:
     """Found by bench/e2e.py at 300-400 DMs/s: batches of STAGE_FROM came often enough that
     no calm moment came, and staged DMs reached the worker only every MOVE_EVERY (their
-    replies p50 ~100 ms, against ~30 without staging). A backlog one move drains now moves
-    after MOVE_SOON, requests waiting or not; here MOVE_EVERY never comes."""
+    replies p50 ~100 ms, against ~30 without staging). A backlog now moves once it is old
+    enough for its size, requests waiting or not; here MOVE_EVERY never comes."""
     monkeypatch.setattr(ingest, "MOVE_EVERY", 1e9)
     monkeypatch.setattr(ingest, "MOVE_SOON", 0.0)
-    wake = asyncio.Event()
-    async with running(db, wake) as w:
-        async with steady_load(w) as answered:
-            await until(lambda: w.moved > 0 and answered[0] > 0, "a move under load")
-            assert w.busy  # the load goes on (it never leaves the writer a calm moment)
-            assert wake.is_set()  # the worker heard of the moved jobs
-        events, _, jobs = await counts(db)
-        assert events > 0 and jobs == events  # moved with their jobs, while the load ran
+    async with running(db) as w, steady_load(w) as answered:
+        await until(lambda: w.moved > 0 and answered[0] > 0, "a move under load")
+        assert w.busy  # the load goes on (it never leaves the writer a calm moment)
 
 
-async def test_a_large_backlog_leaves_the_writer_to_the_requests_until_move_every(
+async def test_a_bursts_backlog_leaves_the_writer_to_the_requests_until_move_every(
     db: Database, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A backlog above SOON_ROWS is a burst's: moving it early would take the writer from the
-    requests (the ingest bench's throughput); it keeps the MOVE_EVERY cadence."""
+    """A backlog too large for its age (a burst's) would take the writer from the requests
+    (the ingest bench's throughput) if it moved early: it keeps the MOVE_EVERY cadence."""
     monkeypatch.setattr(ingest, "MOVE_EVERY", 1e9)
-    monkeypatch.setattr(ingest, "MOVE_SOON", 0.0)
+    monkeypatch.setattr(ingest, "MOVE_SOON", 3600.0)  # per SOON_ROWS rows: never, here
     w = writer(db)
     w._commit([[row(f"big{i}")] for i in range(ingest.MOVE_ROWS * 3)], 5.0, True)
     w.start()
@@ -303,10 +296,123 @@ async def test_a_large_backlog_leaves_the_writer_to_the_requests_until_move_ever
         async with steady_load(w) as answered:
             await until(lambda: w.batches >= 50, "50 batches under load")
             # At most one move, in the calm before the first request; none under load.
-            assert w.moved <= ingest.MOVE_ROWS and w.backlog > ingest.MOVE_ROWS * 2
+            before = w.moved
+            assert before <= ingest.MOVE_ROWS and w.backlog > ingest.MOVE_ROWS * 2
             monkeypatch.setattr(ingest, "MOVE_EVERY", 0.0)  # its time comes
-            await until(lambda: w.moved > 0, "a move at MOVE_EVERY")
+            await until(lambda: w.moved > before, "a move at MOVE_EVERY")
             assert answered[0] > 0
     finally:
         await w.stop()
     assert await counts(db) == (w.moved, 0, w.moved)
+
+
+SOON, EVERY, ROWS = 0.01, 0.1, 16  # MOVE_SOON, MOVE_EVERY and SOON_ROWS, as shipped
+EPS = 1e-6
+
+
+@pytest.mark.parametrize(
+    ("backlog", "staged_ago", "moved_ago", "retry_in", "due"),
+    [
+        (0, 1.0, 1.0, 0.0, False),  # nothing staged
+        (1, SOON - EPS, 0.0, 0.0, False),  # a few rows, not old enough yet
+        (1, SOON + EPS, 0.0, 0.0, True),
+        (ROWS, SOON + EPS, 0.0, 0.0, True),  # up to SOON_ROWS: MOVE_SOON
+        (ROWS + 1, SOON + EPS, 0.0, 0.0, False),  # one more row: twice as long
+        (ROWS + 1, 2 * SOON + EPS, 0.0, 0.0, True),
+        (3 * ROWS + 1, 4 * SOON - EPS, 0.0, 0.0, False),
+        (3 * ROWS + 1, 4 * SOON + EPS, 0.0, 0.0, True),
+        (5000, 0.5, EVERY - EPS, 0.0, False),  # a burst's: only the cadence moves it
+        (5000, 0.5, EVERY + EPS, 0.0, True),
+        (1000, 1.0, 0.0, 0.0, True),  # staged for a second at 1,000/s: a steady load's
+        (1, 1.0, 1.0, 0.5, False),  # a failed move's retry time comes first
+    ],
+)
+def test_when_staged_rows_move_though_requests_wait(
+    db: Database, backlog: int, staged_ago: float, moved_ago: float, retry_in: float,
+    due: bool,
+) -> None:
+    assert (ingest.MOVE_SOON, ingest.MOVE_EVERY, ingest.SOON_ROWS) == (SOON, EVERY, ROWS)
+    w = writer(db)
+    now = 1000.0
+    w._backlog = backlog
+    w._staged_at, w._moved_at, w._retry_at = now - staged_ago, now - moved_ago, now + retry_in
+    assert w._move_due(now) is due
+
+
+async def test_the_backlogs_age_runs_from_when_the_staging_table_was_last_empty(
+    db: Database, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ingest, "MOVE_EVERY", 1e9)
+    monkeypatch.setattr(ingest, "MOVE_SOON", 3600.0)
+    async with running(db) as w:
+        w._waiting += 1  # a request always waiting: no calm moves
+        try:
+            await w.settle()
+            await burst(w, [[row(f"a{i}")] for i in range(ingest.STAGE_FROM)])
+            first = w._staged_at
+            await burst(w, [[row(f"b{i}")] for i in range(ingest.STAGE_FROM)])
+            assert w._staged_at == first and w.backlog == 2 * ingest.STAGE_FROM  # grew
+            await w.settle()  # empty again
+            await burst(w, [[row(f"c{i}")] for i in range(ingest.STAGE_FROM)])
+            assert w._staged_at > first  # a new backlog
+        finally:
+            w._waiting -= 1
+
+
+async def test_the_writer_counts_true_again_after_catch_up_moved_rows_behind_its_back(
+    db: Database, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: catch-up's move_staged moves staged rows the writer still counted;
+    under steady load the table is never empty at a move, so the count stayed high, and a
+    small new backlog waited as long as a large one (MOVE_EVERY)."""
+    monkeypatch.setattr(ingest, "MOVE_EVERY", 1e9)
+    monkeypatch.setattr(ingest, "MOVE_SOON", 3600.0)
+    async with running(db) as w:
+        w._waiting += 1  # a request always waiting: no calm moves
+        try:
+            await burst(w, [[row(f"a{i}")] for i in range(40)])
+            assert w.backlog == 40
+            async with db.tx() as conn:  # catch-up moves them
+                assert await ingest.move_staged(conn, max_attempts=6, limit=1000) == (40, True)
+            await burst(w, [[row(f"b{i}")] for i in range(ingest.STAGE_FROM)])
+            assert w.backlog == 40 + ingest.STAGE_FROM  # high: 4 are staged
+            assert await w._move() == ingest.STAGE_FROM  # fewer than MOVE_ROWS: all there were
+            assert w.backlog == 0
+        finally:
+            w._waiting -= 1
+
+
+async def test_each_batch_commits_at_the_configured_level_after_a_move_lowered_it(
+    db: Database,
+) -> None:
+    """A move commits without an fsync; the batch after it sets FULL (the default) again,
+    and a batch that cannot set it fails rather than be acknowledged without its fsync."""
+    w = writer(db)
+    conn = w._conn
+    w._commit([[row(f"s{i}")] for i in range(5)], 1.0, True)  # staged, as a crash leaves
+    refuse = [0]
+
+    def authorizer(action: int, arg1: str | None, arg2: str | None, *_: object) -> int:
+        if action == sqlite3.SQLITE_PRAGMA and arg1 == "synchronous" and arg2 == "2" \
+                and refuse[0]:
+            refuse[0] -= 1
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    conn.set_authorizer(authorizer)
+    w.start()
+    try:
+        await w.settle()
+        assert w.moved == 5
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL after the move
+        assert await w.submit([row("next")]) == IngestResult(1)
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL for the batch
+        w._commit([[row(f"t{i}")] for i in range(5)], 1.0, True)
+        await w.settle()
+        refuse[0] = 1
+        with pytest.raises(sqlite3.DatabaseError):
+            await w.submit([row("refused")])
+        assert await counts(db) == (11, 0, 11)  # the refused one is not stored
+        assert await w.submit([row("again")]) == IngestResult(1)
+    finally:
+        await w.stop()

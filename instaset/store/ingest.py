@@ -15,7 +15,7 @@ Two ways to store, one order:
   the commit that the senders wait for is short. The writer moves staged rows, in arrival
   order, into ``events`` with their jobs (one transaction per chunk of :data:`MOVE_ROWS`)
   whenever no request waits for its answer, at least every :data:`MOVE_EVERY` seconds under
-  sustained load (a moderate load's backlog, :data:`SOON_ROWS` or fewer, after :data:`MOVE_SOON`),
+  sustained load (sooner for a small backlog: :data:`MOVE_SOON` per :data:`SOON_ROWS` rows),
   on :meth:`IngestWriter.stop`, and after a restart (what a crash left).
   While rows are staged, new events are staged too, so ``events.id`` keeps the order of
   arrival. A staged row is durable like an event: acknowledged means stored either way.
@@ -27,6 +27,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,13 +46,16 @@ MAX_BATCH_ROWS = 4096
 STAGE_FROM = 4  # requests in one batch from which it is staged (ingest under load)
 MOVE_ROWS = 128  # staged rows moved per transaction: a few ms of holding the write lock
 MOVE_EVERY = 0.1  # seconds: staged rows move at least this often while requests keep coming
-# A backlog of at most SOON_ROWS moves MOVE_SOON seconds after it began, requests or not. Under
-# a moderate but steady load (a few hundred webhooks/s) batches of STAGE_FROM come often enough
+# While requests keep coming, a backlog of n staged rows moves once the staging table has not
+# been empty for MOVE_SOON * ceil(n / SOON_ROWS) seconds (or at the MOVE_EVERY cadence). Under a
+# moderate but steady load (a few hundred webhooks/s) batches of STAGE_FROM come often enough
 # that the writer never sees a moment without a request waiting, and each staged DM, with its
-# reply, waited up to MOVE_EVERY for the worker. A burst (thousands of webhooks/s) stages more
-# than SOON_ROWS within MOVE_SOON: it keeps the MOVE_EVERY cadence, so the requests keep most
-# of the writer and the rows move in large chunks after it.
-SOON_ROWS = 32
+# reply, waited up to MOVE_EVERY for the worker; now a few rows move within ~MOVE_SOON. A
+# burst stages rows faster than SOON_ROWS per MOVE_SOON (1,600 a second, beyond what the
+# MOVE_EVERY moves take), so its wait outgrows its age: it keeps the MOVE_EVERY cadence, the
+# requests keep most of the writer, and its rows move in large chunks after it. A ramp, not a
+# step, so that a load just above a threshold does not wait ten times longer than one below.
+SOON_ROWS = 16
 MOVE_SOON = 0.01
 IDLE_POLL = 0.005  # seconds: with staged rows to move, how often the writer checks for calm
 MOVE_RETRY = 1.0  # seconds before a move that failed (disk full, a locked database) is retried
@@ -163,7 +167,8 @@ async def move_staged(conn: aiosqlite.Connection, *, max_attempts: int, limit: i
     ``limit``, into ``events`` with their jobs, as the writer does. Returns (rows moved,
     whether nothing is staged now): only then does what this transaction inserts next come
     after every acknowledged event. Works with no daemon running too. The ingest writer's
-    count of staged rows may be high for a while afterwards: it never counts low."""
+    count of staged rows may be high afterwards, never low, until its next move takes fewer
+    than :data:`MOVE_ROWS` rows (all there were)."""
     rows = list(await conn.execute_fetchall(_OLDEST_STAGED, (limit,)))
     count, top = int(rows[0][0]), rows[0][1]
     if count:
@@ -215,7 +220,7 @@ class IngestWriter:
         self._waiting = 0  # requests submitted and not answered yet
         self._backlog = 0  # rows in the staging table (read at start, then counted)
         self._moved_at = 0.0  # monotonic time of the last move
-        self._staged_at = 0.0  # monotonic time the backlog last grew from none
+        self._staged_at = 0.0  # monotonic time the staging table was last found empty
         self._retry_at = 0.0  # after a failed move: not before this (monotonic)
 
     @property
@@ -275,13 +280,13 @@ class IngestWriter:
 
     def _move_due(self, now: float) -> bool:
         """Whether staged rows move now though requests wait (``now``: monotonic): every
-        :data:`MOVE_EVERY`, or a backlog of :data:`SOON_ROWS` or fewer once it is
-        :data:`MOVE_SOON` old; never before a failed move's retry time."""
+        :data:`MOVE_EVERY`, or once the backlog is :data:`MOVE_SOON` per :data:`SOON_ROWS`
+        rows (rounded up) old; never before a failed move's retry time."""
         if not self._backlog or now < self._retry_at:
             return False
         if now - self._moved_at >= MOVE_EVERY:
             return True
-        return self._backlog <= SOON_ROWS and now - self._staged_at >= MOVE_SOON
+        return now - self._staged_at >= MOVE_SOON * math.ceil(self._backlog / SOON_ROWS)
 
     async def _run(self) -> None:
         while True:
@@ -328,7 +333,9 @@ class IngestWriter:
             log.error("could not move %d staged events into events: %s (they stay staged, "
                       "and the move is tried again)", self._backlog, exc)
             return -1
-        self._backlog = max(0, self._backlog - moved) if moved else 0
+        # A chunk smaller than MOVE_ROWS took every staged row (only this writer stages, one
+        # call at a time): the count is exact again, whatever catch-up moved behind its back.
+        self._backlog = max(0, self._backlog - moved) if moved >= MOVE_ROWS else 0
         if moved:
             self.moved += moved
             self._wake.set()
@@ -340,18 +347,16 @@ class IngestWriter:
         conn = self._conn
         # Without an fsync: the rows are durable in the staging table already. A power loss
         # that rolls the move back leaves them staged, to move again at the next start, and
-        # the next durable commit on this database (the WAL is one file) fsyncs the move too,
-        # so nothing that depends on it (a send's in_flight mark) can outlive it.
+        # the next fsync of the WAL (one file for every connection: a FULL commit, or
+        # Database.barrier before a send) makes the move durable too, so nothing that depends
+        # on it can outlive it. _commit sets the configured level back for each batch.
         conn.execute("PRAGMA synchronous=NORMAL")
-        try:
-            with _immediate(conn):
-                count, top = conn.execute(_OLDEST_STAGED, (MOVE_ROWS,)).fetchone()
-                if count:
-                    for sql, args in _move_statements(top, self._max_attempts):
-                        conn.execute(sql, args)
-                return int(count)
-        finally:
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        with _immediate(conn):
+            count, top = conn.execute(_OLDEST_STAGED, (MOVE_ROWS,)).fetchone()
+            if count:
+                for sql, args in _move_statements(top, self._max_attempts):
+                    conn.execute(sql, args)
+            return int(count)
 
     async def _commit_all(
         self, batch: list[tuple[Sequence[EventRow], asyncio.Future[IngestResult]]],
@@ -393,6 +398,9 @@ class IngestWriter:
         with the jobs, or into the staging table (``stage``)."""
         conn = self._conn
         results: list[IngestResult] = []
+        # The configured level, set for every batch (a move lowers it): if this fails, the
+        # batch fails, and nothing is acknowledged without the fsync it was promised.
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
         with _immediate(conn):
             # One executemany per request keeps per-request counts; still one commit for all.
             for rows in requests:
