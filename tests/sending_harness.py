@@ -176,10 +176,10 @@ class Harness:
     # -- looking -------------------------------------------------------------------------
 
     def graph_sends(self, igsid: str | None = None) -> list[Recorded]:
-        """Send API requests that carried a message (DMs and private replies), optionally
-        only those to ``igsid``."""
+        """Send API requests that carried a message (DMs and private replies), refused ones
+        included, optionally only those to ``igsid``."""
         return [
-            r for r in self.sandbox.sends()
+            r for r in self.sandbox.send_attempts()
             if igsid is None or _recipient(r).get("id") == igsid
         ]
 

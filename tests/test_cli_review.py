@@ -297,7 +297,7 @@ def test_a_reply_refused_for_want_of_a_token_does_not_pause(
     assert result.exit_code == 1
     assert "not sent to @carol (refused: no_token)" in result.stderr
     assert "automation was not paused" in result.stderr
-    assert box.box.sends() == []
+    assert box.box.send_attempts() == []
     contact = conversation(cfg)
     assert contact["automation"]["state"] == "on"
     assert contact["automation"]["paused_until"] is None

@@ -312,7 +312,8 @@ async def test_one_private_reply_per_comment_within_7_days(
     clock.t += 7 * DAY + 1
     with pytest.raises(WindowClosed):
         await graph.private_reply(ACCT, cid2, "late", token=sandbox.token)
-    assert len(sandbox.sends()) == 4  # every attempt is recorded, only one was accepted
+    assert len(sandbox.send_attempts()) == 4  # every attempt is recorded, only one was made
+    assert [r.json["message"] for r in sandbox.sends()] == [{"text": "Sent you the prices"}]
     assert [m.text for m in sandbox.thread(IGSID)] == ["Sent you the prices"]
 
 

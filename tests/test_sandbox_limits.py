@@ -13,12 +13,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from rich.console import Console
 
 from instaset.backfill import CallLimiter
 from instaset.catchup import CatchUp, CatchUpSettings
-from instaset.errors import Throttled
+from instaset.demo import Scene
+from instaset.errors import GraphError, Throttled, WindowClosed
 from instaset.graph import GraphClient
-from instaset.sandbox import Sandbox
+from instaset.graph_wire import QuickReply
+from instaset.sandbox import Fault, Sandbox
 from instaset.sandbox.limits import Limits
 from tests.test_catchup import World, daemon, mid_of, settle, world
 
@@ -114,7 +117,8 @@ async def test_the_buc_budget_spent_throttles_every_call_until_the_hour_moves_on
     with pytest.raises(Throttled) as caught:
         await graph.send_text(ACCT, IGSID, "hello", token=sandbox.token)
     assert (caught.value.code, caught.value.retry_after) == (80002, 3000.0)
-    assert sandbox.sends() and sandbox.thread(IGSID)[-1].direction == "in"  # not sent
+    assert sandbox.sends() == [] and sandbox.thread(IGSID)[-1].direction == "in"  # not sent
+    assert [r.status for r in sandbox.send_attempts()] == [400]  # the call log has it
     clock.t += 3000
     await graph.send_text(ACCT, IGSID, "hello", token=sandbox.token)
 
@@ -142,6 +146,51 @@ async def test_without_limits_nothing_is_throttled_or_reported(
         for _ in range(5):
             await client.conversations(ACCT, token=sb.token)
         assert client.last_usage is None and sb.meter.refused == 0
+
+
+# -- what a refused call leaves -----------------------------------------------------------------
+
+SLOTS = (QuickReply("Tue 10:00", "SLOT_TUE"), QuickReply("Wed 15:00", "SLOT_WED"))
+
+
+async def test_a_send_refused_for_the_budget_is_not_among_the_sends_the_demo_taps(
+    sandbox: Sandbox, graph: GraphClient,
+) -> None:
+    """sends() is what reached the user; the transcript still lists the refused call, with
+    the answer it got. The demo picks the chip it taps from sends()."""
+    sandbox.limits = Limits(buc_calls_per_hour=1)
+    await graph.send_text(ACCT, IGSID, "hello", token=sandbox.token)  # spends the budget
+    with pytest.raises(Throttled):
+        await graph.send_text(ACCT, IGSID, "pick a time", quick_replies=SLOTS,
+                              token=sandbox.token)
+    assert [r.json["message"] for r in sandbox.sends()] == [{"text": "hello"}]
+    assert [(r.json["message"]["text"], r.status)  # type: ignore[index]
+            for r in sandbox.send_attempts()] == [("hello", 200), ("pick a time", 400)]
+    console = Console(record=True, width=200)
+    await Scene(sandbox, None, console).tap_first_slot("someone")  # type: ignore[arg-type]
+    assert "no time slots were offered" in console.export_text()
+
+
+async def test_sends_refused_by_the_window_or_a_fault_are_not_delivered(
+    sandbox: Sandbox, graph: GraphClient, clock: Clock,
+) -> None:
+    """Any refusal, not only throttling: outside the 24 h window, a fault answered before the
+    send was made. A fault answered after it (the send made, the answer lost) was delivered."""
+    clock.t += 25 * 3600
+    with pytest.raises(WindowClosed):
+        await graph.send_text(ACCT, IGSID, "too late", token=sandbox.token)
+    await sandbox.user_sends_dm(IGSID, "back again", deliver=False)
+    sandbox.inject(Fault("graph_error", path_contains="/messages", status=500, code=2))
+    with pytest.raises(GraphError):
+        await graph.send_text(ACCT, IGSID, "failed", token=sandbox.token)
+    sandbox.inject(Fault("error_after_send", path_contains="/messages", status=500, code=2))
+    with pytest.raises(GraphError):
+        await graph.send_text(ACCT, IGSID, "made, answer lost", token=sandbox.token)
+    assert [r.json["message"] for r in sandbox.sends()] == [{"text": "made, answer lost"}]
+    assert [(r.status, r.accepted) for r in sandbox.send_attempts()] == [
+        (403, False), (500, False), (500, True)]
+    assert [m.text for m in sandbox.thread(IGSID) if m.direction == "out"] == [
+        "made, answer lost"]
 
 
 # -- the daemon's catch-up ---------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The built-in Instagram sandbox: a real aiohttp server speaking Meta's wire format toward
 the daemon (Send API, comments, Conversations API, subscriptions, messenger profile, Business
 Login OAuth, typed error envelopes, signed echo webhooks), with user simulation, a request
-transcript and fault injection. Used by ``serve --sandbox``, ``demo``, ``simulate`` and tests.
+transcript (each request with its answer) and fault injection. Used by ``serve --sandbox``,
+``demo``, ``simulate`` and tests.
 
 Rules it enforces like Meta: a user may be messaged within 24 h of their last message or
 postback tap (7 days with the ``HUMAN_AGENT`` tag); a comment gets one private reply, within
@@ -13,7 +14,8 @@ only from 24 h of age. ``echo_first`` delivers echoes before the Send API's answ
 webhook delivery of a user event is retried; a :class:`DeliveryPolicy` can also batch,
 duplicate and shuffle deliveries. :class:`Limits` (on in ``serve --sandbox``) throttles like
 Meta (2 Conversations API calls a second, 750 private replies an hour, a BUC budget) and
-sends its usage header.
+sends its usage header. ``sends()`` lists only the messages it made (what a user got);
+a send it refused is in the transcript and ``send_attempts()``, with its status.
 """
 
 from instaset.sandbox.limits import Limits

@@ -16,7 +16,12 @@ FaultKind = Literal["status", "graph_error", "delay", "drop_after_send", "error_
 class Recorded:
     """One request the sandbox received. ``body`` is the parsed JSON body, the form fields as
     a dict, or None; ``headers`` keeps only Authorization, Content-Type and User-Agent; ``at``
-    is the sandbox clock when it arrived."""
+    is the sandbox clock when it arrived.
+
+    ``status`` is the HTTP status the sandbox answered (None until it has, or when a fault
+    dropped the connection instead). ``accepted`` says the sandbox carried the call out (a
+    send stored and echoed): False for a call it refused (rate limit, window, validation, a
+    fault answered before it), True for one a fault answered with an error after it."""
 
     method: str
     path: str
@@ -24,6 +29,8 @@ class Recorded:
     body: object
     headers: dict[str, str]
     at: float
+    status: int | None = None
+    accepted: bool = False
 
     @property
     def route(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import random
@@ -238,7 +239,14 @@ class Sandbox(UsersMixin, DeliveryMixin):
         self.tokens.revoke(token)
 
     def sends(self) -> list[Recorded]:
-        """Recorded message sends (DMs and private replies), without sender actions."""
+        """The message sends (DMs and private replies, not sender actions) the sandbox made:
+        what reached the user. A send it refused (rate limit, window, validation, a fault
+        answered first) is only in :meth:`send_attempts`."""
+        return [r for r in self.send_attempts() if r.accepted]
+
+    def send_attempts(self) -> list[Recorded]:
+        """Every Send API request that carried a message, refused ones included; each
+        ``Recorded`` says how it was answered (``status``, ``accepted``)."""
         return [
             r
             for r in self.transcript
@@ -277,21 +285,16 @@ class Sandbox(UsersMixin, DeliveryMixin):
         body, fields = await read_body(request)
         params = {**dict(request.query.items()), **fields}
         headers = {h: request.headers[h] for h in _KEPT_HEADERS if h in request.headers}
-        self.transcript.append(
-            Recorded(
-                request.method,
-                request.path,
-                dict(request.query.items()),
-                body,
-                headers,
-                self.clock(),
-            )
-        )
+        rec = Recorded(request.method, request.path, dict(request.query.items()), body,
+                       headers, self.clock())
+        self.transcript.append(rec)  # in arrival order; the outcome is filled in below
         fault = self._faults.take(request.path_qs)
         if fault is not None and fault.kind == "delay":
             await self._wait(fault.delay)
         elif fault is not None and fault.kind not in ("drop_after_send", "error_after_send"):
-            return fault_response(fault)
+            answer = fault_response(fault)
+            self._outcome(rec, answer.status, accepted=False)
+            return answer
         segs = [s for s in request.path.split("/") if s]
         if segs and _VERSION.fullmatch(segs[0]):
             segs = segs[1:]
@@ -300,14 +303,28 @@ class Sandbox(UsersMixin, DeliveryMixin):
             token = bearer(request) or params.get("access_token")
             self.meter.stamp(self.limits, response, request.method, segs, self.account_id,
                              authenticated=self.tokens.problem(token) is None)
+        accepted = response.status < 300
         if fault is not None and fault.kind == "error_after_send":
-            return fault_response(fault)
+            answer = fault_response(fault)
+            self._outcome(rec, answer.status, accepted=accepted)
+            return answer
         if fault is not None and fault.kind == "drop_after_send":
+            self._outcome(rec, None, accepted=accepted)
             if fault.delay > 0:
                 await self._wait(fault.delay)
             elif request.transport is not None:
                 request.transport.close()
+            return response
+        self._outcome(rec, response.status, accepted=accepted)
         return response
+
+    def _outcome(self, rec: Recorded, status: int | None, *, accepted: bool) -> None:
+        """Put what became of ``rec`` in the transcript, in its place (found from the end:
+        it is among the last few; gone when a test cleared the transcript meanwhile)."""
+        for i in range(len(self.transcript) - 1, -1, -1):
+            if self.transcript[i] is rec:
+                self.transcript[i] = dataclasses.replace(rec, status=status, accepted=accepted)
+                return
 
     async def _wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
