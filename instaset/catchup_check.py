@@ -26,7 +26,7 @@ from instaset.backfill import (
 )
 from instaset.catchup_walk import part_job
 from instaset.contacts import Profiles
-from instaset.errors import GraphError, TokenInvalid
+from instaset.errors import GraphError, Throttled, TokenInvalid
 from instaset.graph import GraphClient
 from instaset.notify import notify_job
 from instaset.queue import NewJob, enqueue_in
@@ -56,6 +56,18 @@ DEFAULT_FIELDS = (
 
 def _at(username: str | None, fallback: str) -> str:
     return f"@{username}" if username else fallback
+
+
+def throttled_check(exc: Throttled) -> str:
+    """What a subscription check refused by Meta's rate limits tells the creator: that it
+    was throttling (with the code, or the usage header at 100 %), and the wait if known."""
+    why = f"code {exc.code}" if exc.code is not None else "usage at 100 %"
+    text = f"Meta is throttling this account's Graph calls ({why}); the next check asks again"
+    wait = exc.retry_after
+    if wait is None or wait <= 0:
+        return text
+    return text + (f", the limit frees in {math.ceil(wait / 60)} min" if wait >= 120
+                   else f", the limit frees in {math.ceil(wait)} s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +153,11 @@ class GapCheck:
             await token_rejected(self.db, self.tokens, acct_id, token, now)
             return RunReport(acct_id, username, False, error="the access token is invalid; "
                              "run `instaset connect`")
+        except Throttled as exc:
+            # Not a failure: subscribed_apps counts toward the account's BUC budget like any
+            # Graph call (reference §5.2), so a busy hour can leave no call for the check.
+            log.warning("account %s: the webhook subscription was not checked: %s", acct_id,
+                        throttled_check(exc))
         except GraphError as exc:
             log.warning("account %s: cannot check the webhook subscription: %s", acct_id, exc)
         marks = Marks.from_row(await store.get_check(self.db, acct_id))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -247,3 +248,24 @@ async def test_a_throttled_catch_up_backs_off_and_finishes(tmp_path: Path) -> No
     async with world(tmp_path, frozen=True, workflows=()) as w:
         recovered, refused = await catch_up(w, other_app_calls=2)
         assert (recovered, refused) == (3, 1)
+
+
+async def test_a_check_throttled_by_the_buc_budget_says_so_and_when_it_frees(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """subscribed_apps is a Graph call like any other, so it counts toward the BUC budget
+    (reference §5.2: Instagram Platform requests fall under BUC limits); once that is spent,
+    the daemon's subscription check names the throttling and the wait, not a failure."""
+    async with world(tmp_path, frozen=True, workflows=()) as w, daemon(w, start=False) as rt:
+        w.sandbox.limits = Limits(buc_calls_per_hour=2)
+        await rt.graph.me(token=w.sandbox.token)
+        with pytest.raises(Throttled):  # the second call spends the budget
+            await rt.graph.me(token=w.sandbox.token)
+        caplog.set_level(logging.INFO, "instaset.catchup")
+        await CatchUp.for_runtime(rt).check_all()
+        warned = [r.getMessage() for r in caplog.records if r.name == "instaset.catchup"
+                  and "subscription" in r.getMessage()]
+        assert warned == [f"account {ACCT}: the webhook subscription was not checked: Meta is "
+                          "throttling this account's Graph calls (code 80002); the next check "
+                          "asks again, the limit frees in 60 min"], warned
+        assert w.sandbox.subscribed  # still subscribed: nothing was changed on a refusal

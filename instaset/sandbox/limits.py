@@ -10,7 +10,9 @@ fall under Business Use Case (BUC) limits, reported in percent (throttling start
 test on a frozen clock and the benchmarks (hundreds of sends a second) see no throttling and
 no header. Counted on the sandbox's clock, per kind of call, over a sliding window: a call
 is refused when the calls already accepted in the window reach the limit (refused calls do
-not count). Not modelled: the Send API's 300/s and 10/s (the benchmarks go faster; the
+not count). Every Graph call is a BUC call, ``subscribed_apps`` (GET and POST) included:
+§5.2 puts Instagram Platform requests under BUC limits and exempts none; only the OAuth
+routes are outside. Not modelled: the Send API's 300/s and 10/s (the benchmarks go faster; the
 daemon paces itself lower), Live private replies (the sandbox has no Live), and CPU time.
 """
 
