@@ -10,8 +10,10 @@ posts it to ``/webhook``.
 Contracts:
 
 - ``POST /sandbox/dm`` and ``POST /sandbox/comment`` take a JSON object ``{"user", "text",
-  "media"}`` (``user`` required; every field a string or absent; no lone surrogates) and
-  answer ``{"user": IGSID, "webhook_status": N}`` where N is the status the daemon really
+  "media"}``, ``POST /sandbox/postback`` (an ice-breaker, menu or button tap, which opens
+  the 24 h window) ``{"user", "payload", "title"}`` (``user`` required, and ``payload``
+  for a tap; every field a string or absent; no lone surrogates). Each answers
+  ``{"user": IGSID, "webhook_status": N}`` where N is the status the daemon really
   answered the sandbox's signed webhook with (its first POST: one not accepted is retried
   in the background and, given up, recorded in the sandbox's ``undelivered``, as
   ``Sandbox.delivery`` says). Bad input gets 400 ``{"error": "..."}``; a webhook that
@@ -40,7 +42,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 from instaset.errors import InstasetError
 from instaset.http_body import in_time, too_slow_error
 from instaset.oneline import one_line
-from instaset.sandbox import Sandbox, build_comment_payload, build_dm_payload, signed_delivery
+from instaset.sandbox import (
+    Sandbox,
+    build_comment_payload,
+    build_dm_payload,
+    build_postback_payload,
+    signed_delivery,
+)
 from instaset.store import contacts as contact_store
 
 if TYPE_CHECKING:
@@ -146,6 +154,17 @@ def sandbox_routes(box: Sandbox) -> list[web.RouteDef]:
         status = await _deliver(box, "comments", payload)
         return web.json_response({"user": igsid, "webhook_status": status})
 
+    async def postback(request: web.Request) -> web.Response:
+        body = await _json(request)
+        igsid = _user(body, box)
+        payload = _field(body, "payload")
+        if not payload or not payload.strip():
+            raise _bad("'payload' is required (what the ice breaker or menu item sends)")
+        title = _field(body, "title") or payload
+        event = await box.user_taps_postback(igsid, title, payload, deliver=False)
+        status = await _deliver(box, "messaging_postbacks", event)
+        return web.json_response({"user": igsid, "webhook_status": status})
+
     async def thread(request: web.Request) -> web.Response:
         igsid = _user({"user": request.match_info["user"]}, box)
         return web.json_response([
@@ -156,6 +175,7 @@ def sandbox_routes(box: Sandbox) -> list[web.RouteDef]:
     return [
         web.post("/sandbox/dm", dm),
         web.post("/sandbox/comment", comment),
+        web.post("/sandbox/postback", postback),
         web.get("/sandbox/thread/{user}", thread),
     ]
 
@@ -329,28 +349,47 @@ async def _connected_accounts(session: aiohttp.ClientSession, base: str) -> set[
             if isinstance(a, dict) and a.get("state") != "disconnected"}
 
 
+def postback_title(config: Config, payload: str) -> str:
+    """The title a tap on ``payload`` carries: the config's ice-breaker question or menu
+    title that sends it, else the payload itself (a template button's, say)."""
+    for ice in config.ice_breakers or []:
+        if ice.payload == payload:
+            return ice.question
+    for item in config.menu or []:
+        if item.payload == payload:
+            return item.title
+    return payload
+
+
 async def simulate(
     base_url: str, kind: str, user: str, text: str, *, media: str | None,
-    signing: Callable[[], Signing], account_id: str,
+    signing: Callable[[], Signing], account_id: str, title: str | None = None,
 ) -> dict[str, Any]:
-    """Post one simulated user action (``kind`` "dm" or "comment") to a running daemon.
+    """Post one simulated user action (``kind`` "dm", "comment", or "postback": a tap whose
+    payload is ``text`` and button title ``title``, the payload when None) to a running
+    daemon.
 
     Returns ``{"user": IGSID, "webhook_status": 200}``. ``signing`` is called (in a thread)
     only when the daemon is not in sandbox mode. Raises :class:`InstasetError` for bad input,
     an unreachable daemon, an answer that is not instaset's, or a webhook not accepted."""
-    for name, value in (("USER", user), ("TEXT", text), ("--media", media or "")):
+    tap = kind == "postback"
+    for name, value in (("USER", user), ("PAYLOAD" if tap else "TEXT", text),
+                        ("--media", media or ""), ("--title", title or "")):
         if not _valid_unicode(value):
             raise InstasetError(f"{name} is not valid UTF-8 text; check the terminal's encoding")
     who = user.lstrip("@")
     if not who:
         raise InstasetError("USER must be a username or an Instagram-scoped id, not empty")
+    if tap and not text.strip():
+        raise InstasetError("PAYLOAD must not be empty: give what the ice breaker or menu "
+                            "item sends (its `payload` in the config)")
+    route_body = ({"user": who, "payload": text, "title": title or text} if tap
+                  else {"user": who, "text": text, "media": media})
     base = base_url.rstrip("/")
     timeout = aiohttp.ClientTimeout(total=ROUTE_WAIT + _CLIENT_MARGIN)
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            async with session.post(
-                f"{base}/sandbox/{kind}", json={"user": who, "text": text, "media": media}
-            ) as resp:
+            async with session.post(f"{base}/sandbox/{kind}", json=route_body) as resp:
                 status, raw = resp.status, await _read(resp)
             if status != 404:
                 result = _sandbox_answer(base, kind, status, raw)
@@ -371,6 +410,9 @@ async def simulate(
             mid = "sim-" + pysecrets.token_hex(12)
             if kind == "dm":
                 payload = build_dm_payload(account_id, igsid, text, mid, now_ms)
+            elif tap:
+                payload = build_postback_payload(account_id, igsid, title or text, text, mid,
+                                                  now_ms)
             else:
                 payload = build_comment_payload(
                     account_id, igsid, who, text, media or DEFAULT_MEDIA,

@@ -33,17 +33,20 @@ def demo() -> None:
     raise typer.Exit(run_async(play)(cli_app.out_console))
 
 
-def _simulate(kind: str, user: str, text: str, media: str | None, url: str | None) -> None:
+def _simulate(kind: str, user: str, text: str, media: str | None, url: str | None,
+              title: str | None = None) -> None:
     from instaset.config import load_config
-    from instaset.simulate import daemon_signing, simulate
+    from instaset.simulate import daemon_signing, postback_title, simulate
 
     config = load_config(STATE.config_path)
     base = url or f"http://127.0.0.1:{config.server.port}"
+    if kind == "postback" and title is None:
+        title = postback_title(config, text)
     # A daemon in sandbox mode signs with its own secret; otherwise simulate signs with the
     # secret that daemon accepts, looked up (secret store included) only when needed.
     result = run_async(simulate)(
         base, kind, user, text, media=media, signing=lambda: daemon_signing(config),
-        account_id=config.sandbox.account_id,
+        account_id=config.sandbox.account_id, title=title,
     )
     typer.echo(json.dumps(result))
 
@@ -71,3 +74,20 @@ def simulate_comment(
 ) -> None:
     """A user comments on a post or reel."""
     _simulate("comment", user, text, media, url)
+
+
+@simulate_app.command("postback")
+@handle_errors
+def simulate_postback(
+    user: str = typer.Argument(..., help="Username or Instagram-scoped id of who taps."),
+    payload: str = typer.Argument(
+        ..., help="The payload the tapped ice breaker, menu item or button sends."),
+    title: str | None = typer.Option(
+        None, help="The button's title (default: the config's ice-breaker question or menu "
+                   "title with that payload, else the payload)."),
+    url: str | None = typer.Option(
+        None, help="Base URL of the daemon (default: http://127.0.0.1:<server.port>)."),
+) -> None:
+    """A user taps an ice breaker, a persistent-menu item or a postback button (this opens
+    the 24 h messaging window, as a DM does)."""
+    _simulate("postback", user, payload, None, url, title)
