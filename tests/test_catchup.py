@@ -142,7 +142,8 @@ async def next_check(w: World, rt: Runtime) -> None:
 
 
 def sends_to(w: World, igsid: str) -> list[Recorded]:
-    return [r for r in w.sandbox.sends() if r.json.get("recipient") == {"id": igsid}]
+    """Every send to ``igsid`` the daemon tried, refused ones included."""
+    return [r for r in w.sandbox.send_attempts() if r.json.get("recipient") == {"id": igsid}]
 
 
 def mid_of(payload: Mapping[str, Any]) -> str:
