@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 from instaset.config import BookingConfig
+from instaset.config_booking import window_minutes
 from instaset.events import Event, EventKind, MessageEvent, PostbackEvent
 
 PAYLOAD_PREFIX = "BOOK:"
@@ -74,7 +75,7 @@ def free_slots(
         for window in cfg.availability:
             if date.weekday() not in window.days:
                 continue
-            end = window.to if window.to > window.from_ else window.to + 1440
+            end = window.from_ + window_minutes(window)  # the rule the config checks
             t = window.from_
             while t + length / 60 <= end:
                 start = _local_start(midnight, t, tz)

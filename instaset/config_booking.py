@@ -11,8 +11,9 @@ from instaset.config_checks import booking_link_problem
 from instaset.config_types import ConfigModel as _Model
 from instaset.config_types import Duration
 from instaset.engine.model import Hours
-from instaset.engine.values import check_not_blank
+from instaset.engine.values import check_not_blank, format_clock
 from instaset.format_check import format_problem
+from instaset.timefmt import format_duration
 
 
 def _default_availability() -> list[Hours]:
@@ -112,18 +113,84 @@ class BookingConfig(_Model):
         return value
 
 
+def window_minutes(window: Hours) -> int:
+    """How long a weekly window of ``availability`` is, in wall-clock minutes, as
+    :func:`instaset.booking_slots.free_slots` walks it: ``from`` at or after ``to`` spans
+    midnight, so ``"09:00"``-``"09:00"`` is a whole day."""
+    return (window.to if window.to > window.from_ else window.to + 1440) - window.from_
+
+
+def _offers_slots(booking: BookingConfig, offered_by: list[str]) -> str | None:
+    """Who offers slots from ``booking`` (for the messages below), or None when nobody does:
+    with ``link`` set the scheduling page is offered instead, and without ``enabled`` or a
+    workflow's ``offer_booking`` step nothing offers; the slot settings are never read."""
+    if booking.link is not None or not (booking.enabled or offered_by):
+        return None
+    return ("booking.enabled: true" if booking.enabled else "") + (
+        (" and " if booking.enabled else "") + f"workflow {offered_by[0]!r}" if offered_by
+        else "")
+
+
 def availability_problem(booking: BookingConfig, offered_by: list[str]) -> str | None:
     """Why ``booking.availability`` cannot serve the offers that ``offered_by`` names (the
     workflows with an ``offer_booking`` step; ``booking.enabled`` lets the AI offer too), or
     None. Empty hours while slots are offered: every offer, tap and reschedule found no free
     time, and each one notified the creator. With ``link`` set the scheduling page is
     offered instead of slots, and unused hours are no mistake."""
-    if booking.availability or booking.link is not None or not (
-            booking.enabled or offered_by):
+    who = _offers_slots(booking, offered_by)
+    if booking.availability or who is None:
         return None
-    who = ("booking.enabled: true" if booking.enabled else "") + (
-        (" and " if booking.enabled else "") + f"workflow {offered_by[0]!r}" if offered_by
-        else "")
     return (f"no weekly hours, so every booking offer (from {who}) finds no free time; "
             "add some, e.g. - {days: mon-fri, from: \"09:00\", to: \"17:00\"}, "
             "or set booking.link to your scheduling page")
+
+
+def no_slot_problems(booking: BookingConfig, offered_by: list[str]) -> list[tuple[str, str]]:
+    """``(key, why)`` for each setting under which :func:`instaset.booking_slots.free_slots`
+    finds no slot whenever it runs, with no booking taken, while slots are offered (as
+    :func:`availability_problem`); the key is the one to point at (a key the file sets).
+
+    Only what is empty for certain is refused (the walk's own rules, in wall-clock minutes,
+    so no time zone or DST change matters): a ``slot_length`` longer than every window
+    (a window exactly as long holds one slot), and a ``min_notice`` not shorter than
+    ``horizon`` (a slot starts at least the one and at most the other from now; equal
+    leaves a single instant). Blackout dates end, and every weekday comes back."""
+    who = _offers_slots(booking, offered_by)
+    if who is None:
+        return []
+    found: list[tuple[str, str]] = []
+    written = booking.model_fields_set
+    slot = booking.slot_length
+    if booking.availability:
+        longest = max(booking.availability, key=window_minutes)
+        most = window_minutes(longest)
+        if slot.total_seconds() / 60 > most:  # free_slots: `t + length / 60 <= end`
+            span = (f"the longest, {format_clock(longest.from_)}-{format_clock(longest.to)},"
+                    f" is {format_duration(timedelta(minutes=most))}")
+            fix = f"at most {format_duration(timedelta(minutes=most))}"
+            if "slot_length" in written or "availability" not in written:
+                found.append(("slot_length", (
+                    f"{format_duration(slot)} is longer than every window of"
+                    f" booking.availability ({span}), so every booking offer (from {who})"
+                    f" finds no free time; make it {fix}, or widen the hours")))
+            else:
+                found.append(("availability", (
+                    f"every window is shorter than booking.slot_length"
+                    f" ({format_duration(slot)}; {span}), so every booking offer (from {who})"
+                    " finds no free time; widen the hours, or set booking.slot_length to"
+                    f" {fix}")))
+    notice, horizon = booking.min_notice, booking.horizon
+    if notice >= horizon:
+        why = ("a slot must start at least min_notice and at most horizon from now, so every"
+               f" booking offer (from {who}) finds no free time")
+        if "horizon" in written and "min_notice" not in written:
+            found.append(("horizon", (
+                f"{format_duration(horizon)} is not longer than booking.min_notice"
+                f" ({format_duration(notice)}): {why}; make it longer than"
+                f" {format_duration(notice)}, or booking.min_notice shorter")))
+        else:
+            found.append(("min_notice", (
+                f"{format_duration(notice)} is not shorter than booking.horizon"
+                f" ({format_duration(horizon)}): {why}; make it shorter than"
+                f" {format_duration(horizon)}, or booking.horizon longer")))
+    return found

@@ -34,6 +34,7 @@ from instaset.config_booking import (
     BOOKING_TEXT_PLACEHOLDERS,
     BookingConfig,
     availability_problem,
+    no_slot_problems,
 )
 from instaset.config_checks import (
     API_VERSION_PATTERN,
@@ -545,6 +546,11 @@ class Config(_Model):
             raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
                 type=PydanticCustomError("no_hours", problem), loc=("booking", "availability"),
                 input=[])])
+        errors = [InitErrorDetails(type=PydanticCustomError("no_slots", why),
+                                   loc=("booking", key), input=getattr(self.booking, key))
+                  for key, why in no_slot_problems(self.booking, offered_by)]
+        if errors:
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
 
     @property
