@@ -343,9 +343,10 @@ class LeadRule(_Model):
                 raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
             if nested_repeat(self.regex):
                 raise ValueError(f"regex {self.regex!r} repeats a group that itself repeats, "
-                                 "or whose alternatives can spell one text in two ways (like "
-                                 "(a+)+, (\\w+){1,30} or (a|aa)+): a short message can make it "
-                                 "run for minutes and stall the daemon; drop the outer repeat")
+                                 "or that can spell one text in two ways (like (a+)+, "
+                                 "(\\w+){1,30}, (a|aa)+ or (\\w+x|\\w)+): a short message can "
+                                 "make it run for minutes and stall the daemon; drop the outer "
+                                 "repeat")
         return self
 
 

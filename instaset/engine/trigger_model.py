@@ -70,7 +70,18 @@ _CATEGORIES = {f"CATEGORY_{name}": re.compile(rx) for name, rx in (
     ("DIGIT", r"\d"), ("NOT_DIGIT", r"\D"), ("SPACE", r"\s"), ("NOT_SPACE", r"\S"),
     ("WORD", r"\w"), ("NOT_WORD", r"\W"), ("LINEBREAK", r"\n"), ("NOT_LINEBREAK", r"[^\n]"))}
 _ANY_CHAR = re.compile(r"(?s).")  # a category not listed above: taken as any character
-_Word = tuple[frozenset[str], ...]  # a text as the character classes of its positions
+# A text as the character classes of its positions, each once (False) or any number of
+# times, none included (True: ``\w+`` is ``(\w, False), (\w, True)``).
+_Item = tuple[frozenset[str], bool]
+_Word = tuple[_Item, ...]
+# The steps (states of two words walked side by side) the ambiguity test takes at most: 52
+# alternatives of 60 repeats each took 5 s to check; past this (under 0.1 s) a group is not
+# checked, and accepted.
+_STEP_LIMIT = 100_000
+
+
+class _TooLong(Exception):
+    """The ambiguity test went past :data:`_STEP_LIMIT`."""
 
 
 def nested_repeat(pattern: str) -> bool:
@@ -86,19 +97,27 @@ def nested_repeat(pattern: str) -> bool:
       (``(\\d{1,3}){2}``, 9, is accepted);
     - alternatives one of which is nothing but repeats, one of variable length:
       ``(\\d+|x)+``, ``(a|a*)+``, ``(hi|\\w+)+`` (that alternative alone splits a text);
-    - alternatives of fixed characters that can spell the same text in two ways (one is a
-      repetition or a combination of others, or two share a text, found with the
-      Sardinas-Patterson test over character classes, case folded as the daemon matches):
+    - a group (alternatives or not) of characters, small bounded repeats and unbounded
+      repeats of one character or class, whose iterations can spell the same text in two
+      ways (one alternative is a repetition or a combination of others, two share a text,
+      or a variable part can take what starts the next iteration), found with the
+      Sardinas-Patterson test over character classes, case folded as the daemon matches:
       ``(a|aa)+``, ``(ab|a|b)+``, ``(ab|[ab]b)+``, ``(\\w|ab)+``, ``(\\d|12)+``,
-      ``(a|.)+``; a bounded repeat of them only past 1,000 splits. ``(hi|hey)+`` and
-      ``(ab|a\\d)+`` are accepted, and so are ``(a|\\w)+`` and ``(\\d|1)+``: CPython
-      merges single-character alternatives into one set (``[a\\w]+``), which is linear.
-      Alternatives with a variable part beside fixed ones (``(\\w+x|\\w)+``) are not
-      checked.
+      ``(a|.)+``, and with a variable part ``(\\w+x|\\w)+``, ``(\\d+a|\\d)+``,
+      ``(\\w+\\s|\\w)+``, ``(\\w+a)+``, ``(\\w+-\\w+)+`` (``a-bcd-e`` is
+      ``a-b|cd-e`` or ``a-bc|d-e``); a bounded repeat of fixed ones only past 1,000
+      splits, of ones with a variable part always. ``(hi|hey)+``, ``(ab|a\\d)+``,
+      ``(\\w+\\.)+``, ``(very\\s+)+`` and ``(x+y)+`` are accepted (what ends an
+      iteration cannot be taken by its variable part), and so are ``(a|\\w)+`` and
+      ``(\\d|1)+``: CPython merges single-character alternatives into one set
+      (``[a\\w]+``), which is linear. Not checked (accepted): a repeat of a group inside
+      an alternative (``((ab)+x|a)+``), an unbounded repeat of more than 8 at least
+      (``\\w{9,}``), a bounded one of more than 8 at most (``\\w{1,20}x``), lookarounds and
+      backreferences, one alternative that takes one text in two ways by its own repeats
+      (``(a\\w*\\w*b)+``), and a group that takes the test over 100,000 steps.
 
-    A group with anything fixed in it (``(\\w+\\.)+``, ``(very\\s+)+``) or fixed-length
-    repeats and optional characters only (``(\\d{3}[- ]?)+``, ``(a{2})+``) is accepted.
-    Read from the parsed pattern (CPython's own ``re._parser``)."""
+    Fixed-length repeats and optional characters only (``(\\d{3}[- ]?)+``, ``(a{2})+``)
+    are accepted. Read from the parsed pattern (CPython's own ``re._parser``)."""
     # Private modules (typeshed has no stubs for them): looked up by name.
     sre: Any = importlib.import_module("re._parser")
     c: Any = importlib.import_module("re._constants")
@@ -140,13 +159,14 @@ def nested_repeat(pattern: str) -> bool:
         single-character item matches; None when the item is not one."""
         if op is c.LITERAL:
             return frozenset(chr(av).lower())
-        if op is c.NOT_LITERAL:
-            return frozenset(ch.lower() for ch in _SAMPLE if ch.lower() != chr(av).lower())
-        if op is c.ANY:  # a line break only under (?s)
-            return frozenset(ch.lower() for ch in _SAMPLE if ch != "\n" or dotall)
+        key = f"{op} {av!r}"  # each set once: a pattern may name one a thousand times
+        if op is c.NOT_LITERAL and key not in classes:
+            classes[key] = frozenset(
+                ch.lower() for ch in _SAMPLE if ch.lower() != chr(av).lower())
+        if op is c.ANY and key not in classes:  # a line break only under (?s)
+            classes[key] = frozenset(ch.lower() for ch in _SAMPLE if ch != "\n" or dotall)
         if op is not c.IN:
-            return None
-        key = repr(av)
+            return classes.get(key)
         if key not in classes:
             negate = any(o is c.NEGATE for o, _ in av)
 
@@ -165,15 +185,19 @@ def nested_repeat(pattern: str) -> bool:
         return classes[key]
 
     def words(items: Any) -> list[_Word] | None:
-        """The texts the items match, as words of character classes (``a\\w`` is
-        ``({a}, word characters)``), one per way of matching (so a word twice means two
-        ways); None when they are not all fixed characters, small fixed repeats and
+        """The texts the items match, as words of character classes (``a\\w+`` is
+        ``({a}, once), (word characters, once), (word characters, any number)``), one per
+        way of matching (so a word twice means two ways); None when they are not all fixed
+        characters, unbounded repeats of one (at least 8 at most), small fixed repeats and
         alternatives of them, or too many."""
         out: list[_Word] = [()]
         for op, av in items:
             one = chars(op, av)
             if one is not None:
-                step: list[_Word] = [(one,)]
+                step: list[_Word] = [((one, False),)]
+            elif (op in repeats and av[1] is c.MAXREPEAT and av[0] <= 8 and len(av[2]) == 1
+                  and (each := chars(*av[2][0])) is not None):
+                step = [((each, False),) * av[0] + ((each, True),)]
             elif op is c.SUBPATTERN:
                 inner = words(av[-1])
                 if inner is None:
@@ -205,36 +229,70 @@ def nested_repeat(pattern: str) -> bool:
                 return None
         return out
 
+    steps = 0
+
+    def rests(head: _Word, whole: _Word) -> set[_Word]:
+        """What can be left of ``whole`` after a non-empty text that ``head`` takes whole
+        and ``whole`` starts with (at each position, a character both classes share): the
+        states of the two words walked side by side, each at an item (or past its last)."""
+        nonlocal steps
+        left: set[_Word] = set()
+        todo = [(0, 0, False)]
+        seen = set(todo)
+        while todo:
+            steps += 1
+            if steps > _STEP_LIMIT:
+                raise _TooLong
+            i, j, moved = todo.pop()
+            if i == len(head) and moved:
+                left.add(whole[j:])
+            after = []
+            if i < len(head) and head[i][1]:  # a repeat can take nothing more
+                after.append((i + 1, j, moved))
+            if j < len(whole) and whole[j][1]:
+                after.append((i, j + 1, moved))
+            if i < len(head) and j < len(whole) and not head[i][0].isdisjoint(whole[j][0]):
+                after.append((i + (not head[i][1]), j + (not whole[j][1]), True))
+            for state in after:
+                if state not in seen:
+                    seen.add(state)
+                    todo.append(state)
+        return left
+
     def ambiguous(found: list[_Word]) -> bool:
         """Whether a sequence of these words can spell one text in two ways: the
         Sardinas-Patterson test, with "is a prefix of" read as "can match the start of the
-        same text" (classes that share a character). An empty word ends an iteration and
-        is left out."""
-        code = [w for w in found if w]
+        same text" (classes that share a character), and what is left after a prefix (a
+        suffix of a word) kept as words too, so the test ends. An empty word ends an
+        iteration and is left out. Past :data:`_STEP_LIMIT` steps: False (not checked)."""
+        try:
+            return sardinas_patterson([w for w in found if w])
+        except _TooLong:
+            return False
 
-        def rest(head: _Word, whole: _Word) -> _Word | None:
-            # What is left of `whole` after a text that both start with; None: no such text.
-            if len(head) > len(whole) or not all(
-                    x & y for x, y in zip(head, whole, strict=False)):
-                return None
-            return whole[len(head):]
+    def sardinas_patterson(code: list[_Word]) -> bool:
+        """:func:`ambiguous` for non-empty words (may raise :class:`_TooLong`)."""
+
+        def empty(w: _Word) -> bool:  # takes the empty text
+            return all(star for _, star in w)
 
         dangling: list[_Word] = []
         for i, a in enumerate(code):
             for j, b in enumerate(code):
-                left = rest(a, b) if i != j else None
-                if left == ():  # two words (or one written twice) take the same text
-                    return True
-                if left is not None:
-                    dangling.append(left)
+                for left in rests(a, b):
+                    if i == j and left == ():  # one word, one text: the same split
+                        continue
+                    if i != j and empty(left):  # two words (or one twice) take one text
+                        return True
+                    dangling.append(left)  # (of a word against itself: a longer text)
         seen = set(dangling)
         while dangling:
             d = dangling.pop()
             for w in code:
-                for left in (rest(w, d), rest(d, w)):
-                    if left == ():
+                for left in rests(w, d) | rests(d, w):
+                    if empty(left):
                         return True
-                    if left is not None and left not in seen:
+                    if left not in seen:
                         seen.add(left)
                         dangling.append(left)
         return False
@@ -264,6 +322,9 @@ def nested_repeat(pattern: str) -> bool:
             return ways
         found = words(sub)
         if found is not None and ambiguous(found):
+            # A variable part makes the ways per iteration grow with the text, as (\\w+){2}.
+            if any(star for word in found for _, star in word):
+                return float("inf")
             return float(len(found))
         return 1.0
 
@@ -314,9 +375,9 @@ class TriggerKeywords(_Model):
                     bad.append(f"invalid regex {kw!r}: {exc}")
                     continue
                 if nested_repeat(kw):
-                    bad.append(f"regex {kw!r} repeats a group that itself repeats, or whose "
-                               "alternatives can spell one text in two ways (like (a+)+, "
-                               "(\\w+){1,30} or (a|aa)+): a short message can make it run for "
+                    bad.append(f"regex {kw!r} repeats a group that itself repeats, or that "
+                               "can spell one text in two ways (like (a+)+, (\\w+){1,30}, "
+                               "(a|aa)+ or (\\w+x|\\w)+): a short message can make it run for "
                                "minutes and stall the daemon; drop the outer repeat (a+) or use "
                                "match: word")
         if bad:
