@@ -154,6 +154,7 @@ class CatchUp(GapCheck):
         self.profiles = profiles or Profiles(db, graph, tokens, clock=clock)
         self.limiter = limiter or CallLimiter(self.settings.calls_per_second, clock=timer)
         self._checked: set[str] = set()  # accounts checked by this process
+        self._throttled: set[str] = set()  # accounts in a throttled episode of checks
         # Two periodic jobs can be due at once after a restart (the slot left by the last
         # process and the one serving() adds): one check at a time, so only the first one
         # sees the start.

@@ -98,6 +98,7 @@ class GapCheck:
     wake: Callable[[], None]
     profiles: Profiles
     _checked: set[str]  # accounts checked by this process
+    _throttled: set[str]  # accounts whose last check Meta throttled (one WARNING an episode)
     _lock: asyncio.Lock  # one check at a time
 
     async def check_all(self) -> list[RunReport]:
@@ -149,6 +150,9 @@ class GapCheck:
                 log.warning("account %s: webhook subscription was missing; subscribed again",
                             acct_id)
             sub_ok = True
+            if acct_id in self._throttled:
+                self._throttled.discard(acct_id)
+                log.info("account %s: the webhook subscription is checked again", acct_id)
         except TokenInvalid:
             await token_rejected(self.db, self.tokens, acct_id, token, now)
             return RunReport(acct_id, username, False, error="the access token is invalid; "
@@ -156,8 +160,12 @@ class GapCheck:
         except Throttled as exc:
             # Not a failure: subscribed_apps counts toward the account's BUC budget like any
             # Graph call (reference §5.2), so a busy hour can leave no call for the check.
-            log.warning("account %s: the webhook subscription was not checked: %s", acct_id,
-                        throttled_check(exc))
+            # One WARNING for an episode (the outbox's style); the checks until one gets
+            # through again are logged at DEBUG.
+            level = logging.DEBUG if acct_id in self._throttled else logging.WARNING
+            self._throttled.add(acct_id)
+            log.log(level, "account %s: the webhook subscription was not checked: %s",
+                    acct_id, throttled_check(exc))
         except GraphError as exc:
             log.warning("account %s: cannot check the webhook subscription: %s", acct_id, exc)
         marks = Marks.from_row(await store.get_check(self.db, acct_id))
