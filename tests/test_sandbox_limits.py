@@ -23,6 +23,7 @@ from instaset.errors import GraphError, Throttled, WindowClosed
 from instaset.graph import GraphClient
 from instaset.graph_wire import QuickReply
 from instaset.sandbox import Fault, Sandbox
+from instaset.sandbox import server as sandbox_server
 from instaset.sandbox.limits import Limits
 from tests.test_catchup import World, daemon, mid_of, settle, world
 
@@ -159,17 +160,20 @@ async def test_a_send_refused_for_the_budget_is_not_among_the_sends_the_demo_tap
 ) -> None:
     """sends() is what reached the user; the transcript still lists the refused call, with
     the answer it got. The demo picks the chip it taps from sends()."""
+    console = Console(record=True, width=200)
+    scene = Scene(sandbox, None, console)  # type: ignore[arg-type]
+    sam = scene.user("sam")  # the demo's user, as tap_first_slot finds them
+    await sandbox.user_sends_dm(sam, "a time?", deliver=False)
     sandbox.limits = Limits(buc_calls_per_hour=1)
-    await graph.send_text(ACCT, IGSID, "hello", token=sandbox.token)  # spends the budget
+    await graph.send_text(ACCT, sam, "hello", token=sandbox.token)  # spends the budget
     with pytest.raises(Throttled):
-        await graph.send_text(ACCT, IGSID, "pick a time", quick_replies=SLOTS,
+        await graph.send_text(ACCT, sam, "pick a time", quick_replies=SLOTS,
                               token=sandbox.token)
     assert [r.json["message"] for r in sandbox.sends()] == [{"text": "hello"}]
     assert [(r.json["message"]["text"], r.status)  # type: ignore[index]
             for r in sandbox.send_attempts()] == [("hello", 200), ("pick a time", 400)]
-    console = Console(record=True, width=200)
-    await Scene(sandbox, None, console).tap_first_slot("someone")  # type: ignore[arg-type]
-    assert "no time slots were offered" in console.export_text()
+    await scene.tap_first_slot("sam")
+    assert "no time slots were offered to @sam" in console.export_text()
 
 
 async def test_sends_refused_by_the_window_or_a_fault_are_not_delivered(
@@ -192,6 +196,24 @@ async def test_sends_refused_by_the_window_or_a_fault_are_not_delivered(
         (403, False), (500, False), (500, True)]
     assert [m.text for m in sandbox.thread(IGSID) if m.direction == "out"] == [
         "made, answer lost"]
+
+
+async def test_a_send_made_is_among_the_sends_even_if_its_handler_fails_after_it(
+    sandbox: Sandbox, graph: GraphClient, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found in review: the outcome was written only on the handler's normal returns, so a
+    send stored and then cut short (stop() while an echo_first send waits for its echo, or
+    anything raising after the store) was in the thread but not in sends()."""
+
+    def broken_echo(*args: object, **kwargs: object) -> dict[str, object]:
+        raise RuntimeError("after the store")
+
+    monkeypatch.setattr(sandbox_server, "build_echo_payload", broken_echo)
+    with pytest.raises(GraphError):  # the sandbox answers 500
+        await graph.send_text(ACCT, IGSID, "made", token=sandbox.token)
+    assert [m.text for m in sandbox.thread(IGSID) if m.direction == "out"] == ["made"]
+    assert [r.json["message"] for r in sandbox.sends()] == [{"text": "made"}]
+    assert [(r.status, r.accepted) for r in sandbox.send_attempts()] == [(None, True)]
 
 
 # -- the daemon's catch-up ---------------------------------------------------------------------
@@ -269,3 +291,22 @@ async def test_a_check_throttled_by_the_buc_budget_says_so_and_when_it_frees(
                           "throttling this account's Graph calls (code 80002); the next check "
                           "asks again, the limit frees in 60 min"], warned
         assert w.sandbox.subscribed  # still subscribed: nothing was changed on a refusal
+        # Found in review: each check of the episode (every 300 s) logged it again.
+        cu = CatchUp.for_runtime(rt)  # the daemon's one instance, its first check
+        caplog.set_level(logging.DEBUG, "instaset.catchup")
+        caplog.clear()
+        for _ in range(3):
+            await cu.check_all()
+        said = [(r.levelno, r.getMessage()) for r in caplog.records
+                if r.name == "instaset.catchup" and "subscription" in r.getMessage()]
+        assert [level for level, _ in said] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+        w.sandbox.limits = None  # the budget frees
+        await cu.check_all()
+        assert caplog.records[-1].getMessage() == (
+            f"account {ACCT}: the webhook subscription is checked again")
+        w.sandbox.limits = Limits(buc_calls_per_hour=1)  # spent again (this hour's calls
+        # count): a new episode, a new WARNING
+        caplog.clear()
+        await cu.check_all()
+        assert [r.levelno for r in caplog.records if r.name == "instaset.catchup"
+                and "not checked" in r.getMessage()] == [logging.WARNING]

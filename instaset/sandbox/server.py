@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import itertools
 import logging
@@ -75,6 +76,9 @@ HUMAN_AGENT_SECONDS = 7 * 86400.0
 PRIVATE_REPLY_SECONDS = 7 * 86400.0
 _VERSION = re.compile(r"v\d+\.\d+")
 _KEPT_HEADERS = ("Authorization", "Content-Type", "User-Agent")
+# The request being handled (its task's own context): a send marks it made as it stores the
+# message, so the transcript says so even if the handler is cancelled before it answers.
+_MADE: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar("made", default=None)
 # Random comment sequence starts: 13 digits, leaving 10**12 ids above the highest start.
 _COMMENT_BASE_LOW = 10**12
 _COMMENT_BASE_SPAN = 8 * 10**12
@@ -288,13 +292,27 @@ class Sandbox(UsersMixin, DeliveryMixin):
         rec = Recorded(request.method, request.path, dict(request.query.items()), body,
                        headers, self.clock())
         self.transcript.append(rec)  # in arrival order; the outcome is filled in below
+        made = [False]
+        token = _MADE.set(made)
+        outcome: tuple[int | None, bool] = (None, False)
+        try:
+            response, outcome = await self._answer(request, rec, params, body)
+            return response
+        finally:
+            # Also when the handler is cancelled or raises after a send was made (stop()
+            # while an echo_first send waits for its echo): made is made.
+            _MADE.reset(token)
+            self._outcome(rec, outcome[0], accepted=outcome[1] or made[0])
+
+    async def _answer(self, request: web.Request, rec: Recorded, params: dict[str, str],
+                      body: object) -> tuple[web.StreamResponse, tuple[int | None, bool]]:
+        """The answer to one request, with its (status, whether the call was carried out)."""
         fault = self._faults.take(request.path_qs)
         if fault is not None and fault.kind == "delay":
             await self._wait(fault.delay)
         elif fault is not None and fault.kind not in ("drop_after_send", "error_after_send"):
             answer = fault_response(fault)
-            self._outcome(rec, answer.status, accepted=False)
-            return answer
+            return answer, (answer.status, False)
         segs = [s for s in request.path.split("/") if s]
         if segs and _VERSION.fullmatch(segs[0]):
             segs = segs[1:]
@@ -306,17 +324,15 @@ class Sandbox(UsersMixin, DeliveryMixin):
         accepted = response.status < 300
         if fault is not None and fault.kind == "error_after_send":
             answer = fault_response(fault)
-            self._outcome(rec, answer.status, accepted=accepted)
-            return answer
+            return answer, (answer.status, accepted)
         if fault is not None and fault.kind == "drop_after_send":
-            self._outcome(rec, None, accepted=accepted)
+            self._outcome(rec, None, accepted=accepted)  # made, while the drop waits
             if fault.delay > 0:
                 await self._wait(fault.delay)
             elif request.transport is not None:
                 request.transport.close()
-            return response
-        self._outcome(rec, response.status, accepted=accepted)
-        return response
+            return response, (None, accepted)
+        return response, (response.status, accepted)
 
     def _outcome(self, rec: Recorded, status: int | None, *, accepted: bool) -> None:
         """Put what became of ``rec`` in the transcript, in its place (found from the end:
@@ -450,6 +466,9 @@ class Sandbox(UsersMixin, DeliveryMixin):
             mid, igsid, "out", text if isinstance(text, str) else None, as_list(atts), now
         )
         self._store(igsid, stored)
+        made = _MADE.get()
+        if made is not None:
+            made[0] = True
         echo = build_echo_payload(self.account_id, igsid, message, mid, int(now * 1000))
         first = self.echo_first > 0 and self._rng.random() < self.echo_first
         task = self._emit("messages", echo, delay=0.0 if first else None)
