@@ -566,7 +566,25 @@ def test_a_huge_group_is_left_unchecked_past_the_step_limit(
     assert nested_repeat(many) is False
     assert nested_repeat(r"(\w+x|\w)+") is True
     monkeypatch.setattr(trigger_model, "_STEP_LIMIT", 5)  # the same limit, reached sooner
-    assert nested_repeat(r"(\w+x|\w)+") is False
+    assert nested_repeat.__wrapped__(r"(\w+x|\w)+") is False  # (past the cache)
+
+
+def test_each_group_has_the_whole_step_budget() -> None:
+    """Found in review: the budget was the pattern's, so three harmless keyword-phrase
+    groups (~35,000 steps each) spent it and left a dangerous group after them unchecked
+    (accepted); `(a|aa)+$` alone was refused. Such a pattern took 4.9 s on 130 characters."""
+    phrases = [
+        r"((i would like|can you send me|please give me|i want to get)\s+(the\s+)?"
+        r"(link|price|info|details|course|guide|ebook|pdf)\s*)+",
+        r"((buy|order|purchase|get)\s+(the\s+)?(course|ebook|guide|bundle|program|coaching|"
+        r"masterclass|membership)\s*)+",
+        r"((i want|i need|send me|give me)\s+(the\s+)?(link|price|info|details|course|guide|"
+        r"ebook|pdf)\s*)+",
+    ]
+    assert not any(nested_repeat(p) for p in phrases)
+    assert nested_repeat(r"(a|aa)+$") and nested_repeat(r"([^,]+,\s*)+$")
+    assert nested_repeat("".join(phrases) + r"(a|aa)+$")
+    assert nested_repeat("".join(phrases) + r"([^,]+,\s*)+$")
 
 
 # An AI call must end before the worker cuts its job off (3/4 of the lease), or the message

@@ -12,6 +12,7 @@ trigger matches an event is :mod:`instaset.engine.triggers`' job, not this modul
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import re
@@ -84,6 +85,7 @@ class _TooLong(Exception):
     """The ambiguity test went past :data:`_STEP_LIMIT`."""
 
 
+@functools.lru_cache(maxsize=1024)
 def nested_repeat(pattern: str) -> bool:
     """Whether ``pattern`` (a valid regex) repeats a group that a text can fill in many
     ways, so that a failing match tries exponentially (or, for a repeat bounded at ``k``, to
@@ -264,7 +266,11 @@ def nested_repeat(pattern: str) -> bool:
         Sardinas-Patterson test, with "is a prefix of" read as "can match the start of the
         same text" (classes that share a character), and what is left after a prefix (a
         suffix of a word) kept as words too, so the test ends. An empty word ends an
-        iteration and is left out. Past :data:`_STEP_LIMIT` steps: False (not checked)."""
+        iteration and is left out. Past :data:`_STEP_LIMIT` steps: False (not checked).
+        Each group has the whole budget: a shared one let a large harmless group, checked
+        first, leave every later group of the pattern unchecked."""
+        nonlocal steps
+        steps = 0
         try:
             return sardinas_patterson([w for w in found if w])
         except _TooLong:
@@ -378,8 +384,9 @@ class TriggerKeywords(_Model):
                     bad.append(f"regex {kw!r} repeats a group that itself repeats, or that "
                                "can spell one text in two ways (like (a+)+, (\\w+){1,30}, "
                                "(a|aa)+ or (\\w+x|\\w)+): a short message can make it run for "
-                               "minutes and stall the daemon; drop the outer repeat (a+) or use "
-                               "match: word")
+                               "minutes and stall the daemon; drop the outer repeat (a+), end "
+                               "each repeat with what its variable part cannot take (\\w+(-\\w+)+ "
+                               "for (\\w+-\\w+)+), or use match: word")
         if bad:
             raise ValueError("; ".join(bad))
         return self
