@@ -172,7 +172,8 @@ def no_slot_problems(booking: BookingConfig, offered_by: list[str]) -> list[tupl
                 found.append(("slot_length", (
                     f"{format_duration(slot)} is longer than every window of"
                     f" booking.availability ({span}), so every booking offer (from {who})"
-                    f" finds no free time; make it {fix}, or widen the hours")))
+                    f" finds no free time; make it {fix}"
+                    + (", or widen the hours" if most < 24 * 60 else ""))))
             else:
                 found.append(("availability", (
                     f"every window is shorter than booking.slot_length"
@@ -183,11 +184,13 @@ def no_slot_problems(booking: BookingConfig, offered_by: list[str]) -> list[tupl
     if notice >= horizon:
         why = ("a slot must start at least min_notice and at most horizon from now, so every"
                f" booking offer (from {who}) finds no free time")
-        if "horizon" in written and "min_notice" not in written:
+        # A min_notice of 0 cannot be made shorter: the horizon is the one to fix.
+        if ("horizon" in written and "min_notice" not in written) or not notice:
             found.append(("horizon", (
                 f"{format_duration(horizon)} is not longer than booking.min_notice"
                 f" ({format_duration(notice)}): {why}; make it longer than"
-                f" {format_duration(notice)}, or booking.min_notice shorter")))
+                f" {format_duration(notice)}"
+                + (", or booking.min_notice shorter" if notice else ""))))
         else:
             found.append(("min_notice", (
                 f"{format_duration(notice)} is not shorter than booking.horizon"

@@ -44,7 +44,8 @@ REFUSED = [
      '    - {days: daily, from: "09:00", to: "09:00"}\n',
      "config.yaml:3:16: booking.slot_length: 25h is longer than every window of"
      " booking.availability (the longest, 09:00-09:00, is 1d), "
-     + WHY.format(who="booking.enabled: true") + "; make it at most 1d, or widen the hours"),
+     # (not "or widen the hours": a whole day is as wide as they go)
+     + WHY.format(who="booking.enabled: true") + "; make it at most 1d"),
     # only the hours are written: they are the mistake the error points at
     ("booking:\n  enabled: true\n  availability:\n"
      '    - {days: mon-fri, from: "23:50", to: "00:10"}\n' + OFFER,
@@ -62,6 +63,11 @@ REFUSED = [
      " slot must start at least min_notice and at most horizon from now, "
      + WHY.format(who="workflow 'book'") + "; make it shorter than 1d, or booking.horizon"
      " longer"),
+    # a min_notice of 0 cannot be shorter: the horizon is the one to fix (found in review)
+    ("booking:\n  enabled: true\n  min_notice: 0s\n  horizon: 0s\n",
+     "config.yaml:4:12: booking.horizon: 0s is not longer than booking.min_notice (0s): a"
+     " slot must start at least min_notice and at most horizon from now, "
+     + WHY.format(who="booking.enabled: true") + "; make it longer than 0s"),
     # only the horizon is written, under the default min_notice (2h)
     ("booking:\n  enabled: true\n  horizon: 90m\n",
      "config.yaml:3:12: booking.horizon: 90m is not longer than booking.min_notice (2h): a"
@@ -98,6 +104,10 @@ ACCEPTED = [
     # a bookable span of 1 minute: some "now" has a slot in it
     "booking:\n  enabled: true\n  min_notice: 1d\n  horizon: 1441m\n"
     '  availability: [{days: daily, from: "00:00", to: "24:00"}]\n',
+    # the longest window is not the first (found in review: only the first was measured)
+    "booking:\n  enabled: true\n  slot_length: 2h\n  availability:\n"
+    '    - {days: mon, from: "09:00", to: "10:00"}\n'
+    '    - {days: tue, from: "09:00", to: "12:00"}\n',
 ]
 
 
