@@ -300,10 +300,12 @@ async def test_a_bursts_backlog_leaves_the_writer_to_the_requests_until_move_eve
             assert before <= ingest.MOVE_ROWS and w.backlog > ingest.MOVE_ROWS * 2
             monkeypatch.setattr(ingest, "MOVE_EVERY", 0.0)  # its time comes
             await until(lambda: w.moved > before, "a move at MOVE_EVERY")
-            assert answered[0] > 0
     finally:
         await w.stop()
-    assert await counts(db) == (w.moved, 0, w.moved)
+    # Every acknowledged event is in events with its job (the last requests may have gone
+    # straight in once the moves emptied the table).
+    stored = ingest.MOVE_ROWS * 3 + answered[0]
+    assert answered[0] > 0 and await counts(db) == (stored, 0, stored)
 
 
 SOON, EVERY, ROWS = 0.01, 0.1, 16  # MOVE_SOON, MOVE_EVERY and SOON_ROWS, as shipped
