@@ -3,13 +3,14 @@ client of the module's own ``sandbox`` fixture, and signing helpers."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
@@ -20,6 +21,7 @@ from instaset.store.db import Database, open_database
 
 if TYPE_CHECKING:
     from instaset.sandbox import Sandbox
+    from tests.sending_harness import Harness, MakeHarness
 
 DATA = Path(__file__).parent / "data"
 SECRET = "test-app-secret"
@@ -87,3 +89,23 @@ def graph(sandbox: Sandbox, session: aiohttp.ClientSession) -> GraphClient:
     assert sandbox.base_url is not None
     url = sandbox.base_url
     return GraphClient(session, graph_url=url, api_version="v25.0", api_url=url, timeout=5.0)
+
+
+@pytest.fixture
+async def make_harness(tmp_path: Path) -> AsyncIterator[MakeHarness]:
+    """``await make_harness(workflows=..., clock=..., ...)``: a started sandbox + daemon
+    (options of :func:`tests.sending_harness.open_harness`), torn down after the test (the
+    sending tests' harness)."""
+    from tests.sending_harness import open_harness  # the daemon's modules: only when used
+
+    async with contextlib.AsyncExitStack() as stack:
+        count = 0
+
+        async def make(**options: Any) -> Harness:
+            nonlocal count
+            count += 1
+            return await stack.enter_async_context(
+                open_harness(tmp_path, name=f"h{count}", **options)
+            )
+
+        yield make

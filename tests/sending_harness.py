@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,3 +282,21 @@ async def open_harness(
         # pending webhook deliveries and releases handlers hanging in a drop_after_send fault.
         stack.push_async_callback(sandbox.stop)
         yield Harness(sandbox, rt, clk, config)
+
+
+# Shared by tests/test_sending.py and tests/test_sending_settle.py.
+IGSID = "1129842642640637"
+OTHER = "2229842642640638"
+HOUR = 3600.0
+GUIDE_TEXT = "Here is the free guide: https://example.com/guide"
+GUIDE = {"name": "guide", "trigger": {"dm": {"keywords": ["guide"]}},
+         "actions": [{"reply": GUIDE_TEXT}]}
+COMMENT_REPLY = "Sent you the guide in DMs!"
+COMMENT_GUIDE = {"name": "comment-guide", "trigger": {"comment": {"keywords": ["guide"]}},
+                 "actions": [{"private_reply": COMMENT_REPLY}]}
+
+MakeHarness = Callable[..., Awaitable[Harness]]
+
+
+def body_of(h: Harness, igsid: str) -> list[dict[str, object]]:
+    return [r.json for r in h.graph_sends(igsid)]

@@ -7,14 +7,14 @@ DMs!"), after it or (C2D_ANNOUNCE_FIRST) before it: the order does not matter.""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from instaset.sandbox import Fault, build_echo_payload
-from tests.sending_harness import ACCT, Clock, Harness, open_harness
+from tests.sending_harness import ACCT, Clock, Harness, MakeHarness, open_harness
 
 IGSID = "9000000000000931"
 MEDIA = "17900000000000001"
@@ -23,8 +23,6 @@ GUIDE = "here is the guide"
 ANNOUNCE = "Sent it to your DMs!"
 C2D = {"name": "c2d", "trigger": {"comment": {"keywords": ["guide"]}},
        "actions": [{"private_reply": GUIDE}, {"public_reply": ANNOUNCE}]}
-
-MakeHarness = Callable[..., Awaitable[Harness]]
 
 
 @pytest.fixture
