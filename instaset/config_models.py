@@ -45,7 +45,7 @@ from instaset.config_checks import (
 from instaset.config_types import ConfigModel as _Model
 from instaset.config_types import Duration, Secret, SecretUrl
 from instaset.engine.model import MAX_POINTS, Workflow
-from instaset.engine.trigger_model import nested_repeat
+from instaset.engine.trigger_model import nested_repeat, repeat_refusal
 from instaset.engine.values import check_not_blank
 from instaset.paths import default_db_path
 from instaset.timefmt import DURATION_PATTERN, format_duration, parse_duration
@@ -342,11 +342,7 @@ class LeadRule(_Model):
             except (re.error, OverflowError, RecursionError) as exc:
                 raise ValueError(f"invalid regex {self.regex!r}: {exc}") from None
             if nested_repeat(self.regex):
-                raise ValueError(f"regex {self.regex!r} repeats a group that itself repeats, "
-                                 "or that can spell one text in two ways (like (a+)+, "
-                                 "(\\w+){1,30}, (a|aa)+ or (\\w+x|\\w)+): a short message can "
-                                 "make it run for minutes and stall the daemon; drop the outer "
-                                 "repeat")
+                raise ValueError(repeat_refusal(self.regex))
         return self
 
 

@@ -81,6 +81,14 @@ _Word = tuple[_Item, ...]
 _STEP_LIMIT = 100_000
 
 
+def repeat_refusal(pattern: str) -> str:
+    """Why ``pattern`` (one :func:`nested_repeat` refuses) is refused, up to its fix: the
+    keyword's and the lead rule's messages share it and add the fix each one allows."""
+    return (f"regex {pattern!r} repeats a group that itself repeats, or that can spell one "
+            "text in two ways (like (a+)+, (\\w+){1,30}, (a|aa)+ or (\\w+x|\\w)+): a short "
+            "message can make it run for minutes and stall the daemon; drop the outer repeat")
+
+
 class _TooLong(Exception):
     """The ambiguity test went past :data:`_STEP_LIMIT`."""
 
@@ -381,12 +389,9 @@ class TriggerKeywords(_Model):
                     bad.append(f"invalid regex {kw!r}: {exc}")
                     continue
                 if nested_repeat(kw):
-                    bad.append(f"regex {kw!r} repeats a group that itself repeats, or that "
-                               "can spell one text in two ways (like (a+)+, (\\w+){1,30}, "
-                               "(a|aa)+ or (\\w+x|\\w)+): a short message can make it run for "
-                               "minutes and stall the daemon; drop the outer repeat (a+), end "
-                               "each repeat with what its variable part cannot take (\\w+(-\\w+)+ "
-                               "for (\\w+-\\w+)+), or use match: word")
+                    bad.append(repeat_refusal(kw) + " (a+), end each repeat with what its "
+                               "variable part cannot take (\\w+(-\\w+)+ for (\\w+-\\w+)+), "
+                               "or use match: word")
         if bad:
             raise ValueError("; ".join(bad))
         return self
