@@ -213,12 +213,19 @@ class HandoffConfig(_Model):
 WEB_URL_PATTERN = r"^https?://\S+$"
 
 
+# What a tap can carry: the longest button title a postback comes from (an ice breaker's
+# question; a menu title is shorter) and the longest payload either sends.
+ICE_BREAKER_QUESTION_MAX = 80
+MENU_TITLE_MAX = 30
+POSTBACK_PAYLOAD_MAX = 1000
+
+
 class IceBreaker(_Model):
     """A question offered before the first message; tapping it sends ``payload`` (a
     ``postback`` trigger answers it)."""
 
-    question: str = Field(min_length=1, max_length=80)
-    payload: str = Field(min_length=1, max_length=1000)
+    question: str = Field(min_length=1, max_length=ICE_BREAKER_QUESTION_MAX)
+    payload: str = Field(min_length=1, max_length=POSTBACK_PAYLOAD_MAX)
 
     @model_validator(mode="after")
     def _check(self) -> IceBreaker:
@@ -230,8 +237,8 @@ class IceBreaker(_Model):
 class MenuItem(_Model):
     """A persistent-menu entry: a ``payload`` for a postback trigger, or a ``url`` to open."""
 
-    title: str = Field(min_length=1, max_length=30)
-    payload: str | None = Field(default=None, min_length=1, max_length=1000)
+    title: str = Field(min_length=1, max_length=MENU_TITLE_MAX)
+    payload: str | None = Field(default=None, min_length=1, max_length=POSTBACK_PAYLOAD_MAX)
     url: str | None = Field(default=None, pattern=WEB_URL_PATTERN)
 
     @model_validator(mode="after")

@@ -39,6 +39,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from instaset.config_models import ICE_BREAKER_QUESTION_MAX, POSTBACK_PAYLOAD_MAX
 from instaset.errors import InstasetError
 from instaset.http_body import in_time, too_slow_error
 from instaset.oneline import one_line
@@ -110,6 +111,25 @@ def _field(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
+def tap_problem(title: str | None, payload: str) -> str | None:
+    """Why Instagram could not deliver a tap with this payload and button title (None: no
+    title given), or None. A tap carries what a configured button sends (config_models'
+    limits): a longer one is refused rather than stored as an event that no real account
+    could ever receive."""
+    if len(payload) > POSTBACK_PAYLOAD_MAX:
+        return (f"the payload is {len(payload)} characters; a button sends at most "
+                f"{POSTBACK_PAYLOAD_MAX}: shorten it")
+    if title is not None and len(title) > ICE_BREAKER_QUESTION_MAX:
+        return (f"the title is {len(title)} characters; a button's title has at most "
+                f"{ICE_BREAKER_QUESTION_MAX} (an ice breaker's question): shorten it")
+    return None
+
+
+def untitled(payload: str) -> str:
+    """The title of a tap given none: its payload, cut to the longest a title can be."""
+    return payload[:ICE_BREAKER_QUESTION_MAX]
+
+
 def _user(body: dict[str, Any], box: Sandbox) -> str:
     """Accept an IGSID or a username; a new username gets a stable new IGSID."""
     who = (_field(body, "user") or "").lstrip("@")
@@ -160,7 +180,11 @@ def sandbox_routes(box: Sandbox) -> list[web.RouteDef]:
         payload = _field(body, "payload")
         if not payload or not payload.strip():
             raise _bad("'payload' is required (what the ice breaker or menu item sends)")
-        title = _field(body, "title") or payload
+        title = _field(body, "title") or None
+        problem = tap_problem(title, payload)
+        if problem is not None:
+            raise _bad(problem)
+        title = title or untitled(payload)
         event = await box.user_taps_postback(igsid, title, payload, deliver=False)
         status = await _deliver(box, "messaging_postbacks", event)
         return web.json_response({"user": igsid, "webhook_status": status})
@@ -351,14 +375,15 @@ async def _connected_accounts(session: aiohttp.ClientSession, base: str) -> set[
 
 def postback_title(config: Config, payload: str) -> str:
     """The title a tap on ``payload`` carries: the config's ice-breaker question or menu
-    title that sends it, else the payload itself (a template button's, say)."""
+    title that sends it, else the payload itself (a template button's, say), cut to the
+    longest a title can be."""
     for ice in config.ice_breakers or []:
         if ice.payload == payload:
             return ice.question
     for item in config.menu or []:
         if item.payload == payload:
             return item.title
-    return payload
+    return untitled(payload)
 
 
 async def simulate(
@@ -383,7 +408,11 @@ async def simulate(
     if tap and not text.strip():
         raise InstasetError("PAYLOAD must not be empty: give what the ice breaker or menu "
                             "item sends (its `payload` in the config)")
-    route_body = ({"user": who, "payload": text, "title": title or text} if tap
+    problem = tap_problem(title or None, text) if tap else None
+    if problem is not None:
+        raise InstasetError(problem)
+    title = (title or untitled(text)) if tap else None
+    route_body = ({"user": who, "payload": text, "title": title} if tap
                   else {"user": who, "text": text, "media": media})
     base = base_url.rstrip("/")
     timeout = aiohttp.ClientTimeout(total=ROUTE_WAIT + _CLIENT_MARGIN)
@@ -411,8 +440,8 @@ async def simulate(
             if kind == "dm":
                 payload = build_dm_payload(account_id, igsid, text, mid, now_ms)
             elif tap:
-                payload = build_postback_payload(account_id, igsid, title or text, text, mid,
-                                                  now_ms)
+                payload = build_postback_payload(account_id, igsid, title or untitled(text),
+                                                  text, mid, now_ms)
             else:
                 payload = build_comment_payload(
                     account_id, igsid, who, text, media or DEFAULT_MEDIA,

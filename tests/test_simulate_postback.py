@@ -98,6 +98,10 @@ async def test_the_postback_route_refuses_bad_input_and_opens_the_window(
     for body, names in (({"user": "alice"}, "'payload' is required"),
                         ({"user": "alice", "payload": "  "}, "'payload' is required"),
                         ({"user": "alice", "payload": "GO", "title": 5}, "'title' must be"),
+                        ({"user": "alice", "payload": "GO", "title": "t" * 81},
+                         "the title is 81 characters"),
+                        ({"user": "alice", "payload": "P" * 1001},
+                         "the payload is 1001 characters"),
                         ({"payload": "GO"}, "'user' is required")):
         status, answer = await post(sandbox_daemon, "/sandbox/postback", body)
         assert status == 400 and names in answer["error"], (body, answer)
@@ -106,12 +110,56 @@ async def test_the_postback_route_refuses_bad_input_and_opens_the_window(
                                 {"user": "alice", "payload": "GO"})
     assert (status, answer["webhook_status"]) == (200, 200)
     assert answer["user"] in box._last_inbound  # the 24 h window runs from the tap
+    # The longest a configured button can carry still goes through.
+    status, answer = await post(sandbox_daemon, "/sandbox/postback",
+                                {"user": "alice", "payload": "P" * 1000, "title": "t" * 80})
+    assert (status, answer["webhook_status"]) == (200, 200)
+    # A long payload without a title is titled with its first 80 characters.
+    status, answer = await post(sandbox_daemon, "/sandbox/postback",
+                                {"user": "alice", "payload": "Q" * 1000})
+    assert (status, answer["webhook_status"]) == (200, 200)
+    assert [(t["title"], len(t["payload"])) for t in postbacks(box.deliveries)] == [
+        ("GO", 2), ("t" * 80, 1000), ("Q" * 80, 1000)]
+
+
+def test_simulate_postback_refuses_what_no_button_could_send(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, "sb")
+    with threaded_daemon(load_config(cfg), sandbox=True) as (_lt, srv):
+        box = srv.sandbox
+        assert box is not None
+        assert_clean_failure(
+            run_cli(cfg, "simulate", "postback", "bob", "GO", "--title", "t" * 81,
+                    "--url", srv.url),
+            "the title is 81 characters")
+        assert_clean_failure(
+            run_cli(cfg, "simulate", "postback", "bob", "P" * 1001, "--url", srv.url),
+            "the payload is 1001 characters")
+        assert box.deliveries == []
+
+
+def test_simulate_postback_titles_a_menu_tap_with_the_menu_item(tmp_path: Path) -> None:
+    """Without --title, a payload the config's menu sends is titled as that menu item (and
+    an ice breaker's as its question, above)."""
+    data = {**config_data(tmp_path, "menu"),
+            "menu": [{"title": "See prices", "payload": "MENU_PRICES"}]}
+    cfg = tmp_path / "menu.yaml"
+    cfg.write_text(yaml.safe_dump(data), "utf-8")
+    with threaded_daemon(load_config(cfg), sandbox=True) as (_lt, srv):
+        box = srv.sandbox
+        assert box is not None
+        result = run_cli(cfg, "simulate", "postback", "bob", "MENU_PRICES", "--url", srv.url)
+        assert result.exit_code == 0, result.output
+        assert [(t["title"], t["payload"]) for t in postbacks(box.deliveries)] == [
+            ("See prices", "MENU_PRICES")]
 
 
 def test_simulate_postback_signs_a_meta_webhook_for_a_daemon_not_in_sandbox_mode(
     tmp_path: Path,
 ) -> None:
-    cfg = write_config(tmp_path, "real", app_secret="s3cret")
+    data = {**config_data(tmp_path, "real", app_secret="s3cret"),
+            "ice_breakers": [{"question": QUESTION, "payload": "GET_GUIDE"}]}
+    cfg = tmp_path / "real.yaml"
+    cfg.write_text(yaml.safe_dump(data), "utf-8")
     with threaded_daemon(load_config(cfg), sandbox=False) as (lt, srv):
         result = run_cli(cfg, "simulate", "postback", "bob", "GET_GUIDE", "--url", srv.url)
         assert result.exit_code == 0, result.output
@@ -128,4 +176,6 @@ def test_simulate_postback_signs_a_meta_webhook_for_a_daemon_not_in_sandbox_mode
         [row] = lt.run(stored())
         item = json.loads(row["raw"])["entry"][0]["messaging"][0]
         assert row["kind"] == "postback"
-        assert item["postback"]["payload"] == "GET_GUIDE"
+        # Titled with the config's question, as the sandbox titles it.
+        assert (item["postback"]["title"], item["postback"]["payload"]) == (QUESTION,
+                                                                             "GET_GUIDE")
