@@ -242,6 +242,7 @@ async def runtime(
         worker = Worker(
             db, handlers, settings, wake=wake, clock=clock, on_finish=on_finish,
             busy=lambda: writer.busy,
+            recent=lambda: writer.arrived_within(settings.spread_window),
         )
         verify = config.instagram.verify_token
         web_ctx = WebContext(

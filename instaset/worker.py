@@ -62,6 +62,14 @@ class WorkerSettings:
     # of ms on a webhook's answer. Jobs already running finish; the cap lifts when ingest
     # is idle again.
     busy_concurrency: int = 4
+    # While webhooks arrive (``recent``: one waits for its commit, or one came in the last
+    # ``spread_window`` seconds), a claimed batch starts ``busy_concurrency`` of its jobs per
+    # turn of the event loop, not all in one. A claim in a gap between two webhooks (``busy``
+    # is false there) took up to ``concurrency`` jobs, whose first slices then all ran in
+    # one turn, and a webhook arriving meanwhile waited behind every one of them (the open
+    # loop of bench/ingest.py, on a slow machine: p99 up to 50-65 ms). This spreads the
+    # starts and caps nothing: jobs that wait on a send or a model still overlap.
+    spread_window: float = 0.05
     # At most this many jobs of a kind in flight at once, (kind, cap) pairs; within
     # ``concurrency``, and only in the slots the other kinds leave (see jobs.claim's
     # ``capped``). For a kind whose jobs may wait long on something outside (a notification
@@ -100,6 +108,7 @@ class Worker:
         clock: Callable[[], float] = time.time,
         on_finish: Callable[[Job, str, float], None] | None = None,
         busy: Callable[[], bool] | None = None,
+        recent: Callable[[], bool] | None = None,
     ) -> None:
         self.db = db
         # Shared, not copied: features register their handlers after the worker is built.
@@ -109,6 +118,7 @@ class Worker:
         self.clock = clock
         self.on_finish = on_finish
         self.busy = busy
+        self.recent = recent
         self.name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._inflight: set[asyncio.Task[None]] = set()
         # In-flight jobs of each capped kind (WorkerSettings.kind_limits), by the job a task
@@ -262,8 +272,10 @@ class Worker:
             self._freed.clear()
             free = self._limit() - len(self._inflight)
             batch = await self._claim(free) if free > 0 else []
-            for job in batch:
-                task = asyncio.create_task(self._counted(job), name=f"job-{job.id}")
+            per_turn = self._starts_per_turn()
+            for i, job in enumerate(batch):
+                task = asyncio.create_task(self._counted(job, i // per_turn if per_turn else 0),
+                                           name=f"job-{job.id}")
                 self._inflight.add(task)
                 task.add_done_callback(self._job_done)
             if batch and len(batch) == free:
@@ -272,10 +284,14 @@ class Worker:
         await self._drain()
         log.info("worker %s stopped", self.name)
 
-    async def _counted(self, job: Job) -> None:
-        """:meth:`_run_job` of a job :meth:`_claim` leased; it stops counting against its
-        kind's cap (if any) when it ends."""
+    async def _counted(self, job: Job, later: int = 0) -> None:
+        """:meth:`_run_job` of a job :meth:`_claim` leased, after ``later`` turns of the event
+        loop (see ``WorkerSettings.spread_window``); it stops counting against its kind's
+        cap (if any) when it ends. Cancelled before it starts, the job keeps its lease and
+        runs again when the lease expires, as any job cut short does."""
         try:
+            for _ in range(later):
+                await asyncio.sleep(0)
             await self._run_job(job)
         finally:
             if job.kind in self._running_of:
@@ -287,6 +303,13 @@ class Worker:
         if self.busy is not None and self.busy():
             return min(limit, max(1, self.settings.busy_concurrency))
         return limit
+
+    def _starts_per_turn(self) -> int:
+        """How many claimed jobs start in one turn of the event loop (0: all at once); see
+        ``WorkerSettings.spread_window``."""
+        if self.recent is not None and self.recent():
+            return max(1, self.settings.busy_concurrency)
+        return 0
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)

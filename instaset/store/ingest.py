@@ -218,6 +218,7 @@ class IngestWriter:
         self.rows = 0
         self.moved = 0  # staged rows moved into events (or found there already)
         self._waiting = 0  # requests submitted and not answered yet
+        self._submitted_at = -math.inf  # monotonic time of the last submit
         self._backlog = 0  # rows in the staging table (read at start, then counted)
         self._moved_at = 0.0  # monotonic time of the last move
         self._staged_at = 0.0  # monotonic time the staging table was last found empty
@@ -227,6 +228,11 @@ class IngestWriter:
     def busy(self) -> bool:
         """True while a request waits for its commit."""
         return self._waiting > 0
+
+    def arrived_within(self, seconds: float) -> bool:
+        """True while a request waits for its commit, or if one was submitted in the last
+        ``seconds`` (a webhook sender between two requests)."""
+        return self._waiting > 0 or time.monotonic() - self._submitted_at < seconds
 
     @property
     def backlog(self) -> int:
@@ -271,6 +277,7 @@ class IngestWriter:
         fut: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((rows, fut))  # unbounded: never waits
         self._waiting += 1
+        self._submitted_at = time.monotonic()
         try:
             # Not shielded: the commit goes on if this request is cancelled (the writer
             # only skips answering a cancelled future).
