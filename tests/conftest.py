@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from instaset.graph import GraphClient
 from instaset.store import history
@@ -71,6 +72,20 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.close()
+
+
+@contextlib.asynccontextmanager
+async def on_loopback(app: web.Application, *, shutdown_timeout: float = 60.0
+                      ) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 (a free port) for the block; yields its base URL
+    (``http://127.0.0.1:PORT``, no trailing slash)."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 async def connect_account(db: Database, account_id: str, username: str = "creator") -> None:

@@ -36,6 +36,7 @@ from instaset.sandbox import (
     run_sandbox,
     sign,
 )
+from tests.conftest import on_loopback
 
 DATA = Path(__file__).parent / "data"
 SECRET = "sandbox-test-app-secret"
@@ -111,12 +112,9 @@ async def receiver() -> AsyncIterator[Receiver]:
 
     app = web.Application()
     app.router.add_post("/webhook", webhook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    rec.url = f"http://127.0.0.1:{runner.addresses[0][1]}/webhook"
-    yield rec
-    await runner.cleanup()
+    async with on_loopback(app) as base:
+        rec.url = f"{base}/webhook"
+        yield rec
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from instaset.sandbox import DeliveryPolicy, Sandbox
 from instaset.sandbox.delivery import STOPPED
+from tests.conftest import on_loopback
 from tests.sending_harness import open_harness
 
 SECRET = "delivery-test-app-secret"
@@ -60,12 +61,9 @@ async def receiver() -> AsyncIterator[Receiver]:
 
     app = web.Application()
     app.router.add_post("/webhook", webhook)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    rec.url = f"http://127.0.0.1:{runner.addresses[0][1]}/webhook"
-    yield rec
-    await runner.cleanup()
+    async with on_loopback(app, shutdown_timeout=0.1) as base:
+        rec.url = f"{base}/webhook"
+        yield rec
 
 
 @pytest.fixture

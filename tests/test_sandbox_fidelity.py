@@ -20,6 +20,7 @@ from yarl import URL
 from instaset.errors import InvalidParameter, PermissionMissing
 from instaset.graph import GraphClient
 from instaset.sandbox import Sandbox
+from tests.conftest import on_loopback
 
 SECRET = "fidelity-app-secret"
 ACCT = "17841400000000001"
@@ -77,12 +78,9 @@ async def receiver() -> AsyncIterator[Receiver]:
 
     app = web.Application()
     app.router.add_post("/hook", webhook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    rec.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    yield rec
-    await runner.cleanup()
+    async with on_loopback(app) as base:
+        rec.url = f"{base}/hook"
+        yield rec
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from instaset import simulate as simulate_mod
 from instaset.errors import InstasetError
 from instaset.sandbox import Sandbox
 from instaset.simulate import Signing, sandbox_routes, simulate
+from tests.conftest import on_loopback
 
 SECRET = "simulate-delivery-secret"
 
@@ -49,15 +50,12 @@ async def setup() -> AsyncIterator[Setup]:
     app = web.Application()
     app.router.add_post("/webhook", webhook)
     app.add_routes(sandbox_routes(box))
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    st.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    box.webhook_url = f"{st.url}/webhook"
-    await box.start()
-    yield st
-    await box.stop()
-    await runner.cleanup()
+    async with on_loopback(app, shutdown_timeout=0.1) as base:
+        st.url = base
+        box.webhook_url = f"{st.url}/webhook"
+        await box.start()
+        yield st
+        await box.stop()
 
 
 async def post(st: Setup, route: str, body: object) -> tuple[int, dict[str, object]]:
