@@ -411,8 +411,8 @@ async def simulate(
     problem = tap_problem(title or None, text) if tap else None
     if problem is not None:
         raise InstasetError(problem)
-    title = (title or untitled(text)) if tap else None
-    route_body = ({"user": who, "payload": text, "title": title} if tap
+    tap_title = title or untitled(text)  # what the tap carries (unused for a dm or comment)
+    route_body = ({"user": who, "payload": text, "title": tap_title} if tap
                   else {"user": who, "text": text, "media": media})
     base = base_url.rstrip("/")
     timeout = aiohttp.ClientTimeout(total=ROUTE_WAIT + _CLIENT_MARGIN)
@@ -440,8 +440,8 @@ async def simulate(
             if kind == "dm":
                 payload = build_dm_payload(account_id, igsid, text, mid, now_ms)
             elif tap:
-                payload = build_postback_payload(account_id, igsid, title or untitled(text),
-                                                  text, mid, now_ms)
+                payload = build_postback_payload(account_id, igsid, tap_title, text, mid,
+                                                  now_ms)
             else:
                 payload = build_comment_payload(
                     account_id, igsid, who, text, media or DEFAULT_MEDIA,
