@@ -223,6 +223,8 @@ async def runtime(
             db.connect_sync_writer(), gate=db.gate, wake=wake,
             max_attempts=config.worker.max_attempts,
             clock=clock,
+            # The worker is built below; the writer asks only once it runs.
+            ran_dry=lambda: worker.ran_dry_at,
         )
         pipeline = Pipeline(
             db, automation=automation, ledger=deliverer,

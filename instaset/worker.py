@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -127,6 +128,9 @@ class Worker:
         self._running_of: dict[str, int] = dict.fromkeys(self._caps, 0)
         self._freed = asyncio.Event()  # set when an in-flight job finishes
         self._stop: asyncio.Event | None = None  # run()'s: no at_once job is run after it
+        # Monotonic time run() last claimed fewer due jobs than it had room for: the ingest
+        # writer moves staged events to it then (see store/ingest.py).
+        self.ran_dry_at = -math.inf
 
     # -- one job ---------------------------------------------------------------------------
     async def execute(self, job: Job) -> JobResult:
@@ -272,6 +276,8 @@ class Worker:
             self._freed.clear()
             free = self._limit() - len(self._inflight)
             batch = await self._claim(free) if free > 0 else []
+            if len(batch) < free:
+                self.ran_dry_at = time.monotonic()
             per_turn = self._starts_per_turn()
             for i, job in enumerate(batch):
                 task = asyncio.create_task(self._counted(job, i // per_turn if per_turn else 0),

@@ -217,7 +217,7 @@ async def two_missed(w: World) -> tuple[dict[str, Any], dict[str, Any]]:
 @contextlib.contextmanager
 def writer_held(rt: Runtime) -> Iterator[None]:
     """A request always waiting for its commit (sustained load): staged rows do not move
-    by calm (with long MOVE_EVERY and MOVE_SOON, not at all)."""
+    by calm (with a long MOVE_EVERY and no worker running, not at all)."""
     rt.writer._waiting += 1
     try:
         yield
@@ -257,7 +257,6 @@ def slow_moves(monkeypatch: pytest.MonkeyPatch, inline: int, poll: float = 0.01)
     :func:`writer_held`), catch-up moves ``inline`` a transaction and looks again every
     ``poll`` s."""
     monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
-    monkeypatch.setattr(ingest, "MOVE_SOON", 3600.0)  # nor an early one
     monkeypatch.setattr(catchup, "STAGED_INLINE", inline)
     monkeypatch.setattr(catchup, "STAGED_POLL", poll)
 
@@ -272,7 +271,7 @@ async def burst(rt: Runtime, n: int, tag: str = "") -> None:
 async def stage_behind_load(w: World, rt: Runtime, delivered: Mapping[str, Any]) -> None:
     """Ingest under load: four other events are staged, then ``delivered``'s webhook comes
     (acknowledged, staged behind them). The caller holds a phantom waiting request and a
-    long MOVE_EVERY and MOVE_SOON, so nothing moves by itself."""
+    long MOVE_EVERY, so nothing moves by itself."""
     await burst(rt, 4)
     assert await w.sandbox.deliver(delivered) == 200
     assert await count(rt, "SELECT count(*) FROM staged_events WHERE dedupe_key = ?",
@@ -320,7 +319,6 @@ async def test_catch_up_moves_what_ingest_staged_before_it_inserts_recovered_eve
     message took an events.id before it. The recovering transaction now moves the staged
     rows first."""
     monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
-    monkeypatch.setattr(ingest, "MOVE_SOON", 3600.0)  # nor an early one
     async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
         await settle(w, rt)
         first, second = await two_missed(w)
@@ -341,7 +339,6 @@ async def test_events_staged_during_the_graph_calls_move_before_the_recovered_on
     was recovered moves it first: not recovered again, and in events before the later
     message."""
     monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
-    monkeypatch.setattr(ingest, "MOVE_SOON", 3600.0)  # nor an early one
     async with world(tmp_path, workflows=()) as w, daemon(w) as rt:
         await settle(w, rt)
         first, second = await two_missed(w)
@@ -1165,7 +1162,6 @@ async def test_under_heavy_load_the_daemons_catch_up_continues_a_few_seconds_lat
     in one transaction) ends at once, before any call for that conversation, and queues the
     next STAGED_RETRY s later, from the newest conversation."""
     monkeypatch.setattr(ingest, "MOVE_EVERY", 3600.0)
-    monkeypatch.setattr(ingest, "MOVE_SOON", 3600.0)  # nor an early one
     monkeypatch.setattr(catchup, "STAGED_INLINE", 2)
     async with world(tmp_path, workflows=()) as w:
         async with daemon(w) as rt:

@@ -8,7 +8,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
@@ -36,9 +38,10 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
         await d.close()
 
 
-def writer(db: Database, wake: asyncio.Event | None = None) -> IngestWriter:
+def writer(db: Database, wake: asyncio.Event | None = None, *,
+           ran_dry: Callable[[], float] | None = None) -> IngestWriter:
     return IngestWriter(db.connect_sync_writer(), gate=db.gate, wake=wake or asyncio.Event(),
-                        max_attempts=6)
+                        max_attempts=6, ran_dry=ran_dry)
 
 
 @contextlib.asynccontextmanager
@@ -268,28 +271,16 @@ async def until(check: Callable[[], bool], what: str) -> None:
     raise AssertionError(f"not within 10 s: {what}")
 
 
-async def test_a_small_backlog_moves_while_requests_keep_waiting(
+async def test_under_load_a_backlog_moves_each_time_the_worker_runs_dry(
     db: Database, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Found by bench/e2e.py at 300-400 DMs/s: batches of STAGE_FROM came often enough that
-    no calm moment came, and staged DMs reached the worker only every MOVE_EVERY (their
-    replies p50 ~100 ms, against ~30 without staging). A backlog now moves once it is old
-    enough for its size, requests waiting or not; here MOVE_EVERY never comes."""
+    """While requests keep coming, staged rows move when the worker has run out of due jobs
+    since the last move: one chunk each time, none while it has work (a move costs as much
+    writer time as a few batches of requests: under a saturating burst, moving as fast as
+    rows came took a fifth of the writer's time), and at the MOVE_EVERY cadence anyway."""
     monkeypatch.setattr(ingest, "MOVE_EVERY", 1e9)
-    monkeypatch.setattr(ingest, "MOVE_SOON", 0.0)
-    async with running(db) as w, steady_load(w) as answered:
-        await until(lambda: w.moved > 0 and answered[0] > 0, "a move under load")
-        assert w.busy  # the load goes on (it never leaves the writer a calm moment)
-
-
-async def test_a_bursts_backlog_leaves_the_writer_to_the_requests_until_move_every(
-    db: Database, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A backlog too large for its age (a burst's) would take the writer from the requests
-    (the ingest bench's throughput) if it moved early: it keeps the MOVE_EVERY cadence."""
-    monkeypatch.setattr(ingest, "MOVE_EVERY", 1e9)
-    monkeypatch.setattr(ingest, "MOVE_SOON", 3600.0)  # per SOON_ROWS rows: never, here
-    w = writer(db)
+    dry = [-math.inf]  # the worker's last claim that came back short: never yet
+    w = writer(db, ran_dry=lambda: dry[0])
     w._commit([[row(f"big{i}")] for i in range(ingest.MOVE_ROWS * 3)], 5.0, True)
     w.start()
     try:
@@ -298,8 +289,14 @@ async def test_a_bursts_backlog_leaves_the_writer_to_the_requests_until_move_eve
             # At most one move, in the calm before the first request; none under load.
             before = w.moved
             assert before <= ingest.MOVE_ROWS and w.backlog > ingest.MOVE_ROWS * 2
+            dry[0] = time.monotonic()  # the worker finds nothing to do
+            await until(lambda: w.moved > before, "a move once the worker ran dry")
+            assert w.moved == before + ingest.MOVE_ROWS  # one chunk: the oldest rows
+            batches = w.batches
+            await until(lambda: w.batches >= batches + 50, "50 more batches")
+            assert w.moved == before + ingest.MOVE_ROWS  # it has those now: no more moves
             monkeypatch.setattr(ingest, "MOVE_EVERY", 0.0)  # its time comes
-            await until(lambda: w.moved > before, "a move at MOVE_EVERY")
+            await until(lambda: w.moved > before + ingest.MOVE_ROWS, "a move at MOVE_EVERY")
     finally:
         await w.stop()
     # Every acknowledged event is in events with its job (the last requests may have gone
@@ -308,57 +305,34 @@ async def test_a_bursts_backlog_leaves_the_writer_to_the_requests_until_move_eve
     assert answered[0] > 0 and await counts(db) == (stored, 0, stored)
 
 
-SOON, EVERY, ROWS = 0.01, 0.1, 16  # MOVE_SOON, MOVE_EVERY and SOON_ROWS, as shipped
+EVERY = 1.0  # MOVE_EVERY, as shipped
 EPS = 1e-6
 
 
 @pytest.mark.parametrize(
-    ("backlog", "staged_ago", "moved_ago", "retry_in", "due"),
+    ("backlog", "moved_ago", "dry_ago", "retry_in", "due"),
     [
-        (0, 1.0, 1.0, 0.0, False),  # nothing staged
-        (1, SOON - EPS, 0.0, 0.0, False),  # a few rows, not old enough yet
-        (1, SOON + EPS, 0.0, 0.0, True),
-        (ROWS, SOON + EPS, 0.0, 0.0, True),  # up to SOON_ROWS: MOVE_SOON
-        (ROWS + 1, SOON + EPS, 0.0, 0.0, False),  # one more row: twice as long
-        (ROWS + 1, 2 * SOON + EPS, 0.0, 0.0, True),
-        (3 * ROWS + 1, 4 * SOON - EPS, 0.0, 0.0, False),
-        (3 * ROWS + 1, 4 * SOON + EPS, 0.0, 0.0, True),
-        (5000, 0.5, EVERY - EPS, 0.0, False),  # a burst's: only the cadence moves it
-        (5000, 0.5, EVERY + EPS, 0.0, True),
-        (1000, 1.0, 0.0, 0.0, True),  # staged for a second at 1,000/s: a steady load's
-        (1, 1.0, 1.0, 0.5, False),  # a failed move's retry time comes first
+        (0, 5.0, 0.0, 0.0, False),  # nothing staged
+        (500, 0.5, 0.6, 0.0, False),  # the worker ran dry before the last move: it has those
+        (500, 0.5, 0.4, 0.0, True),  # ... and since
+        (1, 0.5, 0.0, 0.0, True),  # a single row: the same
+        (1, 0.5, None, 0.0, False),  # the worker's hunger not known: the cadence only
+        (1, EVERY - EPS, None, 0.0, False),
+        (1, EVERY + EPS, None, 0.0, True),
+        (5000, EVERY + EPS, 2.0, 0.0, True),  # a worker that never runs dry: the cadence
+        (1, 1.0, 0.5, 0.5, False),  # a failed move's retry time comes first
     ],
 )
 def test_when_staged_rows_move_though_requests_wait(
-    db: Database, backlog: int, staged_ago: float, moved_ago: float, retry_in: float,
+    db: Database, backlog: int, moved_ago: float, dry_ago: float | None, retry_in: float,
     due: bool,
 ) -> None:
-    assert (ingest.MOVE_SOON, ingest.MOVE_EVERY, ingest.SOON_ROWS) == (SOON, EVERY, ROWS)
-    w = writer(db)
+    assert ingest.MOVE_EVERY == EVERY
     now = 1000.0
+    w = writer(db, ran_dry=None if dry_ago is None else (lambda: now - dry_ago))
     w._backlog = backlog
-    w._staged_at, w._moved_at, w._retry_at = now - staged_ago, now - moved_ago, now + retry_in
+    w._moved_at, w._retry_at = now - moved_ago, now + retry_in
     assert w._move_due(now) is due
-
-
-async def test_the_backlogs_age_runs_from_when_the_staging_table_was_last_empty(
-    db: Database, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(ingest, "MOVE_EVERY", 1e9)
-    monkeypatch.setattr(ingest, "MOVE_SOON", 3600.0)
-    async with running(db) as w:
-        w._waiting += 1  # a request always waiting: no calm moves
-        try:
-            await w.settle()
-            await burst(w, [[row(f"a{i}")] for i in range(ingest.STAGE_FROM)])
-            first = w._staged_at
-            await burst(w, [[row(f"b{i}")] for i in range(ingest.STAGE_FROM)])
-            assert w._staged_at == first and w.backlog == 2 * ingest.STAGE_FROM  # grew
-            await w.settle()  # empty again
-            await burst(w, [[row(f"c{i}")] for i in range(ingest.STAGE_FROM)])
-            assert w._staged_at > first  # a new backlog
-        finally:
-            w._waiting -= 1
 
 
 async def test_the_writer_counts_true_again_after_catch_up_moved_rows_behind_its_back(
@@ -368,7 +342,6 @@ async def test_the_writer_counts_true_again_after_catch_up_moved_rows_behind_its
     under steady load the table is never empty at a move, so the count stayed high, and a
     small new backlog waited as long as a large one (MOVE_EVERY)."""
     monkeypatch.setattr(ingest, "MOVE_EVERY", 1e9)
-    monkeypatch.setattr(ingest, "MOVE_SOON", 3600.0)
     async with running(db) as w:
         w._waiting += 1  # a request always waiting: no calm moves
         try:

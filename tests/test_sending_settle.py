@@ -233,7 +233,6 @@ async def test_an_echo_still_staged_by_ingest_under_load_settles_the_send(
     w = h.rt.writer
     w._waiting += 1  # a request always waiting for its commit: no calm to move in
     monkeypatch.setattr(ingest_module, "MOVE_EVERY", 3600.0)  # nor a periodic move
-    monkeypatch.setattr(ingest_module, "MOVE_SOON", 3600.0)  # nor an early one
     try:
         await asyncio.gather(*(w.submit([EventRow(f"msg:fill{i}", ACCT, "message",
                                                   f"9{i:05d}", 1.0,
@@ -376,7 +375,6 @@ async def test_a_retry_takes_an_echo_another_send_could_explain_only_once_it_set
     # ...and no periodic move (every 0.1 s under load) either: on a busy machine the fill
     # rows moved before the echo came, which then went straight into events.
     monkeypatch.setattr(ingest_module, "MOVE_EVERY", 3600.0)
-    monkeypatch.setattr(ingest_module, "MOVE_SOON", 3600.0)  # nor an early one
     try:
         if where == "staged":  # ingest under load: what comes now is staged
             await asyncio.gather(*(w.submit([EventRow(f"msg:fill{i}", ACCT, "message",

@@ -14,9 +14,10 @@ Two ways to store, one order:
   the events go into ``staged_events`` only, a table without the indexes of ``events``, so
   the commit that the senders wait for is short. The writer moves staged rows, in arrival
   order, into ``events`` with their jobs (one transaction per chunk of :data:`MOVE_ROWS`)
-  whenever no request waits for its answer, at least every :data:`MOVE_EVERY` seconds under
-  sustained load (sooner for a small backlog: :data:`MOVE_SOON` per :data:`SOON_ROWS` rows),
-  on :meth:`IngestWriter.stop`, and after a restart (what a crash left).
+  whenever no request waits for its answer; while requests keep coming, as soon as the
+  worker has run out of due jobs since the last move (``ran_dry``), and at least every
+  :data:`MOVE_EVERY` seconds; on :meth:`IngestWriter.stop`, and after a restart (what a
+  crash left).
   While rows are staged, new events are staged too, so ``events.id`` keeps the order of
   arrival. A staged row is durable like an event: acknowledged means stored either way.
 """
@@ -45,18 +46,14 @@ log = logging.getLogger("instaset.webhook")
 MAX_BATCH_ROWS = 4096
 STAGE_FROM = 4  # requests in one batch from which it is staged (ingest under load)
 MOVE_ROWS = 128  # staged rows moved per transaction: a few ms of holding the write lock
-MOVE_EVERY = 0.1  # seconds: staged rows move at least this often while requests keep coming
-# While requests keep coming, a backlog of n staged rows moves once the staging table has not
-# been empty for MOVE_SOON * ceil(n / SOON_ROWS) seconds (or at the MOVE_EVERY cadence). Under a
-# moderate but steady load (a few hundred webhooks/s) batches of STAGE_FROM come often enough
-# that the writer never sees a moment without a request waiting, and each staged DM, with its
-# reply, waited up to MOVE_EVERY for the worker; now a few rows move within ~MOVE_SOON. A
-# burst stages rows faster than SOON_ROWS per MOVE_SOON (1,600 a second, beyond what the
-# MOVE_EVERY moves take), so its wait outgrows its age: it keeps the MOVE_EVERY cadence, the
-# requests keep most of the writer, and its rows move in large chunks after it. A ramp, not a
-# step, so that a load just above a threshold does not wait ten times longer than one below.
-SOON_ROWS = 16
-MOVE_SOON = 0.01
+# While requests keep coming, staged rows move when the worker has run out of due jobs since
+# the last move: it never waits for events while rows are staged (a moderate, steady load's
+# DMs reach it within a few ms), and no writer time goes to moving rows the worker could not
+# take yet (a move of MOVE_ROWS costs as much writer time as a few batches of requests; under
+# a saturating burst, moving as fast as rows were staged took a fifth of the writer's time
+# and cut ingest throughput by as much, while the worker, slower than ingest, fell behind
+# anyway). MOVE_EVERY bounds the wait when the worker never runs dry (busy with other jobs).
+MOVE_EVERY = 1.0
 IDLE_POLL = 0.005  # seconds: with staged rows to move, how often the writer checks for calm
 MOVE_RETRY = 1.0  # seconds before a move that failed (disk full, a locked database) is retried
 STOP_MOVING = 10.0  # seconds stop() moves staged rows; the rest moves at the next start
@@ -178,6 +175,11 @@ async def move_staged(conn: aiosqlite.Connection, *, max_attempts: int, limit: i
     return count, not left[0][0]
 
 
+def _never() -> float:
+    """``ran_dry`` of a writer that does not know the worker's hunger."""
+    return -math.inf
+
+
 @contextlib.contextmanager
 def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
     """BEGIN IMMEDIATE ... COMMIT on the writer's connection; ROLLBACK on any error (a
@@ -200,13 +202,18 @@ class IngestWriter:
     def __init__(
         self, conn: sqlite3.Connection, *, gate: WriteGate, wake: asyncio.Event,
         max_attempts: int, clock: Callable[[], float] = time.time,
+        ran_dry: Callable[[], float] | None = None,
     ) -> None:
+        """``ran_dry``: the monotonic time the worker last found fewer due jobs than it had
+        room for (none: the worker's hunger is not known, and only calm and
+        :data:`MOVE_EVERY` move staged rows while requests keep coming)."""
         self._conn = conn
         self._synchronous = int(conn.execute("PRAGMA synchronous").fetchone()[0])  # configured
         self._gate = gate
         self._wake = wake
         self._max_attempts = max_attempts
         self._clock = clock
+        self._ran_dry = ran_dry if ran_dry is not None else _never
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="instaset-ingest"
         )
@@ -221,7 +228,6 @@ class IngestWriter:
         self._submitted_at = -math.inf  # monotonic time of the last submit
         self._backlog = 0  # rows in the staging table (read at start, then counted)
         self._moved_at = 0.0  # monotonic time of the last move
-        self._staged_at = 0.0  # monotonic time the staging table was last found empty
         self._retry_at = 0.0  # after a failed move: not before this (monotonic)
 
     @property
@@ -243,7 +249,7 @@ class IngestWriter:
         # What a crash or a failed stop left in the staging table moves first (the writer's loop
         # moves while no request waits).
         self._backlog = int(self._conn.execute("SELECT count(*) FROM staged_events").fetchone()[0])
-        self._moved_at = self._staged_at = time.monotonic()
+        self._moved_at = time.monotonic()
         self._task = asyncio.create_task(self._run(), name="ingest-writer")
 
     async def stop(self) -> None:
@@ -286,14 +292,12 @@ class IngestWriter:
             self._waiting -= 1
 
     def _move_due(self, now: float) -> bool:
-        """Whether staged rows move now though requests wait (``now``: monotonic): every
-        :data:`MOVE_EVERY`, or once the backlog is :data:`MOVE_SOON` per :data:`SOON_ROWS`
-        rows (rounded up) old; never before a failed move's retry time."""
+        """Whether staged rows move now though requests wait (``now``: monotonic): once the
+        worker has run out of due jobs since the last move, or every :data:`MOVE_EVERY`;
+        never before a failed move's retry time."""
         if not self._backlog or now < self._retry_at:
             return False
-        if now - self._moved_at >= MOVE_EVERY:
-            return True
-        return now - self._staged_at >= MOVE_SOON * math.ceil(self._backlog / SOON_ROWS)
+        return now - self._moved_at >= MOVE_EVERY or self._ran_dry() > self._moved_at
 
     async def _run(self) -> None:
         while True:
@@ -330,7 +334,6 @@ class IngestWriter:
     async def _move(self) -> int:
         """Move one chunk of staged rows into ``events``; returns the rows moved (0: none
         was staged), or -1 when the move failed (logged; the rows stay staged)."""
-        self._moved_at = time.monotonic()
         loop = asyncio.get_running_loop()
         try:
             async with self._gate.urgent():
@@ -340,6 +343,10 @@ class IngestWriter:
             log.error("could not move %d staged events into events: %s (they stay staged, "
                       "and the move is tried again)", self._backlog, exc)
             return -1
+        finally:
+            # At the end: a claim that came back short while the move ran did not see its
+            # rows, and must not count as hunger after it (ran_dry).
+            self._moved_at = time.monotonic()
         # A chunk smaller than MOVE_ROWS took every staged row (only this writer stages, one
         # call at a time): the count is exact again, whatever catch-up moved behind its back.
         self._backlog = max(0, self._backlog - moved) if moved >= MOVE_ROWS else 0
@@ -393,8 +400,6 @@ class IngestWriter:
         self.batches += 1
         self.rows += sum(len(rows) for rows, _ in batch)
         if stage:
-            if not self._backlog:
-                self._staged_at = time.monotonic()
             self._backlog += sum(r.stored for r in results)
         else:
             self._wake.set()  # new jobs
