@@ -372,8 +372,8 @@ async def test_a_retry_takes_an_echo_another_send_could_explain_only_once_it_set
     clock.advance(10)
     w = h.rt.writer
     w._waiting += 1  # a request always waiting for its commit: staged rows stay staged
-    # ...and no periodic move (every 0.1 s under load) either: on a busy machine the fill
-    # rows moved before the echo came, which then went straight into events.
+    # ...and no periodic move (every MOVE_EVERY under load) either: on a busy machine the
+    # fill rows moved before the echo came, which then went straight into events.
     monkeypatch.setattr(ingest_module, "MOVE_EVERY", 3600.0)
     try:
         if where == "staged":  # ingest under load: what comes now is staged
