@@ -238,7 +238,7 @@ class IngestWriter:
     def arrived_within(self, seconds: float) -> bool:
         """True while a request waits for its commit, or if one was submitted in the last
         ``seconds`` (a webhook sender between two requests)."""
-        return self._waiting > 0 or time.monotonic() - self._submitted_at < seconds
+        return self.busy or time.monotonic() - self._submitted_at < seconds
 
     @property
     def backlog(self) -> int:
